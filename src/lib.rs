@@ -1,0 +1,7 @@
+//! cni-multi: every CNI plugin a Linux node needs, in one executable.
+//!
+//! Direction of imports: `interface`, `ipam`, `meta` -> `cni`, `linux`; `runtime` -> `cni`;
+//! `cli` -> everything. `cni` never imports `linux`; `linux` never imports `cni`.
+
+pub mod cni;
+pub mod linux;

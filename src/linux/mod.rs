@@ -1,0 +1,1 @@
+//! The kernel, typed: no CNI words.
