@@ -3,5 +3,7 @@
 //! Direction of imports: `interface`, `ipam`, `meta` -> `cni`, `linux`; `runtime` -> `cni`;
 //! `cli` -> everything. `cni` never imports `linux`; `linux` never imports `cni`.
 
+pub mod cli;
 pub mod cni;
 pub mod linux;
+pub mod plugins;

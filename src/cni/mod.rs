@@ -1,1 +1,17 @@
-//! The CNI protocol, pure: no syscalls.
+//! The CNI protocol, pure: no syscalls, testable without root.
+//!
+//! `skel` is the plugin's side of the exec protocol; `result` holds every spec
+//! version's result; `config` the shared config keys; `delegate` finds and runs
+//! delegated plugins (in-process when they are built in).
+
+pub mod args;
+pub mod config;
+pub mod delegate;
+pub mod error;
+pub mod result;
+pub mod skel;
+pub mod version;
+
+pub use error::{code, CniError};
+pub use result::CniResult;
+pub use skel::{CmdArgs, Command, Plugin};

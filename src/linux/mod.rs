@@ -1,1 +1,3 @@
 //! The kernel, typed: no CNI words.
+
+pub mod privileges;

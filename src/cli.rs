@@ -1,0 +1,234 @@
+//! The human front door, when the binary runs as `cni-multi`.
+
+use crate::cni::skel::{self, Command};
+use crate::plugins;
+use argh::FromArgs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+#[derive(FromArgs)]
+/// cni-multi: every CNI plugin a Linux node needs, in one executable.
+///
+/// Installed as symlinks named after each plugin it is called exactly like the
+/// reference plugins. Under its own name: `cni-multi <plugin> <VERB> [options]` runs
+/// one plugin by hand (see `cni-multi <plugin> --help`), or one of the commands below.
+struct Top {
+    #[argh(subcommand)]
+    cmd: TopCmd,
+}
+
+#[derive(FromArgs)]
+#[argh(subcommand)]
+enum TopCmd {
+    List(ListCmd),
+    Install(InstallCmd),
+    Version(VersionCmd),
+}
+
+#[derive(FromArgs)]
+/// List every plugin with its kind and summary.
+#[argh(subcommand, name = "list")]
+struct ListCmd {}
+
+#[derive(FromArgs)]
+/// Create a symlink per plugin in a directory (atomically replacing old files).
+#[argh(subcommand, name = "install")]
+struct InstallCmd {
+    /// the plugin directory (default /opt/cni/bin)
+    #[argh(option, default = "PathBuf::from(\"/opt/cni/bin\")")]
+    dir: PathBuf,
+    /// print what would be done, change nothing
+    #[argh(switch)]
+    dry_run: bool,
+}
+
+#[derive(FromArgs)]
+/// Print the version.
+#[argh(subcommand, name = "version")]
+struct VersionCmd {}
+
+#[derive(FromArgs)]
+/// Run one plugin by hand with the env/stdin semantics of a runtime call.
+struct PluginCmd {
+    /// ADD, DEL, CHECK, STATUS, GC or VERSION
+    #[argh(positional)]
+    verb: String,
+    /// CNI_NETNS: path of the container's network namespace
+    #[argh(option)]
+    netns: Option<String>,
+    /// CNI_IFNAME (default eth0)
+    #[argh(option, default = "String::from(\"eth0\")")]
+    ifname: String,
+    /// CNI_CONTAINERID (default derived from the netns path, like cnitool)
+    #[argh(option)]
+    container_id: Option<String>,
+    /// the network config file, or - for stdin (default -)
+    #[argh(option, default = "String::from(\"-\")")]
+    config: String,
+    /// CNI_ARGS, e.g. "IgnoreUnknown=1;IP=10.0.0.5"
+    #[argh(option)]
+    args: Option<String>,
+    /// CNI_PATH (default $CNI_PATH, else /opt/cni/bin)
+    #[argh(option)]
+    path: Option<String>,
+    /// override the config's cniVersion
+    #[argh(option)]
+    cni_version: Option<String>,
+}
+
+pub fn main() -> i32 {
+    let args: Vec<String> = std::env::args().collect();
+    let strs: Vec<&str> = args.iter().map(String::as_str).collect();
+    if let Some(plugin) = strs.get(1).and_then(|n| plugins::lookup(n)) {
+        let cmd_name = format!("cni-multi {}", plugin.name);
+        return match PluginCmd::from_args(&[&cmd_name], &strs[2..]) {
+            Ok(c) => run_plugin(plugin, c),
+            Err(e) => early_exit(e),
+        };
+    }
+    let top = match Top::from_args(&["cni-multi"], strs.get(1..).unwrap_or(&[])) {
+        Ok(t) => t,
+        Err(e) => return early_exit(e),
+    };
+    match top.cmd {
+        TopCmd::List(_) => {
+            for p in plugins::PLUGINS {
+                println!("{:<12} {:<9} {}", p.name, p.kind.as_str(), p.summary);
+            }
+            0
+        }
+        TopCmd::Version(_) => {
+            println!(
+                "cni-multi {} (CNI spec {})",
+                env!("CARGO_PKG_VERSION"),
+                crate::cni::version::CURRENT
+            );
+            0
+        }
+        TopCmd::Install(i) => match install(&i.dir, i.dry_run) {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("cni-multi install: {e:#}");
+                1
+            }
+        },
+    }
+}
+
+fn early_exit(e: argh::EarlyExit) -> i32 {
+    if e.status.is_ok() {
+        println!("{}", e.output);
+        0
+    } else {
+        eprintln!("{}", e.output);
+        if e.output.contains("Unrecognized argument") || e.output.contains("Required positional") {
+            eprintln!("Run `cni-multi --help`; plugins: {}", plugins::names().join(", "));
+        }
+        2
+    }
+}
+
+/// cnitool's container ID: a stable one derived from the netns path.
+fn default_container_id(netns: &str) -> String {
+    // FNV-1a: no hashing crate needed for a label.
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in netns.bytes() {
+        h = (h ^ b as u64).wrapping_mul(0x100000001b3);
+    }
+    format!("cni-multi-{h:016x}")
+}
+
+fn run_plugin(plugin: &'static crate::cni::Plugin, c: PluginCmd) -> i32 {
+    let Some(command) = Command::parse(&c.verb.to_ascii_uppercase()) else {
+        eprintln!(
+            "cni-multi {}: unknown verb {:?} (ADD, DEL, CHECK, STATUS, GC, VERSION)",
+            plugin.name, c.verb
+        );
+        return 2;
+    };
+    let mut config = Vec::new();
+    let read = if c.config == "-" {
+        std::io::stdin().read_to_end(&mut config).map(|_| ())
+    } else {
+        std::fs::read(&c.config).map(|d| config = d)
+    };
+    if let Err(e) = read {
+        eprintln!("cni-multi {}: cannot read config {}: {e}", plugin.name, c.config);
+        return 2;
+    }
+    if let Some(v) = &c.cni_version {
+        match serde_json::from_slice::<serde_json::Value>(&config) {
+            Ok(serde_json::Value::Object(mut m)) => {
+                m.insert("cniVersion".into(), v.clone().into());
+                config = serde_json::to_vec(&m).expect("a JSON object serialises");
+            }
+            _ => {
+                eprintln!("cni-multi {}: --cni-version needs a JSON object config", plugin.name);
+                return 2;
+            }
+        }
+    }
+    let netns = c.netns.clone().unwrap_or_default();
+    let vars = [
+        ("CNI_COMMAND", command.as_str().to_string()),
+        ("CNI_NETNS", netns.clone()),
+        ("CNI_IFNAME", c.ifname.clone()),
+        (
+            "CNI_CONTAINERID",
+            c.container_id.clone().unwrap_or_else(|| default_container_id(&netns)),
+        ),
+        ("CNI_ARGS", c.args.clone().unwrap_or_default()),
+        (
+            "CNI_PATH",
+            c.path
+                .clone()
+                .or_else(|| std::env::var("CNI_PATH").ok())
+                .unwrap_or_else(|| "/opt/cni/bin".into()),
+        ),
+    ];
+    // Executed delegates inherit these, exactly as under a runtime. The process is
+    // single-threaded, so changing the environment is safe.
+    for (k, v) in &vars {
+        std::env::set_var(k, v);
+    }
+    crate::cni::delegate::set_builtins(plugins::lookup);
+    let getenv = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    let data = config.clone();
+    let mut read_stdin = || Ok(data.clone());
+    let out = skel::run(plugin, &getenv, &mut read_stdin, &|_| false);
+    if out.exit != 0 {
+        if let Ok(e) = serde_json::from_str::<crate::cni::CniError>(&out.stdout) {
+            eprintln!("cni-multi {} {}: error code {}: {}", plugin.name, command, e.code, e);
+        }
+    }
+    let code = plugins::emit(&out);
+    if !out.stdout.is_empty() && !out.stdout.ends_with('\n') {
+        println!();
+    }
+    code
+}
+
+/// One symlink per plugin, each made under a temporary name and renamed over the
+/// old file so that a runtime never sees a missing or half-written plugin.
+pub fn install(dir: &Path, dry_run: bool) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let exe = std::fs::canonicalize("/proc/self/exe").context("cannot resolve this executable's path")?;
+    if !dry_run {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    for name in plugins::names() {
+        let dst = dir.join(name);
+        println!("{} -> {}", dst.display(), exe.display());
+        if dry_run {
+            continue;
+        }
+        let tmp = dir.join(format!(".{name}.cni-multi-{}", std::process::id()));
+        let _ = std::fs::remove_file(&tmp);
+        std::os::unix::fs::symlink(&exe, &tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+        if let Err(e) = std::fs::rename(&tmp, &dst) {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e).with_context(|| format!("cannot replace {}", dst.display()));
+        }
+    }
+    Ok(())
+}

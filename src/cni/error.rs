@@ -1,0 +1,135 @@
+//! The CNI error object and the spec's well-known codes.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// Well-known error codes (spec §"Error"; 8 and 999 come from the Go library).
+pub mod code {
+    pub const INCOMPATIBLE_VERSION: u32 = 1;
+    pub const UNSUPPORTED_FIELD: u32 = 2;
+    pub const UNKNOWN_CONTAINER: u32 = 3;
+    pub const INVALID_ENV: u32 = 4;
+    pub const IO_FAILURE: u32 = 5;
+    pub const DECODING_FAILURE: u32 = 6;
+    pub const INVALID_CONFIG: u32 = 7;
+    pub const INVALID_NETNS: u32 = 8;
+    pub const TRY_AGAIN_LATER: u32 = 11;
+    pub const NOT_AVAILABLE: u32 = 50;
+    pub const LIMITED_CONNECTIVITY: u32 = 51;
+    pub const INTERNAL: u32 = 999;
+}
+
+/// `{code, msg, details}` as printed on stdout when a plugin fails.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CniError {
+    pub code: u32,
+    pub msg: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub details: String,
+}
+
+impl CniError {
+    pub fn new(code: u32, msg: impl Into<String>) -> Self {
+        CniError {
+            code,
+            msg: msg.into(),
+            details: String::new(),
+        }
+    }
+
+    pub fn with_details(mut self, details: impl Into<String>) -> Self {
+        self.details = details.into();
+        self
+    }
+
+    pub fn internal(msg: impl Into<String>) -> Self {
+        Self::new(code::INTERNAL, msg)
+    }
+
+    pub fn invalid_config(msg: impl Into<String>) -> Self {
+        Self::new(code::INVALID_CONFIG, msg)
+    }
+
+    pub fn unsupported_field(msg: impl Into<String>) -> Self {
+        Self::new(code::UNSUPPORTED_FIELD, msg)
+    }
+
+    /// Turn any error into a CNI error: a `CniError` anywhere in the chain gives the
+    /// code; the message keeps every layer of context (`outer: inner`).
+    pub fn from_anyhow(err: &anyhow::Error) -> Self {
+        if let Some(e) = err.downcast_ref::<CniError>() {
+            // The outermost layer is the CniError itself (no extra context).
+            if err.chain().count() == 1 {
+                return e.clone();
+            }
+        }
+        let code = err
+            .chain()
+            .find_map(|c| c.downcast_ref::<CniError>().map(|e| e.code))
+            .unwrap_or(code::INTERNAL);
+        let details = err
+            .chain()
+            .find_map(|c| c.downcast_ref::<CniError>().map(|e| e.details.clone()))
+            .unwrap_or_default();
+        CniError {
+            code,
+            msg: format!("{err:#}"),
+            details,
+        }
+    }
+
+    /// The pretty-printed JSON the reference prints (4-space indent, no newline).
+    pub fn to_json(&self) -> String {
+        crate::cni::result::to_pretty_json(self)
+    }
+}
+
+impl fmt::Display for CniError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.details.is_empty() {
+            write!(f, "{}", self.msg)
+        } else {
+            write!(f, "{}; {}", self.msg, self.details)
+        }
+    }
+}
+
+impl std::error::Error for CniError {}
+
+/// Shorthand for returning a CNI error with a code from plugin code.
+#[macro_export]
+macro_rules! cni_bail {
+    ($code:expr, $($arg:tt)*) => {
+        return Err($crate::cni::error::CniError::new($code, format!($($arg)*)).into())
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use anyhow::Context;
+
+    #[test]
+    fn json_omits_empty_details() {
+        let e = CniError::new(7, "missing network name");
+        assert_eq!(
+            e.to_json(),
+            "{\n    \"code\": 7,\n    \"msg\": \"missing network name\"\n}"
+        );
+        let e = e.with_details("d");
+        assert!(e.to_json().contains("\"details\": \"d\""));
+    }
+
+    #[test]
+    fn anyhow_keeps_code_and_context() {
+        let inner: anyhow::Result<()> = Err(CniError::new(2, "bad key").into());
+        let e = inner.context("outer").unwrap_err();
+        let c = CniError::from_anyhow(&e);
+        assert_eq!(c.code, 2);
+        assert_eq!(c.msg, "outer: bad key");
+        let plain = anyhow::anyhow!("boom");
+        assert_eq!(CniError::from_anyhow(&plain).code, 999);
+        let direct: anyhow::Error = CniError::new(4, "x").with_details("y").into();
+        assert_eq!(CniError::from_anyhow(&direct), CniError::new(4, "x").with_details("y"));
+    }
+}

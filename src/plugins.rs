@@ -1,0 +1,81 @@
+//! THE table: every plugin cni-multi is, with its kind and a one-line summary.
+//! Only plugins that really work are listed.
+
+use crate::cni::error::{code, CniError};
+use crate::cni::skel::{self, Plugin};
+use std::io::{Read, Write};
+
+pub static PLUGINS: &[&Plugin] = &[];
+
+pub fn lookup(name: &str) -> Option<&'static Plugin> {
+    PLUGINS.iter().copied().find(|p| p.name == name)
+}
+
+pub fn names() -> Vec<&'static str> {
+    PLUGINS.iter().map(|p| p.name).collect()
+}
+
+/// Run `plugin` exactly as a runtime calls it: CNI_* from the environment, config on
+/// stdin, result or error JSON on stdout. Returns the exit status.
+pub fn run_as_plugin(plugin: &'static Plugin) -> i32 {
+    crate::cni::delegate::set_builtins(lookup);
+    crate::linux::privileges::drop_unneeded();
+    let getenv = |k: &str| std::env::var(k).ok();
+    let mut read_stdin = || {
+        let mut buf = Vec::with_capacity(4096);
+        std::io::stdin().lock().read_to_end(&mut buf).map(|_| buf)
+    };
+    let out = skel::run(plugin, &getenv, &mut read_stdin, &is_own_netns);
+    emit(&out)
+}
+
+/// Write an outcome to the real stdout/stderr and return its exit status.
+pub fn emit(out: &skel::Outcome) -> i32 {
+    if !out.stderr.is_empty() {
+        let _ = std::io::stderr().write_all(out.stderr.as_bytes());
+    }
+    if !out.stdout.is_empty() {
+        let mut so = std::io::stdout().lock();
+        let _ = so.write_all(out.stdout.as_bytes());
+        let _ = so.flush();
+    }
+    out.exit
+}
+
+/// Called under a name that is no plugin: a runtime gets a CNI error, a person the list.
+pub fn unknown_name(name: &str) -> i32 {
+    let e = CniError::new(
+        code::INTERNAL,
+        format!("cni-multi was called as {name:?}, which is not a plugin it provides"),
+    )
+    .with_details(format!("known plugins: {}", names().join(", ")));
+    println!("{}", e.to_json());
+    1
+}
+
+/// A panic still answers with a CNI error JSON on stdout and exit status 1.
+pub fn install_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        let msg = match info.payload().downcast_ref::<&str>() {
+            Some(s) => s.to_string(),
+            None => info.payload().downcast_ref::<String>().cloned().unwrap_or_default(),
+        };
+        let loc = info
+            .location()
+            .map(|l| format!(" at {}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        let e = CniError::new(code::INTERNAL, format!("cni-multi panicked: {msg}{loc}"));
+        let _ = std::io::stdout().write_all(e.to_json().as_bytes());
+        let _ = std::io::stdout().flush();
+        std::process::exit(1);
+    }));
+}
+
+/// Whether `path` is the network namespace this thread is in (false if it cannot be read).
+fn is_own_netns(path: &str) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(path), std::fs::metadata("/proc/thread-self/ns/net")) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
+}
