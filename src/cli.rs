@@ -23,6 +23,49 @@ enum TopCmd {
     List(ListCmd),
     Install(InstallCmd),
     Version(VersionCmd),
+    Net(Box<NetCmd>),
+}
+
+#[derive(FromArgs)]
+/// Run a whole network list like cnitool: add, del, check, gc or status.
+#[argh(subcommand, name = "net")]
+struct NetCmd {
+    /// add, del, check, gc or status
+    #[argh(positional)]
+    verb: String,
+    /// the network name (looked up in --conf-dir) or, with --conf, ignored
+    #[argh(positional)]
+    name: String,
+    /// the container's netns path (not needed for gc and status)
+    #[argh(positional)]
+    netns: Option<String>,
+    /// directory of *.conflist files (default $NETCONFPATH, else /etc/cni/net.d)
+    #[argh(option)]
+    conf_dir: Option<PathBuf>,
+    /// a conflist file to use instead of looking the name up
+    #[argh(option)]
+    conf: Option<PathBuf>,
+    /// result cache directory (default /var/lib/cni)
+    #[argh(option, default = "PathBuf::from(\"/var/lib/cni\")")]
+    cache_dir: PathBuf,
+    /// CNI_IFNAME (default $CNI_IFNAME, else eth0)
+    #[argh(option)]
+    ifname: Option<String>,
+    /// CNI_CONTAINERID (default derived from the netns path)
+    #[argh(option)]
+    container_id: Option<String>,
+    /// CNI_PATH (default $CNI_PATH, else /opt/cni/bin)
+    #[argh(option)]
+    path: Option<String>,
+    /// CNI_ARGS, "K=V;K2=V2" (default $CNI_ARGS)
+    #[argh(option)]
+    args: Option<String>,
+    /// capability arguments as a JSON object (default $CAP_ARGS)
+    #[argh(option)]
+    cap_args: Option<String>,
+    /// for gc: a JSON list of {"containerID","ifname"} to keep
+    #[argh(option)]
+    valid: Option<String>,
 }
 
 #[derive(FromArgs)]
@@ -105,6 +148,13 @@ pub fn main() -> i32 {
             );
             0
         }
+        TopCmd::Net(n) => match run_net(*n) {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("cni-multi net: {e}");
+                1
+            }
+        },
         TopCmd::Install(i) => match install(&i.dir, i.dry_run) {
             Ok(()) => 0,
             Err(e) => {
@@ -229,6 +279,62 @@ pub fn install(dir: &Path, dry_run: bool) -> anyhow::Result<()> {
             let _ = std::fs::remove_file(&tmp);
             return Err(e).with_context(|| format!("cannot replace {}", dst.display()));
         }
+    }
+    Ok(())
+}
+
+fn run_net(n: NetCmd) -> anyhow::Result<()> {
+    use crate::runtime::{self, NetworkList, RuntimeConf};
+    use anyhow::Context;
+    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    let list = match &n.conf {
+        Some(f) => NetworkList::from_bytes(&std::fs::read(f).with_context(|| format!("cannot read {}", f.display()))?)?,
+        None => {
+            let dir = n.conf_dir.clone().or_else(|| env("NETCONFPATH").map(PathBuf::from));
+            NetworkList::load(&dir.unwrap_or_else(|| PathBuf::from("/etc/cni/net.d")), &n.name)?
+        }
+    };
+    let netns = n.netns.clone().unwrap_or_default();
+    let args = n.args.clone().or_else(|| env("CNI_ARGS")).unwrap_or_default();
+    let args = crate::cni::args::CniArgs::parse(&args)?.pairs().to_vec();
+    let cap_args = match n.cap_args.clone().or_else(|| env("CAP_ARGS")) {
+        Some(s) => serde_json::from_str(&s).context("capability args must be a JSON object")?,
+        None => serde_json::Map::new(),
+    };
+    crate::cni::delegate::set_builtins(plugins::lookup);
+    let rt = RuntimeConf {
+        container_id: n.container_id.clone().unwrap_or_else(|| default_container_id(&netns)),
+        netns,
+        ifname: n
+            .ifname
+            .clone()
+            .or_else(|| env("CNI_IFNAME"))
+            .unwrap_or_else(|| "eth0".into()),
+        args,
+        capability_args: cap_args,
+        cni_path: n
+            .path
+            .clone()
+            .or_else(|| env("CNI_PATH"))
+            .unwrap_or_else(|| "/opt/cni/bin".into()),
+        cache_dir: n.cache_dir.clone(),
+    };
+    match n.verb.as_str() {
+        "add" => {
+            let r = runtime::add(&list, &rt)?;
+            println!("{}", r.to_json(&list.cni_version)?);
+        }
+        "del" => runtime::del(&list, &rt)?,
+        "check" => runtime::check(&list, &rt)?,
+        "status" => runtime::status(&list, &rt)?,
+        "gc" => {
+            let valid: Option<Vec<crate::cni::config::Attachment>> = match &n.valid {
+                Some(s) => Some(serde_json::from_str(s).context("--valid must be a JSON list of attachments")?),
+                None => None,
+            };
+            runtime::gc(&list, &rt, valid.as_deref())?
+        }
+        other => anyhow::bail!("unknown verb {other:?} (add, del, check, gc, status)"),
     }
     Ok(())
 }

@@ -7,3 +7,4 @@ pub mod cli;
 pub mod cni;
 pub mod linux;
 pub mod plugins;
+pub mod runtime;

@@ -1,0 +1,139 @@
+//! libcni's result cache: `<cacheDir>/results/<net>-<containerID>-<ifname>`, with the
+//! same JSON (`kind: cniCacheV1`) so a node can switch runtimes' tools freely.
+
+use super::{NetworkList, RuntimeConf};
+use crate::cni::error::CniError;
+use serde_json::{json, Map, Value};
+use std::path::{Path, PathBuf};
+
+fn path(list: &NetworkList, rt: &RuntimeConf) -> PathBuf {
+    rt.cache_dir
+        .join("results")
+        .join(format!("{}-{}-{}", list.name, rt.container_id, rt.ifname))
+}
+
+/// base64 without a crate: the cache stores the config bytes this way.
+fn base64(data: &[u8]) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
+    for c in data.chunks(3) {
+        let n = (c[0] as u32) << 16 | (*c.get(1).unwrap_or(&0) as u32) << 8 | *c.get(2).unwrap_or(&0) as u32;
+        for i in 0..4 {
+            if i <= c.len() {
+                out.push(T[(n >> (18 - 6 * i)) as usize & 63] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+pub fn write(list: &NetworkList, rt: &RuntimeConf, result: Option<&Value>) -> Result<(), CniError> {
+    use std::io::Write;
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    let p = path(list, rt);
+    let dir = p.parent().expect("cache path has a parent");
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| CniError::internal(format!("failed to create cache dir {}: {e}", dir.display())))?;
+    let doc = json!({
+        "kind": "cniCacheV1",
+        "containerId": rt.container_id,
+        "config": base64(&list.bytes),
+        "ifName": rt.ifname,
+        "networkName": list.name,
+        "netns": rt.netns,
+        "cniArgs": rt.args.iter().map(|(k, v)| json!([k, v])).collect::<Vec<_>>(),
+        "capabilityArgs": rt.capability_args,
+        "result": result.cloned().unwrap_or(Value::Null),
+    });
+    let tmp = dir.join(format!(".tmp-{}", std::process::id()));
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(|e| CniError::internal(format!("failed to write cache {}: {e}", tmp.display())))?;
+    f.write_all(doc.to_string().as_bytes())
+        .and_then(|_| std::fs::rename(&tmp, &p))
+        .map_err(|e| CniError::internal(format!("failed to write cache {}: {e}", p.display())))
+}
+
+pub fn read_result(list: &NetworkList, rt: &RuntimeConf) -> Option<Value> {
+    let data = std::fs::read(path(list, rt)).ok()?;
+    let v: Value = serde_json::from_slice(&data).ok()?;
+    // Legacy caches hold the bare result.
+    match v.get("kind").and_then(Value::as_str) {
+        Some("cniCacheV1") => v.get("result").cloned().filter(|r| !r.is_null()),
+        _ => Some(v),
+    }
+}
+
+pub fn remove(list: &NetworkList, rt: &RuntimeConf) {
+    let _ = std::fs::remove_file(path(list, rt));
+}
+
+/// One cached attachment of a network (for GC).
+pub struct Cached {
+    pub container_id: String,
+    pub ifname: String,
+    pub netns: String,
+    pub args: Vec<(String, String)>,
+    pub capability_args: Map<String, Value>,
+}
+
+pub fn attachments(list: &NetworkList, cache_dir: &Path) -> Vec<Cached> {
+    let Ok(rd) = std::fs::read_dir(cache_dir.join("results")) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for e in rd.flatten() {
+        let Ok(data) = std::fs::read(e.path()) else { continue };
+        let Ok(v) = serde_json::from_slice::<Value>(&data) else {
+            continue;
+        };
+        if v.get("networkName").and_then(Value::as_str) != Some(list.name.as_str()) {
+            continue;
+        }
+        let s = |k: &str| v.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+        let args = v
+            .get("cniArgs")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(|p| Some((p.get(0)?.as_str()?.to_string(), p.get(1)?.as_str()?.to_string())))
+                    .collect()
+            })
+            .unwrap_or_default();
+        out.push(Cached {
+            container_id: s("containerId"),
+            ifname: s("ifName"),
+            netns: s("netns"),
+            args,
+            capability_args: v
+                .get("capabilityArgs")
+                .and_then(Value::as_object)
+                .cloned()
+                .unwrap_or_default(),
+        });
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_matches_rfc4648() {
+        assert_eq!(base64(b""), "");
+        assert_eq!(base64(b"f"), "Zg==");
+        assert_eq!(base64(b"fo"), "Zm8=");
+        assert_eq!(base64(b"foo"), "Zm9v");
+        assert_eq!(base64(b"foobar"), "Zm9vYmFy");
+    }
+}
