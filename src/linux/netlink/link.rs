@@ -225,7 +225,9 @@ impl Link {
                 IFLA_TXQLEN => l.txqlen = get_u32(d)?,
                 IFLA_OPERSTATE => l.oper_state = OperState::from(*d.first()?),
                 IFLA_MASTER => l.master = get_u32(d).filter(|&m| m != 0),
-                IFLA_LINK => l.link = get_u32(d).filter(|&m| m != 0 && m != index),
+                // The kernel sends IFLA_LINK only when it differs from the own index; a peer in
+                // another namespace may still carry the same number.
+                IFLA_LINK => l.link = get_u32(d).filter(|&m| m != 0),
                 IFLA_LINK_NETNSID => l.link_netnsid = get_i32(d),
                 IFLA_IFALIAS => l.alias = Some(get_str(d)).filter(|s| !s.is_empty()),
                 IFLA_LINKINFO => l.parse_linkinfo(d),

@@ -151,7 +151,8 @@ impl Netlink {
     /// Neighbour entries of `family` (or FDB entries when `fdb`), optionally of one device.
     pub fn neighs(&mut self, index: Option<u32>, family: Family, fdb: bool) -> Result<Vec<Neigh>> {
         let fam = if fdb { AF_BRIDGE } else { family.af() };
-        let p = Payload::new(&ndmsg(fam, index.unwrap_or(0), 0, 0));
+        // Strict checking rejects a neighbour dump header with an ifindex; filter here.
+        let p = Payload::new(&ndmsg(fam, 0, 0, 0));
         let msgs = self.dump(RTM_GETNEIGH, p.into_bytes(), &|| {
             "list neighbours".to_string()
         })?;
