@@ -423,7 +423,9 @@ fn routes_tables_ecmp() {
     nl.replace_route(&r2).unwrap();
     let got = nl.routes(Family::V4, Some(1000)).unwrap();
     assert_eq!((got.len(), got[0].oif), (1, Some(s0)));
-    nl.del_route(&r2).unwrap();
+    // Delete without knowing scope/protocol.
+    nl.del_route(&Route::new(net("10.50.0.0/16")).table(1000))
+        .unwrap();
     assert!(nl.routes(Family::V4, Some(1000)).unwrap().is_empty());
 
     // IPv4 ECMP as one multipath route.

@@ -12,7 +12,7 @@ pub mod link;
 pub mod neigh;
 pub mod route;
 pub mod rule;
-pub mod wire;
+pub(crate) mod wire;
 
 pub use addr::{Addr, AddrFlags, Family};
 pub use bridge::BridgeVlan;

@@ -34,6 +34,8 @@ pub const SCOPE_UNIVERSE: u8 = 0;
 pub const SCOPE_LINK: u8 = 253;
 /// Scope: this host.
 pub const SCOPE_HOST: u8 = 254;
+/// Scope: matches any scope in a delete.
+pub const SCOPE_NOWHERE: u8 = 255;
 /// Protocol: configured by an administrator/tool.
 pub const PROTO_BOOT: u8 = 3;
 /// Protocol: added by the kernel.
@@ -357,10 +359,14 @@ impl Netlink {
         Ok(())
     }
 
-    /// Deletes the route matching `r` (dst, table, and gw/oif/metric when set).
+    /// Deletes the route matching `r`: dst, table, type, and gw/oif/metric when set. Like
+    /// `ip route del`, any scope and protocol match, so a caller need not know them.
     pub fn del_route(&mut self, r: &Route) -> Result<()> {
         let what = || format!("delete {}", r.describe());
-        self.request(RTM_DELROUTE, Mode::Change, r.encode(), &what)?;
+        let mut m = r.clone();
+        m.scope = SCOPE_NOWHERE;
+        m.protocol = 0;
+        self.request(RTM_DELROUTE, Mode::Change, m.encode(), &what)?;
         Ok(())
     }
 }

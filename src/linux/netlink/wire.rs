@@ -55,11 +55,6 @@ impl Payload {
         self.attr(ty, &v.to_ne_bytes())
     }
 
-    /// Appends an i32 attribute (host order).
-    pub fn i32(&mut self, ty: u16, v: i32) -> &mut Self {
-        self.attr(ty, &v.to_ne_bytes())
-    }
-
     /// Appends a NUL-terminated string attribute.
     pub fn str(&mut self, ty: u16, s: &str) -> &mut Self {
         let mut v = s.as_bytes().to_vec();
