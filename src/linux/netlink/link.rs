@@ -443,7 +443,7 @@ impl LinkSpec {
     }
 
     /// The RTM_NEWLINK payload.
-    pub fn encode(&self) -> Vec<u8> {
+    pub(crate) fn encode(&self) -> Vec<u8> {
         let up = if self.up { IFF_UP } else { 0 };
         let mut p = Payload::new(&ifinfomsg(0, 0, up, up));
         p.str(IFLA_IFNAME, &self.name);
