@@ -1,3 +1,14 @@
-//! The kernel, typed: no CNI words.
+//! The kernel, typed: netlink (links, addresses, routes, neighbours, rules, bridge ports),
+//! network namespaces, sysctls, tun/tap devices and capabilities. Nothing here knows
+//! what it is used for.
 
+pub mod error;
+pub mod netlink;
+pub mod netns;
 pub mod privileges;
+pub mod sysctl;
+pub mod tuntap;
+
+pub use error::{Error, Result};
+pub use netlink::Netlink;
+pub use netns::{NetNs, NetNsGuard, NsError};

@@ -1,0 +1,151 @@
+//! Network namespaces as owned file descriptors, and a guard that moves the calling thread
+//! into one and back.
+
+use std::fmt;
+use std::fs::File;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use nix::sched::{setns, CloneFlags};
+
+use super::Error;
+
+/// statfs magic of nsfs (bind-mounted namespace files, /run/netns/*).
+const NSFS_MAGIC: i64 = 0x6e73_6673;
+/// statfs magic of procfs (/proc/<pid>/ns/net on older kernels).
+const PROC_SUPER_MAGIC: i64 = 0x9fa0;
+
+/// Why a namespace path could not be opened.
+#[derive(Debug)]
+pub enum NsError {
+    /// Nothing exists at the path.
+    NotExist(PathBuf),
+    /// Something exists but is not a network namespace file.
+    NotNetns(PathBuf),
+    /// Any other failure.
+    Other(Error),
+}
+
+impl fmt::Display for NsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NsError::NotExist(p) => write!(f, "netns {:?} does not exist", p),
+            NsError::NotNetns(p) => write!(f, "{:?} is not a network namespace", p),
+            NsError::Other(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for NsError {}
+
+impl From<NsError> for Error {
+    fn from(e: NsError) -> Self {
+        match e {
+            NsError::Other(e) => e,
+            NsError::NotExist(p) => {
+                Error::kernel(format!("open netns {p:?}"), nix::libc::ENOENT, None)
+            }
+            NsError::NotNetns(p) => {
+                Error::other(format!("open netns {p:?}"), "not a network namespace")
+            }
+        }
+    }
+}
+
+/// An open network namespace.
+#[derive(Debug)]
+pub struct NetNs {
+    fd: OwnedFd,
+    path: PathBuf,
+}
+
+impl NetNs {
+    /// Opens the namespace file at `path` (e.g. `/run/netns/x`, `/proc/<pid>/ns/net`).
+    pub fn open(path: impl AsRef<Path>) -> std::result::Result<NetNs, NsError> {
+        let path = path.as_ref();
+        let file = match File::open(path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(NsError::NotExist(path.to_owned()))
+            }
+            Err(e) => return Err(NsError::Other(Error::io(format!("open netns {path:?}"), e))),
+        };
+        let fd = OwnedFd::from(file);
+        let st = nix::sys::statfs::fstatfs(&fd)
+            .map_err(|e| NsError::Other(Error::nix(format!("statfs netns {path:?}"), e)))?;
+        // Same check as the Go reference: a plain file or directory is a caller mistake that
+        // must not be confused with "namespace already gone".
+        let magic = st.filesystem_type().0 as i64;
+        if magic != NSFS_MAGIC && magic != PROC_SUPER_MAGIC {
+            return Err(NsError::NotNetns(path.to_owned()));
+        }
+        Ok(NetNs {
+            fd,
+            path: path.to_owned(),
+        })
+    }
+
+    /// The calling thread's current network namespace.
+    pub fn current() -> super::Result<NetNs> {
+        NetNs::open("/proc/thread-self/ns/net").map_err(Error::from)
+    }
+
+    /// The path this namespace was opened from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The namespace fd, e.g. for `IFLA_NET_NS_FD`.
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    /// The raw namespace fd.
+    pub fn raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+
+    /// True when both refer to the same namespace (same device and inode).
+    pub fn same_as(&self, other: &NetNs) -> super::Result<bool> {
+        let a = stat(&self.fd, &self.path)?;
+        let b = stat(&other.fd, &other.path)?;
+        Ok(a == b)
+    }
+
+    /// Moves the calling thread into this namespace until the guard is dropped.
+    pub fn enter(&self) -> super::Result<NetNsGuard> {
+        let orig = NetNs::current()?;
+        setns(&self.fd, CloneFlags::CLONE_NEWNET)
+            .map_err(|e| Error::nix(format!("enter netns {:?}", self.path), e))?;
+        Ok(NetNsGuard { orig })
+    }
+}
+
+fn stat(fd: &OwnedFd, path: &Path) -> super::Result<(u64, u64)> {
+    let f = File::from(
+        fd.try_clone()
+            .map_err(|e| Error::io(format!("dup {path:?}"), e))?,
+    );
+    let m = f
+        .metadata()
+        .map_err(|e| Error::io(format!("stat {path:?}"), e))?;
+    Ok((m.dev(), m.ino()))
+}
+
+/// Holds the calling thread in another namespace; switches back on drop.
+#[must_use = "dropping the guard switches straight back"]
+pub struct NetNsGuard {
+    orig: NetNs,
+}
+
+impl Drop for NetNsGuard {
+    fn drop(&mut self) {
+        // Continuing in the wrong namespace would silently change the wrong network, so a
+        // failed switch back ends the process.
+        if let Err(e) = setns(&self.orig.fd, CloneFlags::CLONE_NEWNET) {
+            eprintln!("fatal: cannot switch back to the original network namespace: {e}");
+            std::process::abort();
+        }
+    }
+}
