@@ -5,6 +5,7 @@
 
 pub mod cli;
 pub mod cni;
+pub mod interface;
 pub mod linux;
 pub mod plugins;
 pub mod runtime;

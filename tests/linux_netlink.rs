@@ -7,8 +7,8 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use cni_multi::linux::netlink::{
-    addr::Family, route::SCOPE_LINK, BridgeVlan, IpvlanMode, LinkKind, LinkSpec, MacvlanMode,
-    Neigh, NextHop, Route, Rule,
+    addr::Family, route::SCOPE_LINK, BridgeVlan, IpvlanMode, LinkKind, LinkSpec, MacvlanMode, Neigh, NextHop, Route,
+    Rule,
 };
 use cni_multi::linux::{sysctl, tuntap, NetNs, Netlink, NsError};
 use common::netns::TestNs;
@@ -75,19 +75,15 @@ fn veth_across_namespaces_addresses_routes_ping() {
     assert_eq!(addrs.len(), 1);
     assert_eq!(addrs[0].ip, net("10.99.0.1/24"));
     let v6 = nla.addrs(Some(la.index), Family::V6).unwrap();
-    assert!(v6
-        .iter()
-        .any(|x| x.ip == net("fd99::1/64") && x.flags.nodad()));
+    assert!(v6.iter().any(|x| x.ip == net("fd99::1/64") && x.flags.nodad()));
     let j = a.ip_json(&["addr", "show", "dev", "va0"]);
     let ai = first(&j)["addr_info"].as_array().unwrap();
-    assert!(ai.iter().any(|x| x["local"] == "10.99.0.1"
-        && x["prefixlen"] == 24
-        && x["broadcast"] == "10.99.0.255"));
+    assert!(ai
+        .iter()
+        .any(|x| x["local"] == "10.99.0.1" && x["prefixlen"] == 24 && x["broadcast"] == "10.99.0.255"));
 
     // A route in b to a's "other" network through a.
-    let r = Route::new(net("10.100.0.0/24"))
-        .gw(ip("10.99.0.1"))
-        .oif(lb.index);
+    let r = Route::new(net("10.100.0.0/24")).gw(ip("10.99.0.1")).oif(lb.index);
     nlb.add_route(&r).unwrap();
     let routes = nlb.routes(Family::V4, Some(254)).unwrap();
     assert!(routes
@@ -116,16 +112,8 @@ fn create_directly_in_other_netns() {
     let b = TestNs::new("db");
     let (_ha, mut nla) = open(&a);
     let (hb, mut nlb) = open(&b);
-    nla.create_link(
-        &LinkSpec::new(
-            "br-x",
-            LinkKind::Bridge {
-                vlan_filtering: None,
-            },
-        )
-        .netns(hb.raw_fd()),
-    )
-    .unwrap();
+    nla.create_link(&LinkSpec::new("br-x", LinkKind::Bridge { vlan_filtering: None }).netns(hb.raw_fd()))
+        .unwrap();
     assert!(nla.link_by_name("br-x").unwrap().is_none());
     let l = nlb.link_by_name("br-x").unwrap().unwrap();
     assert_eq!(l.kind.as_deref(), Some("bridge"));
@@ -141,15 +129,9 @@ fn link_modifiers() {
     let b = TestNs::new("lm2");
     let (_ha, mut nl) = open(&a);
     let (hb, mut nlb) = open(&b);
-    nl.create_link(&LinkSpec::new(
-        "br0",
-        LinkKind::Bridge {
-            vlan_filtering: None,
-        },
-    ))
-    .unwrap();
-    nl.create_link(&LinkSpec::veth("p0", "p1").txqlen(500))
+    nl.create_link(&LinkSpec::new("br0", LinkKind::Bridge { vlan_filtering: None }))
         .unwrap();
+    nl.create_link(&LinkSpec::veth("p0", "p1").txqlen(500)).unwrap();
     let br = nl.link_by_name("br0").unwrap().unwrap();
     let p0 = nl.link_by_name("p0").unwrap().unwrap();
     assert_eq!(p0.txqlen, 500);
@@ -191,9 +173,7 @@ fn link_modifiers() {
     let l = nl.link_by_name("renamed").unwrap().unwrap();
     assert_eq!(l.index, p0.index);
     assert!(l.master.is_none() && l.alias.is_none() && !l.promisc && !l.allmulti && !l.up);
-    assert!(first(&a.ip_json(&["link", "show", "renamed"]))
-        .get("master")
-        .is_none());
+    assert!(first(&a.ip_json(&["link", "show", "renamed"])).get("master").is_none());
 
     nl.set_netns(l.index, hb.raw_fd()).unwrap();
     assert!(nl.link_by_name("renamed").unwrap().is_none());
@@ -202,9 +182,7 @@ fn link_modifiers() {
 
     let names: Vec<String> = nl.links().unwrap().into_iter().map(|l| l.name).collect();
     assert!(
-        names.contains(&"br0".to_string())
-            && names.contains(&"p1".to_string())
-            && names.contains(&"lo".to_string())
+        names.contains(&"br0".to_string()) && names.contains(&"p1".to_string()) && names.contains(&"lo".to_string())
     );
     nl.delete_link(br.index).unwrap();
     assert!(nl.link_by_name("br0").unwrap().is_none());
@@ -216,8 +194,7 @@ fn link_modifiers() {
 fn macvlan_and_vxlan() {
     let a = TestNs::new("mv");
     let (_h, mut nl) = open(&a);
-    nl.create_link(&LinkSpec::veth("parent0", "parent1"))
-        .unwrap();
+    nl.create_link(&LinkSpec::veth("parent0", "parent1")).unwrap();
     let parent = nl.link_by_name("parent0").unwrap().unwrap();
     let spec = LinkSpec::new(
         "mv0",
@@ -237,8 +214,7 @@ fn macvlan_and_vxlan() {
     assert_eq!(first(&j)["linkinfo"]["info_data"]["mode"], "bridge");
     assert_eq!(first(&j)["linkinfo"]["info_data"]["bcqueuelen"], 1234);
 
-    nl.add_addr(parent.index, net("192.168.50.1/24"), false)
-        .unwrap();
+    nl.add_addr(parent.index, net("192.168.50.1/24"), false).unwrap();
     let spec = LinkSpec::new(
         "vx0",
         LinkKind::Vxlan {
@@ -274,8 +250,7 @@ fn macvlan_and_vxlan() {
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("02:00:00:00:00:42 dst 192.168.50.9"));
-    nl.del_neigh(&Neigh::fdb(vx.index, mac, ip("192.168.50.9")))
-        .unwrap();
+    nl.del_neigh(&Neigh::fdb(vx.index, mac, ip("192.168.50.9"))).unwrap();
 
     nl.add_neigh(&Neigh::permanent(parent.index, ip("192.168.50.7"), mac))
         .unwrap();
@@ -289,10 +264,7 @@ fn macvlan_and_vxlan() {
     let n = nl.neighs(Some(parent.index), Family::V4, false).unwrap();
     assert_eq!(n.len(), 1);
     nl.del_neigh(&n[0]).unwrap();
-    assert!(nl
-        .neighs(Some(parent.index), Family::V4, false)
-        .unwrap()
-        .is_empty());
+    assert!(nl.neighs(Some(parent.index), Family::V4, false).unwrap().is_empty());
 }
 
 /// Kinds this kernel lacks: the error names the object and carries errno and ext-ack.
@@ -305,13 +277,7 @@ fn unsupported_kinds_report_kernel_error() {
     for spec in [
         LinkSpec::new("d0", LinkKind::Dummy),
         LinkSpec::new("v0", LinkKind::Vlan { id: 100 }).parent(p),
-        LinkSpec::new(
-            "i0",
-            LinkKind::Ipvlan {
-                mode: IpvlanMode::L2,
-            },
-        )
-        .parent(p),
+        LinkSpec::new("i0", LinkKind::Ipvlan { mode: IpvlanMode::L2 }).parent(p),
     ] {
         match nl.create_link(&spec) {
             Ok(()) => {
@@ -320,16 +286,10 @@ fn unsupported_kinds_report_kernel_error() {
             }
             Err(e) => {
                 assert!(e.errno().is_some(), "{e}");
+                assert!(e.ext_ack().unwrap_or("").contains("Unknown device type"), "{e}");
                 assert!(
-                    e.ext_ack().unwrap_or("").contains("Unknown device type"),
-                    "{e}"
-                );
-                assert!(
-                    e.to_string().starts_with(&format!(
-                        "create {} \"{}\": ",
-                        spec.kind.name(),
-                        spec.name
-                    )),
+                    e.to_string()
+                        .starts_with(&format!("create {} \"{}\": ", spec.kind.name(), spec.name)),
                     "{e}"
                 );
             }
@@ -394,10 +354,7 @@ fn routes_tables_ecmp() {
     nl.add_addr(s0, net("fd03::1/64"), true).unwrap();
 
     // Link-scope route with metric, metrics and prefsrc, in a non-main table.
-    let mut r = Route::new(net("10.50.0.0/16"))
-        .oif(r0)
-        .scope(SCOPE_LINK)
-        .table(1000);
+    let mut r = Route::new(net("10.50.0.0/16")).oif(r0).scope(SCOPE_LINK).table(1000);
     r.priority = Some(77);
     r.mtu = Some(1300);
     r.advmss = Some(1200);
@@ -424,8 +381,7 @@ fn routes_tables_ecmp() {
     let got = nl.routes(Family::V4, Some(1000)).unwrap();
     assert_eq!((got.len(), got[0].oif), (1, Some(s0)));
     // Delete without knowing scope/protocol.
-    nl.del_route(&Route::new(net("10.50.0.0/16")).table(1000))
-        .unwrap();
+    nl.del_route(&Route::new(net("10.50.0.0/16")).table(1000)).unwrap();
     assert!(nl.routes(Family::V4, Some(1000)).unwrap().is_empty());
 
     // IPv4 ECMP as one multipath route.
@@ -510,13 +466,8 @@ fn fib_rules() {
 fn bridge_port_options_and_vlans() {
     let a = TestNs::new("bp");
     let (_h, mut nl) = open(&a);
-    nl.create_link(&LinkSpec::new(
-        "br0",
-        LinkKind::Bridge {
-            vlan_filtering: None,
-        },
-    ))
-    .unwrap();
+    nl.create_link(&LinkSpec::new("br0", LinkKind::Bridge { vlan_filtering: None }))
+        .unwrap();
     nl.create_link(&LinkSpec::veth("bp0", "bp1")).unwrap();
     let br = nl.link_by_name("br0").unwrap().unwrap().index;
     let p = nl.link_by_name("bp0").unwrap().unwrap().index;

@@ -31,14 +31,8 @@ fn work(a: &TestNs, b: &TestNs) -> Result<(), String> {
     let mut nlb = Netlink::in_netns(&hb).map_err(|e| e.to_string())?;
     nla.create_link(&LinkSpec::veth("t0", "t1").peer_netns(hb.raw_fd()).up())
         .map_err(|e| e.to_string())?;
-    let t0 = nla
-        .link_by_name("t0")
-        .map_err(|e| e.to_string())?
-        .ok_or("t0")?;
-    let t1 = nlb
-        .link_by_name("t1")
-        .map_err(|e| e.to_string())?
-        .ok_or("t1")?;
+    let t0 = nla.link_by_name("t0").map_err(|e| e.to_string())?.ok_or("t0")?;
+    let t1 = nlb.link_by_name("t1").map_err(|e| e.to_string())?.ok_or("t1")?;
     nla.add_addr(t0.index, "10.77.0.1/24".parse().unwrap(), false)
         .map_err(|e| e.to_string())?;
     nlb.add_addr(t1.index, "10.77.0.2/24".parse().unwrap(), false)

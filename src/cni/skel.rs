@@ -224,27 +224,22 @@ pub fn run(
             ..Default::default()
         };
     }
-    match dispatch(plugin, &args) {
-        Ok(out) => {
-            if matches!(args.command, Command::Add | Command::Del) && !args.netns_override && is_own_netns(&args.netns)
-            {
-                return Outcome::error(&CniError::new(
-                    code::INVALID_NETNS,
-                    "plugin's netns and netns from CNI_NETNS should not be the same",
-                ));
-            }
-            Outcome {
-                stdout: out.unwrap_or_default(),
-                ..Default::default()
-            }
-        }
+    match dispatch(plugin, &args, is_own_netns) {
+        Ok(out) => Outcome {
+            stdout: out.unwrap_or_default(),
+            ..Default::default()
+        },
         Err(e) => Outcome::error(&e),
     }
 }
 
 /// Validate and run one verb; ADD's printed result is returned.
-pub fn dispatch(plugin: &Plugin, args: &CmdArgs) -> Result<Option<String>, CniError> {
-    match invoke(plugin, args)? {
+pub fn dispatch(
+    plugin: &Plugin,
+    args: &CmdArgs,
+    is_own_netns: &dyn Fn(&str) -> bool,
+) -> Result<Option<String>, CniError> {
+    match invoke_guarded(plugin, args, is_own_netns)? {
         Some((result, version)) => Ok(Some(result.to_json(&version)?)),
         None => Ok(None),
     }
@@ -253,6 +248,14 @@ pub fn dispatch(plugin: &Plugin, args: &CmdArgs) -> Result<Option<String>, CniEr
 /// Validate, gate and call; ADD gives its result and the version to print it in.
 /// This is also the in-process delegation entry point.
 pub fn invoke(plugin: &Plugin, args: &CmdArgs) -> Result<Option<(CniResult, String)>, CniError> {
+    invoke_guarded(plugin, args, &|_| false)
+}
+
+fn invoke_guarded(
+    plugin: &Plugin,
+    args: &CmdArgs,
+    is_own_netns: &dyn Fn(&str) -> bool,
+) -> Result<Option<(CniResult, String)>, CniError> {
     validate_config(&args.stdin)?;
     if matches!(args.command, Command::Add | Command::Del | Command::Check) {
         config::validate_container_id(&args.container_id)?;
@@ -283,6 +286,15 @@ pub fn invoke(plugin: &Plugin, args: &CmdArgs) -> Result<Option<(CniResult, Stri
         }
     }
     version::check_supported(&conf_version, plugin.versions)?;
+    // The Go skel checks this after the plugin ran, when a stale DEL may already have
+    // taken the node's `lo` down (plugins#714); checking first gives the same answer
+    // without the damage.
+    if matches!(args.command, Command::Add | Command::Del) && !args.netns_override && is_own_netns(&args.netns) {
+        return Err(CniError::new(
+            code::INVALID_NETNS,
+            "plugin's netns and netns from CNI_NETNS should not be the same",
+        ));
+    }
     let call = |f: Option<VerbFn>| match f {
         Some(f) => f(args).map_err(|e| CniError::from_anyhow(&e)),
         None => Ok(()),
@@ -535,6 +547,10 @@ mod tests {
         let mut d = own.to_vec();
         d.push(("CNI_COMMAND", "DEL"));
         assert_eq!(code_of(&run_with(&ALL, &d, CONF)), 8);
+        // Checked before the plugin runs: the failing plugin is never called.
+        let mut e = own.to_vec();
+        e.push(("CNI_IFNAME", "boom0"));
+        assert_eq!(code_of(&run_with(&ALL, &e, CONF)), 8);
         for v in ["1", "true", "TRUE"] {
             let mut e = own.to_vec();
             e.push(("CNI_NETNS_OVERRIDE", v));

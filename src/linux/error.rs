@@ -34,11 +34,7 @@ impl Error {
             context: context.into(),
             errno,
             ext_ack: None,
-            detail: if errno.is_none() {
-                Some(err.to_string())
-            } else {
-                None
-            },
+            detail: if errno.is_none() { Some(err.to_string()) } else { None },
         }
     }
 
@@ -127,10 +123,7 @@ mod tests {
         }
         let e = Error::io("open", io::Error::from_raw_os_error(2));
         assert!(e.is_not_found());
-        assert_eq!(
-            e.to_string(),
-            "open: No such file or directory (os error 2)"
-        );
+        assert_eq!(e.to_string(), "open: No such file or directory (os error 2)");
         assert_eq!(Error::other("parse", "short").to_string(), "parse: short");
     }
 }

@@ -43,12 +43,8 @@ impl From<NsError> for Error {
     fn from(e: NsError) -> Self {
         match e {
             NsError::Other(e) => e,
-            NsError::NotExist(p) => {
-                Error::kernel(format!("open netns {p:?}"), nix::libc::ENOENT, None)
-            }
-            NsError::NotNetns(p) => {
-                Error::other(format!("open netns {p:?}"), "not a network namespace")
-            }
+            NsError::NotExist(p) => Error::kernel(format!("open netns {p:?}"), nix::libc::ENOENT, None),
+            NsError::NotNetns(p) => Error::other(format!("open netns {p:?}"), "not a network namespace"),
         }
     }
 }
@@ -66,9 +62,7 @@ impl NetNs {
         let path = path.as_ref();
         let file = match File::open(path) {
             Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(NsError::NotExist(path.to_owned()))
-            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(NsError::NotExist(path.to_owned())),
             Err(e) => return Err(NsError::Other(Error::io(format!("open netns {path:?}"), e))),
         };
         let fd = OwnedFd::from(file);
@@ -116,20 +110,14 @@ impl NetNs {
     /// Moves the calling thread into this namespace until the guard is dropped.
     pub fn enter(&self) -> super::Result<NetNsGuard> {
         let orig = NetNs::current()?;
-        setns(&self.fd, CloneFlags::CLONE_NEWNET)
-            .map_err(|e| Error::nix(format!("enter netns {:?}", self.path), e))?;
+        setns(&self.fd, CloneFlags::CLONE_NEWNET).map_err(|e| Error::nix(format!("enter netns {:?}", self.path), e))?;
         Ok(NetNsGuard { orig })
     }
 }
 
 fn stat(fd: &OwnedFd, path: &Path) -> super::Result<(u64, u64)> {
-    let f = File::from(
-        fd.try_clone()
-            .map_err(|e| Error::io(format!("dup {path:?}"), e))?,
-    );
-    let m = f
-        .metadata()
-        .map_err(|e| Error::io(format!("stat {path:?}"), e))?;
+    let f = File::from(fd.try_clone().map_err(|e| Error::io(format!("dup {path:?}"), e))?);
+    let m = f.metadata().map_err(|e| Error::io(format!("stat {path:?}"), e))?;
     Ok((m.dev(), m.ino()))
 }
 

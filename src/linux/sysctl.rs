@@ -8,11 +8,7 @@ use std::path::PathBuf;
 use super::{Error, Result};
 
 fn path(key: &str) -> Result<PathBuf> {
-    let bad = key.is_empty()
-        || key.starts_with('/')
-        || key
-            .split('/')
-            .any(|c| c.is_empty() || c == "." || c == "..");
+    let bad = key.is_empty() || key.starts_with('/') || key.split('/').any(|c| c.is_empty() || c == "." || c == "..");
     if bad {
         return Err(Error::other(format!("sysctl {key:?}"), "invalid key"));
     }

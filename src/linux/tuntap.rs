@@ -58,19 +58,9 @@ pub struct TunTap {
 
 /// Creates a persistent tun/tap device (IFF_NO_PI) and returns the name the kernel gave it.
 pub fn create(opts: &TunTap) -> Result<String> {
-    let what = || {
-        format!(
-            "create {} {:?}",
-            if opts.tun { "tun" } else { "tap" },
-            opts.name
-        )
-    };
+    let what = || format!("create {} {:?}", if opts.tun { "tun" } else { "tap" }, opts.name);
     if opts.name.len() >= libc::IFNAMSIZ {
-        return Err(Error::kernel(
-            what(),
-            libc::EINVAL,
-            Some("name too long".into()),
-        ));
+        return Err(Error::kernel(what(), libc::EINVAL, Some("name too long".into())));
     }
     let f = OpenOptions::new()
         .read(true)
@@ -102,10 +92,6 @@ pub fn create(opts: &TunTap) -> Result<String> {
         // Persist so the device outlives this fd; it is then removed with a link delete.
         tunsetpersist(fd, 1).map_err(|e| Error::nix(what(), e))?;
     }
-    let end = req
-        .name
-        .iter()
-        .position(|&c| c == 0)
-        .unwrap_or(req.name.len());
+    let end = req.name.iter().position(|&c| c == 0).unwrap_or(req.name.len());
     Ok(String::from_utf8_lossy(&req.name[..end]).into_owned())
 }

@@ -154,9 +154,7 @@ impl Netlink {
     pub fn addrs(&mut self, index: Option<u32>, family: Family) -> Result<Vec<Addr>> {
         // With strict checking the kernel filters by index itself; filter again for old kernels.
         let p = Payload::new(&ifaddrmsg(family.af(), 0, 0, index.unwrap_or(0)));
-        let msgs = self.dump(RTM_GETADDR, p.into_bytes(), &|| {
-            "list addresses".to_string()
-        })?;
+        let msgs = self.dump(RTM_GETADDR, p.into_bytes(), &|| "list addresses".to_string())?;
         Ok(msgs
             .iter()
             .filter_map(|m| Addr::parse(m))
@@ -168,24 +166,14 @@ impl Netlink {
     /// Adds an address; EEXIST if present. `nodad` skips IPv6 duplicate address detection.
     pub fn add_addr(&mut self, index: u32, ip: IpNet, nodad: bool) -> Result<()> {
         let what = || format!("add address {ip} to link #{index}");
-        self.request(
-            RTM_NEWADDR,
-            Mode::Create,
-            encode_addr(index, ip, nodad),
-            &what,
-        )?;
+        self.request(RTM_NEWADDR, Mode::Create, encode_addr(index, ip, nodad), &what)?;
         Ok(())
     }
 
     /// Removes an address.
     pub fn del_addr(&mut self, index: u32, ip: IpNet) -> Result<()> {
         let what = || format!("delete address {ip} from link #{index}");
-        self.request(
-            RTM_DELADDR,
-            Mode::Change,
-            encode_addr(index, ip, false),
-            &what,
-        )?;
+        self.request(RTM_DELADDR, Mode::Change, encode_addr(index, ip, false), &what)?;
         Ok(())
     }
 

@@ -1,9 +1,7 @@
 //! Bridge port options (hairpin, isolation) and bridge VLAN entries, sent with family
 //! AF_BRIDGE.
 
-use super::link::{
-    ifinfomsg, IFLA_AF_SPEC, IFLA_EXT_MASK, IFLA_PROTINFO, RTM_DELLINK, RTM_GETLINK, RTM_SETLINK,
-};
+use super::link::{ifinfomsg, IFLA_AF_SPEC, IFLA_EXT_MASK, IFLA_PROTINFO, RTM_DELLINK, RTM_GETLINK, RTM_SETLINK};
 use super::wire::{attrs, get_i32, get_u16, Payload, NLA_F_NESTED};
 use super::{Mode, Netlink};
 use crate::linux::Result;
@@ -82,20 +80,9 @@ fn parse_vlans(b: &[u8]) -> Option<(u32, Vec<BridgeVlan>)> {
 
 impl Netlink {
     /// Sets hairpin mode and/or isolation of bridge port `index` (None leaves it unchanged).
-    pub fn set_bridge_port(
-        &mut self,
-        index: u32,
-        hairpin: Option<bool>,
-        isolated: Option<bool>,
-    ) -> Result<()> {
-        let what =
-            || format!("set bridge port link #{index} hairpin {hairpin:?} isolated {isolated:?}");
-        self.request(
-            RTM_SETLINK,
-            Mode::Change,
-            encode_port(index, hairpin, isolated),
-            &what,
-        )?;
+    pub fn set_bridge_port(&mut self, index: u32, hairpin: Option<bool>, isolated: Option<bool>) -> Result<()> {
+        let what = || format!("set bridge port link #{index} hairpin {hairpin:?} isolated {isolated:?}");
+        self.request(RTM_SETLINK, Mode::Change, encode_port(index, hairpin, isolated), &what)?;
         Ok(())
     }
 
@@ -122,9 +109,7 @@ impl Netlink {
     pub fn bridge_vlans(&mut self, index: u32) -> Result<Vec<BridgeVlan>> {
         let mut p = Payload::new(&ifinfomsg(AF_BRIDGE, 0, 0, 0));
         p.u32(IFLA_EXT_MASK, RTEXT_FILTER_BRVLAN);
-        let msgs = self.dump(RTM_GETLINK, p.into_bytes(), &|| {
-            format!("list vlans of link #{index}")
-        })?;
+        let msgs = self.dump(RTM_GETLINK, p.into_bytes(), &|| format!("list vlans of link #{index}"))?;
         Ok(msgs
             .iter()
             .filter_map(|m| parse_vlans(m))

@@ -619,24 +619,12 @@ impl Netlink {
 
     /// Sets IFF_UP.
     pub fn set_up(&mut self, index: u32) -> Result<()> {
-        self.set_link(
-            index,
-            IFF_UP,
-            IFF_UP,
-            &|| format!("set {} up", by_index(index)),
-            |_| {},
-        )
+        self.set_link(index, IFF_UP, IFF_UP, &|| format!("set {} up", by_index(index)), |_| {})
     }
 
     /// Clears IFF_UP.
     pub fn set_down(&mut self, index: u32) -> Result<()> {
-        self.set_link(
-            index,
-            0,
-            IFF_UP,
-            &|| format!("set {} down", by_index(index)),
-            |_| {},
-        )
+        self.set_link(index, 0, IFF_UP, &|| format!("set {} down", by_index(index)), |_| {})
     }
 
     /// Sets IFF_PROMISC on or off.
@@ -665,15 +653,9 @@ impl Netlink {
 
     /// Sets the MTU.
     pub fn set_mtu(&mut self, index: u32, mtu: u32) -> Result<()> {
-        self.set_link(
-            index,
-            0,
-            0,
-            &|| format!("set {} mtu {mtu}", by_index(index)),
-            |p| {
-                p.u32(IFLA_MTU, mtu);
-            },
-        )
+        self.set_link(index, 0, 0, &|| format!("set {} mtu {mtu}", by_index(index)), |p| {
+            p.u32(IFLA_MTU, mtu);
+        })
     }
 
     /// Sets the MAC address.
@@ -691,15 +673,9 @@ impl Netlink {
 
     /// Sets the transmit queue length.
     pub fn set_txqlen(&mut self, index: u32, q: u32) -> Result<()> {
-        self.set_link(
-            index,
-            0,
-            0,
-            &|| format!("set {} txqlen {q}", by_index(index)),
-            |p| {
-                p.u32(IFLA_TXQLEN, q);
-            },
-        )
+        self.set_link(index, 0, 0, &|| format!("set {} txqlen {q}", by_index(index)), |p| {
+            p.u32(IFLA_TXQLEN, q);
+        })
     }
 
     /// Enslaves `index` to `master` (e.g. a bridge).
@@ -717,15 +693,9 @@ impl Netlink {
 
     /// Releases `index` from its master.
     pub fn set_nomaster(&mut self, index: u32) -> Result<()> {
-        self.set_link(
-            index,
-            0,
-            0,
-            &|| format!("set {} nomaster", by_index(index)),
-            |p| {
-                p.u32(IFLA_MASTER, 0);
-            },
-        )
+        self.set_link(index, 0, 0, &|| format!("set {} nomaster", by_index(index)), |p| {
+            p.u32(IFLA_MASTER, 0);
+        })
     }
 
     /// Renames a link (it must be down).
@@ -743,15 +713,9 @@ impl Netlink {
 
     /// Moves a link into the namespace behind `netns_fd`.
     pub fn set_netns(&mut self, index: u32, netns_fd: RawFd) -> Result<()> {
-        self.set_link(
-            index,
-            0,
-            0,
-            &|| format!("move {} to netns", by_index(index)),
-            |p| {
-                p.u32(IFLA_NET_NS_FD, netns_fd as u32);
-            },
-        )
+        self.set_link(index, 0, 0, &|| format!("move {} to netns", by_index(index)), |p| {
+            p.u32(IFLA_NET_NS_FD, netns_fd as u32);
+        })
     }
 
     /// Sets the alias; `None` clears it.
@@ -786,15 +750,10 @@ impl Netlink {
         let start = Instant::now();
         let mut delay = Duration::from_millis(1);
         loop {
-            let l = self.link_by_index(index)?.ok_or_else(|| {
-                Error::kernel(
-                    format!("wait for {} up", by_index(index)),
-                    nix::libc::ENODEV,
-                    None,
-                )
-            })?;
-            let ready =
-                l.oper_state == OperState::Up || (l.oper_state == OperState::Unknown && l.lower_up);
+            let l = self
+                .link_by_index(index)?
+                .ok_or_else(|| Error::kernel(format!("wait for {} up", by_index(index)), nix::libc::ENODEV, None))?;
+            let ready = l.oper_state == OperState::Up || (l.oper_state == OperState::Unknown && l.lower_up);
             if ready {
                 return Ok(l);
             }
@@ -818,10 +777,7 @@ impl Netlink {
 
 /// Formats a MAC as `aa:bb:cc:dd:ee:ff`.
 pub fn fmt_mac(m: &[u8; 6]) -> String {
-    m.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
+    m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
 }
 
 #[cfg(test)]
@@ -863,14 +819,9 @@ mod tests {
         let info = attrs(&b[16..]).find(|a| a.0 == IFLA_LINKINFO).unwrap().1;
         let data = attrs(info).find(|a| a.0 == IFLA_INFO_DATA).unwrap().1;
         let v: Vec<_> = attrs(data).map(|(t, d)| (t, get_u32(d).unwrap())).collect();
+        assert_eq!(v, vec![(IFLA_MACVLAN_MODE, 4), (IFLA_MACVLAN_BC_QUEUE_LEN, 100)]);
         assert_eq!(
-            v,
-            vec![(IFLA_MACVLAN_MODE, 4), (IFLA_MACVLAN_BC_QUEUE_LEN, 100)]
-        );
-        assert_eq!(
-            attrs(&b[16..])
-                .find(|a| a.0 == IFLA_LINK)
-                .map(|a| get_u32(a.1)),
+            attrs(&b[16..]).find(|a| a.0 == IFLA_LINK).map(|a| get_u32(a.1)),
             Some(Some(3))
         );
 
@@ -894,10 +845,7 @@ mod tests {
         let data = attrs(info).find(|a| a.0 == IFLA_INFO_DATA).unwrap().1;
         let port = attrs(data).find(|a| a.0 == IFLA_VXLAN_PORT).unwrap().1;
         assert_eq!(port, &[0x21, 0x18]);
-        assert_eq!(
-            attrs(data).find(|a| a.0 == IFLA_VXLAN_LOCAL).unwrap().1,
-            &[10, 0, 0, 1]
-        );
+        assert_eq!(attrs(data).find(|a| a.0 == IFLA_VXLAN_LOCAL).unwrap().1, &[10, 0, 0, 1]);
     }
 
     #[test]

@@ -90,13 +90,7 @@ impl Netlink {
         self.seq
     }
 
-    fn send(
-        &mut self,
-        ty: u16,
-        flags: NlmF,
-        payload: Vec<u8>,
-        what: &dyn Fn() -> String,
-    ) -> Result<u32> {
+    fn send(&mut self, ty: u16, flags: NlmF, payload: Vec<u8>, what: &dyn Fn() -> String) -> Result<u32> {
         let seq = self.next_seq();
         let msg: Nlmsghdr<u16, Buffer> = NlmsghdrBuilder::default()
             .nl_type(ty)
@@ -121,10 +115,7 @@ impl Netlink {
         let seq = self.send(ty, NlmF::ACK | mode.flags(), payload, what)?;
         let mut out = Vec::new();
         loop {
-            let (iter, _) = self
-                .sock
-                .recv::<u16, Buffer>()
-                .map_err(|e| sock_err(what(), e))?;
+            let (iter, _) = self.sock.recv::<u16, Buffer>().map_err(|e| sock_err(what(), e))?;
             for msg in iter {
                 let msg = msg.map_err(|e| sock_err(what(), e))?;
                 if *msg.nl_seq() != seq {
@@ -141,12 +132,7 @@ impl Netlink {
     }
 
     /// Runs a dump until NLMSG_DONE, retrying when the kernel flags it as interrupted.
-    pub(crate) fn dump(
-        &mut self,
-        ty: u16,
-        payload: Vec<u8>,
-        what: &dyn Fn() -> String,
-    ) -> Result<Vec<Vec<u8>>> {
+    pub(crate) fn dump(&mut self, ty: u16, payload: Vec<u8>, what: &dyn Fn() -> String) -> Result<Vec<Vec<u8>>> {
         for _ in 0..DUMP_RETRIES {
             let (out, intr) = self.dump_once(ty, payload.clone(), what)?;
             if !intr {
@@ -160,20 +146,12 @@ impl Netlink {
         ))
     }
 
-    fn dump_once(
-        &mut self,
-        ty: u16,
-        payload: Vec<u8>,
-        what: &dyn Fn() -> String,
-    ) -> Result<(Vec<Vec<u8>>, bool)> {
+    fn dump_once(&mut self, ty: u16, payload: Vec<u8>, what: &dyn Fn() -> String) -> Result<(Vec<Vec<u8>>, bool)> {
         let seq = self.send(ty, NlmF::DUMP | NlmF::ACK, payload, what)?;
         let mut out = Vec::new();
         let mut intr = false;
         loop {
-            let (iter, _) = self
-                .sock
-                .recv::<u16, Buffer>()
-                .map_err(|e| sock_err(what(), e))?;
+            let (iter, _) = self.sock.recv::<u16, Buffer>().map_err(|e| sock_err(what(), e))?;
             for msg in iter {
                 let msg = msg.map_err(|e| sock_err(what(), e))?;
                 if *msg.nl_seq() != seq {
@@ -193,9 +171,7 @@ impl Netlink {
                     NlPayload::Err(e) => return Err(kernel_err(what(), *e.error(), e.ext_ack())),
                     NlPayload::Ack(_) => return Ok((out, intr)),
                     NlPayload::Empty if ty == NLMSG_DONE => return Ok((out, intr)),
-                    NlPayload::Payload(_) if ty == NLMSG_DONE || ty == NLMSG_ERROR => {
-                        return Ok((out, intr))
-                    }
+                    NlPayload::Payload(_) if ty == NLMSG_DONE || ty == NLMSG_ERROR => return Ok((out, intr)),
                     NlPayload::Payload(p) => out.push(p.as_ref().to_vec()),
                     NlPayload::Empty => {}
                 }
@@ -214,11 +190,7 @@ fn sock_err(what: String, e: neli::err::SocketError) -> Error {
     }
 }
 
-fn kernel_err(
-    what: String,
-    code: i32,
-    ext: &neli::types::GenlBuffer<neli::consts::nl::NlmsgerrAttr, Buffer>,
-) -> Error {
+fn kernel_err(what: String, code: i32, ext: &neli::types::GenlBuffer<neli::consts::nl::NlmsgerrAttr, Buffer>) -> Error {
     let msg = ext
         .iter()
         .find(|a| *a.nla_type().nla_type() == neli::consts::nl::NlmsgerrAttr::Msg)

@@ -153,9 +153,7 @@ impl Netlink {
         let fam = if fdb { AF_BRIDGE } else { family.af() };
         // Strict checking rejects a neighbour dump header with an ifindex; filter here.
         let p = Payload::new(&ndmsg(fam, 0, 0, 0));
-        let msgs = self.dump(RTM_GETNEIGH, p.into_bytes(), &|| {
-            "list neighbours".to_string()
-        })?;
+        let msgs = self.dump(RTM_GETNEIGH, p.into_bytes(), &|| "list neighbours".to_string())?;
         Ok(msgs
             .iter()
             .filter_map(|m| Neigh::parse(m))

@@ -194,11 +194,7 @@ impl Route {
 
     /// The RTM_NEWROUTE / RTM_DELROUTE payload.
     pub(crate) fn encode(&self) -> Vec<u8> {
-        let table8 = if self.table < 256 {
-            self.table as u8
-        } else {
-            0
-        };
+        let table8 = if self.table < 256 { self.table as u8 } else { 0 };
         let h = [
             self.family(),
             self.dst.prefix_len(),
@@ -310,9 +306,7 @@ fn parse_multipath(mut d: &[u8]) -> Vec<NextHop> {
             break;
         }
         let oif = get_i32(&d[4..]).filter(|&i| i > 0).map(|i| i as u32);
-        let gw = attrs(&d[8..len])
-            .find(|a| a.0 == RTA_GATEWAY)
-            .and_then(|a| get_ip(a.1));
+        let gw = attrs(&d[8..len]).find(|a| a.0 == RTA_GATEWAY).and_then(|a| get_ip(a.1));
         out.push(NextHop {
             gw,
             oif,

@@ -52,11 +52,7 @@ impl Rule {
     }
 
     pub(crate) fn encode(&self) -> Vec<u8> {
-        let table8 = if self.table < 256 {
-            self.table as u8
-        } else {
-            0
-        };
+        let table8 = if self.table < 256 { self.table as u8 } else { 0 };
         let h = [
             self.family.af(),
             self.dst.map_or(0, |d| d.prefix_len()),
@@ -148,9 +144,7 @@ impl Netlink {
     /// Rules of `family` (V4 or V6).
     pub fn rules(&mut self, family: Family) -> Result<Vec<Rule>> {
         let h = [family.af(), 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
-        let msgs = self.dump(RTM_GETRULE, Payload::new(&h).into_bytes(), &|| {
-            "list rules".to_string()
-        })?;
+        let msgs = self.dump(RTM_GETRULE, Payload::new(&h).into_bytes(), &|| "list rules".to_string())?;
         Ok(msgs.iter().filter_map(|m| Rule::parse(m)).collect())
     }
 }

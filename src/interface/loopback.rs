@@ -1,0 +1,87 @@
+//! loopback: bring `lo` up in the container (CNI_IFNAME is ignored; it is always `lo`).
+//!
+//! ADD sets `lo` up and reports its first IPv4 and IPv6 address, or passes a
+//! prevResult through. DEL sets it down and succeeds when the netns is gone. CHECK
+//! verifies it is up.
+
+use super::{open_netns, open_netns_for_del};
+use crate::cni::config::{self, NetConf};
+use crate::cni::result::{CniResult, Interface, IpConfig};
+use crate::cni::skel::{CmdArgs, Kind, Plugin};
+use crate::cni::version;
+use crate::linux::netlink::Family;
+use crate::linux::Netlink;
+use anyhow::{bail, Context};
+
+pub static PLUGIN: Plugin = Plugin {
+    name: "loopback",
+    kind: Kind::Interface,
+    summary: "bring up the container's loopback interface",
+    versions: version::ALL,
+    add,
+    del,
+    check: Some(check),
+    status: None,
+    gc: None,
+};
+
+const LO: &str = "lo";
+
+fn add(args: &CmdArgs) -> anyhow::Result<CniResult> {
+    let conf: NetConf = config::parse(&args.stdin)?;
+    let ns = open_netns(&args.netns)?;
+    let mut nl = Netlink::in_netns(&ns)?;
+    let lo = nl.link_required(LO)?;
+    nl.set_up(lo.index)?;
+    let mut first = Vec::new();
+    for family in [Family::V4, Family::V6] {
+        let addrs = nl.addrs(Some(lo.index), family)?;
+        if let Some(bad) = addrs.iter().find(|a| !a.ip.addr().is_loopback()) {
+            bail!(
+                "loopback interface found with non-loopback address {:?}",
+                bad.ip.addr().to_string()
+            );
+        }
+        first.extend(addrs.first().map(|a| a.ip));
+    }
+    if let Some(prev) = conf.prev_result()? {
+        return Ok(prev);
+    }
+    let mut r = CniResult::new(conf.version());
+    r.interfaces.push(Interface {
+        name: LO.into(),
+        mac: "00:00:00:00:00:00".into(),
+        sandbox: args.netns.clone(),
+        ..Default::default()
+    });
+    r.ips = first
+        .into_iter()
+        .map(|address| IpConfig {
+            interface: Some(0),
+            address,
+            gateway: None,
+        })
+        .collect();
+    Ok(r)
+}
+
+fn del(args: &CmdArgs) -> anyhow::Result<()> {
+    let Some(ns) = open_netns_for_del(&args.netns)? else {
+        return Ok(());
+    };
+    let mut nl = Netlink::in_netns(&ns)?;
+    if let Some(lo) = nl.link_by_name(LO)? {
+        nl.set_down(lo.index)?;
+    }
+    Ok(())
+}
+
+fn check(args: &CmdArgs) -> anyhow::Result<()> {
+    let ns = open_netns(&args.netns)?;
+    let mut nl = Netlink::in_netns(&ns)?;
+    let lo = nl.link_required(LO).context("loopback interface not found")?;
+    if !lo.up {
+        bail!("loopback interface is down");
+    }
+    Ok(())
+}
