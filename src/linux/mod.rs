@@ -1,1 +1,2 @@
 //! The kernel, typed: no CNI words.
+pub mod nft;
