@@ -341,6 +341,19 @@ impl NftSocket {
         }
     }
 
+    /// Whether the chain exists (false also when the table does not).
+    pub fn chain_exists(&self, family: Family, table: &str, chain: &str) -> Result<bool, NftError> {
+        let mut w = AttrWriter::new();
+        w.put_str(wire::NFTA_CHAIN_TABLE, table)
+            .put_str(wire::NFTA_CHAIN_NAME, chain);
+        let what = format!("get chain {family} {table} {chain}");
+        match self.request(&what, wire::NFT_MSG_GETCHAIN, family, false, &w.buf) {
+            Ok(_) => Ok(true),
+            Err(e) if e.is_not_found() => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     /// The chains of one table. (The kernel cannot filter a chain dump by table, so the
     /// family's chains are dumped and other tables' chains skipped without decoding.)
     pub fn list_chains(&self, family: Family, table: &str) -> Result<Vec<Chain>, NftError> {
@@ -355,7 +368,7 @@ impl NftSocket {
     }
 
     /// The rules of one chain, in order, with their handles and comments. The dump is
-    /// filtered by the kernel to this table and chain.
+    /// filtered by the kernel to this table and chain; a missing table or chain lists as empty.
     pub fn list_rules(
         &self,
         family: Family,
