@@ -142,7 +142,7 @@ impl RuleBuilder {
         };
         let plen = net.prefix_len() as u32;
         let addr = addr_bytes(net.network());
-        if plen == full * 8 || (plen % 8 == 0 && plen > 0) {
+        if plen == full * 8 || (plen.is_multiple_of(8) && plen > 0) {
             let len = if plen == full * 8 { full } else { plen / 8 };
             self.push(Expr::Payload {
                 base: PayloadBase::Network,
