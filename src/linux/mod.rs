@@ -5,6 +5,7 @@
 pub mod error;
 pub mod netlink;
 pub mod netns;
+pub mod nft;
 pub mod privileges;
 pub mod sysctl;
 pub mod tuntap;

@@ -1,0 +1,315 @@
+//! [`Batch`]: a list of changes the kernel applies atomically (all or nothing) between
+//! `NFNL_MSG_BATCH_BEGIN` and `NFNL_MSG_BATCH_END`.
+
+use super::socket::{NftError, NftSocket};
+use super::wire::{self, AttrWriter};
+use super::{Chain, Family, Rule, Set, SetElem, Table};
+
+/// Where [`Batch::add_rule`] puts a rule in its chain.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Position {
+    /// At the end (`nft add rule`).
+    Append,
+    /// At the start (`nft insert rule`).
+    Prepend,
+    /// Right after the rule with this handle.
+    After(u64),
+    /// Right before the rule with this handle.
+    Before(u64),
+}
+
+/// One message of a batch, with a human description used in error messages.
+#[derive(Clone, Debug)]
+pub(crate) struct BatchMsg {
+    pub msg_type: u16,
+    pub family: Family,
+    pub flags: u16,
+    pub attrs: Vec<u8>,
+    pub what: String,
+}
+
+/// An atomic nftables transaction.
+#[derive(Clone, Debug, Default)]
+pub struct Batch {
+    pub(crate) msgs: Vec<BatchMsg>,
+    next_set_id: u32,
+}
+
+impl Batch {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.msgs.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.msgs.len()
+    }
+
+    fn push(&mut self, msg: u16, family: Family, flags: u16, w: AttrWriter, what: String) {
+        self.msgs.push(BatchMsg {
+            msg_type: msg,
+            family,
+            flags,
+            attrs: w.buf,
+            what,
+        });
+    }
+
+    /// Creates the table if it does not exist (no error if it does, like `nft add table`).
+    pub fn add_table(&mut self, t: &Table) -> &mut Self {
+        let mut w = AttrWriter::new();
+        w.put_str(wire::NFTA_TABLE_NAME, &t.name)
+            .put_u32(wire::NFTA_TABLE_FLAGS, 0);
+        if let Some(c) = &t.comment {
+            w.put(wire::NFTA_TABLE_USERDATA, &wire::udata_comment(c));
+        }
+        self.push(
+            wire::NFT_MSG_NEWTABLE,
+            t.family,
+            wire::NLM_F_CREATE,
+            w,
+            format!("add {t}"),
+        );
+        self
+    }
+
+    /// Deletes the table with everything in it (ENOENT if it does not exist).
+    pub fn del_table(&mut self, t: &Table) -> &mut Self {
+        let mut w = AttrWriter::new();
+        w.put_str(wire::NFTA_TABLE_NAME, &t.name);
+        self.push(
+            wire::NFT_MSG_DELTABLE,
+            t.family,
+            0,
+            w,
+            format!("delete {t}"),
+        );
+        self
+    }
+
+    /// Creates the chain if it does not exist (like `nft add chain`).
+    pub fn add_chain(&mut self, c: &Chain) -> &mut Self {
+        let fam = c.table.family;
+        let mut w = AttrWriter::new();
+        w.put_str(wire::NFTA_CHAIN_TABLE, &c.table.name)
+            .put_str(wire::NFTA_CHAIN_NAME, &c.name);
+        if let Some(b) = &c.base {
+            w.nest(wire::NFTA_CHAIN_HOOK, |w| {
+                w.put_u32(wire::NFTA_HOOK_HOOKNUM, b.hook.number(fam))
+                    .put_u32(wire::NFTA_HOOK_PRIORITY, b.priority as u32);
+                if let Some(dev) = &b.device {
+                    w.put_str(wire::NFTA_HOOK_DEV, dev);
+                }
+            });
+            let policy = match b.policy {
+                super::Policy::Drop => 0, // NF_DROP
+                super::Policy::Accept => 1,
+            };
+            w.put_u32(wire::NFTA_CHAIN_POLICY, policy)
+                .put_str(wire::NFTA_CHAIN_TYPE, b.chain_type.as_str());
+        }
+        let what = format!("add chain {fam} {} {}", c.table.name, c.name);
+        self.push(wire::NFT_MSG_NEWCHAIN, fam, wire::NLM_F_CREATE, w, what);
+        self
+    }
+
+    /// Deletes an (empty, unreferenced) chain.
+    pub fn del_chain(&mut self, t: &Table, chain: &str) -> &mut Self {
+        let mut w = AttrWriter::new();
+        w.put_str(wire::NFTA_CHAIN_TABLE, &t.name)
+            .put_str(wire::NFTA_CHAIN_NAME, chain);
+        let what = format!("delete chain {} {} {chain}", t.family, t.name);
+        self.push(wire::NFT_MSG_DELCHAIN, t.family, 0, w, what);
+        self
+    }
+
+    /// Removes every rule of a chain (a DELRULE without a handle).
+    pub fn flush_chain(&mut self, t: &Table, chain: &str) -> &mut Self {
+        let mut w = AttrWriter::new();
+        w.put_str(wire::NFTA_RULE_TABLE, &t.name)
+            .put_str(wire::NFTA_RULE_CHAIN, chain);
+        let what = format!("flush chain {} {} {chain}", t.family, t.name);
+        self.push(wire::NFT_MSG_DELRULE, t.family, 0, w, what);
+        self
+    }
+
+    /// Adds a rule (its `handle` field is ignored; use `pos` to place it).
+    pub fn add_rule(&mut self, r: &Rule, pos: Position) -> &mut Self {
+        let fam = r.table.family;
+        let mut w = AttrWriter::new();
+        w.put_str(wire::NFTA_RULE_TABLE, &r.table.name)
+            .put_str(wire::NFTA_RULE_CHAIN, &r.chain);
+        // NLM_F_APPEND selects "after POSITION" (or the end); without it the kernel inserts
+        // before POSITION (or at the start).
+        let mut flags = wire::NLM_F_CREATE;
+        let handle = match pos {
+            Position::Append => {
+                flags |= wire::NLM_F_APPEND;
+                None
+            }
+            Position::Prepend => None,
+            Position::After(h) => {
+                flags |= wire::NLM_F_APPEND;
+                Some(h)
+            }
+            Position::Before(h) => Some(h),
+        };
+        if let Some(h) = handle {
+            w.put_u64(wire::NFTA_RULE_POSITION, h);
+        }
+        w.nest(wire::NFTA_RULE_EXPRESSIONS, |w| {
+            for e in &r.exprs {
+                e.encode(w);
+            }
+        });
+        if let Some(c) = &r.comment {
+            w.put(wire::NFTA_RULE_USERDATA, &wire::udata_comment(c));
+        }
+        let mut what = format!("add rule {fam} {} {}", r.table.name, r.chain);
+        if let Some(c) = &r.comment {
+            what += &format!(" (comment {c:?})");
+        }
+        self.push(wire::NFT_MSG_NEWRULE, fam, flags, w, what);
+        self
+    }
+
+    /// Deletes the rule with `handle` from `chain`.
+    pub fn del_rule(&mut self, t: &Table, chain: &str, handle: u64) -> &mut Self {
+        let mut w = AttrWriter::new();
+        w.put_str(wire::NFTA_RULE_TABLE, &t.name)
+            .put_str(wire::NFTA_RULE_CHAIN, chain)
+            .put_u64(wire::NFTA_RULE_HANDLE, handle);
+        let what = format!(
+            "delete rule {} {} {chain} handle {handle}",
+            t.family, t.name
+        );
+        self.push(wire::NFT_MSG_DELRULE, t.family, 0, w, what);
+        self
+    }
+
+    /// Creates a named set (no error if an identical one exists).
+    pub fn add_set(&mut self, s: &Set) -> &mut Self {
+        let (key_type, key_len) = s.key.id_len();
+        self.next_set_id += 1;
+        let mut w = AttrWriter::new();
+        w.put_str(wire::NFTA_SET_TABLE, &s.table.name)
+            .put_str(wire::NFTA_SET_NAME, &s.name)
+            .put_u32(wire::NFTA_SET_FLAGS, s.flags)
+            .put_u32(wire::NFTA_SET_KEY_TYPE, key_type)
+            .put_u32(wire::NFTA_SET_KEY_LEN, key_len)
+            .put_u32(wire::NFTA_SET_ID, self.next_set_id);
+        let what = format!("add set {} {} {}", s.table.family, s.table.name, s.name);
+        self.push(
+            wire::NFT_MSG_NEWSET,
+            s.table.family,
+            wire::NLM_F_CREATE,
+            w,
+            what,
+        );
+        self
+    }
+
+    /// Deletes a named set.
+    pub fn del_set(&mut self, t: &Table, name: &str) -> &mut Self {
+        let mut w = AttrWriter::new();
+        w.put_str(wire::NFTA_SET_TABLE, &t.name)
+            .put_str(wire::NFTA_SET_NAME, name);
+        let what = format!("delete set {} {} {name}", t.family, t.name);
+        self.push(wire::NFT_MSG_DELSET, t.family, 0, w, what);
+        self
+    }
+
+    /// Adds elements to a set. In an interval set a range `a..=b` is stored, as nft does, as
+    /// two elements: `a`, and `b + 1` flagged `INTERVAL_END` (omitted when `b` is the maximum).
+    /// In other sets a range stores only its start.
+    pub fn add_set_elements(&mut self, s: &Set, elems: &[SetElem]) -> &mut Self {
+        let interval = s.flags & super::set_flags::INTERVAL != 0;
+        let mut w = AttrWriter::new();
+        w.put_str(wire::NFTA_SET_ELEM_LIST_TABLE, &s.table.name)
+            .put_str(wire::NFTA_SET_ELEM_LIST_SET, &s.name);
+        let elem = |w: &mut AttrWriter, key: &[u8], end: bool| {
+            w.nest(wire::NFTA_LIST_ELEM, |w| {
+                w.nest(wire::NFTA_SET_ELEM_KEY, |w| {
+                    w.put(wire::NFTA_DATA_VALUE, key);
+                });
+                if end {
+                    w.put_u32(wire::NFTA_SET_ELEM_FLAGS, wire::NFT_SET_ELEM_INTERVAL_END);
+                }
+            });
+        };
+        w.nest(wire::NFTA_SET_ELEM_LIST_ELEMENTS, |w| {
+            for e in elems {
+                let (start, last) = match e {
+                    SetElem::Key(k) => (k, k),
+                    SetElem::Range(a, b) => (a, b),
+                };
+                elem(w, start, false);
+                if interval {
+                    if let Some(next) = increment(last) {
+                        elem(w, &next, true);
+                    }
+                }
+            }
+        });
+        let what = format!(
+            "add elements to set {} {} {}",
+            s.table.family, s.table.name, s.name
+        );
+        self.push(
+            wire::NFT_MSG_NEWSETELEM,
+            s.table.family,
+            wire::NLM_F_CREATE,
+            w,
+            what,
+        );
+        self
+    }
+
+    /// Sends the batch and waits for the kernel's verdict on every message. On error nothing
+    /// of the batch has been applied; the error names the message that failed.
+    pub fn commit(&self, sock: &NftSocket) -> Result<(), NftError> {
+        sock.commit(&self.msgs)
+    }
+}
+
+/// `key + 1` as a big-endian number; `None` on overflow.
+fn increment(key: &[u8]) -> Option<Vec<u8>> {
+    let mut v = key.to_vec();
+    for b in v.iter_mut().rev() {
+        let (n, carry) = b.overflowing_add(1);
+        *b = n;
+        if !carry {
+            return Some(v);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn increment_carries() {
+        assert_eq!(increment(&[10, 2, 255, 255]), Some(vec![10, 3, 0, 0]));
+        assert_eq!(increment(&[255, 255]), None);
+    }
+
+    #[test]
+    fn append_sets_flag_and_position() {
+        let t = Table::new(Family::Ip, "t");
+        let r = super::super::RuleBuilder::new(&t, "c").accept().build();
+        let mut b = Batch::new();
+        b.add_rule(&r, Position::After(7))
+            .add_rule(&r, Position::Before(7));
+        assert_eq!(b.msgs[0].flags, wire::NLM_F_CREATE | wire::NLM_F_APPEND);
+        assert_eq!(b.msgs[1].flags, wire::NLM_F_CREATE);
+        assert_eq!(
+            wire::attr_u64(&b.msgs[0].attrs, wire::NFTA_RULE_POSITION),
+            Some(7)
+        );
+    }
+}

@@ -1,0 +1,474 @@
+//! [`NftSocket`]: a `NETLINK_NETFILTER` socket that commits batches and lists one table.
+//!
+//! The socket is neli's low-level `NlSocket` (plain `socket`/`send`/`recv`, no background thread):
+//! an nftables batch is several netlink messages that must reach the kernel in a single
+//! `sendmsg`, which neli's typed `NlSocketHandle::send` (one message per call) cannot do, so we
+//! encode the bytes ourselves and use neli only for the file descriptor.
+
+use std::cell::Cell;
+use std::fmt;
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd};
+use std::path::Path;
+
+use neli::consts::socket::{Msg, NlFamily};
+use neli::socket::NlSocket;
+use neli::utils::Groups;
+use nix::sched::{setns, CloneFlags};
+
+use super::batch::BatchMsg;
+use super::expr::Expr;
+use super::wire::{self, AttrWriter, NlMsg};
+use super::{BaseChain, Chain, ChainType, Family, Hook, Policy, Rule, Table};
+
+const RECV_BUF: usize = 256 * 1024;
+const SOL_NETLINK: i32 = 270;
+const NETLINK_CAP_ACK: i32 = 10;
+
+/// A kernel (or socket) error, naming the object whose message failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NftError {
+    /// What was being done, e.g. `add rule inet t postrouting (comment "x")`.
+    pub what: String,
+    /// The errno (positive), if the error came with one.
+    pub errno: Option<i32>,
+    /// The kernel's extended-ack message, if it sent one.
+    pub kernel_msg: Option<String>,
+    /// Which part of the message the kernel pointed at (extended-ack offset), if any.
+    pub location: Option<String>,
+}
+
+impl NftError {
+    fn io(what: &str, e: io::Error) -> Self {
+        NftError {
+            what: what.to_string(),
+            errno: e.raw_os_error(),
+            kernel_msg: None,
+            location: None,
+        }
+    }
+
+    fn other(what: &str, why: &str) -> Self {
+        NftError {
+            what: what.to_string(),
+            errno: None,
+            kernel_msg: Some(why.to_string()),
+            location: None,
+        }
+    }
+
+    pub fn errno(&self) -> Option<i32> {
+        self.errno
+    }
+
+    /// ENOENT: the table/chain/rule/set does not exist.
+    pub fn is_not_found(&self) -> bool {
+        self.errno == Some(nix::libc::ENOENT)
+    }
+
+    /// EEXIST.
+    pub fn is_exists(&self) -> bool {
+        self.errno == Some(nix::libc::EEXIST)
+    }
+}
+
+impl fmt::Display for NftError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "nftables: {}", self.what)?;
+        if let Some(e) = self.errno {
+            write!(f, ": {}", io::Error::from_raw_os_error(e))?;
+        }
+        if let Some(m) = &self.kernel_msg {
+            write!(f, ": {m}")?;
+        }
+        if let Some(l) = &self.location {
+            write!(f, " (at {l})")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for NftError {}
+
+/// A netfilter netlink socket, bound to the network namespace it was created in.
+pub struct NftSocket {
+    sock: NlSocket,
+    seq: Cell<u32>,
+}
+
+impl NftSocket {
+    /// Opens a socket in the calling thread's network namespace.
+    pub fn open() -> Result<Self, NftError> {
+        let what = "open NETLINK_NETFILTER socket";
+        let sock = NlSocket::connect(NlFamily::Netfilter, None, Groups::empty())
+            .map_err(|e| NftError::io(what, e))?;
+        // Extended acks carry the kernel's reason and the offending attribute; capped acks
+        // keep error replies small (they would otherwise echo each whole rule).
+        sock.enable_ext_ack(true)
+            .map_err(|e| NftError::io(what, e))?;
+        let one: nix::libc::c_int = 1;
+        // SAFETY: plain setsockopt on a valid fd with a c_int option value.
+        unsafe {
+            nix::libc::setsockopt(
+                sock.as_raw_fd(),
+                SOL_NETLINK,
+                NETLINK_CAP_ACK,
+                &one as *const _ as *const nix::libc::c_void,
+                std::mem::size_of_val(&one) as u32,
+            );
+        }
+        // A receive timeout so that a missing ack can never hang the caller.
+        let tv = nix::sys::time::TimeVal::new(10, 0);
+        // SAFETY: the fd is owned by `sock`, which outlives this borrow.
+        let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(sock.as_raw_fd()) };
+        nix::sys::socket::setsockopt(&fd, nix::sys::socket::sockopt::ReceiveTimeout, &tv)
+            .map_err(|e| NftError::io(what, e.into()))?;
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as u32)
+            .unwrap_or(1);
+        Ok(NftSocket {
+            sock,
+            seq: Cell::new(seed),
+        })
+    }
+
+    /// Opens a socket inside another network namespace (given by an nsfs fd): switches this
+    /// thread there, creates the socket (which stays bound to that namespace) and switches
+    /// back. If switching back fails the process aborts rather than run in the wrong netns.
+    pub fn open_in_netns(ns: impl AsFd) -> Result<Self, NftError> {
+        let what = "enter network namespace";
+        let home = File::open("/proc/thread-self/ns/net").map_err(|e| NftError::io(what, e))?;
+        setns(ns, CloneFlags::CLONE_NEWNET).map_err(|e| NftError::io(what, e.into()))?;
+        let s = Self::open();
+        if setns(&home, CloneFlags::CLONE_NEWNET).is_err() {
+            std::process::abort();
+        }
+        s
+    }
+
+    /// [`open_in_netns`](Self::open_in_netns) by path, e.g. `/run/netns/NAME`.
+    pub fn open_in_netns_path(path: &Path) -> Result<Self, NftError> {
+        let f = File::open(path)
+            .map_err(|e| NftError::io(&format!("open netns {}", path.display()), e))?;
+        Self::open_in_netns(&f)
+    }
+
+    fn next_seq(&self, n: u32) -> u32 {
+        let s = self.seq.get().wrapping_add(1);
+        self.seq.set(s.wrapping_add(n));
+        s
+    }
+
+    fn send(&self, what: &str, buf: &[u8]) -> Result<(), NftError> {
+        self.sock
+            .send(buf, Msg::empty())
+            .map_err(|e| NftError::io(what, e))?;
+        Ok(())
+    }
+
+    fn recv<'b>(&self, what: &str, buf: &'b mut [u8]) -> Result<&'b [u8], NftError> {
+        let (n, _) = self.sock.recv(&mut *buf, Msg::empty()).map_err(|e| {
+            if e.kind() == io::ErrorKind::WouldBlock {
+                NftError::other(what, "timed out waiting for the kernel's reply")
+            } else {
+                NftError::io(what, e)
+            }
+        })?;
+        Ok(&buf[..n])
+    }
+
+    pub(crate) fn commit(&self, msgs: &[BatchMsg]) -> Result<(), NftError> {
+        if msgs.is_empty() {
+            return Ok(());
+        }
+        let n = msgs.len() as u32;
+        let begin = self.next_seq(n + 2);
+        let res_id = wire::NFNL_SUBSYS_NFTABLES;
+        let mut buf = wire::nlmsg(
+            wire::NFNL_MSG_BATCH_BEGIN,
+            wire::NLM_F_REQUEST,
+            begin,
+            0,
+            res_id,
+            &[],
+        );
+        for (i, m) in msgs.iter().enumerate() {
+            let flags = wire::NLM_F_REQUEST | wire::NLM_F_ACK | m.flags;
+            let seq = begin + 1 + i as u32;
+            buf.extend(wire::nlmsg(
+                wire::nft_type(m.msg_type),
+                flags,
+                seq,
+                m.family.nfproto(),
+                0,
+                &m.attrs,
+            ));
+        }
+        buf.extend(wire::nlmsg(
+            wire::NFNL_MSG_BATCH_END,
+            wire::NLM_F_REQUEST,
+            begin + n + 1,
+            0,
+            res_id,
+            &[],
+        ));
+        let what = "commit batch";
+        self.send(what, &buf)?;
+
+        // Every message asked for an ack, so each gets exactly one reply (0 or -errno); the
+        // kernel keeps validating after a failure to report every error, and then aborts the
+        // whole batch. An error on the BEGIN/END seq is about the batch itself.
+        let mut acked = vec![false; msgs.len()];
+        let mut remaining = msgs.len();
+        let mut first_err: Option<(usize, NftError)> = None;
+        let mut rbuf = vec![0u8; RECV_BUF];
+        while remaining > 0 {
+            let data = self.recv(what, &mut rbuf)?;
+            for m in wire::nlmsgs(data) {
+                if m.ty != wire::NLMSG_ERROR || m.seq < begin || m.seq > begin + n + 1 {
+                    continue; // stale reply of an earlier request
+                }
+                let Some((errno, kmsg, offs)) = parse_ack(&m) else {
+                    continue;
+                };
+                if m.seq == begin || m.seq == begin + n + 1 {
+                    if errno != 0 {
+                        return Err(NftError {
+                            what: what.to_string(),
+                            errno: Some(errno),
+                            kernel_msg: kmsg,
+                            location: None,
+                        });
+                    }
+                    continue;
+                }
+                let i = (m.seq - begin - 1) as usize;
+                if !acked[i] {
+                    acked[i] = true;
+                    remaining -= 1;
+                }
+                if errno != 0 && first_err.as_ref().is_none_or(|(j, _)| i < *j) {
+                    let msg = &msgs[i];
+                    first_err = Some((
+                        i,
+                        NftError {
+                            what: format!("{} (batch message {} of {})", msg.what, i + 1, n),
+                            errno: Some(errno),
+                            kernel_msg: kmsg,
+                            location: offs.and_then(|o| describe_offset(msg, o)),
+                        },
+                    ));
+                }
+            }
+        }
+        match first_err {
+            Some((_, e)) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Sends a GET request and collects the replies (a dump, or a single object).
+    /// Retries a dump that the kernel marks as interrupted by a concurrent change.
+    fn request(
+        &self,
+        what: &str,
+        msg: u16,
+        family: Family,
+        dump: bool,
+        attrs: &[u8],
+    ) -> Result<Vec<Vec<u8>>, NftError> {
+        'retry: for _ in 0..5 {
+            let seq = self.next_seq(1);
+            let flags = wire::NLM_F_REQUEST
+                | if dump {
+                    wire::NLM_F_DUMP
+                } else {
+                    wire::NLM_F_ACK
+                };
+            self.send(
+                what,
+                &wire::nlmsg(wire::nft_type(msg), flags, seq, family.nfproto(), 0, attrs),
+            )?;
+            let mut out = Vec::new();
+            let mut rbuf = vec![0u8; RECV_BUF];
+            let mut interrupted = false;
+            loop {
+                let data = self.recv(what, &mut rbuf)?;
+                for m in wire::nlmsgs(data) {
+                    if m.seq != seq {
+                        continue;
+                    }
+                    interrupted |= m.flags & wire::NLM_F_DUMP_INTR != 0;
+                    match m.ty {
+                        // An interrupted dump is read to its end, then retried.
+                        wire::NLMSG_DONE if interrupted => continue 'retry,
+                        wire::NLMSG_DONE => return Ok(out),
+                        wire::NLMSG_ERROR => {
+                            let (errno, kernel_msg, _) =
+                                parse_ack(&m).unwrap_or((nix::libc::EIO, None, None));
+                            if errno == 0 {
+                                return Ok(out);
+                            }
+                            return Err(NftError {
+                                what: what.to_string(),
+                                errno: Some(errno),
+                                kernel_msg,
+                                location: None,
+                            });
+                        }
+                        _ => out.push(m.body.get(wire::NFGENMSG_LEN..).unwrap_or(&[]).to_vec()),
+                    }
+                }
+            }
+        }
+        Err(NftError::other(
+            what,
+            "dump kept being interrupted by concurrent changes",
+        ))
+    }
+
+    /// Whether the table exists.
+    pub fn table_exists(&self, family: Family, table: &str) -> Result<bool, NftError> {
+        let mut w = AttrWriter::new();
+        w.put_str(wire::NFTA_TABLE_NAME, table);
+        let what = format!("get table {family} {table}");
+        match self.request(&what, wire::NFT_MSG_GETTABLE, family, false, &w.buf) {
+            Ok(_) => Ok(true),
+            Err(e) if e.is_not_found() => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Whether the chain exists (false also when the table does not).
+    pub fn chain_exists(&self, family: Family, table: &str, chain: &str) -> Result<bool, NftError> {
+        let mut w = AttrWriter::new();
+        w.put_str(wire::NFTA_CHAIN_TABLE, table)
+            .put_str(wire::NFTA_CHAIN_NAME, chain);
+        let what = format!("get chain {family} {table} {chain}");
+        match self.request(&what, wire::NFT_MSG_GETCHAIN, family, false, &w.buf) {
+            Ok(_) => Ok(true),
+            Err(e) if e.is_not_found() => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The chains of one table. (The kernel cannot filter a chain dump by table, so the
+    /// family's chains are dumped and other tables' chains skipped without decoding.)
+    pub fn list_chains(&self, family: Family, table: &str) -> Result<Vec<Chain>, NftError> {
+        let what = format!("list chains of table {family} {table}");
+        let t = Table::new(family, table);
+        let msgs = self.request(&what, wire::NFT_MSG_GETCHAIN, family, true, &[])?;
+        Ok(msgs
+            .iter()
+            .filter(|a| wire::attr_str(a, wire::NFTA_CHAIN_TABLE).as_deref() == Some(table))
+            .filter_map(|a| decode_chain(&t, a))
+            .collect())
+    }
+
+    /// The rules of one chain, in order, with their handles and comments. The dump is
+    /// filtered by the kernel to this table and chain; a missing table or chain lists as empty.
+    pub fn list_rules(
+        &self,
+        family: Family,
+        table: &str,
+        chain: &str,
+    ) -> Result<Vec<Rule>, NftError> {
+        let what = format!("list rules of chain {family} {table} {chain}");
+        let mut w = AttrWriter::new();
+        w.put_str(wire::NFTA_RULE_TABLE, table)
+            .put_str(wire::NFTA_RULE_CHAIN, chain);
+        let t = Table::new(family, table);
+        let msgs = self.request(&what, wire::NFT_MSG_GETRULE, family, true, &w.buf)?;
+        Ok(msgs.iter().map(|a| decode_rule(&t, a)).collect())
+    }
+}
+
+/// (errno, ext-ack message, ext-ack offset) of an NLMSG_ERROR reply.
+fn parse_ack(m: &NlMsg) -> Option<(i32, Option<String>, Option<usize>)> {
+    let code = i32::from_ne_bytes(m.body.get(..4)?.try_into().ok()?);
+    let mut kmsg = None;
+    let mut offs = None;
+    if m.flags & wire::NLM_F_ACK_TLVS != 0 {
+        // After the error code comes the request's header, and its payload unless capped.
+        let orig_len = u32::from_ne_bytes(m.body.get(4..8)?.try_into().ok()?) as usize;
+        let skip = 4 + if m.flags & wire::NLM_F_CAPPED != 0 {
+            wire::NLMSG_HDRLEN
+        } else {
+            orig_len
+        };
+        for (ty, p, _) in wire::attrs(m.body.get((skip + 3) & !3..).unwrap_or(&[])) {
+            match ty {
+                wire::NLMSGERR_ATTR_MSG => kmsg = Some(wire::cstr(p)),
+                wire::NLMSGERR_ATTR_OFFS => {
+                    offs = p
+                        .get(..4)
+                        .map(|b| u32::from_ne_bytes(b.try_into().unwrap()) as usize)
+                }
+                _ => {}
+            }
+        }
+    }
+    Some((-code, kmsg, offs))
+}
+
+/// Names the attribute the kernel's ext-ack offset points into (offset counted from the start
+/// of our netlink header), e.g. `expression #3 (immediate)`.
+fn describe_offset(msg: &BatchMsg, off: usize) -> Option<String> {
+    let off = off.checked_sub(wire::NLMSG_HDRLEN + wire::NFGENMSG_LEN)?;
+    for (ty, p, start) in wire::attrs(&msg.attrs) {
+        if off < start || off >= start + 4 + p.len() {
+            continue;
+        }
+        if msg.msg_type == wire::NFT_MSG_NEWRULE && ty == wire::NFTA_RULE_EXPRESSIONS {
+            let inner = off.saturating_sub(start + 4);
+            for (i, (_, e, estart)) in wire::attrs(p).enumerate() {
+                if inner >= estart && inner < estart + 4 + e.len() {
+                    let name = wire::attr_str(e, wire::NFTA_EXPR_NAME).unwrap_or_default();
+                    return Some(format!("expression #{} ({name})", i + 1));
+                }
+            }
+        }
+        return Some(format!("attribute {ty}"));
+    }
+    None
+}
+
+fn decode_chain(t: &Table, a: &[u8]) -> Option<Chain> {
+    let name = wire::attr_str(a, wire::NFTA_CHAIN_NAME)?;
+    let base = wire::attr(a, wire::NFTA_CHAIN_HOOK).and_then(|h| {
+        Some(BaseChain {
+            hook: Hook::from_number(wire::attr_u32(h, wire::NFTA_HOOK_HOOKNUM)?, t.family)?,
+            priority: wire::attr_u32(h, wire::NFTA_HOOK_PRIORITY)? as i32,
+            device: wire::attr_str(h, wire::NFTA_HOOK_DEV),
+            chain_type: match wire::attr_str(a, wire::NFTA_CHAIN_TYPE)?.as_str() {
+                "nat" => ChainType::Nat,
+                "route" => ChainType::Route,
+                _ => ChainType::Filter,
+            },
+            policy: match wire::attr_u32(a, wire::NFTA_CHAIN_POLICY) {
+                Some(0) => Policy::Drop,
+                _ => Policy::Accept,
+            },
+        })
+    });
+    Some(Chain {
+        table: t.clone(),
+        name,
+        base,
+        handle: wire::attr_u64(a, wire::NFTA_CHAIN_HANDLE),
+    })
+}
+
+fn decode_rule(t: &Table, a: &[u8]) -> Rule {
+    Rule {
+        table: t.clone(),
+        chain: wire::attr_str(a, wire::NFTA_RULE_CHAIN).unwrap_or_default(),
+        exprs: wire::attr(a, wire::NFTA_RULE_EXPRESSIONS)
+            .map(|l| wire::attrs(l).map(|(_, e, _)| Expr::decode(e)).collect())
+            .unwrap_or_default(),
+        comment: wire::attr(a, wire::NFTA_RULE_USERDATA).and_then(wire::udata_find_comment),
+        handle: wire::attr_u64(a, wire::NFTA_RULE_HANDLE),
+    }
+}
