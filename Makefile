@@ -31,7 +31,7 @@ build:
 test:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --locked --all-targets -- -D warnings
-	$(CARGO) test --locked
+	$(CARGO) test --locked --no-fail-fast
 
 conformance:
 	$(CARGO) test --locked --test conformance -- --nocapture
