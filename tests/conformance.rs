@@ -11,10 +11,7 @@
 
 mod common;
 
-use common::rig::{
-    self, json_diff, json_subset_diff, Invocation, Outcome, Placeholders, PluginDir, TempDir,
-    TestNs,
-};
+use common::rig::{self, json_diff, json_subset_diff, Invocation, Outcome, Placeholders, PluginDir, TempDir, TestNs};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -138,11 +135,7 @@ fn substitute(v: &Value, vars: &BTreeMap<String, String>) -> Value {
     match v {
         Value::String(s) => Value::String(sub(s)),
         Value::Array(a) => Value::Array(a.iter().map(|x| substitute(x, vars)).collect()),
-        Value::Object(o) => Value::Object(
-            o.iter()
-                .map(|(k, x)| (sub(k), substitute(x, vars)))
-                .collect(),
-        ),
+        Value::Object(o) => Value::Object(o.iter().map(|(k, x)| (sub(k), substitute(x, vars))).collect()),
         other => other.clone(),
     }
 }
@@ -150,11 +143,9 @@ fn substitute(v: &Value, vars: &BTreeMap<String, String>) -> Value {
 /// Load one file and expand its matrix into scenarios.
 fn load(path: &Path) -> Result<Vec<Scenario>, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let raw: Value =
-        serde_json::from_str(&text).map_err(|e| format!("{}: not JSON: {e}", path.display()))?;
+    let raw: Value = serde_json::from_str(&text).map_err(|e| format!("{}: not JSON: {e}", path.display()))?;
     let matrix: BTreeMap<String, Vec<String>> = match raw.get("matrix") {
-        Some(m) => serde_json::from_value(m.clone())
-            .map_err(|e| format!("{}: bad matrix: {e}", path.display()))?,
+        Some(m) => serde_json::from_value(m.clone()).map_err(|e| format!("{}: bad matrix: {e}", path.display()))?,
         None => BTreeMap::new(),
     };
     let mut combos: Vec<BTreeMap<String, String>> = vec![BTreeMap::new()];
@@ -176,8 +167,8 @@ fn load(path: &Path) -> Result<Vec<Scenario>, String> {
         if let Some(o) = v.as_object_mut() {
             o.remove("matrix");
         }
-        let mut sc: Scenario = serde_json::from_value(v)
-            .map_err(|e| format!("{}: bad scenario: {e}", path.display()))?;
+        let mut sc: Scenario =
+            serde_json::from_value(v).map_err(|e| format!("{}: bad scenario: {e}", path.display()))?;
         if !combo.is_empty() {
             let tag: Vec<&str> = combo.values().map(String::as_str).collect();
             sc.name = format!("{}[{}]", sc.name, tag.join(","));
@@ -198,9 +189,7 @@ fn validate(sc: &Scenario) -> Result<(), String> {
     for (i, st) in sc.steps.iter().enumerate() {
         if let Some(c) = &st.command {
             if !COMMANDS.contains(&c.as_str()) && !c.starts_with('X') {
-                return Err(format!(
-                    "step {i}: unknown command {c} (use X... for bogus ones)"
-                ));
+                return Err(format!("step {i}: unknown command {c} (use X... for bogus ones)"));
             }
         }
         for c in st.compare.iter().flatten() {
@@ -213,9 +202,7 @@ fn validate(sc: &Scenario) -> Result<(), String> {
         }
         if let Some(p) = st.prev_result_from {
             if p >= i {
-                return Err(format!(
-                    "step {i}: prev_result_from {p} is not an earlier step"
-                ));
+                return Err(format!("step {i}: prev_result_from {p} is not an earlier step"));
             }
         }
         if !sc.reference && st.expect.is_none() && st.expect_ours.is_none() {
@@ -447,10 +434,7 @@ fn check_expect(e: &Expect, rec: &StepRecord, who: &str, problems: &mut Vec<Stri
     }
     if let Some(s) = &e.stderr_contains {
         if !o.stderr.contains(s.as_str()) {
-            p(format!(
-                "stderr: expected to contain {s:?}, got {:?}",
-                o.stderr
-            ));
+            p(format!("stderr: expected to contain {s:?}, got {:?}", o.stderr));
         }
     }
     if let Some(k) = &e.kernel_subset {
@@ -546,10 +530,7 @@ fn run_scenario(sc: &Scenario) -> Verdict {
                 report.push_str(&format!("    - {p}\n"));
             }
             if let Some(rr) = &reference {
-                report.push_str(&format!(
-                    "    reference:\n{}\n",
-                    indent(&rr.steps[i].outcome)
-                ));
+                report.push_str(&format!("    reference:\n{}\n", indent(&rr.steps[i].outcome)));
             }
             report.push_str(&format!("    cni-multi:\n{}\n", indent(&o.outcome)));
         }
@@ -577,11 +558,7 @@ fn indent(o: &Outcome) -> String {
 #[test]
 fn scenarios_are_well_formed() {
     let (scenarios, errors) = load_all();
-    assert!(
-        errors.is_empty(),
-        "bad scenario files:\n{}",
-        errors.join("\n")
-    );
+    assert!(errors.is_empty(), "bad scenario files:\n{}", errors.join("\n"));
     assert!(!scenarios.is_empty(), "no scenarios found");
     let mut names: Vec<&str> = scenarios.iter().map(|s| s.name.as_str()).collect();
     names.sort();
@@ -600,24 +577,19 @@ fn conformance() {
         return;
     }
     let (scenarios, errors) = load_all();
-    assert!(
-        errors.is_empty(),
-        "bad scenario files:\n{}",
-        errors.join("\n")
-    );
+    assert!(errors.is_empty(), "bad scenario files:\n{}", errors.join("\n"));
     let filter = std::env::var("CONFORMANCE_FILTER").unwrap_or_default();
     let (mut pass, mut fail, mut skip) = (Vec::new(), Vec::new(), Vec::new());
     for sc in scenarios.iter().filter(|s| s.name.contains(&filter)) {
         // A panic inside one scenario (rig failure) must not hide the others.
-        let verdict = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_scenario(sc)))
-            .unwrap_or_else(|e| {
-                let msg = e
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
-                    .unwrap_or_default();
-                Verdict::Fail(format!("  panicked: {msg}\n"))
-            });
+        let verdict = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_scenario(sc))).unwrap_or_else(|e| {
+            let msg = e
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            Verdict::Fail(format!("  panicked: {msg}\n"))
+        });
         match verdict {
             Verdict::Pass => {
                 println!("PASS {}", sc.name);
@@ -639,11 +611,7 @@ fn conformance() {
         fail.len(),
         skip.len()
     );
-    assert!(
-        fail.is_empty(),
-        "failed scenarios:\n  {}",
-        fail.join("\n  ")
-    );
+    assert!(fail.is_empty(), "failed scenarios:\n  {}", fail.join("\n  "));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -778,9 +746,7 @@ mod rig_selftest {
         // And it really ran in the node netns.
         let dir = TempDir::new("selfscript");
         let script = script(&dir, "netns", "readlink /proc/self/ns/net");
-        let out = Invocation::new("x", "ADD")
-            .in_node(&node)
-            .run_binary(&script, "");
+        let out = Invocation::new("x", "ADD").in_node(&node).run_binary(&script, "");
         let want = format!(
             "net:[{}]",
             std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(node.path()).unwrap())

@@ -76,9 +76,7 @@ fn inet_masquerade_v4_prints_like_nft() {
         .comment("abc-123, net: n1")
         .build();
     let mut b = Batch::new();
-    b.add_table(&t)
-        .add_chain(&c)
-        .add_rule(&rule, Position::Append);
+    b.add_table(&t).add_chain(&c).add_rule(&rule, Position::Append);
     b.commit(&sock).unwrap();
 
     let rs = ns.ruleset();
@@ -106,9 +104,7 @@ fn inet_masquerade_v4_prints_like_nft() {
     );
 
     // Our own listing decodes the same expressions back, with handle and comment.
-    let listed = sock
-        .list_rules(Family::Inet, "cni_test_masq", "postrouting")
-        .unwrap();
+    let listed = sock.list_rules(Family::Inet, "cni_test_masq", "postrouting").unwrap();
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].exprs, rule.exprs);
     assert_eq!(listed[0].comment, rule.comment);
@@ -143,9 +139,7 @@ fn inet_masquerade_v6_and_multicast_returns() {
         Position::Append,
     );
     b.add_rule(
-        &RuleBuilder::new(&t, "postrouting")
-            .goto("masq_checks")
-            .build(),
+        &RuleBuilder::new(&t, "postrouting").goto("masq_checks").build(),
         Position::Append,
     );
     b.add_rule(
@@ -226,10 +220,7 @@ fn bridge_mac_spoof_check_chains() {
             .build(),
         Position::Append,
     );
-    b.add_rule(
-        &RuleBuilder::new(&t, "cni-br-iface-x").drop().build(),
-        Position::Append,
-    );
+    b.add_rule(&RuleBuilder::new(&t, "cni-br-iface-x").drop().build(), Position::Append);
     b.commit(&sock).unwrap();
 
     let rs = ns.ruleset();
@@ -376,9 +367,7 @@ fn ct_state_mark_and_counter_print_like_nft() {
             .mark_match(0x2000, 0x2000)
             .l4proto(6)
             .accept(),
-        RuleBuilder::new(&t, "forward")
-            .iifname(CmpOp::Eq, "veth*")
-            .accept(),
+        RuleBuilder::new(&t, "forward").iifname(CmpOp::Eq, "veth*").accept(),
     ];
     for r in &rules {
         b.add_rule(&r.clone().build(), Position::Append);
@@ -423,10 +412,7 @@ fn named_sets_and_lookups() {
         .add_set(&nets)
         .add_set_elements(
             &nets,
-            &[
-                SetElem::prefix(net("10.2.0.0/16")),
-                SetElem::addr(ip("192.168.1.1")),
-            ],
+            &[SetElem::prefix(net("10.2.0.0/16")), SetElem::addr(ip("192.168.1.1"))],
         )
         .add_set(&ports)
         .add_set_elements(&ports, &[SetElem::port(80), SetElem::port(443)])
@@ -531,10 +517,7 @@ fn delete_by_comment_prefix_and_positions() {
     b.add_rule(&rule("before-b"), Position::Before(b1))
         .add_rule(&rule("after-b"), Position::After(b1));
     b.commit(&sock).unwrap();
-    assert_eq!(
-        comments(&sock),
-        ["first", "a-1", "before-b", "b-1", "after-b", "a-2"]
-    );
+    assert_eq!(comments(&sock), ["first", "a-1", "before-b", "b-1", "after-b", "a-2"]);
 
     let mut del = Batch::new();
     for r in sock.list_rules(Family::Ip, "d", "c").unwrap() {
@@ -551,10 +534,7 @@ fn delete_by_comment_prefix_and_positions() {
     // Deleting a gone rule reports ENOENT naming it; flush + delete chain + delete table work.
     let err = del.commit(&sock).unwrap_err();
     assert!(err.is_not_found(), "{err}");
-    assert!(
-        err.to_string().contains("delete rule ip d c handle"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("delete rule ip d c handle"), "{err}");
     let mut b = Batch::new();
     b.flush_chain(&t, "c").del_chain(&t, "c").del_table(&t);
     b.commit(&sock).unwrap();
@@ -577,17 +557,11 @@ fn failed_batch_applies_nothing_and_names_the_culprit() {
                 .build(),
             Position::Append,
         )
-        .add_rule(
-            &RuleBuilder::new(&t, "c").accept().build(),
-            Position::Append,
-        );
+        .add_rule(&RuleBuilder::new(&t, "c").accept().build(), Position::Append);
     let err = b.commit(&sock).unwrap_err();
     let text = err.to_string();
     assert_eq!(err.errno(), Some(nix::libc::ENOENT), "{text}");
-    assert!(
-        text.contains("add rule inet atomic c (comment \"bad jump\")"),
-        "{text}"
-    );
+    assert!(text.contains("add rule inet atomic c (comment \"bad jump\")"), "{text}");
     assert!(text.contains("batch message 3 of 4"), "{text}");
     assert!(text.contains("No such file or directory"), "{text}");
     eprintln!("error as reported: {text}");
@@ -632,14 +606,8 @@ fn listing_tolerates_foreign_rules_and_tables() {
     let chains = sock.list_chains(Family::Inet, "mine").unwrap();
     assert_eq!(chains.len(), 1);
     // A missing chain or table lists as empty (what an idempotent teardown wants).
-    assert!(sock
-        .list_rules(Family::Inet, "mine", "nope")
-        .unwrap()
-        .is_empty());
-    assert!(sock
-        .list_rules(Family::Inet, "gone", "c")
-        .unwrap()
-        .is_empty());
+    assert!(sock.list_rules(Family::Inet, "mine", "nope").unwrap().is_empty());
+    assert!(sock.list_rules(Family::Inet, "gone", "c").unwrap().is_empty());
     assert!(sock.chain_exists(Family::Inet, "mine", "c").unwrap());
     assert!(!sock.chain_exists(Family::Inet, "mine", "nope").unwrap());
     assert!(!sock.chain_exists(Family::Inet, "gone", "c").unwrap());
@@ -692,10 +660,7 @@ fn masquerade_rewrites_source_for_real_traffic() {
             .status
             .success()
     };
-    assert!(
-        !ping(),
-        "server must not reach the client subnet without masquerade"
-    );
+    assert!(!ping(), "server must not reach the client subnet without masquerade");
 
     // On the server, count incoming packets by source address.
     let ssock = server.nft_socket();
@@ -722,10 +687,7 @@ fn masquerade_rewrites_source_for_real_traffic() {
     b.commit(&ssock).unwrap();
     let seen = |src: &str| -> u64 {
         let rules = ssock.list_rules(Family::Ip, "seen", "input").unwrap();
-        let r = rules
-            .iter()
-            .find(|r| r.comment.as_deref() == Some(src))
-            .unwrap();
+        let r = rules.iter().find(|r| r.comment.as_deref() == Some(src)).unwrap();
         r.exprs
             .iter()
             .find_map(|e| match e {

@@ -79,12 +79,7 @@ fn links_every_plugin_and_replaces_old_files() {
     std::fs::write(dir.join("unrelated"), "keep me").unwrap();
 
     for _ in 0..2 {
-        run(&[
-            "--dir",
-            dir.to_str().unwrap(),
-            "--binary",
-            bin.to_str().unwrap(),
-        ]);
+        run(&["--dir", dir.to_str().unwrap(), "--binary", bin.to_str().unwrap()]);
         for p in PLUGINS {
             assert_eq!(std::fs::read_link(dir.join(p)).unwrap(), bin, "{p}");
         }
@@ -106,8 +101,5 @@ fn default_binary_is_in_dir_and_must_exist() {
     assert!(!out.status.success(), "no cni-multi in dir must fail");
     std::fs::write(tmp.join("cni-multi"), "").unwrap();
     run(&["--dir", tmp.as_str()]);
-    assert_eq!(
-        std::fs::read_link(tmp.join("loopback")).unwrap(),
-        tmp.join("cni-multi")
-    );
+    assert_eq!(std::fs::read_link(tmp.join("loopback")).unwrap(), tmp.join("cni-multi"));
 }

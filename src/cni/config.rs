@@ -182,18 +182,21 @@ pub fn validate_container_id(id: &str) -> Result<(), CniError> {
 
 /// Interface name rules of the Go library (code 4).
 pub fn validate_ifname(name: &str) -> Result<(), CniError> {
-    let err = |m: &str| Err(CniError::new(code::INVALID_ENV, m.to_string()).with_details(name.to_string()));
     if name.is_empty() {
-        return err("interface name is empty");
+        return Err(CniError::new(code::INVALID_ENV, "interface name is empty"));
     }
     if name.len() > 15 {
-        return err("interface name is too long");
+        return Err(CniError::new(code::INVALID_ENV, "interface name is too long")
+            .with_details("interface name should be less than 16 characters"));
     }
     if name == "." || name == ".." {
-        return err("interface name is . or ..");
+        return Err(CniError::new(code::INVALID_ENV, "interface name is . or .."));
     }
     if name.chars().any(|c| c == '/' || c == ':' || c.is_whitespace()) {
-        return err("interface name contains / or : or whitespace characters");
+        return Err(CniError::new(
+            code::INVALID_ENV,
+            "interface name contains / or : or whitespace characters",
+        ));
     }
     Ok(())
 }

@@ -117,7 +117,9 @@ struct Wire1 {
     ips: Vec<IpConfig>,
     #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "null_as_default")]
     routes: Vec<Route>,
-    #[serde(default, skip_serializing_if = "Dns::is_empty", deserialize_with = "null_as_default")]
+    // Printed even when empty, as the deployed reference plugins print it (Go's
+    // encoding/json does not omit an empty struct).
+    #[serde(default, deserialize_with = "null_as_default")]
     dns: Dns,
 }
 
@@ -477,7 +479,7 @@ mod tests {
         });
         assert_eq!(
             r.to_json("1.0.0").unwrap(),
-            "{\n    \"cniVersion\": \"1.0.0\",\n    \"ips\": [\n        {\n            \"interface\": 0,\n            \"address\": \"127.0.0.1/8\"\n        }\n    ]\n}"
+            "{\n    \"cniVersion\": \"1.0.0\",\n    \"ips\": [\n        {\n            \"interface\": 0,\n            \"address\": \"127.0.0.1/8\"\n        }\n    ],\n    \"dns\": {}\n}"
         );
     }
 
@@ -500,7 +502,7 @@ mod tests {
     }
 
     #[test]
-    fn v04_always_prints_dns() {
+    fn always_prints_dns() {
         let mut r = CniResult::new("0.4.0");
         r.ips.push(IpConfig {
             interface: None,
@@ -508,7 +510,7 @@ mod tests {
             gateway: None,
         });
         assert_eq!(r.to_value("0.4.0").unwrap()["dns"], json!({}));
-        assert!(r.to_value("1.0.0").unwrap().get("dns").is_none());
+        assert_eq!(r.to_value("1.0.0").unwrap()["dns"], json!({}));
         assert_eq!(r.to_value("0.2.0").unwrap()["dns"], json!({}));
     }
 

@@ -314,20 +314,15 @@ fn invoke_guarded(
 
 /// The skel's first look at the config: JSON (code 6) with a valid `name` (code 7).
 fn validate_config(stdin: &[u8]) -> Result<(), CniError> {
-    #[derive(serde::Deserialize)]
-    struct Named {
-        #[serde(default)]
-        name: serde_json::Value,
-    }
-    let n: Named = serde_json::from_slice(stdin)
-        .map_err(|e| CniError::new(code::DECODING_FAILURE, format!("error unmarshall network config: {e}")))?;
-    match n.name {
-        serde_json::Value::Null => config::validate_network_name(""),
-        serde_json::Value::String(s) => config::validate_network_name(&s),
-        other => Err(CniError::new(
-            code::DECODING_FAILURE,
-            format!("error unmarshall network config: name must be a string, not {other}"),
-        )),
+    let decode = |m: String| CniError::new(code::DECODING_FAILURE, format!("error unmarshall network config: {m}"));
+    let v: serde_json::Value = serde_json::from_slice(stdin).map_err(|e| decode(e.to_string()))?;
+    let obj = v
+        .as_object()
+        .ok_or_else(|| decode(format!("expected a JSON object, got {v}")))?;
+    match obj.get("name") {
+        None | Some(serde_json::Value::Null) => config::validate_network_name(""),
+        Some(serde_json::Value::String(s)) => config::validate_network_name(s),
+        Some(other) => Err(decode(format!("name must be a string, not {other}"))),
     }
 }
 
@@ -512,6 +507,8 @@ mod tests {
             (&[], r#"{"cniVersion":"1.0.0"}"#, 7),
             (&[], "this is not json", 6),
             (&[], "", 6),
+            (&[], "[1, 2]", 6),
+            (&[], r#""just a string""#, 6),
             (&[], r#"{"cniVersion":"0.9.9","name":"n"}"#, 1),
             (&[], r#"{"cniVersion":"1.0","name":"n"}"#, 1),
             (&[("CNI_COMMAND", "CHECK")], r#"{"cniVersion":"0.3.1","name":"n"}"#, 1),

@@ -105,10 +105,7 @@ pub fn require_reference(test: &str, plugin: &str) -> bool {
         && (reference_available(plugin)
             || skip_or_fail(
                 test,
-                &format!(
-                    "needs the reference plugin {}",
-                    reference_bin(plugin).display()
-                ),
+                &format!("needs the reference plugin {}", reference_bin(plugin).display()),
             ))
 }
 
@@ -265,8 +262,7 @@ impl TestNs {
         if out.trim().is_empty() {
             return Value::Array(vec![]);
         }
-        serde_json::from_str(&out)
-            .unwrap_or_else(|e| panic!("{argv:?}: output is not JSON ({e}): {out}"))
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{argv:?}: output is not JSON ({e}): {out}"))
     }
 
     /// `ip -n NAME ARGS...`, panicking on failure.
@@ -312,10 +308,7 @@ impl Drop for TestNs {
     fn drop(&mut self) {
         // Processes a test left inside (daemons, listeners) would keep the netns alive.
         for pid in self.pids() {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGKILL,
-            );
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
         }
         let out = run_cmd(&["ip", "netns", "del", &self.name]);
         if !out.status.success() && self.path.exists() {
@@ -355,8 +348,7 @@ impl PluginDir {
     pub fn with_binary(bin: &Path) -> PluginDir {
         let dir = TempDir::new("plugins");
         for name in PLUGINS {
-            std::os::unix::fs::symlink(bin, dir.join(name))
-                .unwrap_or_else(|e| panic!("symlink {name}: {e}"));
+            std::os::unix::fs::symlink(bin, dir.join(name)).unwrap_or_else(|e| panic!("symlink {name}: {e}"));
         }
         PluginDir { dir }
     }
@@ -420,10 +412,7 @@ impl Invocation {
         if command.is_empty() {
             env.insert("CNI_COMMAND".to_string(), None);
         }
-        env.insert(
-            "CNI_CONTAINERID".to_string(),
-            Some("cm-test-container".to_string()),
-        );
+        env.insert("CNI_CONTAINERID".to_string(), Some("cm-test-container".to_string()));
         env.insert("CNI_IFNAME".to_string(), Some("eth0".to_string()));
         Invocation {
             plugin: plugin.to_string(),
@@ -558,9 +547,7 @@ impl Invocation {
                 cmd.env(k, v);
             }
         }
-        cmd.stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
@@ -605,18 +592,12 @@ impl Invocation {
         let stdout = String::from_utf8_lossy(&out_reader.join().unwrap_or_default()).into_owned();
         let stderr = String::from_utf8_lossy(&err_reader.join().unwrap_or_default()).into_owned();
         use std::os::unix::process::ExitStatusExt;
-        let status_code = status
-            .code()
-            .unwrap_or_else(|| -status.signal().unwrap_or(0));
+        let status_code = status.code().unwrap_or_else(|| -status.signal().unwrap_or(0));
         let json = serde_json::from_str(&stdout).ok();
         Outcome {
             label: match self.env.contains_key("CNI_PATH") {
                 true => format!("{} {}", bin.display(), self.describe()),
-                false => format!(
-                    "{} {} CNI_PATH={default_cni_path}",
-                    bin.display(),
-                    self.describe()
-                ),
+                false => format!("{} {} CNI_PATH={default_cni_path}", bin.display(), self.describe()),
             },
             status: status_code,
             stdout,
@@ -726,8 +707,7 @@ impl Placeholders {
 
     pub fn add(&mut self, actual: &str, placeholder: &str) -> &mut Self {
         if !actual.is_empty() {
-            self.pairs
-                .push((actual.to_string(), placeholder.to_string()));
+            self.pairs.push((actual.to_string(), placeholder.to_string()));
             // Longest first, so that a prefix never shadows a longer path.
             self.pairs.sort_by_key(|(a, _)| std::cmp::Reverse(a.len()));
         }
@@ -747,9 +727,7 @@ impl Placeholders {
         match v {
             Value::String(s) => Value::String(self.apply_str(s)),
             Value::Array(a) => Value::Array(a.iter().map(|x| self.apply(x)).collect()),
-            Value::Object(o) => {
-                Value::Object(o.iter().map(|(k, x)| (k.clone(), self.apply(x))).collect())
-            }
+            Value::Object(o) => Value::Object(o.iter().map(|(k, x)| (k.clone(), self.apply(x))).collect()),
             other => other.clone(),
         }
     }
@@ -765,11 +743,7 @@ fn mac_at(s: &[u8], i: usize) -> bool {
         return false;
     }
     for k in 0..17 {
-        let ok = if k % 3 == 2 {
-            s[i + k] == b':'
-        } else {
-            is_hex(s[i + k])
-        };
+        let ok = if k % 3 == 2 { s[i + k] == b':' } else { is_hex(s[i + k]) };
         if !ok {
             return false;
         }
@@ -825,43 +799,20 @@ fn sort_values(v: &mut [Value]) {
 /// Normalised kernel state from `ip -j addr`, `ip -j -4/-6 route show table all`: keeps what a
 /// plugin decides (names, flags, mtu, kind, master, addresses, routes) and drops what the kernel
 /// picks (ifindex, MACs, timers, link-local v6 suffixes, statistics).
-pub fn normalize_kernel(
-    addrs: &Value,
-    routes4: &Value,
-    routes6: &Value,
-    ctx: &Placeholders,
-) -> Value {
+pub fn normalize_kernel(addrs: &Value, routes4: &Value, routes6: &Value, ctx: &Placeholders) -> Value {
     let mut links = Vec::new();
     for l in addrs.as_array().into_iter().flatten() {
         let Some(o) = l.as_object() else { continue };
-        let mut n = pick(
-            o,
-            &["ifname", "mtu", "operstate", "link_type", "master", "link"],
-        );
+        let mut n = pick(o, &["ifname", "mtu", "operstate", "link_type", "master", "link"]);
         if let Some(Value::Array(flags)) = o.get("flags") {
             let mut f = flags.clone();
             sort_values(&mut f);
             n.insert("flags".into(), Value::Array(f));
         }
         let mut ais = Vec::new();
-        for a in o
-            .get("addr_info")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
+        for a in o.get("addr_info").and_then(Value::as_array).into_iter().flatten() {
             let Some(ao) = a.as_object() else { continue };
-            let mut an = pick(
-                ao,
-                &[
-                    "family",
-                    "local",
-                    "address",
-                    "prefixlen",
-                    "scope",
-                    "broadcast",
-                ],
-            );
+            let mut an = pick(ao, &["family", "local", "address", "prefixlen", "scope", "broadcast"]);
             if let Some(Value::String(local)) = an.get("local") {
                 if local.starts_with("fe80:") {
                     an.insert("local".into(), json!("fe80::<link-local>"));
@@ -887,8 +838,8 @@ pub fn normalize_kernel(
             let mut n = pick(
                 o,
                 &[
-                    "type", "dst", "gateway", "via", "dev", "protocol", "scope", "prefsrc",
-                    "table", "metric", "pref", "mtu", "advmss",
+                    "type", "dst", "gateway", "via", "dev", "protocol", "scope", "prefsrc", "table", "metric", "pref",
+                    "mtu", "advmss",
                 ],
             );
             if let Some(Value::String(dst)) = n.get("dst") {

@@ -80,13 +80,7 @@ impl Batch {
     pub fn del_table(&mut self, t: &Table) -> &mut Self {
         let mut w = AttrWriter::new();
         w.put_str(wire::NFTA_TABLE_NAME, &t.name);
-        self.push(
-            wire::NFT_MSG_DELTABLE,
-            t.family,
-            0,
-            w,
-            format!("delete {t}"),
-        );
+        self.push(wire::NFT_MSG_DELTABLE, t.family, 0, w, format!("delete {t}"));
         self
     }
 
@@ -182,10 +176,7 @@ impl Batch {
         w.put_str(wire::NFTA_RULE_TABLE, &t.name)
             .put_str(wire::NFTA_RULE_CHAIN, chain)
             .put_u64(wire::NFTA_RULE_HANDLE, handle);
-        let what = format!(
-            "delete rule {} {} {chain} handle {handle}",
-            t.family, t.name
-        );
+        let what = format!("delete rule {} {} {chain} handle {handle}", t.family, t.name);
         self.push(wire::NFT_MSG_DELRULE, t.family, 0, w, what);
         self
     }
@@ -202,13 +193,7 @@ impl Batch {
             .put_u32(wire::NFTA_SET_KEY_LEN, key_len)
             .put_u32(wire::NFTA_SET_ID, self.next_set_id);
         let what = format!("add set {} {} {}", s.table.family, s.table.name, s.name);
-        self.push(
-            wire::NFT_MSG_NEWSET,
-            s.table.family,
-            wire::NLM_F_CREATE,
-            w,
-            what,
-        );
+        self.push(wire::NFT_MSG_NEWSET, s.table.family, wire::NLM_F_CREATE, w, what);
         self
     }
 
@@ -254,17 +239,8 @@ impl Batch {
                 }
             }
         });
-        let what = format!(
-            "add elements to set {} {} {}",
-            s.table.family, s.table.name, s.name
-        );
-        self.push(
-            wire::NFT_MSG_NEWSETELEM,
-            s.table.family,
-            wire::NLM_F_CREATE,
-            w,
-            what,
-        );
+        let what = format!("add elements to set {} {} {}", s.table.family, s.table.name, s.name);
+        self.push(wire::NFT_MSG_NEWSETELEM, s.table.family, wire::NLM_F_CREATE, w, what);
         self
     }
 
@@ -303,13 +279,9 @@ mod tests {
         let t = Table::new(Family::Ip, "t");
         let r = super::super::RuleBuilder::new(&t, "c").accept().build();
         let mut b = Batch::new();
-        b.add_rule(&r, Position::After(7))
-            .add_rule(&r, Position::Before(7));
+        b.add_rule(&r, Position::After(7)).add_rule(&r, Position::Before(7));
         assert_eq!(b.msgs[0].flags, wire::NLM_F_CREATE | wire::NLM_F_APPEND);
         assert_eq!(b.msgs[1].flags, wire::NLM_F_CREATE);
-        assert_eq!(
-            wire::attr_u64(&b.msgs[0].attrs, wire::NFTA_RULE_POSITION),
-            Some(7)
-        );
+        assert_eq!(wire::attr_u64(&b.msgs[0].attrs, wire::NFTA_RULE_POSITION), Some(7));
     }
 }

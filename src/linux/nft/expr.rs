@@ -159,7 +159,11 @@ pub enum Expr {
         dreg: Reg,
     },
     /// Compare `sreg` with `data`; the rule stops matching when false.
-    Cmp { sreg: Reg, op: CmpOp, data: Vec<u8> },
+    Cmp {
+        sreg: Reg,
+        op: CmpOp,
+        data: Vec<u8>,
+    },
     /// `dreg = (sreg & mask) ^ xor` over `mask.len()` bytes.
     Bitwise {
         sreg: Reg,
@@ -168,19 +172,37 @@ pub enum Expr {
         xor: Vec<u8>,
     },
     /// Load packet metadata into `dreg`.
-    Meta { key: MetaKey, dreg: Reg },
+    Meta {
+        key: MetaKey,
+        dreg: Reg,
+    },
     /// Set packet metadata (e.g. the mark) from `sreg`.
-    MetaSet { key: MetaKey, sreg: Reg },
+    MetaSet {
+        key: MetaKey,
+        sreg: Reg,
+    },
     /// Load constant data into a data register.
-    Immediate { dreg: Reg, data: Vec<u8> },
+    Immediate {
+        dreg: Reg,
+        data: Vec<u8>,
+    },
     /// Set the verdict (an `immediate` into register 0).
     Verdict(Verdict),
     /// Count packets/bytes; the values are filled in when listing.
-    Counter { packets: u64, bytes: u64 },
+    Counter {
+        packets: u64,
+        bytes: u64,
+    },
     /// Load conntrack data into `dreg`.
-    Ct { key: CtKey, dreg: Reg },
+    Ct {
+        key: CtKey,
+        dreg: Reg,
+    },
     /// Set conntrack data (e.g. the ct mark) from `sreg`.
-    CtSet { key: CtKey, sreg: Reg },
+    CtSet {
+        key: CtKey,
+        sreg: Reg,
+    },
     /// snat/dnat with address and/or port taken from registers.
     Nat {
         kind: NatType,
@@ -212,7 +234,10 @@ pub enum Expr {
     /// Skip connection tracking.
     Notrack,
     /// An expression this library does not model (found when listing rules made by others).
-    Other { name: String, data: Vec<u8> },
+    Other {
+        name: String,
+        data: Vec<u8>,
+    },
 }
 
 // Per-expression attribute numbers (`enum nft_*_attributes`).
@@ -307,12 +332,7 @@ impl Expr {
                     w.put(wire::NFTA_DATA_VALUE, data);
                 });
             }
-            Expr::Bitwise {
-                sreg,
-                dreg,
-                mask,
-                xor,
-            } => {
+            Expr::Bitwise { sreg, dreg, mask, xor } => {
                 w.put_u32(BITWISE_SREG, sreg.0)
                     .put_u32(BITWISE_DREG, dreg.0)
                     .put_u32(BITWISE_LEN, mask.len() as u32);
@@ -347,8 +367,7 @@ impl Expr {
                 });
             }
             Expr::Counter { packets, bytes } => {
-                w.put_u64(COUNTER_BYTES, *bytes)
-                    .put_u64(COUNTER_PACKETS, *packets);
+                w.put_u64(COUNTER_BYTES, *bytes).put_u64(COUNTER_PACKETS, *packets);
             }
             Expr::Ct { key, dreg } => {
                 w.put_u32(CT_DREG, dreg.0).put_u32(CT_KEY, *key as u32);
@@ -363,14 +382,12 @@ impl Expr {
                 proto,
                 flags,
             } => {
-                w.put_u32(NAT_TYPE, *kind as u32)
-                    .put_u32(NAT_FAMILY, *family as u32);
+                w.put_u32(NAT_TYPE, *kind as u32).put_u32(NAT_FAMILY, *family as u32);
                 if let Some((min, max)) = addr {
                     w.put_u32(NAT_ADDR_MIN, min.0).put_u32(NAT_ADDR_MAX, max.0);
                 }
                 if let Some((min, max)) = proto {
-                    w.put_u32(NAT_PROTO_MIN, min.0)
-                        .put_u32(NAT_PROTO_MAX, max.0);
+                    w.put_u32(NAT_PROTO_MIN, min.0).put_u32(NAT_PROTO_MAX, max.0);
                 }
                 if *flags != 0 {
                     w.put_u32(NAT_FLAGS, *flags);
@@ -381,24 +398,18 @@ impl Expr {
                     w.put_u32(MASQ_FLAGS, *flags);
                 }
                 if let Some((min, max)) = proto {
-                    w.put_u32(MASQ_PROTO_MIN, min.0)
-                        .put_u32(MASQ_PROTO_MAX, max.0);
+                    w.put_u32(MASQ_PROTO_MIN, min.0).put_u32(MASQ_PROTO_MAX, max.0);
                 }
             }
             Expr::Redirect { proto, flags } => {
                 if let Some((min, max)) = proto {
-                    w.put_u32(REDIR_PROTO_MIN, min.0)
-                        .put_u32(REDIR_PROTO_MAX, max.0);
+                    w.put_u32(REDIR_PROTO_MIN, min.0).put_u32(REDIR_PROTO_MAX, max.0);
                 }
                 if *flags != 0 {
                     w.put_u32(REDIR_FLAGS, *flags);
                 }
             }
-            Expr::Fib {
-                flags,
-                result,
-                dreg,
-            } => {
+            Expr::Fib { flags, result, dreg } => {
                 w.put_u32(FIB_DREG, dreg.0)
                     .put_u32(FIB_RESULT, *result as u32)
                     .put_u32(FIB_FLAGS, *flags);
@@ -627,10 +638,7 @@ mod tests {
         let imm = wire::attr(data, IMM_DATA).unwrap();
         let v = wire::attr(imm, wire::NFTA_DATA_VERDICT).unwrap();
         // NFT_JUMP = -3 as big-endian u32, then the NUL-terminated chain name.
-        assert_eq!(
-            v,
-            [8, 0, 1, 0, 0xff, 0xff, 0xff, 0xfd, 6, 0, 2, 0, b'c', 0, 0, 0]
-        );
+        assert_eq!(v, [8, 0, 1, 0, 0xff, 0xff, 0xff, 0xfd, 6, 0, 2, 0, b'c', 0, 0, 0]);
         assert_eq!(Expr::decode(elem(&b)), e);
     }
 
@@ -655,10 +663,7 @@ mod tests {
                 proto: Some((Reg::R2, Reg::R2)),
                 flags: nat_flags::PROTO_SPECIFIED,
             },
-            Expr::Masquerade {
-                proto: None,
-                flags: 0,
-            },
+            Expr::Masquerade { proto: None, flags: 0 },
             Expr::Lookup {
                 set: "s".into(),
                 sreg: Reg::R1,
@@ -669,10 +674,7 @@ mod tests {
                 result: FibResult::AddrType,
                 dreg: Reg::R1,
             },
-            Expr::Counter {
-                packets: 0,
-                bytes: 0,
-            },
+            Expr::Counter { packets: 0, bytes: 0 },
             Expr::MetaSet {
                 key: MetaKey::Mark,
                 sreg: Reg::R1,
@@ -692,9 +694,6 @@ mod tests {
         let data = wire::attr(elem(&b), wire::NFTA_EXPR_DATA).unwrap();
         assert_eq!(wire::attr_u32(data, CMP_OP), Some(0));
         // CMP_DATA { DATA_VALUE [6] } — the value padded to 4 bytes on the wire.
-        assert_eq!(
-            wire::attr(data, CMP_DATA).unwrap(),
-            [5, 0, 1, 0, 6, 0, 0, 0]
-        );
+        assert_eq!(wire::attr(data, CMP_DATA).unwrap(), [5, 0, 1, 0, 6, 0, 0, 0]);
     }
 }

@@ -28,8 +28,8 @@ mod wire;
 
 pub use batch::{Batch, Position};
 pub use expr::{
-    ct_state, fib_flags, nat_flags, rtn, CmpOp, CtKey, Expr, FibResult, MetaKey, NatFamily,
-    NatType, PayloadBase, Reg, Verdict,
+    ct_state, fib_flags, nat_flags, rtn, CmpOp, CtKey, Expr, FibResult, MetaKey, NatFamily, NatType, PayloadBase, Reg,
+    Verdict,
 };
 pub use rule::{L4Proto, RuleBuilder};
 pub use socket::{NftError, NftSocket};
@@ -212,14 +212,7 @@ impl Chain {
         }
     }
 
-    pub fn base(
-        table: &Table,
-        name: &str,
-        chain_type: ChainType,
-        hook: Hook,
-        priority: i32,
-        policy: Policy,
-    ) -> Self {
+    pub fn base(table: &Table, name: &str, chain_type: ChainType, hook: Hook, priority: i32, policy: Policy) -> Self {
         Chain {
             table: table.clone(),
             name: name.to_string(),
@@ -321,10 +314,7 @@ impl SetElem {
     /// A prefix, as the inclusive range of its addresses (interval sets only).
     pub fn prefix(net: ipnet::IpNet) -> Self {
         let net = net.trunc();
-        SetElem::Range(
-            rule::addr_bytes(net.network()),
-            rule::addr_bytes(net.broadcast()),
-        )
+        SetElem::Range(rule::addr_bytes(net.network()), rule::addr_bytes(net.broadcast()))
     }
 
     pub fn port(p: u16) -> Self {

@@ -371,10 +371,7 @@ impl RuleBuilder {
     }
 
     pub fn counter(self) -> Self {
-        self.expr(Expr::Counter {
-            packets: 0,
-            bytes: 0,
-        })
+        self.expr(Expr::Counter { packets: 0, bytes: 0 })
     }
 
     pub fn notrack(self) -> Self {
@@ -382,10 +379,7 @@ impl RuleBuilder {
     }
 
     pub fn masquerade(self) -> Self {
-        self.expr(Expr::Masquerade {
-            proto: None,
-            flags: 0,
-        })
+        self.expr(Expr::Masquerade { proto: None, flags: 0 })
     }
 
     /// `masquerade fully-random` etc. with [`nat_flags`].
@@ -521,10 +515,7 @@ mod tests {
                     op: CmpOp::Neq,
                     data: vec![10, 1, 0]
                 },
-                Expr::Masquerade {
-                    proto: None,
-                    flags: 0
-                },
+                Expr::Masquerade { proto: None, flags: 0 },
             ]
         );
     }

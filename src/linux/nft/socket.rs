@@ -101,12 +101,10 @@ impl NftSocket {
     /// Opens a socket in the calling thread's network namespace.
     pub fn open() -> Result<Self, NftError> {
         let what = "open NETLINK_NETFILTER socket";
-        let sock = NlSocket::connect(NlFamily::Netfilter, None, Groups::empty())
-            .map_err(|e| NftError::io(what, e))?;
+        let sock = NlSocket::connect(NlFamily::Netfilter, None, Groups::empty()).map_err(|e| NftError::io(what, e))?;
         // Extended acks carry the kernel's reason and the offending attribute; capped acks
         // keep error replies small (they would otherwise echo each whole rule).
-        sock.enable_ext_ack(true)
-            .map_err(|e| NftError::io(what, e))?;
+        sock.enable_ext_ack(true).map_err(|e| NftError::io(what, e))?;
         let one: nix::libc::c_int = 1;
         // SAFETY: plain setsockopt on a valid fd with a c_int option value.
         unsafe {
@@ -150,8 +148,7 @@ impl NftSocket {
 
     /// [`open_in_netns`](Self::open_in_netns) by path, e.g. `/run/netns/NAME`.
     pub fn open_in_netns_path(path: &Path) -> Result<Self, NftError> {
-        let f = File::open(path)
-            .map_err(|e| NftError::io(&format!("open netns {}", path.display()), e))?;
+        let f = File::open(path).map_err(|e| NftError::io(&format!("open netns {}", path.display()), e))?;
         Self::open_in_netns(&f)
     }
 
@@ -162,9 +159,7 @@ impl NftSocket {
     }
 
     fn send(&self, what: &str, buf: &[u8]) -> Result<(), NftError> {
-        self.sock
-            .send(buf, Msg::empty())
-            .map_err(|e| NftError::io(what, e))?;
+        self.sock.send(buf, Msg::empty()).map_err(|e| NftError::io(what, e))?;
         Ok(())
     }
 
@@ -186,14 +181,7 @@ impl NftSocket {
         let n = msgs.len() as u32;
         let begin = self.next_seq(n + 2);
         let res_id = wire::NFNL_SUBSYS_NFTABLES;
-        let mut buf = wire::nlmsg(
-            wire::NFNL_MSG_BATCH_BEGIN,
-            wire::NLM_F_REQUEST,
-            begin,
-            0,
-            res_id,
-            &[],
-        );
+        let mut buf = wire::nlmsg(wire::NFNL_MSG_BATCH_BEGIN, wire::NLM_F_REQUEST, begin, 0, res_id, &[]);
         for (i, m) in msgs.iter().enumerate() {
             let flags = wire::NLM_F_REQUEST | wire::NLM_F_ACK | m.flags;
             let seq = begin + 1 + i as u32;
@@ -281,12 +269,7 @@ impl NftSocket {
     ) -> Result<Vec<Vec<u8>>, NftError> {
         'retry: for _ in 0..5 {
             let seq = self.next_seq(1);
-            let flags = wire::NLM_F_REQUEST
-                | if dump {
-                    wire::NLM_F_DUMP
-                } else {
-                    wire::NLM_F_ACK
-                };
+            let flags = wire::NLM_F_REQUEST | if dump { wire::NLM_F_DUMP } else { wire::NLM_F_ACK };
             self.send(
                 what,
                 &wire::nlmsg(wire::nft_type(msg), flags, seq, family.nfproto(), 0, attrs),
@@ -306,8 +289,7 @@ impl NftSocket {
                         wire::NLMSG_DONE if interrupted => continue 'retry,
                         wire::NLMSG_DONE => return Ok(out),
                         wire::NLMSG_ERROR => {
-                            let (errno, kernel_msg, _) =
-                                parse_ack(&m).unwrap_or((nix::libc::EIO, None, None));
+                            let (errno, kernel_msg, _) = parse_ack(&m).unwrap_or((nix::libc::EIO, None, None));
                             if errno == 0 {
                                 return Ok(out);
                             }
@@ -369,12 +351,7 @@ impl NftSocket {
 
     /// The rules of one chain, in order, with their handles and comments. The dump is
     /// filtered by the kernel to this table and chain; a missing table or chain lists as empty.
-    pub fn list_rules(
-        &self,
-        family: Family,
-        table: &str,
-        chain: &str,
-    ) -> Result<Vec<Rule>, NftError> {
+    pub fn list_rules(&self, family: Family, table: &str, chain: &str) -> Result<Vec<Rule>, NftError> {
         let what = format!("list rules of chain {family} {table} {chain}");
         let mut w = AttrWriter::new();
         w.put_str(wire::NFTA_RULE_TABLE, table)
@@ -402,9 +379,7 @@ fn parse_ack(m: &NlMsg) -> Option<(i32, Option<String>, Option<usize>)> {
             match ty {
                 wire::NLMSGERR_ATTR_MSG => kmsg = Some(wire::cstr(p)),
                 wire::NLMSGERR_ATTR_OFFS => {
-                    offs = p
-                        .get(..4)
-                        .map(|b| u32::from_ne_bytes(b.try_into().unwrap()) as usize)
+                    offs = p.get(..4).map(|b| u32::from_ne_bytes(b.try_into().unwrap()) as usize)
                 }
                 _ => {}
             }

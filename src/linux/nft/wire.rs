@@ -182,8 +182,7 @@ pub fn attr_str(buf: &[u8], ty: u16) -> Option<String> {
 }
 
 pub fn be_u32(p: &[u8]) -> Option<u32> {
-    p.get(..4)
-        .map(|p| u32::from_be_bytes(p.try_into().unwrap()))
+    p.get(..4).map(|p| u32::from_be_bytes(p.try_into().unwrap()))
 }
 
 /// A string attribute, without its trailing NUL(s).
@@ -222,14 +221,7 @@ pub fn udata_find_comment(mut p: &[u8]) -> Option<String> {
 }
 
 /// Builds one complete netlink message: nlmsghdr + nfgenmsg + attributes.
-pub fn nlmsg(
-    msg_type: u16,
-    flags: u16,
-    seq: u32,
-    family: u8,
-    res_id: u16,
-    attrs: &[u8],
-) -> Vec<u8> {
+pub fn nlmsg(msg_type: u16, flags: u16, seq: u32, family: u8, res_id: u16, attrs: &[u8]) -> Vec<u8> {
     let len = NLMSG_HDRLEN + NFGENMSG_LEN + attrs.len();
     let mut v = Vec::with_capacity(len);
     v.extend_from_slice(&(len as u32).to_ne_bytes());
@@ -307,10 +299,7 @@ mod tests {
     fn comment_udata_round_trip() {
         let u = udata_comment("hello");
         assert_eq!(u, b"\x00\x06hello\x00");
-        assert_eq!(
-            udata_find_comment(&[1, 1, 9, 0, 2, b'x', 0]).as_deref(),
-            Some("x")
-        );
+        assert_eq!(udata_find_comment(&[1, 1, 9, 0, 2, b'x', 0]).as_deref(), Some("x"));
         assert_eq!(udata_find_comment(&u).as_deref(), Some("hello"));
     }
 }
