@@ -5,6 +5,7 @@
 #   make conformance  reference plugins vs cni-multi, one PASS/FAIL line per scenario
 #   make install      build, then `cni-multi install --dir $(DIR)` (DIR=/opt/cni/bin)
 #   make demo         build, then `cni-multi demo`
+#   make bench        build, then time the same work through the reference plugins and cni-multi
 
 CARGO ?= cargo
 TARGET ?= x86_64-unknown-linux-gnu
@@ -15,7 +16,7 @@ DIR ?= /opt/cni/bin
 RELEASE_BIN := $(CARGO_TARGET_DIR)/$(TARGET)/release/cni-multi
 BIN := $(CARGO_TARGET_DIR)/cni-multi
 
-.PHONY: build test conformance install demo
+.PHONY: build test conformance install demo bench
 
 build:
 	RUSTFLAGS='-C target-feature=+crt-static' $(CARGO) build --release --locked --target $(TARGET)
@@ -41,3 +42,8 @@ install: build
 
 demo: build
 	$(BIN) demo
+
+# The harness runs in the dev profile (it only spawns plugins); the plugins are the static
+# release build. Results: the printed table and target/bench/results.json.
+bench: build
+	CNI_MULTI_BIN=$(BIN) $(CARGO) bench --locked --profile dev --bench cni

@@ -1,0 +1,845 @@
+//! `make bench`: the same CNI work through the reference plugins (/usr/lib/cni) and
+//! through cni-multi, in the same run, alternating A/B, inside throw-away namespaces.
+//! Prints a table (median and p10–p90 per side, ratio reference/cni-multi) and writes
+//! the figures to target/bench/results.json.
+//!
+//! The harness runs plugins the way a runtime does: one process per plugin, the config
+//! on stdin, prevResult chained, DEL in reverse with the final result. Each side gets its
+//! own node netns, so the two never share a bridge, rules or addresses. The harness itself
+//! enters that netns before spawning a plugin, so no nsenter/ip process is timed.
+//!
+//! Environment: CNI_MULTI_BIN (default target/cni-multi), BENCH_ITERS (default 30),
+//! BENCH_OURS_DIR (another plugin dir in place of cni-multi, to check the harness),
+//! BENCH_CASES (comma-separated case names), BENCH_SCALE (default "0,250,1000").
+
+use cni_multi::linux::NetNs;
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const REFERENCE_DIR: &str = "/usr/lib/cni";
+
+// ---- namespaces and temp dirs (removed on drop) -----------------------------------
+
+struct Ns {
+    name: String,
+}
+
+impl Ns {
+    fn new(tag: &str) -> Ns {
+        let name = format!("bench-{tag}-{}", std::process::id());
+        let _ = Command::new("ip").args(["netns", "del", &name]).status();
+        let ok = Command::new("ip")
+            .args(["netns", "add", &name])
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        assert!(ok, "ip netns add {name} failed (are you root?)");
+        let _ = Command::new("ip")
+            .args(["-n", &name, "link", "set", "lo", "up"])
+            .status();
+        Ns { name }
+    }
+    fn path(&self) -> String {
+        format!("/run/netns/{}", self.name)
+    }
+    fn ip(&self, args: &[&str]) -> bool {
+        Command::new("ip")
+            .arg("-n")
+            .arg(&self.name)
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
+    }
+}
+
+impl Drop for Ns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
+    }
+}
+
+struct Tmp(PathBuf);
+
+impl Tmp {
+    fn new(tag: &str) -> Tmp {
+        let p = std::env::temp_dir().join(format!("cni-bench-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        Tmp(p)
+    }
+}
+
+impl Drop for Tmp {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+// ---- running plugins like a runtime ----------------------------------------------
+
+/// One implementation under test: where its plugins are and the node netns it runs in.
+struct Side {
+    name: &'static str,
+    dir: PathBuf,
+    node: Ns,
+    node_fd: NetNs,
+    state: Tmp,
+}
+
+impl Side {
+    fn new(name: &'static str, dir: PathBuf) -> Side {
+        let node = Ns::new(&format!("{name}-node"));
+        let node_fd = NetNs::open(node.path()).expect("open node netns");
+        let state = Tmp::new(name);
+        Side {
+            name,
+            dir,
+            node,
+            node_fd,
+            state,
+        }
+    }
+
+    fn has(&self, plugin: &str) -> bool {
+        self.dir.join(plugin).exists()
+    }
+}
+
+#[derive(Clone)]
+struct Attach {
+    cid: String,
+    netns: String,
+    ifname: String,
+}
+
+/// Run one plugin process inside the side's node netns.
+fn exec(side: &Side, ptype: &str, command: &str, config: &[u8], a: &Attach) -> Result<String, String> {
+    let child = {
+        let _guard = side.node_fd.enter().expect("enter node netns");
+        Command::new(side.dir.join(ptype))
+            .env_clear()
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .env("CNI_COMMAND", command)
+            .env("CNI_CONTAINERID", &a.cid)
+            .env("CNI_NETNS", &a.netns)
+            .env("CNI_IFNAME", &a.ifname)
+            .env("CNI_PATH", &side.dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+    };
+    let mut child = child.map_err(|e| format!("spawn {ptype}: {e}"))?;
+    let _ = child.stdin.take().unwrap().write_all(config);
+    let out = child.wait_with_output().map_err(|e| e.to_string())?;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    if out.status.success() {
+        Ok(stdout)
+    } else {
+        Err(format!(
+            "{ptype} {command} failed: {stdout} {}",
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
+/// A network list and the capability arguments the runtime offers.
+#[derive(Clone)]
+struct Net {
+    list: Value,
+    caps: Value,
+}
+
+fn plugin_conf(net: &Net, plugin: &Value, prev: Option<&Value>) -> Vec<u8> {
+    let mut o = plugin.as_object().unwrap().clone();
+    o.insert("name".into(), net.list["name"].clone());
+    o.insert("cniVersion".into(), net.list["cniVersion"].clone());
+    if let Some(p) = prev {
+        o.insert("prevResult".into(), p.clone());
+    }
+    let mut rc = serde_json::Map::new();
+    if let Some(caps) = o.get("capabilities").and_then(Value::as_object) {
+        for (k, on) in caps {
+            if on.as_bool() == Some(true) {
+                if let Some(v) = net.caps.get(k) {
+                    rc.insert(k.clone(), v.clone());
+                }
+            }
+        }
+    }
+    if !rc.is_empty() {
+        o.insert("runtimeConfig".into(), Value::Object(rc));
+    }
+    serde_json::to_vec(&o).unwrap()
+}
+
+fn chain_add(side: &Side, net: &Net, a: &Attach) -> Result<Value, String> {
+    let mut prev: Option<Value> = None;
+    for p in net.list["plugins"].as_array().unwrap() {
+        let out = exec(
+            side,
+            p["type"].as_str().unwrap(),
+            "ADD",
+            &plugin_conf(net, p, prev.as_ref()),
+            a,
+        )?;
+        prev = Some(serde_json::from_str(&out).map_err(|e| format!("bad result {out:?}: {e}"))?);
+    }
+    Ok(prev.unwrap_or(Value::Null))
+}
+
+fn chain_del(side: &Side, net: &Net, a: &Attach, result: Option<&Value>) -> Result<(), String> {
+    for p in net.list["plugins"].as_array().unwrap().iter().rev() {
+        exec(
+            side,
+            p["type"].as_str().unwrap(),
+            "DEL",
+            &plugin_conf(net, p, result),
+            a,
+        )?;
+    }
+    Ok(())
+}
+
+/// Substitute the side's state dir into a network list.
+fn net_for(side: &Side, template: &Value, caps: Value) -> Net {
+    let s = template.to_string().replace("@STATE@", side.state.0.to_str().unwrap());
+    Net {
+        list: serde_json::from_str(&s).unwrap(),
+        caps,
+    }
+}
+
+// ---- statistics -------------------------------------------------------------------
+
+#[derive(Default, Clone)]
+struct Stats {
+    samples: Vec<f64>, // milliseconds
+    error: Option<String>,
+}
+
+impl Stats {
+    fn pct(&self, p: f64) -> f64 {
+        let mut s = self.samples.clone();
+        s.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        if s.is_empty() {
+            return f64::NAN;
+        }
+        s[((s.len() - 1) as f64 * p).round() as usize]
+    }
+    fn median(&self) -> f64 {
+        self.pct(0.5)
+    }
+    fn json(&self) -> Value {
+        json!({
+            "median_ms": self.median(), "p10_ms": self.pct(0.1), "p90_ms": self.pct(0.9),
+            "n": self.samples.len(), "error": self.error,
+        })
+    }
+}
+
+struct Row {
+    case: String,
+    reference: Stats,
+    ours: Stats,
+    baseline: Option<Stats>,
+    note: String,
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// Time `f` for each side in turn, alternating which side goes first.
+fn ab(
+    sides: &[&Side; 2],
+    iters: usize,
+    warmup: usize,
+    mut f: impl FnMut(&Side, usize) -> Result<Duration, String>,
+) -> [Stats; 2] {
+    let mut st = [Stats::default(), Stats::default()];
+    for i in 0..warmup + iters {
+        let order = if i % 2 == 0 { [0, 1] } else { [1, 0] };
+        for k in order {
+            if st[k].error.is_some() {
+                continue;
+            }
+            match f(sides[k], i) {
+                Ok(d) if i >= warmup => st[k].samples.push(ms(d)),
+                Ok(_) => {}
+                Err(e) => st[k].error = Some(e),
+            }
+        }
+    }
+    st
+}
+
+// ---- the cases --------------------------------------------------------------------
+
+fn bridge_list(ipmasq: bool, subnet: &str) -> Value {
+    json!({"cniVersion": "1.0.0", "name": "bench", "plugins": [{
+        "type": "bridge", "bridge": "cni0", "isGateway": true, "ipMasq": ipmasq,
+        "ipam": {"type": "host-local", "subnet": subnet, "dataDir": "@STATE@/ipam"}
+    }]})
+}
+
+fn podman_list() -> Value {
+    json!({"cniVersion": "1.0.0", "name": "bench", "plugins": [
+        {"type": "bridge", "bridge": "cni0", "isGateway": true, "ipMasq": true, "hairpinMode": true,
+         "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.88.0.0/16", "gateway": "10.88.0.1"}]],
+                  "routes": [{"dst": "0.0.0.0/0"}], "dataDir": "@STATE@/ipam"}},
+        {"type": "portmap", "capabilities": {"portMappings": true}},
+        {"type": "tuning"}
+    ]})
+}
+
+fn port_caps() -> Value {
+    json!({"portMappings": [
+        {"hostPort": 8080, "containerPort": 80, "protocol": "tcp"},
+        {"hostPort": 8443, "containerPort": 443, "protocol": "tcp"}
+    ]})
+}
+
+fn plugins_of(list: &Value) -> Vec<String> {
+    let mut v: Vec<String> = list["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["type"].as_str().unwrap().to_string())
+        .collect();
+    if list.to_string().contains("host-local") {
+        v.push("host-local".into());
+    }
+    v
+}
+
+fn missing(sides: &[&Side; 2], list: &Value) -> Option<String> {
+    for s in sides {
+        for p in plugins_of(list) {
+            if !s.has(&p) {
+                return Some(format!("{} has no {p} plugin", s.name));
+            }
+        }
+    }
+    None
+}
+
+/// Case 1–4: ADD then DEL of one pod through a list, per iteration.
+fn case_add_del(sides: &[&Side; 2], pod: &[Ns; 2], list: &Value, caps: Value, iters: usize) -> [Stats; 2] {
+    ab(sides, iters, 3, |side, i| {
+        let k = if side.name == "reference" { 0 } else { 1 };
+        let net = net_for(side, list, caps.clone());
+        let a = Attach {
+            cid: format!("bench-{i}"),
+            netns: pod[k].path(),
+            ifname: "eth0".into(),
+        };
+        let t = Instant::now();
+        let r = chain_add(side, &net, &a)?;
+        chain_del(side, &net, &a, Some(&r))?;
+        Ok(t.elapsed())
+    })
+}
+
+/// The same kernel objects as a bridge (or ptp) ADD+DEL, made by `ip -batch`: one
+/// process per namespace and direction, the floor cni-multi is measured against.
+fn baseline(side: &Side, pod: &Ns, ptp: bool, iters: usize) -> Stats {
+    let mut st = Stats::default();
+    side.node.ip(&["link", "add", "cni0", "type", "bridge"]);
+    side.node.ip(&["addr", "add", "10.77.0.1/16", "dev", "cni0"]);
+    side.node.ip(&["link", "set", "cni0", "up"]);
+    let batch = |ns: &str, script: &str| -> bool {
+        let mut c = Command::new("ip");
+        if !ns.is_empty() {
+            c.args(["-n", ns]);
+        }
+        let mut ch = c
+            .args(["-batch", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        ch.stdin.take().unwrap().write_all(script.as_bytes()).unwrap();
+        ch.wait().map(|s| s.success()).unwrap_or(false)
+    };
+    for i in 0..iters + 3 {
+        let host = format!("vethb{i:07}");
+        let host_add = if ptp {
+            format!(
+                "link add {host} type veth peer name eth0 netns {}\nlink set {host} up\naddr add 10.77.0.1/32 dev {host}\nroute add 10.77.0.5/32 dev {host} scope host\n",
+                pod.path()
+            )
+        } else {
+            format!(
+                "link add {host} type veth peer name eth0 netns {}\nlink set {host} master cni0 up\n",
+                pod.path()
+            )
+        };
+        let pod_add = if ptp {
+            "addr add 10.77.0.5/16 dev eth0\nlink set eth0 up\nroute del 10.77.0.0/16 dev eth0\nroute add 10.77.0.1/32 dev eth0 scope link src 10.77.0.5\nroute add 10.77.0.0/16 via 10.77.0.1 dev eth0 src 10.77.0.5\n"
+        } else {
+            "addr add 10.77.0.5/16 dev eth0\nlink set eth0 up\nroute add default via 10.77.0.1 dev eth0\n"
+        };
+        let t = Instant::now();
+        let ok = {
+            let _g = side.node_fd.enter().unwrap();
+            batch("", &host_add)
+        } && batch(&pod.name, pod_add)
+            && batch(&pod.name, "link del eth0\n");
+        let d = t.elapsed();
+        if !ok {
+            st.error = Some("ip -batch failed".into());
+            break;
+        }
+        if i >= 3 {
+            st.samples.push(ms(d));
+        }
+    }
+    side.node.ip(&["link", "del", "cni0"]);
+    st
+}
+
+/// Case 5: host-local alone, on an empty range and on a 99% full one.
+fn case_host_local(sides: &[&Side; 2], iters: usize, fill: usize) -> [Stats; 2] {
+    let list = json!({"cniVersion": "1.0.0", "name": "hl", "plugins": [{"type": "host-local",
+        "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.90.0.0/22"}]], "dataDir": "@STATE@/hl"}}]});
+    for s in sides {
+        let _ = std::fs::remove_dir_all(s.state.0.join("hl"));
+        let net = net_for(s, &list, json!({}));
+        for j in 0..fill {
+            let a = Attach {
+                cid: format!("fill-{j}"),
+                netns: "/nonexistent".into(),
+                ifname: "eth0".into(),
+            };
+            chain_add(s, &net, &a).expect("pre-fill host-local");
+        }
+    }
+    ab(sides, iters, 3, |side, i| {
+        let net = net_for(side, &list, json!({}));
+        let a = Attach {
+            cid: format!("hl-{i}"),
+            netns: "/nonexistent".into(),
+            ifname: "eth0".into(),
+        };
+        let t = Instant::now();
+        let r = chain_add(side, &net, &a)?;
+        chain_del(side, &net, &a, Some(&r))?;
+        Ok(t.elapsed())
+    })
+}
+
+/// Case 6: 100 ADDs started at once, then 100 DELs: wall time, failures, duplicates.
+fn case_concurrent(side: &Side, n: usize) -> (Stats, String) {
+    let pods: Vec<Ns> = (0..n).map(|i| Ns::new(&format!("{}-c{i}", side.name))).collect();
+    let net = net_for(side, &bridge_list(false, "10.91.0.0/16"), json!({}));
+    let p = &net.list["plugins"][0];
+    let spawn_all = |command: &str, results: Option<&[Option<Value>]>| -> Vec<std::process::Output> {
+        let _g = side.node_fd.enter().unwrap();
+        let children: Vec<_> = pods
+            .iter()
+            .enumerate()
+            .map(|(i, pod)| {
+                let conf = plugin_conf(&net, p, results.and_then(|r| r[i].as_ref()));
+                let mut c = Command::new(side.dir.join("bridge"))
+                    .env_clear()
+                    .env("CNI_COMMAND", command)
+                    .env("CNI_CONTAINERID", format!("conc-{i}"))
+                    .env("CNI_NETNS", pod.path())
+                    .env("CNI_IFNAME", "eth0")
+                    .env("CNI_PATH", &side.dir)
+                    .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+                    .stdin(Stdio::piped())
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .unwrap();
+                c.stdin.take().unwrap().write_all(&conf).unwrap();
+                c
+            })
+            .collect();
+        children.into_iter().map(|c| c.wait_with_output().unwrap()).collect()
+    };
+    let t = Instant::now();
+    let adds = spawn_all("ADD", None);
+    let add_time = t.elapsed();
+    let results: Vec<Option<Value>> = adds.iter().map(|o| serde_json::from_slice(&o.stdout).ok()).collect();
+    let failures = adds.iter().filter(|o| !o.status.success()).count();
+    let mut addrs: Vec<String> = results
+        .iter()
+        .flatten()
+        .filter_map(|r| r["ips"][0]["address"].as_str().map(String::from))
+        .collect();
+    let total = addrs.len();
+    addrs.sort();
+    addrs.dedup();
+    let t = Instant::now();
+    let dels = spawn_all("DEL", Some(&results));
+    let del_time = t.elapsed();
+    let del_failures = dels.iter().filter(|o| !o.status.success()).count();
+    let st = Stats {
+        samples: vec![ms(add_time + del_time)],
+        error: None,
+    };
+    (
+        st,
+        format!(
+            "{}: ADD {:.0} ms, DEL {:.0} ms, {failures} ADD / {del_failures} DEL failures, {} distinct of {total} addresses",
+            side.name,
+            ms(add_time),
+            ms(del_time),
+            addrs.len()
+        ),
+    )
+}
+
+/// Case 7: ADD+DEL latency of one more pod when `n` pods are already attached.
+fn case_scale(sides: &[&Side; 2], list: &Value, caps: Value, n: usize, iters: usize) -> [Stats; 2] {
+    // 50 interfaces per pod netns keeps namespace creation out of the way.
+    let per = 50;
+    let mut holders = Vec::new();
+    let mut attached: Vec<(usize, Attach, Value)> = Vec::new();
+    for (k, s) in sides.iter().enumerate() {
+        let net = net_for(s, list, caps.clone());
+        for j in 0..n {
+            if j % per == 0 {
+                holders.push(Ns::new(&format!("{}-s{j}", s.name)));
+            }
+            let a = Attach {
+                cid: format!("scale-{j}"),
+                netns: holders.last().unwrap().path(),
+                ifname: format!("e{}", j % per),
+            };
+            // Each pod maps different host ports, so rules accumulate as on a busy node.
+            let mut net_j = net.clone();
+            if let Some(pm) = net_j.caps.get_mut("portMappings").and_then(Value::as_array_mut) {
+                for (m, e) in pm.iter_mut().enumerate() {
+                    e["hostPort"] = json!(20000 + j * 2 + m);
+                }
+            }
+            let r = chain_add(s, &net_j, &a).expect("attach background pod");
+            attached.push((k, a, r));
+        }
+    }
+    let pods = [Ns::new("ref-scale-pod"), Ns::new("ours-scale-pod")];
+    let st = case_add_del(sides, &pods, list, caps.clone(), iters);
+    for (k, a, r) in &attached {
+        let net = net_for(sides[*k], list, caps.clone());
+        let _ = chain_del(sides[*k], &net, a, Some(r));
+    }
+    st
+}
+
+fn file_size(p: &Path) -> u64 {
+    std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)
+}
+
+/// Peak RSS (KiB) of one loopback ADD, measured by /usr/bin/time.
+fn peak_rss(side: &Side, plugin: &str, config: &Value, pod: &Ns) -> Option<u64> {
+    let out = {
+        let _g = side.node_fd.enter().unwrap();
+        let mut c = Command::new("/usr/bin/time")
+            .args(["-f", "%M"])
+            .arg(side.dir.join(plugin))
+            .env_clear()
+            .env("CNI_COMMAND", "ADD")
+            .env("CNI_CONTAINERID", "rss")
+            .env("CNI_NETNS", pod.path())
+            .env("CNI_IFNAME", "eth0")
+            .env("CNI_PATH", &side.dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .ok()?;
+        c.stdin.take().unwrap().write_all(config.to_string().as_bytes()).ok()?;
+        c.wait_with_output().ok()?
+    };
+    String::from_utf8_lossy(&out.stderr).lines().last()?.trim().parse().ok()
+}
+
+fn main() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("make bench needs root: it creates throw-away network namespaces");
+        std::process::exit(1);
+    }
+    let bin = std::env::var("CNI_MULTI_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from("target/cni-multi"));
+    let bin = std::fs::canonicalize(&bin).unwrap_or_else(|_| panic!("{} not found: run make build", bin.display()));
+    let iters: usize = std::env::var("BENCH_ITERS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(30);
+    let only: Option<Vec<String>> = std::env::var("BENCH_CASES")
+        .ok()
+        .map(|s| s.split(',').map(String::from).collect());
+    let want = |c: &str| only.as_ref().map(|o| o.iter().any(|x| x == c)).unwrap_or(true);
+    let scale: Vec<usize> = std::env::var("BENCH_SCALE")
+        .unwrap_or_else(|_| "0,250,1000".into())
+        .split(',')
+        .filter_map(|s| s.parse().ok())
+        .collect();
+
+    let ours_dir = Tmp::new("plugins");
+    let listed = Command::new(&bin).arg("list").output().expect("cni-multi list");
+    for line in String::from_utf8_lossy(&listed.stdout).lines() {
+        if let Some(name) = line.split_whitespace().next() {
+            std::os::unix::fs::symlink(&bin, ours_dir.0.join(name)).unwrap();
+        }
+    }
+    // BENCH_OURS_DIR=/usr/lib/cni checks the harness itself (reference against itself).
+    let ours_path = std::env::var("BENCH_OURS_DIR").map(PathBuf::from).unwrap_or_else(|_| ours_dir.0.clone());
+    let reference = Side::new("reference", PathBuf::from(REFERENCE_DIR));
+    let ours = Side::new("cni-multi", ours_path);
+    let sides = [&reference, &ours];
+    let pods = [Ns::new("ref-pod"), Ns::new("ours-pod")];
+    let mut rows: Vec<Row> = Vec::new();
+    let mut notes: Vec<String> = Vec::new();
+
+    let run_list = |name: &str, list: Value, caps: Value, base: Option<bool>, rows: &mut Vec<Row>| {
+        if !want(name) {
+            return;
+        }
+        eprintln!("running {name} …");
+        if let Some(why) = missing(&sides, &list) {
+            rows.push(Row {
+                case: name.into(),
+                reference: Stats::default(),
+                ours: Stats::default(),
+                baseline: None,
+                note: format!("skipped: {why}"),
+            });
+            return;
+        }
+        let [r, o] = case_add_del(&sides, &pods, &list, caps, iters);
+        let baseline = base.map(|ptp| baseline(&ours, &pods[1], ptp, iters));
+        rows.push(Row {
+            case: name.into(),
+            reference: r,
+            ours: o,
+            baseline,
+            note: String::new(),
+        });
+    };
+    run_list(
+        "1 bridge+host-local ADD+DEL",
+        bridge_list(false, "10.88.0.0/16"),
+        json!({}),
+        Some(false),
+        &mut rows,
+    );
+    run_list(
+        "2 bridge ipMasq ADD+DEL",
+        bridge_list(true, "10.88.0.0/16"),
+        json!({}),
+        None,
+        &mut rows,
+    );
+    run_list(
+        "3 ptp+host-local ADD+DEL",
+        json!({"cniVersion": "1.0.0", "name": "bench", "plugins": [{"type": "ptp",
+            "ipam": {"type": "host-local", "subnet": "10.89.0.0/16", "dataDir": "@STATE@/ipam"}}]}),
+        json!({}),
+        Some(true),
+        &mut rows,
+    );
+    run_list(
+        "4 bridge→portmap→tuning chain",
+        podman_list(),
+        port_caps(),
+        None,
+        &mut rows,
+    );
+
+    for (label, fill) in [
+        ("5a host-local, empty range", 0),
+        ("5b host-local, 99% full range", 1010),
+    ] {
+        if !want(label) {
+            continue;
+        }
+        eprintln!("running {label} …");
+        let hl = json!({"plugins": [{"type": "host-local"}]});
+        if let Some(why) = missing(&sides, &hl) {
+            rows.push(Row {
+                case: label.into(),
+                reference: Stats::default(),
+                ours: Stats::default(),
+                baseline: None,
+                note: format!("skipped: {why}"),
+            });
+            continue;
+        }
+        let [r, o] = case_host_local(&sides, iters, fill);
+        rows.push(Row {
+            case: label.into(),
+            reference: r,
+            ours: o,
+            baseline: None,
+            note: String::new(),
+        });
+    }
+
+    let label = "6 100 concurrent ADDs + 100 DELs (wall)";
+    if want(label) {
+        eprintln!("running {label} …");
+        match missing(&sides, &bridge_list(false, "x")) {
+            Some(why) => rows.push(Row {
+                case: label.into(),
+                reference: Stats::default(),
+                ours: Stats::default(),
+                baseline: None,
+                note: format!("skipped: {why}"),
+            }),
+            None => {
+                let (r, rn) = case_concurrent(&reference, 100);
+                let (o, on) = case_concurrent(&ours, 100);
+                notes.push(rn);
+                notes.push(on);
+                rows.push(Row {
+                    case: label.into(),
+                    reference: r,
+                    ours: o,
+                    baseline: None,
+                    note: String::new(),
+                });
+            }
+        }
+    }
+
+    for n in &scale {
+        let label = format!("7 one more pod with {n} attached");
+        if !want("7") && !want(&label) {
+            continue;
+        }
+        eprintln!("running {label} …");
+        // With the firewall plugins built in, the background pods carry masquerade and
+        // port-mapping rules, as on a busy node.
+        let (list, caps) = if missing(&sides, &podman_list()).is_none() {
+            (podman_list(), port_caps())
+        } else {
+            (bridge_list(false, "10.88.0.0/16"), json!({}))
+        };
+        match missing(&sides, &list) {
+            Some(why) => rows.push(Row {
+                case: label,
+                reference: Stats::default(),
+                ours: Stats::default(),
+                baseline: None,
+                note: format!("skipped: {why}"),
+            }),
+            None => {
+                let [r, o] = case_scale(&sides, &list, caps, *n, iters.min(10));
+                rows.push(Row {
+                    case: label,
+                    reference: r,
+                    ours: o,
+                    baseline: None,
+                    note: String::new(),
+                });
+            }
+        }
+    }
+
+    // Case 8: footprint.
+    let ref_total: u64 = std::fs::read_dir(REFERENCE_DIR)
+        .map(|d| d.flatten().map(|e| file_size(&e.path())).sum())
+        .unwrap_or(0);
+    let ours_size = file_size(&bin);
+    let lo = json!({"cniVersion": "1.0.0", "name": "rss", "type": "loopback"});
+    let rss_ref = peak_rss(&reference, "loopback", &lo, &pods[0]);
+    let rss_ours = peak_rss(&ours, "loopback", &lo, &pods[1]);
+
+    // ---- report ----
+    println!(
+        "\ncni-multi benchmark — {} iterations per side after 3 warm-up runs, A/B alternating",
+        iters
+    );
+    println!("machine: {}", machine());
+    println!(
+        "{:<44} {:>22} {:>22} {:>8} {:>16}",
+        "case", "reference ms (p10–p90)", "cni-multi ms (p10–p90)", "ratio", "ip -batch ms"
+    );
+    let mut out_rows = Vec::new();
+    for r in &rows {
+        let fmt = |s: &Stats| match (&s.error, s.samples.is_empty()) {
+            (Some(e), _) => format!("error: {}", e.chars().take(40).collect::<String>()),
+            (None, true) => "-".to_string(),
+            (None, false) => format!("{:.1} ({:.1}–{:.1})", s.median(), s.pct(0.1), s.pct(0.9)),
+        };
+        let ratio = r.reference.median() / r.ours.median();
+        let base = r
+            .baseline
+            .as_ref()
+            .map(|b| format!("{:.1} ({:.2}×)", b.median(), r.ours.median() / b.median()))
+            .unwrap_or_default();
+        if r.note.is_empty() {
+            println!(
+                "{:<44} {:>22} {:>22} {:>7.1}× {:>16}",
+                r.case,
+                fmt(&r.reference),
+                fmt(&r.ours),
+                ratio,
+                base
+            );
+        } else {
+            println!("{:<44} {}", r.case, r.note);
+        }
+        out_rows.push(json!({
+            "case": r.case, "reference": r.reference.json(), "cni_multi": r.ours.json(),
+            "ratio": if ratio.is_finite() { json!(ratio) } else { Value::Null },
+            "ip_batch": r.baseline.as_ref().map(|b| b.json()), "note": r.note,
+        }));
+    }
+    for n in &notes {
+        println!("  {n}");
+    }
+    println!(
+        "8 footprint: cni-multi {:.2} MB vs {:.1} MB of reference binaries ({}); peak RSS of one loopback ADD: reference {} KiB, cni-multi {} KiB",
+        ours_size as f64 / 1e6,
+        ref_total as f64 / 1e6,
+        REFERENCE_DIR,
+        rss_ref.map(|v| v.to_string()).unwrap_or("?".into()),
+        rss_ours.map(|v| v.to_string()).unwrap_or("?".into())
+    );
+    let mut doc = BTreeMap::new();
+    doc.insert("machine", json!(machine()));
+    doc.insert("iterations", json!(iters));
+    doc.insert("cases", json!(out_rows));
+    doc.insert("notes", json!(notes));
+    doc.insert(
+        "footprint",
+        json!({"cni_multi_bytes": ours_size, "reference_total_bytes": ref_total,
+               "peak_rss_kib": {"reference": rss_ref, "cni_multi": rss_ours}}),
+    );
+    let dir = Path::new("target/bench");
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join("results.json"), serde_json::to_string_pretty(&doc).unwrap()).unwrap();
+    println!("figures written to target/bench/results.json");
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_default();
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    format!(
+        "{} × {cpu}, kernel {}",
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        kernel.trim()
+    )
+}
