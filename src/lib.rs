@@ -5,5 +5,6 @@
 
 pub mod cli;
 pub mod cni;
+pub mod ipam;
 pub mod linux;
 pub mod plugins;

@@ -5,7 +5,7 @@ use crate::cni::error::{code, CniError};
 use crate::cni::skel::{self, Plugin};
 use std::io::{Read, Write};
 
-pub static PLUGINS: &[&Plugin] = &[];
+pub static PLUGINS: &[&Plugin] = &[&crate::ipam::host_local::PLUGIN, &crate::ipam::static_ipam::PLUGIN];
 
 pub fn lookup(name: &str) -> Option<&'static Plugin> {
     PLUGINS.iter().copied().find(|p| p.name == name)
