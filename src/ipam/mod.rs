@@ -32,7 +32,8 @@ pub fn parse_ip(s: &str) -> Result<Option<IpAddr>, CniError> {
         .map_err(|_| go_err(format!("invalid IP address: {s}")))
 }
 
-/// A requested address (`pkg/ip.IP`): "ip" or "ip/prefix", the prefix ignored.
+/// A requested address (`pkg/ip.IP`): "ip" or "ip/prefix", the prefix ignored; the error
+/// text is the reference's (no colon).
 pub fn parse_requested_ip(s: &str) -> Result<IpAddr, String> {
     let ip = if s.contains('/') {
         s.parse::<IpNet>().map(|n| n.addr()).ok()
@@ -40,7 +41,7 @@ pub fn parse_requested_ip(s: &str) -> Result<IpAddr, String> {
         s.parse::<IpAddr>().ok()
     };
     ip.map(host_local::range::canon)
-        .ok_or_else(|| format!("invalid IP: {s}"))
+        .ok_or_else(|| format!("invalid IP address {s}"))
 }
 
 /// resolv.conf into a result's DNS (host-local dns.go): nameserver, domain, search, options;
@@ -93,7 +94,7 @@ mod tests {
         assert_eq!(parse_requested_ip("10.0.0.5").unwrap().to_string(), "10.0.0.5");
         assert_eq!(parse_requested_ip("10.0.0.5/24").unwrap().to_string(), "10.0.0.5");
         assert_eq!(parse_requested_ip("::ffff:10.0.0.5").unwrap().to_string(), "10.0.0.5");
-        assert_eq!(parse_requested_ip("nope").unwrap_err(), "invalid IP: nope");
+        assert_eq!(parse_requested_ip("nope").unwrap_err(), "invalid IP address nope");
     }
 
     #[test]

@@ -145,7 +145,7 @@ pub fn load_conf(stdin: &[u8], cni_args: &str) -> Result<IpamConf, CniError> {
     let mut requested: Vec<IpAddr> = Vec::new();
     let env = crate::cni::args::CniArgs::parse(cni_args).map_err(|e| go_err(e.msg))?;
     env.check_known(&["IP"]).map_err(|e| go_err(e.msg))?;
-    if let Some(v) = env.get("IP") {
+    if let Some(v) = env.get("IP").filter(|v| !v.is_empty()) {
         let ip = parse_requested_ip(v).map_err(|e| {
             go_err(format!(
                 "ARGS: error parsing value of pair {:?}: {e}",
