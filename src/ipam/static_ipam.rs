@@ -77,6 +77,7 @@ struct ArgsIn {
 /// One address: the text it came from, its gateway, and (once parsed) the address itself.
 struct Address {
     text: String,
+    source: Source,
     gateway: Option<IpAddr>,
     parsed: Option<IpNet>,
 }
@@ -89,10 +90,24 @@ pub struct StaticConf {
     prev_result: Option<Value>,
 }
 
-fn parse_cidr(s: &str) -> Result<IpNet, CniError> {
+/// Where an address came from: the reference (v1.1.1) words its CIDR error per source.
+#[derive(Clone, Copy)]
+enum Source {
+    Config,
+    CniArgs,
+    Ips,
+}
+
+fn parse_cidr(s: &str, src: Source) -> Result<IpNet, CniError> {
     s.parse::<IpNet>()
         .map(|n| IpNet::new(super::host_local::range::canon(n.addr()), n.prefix_len()).unwrap_or(n))
-        .map_err(|_| go_err(format!("invalid CIDR {s}: invalid CIDR address: {s}")))
+        .map_err(|_| {
+            go_err(match src {
+                Source::Config => format!("the 'address' field is expected to be in CIDR notation, got: '{s}'"),
+                Source::CniArgs => format!("the 'ip' field is expected to be in CIDR notation, got: '{s}'"),
+                Source::Ips => format!("an entry in the 'ips' field is NOT in CIDR notation, got: '{s}'"),
+            })
+        })
 }
 
 fn subnet_contains(net: &IpNet, ip: IpAddr) -> bool {
@@ -111,6 +126,7 @@ pub fn load_conf(stdin: &[u8], cni_args: &str) -> Result<StaticConf, CniError> {
         let gateway = a.gateway.as_deref().map(parse_ip).transpose()?.flatten();
         addrs.push(Address {
             text: a.address,
+            source: Source::Config,
             gateway,
             parsed: None,
         });
@@ -121,9 +137,10 @@ pub fn load_conf(stdin: &[u8], cni_args: &str) -> Result<StaticConf, CniError> {
         if let Some(ips) = env.get("IP").filter(|v| !v.is_empty()) {
             for item in ips.split(',') {
                 let text = item.trim();
-                let net = parse_cidr(text)?;
+                let net = parse_cidr(text, Source::CniArgs)?;
                 addrs.push(Address {
                     text: text.to_string(),
+                    source: Source::CniArgs,
                     gateway: None,
                     parsed: Some(net),
                 });
@@ -147,6 +164,7 @@ pub fn load_conf(stdin: &[u8], cni_args: &str) -> Result<StaticConf, CniError> {
         ips.iter()
             .map(|s| Address {
                 text: s.clone(),
+                source: Source::Ips,
                 gateway: None,
                 parsed: None,
             })
@@ -161,7 +179,7 @@ pub fn load_conf(stdin: &[u8], cni_args: &str) -> Result<StaticConf, CniError> {
     let mut out = Vec::with_capacity(addrs.len());
     let (mut v4, mut v6) = (0, 0);
     for a in addrs {
-        let net = parse_cidr(&a.text)?;
+        let net = parse_cidr(&a.text, a.source)?;
         if net.addr().is_ipv4() {
             v4 += 1;
         } else {
