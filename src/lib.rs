@@ -6,6 +6,7 @@
 pub mod cli;
 pub mod cni;
 pub mod interface;
+pub mod ipam;
 pub mod linux;
 pub mod plugins;
 pub mod runtime;

@@ -5,7 +5,14 @@ use crate::cni::error::{code, CniError};
 use crate::cni::skel::{self, Plugin};
 use std::io::{Read, Write};
 
-pub static PLUGINS: &[&Plugin] = &[&crate::interface::loopback::PLUGIN];
+pub static PLUGINS: &[&Plugin] = &[
+    // interface
+    &crate::interface::loopback::PLUGIN,
+    // ipam
+    &crate::ipam::host_local::PLUGIN,
+    &crate::ipam::static_ipam::PLUGIN,
+    // meta
+];
 
 pub fn lookup(name: &str) -> Option<&'static Plugin> {
     PLUGINS.iter().copied().find(|p| p.name == name)

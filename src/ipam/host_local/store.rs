@@ -1,0 +1,417 @@
+//! The on-disk store, file for file the reference's (backend/disk): `<dataDir>/<network>/`
+//! holds one file per reserved address (`<containerID>\r\n<ifname>`), `last_reserved_ip.<set>`
+//! and `lock` (flock, exclusive). Directories 0755, files 0600, nothing opened through a symlink.
+//!
+//! Crash safety: a reservation is written to a temp file first (`.tmp-<pid>-<n>`, never a
+//! valid IP) and then hard-linked to its final name. link(2) fails with EEXIST atomically, so
+//! it is the reference's exclusive create, but the name only appears with its full content.
+//! Temp files are only created while holding the lock, so any temp file seen by a new lock
+//! holder belongs to a dead process and is removed.
+//!
+//! Empty reservation files (the reference's O_EXCL create then write, killed in between) are
+//! treated as free: every writer, the reference's included, creates and fills a reservation
+//! while holding the flock, so an empty file seen under the lock can never be filled any more.
+
+use nix::fcntl::{Flock, FlockArg};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::net::IpAddr;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+pub const DEFAULT_DATA_DIR: &str = "/var/lib/cni/networks";
+pub const LAST_IP_PREFIX: &str = "last_reserved_ip.";
+pub const LINE_BREAK: &str = "\r\n";
+const TMP_PREFIX: &str = ".tmp-";
+
+static TMP_SEQ: AtomicU32 = AtomicU32::new(0);
+
+/// Who holds a reservation, as read from its file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Owner {
+    pub container_id: String,
+    /// None for legacy files that hold only the container ID.
+    pub ifname: Option<String>,
+}
+
+impl Owner {
+    pub fn parse(content: &str) -> Option<Owner> {
+        let t = content.trim();
+        if t.is_empty() {
+            return None;
+        }
+        Some(match t.split_once(LINE_BREAK) {
+            Some((id, ifname)) => Owner {
+                container_id: id.to_string(),
+                ifname: Some(ifname.to_string()),
+            },
+            None => Owner {
+                container_id: t.to_string(),
+                ifname: None,
+            },
+        })
+    }
+}
+
+/// One reservation file found in the directory.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub ip: IpAddr,
+    pub name: String,
+    /// The trimmed content (empty for an abandoned empty file).
+    pub content: String,
+}
+
+/// A network's directory, locked for as long as this value lives.
+pub struct Store {
+    dir: PathBuf,
+    _lock: Flock<File>,
+}
+
+fn open_nofollow(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(libc_flags::O_NOFOLLOW | libc_flags::O_CLOEXEC)
+        .open(path)
+}
+
+mod libc_flags {
+    pub const O_NOFOLLOW: i32 = nix::fcntl::OFlag::O_NOFOLLOW.bits();
+    pub const O_CLOEXEC: i32 = nix::fcntl::OFlag::O_CLOEXEC.bits();
+}
+
+/// The network's directory under `data_dir` (created 0755 if needed); it must not be a symlink.
+pub fn network_dir(data_dir: &str, network: &str) -> io::Result<PathBuf> {
+    let data_dir = if data_dir.is_empty() {
+        DEFAULT_DATA_DIR
+    } else {
+        data_dir
+    };
+    // The skel already rejected names that could leave the data dir; check again, cheaply.
+    if network.is_empty() || network.starts_with('.') || network.contains('/') {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("invalid network name {network:?}"),
+        ));
+    }
+    let dir = Path::new(data_dir).join(network);
+    fs::DirBuilder::new().recursive(true).mode(0o755).create(&dir)?;
+    let md = fs::symlink_metadata(&dir)?;
+    if !md.is_dir() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{} is not a directory (symlinks are not followed)", dir.display()),
+        ));
+    }
+    Ok(dir)
+}
+
+impl Store {
+    /// Open (creating it if needed) and lock the network's directory.
+    pub fn open(data_dir: &str, network: &str) -> io::Result<Store> {
+        let dir = network_dir(data_dir, network)?;
+        let lock = OpenOptions::new()
+            .read(true)
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .custom_flags(libc_flags::O_NOFOLLOW | libc_flags::O_CLOEXEC)
+            .open(dir.join("lock"))?;
+        let lock = Flock::lock(lock, FlockArg::LockExclusive).map_err(|(_, e)| io::Error::from(e))?;
+        let store = Store { dir, _lock: lock };
+        store.remove_stale_temps();
+        Ok(store)
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Temp files seen under the lock are leftovers of killed processes.
+    fn remove_stale_temps(&self) {
+        if let Ok(rd) = fs::read_dir(&self.dir) {
+            for e in rd.flatten() {
+                if e.file_name().to_string_lossy().starts_with(TMP_PREFIX) {
+                    let _ = fs::remove_file(e.path());
+                }
+            }
+        }
+    }
+
+    /// Write `content` to a fresh temp file (O_EXCL, O_NOFOLLOW, 0600) and return its path.
+    fn write_temp(&self, content: &[u8]) -> io::Result<PathBuf> {
+        let n = TMP_SEQ.fetch_add(1, Ordering::Relaxed);
+        let tmp = self.dir.join(format!("{TMP_PREFIX}{}-{n}", std::process::id()));
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc_flags::O_NOFOLLOW | libc_flags::O_CLOEXEC)
+            .open(&tmp)?;
+        if let Err(e) = f.write_all(content) {
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
+        }
+        Ok(tmp)
+    }
+
+    /// Reserve `ip` for (id, ifname). Ok(false) if someone else holds it.
+    pub fn reserve(&self, id: &str, ifname: &str, ip: IpAddr, range_id: usize) -> io::Result<bool> {
+        self.pending(id, ifname)?.claim(ip, range_id)
+    }
+
+    /// Prepare a reservation for (id, ifname): its content is written once, to a temp file,
+    /// and then linked under each candidate address until one is free.
+    pub fn pending(&self, id: &str, ifname: &str) -> io::Result<Pending<'_>> {
+        let content = format!("{}{LINE_BREAK}{ifname}", id.trim());
+        let tmp = self.write_temp(content.as_bytes())?;
+        Ok(Pending { store: self, tmp })
+    }
+
+    /// A regular file with nothing but whitespace in it.
+    fn is_abandoned(&self, path: &Path) -> bool {
+        match fs::symlink_metadata(path) {
+            Ok(md) if md.is_file() && md.len() == 0 => true,
+            Ok(md) if md.is_file() && md.len() < 64 => read_trimmed(path).is_some_and(|s| s.is_empty()),
+            _ => false,
+        }
+    }
+
+    /// `last_reserved_ip.<set>`: the address as text, no newline, replaced atomically.
+    fn set_last_reserved(&self, range_id: usize, ip: IpAddr) -> io::Result<()> {
+        let tmp = self.write_temp(ip.to_string().as_bytes())?;
+        let r = fs::rename(&tmp, self.dir.join(format!("{LAST_IP_PREFIX}{range_id}")));
+        if r.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        r
+    }
+
+    pub fn last_reserved(&self, range_id: usize) -> Option<IpAddr> {
+        let mut s = String::new();
+        open_nofollow(&self.dir.join(format!("{LAST_IP_PREFIX}{range_id}")))
+            .ok()?
+            .read_to_string(&mut s)
+            .ok()?;
+        // Go's net.ParseIP does not trim: a file with a newline is no IP.
+        s.parse().ok()
+    }
+
+    /// Every file whose name is an IP address, with its trimmed content.
+    pub fn entries(&self) -> io::Result<Vec<Entry>> {
+        let mut out = Vec::new();
+        for e in fs::read_dir(&self.dir)? {
+            let e = e?;
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Ok(ip) = name.parse::<IpAddr>() else { continue };
+            if !e.file_type().map(|t| t.is_file()).unwrap_or(false) {
+                continue;
+            }
+            let Some(content) = read_trimmed(&e.path()) else {
+                continue;
+            };
+            out.push(Entry { ip, name, content });
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    fn matching(&self, matcher: &str) -> io::Result<Vec<Entry>> {
+        Ok(self.entries()?.into_iter().filter(|e| e.content == matcher).collect())
+    }
+
+    /// The IPs held by (id, ifname), legacy id-only files included (GetByID).
+    pub fn get_by_id(&self, id: &str, ifname: &str) -> Vec<IpAddr> {
+        let (new, old) = keys(id, ifname);
+        self.entries()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|e| e.content == new || e.content == old)
+            .map(|e| e.ip)
+            .collect()
+    }
+
+    /// Whether any file belongs to (id, ifname), or to the id alone (FindByID).
+    pub fn find_by_id(&self, id: &str, ifname: &str) -> io::Result<bool> {
+        let (new, old) = keys(id, ifname);
+        let entries = self.entries()?;
+        Ok(entries.iter().any(|e| e.content == new) || entries.iter().any(|e| e.content == old))
+    }
+
+    /// Release by (id, ifname); only when none matched, the legacy id-only files (ReleaseByID).
+    pub fn release_by_id(&self, id: &str, ifname: &str) -> io::Result<()> {
+        let (new, old) = keys(id, ifname);
+        let mut found = false;
+        for e in self.matching(&new)? {
+            if fs::remove_file(self.dir.join(&e.name)).is_ok() {
+                found = true;
+            }
+        }
+        if !found {
+            for e in self.matching(&old)? {
+                let _ = fs::remove_file(self.dir.join(&e.name));
+            }
+        }
+        Ok(())
+    }
+
+    /// Remove one reservation by address.
+    pub fn release_ip(&self, ip: IpAddr) -> io::Result<()> {
+        match fs::remove_file(self.dir.join(ip.to_string())) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    /// Prove the directory is writable: create and remove a temp file.
+    pub fn probe_writable(&self) -> io::Result<()> {
+        let tmp = self.write_temp(b"")?;
+        fs::remove_file(tmp)
+    }
+}
+
+/// A fully written reservation waiting for an address; its temp file goes away on drop.
+pub struct Pending<'s> {
+    store: &'s Store,
+    tmp: PathBuf,
+}
+
+impl Pending<'_> {
+    /// Link the reservation under `ip` (atomic exclusive create). Ok(false) if it is taken.
+    pub fn claim(&self, ip: IpAddr, range_id: usize) -> io::Result<bool> {
+        let path = self.store.dir.join(ip.to_string());
+        let mut linked = fs::hard_link(&self.tmp, &path);
+        if matches!(&linked, Err(e) if e.kind() == io::ErrorKind::AlreadyExists) && self.store.is_abandoned(&path) {
+            // An empty file left by a writer killed between create and write: reclaim it.
+            let _ = fs::remove_file(&path);
+            linked = fs::hard_link(&self.tmp, &path);
+        }
+        match linked {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(false),
+            Err(e) => return Err(e),
+        }
+        if let Err(e) = self.store.set_last_reserved(range_id, ip) {
+            let _ = fs::remove_file(&path);
+            return Err(e);
+        }
+        Ok(true)
+    }
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.tmp);
+    }
+}
+
+fn keys(id: &str, ifname: &str) -> (String, String) {
+    let id = id.trim();
+    (format!("{id}{LINE_BREAK}{ifname}"), id.to_string())
+}
+
+fn read_trimmed(path: &Path) -> Option<String> {
+    let mut s = String::new();
+    open_nofollow(path).ok()?.read_to_string(&mut s).ok()?;
+    Some(s.trim().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn tmpdir(tag: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("cni-multi-store-{tag}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&d);
+        d
+    }
+
+    #[test]
+    fn reserve_writes_reference_layout() {
+        let d = tmpdir("layout");
+        let s = Store::open(d.to_str().unwrap(), "net").unwrap();
+        let ip: IpAddr = "10.0.0.2".parse().unwrap();
+        assert!(s.reserve(" c1 ", "eth0", ip, 0).unwrap());
+        assert!(
+            !s.reserve("c2", "eth0", ip, 0).unwrap(),
+            "second reservation of the same IP fails"
+        );
+        let dir = d.join("net");
+        assert_eq!(fs::read(dir.join("10.0.0.2")).unwrap(), b"c1\r\neth0");
+        assert_eq!(fs::read(dir.join("last_reserved_ip.0")).unwrap(), b"10.0.0.2");
+        assert_eq!(
+            fs::metadata(dir.join("10.0.0.2")).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        assert_eq!(fs::metadata(&dir).unwrap().permissions().mode() & 0o777, 0o755);
+        let names: Vec<String> = fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(
+            !names.iter().any(|n| n.starts_with(TMP_PREFIX)),
+            "no temp file left: {names:?}"
+        );
+        assert_eq!(s.last_reserved(0), Some(ip));
+        assert_eq!(s.get_by_id("c1", "eth0"), vec![ip]);
+        assert!(s.find_by_id("c1", "eth0").unwrap());
+        s.release_by_id("c1", "eth0").unwrap();
+        assert!(!dir.join("10.0.0.2").exists());
+        drop(s);
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn empty_files_are_reclaimed_and_stale_temps_removed() {
+        let d = tmpdir("empty");
+        let dir = d.join("net");
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join("10.0.0.2"), b"").unwrap();
+        fs::write(dir.join(".tmp-999999-0"), b"half").unwrap();
+        let s = Store::open(d.to_str().unwrap(), "net").unwrap();
+        assert!(!dir.join(".tmp-999999-0").exists());
+        assert!(s.reserve("c1", "eth0", "10.0.0.2".parse().unwrap(), 0).unwrap());
+        assert_eq!(fs::read(dir.join("10.0.0.2")).unwrap(), b"c1\r\neth0");
+        drop(s);
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn symlinked_network_dir_and_files_are_not_followed() {
+        let d = tmpdir("symlink");
+        fs::create_dir_all(d.join("elsewhere")).unwrap();
+        std::os::unix::fs::symlink(d.join("elsewhere"), d.join("net")).unwrap();
+        assert!(Store::open(d.to_str().unwrap(), "net").is_err());
+        fs::create_dir_all(d.join("net2")).unwrap();
+        std::os::unix::fs::symlink(d.join("target"), d.join("net2").join("10.0.0.2")).unwrap();
+        let s = Store::open(d.to_str().unwrap(), "net2").unwrap();
+        assert!(!s.reserve("c1", "eth0", "10.0.0.2".parse().unwrap(), 0).unwrap());
+        assert!(!d.join("target").exists(), "nothing written through the symlink");
+        drop(s);
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn legacy_release_only_without_new_style_match() {
+        let d = tmpdir("legacy");
+        let dir = d.join("net");
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join("10.0.0.2"), b"c1").unwrap();
+        fs::write(dir.join("10.0.0.3"), b"c1\r\neth0").unwrap();
+        fs::write(dir.join("10.0.0.4"), b"  c2  \n").unwrap();
+        let s = Store::open(d.to_str().unwrap(), "net").unwrap();
+        s.release_by_id("c1", "eth0").unwrap();
+        assert!(dir.join("10.0.0.2").exists() && !dir.join("10.0.0.3").exists());
+        s.release_by_id("c1", "eth0").unwrap();
+        assert!(!dir.join("10.0.0.2").exists());
+        s.release_by_id("c2", "eth1").unwrap();
+        assert!(
+            !dir.join("10.0.0.4").exists(),
+            "whitespace around the legacy id is tolerated"
+        );
+        drop(s);
+        fs::remove_dir_all(&d).unwrap();
+    }
+}

@@ -1,0 +1,118 @@
+//! IPAM plugins: host-local (file-backed ranges) and static (addresses from the config).
+//!
+//! Helpers shared by both decode addresses the way Go's `net` package and the reference's
+//! `pkg/ip` do, with their error texts, since the reference prints those to the runtime.
+
+pub mod host_local;
+pub mod static_ipam;
+
+use crate::cni::error::{code, CniError};
+use crate::cni::result::Dns;
+use ipnet::IpNet;
+use std::net::IpAddr;
+
+/// A plugin error as the reference reports it: Go's skel wraps plain errors with code 999.
+pub fn go_err(msg: impl Into<String>) -> CniError {
+    CniError::new(code::INTERNAL, msg)
+}
+
+/// A `types.IPNet` value: "addr/prefix", the address kept as written.
+pub fn parse_cidr(s: &str) -> Result<IpNet, CniError> {
+    s.parse::<IpNet>()
+        .map_err(|_| go_err(format!("invalid CIDR address: {s}")))
+}
+
+/// A `net.IP` value from JSON: empty means absent.
+pub fn parse_ip(s: &str) -> Result<Option<IpAddr>, CniError> {
+    if s.is_empty() {
+        return Ok(None);
+    }
+    s.parse::<IpAddr>()
+        .map(|ip| Some(host_local::range::canon(ip)))
+        .map_err(|_| go_err(format!("invalid IP address: {s}")))
+}
+
+/// A requested address (`pkg/ip.IP`): "ip" or "ip/prefix", the prefix ignored; the error
+/// text is the reference's (no colon).
+pub fn parse_requested_ip(s: &str) -> Result<IpAddr, String> {
+    let ip = if s.contains('/') {
+        s.parse::<IpNet>().map(|n| n.addr()).ok()
+    } else {
+        s.parse::<IpAddr>().ok()
+    };
+    ip.map(host_local::range::canon)
+        .ok_or_else(|| format!("invalid IP address {s}"))
+}
+
+/// resolv.conf into a result's DNS (host-local dns.go): nameserver, domain, search, options;
+/// `#` and `;` start comments; lines with fewer than two fields are skipped.
+pub fn parse_resolv_conf(path: &str) -> Result<Dns, CniError> {
+    let text = std::fs::read_to_string(path).map_err(|e| go_err(format!("open {path}: {}", go_io_text(&e))))?;
+    let mut dns = Dns::default();
+    for line in text.lines() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
+            continue;
+        }
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if fields.len() < 2 {
+            continue;
+        }
+        let rest = fields[1..].iter().map(|s| s.to_string());
+        match fields[0] {
+            "nameserver" => dns.nameservers.push(fields[1].to_string()),
+            "domain" => dns.domain = fields[1].to_string(),
+            "search" => dns.search.extend(rest),
+            "options" => dns.options.extend(rest),
+            _ => {}
+        }
+    }
+    Ok(dns)
+}
+
+/// An I/O error in Go's words ("no such file or directory").
+pub fn go_io_text(e: &std::io::Error) -> String {
+    match e.raw_os_error() {
+        Some(n) => {
+            let s = nix::errno::Errno::from_raw(n).desc().to_string();
+            let mut c = s.chars();
+            match c.next() {
+                Some(f) => f.to_lowercase().collect::<String>() + c.as_str(),
+                None => s,
+            }
+        }
+        None => e.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requested_ip_forms() {
+        assert_eq!(parse_requested_ip("10.0.0.5").unwrap().to_string(), "10.0.0.5");
+        assert_eq!(parse_requested_ip("10.0.0.5/24").unwrap().to_string(), "10.0.0.5");
+        assert_eq!(parse_requested_ip("::ffff:10.0.0.5").unwrap().to_string(), "10.0.0.5");
+        assert_eq!(parse_requested_ip("nope").unwrap_err(), "invalid IP address nope");
+    }
+
+    #[test]
+    fn resolv_conf_parsing() {
+        let p = std::env::temp_dir().join(format!("cni-multi-resolv-{}", std::process::id()));
+        std::fs::write(
+            &p,
+            "# c\n; c\nnameserver 1.1.1.1\nnameserver 8.8.8.8 extra\ndomain example.com\nsearch a.b c.d\noptions ndots:5 rotate\nbogus\n",
+        )
+        .unwrap();
+        let d = parse_resolv_conf(p.to_str().unwrap()).unwrap();
+        std::fs::remove_file(&p).unwrap();
+        assert_eq!(d.nameservers, ["1.1.1.1", "8.8.8.8"]);
+        assert_eq!(d.domain, "example.com");
+        assert_eq!(d.search, ["a.b", "c.d"]);
+        assert_eq!(d.options, ["ndots:5", "rotate"]);
+        let e = parse_resolv_conf("/nonexistent/resolv.conf").unwrap_err();
+        assert_eq!(e.msg, "open /nonexistent/resolv.conf: no such file or directory");
+        assert_eq!(e.code, 999);
+    }
+}
