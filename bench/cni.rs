@@ -10,7 +10,7 @@
 //!
 //! Environment: CNI_MULTI_BIN (default target/cni-multi), BENCH_ITERS (default 30),
 //! BENCH_OURS_DIR (another plugin dir in place of cni-multi, to check the harness),
-//! BENCH_CASES (comma-separated case names), BENCH_SCALE (default "0,250,1000").
+//! BENCH_CASES (comma-separated label prefixes, e.g. 1,5a,7), BENCH_SCALE (default "0,250,1000").
 
 use cni_multi::linux::NetNs;
 use serde_json::{json, Value};
@@ -31,7 +31,10 @@ struct Ns {
 impl Ns {
     fn new(tag: &str) -> Ns {
         let name = format!("bench-{tag}-{}", std::process::id());
-        let _ = Command::new("ip").args(["netns", "del", &name]).status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &name])
+            .stderr(Stdio::null())
+            .status();
         let ok = Command::new("ip")
             .args(["netns", "add", &name])
             .status()
@@ -582,7 +585,12 @@ fn main() {
     let only: Option<Vec<String>> = std::env::var("BENCH_CASES")
         .ok()
         .map(|s| s.split(',').map(String::from).collect());
-    let want = |c: &str| only.as_ref().map(|o| o.iter().any(|x| x == c)).unwrap_or(true);
+    // A case is selected by a prefix of its label: BENCH_CASES=1,5a,7
+    let want = |c: &str| {
+        only.as_ref()
+            .map(|o| o.iter().any(|x| c.starts_with(x.as_str())))
+            .unwrap_or(true)
+    };
     let scale: Vec<usize> = std::env::var("BENCH_SCALE")
         .unwrap_or_else(|_| "0,250,1000".into())
         .split(',')
@@ -597,7 +605,9 @@ fn main() {
         }
     }
     // BENCH_OURS_DIR=/usr/lib/cni checks the harness itself (reference against itself).
-    let ours_path = std::env::var("BENCH_OURS_DIR").map(PathBuf::from).unwrap_or_else(|_| ours_dir.0.clone());
+    let ours_path = std::env::var("BENCH_OURS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| ours_dir.0.clone());
     let reference = Side::new("reference", PathBuf::from(REFERENCE_DIR));
     let ours = Side::new("cni-multi", ours_path);
     let sides = [&reference, &ours];
@@ -718,7 +728,7 @@ fn main() {
 
     for n in &scale {
         let label = format!("7 one more pod with {n} attached");
-        if !want("7") && !want(&label) {
+        if !want(&label) {
             continue;
         }
         eprintln!("running {label} …");
