@@ -6,6 +6,7 @@ pub mod error;
 pub mod netlink;
 pub mod netns;
 pub mod nft;
+pub mod ping;
 pub mod privileges;
 pub mod sysctl;
 pub mod tuntap;

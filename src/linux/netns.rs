@@ -137,3 +137,53 @@ impl Drop for NetNsGuard {
         }
     }
 }
+
+/// A named network namespace made the way `ip netns add` makes one: a new namespace
+/// bind-mounted at `<dir>/<name>`, so it outlives this process until [`delete_named`].
+pub fn create_named(dir: &Path, name: &str) -> super::Result<NetNs> {
+    use nix::mount::{mount, MsFlags};
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(format!("create {dir:?}"), e))?;
+    let path = dir.join(name);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .map_err(|e| Error::io(format!("create netns file {path:?}"), e))?;
+    let orig = NetNs::current()?;
+    let made = (|| {
+        nix::sched::unshare(CloneFlags::CLONE_NEWNET).map_err(|e| Error::nix("unshare network namespace", e))?;
+        mount(
+            Some("/proc/thread-self/ns/net"),
+            &path,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .map_err(|e| Error::nix(format!("bind-mount netns at {path:?}"), e))
+    })();
+    // Back to where we were, whatever happened above.
+    if let Err(e) = setns(&orig.fd, CloneFlags::CLONE_NEWNET) {
+        eprintln!("fatal: cannot switch back to the original network namespace: {e}");
+        std::process::abort();
+    }
+    if let Err(e) = made {
+        let _ = std::fs::remove_file(&path);
+        return Err(e);
+    }
+    NetNs::open(&path).map_err(Error::from)
+}
+
+/// Remove a namespace made by [`create_named`] (or `ip netns add`): unmount and unlink.
+/// The namespace itself goes away when nothing else holds it.
+pub fn delete_named(path: &Path) -> super::Result<()> {
+    use nix::mount::{umount2, MntFlags};
+    match umount2(path, MntFlags::MNT_DETACH) {
+        Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => {}
+        Err(e) => return Err(Error::nix(format!("unmount netns {path:?}"), e)),
+    }
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io(format!("remove {path:?}"), e)),
+    }
+}
