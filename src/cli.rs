@@ -24,7 +24,13 @@ enum TopCmd {
     Install(InstallCmd),
     Version(VersionCmd),
     Net(Box<NetCmd>),
+    Demo(DemoCmd),
 }
+
+#[derive(FromArgs)]
+/// The main job: two pods on a throw-away node, added, pinged and removed (needs root).
+#[argh(subcommand, name = "demo")]
+struct DemoCmd {}
 
 #[derive(FromArgs)]
 /// Run a whole network list like cnitool: add, del, check, gc or status.
@@ -148,6 +154,13 @@ pub fn main() -> i32 {
             );
             0
         }
+        TopCmd::Demo(_) => match crate::demo::run() {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("cni-multi demo: {e:#}");
+                1
+            }
+        },
         TopCmd::Net(n) => match run_net(*n) {
             Ok(()) => 0,
             Err(e) => {

@@ -5,6 +5,7 @@
 
 pub mod cli;
 pub mod cni;
+pub mod demo;
 pub mod interface;
 pub mod ipam;
 pub mod linux;
