@@ -11,7 +11,7 @@ use cni_multi::linux::netlink::{
     Rule,
 };
 use cni_multi::linux::{sysctl, tuntap, NetNs, Netlink, NsError};
-use common::netns::TestNs;
+use common::rig::TestNs;
 use ipnet::IpNet;
 use serde_json::Value;
 
@@ -38,8 +38,8 @@ fn first(v: &Value) -> &Value {
 /// the other, addressed through two sockets; then ping across.
 #[test]
 fn veth_across_namespaces_addresses_routes_ping() {
-    let a = TestNs::new("va");
-    let b = TestNs::new("vb");
+    let a = TestNs::new_node("va");
+    let b = TestNs::new_node("vb");
     let (_ha, mut nla) = open(&a);
     let (hb, mut nlb) = open(&b);
 
@@ -93,11 +93,11 @@ fn veth_across_namespaces_addresses_routes_ping() {
     assert_eq!(first(&j)["gateway"], "10.99.0.1");
     nla.add_addr(1, net("10.100.0.1/32"), false).unwrap(); // on a's lo
 
-    let (ok, out) = b.exec(&["ping", "-c1", "-W1", "10.99.0.1"]);
+    let (ok, out) = sh(&b, &["ping", "-c1", "-W1", "10.99.0.1"]);
     assert!(ok, "ping: {out}");
-    let (ok, out) = b.exec(&["ping", "-c1", "-W1", "10.100.0.1"]);
+    let (ok, out) = sh(&b, &["ping", "-c1", "-W1", "10.100.0.1"]);
     assert!(ok, "ping via route: {out}");
-    let (ok, out) = a.exec(&["ping", "-c1", "-W1", "fd99::2"]);
+    let (ok, out) = sh(&a, &["ping", "-c1", "-W1", "fd99::2"]);
     assert!(ok, "ping6: {out}");
 
     // Deleting one end removes the pair.
@@ -108,8 +108,8 @@ fn veth_across_namespaces_addresses_routes_ping() {
 /// Create a link directly inside another namespace through IFLA_NET_NS_FD.
 #[test]
 fn create_directly_in_other_netns() {
-    let a = TestNs::new("da");
-    let b = TestNs::new("db");
+    let a = TestNs::new_node("da");
+    let b = TestNs::new_node("db");
     let (_ha, mut nla) = open(&a);
     let (hb, mut nlb) = open(&b);
     nla.create_link(&LinkSpec::new("br-x", LinkKind::Bridge { vlan_filtering: None }).netns(hb.raw_fd()))
@@ -125,8 +125,8 @@ fn create_directly_in_other_netns() {
 
 #[test]
 fn link_modifiers() {
-    let a = TestNs::new("lm");
-    let b = TestNs::new("lm2");
+    let a = TestNs::new_node("lm");
+    let b = TestNs::new_node("lm2");
     let (_ha, mut nl) = open(&a);
     let (hb, mut nlb) = open(&b);
     nl.create_link(&LinkSpec::new("br0", LinkKind::Bridge { vlan_filtering: None }))
@@ -192,7 +192,7 @@ fn link_modifiers() {
 
 #[test]
 fn macvlan_and_vxlan() {
-    let a = TestNs::new("mv");
+    let a = TestNs::new_node("mv");
     let (_h, mut nl) = open(&a);
     nl.create_link(&LinkSpec::veth("parent0", "parent1")).unwrap();
     let parent = nl.link_by_name("parent0").unwrap().unwrap();
@@ -246,7 +246,7 @@ fn macvlan_and_vxlan() {
         "{fdb:?}"
     );
     let out = std::process::Command::new("bridge")
-        .args(["-n", &a.name, "fdb", "show", "dev", "vx0"])
+        .args(["-n", a.name(), "fdb", "show", "dev", "vx0"])
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("02:00:00:00:00:42 dst 192.168.50.9"));
@@ -270,7 +270,7 @@ fn macvlan_and_vxlan() {
 /// Kinds this kernel lacks: the error names the object and carries errno and ext-ack.
 #[test]
 fn unsupported_kinds_report_kernel_error() {
-    let a = TestNs::new("uk");
+    let a = TestNs::new_node("uk");
     let (_h, mut nl) = open(&a);
     nl.create_link(&LinkSpec::veth("par0", "par1")).unwrap();
     let p = nl.link_by_name("par0").unwrap().unwrap().index;
@@ -303,7 +303,7 @@ fn unsupported_kinds_report_kernel_error() {
 
 #[test]
 fn addresses_and_dad() {
-    let a = TestNs::new("ad");
+    let a = TestNs::new_node("ad");
     let (_h, mut nl) = open(&a);
     nl.create_link(&LinkSpec::veth("e0", "e1")).unwrap();
     let e0 = nl.link_by_name("e0").unwrap().unwrap().index;
@@ -312,7 +312,7 @@ fn addresses_and_dad() {
     nl.set_up(e1).unwrap();
     nl.wait_oper_up(e0, Duration::from_secs(5)).unwrap();
     // Slow DAD so the tentative state is observable.
-    a.exec(&["sysctl", "-qw", "net.ipv6.conf.e0.dad_transmits=3"]);
+    sh(&a, &["sysctl", "-qw", "net.ipv6.conf.e0.dad_transmits=3"]);
     nl.add_addr(e0, net("fd01::1/64"), false).unwrap();
     let t = nl.addrs_tentative(e0).unwrap();
     assert!(
@@ -342,7 +342,7 @@ fn addresses_and_dad() {
 
 #[test]
 fn routes_tables_ecmp() {
-    let a = TestNs::new("rt");
+    let a = TestNs::new_node("rt");
     let (_h, mut nl) = open(&a);
     nl.create_link(&LinkSpec::veth("r0", "r1").up()).unwrap();
     nl.create_link(&LinkSpec::veth("s0", "s1").up()).unwrap();
@@ -433,7 +433,7 @@ fn routes_tables_ecmp() {
 
 #[test]
 fn fib_rules() {
-    let a = TestNs::new("ru");
+    let a = TestNs::new_node("ru");
     let (_h, mut nl) = open(&a);
     let mut r = Rule::new(Family::V4, 100);
     r.priority = Some(1000);
@@ -464,7 +464,7 @@ fn fib_rules() {
 
 #[test]
 fn bridge_port_options_and_vlans() {
-    let a = TestNs::new("bp");
+    let a = TestNs::new_node("bp");
     let (_h, mut nl) = open(&a);
     nl.create_link(&LinkSpec::new("br0", LinkKind::Bridge { vlan_filtering: None }))
         .unwrap();
@@ -504,7 +504,7 @@ fn bridge_port_options_and_vlans() {
 /// Many links: the dump spans several receive buffers.
 #[test]
 fn big_dump() {
-    let a = TestNs::new("bd");
+    let a = TestNs::new_node("bd");
     let (_h, mut nl) = open(&a);
     for i in 0..60 {
         nl.create_link(&LinkSpec::veth(format!("x{i}"), format!("y{i}")))
@@ -526,7 +526,7 @@ fn netns_open_kinds_and_guard() {
         Err(NsError::NotNetns(_)) => {}
         other => panic!("{other:?}"),
     }
-    let a = TestNs::new("ns");
+    let a = TestNs::new_node("ns");
     let h = NetNs::open(a.path()).unwrap();
     let root = NetNs::current().unwrap();
     assert!(!root.same_as(&h).unwrap());
@@ -556,7 +556,7 @@ fn netns_open_kinds_and_guard() {
         assert_eq!(name, "tap0");
     }
     assert!(NetNs::current().unwrap().same_as(&root).unwrap());
-    let (ok, out) = a.exec(&["sysctl", "-n", "net.ipv4.ip_forward"]);
+    let (ok, out) = sh(&a, &["sysctl", "-n", "net.ipv4.ip_forward"]);
     assert!(ok && out.trim() == "1", "{out}");
     let j = a.ip_json(&["-d", "link", "show", "tap0"]);
     assert_eq!(first(&j)["linkinfo"]["info_data"]["type"], "tap");
@@ -564,4 +564,12 @@ fn netns_open_kinds_and_guard() {
     let tap = nl.link_by_name("tap0").unwrap().unwrap();
     assert_eq!(tap.kind.as_deref(), Some("tun"));
     nl.delete_link(tap.index).unwrap();
+}
+
+/// Runs a command inside the namespace; (success, stdout+stderr).
+fn sh(ns: &TestNs, argv: &[&str]) -> (bool, String) {
+    let o = ns.exec(argv);
+    let mut s = String::from_utf8_lossy(&o.stdout).into_owned();
+    s += &String::from_utf8_lossy(&o.stderr);
+    (o.status.success(), s)
 }

@@ -9,7 +9,7 @@ use std::io::Write;
 
 use cni_multi::linux::netlink::{addr::Family, LinkSpec, Route};
 use cni_multi::linux::{NetNs, Netlink};
-use common::netns::TestNs;
+use common::rig::TestNs;
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{fork, ForkResult};
 
@@ -52,8 +52,8 @@ fn work(a: &TestNs, b: &TestNs) -> Result<(), String> {
 
 #[test]
 fn netlink_work_stays_single_threaded() {
-    let a = TestNs::new("th-a");
-    let b = TestNs::new("th-b");
+    let a = TestNs::new_node("th-a");
+    let b = TestNs::new_node("th-b");
     // SAFETY: the child only runs this test's code and leaves through _exit; the parent's
     // other threads (libtest's) hold no locks the child needs (glibc resets malloc's).
     match unsafe { fork() }.unwrap() {
@@ -82,6 +82,14 @@ fn netlink_work_stays_single_threaded() {
             assert_eq!(st, WaitStatus::Exited(child, 0), "child failed, see stderr");
         }
     }
-    let (ok, out) = b.exec(&["ping", "-c1", "-W1", "10.77.0.1"]);
+    let (ok, out) = sh(&b, &["ping", "-c1", "-W1", "10.77.0.1"]);
     assert!(ok, "{out}");
+}
+
+/// Runs a command inside the namespace; (success, stdout+stderr).
+fn sh(ns: &TestNs, argv: &[&str]) -> (bool, String) {
+    let o = ns.exec(argv);
+    let mut s = String::from_utf8_lossy(&o.stdout).into_owned();
+    s += &String::from_utf8_lossy(&o.stderr);
+    (o.status.success(), s)
 }

@@ -1,5 +1,4 @@
 //! Shared test helpers.
 #![allow(dead_code)]
 
-pub mod netns;
 pub mod rig;
