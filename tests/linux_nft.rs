@@ -1,20 +1,19 @@
 //! Integration tests of `linux::nft` against the real kernel, each in its own throw-away network
 //! namespaces. The `nft` binary is used only to read back what we programmed.
 
-#[path = "common/nftns.rs"]
-mod nftns;
+mod common;
 
 use std::net::IpAddr;
 
 use cni_multi::linux::nft::*;
+use common::nftns::NetNs;
 use ipnet::IpNet;
-use nftns::{is_root, NetNs};
 use serde_json::{json, Value};
 
+// Skips without root, except in CI, where it fails (rig::require_root).
 macro_rules! require_root {
     () => {
-        if !is_root() {
-            eprintln!("skipped: needs root");
+        if !common::rig::require_root(module_path!()) {
             return;
         }
     };
@@ -629,7 +628,7 @@ fn masquerade_rewrites_source_for_real_traffic() {
         "name",
         "c0",
         "netns",
-        &client.name,
+        client.name(),
     ]);
     router.ip(&[
         "link",
@@ -641,7 +640,7 @@ fn masquerade_rewrites_source_for_real_traffic() {
         "name",
         "s0",
         "netns",
-        &server.name,
+        server.name(),
     ]);
     router.ip(&["addr", "add", "10.9.1.1/24", "dev", "r0"]);
     router.ip(&["addr", "add", "10.9.2.1/24", "dev", "r1"]);
