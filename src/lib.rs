@@ -9,3 +9,4 @@ pub mod interface;
 pub mod linux;
 pub mod plugins;
 pub mod runtime;
+pub mod undo;
