@@ -306,6 +306,7 @@ fn bridge_by_name(nl: &mut Netlink, name: &str) -> anyhow::Result<Link> {
 /// Create the bridge if missing (MTU only then), promisc if asked, `accept_ra=0`, up.
 fn ensure_bridge(nl: &mut Netlink, n: &BridgeConf, mtu: Option<u32>, undo: &mut Undo) -> anyhow::Result<Link> {
     let name = &n.bridge;
+    let mut created = false;
     if nl.link_by_name(name)?.is_none() {
         let mut spec = LinkSpec::new(
             name.as_str(),
@@ -319,6 +320,7 @@ fn ensure_bridge(nl: &mut Netlink, n: &BridgeConf, mtu: Option<u32>, undo: &mut 
                 // Only a bridge this ADD made is removed again by a rollback.
                 let idx = nl.link_by_name(name)?.map(|l| l.index);
                 if let Some(idx) = idx {
+                    created = true;
                     undo.push(format!("delete bridge {name}"), move || {
                         Ok(Netlink::new()?.delete_link(idx)?)
                     });
@@ -329,6 +331,27 @@ fn ensure_bridge(nl: &mut Netlink, n: &BridgeConf, mtu: Option<u32>, undo: &mut 
         }
     }
     let br = bridge_by_name(nl, name)?;
+    if !created {
+        // A bridge that was there before: a rollback restores its flags and MAC (which a
+        // port coming and going changes).
+        let (idx, up, promisc, mac) = (br.index, br.up, br.promisc, br.mac);
+        undo.push(format!("restore bridge {name}"), move || {
+            let mut nl = Netlink::new()?;
+            let Some(now) = nl.link_by_index(idx)? else {
+                return Ok(());
+            };
+            if let (Some(m), true) = (mac, now.mac != mac) {
+                nl.set_mac(idx, m)?;
+            }
+            if now.promisc != promisc {
+                nl.set_promisc(idx, promisc)?;
+            }
+            if now.up != up && !up {
+                nl.set_down(idx)?;
+            }
+            Ok(())
+        });
+    }
     if n.promisc_mode && !br.promisc {
         nl.set_promisc(br.index, true)
             .with_context(|| format!("could not set promiscuous mode on {name:?}"))?;
