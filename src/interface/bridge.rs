@@ -384,6 +384,7 @@ fn setup_veth(
         &VethOpts {
             mtu,
             container_mac: n.mac,
+            host_no_dad: false,
         },
     )?;
     let hv = pair.host.clone();
@@ -574,6 +575,7 @@ fn ensure_vlan_interface(
         &VethOpts {
             mtu: Some(br.mtu),
             container_mac: None,
+            host_no_dad: false,
         },
     )
     .with_context(|| format!("faild to create vlan gateway {name:?}"))?;

@@ -99,6 +99,7 @@ fn add(args: &CmdArgs) -> anyhow::Result<CniResult> {
         &VethOpts {
             mtu,
             container_mac: None,
+            host_no_dad: true,
         },
     )?;
     let host_index = pair.host.index;

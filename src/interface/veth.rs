@@ -21,6 +21,10 @@ pub struct VethOpts {
     pub mtu: Option<u32>,
     /// MAC of the container end.
     pub container_mac: Option<[u8; 6]>,
+    /// Skip IPv6 DAD on the host end (`accept_dad=0`): on a point-to-point link its only
+    /// neighbour is the container, and a tentative link-local there makes the node solicit
+    /// from `::` and leaves routed traffic unresolved for the first second (ptp).
+    pub host_no_dad: bool,
 }
 
 /// `veth` + 8 hex digits from 4 random bytes (the reference's `RandomVethName`).
@@ -71,6 +75,9 @@ pub fn create_pair(
             let container = cont_nl
                 .link_by_name(ifname)?
                 .ok_or_else(|| anyhow!("failed to lookup {ifname:?} in the container"))?;
+            if opts.host_no_dad {
+                let _ = sysctl::write(&format!("net/ipv6/conf/{peer}/accept_dad"), "0");
+            }
             host_nl
                 .set_up(host.index)
                 .with_context(|| format!("failed to set {peer:?} up"))?;
