@@ -330,7 +330,7 @@ fn failed_adds_roll_back() {
     let rig = Rig::new("br", Impl::Ours);
     let (p1, p2) = (rig.pod("bra"), rig.pod("brb"));
     let one = json!({"subnet": "10.81.0.0/24", "rangeStart": "10.81.0.2", "rangeEnd": "10.81.0.2"});
-    let c = br_conf(&rig, "1.0.0", json!({"isGateway": true}), &[one.clone()]);
+    let c = br_conf(&rig, "1.0.0", json!({"isGateway": true}), std::slice::from_ref(&one));
     let snap = || {
         (
             kernel_state(&rig.node),
@@ -346,9 +346,12 @@ fn failed_adds_roll_back() {
     p2.ip(&["link", "add", "eth0", "type", "veth", "peer", "name", "eth0p"]);
     let before = snap();
     let cases: Vec<(Value, &str)> = vec![
-        (br_conf(&rig, "1.0.0", json!({"mtu": 70000}), &[one.clone()]), "bad MTU"),
         (
-            br_conf(&rig, "1.0.0", json!({"vlan": 10}), &[one.clone()]),
+            br_conf(&rig, "1.0.0", json!({"mtu": 70000}), std::slice::from_ref(&one)),
+            "bad MTU",
+        ),
+        (
+            br_conf(&rig, "1.0.0", json!({"vlan": 10}), std::slice::from_ref(&one)),
             "vlan (no VLAN filtering here)",
         ),
         (c.clone(), "name clash in the pod"),
@@ -366,7 +369,7 @@ fn failed_adds_roll_back() {
     rig.node
         .ip(&["link", "add", "notbr0", "type", "veth", "peer", "name", "notbr0p"]);
     let s = snap();
-    let nb = br_conf(&rig, "1.0.0", json!({"bridge": "notbr0"}), &[one.clone()]);
+    let nb = br_conf(&rig, "1.0.0", json!({"bridge": "notbr0"}), std::slice::from_ref(&one));
     assert!(rig
         .add(&nb, "cx", &p2, "eth0")
         .msg()
@@ -383,7 +386,7 @@ fn failed_adds_roll_back() {
         &rig,
         "1.0.0",
         json!({"vlan": 10, "preserveDefaultVlan": false}),
-        &[one.clone()],
+        std::slice::from_ref(&one),
     );
     eprintln!("vlan on existing bridge: {}", rig.add(&vl, "c2", &p2, "eth0").msg());
     assert_eq!(s, snap(), "kernel refusal of the VLAN");

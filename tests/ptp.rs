@@ -85,7 +85,7 @@ fn failed_adds_roll_back() {
     let rig = Rig::new("pr", Impl::Ours);
     let (p1, p2) = (rig.pod("pra"), rig.pod("prb"));
     let one = json!({"subnet": "10.93.0.0/24", "rangeStart": "10.93.0.2", "rangeEnd": "10.93.0.2"});
-    let c = ptp_conf(&rig, json!({}), &[one.clone()]);
+    let c = ptp_conf(&rig, json!({}), std::slice::from_ref(&one));
     let snap = || {
         (
             kernel_state(&rig.node),
@@ -95,7 +95,7 @@ fn failed_adds_roll_back() {
         )
     };
     let before = snap();
-    let mtu = ptp_conf(&rig, json!({"mtu": 70000}), &[one.clone()]);
+    let mtu = ptp_conf(&rig, json!({"mtu": 70000}), std::slice::from_ref(&one));
     eprintln!("bad MTU: {}", rig.add(&mtu, "cx", &p2, "eth0").msg());
     assert_eq!(before, snap(), "bad MTU after IPAM");
     p2.ip(&["link", "add", "eth0", "type", "veth", "peer", "name", "eth0p"]);

@@ -125,6 +125,7 @@ impl Rig {
     }
 
     /// Run `plugin` with `cmd` inside the node netns.
+    #[allow(clippy::too_many_arguments)]
     pub fn run(&self, plugin: &str, cmd: &str, conf: &Value, cid: &str, netns: &str, ifname: &str, args: &str) -> Out {
         let mut c = Command::new("nsenter");
         c.arg(format!("--net={}", self.node.path()))
@@ -265,4 +266,102 @@ pub fn ping(ns: &TestNs, dst: &str) -> bool {
 pub fn addr_of(result: &Value, i: usize) -> String {
     let a = result["ips"][i]["address"].as_str().unwrap();
     a.split('/').next().unwrap().to_string()
+}
+
+/// A result with the random parts replaced: MACs, `vethXXXXXXXX` names, the netns path.
+/// The Debian 1.1.1 reference prints `"dns": {}` in 1.x results, where the newer reference
+/// and we omit an empty dns: that difference is removed too.
+pub fn normalise_result(r: &Value) -> Value {
+    let mut r = r.clone();
+    if let Some(ifs) = r["interfaces"].as_array_mut() {
+        for i in ifs {
+            if i.get("mac").is_some() {
+                i["mac"] = json!("MAC");
+            }
+            if i.get("sandbox").is_some() {
+                i["sandbox"] = json!("NETNS");
+            }
+            let name = i["name"].as_str().unwrap_or_default().to_string();
+            if name.len() == 12 && name.starts_with("veth") {
+                i["name"] = json!("VETH");
+            }
+        }
+    }
+    if r["dns"] == json!({}) && !r["cniVersion"].as_str().unwrap_or_default().starts_with('0') {
+        r.as_object_mut().unwrap().remove("dns");
+    }
+    r
+}
+
+fn veth_name(s: &Value) -> Value {
+    match s.as_str() {
+        Some(n) if n.len() == 12 && n.starts_with("veth") => json!("VETH"),
+        _ => s.clone(),
+    }
+}
+
+/// Addresses and routes of a namespace without the random parts (link-local addresses and
+/// their routes, MACs, veth names) and without DAD flags (we skip DAD where the reference
+/// runs it; after its wait the state is the same).
+pub fn normalised_l3(ns: &TestNs) -> Value {
+    let mut addrs = Vec::new();
+    for l in ns.ip_json(&["addr", "show"]).as_array().unwrap() {
+        for a in l["addr_info"].as_array().cloned().unwrap_or_default() {
+            let local = a["local"].as_str().unwrap_or_default();
+            if !local.starts_with("fe80") {
+                addrs.push(json!([veth_name(&l["ifname"]), local, a["prefixlen"], a["scope"]]));
+            }
+        }
+    }
+    let mut routes = Vec::new();
+    for fam in ["-4", "-6"] {
+        for r in ns.ip_json(&[fam, "route", "show", "table", "all"]).as_array().unwrap() {
+            let dst = r["dst"].as_str().unwrap_or_default();
+            // IPv6 local/anycast routes appear when DAD ends: we add gateway addresses
+            // without DAD, the reference's are still tentative right after its ADD.
+            let v6_local = fam == "-6" && r["table"] == "local";
+            if dst.starts_with("fe80") || dst.starts_with("ff00") || v6_local {
+                continue;
+            }
+            routes.push(json!([
+                dst,
+                r["gateway"],
+                veth_name(&r["dev"]),
+                r["table"],
+                r["scope"],
+                r["prefsrc"],
+                r["protocol"],
+                r["metric"],
+                r["type"]
+            ]));
+        }
+    }
+    addrs.sort_by_key(|v| v.to_string());
+    routes.sort_by_key(|v| v.to_string());
+    json!({"addrs": addrs, "routes": routes})
+}
+
+/// Links of a namespace: name (veths normalised), kind, master, flags, mtu, and the bridge
+/// port flags that the plugins set.
+pub fn normalised_links(ns: &TestNs) -> Value {
+    let mut out: Vec<Value> = ns
+        .ip_json(&["-d", "link", "show"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            let slave = &l["linkinfo"]["info_slave_data"];
+            json!([
+                veth_name(&l["ifname"]),
+                l["linkinfo"]["info_kind"],
+                l["master"],
+                l["flags"],
+                l["mtu"],
+                slave["hairpin"],
+                slave["isolated"]
+            ])
+        })
+        .collect();
+    out.sort_by_key(|v| v.to_string());
+    json!(out)
 }
