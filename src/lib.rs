@@ -11,3 +11,4 @@ pub mod ipam;
 pub mod linux;
 pub mod plugins;
 pub mod runtime;
+pub mod undo;

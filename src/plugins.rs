@@ -7,7 +7,9 @@ use std::io::{Read, Write};
 
 pub static PLUGINS: &[&Plugin] = &[
     // interface
+    &crate::interface::bridge::PLUGIN,
     &crate::interface::loopback::PLUGIN,
+    &crate::interface::ptp::PLUGIN,
     // ipam
     &crate::ipam::host_local::PLUGIN,
     &crate::ipam::static_ipam::PLUGIN,

@@ -1,7 +1,11 @@
 //! Interface plugins: they create or configure a link in the container's netns.
 //! Shared here: opening the container netns with the right CNI errors.
 
+pub mod bridge;
+pub mod ipconfig;
 pub mod loopback;
+pub mod ptp;
+pub mod veth;
 
 use crate::cni::error::{code, CniError};
 use crate::linux::{NetNs, NsError};
@@ -32,5 +36,110 @@ pub fn open_netns_for_del(path: &str) -> Result<Option<NetNs>, CniError> {
         Ok(ns) => Ok(Some(ns)),
         Err(NsError::NotExist(_)) => Ok(None),
         Err(e) => Err(CniError::internal(format!("failed to open netns {path:?}: {e}"))),
+    }
+}
+
+/// Parse a MAC written `aa:bb:cc:dd:ee:ff` (or with `-`), as Go's `net.ParseMAC` does for
+/// 6-byte addresses.
+pub fn parse_mac(s: &str) -> Result<[u8; 6], CniError> {
+    let bad = || CniError::internal(format!("address {s}: invalid MAC address"));
+    let parts: Vec<&str> = s.split([':', '-']).collect();
+    if parts.len() != 6 {
+        return Err(bad());
+    }
+    let mut m = [0u8; 6];
+    for (i, p) in parts.iter().enumerate() {
+        if p.len() != 2 {
+            return Err(bad());
+        }
+        m[i] = u8::from_str_radix(p, 16).map_err(|_| bad())?;
+    }
+    Ok(m)
+}
+
+/// Format a MAC like Go's `net.HardwareAddr.String()` (lower-case, colons).
+pub fn fmt_mac(m: &Option<[u8; 6]>) -> String {
+    m.as_ref().map(crate::linux::netlink::link::fmt_mac).unwrap_or_default()
+}
+
+/// Whether a `dns` block of a plugin config has any field set (only then it replaces the
+/// IPAM's DNS in the result).
+pub fn dns_set(d: &Option<crate::cni::result::Dns>) -> bool {
+    d.as_ref().is_some_and(|d| !d.is_empty())
+}
+
+/// A key whose engine has not landed yet must fail loudly (code 2), never be ignored.
+pub fn reject_unsupported(key: &str, set: bool, why: &str) -> Result<(), CniError> {
+    if set {
+        return Err(CniError::unsupported_field(format!(
+            "{key} is not supported yet: {why}"
+        )));
+    }
+    Ok(())
+}
+
+/// Run the IPAM ADD and register its DEL for rollback. The IPAM's error is returned as is
+/// (its code and message are what the reference prints).
+pub fn ipam_add(
+    ipam_type: &str,
+    args: &crate::cni::skel::CmdArgs,
+    undo: &mut crate::undo::Undo,
+) -> anyhow::Result<crate::cni::result::CniResult> {
+    let r = crate::cni::delegate::add(ipam_type, &args.stdin, args)?;
+    let (t, a) = (ipam_type.to_string(), args.clone());
+    undo.push(format!("release IPAM {t}"), move || {
+        crate::cni::delegate::del(&t, &a.stdin, &a).map_err(Into::into)
+    });
+    Ok(r)
+}
+
+/// DEL's container side: delete `ifname` in the netns at `path` and return the global
+/// unicast addresses it had. An empty or vanished netns and a missing link are "already
+/// gone" (Ok, no addresses).
+pub fn del_container_link(path: &str, ifname: &str) -> anyhow::Result<Vec<ipnet::IpNet>> {
+    let Some(ns) = open_netns_for_del(path)? else {
+        return Ok(Vec::new());
+    };
+    let mut nl = crate::linux::Netlink::in_netns(&ns)?;
+    let Some(link) = nl.link_by_name(ifname)? else {
+        return Ok(Vec::new());
+    };
+    let addrs = nl
+        .addrs(Some(link.index), crate::linux::netlink::Family::All)?
+        .into_iter()
+        .map(|a| a.ip)
+        .filter(|ip| is_global_unicast(ip.addr()))
+        .collect();
+    match nl.delete_link(link.index) {
+        Err(e) if !e.is_not_found() => Err(anyhow::anyhow!(e).context(format!("failed to delete {ifname:?}"))),
+        _ => Ok(addrs),
+    }
+}
+
+fn is_global_unicast(ip: std::net::IpAddr) -> bool {
+    match ip {
+        std::net::IpAddr::V4(a) => {
+            !(a.is_loopback() || a.is_link_local() || a.is_multicast() || a.is_broadcast() || a.is_unspecified())
+        }
+        std::net::IpAddr::V6(a) => {
+            !(a.is_loopback() || a.is_multicast() || a.is_unspecified() || (a.segments()[0] & 0xffc0) == 0xfe80)
+        }
+    }
+}
+
+/// Collect several failures of a best-effort DEL into one error naming all of them.
+pub fn join_errors(errs: Vec<anyhow::Error>) -> anyhow::Result<()> {
+    match errs.len() {
+        0 => Ok(()),
+        1 => Err(errs.into_iter().next().expect("one error")),
+        _ => {
+            // Keep the first CNI code (e.g. from IPAM) and list every message.
+            let code = errs
+                .iter()
+                .find_map(|e| e.chain().find_map(|c| c.downcast_ref::<CniError>().map(|c| c.code)))
+                .unwrap_or(code::INTERNAL);
+            let msg = errs.iter().map(|e| format!("{e:#}")).collect::<Vec<_>>().join("; ");
+            Err(CniError::new(code, msg).into())
+        }
     }
 }

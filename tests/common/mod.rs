@@ -3,3 +3,4 @@
 
 pub mod nftns;
 pub mod rig;
+pub mod veth_rig;

@@ -1,0 +1,833 @@
+//! bridge: a veth pair per container with the host end on a Linux bridge (reference §2.1).
+//!
+//! The bridge is created on first use and never deleted by DEL (other pods share it). With
+//! `isGateway` it carries the gateway address of each family and the node forwards for the
+//! pods. Without an IPAM type the attachment is L2 only.
+
+use super::ipconfig::{self, Dad};
+use super::veth::{self, VethOpts};
+use super::{del_container_link, dns_set, fmt_mac, ipam_add, join_errors, open_netns, parse_mac, reject_unsupported};
+use crate::cni::args::CniArgs;
+use crate::cni::config::{self, NetConf};
+use crate::cni::delegate;
+use crate::cni::result::{CniResult, Interface, Route as CniRoute};
+use crate::cni::skel::{CmdArgs, Kind, Plugin};
+use crate::cni::version;
+use crate::linux::netlink::{BridgeVlan, Family, Link, LinkKind, LinkSpec, OperState};
+use crate::linux::{sysctl, NetNs, Netlink};
+use crate::undo::Undo;
+use anyhow::{anyhow, bail, Context};
+use ipnet::IpNet;
+use serde::Deserialize;
+use std::net::IpAddr;
+use std::time::Duration;
+
+pub static PLUGIN: Plugin = Plugin {
+    name: "bridge",
+    kind: Kind::Interface,
+    summary: "a veth pair per container, the host end on a Linux bridge",
+    versions: version::ALL,
+    add,
+    del,
+    check: Some(check),
+    status: Some(status),
+    gc: Some(gc),
+};
+
+const DEFAULT_BRIDGE: &str = "cni0";
+
+/// How long the host veth may take to become oper-up: the reference's total (2.55 s), but
+/// polled with a short backoff instead of its 0/50/500/1000/1000 ms sleeps.
+const PORT_UP_TIMEOUT: Duration = Duration::from_millis(2550);
+
+#[derive(Debug, Deserialize)]
+struct BridgeConf {
+    #[serde(flatten)]
+    net: NetConf,
+    #[serde(default = "default_bridge")]
+    bridge: String,
+    #[serde(rename = "isGateway", default)]
+    is_gw: bool,
+    #[serde(rename = "isDefaultGateway", default)]
+    is_default_gw: bool,
+    #[serde(rename = "forceAddress", default)]
+    force_address: bool,
+    #[serde(rename = "ipMasq", default)]
+    ip_masq: bool,
+    #[serde(default)]
+    mtu: i64,
+    #[serde(rename = "hairpinMode", default)]
+    hairpin_mode: bool,
+    #[serde(rename = "promiscMode", default)]
+    promisc_mode: bool,
+    #[serde(default)]
+    vlan: i64,
+    #[serde(rename = "vlanTrunk", default)]
+    vlan_trunk: Option<Vec<VlanTrunk>>,
+    // The reference defaults this to true ("to maintain existing behavior").
+    #[serde(rename = "preserveDefaultVlan", default = "yes")]
+    preserve_default_vlan: bool,
+    #[serde(default)]
+    macspoofchk: bool,
+    #[serde(default)]
+    enabledad: bool,
+    #[serde(rename = "disableContainerInterface", default)]
+    disable_container_interface: bool,
+    #[serde(rename = "portIsolation", default)]
+    port_isolation: bool,
+    /// The container MAC: CNI_ARGS `MAC` < `args.cni.mac` < `runtimeConfig.mac`.
+    #[serde(skip)]
+    mac: Option<[u8; 6]>,
+    /// The trunk VLANs, sorted and deduplicated.
+    #[serde(skip)]
+    vlans: Vec<u16>,
+}
+
+#[derive(Debug, Deserialize)]
+struct VlanTrunk {
+    #[serde(rename = "minID", default)]
+    min_id: Option<i64>,
+    #[serde(rename = "maxID", default)]
+    max_id: Option<i64>,
+    #[serde(default)]
+    id: Option<i64>,
+}
+
+fn default_bridge() -> String {
+    DEFAULT_BRIDGE.into()
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl BridgeConf {
+    fn load(args: &CmdArgs) -> anyhow::Result<BridgeConf> {
+        let mut n: BridgeConf = config::parse(&args.stdin)?;
+        if n.vlan < 0 || n.vlan > 4094 {
+            bail!("invalid VLAN ID {} (must be between 0 and 4094)", n.vlan);
+        }
+        n.vlans = collect_vlan_trunk(n.vlan_trunk.as_deref())?;
+        if n.vlan > 0 && !n.vlans.is_empty() {
+            bail!("cannot set vlan and vlanTrunk at the same time");
+        }
+        let env = CniArgs::parse(&args.args)?;
+        env.check_known(&["MAC"])?;
+        let mut mac = env.get("MAC").filter(|m| !m.is_empty()).map(str::to_string);
+        if let Some(m) = n
+            .net
+            .args
+            .as_ref()
+            .and_then(|a| a.cni.as_ref())
+            .and_then(|c| c.mac.clone())
+        {
+            mac = Some(m).filter(|m| !m.is_empty()).or(mac);
+        }
+        if let Some(m) = n.net.runtime_config.mac.clone().filter(|m| !m.is_empty()) {
+            mac = Some(m);
+        }
+        n.mac = mac.map(|m| parse_mac(&m)).transpose()?;
+        if n.is_default_gw {
+            n.is_gw = true;
+        }
+        Ok(n)
+    }
+
+    fn vlan_filtering(&self) -> bool {
+        self.vlan != 0 || self.vlan_trunk.is_some()
+    }
+}
+
+/// vlanTrunk entries to a sorted list of VLAN ids, with the reference's messages.
+fn collect_vlan_trunk(trunk: Option<&[VlanTrunk]>) -> anyhow::Result<Vec<u16>> {
+    let mut ids = std::collections::BTreeSet::new();
+    let ok = |v: i64| (1..=4094).contains(&v);
+    for t in trunk.unwrap_or_default() {
+        match (t.min_id, t.max_id) {
+            (Some(lo), Some(hi)) => {
+                if !ok(lo) {
+                    bail!("incorrect trunk minID parameter");
+                }
+                if !ok(hi) {
+                    bail!("incorrect trunk maxID parameter");
+                }
+                if hi < lo {
+                    bail!("minID is greater than maxID in trunk parameter");
+                }
+                ids.extend(lo..=hi);
+            }
+            (None, Some(_)) => bail!("minID and maxID should be configured simultaneously, minID is missing"),
+            (Some(_), None) => bail!("minID and maxID should be configured simultaneously, maxID is missing"),
+            (None, None) => {}
+        }
+        if let Some(id) = t.id {
+            if !ok(id) {
+                bail!("incorrect trunk id parameter");
+            }
+            ids.insert(id);
+        }
+    }
+    Ok(ids.into_iter().map(|v| v as u16).collect())
+}
+
+fn add(args: &CmdArgs) -> anyhow::Result<CniResult> {
+    let n = BridgeConf::load(args)?;
+    let why = "cni-multi's nftables engine has not landed yet; remove the key or chain a plugin that provides it";
+    reject_unsupported("ipMasq", n.ip_masq, why)?;
+    reject_unsupported("macspoofchk", n.macspoofchk, why)?;
+    let ipam_type = n.net.ipam_type().map(str::to_string);
+    if ipam_type.is_some() && n.disable_container_interface {
+        bail!("cannot use IPAM when DisableContainerInterface flag is set");
+    }
+    if n.hairpin_mode && n.promisc_mode {
+        bail!("cannot set hairpin mode and promiscuous mode at the same time");
+    }
+    let mtu = super::ptp::mtu_of(n.mtu)?;
+    // Everything that can be checked is checked before the first change.
+    let host_ns = NetNs::current()?;
+    let cont_ns = open_netns(&args.netns)?;
+    let mut host = Netlink::new()?;
+    let mut cont = Netlink::in_netns(&cont_ns)?;
+    let mut undo = Undo::new();
+
+    let br = ensure_bridge(&mut host, &n, mtu, &mut undo)
+        .with_context(|| format!("failed to create bridge {:?}", n.bridge))?;
+    let mut result = CniResult::new(n.net.version());
+
+    let (host_veth, cont_veth) = setup_veth(&mut host, &mut cont, &host_ns, &br, &args.ifname, &n, mtu, &mut undo)?;
+    result.interfaces = vec![
+        Interface {
+            name: br.name.clone(),
+            mac: fmt_mac(&br.mac),
+            ..Default::default()
+        },
+        Interface {
+            name: host_veth.name.clone(),
+            mac: fmt_mac(&host_veth.mac),
+            ..Default::default()
+        },
+        Interface {
+            name: cont_veth.name.clone(),
+            mac: fmt_mac(&cont_veth.mac),
+            sandbox: args.netns.clone(),
+            ..Default::default()
+        },
+    ];
+
+    if let Some(ipam_type) = &ipam_type {
+        let ipam = ipam_add(ipam_type, args, &mut undo)?;
+        result.ips = ipam.ips;
+        result.routes = ipam.routes;
+        result.dns = ipam.dns;
+        if result.ips.is_empty() {
+            bail!("IPAM plugin returned missing IP config");
+        }
+        let gws = calc_gateways(&mut result, &n);
+
+        // Without enabledad the kernel skips DAD (accept_dad=0): addresses are usable at once.
+        let ifname = &args.ifname;
+        let mut sysctls = vec![(format!("net/ipv4/conf/{ifname}/arp_notify"), "1")];
+        if n.enabledad {
+            sysctls.push((format!("net/ipv6/conf/{ifname}/enhanced_dad"), "1"));
+            sysctls.push((format!("net/ipv6/conf/{ifname}/accept_dad"), "1"));
+        } else {
+            sysctls.push((format!("net/ipv6/conf/{ifname}/accept_dad"), "0"));
+        }
+        ipconfig::set_sysctls_best_effort(&cont_ns, &sysctls)?;
+        let dad = if n.enabledad { Dad::Wait } else { Dad::NoWait };
+        ipconfig::configure_iface(&mut cont, &cont_ns, ifname, &result, dad)?;
+
+        if n.is_gw {
+            let mut vlan_iface: Option<Link> = None;
+            for (family, list) in [(Family::V4, &gws.v4), (Family::V6, &gws.v6)] {
+                for gw in list {
+                    if n.vlan != 0 {
+                        let vi = match &vlan_iface {
+                            Some(l) => l.clone(),
+                            None => {
+                                let l = ensure_vlan_interface(&mut host, &host_ns, &br, &n, &mut undo)
+                                    .context("failed to create vlan interface")?;
+                                result.interfaces.push(Interface {
+                                    name: l.name.clone(),
+                                    mac: fmt_mac(&l.mac),
+                                    ..Default::default()
+                                });
+                                vlan_iface = Some(l.clone());
+                                l
+                            }
+                        };
+                        ensure_addr(&mut host, &vi, family, *gw, n.force_address, &mut undo)
+                            .context("failed to set vlan interface for bridge with addr")?;
+                    } else {
+                        ensure_addr(&mut host, &br, family, *gw, n.force_address, &mut undo)
+                            .context("failed to set bridge addr")?;
+                    }
+                }
+            }
+            ipconfig::enable_forwarding(!gws.v4.is_empty(), !gws.v6.is_empty())
+                .context("failed to enable forwarding")?;
+        }
+    } else if !n.disable_container_interface {
+        // L2 only: the container end still has to be up.
+        cont.set_up(cont_veth.index)
+            .with_context(|| format!("failed to set {:?} up", args.ifname))?;
+    }
+
+    let host_now = if n.disable_container_interface {
+        host.link_by_index(host_veth.index)?.unwrap_or(host_veth)
+    } else {
+        wait_port_up(&mut host, host_veth.index)?
+    };
+    // The host end's MAC can change after it joins the bridge (plugins#805), and the
+    // bridge's when its first port arrives or its address is set: report them as they are now.
+    result.interfaces[1].mac = fmt_mac(&host_now.mac);
+    let br_now = bridge_by_name(&mut host, &n.bridge)?;
+    result.interfaces[0].mac = fmt_mac(&br_now.mac);
+
+    if dns_set(&n.net.dns) {
+        result.dns = n.net.dns.clone().unwrap_or_default();
+    }
+    undo.commit();
+    Ok(result)
+}
+
+/// Look the bridge up; it must be a bridge.
+fn bridge_by_name(nl: &mut Netlink, name: &str) -> anyhow::Result<Link> {
+    let l = nl
+        .link_by_name(name)
+        .with_context(|| format!("could not lookup {name:?}"))?
+        .ok_or_else(|| anyhow!("could not lookup {name:?}: Link not found"))?;
+    if l.kind.as_deref() != Some("bridge") {
+        bail!("{name:?} already exists but is not a bridge");
+    }
+    Ok(l)
+}
+
+/// Create the bridge if missing (MTU only then), promisc if asked, `accept_ra=0`, up.
+fn ensure_bridge(nl: &mut Netlink, n: &BridgeConf, mtu: Option<u32>, undo: &mut Undo) -> anyhow::Result<Link> {
+    let name = &n.bridge;
+    let mut created = false;
+    if nl.link_by_name(name)?.is_none() {
+        let mut spec = LinkSpec::new(
+            name.as_str(),
+            LinkKind::Bridge {
+                vlan_filtering: n.vlan_filtering().then_some(true),
+            },
+        );
+        spec.mtu = mtu;
+        match nl.create_link(&spec) {
+            Ok(()) => {
+                // Only a bridge this ADD made is removed again by a rollback.
+                let idx = nl.link_by_name(name)?.map(|l| l.index);
+                if let Some(idx) = idx {
+                    created = true;
+                    undo.push(format!("delete bridge {name}"), move || {
+                        Ok(Netlink::new()?.delete_link(idx)?)
+                    });
+                }
+            }
+            Err(e) if e.is_exists() => {} // a concurrent ADD made it
+            Err(e) => return Err(anyhow!(e).context(format!("could not add {name:?}"))),
+        }
+    }
+    let br = bridge_by_name(nl, name)?;
+    if !created {
+        // A bridge that was there before: a rollback restores its flags and MAC (which a
+        // port coming and going changes).
+        let (idx, up, promisc, mac) = (br.index, br.up, br.promisc, br.mac);
+        undo.push(format!("restore bridge {name}"), move || {
+            let mut nl = Netlink::new()?;
+            let Some(now) = nl.link_by_index(idx)? else {
+                return Ok(());
+            };
+            if let (Some(m), true) = (mac, now.mac != mac) {
+                nl.set_mac(idx, m)?;
+            }
+            if now.promisc != promisc {
+                nl.set_promisc(idx, promisc)?;
+            }
+            if now.up != up && !up {
+                nl.set_down(idx)?;
+            }
+            Ok(())
+        });
+    }
+    if n.promisc_mode && !br.promisc {
+        nl.set_promisc(br.index, true)
+            .with_context(|| format!("could not set promiscuous mode on {name:?}"))?;
+    }
+    // We own the routes of the bridge.
+    let _ = sysctl::write_if_different(&format!("net/ipv6/conf/{name}/accept_ra"), "0");
+    if !br.up {
+        nl.set_up(br.index)?;
+    }
+    Ok(nl.link_by_index(br.index)?.unwrap_or(br))
+}
+
+/// The veth pair, the host end on the bridge with its port flags and VLANs.
+#[allow(clippy::too_many_arguments)]
+fn setup_veth(
+    host: &mut Netlink,
+    cont: &mut Netlink,
+    host_ns: &NetNs,
+    br: &Link,
+    ifname: &str,
+    n: &BridgeConf,
+    mtu: Option<u32>,
+    undo: &mut Undo,
+) -> anyhow::Result<(Link, Link)> {
+    let pair = veth::create_pair(
+        cont,
+        host,
+        host_ns,
+        ifname,
+        &VethOpts {
+            mtu,
+            container_mac: n.mac,
+            host_no_dad: false,
+        },
+    )?;
+    let hv = pair.host.clone();
+    let idx = hv.index;
+    undo.push(format!("delete veth {}", hv.name), move || {
+        Ok(Netlink::new()?.delete_link(idx)?)
+    });
+    attach_port(
+        host,
+        br,
+        &hv,
+        n.hairpin_mode,
+        n.port_isolation,
+        n.vlan as u16,
+        &n.vlans,
+        n.preserve_default_vlan,
+    )?;
+    Ok((pair.host, pair.container))
+}
+
+/// Enslave `port` to the bridge and set hairpin, isolation and VLANs.
+#[allow(clippy::too_many_arguments)]
+fn attach_port(
+    host: &mut Netlink,
+    br: &Link,
+    port: &Link,
+    hairpin: bool,
+    isolated: bool,
+    vlan: u16,
+    trunk: &[u16],
+    preserve_default_vlan: bool,
+) -> anyhow::Result<()> {
+    let name = &port.name;
+    host.set_master(port.index, br.index)
+        .with_context(|| format!("failed to connect {name:?} to bridge {}", br.name))?;
+    host.set_bridge_port(port.index, Some(hairpin), isolated.then_some(true))
+        .with_context(|| format!("failed to setup hairpin mode / isolation for {name}"))?;
+    if (vlan != 0 || !trunk.is_empty()) && !preserve_default_vlan {
+        for v in host.bridge_vlans(port.index)? {
+            host.bridge_vlan_del(port.index, v.vid)
+                .with_context(|| format!("failed to remove default vlan on interface {name:?}"))?;
+        }
+    }
+    if vlan != 0 {
+        let v = BridgeVlan {
+            vid: vlan,
+            pvid: true,
+            untagged: true,
+        };
+        host.bridge_vlan_add(port.index, v)
+            .with_context(|| format!("failed to setup vlan tag on interface {name:?}"))?;
+    }
+    for &vid in trunk {
+        let v = BridgeVlan {
+            vid,
+            pvid: false,
+            untagged: false,
+        };
+        host.bridge_vlan_add(port.index, v)
+            .with_context(|| format!("failed to setup vlan tag on interface {name:?}"))?;
+    }
+    Ok(())
+}
+
+/// The gateway of each family (for isGateway), after filling in missing gateways and adding
+/// the default routes of isDefaultGateway.
+struct Gateways {
+    v4: Vec<IpNet>,
+    v6: Vec<IpNet>,
+}
+
+fn calc_gateways(result: &mut CniResult, n: &BridgeConf) -> Gateways {
+    let mut g = Gateways {
+        v4: Vec::new(),
+        v6: Vec::new(),
+    };
+    let (mut default4, mut default6) = (false, false);
+    for i in 0..result.ips.len() {
+        let ipc = &mut result.ips[i];
+        // Every IP is on the container interface, the third in `interfaces`.
+        ipc.interface = Some(2);
+        let v4 = ipc.address.addr().is_ipv4();
+        if ipc.gateway.is_none() && n.is_gw {
+            ipc.gateway = Some(next_ip(ipc.address.network()));
+        }
+        let (addr, gw) = (ipc.address, ipc.gateway);
+        if n.is_default_gw {
+            let found = if v4 { &mut default4 } else { &mut default6 };
+            if !*found {
+                *found = result
+                    .routes
+                    .iter()
+                    .any(|r| r.gw.is_some() && r.dst.prefix_len() == 0 && r.dst.addr().is_ipv4() == v4);
+            }
+            if !*found {
+                let dst: IpNet = if v4 { "0.0.0.0/0" } else { "::/0" }.parse().expect("valid");
+                result.routes.push(CniRoute::new(dst, gw));
+                *found = true;
+            }
+        }
+        if n.is_gw {
+            if let Some(gw) = gw {
+                let net = IpNet::new(gw, addr.prefix_len()).expect("same family and prefix");
+                if v4 { &mut g.v4 } else { &mut g.v6 }.push(net);
+            }
+        }
+    }
+    g
+}
+
+fn next_ip(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(a) => IpAddr::V4(u32::from(a).wrapping_add(1).into()),
+        IpAddr::V6(a) => IpAddr::V6(u128::from(a).wrapping_add(1).into()),
+    }
+}
+
+/// Put gateway address `gw` on `link` (the bridge or the VLAN gateway interface). IPv4 allows
+/// one address (a different one is replaced only with forceAddress); IPv6 allows several
+/// with non-overlapping prefixes. Then pin the bridge MAC by setting it to itself, so that it
+/// stops following the lowest port MAC as pods come and go.
+fn ensure_addr(
+    nl: &mut Netlink,
+    link: &Link,
+    family: Family,
+    gw: IpNet,
+    force: bool,
+    undo: &mut Undo,
+) -> anyhow::Result<()> {
+    let name = &link.name;
+    let idx = link.index;
+    let existing = nl
+        .addrs(Some(idx), family)
+        .context("could not get list of IP addresses")?;
+    let global: Vec<IpNet> = existing.iter().filter(|a| a.scope == 0).map(|a| a.ip).collect();
+    if global.contains(&gw) {
+        return Ok(());
+    }
+    for a in global {
+        if family == Family::V4 || a.contains(&gw.addr()) || gw.contains(&a.addr()) {
+            if !force {
+                bail!("{name:?} already has an IP address different from {gw}");
+            }
+            nl.del_addr(idx, a)
+                .with_context(|| format!("could not remove IP address from {name:?}"))?;
+            undo.push(format!("restore address {a} on {name}"), move || {
+                Ok(Netlink::new()?.add_addr(idx, a, false)?)
+            });
+        }
+    }
+    // IFA_F_NODAD: the gateway must answer pods at once, not after a second of DAD on a
+    // bridge that only our own veths join.
+    match nl.add_addr(idx, gw, true) {
+        Ok(()) => undo.push(format!("remove address {gw} from {name}"), move || {
+            Ok(Netlink::new()?.del_addr(idx, gw)?)
+        }),
+        Err(e) if e.is_exists() => {}
+        Err(e) => return Err(anyhow!(e).context(format!("could not add IP address to {name:?}"))),
+    }
+    let mac = nl.link_by_index(idx)?.and_then(|l| l.mac);
+    if let Some(mac) = mac {
+        nl.set_mac(idx, mac).context("could not set bridge's mac")?;
+    }
+    Ok(())
+}
+
+/// The reference's VLAN gateway interface for `vlan` + `isGateway`: a veth pair in the host
+/// netns, one end `<bridge>.<vlan>` carrying the gateway address, the other a bridge port
+/// with PVID = vlan. Reused when it exists.
+fn ensure_vlan_interface(
+    host: &mut Netlink,
+    host_ns: &NetNs,
+    br: &Link,
+    n: &BridgeConf,
+    undo: &mut Undo,
+) -> anyhow::Result<Link> {
+    let name = format!("{}.{}", br.name, n.vlan);
+    if let Some(l) = host.link_by_name(&name)? {
+        return Ok(l);
+    }
+    // Both ends in the host netns: a second socket there stands in for the "container" one.
+    let mut same = Netlink::in_netns(host_ns)?;
+    let pair = veth::create_pair(
+        &mut same,
+        host,
+        host_ns,
+        &name,
+        &VethOpts {
+            mtu: Some(br.mtu),
+            container_mac: None,
+            host_no_dad: false,
+        },
+    )
+    .with_context(|| format!("faild to create vlan gateway {name:?}"))?;
+    let idx = pair.host.index;
+    undo.push(format!("delete vlan gateway {name}"), move || {
+        Ok(Netlink::new()?.delete_link(idx)?)
+    });
+    attach_port(
+        host,
+        br,
+        &pair.host,
+        false,
+        false,
+        n.vlan as u16,
+        &[],
+        n.preserve_default_vlan,
+    )
+    .with_context(|| format!("faild to create vlan gateway {name:?}"))?;
+    host.set_up(pair.container.index)
+        .with_context(|| format!("failed to up {name:?}"))?;
+    Ok(host.link_by_index(pair.container.index)?.unwrap_or(pair.container))
+}
+
+/// Wait for the host end to be oper-up (its peer is up): poll from 1 ms, doubling to 50 ms.
+fn wait_port_up(host: &mut Netlink, index: u32) -> anyhow::Result<Link> {
+    match host.wait_oper_up(index, PORT_UP_TIMEOUT) {
+        Ok(l) => Ok(l),
+        Err(e) if e.errno() == Some(nix::libc::ETIMEDOUT) => {
+            let state = host.link_by_index(index)?.map(|l| l.oper_state);
+            bail!("bridge port in error state: {}", oper_state_name(state))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Go's `netlink.LinkOperState.String()`.
+fn oper_state_name(s: Option<OperState>) -> &'static str {
+    match s {
+        Some(OperState::NotPresent) => "not-present",
+        Some(OperState::Down) => "down",
+        Some(OperState::LowerLayerDown) => "lower-layer-down",
+        Some(OperState::Testing) => "testing",
+        Some(OperState::Dormant) => "dormant",
+        Some(OperState::Up) => "up",
+        _ => "unknown",
+    }
+}
+
+/// Delete the container link, then release IPAM; an empty or vanished netns and a missing
+/// link are fine; the bridge stays. Both steps are tried and every failure is reported.
+fn del(args: &CmdArgs) -> anyhow::Result<()> {
+    let n = BridgeConf::load(args)?;
+    let mut errs = Vec::new();
+    if let Err(e) = del_container_link(&args.netns, &args.ifname) {
+        errs.push(e);
+    }
+    if let Some(t) = n.net.ipam_type() {
+        if let Err(e) = delegate::del(t, &args.stdin, args) {
+            errs.push(e.into());
+        }
+    }
+    join_errors(errs)
+}
+
+fn check(args: &CmdArgs) -> anyhow::Result<()> {
+    let n = BridgeConf::load(args)?;
+    let ns = open_netns(&args.netns)?;
+    // The reference calls IPAM CHECK even without an IPAM type, which then always fails;
+    // an L2-only attachment has nothing to check there.
+    if let Some(t) = n.net.ipam_type() {
+        delegate::check(t, &args.stdin, args)?;
+    }
+    let prev = n
+        .net
+        .prev_result()?
+        .ok_or_else(|| anyhow!("Required prevResult missing"))?;
+    let br_if = prev
+        .interfaces
+        .iter()
+        .find(|i| i.name == n.bridge)
+        .cloned()
+        .unwrap_or_default();
+    let cont_if = prev
+        .interfaces
+        .iter()
+        .find(|i| i.name == args.ifname && i.sandbox == args.netns)
+        .cloned()
+        .unwrap_or_default();
+
+    let mut host = Netlink::new()?;
+    let br = check_bridge(&mut host, &br_if, &n)?;
+    if cont_if.sandbox != args.netns {
+        bail!(
+            "Sandbox in prevResult {} doesn't match configured netns: {}",
+            cont_if.sandbox,
+            args.netns
+        );
+    }
+    let mut cont = Netlink::in_netns(&ns)?;
+    let cont_link = check_container_iface(&mut cont, &cont_if)?;
+
+    // The host veth: the peer of the container interface, enslaved to the bridge.
+    let mut found = false;
+    for intf in &prev.interfaces {
+        if intf.name == br_if.name || intf.name == cont_if.name {
+            continue;
+        }
+        if !intf.sandbox.is_empty() {
+            bail!("Interface {} should not be in sandbox", intf.name);
+        }
+        let l = host
+            .link_by_name(&intf.name)?
+            .ok_or_else(|| anyhow!("Interface name {} not found", intf.name))?;
+        if l.kind.as_deref() != Some("veth") {
+            continue; // not one of ours
+        }
+        let peer_ok = cont_link.link == Some(l.index) && l.link == Some(cont_link.index);
+        if !peer_ok || l.master != Some(br.index) {
+            continue;
+        }
+        if !intf.mac.is_empty() && intf.mac != fmt_mac(&l.mac) {
+            bail!("Interface {} Mac doesn't match: {} not found", intf.name, intf.mac);
+        }
+        found = true;
+        break;
+    }
+    if !found {
+        bail!("CNI veth created for bridge {} was not found", n.bridge);
+    }
+    ipconfig::validate_expected_ips(&mut cont, &args.ifname, &prev.ips)?;
+    ipconfig::validate_expected_routes(&mut cont, &prev.routes)
+}
+
+fn check_bridge(host: &mut Netlink, intf: &Interface, n: &BridgeConf) -> anyhow::Result<Link> {
+    if intf.name.is_empty() {
+        bail!("Interface name missing ");
+    }
+    let l = host
+        .link_by_name(&intf.name)?
+        .ok_or_else(|| anyhow!("Interface name {} not found", intf.name))?;
+    if !intf.sandbox.is_empty() {
+        bail!("Interface {} should not be in sandbox", intf.name);
+    }
+    if l.kind.as_deref() != Some("bridge") {
+        bail!("Interface {} does not have link type of bridge", intf.name);
+    }
+    if !intf.mac.is_empty() && intf.mac != fmt_mac(&l.mac) {
+        bail!("Bridge interface {} Mac doesn't match: {}", intf.name, intf.mac);
+    }
+    if l.promisc != n.promisc_mode {
+        bail!(
+            "Bridge interface {} configured Promisc Mode {} doesn't match current state: {} ",
+            intf.name,
+            n.promisc_mode,
+            l.promisc
+        );
+    }
+    Ok(l)
+}
+
+fn check_container_iface(cont: &mut Netlink, intf: &Interface) -> anyhow::Result<Link> {
+    if intf.name.is_empty() {
+        bail!("Interface name missing ");
+    }
+    let l = cont
+        .link_by_name(&intf.name)?
+        .ok_or_else(|| anyhow!("Interface name {} not found", intf.name))?;
+    if intf.sandbox.is_empty() {
+        bail!("Interface {} is expected to be in a sandbox", intf.name);
+    }
+    if l.kind.as_deref() != Some("veth") {
+        bail!("Error: Container interface {} not of type veth", l.name);
+    }
+    let mac = fmt_mac(&l.mac);
+    if !intf.mac.is_empty() && intf.mac != mac {
+        bail!(
+            "Interface {} Mac {} doesn't match container Mac: {mac}",
+            intf.name,
+            intf.mac
+        );
+    }
+    Ok(l)
+}
+
+/// STATUS is the IPAM's when there is one.
+fn status(args: &CmdArgs) -> anyhow::Result<()> {
+    let n: BridgeConf = config::parse(&args.stdin)?;
+    match n.net.ipam_type() {
+        Some(t) => Ok(delegate::status(t, &args.stdin, args)?),
+        None => Ok(()),
+    }
+}
+
+/// GC: the IPAM's reservations are our only state outside the container netns.
+fn gc(args: &CmdArgs) -> anyhow::Result<()> {
+    let n: BridgeConf = config::parse(&args.stdin)?;
+    match n.net.ipam_type() {
+        Some(t) => Ok(delegate::gc(t, &args.stdin, args)?),
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn trunk(json: &str) -> anyhow::Result<Vec<u16>> {
+        let t: Vec<VlanTrunk> = serde_json::from_str(json).unwrap();
+        collect_vlan_trunk(Some(&t))
+    }
+
+    #[test]
+    fn vlan_trunk_rules() {
+        assert_eq!(
+            trunk(r#"[{"id":5},{"minID":3,"maxID":6},{"id":100}]"#).unwrap(),
+            vec![3, 4, 5, 6, 100]
+        );
+        let err = |j: &str| trunk(j).unwrap_err().to_string();
+        assert_eq!(err(r#"[{"minID":0,"maxID":6}]"#), "incorrect trunk minID parameter");
+        assert_eq!(err(r#"[{"minID":1,"maxID":4095}]"#), "incorrect trunk maxID parameter");
+        assert_eq!(
+            err(r#"[{"minID":7,"maxID":6}]"#),
+            "minID is greater than maxID in trunk parameter"
+        );
+        assert!(err(r#"[{"maxID":6}]"#).contains("minID is missing"));
+        assert!(err(r#"[{"minID":6}]"#).contains("maxID is missing"));
+        assert_eq!(err(r#"[{"id":0}]"#), "incorrect trunk id parameter");
+        assert!(trunk("[]").unwrap().is_empty());
+    }
+
+    #[test]
+    fn gateways_and_default_routes() {
+        let n: BridgeConf =
+            serde_json::from_str(r#"{"cniVersion":"1.0.0","name":"n","isDefaultGateway":true,"isGateway":true}"#)
+                .unwrap();
+        let mut r = CniResult::new("1.0.0");
+        r.ips.push(crate::cni::result::IpConfig {
+            interface: None,
+            address: "10.1.2.7/24".parse().unwrap(),
+            gateway: None,
+        });
+        r.ips.push(crate::cni::result::IpConfig {
+            interface: None,
+            address: "fd00::7/64".parse().unwrap(),
+            gateway: Some("fd00::99".parse().unwrap()),
+        });
+        let g = calc_gateways(&mut r, &n);
+        assert_eq!(g.v4, vec!["10.1.2.1/24".parse::<IpNet>().unwrap()]);
+        assert_eq!(g.v6, vec!["fd00::99/64".parse::<IpNet>().unwrap()]);
+        assert_eq!(r.ips[0].interface, Some(2));
+        assert_eq!(r.routes.len(), 2);
+        assert_eq!(r.routes[0].gw, Some("10.1.2.1".parse().unwrap()));
+        assert_eq!(r.routes[1].dst, "::/0".parse::<IpNet>().unwrap());
+    }
+}

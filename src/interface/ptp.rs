@@ -1,0 +1,236 @@
+//! ptp: a veth pair per container, routed rather than bridged (reference §2.2).
+//!
+//! The container gets its IPAM addresses but no on-link subnet: everything, the subnet
+//! included, goes via the gateway, which is reachable as a /32 (/128) on the veth. The host
+//! end carries the gateway address and a host route to the container's IP, so the node
+//! routes between pods and to the outside.
+
+use super::ipconfig::{self, Dad};
+use super::veth::{self, VethOpts};
+use super::{del_container_link, dns_set, fmt_mac, ipam_add, join_errors, open_netns, reject_unsupported};
+use crate::cni::config::{self, NetConf};
+use crate::cni::delegate;
+use crate::cni::error::CniError;
+use crate::cni::result::{CniResult, Interface};
+use crate::cni::skel::{CmdArgs, Kind, Plugin};
+use crate::cni::version;
+use crate::linux::netlink::route::{SCOPE_HOST, SCOPE_LINK};
+use crate::linux::netlink::Route;
+use crate::linux::{NetNs, Netlink};
+use crate::undo::Undo;
+use anyhow::{anyhow, bail, Context};
+use serde::Deserialize;
+
+pub static PLUGIN: Plugin = Plugin {
+    name: "ptp",
+    kind: Kind::Interface,
+    summary: "a routed veth pair per container (no bridge)",
+    versions: version::ALL,
+    add,
+    del,
+    check: Some(check),
+    status: Some(status),
+    gc: Some(gc),
+};
+
+#[derive(Debug, Deserialize)]
+struct PtpConf {
+    #[serde(flatten)]
+    net: NetConf,
+    #[serde(rename = "ipMasq", default)]
+    ip_masq: bool,
+    #[serde(default)]
+    mtu: i64,
+}
+
+impl PtpConf {
+    fn load(stdin: &[u8]) -> Result<PtpConf, CniError> {
+        config::parse(stdin)
+    }
+
+    /// The IPAM type; ptp cannot work without addresses.
+    fn ipam(&self) -> Result<&str, CniError> {
+        self.net
+            .ipam_type()
+            .ok_or_else(|| CniError::invalid_config("ptp requires an IPAM plugin: ipam.type is empty"))
+    }
+}
+
+/// The MTU key as the kernel wants it: unset, zero or negative means the kernel default.
+pub(super) fn mtu_of(mtu: i64) -> anyhow::Result<Option<u32>> {
+    match mtu {
+        m if m <= 0 => Ok(None),
+        m => Ok(Some(u32::try_from(m).map_err(|_| anyhow!("invalid MTU {m}"))?)),
+    }
+}
+
+fn add(args: &CmdArgs) -> anyhow::Result<CniResult> {
+    let conf = PtpConf::load(&args.stdin)?;
+    reject_unsupported(
+        "ipMasq",
+        conf.ip_masq,
+        "cni-multi has no masquerade engine yet; masquerade with a chained plugin or remove the key",
+    )?;
+    let ipam_type = conf.ipam()?;
+    let mtu = mtu_of(conf.mtu)?;
+    let host_ns = NetNs::current()?;
+    let cont_ns = open_netns(&args.netns)?;
+    let mut host = Netlink::new()?;
+    let mut cont = Netlink::in_netns(&cont_ns)?;
+    let mut undo = Undo::new();
+
+    let mut result = ipam_add(ipam_type, args, &mut undo)?;
+    if result.ips.is_empty() {
+        bail!("IPAM plugin returned missing IP config");
+    }
+    for ipc in &result.ips {
+        if ipc.gateway.is_none() {
+            bail!("ptp needs a gateway for {}: the IPAM result has none", ipc.address);
+        }
+    }
+    let has = |v4: bool| result.ips.iter().any(|i| i.address.addr().is_ipv4() == v4);
+    ipconfig::enable_forwarding(has(true), has(false))?;
+
+    let pair = veth::create_pair(
+        &mut cont,
+        &mut host,
+        &host_ns,
+        &args.ifname,
+        &VethOpts {
+            mtu,
+            container_mac: None,
+            host_no_dad: true,
+        },
+    )?;
+    let host_index = pair.host.index;
+    undo.push(format!("delete veth {}", pair.host.name), move || {
+        Ok(Netlink::new()?.delete_link(host_index)?)
+    });
+    result.interfaces = vec![
+        Interface {
+            name: pair.host.name.clone(),
+            mac: fmt_mac(&pair.host.mac),
+            ..Default::default()
+        },
+        Interface {
+            name: pair.container.name.clone(),
+            mac: fmt_mac(&pair.container.mac),
+            sandbox: args.netns.clone(),
+            ..Default::default()
+        },
+    ];
+    for ipc in &mut result.ips {
+        ipc.interface = Some(1);
+    }
+
+    // Container side. DAD is pointless on a point-to-point veth: addresses go on without it.
+    let link = ipconfig::configure_iface(&mut cont, &cont_ns, &args.ifname, &result, Dad::Off)?;
+    for ipc in &result.ips {
+        let gw = ipc.gateway.expect("checked above");
+        let subnet = ipc.address.trunc();
+        // The route dance: drop the kernel's on-link subnet route, make the gateway reachable
+        // on the link, and send the subnet (other pods) through it, so that all traffic is
+        // routed by the host.
+        let connected = Route::new(subnet).oif(link.index);
+        cont.del_route(&connected)
+            .with_context(|| format!("failed to delete route {subnet} dev {}", args.ifname))?;
+        let mut to_gw = Route::new(ipconfig::host_prefix(gw)).oif(link.index).scope(SCOPE_LINK);
+        to_gw.src = Some(ipc.address.addr());
+        let mut via_gw = Route::new(subnet).oif(link.index).gw(gw);
+        via_gw.src = Some(ipc.address.addr());
+        for r in [to_gw, via_gw] {
+            cont.add_route(&r)
+                .with_context(|| format!("failed to add route {} in the container", r.dst))?;
+        }
+    }
+
+    // Host side: the gateway address on the host veth and a host route to the container.
+    for ipc in &result.ips {
+        let gw = ipconfig::host_prefix(ipc.gateway.expect("checked above"));
+        match host.add_addr(host_index, gw, true) {
+            Err(e) if !e.is_exists() => return Err(anyhow!(e).context(format!("failed to add IP addr {gw} to veth"))),
+            _ => {}
+        }
+        let r = Route::new(ipconfig::host_prefix(ipc.address.addr()))
+            .oif(host_index)
+            .scope(SCOPE_HOST);
+        match host.add_route(&r) {
+            Err(e) if !e.is_exists() => return Err(anyhow!(e).context("failed to add route on host")),
+            _ => {}
+        }
+    }
+
+    if dns_set(&conf.net.dns) {
+        result.dns = conf.net.dns.clone().unwrap_or_default();
+    }
+    undo.commit();
+    Ok(result)
+}
+
+/// IPAM first (the reference's order), then the link; both are tried and every failure is
+/// reported.
+fn del(args: &CmdArgs) -> anyhow::Result<()> {
+    let conf = PtpConf::load(&args.stdin)?;
+    let mut errs = Vec::new();
+    if let Some(t) = conf.net.ipam_type() {
+        if let Err(e) = delegate::del(t, &args.stdin, args) {
+            errs.push(e.into());
+        }
+    }
+    if let Err(e) = del_container_link(&args.netns, &args.ifname) {
+        errs.push(e);
+    }
+    join_errors(errs)
+}
+
+fn check(args: &CmdArgs) -> anyhow::Result<()> {
+    let conf = PtpConf::load(&args.stdin)?;
+    let ns = open_netns(&args.netns)?;
+    delegate::check(conf.ipam()?, &args.stdin, args)?;
+    let prev = conf
+        .net
+        .prev_result()?
+        .ok_or_else(|| anyhow!("ptp: Required prevResult missing"))?;
+    let cont = prev
+        .interfaces
+        .iter()
+        .find(|i| i.name == args.ifname && i.sandbox == args.netns)
+        .cloned()
+        .unwrap_or_default();
+    if cont.sandbox != args.netns {
+        bail!(
+            "Sandbox in prevResult {} doesn't match configured netns: {}",
+            cont.sandbox,
+            args.netns
+        );
+    }
+    let mut nl = Netlink::in_netns(&ns)?;
+    let link = nl
+        .link_by_name(&cont.name)?
+        .ok_or_else(|| anyhow!("ptp: Container Interface name in prevResult: {} not found", cont.name))?;
+    if link.kind.as_deref() != Some("veth") {
+        bail!("Error: Container interface {} not of type veth/p2p", link.name);
+    }
+    let mac = fmt_mac(&link.mac);
+    if !cont.mac.is_empty() && cont.mac != mac {
+        bail!(
+            "ptp: Interface {} Mac {} doesn't match container Mac: {mac}",
+            cont.name,
+            cont.mac
+        );
+    }
+    ipconfig::validate_expected_ips(&mut nl, &args.ifname, &prev.ips)?;
+    ipconfig::validate_expected_routes(&mut nl, &prev.routes)
+}
+
+/// STATUS is the IPAM's (always, as in the reference).
+fn status(args: &CmdArgs) -> anyhow::Result<()> {
+    let conf = PtpConf::load(&args.stdin)?;
+    Ok(delegate::status(conf.ipam()?, &args.stdin, args)?)
+}
+
+/// GC: our only state is the IPAM's reservations; links die with their netns.
+fn gc(args: &CmdArgs) -> anyhow::Result<()> {
+    let conf = PtpConf::load(&args.stdin)?;
+    Ok(delegate::gc(conf.ipam()?, &args.stdin, args)?)
+}

@@ -1,0 +1,363 @@
+//! A rig for the veth plugins (bridge, ptp): a throw-away "node" netns where the plugin runs,
+//! pod netns on demand, a temp CNI_PATH of symlinks and a temp IPAM data dir. Everything is
+//! removed on drop, also when the test fails.
+
+use super::rig::TestNs;
+use serde_json::{json, Value};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+/// The reference plugins (Debian containernetworking-plugins 1.1.1).
+pub const REFERENCE_DIR: &str = "/usr/lib/cni";
+/// Our multicall binary.
+pub const OURS: &str = env!("CARGO_BIN_EXE_cni-multi");
+
+static DIRS: AtomicU32 = AtomicU32::new(0);
+
+/// A temp directory removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(prefix: &str) -> TempDir {
+        let n = DIRS.fetch_add(1, Ordering::SeqCst);
+        let p = std::env::temp_dir().join(format!("cni-{prefix}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Which implementation of bridge/ptp a rig runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Impl {
+    Ours,
+    Reference,
+}
+
+/// The outcome of one plugin run.
+#[derive(Debug, Clone)]
+pub struct Out {
+    pub ok: bool,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Out {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("bad JSON {e}: {}", self.stdout))
+    }
+    /// The CNI error code of a failed run.
+    pub fn code(&self) -> u64 {
+        assert!(!self.ok, "expected failure, got {}", self.stdout);
+        self.json()["code"].as_u64().unwrap()
+    }
+    pub fn msg(&self) -> String {
+        self.json()["msg"].as_str().unwrap_or_default().to_string()
+    }
+    #[track_caller]
+    pub fn expect_ok(self) -> Self {
+        assert!(self.ok, "plugin failed: {} {}", self.stdout, self.stderr);
+        self
+    }
+}
+
+pub struct Rig {
+    pub node: TestNs,
+    pub bin: TempDir,
+    pub data: TempDir,
+    pub imp: Impl,
+}
+
+impl Rig {
+    pub fn new(prefix: &str, imp: Impl) -> Rig {
+        let bin = TempDir::new(&format!("{prefix}-bin"));
+        // Each side delegates to its own IPAM: ours in-process, the reference's executed.
+        for p in ["bridge", "ptp", "host-local", "static"] {
+            let target = match imp {
+                Impl::Ours => PathBuf::from(OURS),
+                Impl::Reference => Path::new(REFERENCE_DIR).join(p),
+            };
+            std::os::unix::fs::symlink(target, bin.0.join(p)).unwrap();
+        }
+        Rig {
+            node: TestNs::new_node(&format!("{prefix}n")),
+            bin,
+            data: TempDir::new(&format!("{prefix}-data")),
+            imp,
+        }
+    }
+
+    pub fn pod(&self, prefix: &str) -> TestNs {
+        TestNs::new_node(&format!("{prefix}p"))
+    }
+
+    /// Add a fake IPAM script `name` to CNI_PATH (for STATUS/GC delegation tests).
+    pub fn add_script(&self, name: &str, body: &str) {
+        let p = self.bin.0.join(name);
+        std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+
+    /// host-local IPAM config with our data dir over `ranges` (each a subnet string or a
+    /// full range object).
+    pub fn host_local(&self, ranges: &[Value]) -> Value {
+        let rs: Vec<Value> = ranges
+            .iter()
+            .map(|r| match r {
+                Value::String(s) => json!([{ "subnet": s }]),
+                other => json!([other]),
+            })
+            .collect();
+        json!({"type": "host-local", "dataDir": self.data.0, "ranges": rs})
+    }
+
+    /// Run `plugin` with `cmd` inside the node netns.
+    #[allow(clippy::too_many_arguments)]
+    pub fn run(&self, plugin: &str, cmd: &str, conf: &Value, cid: &str, netns: &str, ifname: &str, args: &str) -> Out {
+        let mut c = Command::new("nsenter");
+        c.arg(format!("--net={}", self.node.path_str()))
+            .arg(self.bin.0.join(plugin))
+            .env("CNI_COMMAND", cmd)
+            .env("CNI_CONTAINERID", cid)
+            .env("CNI_NETNS", netns)
+            .env("CNI_IFNAME", ifname)
+            .env("CNI_PATH", &self.bin.0)
+            .env("CNI_ARGS", args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = c.spawn().expect("spawn nsenter");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(conf.to_string().as_bytes())
+            .unwrap();
+        let o = child.wait_with_output().unwrap();
+        Out {
+            ok: o.status.success(),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+
+    pub fn add(&self, conf: &Value, cid: &str, pod: &TestNs, ifname: &str) -> Out {
+        self.run(plugin_of(conf), "ADD", conf, cid, pod.path_str(), ifname, "")
+    }
+
+    pub fn del(&self, conf: &Value, cid: &str, netns: &str, ifname: &str) -> Out {
+        self.run(plugin_of(conf), "DEL", conf, cid, netns, ifname, "")
+    }
+
+    /// CHECK with `prev` as prevResult.
+    pub fn check(&self, conf: &Value, prev: &Value, cid: &str, pod: &TestNs, ifname: &str) -> Out {
+        let mut c = conf.clone();
+        c["prevResult"] = prev.clone();
+        self.run(plugin_of(conf), "CHECK", &c, cid, pod.path_str(), ifname, "")
+    }
+
+    /// The IPAM reservations: file name -> content, without host-local's round-robin
+    /// cursor (`last_reserved_ip.N`, which a released reservation legitimately moves) and lock.
+    pub fn ipam_state(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        walk(&self.data.0, &self.data.0, &mut out);
+        out.retain(|(n, _)| !n.contains("last_reserved_ip") && !n.ends_with("/lock"));
+        out.sort();
+        out
+    }
+}
+
+fn walk(root: &Path, dir: &Path, out: &mut Vec<(String, String)>) {
+    let Ok(rd) = std::fs::read_dir(dir) else { return };
+    for e in rd.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            walk(root, &p, out);
+        } else {
+            let name = p.strip_prefix(root).unwrap().display().to_string();
+            out.push((name, std::fs::read_to_string(&p).unwrap_or_default()));
+        }
+    }
+}
+
+pub fn plugin_of(conf: &Value) -> &str {
+    conf["type"].as_str().expect("type")
+}
+
+/// A config of `plugin` with `extra` keys merged in.
+pub fn conf(version: &str, name: &str, plugin: &str, extra: Value) -> Value {
+    let mut c = json!({"cniVersion": version, "name": name, "type": plugin});
+    if let (Some(o), Value::Object(e)) = (c.as_object_mut(), extra) {
+        o.extend(e);
+    }
+    c
+}
+
+/// Kernel state of a namespace, reduced to what must not change behind our back: links
+/// (name, kind, master, flags, mtu, mac), addresses and routes of every table.
+pub fn kernel_state(ns: &TestNs) -> Value {
+    let links: Vec<Value> = ns
+        .ip_json(&["-d", "link", "show"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            json!({
+                "ifname": l["ifname"], "kind": l["linkinfo"]["info_kind"], "master": l["master"],
+                "flags": l["flags"], "mtu": l["mtu"], "address": l["address"],
+            })
+        })
+        .collect();
+    let addrs: Vec<Value> = ns
+        .ip_json(&["addr", "show"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|l| {
+            let name = l["ifname"].clone();
+            l["addr_info"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .into_iter()
+                .map(move |a| json!([name, a["local"], a["prefixlen"], a["scope"]]))
+        })
+        .collect();
+    let mut routes = Vec::new();
+    for fam in ["-4", "-6"] {
+        for r in ns.ip_json(&[fam, "route", "show", "table", "all"]).as_array().unwrap() {
+            routes.push(json!([
+                r["dst"],
+                r["gateway"],
+                r["dev"],
+                r["table"],
+                r["scope"],
+                r["prefsrc"]
+            ]));
+        }
+    }
+    json!({"links": links, "addrs": addrs, "routes": routes})
+}
+
+/// ping from `ns` to `dst` (v4 or v6), once, one second timeout.
+pub fn ping(ns: &TestNs, dst: &str) -> bool {
+    let mut cmd = vec!["ping", "-c1", "-W1"];
+    if dst.contains(':') {
+        cmd.push("-6");
+    }
+    cmd.push(dst);
+    ns.exec(&cmd).status.success()
+}
+
+/// The address part of a result IP (`10.0.0.2/24` -> `10.0.0.2`).
+pub fn addr_of(result: &Value, i: usize) -> String {
+    let a = result["ips"][i]["address"].as_str().unwrap();
+    a.split('/').next().unwrap().to_string()
+}
+
+/// A result with the random parts replaced: MACs, `vethXXXXXXXX` names, the netns path.
+/// The Debian 1.1.1 reference prints `"dns": {}` in 1.x results, where the newer reference
+/// and we omit an empty dns: that difference is removed too.
+pub fn normalise_result(r: &Value) -> Value {
+    let mut r = r.clone();
+    if let Some(ifs) = r["interfaces"].as_array_mut() {
+        for i in ifs {
+            if i.get("mac").is_some() {
+                i["mac"] = json!("MAC");
+            }
+            if i.get("sandbox").is_some() {
+                i["sandbox"] = json!("NETNS");
+            }
+            let name = i["name"].as_str().unwrap_or_default().to_string();
+            if name.len() == 12 && name.starts_with("veth") {
+                i["name"] = json!("VETH");
+            }
+        }
+    }
+    if r["dns"] == json!({}) && !r["cniVersion"].as_str().unwrap_or_default().starts_with('0') {
+        r.as_object_mut().unwrap().remove("dns");
+    }
+    r
+}
+
+fn veth_name(s: &Value) -> Value {
+    match s.as_str() {
+        Some(n) if n.len() == 12 && n.starts_with("veth") => json!("VETH"),
+        _ => s.clone(),
+    }
+}
+
+/// Addresses and routes of a namespace without the random parts (link-local addresses and
+/// their routes, MACs, veth names) and without DAD flags (we skip DAD where the reference
+/// runs it; after its wait the state is the same).
+pub fn normalised_l3(ns: &TestNs) -> Value {
+    let mut addrs = Vec::new();
+    for l in ns.ip_json(&["addr", "show"]).as_array().unwrap() {
+        for a in l["addr_info"].as_array().cloned().unwrap_or_default() {
+            let local = a["local"].as_str().unwrap_or_default();
+            if !local.starts_with("fe80") {
+                addrs.push(json!([veth_name(&l["ifname"]), local, a["prefixlen"], a["scope"]]));
+            }
+        }
+    }
+    let mut routes = Vec::new();
+    for fam in ["-4", "-6"] {
+        for r in ns.ip_json(&[fam, "route", "show", "table", "all"]).as_array().unwrap() {
+            let dst = r["dst"].as_str().unwrap_or_default();
+            // IPv6 local/anycast routes appear when DAD ends: we add gateway addresses
+            // without DAD, the reference's are still tentative right after its ADD.
+            let v6_local = fam == "-6" && r["table"] == "local";
+            if dst.starts_with("fe80") || dst.starts_with("ff00") || v6_local {
+                continue;
+            }
+            routes.push(json!([
+                dst,
+                r["gateway"],
+                veth_name(&r["dev"]),
+                r["table"],
+                r["scope"],
+                r["prefsrc"],
+                r["protocol"],
+                r["metric"],
+                r["type"]
+            ]));
+        }
+    }
+    addrs.sort_by_key(|v| v.to_string());
+    routes.sort_by_key(|v| v.to_string());
+    json!({"addrs": addrs, "routes": routes})
+}
+
+/// Links of a namespace: name (veths normalised), kind, master, flags, mtu, and the bridge
+/// port flags that the plugins set.
+pub fn normalised_links(ns: &TestNs) -> Value {
+    let mut out: Vec<Value> = ns
+        .ip_json(&["-d", "link", "show"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            let slave = &l["linkinfo"]["info_slave_data"];
+            json!([
+                veth_name(&l["ifname"]),
+                l["linkinfo"]["info_kind"],
+                l["master"],
+                l["flags"],
+                l["mtu"],
+                slave["hairpin"],
+                slave["isolated"]
+            ])
+        })
+        .collect();
+    out.sort_by_key(|v| v.to_string());
+    json!(out)
+}
