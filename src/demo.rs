@@ -182,10 +182,6 @@ pub fn run() -> anyhow::Result<()> {
         rtt(ping::ping(&node, ip[1], timeout)),
     );
     report.check(
-        &format!("pod1 → itself through the bridge ({})", ip[0]),
-        rtt(ping::ping(&pods[0], ip[0], timeout)),
-    );
-    report.check(
         "CHECK pod1",
         runtime::check(&list, &rt(0)).map(|_| String::new()).map_err(Into::into),
     );
