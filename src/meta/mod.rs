@@ -7,4 +7,5 @@
 //! - [`firewall`]: the firewall plugin (`inet cni_firewall`, `bridge cni_firewall`).
 
 pub mod masquerade;
+pub mod portmap;
 pub mod sha512;
