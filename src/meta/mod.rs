@@ -9,3 +9,4 @@
 pub mod masquerade;
 pub mod portmap;
 pub mod sha512;
+pub mod spoofcheck;
