@@ -6,6 +6,7 @@
 //! - [`portmap`]: the portmap plugin (`ip`/`ip6 cni_hostport`);
 //! - [`firewall`]: the firewall plugin (`inet cni_firewall`, `bridge cni_firewall`).
 
+pub mod firewall;
 pub mod masquerade;
 pub mod portmap;
 pub mod sha512;
