@@ -125,7 +125,7 @@ pub fn delete_by_dst_port(family: CtFamily, l4proto: u8, dport: u16) -> Result<u
     // 1. Dump and keep the original tuples (and zones) that match.
     let seq = 1;
     sock.send(
-        &msg(
+        msg(
             IPCTNL_MSG_CT_GET,
             NLM_F_REQUEST | NLM_F_DUMP,
             seq,
@@ -177,7 +177,7 @@ pub fn delete_by_dst_port(family: CtFamily, l4proto: u8, dport: u16) -> Result<u
             put_attr(&mut a, CTA_ZONE, z);
         }
         sock.send(
-            &msg(
+            msg(
                 IPCTNL_MSG_CT_DELETE,
                 NLM_F_REQUEST | NLM_F_ACK,
                 seq,
