@@ -14,6 +14,8 @@ pub static PLUGINS: &[&Plugin] = &[
     &crate::ipam::host_local::PLUGIN,
     &crate::ipam::static_ipam::PLUGIN,
     // meta
+    &crate::meta::firewall::PLUGIN,
+    &crate::meta::portmap::PLUGIN,
 ];
 
 pub fn lookup(name: &str) -> Option<&'static Plugin> {
