@@ -7,5 +7,6 @@ pub mod cli;
 pub mod cni;
 pub mod interface;
 pub mod linux;
+pub mod meta;
 pub mod plugins;
 pub mod runtime;

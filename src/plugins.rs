@@ -5,7 +5,10 @@ use crate::cni::error::{code, CniError};
 use crate::cni::skel::{self, Plugin};
 use std::io::{Read, Write};
 
-pub static PLUGINS: &[&Plugin] = &[&crate::interface::loopback::PLUGIN];
+pub static PLUGINS: &[&Plugin] = &[
+    &crate::interface::loopback::PLUGIN,
+    &crate::meta::tuning::PLUGIN,
+];
 
 pub fn lookup(name: &str) -> Option<&'static Plugin> {
     PLUGINS.iter().copied().find(|p| p.name == name)
