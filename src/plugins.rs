@@ -7,6 +7,7 @@ use std::io::{Read, Write};
 
 pub static PLUGINS: &[&Plugin] = &[
     &crate::interface::loopback::PLUGIN,
+    &crate::meta::flannel::PLUGIN,
     &crate::meta::tuning::PLUGIN,
 ];
 

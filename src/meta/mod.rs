@@ -1,1 +1,2 @@
+pub mod flannel;
 pub mod tuning;
