@@ -76,7 +76,8 @@ impl Node {
             "subnetFile": self.subnet_file(),
             "dataDir": self.flannel_data_dir(),
             "ipam": {"dataDir": self.ipam_data_dir()},
-            "delegate": {"hairpinMode": true}
+            // kube-flannel's cni-conf.json: without isDefaultGateway pods only reach 10.244/16.
+            "delegate": {"hairpinMode": true, "isDefaultGateway": true}
         })
     }
 
@@ -269,9 +270,19 @@ impl Cluster {
     }
 }
 
+/// A running echo server; killed and reaped on drop.
+pub struct Echo(std::process::Child);
+
+impl Drop for Echo {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// A UDP echo of the peer's address: whoever sends a datagram gets back the source address
-/// the server saw. Runs in `ns` until the netns is deleted.
-pub fn start_peer_echo(ns: &TestNs, port: u16) -> std::process::Child {
+/// the server saw (socat's SOCAT_PEERADDR), so a check sees whether anything rewrote it.
+pub fn start_peer_echo(ns: &TestNs, port: u16) -> Echo {
     let child = std::process::Command::new(tool("nsenter"))
         .arg(format!("--net={}", ns.path_str()))
         .arg("--")
@@ -291,7 +302,7 @@ pub fn start_peer_echo(ns: &TestNs, port: u16) -> std::process::Child {
         }
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
-    child
+    Echo(child)
 }
 
 /// Ask the echo at `ip:port` from `ns`; the address it saw, or None (timeout / unreachable).
