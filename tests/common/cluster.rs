@@ -307,7 +307,11 @@ pub fn start_peer_echo(ns: &TestNs, port: u16) -> Echo {
 
 /// Ask the echo at `ip:port` from `ns`; the address it saw, or None (timeout / unreachable).
 pub fn ask_peer(ns: &TestNs, ip: &str, port: u16) -> Option<String> {
-    for _ in 0..3 {
+    // A few tries: the first datagram may race a fresh bridge port or ARP on a busy machine.
+    for attempt in 0..5 {
+        if attempt > 0 {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+        }
         let o = std::process::Command::new(tool("nsenter"))
             .arg(format!("--net={}", ns.path_str()))
             .arg("--")
