@@ -15,7 +15,9 @@ pub static PLUGINS: &[&Plugin] = &[
     &crate::ipam::static_ipam::PLUGIN,
     // meta
     &crate::meta::firewall::PLUGIN,
+    &crate::meta::flannel::PLUGIN,
     &crate::meta::portmap::PLUGIN,
+    &crate::meta::tuning::PLUGIN,
 ];
 
 pub fn lookup(name: &str) -> Option<&'static Plugin> {
