@@ -5,6 +5,7 @@
 #   make conformance  reference plugins vs cni-multi, one PASS/FAIL line per scenario
 #   make install      build, then `cni-multi install --dir $(DIR)` (DIR=/opt/cni/bin)
 #   make demo         build, then `cni-multi demo`
+#   make vm-test      build, then boot a Debian kernel in qemu and run vm/tests/*.sh in it (vm/README.md)
 
 CARGO ?= cargo
 TARGET ?= x86_64-unknown-linux-gnu
@@ -15,7 +16,7 @@ DIR ?= /opt/cni/bin
 RELEASE_BIN := $(CARGO_TARGET_DIR)/$(TARGET)/release/cni-multi
 BIN := $(CARGO_TARGET_DIR)/cni-multi
 
-.PHONY: build test conformance install demo
+.PHONY: build test conformance install demo vm-test
 
 build:
 	RUSTFLAGS='-C target-feature=+crt-static' $(CARGO) build --release --locked --target $(TARGET)
@@ -41,3 +42,10 @@ install: build
 
 demo: build
 	$(BIN) demo
+
+VM_DIR ?= $(CARGO_TARGET_DIR)/vm
+
+vm-test: build
+	VM_DIR=$(VM_DIR) vm/fetch.sh
+	VM_DIR=$(VM_DIR) VM_CNI_BIN=$(BIN) vm/build-initramfs.sh
+	VM_DIR=$(VM_DIR) vm/run.sh
