@@ -8,14 +8,17 @@
 #               (kept between runs; delete the cache dir to pick up a newer kernel).
 #
 # Env: VM_DIR (default ${CARGO_TARGET_DIR:-target}/vm)
+#      VM_CACHE (where the .deb is kept, default $VM_DIR/cache; point it outside the clone to
+#               keep the download across fresh clones)
 #      VM_KERNEL_PKG (default: the cached .deb if any, else what linux-image-amd64 depends on)
 # Prints the kernel directory's variables to $VM_DIR/kernel.env for the other scripts.
 set -euo pipefail
 
 VM_DIR="${VM_DIR:-${CARGO_TARGET_DIR:-target}/vm}"
-mkdir -p "$VM_DIR/cache"
+VM_CACHE="${VM_CACHE:-$VM_DIR/cache}"
+mkdir -p "$VM_DIR" "$VM_CACHE"
 VM_DIR="$(cd "$VM_DIR" && pwd)"
-CACHE="$VM_DIR/cache"
+CACHE="$(cd "$VM_CACHE" && pwd)"
 
 log() { echo "vm/fetch: $*" >&2; }
 
