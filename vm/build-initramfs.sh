@@ -79,7 +79,6 @@ for p in $VM_REF_PLUGINS; do
 done
 
 # --- kernel modules in insmod order ---------------------------------------------------------
-MODSRC="$KDIR/lib/modules/$KVER"
 : > "$ROOT/etc/modules.load"
 for m in $VM_MODULES; do
     out="$(modprobe -d "$KDIR" -S "$KVER" --show-depends "$m")" || die "module $m not found in $KVER"

@@ -15,7 +15,7 @@ cat > "$VMTEST_TMP/c.json" <<JSON
  "ipam":{"type":"host-local","dataDir":"$VMTEST_TMP/ipam","subnet":"10.250.200.0/24"}}
 JSON
 
-export NODE_NS=node CNI_PATH=$REF_BIN_DIR
+export NODE_NS=node CNI_PATH="$REF_BIN_DIR"
 CNI_CONTAINERID=pod1 must add1 cni "$ref" ADD pod1 eth0 "$VMTEST_TMP/c.json" "$VMTEST_TMP/r1.json"
 CNI_CONTAINERID=pod2 must add2 cni "$ref" ADD pod2 eth0 "$VMTEST_TMP/c.json" "$VMTEST_TMP/r2.json"
 r=$VMTEST_TMP/r1.json

@@ -19,10 +19,10 @@ JSON
 }
 mkconf m0 > "$VMTEST_TMP/c1.json"; mkconf m1 > "$VMTEST_TMP/c2.json"
 
-export NODE_NS=node CNI_PATH=$REF_BIN_DIR
+export NODE_NS=node CNI_PATH="$REF_BIN_DIR"
 CNI_CONTAINERID=pod1 must add1 cni "$ref" ADD pod1 eth0 "$VMTEST_TMP/c1.json" "$VMTEST_TMP/r1.json"
 CNI_CONTAINERID=pod2 must add2 cni "$ref" ADD pod2 eth0 "$VMTEST_TMP/c2.json" "$VMTEST_TMP/r2.json"
-log "ADD result: $(cat "$VMTEST_TMP/r1.json" | tr -d '\n ')"
+log "ADD result: $(tr -d '\n ' < "$VMTEST_TMP/r1.json")"
 log "shape: $(json_shape "$VMTEST_TMP/r1.json")"
 
 r=$VMTEST_TMP/r1.json
