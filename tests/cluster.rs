@@ -9,13 +9,8 @@
 mod cluster;
 mod common;
 
-use cluster::{ask_peer, start_peer_echo, Cluster, Node, Pod, DELEGATE_TO_REFERENCE};
+use cluster::{ask_peer, start_peer_echo, Cluster, Node, Pod};
 use common::rig::*;
-
-/// Whether our bridge masquerades with `ipMasq` yet. TODO(#5, firewall): flip to true when the
-/// nft-based ipMasq lands; until then, with our own delegates, the outside host sees the
-/// pod's address and cannot answer it.
-const OUR_BRIDGE_HAS_IPMASQ: bool = false;
 
 const PORT: u16 = 5000;
 
@@ -119,14 +114,7 @@ fn saved_configs(node: &Node) -> usize {
 fn scenario(r: &mut Report) {
     r.section("cluster: underlay bridge 10.250.0.0/24, pods 10.244.0.0/16, flannel.1 vxlan (vni 1, port 8472)");
     let c = Cluster::new(3, true);
-    r.info(format!(
-        "delegates: {}",
-        if DELEGATE_TO_REFERENCE {
-            "reference bridge + host-local (/usr/lib/cni)"
-        } else {
-            "cni-multi bridge + host-local"
-        }
-    ));
+    r.info("delegates: cni-multi bridge + host-local, in-process".to_string());
     for n in &c.nodes {
         r.info(format!(
             "node{}: underlay {}  subnet {}  flannel.1 {}",
@@ -179,23 +167,12 @@ fn scenario(r: &mut Report) {
         &a1.ip,
         Some(&a3.ip),
     );
-    if DELEGATE_TO_REFERENCE || OUR_BRIDGE_HAS_IPMASQ {
-        r.traffic(
-            "pod a3 -> outside host (masqueraded to node1)",
-            &a3.ns,
-            &c.outside_ip,
-            Some(&n1.underlay_ip),
-        );
-    } else {
-        // TODO(#5): our bridge has no ipMasq yet, so nothing rewrites the pod's address and the
-        // outside host's answer has no way back. Expect node1's address once #5 lands.
-        r.traffic(
-            "pod a3 -> outside host (ipMasq pending #5: no answer)",
-            &a3.ns,
-            &c.outside_ip,
-            None,
-        );
-    }
+    r.traffic(
+        "pod a3 -> outside host (masqueraded to node1)",
+        &a3.ns,
+        &c.outside_ip,
+        Some(&n1.underlay_ip),
+    );
 
     r.section("DEL every pod on every node");
     for (node, pod) in [(n1, &a1), (n1, &a2), (n1, &a3), (n2, &b1), (n3, &c1)] {
@@ -210,13 +187,17 @@ fn scenario(r: &mut Report) {
         let veths = links_of_kind(&n.ns, "veth");
         let resv = reservations(n);
         let saved = saved_configs(n);
-        let masq = n.ns.exec(&["iptables-save", "-t", "nat"]);
-        let chains = String::from_utf8_lossy(&masq.stdout).matches(":CNI-").count();
+        // The delegate's masquerade rules live in nftables; every attachment's rule carries
+        // "id: <containerID>" in its comment.
+        let ruleset = n.ns.exec(&["nft", "list", "ruleset"]);
+        let masq_rules = String::from_utf8_lossy(&ruleset.stdout)
+            .matches("masquerade comment")
+            .count();
         r.check(
             &format!("node{} clean", n.index),
-            veths == ["eth0"] && resv.is_empty() && saved == 0 && chains == 0,
+            veths == ["eth0"] && resv.is_empty() && saved == 0 && masq_rules == 0,
             format!(
-                "veths {veths:?} (the underlay link), reservations {resv:?}, saved configs {saved}, CNI- nat chains {chains}"
+                "veths {veths:?} (the underlay link), reservations {resv:?}, saved configs {saved}, masquerade rules {masq_rules}"
             ),
         );
     }
@@ -226,10 +207,6 @@ fn scenario(r: &mut Report) {
 #[test]
 fn kubernetes_network_model_on_three_nodes() {
     if !require_root("kubernetes_network_model_on_three_nodes") {
-        return;
-    }
-    if !cluster::delegates_available() {
-        require_reference("kubernetes_network_model_on_three_nodes", "bridge");
         return;
     }
     let mut r = Report::default();

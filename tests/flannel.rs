@@ -348,10 +348,6 @@ fn add_check_del_with_bridge_and_host_local() {
     if !require_root("add_check_del_with_bridge_and_host_local") {
         return;
     }
-    if !cluster::delegates_available() {
-        require_reference("add_check_del_with_bridge_and_host_local", "bridge");
-        return;
-    }
     let c = cluster::Cluster::new(1, true);
     let node = &c.nodes[0];
     let pod = c.add_pod(node, "p1").unwrap_or_else(|o| panic!("ADD failed:\n{o}"));

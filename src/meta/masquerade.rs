@@ -136,6 +136,19 @@ pub fn setup(sock: &NftSocket, network: &str, ifname: &str, container_id: &str, 
         .with_context(|| format!("failed to set up IP masquerading for {container_id}/{ifname}"))
 }
 
+/// CHECK: every one of `ips` has its masquerade rule for the attachment.
+pub fn check(sock: &NftSocket, network: &str, ifname: &str, container_id: &str, ips: &[IpNet]) -> Result<()> {
+    let rules = find_rules(sock, &hash_for_instance(network, ifname, container_id))?;
+    if rules.len() < ips.len() {
+        anyhow::bail!(
+            "IP masquerading for {container_id}/{ifname}: {} rule(s) in inet {TABLE} {CHAIN}, expected {}",
+            rules.len(),
+            ips.len()
+        );
+    }
+    Ok(())
+}
+
 /// Removes the masquerade rules of one attachment. Needs neither the container's netns nor its
 /// IPs; nothing to remove is success.
 pub fn teardown(sock: &NftSocket, network: &str, ifname: &str, container_id: &str) -> Result<()> {

@@ -8,30 +8,10 @@ use crate::common::rig::*;
 use serde_json::{json, Value};
 use std::path::PathBuf;
 
-/// Until our bridge and host-local land, flannel delegates to the reference ones. Flip this
-/// to `false` to run the whole cluster on cni-multi alone.
-pub const DELEGATE_TO_REFERENCE: bool = true;
-
-/// The plugins flannel delegates to.
-pub const DELEGATES: &[&str] = &["bridge", "host-local"];
-
-/// A CNI_PATH dir: every plugin name -> cni-multi, except the delegates while
-/// `DELEGATE_TO_REFERENCE` says so (then -> /usr/lib/cni).
+/// A CNI_PATH dir: every plugin name -> cni-multi, so flannel's delegates (bridge,
+/// host-local) run in-process.
 pub fn flannel_plugin_dir() -> PluginDir {
-    let dir = PluginDir::new();
-    if DELEGATE_TO_REFERENCE {
-        for name in DELEGATES {
-            let p = dir.plugin(name);
-            std::fs::remove_file(&p).expect("remove symlink");
-            std::os::unix::fs::symlink(reference_bin(name), &p).expect("symlink reference");
-        }
-    }
-    dir
-}
-
-/// Whether the delegates can run here (the reference ones must be installed).
-pub fn delegates_available() -> bool {
-    !DELEGATE_TO_REFERENCE || DELEGATES.iter().all(|d| reference_available(d))
+    PluginDir::new()
 }
 
 pub const UNDERLAY_NET: &str = "10.250.0";
