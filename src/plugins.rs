@@ -9,6 +9,7 @@ pub static PLUGINS: &[&Plugin] = &[
     // interface
     &crate::interface::bridge::PLUGIN,
     &crate::interface::loopback::PLUGIN,
+    &crate::interface::macvlan::PLUGIN,
     &crate::interface::ptp::PLUGIN,
     // ipam
     &crate::ipam::host_local::PLUGIN,

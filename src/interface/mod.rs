@@ -4,6 +4,7 @@
 pub mod bridge;
 pub mod ipconfig;
 pub mod loopback;
+pub mod macvlan;
 pub mod ptp;
 pub mod veth;
 
