@@ -9,6 +9,7 @@ pub static PLUGINS: &[&Plugin] = &[
     // interface
     &crate::interface::bridge::PLUGIN,
     &crate::interface::dummy::PLUGIN,
+    &crate::interface::host_device::PLUGIN,
     &crate::interface::ipvlan::PLUGIN,
     &crate::interface::loopback::PLUGIN,
     &crate::interface::macvlan::PLUGIN,

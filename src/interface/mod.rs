@@ -3,6 +3,7 @@
 
 pub mod bridge;
 pub mod dummy;
+pub mod host_device;
 pub mod ipconfig;
 pub mod ipvlan;
 pub mod loopback;
