@@ -14,6 +14,7 @@ pub static PLUGINS: &[&Plugin] = &[
     &crate::interface::loopback::PLUGIN,
     &crate::interface::macvlan::PLUGIN,
     &crate::interface::ptp::PLUGIN,
+    &crate::interface::tap::PLUGIN,
     &crate::interface::vlan::PLUGIN,
     // ipam
     &crate::ipam::host_local::PLUGIN,

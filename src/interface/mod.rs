@@ -9,6 +9,7 @@ pub mod ipvlan;
 pub mod loopback;
 pub mod macvlan;
 pub mod ptp;
+pub mod tap;
 pub mod veth;
 pub mod vlan;
 
