@@ -6,6 +6,8 @@
 #   make install      build, then `cni-multi install --dir $(DIR)` (DIR=/opt/cni/bin)
 #   make demo         build, then `cni-multi demo`
 #   make bench        build, then time the same work through the reference plugins and cni-multi
+#   make cluster-demo a simulated 3-node flannel cluster in throw-away netns; prints a report (root)
+#   make vm-test      build, then boot a Debian kernel in qemu and run vm/tests/*.sh in it (vm/README.md)
 
 CARGO ?= cargo
 TARGET ?= x86_64-unknown-linux-gnu
@@ -16,7 +18,7 @@ DIR ?= /opt/cni/bin
 RELEASE_BIN := $(CARGO_TARGET_DIR)/$(TARGET)/release/cni-multi
 BIN := $(CARGO_TARGET_DIR)/cni-multi
 
-.PHONY: build test conformance install demo bench
+.PHONY: build test conformance install demo bench cluster-demo vm-test
 
 build:
 	RUSTFLAGS='-C target-feature=+crt-static' $(CARGO) build --release --locked --target $(TARGET)
@@ -47,3 +49,15 @@ demo: build
 # release build. Results: the printed table and target/bench/results.json.
 bench: build
 	CNI_MULTI_BIN=$(BIN) $(CARGO) bench --locked --profile dev --bench cni
+
+# The Kubernetes network model on three simulated nodes (tests/cluster.rs): pods added through
+# flannel, traffic checks printed with the addresses each receiver saw.
+cluster-demo:
+	$(CARGO) test --quiet --locked --test cluster -- --nocapture
+
+VM_DIR ?= $(CARGO_TARGET_DIR)/vm
+
+vm-test: build
+	VM_DIR=$(VM_DIR) vm/fetch.sh
+	VM_DIR=$(VM_DIR) VM_CNI_BIN=$(BIN) vm/build-initramfs.sh
+	VM_DIR=$(VM_DIR) vm/run.sh

@@ -9,6 +9,7 @@ pub mod demo;
 pub mod interface;
 pub mod ipam;
 pub mod linux;
+pub mod meta;
 pub mod plugins;
 pub mod runtime;
 pub mod undo;

@@ -20,6 +20,10 @@ pub static PLUGINS: &[&Plugin] = &[
     &crate::ipam::host_local::PLUGIN,
     &crate::ipam::static_ipam::PLUGIN,
     // meta
+    &crate::meta::firewall::PLUGIN,
+    &crate::meta::flannel::PLUGIN,
+    &crate::meta::portmap::PLUGIN,
+    &crate::meta::tuning::PLUGIN,
 ];
 
 pub fn lookup(name: &str) -> Option<&'static Plugin> {

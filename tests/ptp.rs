@@ -66,16 +66,12 @@ fn dual_stack_routes_traffic_check_del() {
 }
 
 #[test]
-fn requires_ipam_and_refuses_ipmasq() {
+fn requires_ipam() {
     let rig = Rig::new("pu", Impl::Ours);
     let p = rig.pod("pua");
     let before = (kernel_state(&rig.node), kernel_state(&p));
     let no_ipam = conf("1.0.0", "ptpnet", "ptp", json!({}));
     assert_eq!(rig.add(&no_ipam, "c1", &p, "eth0").code(), 7);
-    let m = ptp_conf(&rig, json!({"ipMasq": true}), &[json!("10.92.0.0/24")]);
-    let e = rig.add(&m, "c1", &p, "eth0");
-    assert_eq!(e.code(), 2);
-    assert!(e.msg().starts_with("ipMasq is not supported yet: "));
     assert_eq!(before, (kernel_state(&rig.node), kernel_state(&p)));
     assert!(rig.ipam_state().is_empty());
 }

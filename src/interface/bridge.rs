@@ -6,7 +6,7 @@
 
 use super::ipconfig::{self, Dad};
 use super::veth::{self, VethOpts};
-use super::{del_container_link, dns_set, fmt_mac, ipam_add, join_errors, open_netns, parse_mac, reject_unsupported};
+use super::{del_container_link, dns_set, fmt_mac, ipam_add, join_errors, open_netns, parse_mac};
 use crate::cni::args::CniArgs;
 use crate::cni::config::{self, NetConf};
 use crate::cni::delegate;
@@ -14,7 +14,9 @@ use crate::cni::result::{CniResult, Interface, Route as CniRoute};
 use crate::cni::skel::{CmdArgs, Kind, Plugin};
 use crate::cni::version;
 use crate::linux::netlink::{BridgeVlan, Family, Link, LinkKind, LinkSpec, OperState};
+use crate::linux::nft::NftSocket;
 use crate::linux::{sysctl, NetNs, Netlink};
+use crate::meta::{masquerade, spoofcheck};
 use crate::undo::Undo;
 use anyhow::{anyhow, bail, Context};
 use ipnet::IpNet;
@@ -172,9 +174,6 @@ fn collect_vlan_trunk(trunk: Option<&[VlanTrunk]>) -> anyhow::Result<Vec<u16>> {
 
 fn add(args: &CmdArgs) -> anyhow::Result<CniResult> {
     let n = BridgeConf::load(args)?;
-    let why = "cni-multi's nftables engine has not landed yet; remove the key or chain a plugin that provides it";
-    reject_unsupported("ipMasq", n.ip_masq, why)?;
-    reject_unsupported("macspoofchk", n.macspoofchk, why)?;
     let ipam_type = n.net.ipam_type().map(str::to_string);
     if ipam_type.is_some() && n.disable_container_interface {
         bail!("cannot use IPAM when DisableContainerInterface flag is set");
@@ -195,6 +194,20 @@ fn add(args: &CmdArgs) -> anyhow::Result<CniResult> {
     let mut result = CniResult::new(n.net.version());
 
     let (host_veth, cont_veth) = setup_veth(&mut host, &mut cont, &host_ns, &br, &args.ifname, &n, mtu, &mut undo)?;
+    if n.macspoofchk {
+        let mac = cont_veth.mac.context("the container veth has no MAC address")?;
+        spoofcheck::setup(
+            &NftSocket::open()?,
+            &host_veth.name,
+            mac,
+            &args.container_id,
+            &args.ifname,
+        )?;
+        let (cid, ifname) = (args.container_id.clone(), args.ifname.clone());
+        undo.push(format!("remove spoof check of {cid}/{ifname}"), move || {
+            spoofcheck::teardown(&NftSocket::open()?, &cid, &ifname)
+        });
+    }
     result.interfaces = vec![
         Interface {
             name: br.name.clone(),
@@ -267,6 +280,9 @@ fn add(args: &CmdArgs) -> anyhow::Result<CniResult> {
             ipconfig::enable_forwarding(!gws.v4.is_empty(), !gws.v6.is_empty())
                 .context("failed to enable forwarding")?;
         }
+        if n.ip_masq {
+            setup_masquerade(&n.net.name, args, &result, &mut undo)?;
+        }
     } else if !n.disable_container_interface {
         // L2 only: the container end still has to be up.
         cont.set_up(cont_veth.index)
@@ -289,6 +305,34 @@ fn add(args: &CmdArgs) -> anyhow::Result<CniResult> {
     }
     undo.commit();
     Ok(result)
+}
+
+/// ipMasq: masquerade what leaves each pod address's subnet (shared with ptp).
+pub(super) fn setup_masquerade(
+    network: &str,
+    args: &CmdArgs,
+    result: &CniResult,
+    undo: &mut Undo,
+) -> anyhow::Result<()> {
+    let ips: Vec<IpNet> = result.ips.iter().map(|i| i.address).collect();
+    masquerade::setup(&NftSocket::open()?, network, &args.ifname, &args.container_id, &ips)?;
+    let (net, cid, ifname) = (network.to_string(), args.container_id.clone(), args.ifname.clone());
+    undo.push(format!("remove IP masquerading of {cid}/{ifname}"), move || {
+        masquerade::teardown(&NftSocket::open()?, &net, &ifname, &cid)
+    });
+    Ok(())
+}
+
+/// GC of the masquerade rules: those of attachments not in the valid list go (shared with ptp).
+pub(super) fn gc_masquerade(net: &NetConf) -> anyhow::Result<()> {
+    let Some(valid) = net.gc_valid_attachments() else {
+        return Ok(());
+    };
+    let valid: Vec<(&str, &str)> = valid
+        .iter()
+        .map(|a| (a.container_id.as_str(), a.ifname.as_str()))
+        .collect();
+    masquerade::gc(&NftSocket::open()?, &net.name, &valid)
 }
 
 /// Look the bridge up; it must be a bridge.
@@ -624,11 +668,26 @@ fn oper_state_name(s: Option<OperState>) -> &'static str {
     }
 }
 
-/// Delete the container link, then release IPAM; an empty or vanished netns and a missing
-/// link are fine; the bridge stays. Both steps are tried and every failure is reported.
+/// Remove the attachment's firewall rules (found by their comments, so an empty or vanished
+/// netns does not leak them, unlike the reference), delete the container link, then release
+/// IPAM. A missing link is fine; the bridge stays. Every step is tried and every failure
+/// is reported.
 fn del(args: &CmdArgs) -> anyhow::Result<()> {
     let n = BridgeConf::load(args)?;
     let mut errs = Vec::new();
+    if n.ip_masq || n.macspoofchk {
+        match NftSocket::open() {
+            Ok(sock) => {
+                if n.ip_masq {
+                    errs.extend(masquerade::teardown(&sock, &n.net.name, &args.ifname, &args.container_id).err());
+                }
+                if n.macspoofchk {
+                    errs.extend(spoofcheck::teardown(&sock, &args.container_id, &args.ifname).err());
+                }
+            }
+            Err(e) => errs.push(e.into()),
+        }
+    }
     if let Err(e) = del_container_link(&args.netns, &args.ifname) {
         errs.push(e);
     }
@@ -706,7 +765,18 @@ fn check(args: &CmdArgs) -> anyhow::Result<()> {
         bail!("CNI veth created for bridge {} was not found", n.bridge);
     }
     ipconfig::validate_expected_ips(&mut cont, &args.ifname, &prev.ips)?;
-    ipconfig::validate_expected_routes(&mut cont, &prev.routes)
+    ipconfig::validate_expected_routes(&mut cont, &prev.routes)?;
+    // Firewall rules are resources too (spec: CHECK covers what ADD created).
+    if n.ip_masq {
+        check_masquerade(&n.net.name, args, &prev)?;
+    }
+    Ok(())
+}
+
+/// CHECK of ipMasq: each of the attachment's addresses has its rule (shared with ptp).
+pub(super) fn check_masquerade(network: &str, args: &CmdArgs, prev: &CniResult) -> anyhow::Result<()> {
+    let ips: Vec<IpNet> = prev.ips.iter().map(|i| i.address).collect();
+    masquerade::check(&NftSocket::open()?, network, &args.ifname, &args.container_id, &ips)
 }
 
 fn check_bridge(host: &mut Netlink, intf: &Interface, n: &BridgeConf) -> anyhow::Result<Link> {
@@ -769,13 +839,18 @@ fn status(args: &CmdArgs) -> anyhow::Result<()> {
     }
 }
 
-/// GC: the IPAM's reservations are our only state outside the container netns.
+/// GC: masquerade rules (by comment) and the IPAM's reservations are our state outside the
+/// container netns. Both are attempted; every failure is reported.
 fn gc(args: &CmdArgs) -> anyhow::Result<()> {
     let n: BridgeConf = config::parse(&args.stdin)?;
-    match n.net.ipam_type() {
-        Some(t) => Ok(delegate::gc(t, &args.stdin, args)?),
-        None => Ok(()),
+    let mut errs = Vec::new();
+    if n.ip_masq {
+        errs.extend(gc_masquerade(&n.net).err());
     }
+    if let Some(t) = n.net.ipam_type() {
+        errs.extend(delegate::gc(t, &args.stdin, args).err().map(anyhow::Error::from));
+    }
+    join_errors(errs)
 }
 
 #[cfg(test)]

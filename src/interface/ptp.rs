@@ -5,9 +5,10 @@
 //! end carries the gateway address and a host route to the container's IP, so the node
 //! routes between pods and to the outside.
 
+use super::bridge::{check_masquerade, gc_masquerade, setup_masquerade};
 use super::ipconfig::{self, Dad};
 use super::veth::{self, VethOpts};
-use super::{del_container_link, dns_set, fmt_mac, ipam_add, join_errors, open_netns, reject_unsupported};
+use super::{del_container_link, dns_set, fmt_mac, ipam_add, join_errors, open_netns};
 use crate::cni::config::{self, NetConf};
 use crate::cni::delegate;
 use crate::cni::error::CniError;
@@ -66,11 +67,6 @@ pub(super) fn mtu_of(mtu: i64) -> anyhow::Result<Option<u32>> {
 
 fn add(args: &CmdArgs) -> anyhow::Result<CniResult> {
     let conf = PtpConf::load(&args.stdin)?;
-    reject_unsupported(
-        "ipMasq",
-        conf.ip_masq,
-        "cni-multi has no masquerade engine yet; masquerade with a chained plugin or remove the key",
-    )?;
     let ipam_type = conf.ipam()?;
     let mtu = mtu_of(conf.mtu)?;
     let host_ns = NetNs::current()?;
@@ -160,6 +156,9 @@ fn add(args: &CmdArgs) -> anyhow::Result<CniResult> {
         }
     }
 
+    if conf.ip_masq {
+        setup_masquerade(&conf.net.name, args, &result, &mut undo)?;
+    }
     if dns_set(&conf.net.dns) {
         result.dns = conf.net.dns.clone().unwrap_or_default();
     }
@@ -167,11 +166,15 @@ fn add(args: &CmdArgs) -> anyhow::Result<CniResult> {
     Ok(result)
 }
 
-/// IPAM first (the reference's order), then the link; both are tried and every failure is
-/// reported.
+/// IPAM first (the reference's order), then the masquerade rules (by comment, so also when
+/// the netns is gone) and the link; every step is tried and every failure is reported.
 fn del(args: &CmdArgs) -> anyhow::Result<()> {
     let conf = PtpConf::load(&args.stdin)?;
     let mut errs = Vec::new();
+    if conf.ip_masq {
+        let sock = crate::linux::nft::NftSocket::open()?;
+        errs.extend(crate::meta::masquerade::teardown(&sock, &conf.net.name, &args.ifname, &args.container_id).err());
+    }
     if let Some(t) = conf.net.ipam_type() {
         if let Err(e) = delegate::del(t, &args.stdin, args) {
             errs.push(e.into());
@@ -220,7 +223,11 @@ fn check(args: &CmdArgs) -> anyhow::Result<()> {
         );
     }
     ipconfig::validate_expected_ips(&mut nl, &args.ifname, &prev.ips)?;
-    ipconfig::validate_expected_routes(&mut nl, &prev.routes)
+    ipconfig::validate_expected_routes(&mut nl, &prev.routes)?;
+    if conf.ip_masq {
+        check_masquerade(&conf.net.name, args, &prev)?;
+    }
+    Ok(())
 }
 
 /// STATUS is the IPAM's (always, as in the reference).
@@ -229,8 +236,17 @@ fn status(args: &CmdArgs) -> anyhow::Result<()> {
     Ok(delegate::status(conf.ipam()?, &args.stdin, args)?)
 }
 
-/// GC: our only state is the IPAM's reservations; links die with their netns.
+/// GC: masquerade rules (by comment) and the IPAM's reservations; links die with their netns.
 fn gc(args: &CmdArgs) -> anyhow::Result<()> {
     let conf = PtpConf::load(&args.stdin)?;
-    Ok(delegate::gc(conf.ipam()?, &args.stdin, args)?)
+    let mut errs = Vec::new();
+    if conf.ip_masq {
+        errs.extend(gc_masquerade(&conf.net).err());
+    }
+    errs.extend(
+        delegate::gc(conf.ipam()?, &args.stdin, args)
+            .err()
+            .map(anyhow::Error::from),
+    );
+    join_errors(errs)
 }

@@ -2,6 +2,7 @@
 //! network namespaces, sysctls, tun/tap devices and capabilities. Nothing here knows
 //! what it is used for.
 
+pub mod conntrack;
 pub mod error;
 pub mod netlink;
 pub mod netns;

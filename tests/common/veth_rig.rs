@@ -123,7 +123,11 @@ impl Rig {
     /// Run `plugin` with `cmd` inside the node netns.
     #[allow(clippy::too_many_arguments)]
     pub fn run(&self, plugin: &str, cmd: &str, conf: &Value, cid: &str, netns: &str, ifname: &str, args: &str) -> Out {
-        let mut c = Command::new("nsenter");
+        let mut c = Command::new(super::rig::tool("nsenter"));
+        // Our plugins get an empty PATH: they must not need iptables, nft, ip or anything else.
+        if matches!(self.imp, Impl::Ours) {
+            c.env("PATH", "");
+        }
         c.arg(format!("--net={}", self.node.path_str()))
             .arg(self.bin.0.join(plugin))
             .env("CNI_COMMAND", cmd)

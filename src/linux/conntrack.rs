@@ -1,0 +1,228 @@
+//! Conntrack entries over `NETLINK_NETFILTER` (ctnetlink): delete the entries of one
+//! destination port, as `conntrack -D -p udp --dport N` does, without the conntrack binary.
+//!
+//! The kernel cannot delete by a filter (a flush with a tuple filter is refused), so the
+//! table of one address family is dumped, matched here on the original tuple, and each match
+//! deleted by its tuple. Works on the calling thread's network namespace.
+
+use neli::consts::socket::{Msg, NlFamily};
+use neli::socket::NlSocket;
+use neli::utils::Groups;
+
+use super::{Error, Result};
+
+const NFNL_SUBSYS_CTNETLINK: u16 = 1;
+const IPCTNL_MSG_CT_GET: u16 = 1;
+const IPCTNL_MSG_CT_DELETE: u16 = 2;
+const NLM_F_REQUEST: u16 = 0x1;
+const NLM_F_ACK: u16 = 0x4;
+const NLM_F_DUMP: u16 = 0x300;
+const NLMSG_ERROR: u16 = 2;
+const NLMSG_DONE: u16 = 3;
+const NLA_F_NESTED: u16 = 0x8000;
+const NLA_TYPE_MASK: u16 = 0x3fff;
+const CTA_TUPLE_ORIG: u16 = 1;
+const CTA_ZONE: u16 = 18;
+const CTA_TUPLE_PROTO: u16 = 2;
+const CTA_PROTO_NUM: u16 = 1;
+const CTA_PROTO_DST_PORT: u16 = 3;
+const HDR: usize = 16;
+
+/// Address family of a conntrack table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CtFamily {
+    V4,
+    V6,
+}
+
+impl CtFamily {
+    fn nfproto(self) -> u8 {
+        match self {
+            CtFamily::V4 => 2,
+            CtFamily::V6 => 10,
+        }
+    }
+}
+
+fn msg(ty: u16, flags: u16, seq: u32, family: u8, attrs: &[u8]) -> Vec<u8> {
+    let len = HDR + 4 + attrs.len();
+    let mut v = Vec::with_capacity(len);
+    v.extend_from_slice(&(len as u32).to_ne_bytes());
+    v.extend_from_slice(&((NFNL_SUBSYS_CTNETLINK << 8) | ty).to_ne_bytes());
+    v.extend_from_slice(&flags.to_ne_bytes());
+    v.extend_from_slice(&seq.to_ne_bytes());
+    v.extend_from_slice(&0u32.to_ne_bytes());
+    v.extend_from_slice(&[family, 0, 0, 0]); // nfgenmsg: family, version 0, res_id 0
+    v.extend_from_slice(attrs);
+    v
+}
+
+fn put_attr(buf: &mut Vec<u8>, ty: u16, payload: &[u8]) {
+    buf.extend_from_slice(&((4 + payload.len()) as u16).to_ne_bytes());
+    buf.extend_from_slice(&ty.to_ne_bytes());
+    buf.extend_from_slice(payload);
+    buf.resize((buf.len() + 3) & !3, 0);
+}
+
+fn attrs(buf: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
+    let mut off = 0usize;
+    std::iter::from_fn(move || {
+        if off + 4 > buf.len() {
+            return None;
+        }
+        let len = u16::from_ne_bytes([buf[off], buf[off + 1]]) as usize;
+        let ty = u16::from_ne_bytes([buf[off + 2], buf[off + 3]]) & NLA_TYPE_MASK;
+        if len < 4 || off + len > buf.len() {
+            return None;
+        }
+        let item = (ty, &buf[off + 4..off + len]);
+        off += (len + 3) & !3;
+        Some(item)
+    })
+}
+
+fn attr(buf: &[u8], ty: u16) -> Option<&[u8]> {
+    attrs(buf).find(|(t, _)| *t == ty).map(|(_, p)| p)
+}
+
+/// (type, flags, seq, body) of each netlink message in a receive buffer.
+fn messages(buf: &[u8]) -> Vec<(u16, u32, &[u8])> {
+    let mut out = Vec::new();
+    let mut off = 0;
+    while off + HDR <= buf.len() {
+        let len = u32::from_ne_bytes(buf[off..off + 4].try_into().unwrap()) as usize;
+        if len < HDR || off + len > buf.len() {
+            break;
+        }
+        let ty = u16::from_ne_bytes([buf[off + 4], buf[off + 5]]);
+        let seq = u32::from_ne_bytes(buf[off + 8..off + 12].try_into().unwrap());
+        out.push((ty, seq, &buf[off + HDR..off + len]));
+        off += (len + 3) & !3;
+    }
+    out
+}
+
+/// Deletes the conntrack entries of `family` whose original direction goes to transport
+/// protocol `l4proto` (6 tcp, 17 udp, 132 sctp) port `dport`. Returns how many it deleted;
+/// entries that vanish meanwhile are not errors.
+pub fn delete_by_dst_port(family: CtFamily, l4proto: u8, dport: u16) -> Result<usize> {
+    let what = format!("delete conntrack entries to port {dport}/{l4proto}");
+    let sock = NlSocket::connect(NlFamily::Netfilter, None, Groups::empty()).map_err(|e| Error::io(&what, e))?;
+    let tv = nix::sys::time::TimeVal::new(5, 0);
+    // SAFETY: the fd is owned by `sock`, which outlives this borrow.
+    let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(std::os::fd::AsRawFd::as_raw_fd(&sock)) };
+    nix::sys::socket::setsockopt(&fd, nix::sys::socket::sockopt::ReceiveTimeout, &tv)
+        .map_err(|e| Error::nix(&what, e))?;
+
+    let mut rbuf = vec![0u8; 64 * 1024];
+    let mut recv = |sock: &NlSocket| -> Result<Vec<u8>> {
+        let (n, _) = sock
+            .recv(&mut rbuf[..], Msg::empty())
+            .map_err(|e| Error::io(&what, e))?;
+        Ok(rbuf[..n].to_vec())
+    };
+
+    // 1. Dump and keep the original tuples (and zones) that match.
+    let seq = 1;
+    sock.send(
+        msg(
+            IPCTNL_MSG_CT_GET,
+            NLM_F_REQUEST | NLM_F_DUMP,
+            seq,
+            family.nfproto(),
+            &[],
+        ),
+        Msg::empty(),
+    )
+    .map_err(|e| Error::io(&what, e))?;
+    let mut victims: Vec<(Vec<u8>, Option<Vec<u8>>)> = Vec::new();
+    'dump: loop {
+        let data = recv(&sock)?;
+        for (ty, s, body) in messages(&data) {
+            if s != seq {
+                continue;
+            }
+            match ty {
+                NLMSG_DONE => break 'dump,
+                NLMSG_ERROR => {
+                    let errno = -i32::from_ne_bytes(body.get(..4).unwrap_or(&[0; 4]).try_into().unwrap());
+                    if errno == 0 {
+                        break 'dump;
+                    }
+                    return Err(Error::kernel(&what, errno, None));
+                }
+                _ => {
+                    let a = body.get(4..).unwrap_or(&[]);
+                    let Some(orig) = attr(a, CTA_TUPLE_ORIG) else { continue };
+                    let Some(proto) = attr(orig, CTA_TUPLE_PROTO) else {
+                        continue;
+                    };
+                    let num = attr(proto, CTA_PROTO_NUM).and_then(|p| p.first().copied());
+                    let port = attr(proto, CTA_PROTO_DST_PORT).map(|p| u16::from_be_bytes([p[0], p[1]]));
+                    if num == Some(l4proto) && port == Some(dport) {
+                        victims.push((orig.to_vec(), attr(a, CTA_ZONE).map(|z| z.to_vec())));
+                    }
+                }
+            }
+        }
+    }
+
+    // 2. Delete each by its tuple.
+    let mut deleted = 0;
+    for (i, (orig, zone)) in victims.iter().enumerate() {
+        let seq = 2 + i as u32;
+        let mut a = Vec::new();
+        put_attr(&mut a, CTA_TUPLE_ORIG | NLA_F_NESTED, orig);
+        if let Some(z) = zone {
+            put_attr(&mut a, CTA_ZONE, z);
+        }
+        sock.send(
+            msg(
+                IPCTNL_MSG_CT_DELETE,
+                NLM_F_REQUEST | NLM_F_ACK,
+                seq,
+                family.nfproto(),
+                &a,
+            ),
+            Msg::empty(),
+        )
+        .map_err(|e| Error::io(&what, e))?;
+        loop {
+            let data = recv(&sock)?;
+            let ack = messages(&data)
+                .into_iter()
+                .find(|(ty, s, _)| *ty == NLMSG_ERROR && *s == seq)
+                .map(|(_, _, body)| -i32::from_ne_bytes(body.get(..4).unwrap_or(&[0; 4]).try_into().unwrap()));
+            match ack {
+                None => continue,
+                Some(0) => {
+                    deleted += 1;
+                    break;
+                }
+                Some(e) if e == nix::libc::ENOENT => break,
+                Some(e) => return Err(Error::kernel(&what, e, None)),
+            }
+        }
+    }
+    Ok(deleted)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encoding_round_trip() {
+        let mut a = Vec::new();
+        put_attr(&mut a, CTA_PROTO_NUM, &[17]);
+        put_attr(&mut a, CTA_PROTO_DST_PORT, &8080u16.to_be_bytes());
+        assert_eq!(a.len(), 16);
+        assert_eq!(attr(&a, CTA_PROTO_NUM), Some(&[17u8][..]));
+        assert_eq!(attr(&a, CTA_PROTO_DST_PORT), Some(&[0x1f, 0x90][..]));
+        let m = msg(IPCTNL_MSG_CT_DELETE, NLM_F_REQUEST, 7, 2, &a);
+        let parsed = messages(&m);
+        assert_eq!(parsed.len(), 1);
+        assert_eq!(parsed[0].0, (1 << 8) | 2);
+        assert_eq!(parsed[0].1, 7);
+    }
+}

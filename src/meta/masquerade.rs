@@ -1,0 +1,205 @@
+//! The IP masquerade helper bridge and ptp call for `ipMasq: true`: the reference's nftables
+//! backend (`pkg/ip/ipmasq_nftables_linux.go`), same table, chains, rules and comments, so a node
+//! can switch between the reference and cni-multi with pods running.
+//!
+//! ```text
+//! table inet cni_plugins_masquerade {
+//!     chain masq_checks {
+//!         ip saddr 10.88.0.5 ip daddr != 10.88.0.0/16 masquerade comment "<h16(net)>-<h16(if:cid)>, net: …, if: …, id: …"
+//!     }
+//!     chain postrouting {
+//!         type nat hook postrouting priority srcnat; policy accept;
+//!         ip daddr 224.0.0.0/4 return
+//!         ip6 daddr ff00::/8 return
+//!         goto masq_checks
+//!     }
+//! }
+//! ```
+//!
+//! Every rule is found again by its comment, whose first 33 characters are a hash of the
+//! network and of the (ifname, containerID) attachment. So DEL needs neither the netns nor the
+//! IPs (the reference's iptables backend leaks its chains when the netns is gone), and GC can
+//! tell which attachments a rule belongs to.
+
+use anyhow::{Context, Result};
+use ipnet::IpNet;
+
+use super::sha512::hex_prefix;
+use crate::linux::nft::{priority, Batch, Chain, ChainType, CmpOp, Family, Hook, NftSocket, Policy, Position, Rule};
+use crate::linux::nft::{RuleBuilder, Table};
+
+pub const TABLE: &str = "cni_plugins_masquerade";
+pub const TABLE_COMMENT: &str = "Masquerading for plugins from github.com/containernetworking/plugins";
+pub const CHAIN: &str = "masq_checks";
+pub const POSTROUTING: &str = "postrouting";
+/// `knftables.CommentLengthMax`, also what `nft` accepts.
+const COMMENT_MAX: usize = 128;
+
+fn table() -> Table {
+    Table::new(Family::Inet, TABLE).with_comment(TABLE_COMMENT)
+}
+
+/// `h16(network)`: the prefix every rule of a network carries.
+pub fn hash_for_network(network: &str) -> String {
+    hex_prefix(network, 16)
+}
+
+/// `h16(network)-h16(ifname:containerID)`: the prefix of one attachment's rules.
+pub fn hash_for_instance(network: &str, ifname: &str, container_id: &str) -> String {
+    format!(
+        "{}-{}",
+        hash_for_network(network),
+        hex_prefix(&format!("{ifname}:{container_id}"), 16)
+    )
+}
+
+/// The rule comment: the instance hash, then a human description, cut to 128 bytes.
+pub fn comment_for_instance(network: &str, ifname: &str, container_id: &str) -> String {
+    let strip = |s: &str| s.replace('"', "");
+    let mut c = format!(
+        "{}, net: {}, if: {}, id: {}",
+        hash_for_instance(network, ifname, container_id),
+        strip(network),
+        strip(ifname),
+        strip(container_id)
+    );
+    truncate(&mut c, COMMENT_MAX);
+    c
+}
+
+pub(crate) fn truncate(s: &mut String, max: usize) {
+    if s.len() > max {
+        let mut n = max;
+        while !s.is_char_boundary(n) {
+            n -= 1;
+        }
+        s.truncate(n);
+    }
+}
+
+/// The masquerade rules of `masq_checks` whose comment starts with `prefix`.
+fn find_rules(sock: &NftSocket, prefix: &str) -> Result<Vec<Rule>> {
+    let rules = sock
+        .list_rules(Family::Inet, TABLE, CHAIN)
+        .context("could not list the masquerade rules")?;
+    Ok(rules
+        .into_iter()
+        .filter(|r| r.comment.as_deref().is_some_and(|c| c.starts_with(prefix)))
+        .collect())
+}
+
+/// Masquerade traffic from each of `ips` to anything outside its subnet (and not multicast),
+/// for the attachment (network, ifname, container_id). Replaces that attachment's earlier rules.
+/// One atomic batch, applied through `sock` (a socket in the node's netns, where the rules live).
+pub fn setup(sock: &NftSocket, network: &str, ifname: &str, container_id: &str, ips: &[IpNet]) -> Result<()> {
+    let stale = find_rules(sock, &hash_for_instance(network, ifname, container_id))?;
+    let t = table();
+    let mut b = Batch::new();
+    b.add_table(&t);
+    b.add_chain(&Chain::regular(&t, CHAIN));
+    b.add_chain(&Chain::base(
+        &t,
+        POSTROUTING,
+        ChainType::Nat,
+        Hook::Postrouting,
+        priority::SRCNAT,
+        Policy::Accept,
+    ));
+    // The base chain is rebuilt each time, as the reference does, so it is always in the
+    // expected shape even if someone edited it.
+    b.flush_chain(&t, POSTROUTING);
+    let multicast4: IpNet = "224.0.0.0/4".parse().unwrap();
+    let multicast6: IpNet = "ff00::/8".parse().unwrap();
+    for net in [multicast4, multicast6] {
+        b.add_rule(
+            &RuleBuilder::new(&t, POSTROUTING).daddr(CmpOp::Eq, net).ret().build(),
+            Position::Append,
+        );
+    }
+    b.add_rule(&RuleBuilder::new(&t, POSTROUTING).goto(CHAIN).build(), Position::Append);
+    for r in &stale {
+        if let Some(h) = r.handle {
+            b.del_rule(&t, CHAIN, h);
+        }
+    }
+    let comment = comment_for_instance(network, ifname, container_id);
+    for ip in ips {
+        let rule = RuleBuilder::new(&t, CHAIN)
+            .saddr(CmpOp::Eq, ip.addr())
+            .daddr(CmpOp::Neq, ip.trunc())
+            .masquerade()
+            .comment(&comment)
+            .build();
+        b.add_rule(&rule, Position::Append);
+    }
+    b.commit(sock)
+        .with_context(|| format!("failed to set up IP masquerading for {container_id}/{ifname}"))
+}
+
+/// CHECK: every one of `ips` has its masquerade rule for the attachment.
+pub fn check(sock: &NftSocket, network: &str, ifname: &str, container_id: &str, ips: &[IpNet]) -> Result<()> {
+    let rules = find_rules(sock, &hash_for_instance(network, ifname, container_id))?;
+    if rules.len() < ips.len() {
+        anyhow::bail!(
+            "IP masquerading for {container_id}/{ifname}: {} rule(s) in inet {TABLE} {CHAIN}, expected {}",
+            rules.len(),
+            ips.len()
+        );
+    }
+    Ok(())
+}
+
+/// Removes the masquerade rules of one attachment. Needs neither the container's netns nor its
+/// IPs; nothing to remove is success.
+pub fn teardown(sock: &NftSocket, network: &str, ifname: &str, container_id: &str) -> Result<()> {
+    let rules = find_rules(sock, &hash_for_instance(network, ifname, container_id))?;
+    delete(sock, &rules).with_context(|| format!("failed to remove IP masquerading for {container_id}/{ifname}"))
+}
+
+/// Removes the masquerade rules of `network` whose attachment is not in `valid`
+/// (`(containerID, ifname)` pairs, as in `cni.dev/valid-attachments`).
+pub fn gc(sock: &NftSocket, network: &str, valid: &[(&str, &str)]) -> Result<()> {
+    let keep: Vec<String> = valid
+        .iter()
+        .map(|(cid, ifname)| comment_for_instance(network, ifname, cid))
+        .collect();
+    let rules = find_rules(sock, &hash_for_network(network))?;
+    let stale: Vec<Rule> = rules
+        .into_iter()
+        .filter(|r| !keep.iter().any(|k| Some(k.as_str()) == r.comment.as_deref()))
+        .collect();
+    delete(sock, &stale).with_context(|| format!("failed to garbage-collect IP masquerading of network {network}"))
+}
+
+fn delete(sock: &NftSocket, rules: &[Rule]) -> Result<()> {
+    let t = table();
+    let mut b = Batch::new();
+    for r in rules {
+        if let Some(h) = r.handle {
+            b.del_rule(&t, CHAIN, h);
+        }
+    }
+    if b.is_empty() {
+        return Ok(());
+    }
+    b.commit(sock)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn comment_shape() {
+        let c = comment_for_instance("mynet", "eth0", "abc");
+        let (hash, rest) = c.split_once(", ").unwrap();
+        assert_eq!(hash.len(), 33);
+        assert_eq!(&hash[..16], &hex_prefix("mynet", 16));
+        assert_eq!(&hash[17..], &hex_prefix("eth0:abc", 16));
+        assert_eq!(rest, "net: mynet, if: eth0, id: abc");
+        let long = comment_for_instance("n", "eth0", &"x".repeat(200));
+        assert_eq!(long.len(), 128);
+        assert!(long.starts_with(&hash_for_instance("n", "eth0", &"x".repeat(200))));
+    }
+}

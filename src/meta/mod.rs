@@ -1,0 +1,17 @@
+//! Meta plugins (chained after an interface plugin) and the firewall helpers bridge and ptp
+//! share. Everything here programs nftables over netlink (`linux::nft`); nothing is exec'd.
+//!
+//! - [`masquerade`]: ipMasq for bridge/ptp (`inet cni_plugins_masquerade`);
+//! - [`spoofcheck`]: bridge `macspoofchk` (`bridge nat`);
+//! - [`portmap`]: the portmap plugin (`ip`/`ip6 cni_hostport`);
+//! - [`firewall`]: the firewall plugin (`inet cni_firewall`, `bridge cni_firewall`);
+//! - [`tuning`]: sysctls and link attributes of the container interface;
+//! - [`flannel`]: builds a bridge + host-local delegate from flanneld's subnet.env.
+
+pub mod firewall;
+pub mod flannel;
+pub mod masquerade;
+pub mod portmap;
+pub mod sha512;
+pub mod spoofcheck;
+pub mod tuning;

@@ -1,0 +1,666 @@
+//! portmap: forward host ports to the container (`runtimeConfig.portMappings`), the reference's
+//! nftables backend (`plugins/meta/portmap/portmap_nftables.go`), programmed over netlink.
+//!
+//! ```text
+//! table ip cni_hostport {                      (and table ip6 cni_hostport)
+//!     chain hostports        { tcp dport 8080 dnat to 10.88.0.5:80 comment "<id>" }
+//!     chain hostip_hostports { ip daddr 192.0.2.1 tcp dport 8080 dnat to 10.88.0.5:80 comment "<id>" }
+//!     chain hostports_all    { jump hostip_hostports; jump hostports }
+//!     chain prerouting  { type nat hook prerouting priority dstnat; [conditions] fib daddr type local jump hostports_all }
+//!     chain output      { type nat hook output priority dstnat;     [conditions] fib daddr type local jump hostports_all }
+//!     chain masquerading { type nat hook postrouting priority srcnat;
+//!         ip saddr 10.88.0.5 ip daddr 10.88.0.5 masquerade comment "<id>"      (hairpin)
+//!         ip saddr 127.0.0.1 ip daddr 10.88.0.5 masquerade comment "<id>" }    (localhost, v4)
+//! }
+//! ```
+//!
+//! The reference comments each rule with the bare container ID, so two networks sharing a
+//! container ID collide and GC cannot tell networks apart. Our comment is
+//! `<containerID>, nethash: <h16(network)>, if: <ifname>`; DEL also removes rules that carry
+//! the bare container ID, so rules made by the reference binaries are cleaned up after a swap.
+
+use std::net::IpAddr;
+
+use anyhow::{bail, Context, Result};
+use ipnet::IpNet;
+use serde::Deserialize;
+
+use super::sha512::hex_prefix;
+use crate::cni::config::{self, NetConf, PortMapping};
+use crate::cni::error::{code, CniError};
+use crate::cni::result::CniResult;
+use crate::cni::skel::{CmdArgs, Kind, Plugin};
+use crate::cni::version;
+use crate::linux::conntrack::{self, CtFamily};
+use crate::linux::netlink::Family as IpFamily;
+use crate::linux::nft::{
+    nat_flags, priority, rtn, Batch, Chain, ChainType, CmpOp, Expr, Family, Hook, L4Proto, NftSocket, Policy, Position,
+    Rule, RuleBuilder, Table,
+};
+use crate::linux::{sysctl, Netlink};
+
+pub static PLUGIN: Plugin = Plugin {
+    name: "portmap",
+    kind: Kind::Meta,
+    summary: "forward host ports to the container (nftables over netlink)",
+    versions: version::ALL,
+    add,
+    del,
+    check: Some(check),
+    status: None,
+    gc: Some(gc),
+};
+
+pub const TABLE: &str = "cni_hostport";
+const TABLE_COMMENT: &str = "CNI portmap plugin";
+pub const HOSTPORTS: &str = "hostports";
+pub const HOSTIP_HOSTPORTS: &str = "hostip_hostports";
+pub const HOSTPORTS_ALL: &str = "hostports_all";
+pub const MASQUERADING: &str = "masquerading";
+const RULE_CHAINS: [&str; 3] = [HOSTPORTS, HOSTIP_HOSTPORTS, MASQUERADING];
+
+// ---- config ------------------------------------------------------------------------------
+
+#[derive(Debug, Deserialize)]
+struct PortMapConf {
+    #[serde(flatten)]
+    net: NetConf,
+    #[serde(default)]
+    snat: Option<bool>,
+    #[serde(rename = "masqAll", default)]
+    masq_all: bool,
+    #[serde(rename = "markMasqBit", default)]
+    mark_masq_bit: Option<serde_json::Value>,
+    #[serde(rename = "externalSetMarkChain", default)]
+    external_set_mark_chain: Option<String>,
+    #[serde(rename = "conditionsV4", default)]
+    conditions_v4: Option<Vec<String>>,
+    #[serde(rename = "conditionsV6", default)]
+    conditions_v6: Option<Vec<String>>,
+    #[serde(default)]
+    backend: Option<String>,
+}
+
+/// One validated mapping.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Mapping {
+    host_port: u16,
+    container_port: u16,
+    proto: L4Proto,
+    host_ip: Option<IpAddr>,
+}
+
+/// Everything ADD/DEL/CHECK need, validated.
+struct Conf {
+    net: NetConf,
+    snat: bool,
+    masq_all: bool,
+    mappings: Vec<Mapping>,
+    cond_v4: Vec<Cond>,
+    cond_v6: Vec<Cond>,
+}
+
+fn unsupported(msg: String) -> anyhow::Error {
+    CniError::new(code::UNSUPPORTED_FIELD, msg).into()
+}
+
+fn parse_conf(stdin: &[u8]) -> Result<Conf> {
+    let c: PortMapConf = config::parse(stdin)?;
+    const NFT_ONLY: &str = "cni-multi programs port mappings with nftables over netlink (no iptables)";
+    match c.backend.as_deref() {
+        None | Some("") | Some("nftables") => {}
+        Some("iptables") => {
+            return Err(unsupported(format!(
+                "backend \"iptables\" is not supported: {NFT_ONLY}"
+            )))
+        }
+        Some(other) => bail!(CniError::invalid_config(format!("unknown portmap backend {other:?}"))),
+    }
+    if c.mark_masq_bit.as_ref().is_some_and(|v| !v.is_null()) {
+        return Err(unsupported(format!(
+            "markMasqBit is an iptables-only option: {NFT_ONLY}"
+        )));
+    }
+    if c.external_set_mark_chain.as_deref().is_some_and(|s| !s.is_empty()) {
+        return Err(unsupported(format!(
+            "externalSetMarkChain is an iptables-only option: {NFT_ONLY}"
+        )));
+    }
+    let cond_v4 = parse_conditions(c.conditions_v4.as_deref().unwrap_or_default(), false)?;
+    let cond_v6 = parse_conditions(c.conditions_v6.as_deref().unwrap_or_default(), true)?;
+    let mut mappings = Vec::new();
+    for m in c.net.runtime_config.port_mappings.iter().flatten() {
+        mappings.push(parse_mapping(m)?);
+    }
+    Ok(Conf {
+        net: c.net,
+        snat: c.snat.unwrap_or(true),
+        masq_all: c.masq_all,
+        mappings,
+        cond_v4,
+        cond_v6,
+    })
+}
+
+fn parse_mapping(m: &PortMapping) -> Result<Mapping> {
+    let port = |what: &str, p: i64| -> Result<u16> {
+        if p <= 0 || p > 65535 {
+            bail!(CniError::invalid_config(format!("Invalid {what} number: {p}")));
+        }
+        Ok(p as u16)
+    };
+    let proto = match m.protocol.to_ascii_lowercase().as_str() {
+        // Kubernetes always sends a protocol; an empty one means TCP as in the CRI API.
+        "" | "tcp" => L4Proto::Tcp,
+        "udp" => L4Proto::Udp,
+        "sctp" => L4Proto::Sctp,
+        other => bail!(CniError::invalid_config(format!(
+            "unknown port mapping protocol {other:?}"
+        ))),
+    };
+    let host_ip = match m.host_ip.as_str() {
+        "" => None,
+        s => Some(
+            s.parse::<IpAddr>()
+                .map_err(|_| CniError::invalid_config(format!("invalid hostIP {s:?}")))?,
+        ),
+    };
+    Ok(Mapping {
+        host_port: port("host port", m.host_port)?,
+        container_port: port("container port", m.container_port)?,
+        proto,
+        host_ip,
+    })
+}
+
+/// One match of `conditionsV4`/`conditionsV6` in nft syntax.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Cond {
+    Iifname(CmpOp, String),
+    Oifname(CmpOp, String),
+    Addr { src: bool, op: CmpOp, net: IpNet },
+}
+
+/// Parses the subset of nft match syntax cni-multi can encode: `[meta] iifname|oifname [!=] NAME`
+/// and `ip|ip6 saddr|daddr [!=] ADDR[/LEN]`. iptables syntax and anything else is refused.
+fn parse_conditions(conds: &[String], v6: bool) -> Result<Vec<Cond>> {
+    let which = if v6 { "conditionsV6" } else { "conditionsV4" };
+    if let Some(c) = conds.iter().find(|c| c.trim_start().starts_with(['-', '!'])) {
+        return Err(unsupported(format!(
+            "{which}: {c:?} is iptables syntax; cni-multi programs port mappings with nftables, \
+             so conditions must be nft matches (e.g. \"ip saddr 10.0.0.0/8\")"
+        )));
+    }
+    let joined = conds.join(" ");
+    let mut toks = joined.split_whitespace().map(|t| t.trim_matches('"')).peekable();
+    let mut out = Vec::new();
+    let bad = |t: &str| {
+        unsupported(format!(
+            "{which}: unsupported nft match at {t:?} (supported: [meta] iifname|oifname [!=] NAME, \
+             ip|ip6 saddr|daddr [!=] ADDR[/LEN])"
+        ))
+    };
+    fn op<'a>(toks: &mut std::iter::Peekable<impl Iterator<Item = &'a str>>) -> CmpOp {
+        match toks.next_if(|t| *t == "!=" || *t == "==") {
+            Some("!=") => CmpOp::Neq,
+            _ => CmpOp::Eq,
+        }
+    }
+    while let Some(t) = toks.next() {
+        let t = if t == "meta" {
+            toks.next().ok_or_else(|| bad("meta"))?
+        } else {
+            t
+        };
+        match t {
+            "iifname" | "oifname" => {
+                let o = op(&mut toks);
+                let name = toks.next().ok_or_else(|| bad(t))?.to_string();
+                if name.is_empty() || name.len() > 15 {
+                    return Err(bad(&name));
+                }
+                out.push(if t == "iifname" {
+                    Cond::Iifname(o, name)
+                } else {
+                    Cond::Oifname(o, name)
+                });
+            }
+            "ip" | "ip6" => {
+                if (t == "ip6") != v6 {
+                    bail!(CniError::invalid_config(format!(
+                        "{which}: {t} match in the wrong address family"
+                    )));
+                }
+                let field = toks.next().ok_or_else(|| bad(t))?;
+                let src = match field {
+                    "saddr" => true,
+                    "daddr" => false,
+                    other => return Err(bad(&format!("{t} {other}"))),
+                };
+                let o = op(&mut toks);
+                let a = toks.next().ok_or_else(|| bad(field))?;
+                let net = a
+                    .parse::<IpNet>()
+                    .or_else(|_| a.parse::<IpAddr>().map(IpNet::from))
+                    .map_err(|_| bad(a))?;
+                if net.addr().is_ipv6() != v6 {
+                    bail!(CniError::invalid_config(format!(
+                        "{which}: address {a} of the wrong family"
+                    )));
+                }
+                out.push(Cond::Addr { src, op: o, net });
+            }
+            other => return Err(bad(other)),
+        }
+    }
+    Ok(out)
+}
+
+fn apply_conditions(mut rb: RuleBuilder, conds: &[Cond]) -> RuleBuilder {
+    for c in conds {
+        rb = match c {
+            Cond::Iifname(op, n) => rb.iifname(*op, n),
+            Cond::Oifname(op, n) => rb.oifname(*op, n),
+            Cond::Addr { src: true, op, net } => rb.saddr(*op, *net),
+            Cond::Addr { src: false, op, net } => rb.daddr(*op, *net),
+        };
+    }
+    rb
+}
+
+/// The container's first IPv4 and IPv6 address, skipping addresses of known host-side
+/// interfaces and of other container interfaces (the reference's rule).
+fn container_ips(prev: &CniResult, ifname: &str) -> (Option<IpAddr>, Option<IpAddr>) {
+    let (mut v4, mut v6) = (None, None);
+    for ip in &prev.ips {
+        let a = ip.address.addr();
+        if (a.is_ipv4() && v4.is_some()) || (a.is_ipv6() && v6.is_some()) {
+            continue;
+        }
+        if let Some(i) = ip.interface.and_then(|i| prev.interfaces.get(i)) {
+            if i.name != ifname || i.sandbox.is_empty() {
+                continue;
+            }
+        }
+        if a.is_ipv4() {
+            v4 = Some(a);
+        } else {
+            v6 = Some(a);
+        }
+    }
+    (v4, v6)
+}
+
+fn table(v6: bool) -> Table {
+    Table::new(if v6 { Family::Ip6 } else { Family::Ip }, TABLE).with_comment(TABLE_COMMENT)
+}
+
+/// Our rule comment for one attachment (≤ 128 bytes: a 64-char ID, 16 hex, a 15-char ifname).
+pub fn rule_comment(network: &str, container_id: &str, ifname: &str) -> String {
+    let mut c = format!("{container_id}, nethash: {}, if: {ifname}", hex_prefix(network, 16));
+    super::masquerade::truncate(&mut c, 128);
+    c
+}
+
+/// (containerID, network hash, ifname) of one of our comments.
+fn parse_comment(c: &str) -> Option<(&str, &str, &str)> {
+    let (cid, rest) = c.split_once(", nethash: ")?;
+    let (hash, ifname) = rest.split_once(", if: ")?;
+    Some((cid, hash, ifname))
+}
+
+/// The per-container rules for one family: (chain, rule).
+fn container_rules(conf: &Conf, cip: IpAddr, comment: &str) -> Vec<Rule> {
+    let v6 = cip.is_ipv6();
+    let t = table(v6);
+    let mut out = Vec::new();
+    for m in &conf.mappings {
+        let host_ip = match m.host_ip {
+            // A hostIP of the other family belongs to the other table.
+            Some(h) if h.is_ipv6() != v6 => continue,
+            Some(h) if h.is_unspecified() => None,
+            h => h,
+        };
+        let rb = match host_ip {
+            Some(h) => RuleBuilder::new(&t, HOSTIP_HOSTPORTS).daddr(CmpOp::Eq, h),
+            None => RuleBuilder::new(&t, HOSTPORTS),
+        };
+        out.push(
+            rb.dport(m.proto, CmpOp::Eq, m.host_port)
+                .dnat(cip, Some(m.container_port))
+                .comment(comment)
+                .build(),
+        );
+    }
+    if conf.snat {
+        // Hairpin (the pod reaching itself through the host port) and, for IPv4, localhost
+        // traffic need the source rewritten, or the reply would bypass the DNAT.
+        let mut rb = RuleBuilder::new(&t, MASQUERADING);
+        if !conf.masq_all {
+            rb = rb.saddr(CmpOp::Eq, cip);
+        }
+        out.push(rb.daddr(CmpOp::Eq, cip).masquerade().comment(comment).build());
+        if !v6 && !conf.masq_all {
+            let lo: IpAddr = "127.0.0.1".parse().unwrap();
+            out.push(
+                RuleBuilder::new(&t, MASQUERADING)
+                    .saddr(CmpOp::Eq, lo)
+                    .daddr(CmpOp::Eq, cip)
+                    .masquerade()
+                    .comment(comment)
+                    .build(),
+            );
+        }
+    }
+    out
+}
+
+// ---- ADD ---------------------------------------------------------------------------------
+
+fn add(args: &CmdArgs) -> Result<CniResult> {
+    let conf = parse_conf(&args.stdin)?;
+    let Some(prev) = conf.net.prev_result()? else {
+        bail!("must be called as chained plugin");
+    };
+    if conf.mappings.is_empty() {
+        // Nothing to forward: touch nothing (the reference used to run iptables regardless).
+        return Ok(prev);
+    }
+    let (v4, v6) = container_ips(&prev, &args.ifname);
+    let sock = NftSocket::open()?;
+    let comment = rule_comment(&conf.net.name, &args.container_id, &args.ifname);
+    for cip in [v4, v6].into_iter().flatten() {
+        forward_ports(&sock, &conf, cip, &comment)?;
+        if cip.is_ipv4() && conf.snat {
+            enable_localnet_routing(cip)?;
+        }
+        // A UDP "connection" to the host port may still point at a previous container:
+        // conntrack would keep sending it there, so forget those entries.
+        let fam = if cip.is_ipv6() { CtFamily::V6 } else { CtFamily::V4 };
+        for m in conf.mappings.iter().filter(|m| m.proto == L4Proto::Udp) {
+            // Failures are only logged by the reference; a stale entry is not fatal.
+            if let Err(e) = conntrack::delete_by_dst_port(fam, L4Proto::Udp as u8, m.host_port) {
+                eprintln!(
+                    "portmap: could not delete conntrack entries of udp port {}: {e}",
+                    m.host_port
+                );
+            }
+        }
+    }
+    Ok(prev)
+}
+
+/// One atomic batch: the table's skeleton (shared chains rebuilt), this attachment's old rules
+/// out, its new rules in.
+fn forward_ports(sock: &NftSocket, conf: &Conf, cip: IpAddr, comment: &str) -> Result<()> {
+    let v6 = cip.is_ipv6();
+    let t = table(v6);
+    let conds = if v6 { &conf.cond_v6 } else { &conf.cond_v4 };
+    let stale = own_rules(sock, t.family, |c| c == comment)?;
+    let mut b = Batch::new();
+    b.add_table(&t);
+    for c in [HOSTPORTS, HOSTIP_HOSTPORTS, HOSTPORTS_ALL] {
+        b.add_chain(&Chain::regular(&t, c));
+    }
+    b.flush_chain(&t, HOSTPORTS_ALL);
+    for target in [HOSTIP_HOSTPORTS, HOSTPORTS] {
+        b.add_rule(
+            &RuleBuilder::new(&t, HOSTPORTS_ALL).jump(target).build(),
+            Position::Append,
+        );
+    }
+    for (name, hook) in [("prerouting", Hook::Prerouting), ("output", Hook::Output)] {
+        b.add_chain(&Chain::base(
+            &t,
+            name,
+            ChainType::Nat,
+            hook,
+            priority::DSTNAT,
+            Policy::Accept,
+        ));
+        b.flush_chain(&t, name);
+        let rb = apply_conditions(RuleBuilder::new(&t, name), conds);
+        b.add_rule(
+            &rb.fib_daddr_type(rtn::LOCAL).jump(HOSTPORTS_ALL).build(),
+            Position::Append,
+        );
+    }
+    if conf.snat {
+        b.add_chain(&Chain::base(
+            &t,
+            MASQUERADING,
+            ChainType::Nat,
+            Hook::Postrouting,
+            priority::SRCNAT,
+            Policy::Accept,
+        ));
+    }
+    for r in &stale {
+        b.del_rule(&t, &r.chain, r.handle.unwrap_or_default());
+    }
+    for r in container_rules(conf, cip, comment) {
+        b.add_rule(&r, Position::Append);
+    }
+    b.commit(sock)
+        .context("unable to set up nftables rules for port mappings")
+}
+
+/// `route_localnet=1` on the interface that routes to the container, so that 127.0.0.1 may
+/// be DNATed to it (the kernel drops martian 127/8 sources otherwise).
+fn enable_localnet_routing(cip: IpAddr) -> Result<()> {
+    let mut nl = Netlink::new()?;
+    let routes = nl.routes(IpFamily::V4, Some(254))?;
+    let best = routes
+        .iter()
+        .filter(|r| r.dst.contains(&cip) && r.oif.is_some())
+        .max_by_key(|r| r.dst.prefix_len())
+        .with_context(|| format!("no route to container IP {cip}"))?;
+    let link = nl
+        .link_by_index(best.oif.unwrap())?
+        .with_context(|| format!("the interface routing to {cip} vanished"))?;
+    sysctl::write_if_different(&format!("net/ipv4/conf/{}/route_localnet", link.name), "1")?;
+    Ok(())
+}
+
+// ---- DEL ---------------------------------------------------------------------------------
+
+/// Removes the attachment's rules in both families, found by comment: the mappings need not
+/// be resent, and neither the netns nor prevResult is needed.
+fn del(args: &CmdArgs) -> Result<()> {
+    let net: NetConf = config::parse(&args.stdin)?;
+    let ours = rule_comment(&net.name, &args.container_id, &args.ifname);
+    let sock = NftSocket::open()?;
+    let mut errors = Vec::new();
+    for fam in [Family::Ip, Family::Ip6] {
+        // The reference's own rules carry the bare container ID.
+        let r = own_rules(&sock, fam, |c| c == ours || c == args.container_id)
+            .and_then(|rules| delete_rules(&sock, fam, &rules));
+        if let Err(e) = r {
+            errors.push(format!("{fam}: {e:#}"));
+        }
+    }
+    if !errors.is_empty() {
+        bail!("could not remove port mappings: {}", errors.join("; "));
+    }
+    Ok(())
+}
+
+/// The rules of the per-container chains of one family whose comment satisfies `pick`.
+fn own_rules(sock: &NftSocket, fam: Family, pick: impl Fn(&str) -> bool) -> Result<Vec<Rule>> {
+    let mut out = Vec::new();
+    for chain in RULE_CHAINS {
+        let rules = sock
+            .list_rules(fam, TABLE, chain)
+            .with_context(|| format!("could not list rules of {fam} {TABLE} {chain}"))?;
+        out.extend(rules.into_iter().filter(|r| r.comment.as_deref().is_some_and(&pick)));
+    }
+    Ok(out)
+}
+
+fn delete_rules(sock: &NftSocket, fam: Family, rules: &[Rule]) -> Result<()> {
+    let t = Table::new(fam, TABLE);
+    let mut b = Batch::new();
+    for r in rules {
+        if let Some(h) = r.handle {
+            b.del_rule(&t, &r.chain, h);
+        }
+    }
+    if !b.is_empty() {
+        b.commit(sock).context("error deleting nftables rules")?;
+    }
+    Ok(())
+}
+
+// ---- CHECK -------------------------------------------------------------------------------
+
+/// Every rule ADD would make for these mappings exists, expression for expression.
+fn check(args: &CmdArgs) -> Result<()> {
+    let conf = parse_conf(&args.stdin)?;
+    let Some(prev) = conf.net.prev_result()? else {
+        bail!("must be called as chained plugin");
+    };
+    if conf.mappings.is_empty() {
+        return Ok(());
+    }
+    let (v4, v6) = container_ips(&prev, &args.ifname);
+    let sock = NftSocket::open()?;
+    let comment = rule_comment(&conf.net.name, &args.container_id, &args.ifname);
+    for cip in [v4, v6].into_iter().flatten() {
+        let fam = table(cip.is_ipv6()).family;
+        let have = own_rules(&sock, fam, |c| c == comment)?;
+        for want in container_rules(&conf, cip, &comment) {
+            let found = have
+                .iter()
+                .any(|r| r.chain == want.chain && same_exprs(&r.exprs, &want.exprs));
+            if !found {
+                bail!(
+                    "missing hostport rule in {fam} {TABLE} {}: {}",
+                    want.chain,
+                    describe(&want)
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Compares expressions ignoring counters (the kernel fills in their values) and the
+/// MAP_IPS flag the kernel adds to a nat with an address.
+fn same_exprs(a: &[Expr], b: &[Expr]) -> bool {
+    let strip = |v: &[Expr]| -> Vec<Expr> {
+        v.iter()
+            .filter(|e| !matches!(e, Expr::Counter { .. }))
+            .map(|e| match e {
+                Expr::Nat {
+                    kind,
+                    family,
+                    addr,
+                    proto,
+                    flags,
+                } => Expr::Nat {
+                    kind: *kind,
+                    family: *family,
+                    addr: *addr,
+                    proto: *proto,
+                    flags: flags & !nat_flags::MAP_IPS,
+                },
+                e => e.clone(),
+            })
+            .collect()
+    };
+    strip(a) == strip(b)
+}
+
+fn describe(r: &Rule) -> String {
+    format!("{} rule {:?}", r.chain, r.comment.as_deref().unwrap_or(""))
+}
+
+// ---- GC ----------------------------------------------------------------------------------
+
+/// Removes this network's rules whose attachment is not in `cni.dev/valid-attachments`.
+/// Rules made by the reference carry only a container ID (no network), so they are left alone.
+fn gc(args: &CmdArgs) -> Result<()> {
+    let net: NetConf = config::parse(&args.stdin)?;
+    let valid = net.gc_valid_attachments().unwrap_or_default();
+    let hash = hex_prefix(&net.name, 16);
+    let sock = NftSocket::open()?;
+    let mut errors = Vec::new();
+    for fam in [Family::Ip, Family::Ip6] {
+        let stale = own_rules(&sock, fam, |c| match parse_comment(c) {
+            Some((cid, h, ifname)) => h == hash && !valid.iter().any(|a| a.container_id == cid && a.ifname == ifname),
+            None => false,
+        });
+        if let Err(e) = stale.and_then(|rules| delete_rules(&sock, fam, &rules)) {
+            errors.push(format!("{fam}: {e:#}"));
+        }
+    }
+    if !errors.is_empty() {
+        bail!("portmap GC: {}", errors.join("; "));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conf(extra: &str) -> Result<Conf> {
+        parse_conf(format!(r#"{{"cniVersion":"1.0.0","name":"n","type":"portmap"{extra}}}"#).as_bytes())
+    }
+
+    fn err_code(r: Result<Conf>) -> u32 {
+        CniError::from_anyhow(&r.err().expect("an error")).code
+    }
+
+    #[test]
+    fn iptables_only_options_are_code_2() {
+        assert_eq!(err_code(conf(r#","backend":"iptables""#)), 2);
+        assert_eq!(err_code(conf(r#","markMasqBit":13"#)), 2);
+        assert_eq!(err_code(conf(r#","externalSetMarkChain":"KUBE-MARK-MASQ""#)), 2);
+        assert_eq!(err_code(conf(r#","conditionsV4":["-s","1.2.3.4"]"#)), 2);
+        assert_eq!(err_code(conf(r#","conditionsV4":["tcp dport 5"]"#)), 2);
+        assert_eq!(err_code(conf(r#","backend":"ebpf""#)), 7);
+        assert!(conf(r#","backend":"nftables","markMasqBit":null"#).is_ok());
+    }
+
+    #[test]
+    fn mappings_and_conditions() {
+        let c = conf(
+            r#","runtimeConfig":{"portMappings":[{"hostPort":8080,"containerPort":80,"protocol":"tcp"},
+               {"HostPort":53,"ContainerPort":53,"Protocol":"UDP","HostIP":"127.0.0.1"}]},
+               "conditionsV4":["ip saddr != 10.0.0.0/8", "iifname \"eth0\""],"conditionsV6":["meta oifname lo"]"#,
+        )
+        .unwrap();
+        assert!(c.snat && !c.masq_all);
+        assert_eq!(c.mappings[1].proto, L4Proto::Udp);
+        assert_eq!(c.mappings[1].host_ip, Some("127.0.0.1".parse().unwrap()));
+        assert_eq!(
+            c.cond_v4,
+            vec![
+                Cond::Addr {
+                    src: true,
+                    op: CmpOp::Neq,
+                    net: "10.0.0.0/8".parse().unwrap()
+                },
+                Cond::Iifname(CmpOp::Eq, "eth0".into())
+            ]
+        );
+        assert_eq!(c.cond_v6, vec![Cond::Oifname(CmpOp::Eq, "lo".into())]);
+        for bad in [0, -1, 70000] {
+            let e = conf(&format!(
+                r#","runtimeConfig":{{"portMappings":[{{"hostPort":{bad},"containerPort":80,"protocol":"tcp"}}]}}"#
+            ));
+            assert_eq!(err_code(e), 7);
+        }
+        assert_eq!(err_code(conf(r#","conditionsV6":["ip saddr 1.2.3.4"]"#)), 7);
+    }
+
+    #[test]
+    fn comments_round_trip() {
+        let c = rule_comment("net", &"c".repeat(64), "eth0");
+        assert!(c.len() <= 128);
+        let (cid, h, i) = parse_comment(&c).unwrap();
+        assert_eq!((cid.len(), h, i), (64, hex_prefix("net", 16).as_str(), "eth0"));
+        assert_eq!(parse_comment("abc"), None);
+    }
+}

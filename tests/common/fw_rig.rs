@@ -1,0 +1,275 @@
+//! Firewall test rig: a fake node with an "outside" namespace behind it, pods made by the
+//! reference bridge + host-local (without ipMasq, so nothing execs iptables), listeners that
+//! report who connected, and readers of `nft -j list ruleset` inside the node.
+//!
+//! Include with `mod common; #[path = "common/fw_rig.rs"] mod fw_rig;`.
+#![allow(dead_code)]
+
+use crate::common::rig::{self, Invocation, TempDir, TestNs};
+use serde_json::{json, Value};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The outside network: node side `.1`, outside host `.2`.
+pub const OUTSIDE_NODE_IP: &str = "192.168.77.1";
+pub const OUTSIDE_IP: &str = "192.168.77.2";
+
+/// A node netns with forwarding on and an outside netns linked to it by a veth pair
+/// (`out0` in the node, `eth0` outside). The outside host routes everything to the node, so
+/// it could answer pod addresses directly: only masquerading makes it see the node's address.
+pub struct Site {
+    pub node: TestNs,
+    pub outside: TestNs,
+    pub data: TempDir,
+}
+
+impl Site {
+    pub fn new(tag: &str) -> Site {
+        let node = TestNs::new_node(&format!("{tag}-node"));
+        let outside = TestNs::new_node(&format!("{tag}-out"));
+        node.ip(&[
+            "link",
+            "add",
+            "out0",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            outside.name(),
+        ]);
+        node.ip(&["addr", "add", &format!("{OUTSIDE_NODE_IP}/24"), "dev", "out0"]);
+        node.ip(&["link", "set", "out0", "up"]);
+        outside.ip(&["addr", "add", &format!("{OUTSIDE_IP}/24"), "dev", "eth0"]);
+        outside.ip(&["link", "set", "eth0", "up"]);
+        outside.ip(&["route", "add", "default", "via", OUTSIDE_NODE_IP]);
+        node.exec_ok(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+        Site {
+            node,
+            outside,
+            data: TempDir::new(&format!("{tag}-data")),
+        }
+    }
+
+    /// A pod on `bridge` with an address from `subnet`, made by the reference bridge plugin.
+    pub fn pod(&self, tag: &str, bridge: &str, subnet: &str, cid: &str) -> Pod {
+        let ns = TestNs::new_node(tag);
+        let conf = json!({
+            "cniVersion": "1.0.0", "name": format!("net-{bridge}"), "type": "bridge",
+            "bridge": bridge, "isGateway": true, "ipMasq": false, "hairpinMode": true,
+            "ipam": {"type": "host-local", "subnet": subnet, "dataDir": self.data.as_str(),
+                     "routes": [{"dst": "0.0.0.0/0"}]}
+        });
+        let out = Invocation::new("bridge", "ADD")
+            .container_id(cid)
+            .pod(&ns)
+            .config(&conf)
+            .in_node(&self.node)
+            .run_reference();
+        out.expect_ok();
+        let result = out.result().clone();
+        let ip = result["ips"][0]["address"].as_str().unwrap().to_string();
+        let host_veth = result["interfaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["sandbox"].is_null() && i["name"] != bridge)
+            .map(|i| i["name"].as_str().unwrap().to_string())
+            .unwrap();
+        Pod {
+            ns,
+            cid: cid.to_string(),
+            cidr: ip.clone(),
+            ip: ip.split('/').next().unwrap().to_string(),
+            result,
+            host_veth,
+        }
+    }
+
+    /// The node's nftables ruleset, `nft -j list ruleset` (the nft binary is used by tests only).
+    pub fn ruleset(&self) -> Value {
+        ruleset(&self.node)
+    }
+}
+
+pub struct Pod {
+    pub ns: TestNs,
+    pub cid: String,
+    /// `10.x.y.z/nn`
+    pub cidr: String,
+    pub ip: String,
+    /// The reference bridge's ADD result (a prevResult for chained plugins).
+    pub result: Value,
+    pub host_veth: String,
+}
+
+pub fn ruleset(ns: &TestNs) -> Value {
+    let out = ns.exec_ok(&["nft", "-j", "list", "ruleset"]);
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("nft -j output is not JSON ({e}): {out}"))
+}
+
+/// `nft list table FAMILY NAME` as text (empty if there is no such table).
+pub fn table_text(ns: &TestNs, family: &str, name: &str) -> String {
+    let out = ns.exec(&["nft", "list", "table", family, name]);
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The rules of one chain from a `nft -j` ruleset: (expression list, comment).
+pub fn rules(ruleset: &Value, family: &str, table: &str, chain: &str) -> Vec<(Value, Option<String>)> {
+    ruleset["nftables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|o| o.get("rule"))
+        .filter(|r| r["family"] == family && r["table"] == table && r["chain"] == chain)
+        .map(|r| (r["expr"].clone(), r["comment"].as_str().map(String::from)))
+        .collect()
+}
+
+/// Whether the ruleset has this chain.
+pub fn has_chain(ruleset: &Value, family: &str, table: &str, chain: &str) -> bool {
+    ruleset["nftables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|o| o.get("chain"))
+        .any(|c| c["family"] == family && c["table"] == table && c["name"] == chain)
+}
+
+/// A `match` statement of nft's JSON as (left key path, op, right), e.g.
+/// `("payload ip saddr", "==", "10.0.0.5")`, for compact assertions.
+pub fn matches(expr: &Value) -> Vec<String> {
+    expr.as_array()
+        .unwrap()
+        .iter()
+        .map(|st| {
+            if let Some(m) = st.get("match") {
+                let left = &m["left"];
+                let l = if let Some(p) = left.get("payload") {
+                    format!(
+                        "{} {}",
+                        p["protocol"].as_str().unwrap_or(""),
+                        p["field"].as_str().unwrap_or("")
+                    )
+                } else if let Some(meta) = left.get("meta") {
+                    format!("meta {}", meta["key"].as_str().unwrap_or(""))
+                } else if let Some(f) = left.get("fib") {
+                    format!("fib {}", f["result"].as_str().unwrap_or(""))
+                } else if let Some(ct) = left.get("ct") {
+                    format!("ct {}", ct["key"].as_str().unwrap_or(""))
+                } else {
+                    left.to_string()
+                };
+                let right = &m["right"];
+                let r = if let Some(p) = right.get("prefix") {
+                    format!("{}/{}", p["addr"].as_str().unwrap(), p["len"])
+                } else if let Some(s) = right.as_str() {
+                    s.to_string()
+                } else {
+                    right.to_string()
+                };
+                format!("{l} {} {r}", m["op"].as_str().unwrap_or("?"))
+            } else {
+                st.to_string()
+            }
+        })
+        .collect()
+}
+
+/// A background process (server) killed on drop.
+pub struct Bg(pub Child);
+
+impl Drop for Bg {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Start `argv` in `ns` in the background.
+pub fn spawn_in(ns: &TestNs, argv: &[&str]) -> Bg {
+    let child = Command::new(rig::tool("nsenter"))
+        .arg(format!("--net={}", ns.path_str()))
+        .arg("--")
+        .args(argv)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn server");
+    Bg(child)
+}
+
+/// A TCP server on `port` that answers each connection with `<tag> <peer address>`.
+pub fn tcp_whoami(ns: &TestNs, port: u16, tag: &str) -> Bg {
+    let bg = spawn_in(
+        ns,
+        &[
+            "socat",
+            &format!("TCP-LISTEN:{port},reuseaddr,fork"),
+            &format!("SYSTEM:echo {tag} $SOCAT_PEERADDR"),
+        ],
+    );
+    wait_listening(ns, port, "tcp");
+    bg
+}
+
+/// A UDP server on `port` that answers each datagram with `<tag> <peer address>`.
+pub fn udp_whoami(ns: &TestNs, port: u16, tag: &str) -> Bg {
+    let bg = spawn_in(
+        ns,
+        &[
+            "socat",
+            &format!("UDP-RECVFROM:{port},reuseaddr,fork"),
+            &format!("SYSTEM:echo {tag} $SOCAT_PEERADDR"),
+        ],
+    );
+    wait_listening(ns, port, "udp");
+    bg
+}
+
+fn wait_listening(ns: &TestNs, port: u16, proto: &str) {
+    let flag = if proto == "tcp" { "-ltnH" } else { "-lunH" };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        let out = ns.exec(&["ss", flag, &format!("sport = :{port}")]);
+        if !String::from_utf8_lossy(&out.stdout).trim().is_empty() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("no {proto} listener on port {port} in {}", ns.name());
+}
+
+/// Connect over TCP from `ns` to `addr:port`; the server's line, or "" when nothing answered.
+pub fn tcp_ask(ns: &TestNs, addr: &str, port: u16) -> String {
+    let target = if addr.contains(':') {
+        format!("TCP:[{addr}]:{port}")
+    } else {
+        format!("TCP:{addr}:{port}")
+    };
+    let out = ns.exec(&[
+        "timeout",
+        "5",
+        "socat",
+        "-T2",
+        "-",
+        &format!("{target},connect-timeout=2"),
+    ]);
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Send one UDP datagram from `ns` (from `sport` if given) to `addr:port`; the reply or "".
+pub fn udp_ask(ns: &TestNs, addr: &str, port: u16, sport: Option<u16>) -> String {
+    let mut target = if addr.contains(':') {
+        format!("UDP:[{addr}]:{port}")
+    } else {
+        format!("UDP:{addr}:{port}")
+    };
+    if let Some(s) = sport {
+        target += &format!(",sourceport={s},reuseaddr");
+    }
+    let out = ns.exec(&["sh", "-c", &format!("echo hi | timeout 4 socat -T2 - {target}")]);
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}

@@ -1,0 +1,234 @@
+//! ipMasq (bridge, ptp) and macspoofchk (bridge) at the plugin level: shown by traffic,
+//! by the ruleset `nft` prints, and by DEL/GC removing exactly the attachment's rules,
+//! also when the netns is gone. Our plugins run with an empty PATH (veth_rig).
+
+mod common;
+
+use common::rig::{require_root, TestNs};
+use common::veth_rig::*;
+use serde_json::{json, Value};
+
+/// An "outside" host on the node's uplink: 10.251.0.2, with no route back to any pod subnet,
+/// so it can only answer pods whose traffic was masqueraded to the node's 10.251.0.1.
+fn outside(rig: &Rig) -> TestNs {
+    let out = TestNs::new_node("fwout");
+    rig.node.ip(&[
+        "link",
+        "add",
+        "up0",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "eth0",
+        "netns",
+        out.name(),
+    ]);
+    rig.node.ip(&["addr", "add", "10.251.0.1/24", "dev", "up0"]);
+    rig.node.ip(&["link", "set", "up0", "up"]);
+    out.ip(&["addr", "add", "10.251.0.2/24", "dev", "eth0"]);
+    out.ip(&["link", "set", "eth0", "up"]);
+    out
+}
+
+/// The rules of the node's `inet cni_plugins_masquerade masq_checks` chain, as nft prints them.
+fn masq_rules(node: &TestNs) -> Vec<Value> {
+    let rs: Value = serde_json::from_str(&node.exec_ok(&["nft", "-j", "list", "ruleset"])).unwrap();
+    rs["nftables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|o| o.get("rule"))
+        .filter(|r| r["table"] == "cni_plugins_masquerade" && r["chain"] == "masq_checks")
+        .cloned()
+        .collect()
+}
+
+fn masq_conf(rig: &Rig, plugin: &str, subnet: &str) -> Value {
+    let mut c = conf(
+        "1.0.0",
+        "masqnet",
+        plugin,
+        json!({"ipMasq": true, "isGateway": true, "bridge": "cnimasq0"}),
+    );
+    c["ipam"] = rig.host_local(&[json!(subnet)]);
+    c["ipam"]["routes"] = json!([{"dst": "0.0.0.0/0"}]);
+    c
+}
+
+fn masquerade_end_to_end(plugin: &str, subnet: &str) {
+    if !require_root("masquerade_end_to_end") {
+        return;
+    }
+    let rig = Rig::new(&format!("mq{plugin}"), Impl::Ours);
+    let _outside = outside(&rig);
+    let (p1, p2) = (rig.pod("mqa"), rig.pod("mqb"));
+    // Control: the same network without ipMasq cannot reach the outside host.
+    let p0 = rig.pod("mq0");
+    let mut plain = masq_conf(&rig, plugin, "10.86.0.0/24");
+    plain["ipMasq"] = json!(false);
+    plain["name"] = json!("plainnet");
+    plain["bridge"] = json!("cniplain0");
+    rig.add(&plain, "c0", &p0, "eth0").expect_ok();
+    assert!(
+        !ping(&p0, "10.251.0.2"),
+        "without ipMasq the outside host cannot answer"
+    );
+    rig.del(&plain, "c0", p0.path_str(), "eth0").expect_ok();
+    let c = masq_conf(&rig, plugin, subnet);
+    let r1 = rig.add(&c, "c1", &p1, "eth0").expect_ok().json();
+    let r2 = rig.add(&c, "c2", &p2, "eth0").expect_ok().json();
+    // The outside host has no route to the pods: only masqueraded traffic gets an answer.
+    assert!(ping(&p1, "10.251.0.2"), "pod → outside is masqueraded");
+    // Inside the subnet nothing is rewritten: pod2 sees pod1's own address.
+    let ip1 = r1["ips"][0]["address"]
+        .as_str()
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
+    let ip2 = r2["ips"][0]["address"]
+        .as_str()
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
+    assert!(ping(&p1, &ip2));
+    let rules = masq_rules(&rig.node);
+    assert_eq!(rules.len(), 2, "one rule per attachment: {rules:#?}");
+    let c1 = rules
+        .iter()
+        .find(|r| {
+            r["comment"]
+                .as_str()
+                .unwrap()
+                .ends_with("net: masqnet, if: eth0, id: c1")
+        })
+        .expect("c1's rule, named by its comment");
+    let text = serde_json::to_string(&c1["expr"]).unwrap();
+    assert!(
+        text.contains(&ip1) && text.contains("masquerade") && text.contains("!="),
+        "{text}"
+    );
+    rig.check(&c, &r1, "c1", &p1, "eth0").expect_ok();
+
+    // GC keeps only the valid attachment's rule (CNI 1.1).
+    let mut gc = c.clone();
+    gc["cniVersion"] = json!("1.1.0");
+    gc["cni.dev/valid-attachments"] = json!([{"containerID": "c1", "ifname": "eth0"}]);
+    rig.run(plugin, "GC", &gc, "", "", "", "").expect_ok();
+    let left = masq_rules(&rig.node);
+    assert_eq!(left.len(), 1);
+    assert!(left[0]["comment"].as_str().unwrap().ends_with("id: c1"));
+    // CHECK notices the missing rule of c2.
+    assert!(
+        !rig.check(&c, &r2, "c2", &p2, "eth0").ok,
+        "CHECK must fail without the masquerade rule"
+    );
+
+    // DEL without a netns still removes the attachment's rules (the reference leaks them).
+    rig.del(&c, "c1", "", "eth0").expect_ok();
+    assert!(masq_rules(&rig.node).is_empty());
+    rig.del(&c, "c1", p1.path_str(), "eth0").expect_ok();
+    rig.del(&c, "c2", p2.path_str(), "eth0").expect_ok();
+    assert!(rig.ipam_state().is_empty());
+}
+
+#[test]
+fn bridge_ipmasq_masquerades_and_del_gc_remove_rules() {
+    masquerade_end_to_end("bridge", "10.82.0.0/24");
+}
+
+#[test]
+fn ptp_ipmasq_masquerades_and_del_gc_remove_rules() {
+    masquerade_end_to_end("ptp", "10.83.0.0/24");
+}
+
+#[test]
+fn ipmasq_failure_rolls_back_everything() {
+    if !require_root("ipmasq_failure_rolls_back_everything") {
+        return;
+    }
+    let rig = Rig::new("mqrb", Impl::Ours);
+    let p = rig.pod("mqrba");
+    let c = masq_conf(&rig, "bridge", "10.84.0.0/24");
+    // Make the masquerade batch fail: a chain of that name already exists as a base chain of
+    // another type, so the kernel refuses the batch after veth, IPAM and addresses are done.
+    rig.node.exec_ok(&["nft", "add table inet cni_plugins_masquerade"]);
+    rig.node.exec_ok(&[
+        "nft",
+        "add chain inet cni_plugins_masquerade postrouting { type filter hook forward priority 0; }",
+    ]);
+    let before = (kernel_state(&p), rig.ipam_state());
+    let e = rig.add(&c, "c1", &p, "eth0");
+    assert!(!e.ok, "ADD must fail: {}", e.stdout);
+    assert!(e.msg().contains("masquerad"), "{}", e.msg());
+    assert_eq!(
+        before,
+        (kernel_state(&p), rig.ipam_state()),
+        "pod and IPAM are as before"
+    );
+    assert!(
+        rig.node
+            .ip_json(&["link", "show", "type", "veth"])
+            .as_array()
+            .unwrap()
+            .is_empty(),
+        "no host veth left"
+    );
+}
+
+#[test]
+fn bridge_macspoofchk_drops_spoofed_frames() {
+    if !require_root("bridge_macspoofchk_drops_spoofed_frames") {
+        return;
+    }
+    let rig = Rig::new("spf", Impl::Ours);
+    let (p1, p2) = (rig.pod("spfa"), rig.pod("spfb"));
+    let mut c = conf(
+        "1.0.0",
+        "spfnet",
+        "bridge",
+        json!({"macspoofchk": true, "bridge": "cnispf0"}),
+    );
+    c["ipam"] = rig.host_local(&[json!("10.85.0.0/24")]);
+    rig.add(&c, "c1", &p1, "eth0").expect_ok();
+    let r2 = rig.add(&c, "c2", &p2, "eth0").expect_ok().json();
+    let ip2 = r2["ips"][0]["address"]
+        .as_str()
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
+    assert!(ping(&p1, &ip2), "the pod's own MAC passes");
+    let chains = |ns: &TestNs| -> Vec<String> {
+        let rs: Value = serde_json::from_str(&ns.exec_ok(&["nft", "-j", "list", "table", "bridge", "nat"])).unwrap();
+        rs["nftables"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|o| o["chain"]["name"].as_str().map(String::from))
+            .collect()
+    };
+    assert!(
+        chains(&rig.node).iter().any(|n| n.starts_with("cni-br-iface-c1-eth0")),
+        "{:?}",
+        chains(&rig.node)
+    );
+    // Spoof: pod1 changes its MAC; its frames no longer pass the bridge port.
+    p1.ip(&["link", "set", "eth0", "address", "02:00:00:00:00:99"]);
+    p1.ip(&["neigh", "flush", "all"]);
+    p2.ip(&["neigh", "flush", "all"]);
+    assert!(!ping(&p1, &ip2), "a spoofed source MAC is dropped");
+    rig.del(&c, "c1", "", "eth0").expect_ok();
+    assert!(
+        !chains(&rig.node).iter().any(|n| n.contains("-c1-")),
+        "DEL without netns removes c1's chains"
+    );
+    rig.del(&c, "c1", p1.path_str(), "eth0").expect_ok();
+    rig.del(&c, "c2", p2.path_str(), "eth0").expect_ok();
+    assert!(!chains(&rig.node).iter().any(|n| n.starts_with("cni-br-iface")));
+}

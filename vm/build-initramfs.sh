@@ -1,0 +1,122 @@
+#!/usr/bin/env bash
+# vm/build-initramfs.sh: pack $VM_DIR/initrd.cpio.gz for the second-kernel rig.
+#
+# Contents: static busybox (+ applet links), iproute2 ip/bridge and jq with the libraries
+# ldd lists, the kernel modules below in insmod order (modprobe --show-depends on the host),
+# the static cni-multi binary at /opt/cni/bin/cni-multi (/init makes the plugin symlinks with
+# `cni-multi install`), the Debian reference plugins at /opt/ref/bin, vm/init as /init, and
+# vm/tests/*.sh under /vmtests.
+#
+# Env: VM_DIR       (default ${CARGO_TARGET_DIR:-target}/vm; needs kernel.env from vm/fetch.sh)
+#      VM_CNI_BIN   (default ${CARGO_TARGET_DIR:-target}/cni-multi, built by `make build`)
+#      VM_MODULES   (modules to load in the VM; default below)
+#      VM_REF_PLUGINS (reference plugins copied from /usr/lib/cni; default below)
+#      VM_TESTS     (space-separated test names to include, default: all vm/tests/*.sh)
+set -euo pipefail
+
+HERE="$(cd "$(dirname "$0")" && pwd)"
+VM_DIR="${VM_DIR:-${CARGO_TARGET_DIR:-target}/vm}"
+VM_DIR="$(cd "$VM_DIR" && pwd)"
+VM_CNI_BIN="${VM_CNI_BIN:-${CARGO_TARGET_DIR:-target}/cni-multi}"
+VM_MODULES="${VM_MODULES:-8021q ipvlan macvlan dummy vrf veth bridge tun nf_tables nft_ct nft_nat nft_chain_nat nft_masq}"
+VM_REF_PLUGINS="${VM_REF_PLUGINS:-vlan ipvlan macvlan host-local static loopback bridge ptp vrf tuning}"
+REF_SRC=/usr/lib/cni
+
+log() { echo "vm/build-initramfs: $*" >&2; }
+die() { log "$*"; exit 1; }
+
+[ -f "$VM_DIR/kernel.env" ] || die "$VM_DIR/kernel.env missing: run vm/fetch.sh first"
+# shellcheck disable=SC1091
+. "$VM_DIR/kernel.env"
+[ -x "$VM_CNI_BIN" ] || die "$VM_CNI_BIN missing: run make build first"
+file -L "$VM_CNI_BIN" | grep -Eq 'statically linked|static-pie linked' || die "$VM_CNI_BIN is not static"
+[ -x /bin/busybox ] && file -L /bin/busybox | grep -q 'statically linked' || die "need busybox-static"
+
+ROOT="$VM_DIR/root"
+rm -rf "$ROOT"
+mkdir -p "$ROOT"/{bin,sbin,usr/bin,usr/sbin,lib,lib64,etc,proc,sys,dev,run,tmp,var,root,opt/cni/bin,opt/ref/bin,vmtests/tests,lib/modules}
+ln -s ../run "$ROOT/var/run"
+# The console must exist before /init runs (devtmpfs is mounted only by /init).
+mknod -m 600 "$ROOT/dev/console" c 5 1
+mknod -m 666 "$ROOT/dev/null" c 1 3
+
+# --- busybox ------------------------------------------------------------------------------
+cp /bin/busybox "$ROOT/bin/busybox"
+# Real iproute2 binaries take the names ip and bridge; every other applet is a link.
+/bin/busybox --list-full | while read -r app; do
+    case "$(basename "$app")" in ip|bridge|busybox) continue ;; esac
+    [ -e "$ROOT/$app" ] || ln -s /bin/busybox "$ROOT/$app"
+done
+
+# --- dynamically linked tools, with their libraries -----------------------------------------
+copy_with_libs() { # SRC DEST-IN-ROOT
+    local src="$1" dest="$2"
+    mkdir -p "$ROOT/$(dirname "$dest")"
+    cp -L "$src" "$ROOT/$dest"
+    ldd "$src" 2>/dev/null | grep -oE '(/[^ ]+)' | while read -r lib; do
+        [ -e "$lib" ] || continue
+        [ -e "$ROOT$lib" ] && continue
+        mkdir -p "$ROOT$(dirname "$lib")"
+        cp -L "$lib" "$ROOT$lib"
+    done
+}
+IP_BIN="$(command -v ip || echo /sbin/ip)"
+copy_with_libs "$(readlink -f "$IP_BIN")" /sbin/ip
+BR_BIN="$(command -v bridge || echo /sbin/bridge)"
+[ -x "$BR_BIN" ] && copy_with_libs "$(readlink -f "$BR_BIN")" /sbin/bridge
+[ -x /usr/bin/jq ] || die "need jq (apt-get install jq)"
+copy_with_libs /usr/bin/jq /usr/bin/jq
+
+# --- cni-multi and the reference plugins ----------------------------------------------------
+cp "$VM_CNI_BIN" "$ROOT/opt/cni/bin/cni-multi"
+n_ref=0
+for p in $VM_REF_PLUGINS; do
+    if [ -x "$REF_SRC/$p" ]; then
+        copy_with_libs "$REF_SRC/$p" "/opt/ref/bin/$p"; n_ref=$((n_ref + 1))
+    else
+        log "warning: reference plugin $REF_SRC/$p not found (apt-get install containernetworking-plugins)"
+    fi
+done
+
+# --- kernel modules in insmod order ---------------------------------------------------------
+: > "$ROOT/etc/modules.load"
+for m in $VM_MODULES; do
+    out="$(modprobe -d "$KDIR" -S "$KVER" --show-depends "$m")" || die "module $m not found in $KVER"
+    while read -r kind path args; do
+        case "$kind" in
+            builtin) continue ;;
+            insmod) ;;
+            *) die "unexpected modprobe output for $m: $kind $path" ;;
+        esac
+        rel="${path#"$KDIR"}"
+        name="$(basename "$rel")"
+        # busybox insmod takes plain .ko: decompress on the host if the kernel ships .ko.xz/.zst.
+        case "$name" in
+            *.ko.xz) dst="${rel%.xz}"; [ -e "$ROOT$dst" ] || { mkdir -p "$ROOT$(dirname "$dst")"; xz -dc "$path" > "$ROOT$dst"; } ;;
+            *.ko.zst) dst="${rel%.zst}"; [ -e "$ROOT$dst" ] || { mkdir -p "$ROOT$(dirname "$dst")"; zstd -qdc "$path" > "$ROOT$dst"; } ;;
+            *.ko.gz) dst="${rel%.gz}"; [ -e "$ROOT$dst" ] || { mkdir -p "$ROOT$(dirname "$dst")"; gzip -dc "$path" > "$ROOT$dst"; } ;;
+            *) dst="$rel"; [ -e "$ROOT$dst" ] || { mkdir -p "$ROOT$(dirname "$dst")"; cp "$path" "$ROOT$dst"; } ;;
+        esac
+        grep -qxF "$dst${args:+ $args}" "$ROOT/etc/modules.load" || echo "$dst${args:+ $args}" >> "$ROOT/etc/modules.load"
+    done <<< "$out"
+done
+echo "$KVER" > "$ROOT/etc/kernel-release"
+
+# --- init, runner library and tests ---------------------------------------------------------
+install -m 755 "$HERE/init" "$ROOT/init"
+install -m 644 "$HERE/tests/lib.sh" "$ROOT/vmtests/lib.sh"
+n_tests=0
+for t in "$HERE"/tests/*.sh; do
+    name="$(basename "$t" .sh)"
+    [ "$name" = lib ] && continue
+    if [ -n "${VM_TESTS:-}" ]; then
+        case " $VM_TESTS " in *" $name "*) ;; *) continue ;; esac
+    fi
+    install -m 755 "$t" "$ROOT/vmtests/tests/$name.sh"; n_tests=$((n_tests + 1))
+done
+[ "$n_tests" -gt 0 ] || die "no tests selected"
+
+(cd "$ROOT" && find . -print0 | LC_ALL=C sort -z | cpio --null -o -H newc --quiet -R 0:0) \
+    | gzip -1 > "$VM_DIR/initrd.cpio.gz.tmp"
+mv -f "$VM_DIR/initrd.cpio.gz.tmp" "$VM_DIR/initrd.cpio.gz"
+log "$(du -h "$VM_DIR/initrd.cpio.gz" | cut -f1) initrd: $(wc -l < "$ROOT/etc/modules.load") modules, $n_ref reference plugins, $n_tests tests"

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# vm/run.sh: boot $VM_DIR/initrd.cpio.gz under the fetched Debian kernel in qemu (software
+# emulation, no network device), print every VMTEST line, and exit non-zero if a test failed,
+# VMTEST-DONE is missing, or the VM did not finish within VM_TIMEOUT seconds.
+#
+# Env: VM_DIR, VM_TIMEOUT (default 180), VM_MEM (default 512), VM_VERBOSE=1 (every test's
+#      output, not only failed ones), VM_TEST_TIMEOUT (per test inside the VM, default 60),
+#      VM_CONSOLE_LOG (default $VM_DIR/console.log: the whole serial console).
+set -euo pipefail
+
+VM_DIR="${VM_DIR:-${CARGO_TARGET_DIR:-target}/vm}"
+VM_DIR="$(cd "$VM_DIR" && pwd)"
+VM_TIMEOUT="${VM_TIMEOUT:-180}"
+LOG="${VM_CONSOLE_LOG:-$VM_DIR/console.log}"
+
+# shellcheck disable=SC1091
+. "$VM_DIR/kernel.env"
+[ -f "$VM_DIR/initrd.cpio.gz" ] || { echo "vm/run: no initrd: run vm/build-initramfs.sh" >&2; exit 1; }
+
+append="console=ttyS0 quiet panic=-1 vmtest.timeout=${VM_TEST_TIMEOUT:-60}"
+[ "${VM_VERBOSE:-0}" = 1 ] && append="$append vmtest.verbose=1"
+
+start=$(date +%s)
+set +e
+timeout --kill-after=10 "$VM_TIMEOUT" \
+    qemu-system-x86_64 -accel tcg -cpu max -smp 1 -m "${VM_MEM:-512}" \
+        -nographic -nic none -no-reboot -nodefaults -serial stdio -display none \
+        -kernel "$VMLINUZ" -initrd "$VM_DIR/initrd.cpio.gz" -append "$append" \
+        < /dev/null > "$LOG" 2>&1
+qrc=$?
+set -e
+secs=$(( $(date +%s) - start ))
+
+# Plain text: no CRs, no terminal escapes (SeaBIOS clears the screen before the first line).
+tr -d '\r' < "$LOG" | sed -E 's/\x1b\[[0-9;?]*[A-Za-z]//g; s/\x1bc//g; s/^.*(VMTEST|VMLOG)/\1/' > "$LOG.txt"
+grep -E '^(VMTEST|VMLOG) ' "$LOG.txt" || true
+done_line="$(grep -E '^VMTEST-DONE [0-9]+ [0-9]+$' "$LOG.txt" | tail -n1 || true)"
+nfail=$(grep -cE '^VMTEST [^ ]+ FAIL' "$LOG.txt" || true)
+npass=$(grep -cE '^VMTEST [^ ]+ PASS' "$LOG.txt" || true)
+
+if [ "$qrc" -eq 124 ] || [ "$qrc" -eq 137 ]; then
+    echo "vm/run: VM timed out after ${VM_TIMEOUT}s; last console lines ($LOG.txt):" >&2
+    tail -n 30 "$LOG.txt" >&2
+    echo "vm: ${npass} passed, $((nfail + 1)) failed"
+    exit 1
+fi
+if [ -z "$done_line" ]; then
+    echo "vm/run: no VMTEST-DONE line (qemu exit $qrc); last console lines ($LOG.txt):" >&2
+    tail -n 30 "$LOG.txt" >&2
+    echo "vm: ${npass} passed, $((nfail + 1)) failed"
+    exit 1
+fi
+echo "vm/run: kernel $KVER, ${secs}s in qemu, qemu exit $qrc"
+echo "vm: ${npass} passed, ${nfail} failed"
+[ "$nfail" -eq 0 ]
