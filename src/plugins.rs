@@ -8,8 +8,14 @@ use std::io::{Read, Write};
 pub static PLUGINS: &[&Plugin] = &[
     // interface
     &crate::interface::bridge::PLUGIN,
+    &crate::interface::dummy::PLUGIN,
+    &crate::interface::host_device::PLUGIN,
+    &crate::interface::ipvlan::PLUGIN,
     &crate::interface::loopback::PLUGIN,
+    &crate::interface::macvlan::PLUGIN,
     &crate::interface::ptp::PLUGIN,
+    &crate::interface::tap::PLUGIN,
+    &crate::interface::vlan::PLUGIN,
     // ipam
     &crate::ipam::host_local::PLUGIN,
     &crate::ipam::static_ipam::PLUGIN,

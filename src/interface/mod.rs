@@ -2,10 +2,16 @@
 //! Shared here: opening the container netns with the right CNI errors.
 
 pub mod bridge;
+pub mod dummy;
+pub mod host_device;
 pub mod ipconfig;
+pub mod ipvlan;
 pub mod loopback;
+pub mod macvlan;
 pub mod ptp;
+pub mod tap;
 pub mod veth;
+pub mod vlan;
 
 use crate::cni::error::{code, CniError};
 use crate::linux::{NetNs, NsError};

@@ -85,6 +85,20 @@ impl NetNs {
         NetNs::open("/proc/thread-self/ns/net").map_err(Error::from)
     }
 
+    /// A new, empty network namespace held only by the returned fd (it vanishes when that is
+    /// closed): the thread unshares into it, opens it and switches back.
+    pub fn new_anonymous() -> super::Result<NetNs> {
+        let orig = NetNs::current()?;
+        let made = nix::sched::unshare(CloneFlags::CLONE_NEWNET)
+            .map_err(|e| Error::nix("unshare network namespace", e))
+            .and_then(|()| NetNs::current());
+        if let Err(e) = setns(&orig.fd, CloneFlags::CLONE_NEWNET) {
+            eprintln!("fatal: cannot switch back to the original network namespace: {e}");
+            std::process::abort();
+        }
+        made
+    }
+
     /// The path this namespace was opened from.
     pub fn path(&self) -> &Path {
         &self.path

@@ -50,13 +50,16 @@ pub struct TunTap {
     pub multi_queue: bool,
     /// IFF_VNET_HDR.
     pub vnet_hdr: bool,
+    /// Keep the packet-information header (no IFF_NO_PI).
+    pub pi: bool,
     /// Owning uid.
     pub owner: Option<u32>,
     /// Owning gid.
     pub group: Option<u32>,
 }
 
-/// Creates a persistent tun/tap device (IFF_NO_PI) and returns the name the kernel gave it.
+/// Creates a persistent tun/tap device (IFF_NO_PI unless `pi`) and returns the name the
+/// kernel gave it.
 pub fn create(opts: &TunTap) -> Result<String> {
     let what = || format!("create {} {:?}", if opts.tun { "tun" } else { "tap" }, opts.name);
     if opts.name.len() >= libc::IFNAMSIZ {
@@ -69,7 +72,7 @@ pub fn create(opts: &TunTap) -> Result<String> {
         .map_err(|e| Error::io(what(), e))?;
     let mut req = IfReq {
         name: [0; libc::IFNAMSIZ],
-        flags: if opts.tun { IFF_TUN } else { IFF_TAP } | IFF_NO_PI,
+        flags: if opts.tun { IFF_TUN } else { IFF_TAP } | if opts.pi { 0 } else { IFF_NO_PI },
         _pad: [0; 22],
     };
     if opts.vnet_hdr {

@@ -1,0 +1,142 @@
+//! dummy: a dummy link named CNI_IFNAME made straight in the container netns, carrying the
+//! IPAM's addresses (reference §2.8). IPAM is required; the IPAM's DNS is kept.
+
+use super::macvlan::{check_container_link, configure_child, container_iface};
+use super::{del_container_link, ipam_add, join_errors, open_netns};
+use crate::cni::config::{self, NetConf};
+use crate::cni::delegate;
+use crate::cni::error::CniError;
+use crate::cni::result::CniResult;
+use crate::cni::skel::{CmdArgs, Kind, Plugin};
+use crate::cni::version;
+use crate::linux::netlink::{LinkKind, LinkSpec};
+use crate::linux::{NetNs, Netlink};
+use crate::undo::Undo;
+use anyhow::{anyhow, bail, Context};
+use serde::Deserialize;
+
+pub static PLUGIN: Plugin = Plugin {
+    name: "dummy",
+    kind: Kind::Interface,
+    summary: "a dummy link in the container carrying the IPAM's addresses",
+    versions: version::ALL,
+    add,
+    del,
+    check: Some(check),
+    status: Some(status),
+    gc: Some(gc),
+};
+
+#[derive(Debug, Deserialize)]
+struct DummyConf {
+    #[serde(flatten)]
+    net: NetConf,
+}
+
+impl DummyConf {
+    fn load(stdin: &[u8]) -> anyhow::Result<(DummyConf, String)> {
+        let n: DummyConf = config::parse(stdin)?;
+        let t = n
+            .net
+            .ipam_type()
+            .ok_or_else(|| CniError::invalid_config("dummy interface requires an IPAM configuration"))?
+            .to_string();
+        Ok((n, t))
+    }
+}
+
+fn add(args: &CmdArgs) -> anyhow::Result<CniResult> {
+    let (n, ipam_type) = DummyConf::load(&args.stdin)?;
+    let cont_ns = open_netns(&args.netns)?;
+    let mut cont = Netlink::in_netns(&cont_ns)?;
+    let mut undo = Undo::new();
+    // A dummy has no parent, so its name can only clash inside the container: no temp name.
+    cont.create_link(&LinkSpec::new(args.ifname.as_str(), LinkKind::Dummy))
+        .context("failed to create dummy")?;
+    let link = cont
+        .link_by_name(&args.ifname)?
+        .ok_or_else(|| anyhow!("failed to refetch dummy {:?}", args.ifname))?;
+    let (path, idx) = (cont_ns.path().to_path_buf(), link.index);
+    undo.push(format!("delete {} in the container", args.ifname), move || {
+        Ok(Netlink::in_netns(&NetNs::open(&path)?)?.delete_link(idx)?)
+    });
+
+    let mut result = ipam_add(&ipam_type, args, &mut undo)?;
+    if result.ips.is_empty() {
+        bail!("IPAM plugin returned missing IP config");
+    }
+    result.interfaces = vec![container_iface(&link, args)];
+    configure_child(&mut cont, &cont_ns, &args.ifname, &mut result)?;
+    let now = cont.link_by_index(link.index)?.unwrap_or(link);
+    result.interfaces = vec![container_iface(&now, args)];
+    result.cni_version = n.net.version().to_string();
+    undo.commit();
+    Ok(result)
+}
+
+fn del(args: &CmdArgs) -> anyhow::Result<()> {
+    let (_, ipam_type) = DummyConf::load(&args.stdin)?;
+    let mut errs = Vec::new();
+    if let Err(e) = delegate::del(&ipam_type, &args.stdin, args) {
+        errs.push(e.into());
+    }
+    if let Err(e) = del_container_link(&args.netns, &args.ifname) {
+        errs.push(e);
+    }
+    join_errors(errs)
+}
+
+/// IPAM CHECK, the dummy link with prevResult's MAC, and its IPs (the reference checks no
+/// routes for dummy).
+fn check(args: &CmdArgs) -> anyhow::Result<()> {
+    let (n, ipam_type) = DummyConf::load(&args.stdin)?;
+    let ns = open_netns(&args.netns)?;
+    delegate::check(&ipam_type, &args.stdin, args)?;
+    let prev = n
+        .net
+        .prev_result()?
+        .ok_or_else(|| anyhow!("Required prevResult missing"))?;
+    let intf = prev
+        .interfaces
+        .iter()
+        .find(|i| i.name == args.ifname && i.sandbox == args.netns)
+        .cloned()
+        .unwrap_or_default();
+    if intf.sandbox != args.netns {
+        bail!(
+            "Sandbox in prevResult {} doesn't match configured netns: {}",
+            intf.sandbox,
+            args.netns
+        );
+    }
+    let mut cont = Netlink::in_netns(&ns)?;
+    let l = check_container_link(&mut cont, &intf)?;
+    if l.kind.as_deref() != Some("dummy") {
+        bail!("Error: Container interface {} not of type dummy", l.name);
+    }
+    super::ipconfig::validate_expected_ips(&mut cont, &args.ifname, &prev.ips)
+}
+
+/// STATUS is always the IPAM's.
+fn status(args: &CmdArgs) -> anyhow::Result<()> {
+    let (_, t) = DummyConf::load(&args.stdin)?;
+    Ok(delegate::status(&t, &args.stdin, args)?)
+}
+
+fn gc(args: &CmdArgs) -> anyhow::Result<()> {
+    let (_, t) = DummyConf::load(&args.stdin)?;
+    Ok(delegate::gc(&t, &args.stdin, args)?)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn ipam_required() {
+        let e = super::DummyConf::load(br#"{"cniVersion":"1.0.0","name":"n","type":"dummy"}"#).unwrap_err();
+        assert_eq!(e.to_string(), "dummy interface requires an IPAM configuration");
+        let (_, t) =
+            super::DummyConf::load(br#"{"cniVersion":"1.0.0","name":"n","type":"dummy","ipam":{"type":"static"}}"#)
+                .unwrap();
+        assert_eq!(t, "static");
+    }
+}

@@ -1,0 +1,223 @@
+//! tap: a persistent tap device in the container, optionally enslaved to a bridge there
+//! (reference §2.9). Made with the tun ioctls inside the container netns and configured over
+//! netlink: nothing is executed (the reference runs `ip tuntap`).
+
+use super::macvlan::{check_container_link, configure_child, container_iface, del_child, ipam_status};
+use super::{ipam_add, open_netns, parse_mac, veth};
+use crate::cni::args::CniArgs;
+use crate::cni::config::{self, NetConf};
+use crate::cni::delegate;
+use crate::cni::error::CniError;
+use crate::cni::result::CniResult;
+use crate::cni::skel::{CmdArgs, Kind, Plugin};
+use crate::cni::version;
+use crate::linux::tuntap::{self, TunTap};
+use crate::linux::{NetNs, Netlink};
+use crate::undo::Undo;
+use anyhow::{anyhow, bail, Context};
+use serde::Deserialize;
+
+pub static PLUGIN: Plugin = Plugin {
+    name: "tap",
+    kind: Kind::Interface,
+    summary: "a tap device in the container, optionally on a bridge there",
+    versions: version::ALL,
+    add,
+    del,
+    check: Some(check),
+    status: Some(status),
+    gc: Some(gc),
+};
+
+#[derive(Debug, Deserialize)]
+struct TapConf {
+    #[serde(flatten)]
+    net: NetConf,
+    #[serde(rename = "multiQueue", default)]
+    multi_queue: bool,
+    #[serde(default)]
+    mtu: i64,
+    #[serde(default)]
+    mac: String,
+    #[serde(default)]
+    owner: Option<u32>,
+    #[serde(default)]
+    group: Option<u32>,
+    #[serde(rename = "selinuxContext", default)]
+    selinux_context: String,
+    #[serde(default)]
+    bridge: String,
+}
+
+impl TapConf {
+    /// Parse, and resolve the MAC: `mac` < CNI_ARGS `MAC` < `runtimeConfig.mac`.
+    fn load(args: &CmdArgs) -> anyhow::Result<TapConf> {
+        let mut n: TapConf = config::parse(&args.stdin)?;
+        let env = CniArgs::parse(&args.args)?;
+        env.check_known(&["MAC"])?;
+        if let Some(m) = env.get("MAC").filter(|m| !m.is_empty()) {
+            n.mac = m.to_string();
+        }
+        if let Some(m) = n.net.runtime_config.mac.clone().filter(|m| !m.is_empty()) {
+            n.mac = m;
+        }
+        Ok(n)
+    }
+
+    /// The device flags the reference ends up with: with both owner and group it uses
+    /// netlink (a vnet header, the packet-information header kept); otherwise `ip tuntap`
+    /// (no packet information). Multi-queue devices never carry the PI header.
+    fn tuntap(&self, name: String) -> TunTap {
+        let netlink_path = self.owner.is_some() && self.group.is_some();
+        TunTap {
+            name,
+            tun: false,
+            multi_queue: self.multi_queue,
+            vnet_hdr: netlink_path && !self.multi_queue,
+            pi: netlink_path && !self.multi_queue,
+            owner: self.owner,
+            group: self.group,
+        }
+    }
+}
+
+fn add(args: &CmdArgs) -> anyhow::Result<CniResult> {
+    let n = TapConf::load(args)?;
+    if !n.selinux_context.is_empty() {
+        return Err(CniError::unsupported_field(
+            "selinuxContext is not supported: cni-multi cannot label the tap device (no libselinux); remove the key",
+        )
+        .into());
+    }
+    let mtu = super::ptp::mtu_of(n.mtu)?;
+    let mac = match n.mac.as_str() {
+        "" => None,
+        m => Some(parse_mac(m).map_err(|e| anyhow!("invalid args {m} for MAC addr: {}", e.msg))?),
+    };
+    let cont_ns = open_netns(&args.netns)?;
+    let mut cont = Netlink::in_netns(&cont_ns)?;
+    let mut undo = Undo::new();
+
+    // tun devices are made in the calling thread's netns: enter the container for this call.
+    let tmp = veth::random_veth_name()?;
+    let made = {
+        let _in_container = cont_ns.enter()?;
+        tuntap::create(&n.tuntap(tmp.clone()))
+    };
+    made.context("failed to create tap")?;
+    let link = cont
+        .link_by_name(&tmp)?
+        .ok_or_else(|| anyhow!("tap {tmp:?} vanished after creation"))?;
+    let (path, idx) = (cont_ns.path().to_path_buf(), link.index);
+    undo.push(format!("delete {} in the container", args.ifname), move || {
+        Ok(Netlink::in_netns(&NetNs::open(&path)?)?.delete_link(idx)?)
+    });
+    if let Some(m) = mtu {
+        cont.set_mtu(idx, m)
+            .with_context(|| format!("failed to set tap mtu {m}"))?;
+    }
+    if let Some(m) = mac {
+        cont.set_mac(idx, m).context("failed to set tap mac")?;
+    }
+    cont.set_name(idx, &args.ifname)
+        .with_context(|| format!("failed to rename tap to {:?}", args.ifname))?;
+    if !n.bridge.is_empty() {
+        let br = cont
+            .link_by_name(&n.bridge)?
+            .filter(|l| l.kind.as_deref() == Some("bridge"))
+            .ok_or_else(|| anyhow!("failed to lookup bridge {:?} in the container", n.bridge))?;
+        cont.set_master(idx, br.index)
+            .with_context(|| format!("failed to set master {:?} for {:?}", n.bridge, args.ifname))?;
+    }
+
+    let mut result = CniResult::new(n.net.version());
+    let now = cont.link_by_index(idx)?.unwrap_or(link);
+    result.interfaces = vec![container_iface(&now, args)];
+    if let Some(t) = n.net.ipam_type() {
+        let ipam = ipam_add(t, args, &mut undo)?;
+        if ipam.ips.is_empty() {
+            bail!("IPAM plugin returned missing IP config");
+        }
+        result.ips = ipam.ips;
+        result.routes = ipam.routes;
+        configure_child(&mut cont, &cont_ns, &args.ifname, &mut result)?;
+    } else {
+        cont.set_up(idx)
+            .with_context(|| format!("failed to set {:?} up", args.ifname))?;
+    }
+    let now = cont.link_by_index(idx)?.unwrap_or(now);
+    result.interfaces = vec![container_iface(&now, args)];
+    result.dns = n.net.dns.clone().unwrap_or_default();
+    undo.commit();
+    Ok(result)
+}
+
+fn del(args: &CmdArgs) -> anyhow::Result<()> {
+    let n: TapConf = config::parse(&args.stdin)?;
+    del_child(&n.net, args)
+}
+
+fn check(args: &CmdArgs) -> anyhow::Result<()> {
+    let n = TapConf::load(args)?;
+    let ns = open_netns(&args.netns)?;
+    if let Some(t) = n.net.ipam_type() {
+        delegate::check(t, &args.stdin, args)?;
+    }
+    let prev = n
+        .net
+        .prev_result()?
+        .ok_or_else(|| anyhow!("Required prevResult missing"))?;
+    let intf = prev
+        .interfaces
+        .iter()
+        .find(|i| i.name == args.ifname && i.sandbox == args.netns)
+        .cloned()
+        .unwrap_or_default();
+    if intf.sandbox != args.netns {
+        bail!(
+            "Sandbox in prevResult {} doesn't match configured netns: {}",
+            intf.sandbox,
+            args.netns
+        );
+    }
+    let mut cont = Netlink::in_netns(&ns)?;
+    let l = check_container_link(&mut cont, &intf)?;
+    if l.kind.as_deref() != Some("tun") {
+        bail!("Error: Container interface {} not of type tap", l.name);
+    }
+    super::ipconfig::validate_expected_ips(&mut cont, &args.ifname, &prev.ips)?;
+    super::ipconfig::validate_expected_routes(&mut cont, &prev.routes)
+}
+
+fn status(args: &CmdArgs) -> anyhow::Result<()> {
+    let n: TapConf = config::parse(&args.stdin)?;
+    ipam_status(&n.net, args)
+}
+
+fn gc(args: &CmdArgs) -> anyhow::Result<()> {
+    let n: TapConf = config::parse(&args.stdin)?;
+    match n.net.ipam_type() {
+        Some(t) => Ok(delegate::gc(t, &args.stdin, args)?),
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conf(extra: &str) -> TapConf {
+        serde_json::from_str(&format!(r#"{{"cniVersion":"1.0.0","name":"n","type":"tap"{extra}}}"#)).unwrap()
+    }
+
+    #[test]
+    fn flags_follow_the_reference_paths() {
+        let t = conf("").tuntap("x".into());
+        assert!(!t.vnet_hdr && !t.pi && !t.multi_queue);
+        let t = conf(r#","owner":1000,"group":100"#).tuntap("x".into());
+        assert!(t.vnet_hdr && t.pi);
+        assert_eq!((t.owner, t.group), (Some(1000), Some(100)));
+        let t = conf(r#","owner":1000,"group":100,"multiQueue":true"#).tuntap("x".into());
+        assert!(t.multi_queue && !t.vnet_hdr && !t.pi);
+    }
+}

@@ -1,0 +1,177 @@
+//! vlan: an 802.1Q child of a node interface, made straight in the container netns
+//! (reference §2.3). IPAM is required; the config's `dns` always replaces the IPAM's.
+
+use super::macvlan::{check_child, configure_child, container_iface, create_child, del_child, master_and_mtu};
+use super::{ipam_add, open_netns};
+use crate::cni::config::{self, NetConf};
+use crate::cni::delegate;
+use crate::cni::error::CniError;
+use crate::cni::result::CniResult;
+use crate::cni::skel::{CmdArgs, Kind, Plugin};
+use crate::cni::version;
+use crate::linux::netlink::{LinkKind, LinkSpec};
+use crate::linux::Netlink;
+use crate::undo::Undo;
+use anyhow::{bail, Context};
+use serde::Deserialize;
+
+pub static PLUGIN: Plugin = Plugin {
+    name: "vlan",
+    kind: Kind::Interface,
+    summary: "an 802.1Q vlan child of a node interface in the container",
+    versions: version::ALL,
+    add,
+    del,
+    check: Some(check),
+    status: Some(status),
+    gc: Some(gc),
+};
+
+#[derive(Debug, Deserialize)]
+struct VlanConf {
+    #[serde(flatten)]
+    net: NetConf,
+    #[serde(default)]
+    master: String,
+    #[serde(rename = "vlanId", default)]
+    vlan_id: i64,
+    #[serde(default)]
+    mtu: i64,
+    #[serde(rename = "linkInContainer", default)]
+    link_in_container: bool,
+}
+
+impl VlanConf {
+    /// Parse and check what needs no kernel: master set, VLAN id in range. (The MTU is
+    /// checked against the master in ADD; DEL does not need the master at all.)
+    fn load(stdin: &[u8]) -> anyhow::Result<VlanConf> {
+        let n: VlanConf = config::parse(stdin)?;
+        if n.master.is_empty() {
+            return Err(CniError::invalid_config(
+                "\"master\" field is required. It specifies the host interface name to create the VLAN for",
+            )
+            .into());
+        }
+        if !(0..=4094).contains(&n.vlan_id) {
+            return Err(CniError::invalid_config(format!(
+                "invalid VLAN ID {} (must be between 0 and 4095 inclusive)",
+                n.vlan_id
+            ))
+            .into());
+        }
+        Ok(n)
+    }
+
+    fn ipam(&self) -> Result<&str, CniError> {
+        self.net
+            .ipam_type()
+            .ok_or_else(|| CniError::invalid_config("vlan requires an IPAM plugin: ipam.type is empty"))
+    }
+}
+
+fn add(args: &CmdArgs) -> anyhow::Result<CniResult> {
+    let n = VlanConf::load(&args.stdin)?;
+    let ipam_type = n.ipam()?;
+    let cont_ns = open_netns(&args.netns)?;
+    let mut host = Netlink::new()?;
+    let mut cont = Netlink::in_netns(&cont_ns)?;
+    let parent_nl = if n.link_in_container { &mut cont } else { &mut host };
+    let (master, mtu) = master_and_mtu(parent_nl, &n.master, n.mtu)?;
+
+    let mut spec = LinkSpec::new("", LinkKind::Vlan { id: n.vlan_id as u16 }).parent(master.index);
+    spec.mtu = mtu;
+    let mut undo = Undo::new();
+    let link = create_child(
+        &mut host,
+        &mut cont,
+        &cont_ns,
+        spec,
+        n.link_in_container,
+        &args.ifname,
+        &mut undo,
+    )
+    .context("failed to create vlan")?;
+
+    let mut result = ipam_add(ipam_type, args, &mut undo)?;
+    if result.ips.is_empty() {
+        bail!("IPAM plugin returned missing IP config");
+    }
+    result.interfaces = vec![container_iface(&link, args)];
+    configure_child(&mut cont, &cont_ns, &args.ifname, &mut result)?;
+    let now = cont.link_by_index(link.index)?.unwrap_or(link);
+    result.interfaces = vec![container_iface(&now, args)];
+    result.dns = n.net.dns.clone().unwrap_or_default();
+    undo.commit();
+    Ok(result)
+}
+
+/// Unlike the reference, DEL does not look at the master: it succeeds when the master is
+/// already gone (plugins#953, #830), which also took the vlan link with it.
+fn del(args: &CmdArgs) -> anyhow::Result<()> {
+    let n = VlanConf::load(&args.stdin)?;
+    del_child(&n.net, args)
+}
+
+fn check(args: &CmdArgs) -> anyhow::Result<()> {
+    let n = VlanConf::load(&args.stdin)?;
+    check_child(&n.net, args, &n.master, n.link_in_container, |l| {
+        if l.kind.as_deref() != Some("vlan") {
+            bail!("Error: Container interface {} not of type vlan", l.name);
+        }
+        if l.vlan_id != Some(n.vlan_id as u16) {
+            bail!(
+                "Error: Container interface {} has VLAN ID {}, configured {}",
+                l.name,
+                l.vlan_id.map(|v| v.to_string()).unwrap_or_default(),
+                n.vlan_id
+            );
+        }
+        if n.mtu != 0 && i64::from(l.mtu) != n.mtu {
+            bail!(
+                "Error: Tuning configured MTU of {} is {}, current value is {}",
+                l.name,
+                n.mtu,
+                l.mtu
+            );
+        }
+        Ok(())
+    })
+}
+
+/// STATUS is always the IPAM's, as in the reference.
+fn status(args: &CmdArgs) -> anyhow::Result<()> {
+    let n: VlanConf = config::parse(&args.stdin)?;
+    Ok(delegate::status(n.ipam()?, &args.stdin, args)?)
+}
+
+fn gc(args: &CmdArgs) -> anyhow::Result<()> {
+    let n: VlanConf = config::parse(&args.stdin)?;
+    Ok(delegate::gc(n.ipam()?, &args.stdin, args)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(extra: &str) -> anyhow::Result<VlanConf> {
+        VlanConf::load(format!(r#"{{"cniVersion":"1.0.0","name":"n","type":"vlan"{extra}}}"#).as_bytes())
+    }
+
+    #[test]
+    fn validation() {
+        let e = load("").unwrap_err();
+        assert!(e.to_string().starts_with("\"master\" field is required."));
+        assert_eq!(e.downcast_ref::<CniError>().unwrap().code, 7);
+        for id in [-1, 4095] {
+            let e = load(&format!(r#","master":"eth0","vlanId":{id}"#)).unwrap_err();
+            assert_eq!(
+                e.to_string(),
+                format!("invalid VLAN ID {id} (must be between 0 and 4095 inclusive)")
+            );
+        }
+        let n = load(r#","master":"eth0","vlanId":4094,"mtu":1400,"linkInContainer":true"#).unwrap();
+        assert_eq!((n.vlan_id, n.mtu, n.link_in_container), (4094, 1400, true));
+        assert!(n.ipam().is_err());
+        assert!(load(r#","master":"eth0","vlanId":"x""#).is_err());
+    }
+}

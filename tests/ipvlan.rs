@@ -1,0 +1,81 @@
+//! ipvlan on this kernel, which has no ipvlan driver: config validation, the chained master,
+//! and a clean failure of ADD (the kernel's "Unknown device type", nothing left behind).
+//! Traffic is tested under the second kernel (vm/tests/ipvlan.sh).
+
+mod common;
+mod links_rig;
+
+use common::rig::vanished_netns_path;
+use common::veth_rig::{conf, kernel_state, Impl};
+use links_rig::{parent_veth, rig, with_ipam};
+use serde_json::json;
+
+#[test]
+fn add_fails_cleanly_without_kernel_support() {
+    let rig = rig("il", Impl::Ours);
+    parent_veth(&rig.node, "up0");
+    let p = rig.pod("il");
+    let before = (kernel_state(&rig.node), kernel_state(&p));
+    for mode in ["l2", "l3", "l3s"] {
+        let c = with_ipam(
+            &rig,
+            conf("1.0.0", "ipv", "ipvlan", json!({"master": "up0", "mode": mode})),
+            "10.85.0.0/24",
+        );
+        let e = rig.add(&c, "c1", &p, "eth0");
+        assert!(e.msg().contains("Unknown device type"), "{}", e.msg());
+        assert!(e.msg().starts_with("failed to create ipvlan"), "{}", e.msg());
+        rig.del(&c, "c1", p.path_str(), "eth0").expect_ok();
+    }
+    // Chained: the master is prevResult's single interface, its IPs are reused (no IPAM).
+    let mut chained = conf("1.0.0", "ipv", "ipvlan", json!({}));
+    chained["prevResult"] = json!({"cniVersion": "1.0.0", "interfaces": [{"name": "up0"}],
+        "ips": [{"address": "10.85.1.5/24", "interface": 0}]});
+    let e = rig.add(&chained, "c1", &p, "eth0");
+    assert!(e.msg().contains("Unknown device type"), "{}", e.msg());
+    assert_eq!(before, (kernel_state(&rig.node), kernel_state(&p)));
+    assert!(rig.ipam_state().is_empty());
+}
+
+#[test]
+fn rejects_bad_configs() {
+    let rig = rig("ix", Impl::Ours);
+    parent_veth(&rig.node, "up0");
+    let p = rig.pod("ix");
+    let before = (kernel_state(&rig.node), kernel_state(&p));
+    let bad = |extra: serde_json::Value, ipam: bool, msg: &str| {
+        let mut c = conf("1.0.0", "ipv", "ipvlan", extra.clone());
+        if ipam {
+            c = with_ipam(&rig, c, "10.86.0.0/24");
+        }
+        let e = rig.add(&c, "c1", &p, "eth0");
+        assert!(e.msg().contains(msg), "{extra}: {}", e.msg());
+    };
+    bad(
+        json!({"master": "up0", "mode": "l4"}),
+        true,
+        "unknown ipvlan mode: \"l4\"",
+    );
+    bad(
+        json!({"master": "up0", "mtu": 1501}),
+        true,
+        "invalid MTU 1501, must be [0, master MTU(1500)]",
+    );
+    bad(json!({"master": "up0"}), false, "ipam must be specified");
+    bad(
+        json!({"prevResult": {"cniVersion": "1.0.0", "interfaces": [{"name": "a"}, {"name": "b"}]}}),
+        true,
+        "chained master failure. PrevResult lacks a single named interface",
+    );
+    bad(
+        json!({"prevResult": {"cniVersion": "1.0.0", "interfaces": [{"name": "up0"}]}}),
+        false,
+        "ipam must be specified: prevResult has no IPs to reuse",
+    );
+    bad(json!({}), true, "no default route interface found");
+    assert_eq!(before, (kernel_state(&rig.node), kernel_state(&p)));
+    // DEL needs no master, nor a default route.
+    let c = with_ipam(&rig, conf("1.0.0", "ipv", "ipvlan", json!({})), "10.86.0.0/24");
+    rig.del(&c, "c1", p.path_str(), "eth0").expect_ok();
+    rig.del(&c, "c1", &vanished_netns_path(), "eth0").expect_ok();
+}

@@ -1,0 +1,63 @@
+//! Shared by the tests of macvlan, ipvlan, vlan, host-device, dummy and tap: the veth rig
+//! with these plugins on its CNI_PATH, and node-side fixtures (parent links) in the rig's
+//! throw-away node netns.
+#![allow(dead_code)]
+
+use crate::common::rig::TestNs;
+use crate::common::veth_rig::{Impl, Rig, OURS, REFERENCE_DIR};
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+
+const LINK_PLUGINS: &[&str] = &["macvlan", "ipvlan", "vlan", "host-device", "dummy", "tap", "loopback"];
+
+/// A veth rig whose CNI_PATH also holds the link plugins (ours, or the reference's where
+/// Debian ships them).
+pub fn rig(prefix: &str, imp: Impl) -> Rig {
+    let r = Rig::new(prefix, imp);
+    for p in LINK_PLUGINS {
+        let target = match imp {
+            Impl::Ours => PathBuf::from(OURS),
+            Impl::Reference => Path::new(REFERENCE_DIR).join(p),
+        };
+        if target.exists() {
+            std::os::unix::fs::symlink(target, r.bin.0.join(p)).unwrap();
+        }
+    }
+    r
+}
+
+/// A veth pair `name` <-> `name`p in `ns`, both up: `name` serves as a parent with carrier.
+pub fn parent_veth(ns: &TestNs, name: &str) {
+    ns.ip(&["link", "add", name, "type", "veth", "peer", "name", &format!("{name}p")]);
+    ns.ip(&["link", "set", name, "up"]);
+    ns.ip(&["link", "set", &format!("{name}p"), "up"]);
+}
+
+/// `ip -d -j link show dev IFNAME` in `ns`, or Null when absent.
+pub fn details(ns: &TestNs, ifname: &str) -> Value {
+    let out = crate::common::rig::run_cmd(&["ip", "-n", ns.name(), "-d", "-j", "link", "show", "dev", ifname]);
+    if !out.status.success() {
+        return Value::Null;
+    }
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    v[0].clone()
+}
+
+/// Link names of a namespace, sorted.
+pub fn link_names(ns: &TestNs) -> Vec<String> {
+    let mut v: Vec<String> = ns
+        .ip_json(&["link", "show"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["ifname"].as_str().unwrap().to_string())
+        .collect();
+    v.sort();
+    v
+}
+
+/// A config with a host-local IPAM over `subnet` in the rig's data dir.
+pub fn with_ipam(rig: &Rig, mut c: Value, subnet: &str) -> Value {
+    c["ipam"] = rig.host_local(&[json!(subnet)]);
+    c
+}
