@@ -1,7 +1,8 @@
 # cni-multi build, test and install entry points. Every target does real work.
 #
 #   make build        static release binary -> $(CARGO_TARGET_DIR)/cni-multi
-#   make test         fmt check, clippy (warnings are errors), all tests (root tests run as root)
+#   make test         fmt check, clippy (warnings are errors), all tests, then the second-kernel tests (root)
+#   make test-host    the same without the qemu second kernel (quicker while developing)
 #   make conformance  reference plugins vs cni-multi, one PASS/FAIL line per scenario
 #   make install      build, then `cni-multi install --dir $(DIR)` (DIR=/opt/cni/bin)
 #   make demo         build, then `cni-multi demo`
@@ -18,7 +19,7 @@ DIR ?= /opt/cni/bin
 RELEASE_BIN := $(CARGO_TARGET_DIR)/$(TARGET)/release/cni-multi
 BIN := $(CARGO_TARGET_DIR)/cni-multi
 
-.PHONY: build test conformance install demo bench cluster-demo vm-test
+.PHONY: build test test-host conformance install demo bench cluster-demo vm-test
 
 build:
 	RUSTFLAGS='-C target-feature=+crt-static' $(CARGO) build --release --locked --target $(TARGET)
@@ -31,7 +32,9 @@ build:
 	cp -f $(RELEASE_BIN) $(BIN).tmp && mv -f $(BIN).tmp $(BIN)
 	@ls -l $(BIN)
 
-test:
+test: test-host vm-test
+
+test-host:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --locked --all-targets -- -D warnings
 	$(CARGO) test --locked --no-fail-fast
