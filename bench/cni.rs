@@ -443,7 +443,10 @@ fn case_host_local(sides: &[&Side; 2], iters: usize, fill: usize) -> [Stats; 2] 
 /// Case 6: 100 ADDs started at once, then 100 DELs: wall time, failures, duplicates.
 fn case_concurrent(side: &Side, n: usize) -> (Stats, String) {
     let pods: Vec<Ns> = (0..n).map(|i| Ns::new(&format!("{}-c{i}", side.name))).collect();
-    let net = net_for(side, &bridge_list(false, "10.91.0.0/16"), json!({}));
+    // Its own bridge: cni0 already carries the other cases' gateway address.
+    let mut list = bridge_list(false, "10.91.0.0/16");
+    list["plugins"][0]["bridge"] = json!("cni6");
+    let net = net_for(side, &list, json!({}));
     let p = &net.list["plugins"][0];
     let spawn_all = |command: &str, results: Option<&[Option<Value>]>| -> Vec<std::process::Output> {
         let _g = side.node_fd.enter().unwrap();
@@ -476,6 +479,11 @@ fn case_concurrent(side: &Side, n: usize) -> (Stats, String) {
     let add_time = t.elapsed();
     let results: Vec<Option<Value>> = adds.iter().map(|o| serde_json::from_slice(&o.stdout).ok()).collect();
     let failures = adds.iter().filter(|o| !o.status.success()).count();
+    let first_error = adds
+        .iter()
+        .find(|o| !o.status.success())
+        .map(|o| format!(" (first: {})", String::from_utf8_lossy(&o.stdout).replace('\n', " ")))
+        .unwrap_or_default();
     let mut addrs: Vec<String> = results
         .iter()
         .flatten()
@@ -495,7 +503,7 @@ fn case_concurrent(side: &Side, n: usize) -> (Stats, String) {
     (
         st,
         format!(
-            "{}: ADD {:.0} ms, DEL {:.0} ms, {failures} ADD / {del_failures} DEL failures, {} distinct of {total} addresses",
+            "{}: ADD {:.0} ms, DEL {:.0} ms, {failures} ADD / {del_failures} DEL failures, {} distinct of {total} addresses{first_error}",
             side.name,
             ms(add_time),
             ms(del_time),
