@@ -194,15 +194,14 @@ fn add(args: &CmdArgs) -> anyhow::Result<CniResult> {
     let mut result = CniResult::new(n.net.version());
 
     let (host_veth, cont_veth) = setup_veth(&mut host, &mut cont, &host_ns, &br, &args.ifname, &n, mtu, &mut undo)?;
+    // nftables sockets are closed only when ADD returns: a close waits for the kernel to
+    // retire the committed transaction (an RCU grace period), which so overlaps the rest.
+    let mut nft_sockets = Vec::new();
     if n.macspoofchk {
         let mac = cont_veth.mac.context("the container veth has no MAC address")?;
-        spoofcheck::setup(
-            &NftSocket::open()?,
-            &host_veth.name,
-            mac,
-            &args.container_id,
-            &args.ifname,
-        )?;
+        let sock = NftSocket::open()?;
+        spoofcheck::setup(&sock, &host_veth.name, mac, &args.container_id, &args.ifname)?;
+        nft_sockets.push(sock);
         let (cid, ifname) = (args.container_id.clone(), args.ifname.clone());
         undo.push(format!("remove spoof check of {cid}/{ifname}"), move || {
             spoofcheck::teardown(&NftSocket::open()?, &cid, &ifname)
@@ -281,7 +280,7 @@ fn add(args: &CmdArgs) -> anyhow::Result<CniResult> {
                 .context("failed to enable forwarding")?;
         }
         if n.ip_masq {
-            setup_masquerade(&n.net.name, args, &result, &mut undo)?;
+            nft_sockets.push(setup_masquerade(&n.net.name, args, &result, &mut undo)?);
         }
     } else if !n.disable_container_interface {
         // L2 only: the container end still has to be up.
@@ -304,23 +303,26 @@ fn add(args: &CmdArgs) -> anyhow::Result<CniResult> {
         result.dns = n.net.dns.clone().unwrap_or_default();
     }
     undo.commit();
+    drop(nft_sockets);
     Ok(result)
 }
 
 /// ipMasq: masquerade what leaves each pod address's subnet (shared with ptp).
+/// Returns the socket so that the caller decides when it is closed (see `add`).
 pub(super) fn setup_masquerade(
     network: &str,
     args: &CmdArgs,
     result: &CniResult,
     undo: &mut Undo,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<NftSocket> {
     let ips: Vec<IpNet> = result.ips.iter().map(|i| i.address).collect();
-    masquerade::setup(&NftSocket::open()?, network, &args.ifname, &args.container_id, &ips)?;
+    let sock = NftSocket::open()?;
+    masquerade::setup(&sock, network, &args.ifname, &args.container_id, &ips)?;
     let (net, cid, ifname) = (network.to_string(), args.container_id.clone(), args.ifname.clone());
     undo.push(format!("remove IP masquerading of {cid}/{ifname}"), move || {
         masquerade::teardown(&NftSocket::open()?, &net, &ifname, &cid)
     });
-    Ok(())
+    Ok(sock)
 }
 
 /// GC of the masquerade rules: those of attachments not in the valid list go (shared with ptp).
@@ -675,6 +677,9 @@ fn oper_state_name(s: Option<OperState>) -> &'static str {
 fn del(args: &CmdArgs) -> anyhow::Result<()> {
     let n = BridgeConf::load(args)?;
     let mut errs = Vec::new();
+    // The socket stays open until the link is gone: closing it waits for the kernel to
+    // retire the deleted rules (an RCU grace period), which then overlaps the link deletion.
+    let mut _nft = None;
     if n.ip_masq || n.macspoofchk {
         match NftSocket::open() {
             Ok(sock) => {
@@ -684,6 +689,7 @@ fn del(args: &CmdArgs) -> anyhow::Result<()> {
                 if n.macspoofchk {
                     errs.extend(spoofcheck::teardown(&sock, &args.container_id, &args.ifname).err());
                 }
+                _nft = Some(sock);
             }
             Err(e) => errs.push(e.into()),
         }

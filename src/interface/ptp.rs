@@ -156,9 +156,12 @@ fn add(args: &CmdArgs) -> anyhow::Result<CniResult> {
         }
     }
 
-    if conf.ip_masq {
-        setup_masquerade(&conf.net.name, args, &result, &mut undo)?;
-    }
+    // Closed when ADD returns (a close waits for the kernel to retire the transaction).
+    let _nft = if conf.ip_masq {
+        Some(setup_masquerade(&conf.net.name, args, &result, &mut undo)?)
+    } else {
+        None
+    };
     if dns_set(&conf.net.dns) {
         result.dns = conf.net.dns.clone().unwrap_or_default();
     }
@@ -171,9 +174,13 @@ fn add(args: &CmdArgs) -> anyhow::Result<CniResult> {
 fn del(args: &CmdArgs) -> anyhow::Result<()> {
     let conf = PtpConf::load(&args.stdin)?;
     let mut errs = Vec::new();
+    // Kept open until the link is gone, so that the kernel's retiring of the deleted rules
+    // (which a close waits for) overlaps the link deletion.
+    let mut _nft = None;
     if conf.ip_masq {
         let sock = crate::linux::nft::NftSocket::open()?;
         errs.extend(crate::meta::masquerade::teardown(&sock, &conf.net.name, &args.ifname, &args.container_id).err());
+        _nft = Some(sock);
     }
     if let Some(t) = conf.net.ipam_type() {
         if let Err(e) = delegate::del(t, &args.stdin, args) {

@@ -105,18 +105,25 @@ pub fn setup(sock: &NftSocket, network: &str, ifname: &str, container_id: &str, 
         priority::SRCNAT,
         Policy::Accept,
     ));
-    // The base chain is rebuilt each time, as the reference does, so it is always in the
-    // expected shape even if someone edited it.
-    b.flush_chain(&t, POSTROUTING);
+    // The base chain must have exactly this shape; the reference flushes and rebuilds it on
+    // every ADD, which here is done only when it differs (a rebuild frees rules, and that
+    // makes the socket's close wait a whole RCU grace period).
     let multicast4: IpNet = "224.0.0.0/4".parse().unwrap();
     let multicast6: IpNet = "ff00::/8".parse().unwrap();
-    for net in [multicast4, multicast6] {
-        b.add_rule(
-            &RuleBuilder::new(&t, POSTROUTING).daddr(CmpOp::Eq, net).ret().build(),
-            Position::Append,
-        );
+    let mut base: Vec<Rule> = [multicast4, multicast6]
+        .into_iter()
+        .map(|net| RuleBuilder::new(&t, POSTROUTING).daddr(CmpOp::Eq, net).ret().build())
+        .collect();
+    base.push(RuleBuilder::new(&t, POSTROUTING).goto(CHAIN).build());
+    if !sock
+        .chain_holds(Family::Inet, TABLE, POSTROUTING, &base)
+        .context("could not list the masquerade base chain")?
+    {
+        b.flush_chain(&t, POSTROUTING);
+        for r in &base {
+            b.add_rule(r, Position::Append);
+        }
     }
-    b.add_rule(&RuleBuilder::new(&t, POSTROUTING).goto(CHAIN).build(), Position::Append);
     for r in &stale {
         if let Some(h) = r.handle {
             b.del_rule(&t, CHAIN, h);

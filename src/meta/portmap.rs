@@ -402,13 +402,13 @@ fn forward_ports(sock: &NftSocket, conf: &Conf, cip: IpAddr, comment: &str) -> R
     for c in [HOSTPORTS, HOSTIP_HOSTPORTS, HOSTPORTS_ALL] {
         b.add_chain(&Chain::regular(&t, c));
     }
-    b.flush_chain(&t, HOSTPORTS_ALL);
-    for target in [HOSTIP_HOSTPORTS, HOSTPORTS] {
-        b.add_rule(
-            &RuleBuilder::new(&t, HOSTPORTS_ALL).jump(target).build(),
-            Position::Append,
-        );
-    }
+    // The shared chains are rebuilt only when they differ from what this config wants: a
+    // rebuild frees rules, and that makes the socket's close wait a whole RCU grace period.
+    let all: Vec<Rule> = [HOSTIP_HOSTPORTS, HOSTPORTS]
+        .into_iter()
+        .map(|target| RuleBuilder::new(&t, HOSTPORTS_ALL).jump(target).build())
+        .collect();
+    rebuild_if_different(sock, &mut b, &t, HOSTPORTS_ALL, &all)?;
     for (name, hook) in [("prerouting", Hook::Prerouting), ("output", Hook::Output)] {
         b.add_chain(&Chain::base(
             &t,
@@ -418,12 +418,9 @@ fn forward_ports(sock: &NftSocket, conf: &Conf, cip: IpAddr, comment: &str) -> R
             priority::DSTNAT,
             Policy::Accept,
         ));
-        b.flush_chain(&t, name);
         let rb = apply_conditions(RuleBuilder::new(&t, name), conds);
-        b.add_rule(
-            &rb.fib_daddr_type(rtn::LOCAL).jump(HOSTPORTS_ALL).build(),
-            Position::Append,
-        );
+        let entry = [rb.fib_daddr_type(rtn::LOCAL).jump(HOSTPORTS_ALL).build()];
+        rebuild_if_different(sock, &mut b, &t, name, &entry)?;
     }
     if conf.snat {
         b.add_chain(&Chain::base(
@@ -443,6 +440,17 @@ fn forward_ports(sock: &NftSocket, conf: &Conf, cip: IpAddr, comment: &str) -> R
     }
     b.commit(sock)
         .context("unable to set up nftables rules for port mappings")
+}
+
+/// Flush and refill `chain` in the batch unless it already holds exactly `rules`.
+fn rebuild_if_different(sock: &NftSocket, b: &mut Batch, t: &Table, chain: &str, rules: &[Rule]) -> Result<()> {
+    if !sock.chain_holds(t.family, &t.name, chain, rules)? {
+        b.flush_chain(t, chain);
+        for r in rules {
+            b.add_rule(r, Position::Append);
+        }
+    }
+    Ok(())
 }
 
 /// `route_localnet=1` on the interface that routes to the container, so that 127.0.0.1 may

@@ -360,6 +360,19 @@ impl NftSocket {
         let msgs = self.request(&what, wire::NFT_MSG_GETRULE, family, true, &w.buf)?;
         Ok(msgs.iter().map(|a| decode_rule(&t, a)).collect())
     }
+
+    /// Whether `chain` holds exactly `expected` (expressions and comments, in order).
+    /// Rebuilding a chain that is already right would free its old rules, and every socket
+    /// close then waits for the kernel to retire them (a full RCU grace period): callers
+    /// check first and rebuild only what differs.
+    pub fn chain_holds(&self, family: Family, table: &str, chain: &str, expected: &[Rule]) -> Result<bool, NftError> {
+        let have = self.list_rules(family, table, chain)?;
+        Ok(have.len() == expected.len()
+            && have
+                .iter()
+                .zip(expected)
+                .all(|(h, e)| h.exprs == e.exprs && h.comment == e.comment))
+    }
 }
 
 /// (errno, ext-ack message, ext-ack offset) of an NLMSG_ERROR reply.
