@@ -713,32 +713,15 @@ fn check(args: &CmdArgs) -> anyhow::Result<()> {
     if let Some(t) = n.net.ipam_type() {
         delegate::check(t, &args.stdin, args)?;
     }
-    let prev = n
-        .net
-        .prev_result()?
-        .ok_or_else(|| anyhow!("Required prevResult missing"))?;
+    let (prev, cont_if) = ipconfig::prev_sandbox_interface(&n.net, args, "")?;
     let br_if = prev
         .interfaces
         .iter()
         .find(|i| i.name == n.bridge)
         .cloned()
         .unwrap_or_default();
-    let cont_if = prev
-        .interfaces
-        .iter()
-        .find(|i| i.name == args.ifname && i.sandbox == args.netns)
-        .cloned()
-        .unwrap_or_default();
-
     let mut host = Netlink::new()?;
     let br = check_bridge(&mut host, &br_if, &n)?;
-    if cont_if.sandbox != args.netns {
-        bail!(
-            "Sandbox in prevResult {} doesn't match configured netns: {}",
-            cont_if.sandbox,
-            args.netns
-        );
-    }
     let mut cont = Netlink::in_netns(&ns)?;
     let cont_link = check_container_iface(&mut cont, &cont_if)?;
 

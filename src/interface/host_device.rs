@@ -384,26 +384,14 @@ fn check(args: &CmdArgs) -> anyhow::Result<()> {
     if let Some(t) = n.net.ipam_type() {
         delegate::check(t, &args.stdin, args)?;
     }
-    let prev = n
-        .net
-        .prev_result()?
-        .ok_or_else(|| anyhow!("Required prevResult missing"))?;
     if n.dpdk {
+        // A DPDK device never left the host: only prevResult is required.
+        n.net
+            .prev_result()?
+            .ok_or_else(|| anyhow!("Required prevResult missing"))?;
         return Ok(());
     }
-    let intf = prev
-        .interfaces
-        .iter()
-        .find(|i| i.name == args.ifname && i.sandbox == args.netns)
-        .cloned()
-        .unwrap_or_default();
-    if intf.sandbox != args.netns {
-        bail!(
-            "Sandbox in prevResult {} doesn't match configured netns: {}",
-            intf.sandbox,
-            args.netns
-        );
-    }
+    let (prev, intf) = ipconfig::prev_sandbox_interface(&n.net, args, "")?;
     let mut cont = Netlink::in_netns(&ns)?;
     check_container_link(&mut cont, &intf)?;
     ipconfig::validate_expected_ips(&mut cont, &args.ifname, &prev.ips)?;

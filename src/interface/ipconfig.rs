@@ -2,7 +2,9 @@
 //! interface (the reference's `ConfigureIface`), and the CHECK validations of IPs and routes
 //! (`ValidateExpectedInterfaceIPs`, `ValidateExpectedRoute`), written once.
 
-use crate::cni::result::{CniResult, IpConfig, Route as CniRoute};
+use crate::cni::config::NetConf;
+use crate::cni::result::{CniResult, Interface, IpConfig, Route as CniRoute};
+use crate::cni::skel::CmdArgs;
 use crate::linux::netlink::route::SCOPE_UNIVERSE;
 use crate::linux::netlink::{Family, Link, NextHop, Route};
 use crate::linux::{sysctl, NetNs, Netlink};
@@ -200,6 +202,29 @@ pub fn add_route_ecmp(nl: &mut Netlink, r: &Route) -> anyhow::Result<()> {
 }
 
 /// CHECK: every result IP is on `ifname`, and a route to its prefix exists.
+/// CHECK's common start in every interface plugin: prevResult is required, and its
+/// interface named CNI_IFNAME must sit in this sandbox. `who` prefixes the missing-prevResult
+/// message as the reference plugin does ("ptp: ", or nothing).
+pub fn prev_sandbox_interface(net: &NetConf, args: &CmdArgs, who: &str) -> anyhow::Result<(CniResult, Interface)> {
+    let prev = net
+        .prev_result()?
+        .ok_or_else(|| anyhow!("{who}Required prevResult missing"))?;
+    let intf = prev
+        .interfaces
+        .iter()
+        .find(|i| i.name == args.ifname && i.sandbox == args.netns)
+        .cloned()
+        .unwrap_or_default();
+    if intf.sandbox != args.netns {
+        bail!(
+            "Sandbox in prevResult {} doesn't match configured netns: {}",
+            intf.sandbox,
+            args.netns
+        );
+    }
+    Ok((prev, intf))
+}
+
 pub fn validate_expected_ips(nl: &mut Netlink, ifname: &str, ips: &[IpConfig]) -> anyhow::Result<()> {
     if ips.is_empty() {
         return Ok(());

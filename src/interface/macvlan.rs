@@ -324,22 +324,7 @@ pub(super) fn check_child(
     if let Some(t) = net.ipam_type() {
         delegate::check(t, &args.stdin, args)?;
     }
-    let prev = net
-        .prev_result()?
-        .ok_or_else(|| anyhow!("Required prevResult missing"))?;
-    let intf = prev
-        .interfaces
-        .iter()
-        .find(|i| i.name == args.ifname && i.sandbox == args.netns)
-        .cloned()
-        .unwrap_or_default();
-    if intf.sandbox != args.netns {
-        bail!(
-            "Sandbox in prevResult {} doesn't match configured netns: {}",
-            intf.sandbox,
-            args.netns
-        );
-    }
+    let (prev, intf) = super::ipconfig::prev_sandbox_interface(net, args, "")?;
     let mut cont = Netlink::in_netns(&ns)?;
     let mut host;
     let parent_nl = if in_container {

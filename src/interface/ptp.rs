@@ -197,23 +197,7 @@ fn check(args: &CmdArgs) -> anyhow::Result<()> {
     let conf = PtpConf::load(&args.stdin)?;
     let ns = open_netns(&args.netns)?;
     delegate::check(conf.ipam()?, &args.stdin, args)?;
-    let prev = conf
-        .net
-        .prev_result()?
-        .ok_or_else(|| anyhow!("ptp: Required prevResult missing"))?;
-    let cont = prev
-        .interfaces
-        .iter()
-        .find(|i| i.name == args.ifname && i.sandbox == args.netns)
-        .cloned()
-        .unwrap_or_default();
-    if cont.sandbox != args.netns {
-        bail!(
-            "Sandbox in prevResult {} doesn't match configured netns: {}",
-            cont.sandbox,
-            args.netns
-        );
-    }
+    let (prev, cont) = super::ipconfig::prev_sandbox_interface(&conf.net, args, "ptp: ")?;
     let mut nl = Netlink::in_netns(&ns)?;
     let link = nl
         .link_by_name(&cont.name)?

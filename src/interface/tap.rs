@@ -163,23 +163,7 @@ fn check(args: &CmdArgs) -> anyhow::Result<()> {
     if let Some(t) = n.net.ipam_type() {
         delegate::check(t, &args.stdin, args)?;
     }
-    let prev = n
-        .net
-        .prev_result()?
-        .ok_or_else(|| anyhow!("Required prevResult missing"))?;
-    let intf = prev
-        .interfaces
-        .iter()
-        .find(|i| i.name == args.ifname && i.sandbox == args.netns)
-        .cloned()
-        .unwrap_or_default();
-    if intf.sandbox != args.netns {
-        bail!(
-            "Sandbox in prevResult {} doesn't match configured netns: {}",
-            intf.sandbox,
-            args.netns
-        );
-    }
+    let (prev, intf) = super::ipconfig::prev_sandbox_interface(&n.net, args, "")?;
     let mut cont = Netlink::in_netns(&ns)?;
     let l = check_container_link(&mut cont, &intf)?;
     if l.kind.as_deref() != Some("tun") {
