@@ -262,6 +262,9 @@ fn cmd_add(args: &CmdArgs) -> Result<CniResult> {
 fn cmd_del(args: &CmdArgs) -> Result<()> {
     let conf = load_conf(&args.stdin, &args.args)?;
     let store = open_store(&conf)?;
+    if release_from_prev_result(args, &conf, &store) {
+        return Ok(());
+    }
     // One release per range set, as the reference does: a second pass finds no (id, ifname)
     // file any more and so also releases legacy id-only files.
     let errors: Vec<String> = conf
@@ -274,6 +277,44 @@ fn cmd_del(args: &CmdArgs) -> Result<()> {
         return Err(go_err(errors.join(";")).into());
     }
     Ok(())
+}
+
+/// DEL's fast path: prevResult (sent with DEL since 0.4.0) names the addresses of this
+/// attachment, so their files are checked directly instead of reading every reservation of
+/// the network (the reference's scan, O(pods)). It applies only when every range set had
+/// its address released this way; otherwise the caller scans as the reference does.
+fn release_from_prev_result(args: &CmdArgs, conf: &IpamConf, store: &Store) -> bool {
+    #[derive(Deserialize)]
+    struct Prev {
+        #[serde(rename = "cniVersion", default)]
+        cni_version: String,
+        #[serde(rename = "prevResult", default)]
+        prev_result: Option<serde_json::Value>,
+    }
+    let Ok(p) = serde_json::from_slice::<Prev>(&args.stdin) else {
+        return false;
+    };
+    let Some(prev) = p
+        .prev_result
+        .and_then(|v| crate::cni::result::CniResult::parse(&v, &p.cni_version).ok())
+    else {
+        return false;
+    };
+    let key = format!("{}\r\n{}", args.container_id.trim(), args.ifname);
+    let mine: Vec<IpAddr> = prev
+        .ips
+        .iter()
+        .map(|i| i.address.addr())
+        .filter(|ip| store.owner_of(*ip).as_deref() == Some(key.as_str()))
+        .collect();
+    let covered = conf
+        .sets
+        .iter()
+        .all(|set| mine.iter().filter(|ip| set.contains(**ip)).count() == 1);
+    if !covered || mine.len() != conf.sets.len() {
+        return false;
+    }
+    mine.iter().all(|ip| store.release_ip(*ip).is_ok())
 }
 
 fn cmd_check(args: &CmdArgs) -> Result<()> {
