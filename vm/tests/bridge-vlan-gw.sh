@@ -4,7 +4,7 @@
 # address, is the 4th result interface, and pods on VLAN 100 reach it; a pod on VLAN 200 in
 # the same subnet does not. Ours and the reference side by side (node / rnode), results
 # compared (MACs, veth names, sandboxes normalised). CHECK after ADD, DEL twice; the gateway
-# interface stays after DEL (as with the reference).
+# interface stays after DEL (as with the reference). Dual-stack: one brd.100 with both gateways.
 . "$VMTEST_LIB"
 T=$VMTEST_TMP
 ours=$CNI_BIN_DIR/bridge ref=$REF_BIN_DIR/bridge
@@ -59,11 +59,32 @@ run_side() {
     check "$t:2-still-to-gw" ping_from "${t}2" $GW
 }
 
+# dual TAG PLUGIN: dual-stack vlan 100 + isGateway on bridge brd: one gateway interface
+# brd.100 with both gateways, listed once in the result.
+dual() {
+    t=$1 p=$2 node=${1}node
+    netns_add "${t}6"
+    cat > "$T/${t}6.conf" <<JSON
+{"cniVersion":"1.0.0","name":"brd","type":"bridge","bridge":"brd","vlan":100,"isGateway":true,
+ "ipam":{"type":"host-local","dataDir":"$T/$t-ipam","ranges":[[{"subnet":"10.250.131.0/24"}],[{"subnet":"fd00:250:131::/64"}]]}}
+JSON
+    CNI_CONTAINERID=${t}6 must "$t:dual-add" cni "$p" ADD "${t}6" eth0 "$T/${t}6.conf" "$T/${t}6.json"
+    check "$t:dual-gw4"    has_addr "$node" brd.100 10.250.131.1/24
+    check "$t:dual-gw6"    has_addr "$node" brd.100 fd00:250:131::1/64
+    check "$t:dual-result" json_eq "$T/${t}6.json" '[.interfaces[].name | select(startswith("brd."))] | join(" ")' brd.100
+    check "$t:dual-ping4"  ping_from "${t}6" 10.250.131.1
+    with_prev "$T/${t}6.conf" "$T/${t}6.json" > "$T/p${t}6.json"
+    CNI_CONTAINERID=${t}6 check "$t:dual-check" cni "$p" CHECK "${t}6" eth0 "$T/p${t}6.json" "$T/k${t}6.out"
+    CNI_CONTAINERID=${t}6 check "$t:dual-del" cni "$p" DEL "${t}6" eth0 "$T/p${t}6.json" "$T/d${t}6.out"
+}
+
 run_side o "$ours"
 check o:gw-port-vlans port_vlans_are onode "$gw_port" "100PU"
+dual o "$ours"
 run_side r "$ref"
-for x in 1 2 3; do
+dual r "$ref"
+for x in 1 2 3 6; do
     check "same-as-ref-$x" same_result "$T/o$x.json" "$T/r$x.json"
 done
 log "our result (1): $(norm_bridge_result "$T/o1.json")"
-finish "vlan 100 + isGateway: brg.100 has $GW, in the result, reached from VLAN 100 only, CHECK/DEL x2, results = reference"
+finish "vlan 100 + isGateway: brg.100 has $GW, in the result, reached from VLAN 100 only, CHECK/DEL x2, dual-stack, results = reference"
