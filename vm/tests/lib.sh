@@ -114,3 +114,34 @@ link_absent() {
 has_addr() { $IP -n "$1" -o addr show dev "$2" | grep -q " ${3} " || { $IP -n "$1" -o addr show dev "$2"; return 1; }; }
 # ping_from NETNS ADDR: one ping reaches ADDR (busybox ping, 3 tries of 1 s).
 ping_from() { in_ns "$1" ping -c 1 -W 1 "$2" >/dev/null 2>&1 || in_ns "$1" ping -c 3 -W 1 "$2"; }
+
+# Bridges (iproute2's bridge is in the initramfs as $BRIDGE):
+# port_vlans NETNS DEV: DEV's bridge VLANs as sorted words VID[P][U] (P = PVID, U = egress
+# untagged), e.g. "1U 100PU"; ranges that `bridge vlan show` compresses are expanded.
+port_vlans() {
+    in_ns "$1" $BRIDGE -j vlan show dev "$2" | $JQ -r '[.[] | (.vlans // [])[]
+        | .vlan as $a | (.flags // []) as $f
+        | range($a; (.vlanEnd // $a) + 1)
+        | [., (if any($f[]; . == "PVID") then "P" else "" end), (if any($f[]; . == "Egress Untagged") then "U" else "" end)]]
+        | sort_by(.[0]) | map("\(.[0])\(.[1])\(.[2])") | join(" ")'
+}
+# port_vlans_are NETNS DEV WANT: port_vlans equals WANT (prints both on mismatch).
+port_vlans_are() {
+    _v=$(port_vlans "$1" "$2") || return 1
+    [ "$_v" = "$3" ] || { echo "vlans of $2: got '$_v', want '$3'"; return 1; }
+}
+# vlan_filtering NETNS BRIDGE: the bridge has vlan_filtering 1.
+vlan_filtering() { $IP -n "$1" -d link show "$2" | grep -q 'vlan_filtering 1' || { $IP -n "$1" -d link show "$2"; return 1; }; }
+# norm_bridge_result FILE: a bridge ADD result with MACs, host veth names and sandboxes
+# replaced by placeholders and dns dropped (compare ours with the reference's).
+norm_bridge_result() {
+    $JQ -cS 'del(.dns) | .interfaces |= map(
+        (if has("mac") then .mac = "MAC" else . end)
+        | (if (.name | test("^veth")) then .name = "VETH" else . end)
+        | (if has("sandbox") then .sandbox = "NS" else . end))' "$1"
+}
+# same_result A B: norm_bridge_result of both files is equal (prints both otherwise).
+same_result() {
+    _a=$(norm_bridge_result "$1") && _b=$(norm_bridge_result "$2") || return 1
+    [ "$_a" = "$_b" ] || { echo "ours: $_a"; echo "ref:  $_b"; return 1; }
+}
