@@ -3,14 +3,14 @@
 # emulation, no network device), print every VMTEST line, and exit non-zero if a test failed,
 # VMTEST-DONE is missing, or the VM did not finish within VM_TIMEOUT seconds.
 #
-# Env: VM_DIR, VM_TIMEOUT (default 180), VM_MEM (default 512), VM_VERBOSE=1 (every test's
+# Env: VM_DIR, VM_TIMEOUT (default 600), VM_MEM (default 512), VM_VERBOSE=1 (every test's
 #      output, not only failed ones), VM_TEST_TIMEOUT (per test inside the VM, default 60),
 #      VM_CONSOLE_LOG (default $VM_DIR/console.log: the whole serial console).
 set -euo pipefail
 
 VM_DIR="${VM_DIR:-${CARGO_TARGET_DIR:-target}/vm}"
 VM_DIR="$(cd "$VM_DIR" && pwd)"
-VM_TIMEOUT="${VM_TIMEOUT:-180}"
+VM_TIMEOUT="${VM_TIMEOUT:-600}"
 LOG="${VM_CONSOLE_LOG:-$VM_DIR/console.log}"
 
 # shellcheck disable=SC1091
