@@ -368,7 +368,9 @@ pub fn udp_ask(ns: &TestNs, addr: &str, port: u16, sport: Option<u16>) -> String
         if attempt > 0 {
             std::thread::sleep(std::time::Duration::from_millis(200));
         }
-        let out = ns.exec(&["sh", "-c", &format!("echo hi | timeout 3 socat -T1 - {target}")]);
+        // `-t2`: after stdin's EOF socat waits only 0.5 s (its default) for the reply, which
+        // the server's fork + `sh` can exceed on a loaded machine; wait up to 2 s.
+        let out = ns.exec(&["sh", "-c", &format!("echo hi | timeout 4 socat -t2 -T2 - {target}")]);
         let answer = String::from_utf8_lossy(&out.stdout).trim().to_string();
         if !answer.is_empty() {
             return answer;
