@@ -368,9 +368,15 @@ pub fn udp_ask(ns: &TestNs, addr: &str, port: u16, sport: Option<u16>) -> String
         if attempt > 0 {
             std::thread::sleep(std::time::Duration::from_millis(200));
         }
-        // `-t2`: after stdin's EOF socat waits only 0.5 s (its default) for the reply, which
-        // the server's fork + `sh` can exceed on a loaded machine; wait up to 2 s.
-        let out = ns.exec(&["sh", "-c", &format!("echo hi | timeout 4 socat -t2 -T2 - {target}")]);
+        // After stdin's EOF socat waits `-t` seconds for the reply, then exits even when it
+        // came at once: 0.5 s first (socat's default), longer on retries, since the server's
+        // fork + `sh` per datagram can take more than that on a loaded machine.
+        let wait = ["0.5", "1", "2"][attempt];
+        let out = ns.exec(&[
+            "sh",
+            "-c",
+            &format!("echo hi | timeout 4 socat -t{wait} -T2 - {target}"),
+        ]);
         let answer = String::from_utf8_lossy(&out.stdout).trim().to_string();
         if !answer.is_empty() {
             return answer;
