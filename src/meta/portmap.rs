@@ -185,7 +185,10 @@ enum Cond {
 /// and `ip|ip6 saddr|daddr [!=] ADDR[/LEN]`. iptables syntax and anything else is refused.
 fn parse_conditions(conds: &[String], v6: bool) -> Result<Vec<Cond>> {
     let which = if v6 { "conditionsV6" } else { "conditionsV4" };
-    if let Some(c) = conds.iter().find(|c| c.trim_start().starts_with(['-', '!'])) {
+    // iptables options start with `-`, negations are a lone `!`; an nft `!=` may be an element
+    // of its own (`["iifname", "!=", "eth0"]`: the elements are joined, as in the reference).
+    let iptables = |c: &str| c.starts_with('-') || (c.starts_with('!') && !c.starts_with("!="));
+    if let Some(c) = conds.iter().find(|c| iptables(c.trim_start())) {
         return Err(unsupported(format!(
             "{which}: {c:?} is iptables syntax; cni-multi programs port mappings with nftables, \
              so conditions must be nft matches (e.g. \"ip saddr 10.0.0.0/8\")"

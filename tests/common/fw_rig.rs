@@ -5,7 +5,7 @@
 //! Include with `mod common; #[path = "common/fw_rig.rs"] mod fw_rig;`.
 #![allow(dead_code)]
 
-use crate::common::rig::{self, Invocation, TempDir, TestNs};
+use crate::common::rig::{self, Invocation, PluginDir, TempDir, TestNs};
 use serde_json::{json, Value};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -13,6 +13,9 @@ use std::time::{Duration, Instant};
 /// The outside network: node side `.1`, outside host `.2`.
 pub const OUTSIDE_NODE_IP: &str = "192.168.77.1";
 pub const OUTSIDE_IP: &str = "192.168.77.2";
+/// The outside network's IPv6 addresses (`Site::new_dual`): node side `::1`, outside host `::2`.
+pub const OUTSIDE_NODE_IP6: &str = "fd77::1";
+pub const OUTSIDE_IP6: &str = "fd77::2";
 
 /// A node netns with forwarding on and an outside netns linked to it by a veth pair
 /// (`out0` in the node, `eth0` outside). The outside host routes everything to the node, so
@@ -52,6 +55,42 @@ impl Site {
         }
     }
 
+    /// `new` plus IPv6 on the uplink (`fd77::1` node, `fd77::2` outside, no DAD) and IPv6
+    /// forwarding in the node; the outside host routes all IPv6 to the node too.
+    pub fn new_dual(tag: &str) -> Site {
+        let site = Site::new(tag);
+        site.node
+            .ip(&["addr", "add", &format!("{OUTSIDE_NODE_IP6}/64"), "dev", "out0", "nodad"]);
+        site.outside
+            .ip(&["addr", "add", &format!("{OUTSIDE_IP6}/64"), "dev", "eth0", "nodad"]);
+        site.outside
+            .ip(&["-6", "route", "add", "default", "via", OUTSIDE_NODE_IP6]);
+        site.node.exec_ok(&["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"]);
+        site
+    }
+
+    /// A dual-stack pod on `bridge` made by *our* bridge + host-local (empty PATH), with one
+    /// address from `subnet4` and one from `subnet6` and default routes for both families.
+    pub fn pod_dual_ours(&self, dir: &PluginDir, tag: &str, bridge: &str, subnets: [&str; 2], cid: &str) -> Pod {
+        let ns = TestNs::new_node(tag);
+        let conf = json!({
+            "cniVersion": "1.0.0", "name": format!("net-{bridge}"), "type": "bridge",
+            "bridge": bridge, "isGateway": true, "ipMasq": false, "hairpinMode": true,
+            "ipam": {"type": "host-local", "dataDir": self.data.as_str(),
+                     "ranges": [[{"subnet": subnets[0]}], [{"subnet": subnets[1]}]],
+                     "routes": [{"dst": "0.0.0.0/0"}, {"dst": "::/0"}]}
+        });
+        let out = Invocation::new("bridge", "ADD")
+            .container_id(cid)
+            .pod(&ns)
+            .config(&conf)
+            .in_node(&self.node)
+            .env("PATH", "")
+            .run_ours_in(dir);
+        out.expect_ok();
+        Pod::from_result(ns, cid, bridge, out.result().clone())
+    }
+
     /// A pod on `bridge` with an address from `subnet`, made by the reference bridge plugin.
     pub fn pod(&self, tag: &str, bridge: &str, subnet: &str, cid: &str) -> Pod {
         let ns = TestNs::new_node(tag);
@@ -68,23 +107,7 @@ impl Site {
             .in_node(&self.node)
             .run_reference();
         out.expect_ok();
-        let result = out.result().clone();
-        let ip = result["ips"][0]["address"].as_str().unwrap().to_string();
-        let host_veth = result["interfaces"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|i| i["sandbox"].is_null() && i["name"] != bridge)
-            .map(|i| i["name"].as_str().unwrap().to_string())
-            .unwrap();
-        Pod {
-            ns,
-            cid: cid.to_string(),
-            cidr: ip.clone(),
-            ip: ip.split('/').next().unwrap().to_string(),
-            result,
-            host_veth,
-        }
+        Pod::from_result(ns, cid, bridge, out.result().clone())
     }
 
     /// The node's nftables ruleset, `nft -j list ruleset` (the nft binary is used by tests only).
@@ -99,9 +122,43 @@ pub struct Pod {
     /// `10.x.y.z/nn`
     pub cidr: String,
     pub ip: String,
-    /// The reference bridge's ADD result (a prevResult for chained plugins).
+    /// The IPv6 address, if the pod has one (`pod_dual_ours`).
+    pub ip6: Option<String>,
+    /// The bridge's ADD result (a prevResult for chained plugins).
     pub result: Value,
     pub host_veth: String,
+}
+
+impl Pod {
+    fn from_result(ns: TestNs, cid: &str, bridge: &str, result: Value) -> Pod {
+        let addrs: Vec<String> = result["ips"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["address"].as_str().unwrap().to_string())
+            .collect();
+        let ip = addrs.iter().find(|a| !a.contains(':')).unwrap().clone();
+        let ip6 = addrs
+            .iter()
+            .find(|a| a.contains(':'))
+            .map(|a| a.split('/').next().unwrap().to_string());
+        let host_veth = result["interfaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["sandbox"].is_null() && i["name"] != bridge)
+            .map(|i| i["name"].as_str().unwrap().to_string())
+            .unwrap();
+        Pod {
+            ns,
+            cid: cid.to_string(),
+            cidr: ip.clone(),
+            ip: ip.split('/').next().unwrap().to_string(),
+            ip6,
+            result,
+            host_veth,
+        }
+    }
 }
 
 pub fn ruleset(ns: &TestNs) -> Value {
@@ -229,8 +286,43 @@ pub fn udp_whoami(ns: &TestNs, port: u16, tag: &str) -> Bg {
     bg
 }
 
+/// An IPv6-only TCP server on `port` (it may share the port with an IPv4 `tcp_whoami`),
+/// answering `<tag> <peer address>`; socat prints IPv6 peers as `[0000:…:0002]`, so compare
+/// answers through `canonical`.
+pub fn tcp6_whoami(ns: &TestNs, port: u16, tag: &str) -> Bg {
+    let bg = spawn_in(
+        ns,
+        &[
+            "socat",
+            &format!("TCP6-LISTEN:{port},reuseaddr,fork,ipv6only=1"),
+            &format!("SYSTEM:echo {tag} $SOCAT_PEERADDR"),
+        ],
+    );
+    wait_listening(ns, port, "tcp6");
+    bg
+}
+
+/// A whoami answer with a bracketed, expanded IPv6 peer (`tag [fd77:0:…:2]`) rewritten to the
+/// address's usual form (`tag fd77::2`); IPv4 answers are unchanged.
+pub fn canonical(answer: &str) -> String {
+    answer
+        .split(' ')
+        .map(|w| {
+            w.strip_prefix('[')
+                .and_then(|w| w.strip_suffix(']'))
+                .and_then(|a| a.parse::<std::net::Ipv6Addr>().ok())
+                .map_or_else(|| w.to_string(), |a| a.to_string())
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 fn wait_listening(ns: &TestNs, port: u16, proto: &str) {
-    let flag = if proto == "tcp" { "-ltnH" } else { "-lunH" };
+    let flag = match proto {
+        "tcp" => "-ltnH",
+        "tcp6" => "-ltnH6",
+        _ => "-lunH",
+    };
     let deadline = Instant::now() + Duration::from_secs(5);
     while Instant::now() < deadline {
         let out = ns.exec(&["ss", flag, &format!("sport = :{port}")]);
@@ -276,7 +368,15 @@ pub fn udp_ask(ns: &TestNs, addr: &str, port: u16, sport: Option<u16>) -> String
         if attempt > 0 {
             std::thread::sleep(std::time::Duration::from_millis(200));
         }
-        let out = ns.exec(&["sh", "-c", &format!("echo hi | timeout 3 socat -T1 - {target}")]);
+        // After stdin's EOF socat waits `-t` seconds for the reply, then exits even when it
+        // came at once: 0.5 s first (socat's default), longer on retries, since the server's
+        // fork + `sh` per datagram can take more than that on a loaded machine.
+        let wait = ["0.5", "1", "2"][attempt];
+        let out = ns.exec(&[
+            "sh",
+            "-c",
+            &format!("echo hi | timeout 4 socat -t{wait} -T2 - {target}"),
+        ]);
         let answer = String::from_utf8_lossy(&out.stdout).trim().to_string();
         if !answer.is_empty() {
             return answer;
