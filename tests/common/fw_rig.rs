@@ -273,15 +273,17 @@ pub fn tcp_whoami(ns: &TestNs, port: u16, tag: &str) -> Bg {
 }
 
 /// A UDP server on `port` that answers each datagram with `<tag> <peer address>`.
+/// One process answers every datagram itself: socat's fork + `sh` per datagram could take
+/// longer than a client waits on a loaded machine, which made UDP checks flaky.
 pub fn udp_whoami(ns: &TestNs, port: u16, tag: &str) -> Bg {
-    let bg = spawn_in(
-        ns,
-        &[
-            "socat",
-            &format!("UDP-RECVFROM:{port},reuseaddr,fork"),
-            &format!("SYSTEM:echo {tag} $SOCAT_PEERADDR"),
-        ],
+    let script = format!(
+        "import socket\n\
+         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
+         s.bind(('0.0.0.0', {port}))\n\
+         while True:\n    d, a = s.recvfrom(2048)\n    s.sendto(('{tag} %s\\n' % a[0]).encode(), a)\n"
     );
+    let bg = spawn_in(ns, &["/usr/bin/python3", "-c", &script]);
     wait_listening(ns, port, "udp");
     bg
 }
