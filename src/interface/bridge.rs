@@ -235,6 +235,11 @@ fn add(args: &CmdArgs) -> anyhow::Result<CniResult> {
             bail!("IPAM plugin returned missing IP config");
         }
         let gws = calc_gateways(&mut result, &n);
+        // Masquerade as soon as the addresses are known (the reference does it last): the
+        // kernel's retiring of the nftables transaction then overlaps the interface work.
+        if n.ip_masq {
+            nft_sockets.push(setup_masquerade(&n.net.name, args, &result, &mut undo)?);
+        }
 
         // Without enabledad the kernel skips DAD (accept_dad=0): addresses are usable at once.
         let ifname = &args.ifname;
@@ -278,9 +283,6 @@ fn add(args: &CmdArgs) -> anyhow::Result<CniResult> {
             }
             ipconfig::enable_forwarding(!gws.v4.is_empty(), !gws.v6.is_empty())
                 .context("failed to enable forwarding")?;
-        }
-        if n.ip_masq {
-            nft_sockets.push(setup_masquerade(&n.net.name, args, &result, &mut undo)?);
         }
     } else if !n.disable_container_interface {
         // L2 only: the container end still has to be up.
