@@ -80,7 +80,7 @@ pub(crate) fn truncate(s: &mut String, max: usize) {
 /// The masquerade rules of `masq_checks` whose comment starts with `prefix`.
 fn find_rules(sock: &NftSocket, prefix: &str) -> Result<Vec<Rule>> {
     let rules = sock
-        .list_rules(Family::Inet, TABLE, CHAIN)
+        .list_rule_comments(Family::Inet, TABLE, CHAIN)
         .context("could not list the masquerade rules")?;
     Ok(rules
         .into_iter()

@@ -498,11 +498,20 @@ fn del(args: &CmdArgs) -> Result<()> {
 
 /// The rules of the per-container chains of one family whose comment satisfies `pick`.
 fn own_rules(sock: &NftSocket, fam: Family, pick: impl Fn(&str) -> bool) -> Result<Vec<Rule>> {
+    own_rules_with(sock, fam, pick, false)
+}
+
+/// `own_rules`, with the rules' expressions decoded when `exprs` is set (CHECK compares them;
+/// finding rules by comment does not need them).
+fn own_rules_with(sock: &NftSocket, fam: Family, pick: impl Fn(&str) -> bool, exprs: bool) -> Result<Vec<Rule>> {
     let mut out = Vec::new();
     for chain in RULE_CHAINS {
-        let rules = sock
-            .list_rules(fam, TABLE, chain)
-            .with_context(|| format!("could not list rules of {fam} {TABLE} {chain}"))?;
+        let listed = if exprs {
+            sock.list_rules(fam, TABLE, chain)
+        } else {
+            sock.list_rule_comments(fam, TABLE, chain)
+        };
+        let rules = listed.with_context(|| format!("could not list rules of {fam} {TABLE} {chain}"))?;
         out.extend(rules.into_iter().filter(|r| r.comment.as_deref().is_some_and(&pick)));
     }
     Ok(out)
@@ -538,7 +547,7 @@ fn check(args: &CmdArgs) -> Result<()> {
     let comment = rule_comment(&conf.net.name, &args.container_id, &args.ifname);
     for cip in [v4, v6].into_iter().flatten() {
         let fam = table(cip.is_ipv6()).family;
-        let have = own_rules(&sock, fam, |c| c == comment)?;
+        let have = own_rules_with(&sock, fam, |c| c == comment, true)?;
         for want in container_rules(&conf, cip, &comment) {
             let found = have
                 .iter()

@@ -352,13 +352,24 @@ impl NftSocket {
     /// The rules of one chain, in order, with their handles and comments. The dump is
     /// filtered by the kernel to this table and chain; a missing table or chain lists as empty.
     pub fn list_rules(&self, family: Family, table: &str, chain: &str) -> Result<Vec<Rule>, NftError> {
+        self.dump_rules(family, table, chain, true)
+    }
+
+    /// Like [`list_rules`](Self::list_rules) but without the expressions (left empty): just
+    /// chain, handle and comment, which is all that finding rules by comment needs. Decoding
+    /// every expression of every rule is the larger part of the cost on a busy node.
+    pub fn list_rule_comments(&self, family: Family, table: &str, chain: &str) -> Result<Vec<Rule>, NftError> {
+        self.dump_rules(family, table, chain, false)
+    }
+
+    fn dump_rules(&self, family: Family, table: &str, chain: &str, exprs: bool) -> Result<Vec<Rule>, NftError> {
         let what = format!("list rules of chain {family} {table} {chain}");
         let mut w = AttrWriter::new();
         w.put_str(wire::NFTA_RULE_TABLE, table)
             .put_str(wire::NFTA_RULE_CHAIN, chain);
         let t = Table::new(family, table);
         let msgs = self.request(&what, wire::NFT_MSG_GETRULE, family, true, &w.buf)?;
-        Ok(msgs.iter().map(|a| decode_rule(&t, a)).collect())
+        Ok(msgs.iter().map(|a| decode_rule(&t, a, exprs)).collect())
     }
 
     /// Whether `chain` holds exactly `expected` (expressions and comments, in order).
@@ -449,11 +460,12 @@ fn decode_chain(t: &Table, a: &[u8]) -> Option<Chain> {
     })
 }
 
-fn decode_rule(t: &Table, a: &[u8]) -> Rule {
+fn decode_rule(t: &Table, a: &[u8], exprs: bool) -> Rule {
     Rule {
         table: t.clone(),
         chain: wire::attr_str(a, wire::NFTA_RULE_CHAIN).unwrap_or_default(),
         exprs: wire::attr(a, wire::NFTA_RULE_EXPRESSIONS)
+            .filter(|_| exprs)
             .map(|l| wire::attrs(l).map(|(_, e, _)| Expr::decode(e)).collect())
             .unwrap_or_default(),
         comment: wire::attr(a, wire::NFTA_RULE_USERDATA).and_then(wire::udata_find_comment),
