@@ -824,10 +824,7 @@ fn check_container_iface(cont: &mut Netlink, intf: &Interface) -> anyhow::Result
 /// STATUS is the IPAM's when there is one.
 fn status(args: &CmdArgs) -> anyhow::Result<()> {
     let n: BridgeConf = config::parse(&args.stdin)?;
-    match n.net.ipam_type() {
-        Some(t) => Ok(delegate::status(t, &args.stdin, args)?),
-        None => Ok(()),
-    }
+    super::ipam_status(&n.net, args)
 }
 
 /// GC: masquerade rules (by comment) and the IPAM's reservations are our state outside the

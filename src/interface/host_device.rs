@@ -400,15 +400,12 @@ fn check(args: &CmdArgs) -> anyhow::Result<()> {
 
 fn status(args: &CmdArgs) -> anyhow::Result<()> {
     let n: HostDeviceConf = config::parse(&args.stdin)?;
-    super::macvlan::ipam_status(&n.net, args)
+    super::ipam_status(&n.net, args)
 }
 
 fn gc(args: &CmdArgs) -> anyhow::Result<()> {
     let n: HostDeviceConf = config::parse(&args.stdin)?;
-    match n.net.ipam_type() {
-        Some(t) => Ok(delegate::gc(t, &args.stdin, args)?),
-        None => Ok(()),
-    }
+    super::ipam_gc(&n.net, args)
 }
 
 #[cfg(test)]

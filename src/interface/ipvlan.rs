@@ -2,12 +2,9 @@
 //! straight in the container netns (reference §2.5). In a chain it takes prevResult's single
 //! interface as master and may reuse prevResult's IPs instead of running IPAM.
 
-use super::macvlan::{
-    check_child, configure_child, container_iface, create_child, del_child, ipam_status, master_and_mtu,
-};
+use super::macvlan::{check_child, configure_child, container_iface, create_child, del_child, master_and_mtu};
 use super::{ipam_add, open_netns};
 use crate::cni::config::{self, NetConf};
-use crate::cni::delegate;
 use crate::cni::error::CniError;
 use crate::cni::result::CniResult;
 use crate::cni::skel::{CmdArgs, Kind, Plugin};
@@ -161,15 +158,12 @@ fn check(args: &CmdArgs) -> anyhow::Result<()> {
 
 fn status(args: &CmdArgs) -> anyhow::Result<()> {
     let n: IpvlanConf = config::parse(&args.stdin)?;
-    ipam_status(&n.net, args)
+    super::ipam_status(&n.net, args)
 }
 
 fn gc(args: &CmdArgs) -> anyhow::Result<()> {
     let n: IpvlanConf = config::parse(&args.stdin)?;
-    match n.net.ipam_type() {
-        Some(t) => Ok(delegate::gc(t, &args.stdin, args)?),
-        None => Ok(()),
-    }
+    super::ipam_gc(&n.net, args)
 }
 
 #[cfg(test)]

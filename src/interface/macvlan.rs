@@ -170,15 +170,12 @@ fn check(args: &CmdArgs) -> anyhow::Result<()> {
 
 fn status(args: &CmdArgs) -> anyhow::Result<()> {
     let n: MacvlanConf = config::parse(&args.stdin)?;
-    ipam_status(&n.net, args)
+    super::ipam_status(&n.net, args)
 }
 
 fn gc(args: &CmdArgs) -> anyhow::Result<()> {
     let n: MacvlanConf = config::parse(&args.stdin)?;
-    match n.net.ipam_type() {
-        Some(t) => Ok(delegate::gc(t, &args.stdin, args)?),
-        None => Ok(()),
-    }
+    super::ipam_gc(&n.net, args)
 }
 
 // ---- shared by macvlan, ipvlan and vlan -------------------------------------------------
@@ -301,14 +298,6 @@ pub(super) fn del_child(net: &NetConf, args: &CmdArgs) -> anyhow::Result<()> {
         errs.push(e);
     }
     join_errors(errs)
-}
-
-/// STATUS is the IPAM's when there is one.
-pub(super) fn ipam_status(net: &NetConf, args: &CmdArgs) -> anyhow::Result<()> {
-    match net.ipam_type() {
-        Some(t) => Ok(delegate::status(t, &args.stdin, args)?),
-        None => Ok(()),
-    }
 }
 
 /// CHECK of a child link: IPAM CHECK (when set), prevResult's container interface in this

@@ -149,3 +149,20 @@ pub fn join_errors(errs: Vec<anyhow::Error>) -> anyhow::Result<()> {
         }
     }
 }
+
+/// STATUS of a plugin whose readiness is its IPAM's: delegated when an IPAM type is set.
+pub fn ipam_status(net: &crate::cni::config::NetConf, args: &crate::cni::skel::CmdArgs) -> anyhow::Result<()> {
+    match net.ipam_type() {
+        Some(t) => Ok(crate::cni::delegate::status(t, &args.stdin, args)?),
+        None => Ok(()),
+    }
+}
+
+/// GC of a plugin whose only state outside the container netns is its IPAM's reservations
+/// (links die with their netns): delegated when an IPAM type is set.
+pub fn ipam_gc(net: &crate::cni::config::NetConf, args: &crate::cni::skel::CmdArgs) -> anyhow::Result<()> {
+    match net.ipam_type() {
+        Some(t) => Ok(crate::cni::delegate::gc(t, &args.stdin, args)?),
+        None => Ok(()),
+    }
+}

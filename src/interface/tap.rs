@@ -2,7 +2,7 @@
 //! (reference §2.9). Made with the tun ioctls inside the container netns and configured over
 //! netlink: nothing is executed (the reference runs `ip tuntap`).
 
-use super::macvlan::{check_container_link, configure_child, container_iface, del_child, ipam_status};
+use super::macvlan::{check_container_link, configure_child, container_iface, del_child};
 use super::{ipam_add, open_netns, parse_mac, veth};
 use crate::cni::args::CniArgs;
 use crate::cni::config::{self, NetConf};
@@ -175,15 +175,12 @@ fn check(args: &CmdArgs) -> anyhow::Result<()> {
 
 fn status(args: &CmdArgs) -> anyhow::Result<()> {
     let n: TapConf = config::parse(&args.stdin)?;
-    ipam_status(&n.net, args)
+    super::ipam_status(&n.net, args)
 }
 
 fn gc(args: &CmdArgs) -> anyhow::Result<()> {
     let n: TapConf = config::parse(&args.stdin)?;
-    match n.net.ipam_type() {
-        Some(t) => Ok(delegate::gc(t, &args.stdin, args)?),
-        None => Ok(()),
-    }
+    super::ipam_gc(&n.net, args)
 }
 
 #[cfg(test)]
