@@ -231,9 +231,6 @@ fn add(args: &CmdArgs) -> anyhow::Result<CniResult> {
         result.ips = ipam.ips;
         result.routes = ipam.routes;
         result.dns = ipam.dns;
-        if result.ips.is_empty() {
-            bail!("IPAM plugin returned missing IP config");
-        }
         let gws = calc_gateways(&mut result, &n);
         // Masquerade as soon as the addresses are known (the reference does it last): the
         // kernel's retiring of the nftables transaction then overlaps the interface work.

@@ -1,7 +1,7 @@
 //! dummy: a dummy link named CNI_IFNAME made straight in the container netns, carrying the
 //! IPAM's addresses (reference §2.8). IPAM is required; the IPAM's DNS is kept.
 
-use super::macvlan::{check_container_link, configure_child, container_iface};
+use super::macvlan::{check_container_link, configure_child};
 use super::{del_container_link, ipam_add, join_errors, open_netns};
 use crate::cni::config::{self, NetConf};
 use crate::cni::delegate;
@@ -62,13 +62,7 @@ fn add(args: &CmdArgs) -> anyhow::Result<CniResult> {
     });
 
     let mut result = ipam_add(&ipam_type, args, &mut undo)?;
-    if result.ips.is_empty() {
-        bail!("IPAM plugin returned missing IP config");
-    }
-    result.interfaces = vec![container_iface(&link, args)];
-    configure_child(&mut cont, &cont_ns, &args.ifname, &mut result)?;
-    let now = cont.link_by_index(link.index)?.unwrap_or(link);
-    result.interfaces = vec![container_iface(&now, args)];
+    configure_child(&mut cont, &cont_ns, args, &link, &mut result)?;
     result.cni_version = n.net.version().to_string();
     undo.commit();
     Ok(result)

@@ -184,9 +184,6 @@ fn add(args: &CmdArgs) -> anyhow::Result<CniResult> {
 
     if let Some(t) = n.net.ipam_type() {
         let ipam = ipam_add(t, args, &mut undo)?;
-        if ipam.ips.is_empty() {
-            bail!("IPAM plugin returned missing IP config");
-        }
         result.ips = ipam.ips;
         result.routes = ipam.routes;
         for ipc in &mut result.ips {

@@ -2,7 +2,7 @@
 //! straight in the container netns (reference §2.5). In a chain it takes prevResult's single
 //! interface as master and may reuse prevResult's IPs instead of running IPAM.
 
-use super::macvlan::{check_child, configure_child, container_iface, create_child, del_child, master_and_mtu};
+use super::macvlan::{check_child, configure_child, create_child, del_child, master_and_mtu};
 use super::{ipam_add, open_netns};
 use crate::cni::config::{self, NetConf};
 use crate::cni::error::CniError;
@@ -113,19 +113,10 @@ fn add(args: &CmdArgs) -> anyhow::Result<CniResult> {
 
     let mut result = match reuse {
         Some(prev) => prev,
-        None => {
-            let r = ipam_add(n.net.ipam_type().expect("checked"), args, &mut undo)?;
-            if r.ips.is_empty() {
-                bail!("IPAM plugin returned missing IP config");
-            }
-            r
-        }
+        None => ipam_add(n.net.ipam_type().expect("checked"), args, &mut undo)?,
     };
     result.cni_version = n.net.version().to_string();
-    result.interfaces = vec![container_iface(&link, args)];
-    configure_child(&mut cont, &cont_ns, &args.ifname, &mut result)?;
-    let now = cont.link_by_index(link.index)?.unwrap_or(link);
-    result.interfaces = vec![container_iface(&now, args)];
+    configure_child(&mut cont, &cont_ns, args, &link, &mut result)?;
     result.dns = n.net.dns.clone().unwrap_or_default();
     undo.commit();
     Ok(result)

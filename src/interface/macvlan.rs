@@ -124,19 +124,15 @@ fn add(args: &CmdArgs) -> anyhow::Result<CniResult> {
     let mut result = CniResult::new(n.net.version());
     if let Some(t) = n.net.ipam_type() {
         let ipam = ipam_add(t, args, &mut undo)?;
-        if ipam.ips.is_empty() {
-            bail!("IPAM plugin returned missing IP config");
-        }
         result.ips = ipam.ips;
         result.routes = ipam.routes;
-        result.interfaces = vec![container_iface(&link, args)];
-        configure_child(&mut cont, &cont_ns, &args.ifname, &mut result)?;
+        configure_child(&mut cont, &cont_ns, args, &link, &mut result)?;
     } else {
         cont.set_up(link.index)
             .with_context(|| format!("failed to set {:?} UP", args.ifname))?;
+        let now = cont.link_by_index(link.index)?.unwrap_or(link);
+        result.interfaces = vec![container_iface(&now, args)];
     }
-    let now = cont.link_by_index(link.index)?.unwrap_or(link);
-    result.interfaces = vec![container_iface(&now, args)];
     // The reference replaces the IPAM's DNS with the config's, even an empty one.
     result.dns = n.net.dns.clone().unwrap_or_default();
     undo.commit();
@@ -263,14 +259,18 @@ pub(super) fn container_iface(l: &Link, args: &CmdArgs) -> Interface {
 }
 
 /// Put the result's IPs (all on interface 0) and routes on the container link, with
-/// `arp_notify`/`ndisc_notify` so the L2 segment learns the new MAC at once. DAD is waited
-/// for only when an IPv6 gateway exists, as the reference's ConfigureIface does.
+/// `arp_notify`/`ndisc_notify` so the L2 segment learns the new MAC at once, and report the
+/// link as it is afterwards as the result's only interface. DAD is waited for only when an
+/// IPv6 gateway exists, as the reference's ConfigureIface does.
 pub(super) fn configure_child(
     cont: &mut Netlink,
     cont_ns: &NetNs,
-    ifname: &str,
+    args: &CmdArgs,
+    link: &Link,
     result: &mut CniResult,
-) -> anyhow::Result<Link> {
+) -> anyhow::Result<()> {
+    let ifname = &args.ifname;
+    result.interfaces = vec![container_iface(link, args)];
     for ipc in &mut result.ips {
         ipc.interface = Some(0);
     }
@@ -283,7 +283,9 @@ pub(super) fn configure_child(
     )?;
     let v6_gw = result.ips.iter().any(|i| i.gateway.is_some_and(|g| g.is_ipv6()));
     let dad = if v6_gw { Dad::Wait } else { Dad::NoWait };
-    ipconfig::configure_iface(cont, cont_ns, ifname, result, dad)
+    let now = ipconfig::configure_iface(cont, cont_ns, ifname, result, dad)?;
+    result.interfaces = vec![container_iface(&now, args)];
+    Ok(())
 }
 
 /// DEL of a child link: IPAM DEL when an IPAM type is set, then the link (both tried).

@@ -84,8 +84,8 @@ pub fn reject_unsupported(key: &str, set: bool, why: &str) -> Result<(), CniErro
     Ok(())
 }
 
-/// Run the IPAM ADD and register its DEL for rollback. The IPAM's error is returned as is
-/// (its code and message are what the reference prints).
+/// Run the IPAM ADD, register its DEL for rollback, and require at least one address. The
+/// IPAM's error is returned as is (its code and message are what the reference prints).
 pub fn ipam_add(
     ipam_type: &str,
     args: &crate::cni::skel::CmdArgs,
@@ -96,6 +96,10 @@ pub fn ipam_add(
     undo.push(format!("release IPAM {t}"), move || {
         crate::cni::delegate::del(&t, &a.stdin, &a).map_err(Into::into)
     });
+    // Every interface plugin needs at least one address from its IPAM.
+    if r.ips.is_empty() {
+        anyhow::bail!("IPAM plugin returned missing IP config");
+    }
     Ok(r)
 }
 

@@ -76,9 +76,6 @@ fn add(args: &CmdArgs) -> anyhow::Result<CniResult> {
     let mut undo = Undo::new();
 
     let mut result = ipam_add(ipam_type, args, &mut undo)?;
-    if result.ips.is_empty() {
-        bail!("IPAM plugin returned missing IP config");
-    }
     for ipc in &result.ips {
         if ipc.gateway.is_none() {
             bail!("ptp needs a gateway for {}: the IPAM result has none", ipc.address);

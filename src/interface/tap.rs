@@ -131,22 +131,19 @@ fn add(args: &CmdArgs) -> anyhow::Result<CniResult> {
     }
 
     let mut result = CniResult::new(n.net.version());
-    let now = cont.link_by_index(idx)?.unwrap_or(link);
-    result.interfaces = vec![container_iface(&now, args)];
+    // Looked up again: joining the bridge may have changed it.
+    let link = cont.link_by_index(idx)?.unwrap_or(link);
     if let Some(t) = n.net.ipam_type() {
         let ipam = ipam_add(t, args, &mut undo)?;
-        if ipam.ips.is_empty() {
-            bail!("IPAM plugin returned missing IP config");
-        }
         result.ips = ipam.ips;
         result.routes = ipam.routes;
-        configure_child(&mut cont, &cont_ns, &args.ifname, &mut result)?;
+        configure_child(&mut cont, &cont_ns, args, &link, &mut result)?;
     } else {
         cont.set_up(idx)
             .with_context(|| format!("failed to set {:?} up", args.ifname))?;
+        let now = cont.link_by_index(idx)?.unwrap_or(link);
+        result.interfaces = vec![container_iface(&now, args)];
     }
-    let now = cont.link_by_index(idx)?.unwrap_or(now);
-    result.interfaces = vec![container_iface(&now, args)];
     result.dns = n.net.dns.clone().unwrap_or_default();
     undo.commit();
     Ok(result)

@@ -1,7 +1,7 @@
 //! vlan: an 802.1Q child of a node interface, made straight in the container netns
 //! (reference §2.3). IPAM is required; the config's `dns` always replaces the IPAM's.
 
-use super::macvlan::{check_child, configure_child, container_iface, create_child, del_child, master_and_mtu};
+use super::macvlan::{check_child, configure_child, create_child, del_child, master_and_mtu};
 use super::{ipam_add, open_netns};
 use crate::cni::config::{self, NetConf};
 use crate::cni::delegate;
@@ -93,13 +93,7 @@ fn add(args: &CmdArgs) -> anyhow::Result<CniResult> {
     .context("failed to create vlan")?;
 
     let mut result = ipam_add(ipam_type, args, &mut undo)?;
-    if result.ips.is_empty() {
-        bail!("IPAM plugin returned missing IP config");
-    }
-    result.interfaces = vec![container_iface(&link, args)];
-    configure_child(&mut cont, &cont_ns, &args.ifname, &mut result)?;
-    let now = cont.link_by_index(link.index)?.unwrap_or(link);
-    result.interfaces = vec![container_iface(&now, args)];
+    configure_child(&mut cont, &cont_ns, args, &link, &mut result)?;
     result.dns = n.net.dns.clone().unwrap_or_default();
     undo.commit();
     Ok(result)
