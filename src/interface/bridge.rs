@@ -7,7 +7,6 @@
 use super::ipconfig::{self, Dad};
 use super::veth::{self, VethOpts};
 use super::{del_container_link, dns_set, fmt_mac, ipam_add, join_errors, open_netns, parse_mac};
-use crate::cni::args::CniArgs;
 use crate::cni::config::{self, NetConf};
 use crate::cni::delegate;
 use crate::cni::result::{CniResult, Interface, Route as CniRoute};
@@ -113,21 +112,7 @@ impl BridgeConf {
         if n.vlan > 0 && !n.vlans.is_empty() {
             bail!("cannot set vlan and vlanTrunk at the same time");
         }
-        let env = CniArgs::parse(&args.args)?;
-        env.check_known(&["MAC"])?;
-        let mut mac = env.get("MAC").filter(|m| !m.is_empty()).map(str::to_string);
-        if let Some(m) = n
-            .net
-            .args
-            .as_ref()
-            .and_then(|a| a.cni.as_ref())
-            .and_then(|c| c.mac.clone())
-        {
-            mac = Some(m).filter(|m| !m.is_empty()).or(mac);
-        }
-        if let Some(m) = n.net.runtime_config.mac.clone().filter(|m| !m.is_empty()) {
-            mac = Some(m);
-        }
+        let mac = super::container_mac(args, &n.net, None, true)?;
         n.mac = mac.map(|m| parse_mac(&m)).transpose()?;
         if n.is_default_gw {
             n.is_gw = true;

@@ -7,7 +7,6 @@
 
 use super::ipconfig::{self, Dad};
 use super::{del_container_link, fmt_mac, ipam_add, join_errors, open_netns, parse_mac, veth};
-use crate::cni::args::CniArgs;
 use crate::cni::config::{self, NetConf};
 use crate::cni::delegate;
 use crate::cni::result::{CniResult, Interface};
@@ -54,14 +53,7 @@ impl MacvlanConf {
     /// Parse, and resolve the MAC: `mac` < CNI_ARGS `MAC` < `runtimeConfig.mac`.
     fn load(args: &CmdArgs) -> anyhow::Result<MacvlanConf> {
         let mut n: MacvlanConf = config::parse(&args.stdin)?;
-        let env = CniArgs::parse(&args.args)?;
-        env.check_known(&["MAC"])?;
-        if let Some(m) = env.get("MAC").filter(|m| !m.is_empty()) {
-            n.mac = m.to_string();
-        }
-        if let Some(m) = n.net.runtime_config.mac.clone().filter(|m| !m.is_empty()) {
-            n.mac = m;
-        }
+        n.mac = super::container_mac(args, &n.net, Some(n.mac.clone()), false)?.unwrap_or_default();
         Ok(n)
     }
 }

@@ -4,7 +4,6 @@
 
 use super::macvlan::{check_container_link, configure_child, container_iface, del_child};
 use super::{ipam_add, open_netns, parse_mac, veth};
-use crate::cni::args::CniArgs;
 use crate::cni::config::{self, NetConf};
 use crate::cni::delegate;
 use crate::cni::error::CniError;
@@ -53,14 +52,7 @@ impl TapConf {
     /// Parse, and resolve the MAC: `mac` < CNI_ARGS `MAC` < `runtimeConfig.mac`.
     fn load(args: &CmdArgs) -> anyhow::Result<TapConf> {
         let mut n: TapConf = config::parse(&args.stdin)?;
-        let env = CniArgs::parse(&args.args)?;
-        env.check_known(&["MAC"])?;
-        if let Some(m) = env.get("MAC").filter(|m| !m.is_empty()) {
-            n.mac = m.to_string();
-        }
-        if let Some(m) = n.net.runtime_config.mac.clone().filter(|m| !m.is_empty()) {
-            n.mac = m;
-        }
+        n.mac = super::container_mac(args, &n.net, Some(n.mac.clone()), false)?.unwrap_or_default();
         Ok(n)
     }
 
