@@ -9,38 +9,13 @@ mod common;
 #[path = "common/fw_rig.rs"]
 mod fw_rig;
 
-use common::rig::{require_reference, TestNs};
+use common::rig::require_reference;
 use common::veth_rig::{addr_of, conf, normalise_result, Impl, Rig};
 use fw_rig::{tcp_ask, tcp_whoami, udp_ask, udp_whoami};
 use serde_json::{json, Value};
 
 const UPLINK_NODE: &str = "10.252.0.1";
 const UPLINK_OUTSIDE: &str = "10.252.0.2";
-
-/// An outside host on the node's uplink `up0` that routes everything back to the node, so it
-/// would answer a pod's own address too: only masquerading makes it see the node's address.
-fn outside(rig: &Rig) -> TestNs {
-    let out = TestNs::new_node("mqrout");
-    rig.node.ip(&[
-        "link",
-        "add",
-        "up0",
-        "type",
-        "veth",
-        "peer",
-        "name",
-        "eth0",
-        "netns",
-        out.name(),
-    ]);
-    rig.node
-        .ip(&["addr", "add", &format!("{UPLINK_NODE}/24"), "dev", "up0"]);
-    rig.node.ip(&["link", "set", "up0", "up"]);
-    out.ip(&["addr", "add", &format!("{UPLINK_OUTSIDE}/24"), "dev", "eth0"]);
-    out.ip(&["link", "set", "eth0", "up"]);
-    out.ip(&["route", "add", "default", "via", UPLINK_NODE]);
-    out
-}
 
 /// What one implementation did with one config.
 #[derive(Debug, PartialEq)]
@@ -91,7 +66,7 @@ fn masq_rules(rig: &Rig, cid: &str) -> usize {
 
 fn run(imp: Impl, plugin: &str, subnet: &str) -> Seen {
     let rig = Rig::new(if imp == Impl::Ours { "mqco" } else { "mqcr" }, imp);
-    let out = outside(&rig);
+    let out = rig.outside("mqrout", UPLINK_NODE, UPLINK_OUTSIDE, true);
     let (pa, pb) = (rig.pod("mqca"), rig.pod("mqcb"));
     let mut c = conf(
         "1.0.0",

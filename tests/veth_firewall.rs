@@ -8,29 +8,6 @@ use common::rig::{require_root, TestNs};
 use common::veth_rig::*;
 use serde_json::{json, Value};
 
-/// An "outside" host on the node's uplink: 10.251.0.2, with no route back to any pod subnet,
-/// so it can only answer pods whose traffic was masqueraded to the node's 10.251.0.1.
-fn outside(rig: &Rig) -> TestNs {
-    let out = TestNs::new_node("fwout");
-    rig.node.ip(&[
-        "link",
-        "add",
-        "up0",
-        "type",
-        "veth",
-        "peer",
-        "name",
-        "eth0",
-        "netns",
-        out.name(),
-    ]);
-    rig.node.ip(&["addr", "add", "10.251.0.1/24", "dev", "up0"]);
-    rig.node.ip(&["link", "set", "up0", "up"]);
-    out.ip(&["addr", "add", "10.251.0.2/24", "dev", "eth0"]);
-    out.ip(&["link", "set", "eth0", "up"]);
-    out
-}
-
 /// The rules of the node's `inet cni_plugins_masquerade masq_checks` chain, as nft prints them.
 fn masq_rules(node: &TestNs) -> Vec<Value> {
     let rs: Value = serde_json::from_str(&node.exec_ok(&["nft", "-j", "list", "ruleset"])).unwrap();
@@ -61,7 +38,7 @@ fn masquerade_end_to_end(plugin: &str, subnet: &str) {
         return;
     }
     let rig = Rig::new(&format!("mq{plugin}"), Impl::Ours);
-    let _outside = outside(&rig);
+    let _outside = rig.outside("fwout", "10.251.0.1", "10.251.0.2", false);
     let (p1, p2) = (rig.pod("mqa"), rig.pod("mqb"));
     // Control: the same network without ipMasq cannot reach the outside host.
     let p0 = rig.pod("mq0");

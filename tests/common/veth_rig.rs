@@ -99,6 +99,33 @@ impl Rig {
         TestNs::new_node(&format!("{prefix}p"))
     }
 
+    /// An "outside" host on a node uplink `up0`: `node_ip`/24 on the node, `outside_ip`/24 on
+    /// the host's `eth0`, and, with `route_back`, a default route back to the node (so it could
+    /// answer pods' own addresses: only masquerading makes it see the node's).
+    pub fn outside(&self, tag: &str, node_ip: &str, outside_ip: &str, route_back: bool) -> TestNs {
+        let out = TestNs::new_node(tag);
+        self.node.ip(&[
+            "link",
+            "add",
+            "up0",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            out.name(),
+        ]);
+        self.node.ip(&["addr", "add", &format!("{node_ip}/24"), "dev", "up0"]);
+        self.node.ip(&["link", "set", "up0", "up"]);
+        out.ip(&["addr", "add", &format!("{outside_ip}/24"), "dev", "eth0"]);
+        out.ip(&["link", "set", "eth0", "up"]);
+        if route_back {
+            out.ip(&["route", "add", "default", "via", node_ip]);
+        }
+        out
+    }
+
     /// Add a fake IPAM script `name` to CNI_PATH (for STATUS/GC delegation tests).
     pub fn add_script(&self, name: &str, body: &str) {
         let p = self.bin.0.join(name);
