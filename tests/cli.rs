@@ -155,22 +155,39 @@ fn script(dir: &TempDir, name: &str, body: &str) {
     std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
 }
 
-fn net_add(list: &Value, netns: &str, cni_path: &str, cache: &TempDir, node: &TestNs) -> std::process::Output {
+/// `cni-multi net VERB` of the list saved in `cache` (see `save_list`), run in `node` behind
+/// `prefix` (e.g. strace and its options).
+fn net(
+    node: &TestNs,
+    prefix: &[&str],
+    verb: &str,
+    netns: &str,
+    cache: &TempDir,
+    cni_path: &str,
+) -> std::process::Output {
+    let bin = ours_bin();
     let conf = cache.join("net.conflist");
-    std::fs::write(&conf, list.to_string()).unwrap();
-    node.exec(&[
-        ours_bin().to_str().unwrap(),
+    let mut argv: Vec<&str> = prefix.to_vec();
+    argv.extend([
+        bin.to_str().unwrap(),
         "net",
-        "add",
-        "ignored",
+        verb,
+        "x",
         netns,
         "--conf",
         conf.to_str().unwrap(),
-        "--cache-dir",
-        cache.as_str(),
-        "--path",
-        cni_path,
-    ])
+    ]);
+    argv.extend(["--cache-dir", cache.as_str(), "--path", cni_path]);
+    node.exec(&argv)
+}
+
+fn save_list(list: &Value, cache: &TempDir) {
+    std::fs::write(cache.join("net.conflist"), list.to_string()).unwrap();
+}
+
+fn net_add(list: &Value, netns: &str, cni_path: &str, cache: &TempDir, node: &TestNs) -> std::process::Output {
+    save_list(list, cache);
+    net(node, &[], "add", netns, cache, cni_path)
 }
 
 #[test]
@@ -224,29 +241,19 @@ fn delegation_executes_third_party_plugins_and_reports_their_errors() {
 /// Runs `net add` under strace and returns the syscalls of interest it made.
 fn traced_net_add(list: &Value, netns: &str, cni_path: &str, node: &TestNs) -> (bool, String) {
     let cache = TempDir::new("trace-cache");
-    let conf = cache.join("net.conflist");
-    std::fs::write(&conf, list.to_string()).unwrap();
+    save_list(list, &cache);
     let trace = cache.join("trace");
-    let o = node.exec(&[
-        tool("strace").to_str().unwrap(),
+    let strace = tool("strace");
+    let prefix = [
+        strace.to_str().unwrap(),
         "-f",
         "-qq",
         "-e",
         "trace=execve,clone,clone3,fork,vfork",
         "-o",
         trace.to_str().unwrap(),
-        ours_bin().to_str().unwrap(),
-        "net",
-        "add",
-        "x",
-        netns,
-        "--conf",
-        conf.to_str().unwrap(),
-        "--cache-dir",
-        cache.as_str(),
-        "--path",
-        cni_path,
-    ]);
+    ];
+    let o = net(node, &prefix, "add", netns, &cache, cni_path);
     (o.status.success(), std::fs::read_to_string(trace).unwrap())
 }
 
@@ -296,22 +303,7 @@ fn net_runs_a_list_add_check_del() {
     let o = net_add(&list, pod.path_str(), ours.as_str(), &cache, &node);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(pod.link("lo").unwrap()["operstate"], "UNKNOWN");
-    let conf = cache.join("net.conflist");
-    let run = |verb: &str| {
-        node.exec(&[
-            ours_bin().to_str().unwrap(),
-            "net",
-            verb,
-            "x",
-            pod.path_str(),
-            "--conf",
-            conf.to_str().unwrap(),
-            "--cache-dir",
-            cache.as_str(),
-            "--path",
-            ours.as_str(),
-        ])
-    };
+    let run = |verb: &str| net(&node, &[], verb, pod.path_str(), &cache, ours.as_str());
     assert!(run("check").status.success());
     assert!(run("del").status.success());
     assert_eq!(pod.link("lo").unwrap()["operstate"], "DOWN");
