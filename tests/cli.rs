@@ -314,3 +314,45 @@ fn net_runs_a_list_add_check_del() {
     );
     assert!(run("del").status.success(), "a second DEL succeeds");
 }
+
+/// A plugin drops every capability it never needs before it touches anything (DESIGN.md
+/// decision 9), and still does its work with what is left.
+#[test]
+fn plugins_drop_unneeded_capabilities() {
+    if !require_root("plugins_drop_unneeded_capabilities") {
+        return;
+    }
+    let node = TestNs::new_node("caps-node");
+    let pod = TestNs::new("caps-pod");
+    let dir = PluginDir::new();
+    let trace = TempDir::new("caps-trace");
+    let log = trace.join("capset");
+    let conf = r#"{"cniVersion":"1.0.0","name":"n","type":"loopback"}"#;
+    let o = node.exec(&[
+        "sh",
+        "-c",
+        &format!(
+            "echo '{conf}' | CNI_COMMAND=ADD CNI_CONTAINERID=c CNI_NETNS={} CNI_IFNAME=lo CNI_PATH={} \
+             {} -qq -e trace=capset -o {} {}",
+            pod.path_str(),
+            dir.as_str(),
+            tool("strace").display(),
+            log.display(),
+            dir.plugin("loopback").display()
+        ),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
+    let calls = std::fs::read_to_string(&log).unwrap();
+    let last = calls
+        .lines()
+        .rfind(|l| l.starts_with("capset("))
+        .expect("capset was called");
+    let permitted = last.split("permitted=").nth(1).unwrap();
+    for kept in ["CAP_NET_ADMIN", "CAP_SYS_ADMIN"] {
+        assert!(permitted.contains(kept), "{kept} kept: {last}");
+    }
+    for dropped in ["CAP_SYS_MODULE", "CAP_SYS_BOOT", "CAP_SETUID", "CAP_BPF"] {
+        assert!(!permitted.contains(dropped), "{dropped} dropped: {last}");
+    }
+    assert_eq!(pod.link("lo").unwrap()["operstate"], "UNKNOWN", "the ADD still worked");
+}
