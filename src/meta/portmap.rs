@@ -457,15 +457,18 @@ fn rebuild_if_different(sock: &NftSocket, b: &mut Batch, t: &Table, chain: &str,
 }
 
 /// `route_localnet=1` on the interface that routes to the container, so that 127.0.0.1 may
-/// be DNATed to it (the kernel drops martian 127/8 sources otherwise).
+/// be DNATed to it (the kernel drops martian 127/8 sources otherwise). A node with no route
+/// to the pod (an L2-only bridge) has no such interface: the rules stay, as in the reference.
 fn enable_localnet_routing(cip: IpAddr) -> Result<()> {
     let mut nl = Netlink::new()?;
     let routes = nl.routes(IpFamily::V4, Some(254))?;
-    let best = routes
+    let Some(best) = routes
         .iter()
         .filter(|r| r.dst.contains(&cip) && r.oif.is_some())
         .max_by_key(|r| r.dst.prefix_len())
-        .with_context(|| format!("no route to container IP {cip}"))?;
+    else {
+        return Ok(());
+    };
     let link = nl
         .link_by_index(best.oif.unwrap())?
         .with_context(|| format!("the interface routing to {cip} vanished"))?;
