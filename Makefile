@@ -8,6 +8,7 @@
 #   make demo         build, then `cni-multi demo`
 #   make bench        build, then time the same work through the reference plugins and cni-multi
 #   make cluster-demo a simulated 3-node flannel cluster in throw-away netns; prints a report (root)
+#   make e2e          build, then podman (CNI backend) with only cni-multi's symlinks (e2e/run.sh; root)
 #   make vm-test      build, then boot a Debian kernel in qemu and run vm/tests/*.sh in it (vm/README.md)
 
 CARGO ?= cargo
@@ -19,7 +20,7 @@ DIR ?= /opt/cni/bin
 RELEASE_BIN := $(CARGO_TARGET_DIR)/$(TARGET)/release/cni-multi
 BIN := $(CARGO_TARGET_DIR)/cni-multi
 
-.PHONY: build test test-host conformance install demo bench cluster-demo vm-test
+.PHONY: build test test-host conformance install demo bench cluster-demo vm-test e2e
 
 build:
 	RUSTFLAGS='-C target-feature=+crt-static' $(CARGO) build --release --locked --target $(TARGET)
@@ -32,7 +33,7 @@ build:
 	cp -f $(RELEASE_BIN) $(BIN).tmp && mv -f $(BIN).tmp $(BIN)
 	@ls -l $(BIN)
 
-test: test-host vm-test
+test: test-host vm-test e2e
 
 test-host:
 	$(CARGO) fmt --all -- --check
@@ -64,3 +65,11 @@ vm-test: build
 	VM_DIR=$(VM_DIR) vm/fetch.sh
 	VM_DIR=$(VM_DIR) VM_CNI_BIN=$(BIN) vm/build-initramfs.sh
 	VM_DIR=$(VM_DIR) vm/run.sh
+
+# Real runtimes: installs podman & co. by package name when missing; all state in temp dirs,
+# a private mount namespace and a throw-away node netns (e2e/run.sh).
+E2E_PACKAGES := podman runc catatonit busybox-static uidmap containerd
+e2e: build
+	@missing=; for p in $(E2E_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then apt-get install -y -qq --no-install-recommends $$missing; fi
+	E2E_BIN=$(BIN) e2e/run.sh
