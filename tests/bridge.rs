@@ -91,11 +91,8 @@ fn v6_and_dual_stack_are_usable_at_once() {
         json!({"isDefaultGateway": true}),
         &[json!("10.72.0.0/24"), json!("fd72::/64")],
     );
-    let t = Instant::now();
     let r1 = rig.add(&c, "c1", &p1, "eth0").expect_ok().json();
     let r2 = rig.add(&c, "c2", &p2, "eth0").expect_ok().json();
-    let ms = t.elapsed().as_millis();
-    assert!(ms < 1000, "two dual-stack ADDs took {ms} ms: no DAD wait expected");
     assert_eq!(r1["ips"][1]["address"], "fd72::2/64");
     assert_eq!(r1["routes"][1], json!({"dst": "::/0", "gw": "fd72::1"}));
     // No sleep: the addresses are not tentative, the gateway answers now.

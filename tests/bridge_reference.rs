@@ -4,7 +4,9 @@
 
 mod common;
 
-use common::veth_rig::{conf, normalise_result, normalised_l3, normalised_links, Impl, Rig, REFERENCE_DIR};
+use common::rig::require_reference;
+
+use common::veth_rig::{conf, normalise_result, normalised_l3, normalised_links, Impl, Rig};
 use serde_json::{json, Value};
 
 struct Outcome {
@@ -58,14 +60,9 @@ fn compare(version: &str, extra: Value, ranges: &[Value], args: &str) {
     assert_eq!(ours.dels, reference.dels, "DELs: {what}");
 }
 
-fn have_reference() -> bool {
-    std::path::Path::new(REFERENCE_DIR).join("bridge").exists()
-}
-
 #[test]
 fn ipv4_ipv6_dual_every_result_version() {
-    if !have_reference() {
-        eprintln!("skipped: no reference plugins in {REFERENCE_DIR}");
+    if !require_reference("bridge_reference", "bridge") {
         return;
     }
     let v4 = [json!("10.61.0.0/24")];
@@ -80,7 +77,7 @@ fn ipv4_ipv6_dual_every_result_version() {
 
 #[test]
 fn keys() {
-    if !have_reference() {
+    if !require_reference("bridge_reference", "bridge") {
         return;
     }
     let v4 = [json!("10.62.0.0/24")];

@@ -4,7 +4,9 @@
 
 mod common;
 
-use common::veth_rig::{conf, normalise_result, normalised_l3, normalised_links, Impl, Rig, REFERENCE_DIR};
+use common::rig::require_reference;
+
+use common::veth_rig::{conf, normalise_result, normalised_l3, normalised_links, Impl, Rig};
 use serde_json::{json, Value};
 
 fn run(imp: Impl, version: &str, extra: &Value, ranges: &[Value]) -> Vec<Value> {
@@ -35,8 +37,7 @@ fn run(imp: Impl, version: &str, extra: &Value, ranges: &[Value]) -> Vec<Value> 
 
 #[test]
 fn ipv4_ipv6_dual_every_result_version_and_keys() {
-    if !std::path::Path::new(REFERENCE_DIR).join("ptp").exists() {
-        eprintln!("skipped: no reference plugins in {REFERENCE_DIR}");
+    if !require_reference("ptp_reference", "ptp") {
         return;
     }
     let v4 = vec![json!("10.63.0.0/24")];
