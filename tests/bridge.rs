@@ -352,6 +352,14 @@ fn failed_adds_roll_back() {
     p2.ip(&["link", "del", "eth0"]);
     assert_eq!(empty, snap());
 
+    // A negative MTU is a config error (7) found before anything is made.
+    let neg = br_conf(&rig, "1.0.0", json!({"mtu": -1}), std::slice::from_ref(&one));
+    let o = rig.add(&neg, "cx", &p2, "eth0");
+    assert!(!o.ok, "mtu -1 should fail");
+    assert_eq!(o.json()["code"], 7, "{}", o.msg());
+    assert!(o.msg().contains("invalid MTU -1"), "{}", o.msg());
+    assert_eq!(empty, snap(), "mtu -1");
+
     // A not-a-bridge under the bridge name.
     rig.node
         .ip(&["link", "add", "notbr0", "type", "veth", "peer", "name", "notbr0p"]);

@@ -90,6 +90,12 @@ fn failed_adds_roll_back() {
     let mtu = ptp_conf(&rig, json!({"mtu": 70000}), std::slice::from_ref(&one));
     eprintln!("bad MTU: {}", rig.add(&mtu, "cx", &p2, "eth0").msg());
     assert_eq!(before, snap(), "bad MTU after IPAM");
+    let neg = ptp_conf(&rig, json!({"mtu": -1}), std::slice::from_ref(&one));
+    let o = rig.add(&neg, "cx", &p2, "eth0");
+    assert!(!o.ok, "mtu -1 should fail");
+    assert_eq!(o.json()["code"], 7, "{}", o.msg());
+    assert!(o.msg().contains("invalid MTU -1"), "{}", o.msg());
+    assert_eq!(before, snap(), "mtu -1");
     p2.ip(&["link", "add", "eth0", "type", "veth", "peer", "name", "eth0p"]);
     let before = snap();
     eprintln!("clash: {}", rig.add(&c, "cx", &p2, "eth0").msg());

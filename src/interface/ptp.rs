@@ -58,10 +58,19 @@ impl PtpConf {
 }
 
 /// The MTU key as the kernel wants it: unset, zero or negative means the kernel default.
+/// The `mtu` key: 0 means the kernel's default. A negative value is refused before anything
+/// is created (the reference passes it on and the kernel's answer depends on the driver).
 pub(super) fn mtu_of(mtu: i64) -> anyhow::Result<Option<u32>> {
     match mtu {
-        m if m <= 0 => Ok(None),
-        m => Ok(Some(u32::try_from(m).map_err(|_| anyhow!("invalid MTU {m}"))?)),
+        0 => Ok(None),
+        m => match u32::try_from(m) {
+            Ok(m) => Ok(Some(m)),
+            Err(_) => Err(CniError::new(
+                crate::cni::error::code::INVALID_CONFIG,
+                format!("invalid MTU {m}: must be 0 (the default) or a positive number of bytes"),
+            )
+            .into()),
+        },
     }
 }
 
@@ -237,4 +246,19 @@ fn gc(args: &CmdArgs) -> anyhow::Result<()> {
             .map(anyhow::Error::from),
     );
     join_errors(errs)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn mtu_negative_is_refused_zero_is_default() {
+        assert_eq!(super::mtu_of(0).unwrap(), None);
+        assert_eq!(super::mtu_of(1400).unwrap(), Some(1400));
+        for m in [-1, -1500, i64::MIN, i64::MAX] {
+            let e = super::mtu_of(m).unwrap_err();
+            let c = e.downcast_ref::<crate::cni::error::CniError>().expect("a CNI error");
+            assert_eq!(c.code, crate::cni::error::code::INVALID_CONFIG, "{m}");
+            assert!(c.msg.contains(&format!("invalid MTU {m}")), "{}", c.msg);
+        }
+    }
 }
