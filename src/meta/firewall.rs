@@ -71,6 +71,10 @@ struct FirewallConf {
     admin_chain: String,
     #[serde(rename = "ingressPolicy", default)]
     ingress_policy: String,
+    /// Only the firewalld backend (refused below) uses it; typed so that a wrong type is a
+    /// config error like every other key.
+    #[serde(rename = "firewalldZone", default)]
+    _firewalld_zone: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -332,4 +336,22 @@ fn check(args: &CmdArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_conf;
+
+    #[test]
+    fn firewalld_zone_of_the_wrong_type_is_a_config_error() {
+        let base = r#""cniVersion": "1.0.0", "name": "n", "type": "firewall""#;
+        for bad in ["42", "true", "[\"a\"]", "{\"z\": 1}"] {
+            let conf = format!("{{{base}, \"firewalldZone\": {bad}}}");
+            let e = parse_conf(conf.as_bytes()).expect_err(bad);
+            let c = e.downcast_ref::<crate::cni::error::CniError>().expect("a CNI error");
+            assert_eq!(c.code, crate::cni::error::code::INVALID_CONFIG, "{bad}: {}", c.msg);
+        }
+        let ok = format!("{{{base}, \"firewalldZone\": \"trusted\"}}");
+        assert!(parse_conf(ok.as_bytes()).is_ok());
+    }
 }
