@@ -315,6 +315,14 @@ fn gc_forwards_and_forgets_stale_attachments() {
     for cid in ["live", "dead"] {
         s.run(&rec, "ADD", cid, &conf).expect_ok();
     }
+    // Without the valid-attachments key GC keeps everything and calls no delegate.
+    let before = rec.calls();
+    s.run(&rec, "GC", "", &conf).expect_ok();
+    assert!(
+        s.saved("live").is_some() && s.saved("dead").is_some(),
+        "GC without the key removed saved configs"
+    );
+    assert_eq!(rec.calls(), before, "GC without the key reached the delegate");
     let mut gc = conf.clone();
     gc["cni.dev/valid-attachments"] = json!([{"containerID": "live", "ifname": "eth0"}]);
     s.run(&rec, "GC", "", &gc).expect_ok();

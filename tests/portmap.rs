@@ -252,6 +252,16 @@ fn gc_removes_only_invalid_attachments() {
             .collect()
     };
     assert_eq!(comments().len(), 3);
+    // Without the valid-attachments key GC has nothing to go by and changes nothing.
+    let before = ruleset(&node);
+    Invocation::new("portmap", "GC")
+        .config(&json!({"cniVersion": "1.1.0", "name": NET, "type": "portmap"}))
+        .in_node(&node)
+        .env("PATH", "")
+        .run_ours_in(&dir)
+        .expect_ok();
+    assert_eq!(comments().len(), 3, "GC without valid-attachments removed rules");
+    assert_eq!(before, ruleset(&node));
     Invocation::new("portmap", "GC")
         .config(&json!({"cniVersion": "1.1.0", "name": NET, "type": "portmap",
                         "cni.dev/valid-attachments": [{"containerID": "c2", "ifname": "eth0"}]}))

@@ -535,11 +535,11 @@ fn status(args: &CmdArgs) -> anyhow::Result<()> {
 /// ADD would build now), then forget the saved configs of containers not in the valid list.
 fn gc(args: &CmdArgs) -> anyhow::Result<()> {
     let conf = load_conf(&args.stdin)?;
-    let valid: Vec<Attachment> = conf
-        .valid_attachments
-        .clone()
-        .or_else(|| conf.attachments.clone())
-        .unwrap_or_default();
+    // Without the list there is nothing to tell live attachments from dead ones: keep all.
+    let Some(valid): Option<Vec<Attachment>> = conf.valid_attachments.clone().or_else(|| conf.attachments.clone())
+    else {
+        return Ok(());
+    };
     let dir = conf.data_dir();
     let mut saved: Vec<(String, PathBuf, Map<String, Value>)> = Vec::new();
     if let Ok(entries) = std::fs::read_dir(dir) {

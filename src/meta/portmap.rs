@@ -604,7 +604,10 @@ fn describe(r: &Rule) -> String {
 /// Rules made by the reference carry only a container ID (no network), so they are left alone.
 fn gc(args: &CmdArgs) -> Result<()> {
     let net: NetConf = config::parse(&args.stdin)?;
-    let valid = net.gc_valid_attachments().unwrap_or_default();
+    // Without the list there is nothing to tell live attachments from dead ones: keep all.
+    let Some(valid) = net.gc_valid_attachments() else {
+        return Ok(());
+    };
     let hash = hex_prefix(&net.name, 16);
     let sock = NftSocket::open()?;
     let mut errors = Vec::new();
