@@ -67,9 +67,25 @@ impl NetConf {
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(try_from = "IpamObject")]
 pub struct IpamRef {
     #[serde(rename = "type", default)]
     pub plugin_type: String,
+}
+
+/// `ipam` must be an object: serde's derive would also take a list (`["x"]` as type "x").
+#[derive(Deserialize)]
+struct IpamObject(serde_json::Map<String, serde_json::Value>);
+
+impl TryFrom<IpamObject> for IpamRef {
+    type Error = String;
+    fn try_from(o: IpamObject) -> Result<Self, String> {
+        match o.0.get("type") {
+            None | Some(serde_json::Value::Null) => Ok(IpamRef::default()),
+            Some(serde_json::Value::String(t)) => Ok(IpamRef { plugin_type: t.clone() }),
+            Some(other) => Err(format!("ipam.type must be a string, not {other}")),
+        }
+    }
 }
 
 /// An attachment named in GC's valid list.
@@ -136,12 +152,30 @@ pub struct PortMapping {
 /// the skel already answered code 6 for stdin that is not JSON at all.
 pub fn parse<T: DeserializeOwned>(stdin: &[u8]) -> Result<T, CniError> {
     serde_json::from_slice(stdin).map_err(|e| {
-        let code = if e.is_syntax() || e.is_eof() {
-            code::DECODING_FAILURE
-        } else {
-            code::INVALID_CONFIG
+        if e.is_syntax() || e.is_eof() {
+            return CniError::new(code::DECODING_FAILURE, format!("failed to load netconf: {e}"));
+        }
+        let msg = match culprit_key::<T>(stdin) {
+            Some(k) => format!("failed to load netconf: key {k:?}: {e}"),
+            None => format!("failed to load netconf: {e}"),
         };
-        CniError::new(code, format!("failed to load netconf: {e}"))
+        CniError::new(code::INVALID_CONFIG, msg)
+    })
+}
+
+/// The top-level key whose value does not have the documented shape: the one whose removal
+/// makes the config parse. serde's own error has no path through flattened structs, and a
+/// user needs the key named. Runs only on the error path.
+fn culprit_key<T: DeserializeOwned>(stdin: &[u8]) -> Option<String> {
+    let serde_json::Value::Object(obj) = serde_json::from_slice(stdin).ok()? else {
+        return None;
+    };
+    obj.keys().find_map(|k| {
+        let mut rest = obj.clone();
+        rest.remove(k);
+        serde_json::from_value::<T>(serde_json::Value::Object(rest))
+            .ok()
+            .map(|_| k.clone())
     })
 }
 
@@ -266,5 +300,23 @@ mod tests {
         assert_eq!(c.version(), "0.1.0");
         assert_eq!(c.ipam_type(), None);
         assert_eq!(parse::<NetConf>(br#"{"name":5}"#).unwrap_err().code, 7);
+    }
+
+    #[test]
+    fn a_config_of_the_wrong_shape_is_code_7_with_the_key_named() {
+        for (conf, key) in [
+            (r#"{"name":"n","ipam":["x"]}"#, "ipam"),
+            (r#"{"name":"n","ipam":{"type":7}}"#, "ipam"),
+            (r#"{"name":"n","ipam":"host-local"}"#, "ipam"),
+            (r#"{"name":"n","cniVersion":1}"#, "cniVersion"),
+        ] {
+            let e = parse::<NetConf>(conf.as_bytes()).unwrap_err();
+            assert_eq!(e.code, code::INVALID_CONFIG, "{conf}: {}", e.msg);
+            assert!(e.msg.contains(&format!("key \"{key}\"")), "{conf}: {}", e.msg);
+        }
+        assert_eq!(
+            parse::<NetConf>(b"{\"name\":\"n\"").unwrap_err().code,
+            code::DECODING_FAILURE
+        );
     }
 }

@@ -166,7 +166,8 @@ fn reject_duplicate_sysctls(stdin: &[u8]) -> anyhow::Result<()> {
 /// Parse the config and apply the overrides in the reference's order: CNI_ARGS `MAC`, then
 /// `runtimeConfig.mac`, then `args.cni.*`.
 fn parse_conf(stdin: &[u8], cni_args: &str) -> anyhow::Result<Tuning> {
-    let c: TuningConf = config::parse(stdin).map_err(plain)?;
+    // A config of the wrong shape is code 7 with the key named, as in every plugin.
+    let c: TuningConf = config::parse(stdin)?;
     let mut t = Tuning {
         data_dir: PathBuf::from(c.data_dir.filter(|d| !d.is_empty()).unwrap_or(DEFAULT_DATA_DIR.into())),
         sysctl: c.sysctl.map(|s| s.entries).unwrap_or_default(),
@@ -619,6 +620,21 @@ mod tests {
         for bad in ["kernel.hostname", "net", "vm.swappiness"] {
             let e = p(bad).unwrap_err().to_string();
             assert!(e.starts_with("invalid net sysctl key: "), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn wrong_typed_keys_are_code_7_with_the_key_named() {
+        for (bad, key) in [
+            (r#""mtu":"1500""#, "mtu"),
+            (r#""mac":42"#, "mac"),
+            (r#""sysctl":"x""#, "sysctl"),
+        ] {
+            let conf = format!(r#"{{"cniVersion":"1.0.0","name":"n","type":"tuning",{bad}}}"#);
+            let e = parse_conf(conf.as_bytes(), "").unwrap_err();
+            let c = CniError::from_anyhow(&e);
+            assert_eq!(c.code, crate::cni::error::code::INVALID_CONFIG, "{bad}: {}", c.msg);
+            assert!(c.msg.contains(&format!("key {key:?}")), "{bad}: {}", c.msg);
         }
     }
 
