@@ -223,6 +223,17 @@ fn family(version: &str) -> Result<Family, CniError> {
     }
 }
 
+fn json_kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "an object",
+    }
+}
+
 impl CniResult {
     pub fn new(version: &str) -> CniResult {
         CniResult {
@@ -236,6 +247,16 @@ impl CniResult {
     pub fn parse(value: &Value, default_version: &str) -> Result<CniResult, CniError> {
         let decode =
             |e: serde_json::Error| CniError::new(code::DECODING_FAILURE, format!("failed to parse result: {e}"));
+        // serde's derive would also read a list positionally into the wire structs.
+        if !value.is_object() {
+            return Err(CniError::new(
+                code::DECODING_FAILURE,
+                format!(
+                    "failed to parse result: expected a JSON object, got {}",
+                    json_kind(value)
+                ),
+            ));
+        }
         let version = match value.get("cniVersion").and_then(Value::as_str) {
             Some(v) if !v.is_empty() => v.to_string(),
             _ => default_version.to_string(),
@@ -585,6 +606,23 @@ mod tests {
         let v = from04.to_value("1.0.0").unwrap();
         assert!(v["interfaces"][1].get("mtu").is_none());
         assert_eq!(v["interfaces"][1]["sandbox"], "/run/netns/x");
+    }
+
+    #[test]
+    fn a_result_that_is_not_an_object_or_has_wrong_types_is_refused() {
+        for bad in [
+            json!([]),
+            json!(["1.0.0", [], []]),
+            json!("x"),
+            json!(7),
+            json!({"cniVersion": "1.0.0", "ips": "10.0.0.2/24"}),
+            json!({"cniVersion": "1.0.0", "ips": [{"address": 5}]}),
+            json!({"cniVersion": "1.0.0", "interfaces": [{"name": ["eth0"]}]}),
+            json!({"cniVersion": "0.4.0", "routes": {"dst": "0.0.0.0/0"}}),
+        ] {
+            let e = CniResult::parse(&bad, "1.0.0").expect_err(&bad.to_string());
+            assert_eq!(e.code, code::DECODING_FAILURE, "{bad}");
+        }
     }
 
     #[test]
