@@ -3,6 +3,7 @@
 //! Helpers shared by both decode addresses the way Go's `net` package and the reference's
 //! `pkg/ip` do, with their error texts, since the reference prints those to the runtime.
 
+pub mod dhcp;
 pub mod host_local;
 pub mod static_ipam;
 
