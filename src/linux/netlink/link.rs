@@ -38,6 +38,7 @@ const IFLA_MACVLAN_BC_QUEUE_LEN: u16 = 7;
 const IFLA_IPVLAN_MODE: u16 = 1;
 const IFLA_VLAN_ID: u16 = 1;
 const IFLA_VXLAN_ID: u16 = 1;
+const IFLA_VRF_TABLE: u16 = 1;
 const IFLA_VXLAN_LINK: u16 = 3;
 const IFLA_VXLAN_LOCAL: u16 = 4;
 const IFLA_VXLAN_LEARNING: u16 = 7;
@@ -186,6 +187,8 @@ pub struct Link {
     pub ipvlan_mode: Option<IpvlanMode>,
     /// VNI of a vxlan link.
     pub vxlan_id: Option<u32>,
+    /// Routing table of a vrf link.
+    pub vrf_table: Option<u32>,
 }
 
 impl Link {
@@ -216,6 +219,7 @@ impl Link {
             macvlan_mode: None,
             ipvlan_mode: None,
             vxlan_id: None,
+            vrf_table: None,
         };
         for (ty, d) in attrs(&b[16..]) {
             match ty {
@@ -256,6 +260,7 @@ impl Link {
                     self.ipvlan_mode = get_u16(v).and_then(IpvlanMode::from_u16)
                 }
                 (Some("vxlan"), IFLA_VXLAN_ID) => self.vxlan_id = get_u32(v),
+                (Some("vrf"), IFLA_VRF_TABLE) => self.vrf_table = get_u32(v),
                 _ => {}
             }
         }
@@ -315,6 +320,11 @@ pub enum LinkKind {
     Dummy,
     /// An intermediate functional block device.
     Ifb,
+    /// A VRF master device bound to a routing table.
+    Vrf {
+        /// Routing table (IFLA_VRF_TABLE).
+        table: u32,
+    },
 }
 
 impl LinkKind {
@@ -329,6 +339,7 @@ impl LinkKind {
             LinkKind::Vxlan { .. } => "vxlan",
             LinkKind::Dummy => "dummy",
             LinkKind::Ifb => "ifb",
+            LinkKind::Vrf { .. } => "vrf",
         }
     }
 }
@@ -546,6 +557,11 @@ fn encode_kind(li: &mut Payload, kind: &LinkKind) {
                     d.attr(IFLA_VXLAN_PORT, &pt.to_be_bytes());
                 }
                 d.u8(IFLA_VXLAN_LEARNING, *learning as u8);
+            });
+        }
+        LinkKind::Vrf { table } => {
+            li.nest(IFLA_INFO_DATA, |d| {
+                d.u32(IFLA_VRF_TABLE, *table);
             });
         }
         LinkKind::Dummy | LinkKind::Ifb => {}
@@ -803,6 +819,15 @@ mod tests {
         want.extend_from_slice(&[8, 0, 28, 0]);
         want.extend_from_slice(&7u32.to_ne_bytes());
         assert_eq!(b, want);
+    }
+
+    #[test]
+    fn vrf_create_and_decode() {
+        let b = LinkSpec::new("vrf-blue", LinkKind::Vrf { table: 1001 }).encode();
+        let l = Link::parse(&b).unwrap();
+        assert_eq!(l.name, "vrf-blue");
+        assert_eq!(l.kind.as_deref(), Some("vrf"));
+        assert_eq!(l.vrf_table, Some(1001));
     }
 
     #[test]
