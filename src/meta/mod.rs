@@ -5,9 +5,11 @@
 //! - [`spoofcheck`]: bridge `macspoofchk` (`bridge nat`);
 //! - [`portmap`]: the portmap plugin (`ip`/`ip6 cni_hostport`);
 //! - [`firewall`]: the firewall plugin (`inet cni_firewall`, `bridge cni_firewall`);
+//! - [`bandwidth`]: tbf shaping on the host veth and an IFB;
 //! - [`tuning`]: sysctls and link attributes of the container interface;
 //! - [`flannel`]: builds a bridge + host-local delegate from flanneld's subnet.env.
 
+pub mod bandwidth;
 pub mod firewall;
 pub mod flannel;
 pub mod masquerade;

@@ -12,6 +12,7 @@ pub mod link;
 pub mod neigh;
 pub mod route;
 pub mod rule;
+pub mod tc;
 pub(crate) mod wire;
 
 pub use addr::{Addr, AddrFlags, Family};
