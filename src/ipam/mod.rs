@@ -74,14 +74,7 @@ pub fn parse_resolv_conf(path: &str) -> Result<Dns, CniError> {
 /// An I/O error in Go's words ("no such file or directory").
 pub fn go_io_text(e: &std::io::Error) -> String {
     match e.raw_os_error() {
-        Some(n) => {
-            let s = nix::errno::Errno::from_raw(n).desc().to_string();
-            let mut c = s.chars();
-            match c.next() {
-                Some(f) => f.to_lowercase().collect::<String>() + c.as_str(),
-                None => s,
-            }
-        }
+        Some(n) => crate::linux::error::errno_text(n),
         None => e.to_string(),
     }
 }

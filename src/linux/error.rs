@@ -100,6 +100,16 @@ impl fmt::Display for Error {
 
 impl std::error::Error for Error {}
 
+/// An errno's text as Go prints it: the C description with a lower-case first letter
+/// ("no such file or directory"), which the reference's error messages carry.
+pub fn errno_text(errno: i32) -> String {
+    let d = nix::errno::Errno::from_raw(errno).desc();
+    let mut c = d.chars();
+    c.next()
+        .map(|f| f.to_lowercase().collect::<String>() + c.as_str())
+        .unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -404,13 +404,7 @@ pub fn tbf_params(rate_bits: u64, burst_bits: u64, tick_in_usec: f64) -> Tbf {
 /// A kernel error as Go prints a bare errno ("file exists").
 fn go_errno(e: &crate::linux::Error) -> String {
     match e.errno() {
-        Some(n) => {
-            let d = nix::errno::Errno::from_raw(n).desc();
-            let mut c = d.chars();
-            c.next()
-                .map(|f| f.to_lowercase().collect::<String>() + c.as_str())
-                .unwrap_or_default()
-        }
+        Some(n) => crate::linux::error::errno_text(n),
         None => e.to_string(),
     }
 }

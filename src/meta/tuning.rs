@@ -267,13 +267,7 @@ fn sysctl_path(key: &str, ifname: &str) -> anyhow::Result<PathBuf> {
 /// An io error worded like Go's `*PathError` (`open /x: no such file or directory`).
 fn go_path_error(op: &str, path: &Path, e: &std::io::Error) -> anyhow::Error {
     let text = match e.raw_os_error() {
-        Some(n) => {
-            let d = nix::errno::Errno::from_raw(n).desc();
-            let mut c = d.chars();
-            c.next()
-                .map(|f| f.to_lowercase().collect::<String>() + c.as_str())
-                .unwrap_or_default()
-        }
+        Some(n) => crate::linux::error::errno_text(n),
         None => e.to_string(),
     };
     anyhow!("{op} {}: {text}", path.display())
