@@ -4,7 +4,7 @@
 # VMTEST-DONE is missing, or the VM did not finish within VM_TIMEOUT seconds.
 #
 # Env: VM_DIR, VM_TIMEOUT (default 600), VM_MEM (default 512), VM_VERBOSE=1 (every test's
-#      output, not only failed ones), VM_TEST_TIMEOUT (per test inside the VM, default 60),
+#      output, not only failed ones), VM_TEST_TIMEOUT (per test inside the VM, default 150),
 #      VM_CONSOLE_LOG (default $VM_DIR/console.log: the whole serial console).
 set -euo pipefail
 
@@ -17,7 +17,7 @@ LOG="${VM_CONSOLE_LOG:-$VM_DIR/console.log}"
 . "$VM_DIR/kernel.env"
 [ -f "$VM_DIR/initrd.cpio.gz" ] || { echo "vm/run: no initrd: run vm/build-initramfs.sh" >&2; exit 1; }
 
-append="console=ttyS0 quiet panic=-1 vmtest.timeout=${VM_TEST_TIMEOUT:-60}"
+append="console=ttyS0 quiet panic=-1 vmtest.timeout=${VM_TEST_TIMEOUT:-150}"
 [ "${VM_VERBOSE:-0}" = 1 ] && append="$append vmtest.verbose=1"
 
 start=$(date +%s)
