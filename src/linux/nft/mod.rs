@@ -25,6 +25,7 @@ mod expr;
 mod rule;
 mod socket;
 mod wire;
+pub mod xt;
 
 pub use batch::{Batch, Position};
 pub use expr::{
