@@ -1,0 +1,333 @@
+//! firewall on a node that uses iptables and drops forwarding (`iptables -P FORWARD DROP` plus
+//! Docker's DOCKER-USER/DOCKER-ISOLATION chains, as Docker leaves a node): our binary (empty
+//! PATH) behind our bridge with ipMasq keeps pods reachable and isolated by writing the
+//! reference's iptables rules; those rules print in `iptables -S` exactly as the reference's
+//! (the reference run on an identical node); DEL leaves nothing of the pod; each
+//! implementation's DEL removes the other's rules, and CHECK accepts the reference's.
+
+mod common;
+#[path = "common/fw_rig.rs"]
+mod fw_rig;
+
+use common::rig::{self, Invocation, Outcome, PluginDir, TempDir, TestNs};
+use fw_rig::*;
+use serde_json::{json, Value};
+
+/// What Docker leaves in a node's filter table (docker 20–24, one bridge `docker0`).
+const DOCKER_FILTER: &str = "*filter
+:INPUT ACCEPT [0:0]
+:FORWARD DROP [0:0]
+:OUTPUT ACCEPT [0:0]
+:DOCKER - [0:0]
+:DOCKER-ISOLATION-STAGE-1 - [0:0]
+:DOCKER-ISOLATION-STAGE-2 - [0:0]
+:DOCKER-USER - [0:0]
+-A FORWARD -j DOCKER-USER
+-A FORWARD -j DOCKER-ISOLATION-STAGE-1
+-A FORWARD -o docker0 -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
+-A FORWARD -o docker0 -j DOCKER
+-A FORWARD -i docker0 ! -o docker0 -j ACCEPT
+-A FORWARD -i docker0 -o docker0 -j ACCEPT
+-A DOCKER-ISOLATION-STAGE-1 -i docker0 ! -o docker0 -j DOCKER-ISOLATION-STAGE-2
+-A DOCKER-ISOLATION-STAGE-1 -j RETURN
+-A DOCKER-ISOLATION-STAGE-2 -o docker0 -j DROP
+-A DOCKER-ISOLATION-STAGE-2 -j RETURN
+-A DOCKER-USER -j RETURN
+COMMIT
+";
+
+/// Root, the reference firewall and the iptables tools (to set the node up and to read it).
+fn require(test: &str) -> bool {
+    if !rig::require_reference(test, "firewall") {
+        return false;
+    }
+    for t in [
+        "iptables-restore",
+        "iptables-save",
+        "ip6tables-save",
+        "ip6tables",
+        "nft",
+    ] {
+        if !rig::tool(t).is_file() {
+            assert!(
+                !rig::in_ci(),
+                "{test}: needs {t}, and CI=true: failing instead of skipping"
+            );
+            eprintln!("{test}: skipped: needs {t}");
+            return false;
+        }
+    }
+    true
+}
+
+/// Makes `node` look like a Docker host: FORWARD policy DROP in both families, Docker's chains.
+fn dockerize(node: &TestNs, tmp: &TempDir) {
+    let f = tmp.join("docker-filter.rules");
+    std::fs::write(&f, DOCKER_FILTER).unwrap();
+    node.exec_ok(&["iptables-restore", f.to_str().unwrap()]);
+    node.exec_ok(&["ip6tables", "-P", "FORWARD", "DROP"]);
+}
+
+fn text(ns: &TestNs, argv: &[&str]) -> String {
+    ns.exec_ok(argv)
+}
+
+/// Everything the node's firewall holds, as iptables-save, ip6tables-save and nft print it
+/// (iptables-save's timestamps removed).
+fn all_rules(node: &TestNs) -> String {
+    let mut s = String::new();
+    for argv in [&["iptables-save"][..], &["ip6tables-save"], &["nft", "list", "ruleset"]] {
+        for l in text(node, argv).lines().filter(|l| !l.starts_with('#')) {
+            s += l;
+            s += "\n";
+        }
+    }
+    s
+}
+
+/// A pod made by our bridge with ipMasq (empty PATH).
+fn masq_pod(site: &Site, dir: &PluginDir, tag: &str, bridge: &str, subnet: &str, cid: &str) -> (Pod, Value) {
+    let ns = TestNs::new_node(tag);
+    let conf = json!({
+        "cniVersion": "1.0.0", "name": format!("net-{bridge}"), "type": "bridge",
+        "bridge": bridge, "isGateway": true, "ipMasq": true,
+        "ipam": {"type": "host-local", "subnet": subnet, "dataDir": site.data.as_str(),
+                 "routes": [{"dst": "0.0.0.0/0"}]}
+    });
+    let out = Invocation::new("bridge", "ADD")
+        .container_id(cid)
+        .pod(&ns)
+        .config(&conf)
+        .in_node(&site.node)
+        .env("PATH", "")
+        .run_ours_in(dir);
+    out.expect_ok();
+    let result = out.result().clone();
+    let ip = result["ips"][0]["address"].as_str().unwrap().to_string();
+    let host_veth = result["interfaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["sandbox"].is_null() && i["name"] != bridge)
+        .map(|i| i["name"].as_str().unwrap().to_string())
+        .unwrap();
+    let pod = Pod {
+        ns,
+        cid: cid.to_string(),
+        ip: ip.split('/').next().unwrap().to_string(),
+        cidr: ip,
+        ip6: None,
+        result,
+        host_veth,
+    };
+    (pod, conf)
+}
+
+fn fw_conf(prev: &Value, backend: &str, policy: &str) -> Value {
+    json!({"cniVersion": "1.0.0", "name": "fwnet", "type": "firewall", "backend": backend,
+           "ingressPolicy": policy, "prevResult": prev})
+}
+
+fn fw(node: &TestNs, dir: &PluginDir, cmd: &str, cid: &str, pod: &TestNs, conf: &Value) -> Outcome {
+    Invocation::new("firewall", cmd)
+        .container_id(cid)
+        .pod(pod)
+        .config(conf)
+        .in_node(node)
+        .env("PATH", "")
+        .run_ours_in(dir)
+}
+
+fn fw_reference(node: &TestNs, cmd: &str, cid: &str, pod: &TestNs, conf: &Value) -> Outcome {
+    Invocation::new("firewall", cmd)
+        .container_id(cid)
+        .pod(pod)
+        .config(conf)
+        .in_node(node)
+        .run_reference()
+}
+
+fn pings(from: &TestNs, to: &str) -> bool {
+    from.exec(&["ping", "-c1", "-W1", to]).status.success()
+}
+
+/// One Docker-like node, two pods (bridges cni-ia and cni-ib, ipMasq) behind the firewall
+/// with `backend` and ingressPolicy same-bridge. Returns [a→outside ping, a→outside tcp
+/// answered from the node's address, a→b, b→a] and checks CHECK and DEL on the way.
+fn docker_node(backend: &str) -> [bool; 4] {
+    let site = Site::new(&format!("fwipt{}", backend.len()));
+    let tmp = TempDir::new("fwipt");
+    let dir = PluginDir::new();
+    dockerize(&site.node, &tmp);
+    let (a, a_bridge) = masq_pod(&site, &dir, "fwipt-a", "cni-ia", "10.95.0.0/24", "ctr-ipt-a");
+    let (b, b_bridge) = masq_pod(&site, &dir, "fwipt-b", "cni-ib", "10.96.0.0/24", "ctr-ipt-b");
+    // The DROP policy is in force: without the firewall plugin the pod has no egress.
+    assert!(
+        !pings(&a.ns, OUTSIDE_IP),
+        "FORWARD DROP should stop the pod before the firewall"
+    );
+    for p in [&a, &b] {
+        fw(
+            &site.node,
+            &dir,
+            "ADD",
+            &p.cid,
+            &p.ns,
+            &fw_conf(&p.result, backend, "same-bridge"),
+        )
+        .expect_ok();
+    }
+    let _srv = tcp_whoami(&site.outside, 7070, "out");
+    let got = [
+        pings(&a.ns, OUTSIDE_IP),
+        tcp_ask(&a.ns, OUTSIDE_IP, 7070) == format!("out {OUTSIDE_NODE_IP}"),
+        pings(&a.ns, &b.ip),
+        pings(&b.ns, &a.ip),
+    ];
+    let conf = fw_conf(&a.result, backend, "same-bridge");
+    fw(&site.node, &dir, "CHECK", &a.cid, &a.ns, &conf).expect_ok();
+    let ipt = text(&site.node, &["iptables", "-S"]);
+    if backend == "nftables" {
+        assert!(!ipt.contains("CNI-"), "{ipt}");
+    } else {
+        assert!(
+            ipt.contains(&format!("-A CNI-FORWARD -s {}/32 -j ACCEPT", a.ip)),
+            "{ipt}"
+        );
+        let nft = text(&site.node, &["nft", "list", "tables"]);
+        assert_eq!(
+            nft.contains("inet cni_firewall"),
+            backend.is_empty(),
+            "our table only with the default backend:\n{nft}"
+        );
+    }
+
+    // DEL of the whole chain (firewall, then bridge): nothing of pod a remains anywhere.
+    fw(&site.node, &dir, "DEL", &a.cid, &a.ns, &conf).expect_ok();
+    let after_fw = all_rules(&site.node);
+    assert!(
+        !text(&site.node, &["iptables-save"]).contains(&a.ip),
+        "firewall DEL left iptables rules of {}:\n{after_fw}",
+        a.ip
+    );
+    Invocation::new("bridge", "DEL")
+        .container_id(&a.cid)
+        .pod(&a.ns)
+        .config(&a_bridge)
+        .in_node(&site.node)
+        .env("PATH", "")
+        .run_ours_in(&dir)
+        .expect_ok();
+    let rules = all_rules(&site.node);
+    for needle in [a.ip.as_str(), a.cid.as_str(), a.host_veth.as_str()] {
+        assert!(!rules.contains(needle), "{needle:?} left after DEL:\n{rules}");
+    }
+    // Pod b is untouched: still isolated from cni-ia and reaching the outside.
+    assert!(rules.contains(&b.ip), "{rules}");
+    if backend != "nftables" {
+        assert!(pings(&b.ns, OUTSIDE_IP), "b lost egress after a's DEL");
+    }
+    let _ = b_bridge;
+    got
+}
+
+#[test]
+fn docker_node_keeps_egress_and_isolation() {
+    if !require("docker_node_keeps_egress_and_isolation") {
+        return;
+    }
+    // Default backend: the node uses iptables, so the reference's rules are written too.
+    assert_eq!(docker_node(""), [true, true, false, false], "default backend");
+    assert_eq!(docker_node("iptables"), [true, true, false, false], "backend iptables");
+    // Our table alone cannot override iptables' DROP: this is the case the rules are for.
+    let nft_only = docker_node("nftables");
+    assert!(!nft_only[0] && !nft_only[1], "nftables only: {nft_only:?}");
+}
+
+/// The rules `iptables -S` shows, with one node's addresses and names: identical texts.
+fn ipt_text(node: &TestNs) -> String {
+    let mut s = text(node, &["iptables", "-t", "filter", "-S"]);
+    s += &text(node, &["ip6tables", "-t", "filter", "-S"]);
+    s
+}
+
+fn prev(bridge: &str, veth: &str, v4: &str, v6: &str) -> Value {
+    json!({"cniVersion": "1.0.0",
+           "interfaces": [{"name": bridge}, {"name": veth}, {"name": "eth0", "sandbox": "/x"}],
+           "ips": [{"address": v4, "interface": 2}, {"address": v6, "interface": 2}]})
+}
+
+#[test]
+fn rules_equal_the_references_and_dels_swap() {
+    if !require("rules_equal_the_references_and_dels_swap") {
+        return;
+    }
+    let tmp = TempDir::new("fwipt-eq");
+    let dir = PluginDir::new();
+    let ours = TestNs::new_node("fwipt-ours");
+    let refn = TestNs::new_node("fwipt-ref");
+    let pod = TestNs::new("fwipt-eqpod");
+    for n in [&ours, &refn] {
+        dockerize(n, &tmp);
+    }
+    let p1 = prev("cni0", "veth1", "10.88.0.5/24", "fd00:88::5/64");
+    let p2 = prev("cni1", "veth2", "10.89.0.7/24", "fd00:89::7/64");
+    let p3 = prev("cni0", "veth3", "10.88.0.9/24", "fd00:88::9/64");
+    // Ours with the default backend (it finds iptables in use), the reference's iptables.
+    for (cid, p, policy) in [("c1", &p1, "same-bridge"), ("c2", &p2, "same-bridge"), ("c3", &p3, "")] {
+        fw(&ours, &dir, "ADD", cid, &pod, &fw_conf(p, "", policy)).expect_ok();
+        fw_reference(&refn, "ADD", cid, &pod, &fw_conf(p, "iptables", policy)).expect_ok();
+    }
+    let (a, b) = (ipt_text(&ours), ipt_text(&refn));
+    assert_eq!(a, b, "iptables -S differs from the reference's");
+    for want in [
+        "-A FORWARD -m comment --comment \"CNI firewall plugin rules\" -j CNI-FORWARD\n-A FORWARD -j DOCKER-USER",
+        "-A CNI-FORWARD -d 10.88.0.5/32 -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
+        "-A CNI-FORWARD -s fd00:88::5/128 -j ACCEPT",
+        "-A CNI-ISOLATION-STAGE-1 -i cni1 ! -o cni1",
+    ] {
+        assert!(a.contains(want), "missing {want:?} in\n{a}");
+    }
+    // The same bytes, too (what iptables -S cannot show: expression order, lengths).
+    for fam in ["ip", "ip6"] {
+        let dump = |n: &TestNs| -> String {
+            text(n, &["nft", "--debug=netlink", "list", "table", fam, "filter"])
+                .lines()
+                .filter(|l| l.starts_with("  ["))
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        assert_eq!(dump(&ours), dump(&refn), "{fam} filter expressions differ");
+    }
+
+    // CHECK: ours accepts the reference's rules; the reference accepts ours.
+    for (cid, p) in [("c1", &p1), ("c2", &p2)] {
+        fw(&refn, &dir, "CHECK", cid, &pod, &fw_conf(p, "", "same-bridge")).expect_ok();
+        fw_reference(&ours, "CHECK", cid, &pod, &fw_conf(p, "iptables", "same-bridge")).expect_ok();
+    }
+
+    // DEL swapped: the reference's DEL removes ours, ours removes the reference's.
+    fw_reference(&ours, "DEL", "c1", &pod, &fw_conf(&p1, "iptables", "same-bridge")).expect_ok();
+    fw(&refn, &dir, "DEL", "c1", &pod, &fw_conf(&p1, "", "same-bridge")).expect_ok();
+    for n in [&ours, &refn] {
+        let t = ipt_text(n);
+        assert!(!t.contains("10.88.0.5") && !t.contains("fd00:88::5"), "{t}");
+        assert!(t.contains("10.88.0.9") && t.contains("10.89.0.7"), "others stay: {t}");
+    }
+    assert_eq!(ipt_text(&ours), ipt_text(&refn));
+    // Ours without prevResult: the addresses come from our own commented rules.
+    let mut c = fw_conf(&p3, "", "");
+    c.as_object_mut().unwrap().remove("prevResult");
+    fw(&ours, &dir, "DEL", "c3", &pod, &c).expect_ok();
+    let rules = all_rules(&ours);
+    assert!(!rules.contains("10.88.0.9") && !rules.contains("fd00:88::9"), "{rules}");
+    // And the same DEL by ours again is a no-op.
+    fw(&ours, &dir, "DEL", "c3", &pod, &c).expect_ok();
+    // Shared chains stay while others use them.
+    let t = ipt_text(&ours);
+    assert!(
+        t.contains("-A FORWARD -m comment --comment \"CNI firewall plugin rules\" -j CNI-FORWARD"),
+        "{t}"
+    );
+    assert!(t.contains("-s 10.89.0.7/32 -j ACCEPT"), "{t}");
+}
