@@ -212,6 +212,9 @@ fn add(args: &CmdArgs) -> Result<CniResult> {
     for (f, ips) in ipt_families(&sock, backend, &prev)? {
         ipt_add(&sock, &mut b, f, &ips, &conf.admin_chain, ingress, bridge)?;
     }
+    if backend != Backend::Nftables {
+        warn_legacy(&prev);
+    }
     b.commit(&sock).context("failed to set up firewall rules")?;
     Ok(prev)
 }
@@ -397,6 +400,23 @@ fn ipt_pod_rules(t: &Table, ip: IpAddr) -> [Rule; 2] {
             .jump("ACCEPT"),
         IptRule::new(t, CNI_FORWARD).src(ip, false).jump("ACCEPT"),
     ]
+}
+
+/// Legacy iptables' rules are out of reach (no netlink interface): say so where its filter
+/// table is in use, since a DROP policy there still drops the pod's traffic.
+fn warn_legacy(prev: &CniResult) {
+    for (v6, tool) in [(false, "iptables"), (true, "ip6tables")] {
+        if prev.ips.iter().any(|i| i.address.addr().is_ipv6() == v6)
+            && xt::legacy_tables(v6).iter().any(|t| t == IPT_TABLE)
+        {
+            eprintln!(
+                "firewall: legacy {tool} (x_tables) has a filter table in this network namespace; \
+                 cni-multi writes the iptables rules through nftables (iptables-nft) only, so a \
+                 DROP policy of the legacy FORWARD chain still drops the pod's forwarded traffic \
+                 (see `{tool}-legacy -S FORWARD`)"
+            );
+        }
+    }
 }
 
 /// Queues `r` unless an equal rule is in `have` (the reference's `AppendUnique`/`InsertUnique`).
