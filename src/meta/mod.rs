@@ -2,6 +2,7 @@
 //! share. Everything here programs nftables over netlink (`linux::nft`); nothing is exec'd.
 //!
 //! - [`masquerade`]: ipMasq for bridge/ptp (`inet cni_plugins_masquerade`);
+//! - [`masq_iptables`]: ipMasq with `ipMasqBackend: "iptables"` (the reference's iptables rules);
 //! - [`spoofcheck`]: bridge `macspoofchk` (`bridge nat`);
 //! - [`portmap`]: the portmap plugin (`ip`/`ip6 cni_hostport`);
 //! - [`firewall`]: the firewall plugin (`inet cni_firewall`, `bridge cni_firewall`);
@@ -13,6 +14,7 @@
 pub mod bandwidth;
 pub mod firewall;
 pub mod flannel;
+pub mod masq_iptables;
 pub mod masquerade;
 pub mod portmap;
 pub mod sha512;

@@ -173,6 +173,20 @@ pub fn conntrack_state_of(e: &Expr) -> Option<(u16, bool)> {
     ))
 }
 
+/// `-j MASQUERADE` without options: rev 0 with `struct nf_nat_ipv4_multi_range_compat`
+/// (`rangesize` 1, the range zeroed; 24 bytes) for IPv4, a zeroed `struct nf_nat_range`
+/// (40 bytes) for IPv6, as iptables-nft sends them.
+pub fn masquerade_target(v6: bool) -> Xt {
+    let info = if v6 {
+        vec![0u8; 40]
+    } else {
+        let mut v = vec![0u8; 24];
+        v[..4].copy_from_slice(&1u32.to_ne_bytes());
+        v
+    };
+    Xt::new(XtKind::Target, "MASQUERADE", 0, info)
+}
+
 /// The `NFTA_RULE_COMPAT` attribute iptables-nft adds for `-p PROTO` (flags:
 /// [`RULE_COMPAT_F_INV`]), for callers that write rules with protocol-bound extensions.
 pub fn rule_compat(proto: u8, flags: u32) -> Vec<u8> {
