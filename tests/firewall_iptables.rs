@@ -331,3 +331,116 @@ fn rules_equal_the_references_and_dels_swap() {
     );
     assert!(t.contains("-s 10.89.0.7/32 -j ACCEPT"), "{t}");
 }
+
+fn bridge_conf(data: &TempDir, backend: Option<&str>) -> Value {
+    let mut c = json!({
+        "cniVersion": "1.0.0", "name": "masqnet", "type": "bridge",
+        "bridge": "cni-mq", "isGateway": true, "ipMasq": true,
+        "ipam": {"type": "host-local", "dataDir": data.as_str(),
+                 "ranges": [[{"subnet": "10.97.0.0/24"}], [{"subnet": "fd97::/64"}]],
+                 "routes": [{"dst": "0.0.0.0/0"}]}
+    });
+    if let Some(b) = backend {
+        c["ipMasqBackend"] = json!(b);
+    }
+    c
+}
+
+fn bridge(node: &TestNs, pod: &TestNs, cmd: &str, conf: &Value, ours: Option<&PluginDir>) -> Outcome {
+    let inv = Invocation::new("bridge", cmd)
+        .container_id("ctr-masq")
+        .pod(pod)
+        .config(conf)
+        .in_node(node);
+    match ours {
+        Some(dir) => inv.env("PATH", "").run_ours_in(dir),
+        None => inv.run_reference(),
+    }
+}
+
+fn nat_text(node: &TestNs) -> String {
+    let mut s = text(node, &["iptables", "-t", "nat", "-S"]);
+    s += &text(node, &["ip6tables", "-t", "nat", "-S"]);
+    s
+}
+
+/// bridge `ipMasqBackend: "iptables"`: the reference's nat rules, as `iptables -t nat -S`
+/// prints the reference's own on an identical node; masquerading works; CHECK accepts either
+/// side's rules; each side's DEL removes the other's.
+#[test]
+fn bridge_ipmasq_backend_iptables_equals_the_references() {
+    if !require("bridge_ipmasq_backend_iptables_equals_the_references") || !rig::reference_available("bridge") {
+        assert!(!rig::in_ci(), "needs the reference bridge");
+        return;
+    }
+    let dir = PluginDir::new();
+    let site = Site::new("fwipt-mq");
+    let refn = TestNs::new_node("fwipt-mqref");
+    let ref_data = TempDir::new("fwipt-mqref");
+    let (pod, ref_pod) = (TestNs::new("fwipt-mqpod"), TestNs::new("fwipt-mqrefpod"));
+    let ours_conf = bridge_conf(&site.data, Some("iptables"));
+    let ref_conf = bridge_conf(&ref_data, None);
+    let out = bridge(&site.node, &pod, "ADD", &ours_conf, Some(&dir));
+    out.expect_ok();
+    let ours_result = out.result().clone();
+    let out = bridge(&refn, &ref_pod, "ADD", &ref_conf, None);
+    out.expect_ok();
+    let ref_result = out.result().clone();
+    let (a, b) = (nat_text(&site.node), nat_text(&refn));
+    assert_eq!(a, b, "iptables -t nat -S differs from the reference's");
+    assert!(a.contains("-A POSTROUTING -s 10.97.0.2/32 -m comment --comment \"name: \\\"masqnet\\\" id: \\\"ctr-masq\\\"\" -j CNI-"), "{a}");
+    assert!(a.contains("! -d ff00::/8"), "{a}");
+    assert!(
+        !text(&site.node, &["nft", "list", "tables"]).contains("cni_plugins_masquerade"),
+        "ipMasqBackend iptables writes no nftables table of ours"
+    );
+    // Masquerading works: the outside sees the node's address.
+    let _srv = tcp_whoami(&site.outside, 7071, "out");
+    assert_eq!(tcp_ask(&pod, OUTSIDE_IP, 7071), format!("out {OUTSIDE_NODE_IP}"));
+
+    // CHECK: ours on both sides' rules.
+    let with_prev = |c: &Value, r: &Value| {
+        let mut c = c.clone();
+        c["prevResult"] = r.clone();
+        c
+    };
+    bridge(
+        &site.node,
+        &pod,
+        "CHECK",
+        &with_prev(&ours_conf, &ours_result),
+        Some(&dir),
+    )
+    .expect_ok();
+    let mut ours_on_ref = bridge_conf(&ref_data, Some("iptables"));
+    ours_on_ref["prevResult"] = ref_result.clone();
+    bridge(&refn, &ref_pod, "CHECK", &ours_on_ref, Some(&dir)).expect_ok();
+
+    // DEL swapped.
+    bridge(&site.node, &pod, "DEL", &bridge_conf(&site.data, None), None).expect_ok();
+    bridge(
+        &refn,
+        &ref_pod,
+        "DEL",
+        &bridge_conf(&ref_data, Some("iptables")),
+        Some(&dir),
+    )
+    .expect_ok();
+    for n in [&site.node, &refn] {
+        let t = nat_text(n);
+        assert!(
+            !t.contains("CNI-") && !t.contains("10.97.0.2") && !t.contains("fd97::"),
+            "{t}"
+        );
+    }
+    // An unknown backend is a config error, as in the reference.
+    let out = bridge(
+        &site.node,
+        &pod,
+        "ADD",
+        &bridge_conf(&site.data, Some("ipfw")),
+        Some(&dir),
+    );
+    out.expect_err(7);
+    assert!(out.msg().unwrap().contains("ipMasqBackend"), "{out}");
+}
