@@ -132,6 +132,18 @@ impl Batch {
 
     /// Adds a rule (its `handle` field is ignored; use `pos` to place it).
     pub fn add_rule(&mut self, r: &Rule, pos: Position) -> &mut Self {
+        self.add_rule_attrs(r, pos, &[])
+    }
+
+    /// [`add_rule`](Self::add_rule) with the rule's xtables compat protocol
+    /// (`NFTA_RULE_COMPAT`, what `iptables -p PROTO` sets), which protocol-bound compat
+    /// matches such as `multiport` are checked against. The kernel does not list it back.
+    pub fn add_rule_compat(&mut self, r: &Rule, pos: Position, proto: u8, inverted: bool) -> &mut Self {
+        let flags = if inverted { super::xt::RULE_COMPAT_F_INV } else { 0 };
+        self.add_rule_attrs(r, pos, &super::xt::rule_compat(proto, flags))
+    }
+
+    fn add_rule_attrs(&mut self, r: &Rule, pos: Position, extra: &[u8]) -> &mut Self {
         let fam = r.table.family;
         let mut w = AttrWriter::new();
         w.put_str(wire::NFTA_RULE_TABLE, &r.table.name)
@@ -162,6 +174,7 @@ impl Batch {
         if let Some(c) = &r.comment {
             w.put(wire::NFTA_RULE_USERDATA, &wire::udata_comment(c));
         }
+        w.buf.extend_from_slice(extra);
         let mut what = format!("add rule {fam} {} {}", r.table.name, r.chain);
         if let Some(c) = &r.comment {
             what += &format!(" (comment {c:?})");

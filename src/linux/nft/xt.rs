@@ -187,6 +187,49 @@ pub fn masquerade_target(v6: bool) -> Xt {
     Xt::new(XtKind::Target, "MASQUERADE", 0, info)
 }
 
+/// `-m multiport --dports P[,P…]` (rev 1, `struct xt_multiport_v1`, up to 15 ports) or
+/// `--sports` (`dest` false).
+pub fn multiport(dest: bool, ports: &[u16]) -> Expr {
+    let mut info = vec![0u8; 48];
+    info[0] = if dest { 1 } else { 0 }; // XT_MULTIPORT_DESTINATION / _SOURCE
+    let n = ports.len().min(15);
+    info[1] = n as u8;
+    for (i, p) in ports[..n].iter().enumerate() {
+        info[2 + 2 * i..4 + 2 * i].copy_from_slice(&p.to_ne_bytes());
+    }
+    Xt::new(XtKind::Match, "multiport", 1, info).to_expr()
+}
+
+/// `-m addrtype --dst-type TYPE` (rev 1): `rtn_bits` is `1 << RTN_*`, e.g. `1 << 2` = LOCAL.
+pub fn addrtype_dst(rtn_bits: u16) -> Expr {
+    let mut info = vec![0u8; 8];
+    info[2..4].copy_from_slice(&rtn_bits.to_ne_bytes());
+    Xt::new(XtKind::Match, "addrtype", 1, info).to_expr()
+}
+
+/// `-j DNAT --to-destination ADDR[:PORT]` (rev 2, `struct nf_nat_range2`, 48 bytes).
+pub fn dnat_target(addr: IpAddr, port: Option<u16>) -> Xt {
+    let mut info = vec![0u8; 48];
+    let mut flags = 1u32; // NF_NAT_RANGE_MAP_IPS
+    let a = addr_bytes(addr);
+    info[4..4 + a.len()].copy_from_slice(&a);
+    info[20..20 + a.len()].copy_from_slice(&a);
+    if let Some(p) = port {
+        flags |= 2; // NF_NAT_RANGE_PROTO_SPECIFIED
+        info[36..38].copy_from_slice(&p.to_be_bytes());
+        info[38..40].copy_from_slice(&p.to_be_bytes());
+    }
+    info[..4].copy_from_slice(&flags.to_ne_bytes());
+    Xt::new(XtKind::Target, "DNAT", 2, info)
+}
+
+/// `-j MARK --set-xmark VALUE/MASK` (rev 2, `struct xt_mark_tginfo2`).
+pub fn mark_target(value: u32, mask: u32) -> Xt {
+    let mut info = value.to_ne_bytes().to_vec();
+    info.extend_from_slice(&mask.to_ne_bytes());
+    Xt::new(XtKind::Target, "MARK", 2, info)
+}
+
 /// The `NFTA_RULE_COMPAT` attribute iptables-nft adds for `-p PROTO` (flags:
 /// [`RULE_COMPAT_F_INV`]), for callers that write rules with protocol-bound extensions.
 pub fn rule_compat(proto: u8, flags: u32) -> Vec<u8> {
@@ -292,6 +335,60 @@ impl IptRule {
             sreg: Reg::R1,
             op: if invert { CmpOp::Neq } else { CmpOp::Eq },
             data: data[..len].to_vec(),
+        });
+        self
+    }
+
+    /// `-p PROTO` (a protocol number): iptables-nft puts it before the addresses. Rules with
+    /// protocol-bound extensions (`multiport`, …) must also carry the rule's compat protocol:
+    /// add them with [`Batch::add_rule_compat`](super::Batch::add_rule_compat).
+    pub fn proto(mut self, proto: u8) -> Self {
+        self.rule.exprs.push(Expr::Meta {
+            key: MetaKey::L4Proto,
+            dreg: Reg::R1,
+        });
+        self.rule.exprs.push(Expr::Cmp {
+            sreg: Reg::R1,
+            op: CmpOp::Eq,
+            data: vec![proto],
+        });
+        self
+    }
+
+    /// `-m tcp|udp --dport PORT` (after `proto`), which iptables-nft writes natively.
+    pub fn dport(mut self, port: u16) -> Self {
+        self.rule.exprs.push(Expr::Payload {
+            base: PayloadBase::Transport,
+            offset: 2,
+            len: 2,
+            dreg: Reg::R1,
+        });
+        self.rule.exprs.push(Expr::Cmp {
+            sreg: Reg::R1,
+            op: CmpOp::Eq,
+            data: port.to_be_bytes().to_vec(),
+        });
+        self
+    }
+
+    /// `-m mark --mark VALUE/MASK`, which iptables-nft writes natively.
+    pub fn mark(mut self, value: u32, mask: u32) -> Self {
+        self.rule.exprs.push(Expr::Meta {
+            key: MetaKey::Mark,
+            dreg: Reg::R1,
+        });
+        if mask != u32::MAX {
+            self.rule.exprs.push(Expr::Bitwise {
+                sreg: Reg::R1,
+                dreg: Reg::R1,
+                mask: mask.to_ne_bytes().to_vec(),
+                xor: vec![0; 4],
+            });
+        }
+        self.rule.exprs.push(Expr::Cmp {
+            sreg: Reg::R1,
+            op: CmpOp::Eq,
+            data: value.to_ne_bytes().to_vec(),
         });
         self
     }
@@ -479,6 +576,27 @@ mod tests {
             &a.exprs,
             &IptRule::new(&t, "C").comment("y").jump("RETURN").exprs
         ));
+    }
+
+    #[test]
+    fn portmap_extensions_match_iptables_nft_bytes() {
+        // Raw dumps of the reference portmap's rules (iptables-nft 1.8.9).
+        let info = |e: &Expr| Xt::from_expr(e).unwrap().info;
+        let mp = info(&multiport(true, &[8080]));
+        assert_eq!((&mp[..4], mp.len()), (&[1u8, 1, 0x90, 0x1f][..], 48));
+        assert_eq!(info(&addrtype_dst(1 << 2)), [0, 0, 4, 0, 0, 0, 0, 0]);
+        let d = dnat_target("10.88.0.5".parse().unwrap(), Some(80));
+        let mut want = vec![3, 0, 0, 0, 10, 88, 0, 5];
+        want.extend([0; 12]);
+        want.extend([10, 88, 0, 5]);
+        want.extend([0; 12]);
+        want.extend([0, 0x50, 0, 0x50]);
+        want.extend([0; 8]);
+        assert_eq!((d.name.as_str(), d.rev, d.info), ("DNAT", 2, want));
+        assert_eq!(mark_target(0x2000, 0x2000).info, [0, 0x20, 0, 0, 0, 0x20, 0, 0]);
+        let m = masquerade_target(false);
+        assert_eq!((m.info.len(), m.info[0]), (24, 1));
+        assert_eq!(masquerade_target(true).info, vec![0; 40]);
     }
 
     #[test]
