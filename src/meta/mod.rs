@@ -5,6 +5,7 @@
 //! - [`masq_iptables`]: ipMasq with `ipMasqBackend: "iptables"` (the reference's iptables rules);
 //! - [`spoofcheck`]: bridge `macspoofchk` (`bridge nat`);
 //! - [`portmap`]: the portmap plugin (`ip`/`ip6 cni_hostport`);
+//! - [`portmap_iptables`]: portmap's rules for `backend: "iptables"` (the reference's own);
 //! - [`firewall`]: the firewall plugin (`inet cni_firewall`, `bridge cni_firewall`);
 //! - [`bandwidth`]: tbf shaping on the host veth and an IFB (not in the plugin table yet: its
 //!   kernel tests and the comparison with the reference are still to come);
@@ -17,6 +18,7 @@ pub mod flannel;
 pub mod masq_iptables;
 pub mod masquerade;
 pub mod portmap;
+pub mod portmap_iptables;
 pub mod sha512;
 pub mod spoofcheck;
 pub mod tuning;
