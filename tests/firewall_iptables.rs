@@ -444,3 +444,55 @@ fn bridge_ipmasq_backend_iptables_equals_the_references() {
     out.expect_err(7);
     assert!(out.msg().unwrap().contains("ipMasqBackend"), "{out}");
 }
+
+/// Parallel ADDs (a node starting many pods) add the shared rules once: each batch is
+/// committed only at the ruleset generation its listings saw.
+#[test]
+fn parallel_adds_share_the_chains() {
+    if !require("parallel_adds_share_the_chains") {
+        return;
+    }
+    let tmp = TempDir::new("fwipt-par");
+    let dir = PluginDir::new();
+    let node = TestNs::new_node("fwipt-par");
+    let pod = TestNs::new("fwipt-parpod");
+    dockerize(&node, &tmp);
+    let n = 12;
+    std::thread::scope(|s| {
+        for i in 0..n {
+            let (node, pod, dir) = (&node, &pod, &dir);
+            s.spawn(move || {
+                let p = prev(
+                    "cni0",
+                    "veth1",
+                    &format!("10.88.1.{}/24", i + 2),
+                    &format!("fd00:1::{}/64", i + 2),
+                );
+                fw(
+                    node,
+                    dir,
+                    "ADD",
+                    &format!("par{i}"),
+                    pod,
+                    &fw_conf(&p, "", "same-bridge"),
+                )
+                .expect_ok();
+            });
+        }
+    });
+    for t in [&["iptables", "-S"][..], &["ip6tables", "-S"]] {
+        let s = text(&node, t);
+        let count = |needle: &str| s.lines().filter(|l| l.contains(needle)).count();
+        assert_eq!(
+            count("-A FORWARD -m comment --comment \"CNI firewall plugin rules\" -j CNI-FORWARD"),
+            1,
+            "{s}"
+        );
+        assert_eq!(count("-j CNI-ISOLATION-STAGE-1"), 1, "{s}");
+        assert_eq!(count("-j CNI-ADMIN"), 1, "{s}");
+        assert_eq!(count("same-bridge)\" -j RETURN"), 2, "{s}");
+        assert_eq!(count("-A CNI-FORWARD -s "), n, "{s}");
+    }
+    let nft = text(&node, &["nft", "list", "chain", "inet", "cni_firewall", "CNI-FORWARD"]);
+    assert_eq!(nft.matches("jump CNI-ADMIN").count(), 1, "{nft}");
+}

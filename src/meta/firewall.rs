@@ -205,17 +205,22 @@ fn add(args: &CmdArgs) -> Result<CniResult> {
     };
     let sock = NftSocket::open()?;
     let comment = super::portmap::rule_comment(&conf.net.name, &args.container_id, &args.ifname);
-    let mut b = Batch::new();
-    if backend != Backend::Iptables {
-        add_nft(&sock, &mut b, &conf, &prev, ingress, &comment)?;
-    }
-    for (f, ips) in ipt_families(&sock, backend, &prev)? {
-        ipt_add(&sock, &mut b, f, &ips, &conf.admin_chain, ingress, bridge)?;
-    }
     if backend != Backend::Nftables {
         warn_legacy(&prev);
     }
-    b.commit(&sock).context("failed to set up firewall rules")?;
+    // Shared rules are added only when missing: pods added in parallel would each add them
+    // (seen: three FORWARD jumps from twelve parallel ADDs). So the batch is committed only at
+    // the generation its listings saw, and rebuilt when another writer came in between.
+    Batch::build_and_commit(&sock, Batch::BUSY_RETRIES, |b| -> Result<()> {
+        if backend != Backend::Iptables {
+            add_nft(&sock, b, &conf, &prev, ingress, &comment)?;
+        }
+        for (f, ips) in ipt_families(&sock, backend, &prev)? {
+            ipt_add(&sock, b, f, &ips, &conf.admin_chain, ingress, bridge)?;
+        }
+        Ok(())
+    })
+    .context("failed to set up firewall rules")?;
     Ok(prev)
 }
 

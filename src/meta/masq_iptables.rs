@@ -71,51 +71,57 @@ fn rules(t: &Table, chain: &str, comment: &str, ip: IpNet) -> [Rule; 3] {
 pub fn setup(sock: &NftSocket, network: &str, container_id: &str, ips: &[IpNet]) -> Result<()> {
     let chain = chain_name(network, container_id);
     let comment = comment(network, container_id);
-    let mut b = Batch::new();
-    for v6 in [false, true] {
-        let mine: Vec<IpNet> = ips
-            .iter()
-            .copied()
-            .filter(|i| matches!(i, IpNet::V6(_)) == v6)
-            .collect();
-        if mine.is_empty() {
-            continue;
+    // Committed at the generation of the listings (parallel ADDs share POSTROUTING).
+    Batch::build_and_commit(sock, Batch::BUSY_RETRIES, |b| -> Result<()> {
+        for v6 in [false, true] {
+            let mine: Vec<IpNet> = ips
+                .iter()
+                .copied()
+                .filter(|i| matches!(i, IpNet::V6(_)) == v6)
+                .collect();
+            if !mine.is_empty() {
+                queue_family(sock, b, v6, &chain, &comment, &mine)?;
+            }
         }
-        let f = family(v6);
-        let t = Table::new(f, TABLE);
-        let chains: Vec<String> = sock.list_chains(f, TABLE)?.into_iter().map(|c| c.name).collect();
-        if chains.is_empty() && !sock.table_exists(f, TABLE)? {
-            b.add_table(&t);
-        }
-        // Only missing chains are sent: re-adding an existing base chain would reset its policy.
-        if !chains.iter().any(|c| c == POSTROUTING) {
-            b.add_chain(&Chain::base(
-                &t,
-                POSTROUTING,
-                ChainType::Nat,
-                Hook::Postrouting,
-                priority::SRCNAT,
-                Policy::Accept,
-            ));
-        }
-        if !chains.contains(&chain) {
-            b.add_chain(&Chain::regular(&t, &chain));
-        }
-        let mut have = sock.list_rules(f, TABLE, &chain)?;
-        have.extend(sock.list_rules(f, TABLE, POSTROUTING)?);
-        for ip in mine {
-            for r in rules(&t, &chain, &comment, ip) {
-                if !have
-                    .iter()
-                    .any(|h| h.chain == r.chain && xt::same_rule(&h.exprs, &r.exprs))
-                {
-                    b.add_rule(&r, Position::Append);
-                    have.push(r);
-                }
+        Ok(())
+    })
+    .context("failed to set up IP masquerading (iptables)")
+}
+
+fn queue_family(sock: &NftSocket, b: &mut Batch, v6: bool, chain: &str, comment: &str, ips: &[IpNet]) -> Result<()> {
+    let f = family(v6);
+    let t = Table::new(f, TABLE);
+    let chains: Vec<String> = sock.list_chains(f, TABLE)?.into_iter().map(|c| c.name).collect();
+    if chains.is_empty() && !sock.table_exists(f, TABLE)? {
+        b.add_table(&t);
+    }
+    // Only missing chains are sent: re-adding an existing base chain would reset its policy.
+    if !chains.iter().any(|c| c == POSTROUTING) {
+        b.add_chain(&Chain::base(
+            &t,
+            POSTROUTING,
+            ChainType::Nat,
+            Hook::Postrouting,
+            priority::SRCNAT,
+            Policy::Accept,
+        ));
+    }
+    if !chains.iter().any(|c| c == chain) {
+        b.add_chain(&Chain::regular(&t, chain));
+    }
+    let mut have = sock.list_rules(f, TABLE, chain)?;
+    have.extend(sock.list_rules(f, TABLE, POSTROUTING)?);
+    for ip in ips {
+        for r in rules(&t, chain, comment, *ip) {
+            if !have
+                .iter()
+                .any(|h| h.chain == r.chain && xt::same_rule(&h.exprs, &r.exprs))
+            {
+                b.add_rule(&r, Position::Append);
+                have.push(r);
             }
         }
     }
-    b.commit(sock).context("failed to set up IP masquerading (iptables)")?;
     Ok(())
 }
 

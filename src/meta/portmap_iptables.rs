@@ -360,21 +360,25 @@ fn ctx(sock: &NftSocket, v6: bool, create: bool) -> Result<Ctx<'_>> {
 /// ADD for one container address (the reference's `forwardPorts`), one atomic batch.
 pub fn setup(sock: &NftSocket, p: &Params, maps: &[Mapping], container: IpNet) -> Result<()> {
     let v6 = matches!(container, IpNet::V6(_));
-    let mut c = ctx(sock, v6, true)?;
-    let t = c.t.clone();
-    let mark = 1u32 << p.mark_bit;
-    if p.snat && p.external_setmark.is_none() {
-        c.setup(&setmark_chain(&t, mark))?;
-        c.setup(&masq_chain(&t, v6, mark))?;
-    }
-    c.setup(&toplevel_chain(&t))?;
-    let dn = dnat_chain(&t, p, maps, container);
-    // A stale chain of the same attachment goes first, as in the reference.
-    c.teardown(&dn.name, &[DNAT_CHAIN])?;
-    c.setup(&dn)?;
-    c.b.commit(sock)
-        .with_context(|| format!("failed to set up port mappings (iptables, {})", t.family))?;
-    Ok(())
+    let family = table(v6).family;
+    // Committed at the generation of the listings: parallel ADDs share the top-level chains.
+    Batch::build_and_commit(sock, Batch::BUSY_RETRIES, |b| -> Result<()> {
+        let mut c = ctx(sock, v6, true)?;
+        let t = c.t.clone();
+        let mark = 1u32 << p.mark_bit;
+        if p.snat && p.external_setmark.is_none() {
+            c.setup(&setmark_chain(&t, mark))?;
+            c.setup(&masq_chain(&t, v6, mark))?;
+        }
+        c.setup(&toplevel_chain(&t))?;
+        let dn = dnat_chain(&t, p, maps, container);
+        // A stale chain of the same attachment goes first, as in the reference.
+        c.teardown(&dn.name, &[DNAT_CHAIN])?;
+        c.setup(&dn)?;
+        *b = std::mem::take(&mut c.b);
+        Ok(())
+    })
+    .with_context(|| format!("failed to set up port mappings (iptables, {family})"))
 }
 
 /// DEL (the reference's `unforwardPorts`): in both families the attachment's DNAT chain with

@@ -260,7 +260,39 @@ impl Batch {
     /// Sends the batch and waits for the kernel's verdict on every message. On error nothing
     /// of the batch has been applied; the error names the message that failed.
     pub fn commit(&self, sock: &NftSocket) -> Result<(), NftError> {
-        sock.commit(&self.msgs)
+        sock.commit(&self.msgs, None)
+    }
+
+    /// [`commit`](Self::commit), but only if the ruleset is still at `generation` (from
+    /// [`NftSocket::generation`]); otherwise nothing is applied and the error says
+    /// [`is_generation_changed`](NftError::is_generation_changed): list again, rebuild, retry.
+    /// This makes "add unless present" safe against concurrent writers (as iptables-nft does).
+    pub fn commit_if_unchanged(&self, sock: &NftSocket, generation: u32) -> Result<(), NftError> {
+        sock.commit(&self.msgs, Some(generation))
+    }
+
+    /// A retry count for [`build_and_commit`](Self::build_and_commit) fit for a busy node
+    /// (each retry is one concurrent writer, e.g. another pod's ADD).
+    pub const BUSY_RETRIES: u32 = 100;
+
+    /// Reads the generation, lets `build` list what it needs and fill a fresh batch, and
+    /// commits it at that generation; when another writer changed the ruleset in between,
+    /// starts over (at most `retries` more times). For "add unless present" batches.
+    pub fn build_and_commit<E: From<NftError>>(
+        sock: &NftSocket,
+        retries: u32,
+        mut build: impl FnMut(&mut Batch) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let mut attempt = 0;
+        loop {
+            let generation = sock.generation()?;
+            let mut b = Batch::new();
+            build(&mut b)?;
+            match b.commit_if_unchanged(sock, generation) {
+                Err(e) if e.is_generation_changed() && attempt < retries => attempt += 1,
+                r => return Ok(r?),
+            }
+        }
     }
 }
 
