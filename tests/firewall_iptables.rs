@@ -496,3 +496,55 @@ fn parallel_adds_share_the_chains() {
     let nft = text(&node, &["nft", "list", "chain", "inet", "cni_firewall", "CNI-FORWARD"]);
     assert_eq!(nft.matches("jump CNI-ADMIN").count(), 1, "{nft}");
 }
+
+/// ptp `ipMasqBackend: "iptables"`: the same nat rules as the reference ptp's; our DEL
+/// removes them with the netns already gone.
+#[test]
+fn ptp_ipmasq_backend_iptables_equals_the_references() {
+    if !require("ptp_ipmasq_backend_iptables_equals_the_references") || !rig::reference_available("ptp") {
+        assert!(!rig::in_ci(), "needs the reference ptp");
+        return;
+    }
+    let dir = PluginDir::new();
+    let (ours, refn) = (TestNs::new_node("fwipt-ptp"), TestNs::new_node("fwipt-ptpref"));
+    let (d1, d2) = (TempDir::new("fwipt-ptp"), TempDir::new("fwipt-ptpref"));
+    let conf = |data: &TempDir, backend: Option<&str>| {
+        let mut c = json!({"cniVersion": "1.0.0", "name": "ptpnet", "type": "ptp", "ipMasq": true,
+            "ipam": {"type": "host-local", "dataDir": data.as_str(), "subnet": "10.98.0.0/24"}});
+        if let Some(b) = backend {
+            c["ipMasqBackend"] = json!(b);
+        }
+        c
+    };
+    let run = |node: &TestNs, pod: &TestNs, cmd: &str, c: &Value, ours: bool| {
+        let inv = Invocation::new("ptp", cmd)
+            .container_id("ctr-ptp")
+            .pod(pod)
+            .config(c)
+            .in_node(node);
+        if ours {
+            inv.env("PATH", "").run_ours_in(&dir)
+        } else {
+            inv.run_reference()
+        }
+    };
+    let pod = TestNs::new("fwipt-ptppod");
+    let ref_pod = TestNs::new("fwipt-ptprefpod");
+    run(&ours, &pod, "ADD", &conf(&d1, Some("iptables")), true).expect_ok();
+    run(&refn, &ref_pod, "ADD", &conf(&d2, None), false).expect_ok();
+    assert_eq!(nat_text(&ours), nat_text(&refn));
+    assert!(nat_text(&ours).contains("-A POSTROUTING -s 10.98.0.2/32"));
+    // DEL with the netns gone: the chain is found by its name.
+    drop(pod);
+    let gone = rig::vanished_netns_path();
+    Invocation::new("ptp", "DEL")
+        .container_id("ctr-ptp")
+        .netns(&gone)
+        .config(&conf(&d1, Some("iptables")))
+        .in_node(&ours)
+        .env("PATH", "")
+        .run_ours_in(&dir)
+        .expect_ok();
+    let t = nat_text(&ours);
+    assert!(!t.contains("CNI-") && !t.contains("10.98.0.2"), "{t}");
+}
