@@ -7,6 +7,7 @@ pub mod cli;
 pub mod cni;
 pub mod demo;
 pub mod interface;
+pub mod invocation_log;
 pub mod ipam;
 pub mod linux;
 pub mod meta;
