@@ -10,6 +10,7 @@
 #   make bench        build, then time the same work through the reference plugins and cni-multi
 #   make cluster-demo a simulated 3-node flannel cluster in throw-away netns; prints a report (root)
 #   make e2e          build, then podman (CNI backend) with only cni-multi's symlinks (e2e/run.sh; root)
+#   make image        build, then an OCI image FROM scratch holding only the binary (podman; deploy/)
 #   make vm-test      build, then boot a Debian kernel in qemu and run vm/tests/*.sh in it (vm/README.md)
 
 CARGO ?= cargo
@@ -21,7 +22,9 @@ DIR ?= /opt/cni/bin
 RELEASE_BIN := $(CARGO_TARGET_DIR)/$(TARGET)/release/cni-multi
 BIN := $(CARGO_TARGET_DIR)/cni-multi
 
-.PHONY: deps build test test-host conformance install demo bench cluster-demo vm-test e2e
+IMAGE ?= localhost/cni-multi:latest
+
+.PHONY: image deps build test test-host conformance install demo bench cluster-demo vm-test e2e
 
 build:
 	RUSTFLAGS='-C target-feature=+crt-static' $(CARGO) build --release --locked --target $(TARGET)
@@ -80,3 +83,9 @@ vm-test: deps build
 # netns (e2e/run.sh). The runtimes themselves come from `make deps`.
 e2e: deps build
 	E2E_BIN=$(BIN) e2e/run.sh
+
+# The node-install image (deploy/Containerfile): the static binary alone, entrypoint
+# `cni-multi install --copy --dir /host/opt/cni/bin`. Tested by e2e/image.sh.
+image: build
+	ctx=$$(mktemp -d) && cp $(BIN) "$$ctx/cni-multi" && cp deploy/Containerfile "$$ctx/" && \
+	podman build -q -t $(IMAGE) "$$ctx"; rc=$$?; rm -rf "$$ctx"; exit $$rc

@@ -89,6 +89,10 @@ struct InstallCmd {
     /// print what would be done, change nothing
     #[argh(switch)]
     dry_run: bool,
+    /// copy this executable into the directory as `cni-multi` and point the symlinks at that
+    /// copy (relative links): for installing from a container image onto a host directory
+    #[argh(switch)]
+    copy: bool,
 }
 
 #[derive(FromArgs)]
@@ -168,7 +172,7 @@ pub fn main() -> i32 {
                 1
             }
         },
-        TopCmd::Install(i) => match install(&i.dir, i.dry_run) {
+        TopCmd::Install(i) => match install(&i.dir, i.dry_run, i.copy) {
             Ok(()) => 0,
             Err(e) => {
                 eprintln!("cni-multi install: {e:#}");
@@ -272,28 +276,79 @@ fn run_plugin(plugin: &'static crate::cni::Plugin, c: PluginCmd) -> i32 {
 }
 
 /// One symlink per plugin, each made under a temporary name and renamed over the
-/// old file so that a runtime never sees a missing or half-written plugin.
-pub fn install(dir: &Path, dry_run: bool) -> anyhow::Result<()> {
+/// old file so that a runtime never sees a missing or half-written plugin. Other files in
+/// the directory are left alone, and running it again changes nothing.
+///
+/// With `copy`, the executable itself is first copied to `<dir>/cni-multi` the same way
+/// (written and synced under a temporary name, then renamed: a plugin executing the old copy
+/// at that moment keeps its inode and is never torn), and the links are relative
+/// (`bridge -> cni-multi`), so they stay right when the directory is seen under another
+/// path, as a host's /opt/cni/bin is from an installer container's /host/opt/cni/bin.
+pub fn install(dir: &Path, dry_run: bool, copy: bool) -> anyhow::Result<()> {
     use anyhow::Context;
     let exe = std::fs::canonicalize("/proc/self/exe").context("cannot resolve this executable's path")?;
     if !dry_run {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
+    let target = if copy {
+        let dst = dir.join("cni-multi");
+        println!("{} <- {}", dst.display(), exe.display());
+        if !dry_run && !same_content(&exe, &dst) {
+            copy_atomically(&exe, &dst)?;
+        }
+        PathBuf::from("cni-multi")
+    } else {
+        exe
+    };
     for name in plugins::names() {
         let dst = dir.join(name);
-        println!("{} -> {}", dst.display(), exe.display());
-        if dry_run {
+        println!("{} -> {}", dst.display(), target.display());
+        if dry_run || std::fs::read_link(&dst).is_ok_and(|t| t == target) {
             continue;
         }
         let tmp = dir.join(format!(".{name}.cni-multi-{}", std::process::id()));
         let _ = std::fs::remove_file(&tmp);
-        std::os::unix::fs::symlink(&exe, &tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+        std::os::unix::fs::symlink(&target, &tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
         if let Err(e) = std::fs::rename(&tmp, &dst) {
             let _ = std::fs::remove_file(&tmp);
             return Err(e).with_context(|| format!("cannot replace {}", dst.display()));
         }
     }
     Ok(())
+}
+
+fn same_content(a: &Path, b: &Path) -> bool {
+    match (std::fs::symlink_metadata(a), std::fs::symlink_metadata(b)) {
+        (Ok(ma), Ok(mb)) if mb.file_type().is_file() && ma.len() == mb.len() => {
+            matches!((std::fs::read(a), std::fs::read(b)), (Ok(x), Ok(y)) if x == y)
+        }
+        _ => false,
+    }
+}
+
+fn copy_atomically(src: &Path, dst: &Path) -> anyhow::Result<()> {
+    use anyhow::Context;
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = dst.with_file_name(format!(".cni-multi.copy-{}", std::process::id()));
+    let write = || -> std::io::Result<()> {
+        let bytes = std::fs::read(src)?;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o755)
+            .open(&tmp)?;
+        f.write_all(&bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, dst)
+    };
+    let _ = std::fs::remove_file(&tmp);
+    write()
+        .map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            anyhow::Error::new(e)
+        })
+        .with_context(|| format!("cannot copy {} to {}", src.display(), dst.display()))
 }
 
 fn run_net(n: NetCmd) -> anyhow::Result<()> {
