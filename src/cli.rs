@@ -25,6 +25,33 @@ enum TopCmd {
     Version(VersionCmd),
     Net(Box<NetCmd>),
     Demo(DemoCmd),
+    Inspect(InspectCmd),
+}
+
+#[derive(FromArgs)]
+/// Show every network, attachment, reservation and port mapping on this node, and the leaks
+/// (read-only; exit 1 when a problem is found). Run it in the node's network namespace.
+#[argh(subcommand, name = "inspect")]
+struct InspectCmd {
+    /// the network configuration dir (default /etc/cni/net.d, or $NETCONFPATH)
+    #[argh(option)]
+    conf_dir: Option<PathBuf>,
+    /// libcni's cache dir (default /var/lib/cni)
+    #[argh(option, default = "PathBuf::from(\"/var/lib/cni\")")]
+    cache_dir: PathBuf,
+    /// the plugin path used for STATUS and --gc (default /opt/cni/bin, or $CNI_PATH)
+    #[argh(option)]
+    cni_path: Option<String>,
+    /// the invocation log to show recent errors from (default $CNI_MULTI_LOG)
+    #[argh(option)]
+    log: Option<PathBuf>,
+    /// print JSON instead of the tree
+    #[argh(switch)]
+    json: bool,
+    /// clean exactly the problems marked "--gc cleans it" (CNI DEL from the cache, then GC
+    /// with every other attachment valid)
+    #[argh(switch)]
+    gc: bool,
 }
 
 #[derive(FromArgs)]
@@ -172,6 +199,7 @@ pub fn main() -> i32 {
                 1
             }
         },
+        TopCmd::Inspect(i) => run_inspect(i),
         TopCmd::Install(i) => match install(&i.dir, i.dry_run, i.copy) {
             Ok(()) => 0,
             Err(e) => {
@@ -180,6 +208,43 @@ pub fn main() -> i32 {
             }
         },
     }
+}
+
+fn run_inspect(i: InspectCmd) -> i32 {
+    use crate::inspect::{self, Options};
+    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    let opts = Options {
+        conf_dir: i
+            .conf_dir
+            .or_else(|| env("NETCONFPATH").map(PathBuf::from))
+            .unwrap_or_else(|| PathBuf::from("/etc/cni/net.d")),
+        cache_dir: i.cache_dir,
+        cni_path: i
+            .cni_path
+            .or_else(|| env("CNI_PATH"))
+            .unwrap_or_else(|| "/opt/cni/bin".into()),
+        log: i
+            .log
+            .or_else(|| env(crate::invocation_log::ENV_PATH).map(PathBuf::from)),
+    };
+    crate::cni::delegate::set_builtins(plugins::lookup);
+    if i.gc {
+        let (cleaned, errors) = inspect::gc(&opts);
+        for p in &cleaned {
+            println!("cleaned {} {} {}: {}", p.kind, p.network, p.container_id, p.detail);
+        }
+        for e in &errors {
+            eprintln!("cni-multi inspect --gc: {e}");
+        }
+        return i32::from(!errors.is_empty());
+    }
+    let report = inspect::inspect(&opts);
+    if i.json {
+        println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+    } else {
+        print!("{}", inspect::render(&report));
+    }
+    i32::from(!report.problems.is_empty())
 }
 
 fn early_exit(e: argh::EarlyExit) -> i32 {

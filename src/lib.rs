@@ -6,6 +6,7 @@
 pub mod cli;
 pub mod cni;
 pub mod demo;
+pub mod inspect;
 pub mod interface;
 pub mod invocation_log;
 pub mod ipam;
