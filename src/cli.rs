@@ -26,6 +26,17 @@ enum TopCmd {
     Net(Box<NetCmd>),
     Demo(DemoCmd),
     Inspect(InspectCmd),
+    Explain(ExplainCmd),
+}
+
+#[derive(FromArgs)]
+/// List every config key a plugin accepts, with type, default and meaning (also shown by
+/// `cni-multi <plugin> --help`).
+#[argh(subcommand, name = "explain")]
+struct ExplainCmd {
+    /// the plugin, e.g. bridge
+    #[argh(positional)]
+    plugin: String,
 }
 
 #[derive(FromArgs)]
@@ -163,7 +174,14 @@ pub fn main() -> i32 {
         let cmd_name = format!("cni-multi {}", plugin.name);
         return match PluginCmd::from_args(&[&cmd_name], &strs[2..]) {
             Ok(c) => run_plugin(plugin, c),
-            Err(e) => early_exit(e),
+            Err(e) => {
+                let help = e.status.is_ok();
+                let code = early_exit(e);
+                if let Some(keys) = crate::explain::lookup(plugin.name).filter(|_| help) {
+                    print!("\n{}", crate::explain::render(keys));
+                }
+                code
+            }
         };
     }
     let top = match Top::from_args(&["cni-multi"], strs.get(1..).unwrap_or(&[])) {
@@ -200,6 +218,20 @@ pub fn main() -> i32 {
             }
         },
         TopCmd::Inspect(i) => run_inspect(i),
+        TopCmd::Explain(e) => match crate::explain::lookup(&e.plugin) {
+            Some(keys) => {
+                print!("{}", crate::explain::render(keys));
+                0
+            }
+            None => {
+                eprintln!(
+                    "cni-multi explain: no plugin {:?}; plugins: {}",
+                    e.plugin,
+                    plugins::names().join(", ")
+                );
+                2
+            }
+        },
         TopCmd::Install(i) => match install(&i.dir, i.dry_run, i.copy) {
             Ok(()) => 0,
             Err(e) => {

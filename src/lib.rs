@@ -6,6 +6,7 @@
 pub mod cli;
 pub mod cni;
 pub mod demo;
+pub mod explain;
 pub mod inspect;
 pub mod interface;
 pub mod invocation_log;

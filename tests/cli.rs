@@ -396,3 +396,28 @@ fn plugins_drop_unneeded_capabilities() {
     }
     assert_eq!(pod.link("lo").unwrap()["operstate"], "UNKNOWN", "the ADD still worked");
 }
+
+#[test]
+fn explain_and_plugin_help_list_every_key_with_type_and_default() {
+    let o = cni_multi(&["explain", "portmap"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = stdout(&o);
+    let snat = out
+        .lines()
+        .find(|l| l.trim_start().starts_with("snat "))
+        .expect("snat listed");
+    assert!(snat.contains("bool") && snat.contains("true"), "{snat}");
+    assert!(out.contains("common keys"), "{out}");
+    // Every listed plugin explains itself; the same text follows `<plugin> --help`.
+    for line in stdout(&cni_multi(&["list"])).lines() {
+        let name = line.split_whitespace().next().unwrap();
+        let e = cni_multi(&["explain", name]);
+        assert!(e.status.success(), "explain {name}");
+        let h = cni_multi(&[name, "--help"]);
+        assert!(h.status.success(), "{name} --help");
+        assert!(stdout(&h).ends_with(&stdout(&e)), "{name} --help:\n{}", stdout(&h));
+    }
+    let bad = cni_multi(&["explain", "nosuch"]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("no plugin \"nosuch\""));
+}
