@@ -217,11 +217,41 @@ fn inspect_reports_attachments_finds_the_leaks_and_gc_cleans_exactly_them() {
     // F: a fresh reservation with no cache entry, as an ADD in flight has.
     std::fs::write(node.data.join("insnet/10.66.0.200"), "ctr-f\r\neth0").unwrap();
 
+    // A failed ADD in the invocation log shows up as a recent error.
+    let log = node.conf.join("invocations.log");
+    let bad = Command::new(rig::tool("nsenter"))
+        .arg(format!("--net={}", node.ns.path_str()))
+        .arg("--")
+        .arg(node.bin.plugin("bridge"))
+        .env_clear()
+        .env("CNI_MULTI_LOG", &log)
+        .env("CNI_COMMAND", "ADD")
+        .env("CNI_CONTAINERID", "ctr-bad")
+        .env("CNI_NETNS", pa.path_str())
+        .env("CNI_IFNAME", "eth1")
+        .env("CNI_PATH", node.bin.as_str())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin
+                .take()
+                .unwrap()
+                .write_all(br#"{"cniVersion":"1.0.0","name":"insnet","type":"bridge","mtu":-1}"#)?;
+            c.wait_with_output()
+        })
+        .unwrap();
+    assert!(!bad.status.success());
+
     let before = node.snapshot();
-    let (code, out) = node.inspect(&["--json"]);
+    let (code, out) = node.inspect(&["--json", "--log", log.to_str().unwrap()]);
     assert_eq!(code, 1, "problems found means exit 1:\n{out}");
     let r: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(node.snapshot(), before, "inspect changed something");
+    assert_eq!(r["recentErrors"].as_array().unwrap().len(), 1, "{out}");
+    assert_eq!(r["recentErrors"][0]["containerID"], "ctr-bad");
+    assert_eq!(r["recentErrors"][0]["code"], 7);
     let net = &r["networks"][0];
     assert_eq!(net["name"], "insnet");
     assert_eq!(net["bridge"], "cniins0");
@@ -268,7 +298,7 @@ fn inspect_reports_attachments_finds_the_leaks_and_gc_cleans_exactly_them() {
         ]
     );
     // The tree says the same for people.
-    let (code, tree) = node.inspect(&[]);
+    let (code, tree) = node.inspect(&["--log", log.to_str().unwrap()]);
     println!("{tree}");
     assert_eq!(code, 1);
     assert!(tree.contains("network insnet"), "{tree}");
@@ -279,6 +309,10 @@ fn inspect_reports_attachments_finds_the_leaks_and_gc_cleans_exactly_them() {
     );
     assert!(tree.contains("port 8081/tcp -> 80"), "{tree}");
     assert!(tree.contains("! leaked-reservation insnet"), "{tree}");
+    assert!(
+        tree.contains("recent error: ") && tree.contains("bridge ADD ctr-bad: code 7"),
+        "{tree}"
+    );
 
     let rules_before = node.ns.exec_ok(&["nft", "list", "ruleset"]);
     assert!(rules_before.contains("ctr-d"), "D's rules are there to be leaked");
