@@ -199,7 +199,8 @@ pub fn teardown(sock: &NftSocket, network: &str, ifname: &str, container_id: &st
     delete_into(&mut b, &rules);
     let comment = reference::masq_comment(network, container_id);
     let chain = reference::masq_chain(network, container_id);
-    let theirs = reference::plan_nat_removal(sock, &mut b, &|c| c == comment, &[chain])?;
+    let scope = reference::Scope::Chains(&["POSTROUTING"]);
+    let theirs = reference::plan_nat_removal(sock, &mut b, scope, &|c| c == comment, &[chain])?;
     if theirs == 0 {
         reference::note_if_legacy("nat", "ipMasq chains");
     }
@@ -225,7 +226,7 @@ pub fn gc(sock: &NftSocket, network: &str, valid: &[(&str, &str)]) -> Result<()>
         reference::parse_comment(c, "")
             .is_some_and(|(net, cid)| net == network && !valid.iter().any(|(v, _)| *v == cid))
     };
-    reference::plan_nat_removal(sock, &mut b, &dead, &[])?;
+    reference::plan_nat_removal(sock, &mut b, reference::Scope::Table, &dead, &[])?;
     commit(sock, &b).with_context(|| format!("failed to garbage-collect IP masquerading of network {network}"))
 }
 

@@ -500,7 +500,14 @@ fn del(args: &CmdArgs) -> Result<()> {
         reference::dnat_chain(&net.name, &args.container_id),
         reference::chain_name("SN-", &net.name, &args.container_id),
     ];
-    match reference::plan_nat_removal(&sock, &mut b, &|c| c == dnat || c == snat, &chains) {
+    // Where the reference's releases put an attachment's jumps (CNI-HOSTPORT-SNAT: before 0.8).
+    let scope = reference::Scope::Chains(&[
+        reference::HOSTPORT_DNAT,
+        "CNI-HOSTPORT-SNAT",
+        "CNI-HOSTPORT-MASQ",
+        "CNI-HOSTPORT-SETMARK",
+    ]);
+    match reference::plan_nat_removal(&sock, &mut b, scope, &|c| c == dnat || c == snat, &chains) {
         Ok(0) => reference::note_if_legacy("nat", "port mappings"),
         Ok(_) => {}
         Err(e) => errors.push(format!("iptables: {e:#}")),
@@ -668,7 +675,7 @@ fn gc(args: &CmdArgs) -> Result<()> {
                 .is_some_and(|(n, cid)| n == net.name && !valid.iter().any(|a| a.container_id == cid))
         })
     };
-    if let Err(e) = reference::plan_nat_removal(&sock, &mut b, &dead, &[]) {
+    if let Err(e) = reference::plan_nat_removal(&sock, &mut b, reference::Scope::Table, &dead, &[]) {
         errors.push(format!("iptables: {e:#}"));
     }
     if !b.is_empty() {

@@ -89,19 +89,49 @@ fn per_attachment(chain: &str) -> bool {
     chain.starts_with("CNI-") && !SHARED.contains(&chain)
 }
 
+/// Where [`plan_nat_removal`] looks.
+pub enum Scope<'a> {
+    /// Only these chains (DEL: the chains the reference uses for one attachment; fast on a
+    /// node whose nat table is large).
+    Chains(&'a [&'a str]),
+    /// Every chain of the table (GC).
+    Table,
+}
+
 /// Adds to `b` the removal, in the nat tables of both families, of the rules `pick` selects by
 /// comment, of the per-attachment chains they are in or jump to, of the chains `names` (if they
-/// exist) and of every rule still jumping to a removed chain. Returns how many objects go.
+/// exist) and of every rule (within `scope`) still jumping to a removed chain. Returns how many
+/// objects go.
 pub fn plan_nat_removal(
     sock: &NftSocket,
     b: &mut Batch,
+    scope: Scope,
     pick: &dyn Fn(&str) -> bool,
     names: &[String],
 ) -> Result<usize> {
     let mut n = 0;
+    let what = "could not list the iptables nat rules";
     for v6 in [false, true] {
-        let rules = iptables::list_table(sock, v6, NAT).context("could not list the iptables nat rules")?;
-        let existing = iptables::list_chain_names(sock, v6, NAT).context("could not list the iptables nat chains")?;
+        let (rules, existing) = match scope {
+            Scope::Table => (
+                iptables::list_table(sock, v6, NAT).context(what)?,
+                iptables::list_chain_names(sock, v6, NAT).context(what)?,
+            ),
+            Scope::Chains(chains) => {
+                let mut existing = Vec::new();
+                for c in names {
+                    if iptables::chain_exists(sock, v6, NAT, c).context(what)? {
+                        existing.push(c.clone());
+                    }
+                }
+                let mut list: Vec<&str> = chains.to_vec();
+                list.extend(existing.iter().map(String::as_str));
+                (
+                    iptables::list_chains_rules(sock, v6, NAT, &list).context(what)?,
+                    existing,
+                )
+            }
+        };
         let picked: Vec<&IptRule> = rules
             .iter()
             .filter(|r| r.comment.as_deref().is_some_and(pick))
@@ -150,10 +180,10 @@ pub fn plan_forward_removal(sock: &NftSocket, b: &mut Batch, ips: &[IpAddr]) -> 
         if mine.is_empty() {
             continue;
         }
-        let rules = iptables::list_table(sock, v6, FILTER).context("could not list the iptables filter rules")?;
+        let rules = iptables::list_chains_rules(sock, v6, FILTER, &[CNI_FORWARD])
+            .context("could not list the iptables filter rules")?;
         let del: Vec<&IptRule> = rules
             .iter()
-            .filter(|r| r.chain == CNI_FORWARD)
             .filter(|r| mine.iter().any(|ip| is_forward_accept(r, *ip)))
             .collect();
         n += del.len();
@@ -178,7 +208,7 @@ pub fn attachment_ips(sock: &NftSocket, network: &str, container_id: &str) -> Re
     let (comment, dn) = (masq_comment(network, container_id), dnat_chain(network, container_id));
     let mut out = Vec::new();
     for v6 in [false, true] {
-        for r in iptables::list_table(sock, v6, NAT)? {
+        for r in iptables::list_chains_rules(sock, v6, NAT, &["POSTROUTING", &dn])? {
             let ip = if r.comment.as_deref() == Some(comment.as_str()) && r.jump_target().is_some() {
                 r.src.filter(|s| !s.invert).map(|s| s.net.addr())
             } else if r.chain == dn {
@@ -200,7 +230,7 @@ pub fn attachment_ips(sock: &NftSocket, network: &str, container_id: &str) -> Re
 /// chain that accepts the subnet and masquerades the rest (but multicast).
 pub fn masq_intact(sock: &NftSocket, network: &str, container_id: &str, ip: IpNet) -> Result<bool> {
     let v6 = ip.addr().is_ipv6();
-    let rules = iptables::list_table(sock, v6, NAT)?;
+    let rules = iptables::list_chains_rules(sock, v6, NAT, &["POSTROUTING"])?;
     let comment = masq_comment(network, container_id);
     let host = IpNet::from(ip.addr());
     let Some(entry) = rules.iter().find(|r| {
@@ -212,8 +242,7 @@ pub fn masq_intact(sock: &NftSocket, network: &str, container_id: &str, ip: IpNe
     }) else {
         return Ok(false);
     };
-    let chain = entry.jump_target().unwrap_or_default();
-    let inside: Vec<&IptRule> = rules.iter().filter(|r| r.chain == chain).collect();
+    let inside = iptables::list_chains_rules(sock, v6, NAT, &[entry.jump_target().unwrap_or_default()])?;
     let accept = inside.iter().any(|r| {
         r.dst.is_some_and(|d| !d.invert && d.net == ip.trunc())
             && r.target == iptables::IptTarget::Verdict(Verdict::Accept)
@@ -243,8 +272,8 @@ pub fn dnat_intact(
     forwards: &[Forward],
 ) -> Result<bool> {
     let v6 = cip.is_ipv6();
-    let rules = iptables::list_table(sock, v6, NAT)?;
     let (comment, chain) = (dnat_comment(network, container_id), dnat_chain(network, container_id));
+    let rules = iptables::list_chains_rules(sock, v6, NAT, &[HOSTPORT_DNAT, &chain])?;
     for f in forwards {
         let jumped = rules.iter().any(|r| {
             r.chain == HOSTPORT_DNAT
@@ -271,11 +300,11 @@ pub fn dnat_intact(
 
 /// The firewall's two accepts for `ip`, the reference's way.
 pub fn forward_intact(sock: &NftSocket, ip: IpAddr) -> Result<bool> {
-    let rules = iptables::list_table(sock, ip.is_ipv6(), FILTER)?;
+    let rules = iptables::list_chains_rules(sock, ip.is_ipv6(), FILTER, &[CNI_FORWARD])?;
     let of = |to: bool| {
         rules
             .iter()
-            .filter(|r| r.chain == CNI_FORWARD && is_forward_accept(r, ip))
+            .filter(|r| is_forward_accept(r, ip))
             .any(|r| r.dst.is_some() == to)
     };
     Ok(of(true) && of(false))
