@@ -403,3 +403,32 @@ fn legacy_iptables_is_noted_not_fatal() {
         out.stderr
     );
 }
+
+#[test]
+fn reference_ptp_ipmasq_checked_and_deleted_by_cni_multi() {
+    if !require_reference("reference_ptp_ipmasq_checked_and_deleted_by_cni_multi", "ptp") {
+        return;
+    }
+    let node = Node::new("iptpp", "ptpnet", 0x5d);
+    let pod_ns = TestNs::new_node("iptppa");
+    let conf = json!({"cniVersion": CNI_VERSION, "name": "ptpnet", "type": "ptp", "ipMasq": true,
+        "ipam": {"type": "host-local", "dataDir": node.data.as_str(),
+                 "ranges": [[{"subnet": node.subnet4}], [{"subnet": node.subnet6}]]}});
+    let out = node.run(true, node.inv("ptp", "ADD", "ctr-p", &conf).pod(&pod_ns));
+    out.expect_ok();
+    let pod = Pod {
+        ns: pod_ns,
+        cid: "ctr-p".into(),
+        results: vec![out.result().clone()],
+    };
+    let hash = reference_hash("ptpnet", "ctr-p");
+    let state = node.state();
+    assert!(state.contains(&format!(":CNI-{} ", &hash[..24])), "{state}");
+    let mut chk = conf.clone();
+    chk["prevResult"] = pod.results[0].clone();
+    node.run(false, node.inv("ptp", "CHECK", "ctr-p", &chk).pod(&pod.ns))
+        .expect_ok();
+    // DEL without netns or prevResult.
+    node.run(false, node.inv("ptp", "DEL", "ctr-p", &conf)).expect_ok();
+    assert_gone(&node, &pod, "after cni-multi's ptp DEL");
+}
