@@ -190,7 +190,7 @@ impl Node {
         for l in self.ns.exec_ok(&["nft", "list", "ruleset"]).lines() {
             match l.find("counter packets") {
                 Some(i) => {
-                    let rest = l[i..].splitn(5, ' ').nth(4).unwrap_or("");
+                    let rest = l[i..].splitn(6, ' ').nth(5).unwrap_or("");
                     s += &format!("{}counter {rest}", &l[..i]);
                 }
                 None => s += l,
@@ -210,7 +210,9 @@ fn naming<'a>(state: &'a str, needle: &str) -> Vec<&'a str> {
             l.match_indices(needle).any(|(i, _)| {
                 let next = l[i + needle.len()..].chars().next();
                 let prev = l[..i].chars().next_back();
-                let part = |c: char| c.is_ascii_alphanumeric() || c == ':';
+                // `10.1.0.2:80` names 10.1.0.2; `fd00::2:1` does not name fd00::2.
+                let v6 = needle.contains(':');
+                let part = |c: char| c.is_ascii_alphanumeric() || (v6 && c == ':');
                 !next.is_some_and(part) && !prev.is_some_and(part)
             })
         })
@@ -273,6 +275,15 @@ fn assert_present(node: &Node, pod: &Pod, when: &str) {
     for ip in pod.ips() {
         assert!(!naming(&state, &ip).is_empty(), "{when}: {ip} not named:\n{state}");
     }
+}
+
+#[test]
+fn naming_finds_whole_addresses() {
+    let s = "-A X -j DNAT --to-destination 10.1.0.2:80\n-A X -j DNAT --to-destination [fd01::2]:80\n-d 10.1.0.20/32";
+    assert_eq!(naming(s, "10.1.0.2").len(), 1);
+    assert_eq!(naming(s, "fd01::2").len(), 1);
+    assert_eq!(naming(s, "fd01::").len(), 0);
+    assert_eq!(naming(s, "10.1.0.20").len(), 1);
 }
 
 #[test]
