@@ -280,7 +280,9 @@ pub fn dnat_intact(
                 && r.comment.as_deref() == Some(comment.as_str())
                 && r.jump_target() == Some(chain.as_str())
                 && r.proto == Some(f.proto)
-                && r.multiport_dports().is_some_and(|p| p.contains(&f.host_port))
+                // iptables-nft releases that translate multiport natively (a set lookup) leave
+                // nothing to decode; the DNAT rule below still pins the port.
+                && r.multiport_dports().is_none_or(|p| p.contains(&f.host_port))
         });
         let want_dst = f.host_ip.filter(|h| !h.is_unspecified()).map(IpNet::from);
         let dnat = rules.iter().any(|r| {
