@@ -8,6 +8,8 @@
 //! - [`bandwidth`]: tbf shaping on the host veth and an IFB (not in the plugin table yet: its
 //!   kernel tests and the comparison with the reference are still to come);
 //! - [`tuning`]: sysctls and link attributes of the container interface;
+//! - [`reference_iptables`]: the reference plugins' iptables rules (iptables-nft), found and
+//!   removed after a node swap;
 //! - [`flannel`]: builds a bridge + host-local delegate from flanneld's subnet.env.
 
 pub mod bandwidth;
@@ -15,6 +17,7 @@ pub mod firewall;
 pub mod flannel;
 pub mod masquerade;
 pub mod portmap;
+pub mod reference_iptables;
 pub mod sha512;
 pub mod spoofcheck;
 pub mod tuning;
