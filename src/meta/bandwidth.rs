@@ -179,7 +179,8 @@ fn add(args: &CmdArgs) -> Result<CniResult> {
     if limits.egress_rate > 0 {
         let name = ifb_name(&c.net.name, &args.container_id);
         let mut spec = LinkSpec::new(&name, LinkKind::Ifb).mtu(host_link.mtu).up();
-        spec.txqlen = None;
+        // vishvananda sends the zero TxQLen of a LinkAttrs literal: qlen 0, as the reference.
+        spec.txqlen = Some(0);
         nl.create_link(&spec)
             .map_err(|e| anyhow!("adding link: {}", go_errno(&e)))?;
         let ifb = nl
