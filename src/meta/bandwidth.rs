@@ -16,7 +16,7 @@ use crate::cni::result::{CniResult, Interface};
 use crate::cni::skel::{CmdArgs, Kind, Plugin};
 use crate::interface::open_netns;
 use crate::linux::netlink::link::fmt_mac;
-use crate::linux::netlink::tc::{handle, Tbf, HANDLE_INGRESS, HANDLE_ROOT};
+use crate::linux::netlink::tc::{handle, Tbf, HANDLE_INGRESS, HANDLE_ROOT, MIRRED_EGRESS_REDIR};
 use crate::linux::netlink::{LinkKind, LinkSpec};
 use crate::linux::{NetNs, Netlink};
 use crate::meta::sha512::hex_prefix;
@@ -123,16 +123,18 @@ pub fn parse_limits(stdin: &[u8]) -> Result<Option<Limits>> {
     let Some(top) = v.as_object() else {
         return Ok(None);
     };
-    let mut limits = limits_in(top)?;
-    if limits.is_none() {
-        if let Some(rc) = field(top, "runtimeConfig").and_then(Value::as_object) {
-            if let Some(bw) = field(rc, "bandwidth").and_then(Value::as_object) {
-                limits = limits_in(bw)?;
-                // Go allocates the entry for `"bandwidth": {}` too; zero limits pass through.
-                limits.get_or_insert_with(Limits::default);
-            }
-        }
-    }
+    let static_limits = limits_in(top)?;
+    // Decoded even when the static keys win, so a bad value there fails as Go's does.
+    let runtime = match field(top, "runtimeConfig")
+        .and_then(Value::as_object)
+        .and_then(|rc| field(rc, "bandwidth"))
+        .and_then(Value::as_object)
+    {
+        // Go allocates the entry for `"bandwidth": {}` too; zero limits pass through.
+        Some(bw) => Some(limits_in(bw)?.unwrap_or_default()),
+        None => None,
+    };
+    let limits = static_limits.or(runtime);
     if let Some(l) = &limits {
         validate_direction(l.ingress_rate, l.ingress_burst)?;
         validate_direction(l.egress_rate, l.egress_burst)?;
@@ -258,13 +260,16 @@ fn check(args: &CmdArgs) -> Result<()> {
             .link_by_name(&name)?
             .ok_or_else(|| anyhow!("get ifb device: Link not found"))?;
         check_tbf(&mut nl, ifb.index, &tbf_params(l.egress_rate, l.egress_burst, tick))?;
+        check_redirect(&mut nl, host_link.index, &host, ifb.index, &name)?;
     }
     Ok(())
 }
 
-/// The reference's comparison: the qdiscs in dump order (pfifo_fast skipped, which old
-/// kernels do not report), stopping at the first that is no TBF.
+/// The reference's comparison (rate, then limit, then buffer, with its texts), on the root
+/// TBF `1:`. Stricter than the reference, whose loop stops at the first qdisc that is no
+/// TBF and so passes when the TBF was removed and `noqueue` came back.
 fn check_tbf(nl: &mut Netlink, ifindex: u32, want: &Tbf) -> Result<()> {
+    // pfifo_fast is skipped as the reference does (old kernels do not report it).
     let qdiscs: Vec<_> = nl
         .qdiscs(ifindex)?
         .into_iter()
@@ -273,17 +278,43 @@ fn check_tbf(nl: &mut Netlink, ifindex: u32, want: &Tbf) -> Result<()> {
     if qdiscs.is_empty() {
         bail!("Failed to find qdisc");
     }
-    for q in qdiscs {
-        let Some(t) = q.tbf else { break };
-        if t.rate != want.rate {
-            bail!("Rate doesn't match");
-        }
-        if t.limit != want.limit {
-            bail!("Limit doesn't match");
-        }
-        if t.buffer != want.buffer {
-            bail!("Buffer doesn't match");
-        }
+    let Some(t) = qdiscs
+        .iter()
+        .find(|q| q.parent == HANDLE_ROOT && q.handle == handle(1, 0))
+        .and_then(|q| q.tbf)
+    else {
+        bail!("Failed to find tbf qdisc 1: on link #{ifindex}");
+    };
+    if t.rate != want.rate {
+        bail!("Rate doesn't match");
+    }
+    if t.limit != want.limit {
+        bail!("Limit doesn't match");
+    }
+    if t.buffer != want.buffer {
+        bail!("Buffer doesn't match");
+    }
+    Ok(())
+}
+
+/// Egress also needs the host veth's ingress qdisc and its redirect to the IFB (the
+/// reference does not look: without them nothing reaches the IFB's TBF).
+fn check_redirect(nl: &mut Netlink, host: u32, host_name: &str, ifb: u32, ifb_name: &str) -> Result<()> {
+    let ingress = handle(0xffff, 0);
+    if !nl
+        .qdiscs(host)?
+        .iter()
+        .any(|q| q.kind == "ingress" && q.handle == ingress && q.parent == HANDLE_INGRESS)
+    {
+        bail!("Failed to find ingress qdisc on {host_name}");
+    }
+    let redirected = nl.u32_redirects(host, ingress)?.iter().any(|r| {
+        r.mirred
+            .iter()
+            .any(|&(eaction, target, _)| eaction == MIRRED_EGRESS_REDIR && target == ifb)
+    });
+    if !redirected {
+        bail!("Failed to find the redirect from {host_name} to {ifb_name}");
     }
     Ok(())
 }
