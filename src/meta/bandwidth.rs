@@ -417,19 +417,30 @@ fn tick_in_usec() -> f64 {
 }
 
 /// TBF parameters the reference's way: bytes per second, limit = rate·latency + burst,
-/// buffer = burst/rate seconds in ticks; truncating casts as Go does them.
+/// buffer = burst/rate seconds in ticks; integer maths and truncating conversions where Go
+/// has them, so that even absurd values give the reference's numbers.
 pub fn tbf_params(rate_bits: u64, burst_bits: u64, tick_in_usec: f64) -> Tbf {
     let rate = rate_bits / 8;
     let burst = (burst_bits / 8) as u32;
-    let time = (burst as f64 * USEC_PER_SEC / rate as f64) as u32;
-    let buffer = (time as f64 * tick_in_usec) as u32;
-    let latency = USEC_PER_SEC * (LATENCY_MS as f64 / 1000.0);
-    let limit = ((rate as f64 * latency / USEC_PER_SEC) as u32).wrapping_add(burst);
+    let time = go_f64_to_u32(burst as f64 * USEC_PER_SEC / rate as f64);
+    let buffer = go_f64_to_u32(time as f64 * tick_in_usec);
+    let latency_us = LATENCY_MS * 1000;
+    let limit = (rate.wrapping_mul(latency_us) / USEC_PER_SEC as u64).wrapping_add(burst as u64) as u32;
     Tbf {
         rate,
         peakrate: 0,
         limit,
         buffer,
+    }
+}
+
+/// Go's `uint32(f)` on amd64: through int64, where NaN, infinities and out-of-range values
+/// become 0x8000_0000_0000_0000 (so 0 in 32 bits); Rust's `as` would saturate instead.
+fn go_f64_to_u32(f: f64) -> u32 {
+    if f.is_finite() && f >= -(2f64.powi(63)) && f < 2f64.powi(63) {
+        (f as i64) as u32
+    } else {
+        0
     }
 }
 
@@ -455,6 +466,13 @@ mod tests {
         // The reference's own unit-test figures: rate 8 bit/s, burst 8 bit.
         let t = tbf_params(8, 8, 15.625);
         assert_eq!((t.rate, t.limit, t.buffer), (1, 1, 15_625_000));
+        // Below 8 bit/s the rate is 0 bytes: Go's conversion of +Inf gives a 0 buffer.
+        assert_eq!(tbf_params(7, 8, 15.625).buffer, 0);
+        // 1 byte/s with a 1 GB bucket: 1e15 µs wraps in 32 bits as Go's int64 path does.
+        assert_eq!(tbf_params(8, 8_000_000_000, 15.625).buffer, {
+            let time = (1e15f64 as i64) as u32;
+            (time as f64 * 15.625) as i64 as u32
+        });
     }
 
     #[test]
