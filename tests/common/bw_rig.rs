@@ -172,9 +172,18 @@ pub fn in_netns<T: Send + 'static>(path: &str, f: impl FnOnce() -> T + Send + 's
 /// Sends `bytes` over TCP from the netns `from` to `to_ip` in the netns `to` and returns the
 /// rate the receiver saw, in bit/s, from its first byte to the end of the stream.
 pub fn tcp_rate(from: &str, to: &str, to_ip: &str, bytes: usize) -> f64 {
-    let ip = to_ip.to_string();
-    let listener = in_netns(to, move || TcpListener::bind(format!("{ip}:0")).expect("bind"));
-    let addr: SocketAddr = listener.local_addr().unwrap();
+    tcp_rate_via(from, to, &format!("{to_ip}:0"), None, bytes)
+}
+
+/// `tcp_rate` with the listener on `listen` ("ip:port") in `to`, the sender connecting to
+/// `connect` (a host port that is DNATed to the listener) or else straight to the listener.
+pub fn tcp_rate_via(from: &str, to: &str, listen: &str, connect: Option<&str>, bytes: usize) -> f64 {
+    let listen = listen.to_string();
+    let listener = in_netns(to, move || TcpListener::bind(&listen).expect("bind"));
+    let addr: SocketAddr = match connect {
+        Some(c) => c.parse().expect("connect address"),
+        None => listener.local_addr().unwrap(),
+    };
     let receiver = std::thread::spawn(move || {
         let (mut s, _) = listener.accept().expect("accept");
         let mut buf = vec![0u8; 64 * 1024];
