@@ -422,3 +422,20 @@ fn traffic_is_shaped_both_ways() {
     assert!(free_out > 3.0 * 16e6, "unshaped out of pod only {free_out} bit/s");
     p.bw("DEL", &c).expect_ok();
 }
+
+/// An attachment too long for the IFB's alias (IFALIASZ) is still shaped and deleted; only GC
+/// cannot map it back.
+#[test]
+fn long_network_name_without_alias() {
+    if !require_root("bandwidth long_network_name_without_alias") {
+        return;
+    }
+    let p = Pod::new("bwl", Impl::Ours, "c1", 0);
+    let mut c = p.bw_conf(json!({"egressRate": 8000, "egressBurst": 8000}));
+    c["name"] = json!("n".repeat(250));
+    let r = p.bw("ADD", &c).expect_ok().json();
+    let ifb = r["interfaces"][2]["name"].as_str().unwrap().to_string();
+    assert_eq!(p.ifb_aliases(), vec![(ifb, None)]);
+    p.bw("DEL", &c).expect_ok();
+    assert!(p.ifb_aliases().is_empty());
+}

@@ -43,6 +43,8 @@ const IFB_PREFIX: &str = "bwp";
 const MAX_IFNAME: usize = 15;
 /// Marks IFB aliases this plugin wrote: `<prefix> <network> <containerID> <ifname>`.
 const ALIAS_PREFIX: &str = "cni-bandwidth";
+/// The kernel's limit on an interface alias, NUL included.
+const IFALIASZ: usize = 256;
 const USEC_PER_SEC: f64 = 1_000_000.0;
 
 // ---- config -----------------------------------------------------------------------------
@@ -193,7 +195,11 @@ fn add(args: &CmdArgs) -> Result<CniResult> {
             Ok(Netlink::new()?.delete_link(ifb_index)?)
         });
         let alias = format!("{ALIAS_PREFIX} {} {} {}", c.net.name, args.container_id, args.ifname);
-        nl.set_alias(ifb.index, Some(&alias))?;
+        // The kernel takes at most IFALIASZ-1 bytes; an attachment too long to record is
+        // still shaped (the reference sets no alias at all), GC just cannot map it back.
+        if alias.len() < IFALIASZ {
+            nl.set_alias(ifb.index, Some(&alias))?;
+        }
         result.interfaces.push(Interface {
             name: name.clone(),
             mac: ifb.mac.map(|m| fmt_mac(&m)).unwrap_or_default(),
