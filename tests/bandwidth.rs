@@ -98,9 +98,19 @@ fn add_objects_check_del() {
     chk["prevResult"] = r.clone();
     p.bw("CHECK", &chk).expect_ok();
 
-    // DEL removes the IFB; again, with the netns gone or empty, it is still success.
+    // DEL removes the IFB and, first, the veth's ingress qdisc that redirects to it (a
+    // redirect to a vanished device drops everything); the ingress TBF stays with the veth.
     p.bw("DEL", &c).expect_ok();
     assert!(p.rig.node.link(&ifb).is_none(), "IFB gone");
+    let kinds: Vec<Value> = p
+        .qdiscs(&veth)
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|q| q["kind"].clone())
+        .collect();
+    assert_eq!(kinds, vec![json!("tbf")]);
+    // Again, with the netns gone or empty, it is still success.
     p.bw("DEL", &c).expect_ok();
     p.bw_in("DEL", &c, "/run/netns/cm-bw-gone-for-good", "eth0").expect_ok();
     p.bw_in("DEL", &c, "", "eth0").expect_ok();
@@ -235,8 +245,8 @@ fn keys_runtime_config_and_errors() {
     chk["prevResult"] = r;
     p.bw("CHECK", &chk).expect_ok();
     p.bw("DEL", &c).expect_ok();
+    // DEL took the ingress qdisc; the ingress TBF stays with the veth.
     p.node_cmd(&["tc", "qdisc", "del", "dev", &veth, "root"]);
-    p.node_cmd(&["tc", "qdisc", "del", "dev", &veth, "ingress"]);
 
     // The static keys win over runtimeConfig.
     let mut c = p.bw_conf(json!({"ingressRate": 16_000_000, "ingressBurst": 80_000}));
@@ -420,7 +430,10 @@ fn traffic_is_shaped_both_ways() {
     );
     assert!(free_in > 3.0 * 8e6, "unshaped into pod only {free_in} bit/s");
     assert!(free_out > 3.0 * 16e6, "unshaped out of pod only {free_out} bit/s");
+    // After DEL the pod's egress flows again, unshaped (the veth keeps only the ingress TBF).
     p.bw("DEL", &c).expect_ok();
+    let after = out_of_pod(4_000_000);
+    assert!(after > 3.0 * 16e6, "out of pod after DEL: {after} bit/s");
 }
 
 /// An attachment too long for the IFB's alias (IFALIASZ) is still shaped and deleted; only GC

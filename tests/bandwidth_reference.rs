@@ -7,7 +7,8 @@
 //! Documented differences, asserted in tests/bandwidth.rs instead: our IFB carries an alias
 //! (`cni-bandwidth <network> <containerID> <ifname>`, for GC), which is dropped here; a failed
 //! ADD rolls back (the reference leaves what it made); CHECK also fails when the TBF, the
-//! ingress qdisc or the redirect is gone (the reference passes); malformed values and a
+//! ingress qdisc or the redirect is gone (the reference passes); DEL also removes the host
+//! veth's ingress qdisc that redirects to the IFB; malformed values and a
 //! missing netns get codes 7 and 3 (the reference says 999); no prevResult with nothing to
 //! shape prints an empty result (the reference panics).
 
@@ -20,6 +21,17 @@ use common::rig::require_reference;
 use common::veth_rig::{conf, normalise_result, Impl, Out};
 use serde_json::{json, Value};
 use std::path::Path;
+
+/// Our DEL also removes the host veth's ingress qdisc (and so its filter) that redirects to
+/// the deleted IFB; the reference leaves it. tests/bandwidth.rs asserts ours.
+fn without_ingress(mut state: Value) -> Value {
+    state["qdiscs"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|q| q["kind"] != "ingress");
+    state["ingress_filters"] = json!([]);
+    state
+}
 
 fn outcome(o: &Out) -> Value {
     if o.ok {
@@ -73,7 +85,7 @@ fn run(imp: Impl, mtu: u32, limits: &Value) -> Vec<(&'static str, Value)> {
         ("CHECK mismatches", json!(mismatches)),
         ("second ADD", second_add),
         ("DELs", json!(del)),
-        ("tc state after DEL", p.tc_state()),
+        ("tc state after DEL", without_ingress(p.tc_state())),
     ]
 }
 

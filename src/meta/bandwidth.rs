@@ -224,18 +224,38 @@ fn add(args: &CmdArgs) -> Result<CniResult> {
 
 // ---- del --------------------------------------------------------------------------------
 
-/// Deletes the IFB; the veth's qdiscs die with the veth. A missing IFB is success.
+/// Deletes the IFB; a missing IFB is success. With a prevResult (CNI >= 0.4.0) the host
+/// veth's ingress qdisc that redirects to the IFB goes first: a mirred action whose device is
+/// gone drops every packet, so the pod would lose its egress until the veth itself goes (the
+/// reference leaves it). The veth's other qdiscs die with the veth.
 fn del(args: &CmdArgs) -> Result<()> {
     let c = parse_conf(&args.stdin)?;
     let name = ifb_name(&c.net.name, &args.container_id);
     let mut nl = Netlink::new()?;
-    if let Some(l) = nl.link_by_name(&name)? {
-        match nl.delete_link(l.index) {
-            Err(e) if !e.is_not_found() => return Err(e.into()),
-            _ => {}
+    let Some(ifb) = nl.link_by_name(&name)? else {
+        return Ok(());
+    };
+    if let Some(prev) = c.net.prev_result()? {
+        let ingress = handle(0xffff, 0);
+        for i in prev.interfaces.iter().filter(|i| i.sandbox.is_empty()) {
+            // Best effort: a prevResult name the kernel rejects must not fail the DEL.
+            let Some(l) = nl.link_by_name(&i.name).ok().flatten() else {
+                continue;
+            };
+            // A link without an ingress qdisc answers the dump with an error: nothing to do.
+            let redirects = nl.u32_redirects(l.index, ingress).unwrap_or_default();
+            if redirects.iter().any(|r| r.mirred.iter().any(|m| m.1 == ifb.index)) {
+                match nl.delete_qdisc(l.index, ingress, HANDLE_INGRESS) {
+                    Err(e) if !e.is_not_found() => return Err(e.into()),
+                    _ => {}
+                }
+            }
         }
     }
-    Ok(())
+    match nl.delete_link(ifb.index) {
+        Err(e) if !e.is_not_found() => Err(e.into()),
+        _ => Ok(()),
+    }
 }
 
 // ---- check ------------------------------------------------------------------------------
