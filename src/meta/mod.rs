@@ -5,8 +5,7 @@
 //! - [`spoofcheck`]: bridge `macspoofchk` (`bridge nat`);
 //! - [`portmap`]: the portmap plugin (`ip`/`ip6 cni_hostport`);
 //! - [`firewall`]: the firewall plugin (`inet cni_firewall`, `bridge cni_firewall`);
-//! - [`bandwidth`]: tbf shaping on the host veth and an IFB (not in the plugin table yet: its
-//!   kernel tests and the comparison with the reference are still to come);
+//! - [`bandwidth`]: tbf shaping on the host veth and an IFB (tc over rtnetlink, `linux::netlink::tc`);
 //! - [`tuning`]: sysctls and link attributes of the container interface;
 //! - [`reference_iptables`]: the reference plugins' iptables rules (iptables-nft), found and
 //!   removed after a node swap;
