@@ -7,6 +7,7 @@
 //! - [`firewall`]: the firewall plugin (`inet cni_firewall`, `bridge cni_firewall`);
 //! - [`bandwidth`]: tbf shaping on the host veth and an IFB (not in the plugin table yet: its
 //!   kernel tests and the comparison with the reference are still to come);
+//! - [`sbr`]: source based routing (ip rules and a routing table per container address);
 //! - [`tuning`]: sysctls and link attributes of the container interface;
 //! - [`flannel`]: builds a bridge + host-local delegate from flanneld's subnet.env.
 
@@ -15,6 +16,7 @@ pub mod firewall;
 pub mod flannel;
 pub mod masquerade;
 pub mod portmap;
+pub mod sbr;
 pub mod sha512;
 pub mod spoofcheck;
 pub mod tuning;
