@@ -17,6 +17,8 @@ pub struct Iface {
     pub name: String,
     pub v4: Option<(String, String)>,
     pub v6: Option<(String, String)>,
+    /// More addresses (any family) after those, with their gateways.
+    pub more: Vec<(String, String)>,
     /// Put a default route via the gateway(s) in the pod's main table, as ptp/bridge do.
     pub default_route: bool,
 }
@@ -34,6 +36,10 @@ impl Iface {
     }
     pub fn v6(mut self, addr: &str, gw: &str) -> Iface {
         self.v6 = Some((addr.into(), gw.into()));
+        self
+    }
+    pub fn also(mut self, addr: &str, gw: &str) -> Iface {
+        self.more.push((addr.into(), gw.into()));
         self
     }
     pub fn default_route(mut self) -> Iface {
@@ -83,6 +89,9 @@ impl Pod {
                 up.ip(&["addr", "add", &format!("{gw}/{}", prefix(a)), "dev", &peer, "nodad"]);
                 ns.ip(&["addr", "add", a, "dev", &itf.name, "nodad"]);
             }
+            for (a, _) in &itf.more {
+                ns.ip(&["addr", "add", a, "dev", &itf.name, "nodad"]);
+            }
             ns.ip(&["link", "set", &itf.name, "up"]);
             if itf.default_route {
                 if let Some((_, gw)) = &itf.v4 {
@@ -105,7 +114,7 @@ impl Pod {
     pub fn prev_result(&self, i: usize) -> Value {
         let itf = &self.ifaces[i];
         let mut ips = Vec::new();
-        for (a, gw) in itf.v4.iter().chain(itf.v6.iter()) {
+        for (a, gw) in itf.v4.iter().chain(itf.v6.iter()).chain(itf.more.iter()) {
             ips.push(json!({"address": a, "gateway": gw, "interface": 0}));
         }
         json!({
