@@ -33,7 +33,7 @@ impl Twins {
     }
 
     /// Run `cmd` on interface `i` through both; `edit` adjusts each side's config.
-    fn run(&self, cmd: &str, i: usize, extra: &Value, edit: &dyn Fn(&mut Value)) -> (Outcome, Outcome) {
+    fn run(&self, cmd: &str, i: usize, extra: &Value, edit: &Edit) -> (Outcome, Outcome) {
         let go = |pod: &Pod, reference: bool| {
             let mut c = pod.conf(i, extra.clone());
             edit(&mut c);
@@ -66,6 +66,9 @@ fn same_outcome(t: &Twins, what: &str, r: &Outcome, o: &Outcome) {
         "{what}: raw output"
     );
 }
+
+/// A change to one side's config before a run.
+type Edit = dyn Fn(&mut Value);
 
 fn no_edit(_: &mut Value) {}
 
@@ -181,7 +184,7 @@ fn errors_like_reference() {
         return;
     }
     let t = Twins::new(&[Iface::new("eth0").v4("10.9.0.2/24", "10.9.0.1").default_route()]);
-    let cases: [(&str, &dyn Fn(&mut Value)); 2] = [
+    let cases: [(&str, &Edit); 2] = [
         ("no prevResult", &|c| {
             c.as_object_mut().unwrap().remove("prevResult");
         }),
