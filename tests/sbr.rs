@@ -459,3 +459,20 @@ fn traffic_follows_the_static_gateway() {
     );
     assert!(!neigh.contains("10.2.0.1 "), "not to the prevResult's gateway: {neigh}");
 }
+
+/// DEL checks the keys' types only: an attachment made by 1.1.1 (which ignores `gateways`)
+/// with a list ADD would refuse can still be deleted.
+#[test]
+fn del_accepts_gateways_add_would_refuse() {
+    if !require_root("del_accepts_gateways_add_would_refuse") {
+        return;
+    }
+    let (node, pod) = (TestNs::new_node("sbr-node"), v4_pod());
+    ok(&pod.run(&node, false, "ADD", 0, &pod.conf(0, json!({}))));
+    let c = pod.conf(0, json!({"gateways": ["10.9.0.1", "10.9.0.254"]}));
+    ok(&pod.run(&node, false, "DEL", 0, &c));
+    assert!(pod.layout().rule_tables().is_empty(), "{}", pod.layout());
+    // A wrongly typed key is still a config error.
+    pod.run(&node, false, "DEL", 0, &pod.conf(0, json!({"table": "x"})))
+        .expect_err(7);
+}

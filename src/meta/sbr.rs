@@ -359,7 +359,9 @@ fn push_readd_route(nl: &Rc<RefCell<Netlink>>, r: Route, undo: &mut Undo) {
 // ---- DEL ---------------------------------------------------------------------------------
 
 fn del(args: &CmdArgs) -> Result<()> {
-    let c = parse_conf(&args.stdin)?;
+    // Only the keys' types are checked: a `gateways` list that ADD would refuse must not
+    // keep an attachment made by a plugin that ignored it (1.1.1 does) from being deleted.
+    let c: SbrConf = config::parse(&args.stdin)?;
     let prev = c.net.prev_result().ok().flatten();
     let Some(ns) = open_netns_for_del(&args.netns)? else {
         return Ok(());
