@@ -140,7 +140,9 @@ impl Pod {
     }
 
     pub fn invocation(&self, node: &TestNs, cmd: &str, i: usize, conf: &Value) -> Invocation {
+        // An empty PATH: neither implementation may need a binary.
         Invocation::new("sbr", cmd)
+            .env("PATH", "")
             .pod(&self.ns)
             .in_node(node)
             .ifname(&self.ifaces[i].name)
