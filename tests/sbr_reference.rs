@@ -234,3 +234,57 @@ fn table_key_is_newer_than_reference() {
     assert!(ol.has_rule("-4 32765: from 10.9.0.2 lookup 5001"), "{ol}");
     assert!(ol.has_route("-4 default via 10.9.0.1 dev eth0"), "{ol}");
 }
+
+/// A real chain: ptp (host-local, dual-stack) then sbr with ptp's result as prevResult, once
+/// with the reference plugins and once with ours. The pod's rule/route layouts must match,
+/// and in both the pod reaches its gateway from its own address (through table 100/101)
+/// but not without a source address (main has nothing for eth0 any more).
+#[test]
+fn ptp_chain_like_reference() {
+    use common::veth_rig::{conf as vconf, Impl, Rig};
+    if !require_reference("ptp_chain_like_reference", "sbr") {
+        return;
+    }
+    let mut layouts = Vec::new();
+    for imp in [Impl::Reference, Impl::Ours] {
+        let rig = Rig::new(if imp == Impl::Ours { "sbo" } else { "sbr" }, imp);
+        let target = match imp {
+            Impl::Ours => std::path::PathBuf::from(common::veth_rig::OURS),
+            Impl::Reference => reference_bin("sbr"),
+        };
+        std::os::unix::fs::symlink(target, rig.bin.0.join("sbr")).unwrap();
+        let pod = rig.pod("sbp");
+        let mut ptp = vconf("1.0.0", "sbrptp", "ptp", json!({}));
+        ptp["ipam"] = rig.host_local(&[json!("10.64.0.0/24"), json!("fd64::/64")]);
+        ptp["ipam"]["routes"] = json!([{"dst": "0.0.0.0/0"}, {"dst": "::/0"}]);
+        let result = rig.add(&ptp, "c1", &pod, "eth0").expect_ok().json();
+        let mut sbr = vconf("1.0.0", "sbrptp", "sbr", json!({}));
+        sbr["prevResult"] = result.clone();
+        let out = rig.add(&sbr, "c1", &pod, "eth0").expect_ok().json();
+        assert_eq!(out, result, "sbr passes ptp's result through");
+        let l = layout(&pod);
+        assert!(l.has_rule("-4 32765: from 10.64.0.2 lookup 100"), "{l}");
+        assert!(l.has_rule("-6 32765: from fd64::2 lookup 101"), "{l}");
+        let ping = |src: Option<&str>, dst: &str| {
+            let mut argv = vec!["ping", "-n", "-c", "1", "-W", "5"];
+            if let Some(s) = src {
+                argv.extend_from_slice(&["-I", s]);
+            }
+            argv.push(dst);
+            pod.exec(&argv).status.success()
+        };
+        assert!(ping(Some("10.64.0.2"), "10.64.0.1"), "{l}");
+        assert!(ping(Some("fd64::2"), "fd64::1"), "{l}");
+        assert!(!ping(None, "10.64.0.1"), "main has no route for eth0 any more:\n{l}");
+        layouts.push(l);
+        rig.del(&sbr, "c1", pod.path_str(), "eth0").expect_ok();
+        rig.del(&ptp, "c1", pod.path_str(), "eth0").expect_ok();
+        let left = layout(&pod);
+        assert!(left.rule_tables().is_empty(), "{left}");
+    }
+    assert_eq!(
+        layouts[0], layouts[1],
+        "reference:\n{}\nours:\n{}",
+        layouts[0], layouts[1]
+    );
+}
