@@ -160,12 +160,6 @@ fn source_rule(ip: IpAddr, table: u32) -> Rule {
     r
 }
 
-fn all_rules(nl: &mut Netlink) -> Result<Vec<Rule>> {
-    let mut rules = nl.rules(Family::V4)?;
-    rules.extend(nl.rules(Family::V6)?);
-    Ok(rules)
-}
-
 // ---- ADD ---------------------------------------------------------------------------------
 
 fn add(args: &CmdArgs) -> Result<CniResult> {
@@ -214,11 +208,7 @@ fn add_tables(nl: &Rc<RefCell<Netlink>>, ips: &[IpConfig], ifname: &str, c: &Con
         let link = n
             .link_by_name(ifname)?
             .ok_or_else(|| anyhow!("Cannot find network interface {ifname}: Link not found"))?;
-        let main: Vec<Route> = n
-            .routes(Family::All, Some(TABLE_MAIN))?
-            .into_iter()
-            .filter(|r| r.oif == Some(link.index) && r.multipath.is_empty())
-            .collect();
+        let main = n.link_routes(link.index, Some(TABLE_MAIN))?;
         (link.index, used, main)
     };
 
@@ -307,7 +297,7 @@ fn add_tables(nl: &Rc<RefCell<Netlink>>, ips: &[IpConfig], ifname: &str, c: &Con
 
 /// Tables that any rule or any route (of any table, any family) refers to.
 fn used_tables(nl: &mut Netlink) -> Result<BTreeSet<u32>> {
-    let mut used: BTreeSet<u32> = all_rules(nl)?.iter().map(|r| r.table).collect();
+    let mut used: BTreeSet<u32> = nl.all_rules()?.iter().map(|r| r.table).collect();
     used.extend(nl.routes(Family::All, None)?.iter().map(|r| r.table));
     Ok(used)
 }
@@ -340,7 +330,8 @@ fn ignore_gone(r: crate::linux::Result<()>) -> Result<()> {
 
 fn push_del_rule(nl: &Rc<RefCell<Netlink>>, rule: Rule, undo: &mut Undo) {
     let n = nl.clone();
-    let what = format!("delete rule from {:?} lookup {}", rule.src, rule.table);
+    let src = rule.src.map(|s| s.to_string()).unwrap_or_default();
+    let what = format!("delete rule from {src} lookup {}", rule.table);
     undo.push(what, move || ignore_gone(n.borrow_mut().del_rule(&rule)));
 }
 
@@ -384,7 +375,7 @@ fn del(args: &CmdArgs) -> Result<()> {
 
     let mut errs = Vec::new();
     let mut emptied = BTreeSet::new();
-    for r in all_rules(&mut nl).context("Failed to list all rules to tidy")? {
+    for r in nl.all_rules().context("Failed to list all rules to tidy")? {
         if c.table.is_some_and(|t| r.table != t) {
             continue;
         }
@@ -404,15 +395,12 @@ fn del(args: &CmdArgs) -> Result<()> {
     // The tables were ours only when sbr picked them; a configured table belongs to whoever
     // filled it. Routes leave with the interface anyway, so only a live one needs this.
     if let (None, Some(l)) = (c.table, &link) {
-        let still_used: BTreeSet<u32> = all_rules(&mut nl)?.iter().map(|r| r.table).collect();
+        let still_used: BTreeSet<u32> = nl.all_rules()?.iter().map(|r| r.table).collect();
         for t in emptied
             .iter()
             .filter(|t| !RESERVED_TABLES.contains(t) && !still_used.contains(t))
         {
-            for r in nl.routes(Family::All, Some(*t))? {
-                if r.oif != Some(l.index) {
-                    continue;
-                }
+            for r in nl.link_routes(l.index, Some(*t))? {
                 if let Err(e) = ignore_gone(nl.del_route(&r)) {
                     errs.push(format!("Failed to delete route {} from table {t}: {e:#}", r.dst));
                 }
@@ -438,7 +426,7 @@ fn check(args: &CmdArgs) -> Result<()> {
     if nl.link_by_name(&args.ifname)?.is_none() {
         bail!("Cannot find network interface {}: Link not found", args.ifname);
     }
-    let rules = all_rules(&mut nl)?;
+    let rules = nl.all_rules()?;
     for ip in addresses_of(&prev, &args.ifname) {
         let want = host(ip.address.addr());
         let found = rules
