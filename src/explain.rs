@@ -279,6 +279,16 @@ pub static PLUGINS: &[PluginKeys] = &[
         ],
     },
     PluginKeys {
+        plugin: "sbr",
+        parser: Some(("meta/sbr.rs", "SbrConf")),
+        under: "",
+        keys: &[
+            k("table", "integer", "none (first free >= 100)", "only add rules pointing at this table; move no routes"),
+            k("gateways", "list", "none", "static default gateways, at most one per family (win over the IP's gateway)"),
+            k("addSourceHints", "bool", "false", "keep the subnet route in main with src <ip> scope link"),
+        ],
+    },
+    PluginKeys {
         plugin: "tuning",
         parser: Some(("meta/tuning.rs", "TuningConf")),
         under: "",
