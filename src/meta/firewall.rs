@@ -57,6 +57,7 @@ use std::net::IpAddr;
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 
+use super::reference_iptables as reference;
 use crate::cni::config::{self, NetConf};
 use crate::cni::error::{code, CniError};
 use crate::cni::result::CniResult;
@@ -412,7 +413,9 @@ fn ipt_pod_rules(t: &Table, ip: IpAddr) -> [Rule; 2] {
 fn warn_legacy(prev: &CniResult) {
     for (v6, tool) in [(false, "iptables"), (true, "ip6tables")] {
         if prev.ips.iter().any(|i| i.address.addr().is_ipv6() == v6)
-            && xt::legacy_tables(v6).iter().any(|t| t == IPT_TABLE)
+            && crate::linux::nft::iptables::legacy_tables(v6)
+                .iter()
+                .any(|t| t == IPT_TABLE)
         {
             eprintln!(
                 "firewall: legacy {tool} (x_tables) has a filter table in this network namespace; \
@@ -533,28 +536,6 @@ fn ipt_add(
     Ok(())
 }
 
-/// Queues the deletion of this attachment's per-address rules in one family (one rule per
-/// wanted rule, the first equal one, as `iptables -D` does). Chains stay, as in the reference.
-fn ipt_del(sock: &NftSocket, b: &mut Batch, f: Family, ips: &[IpAddr]) -> Result<()> {
-    let t = ipt_table(f);
-    let have = sock.list_rules(f, IPT_TABLE, CNI_FORWARD)?;
-    let mut gone = Vec::new();
-    for ip in ips {
-        for want in ipt_pod_rules(&t, *ip) {
-            if let Some(h) = have
-                .iter()
-                .filter_map(|r| r.handle.map(|h| (h, r)))
-                .find(|(h, r)| !gone.contains(h) && xt::same_rule(&r.exprs, &want.exprs))
-                .map(|(h, _)| h)
-            {
-                gone.push(h);
-                b.del_rule(&t, CNI_FORWARD, h);
-            }
-        }
-    }
-    Ok(())
-}
-
 /// The reference's CHECK in one family: both jumps and every per-address rule.
 fn ipt_check(sock: &NftSocket, f: Family, ips: &[IpAddr], admin: &str, cid: &str) -> Result<()> {
     let t = ipt_table(f);
@@ -580,10 +561,12 @@ fn ipt_check(sock: &NftSocket, f: Family, ips: &[IpAddr], admin: &str, cid: &str
 
 // ---- DEL ---------------------------------------------------------------------------------
 
-/// Removes this attachment's rules: from CNI-FORWARD of our table by comment (no prevResult
-/// needed), and the reference's per-address rules in iptables for the addresses of prevResult
-/// and of our commented rules, whatever the backend (the reference may have made them). The
-/// chains and the per-bridge isolation rules stay, as in the reference.
+/// Removes this attachment's rules from CNI-FORWARD of our table, by comment (no prevResult
+/// needed), and the per-IP accepts in iptables' `CNI-FORWARD` (ours, or the reference's from
+/// before a node swap: the same rules), in one batch, whatever the backend. Those carry no
+/// comment: their IPs come from prevResult or, without one, from our commented rules and from
+/// the reference's masquerade and port-mapping rules of the attachment (their DELs run after
+/// this one in a chain). The chains and the per-bridge isolation rules stay, as in the reference.
 fn del(args: &CmdArgs) -> Result<()> {
     let (conf, _, _) = parse_conf(&args.stdin)?;
     let comment = super::portmap::rule_comment(&conf.net.name, &args.container_id, &args.ifname);
@@ -610,9 +593,15 @@ fn del(args: &CmdArgs) -> Result<()> {
             b.del_rule(&bt, FORWARD, r.handle.unwrap_or_default());
         }
     }
-    // In every family whose iptables FORWARD chain exists, whatever the backend.
-    for (f, ips) in ipt_families_of(&sock, Backend::Auto, &ips)? {
-        ipt_del(&sock, &mut b, f, &ips)?;
+    if prev.is_none() {
+        for ip in reference::attachment_ips(&sock, &conf.net.name, &args.container_id)? {
+            if !ips.contains(&ip) {
+                ips.push(ip);
+            }
+        }
+    }
+    if reference::plan_forward_removal(&sock, &mut b, &ips)? == 0 && !ips.is_empty() {
+        reference::note_if_legacy("filter", "firewall rules");
     }
     if !b.is_empty() {
         b.commit(&sock).context("failed to remove firewall rules")?;
@@ -622,6 +611,8 @@ fn del(args: &CmdArgs) -> Result<()> {
 
 // ---- CHECK -------------------------------------------------------------------------------
 
+/// Our rules for every address, or (a pod the reference made before a node swap) the
+/// reference's accepts in iptables' `CNI-FORWARD`.
 fn check(args: &CmdArgs) -> Result<()> {
     let (conf, _, backend) = parse_conf(&args.stdin)?;
     let Some(prev) = conf.net.prev_result()? else {
@@ -652,21 +643,25 @@ fn check(args: &CmdArgs) -> Result<()> {
 
 fn check_nft(sock: &NftSocket, conf: &FirewallConf, prev: &CniResult, comment: &str, cid: &str) -> Result<()> {
     let have = sock.list_rules(Family::Inet, TABLE, CNI_FORWARD)?;
-    if !have.iter().any(|r| {
-        r.exprs
-            == RuleBuilder::new(&table(), CNI_FORWARD)
-                .jump(&conf.admin_chain)
-                .build()
-                .exprs
-    }) {
+    let admin = RuleBuilder::new(&table(), CNI_FORWARD).jump(&conf.admin_chain).build();
+    let has_admin = have.iter().any(|r| r.exprs == admin.exprs);
+    let all_ours = pod_rules(prev, comment)
+        .iter()
+        .all(|want| have.iter().any(|r| r.comment == want.comment && r.exprs == want.exprs));
+    if has_admin && all_ours {
+        return Ok(());
+    }
+    let mut theirs = true;
+    for ip in &prev.ips {
+        theirs &= reference::forward_intact(sock, ip.address.addr())?;
+    }
+    if theirs && !prev.ips.is_empty() {
+        return Ok(());
+    }
+    if !has_admin {
         bail!("{CNI_FORWARD} does not jump to {}", conf.admin_chain);
     }
-    for want in pod_rules(prev, comment) {
-        if !have.iter().any(|r| r.comment == want.comment && r.exprs == want.exprs) {
-            bail!("missing firewall rule in inet {TABLE} {CNI_FORWARD} for {cid}");
-        }
-    }
-    Ok(())
+    bail!("missing firewall rule in inet {TABLE} {CNI_FORWARD} for {cid}")
 }
 
 #[cfg(test)]

@@ -22,6 +22,7 @@
 
 mod batch;
 mod expr;
+pub mod iptables;
 mod rule;
 mod socket;
 mod wire;

@@ -446,16 +446,6 @@ impl IptRule {
     }
 }
 
-/// The tables legacy iptables (x_tables, not nftables) has in the calling thread's network
-/// namespace (`/proc/net/ip_tables_names`, `ip6_tables_names`): the kernel lists a table
-/// there once legacy iptables used it. Their rules are invisible to nftables, and vice versa.
-pub fn legacy_tables(v6: bool) -> Vec<String> {
-    let f = if v6 { "ip6_tables_names" } else { "ip_tables_names" };
-    std::fs::read_to_string(format!("/proc/thread-self/net/{f}"))
-        .map(|s| s.lines().map(str::to_string).collect())
-        .unwrap_or_default()
-}
-
 fn addr_bytes(a: IpAddr) -> Vec<u8> {
     match a {
         IpAddr::V4(a) => a.octets().to_vec(),
