@@ -300,6 +300,10 @@ fn rules_equal_the_references_and_dels_swap() {
         assert_eq!(dump(&ours), dump(&refn), "{fam} filter expressions differ");
     }
 
+    // Our ADD over the reference's rules (a repeated ADD after a swap) adds nothing to them.
+    fw(&refn, &dir, "ADD", "c2", &pod, &fw_conf(&p2, "iptables", "same-bridge")).expect_ok();
+    assert_eq!(ipt_text(&refn), b, "our ADD duplicated the reference's rules");
+
     // CHECK: ours accepts the reference's rules; the reference accepts ours.
     for (cid, p) in [("c1", &p1), ("c2", &p2)] {
         fw(&refn, &dir, "CHECK", cid, &pod, &fw_conf(p, "", "same-bridge")).expect_ok();
