@@ -273,11 +273,11 @@ pub static PLUGINS: &[PluginKeys] = &[
         keys: &[
             k("snat", "bool", "true", "masquerade hairpin and localhost traffic to mapped ports"),
             k("masqAll", "bool", "false", "masquerade all traffic to mapped ports"),
-            k("markMasqBit", "integer", "none", "iptables backend only: refused with code 2 (the nftables backend needs no mark)"),
-            k("externalSetMarkChain", "string", "none", "iptables backend only: refused with code 2"),
+            k("markMasqBit", "integer", "13", "iptables backend: the fwmark bit for masquerading (0-31); set without backend it selects iptables"),
+            k("externalSetMarkChain", "string", "none", "iptables backend: an existing chain that sets the mark (e.g. KUBE-MARK-MASQ)"),
             k("conditionsV4", "list", "none", "extra match conditions on the IPv4 DNAT rules"),
             k("conditionsV6", "list", "none", "extra match conditions on the IPv6 DNAT rules"),
-            k("backend", "string", "\"nftables\"", "nftables (iptables is not available: no iptables binary is run)"),
+            k("backend", "string", "\"nftables\"", "nftables (our ip/ip6 cni_hostport) or iptables (the reference's own nat rules, over netlink)"),
         ],
     },
     PluginKeys {
