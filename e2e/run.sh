@@ -27,7 +27,7 @@ trap cleanup EXIT
 ip netns add "$E2E_NODE" && ip -n "$E2E_NODE" link set lo up
 mkdir -p "$E2E_TMP/bin" && "$E2E_BIN" install --dir "$E2E_TMP/bin" >/dev/null || exit 1
 export E2E_PLUGINS=$("$E2E_BIN" list | awk '{print $1}' | tr '\n' ' ')
-parts=${*:-podman image containerd}
+parts=${*:-podman image containerd configs}
 total_start=$(date +%s.%N)
 source "$here/lib.sh"
 for part in $parts; do
