@@ -124,6 +124,17 @@ pub static PLUGINS: &[PluginKeys] = &[
         ],
     },
     PluginKeys {
+        plugin: "bandwidth",
+        parser: Some(("meta/bandwidth.rs", "const KEYS")),
+        under: "",
+        keys: &[
+            k("ingressRate", "integer", "0", "bits/s into the pod (TBF on the host veth); with ingressBurst"),
+            k("ingressBurst", "integer", "0", "bits of burst into the pod; burst/8 must fit 32 bits"),
+            k("egressRate", "integer", "0", "bits/s out of the pod (TBF on an IFB the host veth redirects to)"),
+            k("egressBurst", "integer", "0", "bits of burst out of the pod; all four zero = pass-through"),
+        ],
+    },
+    PluginKeys {
         plugin: "dummy",
         parser: Some(("interface/dummy.rs", "DummyConf")),
         under: "",
@@ -268,6 +279,16 @@ pub static PLUGINS: &[PluginKeys] = &[
         ],
     },
     PluginKeys {
+        plugin: "sbr",
+        parser: Some(("meta/sbr.rs", "SbrConf")),
+        under: "",
+        keys: &[
+            k("table", "integer", "none (first free >= 100)", "only add rules pointing at this table; move no routes"),
+            k("gateways", "list", "none", "static default gateways, at most one per family (win over the IP's gateway)"),
+            k("addSourceHints", "bool", "false", "keep the subnet route in main with src <ip> scope link"),
+        ],
+    },
+    PluginKeys {
         plugin: "tuning",
         parser: Some(("meta/tuning.rs", "TuningConf")),
         under: "",
@@ -327,6 +348,15 @@ mod tests {
     /// The keys serde reads for `struct_name` in `source`: field names or their `rename`,
     /// without `skip` and `flatten` fields.
     fn parsed_keys(source: &str, struct_name: &str) -> BTreeSet<String> {
+        // A plugin that reads its keys by name from a list: `const KEYS: [&str; N] = [...]`.
+        if let Some(name) = struct_name.strip_prefix("const ") {
+            let line = source
+                .lines()
+                .find(|l| l.starts_with(&format!("const {name}:")))
+                .unwrap_or_else(|| panic!("const {name} not found"));
+            let list = line.split_once('=').unwrap().1;
+            return list.split('"').skip(1).step_by(2).map(String::from).collect();
+        }
         let start = source
             .find(&format!("struct {struct_name} {{"))
             .unwrap_or_else(|| panic!("struct {struct_name} not found"));

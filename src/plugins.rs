@@ -20,9 +20,11 @@ pub static PLUGINS: &[&Plugin] = &[
     &crate::ipam::host_local::PLUGIN,
     &crate::ipam::static_ipam::PLUGIN,
     // meta
+    &crate::meta::bandwidth::PLUGIN,
     &crate::meta::firewall::PLUGIN,
     &crate::meta::flannel::PLUGIN,
     &crate::meta::portmap::PLUGIN,
+    &crate::meta::sbr::PLUGIN,
     &crate::meta::tuning::PLUGIN,
 ];
 

@@ -5,8 +5,8 @@
 //! - [`spoofcheck`]: bridge `macspoofchk` (`bridge nat`);
 //! - [`portmap`]: the portmap plugin (`ip`/`ip6 cni_hostport`);
 //! - [`firewall`]: the firewall plugin (`inet cni_firewall`, `bridge cni_firewall`);
-//! - [`bandwidth`]: tbf shaping on the host veth and an IFB (not in the plugin table yet: its
-//!   kernel tests and the comparison with the reference are still to come);
+//! - [`bandwidth`]: tbf shaping on the host veth and an IFB (tc over rtnetlink, `linux::netlink::tc`);
+//! - [`sbr`]: source based routing (ip rules and a routing table per container address);
 //! - [`tuning`]: sysctls and link attributes of the container interface;
 //! - [`reference_iptables`]: the reference plugins' iptables rules (iptables-nft), found and
 //!   removed after a node swap;
@@ -18,6 +18,7 @@ pub mod flannel;
 pub mod masquerade;
 pub mod portmap;
 pub mod reference_iptables;
+pub mod sbr;
 pub mod sha512;
 pub mod spoofcheck;
 pub mod tuning;
