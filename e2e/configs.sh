@@ -100,7 +100,18 @@ run_cfg() { # run_cfg FILE IMPL CNI_PATH: sets $G/<cfg>-<impl>/{add-a.json,shape
             check "$what: tuning sysctl net.core.somaxconn = 500 in the pod" sh -c "[ \$(nsenter --net='$NS-a' cat /proc/sys/net/core/somaxconn) = 500 ]"
         fi
         if echo "$cap" | jq -e .bandwidth >/dev/null; then
-            check "$what: bandwidth tbf on the host veth" sh -c "nsenter --net='$NS' tc qdisc show | grep -q tbf"
+            local hv rate; hv=$(jq -r '[.interfaces[] | select(.sandbox == null and (.name | test("^veth")))][0].name' "$T/add-a.json")
+            rate=$(echo "$cap" | jq -r .bandwidth.ingressRate)
+            check "$what: bandwidth tbf at $rate bit/s on the host veth $hv" sh -c "nsenter --net='$NS' tc qdisc show dev '$hv' | grep -E 'tbf 1: root .* rate $((rate / 1000000))Mbit'"
+            # A short iperf3 from the node into the pod: the TBF caps it (burst 10 kB, so 2 s
+            # are shaped); generous bounds, since the point is "shaped", not a benchmark.
+            nsenter --net="$NS-a" iperf3 -s -1 >/dev/null 2>&1 &
+            local ip3=$!; echo $ip3 >>"$E2E_TMP/pids"
+            for _ in $(seq 50); do nsenter --net="$NS-a" ss -ltn | grep -q ':5201 ' && break; sleep 0.1; done
+            local bps; bps=$(nsenter --net="$NS" iperf3 -c "$ipa" -t 2 -J 2>/dev/null | jq -r '.end.sum_received.bits_per_second // 0' | cut -d. -f1)
+            kill $ip3 2>/dev/null; wait $ip3 2>/dev/null
+            check "$what: iperf3 node -> pod $((bps / 1000)) kbit/s within 50..120% of $((rate / 1000)) kbit/s" \
+                [ "${bps:-0}" -ge $((rate / 2)) -a "${bps:-0}" -le $((rate * 12 / 10)) ]
         fi
         shape "$NS-a" >"$T/shape-pod"
         shape "$NS" >"$T/shape-node"
