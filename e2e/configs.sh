@@ -82,6 +82,16 @@ run_cfg() { # run_cfg FILE IMPL CNI_PATH: sets $G/<cfg>-<impl>/{add-a.json,shape
         if nsenter --net="$NS" ip -4 -o addr show | grep -v ' lo ' | grep -q inet; then
             check "$what: node -> pod ping $ipa" nsenter --net="$NS" ping -c1 -W2 "$ipa"
             [ -n "$gw" ] && check "$what: pod -> node ping $gw" nsenter --net="$NS-a" ping -c1 -W2 "$gw"
+            local ip6a gw6; ip6a=$(jq -r '[.ips[] | select(.address | test(":"))][0].address // empty' "$T/add-a.json" | cut -d/ -f1)
+            gw6=$(jq -r '[.ips[] | select(.address | test(":"))][0].gateway // empty' "$T/add-a.json")
+            if [ -n "$ip6a" ] && [ -n "$gw6" ]; then
+                # Duplicate address detection first (both sides), else the first packets go nowhere.
+                for _ in $(seq 50); do
+                    [ -z "$(nsenter --net="$NS-a" ip -6 addr show tentative)$(nsenter --net="$NS" ip -6 addr show tentative)" ] && break; sleep 0.1
+                done
+                check "$what: node -> pod ping -6 $ip6a" nsenter --net="$NS" ping -6 -c1 -W2 "$ip6a"
+                check "$what: pod -> node ping -6 $gw6" nsenter --net="$NS-a" ping -6 -c1 -W2 "$gw6"
+            fi
             if echo "$cap" | jq -e .portMappings >/dev/null && [ -n "$gw" ]; then
                 nsenter --net="$NS-a" socat TCP-LISTEN:80,fork,reuseaddr SYSTEM:'echo hello-cfg' >/dev/null 2>&1 &
                 local sp=$!; echo $sp >>"$E2E_TMP/pids"
