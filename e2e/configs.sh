@@ -72,6 +72,16 @@ run_cfg() { # run_cfg FILE IMPL CNI_PATH: sets $G/<cfg>-<impl>/{add-a.json,shape
             *) $chk "$what: CHECK" net --container-id "ctr-$base-a" --cap-args "$cap" check x "$NS-a" ;;
         esac
         check "$what: second pod ADD" net --container-id "ctr-$base-b" add x "$NS-b"
+        # Which implementation made the firewall rules: the reference writes iptables CNI-*
+        # chains (iptables-nft), cni-multi its own nftables tables and no iptables chain.
+        if grep -qE '"ipMasq": *true|"portmap"|"firewall"' "$T/conf" || grep -q 'FLANNEL_IPMASQ=true' "$T/subnet.env" 2>/dev/null; then
+            if [ "$impl" = reference ]; then
+                check "$what: the rules are the reference's (iptables CNI-* chains)" sh -c "nsenter --net='$NS' iptables-save | grep -q '^:CNI-'"
+            else
+                check "$what: the rules are cni-multi's (its nftables tables, no iptables CNI-* chain)" \
+                    sh -c "! nsenter --net='$NS' iptables-save | grep -q '^:CNI-' && nsenter --net='$NS' nft list tables | grep -q cni_"
+            fi
+        fi
         local ipa ipb gw
         ipa=$(jq -r '[.ips[] | select(.address | test("\\."))][0].address' "$T/add-a.json" | cut -d/ -f1)
         gw=$(jq -r '[.ips[] | select(.address | test("\\."))][0].gateway // empty' "$T/add-a.json")
