@@ -69,7 +69,7 @@ trap 'ctrd_cleanup; cleanup' EXIT
 
 # The bridge stays after its last pod, as with the reference; netns bind mounts that
 # containerd made must go with their pods.
-ctrd_residue() { residue | grep -vx 'cni-cri0:'; echo "# netns"; ls /run/netns | grep -v '^cm-e2e-'; }
+ctrd_residue() { residue | grep -vx -e 'cni-cri0:' -e 'cni0:'; echo "# netns"; ls /run/netns | grep -v '^cm-e2e-'; }
 
 # A pause image from catatonit, as a hand-made docker-archive tarball.
 mkdir -p "$C/img/rootfs/usr/bin" && cp /usr/bin/catatonit "$C/img/rootfs/usr/bin/"
@@ -153,4 +153,32 @@ check "node -> one pod after the restart" node ping -c1 -W2 "$(head -1 "$C/par.s
 check "$N concurrent StopPodSandbox" cri stop $par_ids
 check "$N concurrent RemovePodSandbox" cri rm $par_ids
 check "removal after the restart leaves nothing" diff <(echo "$before") <(ctrd_residue)
+
+# The k3s node: containerd with k3s's own flannel chain (e2e/configs/k3s-flannel.conflist:
+# flannel -> portmap -> bandwidth) and a subnet.env as flanneld writes it. containerd tears
+# pods down with the config it has loaded, so the switch happens with no pod left, and a
+# restart makes it load the new file.
+if [ -n "$HAVE_BW" ]; then
+    K=$C/k3s; mkdir -p "$K"
+    printf 'FLANNEL_NETWORK=10.42.0.0/16\nFLANNEL_SUBNET=10.42.1.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n' >"$K/subnet.env"
+    ctrd_stop
+    rm -f "$C/net.d/10-e2e.conflist"
+    sed -e '/^\/\//d' -e "s|@TMP@|$K|g" "$here/configs/k3s-flannel.conflist" >"$C/net.d/10-flannel.conflist"
+    check "containerd restarts with k3s's flannel chain" ctrd_start
+    read -r _ idk <<<"$(cri_run k3spod -p 8084:80 -a kubernetes.io/ingress-bandwidth=20M 2>"$C/k3s.err")"
+    check "k3s chain: RunPodSandbox with -p 8084:80 and ingress-bandwidth=20M" sh -c "[ -n '$idk' ] || { cat '$C/k3s.err'; false; }"
+    read -r kip kns _ <<<"$(cri status "${idk:-x}" 2>/dev/null)"
+    check "k3s chain: pod IP $kip in flannel's subnet, = the netns address, MTU 1450" sh -c "case '$kip' in 10.42.1.*) ;; *) exit 1;; esac; [ \"\$(nsenter --net='$kns' ip -4 -o addr show eth0 | awk '{print \$4}' | cut -d/ -f1)\" = '$kip' ] && nsenter --net='$kns' ip -o link show eth0 | grep -q 'mtu 1450'"
+    check "k3s chain: node -> pod ping" node ping -c1 -W2 "$kip"
+    nsenter --net="$kns" socat TCP-LISTEN:80,fork,reuseaddr SYSTEM:'echo hello-k3s' >/dev/null 2>&1 &
+    k_pid=$!; echo $k_pid >>"$E2E_TMP/pids"
+    for _ in $(seq 50); do nsenter --net="$kns" ss -ltn | grep -q ':80 ' && break; sleep 0.1; done
+    check "k3s chain: host port 8084 via 10.42.1.1" node sh -c "nc -w 2 10.42.1.1 8084 </dev/null | grep -q hello-k3s"
+    kill "$k_pid" 2>/dev/null; wait "$k_pid" 2>/dev/null
+    check "k3s chain: tbf at 20Mbit on the host veth" sh -c "nsenter --net=/run/netns/$E2E_NODE tc qdisc show | grep -E '^qdisc tbf 1: dev veth.* root .* rate 20Mbit'"
+    check "k3s chain: flannel saved its delegate config" sh -c "[ -n \"\$(ls '$K/flannel')\" ]"
+    check "k3s chain: stop+remove" sh -c "'$VENV/bin/python' '$here/cri/cri_client.py' '$SOCK' stop '${idk:-x}' && '$VENV/bin/python' '$here/cri/cri_client.py' '$SOCK' rm '${idk:-x}'"
+    check "k3s chain: nothing left (links, rules, reservations, cache, netns)" diff <(echo "$before") <(ctrd_residue)
+    check "k3s chain: flannel's saved delegate config removed" sh -c "[ -z \"\$(ls '$K/flannel')\" ]"
+fi
 ctrd_cleanup
