@@ -61,6 +61,9 @@ run_cfg() { # run_cfg FILE IMPL CNI_PATH: sets $G/<cfg>-<impl>/{add-a.json,shape
     ip netns add "$N-a" && ip netns add "$N-b"
     local before; before=$(nsenter --net="$NS" ip -o link show | awk '{print $2}' | sort; node_rules "$NS")
     local netname; netname=$(jq -r .name "$T/conf")
+    # host-local's last_reserved_ip from an earlier part or run (containerd's k3s node uses
+    # cbr0 too) would shift the address; both runs start from an empty range.
+    rm -rf /var/lib/cni/networks/"$netname"
     net() { nsenter --net="$NS" "$E2E_BIN" net --conf "$T/conf" --cache-dir "$T/cache" --path "$path" "$@"; }
     if ! net --container-id "ctr-$base-a" --cap-args "$cap" add x "$NS-a" >"$T/add-a.json" 2>"$T/add-a.err"; then
         fail "$what: ADD"; sed 's/^/       /' "$T/add-a.json" "$T/add-a.err" | tail -8
