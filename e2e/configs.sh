@@ -142,6 +142,8 @@ run_cfg() { # run_cfg FILE IMPL CNI_PATH: sets $G/<cfg>-<impl>/{add-a.json,shape
         shape "$NS" >"$T/shape-node"
         check "$what: DEL second pod" net --container-id "ctr-$base-b" del x "$NS-b"
         check "$what: DEL" net --container-id "ctr-$base-a" --cap-args "$cap" del x "$NS-a"
+        # containerd's second DEL: no netns, and the cached result is gone by now.
+        $chk "$what: second DEL without netns or cache" net --container-id "ctr-$base-a" del x ""
         # What stays, as with any runtime: the bridge (and a flannel/ptp host address on it).
         local after; after=$(nsenter --net="$NS" ip -o link show | awk '{print $2}' | grep -v -x -F "$(nsenter --net="$NS" ip -o link show type bridge | awk '{print $2}')" | sort; node_rules "$NS")
         check "$what: DEL leaves no links or rules" diff <(echo "$before") <(echo "$after")
