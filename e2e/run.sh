@@ -11,7 +11,7 @@ if [ -z "${E2E_INNER:-}" ]; then
 fi
 export E2E_BIN=$(readlink -f "${E2E_BIN:-$here/../target/cni-multi}")
 [ -x "$E2E_BIN" ] || { echo "e2e: no binary at $E2E_BIN (make build)"; exit 1; }
-for d in /run/netns /var/lib/cni /var/lib/containers /run/containers /run/libpod /run/containerd /var/lib/containerd; do
+for d in /run/netns /run/cni /var/lib/cni /var/lib/containers /run/containers /run/libpod /run/containerd /var/lib/containerd; do
     mkdir -p "$d" && mount -t tmpfs tmpfs "$d" || { echo "e2e: cannot mount tmpfs on $d"; exit 1; }
 done
 export E2E_TMP=$(mktemp -d /tmp/cm-e2e.XXXXXX)
