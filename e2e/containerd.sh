@@ -48,13 +48,22 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
 CONF
 CTRD_PID=
 ctrd_start() {
-    node containerd --config "$C/config.toml" >>"$C/containerd.log" 2>&1 &
+    # A containerd still answering on the socket would make a "restart" test nothing.
+    if cri version >/dev/null 2>&1; then echo "a containerd still answers on $SOCK"; return 1; fi
+    # nsenter itself, not the node() function: a backgrounded function is a subshell, so $!
+    # would be that subshell and killing it would leave containerd running.
+    nsenter --net=/run/netns/"$E2E_NODE" containerd --config "$C/config.toml" >>"$C/containerd.log" 2>&1 &
     CTRD_PID=$!; echo $CTRD_PID >>"$E2E_TMP/pids"
-    for _ in $(seq 100); do cri version >/dev/null 2>&1 && return 0; sleep 0.2; done
+    for _ in $(seq 100); do cri version >/dev/null 2>&1 && kill -0 "$CTRD_PID" 2>/dev/null && return 0; sleep 0.2; done
     tail -20 "$C/containerd.log"; return 1
 }
 # Waits on containerd's own pid: a bare `wait` would also wait for every other background job.
-ctrd_stop() { [ -n "$CTRD_PID" ] || return 0; kill "$CTRD_PID" 2>/dev/null; wait "$CTRD_PID" 2>/dev/null; CTRD_PID=; }
+ctrd_stop() {
+    [ -n "$CTRD_PID" ] || return 0
+    kill "$CTRD_PID" 2>/dev/null; wait "$CTRD_PID" 2>/dev/null
+    kill -0 "$CTRD_PID" 2>/dev/null && { echo "containerd $CTRD_PID did not exit"; return 1; }
+    CTRD_PID=
+}
 ctrd_cleanup() {
     # On a failed run: stop and remove what is left through the CRI, so the shims and pause
     # processes go with their sandboxes; then end the shims under our state dir, by pid.

@@ -77,10 +77,11 @@ check "macvlan container reaches the parent's peer" pm run --rm --network cme2em
 # generated conflist names no socket).
 case " $E2E_PLUGINS " in
 *" dhcp "*)
-    node dnsmasq --no-daemon --conf-file=/dev/null --interface=mvpeer --bind-interfaces --port=0 \
+    # nsenter directly (not node()): $! must be the daemon itself, to end it by pid.
+    nsenter --net=/run/netns/"$E2E_NODE" dnsmasq --no-daemon --conf-file=/dev/null --interface=mvpeer --bind-interfaces --port=0 \
         --dhcp-range=10.89.10.50,10.89.10.99,255.255.255.0,2m --dhcp-leasefile="$P/leases" >"$P/dnsmasq.log" 2>&1 &
     dnsmasq_pid=$!; echo $dnsmasq_pid >>"$E2E_TMP/pids"
-    node env PATH= "$E2E_TMP/bin/dhcp" daemon >"$P/dhcpd.log" 2>&1 &
+    nsenter --net=/run/netns/"$E2E_NODE" env PATH= "$E2E_TMP/bin/dhcp" daemon >"$P/dhcpd.log" 2>&1 &
     dhcpd_pid=$!; echo $dhcpd_pid >>"$E2E_TMP/pids"
     for _ in $(seq 50); do [ -S /run/cni/dhcp.sock ] && break; sleep 0.1; done
     check "dhcp daemon listens on /run/cni/dhcp.sock" [ -S /run/cni/dhcp.sock ]
@@ -101,10 +102,10 @@ case " $E2E_PLUGINS " in
 esac
 
 # 20 containers started and removed concurrently.
-for i in $(seq 1 20); do pm run -d --name c$i --network cme2e localhost/busybox sleep 300 >/dev/null 2>&1 & done; wait
+cpids=; for i in $(seq 1 20); do pm run -d --name c$i --network cme2e localhost/busybox sleep 300 >/dev/null 2>&1 & cpids="$cpids $!"; done; wait $cpids
 ips=$(for i in $(seq 1 20); do pm inspect c$i -f '{{.NetworkSettings.Networks.cme2e.IPAddress}}'; done | sort -u | grep -c .)
 check "20 concurrent containers got 20 distinct addresses ($ips)" [ "$ips" = 20 ]
-for i in $(seq 1 20); do pm rm -f -t 0 c$i >/dev/null 2>&1 & done; wait
+cpids=; for i in $(seq 1 20); do pm rm -f -t 0 c$i >/dev/null 2>&1 & cpids="$cpids $!"; done; wait $cpids
 
 check "rm -f web" pm rm -f -t 0 web
 for n in cme2e cme2ein cme2eiso cme2eiso2 cme2emv; do check "network rm $n" pm network rm $n; done
