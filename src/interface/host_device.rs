@@ -7,9 +7,6 @@
 //! reservation (plugins#1196), and a device renamed inside the container is still found by
 //! its alias or MAC (plugins#773).
 
-use super::ipconfig::{self, Dad};
-use super::macvlan::{check_container_link, container_iface};
-use super::{ipam_add, join_errors, open_netns, open_netns_for_del, parse_mac};
 use crate::cni::config::{self, NetConf};
 use crate::cni::delegate;
 use crate::cni::error::CniError;
@@ -18,7 +15,13 @@ use crate::cni::skel::{CmdArgs, Kind, Plugin};
 use crate::cni::version;
 use crate::linux::netlink::Link;
 use crate::linux::{NetNs, Netlink};
-use crate::undo::Undo;
+use crate::pkg::childlink::{check_container_link, container_iface};
+use crate::pkg::errors::join_errors;
+use crate::pkg::ipam::ipam_add;
+use crate::pkg::ipconfig::{self, Dad};
+use crate::pkg::mac::parse_mac;
+use crate::pkg::netns::{open_netns, open_netns_for_del};
+use crate::pkg::undo::Undo;
 use anyhow::{anyhow, bail, Context};
 use serde::Deserialize;
 use std::path::Path;
@@ -397,12 +400,12 @@ fn check(args: &CmdArgs) -> anyhow::Result<()> {
 
 fn status(args: &CmdArgs) -> anyhow::Result<()> {
     let n: HostDeviceConf = config::parse(&args.stdin)?;
-    super::ipam_status(&n.net, args)
+    crate::pkg::ipam::ipam_status(&n.net, args)
 }
 
 fn gc(args: &CmdArgs) -> anyhow::Result<()> {
     let n: HostDeviceConf = config::parse(&args.stdin)?;
-    super::ipam_gc(&n.net, args)
+    crate::pkg::ipam::ipam_gc(&n.net, args)
 }
 
 #[cfg(test)]

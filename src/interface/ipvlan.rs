@@ -2,8 +2,6 @@
 //! straight in the container netns (reference §2.5). In a chain it takes prevResult's single
 //! interface as master and may reuse prevResult's IPs instead of running IPAM.
 
-use super::macvlan::{check_child, configure_child, create_child, del_child, master_and_mtu};
-use super::{ipam_add, open_netns};
 use crate::cni::config::{self, NetConf};
 use crate::cni::error::CniError;
 use crate::cni::result::CniResult;
@@ -11,7 +9,10 @@ use crate::cni::skel::{CmdArgs, Kind, Plugin};
 use crate::cni::version;
 use crate::linux::netlink::{IpvlanMode, LinkKind, LinkSpec};
 use crate::linux::Netlink;
-use crate::undo::Undo;
+use crate::pkg::childlink::{check_child, configure_child, create_child, del_child, master_and_mtu};
+use crate::pkg::ipam::ipam_add;
+use crate::pkg::netns::open_netns;
+use crate::pkg::undo::Undo;
 use anyhow::{bail, Context};
 use serde::Deserialize;
 
@@ -149,12 +150,12 @@ fn check(args: &CmdArgs) -> anyhow::Result<()> {
 
 fn status(args: &CmdArgs) -> anyhow::Result<()> {
     let n: IpvlanConf = config::parse(&args.stdin)?;
-    super::ipam_status(&n.net, args)
+    crate::pkg::ipam::ipam_status(&n.net, args)
 }
 
 fn gc(args: &CmdArgs) -> anyhow::Result<()> {
     let n: IpvlanConf = config::parse(&args.stdin)?;
-    super::ipam_gc(&n.net, args)
+    crate::pkg::ipam::ipam_gc(&n.net, args)
 }
 
 #[cfg(test)]

@@ -1,21 +1,18 @@
 //! macvlan: a MAC-addressed child of a node interface, made straight in the container netns
 //! (reference §2.4). Without an IPAM type the attachment is L2 only (the link is just set up).
-//!
-//! Also home of what macvlan, ipvlan and vlan share: the default-route master, the master's
-//! MTU check, creating a child under a temporary name in the container and renaming it, and
-//! the container-interface part of CHECK.
+//! What it shares with ipvlan, vlan, tap and dummy is in `pkg::childlink`.
 
-use super::ipconfig::{self, Dad};
-use super::{del_container_link, fmt_mac, ipam_add, join_errors, open_netns, parse_mac, veth};
 use crate::cni::config::{self, NetConf};
-use crate::cni::delegate;
-use crate::cni::result::{CniResult, Interface};
+use crate::cni::result::CniResult;
 use crate::cni::skel::{CmdArgs, Kind, Plugin};
 use crate::cni::version;
-use crate::linux::netlink::route::TABLE_MAIN;
-use crate::linux::netlink::{Family, Link, LinkKind, LinkSpec, MacvlanMode};
-use crate::linux::{NetNs, Netlink};
-use crate::undo::Undo;
+use crate::linux::netlink::{LinkKind, LinkSpec, MacvlanMode};
+use crate::linux::Netlink;
+use crate::pkg::childlink::{check_child, configure_child, container_iface, create_child, del_child, master_and_mtu};
+use crate::pkg::ipam::ipam_add;
+use crate::pkg::mac::parse_mac;
+use crate::pkg::netns::open_netns;
+use crate::pkg::undo::Undo;
 use anyhow::{anyhow, bail, Context};
 use serde::Deserialize;
 
@@ -53,7 +50,7 @@ impl MacvlanConf {
     /// Parse, and resolve the MAC: `mac` < CNI_ARGS `MAC` < `runtimeConfig.mac`.
     fn load(args: &CmdArgs) -> anyhow::Result<MacvlanConf> {
         let mut n: MacvlanConf = config::parse(&args.stdin)?;
-        n.mac = super::container_mac(args, &n.net, Some(n.mac.clone()), false)?.unwrap_or_default();
+        n.mac = crate::pkg::mac::container_mac(args, &n.net, Some(n.mac.clone()), false)?.unwrap_or_default();
         Ok(n)
     }
 }
@@ -158,197 +155,12 @@ fn check(args: &CmdArgs) -> anyhow::Result<()> {
 
 fn status(args: &CmdArgs) -> anyhow::Result<()> {
     let n: MacvlanConf = config::parse(&args.stdin)?;
-    super::ipam_status(&n.net, args)
+    crate::pkg::ipam::ipam_status(&n.net, args)
 }
 
 fn gc(args: &CmdArgs) -> anyhow::Result<()> {
     let n: MacvlanConf = config::parse(&args.stdin)?;
-    super::ipam_gc(&n.net, args)
-}
-
-// ---- shared by macvlan, ipvlan and vlan -------------------------------------------------
-
-/// The interface of the first default route (IPv4 before IPv6, as the kernel dumps them) in
-/// the main table of the namespace behind `nl`.
-pub(super) fn default_route_iface(nl: &mut Netlink) -> anyhow::Result<String> {
-    let routes = nl.routes(Family::All, Some(TABLE_MAIN))?;
-    for r in routes.iter().filter(|r| r.dst.prefix_len() == 0) {
-        let oif = r.oif.or_else(|| r.multipath.first().and_then(|h| h.oif));
-        if let Some(l) = oif.map(|i| nl.link_by_index(i)).transpose()?.flatten() {
-            return Ok(l.name);
-        }
-    }
-    bail!("no default route interface found")
-}
-
-/// Look up the master (the default-route interface when `name` is empty) and check the
-/// `mtu` key against its MTU: 0 means inherit, and it may not be negative or larger.
-pub(super) fn master_and_mtu(nl: &mut Netlink, name: &str, mtu: i64) -> anyhow::Result<(Link, Option<u32>)> {
-    let name = match name {
-        "" => default_route_iface(nl)?,
-        n => n.to_string(),
-    };
-    let master = nl
-        .link_by_name(&name)?
-        .ok_or_else(|| anyhow!("failed to lookup master {name:?}: Link not found"))?;
-    if mtu < 0 || mtu > i64::from(master.mtu) {
-        return Err(crate::cni::error::CniError::invalid_config(format!(
-            "invalid MTU {mtu}, must be [0, master MTU({})]",
-            master.mtu
-        ))
-        .into());
-    }
-    Ok((master, (mtu > 0).then_some(mtu as u32)))
-}
-
-/// Create a child link (`spec` with its parent index set, name ignored) under a temporary
-/// `vethXXXXXXXX` name straight in the container netns, then rename it to `ifname` there:
-/// creating it under its final name could collide with a node interface of that name. The
-/// parent index is resolved where the request is sent: the node, or with `in_container`
-/// the container. A delete of the link is registered in `undo`.
-pub(super) fn create_child(
-    host: &mut Netlink,
-    cont: &mut Netlink,
-    cont_ns: &NetNs,
-    mut spec: LinkSpec,
-    in_container: bool,
-    ifname: &str,
-    undo: &mut Undo,
-) -> anyhow::Result<Link> {
-    spec.name = veth::random_veth_name()?;
-    if in_container {
-        cont.create_link(&spec)?;
-    } else {
-        spec.netns = Some(cont_ns.raw_fd());
-        host.create_link(&spec)?;
-    }
-    let tmp = cont
-        .link_by_name(&spec.name)?
-        .ok_or_else(|| anyhow!("link {:?} vanished after creation", spec.name))?;
-    if let Err(e) = cont.set_name(tmp.index, ifname) {
-        let _ = cont.delete_link(tmp.index);
-        return Err(anyhow!(e).context(format!("failed to rename {} to {ifname:?}", spec.kind.name())));
-    }
-    let (path, idx) = (cont_ns.path().to_path_buf(), tmp.index);
-    undo.push(format!("delete {ifname} in the container"), move || {
-        let ns = NetNs::open(&path)?;
-        match Netlink::in_netns(&ns)?.delete_link(idx) {
-            Err(e) if !e.is_not_found() => Err(e.into()),
-            _ => Ok(()),
-        }
-    });
-    Ok(cont.link_by_index(tmp.index)?.unwrap_or(tmp))
-}
-
-/// The result's interface entry for the container link.
-pub(super) fn container_iface(l: &Link, args: &CmdArgs) -> Interface {
-    Interface {
-        name: l.name.clone(),
-        mac: fmt_mac(&l.mac),
-        sandbox: args.netns.clone(),
-        ..Default::default()
-    }
-}
-
-/// Put the result's IPs (all on interface 0) and routes on the container link, with
-/// `arp_notify`/`ndisc_notify` so the L2 segment learns the new MAC at once, and report the
-/// link as it is afterwards as the result's only interface. DAD is waited for only when an
-/// IPv6 gateway exists, as the reference's ConfigureIface does.
-pub(super) fn configure_child(
-    cont: &mut Netlink,
-    cont_ns: &NetNs,
-    args: &CmdArgs,
-    link: &Link,
-    result: &mut CniResult,
-) -> anyhow::Result<()> {
-    let ifname = &args.ifname;
-    result.interfaces = vec![container_iface(link, args)];
-    for ipc in &mut result.ips {
-        ipc.interface = Some(0);
-    }
-    ipconfig::set_sysctls_best_effort(
-        cont_ns,
-        &[
-            (format!("net/ipv4/conf/{ifname}/arp_notify"), "1"),
-            (format!("net/ipv6/conf/{ifname}/ndisc_notify"), "1"),
-        ],
-    )?;
-    let v6_gw = result.ips.iter().any(|i| i.gateway.is_some_and(|g| g.is_ipv6()));
-    let dad = if v6_gw { Dad::Wait } else { Dad::NoWait };
-    let now = ipconfig::configure_iface(cont, cont_ns, ifname, result, dad)?;
-    result.interfaces = vec![container_iface(&now, args)];
-    Ok(())
-}
-
-/// DEL of a child link: IPAM DEL when an IPAM type is set, then the link (both tried).
-pub(super) fn del_child(net: &NetConf, args: &CmdArgs) -> anyhow::Result<()> {
-    let mut errs = Vec::new();
-    if let Some(t) = net.ipam_type() {
-        if let Err(e) = delegate::del(t, &args.stdin, args) {
-            errs.push(e.into());
-        }
-    }
-    if let Err(e) = del_container_link(&args.netns, &args.ifname) {
-        errs.push(e);
-    }
-    join_errors(errs)
-}
-
-/// CHECK of a child link: IPAM CHECK (when set), prevResult's container interface in this
-/// netns, the master still there, the link as `validate` wants it, its MAC, IPs and routes.
-pub(super) fn check_child(
-    net: &NetConf,
-    args: &CmdArgs,
-    master: &str,
-    in_container: bool,
-    validate: impl FnOnce(&Link) -> anyhow::Result<()>,
-) -> anyhow::Result<()> {
-    let ns = open_netns(&args.netns)?;
-    if let Some(t) = net.ipam_type() {
-        delegate::check(t, &args.stdin, args)?;
-    }
-    let (prev, intf) = super::ipconfig::prev_sandbox_interface(net, args, "")?;
-    let mut cont = Netlink::in_netns(&ns)?;
-    let mut host;
-    let parent_nl = if in_container {
-        &mut cont
-    } else {
-        host = Netlink::new()?;
-        &mut host
-    };
-    let master = match master {
-        "" => default_route_iface(parent_nl)?,
-        m => m.to_string(),
-    };
-    if parent_nl.link_by_name(&master)?.is_none() {
-        bail!("failed to lookup master {master:?}: Link not found");
-    }
-    let l = check_container_link(&mut cont, &intf)?;
-    validate(&l)?;
-    ipconfig::validate_expected_ips(&mut cont, &args.ifname, &prev.ips)?;
-    ipconfig::validate_expected_routes(&mut cont, &prev.routes)
-}
-
-/// prevResult's container interface exists in the netns, with the MAC it reported.
-pub(super) fn check_container_link(cont: &mut Netlink, intf: &Interface) -> anyhow::Result<Link> {
-    if intf.name.is_empty() {
-        bail!("Container interface name missing in prevResult: ");
-    }
-    let l = cont
-        .link_by_name(&intf.name)?
-        .ok_or_else(|| anyhow!("Container Interface name in prevResult: {} not found", intf.name))?;
-    if intf.sandbox.is_empty() {
-        bail!("Error: Container interface {} should not be in host namespace", l.name);
-    }
-    let mac = fmt_mac(&l.mac);
-    if !intf.mac.is_empty() && intf.mac != mac {
-        bail!(
-            "Interface {} Mac {} doesn't match container Mac: {mac}",
-            intf.name,
-            intf.mac
-        );
-    }
-    Ok(l)
+    crate::pkg::ipam::ipam_gc(&n.net, args)
 }
 
 #[cfg(test)]

@@ -5,10 +5,6 @@
 //! end carries the gateway address and a host route to the container's IP, so the node
 //! routes between pods and to the outside.
 
-use super::bridge::{check_masquerade, gc_masquerade, setup_masquerade};
-use super::ipconfig::{self, Dad};
-use super::veth::{self, VethOpts};
-use super::{del_container_link, dns_set, fmt_mac, ipam_add, join_errors, open_netns};
 use crate::cni::config::{self, NetConf};
 use crate::cni::delegate;
 use crate::cni::error::CniError;
@@ -18,7 +14,16 @@ use crate::cni::version;
 use crate::linux::netlink::route::{SCOPE_HOST, SCOPE_LINK};
 use crate::linux::netlink::Route;
 use crate::linux::{NetNs, Netlink};
-use crate::undo::Undo;
+use crate::pkg::errors::join_errors;
+use crate::pkg::ipam::{dns_set, ipam_add};
+use crate::pkg::ipconfig::{self, Dad};
+use crate::pkg::ipmasq::{check_masquerade, gc_masquerade, setup_masquerade};
+use crate::pkg::link::del_container_link;
+use crate::pkg::link::mtu_of;
+use crate::pkg::mac::fmt_mac;
+use crate::pkg::netns::open_netns;
+use crate::pkg::undo::Undo;
+use crate::pkg::veth::{self, VethOpts};
 use anyhow::{anyhow, bail, Context};
 use serde::Deserialize;
 
@@ -54,23 +59,6 @@ impl PtpConf {
         self.net
             .ipam_type()
             .ok_or_else(|| CniError::invalid_config("ptp requires an IPAM plugin: ipam.type is empty"))
-    }
-}
-
-/// The MTU key as the kernel wants it: unset, zero or negative means the kernel default.
-/// The `mtu` key: 0 means the kernel's default. A negative value is refused before anything
-/// is created (the reference passes it on and the kernel's answer depends on the driver).
-pub(super) fn mtu_of(mtu: i64) -> anyhow::Result<Option<u32>> {
-    match mtu {
-        0 => Ok(None),
-        m => match u32::try_from(m) {
-            Ok(m) => Ok(Some(m)),
-            Err(_) => Err(CniError::new(
-                crate::cni::error::code::INVALID_CONFIG,
-                format!("invalid MTU {m}: must be 0 (the default) or a positive number of bytes"),
-            )
-            .into()),
-        },
     }
 }
 
@@ -185,7 +173,7 @@ fn del(args: &CmdArgs) -> anyhow::Result<()> {
     let mut _nft = None;
     if conf.ip_masq {
         let sock = crate::linux::nft::NftSocket::open()?;
-        errs.extend(crate::meta::masquerade::teardown(&sock, &conf.net.name, &args.ifname, &args.container_id).err());
+        errs.extend(crate::pkg::masquerade::teardown(&sock, &conf.net.name, &args.ifname, &args.container_id).err());
         _nft = Some(sock);
     }
     if let Some(t) = conf.net.ipam_type() {
@@ -203,7 +191,7 @@ fn check(args: &CmdArgs) -> anyhow::Result<()> {
     let conf = PtpConf::load(&args.stdin)?;
     let ns = open_netns(&args.netns)?;
     delegate::check(conf.ipam()?, &args.stdin, args)?;
-    let (prev, cont) = super::ipconfig::prev_sandbox_interface(&conf.net, args, "ptp: ")?;
+    let (prev, cont) = crate::pkg::ipconfig::prev_sandbox_interface(&conf.net, args, "ptp: ")?;
     let mut nl = Netlink::in_netns(&ns)?;
     let link = nl
         .link_by_name(&cont.name)?
@@ -246,19 +234,4 @@ fn gc(args: &CmdArgs) -> anyhow::Result<()> {
             .map(anyhow::Error::from),
     );
     join_errors(errs)
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn mtu_negative_is_refused_zero_is_default() {
-        assert_eq!(super::mtu_of(0).unwrap(), None);
-        assert_eq!(super::mtu_of(1400).unwrap(), Some(1400));
-        for m in [-1, -1500, i64::MIN, i64::MAX] {
-            let e = super::mtu_of(m).unwrap_err();
-            let c = e.downcast_ref::<crate::cni::error::CniError>().expect("a CNI error");
-            assert_eq!(c.code, crate::cni::error::code::INVALID_CONFIG, "{m}");
-            assert!(c.msg.contains(&format!("invalid MTU {m}")), "{}", c.msg);
-        }
-    }
 }

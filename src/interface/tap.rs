@@ -2,8 +2,6 @@
 //! (reference §2.9). Made with the tun ioctls inside the container netns and configured over
 //! netlink: nothing is executed (the reference runs `ip tuntap`).
 
-use super::macvlan::{check_container_link, configure_child, container_iface, del_child};
-use super::{ipam_add, open_netns, parse_mac, veth};
 use crate::cni::config::{self, NetConf};
 use crate::cni::delegate;
 use crate::cni::error::CniError;
@@ -12,7 +10,12 @@ use crate::cni::skel::{CmdArgs, Kind, Plugin};
 use crate::cni::version;
 use crate::linux::tuntap::{self, TunTap};
 use crate::linux::{NetNs, Netlink};
-use crate::undo::Undo;
+use crate::pkg::childlink::{check_container_link, configure_child, container_iface, del_child};
+use crate::pkg::ipam::ipam_add;
+use crate::pkg::mac::parse_mac;
+use crate::pkg::netns::open_netns;
+use crate::pkg::undo::Undo;
+use crate::pkg::veth;
 use anyhow::{anyhow, bail, Context};
 use serde::Deserialize;
 
@@ -52,7 +55,7 @@ impl TapConf {
     /// Parse, and resolve the MAC: `mac` < CNI_ARGS `MAC` < `runtimeConfig.mac`.
     fn load(args: &CmdArgs) -> anyhow::Result<TapConf> {
         let mut n: TapConf = config::parse(&args.stdin)?;
-        n.mac = super::container_mac(args, &n.net, Some(n.mac.clone()), false)?.unwrap_or_default();
+        n.mac = crate::pkg::mac::container_mac(args, &n.net, Some(n.mac.clone()), false)?.unwrap_or_default();
         Ok(n)
     }
 
@@ -81,7 +84,7 @@ fn add(args: &CmdArgs) -> anyhow::Result<CniResult> {
         )
         .into());
     }
-    let mtu = super::ptp::mtu_of(n.mtu)?;
+    let mtu = crate::pkg::link::mtu_of(n.mtu)?;
     let mac = match n.mac.as_str() {
         "" => None,
         m => Some(parse_mac(m).map_err(|e| anyhow!("invalid args {m} for MAC addr: {}", e.msg))?),
@@ -152,24 +155,24 @@ fn check(args: &CmdArgs) -> anyhow::Result<()> {
     if let Some(t) = n.net.ipam_type() {
         delegate::check(t, &args.stdin, args)?;
     }
-    let (prev, intf) = super::ipconfig::prev_sandbox_interface(&n.net, args, "")?;
+    let (prev, intf) = crate::pkg::ipconfig::prev_sandbox_interface(&n.net, args, "")?;
     let mut cont = Netlink::in_netns(&ns)?;
     let l = check_container_link(&mut cont, &intf)?;
     if l.kind.as_deref() != Some("tun") {
         bail!("Error: Container interface {} not of type tap", l.name);
     }
-    super::ipconfig::validate_expected_ips(&mut cont, &args.ifname, &prev.ips)?;
-    super::ipconfig::validate_expected_routes(&mut cont, &prev.routes)
+    crate::pkg::ipconfig::validate_expected_ips(&mut cont, &args.ifname, &prev.ips)?;
+    crate::pkg::ipconfig::validate_expected_routes(&mut cont, &prev.routes)
 }
 
 fn status(args: &CmdArgs) -> anyhow::Result<()> {
     let n: TapConf = config::parse(&args.stdin)?;
-    super::ipam_status(&n.net, args)
+    crate::pkg::ipam::ipam_status(&n.net, args)
 }
 
 fn gc(args: &CmdArgs) -> anyhow::Result<()> {
     let n: TapConf = config::parse(&args.stdin)?;
-    super::ipam_gc(&n.net, args)
+    crate::pkg::ipam::ipam_gc(&n.net, args)
 }
 
 #[cfg(test)]

@@ -1,8 +1,6 @@
 //! vlan: an 802.1Q child of a node interface, made straight in the container netns
 //! (reference §2.3). IPAM is required; the config's `dns` always replaces the IPAM's.
 
-use super::macvlan::{check_child, configure_child, create_child, del_child, master_and_mtu};
-use super::{ipam_add, open_netns};
 use crate::cni::config::{self, NetConf};
 use crate::cni::delegate;
 use crate::cni::error::CniError;
@@ -11,7 +9,10 @@ use crate::cni::skel::{CmdArgs, Kind, Plugin};
 use crate::cni::version;
 use crate::linux::netlink::{LinkKind, LinkSpec};
 use crate::linux::Netlink;
-use crate::undo::Undo;
+use crate::pkg::childlink::{check_child, configure_child, create_child, del_child, master_and_mtu};
+use crate::pkg::ipam::ipam_add;
+use crate::pkg::netns::open_netns;
+use crate::pkg::undo::Undo;
 use anyhow::{bail, Context};
 use serde::Deserialize;
 

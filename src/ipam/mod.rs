@@ -9,6 +9,7 @@ pub mod static_ipam;
 
 use crate::cni::error::{code, CniError};
 use crate::cni::result::Dns;
+use crate::pkg::ip::canon;
 use ipnet::IpNet;
 use std::net::IpAddr;
 
@@ -29,7 +30,7 @@ pub fn parse_ip(s: &str) -> Result<Option<IpAddr>, CniError> {
         return Ok(None);
     }
     s.parse::<IpAddr>()
-        .map(|ip| Some(host_local::range::canon(ip)))
+        .map(|ip| Some(canon(ip)))
         .map_err(|_| go_err(format!("invalid IP address: {s}")))
 }
 
@@ -41,8 +42,7 @@ pub fn parse_requested_ip(s: &str) -> Result<IpAddr, String> {
     } else {
         s.parse::<IpAddr>().ok()
     };
-    ip.map(host_local::range::canon)
-        .ok_or_else(|| format!("invalid IP address {s}"))
+    ip.map(canon).ok_or_else(|| format!("invalid IP address {s}"))
 }
 
 /// resolv.conf into a result's DNS (host-local dns.go): nameserver, domain, search, options;

@@ -12,6 +12,7 @@ use crate::cni::error::CniError;
 use crate::cni::result::{CniResult, Dns, IpConfig, Route};
 use crate::cni::skel::{CmdArgs, Kind, Plugin};
 use crate::cni::version;
+use crate::pkg::ip::canon;
 use anyhow::Result;
 use ipnet::IpNet;
 use serde::Deserialize;
@@ -100,7 +101,7 @@ enum Source {
 
 fn parse_cidr(s: &str, src: Source) -> Result<IpNet, CniError> {
     s.parse::<IpNet>()
-        .map(|n| IpNet::new(super::host_local::range::canon(n.addr()), n.prefix_len()).unwrap_or(n))
+        .map(|n| IpNet::new(canon(n.addr()), n.prefix_len()).unwrap_or(n))
         .map_err(|_| {
             go_err(match src {
                 Source::Config => format!("the 'address' field is expected to be in CIDR notation, got: '{s}'"),
@@ -111,7 +112,7 @@ fn parse_cidr(s: &str, src: Source) -> Result<IpNet, CniError> {
 }
 
 fn subnet_contains(net: &IpNet, ip: IpAddr) -> bool {
-    let ip = super::host_local::range::canon(ip);
+    let ip = canon(ip);
     net.trunc().contains(&ip)
 }
 
@@ -154,7 +155,7 @@ pub fn load_conf(stdin: &[u8], cni_args: &str) -> Result<StaticConf, CniError> {
                     .map_err(|_| go_err(format!("invalid gateway address: {item}")))?;
                 for a in addrs.iter_mut() {
                     if a.parsed.is_some_and(|net| subnet_contains(&net, gw)) {
-                        a.gateway = Some(super::host_local::range::canon(gw));
+                        a.gateway = Some(canon(gw));
                     }
                 }
             }
@@ -239,7 +240,7 @@ fn cmd_check(args: &CmdArgs) -> Result<()> {
     let prev = CniResult::parse(prev, version)?;
     for (addr, gw) in &conf.addresses {
         for ip in &prev.ips {
-            if addr.addr() == super::host_local::range::canon(ip.address.addr()) {
+            if addr.addr() == canon(ip.address.addr()) {
                 if gw.is_none() || *gw == ip.gateway {
                     break;
                 }

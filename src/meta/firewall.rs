@@ -160,7 +160,7 @@ fn add(args: &CmdArgs) -> Result<CniResult> {
         bail!("must be called as chained plugin");
     };
     let sock = NftSocket::open()?;
-    let comment = super::portmap::rule_comment(&conf.net.name, &args.container_id, &args.ifname);
+    let comment = crate::pkg::comment::rule_comment(&conf.net.name, &args.container_id, &args.ifname);
     let t = table();
     let have = sock.list_rules(Family::Inet, TABLE, CNI_FORWARD)?;
     let mut b = Batch::new();
@@ -287,7 +287,7 @@ fn add_isolation(sock: &NftSocket, b: &mut Batch, prev: &CniResult, ingress: Ing
 /// chains and the per-bridge isolation rules stay, as in the reference.
 fn del(args: &CmdArgs) -> Result<()> {
     let (conf, _) = parse_conf(&args.stdin)?;
-    let comment = super::portmap::rule_comment(&conf.net.name, &args.container_id, &args.ifname);
+    let comment = crate::pkg::comment::rule_comment(&conf.net.name, &args.container_id, &args.ifname);
     let sock = NftSocket::open()?;
     let t = table();
     let mut b = Batch::new();
@@ -315,7 +315,7 @@ fn check(args: &CmdArgs) -> Result<()> {
     let Some(prev) = conf.net.prev_result()? else {
         bail!("must be called as chained plugin");
     };
-    let comment = super::portmap::rule_comment(&conf.net.name, &args.container_id, &args.ifname);
+    let comment = crate::pkg::comment::rule_comment(&conf.net.name, &args.container_id, &args.ifname);
     let sock = NftSocket::open()?;
     let have = sock.list_rules(Family::Inet, TABLE, CNI_FORWARD)?;
     if !have.iter().any(|r| {

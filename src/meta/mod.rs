@@ -1,8 +1,7 @@
-//! Meta plugins (chained after an interface plugin) and the firewall helpers bridge and ptp
-//! share. Everything here programs nftables over netlink (`linux::nft`); nothing is exec'd.
+//! Meta plugins, chained after an interface plugin. One file per plugin; the firewall helpers
+//! bridge and ptp share (masquerade, spoofcheck, rule hashes) are in [`crate::pkg`]. Nothing
+//! here is exec'd: nftables and tc go over netlink (`linux`).
 //!
-//! - [`masquerade`]: ipMasq for bridge/ptp (`inet cni_plugins_masquerade`);
-//! - [`spoofcheck`]: bridge `macspoofchk` (`bridge nat`);
 //! - [`portmap`]: the portmap plugin (`ip`/`ip6 cni_hostport`);
 //! - [`firewall`]: the firewall plugin (`inet cni_firewall`, `bridge cni_firewall`);
 //! - [`bandwidth`]: tbf shaping on the host veth and an IFB (not in the plugin table yet: its
@@ -13,8 +12,5 @@
 pub mod bandwidth;
 pub mod firewall;
 pub mod flannel;
-pub mod masquerade;
 pub mod portmap;
-pub mod sha512;
-pub mod spoofcheck;
 pub mod tuning;

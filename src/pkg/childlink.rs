@@ -1,0 +1,202 @@
+//! What the "child link" plugins share (macvlan, ipvlan, vlan, and parts of tap, dummy and
+//! host-device): the default-route master, the master's MTU check, creating a child under a
+//! temporary name in the container and renaming it, configuring it, and its CHECK and DEL.
+
+use crate::cni::config::NetConf;
+use crate::cni::delegate;
+use crate::cni::result::{CniResult, Interface};
+use crate::cni::skel::CmdArgs;
+use crate::linux::netlink::route::TABLE_MAIN;
+use crate::linux::netlink::{Family, Link, LinkSpec};
+use crate::linux::{NetNs, Netlink};
+use crate::pkg::errors::join_errors;
+use crate::pkg::ipconfig::{self, Dad};
+use crate::pkg::link::del_container_link;
+use crate::pkg::mac::fmt_mac;
+use crate::pkg::netns::open_netns;
+use crate::pkg::undo::Undo;
+use crate::pkg::veth;
+use anyhow::{anyhow, bail};
+
+/// The interface of the first default route (IPv4 before IPv6, as the kernel dumps them) in
+/// the main table of the namespace behind `nl`.
+pub fn default_route_iface(nl: &mut Netlink) -> anyhow::Result<String> {
+    let routes = nl.routes(Family::All, Some(TABLE_MAIN))?;
+    for r in routes.iter().filter(|r| r.dst.prefix_len() == 0) {
+        let oif = r.oif.or_else(|| r.multipath.first().and_then(|h| h.oif));
+        if let Some(l) = oif.map(|i| nl.link_by_index(i)).transpose()?.flatten() {
+            return Ok(l.name);
+        }
+    }
+    bail!("no default route interface found")
+}
+
+/// Look up the master (the default-route interface when `name` is empty) and check the
+/// `mtu` key against its MTU: 0 means inherit, and it may not be negative or larger.
+pub fn master_and_mtu(nl: &mut Netlink, name: &str, mtu: i64) -> anyhow::Result<(Link, Option<u32>)> {
+    let name = match name {
+        "" => default_route_iface(nl)?,
+        n => n.to_string(),
+    };
+    let master = nl
+        .link_by_name(&name)?
+        .ok_or_else(|| anyhow!("failed to lookup master {name:?}: Link not found"))?;
+    if mtu < 0 || mtu > i64::from(master.mtu) {
+        return Err(crate::cni::error::CniError::invalid_config(format!(
+            "invalid MTU {mtu}, must be [0, master MTU({})]",
+            master.mtu
+        ))
+        .into());
+    }
+    Ok((master, (mtu > 0).then_some(mtu as u32)))
+}
+
+/// Create a child link (`spec` with its parent index set, name ignored) under a temporary
+/// `vethXXXXXXXX` name straight in the container netns, then rename it to `ifname` there:
+/// creating it under its final name could collide with a node interface of that name. The
+/// parent index is resolved where the request is sent: the node, or with `in_container`
+/// the container. A delete of the link is registered in `undo`.
+pub fn create_child(
+    host: &mut Netlink,
+    cont: &mut Netlink,
+    cont_ns: &NetNs,
+    mut spec: LinkSpec,
+    in_container: bool,
+    ifname: &str,
+    undo: &mut Undo,
+) -> anyhow::Result<Link> {
+    spec.name = veth::random_veth_name()?;
+    if in_container {
+        cont.create_link(&spec)?;
+    } else {
+        spec.netns = Some(cont_ns.raw_fd());
+        host.create_link(&spec)?;
+    }
+    let tmp = cont
+        .link_by_name(&spec.name)?
+        .ok_or_else(|| anyhow!("link {:?} vanished after creation", spec.name))?;
+    if let Err(e) = cont.set_name(tmp.index, ifname) {
+        let _ = cont.delete_link(tmp.index);
+        return Err(anyhow!(e).context(format!("failed to rename {} to {ifname:?}", spec.kind.name())));
+    }
+    let (path, idx) = (cont_ns.path().to_path_buf(), tmp.index);
+    undo.push(format!("delete {ifname} in the container"), move || {
+        let ns = NetNs::open(&path)?;
+        match Netlink::in_netns(&ns)?.delete_link(idx) {
+            Err(e) if !e.is_not_found() => Err(e.into()),
+            _ => Ok(()),
+        }
+    });
+    Ok(cont.link_by_index(tmp.index)?.unwrap_or(tmp))
+}
+
+/// The result's interface entry for the container link.
+pub fn container_iface(l: &Link, args: &CmdArgs) -> Interface {
+    Interface {
+        name: l.name.clone(),
+        mac: fmt_mac(&l.mac),
+        sandbox: args.netns.clone(),
+        ..Default::default()
+    }
+}
+
+/// Put the result's IPs (all on interface 0) and routes on the container link, with
+/// `arp_notify`/`ndisc_notify` so the L2 segment learns the new MAC at once, and report the
+/// link as it is afterwards as the result's only interface. DAD is waited for only when an
+/// IPv6 gateway exists, as the reference's ConfigureIface does.
+pub fn configure_child(
+    cont: &mut Netlink,
+    cont_ns: &NetNs,
+    args: &CmdArgs,
+    link: &Link,
+    result: &mut CniResult,
+) -> anyhow::Result<()> {
+    let ifname = &args.ifname;
+    result.interfaces = vec![container_iface(link, args)];
+    for ipc in &mut result.ips {
+        ipc.interface = Some(0);
+    }
+    ipconfig::set_sysctls_best_effort(
+        cont_ns,
+        &[
+            (format!("net/ipv4/conf/{ifname}/arp_notify"), "1"),
+            (format!("net/ipv6/conf/{ifname}/ndisc_notify"), "1"),
+        ],
+    )?;
+    let v6_gw = result.ips.iter().any(|i| i.gateway.is_some_and(|g| g.is_ipv6()));
+    let dad = if v6_gw { Dad::Wait } else { Dad::NoWait };
+    let now = ipconfig::configure_iface(cont, cont_ns, ifname, result, dad)?;
+    result.interfaces = vec![container_iface(&now, args)];
+    Ok(())
+}
+
+/// DEL of a child link: IPAM DEL when an IPAM type is set, then the link (both tried).
+pub fn del_child(net: &NetConf, args: &CmdArgs) -> anyhow::Result<()> {
+    let mut errs = Vec::new();
+    if let Some(t) = net.ipam_type() {
+        if let Err(e) = delegate::del(t, &args.stdin, args) {
+            errs.push(e.into());
+        }
+    }
+    if let Err(e) = del_container_link(&args.netns, &args.ifname) {
+        errs.push(e);
+    }
+    join_errors(errs)
+}
+
+/// CHECK of a child link: IPAM CHECK (when set), prevResult's container interface in this
+/// netns, the master still there, the link as `validate` wants it, its MAC, IPs and routes.
+pub fn check_child(
+    net: &NetConf,
+    args: &CmdArgs,
+    master: &str,
+    in_container: bool,
+    validate: impl FnOnce(&Link) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let ns = open_netns(&args.netns)?;
+    if let Some(t) = net.ipam_type() {
+        delegate::check(t, &args.stdin, args)?;
+    }
+    let (prev, intf) = ipconfig::prev_sandbox_interface(net, args, "")?;
+    let mut cont = Netlink::in_netns(&ns)?;
+    let mut host;
+    let parent_nl = if in_container {
+        &mut cont
+    } else {
+        host = Netlink::new()?;
+        &mut host
+    };
+    let master = match master {
+        "" => default_route_iface(parent_nl)?,
+        m => m.to_string(),
+    };
+    if parent_nl.link_by_name(&master)?.is_none() {
+        bail!("failed to lookup master {master:?}: Link not found");
+    }
+    let l = check_container_link(&mut cont, &intf)?;
+    validate(&l)?;
+    ipconfig::validate_expected_ips(&mut cont, &args.ifname, &prev.ips)?;
+    ipconfig::validate_expected_routes(&mut cont, &prev.routes)
+}
+
+/// prevResult's container interface exists in the netns, with the MAC it reported.
+pub fn check_container_link(cont: &mut Netlink, intf: &Interface) -> anyhow::Result<Link> {
+    if intf.name.is_empty() {
+        bail!("Container interface name missing in prevResult: ");
+    }
+    let l = cont
+        .link_by_name(&intf.name)?
+        .ok_or_else(|| anyhow!("Container Interface name in prevResult: {} not found", intf.name))?;
+    if intf.sandbox.is_empty() {
+        bail!("Error: Container interface {} should not be in host namespace", l.name);
+    }
+    let mac = fmt_mac(&l.mac);
+    if !intf.mac.is_empty() && intf.mac != mac {
+        bail!(
+            "Interface {} Mac {} doesn't match container Mac: {mac}",
+            intf.name,
+            intf.mac
+        );
+    }
+    Ok(l)
+}
