@@ -80,7 +80,7 @@ impl CniError {
 
     /// The pretty-printed JSON the reference prints (4-space indent, no newline).
     pub fn to_json(&self) -> String {
-        crate::cni::result::to_pretty_json(self)
+        super::json::to_pretty_json(self)
     }
 }
 

@@ -3,20 +3,12 @@
 //! keys and omissions per version).
 
 use super::error::{code, CniError};
+use super::json::to_pretty_json;
 use super::version::Version;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::net::IpAddr;
-
-/// Pretty JSON with a 4-space indent and no trailing newline, like Go's MarshalIndent.
-pub fn to_pretty_json<T: Serialize + ?Sized>(v: &T) -> String {
-    let mut out = Vec::with_capacity(512);
-    let fmt = serde_json::ser::PrettyFormatter::with_indent(b"    ");
-    let mut ser = serde_json::Serializer::with_formatter(&mut out, fmt);
-    v.serialize(&mut ser).expect("serialising to memory cannot fail");
-    String::from_utf8(out).expect("serde_json writes UTF-8")
-}
 
 fn is_empty(s: &str) -> bool {
     s.is_empty()

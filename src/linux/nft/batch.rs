@@ -1,6 +1,7 @@
 //! [`Batch`]: a list of changes the kernel applies atomically (all or nothing) between
 //! `NFNL_MSG_BATCH_BEGIN` and `NFNL_MSG_BATCH_END`.
 
+use super::msg::BatchMsg;
 use super::socket::{NftError, NftSocket};
 use super::wire::{self, AttrWriter};
 use super::{Chain, Family, Rule, Set, SetElem, Table};
@@ -16,16 +17,6 @@ pub enum Position {
     After(u64),
     /// Right before the rule with this handle.
     Before(u64),
-}
-
-/// One message of a batch, with a human description used in error messages.
-#[derive(Clone, Debug)]
-pub(crate) struct BatchMsg {
-    pub msg_type: u16,
-    pub family: Family,
-    pub flags: u16,
-    pub attrs: Vec<u8>,
-    pub what: String,
 }
 
 /// An atomic nftables transaction.

@@ -22,6 +22,7 @@
 
 mod batch;
 mod expr;
+mod msg;
 mod rule;
 mod socket;
 mod wire;
