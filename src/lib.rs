@@ -6,6 +6,7 @@
 pub mod cli;
 pub mod cni;
 pub mod demo;
+pub mod fileid;
 pub mod interface;
 pub mod ipam;
 pub mod linux;

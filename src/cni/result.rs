@@ -383,7 +383,7 @@ impl CniResult {
         };
         let (ip4, ip6) = (pick(true), pick(false));
         if ip4.is_none() && ip6.is_none() {
-            return Err(CniError::new(code::INTERNAL, "cannot convert: no valid IP addresses"));
+            return Err(CniError::internal("cannot convert: no valid IP addresses"));
         }
         Ok(Wire02 {
             cni_version: version.to_string(),

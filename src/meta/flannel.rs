@@ -181,14 +181,8 @@ fn go_parse_uint_err(e: &std::num::ParseIntError) -> &'static str {
 /// Read and parse the subnet file; a missing file names its path (the most common flannel
 /// complaint is a node whose flanneld has not written it yet).
 pub fn load_subnet_env(file: &str) -> anyhow::Result<SubnetEnv> {
-    let text = std::fs::read_to_string(file).map_err(|e| {
-        let why = match e.kind() {
-            std::io::ErrorKind::NotFound => "no such file or directory".to_string(),
-            std::io::ErrorKind::PermissionDenied => "permission denied".to_string(),
-            _ => e.to_string(),
-        };
-        anyhow!("open {file}: {why}")
-    })?;
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| anyhow!("open {file}: {}", crate::linux::error::io_errno_text(&e)))?;
     parse_subnet_env(&text, file)
 }
 
@@ -457,7 +451,7 @@ fn with_hint(e: anyhow::Error, file: &str) -> anyhow::Error {
     } else {
         format!("{file} is written by flanneld; check its FLANNEL_* lines")
     };
-    CniError::new(code::INTERNAL, msg).with_details(details).into()
+    CniError::internal(msg).with_details(details).into()
 }
 
 // ---- del --------------------------------------------------------------------------------

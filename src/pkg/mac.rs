@@ -5,20 +5,38 @@ use crate::cni::config::NetConf;
 use crate::cni::error::CniError;
 use crate::cni::skel::CmdArgs;
 
-/// Parse a MAC written `aa:bb:cc:dd:ee:ff` (or with `-`), as Go's `net.ParseMAC` does for
-/// 6-byte addresses.
+/// Parse a MAC as Go's `net.ParseMAC` does: `aa:bb:cc:dd:ee:ff`, `aa-bb-cc-dd-ee-ff` (one
+/// separator throughout) or `aabb.ccdd.eeff`, two (four) hex digits a group, either case.
+/// Go also takes 8- and 20-byte addresses; a link's MAC here is 6 bytes, so those are refused
+/// with the same message. The error is Go's `AddrError` text.
 pub fn parse_mac(s: &str) -> Result<[u8; 6], CniError> {
     let bad = || CniError::internal(format!("address {s}: invalid MAC address"));
-    let parts: Vec<&str> = s.split([':', '-']).collect();
-    if parts.len() != 6 {
+    let b = s.as_bytes();
+    // Hex digits of the groups, checked to be separated by one separator byte.
+    let (sep, group) = match b {
+        [_, _, x @ (b':' | b'-'), ..] => (*x, 2),
+        [_, _, _, _, b'.', ..] => (b'.', 4),
+        _ => return Err(bad()),
+    };
+    if b.len() != 6 * 2 / group * (group + 1) - 1 {
         return Err(bad());
     }
-    let mut m = [0u8; 6];
-    for (i, p) in parts.iter().enumerate() {
-        if p.len() != 2 {
+    let mut hex = Vec::with_capacity(12);
+    for (i, c) in b.iter().enumerate() {
+        if (i + 1) % (group + 1) == 0 {
+            if *c != sep {
+                return Err(bad());
+            }
+        } else if c.is_ascii_hexdigit() {
+            hex.push(*c);
+        } else {
             return Err(bad());
         }
-        m[i] = u8::from_str_radix(p, 16).map_err(|_| bad())?;
+    }
+    let mut m = [0u8; 6];
+    for (i, pair) in hex.chunks(2).enumerate() {
+        let pair = std::str::from_utf8(pair).map_err(|_| bad())?;
+        m[i] = u8::from_str_radix(pair, 16).map_err(|_| bad())?;
     }
     Ok(m)
 }
@@ -69,6 +87,36 @@ mod tests {
             path: String::new(),
             netns_override: false,
             stdin: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn macs_as_go_parses_them() {
+        use super::parse_mac;
+        let want = [0xc2, 0xb0, 0x57, 0x49, 0x47, 0xf1];
+        for good in [
+            "c2:B0:57:49:47:f1",
+            "c2-b0-57-49-47-f1",
+            "c2b0.5749.47f1",
+            "C2B0.5749.47F1",
+        ] {
+            assert_eq!(parse_mac(good).unwrap(), want, "{good}");
+        }
+        for bad in [
+            "",
+            "zz",
+            "c2:b0:57:49:47",
+            "c2:b0:57:49:47:fg",
+            "c2:b0-57:49:47:f1",
+            "c2:b0:57:49:47:f1x",
+            "c2:b0:57:49:47:+1",
+            "c2b0.5749-47f1",
+            "c2:b0:57:49:47:f1:00:01",
+            "é2:b0:57:49:47:f1",
+        ] {
+            let e = parse_mac(bad).unwrap_err();
+            assert_eq!(e.msg, format!("address {bad}: invalid MAC address"));
+            assert_eq!(e.code, 999);
         }
     }
 
