@@ -9,7 +9,7 @@ use crate::cni::delegate;
 use crate::cni::result::{CniResult, Interface, Route as CniRoute};
 use crate::cni::skel::{CmdArgs, Kind, Plugin};
 use crate::cni::version;
-use crate::linux::netlink::{BridgeVlan, Family, Link, LinkKind, LinkSpec, OperState};
+use crate::linux::netlink::{BridgeVlan, Family, Link, LinkKind, LinkSpec, LinkType, OperState};
 use crate::linux::nft::NftSocket;
 use crate::linux::{sysctl, NetNs, Netlink};
 use crate::pkg::errors::join_errors;
@@ -302,7 +302,7 @@ fn bridge_by_name(nl: &mut Netlink, name: &str) -> anyhow::Result<Link> {
         .link_by_name(name)
         .with_context(|| format!("could not lookup {name:?}"))?
         .ok_or_else(|| anyhow!("could not lookup {name:?}: Link not found"))?;
-    if l.kind.as_deref() != Some("bridge") {
+    if l.kind != Some(LinkType::Bridge) {
         bail!("{name:?} already exists but is not a bridge");
     }
     Ok(l)
@@ -689,7 +689,7 @@ fn check(args: &CmdArgs) -> anyhow::Result<()> {
         let l = host
             .link_by_name(&intf.name)?
             .ok_or_else(|| anyhow!("Interface name {} not found", intf.name))?;
-        if l.kind.as_deref() != Some("veth") {
+        if l.kind != Some(LinkType::Veth) {
             continue; // not one of ours
         }
         let peer_ok = cont_link.link == Some(l.index) && l.link == Some(cont_link.index);
@@ -724,7 +724,7 @@ fn check_bridge(host: &mut Netlink, intf: &Interface, n: &BridgeConf) -> anyhow:
     if !intf.sandbox.is_empty() {
         bail!("Interface {} should not be in sandbox", intf.name);
     }
-    if l.kind.as_deref() != Some("bridge") {
+    if l.kind != Some(LinkType::Bridge) {
         bail!("Interface {} does not have link type of bridge", intf.name);
     }
     if !intf.mac.is_empty() && intf.mac != fmt_mac(&l.mac) {
@@ -751,7 +751,7 @@ fn check_container_iface(cont: &mut Netlink, intf: &Interface) -> anyhow::Result
     if intf.sandbox.is_empty() {
         bail!("Interface {} is expected to be in a sandbox", intf.name);
     }
-    if l.kind.as_deref() != Some("veth") {
+    if l.kind != Some(LinkType::Veth) {
         bail!("Error: Container interface {} not of type veth", l.name);
     }
     let mac = fmt_mac(&l.mac);

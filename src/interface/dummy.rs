@@ -7,7 +7,7 @@ use crate::cni::error::CniError;
 use crate::cni::result::CniResult;
 use crate::cni::skel::{CmdArgs, Kind, Plugin};
 use crate::cni::version;
-use crate::linux::netlink::{LinkKind, LinkSpec};
+use crate::linux::netlink::{LinkKind, LinkSpec, LinkType};
 use crate::linux::{NetNs, Netlink};
 use crate::pkg::childlink::{check_container_link, configure_child};
 use crate::pkg::errors::join_errors;
@@ -92,7 +92,7 @@ fn check(args: &CmdArgs) -> anyhow::Result<()> {
     let (prev, intf) = crate::pkg::ipconfig::prev_sandbox_interface(&n.net, args, "")?;
     let mut cont = Netlink::in_netns(&ns)?;
     let l = check_container_link(&mut cont, &intf)?;
-    if l.kind.as_deref() != Some("dummy") {
+    if l.kind != Some(LinkType::Dummy) {
         bail!("Error: Container interface {} not of type dummy", l.name);
     }
     crate::pkg::ipconfig::validate_expected_ips(&mut cont, &args.ifname, &prev.ips)

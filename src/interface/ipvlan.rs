@@ -7,9 +7,11 @@ use crate::cni::error::CniError;
 use crate::cni::result::CniResult;
 use crate::cni::skel::{CmdArgs, Kind, Plugin};
 use crate::cni::version;
-use crate::linux::netlink::{IpvlanMode, LinkKind, LinkSpec};
+use crate::linux::netlink::{IpvlanMode, LinkKind, LinkSpec, LinkType};
 use crate::linux::Netlink;
-use crate::pkg::childlink::{check_child, configure_child, create_child, del_child, master_and_mtu};
+use crate::pkg::childlink::{
+    check_child, configure_child, create_child, del_child, expect_type_and_mode, master_and_mtu,
+};
 use crate::pkg::ipam::ipam_add;
 use crate::pkg::netns::open_netns;
 use crate::pkg::undo::Undo;
@@ -62,21 +64,13 @@ impl IpvlanConf {
     }
 }
 
+/// The `mode` key: empty is l2.
 fn mode_from_str(s: &str) -> Result<IpvlanMode, CniError> {
-    Ok(match s {
-        "" | "l2" => IpvlanMode::L2,
-        "l3" => IpvlanMode::L3,
-        "l3s" => IpvlanMode::L3s,
-        _ => return Err(CniError::invalid_config(format!("unknown ipvlan mode: {s:?}"))),
-    })
-}
-
-fn mode_name(m: Option<IpvlanMode>) -> String {
-    match m {
-        Some(IpvlanMode::L2) => "l2".into(),
-        Some(IpvlanMode::L3) => "l3".into(),
-        Some(IpvlanMode::L3s) => "l3s".into(),
-        None => "unknown".into(),
+    match s {
+        "" => Ok(IpvlanMode::L2),
+        s => s
+            .parse()
+            .map_err(|_| CniError::invalid_config(format!("unknown ipvlan mode: {s:?}"))),
     }
 }
 
@@ -134,17 +128,7 @@ fn check(args: &CmdArgs) -> anyhow::Result<()> {
     let n = IpvlanConf::load(&args.stdin)?;
     let want = mode_from_str(&n.mode)?;
     check_child(&n.net, args, &n.master, n.link_in_container, |l| {
-        if l.kind.as_deref() != Some("ipvlan") {
-            bail!("Error: Container interface {} not of type ipvlan", l.name);
-        }
-        if l.ipvlan_mode != Some(want) {
-            bail!(
-                "Container IPVlan mode {} does not match expected value: {}",
-                mode_name(l.ipvlan_mode),
-                mode_name(Some(want))
-            );
-        }
-        Ok(())
+        expect_type_and_mode(l, LinkType::Ipvlan, "IPVlan", want, l.ipvlan_mode)
     })
 }
 

@@ -3,17 +3,20 @@
 //! What it shares with ipvlan, vlan, tap and dummy is in `pkg::childlink`.
 
 use crate::cni::config::{self, NetConf};
+use crate::cni::error::CniError;
 use crate::cni::result::CniResult;
 use crate::cni::skel::{CmdArgs, Kind, Plugin};
 use crate::cni::version;
-use crate::linux::netlink::{LinkKind, LinkSpec, MacvlanMode};
+use crate::linux::netlink::{LinkKind, LinkSpec, LinkType, MacvlanMode};
 use crate::linux::Netlink;
-use crate::pkg::childlink::{check_child, configure_child, container_iface, create_child, del_child, master_and_mtu};
+use crate::pkg::childlink::{
+    check_child, configure_child, container_iface, create_child, del_child, expect_type_and_mode, master_and_mtu,
+};
 use crate::pkg::ipam::ipam_add;
 use crate::pkg::mac::parse_mac;
 use crate::pkg::netns::open_netns;
 use crate::pkg::undo::Undo;
-use anyhow::{anyhow, bail, Context};
+use anyhow::{anyhow, Context};
 use serde::Deserialize;
 
 pub static PLUGIN: Plugin = Plugin {
@@ -55,23 +58,14 @@ impl MacvlanConf {
     }
 }
 
-fn mode_from_str(s: &str) -> anyhow::Result<MacvlanMode> {
-    Ok(match s {
-        "" | "bridge" => MacvlanMode::Bridge,
-        "private" => MacvlanMode::Private,
-        "vepa" => MacvlanMode::Vepa,
-        "passthru" => MacvlanMode::Passthru,
-        _ => return Err(crate::cni::error::CniError::invalid_config(format!("unknown macvlan mode: {s:?}")).into()),
-    })
-}
-
-fn mode_name(m: Option<MacvlanMode>) -> String {
-    match m {
-        Some(MacvlanMode::Bridge) => "bridge".into(),
-        Some(MacvlanMode::Private) => "private".into(),
-        Some(MacvlanMode::Vepa) => "vepa".into(),
-        Some(MacvlanMode::Passthru) => "passthru".into(),
-        other => format!("{other:?}"),
+/// The `mode` key: empty is bridge; `source` is a kernel mode the reference does not offer.
+fn mode_from_str(s: &str) -> Result<MacvlanMode, CniError> {
+    match s {
+        "" => Ok(MacvlanMode::Bridge),
+        s => match s.parse() {
+            Ok(MacvlanMode::Source) | Err(_) => Err(CniError::invalid_config(format!("unknown macvlan mode: {s:?}"))),
+            Ok(m) => Ok(m),
+        },
     }
 }
 
@@ -139,17 +133,7 @@ fn check(args: &CmdArgs) -> anyhow::Result<()> {
     let n = MacvlanConf::load(args)?;
     let want = mode_from_str(&n.mode)?;
     check_child(&n.net, args, &n.master, n.link_in_container, |l| {
-        if l.kind.as_deref() != Some("macvlan") {
-            bail!("Error: Container interface {} not of type macvlan", l.name);
-        }
-        if l.macvlan_mode != Some(want) {
-            bail!(
-                "Container macvlan mode {} does not match expected value: {}",
-                mode_name(l.macvlan_mode),
-                mode_name(Some(want))
-            );
-        }
-        Ok(())
+        expect_type_and_mode(l, LinkType::Macvlan, "macvlan", want, l.macvlan_mode)
     })
 }
 
@@ -188,7 +172,8 @@ mod tests {
         assert_eq!(mode_from_str("private").unwrap(), MacvlanMode::Private);
         let e = mode_from_str("source").unwrap_err();
         assert_eq!(e.to_string(), "unknown macvlan mode: \"source\"");
-        assert_eq!(mode_name(Some(MacvlanMode::Vepa)), "vepa");
+        assert_eq!(mode_from_str("bridge").unwrap(), MacvlanMode::Bridge);
+        assert_eq!(mode_from_str("nope").unwrap_err().code, 7);
     }
 
     #[test]

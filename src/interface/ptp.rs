@@ -12,7 +12,7 @@ use crate::cni::result::{CniResult, Interface};
 use crate::cni::skel::{CmdArgs, Kind, Plugin};
 use crate::cni::version;
 use crate::linux::netlink::route::{SCOPE_HOST, SCOPE_LINK};
-use crate::linux::netlink::Route;
+use crate::linux::netlink::{LinkType, Route};
 use crate::linux::{NetNs, Netlink};
 use crate::pkg::errors::join_errors;
 use crate::pkg::ipam::{dns_set, ipam_add};
@@ -196,7 +196,7 @@ fn check(args: &CmdArgs) -> anyhow::Result<()> {
     let link = nl
         .link_by_name(&cont.name)?
         .ok_or_else(|| anyhow!("ptp: Container Interface name in prevResult: {} not found", cont.name))?;
-    if link.kind.as_deref() != Some("veth") {
+    if link.kind != Some(LinkType::Veth) {
         bail!("Error: Container interface {} not of type veth/p2p", link.name);
     }
     let mac = fmt_mac(&link.mac);

@@ -8,6 +8,7 @@ use crate::cni::error::CniError;
 use crate::cni::result::CniResult;
 use crate::cni::skel::{CmdArgs, Kind, Plugin};
 use crate::cni::version;
+use crate::linux::netlink::LinkType;
 use crate::linux::tuntap::{self, TunTap};
 use crate::linux::{NetNs, Netlink};
 use crate::pkg::childlink::{check_container_link, configure_child, container_iface, del_child};
@@ -119,7 +120,7 @@ fn add(args: &CmdArgs) -> anyhow::Result<CniResult> {
     if !n.bridge.is_empty() {
         let br = cont
             .link_by_name(&n.bridge)?
-            .filter(|l| l.kind.as_deref() == Some("bridge"))
+            .filter(|l| l.kind == Some(LinkType::Bridge))
             .ok_or_else(|| anyhow!("failed to lookup bridge {:?} in the container", n.bridge))?;
         cont.set_master(idx, br.index)
             .with_context(|| format!("failed to set master {:?} for {:?}", n.bridge, args.ifname))?;
@@ -158,7 +159,7 @@ fn check(args: &CmdArgs) -> anyhow::Result<()> {
     let (prev, intf) = crate::pkg::ipconfig::prev_sandbox_interface(&n.net, args, "")?;
     let mut cont = Netlink::in_netns(&ns)?;
     let l = check_container_link(&mut cont, &intf)?;
-    if l.kind.as_deref() != Some("tun") {
+    if l.kind != Some(LinkType::Tun) {
         bail!("Error: Container interface {} not of type tap", l.name);
     }
     crate::pkg::ipconfig::validate_expected_ips(&mut cont, &args.ifname, &prev.ips)?;

@@ -7,7 +7,7 @@ use crate::cni::error::CniError;
 use crate::cni::result::CniResult;
 use crate::cni::skel::{CmdArgs, Kind, Plugin};
 use crate::cni::version;
-use crate::linux::netlink::{LinkKind, LinkSpec};
+use crate::linux::netlink::{LinkKind, LinkSpec, LinkType};
 use crate::linux::Netlink;
 use crate::pkg::childlink::{check_child, configure_child, create_child, del_child, master_and_mtu};
 use crate::pkg::ipam::ipam_add;
@@ -110,7 +110,7 @@ fn del(args: &CmdArgs) -> anyhow::Result<()> {
 fn check(args: &CmdArgs) -> anyhow::Result<()> {
     let n = VlanConf::load(&args.stdin)?;
     check_child(&n.net, args, &n.master, n.link_in_container, |l| {
-        if l.kind.as_deref() != Some("vlan") {
+        if l.kind != Some(LinkType::Vlan) {
             bail!("Error: Container interface {} not of type vlan", l.name);
         }
         if l.vlan_id != Some(n.vlan_id as u16) {

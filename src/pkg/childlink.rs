@@ -7,7 +7,7 @@ use crate::cni::delegate;
 use crate::cni::result::{CniResult, Interface};
 use crate::cni::skel::CmdArgs;
 use crate::linux::netlink::route::TABLE_MAIN;
-use crate::linux::netlink::{Family, Link, LinkSpec};
+use crate::linux::netlink::{Family, Link, LinkSpec, LinkType};
 use crate::linux::{NetNs, Netlink};
 use crate::pkg::errors::join_errors;
 use crate::pkg::ipconfig::{self, Dad};
@@ -177,6 +177,25 @@ pub fn check_child(
     validate(&l)?;
     ipconfig::validate_expected_ips(&mut cont, &args.ifname, &prev.ips)?;
     ipconfig::validate_expected_routes(&mut cont, &prev.routes)
+}
+
+/// CHECK of a macvlan/ipvlan link's type and mode, with the reference's messages (`label` is
+/// how it names the type in the mode message).
+pub fn expect_type_and_mode<M: PartialEq + std::fmt::Display>(
+    l: &Link,
+    ty: LinkType,
+    label: &str,
+    want: M,
+    got: Option<M>,
+) -> anyhow::Result<()> {
+    if l.kind.as_ref() != Some(&ty) {
+        bail!("Error: Container interface {} not of type {ty}", l.name);
+    }
+    if got.as_ref() != Some(&want) {
+        let got = got.map_or("unknown".to_string(), |m| m.to_string());
+        bail!("Container {label} mode {got} does not match expected value: {want}");
+    }
+    Ok(())
 }
 
 /// prevResult's container interface exists in the netns, with the MAC it reported.
