@@ -17,7 +17,7 @@ use crate::linux::netlink::Link;
 use crate::linux::{NetNs, Netlink};
 use crate::pkg::childlink::{check_container_link, container_iface};
 use crate::pkg::errors::join_errors;
-use crate::pkg::ipam::ipam_add;
+use crate::pkg::ipam::{self, ipam_add, PluginConf};
 use crate::pkg::ipconfig::{self, Dad};
 use crate::pkg::mac::parse_mac;
 use crate::pkg::netns::{open_netns, open_netns_for_del};
@@ -34,8 +34,8 @@ pub static PLUGIN: Plugin = Plugin {
     add,
     del,
     check: Some(check),
-    status: Some(status),
-    gc: Some(gc),
+    status: Some(ipam::status::<HostDeviceConf>),
+    gc: Some(ipam::gc::<HostDeviceConf>),
 };
 
 const SYS_BUS_PCI: &str = "/sys/bus/pci/devices";
@@ -60,6 +60,12 @@ struct HostDeviceConf {
     aux_device: String,
     #[serde(skip)]
     dpdk: bool,
+}
+
+impl PluginConf for HostDeviceConf {
+    fn net(&self) -> &NetConf {
+        &self.net
+    }
 }
 
 impl HostDeviceConf {
@@ -396,16 +402,6 @@ fn check(args: &CmdArgs) -> anyhow::Result<()> {
     check_container_link(&mut cont, &intf)?;
     ipconfig::validate_expected_ips(&mut cont, &args.ifname, &prev.ips)?;
     ipconfig::validate_expected_routes(&mut cont, &prev.routes)
-}
-
-fn status(args: &CmdArgs) -> anyhow::Result<()> {
-    let n: HostDeviceConf = config::parse(&args.stdin)?;
-    crate::pkg::ipam::ipam_status(&n.net, args)
-}
-
-fn gc(args: &CmdArgs) -> anyhow::Result<()> {
-    let n: HostDeviceConf = config::parse(&args.stdin)?;
-    crate::pkg::ipam::ipam_gc(&n.net, args)
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use crate::linux::Netlink;
 use crate::pkg::childlink::{
     check_child, configure_child, create_child, del_child, expect_type_and_mode, master_and_mtu,
 };
-use crate::pkg::ipam::ipam_add;
+use crate::pkg::ipam::{self, ipam_add, PluginConf};
 use crate::pkg::netns::open_netns;
 use crate::pkg::undo::Undo;
 use anyhow::{bail, Context};
@@ -26,8 +26,8 @@ pub static PLUGIN: Plugin = Plugin {
     add,
     del,
     check: Some(check),
-    status: Some(status),
-    gc: Some(gc),
+    status: Some(ipam::status::<IpvlanConf>),
+    gc: Some(ipam::gc::<IpvlanConf>),
 };
 
 #[derive(Debug, Deserialize)]
@@ -45,6 +45,12 @@ struct IpvlanConf {
     /// prevResult, when chained.
     #[serde(skip)]
     prev: Option<CniResult>,
+}
+
+impl PluginConf for IpvlanConf {
+    fn net(&self) -> &NetConf {
+        &self.net
+    }
 }
 
 impl IpvlanConf {
@@ -130,16 +136,6 @@ fn check(args: &CmdArgs) -> anyhow::Result<()> {
     check_child(&n.net, args, &n.master, n.link_in_container, |l| {
         expect_type_and_mode(l, LinkType::Ipvlan, "IPVlan", want, l.ipvlan_mode)
     })
-}
-
-fn status(args: &CmdArgs) -> anyhow::Result<()> {
-    let n: IpvlanConf = config::parse(&args.stdin)?;
-    crate::pkg::ipam::ipam_status(&n.net, args)
-}
-
-fn gc(args: &CmdArgs) -> anyhow::Result<()> {
-    let n: IpvlanConf = config::parse(&args.stdin)?;
-    crate::pkg::ipam::ipam_gc(&n.net, args)
 }
 
 #[cfg(test)]

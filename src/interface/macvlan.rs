@@ -9,10 +9,8 @@ use crate::cni::skel::{CmdArgs, Kind, Plugin};
 use crate::cni::version;
 use crate::linux::netlink::{LinkKind, LinkSpec, LinkType, MacvlanMode};
 use crate::linux::Netlink;
-use crate::pkg::childlink::{
-    check_child, configure_child, container_iface, create_child, del_child, expect_type_and_mode, master_and_mtu,
-};
-use crate::pkg::ipam::ipam_add;
+use crate::pkg::childlink::{check_child, create_child, del_child, expect_type_and_mode, ipam_or_l2, master_and_mtu};
+use crate::pkg::ipam::{self, PluginConf};
 use crate::pkg::mac::parse_mac;
 use crate::pkg::netns::open_netns;
 use crate::pkg::undo::Undo;
@@ -27,8 +25,8 @@ pub static PLUGIN: Plugin = Plugin {
     add,
     del,
     check: Some(check),
-    status: Some(status),
-    gc: Some(gc),
+    status: Some(ipam::status::<MacvlanConf>),
+    gc: Some(ipam::gc::<MacvlanConf>),
 };
 
 #[derive(Debug, Deserialize)]
@@ -47,6 +45,12 @@ struct MacvlanConf {
     link_in_container: bool,
     #[serde(default)]
     bcqueuelen: u32,
+}
+
+impl PluginConf for MacvlanConf {
+    fn net(&self) -> &NetConf {
+        &self.net
+    }
 }
 
 impl MacvlanConf {
@@ -104,20 +108,7 @@ fn add(args: &CmdArgs) -> anyhow::Result<CniResult> {
     )
     .context("failed to create macvlan")?;
 
-    let mut result = CniResult::new(n.net.version());
-    if let Some(t) = n.net.ipam_type() {
-        let ipam = ipam_add(t, args, &mut undo)?;
-        result.ips = ipam.ips;
-        result.routes = ipam.routes;
-        configure_child(&mut cont, &cont_ns, args, &link, &mut result)?;
-    } else {
-        cont.set_up(link.index)
-            .with_context(|| format!("failed to set {:?} UP", args.ifname))?;
-        let now = cont.link_by_index(link.index)?.unwrap_or(link);
-        result.interfaces = vec![container_iface(&now, args)];
-    }
-    // The reference replaces the IPAM's DNS with the config's, even an empty one.
-    result.dns = n.net.dns.clone().unwrap_or_default();
+    let result = ipam_or_l2(&mut cont, &cont_ns, args, &n.net, link, &mut undo)?;
     undo.commit();
     Ok(result)
 }
@@ -135,16 +126,6 @@ fn check(args: &CmdArgs) -> anyhow::Result<()> {
     check_child(&n.net, args, &n.master, n.link_in_container, |l| {
         expect_type_and_mode(l, LinkType::Macvlan, "macvlan", want, l.macvlan_mode)
     })
-}
-
-fn status(args: &CmdArgs) -> anyhow::Result<()> {
-    let n: MacvlanConf = config::parse(&args.stdin)?;
-    crate::pkg::ipam::ipam_status(&n.net, args)
-}
-
-fn gc(args: &CmdArgs) -> anyhow::Result<()> {
-    let n: MacvlanConf = config::parse(&args.stdin)?;
-    crate::pkg::ipam::ipam_gc(&n.net, args)
 }
 
 #[cfg(test)]

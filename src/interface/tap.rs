@@ -11,8 +11,8 @@ use crate::cni::version;
 use crate::linux::netlink::LinkType;
 use crate::linux::tuntap::{self, TunTap};
 use crate::linux::{NetNs, Netlink};
-use crate::pkg::childlink::{check_container_link, configure_child, container_iface, del_child};
-use crate::pkg::ipam::ipam_add;
+use crate::pkg::childlink::{check_container_link, del_child, ipam_or_l2};
+use crate::pkg::ipam::{self, PluginConf};
 use crate::pkg::mac::parse_mac;
 use crate::pkg::netns::open_netns;
 use crate::pkg::undo::Undo;
@@ -28,8 +28,8 @@ pub static PLUGIN: Plugin = Plugin {
     add,
     del,
     check: Some(check),
-    status: Some(status),
-    gc: Some(gc),
+    status: Some(ipam::status::<TapConf>),
+    gc: Some(ipam::gc::<TapConf>),
 };
 
 #[derive(Debug, Deserialize)]
@@ -50,6 +50,12 @@ struct TapConf {
     selinux_context: String,
     #[serde(default)]
     bridge: String,
+}
+
+impl PluginConf for TapConf {
+    fn net(&self) -> &NetConf {
+        &self.net
+    }
 }
 
 impl TapConf {
@@ -126,21 +132,9 @@ fn add(args: &CmdArgs) -> anyhow::Result<CniResult> {
             .with_context(|| format!("failed to set master {:?} for {:?}", n.bridge, args.ifname))?;
     }
 
-    let mut result = CniResult::new(n.net.version());
     // Looked up again: joining the bridge may have changed it.
     let link = cont.link_by_index(idx)?.unwrap_or(link);
-    if let Some(t) = n.net.ipam_type() {
-        let ipam = ipam_add(t, args, &mut undo)?;
-        result.ips = ipam.ips;
-        result.routes = ipam.routes;
-        configure_child(&mut cont, &cont_ns, args, &link, &mut result)?;
-    } else {
-        cont.set_up(idx)
-            .with_context(|| format!("failed to set {:?} up", args.ifname))?;
-        let now = cont.link_by_index(idx)?.unwrap_or(link);
-        result.interfaces = vec![container_iface(&now, args)];
-    }
-    result.dns = n.net.dns.clone().unwrap_or_default();
+    let result = ipam_or_l2(&mut cont, &cont_ns, args, &n.net, link, &mut undo)?;
     undo.commit();
     Ok(result)
 }
@@ -164,16 +158,6 @@ fn check(args: &CmdArgs) -> anyhow::Result<()> {
     }
     crate::pkg::ipconfig::validate_expected_ips(&mut cont, &args.ifname, &prev.ips)?;
     crate::pkg::ipconfig::validate_expected_routes(&mut cont, &prev.routes)
-}
-
-fn status(args: &CmdArgs) -> anyhow::Result<()> {
-    let n: TapConf = config::parse(&args.stdin)?;
-    crate::pkg::ipam::ipam_status(&n.net, args)
-}
-
-fn gc(args: &CmdArgs) -> anyhow::Result<()> {
-    let n: TapConf = config::parse(&args.stdin)?;
-    crate::pkg::ipam::ipam_gc(&n.net, args)
 }
 
 #[cfg(test)]

@@ -10,13 +10,14 @@ use crate::linux::netlink::route::TABLE_MAIN;
 use crate::linux::netlink::{Family, Link, LinkSpec, LinkType};
 use crate::linux::{NetNs, Netlink};
 use crate::pkg::errors::join_errors;
+use crate::pkg::ipam::ipam_add;
 use crate::pkg::ipconfig::{self, Dad};
 use crate::pkg::link::del_container_link;
 use crate::pkg::mac::fmt_mac;
 use crate::pkg::netns::open_netns;
 use crate::pkg::undo::Undo;
 use crate::pkg::veth;
-use anyhow::{anyhow, bail};
+use anyhow::{anyhow, bail, Context};
 
 /// The interface of the first default route (IPv4 before IPv6, as the kernel dumps them) in
 /// the main table of the namespace behind `nl`.
@@ -128,6 +129,34 @@ pub fn configure_child(
     let now = ipconfig::configure_iface(cont, cont_ns, ifname, result, dad)?;
     result.interfaces = vec![container_iface(&now, args)];
     Ok(())
+}
+
+/// The rest of a child link's ADD: with an IPAM type, its addresses and routes on the link
+/// ([`configure_child`]); without, an L2-only attachment (the link is just set up). The
+/// result carries the config's DNS, even an empty one, replacing the IPAM's as the reference
+/// does.
+pub fn ipam_or_l2(
+    cont: &mut Netlink,
+    cont_ns: &NetNs,
+    args: &CmdArgs,
+    net: &NetConf,
+    link: Link,
+    undo: &mut Undo,
+) -> anyhow::Result<CniResult> {
+    let mut result = CniResult::new(net.version());
+    if let Some(t) = net.ipam_type() {
+        let ipam = ipam_add(t, args, undo)?;
+        result.ips = ipam.ips;
+        result.routes = ipam.routes;
+        configure_child(cont, cont_ns, args, &link, &mut result)?;
+    } else {
+        cont.set_up(link.index)
+            .with_context(|| format!("failed to set {:?} UP", args.ifname))?;
+        let now = cont.link_by_index(link.index)?.unwrap_or(link);
+        result.interfaces = vec![container_iface(&now, args)];
+    }
+    result.dns = net.dns.clone().unwrap_or_default();
+    Ok(result)
 }
 
 /// DEL of a child link: IPAM DEL when an IPAM type is set, then the link (both tried).

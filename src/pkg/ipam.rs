@@ -21,6 +21,25 @@ pub fn ipam_add(ipam_type: &str, args: &CmdArgs, undo: &mut Undo) -> anyhow::Res
     Ok(r)
 }
 
+/// A plugin's config type: the shared keys are inside it (its `#[serde(flatten)] net`).
+/// With it, [`status`] and [`gc`] serve as the STATUS and GC of plugins whose only state
+/// outside the container is their IPAM's.
+pub trait PluginConf: serde::de::DeserializeOwned {
+    fn net(&self) -> &NetConf;
+}
+
+/// STATUS of a plugin with config `C`: its config must parse, then [`ipam_status`].
+pub fn status<C: PluginConf>(args: &CmdArgs) -> anyhow::Result<()> {
+    let n: C = crate::cni::config::parse(&args.stdin)?;
+    ipam_status(n.net(), args)
+}
+
+/// GC of a plugin with config `C`: its config must parse, then [`ipam_gc`].
+pub fn gc<C: PluginConf>(args: &CmdArgs) -> anyhow::Result<()> {
+    let n: C = crate::cni::config::parse(&args.stdin)?;
+    ipam_gc(n.net(), args)
+}
+
 /// STATUS of a plugin whose readiness is its IPAM's: delegated when an IPAM type is set.
 pub fn ipam_status(net: &NetConf, args: &CmdArgs) -> anyhow::Result<()> {
     match net.ipam_type() {
