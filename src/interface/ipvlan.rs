@@ -7,15 +7,10 @@ use crate::cni::error::CniError;
 use crate::cni::result::CniResult;
 use crate::cni::skel::{CmdArgs, Kind, Plugin};
 use crate::cni::version;
-use crate::linux::netlink::{IpvlanMode, LinkKind, LinkSpec, LinkType};
-use crate::linux::Netlink;
-use crate::pkg::childlink::{
-    check_child, configure_child, create_child, del_child, expect_type_and_mode, master_and_mtu,
-};
+use crate::linux::netlink::{IpvlanMode, LinkKind, LinkType};
+use crate::pkg::childlink::{add_child, check_child, configure_child, del_child, expect_type_and_mode, ChildSpec};
 use crate::pkg::ipam::{self, ipam_add, PluginConf};
-use crate::pkg::netns::open_netns;
-use crate::pkg::undo::Undo;
-use anyhow::{bail, Context};
+use anyhow::bail;
 use serde::Deserialize;
 
 pub static PLUGIN: Plugin = Plugin {
@@ -92,34 +87,25 @@ fn add(args: &CmdArgs) -> anyhow::Result<CniResult> {
         }
         (None, None) => return Err(CniError::invalid_config("ipam must be specified").into()),
     };
-    let cont_ns = open_netns(&args.netns)?;
-    let mut host = Netlink::new()?;
-    let mut cont = Netlink::in_netns(&cont_ns)?;
-    let parent_nl = if n.link_in_container { &mut cont } else { &mut host };
-    let (master, mtu) = master_and_mtu(parent_nl, &n.master, n.mtu)?;
-
-    let mut spec = LinkSpec::new("", LinkKind::Ipvlan { mode }).parent(master.index);
-    spec.mtu = mtu;
-    let mut undo = Undo::new();
-    let link = create_child(
-        &mut host,
-        &mut cont,
-        &cont_ns,
-        spec,
-        n.link_in_container,
-        &args.ifname,
-        &mut undo,
-    )
-    .context("failed to create ipvlan")?;
+    let mut c = add_child(
+        args,
+        ChildSpec {
+            master: &n.master,
+            mtu: n.mtu,
+            in_container: n.link_in_container,
+            kind: LinkKind::Ipvlan { mode },
+            mac: None,
+        },
+    )?;
 
     let mut result = match reuse {
         Some(prev) => prev,
-        None => ipam_add(n.net.ipam_type().expect("checked"), args, &mut undo)?,
+        None => ipam_add(n.net.ipam_type().expect("checked"), args, &mut c.undo)?,
     };
     result.cni_version = n.net.version().to_string();
-    configure_child(&mut cont, &cont_ns, args, &link, &mut result)?;
+    configure_child(&mut c.cont, &c.cont_ns, args, &c.link, &mut result)?;
     result.dns = n.net.dns.clone().unwrap_or_default();
-    undo.commit();
+    c.undo.commit();
     Ok(result)
 }
 

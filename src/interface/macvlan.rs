@@ -7,14 +7,11 @@ use crate::cni::error::CniError;
 use crate::cni::result::CniResult;
 use crate::cni::skel::{CmdArgs, Kind, Plugin};
 use crate::cni::version;
-use crate::linux::netlink::{LinkKind, LinkSpec, LinkType, MacvlanMode};
-use crate::linux::Netlink;
-use crate::pkg::childlink::{check_child, create_child, del_child, expect_type_and_mode, ipam_or_l2, master_and_mtu};
+use crate::linux::netlink::{LinkKind, LinkType, MacvlanMode};
+use crate::pkg::childlink::{add_child, check_child, del_child, expect_type_and_mode, ipam_or_l2, ChildSpec};
 use crate::pkg::ipam::{self, PluginConf};
 use crate::pkg::mac::parse_mac;
-use crate::pkg::netns::open_netns;
-use crate::pkg::undo::Undo;
-use anyhow::{anyhow, Context};
+use anyhow::anyhow;
 use serde::Deserialize;
 
 pub static PLUGIN: Plugin = Plugin {
@@ -80,36 +77,22 @@ fn add(args: &CmdArgs) -> anyhow::Result<CniResult> {
         "" => None,
         m => Some(parse_mac(m).map_err(|e| anyhow!("invalid args {m} for MAC addr: {}", e.msg))?),
     };
-    let cont_ns = open_netns(&args.netns)?;
-    let mut host = Netlink::new()?;
-    let mut cont = Netlink::in_netns(&cont_ns)?;
-    let parent_nl = if n.link_in_container { &mut cont } else { &mut host };
-    let (master, mtu) = master_and_mtu(parent_nl, &n.master, n.mtu)?;
-
-    let mut spec = LinkSpec::new(
-        "",
-        LinkKind::Macvlan {
-            mode,
-            bc_queue_len: (n.bcqueuelen > 0).then_some(n.bcqueuelen),
+    let mut c = add_child(
+        args,
+        ChildSpec {
+            master: &n.master,
+            mtu: n.mtu,
+            in_container: n.link_in_container,
+            kind: LinkKind::Macvlan {
+                mode,
+                bc_queue_len: (n.bcqueuelen > 0).then_some(n.bcqueuelen),
+            },
+            mac,
         },
-    )
-    .parent(master.index);
-    spec.mtu = mtu;
-    spec.mac = mac;
-    let mut undo = Undo::new();
-    let link = create_child(
-        &mut host,
-        &mut cont,
-        &cont_ns,
-        spec,
-        n.link_in_container,
-        &args.ifname,
-        &mut undo,
-    )
-    .context("failed to create macvlan")?;
+    )?;
 
-    let result = ipam_or_l2(&mut cont, &cont_ns, args, &n.net, link, &mut undo)?;
-    undo.commit();
+    let result = ipam_or_l2(&mut c.cont, &c.cont_ns, args, &n.net, c.link, &mut c.undo)?;
+    c.undo.commit();
     Ok(result)
 }
 

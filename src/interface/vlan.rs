@@ -7,13 +7,10 @@ use crate::cni::error::CniError;
 use crate::cni::result::CniResult;
 use crate::cni::skel::{CmdArgs, Kind, Plugin};
 use crate::cni::version;
-use crate::linux::netlink::{LinkKind, LinkSpec, LinkType};
-use crate::linux::Netlink;
-use crate::pkg::childlink::{check_child, configure_child, create_child, del_child, master_and_mtu};
+use crate::linux::netlink::{LinkKind, LinkType};
+use crate::pkg::childlink::{add_child, check_child, configure_child, del_child, ChildSpec};
 use crate::pkg::ipam::ipam_add;
-use crate::pkg::netns::open_netns;
-use crate::pkg::undo::Undo;
-use anyhow::{bail, Context};
+use anyhow::bail;
 use serde::Deserialize;
 
 pub static PLUGIN: Plugin = Plugin {
@@ -73,30 +70,21 @@ impl VlanConf {
 fn add(args: &CmdArgs) -> anyhow::Result<CniResult> {
     let n = VlanConf::load(&args.stdin)?;
     let ipam_type = n.ipam()?;
-    let cont_ns = open_netns(&args.netns)?;
-    let mut host = Netlink::new()?;
-    let mut cont = Netlink::in_netns(&cont_ns)?;
-    let parent_nl = if n.link_in_container { &mut cont } else { &mut host };
-    let (master, mtu) = master_and_mtu(parent_nl, &n.master, n.mtu)?;
+    let mut c = add_child(
+        args,
+        ChildSpec {
+            master: &n.master,
+            mtu: n.mtu,
+            in_container: n.link_in_container,
+            kind: LinkKind::Vlan { id: n.vlan_id as u16 },
+            mac: None,
+        },
+    )?;
 
-    let mut spec = LinkSpec::new("", LinkKind::Vlan { id: n.vlan_id as u16 }).parent(master.index);
-    spec.mtu = mtu;
-    let mut undo = Undo::new();
-    let link = create_child(
-        &mut host,
-        &mut cont,
-        &cont_ns,
-        spec,
-        n.link_in_container,
-        &args.ifname,
-        &mut undo,
-    )
-    .context("failed to create vlan")?;
-
-    let mut result = ipam_add(ipam_type, args, &mut undo)?;
-    configure_child(&mut cont, &cont_ns, args, &link, &mut result)?;
+    let mut result = ipam_add(ipam_type, args, &mut c.undo)?;
+    configure_child(&mut c.cont, &c.cont_ns, args, &c.link, &mut result)?;
     result.dns = n.net.dns.clone().unwrap_or_default();
-    undo.commit();
+    c.undo.commit();
     Ok(result)
 }
 

@@ -7,7 +7,7 @@ use crate::cni::delegate;
 use crate::cni::result::{CniResult, Interface};
 use crate::cni::skel::CmdArgs;
 use crate::linux::netlink::route::TABLE_MAIN;
-use crate::linux::netlink::{Family, Link, LinkSpec, LinkType};
+use crate::linux::netlink::{Family, Link, LinkKind, LinkSpec, LinkType};
 use crate::linux::{NetNs, Netlink};
 use crate::pkg::errors::join_errors;
 use crate::pkg::ipam::ipam_add;
@@ -34,7 +34,7 @@ pub fn default_route_iface(nl: &mut Netlink) -> anyhow::Result<String> {
 
 /// Look up the master (the default-route interface when `name` is empty) and check the
 /// `mtu` key against its MTU: 0 means inherit, and it may not be negative or larger.
-pub fn master_and_mtu(nl: &mut Netlink, name: &str, mtu: i64) -> anyhow::Result<(Link, Option<u32>)> {
+fn master_and_mtu(nl: &mut Netlink, name: &str, mtu: i64) -> anyhow::Result<(Link, Option<u32>)> {
     let name = match name {
         "" => default_route_iface(nl)?,
         n => n.to_string(),
@@ -52,12 +52,62 @@ pub fn master_and_mtu(nl: &mut Netlink, name: &str, mtu: i64) -> anyhow::Result<
     Ok((master, (mtu > 0).then_some(mtu as u32)))
 }
 
+/// What ADD makes: a child of `master` (the default-route interface when empty; looked up in
+/// the container with `in_container`), of `kind`, with the `mtu` key and an optional MAC.
+pub struct ChildSpec<'a> {
+    pub master: &'a str,
+    pub mtu: i64,
+    pub in_container: bool,
+    pub kind: LinkKind,
+    pub mac: Option<[u8; 6]>,
+}
+
+/// A child link just made in the container, with the undo list that deletes it (declared
+/// first, so that on a drop it runs while the container netns is still open).
+pub struct NewChild {
+    pub undo: Undo,
+    pub cont_ns: NetNs,
+    pub cont: Netlink,
+    pub link: Link,
+}
+
+/// ADD's first half for macvlan, ipvlan and vlan: open CNI_NETNS, look up the master and
+/// check the MTU against it, and create the link as CNI_IFNAME in the container.
+pub fn add_child(args: &CmdArgs, c: ChildSpec) -> anyhow::Result<NewChild> {
+    let cont_ns = open_netns(&args.netns)?;
+    let mut host = Netlink::new()?;
+    let mut cont = Netlink::in_netns(&cont_ns)?;
+    let parent_nl = if c.in_container { &mut cont } else { &mut host };
+    let (master, mtu) = master_and_mtu(parent_nl, c.master, c.mtu)?;
+    let what = c.kind.name();
+    let mut spec = LinkSpec::new("", c.kind).parent(master.index);
+    spec.mtu = mtu;
+    spec.mac = c.mac;
+    let mut undo = Undo::new();
+    let link = create_child(
+        &mut host,
+        &mut cont,
+        &cont_ns,
+        spec,
+        c.in_container,
+        &args.ifname,
+        &mut undo,
+    )
+    .with_context(|| format!("failed to create {what}"))?;
+    Ok(NewChild {
+        undo,
+        cont_ns,
+        cont,
+        link,
+    })
+}
+
 /// Create a child link (`spec` with its parent index set, name ignored) under a temporary
 /// `vethXXXXXXXX` name straight in the container netns, then rename it to `ifname` there:
 /// creating it under its final name could collide with a node interface of that name. The
 /// parent index is resolved where the request is sent: the node, or with `in_container`
 /// the container. A delete of the link is registered in `undo`.
-pub fn create_child(
+fn create_child(
     host: &mut Netlink,
     cont: &mut Netlink,
     cont_ns: &NetNs,
