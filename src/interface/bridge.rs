@@ -18,7 +18,7 @@ use crate::pkg::ipam::{dns_set, ipam_add};
 use crate::pkg::ipconfig::{self, Dad};
 use crate::pkg::ipmasq::{check_masquerade, gc_masquerade, setup_masquerade};
 use crate::pkg::link::del_container_link;
-use crate::pkg::mac::{fmt_mac, parse_mac};
+use crate::pkg::mac::{check_container_mac, fmt_mac, parse_mac};
 use crate::pkg::netns::open_netns;
 use crate::pkg::undo::Undo;
 use crate::pkg::veth::{self, VethOpts};
@@ -754,14 +754,7 @@ fn check_container_iface(cont: &mut Netlink, intf: &Interface) -> anyhow::Result
     if l.kind != Some(LinkType::Veth) {
         bail!("Error: Container interface {} not of type veth", l.name);
     }
-    let mac = fmt_mac(&l.mac);
-    if !intf.mac.is_empty() && intf.mac != mac {
-        bail!(
-            "Interface {} Mac {} doesn't match container Mac: {mac}",
-            intf.name,
-            intf.mac
-        );
-    }
+    check_container_mac("", intf, &l)?;
     Ok(l)
 }
 

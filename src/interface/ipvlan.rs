@@ -8,7 +8,9 @@ use crate::cni::result::CniResult;
 use crate::cni::skel::{CmdArgs, Kind, Plugin};
 use crate::cni::version;
 use crate::linux::netlink::{IpvlanMode, LinkKind, LinkType};
-use crate::pkg::childlink::{add_child, check_child, configure_child, del_child, expect_type_and_mode, ChildSpec};
+use crate::pkg::childlink::{
+    add_child, check_child, configure_child, del_child, expect_type_and_mode, ChildSpec, ParentKeys,
+};
 use crate::pkg::ipam::{self, ipam_add, PluginConf};
 use anyhow::bail;
 use serde::Deserialize;
@@ -29,14 +31,10 @@ pub static PLUGIN: Plugin = Plugin {
 struct IpvlanConf {
     #[serde(flatten)]
     net: NetConf,
-    #[serde(default)]
-    master: String,
+    #[serde(flatten)]
+    parent: ParentKeys,
     #[serde(default)]
     mode: String,
-    #[serde(default)]
-    mtu: i64,
-    #[serde(rename = "linkInContainer", default)]
-    link_in_container: bool,
     /// prevResult, when chained.
     #[serde(skip)]
     prev: Option<CniResult>,
@@ -53,10 +51,10 @@ impl IpvlanConf {
     fn load(stdin: &[u8]) -> anyhow::Result<IpvlanConf> {
         let mut n: IpvlanConf = config::parse(stdin)?;
         n.prev = n.net.prev_result()?;
-        if n.master.is_empty() {
+        if n.parent.master.is_empty() {
             if let Some(prev) = &n.prev {
                 match prev.interfaces.as_slice() {
-                    [one] if !one.name.is_empty() => n.master = one.name.clone(),
+                    [one] if !one.name.is_empty() => n.parent.master = one.name.clone(),
                     _ => bail!("chained master failure. PrevResult lacks a single named interface"),
                 }
             }
@@ -90,9 +88,7 @@ fn add(args: &CmdArgs) -> anyhow::Result<CniResult> {
     let mut c = add_child(
         args,
         ChildSpec {
-            master: &n.master,
-            mtu: n.mtu,
-            in_container: n.link_in_container,
+            parent: &n.parent,
             kind: LinkKind::Ipvlan { mode },
             mac: None,
         },
@@ -119,7 +115,7 @@ fn del(args: &CmdArgs) -> anyhow::Result<()> {
 fn check(args: &CmdArgs) -> anyhow::Result<()> {
     let n = IpvlanConf::load(&args.stdin)?;
     let want = mode_from_str(&n.mode)?;
-    check_child(&n.net, args, &n.master, n.link_in_container, |l| {
+    check_child(&n.net, args, &n.parent, |l| {
         expect_type_and_mode(l, LinkType::Ipvlan, "IPVlan", want, l.ipvlan_mode)
     })
 }
@@ -142,7 +138,7 @@ mod tests {
         let prev = r#""prevResult":{"cniVersion":"1.0.0","interfaces":[{"name":"net1"}],"ips":[{"address":"10.0.0.2/24","interface":0}]}"#;
         let n = IpvlanConf::load(format!(r#"{{"cniVersion":"1.0.0","name":"n","type":"ipvlan",{prev}}}"#).as_bytes())
             .unwrap();
-        assert_eq!(n.master, "net1");
+        assert_eq!(n.parent.master, "net1");
         assert_eq!(n.prev.unwrap().ips.len(), 1);
         let two = r#"{"cniVersion":"1.0.0","name":"n","type":"ipvlan","prevResult":{"cniVersion":"1.0.0","interfaces":[{"name":"a"},{"name":"b"}]}}"#;
         let e = IpvlanConf::load(two.as_bytes()).unwrap_err();
@@ -152,6 +148,6 @@ mod tests {
         );
         // An explicit master wins over prevResult.
         let m = r#"{"cniVersion":"1.0.0","name":"n","type":"ipvlan","master":"x","prevResult":{"cniVersion":"1.0.0","interfaces":[{"name":"a"},{"name":"b"}]}}"#;
-        assert_eq!(IpvlanConf::load(m.as_bytes()).unwrap().master, "x");
+        assert_eq!(IpvlanConf::load(m.as_bytes()).unwrap().parent.master, "x");
     }
 }

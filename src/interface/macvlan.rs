@@ -8,7 +8,9 @@ use crate::cni::result::CniResult;
 use crate::cni::skel::{CmdArgs, Kind, Plugin};
 use crate::cni::version;
 use crate::linux::netlink::{LinkKind, LinkType, MacvlanMode};
-use crate::pkg::childlink::{add_child, check_child, del_child, expect_type_and_mode, ipam_or_l2, ChildSpec};
+use crate::pkg::childlink::{
+    add_child, check_child, del_child, expect_type_and_mode, ipam_or_l2, ChildSpec, ParentKeys,
+};
 use crate::pkg::ipam::{self, PluginConf};
 use crate::pkg::mac::parse_mac;
 use anyhow::anyhow;
@@ -30,16 +32,12 @@ pub static PLUGIN: Plugin = Plugin {
 struct MacvlanConf {
     #[serde(flatten)]
     net: NetConf,
-    #[serde(default)]
-    master: String,
+    #[serde(flatten)]
+    parent: ParentKeys,
     #[serde(default)]
     mode: String,
     #[serde(default)]
-    mtu: i64,
-    #[serde(default)]
     mac: String,
-    #[serde(rename = "linkInContainer", default)]
-    link_in_container: bool,
     #[serde(default)]
     bcqueuelen: u32,
 }
@@ -80,9 +78,7 @@ fn add(args: &CmdArgs) -> anyhow::Result<CniResult> {
     let mut c = add_child(
         args,
         ChildSpec {
-            master: &n.master,
-            mtu: n.mtu,
-            in_container: n.link_in_container,
+            parent: &n.parent,
             kind: LinkKind::Macvlan {
                 mode,
                 bc_queue_len: (n.bcqueuelen > 0).then_some(n.bcqueuelen),
@@ -106,7 +102,7 @@ fn del(args: &CmdArgs) -> anyhow::Result<()> {
 fn check(args: &CmdArgs) -> anyhow::Result<()> {
     let n = MacvlanConf::load(args)?;
     let want = mode_from_str(&n.mode)?;
-    check_child(&n.net, args, &n.master, n.link_in_container, |l| {
+    check_child(&n.net, args, &n.parent, |l| {
         expect_type_and_mode(l, LinkType::Macvlan, "macvlan", want, l.macvlan_mode)
     })
 }

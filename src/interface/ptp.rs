@@ -20,7 +20,7 @@ use crate::pkg::ipconfig::{self, Dad};
 use crate::pkg::ipmasq::{check_masquerade, gc_masquerade, setup_masquerade};
 use crate::pkg::link::del_container_link;
 use crate::pkg::link::mtu_of;
-use crate::pkg::mac::fmt_mac;
+use crate::pkg::mac::{check_container_mac, fmt_mac};
 use crate::pkg::netns::open_netns;
 use crate::pkg::undo::Undo;
 use crate::pkg::veth::{self, VethOpts};
@@ -199,14 +199,7 @@ fn check(args: &CmdArgs) -> anyhow::Result<()> {
     if link.kind != Some(LinkType::Veth) {
         bail!("Error: Container interface {} not of type veth/p2p", link.name);
     }
-    let mac = fmt_mac(&link.mac);
-    if !cont.mac.is_empty() && cont.mac != mac {
-        bail!(
-            "ptp: Interface {} Mac {} doesn't match container Mac: {mac}",
-            cont.name,
-            cont.mac
-        );
-    }
+    check_container_mac("ptp: ", &cont, &link)?;
     ipconfig::validate_expected_ips(&mut nl, &args.ifname, &prev.ips)?;
     ipconfig::validate_expected_routes(&mut nl, &prev.routes)?;
     if conf.ip_masq {

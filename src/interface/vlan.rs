@@ -8,7 +8,7 @@ use crate::cni::result::CniResult;
 use crate::cni::skel::{CmdArgs, Kind, Plugin};
 use crate::cni::version;
 use crate::linux::netlink::{LinkKind, LinkType};
-use crate::pkg::childlink::{add_child, check_child, configure_child, del_child, ChildSpec};
+use crate::pkg::childlink::{add_child, check_child, configure_child, del_child, ChildSpec, ParentKeys};
 use crate::pkg::ipam::ipam_add;
 use anyhow::bail;
 use serde::Deserialize;
@@ -29,14 +29,10 @@ pub static PLUGIN: Plugin = Plugin {
 struct VlanConf {
     #[serde(flatten)]
     net: NetConf,
-    #[serde(default)]
-    master: String,
+    #[serde(flatten)]
+    parent: ParentKeys,
     #[serde(rename = "vlanId", default)]
     vlan_id: i64,
-    #[serde(default)]
-    mtu: i64,
-    #[serde(rename = "linkInContainer", default)]
-    link_in_container: bool,
 }
 
 impl VlanConf {
@@ -44,7 +40,7 @@ impl VlanConf {
     /// checked against the master in ADD; DEL does not need the master at all.)
     fn load(stdin: &[u8]) -> anyhow::Result<VlanConf> {
         let n: VlanConf = config::parse(stdin)?;
-        if n.master.is_empty() {
+        if n.parent.master.is_empty() {
             return Err(CniError::invalid_config(
                 "\"master\" field is required. It specifies the host interface name to create the VLAN for",
             )
@@ -73,9 +69,7 @@ fn add(args: &CmdArgs) -> anyhow::Result<CniResult> {
     let mut c = add_child(
         args,
         ChildSpec {
-            master: &n.master,
-            mtu: n.mtu,
-            in_container: n.link_in_container,
+            parent: &n.parent,
             kind: LinkKind::Vlan { id: n.vlan_id as u16 },
             mac: None,
         },
@@ -97,7 +91,7 @@ fn del(args: &CmdArgs) -> anyhow::Result<()> {
 
 fn check(args: &CmdArgs) -> anyhow::Result<()> {
     let n = VlanConf::load(&args.stdin)?;
-    check_child(&n.net, args, &n.master, n.link_in_container, |l| {
+    check_child(&n.net, args, &n.parent, |l| {
         if l.kind != Some(LinkType::Vlan) {
             bail!("Error: Container interface {} not of type vlan", l.name);
         }
@@ -109,11 +103,11 @@ fn check(args: &CmdArgs) -> anyhow::Result<()> {
                 n.vlan_id
             );
         }
-        if n.mtu != 0 && i64::from(l.mtu) != n.mtu {
+        if n.parent.mtu != 0 && i64::from(l.mtu) != n.parent.mtu {
             bail!(
                 "Error: Tuning configured MTU of {} is {}, current value is {}",
                 l.name,
-                n.mtu,
+                n.parent.mtu,
                 l.mtu
             );
         }
@@ -153,7 +147,10 @@ mod tests {
             );
         }
         let n = load(r#","master":"eth0","vlanId":4094,"mtu":1400,"linkInContainer":true"#).unwrap();
-        assert_eq!((n.vlan_id, n.mtu, n.link_in_container), (4094, 1400, true));
+        assert_eq!(
+            (n.vlan_id, n.parent.mtu, n.parent.link_in_container),
+            (4094, 1400, true)
+        );
         assert!(n.ipam().is_err());
         assert!(load(r#","master":"eth0","vlanId":"x""#).is_err());
     }

@@ -13,11 +13,12 @@ use crate::pkg::errors::join_errors;
 use crate::pkg::ipam::ipam_add;
 use crate::pkg::ipconfig::{self, Dad};
 use crate::pkg::link::del_container_link;
-use crate::pkg::mac::fmt_mac;
+use crate::pkg::mac::{check_container_mac, fmt_mac};
 use crate::pkg::netns::open_netns;
 use crate::pkg::undo::Undo;
 use crate::pkg::veth;
 use anyhow::{anyhow, bail, Context};
+use serde::Deserialize;
 
 /// The interface of the first default route (IPv4 before IPv6, as the kernel dumps them) in
 /// the main table of the namespace behind `nl`.
@@ -52,12 +53,22 @@ fn master_and_mtu(nl: &mut Netlink, name: &str, mtu: i64) -> anyhow::Result<(Lin
     Ok((master, (mtu > 0).then_some(mtu as u32)))
 }
 
-/// What ADD makes: a child of `master` (the default-route interface when empty; looked up in
-/// the container with `in_container`), of `kind`, with the `mtu` key and an optional MAC.
-pub struct ChildSpec<'a> {
-    pub master: &'a str,
+/// The config keys of macvlan, ipvlan and vlan that place the child: `master` (the
+/// default-route interface when empty), the `mtu` key (0: the master's), and
+/// `linkInContainer` (the master is in the container netns).
+#[derive(Debug, Default, Deserialize)]
+pub struct ParentKeys {
+    #[serde(default)]
+    pub master: String,
+    #[serde(default)]
     pub mtu: i64,
-    pub in_container: bool,
+    #[serde(rename = "linkInContainer", default)]
+    pub link_in_container: bool,
+}
+
+/// What ADD makes: a child of `parent`, of `kind`, with an optional MAC.
+pub struct ChildSpec<'a> {
+    pub parent: &'a ParentKeys,
     pub kind: LinkKind,
     pub mac: Option<[u8; 6]>,
 }
@@ -77,8 +88,9 @@ pub fn add_child(args: &CmdArgs, c: ChildSpec) -> anyhow::Result<NewChild> {
     let cont_ns = open_netns(&args.netns)?;
     let mut host = Netlink::new()?;
     let mut cont = Netlink::in_netns(&cont_ns)?;
-    let parent_nl = if c.in_container { &mut cont } else { &mut host };
-    let (master, mtu) = master_and_mtu(parent_nl, c.master, c.mtu)?;
+    let in_container = c.parent.link_in_container;
+    let parent_nl = if in_container { &mut cont } else { &mut host };
+    let (master, mtu) = master_and_mtu(parent_nl, &c.parent.master, c.parent.mtu)?;
     let what = c.kind.name();
     let mut spec = LinkSpec::new("", c.kind).parent(master.index);
     spec.mtu = mtu;
@@ -89,7 +101,7 @@ pub fn add_child(args: &CmdArgs, c: ChildSpec) -> anyhow::Result<NewChild> {
         &mut cont,
         &cont_ns,
         spec,
-        c.in_container,
+        in_container,
         &args.ifname,
         &mut undo,
     )
@@ -228,8 +240,7 @@ pub fn del_child(net: &NetConf, args: &CmdArgs) -> anyhow::Result<()> {
 pub fn check_child(
     net: &NetConf,
     args: &CmdArgs,
-    master: &str,
-    in_container: bool,
+    parent: &ParentKeys,
     validate: impl FnOnce(&Link) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
     let ns = open_netns(&args.netns)?;
@@ -239,13 +250,13 @@ pub fn check_child(
     let (prev, intf) = ipconfig::prev_sandbox_interface(net, args, "")?;
     let mut cont = Netlink::in_netns(&ns)?;
     let mut host;
-    let parent_nl = if in_container {
+    let parent_nl = if parent.link_in_container {
         &mut cont
     } else {
         host = Netlink::new()?;
         &mut host
     };
-    let master = match master {
+    let master = match parent.master.as_str() {
         "" => default_route_iface(parent_nl)?,
         m => m.to_string(),
     };
@@ -288,13 +299,6 @@ pub fn check_container_link(cont: &mut Netlink, intf: &Interface) -> anyhow::Res
     if intf.sandbox.is_empty() {
         bail!("Error: Container interface {} should not be in host namespace", l.name);
     }
-    let mac = fmt_mac(&l.mac);
-    if !intf.mac.is_empty() && intf.mac != mac {
-        bail!(
-            "Interface {} Mac {} doesn't match container Mac: {mac}",
-            intf.name,
-            intf.mac
-        );
-    }
+    check_container_mac("", intf, &l)?;
     Ok(l)
 }

@@ -3,7 +3,9 @@
 
 use crate::cni::config::NetConf;
 use crate::cni::error::CniError;
+use crate::cni::result::Interface;
 use crate::cni::skel::CmdArgs;
+use crate::linux::netlink::Link;
 
 /// Parse a MAC as Go's `net.ParseMAC` does: `aa:bb:cc:dd:ee:ff`, `aa-bb-cc-dd-ee-ff` (one
 /// separator throughout) or `aabb.ccdd.eeff`, two (four) hex digits a group, either case.
@@ -44,6 +46,20 @@ pub fn parse_mac(s: &str) -> Result<[u8; 6], CniError> {
 /// Format a MAC like Go's `net.HardwareAddr.String()` (lower-case, colons).
 pub fn fmt_mac(m: &Option<[u8; 6]>) -> String {
     m.as_ref().map(crate::linux::netlink::link::fmt_mac).unwrap_or_default()
+}
+
+/// CHECK: the container link has the MAC prevResult reported for it (when it reported one).
+/// `prefix` is the plugin's message prefix (ptp's "ptp: ").
+pub fn check_container_mac(prefix: &str, intf: &Interface, l: &Link) -> anyhow::Result<()> {
+    let mac = fmt_mac(&l.mac);
+    if !intf.mac.is_empty() && intf.mac != mac {
+        anyhow::bail!(
+            "{prefix}Interface {} Mac {} doesn't match container Mac: {mac}",
+            intf.name,
+            intf.mac
+        );
+    }
+    Ok(())
 }
 
 /// The container MAC by the reference's precedence: `base` (the plugin's own `mac` key, if it
