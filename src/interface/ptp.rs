@@ -15,7 +15,7 @@ use crate::linux::netlink::route::{SCOPE_HOST, SCOPE_LINK};
 use crate::linux::netlink::{LinkType, Route};
 use crate::linux::{NetNs, Netlink};
 use crate::pkg::errors::join_errors;
-use crate::pkg::ipam::{dns_set, ipam_add};
+use crate::pkg::ipam::{self, dns_set, ipam_add};
 use crate::pkg::ipconfig::{self, Dad};
 use crate::pkg::ipmasq::{check_masquerade, gc_masquerade, setup_masquerade};
 use crate::pkg::link::del_container_link;
@@ -56,9 +56,7 @@ impl PtpConf {
 
     /// The IPAM type; ptp cannot work without addresses.
     fn ipam(&self) -> Result<&str, CniError> {
-        self.net
-            .ipam_type()
-            .ok_or_else(|| CniError::invalid_config("ptp requires an IPAM plugin: ipam.type is empty"))
+        ipam::required_ipam(&self.net, "ptp")
     }
 }
 

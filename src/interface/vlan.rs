@@ -9,7 +9,7 @@ use crate::cni::skel::{CmdArgs, Kind, Plugin};
 use crate::cni::version;
 use crate::linux::netlink::{LinkKind, LinkType};
 use crate::pkg::childlink::{add_child, check_child, configure_child, del_child, ChildSpec, ParentKeys};
-use crate::pkg::ipam::ipam_add;
+use crate::pkg::ipam::{self, ipam_add};
 use anyhow::bail;
 use serde::Deserialize;
 
@@ -57,9 +57,7 @@ impl VlanConf {
     }
 
     fn ipam(&self) -> Result<&str, CniError> {
-        self.net
-            .ipam_type()
-            .ok_or_else(|| CniError::invalid_config("vlan requires an IPAM plugin: ipam.type is empty"))
+        ipam::required_ipam(&self.net, "vlan")
     }
 }
 

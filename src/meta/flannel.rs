@@ -394,21 +394,14 @@ fn saved_path(data_dir: &Path, container_id: &str) -> PathBuf {
 /// Write-then-fsync, mode 0600 in a 0700 directory: the reference's storage.
 fn save(data_dir: &Path, container_id: &str, bytes: &[u8]) -> anyhow::Result<()> {
     use std::io::Write;
-    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    use std::os::unix::fs::DirBuilderExt;
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(data_dir)
         .with_context(|| format!("mkdir {}", data_dir.display()))?;
     let path = saved_path(data_dir, container_id);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .custom_flags(nix::libc::O_NOFOLLOW)
-        .open(&path)
-        .with_context(|| format!("open {}", path.display()))?;
+    let mut f = crate::pkg::file::create_private(&path).with_context(|| format!("open {}", path.display()))?;
     f.write_all(bytes)
         .and_then(|_| f.sync_all())
         .with_context(|| format!("write {}", path.display()))

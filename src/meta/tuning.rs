@@ -398,15 +398,7 @@ fn create_backup(nl: &mut Netlink, t: &Tuning, args: &CmdArgs) -> anyhow::Result
 
 fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .custom_flags(nix::libc::O_NOFOLLOW)
-        .open(path)?;
-    f.write_all(data)
+    crate::pkg::file::create_private(path)?.write_all(data)
 }
 
 /// The reference's order: mac, promisc (only ever turned on), mtu, allmulti, txQLen.

@@ -2,6 +2,7 @@
 //! IPAM, and whether the config's `dns` replaces the IPAM's.
 
 use crate::cni::config::NetConf;
+use crate::cni::error::CniError;
 use crate::cni::result::{CniResult, Dns};
 use crate::cni::skel::CmdArgs;
 use crate::pkg::undo::Undo;
@@ -38,6 +39,12 @@ pub fn status<C: PluginConf>(args: &CmdArgs) -> anyhow::Result<()> {
 pub fn gc<C: PluginConf>(args: &CmdArgs) -> anyhow::Result<()> {
     let n: C = crate::cni::config::parse(&args.stdin)?;
     ipam_gc(n.net(), args)
+}
+
+/// The IPAM type of a plugin that cannot work without addresses (code 7 when there is none).
+pub fn required_ipam<'a>(net: &'a NetConf, plugin: &str) -> Result<&'a str, CniError> {
+    net.ipam_type()
+        .ok_or_else(|| CniError::invalid_config(format!("{plugin} requires an IPAM plugin: ipam.type is empty")))
 }
 
 /// STATUS of a plugin whose readiness is its IPAM's: delegated when an IPAM type is set.

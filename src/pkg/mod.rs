@@ -3,7 +3,8 @@
 //! and `linux`, never another plugin file; nothing here imports a plugin.
 //!
 //! - [`netns`]: CNI_NETNS opening with the spec's codes; [`ipam`]: IPAM ADD with rollback,
-//!   STATUS/GC delegation; [`undo`]: the rollback list of an ADD; [`errors`]: joined DEL errors.
+//!   STATUS/GC delegation; [`undo`]: the rollback list of an ADD; [`errors`]: joined DEL errors;
+//!   [`file`]: the private files plugins keep for DEL.
 //! - [`link`]: the `mtu` key, DEL of the container link; [`mac`]: MAC parsing and precedence;
 //!   [`ip`]: address arithmetic; [`veth`]: the veth pair of bridge and ptp; [`childlink`]: what
 //!   macvlan, ipvlan, vlan, tap and dummy share; [`ipconfig`]: ConfigureIface and the CHECK
@@ -15,6 +16,7 @@
 pub mod childlink;
 pub mod comment;
 pub mod errors;
+pub mod file;
 pub mod ip;
 pub mod ipam;
 pub mod ipconfig;
