@@ -81,6 +81,7 @@ impl<'de> Deserialize<'de> for Sysctls {
     }
 }
 
+/// The tunable keys: at the top of the config, and again in `args.cni` (which wins).
 #[derive(Debug, Default, Deserialize)]
 struct TuningArgs {
     #[serde(default)]
@@ -109,18 +110,8 @@ struct TuningConf {
     net: NetConf,
     #[serde(rename = "dataDir", default)]
     data_dir: Option<String>,
-    #[serde(default)]
-    sysctl: Option<Sysctls>,
-    #[serde(default)]
-    mac: Option<String>,
-    #[serde(default)]
-    promisc: Option<bool>,
-    #[serde(default)]
-    mtu: Option<i64>,
-    #[serde(rename = "txQLen", default)]
-    tx_qlen: Option<i64>,
-    #[serde(default)]
-    allmulti: Option<bool>,
+    #[serde(flatten)]
+    top: TuningArgs,
     #[serde(rename = "args", default)]
     tuning_args: Option<ArgsBlock>,
 }
@@ -171,12 +162,12 @@ fn parse_conf(stdin: &[u8], cni_args: &str) -> anyhow::Result<Tuning> {
     let c: TuningConf = config::parse(stdin)?;
     let mut t = Tuning {
         data_dir: PathBuf::from(c.data_dir.filter(|d| !d.is_empty()).unwrap_or(DEFAULT_DATA_DIR.into())),
-        sysctl: c.sysctl.map(|s| s.entries).unwrap_or_default(),
-        mac: c.mac.unwrap_or_default(),
-        promisc: c.promisc.unwrap_or(false),
-        mtu: c.mtu.unwrap_or(0),
-        tx_qlen: c.tx_qlen,
-        allmulti: c.allmulti,
+        sysctl: c.top.sysctl.map(|s| s.entries).unwrap_or_default(),
+        mac: c.top.mac.unwrap_or_default(),
+        promisc: c.top.promisc.unwrap_or(false),
+        mtu: c.top.mtu.unwrap_or(0),
+        tx_qlen: c.top.tx_qlen,
+        allmulti: c.top.allmulti,
         net: c.net,
     };
     if !cni_args.is_empty() {
