@@ -96,14 +96,6 @@ impl fmt::Display for CniError {
 
 impl std::error::Error for CniError {}
 
-/// Shorthand for returning a CNI error with a code from plugin code.
-#[macro_export]
-macro_rules! cni_bail {
-    ($code:expr, $($arg:tt)*) => {
-        return Err($crate::cni::error::CniError::new($code, format!($($arg)*)).into())
-    };
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

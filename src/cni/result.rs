@@ -7,7 +7,7 @@ use super::json::to_pretty_json;
 use super::version::Version;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde_json::Value;
 use std::net::IpAddr;
 
 fn is_empty(s: &str) -> bool {
@@ -408,24 +408,6 @@ impl CniResult {
     }
 }
 
-/// Keep the keys of `extra` that the canonical form does not know (unknown keys in a
-/// chained result are passed through untouched).
-pub fn merge_unknown_keys(printed: &mut Value, original: &Value) {
-    const KNOWN: &[&str] = &["cniVersion", "interfaces", "ips", "routes", "dns", "ip4", "ip6"];
-    if let (Some(out), Some(orig)) = (printed.as_object_mut(), original.as_object()) {
-        for (k, v) in orig {
-            if !KNOWN.contains(&k.as_str()) && !out.contains_key(k) {
-                out.insert(k.clone(), v.clone());
-            }
-        }
-    }
-}
-
-/// An empty JSON object, handy for building results in tests.
-pub fn empty_object() -> Value {
-    Value::Object(Map::new())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -632,13 +614,5 @@ mod tests {
         assert!(CniResult::parse(&json!({"cniVersion": "9.9.9"}), "").is_err());
         assert!(sample().to_value("0.9.0").is_err());
         assert!(CniResult::parse(&json!({"cniVersion": "1.0.0", "ips": [{"address": "nope"}]}), "").is_err());
-    }
-
-    #[test]
-    fn unknown_keys_pass_through() {
-        let orig = json!({"cniVersion": "1.0.0", "ips": [], "x-vendor": {"a": 1}});
-        let mut out = CniResult::parse(&orig, "").unwrap().to_value("1.0.0").unwrap();
-        merge_unknown_keys(&mut out, &orig);
-        assert_eq!(out["x-vendor"]["a"], 1);
     }
 }

@@ -188,16 +188,6 @@ impl Batch {
         self
     }
 
-    /// Deletes a named set.
-    pub fn del_set(&mut self, t: &Table, name: &str) -> &mut Self {
-        let mut w = AttrWriter::new();
-        w.put_str(wire::NFTA_SET_TABLE, &t.name)
-            .put_str(wire::NFTA_SET_NAME, name);
-        let what = format!("delete set {} {} {name}", t.family, t.name);
-        self.push(wire::NFT_MSG_DELSET, t.family, 0, w, what);
-        self
-    }
-
     /// Adds elements to a set. In an interval set a range `a..=b` is stored, as nft does, as
     /// two elements: `a`, and `b + 1` flagged `INTERVAL_END` (omitted when `b` is the maximum).
     /// In other sets a range stores only its start.
