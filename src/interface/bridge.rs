@@ -1,4 +1,4 @@
-//! bridge: a veth pair per container with the host end on a Linux bridge (reference §2.1).
+//! bridge: a veth pair per container with the host end on a Linux bridge (the reference's `plugins/main/bridge`).
 //!
 //! The bridge is created on first use and never deleted by DEL (other pods share it). With
 //! `isGateway` it carries the gateway address of each family and the node forwards for the

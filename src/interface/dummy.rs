@@ -1,5 +1,5 @@
 //! dummy: a dummy link named CNI_IFNAME made straight in the container netns, carrying the
-//! IPAM's addresses (reference §2.8). IPAM is required; the IPAM's DNS is kept.
+//! IPAM's addresses (the reference's `plugins/main/dummy`). IPAM is required; the IPAM's DNS is kept.
 
 use crate::cni::config::{self, NetConf};
 use crate::cni::delegate;

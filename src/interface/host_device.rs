@@ -1,5 +1,5 @@
 //! host-device: move an existing node device into the container under CNI_IFNAME and give it
-//! back under its own name on DEL (reference §2.6). The device's node name is kept in its
+//! back under its own name on DEL (the reference's `plugins/main/host-device`). The device's node name is kept in its
 //! ifalias. Both moves go through an empty temporary netns, so a rename never collides with a
 //! name in the container or the node; every step is undone if a later one fails.
 //!

@@ -1,5 +1,5 @@
 //! ipvlan: an IP-addressed child of a node interface (it shares the master's MAC), made
-//! straight in the container netns (reference §2.5). In a chain it takes prevResult's single
+//! straight in the container netns (the reference's `plugins/main/ipvlan`). In a chain it takes prevResult's single
 //! interface as master and may reuse prevResult's IPs instead of running IPAM.
 
 use crate::cni::config::{self, NetConf};

@@ -1,5 +1,5 @@
 //! macvlan: a MAC-addressed child of a node interface, made straight in the container netns
-//! (reference §2.4). Without an IPAM type the attachment is L2 only (the link is just set up).
+//! (the reference's `plugins/main/macvlan`). Without an IPAM type the attachment is L2 only (the link is just set up).
 //! What it shares with ipvlan, vlan, tap and dummy is in `pkg::childlink`.
 
 use crate::cni::config::{self, NetConf};
@@ -92,7 +92,8 @@ fn add(args: &CmdArgs) -> anyhow::Result<CniResult> {
     Ok(result)
 }
 
-/// DEL needs no master (it may be gone, §5 item 12): IPAM first, then the link; an empty or
+/// DEL needs no master (it may be gone already: the reference's DEL then fails with "Link not
+/// found" and blocks teardown, plugins#953, #830): IPAM first, then the link; an empty or
 /// vanished netns and a missing link are fine.
 fn del(args: &CmdArgs) -> anyhow::Result<()> {
     let n: MacvlanConf = config::parse(&args.stdin)?;

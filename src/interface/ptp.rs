@@ -1,4 +1,4 @@
-//! ptp: a veth pair per container, routed rather than bridged (reference §2.2).
+//! ptp: a veth pair per container, routed rather than bridged (the reference's `plugins/main/ptp`).
 //!
 //! The container gets its IPAM addresses but no on-link subnet: everything, the subnet
 //! included, goes via the gateway, which is reachable as a /32 (/128) on the veth. The host

@@ -1,5 +1,5 @@
 //! tap: a persistent tap device in the container, optionally enslaved to a bridge there
-//! (reference §2.9). Made with the tun ioctls inside the container netns and configured over
+//! (the reference's `plugins/main/tap`). Made with the tun ioctls inside the container netns and configured over
 //! netlink: nothing is executed (the reference runs `ip tuntap`).
 
 use crate::cni::config::{self, NetConf};

@@ -1,5 +1,5 @@
 //! vlan: an 802.1Q child of a node interface, made straight in the container netns
-//! (reference §2.3). IPAM is required; the config's `dns` always replaces the IPAM's.
+//! (the reference's `plugins/main/vlan`). IPAM is required; the config's `dns` always replaces the IPAM's.
 
 use crate::cni::config::{self, NetConf};
 use crate::cni::delegate;
