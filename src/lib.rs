@@ -6,8 +6,11 @@
 pub mod cli;
 pub mod cni;
 pub mod demo;
+pub mod explain;
 pub mod fileid;
+pub mod inspect;
 pub mod interface;
+pub mod invocation_log;
 pub mod ipam;
 pub mod linux;
 pub mod meta;

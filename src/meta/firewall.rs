@@ -27,6 +27,8 @@
 //! between two ports of the bridge (the iptables rule only sees them with br_netfilter loaded).
 //! As in the reference, isolation rules are per bridge and never torn down.
 
+use std::net::IpAddr;
+
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 
@@ -38,6 +40,7 @@ use crate::linux::nft::{
     ct_state, priority, Batch, Chain, ChainType, CmpOp, Family, Hook, NftSocket, Policy, Position, Rule, RuleBuilder,
     Table,
 };
+use crate::pkg::reference_iptables as reference;
 
 pub static PLUGIN: Plugin = Plugin {
     name: "firewall",
@@ -283,8 +286,11 @@ fn add_isolation(sock: &NftSocket, b: &mut Batch, prev: &CniResult, ingress: Ing
 
 // ---- DEL ---------------------------------------------------------------------------------
 
-/// Removes this attachment's rules from CNI-FORWARD, by comment (no prevResult needed). The
-/// chains and the per-bridge isolation rules stay, as in the reference.
+/// Removes this attachment's rules from CNI-FORWARD, by comment (no prevResult needed), and
+/// the reference's per-IP accepts in iptables' `CNI-FORWARD` (made before a node swap), in one
+/// batch. Those carry no comment: their IPs come from prevResult or, without one, from the
+/// reference's masquerade and port-mapping rules of the attachment (their DELs run after this
+/// one in a chain). The chains and the per-bridge isolation rules stay, as in the reference.
 fn del(args: &CmdArgs) -> Result<()> {
     let (conf, _) = parse_conf(&args.stdin)?;
     let comment = crate::pkg::comment::rule_comment(&conf.net.name, &args.container_id, &args.ifname);
@@ -302,6 +308,13 @@ fn del(args: &CmdArgs) -> Result<()> {
             b.del_rule(&bt, FORWARD, r.handle.unwrap_or_default());
         }
     }
+    let ips: Vec<IpAddr> = match conf.net.prev_result().ok().flatten() {
+        Some(prev) => prev.ips.iter().map(|i| i.address.addr()).collect(),
+        None => reference::attachment_ips(&sock, &conf.net.name, &args.container_id)?,
+    };
+    if reference::plan_forward_removal(&sock, &mut b, &ips)? == 0 && !ips.is_empty() {
+        reference::note_if_legacy("filter", "firewall rules");
+    }
     if !b.is_empty() {
         b.commit(&sock).context("failed to remove firewall rules")?;
     }
@@ -310,6 +323,8 @@ fn del(args: &CmdArgs) -> Result<()> {
 
 // ---- CHECK -------------------------------------------------------------------------------
 
+/// Our rules for every address, or (a pod the reference made before a node swap) the
+/// reference's accepts in iptables' `CNI-FORWARD`.
 fn check(args: &CmdArgs) -> Result<()> {
     let (conf, _) = parse_conf(&args.stdin)?;
     let Some(prev) = conf.net.prev_result()? else {
@@ -318,24 +333,28 @@ fn check(args: &CmdArgs) -> Result<()> {
     let comment = crate::pkg::comment::rule_comment(&conf.net.name, &args.container_id, &args.ifname);
     let sock = NftSocket::open()?;
     let have = sock.list_rules(Family::Inet, TABLE, CNI_FORWARD)?;
-    if !have.iter().any(|r| {
-        r.exprs
-            == RuleBuilder::new(&table(), CNI_FORWARD)
-                .jump(&conf.admin_chain)
-                .build()
-                .exprs
-    }) {
+    let admin = RuleBuilder::new(&table(), CNI_FORWARD).jump(&conf.admin_chain).build();
+    let has_admin = have.iter().any(|r| r.exprs == admin.exprs);
+    let all_ours = pod_rules(&prev, &comment)
+        .iter()
+        .all(|want| have.iter().any(|r| r.comment == want.comment && r.exprs == want.exprs));
+    if has_admin && all_ours {
+        return Ok(());
+    }
+    let mut theirs = true;
+    for ip in &prev.ips {
+        theirs &= reference::forward_intact(&sock, ip.address.addr())?;
+    }
+    if theirs && !prev.ips.is_empty() {
+        return Ok(());
+    }
+    if !has_admin {
         bail!("{CNI_FORWARD} does not jump to {}", conf.admin_chain);
     }
-    for want in pod_rules(&prev, &comment) {
-        if !have.iter().any(|r| r.comment == want.comment && r.exprs == want.exprs) {
-            bail!(
-                "missing firewall rule in inet {TABLE} {CNI_FORWARD} for {}",
-                args.container_id
-            );
-        }
-    }
-    Ok(())
+    bail!(
+        "missing firewall rule in inet {TABLE} {CNI_FORWARD} for {}",
+        args.container_id
+    )
 }
 
 #[cfg(test)]

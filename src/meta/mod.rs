@@ -4,8 +4,8 @@
 //!
 //! - [`portmap`]: the portmap plugin (`ip`/`ip6 cni_hostport`);
 //! - [`firewall`]: the firewall plugin (`inet cni_firewall`, `bridge cni_firewall`);
-//! - [`bandwidth`]: tbf shaping on the host veth and an IFB (not in the plugin table yet: its
-//!   kernel tests and the comparison with the reference are still to come);
+//! - [`bandwidth`]: tbf shaping on the host veth and an IFB (tc over rtnetlink, `linux::netlink::tc`);
+//! - [`sbr`]: source based routing (ip rules and a routing table per container address);
 //! - [`tuning`]: sysctls and link attributes of the container interface;
 //! - [`flannel`]: builds a bridge + host-local delegate from flanneld's subnet.env.
 
@@ -13,4 +13,5 @@ pub mod bandwidth;
 pub mod firewall;
 pub mod flannel;
 pub mod portmap;
+pub mod sbr;
 pub mod tuning;

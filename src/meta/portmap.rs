@@ -38,6 +38,7 @@ use crate::linux::nft::{
 };
 use crate::linux::{sysctl, Netlink};
 use crate::pkg::comment::rule_comment;
+use crate::pkg::reference_iptables as reference;
 use crate::pkg::sha512::hex_prefix;
 
 pub static PLUGIN: Plugin = Plugin {
@@ -473,24 +474,55 @@ fn enable_localnet_routing(cip: IpAddr) -> Result<()> {
 // ---- DEL ---------------------------------------------------------------------------------
 
 /// Removes the attachment's rules in both families, found by comment: the mappings need not
-/// be resent, and neither the netns nor prevResult is needed.
+/// be resent, and neither the netns nor prevResult is needed. The reference's iptables chain
+/// and jumps of the attachment (made before a node swap) go in the same batch.
 fn del(args: &CmdArgs) -> Result<()> {
     let net: NetConf = config::parse(&args.stdin)?;
     let ours = rule_comment(&net.name, &args.container_id, &args.ifname);
     let sock = NftSocket::open()?;
     let mut errors = Vec::new();
+    let mut b = Batch::new();
     for fam in [Family::Ip, Family::Ip6] {
-        // The reference's own rules carry the bare container ID.
-        let r = own_rules(&sock, fam, |c| c == ours || c == args.container_id)
-            .and_then(|rules| delete_rules(&sock, fam, &rules));
-        if let Err(e) = r {
-            errors.push(format!("{fam}: {e:#}"));
+        // The reference's nftables backend comments its rules with the bare container ID.
+        match own_rules(&sock, fam, |c| c == ours || c == args.container_id) {
+            Ok(rules) => delete_into(&mut b, fam, &rules),
+            Err(e) => errors.push(format!("{fam}: {e:#}")),
+        }
+    }
+    let (dnat, snat) = reference_comments(&net.name, &args.container_id);
+    let chains = [
+        reference::dnat_chain(&net.name, &args.container_id),
+        reference::chain_name("SN-", &net.name, &args.container_id),
+    ];
+    // Where the reference's releases put an attachment's jumps (CNI-HOSTPORT-SNAT: before 0.8).
+    let scope = reference::Scope::Chains(&[
+        reference::HOSTPORT_DNAT,
+        "CNI-HOSTPORT-SNAT",
+        "CNI-HOSTPORT-MASQ",
+        "CNI-HOSTPORT-SETMARK",
+    ]);
+    match reference::plan_nat_removal(&sock, &mut b, scope, &|c| c == dnat || c == snat, &chains) {
+        Ok(0) => reference::note_if_legacy("nat", "port mappings"),
+        Ok(_) => {}
+        Err(e) => errors.push(format!("iptables: {e:#}")),
+    }
+    if !b.is_empty() {
+        if let Err(e) = b.commit(&sock) {
+            errors.push(format!("error deleting rules: {e}"));
         }
     }
     if !errors.is_empty() {
         bail!("could not remove port mappings: {}", errors.join("; "));
     }
     Ok(())
+}
+
+/// The comments the reference's iptables backend puts on the jumps to an attachment's chains
+/// (`dnat …` today, `snat …` in releases before 0.8).
+fn reference_comments(network: &str, container_id: &str) -> (String, String) {
+    let dnat = reference::dnat_comment(network, container_id);
+    let snat = format!("snat {}", reference::masq_comment(network, container_id));
+    (dnat, snat)
 }
 
 /// The rules of the per-container chains of one family whose comment satisfies `pick`.
@@ -514,18 +546,13 @@ fn own_rules_with(sock: &NftSocket, fam: Family, pick: impl Fn(&str) -> bool, ex
     Ok(out)
 }
 
-fn delete_rules(sock: &NftSocket, fam: Family, rules: &[Rule]) -> Result<()> {
+fn delete_into(b: &mut Batch, fam: Family, rules: &[Rule]) {
     let t = Table::new(fam, TABLE);
-    let mut b = Batch::new();
     for r in rules {
         if let Some(h) = r.handle {
             b.del_rule(&t, &r.chain, h);
         }
     }
-    if !b.is_empty() {
-        b.commit(sock).context("error deleting nftables rules")?;
-    }
-    Ok(())
 }
 
 // ---- CHECK -------------------------------------------------------------------------------
@@ -545,11 +572,15 @@ fn check(args: &CmdArgs) -> Result<()> {
     for cip in [v4, v6].into_iter().flatten() {
         let fam = table(cip.is_ipv6()).family;
         let have = own_rules_with(&sock, fam, |c| c == comment, true)?;
-        for want in container_rules(&conf, cip, &comment) {
-            let found = have
+        let missing = container_rules(&conf, cip, &comment).into_iter().find(|want| {
+            !have
                 .iter()
-                .any(|r| r.chain == want.chain && same_exprs(&r.exprs, &want.exprs));
-            if !found {
+                .any(|r| r.chain == want.chain && same_exprs(&r.exprs, &want.exprs))
+        });
+        if let Some(want) = missing {
+            // A pod the reference made before a node swap is healthy in its form too.
+            let forwards = reference_forwards(&conf, cip);
+            if !reference::dnat_intact(&sock, &conf.net.name, &args.container_id, cip, &forwards)? {
                 bail!(
                     "missing hostport rule in {fam} {TABLE} {}: {}",
                     want.chain,
@@ -559,6 +590,20 @@ fn check(args: &CmdArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The mappings of `cip`'s family, as the reference's iptables chain holds them.
+fn reference_forwards(conf: &Conf, cip: IpAddr) -> Vec<reference::Forward> {
+    conf.mappings
+        .iter()
+        .filter(|m| m.host_ip.is_none_or(|h| h.is_ipv6() == cip.is_ipv6()))
+        .map(|m| reference::Forward {
+            proto: m.proto as u8,
+            host_port: m.host_port,
+            container_port: m.container_port,
+            host_ip: m.host_ip,
+        })
+        .collect()
 }
 
 /// Compares expressions ignoring counters (the kernel fills in their values) and the
@@ -595,7 +640,8 @@ fn describe(r: &Rule) -> String {
 // ---- GC ----------------------------------------------------------------------------------
 
 /// Removes this network's rules whose attachment is not in `cni.dev/valid-attachments`.
-/// Rules made by the reference carry only a container ID (no network), so they are left alone.
+/// Rules made by the reference's nftables backend carry only a container ID (no network), so
+/// they are left alone; its iptables chains name the network and go like ours.
 fn gc(args: &CmdArgs) -> Result<()> {
     let net: NetConf = config::parse(&args.stdin)?;
     // Without the list there is nothing to tell live attachments from dead ones: keep all.
@@ -605,13 +651,30 @@ fn gc(args: &CmdArgs) -> Result<()> {
     let hash = hex_prefix(&net.name, 16);
     let sock = NftSocket::open()?;
     let mut errors = Vec::new();
+    let mut b = Batch::new();
     for fam in [Family::Ip, Family::Ip6] {
         let stale = own_rules(&sock, fam, |c| match parse_comment(c) {
             Some((cid, h, ifname)) => h == hash && !valid.iter().any(|a| a.container_id == cid && a.ifname == ifname),
             None => false,
         });
-        if let Err(e) = stale.and_then(|rules| delete_rules(&sock, fam, &rules)) {
-            errors.push(format!("{fam}: {e:#}"));
+        match stale {
+            Ok(rules) => delete_into(&mut b, fam, &rules),
+            Err(e) => errors.push(format!("{fam}: {e:#}")),
+        }
+    }
+    // The reference's chains carry network and container ID (not the ifname, which it ignores).
+    let dead = |c: &str| {
+        ["dnat ", "snat "].into_iter().any(|kind| {
+            reference::parse_comment(c, kind)
+                .is_some_and(|(n, cid)| n == net.name && !valid.iter().any(|a| a.container_id == cid))
+        })
+    };
+    if let Err(e) = reference::plan_nat_removal(&sock, &mut b, reference::Scope::Table, &dead, &[]) {
+        errors.push(format!("iptables: {e:#}"));
+    }
+    if !b.is_empty() {
+        if let Err(e) = b.commit(&sock) {
+            errors.push(format!("error deleting rules: {e}"));
         }
     }
     if !errors.is_empty() {

@@ -25,6 +25,7 @@ pub mod link;
 pub mod mac;
 pub mod masquerade;
 pub mod netns;
+pub mod reference_iptables;
 pub mod sha512;
 pub mod spoofcheck;
 pub mod undo;

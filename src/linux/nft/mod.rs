@@ -22,6 +22,7 @@
 
 mod batch;
 mod expr;
+pub mod iptables;
 mod msg;
 mod rule;
 mod socket;

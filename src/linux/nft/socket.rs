@@ -362,6 +362,16 @@ impl NftSocket {
         self.dump_rules(family, table, chain, false)
     }
 
+    /// Every rule of one table (all its chains), with expressions. ENOENT if the table is missing.
+    pub fn list_table_rules(&self, family: Family, table: &str) -> Result<Vec<Rule>, NftError> {
+        let what = format!("list rules of table {family} {table}");
+        let mut w = AttrWriter::new();
+        w.put_str(wire::NFTA_RULE_TABLE, table);
+        let t = Table::new(family, table);
+        let msgs = self.request(&what, wire::NFT_MSG_GETRULE, family, true, &w.buf)?;
+        Ok(msgs.iter().map(|a| decode_rule(&t, a, true)).collect())
+    }
+
     fn dump_rules(&self, family: Family, table: &str, chain: &str, exprs: bool) -> Result<Vec<Rule>, NftError> {
         let what = format!("list rules of chain {family} {table} {chain}");
         let mut w = AttrWriter::new();
