@@ -1,4 +1,4 @@
-//! portmap's iptables rules (`meta::portmap_iptables`, for `backend: "iptables"`): written by
+//! portmap's iptables rules (`pkg::portmap_iptables`, for `backend: "iptables"`): written by
 //! the library into a throw-away node, they print in `iptables -t nat -S`/`ip6tables -t nat -S`
 //! exactly as the reference portmap's (Debian 1.1.1, iptables-nft) on an identical node; CHECK
 //! accepts the reference's; each side's DEL removes the other's, shared chains stay.
@@ -8,7 +8,7 @@
 mod common;
 
 use cni_multi::linux::nft::{L4Proto, NftSocket};
-use cni_multi::meta::portmap_iptables::{self as pi, Mapping, Params};
+use cni_multi::pkg::portmap_iptables::{self as pi, Mapping, Params};
 use common::rig::{self, Invocation, TestNs};
 use serde_json::json;
 

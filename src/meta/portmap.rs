@@ -25,9 +25,6 @@ use anyhow::{bail, Context, Result};
 use ipnet::IpNet;
 use serde::Deserialize;
 
-use super::portmap_iptables as ipt;
-use super::reference_iptables as reference;
-use super::sha512::hex_prefix;
 use crate::cni::config::{self, NetConf, PortMapping};
 use crate::cni::error::{code, CniError};
 use crate::cni::result::CniResult;
@@ -40,6 +37,10 @@ use crate::linux::nft::{
     Rule, RuleBuilder, Table,
 };
 use crate::linux::{sysctl, Netlink};
+use crate::pkg::comment::rule_comment;
+use crate::pkg::portmap_iptables as ipt;
+use crate::pkg::reference_iptables as reference;
+use crate::pkg::sha512::hex_prefix;
 
 pub static PLUGIN: Plugin = Plugin {
     name: "portmap",
@@ -363,13 +364,6 @@ fn container_ips(prev: &CniResult, ifname: &str) -> (Option<IpAddr>, Option<IpAd
 
 fn table(v6: bool) -> Table {
     Table::new(if v6 { Family::Ip6 } else { Family::Ip }, TABLE).with_comment(TABLE_COMMENT)
-}
-
-/// Our rule comment for one attachment (≤ 128 bytes: a 64-char ID, 16 hex, a 15-char ifname).
-pub fn rule_comment(network: &str, container_id: &str, ifname: &str) -> String {
-    let mut c = format!("{container_id}, nethash: {}, if: {ifname}", hex_prefix(network, 16));
-    super::masquerade::truncate(&mut c, 128);
-    c
 }
 
 /// (containerID, network hash, ifname) of one of our comments.
