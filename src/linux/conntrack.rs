@@ -3,14 +3,15 @@
 //!
 //! The kernel cannot delete by a filter (a flush with a tuple filter is refused), so the
 //! table of one address family is dumped, matched here on the original tuple, and each match
-//! deleted by its tuple. Works on the calling thread's network namespace.
+//! deleted by its tuple. [`Conntrack`] is a ctnetlink socket in the namespace it was opened in.
 
-use neli::consts::socket::{Msg, NlFamily};
+use std::time::Duration;
+
+use neli::consts::socket::Msg;
 use neli::socket::NlSocket;
-use neli::utils::Groups;
 
 use super::netlink::wire::attrs;
-use super::{Error, Result};
+use super::{netfilter, Error, Result};
 
 const NFNL_SUBSYS_CTNETLINK: u16 = 1;
 const IPCTNL_MSG_CT_GET: u16 = 1;
@@ -85,109 +86,123 @@ fn messages(buf: &[u8]) -> Vec<(u16, u32, &[u8])> {
     out
 }
 
-/// Deletes the conntrack entries of `family` whose original direction goes to transport
-/// protocol `l4proto` (6 tcp, 17 udp, 132 sctp) port `dport`. Returns how many it deleted;
-/// entries that vanish meanwhile are not errors.
+const RECV_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A ctnetlink socket, bound to the network namespace it was opened in.
+pub struct Conntrack {
+    sock: NlSocket,
+}
+
+/// [`Conntrack::delete_by_dst_port`] in the calling thread's network namespace.
 pub fn delete_by_dst_port(family: CtFamily, l4proto: u8, dport: u16) -> Result<usize> {
-    let what = format!("delete conntrack entries to port {dport}/{l4proto}");
-    let sock = NlSocket::connect(NlFamily::Netfilter, None, Groups::empty()).map_err(|e| Error::io(&what, e))?;
-    let tv = nix::sys::time::TimeVal::new(5, 0);
-    // SAFETY: the fd is owned by `sock`, which outlives this borrow.
-    let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(std::os::fd::AsRawFd::as_raw_fd(&sock)) };
-    nix::sys::socket::setsockopt(&fd, nix::sys::socket::sockopt::ReceiveTimeout, &tv)
-        .map_err(|e| Error::nix(&what, e))?;
+    Conntrack::open()?.delete_by_dst_port(family, l4proto, dport)
+}
 
-    let mut rbuf = vec![0u8; 64 * 1024];
-    let mut recv = |sock: &NlSocket| -> Result<Vec<u8>> {
-        let (n, _) = sock
-            .recv(&mut rbuf[..], Msg::empty())
-            .map_err(|e| Error::io(&what, e))?;
-        Ok(rbuf[..n].to_vec())
-    };
-
-    // 1. Dump and keep the original tuples (and zones) that match.
-    let seq = 1;
-    sock.send(
-        msg(
-            IPCTNL_MSG_CT_GET,
-            NLM_F_REQUEST | NLM_F_DUMP,
-            seq,
-            family.nfproto(),
-            &[],
-        ),
-        Msg::empty(),
-    )
-    .map_err(|e| Error::io(&what, e))?;
-    let mut victims: Vec<(Vec<u8>, Option<Vec<u8>>)> = Vec::new();
-    'dump: loop {
-        let data = recv(&sock)?;
-        for (ty, s, body) in messages(&data) {
-            if s != seq {
-                continue;
-            }
-            match ty {
-                NLMSG_DONE => break 'dump,
-                NLMSG_ERROR => {
-                    let errno = -i32::from_ne_bytes(body.get(..4).unwrap_or(&[0; 4]).try_into().unwrap());
-                    if errno == 0 {
-                        break 'dump;
-                    }
-                    return Err(Error::kernel(&what, errno, None));
-                }
-                _ => {
-                    let a = body.get(4..).unwrap_or(&[]);
-                    let Some(orig) = attr(a, CTA_TUPLE_ORIG) else { continue };
-                    let Some(proto) = attr(orig, CTA_TUPLE_PROTO) else {
-                        continue;
-                    };
-                    let num = attr(proto, CTA_PROTO_NUM).and_then(|p| p.first().copied());
-                    let port = attr(proto, CTA_PROTO_DST_PORT).map(|p| u16::from_be_bytes([p[0], p[1]]));
-                    if num == Some(l4proto) && port == Some(dport) {
-                        victims.push((orig.to_vec(), attr(a, CTA_ZONE).map(|z| z.to_vec())));
-                    }
-                }
-            }
-        }
+impl Conntrack {
+    /// Opens a socket in the calling thread's network namespace.
+    pub fn open() -> Result<Self> {
+        let sock = netfilter::open_socket("conntrack: open NETLINK_NETFILTER socket", RECV_TIMEOUT)?;
+        Ok(Conntrack { sock })
     }
 
-    // 2. Delete each by its tuple.
-    let mut deleted = 0;
-    for (i, (orig, zone)) in victims.iter().enumerate() {
-        let seq = 2 + i as u32;
-        let mut a = Vec::new();
-        put_attr(&mut a, CTA_TUPLE_ORIG | NLA_F_NESTED, orig);
-        if let Some(z) = zone {
-            put_attr(&mut a, CTA_ZONE, z);
-        }
+    /// Deletes the conntrack entries of `family` whose original direction goes to transport
+    /// protocol `l4proto` (6 tcp, 17 udp, 132 sctp) port `dport`. Returns how many it deleted;
+    /// entries that vanish meanwhile are not errors.
+    pub fn delete_by_dst_port(&self, family: CtFamily, l4proto: u8, dport: u16) -> Result<usize> {
+        let what = format!("delete conntrack entries to port {dport}/{l4proto}");
+        let sock = &self.sock;
+        let mut rbuf = vec![0u8; 64 * 1024];
+        let mut recv = |sock: &NlSocket| -> Result<Vec<u8>> {
+            let (n, _) = sock
+                .recv(&mut rbuf[..], Msg::empty())
+                .map_err(|e| Error::io(&what, e))?;
+            Ok(rbuf[..n].to_vec())
+        };
+
+        // 1. Dump and keep the original tuples (and zones) that match.
+        let seq = 1;
         sock.send(
             msg(
-                IPCTNL_MSG_CT_DELETE,
-                NLM_F_REQUEST | NLM_F_ACK,
+                IPCTNL_MSG_CT_GET,
+                NLM_F_REQUEST | NLM_F_DUMP,
                 seq,
                 family.nfproto(),
-                &a,
+                &[],
             ),
             Msg::empty(),
         )
         .map_err(|e| Error::io(&what, e))?;
-        loop {
-            let data = recv(&sock)?;
-            let ack = messages(&data)
-                .into_iter()
-                .find(|(ty, s, _)| *ty == NLMSG_ERROR && *s == seq)
-                .map(|(_, _, body)| -i32::from_ne_bytes(body.get(..4).unwrap_or(&[0; 4]).try_into().unwrap()));
-            match ack {
-                None => continue,
-                Some(0) => {
-                    deleted += 1;
-                    break;
+        let mut victims: Vec<(Vec<u8>, Option<Vec<u8>>)> = Vec::new();
+        'dump: loop {
+            let data = recv(sock)?;
+            for (ty, s, body) in messages(&data) {
+                if s != seq {
+                    continue;
                 }
-                Some(e) if e == nix::libc::ENOENT => break,
-                Some(e) => return Err(Error::kernel(&what, e, None)),
+                match ty {
+                    NLMSG_DONE => break 'dump,
+                    NLMSG_ERROR => {
+                        let errno = -i32::from_ne_bytes(body.get(..4).unwrap_or(&[0; 4]).try_into().unwrap());
+                        if errno == 0 {
+                            break 'dump;
+                        }
+                        return Err(Error::kernel(&what, errno, None));
+                    }
+                    _ => {
+                        let a = body.get(4..).unwrap_or(&[]);
+                        let Some(orig) = attr(a, CTA_TUPLE_ORIG) else { continue };
+                        let Some(proto) = attr(orig, CTA_TUPLE_PROTO) else {
+                            continue;
+                        };
+                        let num = attr(proto, CTA_PROTO_NUM).and_then(|p| p.first().copied());
+                        let port = attr(proto, CTA_PROTO_DST_PORT).map(|p| u16::from_be_bytes([p[0], p[1]]));
+                        if num == Some(l4proto) && port == Some(dport) {
+                            victims.push((orig.to_vec(), attr(a, CTA_ZONE).map(|z| z.to_vec())));
+                        }
+                    }
+                }
             }
         }
+
+        // 2. Delete each by its tuple.
+        let mut deleted = 0;
+        for (i, (orig, zone)) in victims.iter().enumerate() {
+            let seq = 2 + i as u32;
+            let mut a = Vec::new();
+            put_attr(&mut a, CTA_TUPLE_ORIG | NLA_F_NESTED, orig);
+            if let Some(z) = zone {
+                put_attr(&mut a, CTA_ZONE, z);
+            }
+            sock.send(
+                msg(
+                    IPCTNL_MSG_CT_DELETE,
+                    NLM_F_REQUEST | NLM_F_ACK,
+                    seq,
+                    family.nfproto(),
+                    &a,
+                ),
+                Msg::empty(),
+            )
+            .map_err(|e| Error::io(&what, e))?;
+            loop {
+                let data = recv(sock)?;
+                let ack = messages(&data)
+                    .into_iter()
+                    .find(|(ty, s, _)| *ty == NLMSG_ERROR && *s == seq)
+                    .map(|(_, _, body)| -i32::from_ne_bytes(body.get(..4).unwrap_or(&[0; 4]).try_into().unwrap()));
+                match ack {
+                    None => continue,
+                    Some(0) => {
+                        deleted += 1;
+                        break;
+                    }
+                    Some(e) if e == nix::libc::ENOENT => break,
+                    Some(e) => return Err(Error::kernel(&what, e, None)),
+                }
+            }
+        }
+        Ok(deleted)
     }
-    Ok(deleted)
 }
 
 #[cfg(test)]

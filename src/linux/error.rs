@@ -1,5 +1,6 @@
-//! One error type for every kernel call: what was being done to which object, the errno,
-//! and the kernel's extended-ack text when it sent one.
+//! One error type for every kernel call (rtnetlink, nftables, conntrack, namespaces, files):
+//! what was being done to which object, the errno, and the kernel's extended-ack text (and the
+//! part of the request it pointed at) when it sent one.
 
 use std::fmt;
 use std::io;
@@ -11,6 +12,7 @@ pub struct Error {
     errno: Option<i32>,
     ext_ack: Option<String>,
     detail: Option<String>,
+    location: Option<String>,
 }
 
 /// Result of a kernel operation.
@@ -24,6 +26,7 @@ impl Error {
             errno: Some(errno),
             ext_ack: ext_ack.filter(|s| !s.is_empty()),
             detail: None,
+            location: None,
         }
     }
 
@@ -35,6 +38,7 @@ impl Error {
             errno,
             ext_ack: None,
             detail: if errno.is_none() { Some(err.to_string()) } else { None },
+            location: None,
         }
     }
 
@@ -50,7 +54,22 @@ impl Error {
             errno: None,
             ext_ack: None,
             detail: Some(detail.into()),
+            location: None,
         }
+    }
+
+    /// Adds which part of the request the kernel's extended ack pointed at, e.g.
+    /// `expression #3 (immediate)`.
+    pub fn at(mut self, location: Option<String>) -> Self {
+        self.location = location;
+        self
+    }
+
+    /// The same error with its context rewritten, e.g. to name an object the caller knew only
+    /// by number.
+    pub fn map_context(mut self, f: impl FnOnce(String) -> String) -> Self {
+        self.context = f(std::mem::take(&mut self.context));
+        self
     }
 
     /// What was being done, naming the object, e.g. `create veth "eth0"`.
@@ -80,6 +99,11 @@ impl Error {
     pub fn is_exists(&self) -> bool {
         self.errno == Some(nix::libc::EEXIST)
     }
+
+    /// ERESTART: the nftables ruleset changed since the generation a batch was committed at.
+    pub fn is_generation_changed(&self) -> bool {
+        self.errno == Some(nix::libc::ERESTART)
+    }
 }
 
 impl fmt::Display for Error {
@@ -93,6 +117,9 @@ impl fmt::Display for Error {
         }
         if let Some(x) = &self.ext_ack {
             write!(f, ": {x}")?;
+        }
+        if let Some(l) = &self.location {
+            write!(f, " (at {l})")?;
         }
         Ok(())
     }
@@ -143,5 +170,10 @@ mod tests {
         assert!(e.is_not_found());
         assert_eq!(e.to_string(), "open: No such file or directory (os error 2)");
         assert_eq!(Error::other("parse", "short").to_string(), "parse: short");
+        let e = Error::kernel("nftables: add rule", 22, Some("bad".into())).at(Some("expression #2 (cmp)".into()));
+        assert_eq!(
+            e.to_string(),
+            "nftables: add rule: Invalid argument (os error 22): bad (at expression #2 (cmp))"
+        );
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod conntrack;
 pub mod error;
+mod netfilter;
 pub mod netlink;
 pub mod netns;
 pub mod nft;

@@ -166,15 +166,19 @@ impl Netlink {
     /// Adds an address; EEXIST if present. `nodad` skips IPv6 duplicate address detection.
     pub fn add_addr(&mut self, index: u32, ip: IpNet, nodad: bool) -> Result<()> {
         let what = || format!("add address {ip} to link #{index}");
-        self.request(RTM_NEWADDR, Mode::Create, encode_addr(index, ip, nodad), &what)?;
-        Ok(())
+        match self.request(RTM_NEWADDR, Mode::Create, encode_addr(index, ip, nodad), &what) {
+            Ok(_) => Ok(()),
+            Err(e) => Err(self.name_link(index, e)),
+        }
     }
 
     /// Removes an address.
     pub fn del_addr(&mut self, index: u32, ip: IpNet) -> Result<()> {
         let what = || format!("delete address {ip} from link #{index}");
-        self.request(RTM_DELADDR, Mode::Change, encode_addr(index, ip, false), &what)?;
-        Ok(())
+        match self.request(RTM_DELADDR, Mode::Change, encode_addr(index, ip, false), &what) {
+            Ok(_) => Ok(()),
+            Err(e) => Err(self.name_link(index, e)),
+        }
     }
 
     /// IPv6 addresses of `index` still doing duplicate address detection. Wait until this

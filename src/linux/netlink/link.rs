@@ -691,6 +691,17 @@ fn by_index(index: u32) -> String {
 }
 
 impl Netlink {
+    /// Makes an error about `link #N` name the link, `link "eth0" (#N)`, when it still exists:
+    /// a caller holding only the index still learns which device failed. Looked up only on
+    /// failure, so the success path costs no extra request.
+    pub(crate) fn name_link(&mut self, index: u32, e: Error) -> Error {
+        let Ok(Some(link)) = self.link_by_index(index) else {
+            return e;
+        };
+        let named = format!("link {:?} (#{index})", link.name);
+        e.map_context(|c| c.replace(&by_index(index), &named))
+    }
+
     /// Creates a link; fails with EEXIST if the name is taken.
     pub fn create_link(&mut self, spec: &LinkSpec) -> Result<()> {
         let what = || format!("create {} {:?}", spec.kind.name(), spec.name);
@@ -747,8 +758,10 @@ impl Netlink {
     ) -> Result<()> {
         let mut p = Payload::new(&ifinfomsg(0, index, flags, change));
         f(&mut p);
-        self.request(RTM_SETLINK, Mode::Change, p.into_bytes(), what)?;
-        Ok(())
+        match self.request(RTM_SETLINK, Mode::Change, p.into_bytes(), what) {
+            Ok(_) => Ok(()),
+            Err(e) => Err(self.name_link(index, e)),
+        }
     }
 
     /// Sets IFF_UP.
@@ -872,10 +885,12 @@ impl Netlink {
     /// Deletes a link (a veth takes its peer with it).
     pub fn delete_link(&mut self, index: u32) -> Result<()> {
         let p = Payload::new(&ifinfomsg(0, index, 0, 0));
-        self.request(RTM_DELLINK, Mode::Change, p.into_bytes(), &|| {
+        match self.request(RTM_DELLINK, Mode::Change, p.into_bytes(), &|| {
             format!("delete {}", by_index(index))
-        })?;
-        Ok(())
+        }) {
+            Ok(_) => Ok(()),
+            Err(e) => Err(self.name_link(index, e)),
+        }
     }
 
     /// Waits until the link has carrier (oper state up, or unknown with IFF_LOWER_UP, as for

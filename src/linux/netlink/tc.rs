@@ -260,8 +260,9 @@ impl Netlink {
         p.str(TCA_KIND, "tbf");
         p.nest(TCA_OPTIONS, |o| tbf.encode(o));
         let what = || format!("add tbf qdisc on link #{ifindex}");
-        self.request(RTM_NEWQDISC, Mode::Create, p.into_bytes(), &what)?;
-        Ok(())
+        self.request(RTM_NEWQDISC, Mode::Create, p.into_bytes(), &what)
+            .map(drop)
+            .map_err(|e| self.name_link(ifindex, e))
     }
 
     /// Adds the ingress qdisc `ffff:`.
@@ -269,16 +270,18 @@ impl Netlink {
         let mut p = Payload::new(&tcmsg(ifindex, handle(0xffff, 0), HANDLE_INGRESS, 0));
         p.str(TCA_KIND, "ingress");
         let what = || format!("add ingress qdisc on link #{ifindex}");
-        self.request(RTM_NEWQDISC, Mode::Create, p.into_bytes(), &what)?;
-        Ok(())
+        self.request(RTM_NEWQDISC, Mode::Create, p.into_bytes(), &what)
+            .map(drop)
+            .map_err(|e| self.name_link(ifindex, e))
     }
 
     /// Deletes the qdisc `handle` under `parent` on `ifindex`.
     pub fn delete_qdisc(&mut self, ifindex: u32, handle: u32, parent: u32) -> Result<()> {
         let p = Payload::new(&tcmsg(ifindex, handle, parent, 0));
         let what = || format!("delete qdisc {:x}: on link #{ifindex}", handle >> 16);
-        self.request(RTM_DELQDISC, Mode::Change, p.into_bytes(), &what)?;
-        Ok(())
+        self.request(RTM_DELQDISC, Mode::Change, p.into_bytes(), &what)
+            .map(drop)
+            .map_err(|e| self.name_link(ifindex, e))
     }
 
     /// The qdiscs of `ifindex`, in the kernel's order.
@@ -303,8 +306,9 @@ impl Netlink {
             Mode::Create,
             u32_redirect_payload(ifindex, parent, prio, target),
             &what,
-        )?;
-        Ok(())
+        )
+        .map(drop)
+        .map_err(|e| self.name_link(ifindex, e))
     }
 
     /// The u32 filters under `parent` of `ifindex` that carry actions.

@@ -2,9 +2,10 @@
 //! `NFNL_MSG_BATCH_BEGIN` and `NFNL_MSG_BATCH_END`.
 
 use super::msg::BatchMsg;
-use super::socket::{NftError, NftSocket};
+use super::socket::NftSocket;
 use super::wire::{self, AttrWriter};
 use super::{Chain, Family, Rule, Set, SetElem, Table};
+use crate::linux::Error;
 
 /// Where [`Batch::add_rule`] puts a rule in its chain.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -240,15 +241,15 @@ impl Batch {
 
     /// Sends the batch and waits for the kernel's verdict on every message. On error nothing
     /// of the batch has been applied; the error names the message that failed.
-    pub fn commit(&self, sock: &NftSocket) -> Result<(), NftError> {
+    pub fn commit(&self, sock: &NftSocket) -> Result<(), Error> {
         sock.commit(&self.msgs, None)
     }
 
     /// [`commit`](Self::commit), but only if the ruleset is still at `generation` (from
     /// [`NftSocket::generation`]); otherwise nothing is applied and the error says
-    /// [`is_generation_changed`](NftError::is_generation_changed): list again, rebuild, retry.
+    /// [`is_generation_changed`](Error::is_generation_changed): list again, rebuild, retry.
     /// This makes "add unless present" safe against concurrent writers (as iptables-nft does).
-    pub fn commit_if_unchanged(&self, sock: &NftSocket, generation: u32) -> Result<(), NftError> {
+    pub fn commit_if_unchanged(&self, sock: &NftSocket, generation: u32) -> Result<(), Error> {
         sock.commit(&self.msgs, Some(generation))
     }
 
@@ -259,7 +260,7 @@ impl Batch {
     /// Reads the generation, lets `build` list what it needs and fill a fresh batch, and
     /// commits it at that generation; when another writer changed the ruleset in between,
     /// starts over (at most `retries` more times). For "add unless present" batches.
-    pub fn build_and_commit<E: From<NftError>>(
+    pub fn build_and_commit<E: From<Error>>(
         sock: &NftSocket,
         retries: u32,
         mut build: impl FnMut(&mut Batch) -> Result<(), E>,

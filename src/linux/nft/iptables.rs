@@ -15,9 +15,10 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use ipnet::IpNet;
 
 use super::expr::{CmpOp, Expr, MetaKey, PayloadBase, Verdict};
-use super::socket::{NftError, NftSocket};
+use super::socket::NftSocket;
 use super::wire;
 use super::{Batch, Family, Rule, Table};
+use crate::linux::Error;
 
 const NFTA_XT_NAME: u16 = 1;
 const NFTA_XT_REV: u16 = 2;
@@ -276,7 +277,7 @@ pub fn table(v6: bool, name: &str) -> Table {
 }
 
 /// Every rule of one iptables-nft table, decoded; a missing table lists as empty.
-pub fn list_table(sock: &NftSocket, v6: bool, name: &str) -> Result<Vec<IptRule>, NftError> {
+pub fn list_table(sock: &NftSocket, v6: bool, name: &str) -> Result<Vec<IptRule>, Error> {
     let t = table(v6, name);
     match sock.list_table_rules(t.family, name) {
         Ok(rules) => Ok(rules.iter().map(IptRule::parse).collect()),
@@ -288,7 +289,7 @@ pub fn list_table(sock: &NftSocket, v6: bool, name: &str) -> Result<Vec<IptRule>
 /// The rules of some chains of one iptables-nft table, decoded, chain by chain; a missing
 /// table or chain lists as empty. Cheaper than [`list_table`] where the table is large (a
 /// kube-proxy node has thousands of nat rules).
-pub fn list_chains_rules(sock: &NftSocket, v6: bool, name: &str, chains: &[&str]) -> Result<Vec<IptRule>, NftError> {
+pub fn list_chains_rules(sock: &NftSocket, v6: bool, name: &str, chains: &[&str]) -> Result<Vec<IptRule>, Error> {
     let t = table(v6, name);
     let mut out = Vec::new();
     for c in chains {
@@ -302,12 +303,12 @@ pub fn list_chains_rules(sock: &NftSocket, v6: bool, name: &str, chains: &[&str]
 }
 
 /// Whether the chain exists in the iptables-nft table (false also without the table).
-pub fn chain_exists(sock: &NftSocket, v6: bool, name: &str, chain: &str) -> Result<bool, NftError> {
+pub fn chain_exists(sock: &NftSocket, v6: bool, name: &str, chain: &str) -> Result<bool, Error> {
     sock.chain_exists(table(v6, name).family, name, chain)
 }
 
 /// The chain names of one iptables-nft table; a missing table has none.
-pub fn list_chain_names(sock: &NftSocket, v6: bool, name: &str) -> Result<Vec<String>, NftError> {
+pub fn list_chain_names(sock: &NftSocket, v6: bool, name: &str) -> Result<Vec<String>, Error> {
     let t = table(v6, name);
     match sock.list_chains(t.family, name) {
         Ok(cs) => Ok(cs.into_iter().map(|c| c.name).collect()),

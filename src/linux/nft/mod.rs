@@ -35,7 +35,7 @@ pub use expr::{
     Verdict,
 };
 pub use rule::{L4Proto, RuleBuilder};
-pub use socket::{NftError, NftSocket};
+pub use socket::NftSocket;
 
 /// An nftables address family (`NFPROTO_*`), the `nfgen_family` of every message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

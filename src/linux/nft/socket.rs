@@ -6,16 +6,14 @@
 //! encode the bytes ourselves and use neli only for the file descriptor.
 
 use std::cell::Cell;
-use std::fmt;
-use std::fs::File;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd};
 use std::path::Path;
+use std::time::Duration;
 
-use neli::consts::socket::{Msg, NlFamily};
+use neli::consts::socket::Msg;
 use neli::socket::NlSocket;
-use neli::utils::Groups;
-use nix::sched::{setns, CloneFlags};
+
+use crate::linux::{netfilter, Error, NetNs};
 
 use super::expr::Expr;
 use super::msg::BatchMsg;
@@ -23,78 +21,22 @@ use super::wire::{self, AttrWriter, NlMsg};
 use super::{BaseChain, Chain, ChainType, Family, Hook, Policy, Rule, Table};
 
 const RECV_BUF: usize = 256 * 1024;
-const SOL_NETLINK: i32 = 270;
-const NETLINK_CAP_ACK: i32 = 10;
+const RECV_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A kernel (or socket) error, naming the object whose message failed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NftError {
-    /// What was being done, e.g. `add rule inet t postrouting (comment "x")`.
-    pub what: String,
-    /// The errno (positive), if the error came with one.
-    pub errno: Option<i32>,
-    /// The kernel's extended-ack message, if it sent one.
-    pub kernel_msg: Option<String>,
-    /// Which part of the message the kernel pointed at (extended-ack offset), if any.
-    pub location: Option<String>,
+/// What every nftables error's context starts with, so a message says which kernel API failed.
+const PREFIX: &str = "nftables: ";
+
+fn io_err(what: &str, e: io::Error) -> Error {
+    Error::io(format!("{PREFIX}{what}"), e)
 }
 
-impl NftError {
-    fn io(what: &str, e: io::Error) -> Self {
-        NftError {
-            what: what.to_string(),
-            errno: e.raw_os_error(),
-            kernel_msg: None,
-            location: None,
-        }
-    }
-
-    fn other(what: &str, why: &str) -> Self {
-        NftError {
-            what: what.to_string(),
-            errno: None,
-            kernel_msg: Some(why.to_string()),
-            location: None,
-        }
-    }
-
-    pub fn errno(&self) -> Option<i32> {
-        self.errno
-    }
-
-    /// ENOENT: the table/chain/rule/set does not exist.
-    pub fn is_not_found(&self) -> bool {
-        self.errno == Some(nix::libc::ENOENT)
-    }
-
-    /// EEXIST.
-    pub fn is_exists(&self) -> bool {
-        self.errno == Some(nix::libc::EEXIST)
-    }
-
-    /// ERESTART: the ruleset changed since the generation a batch was committed at.
-    pub fn is_generation_changed(&self) -> bool {
-        self.errno == Some(nix::libc::ERESTART)
-    }
+fn other_err(what: &str, why: &str) -> Error {
+    Error::other(format!("{PREFIX}{what}"), why)
 }
 
-impl fmt::Display for NftError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "nftables: {}", self.what)?;
-        if let Some(e) = self.errno {
-            write!(f, ": {}", io::Error::from_raw_os_error(e))?;
-        }
-        if let Some(m) = &self.kernel_msg {
-            write!(f, ": {m}")?;
-        }
-        if let Some(l) = &self.location {
-            write!(f, " (at {l})")?;
-        }
-        Ok(())
-    }
+fn kernel_err(what: &str, errno: i32, ext_ack: Option<String>) -> Error {
+    Error::kernel(format!("{PREFIX}{what}"), errno, ext_ack)
 }
-
-impl std::error::Error for NftError {}
 
 /// A netfilter netlink socket, bound to the network namespace it was created in.
 pub struct NftSocket {
@@ -104,57 +46,31 @@ pub struct NftSocket {
 
 impl NftSocket {
     /// Opens a socket in the calling thread's network namespace.
-    pub fn open() -> Result<Self, NftError> {
-        let what = "open NETLINK_NETFILTER socket";
-        let sock = NlSocket::connect(NlFamily::Netfilter, None, Groups::empty()).map_err(|e| NftError::io(what, e))?;
-        // Extended acks carry the kernel's reason and the offending attribute; capped acks
-        // keep error replies small (they would otherwise echo each whole rule).
-        sock.enable_ext_ack(true).map_err(|e| NftError::io(what, e))?;
-        let one: nix::libc::c_int = 1;
-        // SAFETY: plain setsockopt on a valid fd with a c_int option value.
-        unsafe {
-            nix::libc::setsockopt(
-                sock.as_raw_fd(),
-                SOL_NETLINK,
-                NETLINK_CAP_ACK,
-                &one as *const _ as *const nix::libc::c_void,
-                std::mem::size_of_val(&one) as u32,
-            );
-        }
-        // A receive timeout so that a missing ack can never hang the caller.
-        let tv = nix::sys::time::TimeVal::new(10, 0);
-        // SAFETY: the fd is owned by `sock`, which outlives this borrow.
-        let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(sock.as_raw_fd()) };
-        nix::sys::socket::setsockopt(&fd, nix::sys::socket::sockopt::ReceiveTimeout, &tv)
-            .map_err(|e| NftError::io(what, e.into()))?;
+    pub fn open() -> Result<Self, Error> {
+        let what = format!("{PREFIX}open NETLINK_NETFILTER socket");
+        Ok(Self::wrap(netfilter::open_socket(&what, RECV_TIMEOUT)?))
+    }
+
+    /// Opens a socket inside another network namespace; the socket stays bound to it.
+    pub fn in_netns(ns: &NetNs) -> Result<Self, Error> {
+        let what = format!("{PREFIX}open NETLINK_NETFILTER socket");
+        Ok(Self::wrap(netfilter::open_socket_in(ns, &what, RECV_TIMEOUT)?))
+    }
+
+    /// [`in_netns`](Self::in_netns) by path, e.g. `/run/netns/NAME`.
+    pub fn open_in_netns_path(path: &Path) -> Result<Self, Error> {
+        Self::in_netns(&NetNs::open(path)?)
+    }
+
+    fn wrap(sock: NlSocket) -> Self {
         let seed = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs() as u32)
             .unwrap_or(1);
-        Ok(NftSocket {
+        NftSocket {
             sock,
             seq: Cell::new(seed),
-        })
-    }
-
-    /// Opens a socket inside another network namespace (given by an nsfs fd): switches this
-    /// thread there, creates the socket (which stays bound to that namespace) and switches
-    /// back. If switching back fails the process aborts rather than run in the wrong netns.
-    pub fn open_in_netns(ns: impl AsFd) -> Result<Self, NftError> {
-        let what = "enter network namespace";
-        let home = File::open("/proc/thread-self/ns/net").map_err(|e| NftError::io(what, e))?;
-        setns(ns, CloneFlags::CLONE_NEWNET).map_err(|e| NftError::io(what, e.into()))?;
-        let s = Self::open();
-        if setns(&home, CloneFlags::CLONE_NEWNET).is_err() {
-            std::process::abort();
         }
-        s
-    }
-
-    /// [`open_in_netns`](Self::open_in_netns) by path, e.g. `/run/netns/NAME`.
-    pub fn open_in_netns_path(path: &Path) -> Result<Self, NftError> {
-        let f = File::open(path).map_err(|e| NftError::io(&format!("open netns {}", path.display()), e))?;
-        Self::open_in_netns(&f)
     }
 
     fn next_seq(&self, n: u32) -> u32 {
@@ -163,17 +79,17 @@ impl NftSocket {
         s
     }
 
-    fn send(&self, what: &str, buf: &[u8]) -> Result<(), NftError> {
-        self.sock.send(buf, Msg::empty()).map_err(|e| NftError::io(what, e))?;
+    fn send(&self, what: &str, buf: &[u8]) -> Result<(), Error> {
+        self.sock.send(buf, Msg::empty()).map_err(|e| io_err(what, e))?;
         Ok(())
     }
 
-    fn recv<'b>(&self, what: &str, buf: &'b mut [u8]) -> Result<&'b [u8], NftError> {
+    fn recv<'b>(&self, what: &str, buf: &'b mut [u8]) -> Result<&'b [u8], Error> {
         let (n, _) = self.sock.recv(&mut *buf, Msg::empty()).map_err(|e| {
             if e.kind() == io::ErrorKind::WouldBlock {
-                NftError::other(what, "timed out waiting for the kernel's reply")
+                other_err(what, "timed out waiting for the kernel's reply")
             } else {
-                NftError::io(what, e)
+                io_err(what, e)
             }
         })?;
         Ok(&buf[..n])
@@ -183,15 +99,15 @@ impl NftSocket {
     /// the listings a batch is built from, and commit with
     /// [`Batch::commit_if_unchanged`](super::Batch::commit_if_unchanged): a concurrent change
     /// in between then fails the batch instead of being raced.
-    pub fn generation(&self) -> Result<u32, NftError> {
+    pub fn generation(&self) -> Result<u32, Error> {
         let what = "get ruleset generation";
         let msgs = self.request(what, wire::NFT_MSG_GETGEN, Family::Inet, false, &[])?;
         msgs.iter()
             .find_map(|a| wire::attr_u32(a, wire::NFTA_GEN_ID))
-            .ok_or_else(|| NftError::other(what, "no generation in the kernel's reply"))
+            .ok_or_else(|| other_err(what, "no generation in the kernel's reply"))
     }
 
-    pub(crate) fn commit(&self, msgs: &[BatchMsg], generation: Option<u32>) -> Result<(), NftError> {
+    pub(crate) fn commit(&self, msgs: &[BatchMsg], generation: Option<u32>) -> Result<(), Error> {
         if msgs.is_empty() {
             return Ok(());
         }
@@ -238,7 +154,7 @@ impl NftSocket {
         // whole batch. An error on the BEGIN/END seq is about the batch itself.
         let mut acked = vec![false; msgs.len()];
         let mut remaining = msgs.len();
-        let mut first_err: Option<(usize, NftError)> = None;
+        let mut first_err: Option<(usize, Error)> = None;
         let mut rbuf = vec![0u8; RECV_BUF];
         while remaining > 0 {
             let data = self.recv(what, &mut rbuf)?;
@@ -251,12 +167,7 @@ impl NftSocket {
                 };
                 if m.seq == begin || m.seq == begin + n + 1 {
                     if errno != 0 {
-                        return Err(NftError {
-                            what: what.to_string(),
-                            errno: Some(errno),
-                            kernel_msg: kmsg,
-                            location: None,
-                        });
+                        return Err(kernel_err(what, errno, kmsg));
                     }
                     continue;
                 }
@@ -269,12 +180,8 @@ impl NftSocket {
                     let msg = &msgs[i];
                     first_err = Some((
                         i,
-                        NftError {
-                            what: format!("{} (batch message {} of {})", msg.what, i + 1, n),
-                            errno: Some(errno),
-                            kernel_msg: kmsg,
-                            location: offs.and_then(|o| describe_offset(msg, o)),
-                        },
+                        kernel_err(&format!("{} (batch message {} of {})", msg.what, i + 1, n), errno, kmsg)
+                            .at(offs.and_then(|o| describe_offset(msg, o))),
                     ));
                 }
             }
@@ -287,14 +194,7 @@ impl NftSocket {
 
     /// Sends a GET request and collects the replies (a dump, or a single object).
     /// Retries a dump that the kernel marks as interrupted by a concurrent change.
-    fn request(
-        &self,
-        what: &str,
-        msg: u16,
-        family: Family,
-        dump: bool,
-        attrs: &[u8],
-    ) -> Result<Vec<Vec<u8>>, NftError> {
+    fn request(&self, what: &str, msg: u16, family: Family, dump: bool, attrs: &[u8]) -> Result<Vec<Vec<u8>>, Error> {
         'retry: for _ in 0..5 {
             let seq = self.next_seq(1);
             let flags = wire::NLM_F_REQUEST | if dump { wire::NLM_F_DUMP } else { wire::NLM_F_ACK };
@@ -321,26 +221,18 @@ impl NftSocket {
                             if errno == 0 {
                                 return Ok(out);
                             }
-                            return Err(NftError {
-                                what: what.to_string(),
-                                errno: Some(errno),
-                                kernel_msg,
-                                location: None,
-                            });
+                            return Err(kernel_err(what, errno, kernel_msg));
                         }
                         _ => out.push(m.body.get(wire::NFGENMSG_LEN..).unwrap_or(&[]).to_vec()),
                     }
                 }
             }
         }
-        Err(NftError::other(
-            what,
-            "dump kept being interrupted by concurrent changes",
-        ))
+        Err(other_err(what, "dump kept being interrupted by concurrent changes"))
     }
 
     /// Whether the table exists.
-    pub fn table_exists(&self, family: Family, table: &str) -> Result<bool, NftError> {
+    pub fn table_exists(&self, family: Family, table: &str) -> Result<bool, Error> {
         let mut w = AttrWriter::new();
         w.put_str(wire::NFTA_TABLE_NAME, table);
         let what = format!("get table {family} {table}");
@@ -352,7 +244,7 @@ impl NftSocket {
     }
 
     /// Whether the chain exists (false also when the table does not).
-    pub fn chain_exists(&self, family: Family, table: &str, chain: &str) -> Result<bool, NftError> {
+    pub fn chain_exists(&self, family: Family, table: &str, chain: &str) -> Result<bool, Error> {
         let mut w = AttrWriter::new();
         w.put_str(wire::NFTA_CHAIN_TABLE, table)
             .put_str(wire::NFTA_CHAIN_NAME, chain);
@@ -366,7 +258,7 @@ impl NftSocket {
 
     /// The chains of one table. (The kernel cannot filter a chain dump by table, so the
     /// family's chains are dumped and other tables' chains skipped without decoding.)
-    pub fn list_chains(&self, family: Family, table: &str) -> Result<Vec<Chain>, NftError> {
+    pub fn list_chains(&self, family: Family, table: &str) -> Result<Vec<Chain>, Error> {
         let what = format!("list chains of table {family} {table}");
         let t = Table::new(family, table);
         let msgs = self.request(&what, wire::NFT_MSG_GETCHAIN, family, true, &[])?;
@@ -379,19 +271,19 @@ impl NftSocket {
 
     /// The rules of one chain, in order, with their handles and comments. The dump is
     /// filtered by the kernel to this table and chain; a missing table or chain lists as empty.
-    pub fn list_rules(&self, family: Family, table: &str, chain: &str) -> Result<Vec<Rule>, NftError> {
+    pub fn list_rules(&self, family: Family, table: &str, chain: &str) -> Result<Vec<Rule>, Error> {
         self.dump_rules(family, table, chain, true)
     }
 
     /// Like [`list_rules`](Self::list_rules) but without the expressions (left empty): just
     /// chain, handle and comment, which is all that finding rules by comment needs. Decoding
     /// every expression of every rule is the larger part of the cost on a busy node.
-    pub fn list_rule_comments(&self, family: Family, table: &str, chain: &str) -> Result<Vec<Rule>, NftError> {
+    pub fn list_rule_comments(&self, family: Family, table: &str, chain: &str) -> Result<Vec<Rule>, Error> {
         self.dump_rules(family, table, chain, false)
     }
 
     /// Every rule of one table (all its chains), with expressions. ENOENT if the table is missing.
-    pub fn list_table_rules(&self, family: Family, table: &str) -> Result<Vec<Rule>, NftError> {
+    pub fn list_table_rules(&self, family: Family, table: &str) -> Result<Vec<Rule>, Error> {
         let what = format!("list rules of table {family} {table}");
         let mut w = AttrWriter::new();
         w.put_str(wire::NFTA_RULE_TABLE, table);
@@ -400,7 +292,7 @@ impl NftSocket {
         Ok(msgs.iter().map(|a| decode_rule(&t, a, true)).collect())
     }
 
-    fn dump_rules(&self, family: Family, table: &str, chain: &str, exprs: bool) -> Result<Vec<Rule>, NftError> {
+    fn dump_rules(&self, family: Family, table: &str, chain: &str, exprs: bool) -> Result<Vec<Rule>, Error> {
         let what = format!("list rules of chain {family} {table} {chain}");
         let mut w = AttrWriter::new();
         w.put_str(wire::NFTA_RULE_TABLE, table)
@@ -414,7 +306,7 @@ impl NftSocket {
     /// Rebuilding a chain that is already right would free its old rules, and every socket
     /// close then waits for the kernel to retire them (a full RCU grace period): callers
     /// check first and rebuild only what differs.
-    pub fn chain_holds(&self, family: Family, table: &str, chain: &str, expected: &[Rule]) -> Result<bool, NftError> {
+    pub fn chain_holds(&self, family: Family, table: &str, chain: &str, expected: &[Rule]) -> Result<bool, Error> {
         let have = self.list_rules(family, table, chain)?;
         Ok(have.len() == expected.len()
             && have
