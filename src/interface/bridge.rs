@@ -170,6 +170,9 @@ fn collect_vlan_trunk(trunk: Option<&[VlanTrunk]>) -> anyhow::Result<Vec<u16>> {
     Ok(ids.into_iter().map(|v| v as u16).collect())
 }
 
+/// ADD, in the order of the reference's cmdAdd: the bridge, the veth pair on it, the spoof
+/// check, then (with an IPAM) the addresses, the container's addresses and routes, the
+/// gateways on the bridge; last, the MACs as they are now.
 fn add(args: &CmdArgs) -> anyhow::Result<CniResult> {
     let n = BridgeConf::load(args)?;
     let ipam_type = n.net.ipam_type().map(str::to_string);
@@ -196,16 +199,174 @@ fn add(args: &CmdArgs) -> anyhow::Result<CniResult> {
     // retire the committed transaction (an RCU grace period), which so overlaps the rest.
     let mut nft_sockets = Vec::new();
     if n.macspoofchk {
-        let mac = cont_veth.mac.context("the container veth has no MAC address")?;
-        let sock = NftSocket::open()?;
-        spoofcheck::setup(&sock, &host_veth.name, mac, &args.container_id, &args.ifname)?;
-        nft_sockets.push(sock);
-        let (cid, ifname) = (args.container_id.clone(), args.ifname.clone());
-        undo.push(format!("remove spoof check of {cid}/{ifname}"), move || {
-            spoofcheck::teardown(&NftSocket::open()?, &cid, &ifname)
-        });
+        nft_sockets.push(add_spoofcheck(args, &host_veth, &cont_veth, &mut undo)?);
     }
-    result.interfaces = vec![
+    result.interfaces = interfaces(args, &br, &host_veth, &cont_veth);
+
+    if let Some(ipam_type) = &ipam_type {
+        let ipam = ipam_add(ipam_type, args, &mut undo)?;
+        result.ips = ipam.ips;
+        result.routes = ipam.routes;
+        result.dns = ipam.dns;
+        let gws = calc_gateways(&mut result, &n);
+        // Masquerade as soon as the addresses are known (the reference does it last): the
+        // kernel's retiring of the nftables transaction then overlaps the interface work.
+        if n.ip_masq {
+            nft_sockets.push(setup_masquerade(&n.net.name, n.masq_backend, args, &result, &mut undo)?);
+        }
+        configure_container(&mut cont, &cont_ns, args, &n, &result)?;
+        if n.is_gw {
+            add_gateways(&mut host, &host_ns, &br, &n, &gws, &mut result, &mut undo)?;
+        }
+    } else if !n.disable_container_interface {
+        // L2 only: the container end still has to be up.
+        cont.set_up(cont_veth.index)
+            .with_context(|| format!("failed to set {:?} up", args.ifname))?;
+    }
+
+    report_macs(&mut host, &n, host_veth, &mut result)?;
+    if dns_set(&n.net.dns) {
+        result.dns = n.net.dns.clone().unwrap_or_default();
+    }
+    undo.commit();
+    drop(nft_sockets);
+    Ok(result)
+}
+
+/// Remove the attachment's firewall rules (found by their comments, so an empty or vanished
+/// netns does not leak them, unlike the reference), delete the container link, then release
+/// IPAM. A missing link is fine; the bridge stays. Every step is tried and every failure
+/// is reported.
+fn del(args: &CmdArgs) -> anyhow::Result<()> {
+    let n = BridgeConf::load(args)?;
+    let mut errs = Vec::new();
+    // The socket stays open until the link is gone: closing it waits for the kernel to
+    // retire the deleted rules (an RCU grace period), which then overlaps the link deletion.
+    let mut _nft = None;
+    if n.ip_masq || n.macspoofchk {
+        match NftSocket::open() {
+            Ok(sock) => {
+                if n.ip_masq {
+                    errs.extend(masquerade::teardown(&sock, &n.net.name, &args.ifname, &args.container_id).err());
+                    if n.masq_backend == MasqBackend::Iptables {
+                        errs.extend(masq_iptables::teardown(&sock, &n.net.name, &args.container_id).err());
+                    }
+                }
+                if n.macspoofchk {
+                    errs.extend(spoofcheck::teardown(&sock, &args.container_id, &args.ifname).err());
+                }
+                _nft = Some(sock);
+            }
+            Err(e) => errs.push(e.into()),
+        }
+    }
+    if let Err(e) = del_container_link(&args.netns, &args.ifname) {
+        errs.push(e);
+    }
+    if let Some(t) = n.net.ipam_type() {
+        if let Err(e) = delegate::del(t, &args.stdin, args) {
+            errs.push(e.into());
+        }
+    }
+    join_errors(errs)
+}
+
+fn check(args: &CmdArgs) -> anyhow::Result<()> {
+    let n = BridgeConf::load(args)?;
+    let ns = open_netns(&args.netns)?;
+    // The reference calls IPAM CHECK even without an IPAM type, which then always fails;
+    // an L2-only attachment has nothing to check there.
+    if let Some(t) = n.net.ipam_type() {
+        delegate::check(t, &args.stdin, args)?;
+    }
+    let (prev, cont_if) = ipconfig::prev_sandbox_interface(&n.net, args, "")?;
+    let br_if = prev
+        .interfaces
+        .iter()
+        .find(|i| i.name == n.bridge)
+        .cloned()
+        .unwrap_or_default();
+    let mut host = Netlink::new()?;
+    let br = check_bridge(&mut host, &br_if, &n)?;
+    let mut cont = Netlink::in_netns(&ns)?;
+    let cont_link = check_container_iface(&mut cont, &cont_if)?;
+
+    // The host veth: the peer of the container interface, enslaved to the bridge.
+    let mut found = false;
+    for intf in &prev.interfaces {
+        if intf.name == br_if.name || intf.name == cont_if.name {
+            continue;
+        }
+        if !intf.sandbox.is_empty() {
+            bail!("Interface {} should not be in sandbox", intf.name);
+        }
+        let l = host
+            .link_by_name(&intf.name)?
+            .ok_or_else(|| anyhow!("Interface name {} not found", intf.name))?;
+        if l.kind != Some(LinkType::Veth) {
+            continue; // not one of ours
+        }
+        let peer_ok = cont_link.link == Some(l.index) && l.link == Some(cont_link.index);
+        if !peer_ok || l.master != Some(br.index) {
+            continue;
+        }
+        if !intf.mac.is_empty() && intf.mac != fmt_mac(&l.mac) {
+            bail!("Interface {} Mac doesn't match: {} not found", intf.name, intf.mac);
+        }
+        found = true;
+        break;
+    }
+    if !found {
+        bail!("CNI veth created for bridge {} was not found", n.bridge);
+    }
+    ipconfig::validate_expected_ips(&mut cont, &args.ifname, &prev.ips)?;
+    ipconfig::validate_expected_routes(&mut cont, &prev.routes)?;
+    // Firewall rules are resources too (spec: CHECK covers what ADD created).
+    if n.ip_masq {
+        check_masquerade(&n.net.name, n.masq_backend, args, &prev)?;
+    }
+    Ok(())
+}
+
+/// STATUS is the IPAM's when there is one.
+fn status(args: &CmdArgs) -> anyhow::Result<()> {
+    let n: BridgeConf = config::parse(&args.stdin)?;
+    crate::pkg::ipam::ipam_status(&n.net, args)
+}
+
+/// GC: masquerade rules (by comment) and the IPAM's reservations are our state outside the
+/// container netns. Both are attempted; every failure is reported.
+fn gc(args: &CmdArgs) -> anyhow::Result<()> {
+    let n: BridgeConf = config::parse(&args.stdin)?;
+    let mut errs = Vec::new();
+    if n.ip_masq {
+        errs.extend(gc_masquerade(&n.net).err());
+    }
+    if let Some(t) = n.net.ipam_type() {
+        errs.extend(delegate::gc(t, &args.stdin, args).err().map(anyhow::Error::from));
+    }
+    join_errors(errs)
+}
+
+// Private helpers of ADD.
+
+/// The spoof check of the container veth's MAC on the host end; its socket is returned so
+/// that it closes only when ADD returns.
+fn add_spoofcheck(args: &CmdArgs, host_veth: &Link, cont_veth: &Link, undo: &mut Undo) -> anyhow::Result<NftSocket> {
+    let mac = cont_veth.mac.context("the container veth has no MAC address")?;
+    let sock = NftSocket::open()?;
+    spoofcheck::setup(&sock, &host_veth.name, mac, &args.container_id, &args.ifname)?;
+    let (cid, ifname) = (args.container_id.clone(), args.ifname.clone());
+    undo.push(format!("remove spoof check of {cid}/{ifname}"), move || {
+        spoofcheck::teardown(&NftSocket::open()?, &cid, &ifname)
+    });
+    Ok(sock)
+}
+
+/// The result's interfaces: the bridge, the host end, the container end (the IPs point at
+/// the third).
+fn interfaces(args: &CmdArgs, br: &Link, host_veth: &Link, cont_veth: &Link) -> Vec<Interface> {
+    vec![
         Interface {
             name: br.name.clone(),
             mac: fmt_mac(&br.mac),
@@ -222,86 +383,85 @@ fn add(args: &CmdArgs) -> anyhow::Result<CniResult> {
             sandbox: args.netns.clone(),
             ..Default::default()
         },
-    ];
+    ]
+}
 
-    if let Some(ipam_type) = &ipam_type {
-        let ipam = ipam_add(ipam_type, args, &mut undo)?;
-        result.ips = ipam.ips;
-        result.routes = ipam.routes;
-        result.dns = ipam.dns;
-        let gws = calc_gateways(&mut result, &n);
-        // Masquerade as soon as the addresses are known (the reference does it last): the
-        // kernel's retiring of the nftables transaction then overlaps the interface work.
-        if n.ip_masq {
-            nft_sockets.push(setup_masquerade(&n.net.name, n.masq_backend, args, &result, &mut undo)?);
-        }
-
-        // Without enabledad the kernel skips DAD (accept_dad=0): addresses are usable at once.
-        let ifname = &args.ifname;
-        let mut sysctls = vec![(format!("net/ipv4/conf/{ifname}/arp_notify"), "1")];
-        if n.enabledad {
-            sysctls.push((format!("net/ipv6/conf/{ifname}/enhanced_dad"), "1"));
-            sysctls.push((format!("net/ipv6/conf/{ifname}/accept_dad"), "1"));
-        } else {
-            sysctls.push((format!("net/ipv6/conf/{ifname}/accept_dad"), "0"));
-        }
-        ipconfig::set_sysctls_best_effort(&cont_ns, &sysctls)?;
-        let dad = if n.enabledad { Dad::Wait } else { Dad::NoWait };
-        ipconfig::configure_iface(&mut cont, &cont_ns, ifname, &result, dad)?;
-
-        if n.is_gw {
-            let mut vlan_iface: Option<Link> = None;
-            for (family, list) in [(Family::V4, &gws.v4), (Family::V6, &gws.v6)] {
-                for gw in list {
-                    if n.vlan != 0 {
-                        let vi = match &vlan_iface {
-                            Some(l) => l.clone(),
-                            None => {
-                                let l = ensure_vlan_interface(&mut host, &host_ns, &br, &n, &mut undo)
-                                    .context("failed to create vlan interface")?;
-                                result.interfaces.push(Interface {
-                                    name: l.name.clone(),
-                                    mac: fmt_mac(&l.mac),
-                                    ..Default::default()
-                                });
-                                vlan_iface = Some(l.clone());
-                                l
-                            }
-                        };
-                        ensure_addr(&mut host, &vi, family, *gw, n.force_address, &mut undo)
-                            .context("failed to set vlan interface for bridge with addr")?;
-                    } else {
-                        ensure_addr(&mut host, &br, family, *gw, n.force_address, &mut undo)
-                            .context("failed to set bridge addr")?;
-                    }
-                }
-            }
-            ipconfig::enable_forwarding(!gws.v4.is_empty(), !gws.v6.is_empty())
-                .context("failed to enable forwarding")?;
-        }
-    } else if !n.disable_container_interface {
-        // L2 only: the container end still has to be up.
-        cont.set_up(cont_veth.index)
-            .with_context(|| format!("failed to set {:?} up", args.ifname))?;
+/// The container interface's sysctls, addresses and routes.
+fn configure_container(
+    cont: &mut Netlink,
+    cont_ns: &NetNs,
+    args: &CmdArgs,
+    n: &BridgeConf,
+    result: &CniResult,
+) -> anyhow::Result<()> {
+    // Without enabledad the kernel skips DAD (accept_dad=0): addresses are usable at once.
+    let ifname = &args.ifname;
+    let mut sysctls = vec![(format!("net/ipv4/conf/{ifname}/arp_notify"), "1")];
+    if n.enabledad {
+        sysctls.push((format!("net/ipv6/conf/{ifname}/enhanced_dad"), "1"));
+        sysctls.push((format!("net/ipv6/conf/{ifname}/accept_dad"), "1"));
+    } else {
+        sysctls.push((format!("net/ipv6/conf/{ifname}/accept_dad"), "0"));
     }
+    ipconfig::set_sysctls_best_effort(cont_ns, &sysctls)?;
+    let dad = if n.enabledad { Dad::Wait } else { Dad::NoWait };
+    ipconfig::configure_iface(cont, cont_ns, ifname, result, dad)?;
+    Ok(())
+}
 
+/// isGateway: each gateway address on the bridge (or, with `vlan`, on the VLAN gateway
+/// interface, which joins the result), then forwarding on for the families that have one.
+fn add_gateways(
+    host: &mut Netlink,
+    host_ns: &NetNs,
+    br: &Link,
+    n: &BridgeConf,
+    gws: &Gateways,
+    result: &mut CniResult,
+    undo: &mut Undo,
+) -> anyhow::Result<()> {
+    let mut vlan_iface: Option<Link> = None;
+    for (family, list) in [(Family::V4, &gws.v4), (Family::V6, &gws.v6)] {
+        for gw in list {
+            if n.vlan != 0 {
+                let vi = match &vlan_iface {
+                    Some(l) => l.clone(),
+                    None => {
+                        let l = ensure_vlan_interface(host, host_ns, br, n, undo)
+                            .context("failed to create vlan interface")?;
+                        result.interfaces.push(Interface {
+                            name: l.name.clone(),
+                            mac: fmt_mac(&l.mac),
+                            ..Default::default()
+                        });
+                        vlan_iface = Some(l.clone());
+                        l
+                    }
+                };
+                ensure_addr(host, &vi, family, *gw, n.force_address, undo)
+                    .context("failed to set vlan interface for bridge with addr")?;
+            } else {
+                ensure_addr(host, br, family, *gw, n.force_address, undo).context("failed to set bridge addr")?;
+            }
+        }
+    }
+    ipconfig::enable_forwarding(!gws.v4.is_empty(), !gws.v6.is_empty()).context("failed to enable forwarding")?;
+    Ok(())
+}
+
+/// The host end's MAC can change after it joins the bridge (plugins#805), and the bridge's
+/// when its first port arrives or its address is set: report them as they are now, once the
+/// port is up.
+fn report_macs(host: &mut Netlink, n: &BridgeConf, host_veth: Link, result: &mut CniResult) -> anyhow::Result<()> {
     let host_now = if n.disable_container_interface {
         host.link_by_index(host_veth.index)?.unwrap_or(host_veth)
     } else {
-        wait_port_up(&mut host, host_veth.index)?
+        wait_port_up(host, host_veth.index)?
     };
-    // The host end's MAC can change after it joins the bridge (plugins#805), and the
-    // bridge's when its first port arrives or its address is set: report them as they are now.
     result.interfaces[1].mac = fmt_mac(&host_now.mac);
-    let br_now = bridge_by_name(&mut host, &n.bridge)?;
+    let br_now = bridge_by_name(host, &n.bridge)?;
     result.interfaces[0].mac = fmt_mac(&br_now.mac);
-
-    if dns_set(&n.net.dns) {
-        result.dns = n.net.dns.clone().unwrap_or_default();
-    }
-    undo.commit();
-    drop(nft_sockets);
-    Ok(result)
+    Ok(())
 }
 
 /// Look the bridge up; it must be a bridge.
@@ -630,100 +790,7 @@ fn oper_state_name(s: Option<OperState>) -> &'static str {
     }
 }
 
-/// Remove the attachment's firewall rules (found by their comments, so an empty or vanished
-/// netns does not leak them, unlike the reference), delete the container link, then release
-/// IPAM. A missing link is fine; the bridge stays. Every step is tried and every failure
-/// is reported.
-fn del(args: &CmdArgs) -> anyhow::Result<()> {
-    let n = BridgeConf::load(args)?;
-    let mut errs = Vec::new();
-    // The socket stays open until the link is gone: closing it waits for the kernel to
-    // retire the deleted rules (an RCU grace period), which then overlaps the link deletion.
-    let mut _nft = None;
-    if n.ip_masq || n.macspoofchk {
-        match NftSocket::open() {
-            Ok(sock) => {
-                if n.ip_masq {
-                    errs.extend(masquerade::teardown(&sock, &n.net.name, &args.ifname, &args.container_id).err());
-                    if n.masq_backend == MasqBackend::Iptables {
-                        errs.extend(masq_iptables::teardown(&sock, &n.net.name, &args.container_id).err());
-                    }
-                }
-                if n.macspoofchk {
-                    errs.extend(spoofcheck::teardown(&sock, &args.container_id, &args.ifname).err());
-                }
-                _nft = Some(sock);
-            }
-            Err(e) => errs.push(e.into()),
-        }
-    }
-    if let Err(e) = del_container_link(&args.netns, &args.ifname) {
-        errs.push(e);
-    }
-    if let Some(t) = n.net.ipam_type() {
-        if let Err(e) = delegate::del(t, &args.stdin, args) {
-            errs.push(e.into());
-        }
-    }
-    join_errors(errs)
-}
-
-fn check(args: &CmdArgs) -> anyhow::Result<()> {
-    let n = BridgeConf::load(args)?;
-    let ns = open_netns(&args.netns)?;
-    // The reference calls IPAM CHECK even without an IPAM type, which then always fails;
-    // an L2-only attachment has nothing to check there.
-    if let Some(t) = n.net.ipam_type() {
-        delegate::check(t, &args.stdin, args)?;
-    }
-    let (prev, cont_if) = ipconfig::prev_sandbox_interface(&n.net, args, "")?;
-    let br_if = prev
-        .interfaces
-        .iter()
-        .find(|i| i.name == n.bridge)
-        .cloned()
-        .unwrap_or_default();
-    let mut host = Netlink::new()?;
-    let br = check_bridge(&mut host, &br_if, &n)?;
-    let mut cont = Netlink::in_netns(&ns)?;
-    let cont_link = check_container_iface(&mut cont, &cont_if)?;
-
-    // The host veth: the peer of the container interface, enslaved to the bridge.
-    let mut found = false;
-    for intf in &prev.interfaces {
-        if intf.name == br_if.name || intf.name == cont_if.name {
-            continue;
-        }
-        if !intf.sandbox.is_empty() {
-            bail!("Interface {} should not be in sandbox", intf.name);
-        }
-        let l = host
-            .link_by_name(&intf.name)?
-            .ok_or_else(|| anyhow!("Interface name {} not found", intf.name))?;
-        if l.kind != Some(LinkType::Veth) {
-            continue; // not one of ours
-        }
-        let peer_ok = cont_link.link == Some(l.index) && l.link == Some(cont_link.index);
-        if !peer_ok || l.master != Some(br.index) {
-            continue;
-        }
-        if !intf.mac.is_empty() && intf.mac != fmt_mac(&l.mac) {
-            bail!("Interface {} Mac doesn't match: {} not found", intf.name, intf.mac);
-        }
-        found = true;
-        break;
-    }
-    if !found {
-        bail!("CNI veth created for bridge {} was not found", n.bridge);
-    }
-    ipconfig::validate_expected_ips(&mut cont, &args.ifname, &prev.ips)?;
-    ipconfig::validate_expected_routes(&mut cont, &prev.routes)?;
-    // Firewall rules are resources too (spec: CHECK covers what ADD created).
-    if n.ip_masq {
-        check_masquerade(&n.net.name, n.masq_backend, args, &prev)?;
-    }
-    Ok(())
-}
+// Private helpers of CHECK.
 
 fn check_bridge(host: &mut Netlink, intf: &Interface, n: &BridgeConf) -> anyhow::Result<Link> {
     if intf.name.is_empty() {
@@ -768,27 +835,6 @@ fn check_container_iface(cont: &mut Netlink, intf: &Interface) -> anyhow::Result
     check_container_mac("", intf, &l)?;
     Ok(l)
 }
-
-/// STATUS is the IPAM's when there is one.
-fn status(args: &CmdArgs) -> anyhow::Result<()> {
-    let n: BridgeConf = config::parse(&args.stdin)?;
-    crate::pkg::ipam::ipam_status(&n.net, args)
-}
-
-/// GC: masquerade rules (by comment) and the IPAM's reservations are our state outside the
-/// container netns. Both are attempted; every failure is reported.
-fn gc(args: &CmdArgs) -> anyhow::Result<()> {
-    let n: BridgeConf = config::parse(&args.stdin)?;
-    let mut errs = Vec::new();
-    if n.ip_masq {
-        errs.extend(gc_masquerade(&n.net).err());
-    }
-    if let Some(t) = n.net.ipam_type() {
-        errs.extend(delegate::gc(t, &args.stdin, args).err().map(anyhow::Error::from));
-    }
-    join_errors(errs)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

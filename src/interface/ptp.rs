@@ -68,6 +68,9 @@ impl PtpConf {
     }
 }
 
+/// ADD, in the order of the reference's cmdAdd: IPAM (every address needs a gateway),
+/// forwarding, the veth pair, the container's addresses and routes, the host's gateway
+/// addresses and routes, then masquerade.
 fn add(args: &CmdArgs) -> anyhow::Result<CniResult> {
     let conf = PtpConf::load(&args.stdin)?;
     let ipam_type = conf.ipam()?;
@@ -87,74 +90,9 @@ fn add(args: &CmdArgs) -> anyhow::Result<CniResult> {
     let has = |v4: bool| result.ips.iter().any(|i| i.address.addr().is_ipv4() == v4);
     ipconfig::enable_forwarding(has(true), has(false))?;
 
-    let pair = veth::create_pair(
-        &mut cont,
-        &mut host,
-        &host_ns,
-        &args.ifname,
-        &VethOpts {
-            mtu,
-            container_mac: None,
-            host_no_dad: true,
-        },
-    )?;
-    let host_index = pair.host.index;
-    undo.push(format!("delete veth {}", pair.host.name), move || {
-        Ok(Netlink::new()?.delete_link(host_index)?)
-    });
-    result.interfaces = vec![
-        Interface {
-            name: pair.host.name.clone(),
-            mac: fmt_mac(&pair.host.mac),
-            ..Default::default()
-        },
-        Interface {
-            name: pair.container.name.clone(),
-            mac: fmt_mac(&pair.container.mac),
-            sandbox: args.netns.clone(),
-            ..Default::default()
-        },
-    ];
-    for ipc in &mut result.ips {
-        ipc.interface = Some(1);
-    }
-
-    // Container side. DAD is pointless on a point-to-point veth: addresses go on without it.
-    let link = ipconfig::configure_iface(&mut cont, &cont_ns, &args.ifname, &result, Dad::Off)?;
-    for ipc in &result.ips {
-        let gw = ipc.gateway.expect("checked above");
-        let subnet = ipc.address.trunc();
-        // The route dance: drop the kernel's on-link subnet route, make the gateway reachable
-        // on the link, and send the subnet (other pods) through it, so that all traffic is
-        // routed by the host.
-        let connected = Route::new(subnet).oif(link.index);
-        cont.del_route(&connected)
-            .with_context(|| format!("failed to delete route {subnet} dev {}", args.ifname))?;
-        let mut to_gw = Route::new(ipconfig::host_prefix(gw)).oif(link.index).scope(SCOPE_LINK);
-        to_gw.src = Some(ipc.address.addr());
-        let mut via_gw = Route::new(subnet).oif(link.index).gw(gw);
-        via_gw.src = Some(ipc.address.addr());
-        for r in [to_gw, via_gw] {
-            cont.add_route(&r)
-                .with_context(|| format!("failed to add route {} in the container", r.dst))?;
-        }
-    }
-
-    // Host side: the gateway address on the host veth and a host route to the container.
-    for ipc in &result.ips {
-        let gw = ipconfig::host_prefix(ipc.gateway.expect("checked above"));
-        match host.add_addr(host_index, gw, true) {
-            Err(e) if !e.is_exists() => return Err(anyhow!(e).context(format!("failed to add IP addr {gw} to veth"))),
-            _ => {}
-        }
-        let r = Route::new(ipconfig::host_prefix(ipc.address.addr()))
-            .oif(host_index)
-            .scope(SCOPE_HOST);
-        match host.add_route(&r) {
-            Err(e) if !e.is_exists() => return Err(anyhow!(e).context("failed to add route on host")),
-            _ => {}
-        }
-    }
+    let host_index = add_veth(&mut host, &mut cont, &host_ns, args, mtu, &mut result, &mut undo)?;
+    add_container_routes(&mut cont, &cont_ns, args, &result)?;
+    add_host_routes(&mut host, host_index, &result)?;
 
     // Closed when ADD returns (a close waits for the kernel to retire the transaction).
     let _nft = if conf.ip_masq {
@@ -242,4 +180,94 @@ fn gc(args: &CmdArgs) -> anyhow::Result<()> {
             .map(anyhow::Error::from),
     );
     join_errors(errs)
+}
+
+// Private helpers of ADD.
+
+/// The veth pair (host end without DAD), entered in the result as host end and container
+/// end, which the IPs point at. Returns the host end's index.
+fn add_veth(
+    host: &mut Netlink,
+    cont: &mut Netlink,
+    host_ns: &NetNs,
+    args: &CmdArgs,
+    mtu: Option<u32>,
+    result: &mut CniResult,
+    undo: &mut Undo,
+) -> anyhow::Result<u32> {
+    let pair = veth::create_pair(
+        cont,
+        host,
+        host_ns,
+        &args.ifname,
+        &VethOpts {
+            mtu,
+            container_mac: None,
+            host_no_dad: true,
+        },
+    )?;
+    let host_index = pair.host.index;
+    undo.push(format!("delete veth {}", pair.host.name), move || {
+        Ok(Netlink::new()?.delete_link(host_index)?)
+    });
+    result.interfaces = vec![
+        Interface {
+            name: pair.host.name.clone(),
+            mac: fmt_mac(&pair.host.mac),
+            ..Default::default()
+        },
+        Interface {
+            name: pair.container.name.clone(),
+            mac: fmt_mac(&pair.container.mac),
+            sandbox: args.netns.clone(),
+            ..Default::default()
+        },
+    ];
+    for ipc in &mut result.ips {
+        ipc.interface = Some(1);
+    }
+    Ok(host_index)
+}
+
+/// Container side: the addresses, then the route dance for each: drop the kernel's on-link
+/// subnet route, make the gateway reachable on the link, and send the subnet (other pods)
+/// through it, so that all traffic is routed by the host.
+fn add_container_routes(cont: &mut Netlink, cont_ns: &NetNs, args: &CmdArgs, result: &CniResult) -> anyhow::Result<()> {
+    // DAD is pointless on a point-to-point veth: addresses go on without it.
+    let link = ipconfig::configure_iface(cont, cont_ns, &args.ifname, result, Dad::Off)?;
+    for ipc in &result.ips {
+        let gw = ipc.gateway.expect("checked by add");
+        let subnet = ipc.address.trunc();
+        let connected = Route::new(subnet).oif(link.index);
+        cont.del_route(&connected)
+            .with_context(|| format!("failed to delete route {subnet} dev {}", args.ifname))?;
+        let mut to_gw = Route::new(ipconfig::host_prefix(gw)).oif(link.index).scope(SCOPE_LINK);
+        to_gw.src = Some(ipc.address.addr());
+        let mut via_gw = Route::new(subnet).oif(link.index).gw(gw);
+        via_gw.src = Some(ipc.address.addr());
+        for r in [to_gw, via_gw] {
+            cont.add_route(&r)
+                .with_context(|| format!("failed to add route {} in the container", r.dst))?;
+        }
+    }
+    Ok(())
+}
+
+/// Host side: each gateway address on the host veth and a host route to the container.
+fn add_host_routes(host: &mut Netlink, host_index: u32, result: &CniResult) -> anyhow::Result<()> {
+    for ipc in &result.ips {
+        let gw = ipconfig::host_prefix(ipc.gateway.expect("checked by add"));
+        match host.add_addr(host_index, gw, true) {
+            Err(e) if !e.is_exists() => return Err(anyhow!(e).context(format!("failed to add IP addr {gw} to veth"))),
+            _ => {}
+        }
+        let r = Route::new(ipconfig::host_prefix(ipc.address.addr()))
+            .oif(host_index)
+            .scope(SCOPE_HOST);
+        match host.add_route(&r) {
+            Err(e) if !e.is_exists() => return Err(anyhow!(e).context("failed to add route on host")),
+            _ => {}
+        }
+    }
+    Ok(())
 }

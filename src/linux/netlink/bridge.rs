@@ -82,15 +82,17 @@ impl Netlink {
     /// Sets hairpin mode and/or isolation of bridge port `index` (None leaves it unchanged).
     pub fn set_bridge_port(&mut self, index: u32, hairpin: Option<bool>, isolated: Option<bool>) -> Result<()> {
         let what = || format!("set bridge port link #{index} hairpin {hairpin:?} isolated {isolated:?}");
-        self.request(RTM_SETLINK, Mode::Change, encode_port(index, hairpin, isolated), &what)?;
-        Ok(())
+        self.request(RTM_SETLINK, Mode::Change, encode_port(index, hairpin, isolated), &what)
+            .map(drop)
+            .map_err(|e| self.name_link(index, e))
     }
 
     /// Adds VLAN `v` on bridge port (or bridge device) `index`.
     pub fn bridge_vlan_add(&mut self, index: u32, v: BridgeVlan) -> Result<()> {
         let what = || format!("add vlan {} to bridge port link #{index}", v.vid);
-        self.request(RTM_SETLINK, Mode::Change, encode_vlan(index, v), &what)?;
-        Ok(())
+        self.request(RTM_SETLINK, Mode::Change, encode_vlan(index, v), &what)
+            .map(drop)
+            .map_err(|e| self.name_link(index, e))
     }
 
     /// Removes VLAN `vid` from bridge port `index`.
@@ -101,8 +103,9 @@ impl Netlink {
             pvid: false,
             untagged: false,
         };
-        self.request(RTM_DELLINK, Mode::Change, encode_vlan(index, v), &what)?;
-        Ok(())
+        self.request(RTM_DELLINK, Mode::Change, encode_vlan(index, v), &what)
+            .map(drop)
+            .map_err(|e| self.name_link(index, e))
     }
 
     /// VLANs configured on bridge port `index`.
