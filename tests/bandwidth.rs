@@ -2,11 +2,9 @@
 //! node and pod namespaces, our bandwidth shapes it. The objects, CHECK's failure reasons,
 //! DEL, GC, the key rules, and real TCP rates both ways. Plugins run with an empty PATH.
 
-#[path = "common/bw_rig.rs"]
-mod bw_rig;
 mod common;
 
-use bw_rig::{tcp_rate, Pod, NET};
+use common::bw_rig::{tcp_rate, Pod, NET};
 use common::rig::require_root;
 use common::veth_rig::{conf, Impl};
 use serde_json::{json, Value};
@@ -172,7 +170,7 @@ fn check_failure_reasons() {
     };
     let fails = |extra: Value, msg: &str| {
         let o = check(extra.clone());
-        assert!(!o.ok, "CHECK {extra} should fail");
+        assert!(!o.success(), "CHECK {extra} should fail");
         assert_eq!((o.code(), o.msg()), (999, msg.to_string()), "CHECK {extra}");
     };
     let with = |k: &str, v: u64| {
@@ -273,7 +271,7 @@ fn keys_runtime_config_and_errors() {
     let before = p.tc_state();
     let err = |extra: Value, code: u64, msg: &str| {
         let o = p.bw("ADD", &p.bw_conf(extra.clone()));
-        assert!(!o.ok, "ADD {extra} should fail");
+        assert!(!o.success(), "ADD {extra} should fail");
         assert_eq!((o.code(), o.msg()), (code, msg.to_string()), "ADD {extra}");
         assert_eq!(p.tc_state(), before, "nothing half-made by {extra}");
     };

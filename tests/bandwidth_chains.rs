@@ -4,11 +4,9 @@
 //! runs at the configured rates; after DEL the node has no IFB, no qdisc, no rule for the pod
 //! and no reservation left.
 
-#[path = "common/bw_rig.rs"]
-mod bw_rig;
 mod common;
 
-use bw_rig::{tcp_rate, tcp_rate_via};
+use common::bw_rig::{tcp_rate, tcp_rate_via};
 use common::rig::{ours_bin, require_root, tool, PluginDir, TempDir, TestNs};
 use serde_json::{json, Value};
 use std::process::{Command, Output, Stdio};

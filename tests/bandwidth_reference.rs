@@ -12,11 +12,9 @@
 //! missing netns get codes 7 and 3 (the reference says 999); no prevResult with nothing to
 //! shape prints an empty result (the reference panics).
 
-#[path = "common/bw_rig.rs"]
-mod bw_rig;
 mod common;
 
-use bw_rig::{Pod, NET};
+use common::bw_rig::{Pod, NET};
 use common::rig::require_reference;
 use common::veth_rig::{conf, normalise_result, Impl, Out};
 use serde_json::{json, Value};
@@ -34,7 +32,7 @@ fn without_ingress(mut state: Value) -> Value {
 }
 
 fn outcome(o: &Out) -> Value {
-    if o.ok {
+    if o.success() {
         json!({"ok": true})
     } else {
         json!({"ok": false, "code": o.json()["code"], "msg": o.json()["msg"]})
@@ -46,14 +44,14 @@ fn run(imp: Impl, mtu: u32, limits: &Value) -> Vec<(&'static str, Value)> {
     let p = Pod::new(if imp == Impl::Ours { "bro" } else { "brr" }, imp, "c1", mtu);
     let c = p.bw_conf(limits.clone());
     let add = p.bw("ADD", &c);
-    let result = if add.ok {
+    let result = if add.success() {
         normalise_result(&add.json())
     } else {
         outcome(&add)
     };
     let state = p.tc_state();
     let mut chk = c.clone();
-    if add.ok {
+    if add.success() {
         chk["prevResult"] = add.json();
     }
     let check = outcome(&p.bw("CHECK", &chk));
@@ -236,7 +234,7 @@ fn swap_either_way() {
         json!({"ingressRate": 8_000_000, "ingressBurst": 80_000, "egressRate": 16_000_000, "egressBurst": 160_000});
     for (maker, other) in [("bandwidth", "bandwidth-ref"), ("bandwidth-ref", "bandwidth")] {
         let p = Pod::new("brs", Impl::Ours, "c1", 0);
-        std::os::unix::fs::symlink(Path::new("/usr/lib/cni/bandwidth"), p.rig.bin.0.join("bandwidth-ref")).unwrap();
+        std::os::unix::fs::symlink(Path::new("/usr/lib/cni/bandwidth"), p.rig.bin.join("bandwidth-ref")).unwrap();
         let c = p.bw_conf(limits.clone());
         let run = |plugin: &str, cmd: &str, c: &Value| p.rig.run(plugin, cmd, c, "c1", p.pod.path_str(), "eth0", "");
         let r = run(maker, "ADD", &c).expect_ok().json();

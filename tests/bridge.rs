@@ -77,7 +77,9 @@ fn v4_two_pods_traffic_check_del() {
         "bridge stays"
     );
     // CHECK after DEL fails: the interface is gone.
-    assert!(!rig.check(&c, &r1, "c1", &p1, "eth0").ok);
+    let e = rig.check(&c, &r1, "c1", &p1, "eth0");
+    assert!(!e.success());
+    assert_eq!(e.msg(), "host-local: Failed to find address added by container c1");
 }
 
 #[test]
@@ -215,7 +217,9 @@ fn port_isolation_promisc_mtu_mac_precedence() {
     nc["promiscMode"] = json!(false);
     assert!(rig.check(&nc, &r1, "c1", &p1, "eth0").msg().contains("Promisc Mode"));
     // Unknown CNI_ARGS without IgnoreUnknown are refused, as in the reference.
-    assert!(!rig.run("bridge", "ADD", &c3, "c4", p3.path_str(), "eth1", "FOO=1").ok);
+    assert!(!rig
+        .run("bridge", "ADD", &c3, "c4", p3.path_str(), "eth1", "FOO=1")
+        .success());
 }
 
 #[test]
@@ -345,7 +349,7 @@ fn failed_adds_roll_back() {
     ];
     for (cc, what) in &cases {
         let o = rig.add(cc, "cx", &p2, "eth0");
-        assert!(!o.ok, "{what} should fail");
+        assert!(!o.success(), "{what} should fail");
         eprintln!("{what}: {}", o.msg());
         assert_eq!(before, snap(), "{what}");
     }
@@ -355,7 +359,7 @@ fn failed_adds_roll_back() {
     // A negative MTU is a config error (7) found before anything is made.
     let neg = br_conf(&rig, "1.0.0", json!({"mtu": -1}), std::slice::from_ref(&one));
     let o = rig.add(&neg, "cx", &p2, "eth0");
-    assert!(!o.ok, "mtu -1 should fail");
+    assert!(!o.success(), "mtu -1 should fail");
     assert_eq!(o.json()["code"], 7, "{}", o.msg());
     assert!(o.msg().contains("invalid MTU -1"), "{}", o.msg());
     assert_eq!(empty, snap(), "mtu -1");
@@ -375,7 +379,7 @@ fn failed_adds_roll_back() {
     rig.add(&c, "c1", &p1, "eth0").expect_ok();
     let s = snap();
     let e = rig.add(&c, "c2", &p2, "eth0");
-    assert!(!e.ok, "range exhausted");
+    assert!(!e.success(), "range exhausted");
     assert_eq!(s, snap(), "IPAM failure");
     let vl = br_conf(
         &rig,
@@ -386,14 +390,14 @@ fn failed_adds_roll_back() {
     eprintln!("vlan on existing bridge: {}", rig.add(&vl, "c2", &p2, "eth0").msg());
     assert_eq!(s, snap(), "kernel refusal of the VLAN");
     let mtu = br_conf(&rig, "1.0.0", json!({"mtu": 70000}), &[json!("10.81.1.0/24")]);
-    assert!(!rig.add(&mtu, "c2", &p2, "eth0").ok);
+    assert!(!rig.add(&mtu, "c2", &p2, "eth0").success());
     assert_eq!(s, snap(), "bad veth MTU");
 }
 
 #[test]
 fn status_and_gc_go_to_ipam() {
     let rig = Rig::new("bs", Impl::Ours);
-    let log = rig.data.0.join("calls");
+    let log = rig.data.join("calls");
     rig.add_script("fake-ipam", &format!("echo \"$CNI_COMMAND\" >> {}\n[ \"$CNI_COMMAND\" = STATUS ] && {{ echo '{{\"code\":50,\"msg\":\"pool exhausted\"}}'; exit 1; }}\nexit 0", log.display()));
     let c = conf("1.1.0", "brnet", "bridge", json!({"ipam": {"type": "fake-ipam"}}));
     let st = rig.run("bridge", "STATUS", &c, "", "", "", "");

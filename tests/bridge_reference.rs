@@ -29,14 +29,14 @@ fn run(imp: Impl, version: &str, extra: &Value, ranges: &[Value], args: &str) ->
         .run("bridge", "ADD", &c, "c1", pod.path_str(), "eth0", args)
         .expect_ok();
     let result = out.json();
-    let check_ok = version == "0.3.1" || ranges.is_empty() || rig.check(&c, &result, "c1", &pod, "eth0").ok;
+    let check_ok = version == "0.3.1" || ranges.is_empty() || rig.check(&c, &result, "c1", &pod, "eth0").success();
     let pod_state = json!([normalised_l3(&pod), normalised_links(&pod)]);
     let node = json!([normalised_l3(&rig.node), normalised_links(&rig.node)]);
     let dels = vec![
-        rig.del(&c, "c1", pod.path_str(), "eth0").ok,
-        rig.del(&c, "c1", pod.path_str(), "eth0").ok,
-        rig.del(&c, "c1", "", "eth0").ok,
-        rig.del(&c, "c1", "/run/netns/gone-for-good", "eth0").ok,
+        rig.del(&c, "c1", pod.path_str(), "eth0").success(),
+        rig.del(&c, "c1", pod.path_str(), "eth0").success(),
+        rig.del(&c, "c1", "", "eth0").success(),
+        rig.del(&c, "c1", "/run/netns/gone-for-good", "eth0").success(),
         rig.ipam_state().is_empty(),
     ];
     Outcome {

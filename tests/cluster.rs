@@ -5,11 +5,9 @@
 //!
 //! `make cluster-demo` runs this with --nocapture: the report below is the demo.
 
-#[path = "common/cluster.rs"]
-mod cluster;
 mod common;
 
-use cluster::{ask_peer, start_peer_echo, Cluster, Node, Pod};
+use common::cluster::{ask_peer, start_peer_echo, Cluster, Node, Pod};
 use common::rig::*;
 
 const PORT: u16 = 5000;

@@ -3,13 +3,11 @@
 //! DEL without prevResult, and the firewalld backend refused with code 2.
 
 mod common;
-#[path = "common/fw_rig.rs"]
-mod fw_rig;
 
 use cni_multi::meta::firewall;
 use cni_multi::pkg::comment::rule_comment;
+use common::fw_rig::*;
 use common::rig::{self, Invocation, Outcome, PluginDir};
-use fw_rig::*;
 use serde_json::{json, Value};
 
 fn fw_conf(pod: &Pod, policy: &str) -> Value {
@@ -111,7 +109,13 @@ fn check_rules(site: &Site, dir: &PluginDir, a1: &Pod, a2: &Pod) {
     assert_eq!(fwd.len(), 1 + 2 * 2);
     assert!(fwd.iter().all(|(_, cm)| cm.as_deref() != Some(c1.as_str())));
     assert!(!table_text(&site.node, "bridge", firewall::TABLE).contains(&a1.host_veth));
-    assert!(!run(site, dir, "CHECK", a1, &fw_conf(a1, "isolated")).success());
+    let e = run(site, dir, "CHECK", a1, &fw_conf(a1, "isolated"));
+    assert!(!e.success());
+    assert_eq!(
+        e.msg(),
+        Some(format!("missing firewall rule in inet cni_firewall CNI-FORWARD for {}", a1.cid).as_str()),
+        "{e}"
+    );
     run(site, dir, "ADD", a1, &fw_conf(a1, "isolated")).expect_ok();
     run(site, dir, "CHECK", a2, &fw_conf(a2, "isolated")).expect_ok();
 }

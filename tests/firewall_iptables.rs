@@ -6,11 +6,9 @@
 //! implementation's DEL removes the other's rules, and CHECK accepts the reference's.
 
 mod common;
-#[path = "common/fw_rig.rs"]
-mod fw_rig;
 
+use common::fw_rig::*;
 use common::rig::{self, Invocation, Outcome, PluginDir, TempDir, TestNs};
-use fw_rig::*;
 use serde_json::{json, Value};
 
 /// What Docker leaves in a node's filter table (docker 20–24, one bridge `docker0`).

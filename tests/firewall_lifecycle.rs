@@ -5,13 +5,11 @@
 //! reference, and ours keeps that (its accept rules only ever allow, and DEL removes them).
 
 mod common;
-#[path = "common/fw_rig.rs"]
-mod fw_rig;
 
 use cni_multi::meta::firewall;
 use cni_multi::pkg::comment::rule_comment;
+use common::fw_rig::*;
 use common::rig::{self, Invocation, Outcome, PluginDir};
-use fw_rig::*;
 use serde_json::{json, Value};
 
 const NET: &str = "fwlife";

@@ -3,8 +3,6 @@
 //! saved file, the subnet.env errors, STATUS and GC; then a real ADD/CHECK/DEL through
 //! bridge + host-local in throw-away namespaces.
 
-#[path = "common/cluster.rs"]
-mod cluster;
 mod common;
 
 use common::rig::*;
@@ -356,7 +354,7 @@ fn add_check_del_with_bridge_and_host_local() {
     if !require_root("add_check_del_with_bridge_and_host_local") {
         return;
     }
-    let c = cluster::Cluster::new(1, true);
+    let c = common::cluster::Cluster::new(1, true);
     let node = &c.nodes[0];
     let pod = c.add_pod(node, "p1").unwrap_or_else(|o| panic!("ADD failed:\n{o}"));
     assert!(pod.ip.starts_with("10.244.1."), "{}", pod.result);

@@ -2,11 +2,10 @@
 //! throw-away node netns (its peer stays there, so traffic can be tested); needs root.
 
 mod common;
-mod links_rig;
 
+use common::links_rig::{details, link_names, parent_veth, rig};
 use common::rig::{require_reference, vanished_netns_path, TestNs};
 use common::veth_rig::{addr_of, conf, kernel_state, normalise_result, normalised_l3, ping, Impl, Rig};
-use links_rig::{details, link_names, parent_veth, rig};
 use serde_json::{json, Value};
 
 fn hd(rig: &Rig, extra: Value, subnet: Option<&str>) -> Value {
@@ -107,7 +106,7 @@ fn del_fails_and_keeps_state_when_the_node_name_is_taken() {
         .ip(&["link", "add", "hd0", "type", "veth", "peer", "name", "imposter"]);
     let before = (kernel_state(&p), details(&p, "net1"));
     let e = rig.del(&c, "c1", p.path_str(), "net1");
-    assert!(!e.ok);
+    assert!(!e.success());
     assert!(e.msg().contains("failed to move \"hd0\" to host netns"), "{}", e.msg());
     assert_eq!(before.0, kernel_state(&p));
     let after = details(&p, "net1");
@@ -142,7 +141,7 @@ fn rollback_puts_the_device_back_up() {
     let mut bad = c.clone();
     bad["ipam"]["ranges"] = json!([[{"subnet": "10.87.0.0/24", "rangeStart": "10.87.1.2"}]]);
     let e = rig.add(&bad, "c1", &p, "net1");
-    assert!(!e.ok);
+    assert!(!e.success());
     assert_home(&rig.node, true);
 
     // Configuring fails after IPAM: device back, IP released.

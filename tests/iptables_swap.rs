@@ -317,6 +317,13 @@ fn reference_pods_checked_deleted_and_collected_by_cni_multi() {
         !checks[1].success(),
         "portmap CHECK of c must fail with its chain emptied"
     );
+    let why = checks[1].msg().unwrap_or_default();
+    assert!(
+        why.starts_with("missing hostport rule in ip cni_hostport hostports"),
+        "{}",
+        checks[1]
+    );
+    assert!(why.contains("ctr-c"), "{}", checks[1]);
     // Put c's chain back as the reference made it.
     for l in saved.lines().filter(|l| l.starts_with(&format!("-A {dn_c} "))) {
         let mut argv = vec!["iptables", "-t", "nat"];

@@ -1,21 +1,22 @@
-//! ipvlan on this kernel, which has no ipvlan driver: config validation, the chained master,
-//! and a clean failure of ADD (the kernel's "Unknown device type", nothing left behind).
+//! ipvlan: config validation, the chained master; where the kernel has the ipvlan driver
+//! (probed in a throw-away netns) ADD makes the link in each mode and DEL removes it; where it
+//! has none, a clean failure of ADD (the kernel's "Unknown device type", nothing left behind).
 //! Traffic is tested under the second kernel (vm/tests/ipvlan.sh).
 
 mod common;
-mod links_rig;
 
+use common::links_rig::{details, kernel_supports, kind_of, parent_veth, rig, with_ipam};
 use common::rig::vanished_netns_path;
 use common::veth_rig::{conf, kernel_state, Impl};
-use links_rig::{parent_veth, rig, with_ipam};
 use serde_json::json;
 
 #[test]
-fn add_fails_cleanly_without_kernel_support() {
+fn add_makes_the_link_or_fails_cleanly_without_the_driver() {
     let rig = rig("il", Impl::Ours);
     parent_veth(&rig.node, "up0");
     let p = rig.pod("il");
     let before = (kernel_state(&rig.node), kernel_state(&p));
+    let driver = kernel_supports("ipvlan");
     for mode in ["l2", "l3", "l3s"] {
         let c = with_ipam(
             &rig,
@@ -23,16 +24,32 @@ fn add_fails_cleanly_without_kernel_support() {
             "10.85.0.0/24",
         );
         let e = rig.add(&c, "c1", &p, "eth0");
-        assert!(e.msg().contains("Unknown device type"), "{}", e.msg());
-        assert!(e.msg().starts_with("failed to create ipvlan"), "{}", e.msg());
+        if driver {
+            let r = e.expect_ok().json();
+            assert_eq!(r["ips"][0]["address"], "10.85.0.2/24", "{mode}: {r}");
+            assert_eq!(kind_of(&p, "eth0"), "ipvlan", "{mode}");
+            assert_eq!(details(&p, "eth0")["linkinfo"]["info_data"]["mode"], mode);
+            rig.check(&c, &r, "c1", &p, "eth0").expect_ok();
+        } else {
+            assert!(e.msg().contains("Unknown device type"), "{}", e.msg());
+            assert!(e.msg().starts_with("failed to create ipvlan"), "{}", e.msg());
+        }
         rig.del(&c, "c1", p.path_str(), "eth0").expect_ok();
+        assert_eq!(before, (kernel_state(&rig.node), kernel_state(&p)), "{mode}");
     }
     // Chained: the master is prevResult's single interface, its IPs are reused (no IPAM).
     let mut chained = conf("1.0.0", "ipv", "ipvlan", json!({}));
     chained["prevResult"] = json!({"cniVersion": "1.0.0", "interfaces": [{"name": "up0"}],
         "ips": [{"address": "10.85.1.5/24", "interface": 0}]});
     let e = rig.add(&chained, "c1", &p, "eth0");
-    assert!(e.msg().contains("Unknown device type"), "{}", e.msg());
+    if driver {
+        e.expect_ok();
+        assert_eq!(kind_of(&p, "eth0"), "ipvlan");
+        assert!(p.ip(&["addr", "show", "dev", "eth0"]).contains("10.85.1.5/24"));
+        rig.del(&chained, "c1", p.path_str(), "eth0").expect_ok();
+    } else {
+        assert!(e.msg().contains("Unknown device type"), "{}", e.msg());
+    }
     assert_eq!(before, (kernel_state(&rig.node), kernel_state(&p)));
     assert!(rig.ipam_state().is_empty());
 }

@@ -2,11 +2,10 @@
 //! netns, pods in their own netns (needs root).
 
 mod common;
-mod links_rig;
 
+use common::links_rig::{details, link_names, parent_veth, rig, with_ipam};
 use common::rig::vanished_netns_path;
 use common::veth_rig::{addr_of, conf, kernel_state, ping, Impl, Rig};
-use links_rig::{details, link_names, parent_veth, rig, with_ipam};
 use serde_json::{json, Value};
 
 fn mv(rig: &Rig, extra: Value, subnet: &str) -> Value {
@@ -205,7 +204,7 @@ fn bad_configs_leave_nothing_behind() {
     for (extra, msg) in bad {
         let c = mv(&rig, extra, "10.66.0.0/24");
         let e = rig.add(&c, "c1", &p, "eth0");
-        assert!(!e.ok);
+        assert!(!e.success());
         assert!(e.msg().contains(msg), "{} !~ {msg}", e.msg());
     }
     assert_eq!(before, (kernel_state(&rig.node), kernel_state(&p)));

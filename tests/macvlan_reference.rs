@@ -3,11 +3,10 @@
 //! ifindexes; CHECK and DEL behave alike; bad configs fail with the same message.
 
 mod common;
-mod links_rig;
 
+use common::links_rig::{details, parent_veth, rig};
 use common::rig::require_reference;
 use common::veth_rig::{conf, normalise_result, normalised_l3, Impl, Rig};
-use links_rig::{details, parent_veth, rig};
 use serde_json::{json, Value};
 
 /// The pod's link as both must make it: kind, mode, mtu, flags, bcqueuelen.
@@ -110,7 +109,7 @@ fn same_rejections() {
             let p = r.pod("mrej");
             let c = conf("1.0.0", "mvnet", "macvlan", extra.clone());
             let o = r.add(&c, "c1", &p, "eth0");
-            assert!(!o.ok, "{imp:?} accepted {extra}");
+            assert!(!o.success(), "{imp:?} accepted {extra}");
             assert!(p.link("eth0").is_none());
             msgs.push(o.msg());
         }

@@ -4,13 +4,11 @@
 //! remove exactly the right attachments' rules.
 
 mod common;
-#[path = "common/fw_rig.rs"]
-mod fw_rig;
 
 use cni_multi::linux::nft::NftSocket;
 use cni_multi::pkg::masquerade;
+use common::fw_rig::*;
 use common::rig;
-use fw_rig::*;
 use ipnet::IpNet;
 
 fn sock(site: &Site) -> NftSocket {

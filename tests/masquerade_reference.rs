@@ -6,12 +6,10 @@
 //! run with an empty PATH.
 
 mod common;
-#[path = "common/fw_rig.rs"]
-mod fw_rig;
 
+use common::fw_rig::{tcp_ask, tcp_whoami, udp_ask, udp_whoami};
 use common::rig::require_reference;
 use common::veth_rig::{addr_of, conf, normalise_result, Impl, Rig};
-use fw_rig::{tcp_ask, tcp_whoami, udp_ask, udp_whoami};
 use serde_json::{json, Value};
 
 const UPLINK_NODE: &str = "10.252.0.1";

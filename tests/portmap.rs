@@ -5,13 +5,11 @@
 //! reference portmap (iptables) gives the same traffic outcome for the same config.
 
 mod common;
-#[path = "common/fw_rig.rs"]
-mod fw_rig;
 
 use cni_multi::meta::portmap;
 use cni_multi::pkg::comment::rule_comment;
+use common::fw_rig::*;
 use common::rig::{self, Invocation, Outcome, PluginDir};
-use fw_rig::*;
 use serde_json::{json, Value};
 
 const NET: &str = "pm-net";
@@ -145,7 +143,13 @@ fn portmap_traffic_rules_check_del() {
     }
     assert_eq!(tcp_ask(&site.outside, OUTSIDE_NODE_IP, 8080), "");
     // CHECK now fails; DEL again succeeds.
-    assert!(!ours(&site, &dir, "CHECK", &pod, &conf(&pod.result, Some(mappings()))).success());
+    let e = ours(&site, &dir, "CHECK", &pod, &conf(&pod.result, Some(mappings())));
+    assert!(!e.success());
+    let why = e.msg().unwrap_or_default();
+    assert!(
+        why.starts_with("missing hostport rule in ip cni_hostport hostports"),
+        "{e}"
+    );
     ours(&site, &dir, "DEL", &pod, &conf(&pod.result, None)).expect_ok();
 }
 

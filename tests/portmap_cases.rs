@@ -5,13 +5,11 @@
 //! Every rule assertion reads `nft -j list ruleset`.
 
 mod common;
-#[path = "common/fw_rig.rs"]
-mod fw_rig;
 
 use cni_multi::meta::portmap;
 use cni_multi::pkg::comment::rule_comment;
+use common::fw_rig::*;
 use common::rig::{self, Invocation, Outcome, PluginDir};
-use fw_rig::*;
 use serde_json::{json, Value};
 
 const NET: &str = "pmx-net";
@@ -138,7 +136,13 @@ fn ipv6_mapping_on_dual_stack_pod() {
         }
     }
     assert_eq!(tcp_ask(&site.outside, OUTSIDE_NODE_IP6, 8080), "");
-    assert!(!run(&site, Some(&dir), "CHECK", &pod, &c).success());
+    let e = run(&site, Some(&dir), "CHECK", &pod, &c);
+    assert!(!e.success());
+    let why = e.msg().unwrap_or_default();
+    assert!(
+        why.starts_with("missing hostport rule in ip cni_hostport hostports"),
+        "{e}"
+    );
 }
 
 /// The client address the pod sees for outside → node:8080 with masqAll false, then true

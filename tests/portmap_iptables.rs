@@ -191,7 +191,11 @@ fn the_plugin_with_backend_iptables_writes_the_references_rules() {
         }
         run(&ours, "DEL", false).expect_ok();
         // CHECK now fails: the rules are gone.
-        assert!(!run(&ours, "CHECK", false).success());
+        let e = run(&ours, "CHECK", false);
+        assert!(!e.success());
+        let why = e.msg().unwrap_or_default();
+        assert!(why.starts_with("could not check dnat chain: chain CNI-DN-"), "{e}");
+        assert!(why.ends_with("does not exist in ip nat"), "{e}");
         // Next round starts from fresh nodes' state of the shared chains: flush them.
         for n in [&ours, &refn] {
             n.exec_ok(&["iptables", "-t", "nat", "-F"]);

@@ -4,13 +4,11 @@
 //! route (`route_localnet` on the interface towards the pod) is skipped.
 
 mod common;
-#[path = "common/fw_rig.rs"]
-mod fw_rig;
 
 use cni_multi::meta::portmap;
 use cni_multi::pkg::comment::rule_comment;
+use common::fw_rig::*;
 use common::rig::{self, Invocation, Outcome, PluginDir, TestNs};
-use fw_rig::*;
 use serde_json::{json, Value};
 
 const NET: &str = "pml2-net";

@@ -92,7 +92,7 @@ fn failed_adds_roll_back() {
     assert_eq!(before, snap(), "bad MTU after IPAM");
     let neg = ptp_conf(&rig, json!({"mtu": -1}), std::slice::from_ref(&one));
     let o = rig.add(&neg, "cx", &p2, "eth0");
-    assert!(!o.ok, "mtu -1 should fail");
+    assert!(!o.success(), "mtu -1 should fail");
     assert_eq!(o.json()["code"], 7, "{}", o.msg());
     assert!(o.msg().contains("invalid MTU -1"), "{}", o.msg());
     assert_eq!(before, snap(), "mtu -1");
@@ -110,7 +110,7 @@ fn failed_adds_roll_back() {
 #[test]
 fn status_and_gc_always_go_to_ipam() {
     let rig = Rig::new("ps", Impl::Ours);
-    let log = rig.data.0.join("calls");
+    let log = rig.data.join("calls");
     rig.add_script(
         "fake-ipam",
         &format!("echo \"$CNI_COMMAND\" >> {}\nexit 0", log.display()),

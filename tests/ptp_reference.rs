@@ -16,7 +16,7 @@ fn run(imp: Impl, version: &str, extra: &Value, ranges: &[Value]) -> Vec<Value> 
     c["ipam"] = rig.host_local(ranges);
     c["ipam"]["routes"] = json!([{"dst": "0.0.0.0/0"}, {"dst": "::/0"}]);
     let result = rig.add(&c, "c1", &pod, "eth0").expect_ok().json();
-    let check_ok = version == "0.3.1" || rig.check(&c, &result, "c1", &pod, "eth0").ok;
+    let check_ok = version == "0.3.1" || rig.check(&c, &result, "c1", &pod, "eth0").success();
     let out = vec![
         normalise_result(&result),
         normalised_l3(&pod),
@@ -25,10 +25,10 @@ fn run(imp: Impl, version: &str, extra: &Value, ranges: &[Value]) -> Vec<Value> 
         normalised_links(&rig.node),
         json!(check_ok),
         json!([
-            rig.del(&c, "c1", pod.path_str(), "eth0").ok,
-            rig.del(&c, "c1", pod.path_str(), "eth0").ok,
-            rig.del(&c, "c1", "", "eth0").ok,
-            rig.del(&c, "c1", "/run/netns/gone-for-good", "eth0").ok,
+            rig.del(&c, "c1", pod.path_str(), "eth0").success(),
+            rig.del(&c, "c1", pod.path_str(), "eth0").success(),
+            rig.del(&c, "c1", "", "eth0").success(),
+            rig.del(&c, "c1", "/run/netns/gone-for-good", "eth0").success(),
             rig.ipam_state().is_empty(),
         ]),
     ];

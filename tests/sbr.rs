@@ -144,8 +144,9 @@ fn table_given_adds_only_rules() {
     assert_eq!(l.routes, before.routes, "no route may move with `table`");
     pod.run(&node, false, "CHECK", 0, &c).expect_ok();
     // CHECK with another table does not find its rules.
-    pod.run(&node, false, "CHECK", 0, &pod.conf(0, json!({"table": 5002})))
-        .expect_err(999);
+    let e = pod.run(&node, false, "CHECK", 0, &pod.conf(0, json!({"table": 5002})));
+    e.expect_err(999);
+    assert_eq!(e.msg(), Some("no rule \"from 10.9.0.2 lookup 5002\" for eth0"), "{e}");
     // DEL with another table leaves these rules alone.
     ok(&pod.run(&node, false, "DEL", 0, &pod.conf(0, json!({"table": 5002}))));
     assert_eq!(pod.layout().rule_tables(), ["5001", "5001"]);

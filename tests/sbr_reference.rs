@@ -252,7 +252,7 @@ fn ptp_chain_like_reference() {
             Impl::Ours => std::path::PathBuf::from(common::veth_rig::OURS),
             Impl::Reference => reference_bin("sbr"),
         };
-        std::os::unix::fs::symlink(target, rig.bin.0.join("sbr")).unwrap();
+        std::os::unix::fs::symlink(target, rig.bin.join("sbr")).unwrap();
         let pod = rig.pod("sbp");
         let mut ptp = vconf("1.0.0", "sbrptp", "ptp", json!({}));
         ptp["ipam"] = rig.host_local(&[json!("10.64.0.0/24"), json!("fd64::/64")]);

@@ -3,13 +3,11 @@
 //! attachment's rule and chains.
 
 mod common;
-#[path = "common/fw_rig.rs"]
-mod fw_rig;
 
 use cni_multi::linux::nft::NftSocket;
 use cni_multi::pkg::spoofcheck;
+use common::fw_rig::*;
 use common::rig;
-use fw_rig::*;
 
 fn mac_of(ns: &rig::TestNs, dev: &str) -> [u8; 6] {
     let l = ns.link(dev).unwrap();

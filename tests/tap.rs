@@ -2,11 +2,10 @@
 //! reference binary here: the expectations are the reference's documented behaviour (golden).
 
 mod common;
-mod links_rig;
 
+use common::links_rig::{details, link_names, rig};
 use common::rig::{run_ok, TestNs};
 use common::veth_rig::{conf, kernel_state, Impl, Rig};
-use links_rig::{details, link_names, rig};
 use serde_json::{json, Value};
 
 fn sys(p: &TestNs, ifname: &str, attr: &str) -> String {

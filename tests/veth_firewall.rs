@@ -101,7 +101,7 @@ fn masquerade_end_to_end(plugin: &str, subnet: &str) {
     assert!(left[0]["comment"].as_str().unwrap().ends_with("id: c1"));
     // CHECK notices the missing rule of c2.
     assert!(
-        !rig.check(&c, &r2, "c2", &p2, "eth0").ok,
+        !rig.check(&c, &r2, "c2", &p2, "eth0").success(),
         "CHECK must fail without the masquerade rule"
     );
 
@@ -140,7 +140,7 @@ fn ipmasq_failure_rolls_back_everything() {
     ]);
     let before = (kernel_state(&p), rig.ipam_state());
     let e = rig.add(&c, "c1", &p, "eth0");
-    assert!(!e.ok, "ADD must fail: {}", e.stdout);
+    assert!(!e.success(), "ADD must fail: {}", e.stdout);
     assert!(e.msg().contains("masquerad"), "{}", e.msg());
     assert_eq!(
         before,

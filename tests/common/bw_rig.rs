@@ -35,7 +35,7 @@ impl Pod {
                 Impl::Ours => PathBuf::from(OURS),
                 Impl::Reference => Path::new(REFERENCE_DIR).join(p),
             };
-            std::os::unix::fs::symlink(target, rig.bin.0.join(p)).unwrap();
+            std::os::unix::fs::symlink(target, rig.bin.join(p)).unwrap();
         }
         let pod = rig.pod(&format!("{tag}p"));
         let subnet = "10.71.0.0/24".to_string();

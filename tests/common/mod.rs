@@ -1,6 +1,10 @@
 //! Shared test helpers.
 #![allow(dead_code)]
 
+pub mod bw_rig;
+pub mod cluster;
+pub mod fw_rig;
+pub mod links_rig;
 pub mod nftns;
 pub mod rig;
 pub mod sbr_rig;

@@ -2,38 +2,15 @@
 //! pod netns on demand, a temp CNI_PATH of symlinks and a temp IPAM data dir. Everything is
 //! removed on drop, also when the test fails.
 
-use super::rig::TestNs;
+pub use super::rig::TempDir;
+use super::rig::{Invocation, Outcome, TestNs};
 use serde_json::{json, Value};
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 
 /// The reference plugins (Debian containernetworking-plugins 1.1.1).
 pub const REFERENCE_DIR: &str = "/usr/lib/cni";
 /// Our multicall binary.
 pub const OURS: &str = env!("CARGO_BIN_EXE_cni-multi");
-
-static DIRS: AtomicU32 = AtomicU32::new(0);
-
-/// A temp directory removed on drop.
-pub struct TempDir(pub PathBuf);
-
-impl TempDir {
-    pub fn new(prefix: &str) -> TempDir {
-        let n = DIRS.fetch_add(1, Ordering::SeqCst);
-        let p = std::env::temp_dir().join(format!("cni-{prefix}-{}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// Which implementation of bridge/ptp a rig runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,29 +19,41 @@ pub enum Impl {
     Reference,
 }
 
-/// The outcome of one plugin run.
+/// The outcome of one plugin run: the harness's [`Outcome`] (everything it has, by deref)
+/// with the shorthands the veth tests use.
 #[derive(Debug, Clone)]
-pub struct Out {
-    pub ok: bool,
-    pub stdout: String,
-    pub stderr: String,
+pub struct Out(pub Outcome);
+
+impl std::ops::Deref for Out {
+    type Target = Outcome;
+    fn deref(&self) -> &Outcome {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for Out {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
 }
 
 impl Out {
+    /// stdout as JSON; panics (printing the run) when it is not.
     pub fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("bad JSON {e}: {}", self.stdout))
+        self.0.result().clone()
     }
     /// The CNI error code of a failed run.
     pub fn code(&self) -> u64 {
-        assert!(!self.ok, "expected failure, got {}", self.stdout);
+        assert!(!self.success(), "expected failure, got {}", self.stdout);
         self.json()["code"].as_u64().unwrap()
     }
+    /// The CNI error message; panics when stdout is not JSON.
     pub fn msg(&self) -> String {
         self.json()["msg"].as_str().unwrap_or_default().to_string()
     }
     #[track_caller]
     pub fn expect_ok(self) -> Self {
-        assert!(self.ok, "plugin failed: {} {}", self.stdout, self.stderr);
+        assert!(self.success(), "plugin failed:\n{}", self.0);
         self
     }
 }
@@ -85,7 +74,7 @@ impl Rig {
                 Impl::Ours => PathBuf::from(OURS),
                 Impl::Reference => Path::new(REFERENCE_DIR).join(p),
             };
-            std::os::unix::fs::symlink(target, bin.0.join(p)).unwrap();
+            std::os::unix::fs::symlink(target, bin.join(p)).unwrap();
         }
         Rig {
             node: TestNs::new_node(&format!("{prefix}n")),
@@ -128,7 +117,7 @@ impl Rig {
 
     /// Add a fake IPAM script `name` to CNI_PATH (for STATUS/GC delegation tests).
     pub fn add_script(&self, name: &str, body: &str) {
-        let p = self.bin.0.join(name);
+        let p = self.bin.join(name);
         std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -144,41 +133,24 @@ impl Rig {
                 other => json!([other]),
             })
             .collect();
-        json!({"type": "host-local", "dataDir": self.data.0, "ranges": rs})
+        json!({"type": "host-local", "dataDir": self.data.path(), "ranges": rs})
     }
 
-    /// Run `plugin` with `cmd` inside the node netns.
+    /// Run `plugin` with `cmd` inside the node netns, CNI_PATH = the rig's bin dir.
     #[allow(clippy::too_many_arguments)]
     pub fn run(&self, plugin: &str, cmd: &str, conf: &Value, cid: &str, netns: &str, ifname: &str, args: &str) -> Out {
-        let mut c = Command::new(super::rig::tool("nsenter"));
+        let mut inv = Invocation::new(plugin, cmd)
+            .container_id(cid)
+            .netns(netns)
+            .ifname(ifname)
+            .args(args)
+            .config(conf)
+            .in_node(&self.node);
         // Our plugins get an empty PATH: they must not need iptables, nft, ip or anything else.
         if matches!(self.imp, Impl::Ours) {
-            c.env("PATH", "");
+            inv = inv.env("PATH", "");
         }
-        c.arg(format!("--net={}", self.node.path_str()))
-            .arg(self.bin.0.join(plugin))
-            .env("CNI_COMMAND", cmd)
-            .env("CNI_CONTAINERID", cid)
-            .env("CNI_NETNS", netns)
-            .env("CNI_IFNAME", ifname)
-            .env("CNI_PATH", &self.bin.0)
-            .env("CNI_ARGS", args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = c.spawn().expect("spawn nsenter");
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(conf.to_string().as_bytes())
-            .unwrap();
-        let o = child.wait_with_output().unwrap();
-        Out {
-            ok: o.status.success(),
-            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
-        }
+        Out(inv.run_binary(&self.bin.join(plugin), self.bin.as_str()))
     }
 
     pub fn add(&self, conf: &Value, cid: &str, pod: &TestNs, ifname: &str) -> Out {
@@ -200,7 +172,7 @@ impl Rig {
     /// cursor (`last_reserved_ip.N`, which a released reservation legitimately moves) and lock.
     pub fn ipam_state(&self) -> Vec<(String, String)> {
         let mut out = Vec::new();
-        walk(&self.data.0, &self.data.0, &mut out);
+        walk(self.data.path(), self.data.path(), &mut out);
         out.retain(|(n, _)| !n.contains("last_reserved_ip") && !n.ends_with("/lock"));
         out.sort();
         out

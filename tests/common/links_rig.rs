@@ -20,7 +20,7 @@ pub fn rig(prefix: &str, imp: Impl) -> Rig {
             Impl::Reference => Path::new(REFERENCE_DIR).join(p),
         };
         if target.exists() {
-            std::os::unix::fs::symlink(target, r.bin.0.join(p)).unwrap();
+            std::os::unix::fs::symlink(target, r.bin.join(p)).unwrap();
         }
     }
     r
@@ -60,4 +60,34 @@ pub fn link_names(ns: &TestNs) -> Vec<String> {
 pub fn with_ipam(rig: &Rig, mut c: Value, subnet: &str) -> Value {
     c["ipam"] = rig.host_local(&[json!(subnet)]);
     c
+}
+
+/// Whether this kernel can create links of `kind` ("dummy", "vlan", "ipvlan", "macvlan"):
+/// tried in a throw-away netns (on a veth parent for the kinds that need one), so a test
+/// checks the real behaviour where the driver exists and the clean failure where it does not.
+pub fn kernel_supports(kind: &str) -> bool {
+    let ns = TestNs::new("probe");
+    parent_veth(&ns, "pp0");
+    let argv: Vec<&str> = match kind {
+        "dummy" => vec!["link", "add", "pd0", "type", "dummy"],
+        "vlan" => vec!["link", "add", "link", "pp0", "name", "pp0.7", "type", "vlan", "id", "7"],
+        "ipvlan" => vec![
+            "link", "add", "link", "pp0", "name", "pi0", "type", "ipvlan", "mode", "l2",
+        ],
+        "macvlan" => vec![
+            "link", "add", "link", "pp0", "name", "pm0", "type", "macvlan", "mode", "bridge",
+        ],
+        other => panic!("no probe for link type {other:?}"),
+    };
+    let mut full = vec!["ip", "-n", ns.name()];
+    full.extend(argv);
+    crate::common::rig::run_cmd(&full).status.success()
+}
+
+/// The `linkinfo.info_kind` of IFNAME in `ns` (`ip -d`), or "" when absent.
+pub fn kind_of(ns: &TestNs, ifname: &str) -> String {
+    details(ns, ifname)["linkinfo"]["info_kind"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
 }
