@@ -2,68 +2,47 @@
 //! (Debian's /usr/lib/cni/static, v1.1.1) on the same input. v1.1.1 prints `"dns": {}` in 1.x
 //! results where the 1.x types omit it; an empty dns object is normalised away.
 
+mod common;
+
+use common::rig::Invocation;
 use serde_json::{json, Value};
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
 const REFERENCE: &str = "/usr/lib/cni/static";
 
-/// Marks "run the built binary through a symlink named static" (made per call, then removed).
+/// Marks "run the built binary through a symlink named static" (the harness makes one per run).
 fn ours() -> PathBuf {
     PathBuf::from("@ours")
 }
 
-static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-
-struct Link(PathBuf);
-impl Drop for Link {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
+/// One run through the harness's `Invocation`, in the root netns: static IPAM touches no
+/// kernel object (CNI_NETNS points nowhere).
 fn run(plugin: &Path, cmd: &str, cni_args: &str, conf: &Value) -> (bool, Value) {
-    let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let dir = Link(std::env::temp_dir().join(format!("cni-multi-static-{}-{n}", std::process::id())));
-    let plugin = if plugin == Path::new("@ours") {
-        std::fs::create_dir_all(&dir.0).unwrap();
-        let link = dir.0.join("static");
-        std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_cni-multi"), &link).unwrap();
-        link
-    } else {
-        plugin.to_path_buf()
-    };
-    let mut c = Command::new(&plugin);
-    c.env_clear()
-        .env("CNI_COMMAND", cmd)
-        .env("CNI_CONTAINERID", "c1")
-        .env("CNI_NETNS", "/nonexistent/netns")
-        .env("CNI_IFNAME", "eth0")
-        .env("CNI_PATH", "/usr/lib/cni")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped());
+    let mut inv = Invocation::new("static", cmd)
+        .container_id("c1")
+        .netns("/nonexistent/netns")
+        .cni_path("/usr/lib/cni")
+        // As a runtime would leave it for an IPAM that needs no other program.
+        .env("PATH", "")
+        .config(conf)
+        .in_root_ns();
     if !cni_args.is_empty() {
-        c.env("CNI_ARGS", cni_args);
+        inv = inv.args(cni_args);
     }
-    let mut child = c.spawn().unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(conf.to_string().as_bytes())
-        .unwrap();
-    let o = child.wait_with_output().unwrap();
-    let text = String::from_utf8_lossy(&o.stdout);
-    let mut v: Value = if text.trim().is_empty() {
+    let o = if plugin == Path::new("@ours") {
+        inv.run_ours()
+    } else {
+        inv.run_binary(plugin, "/usr/lib/cni")
+    };
+    let mut v: Value = if o.stdout.trim().is_empty() {
         Value::Null
     } else {
-        serde_json::from_str(&text).unwrap()
+        serde_json::from_str(&o.stdout).unwrap()
     };
     if v.get("dns") == Some(&json!({})) && v["cniVersion"].as_str().is_some_and(|s| s.starts_with('1')) {
         v.as_object_mut().unwrap().remove("dns");
     }
-    (o.status.success(), v)
+    (o.success(), v)
 }
 
 fn conf(version: &str, ipam: Value, extra: Value) -> Value {
