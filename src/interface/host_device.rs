@@ -210,6 +210,44 @@ fn add(args: &CmdArgs) -> anyhow::Result<CniResult> {
     Ok(result)
 }
 
+/// DEL: IPAM first (also with an empty or vanished netns, unlike the reference), then the
+/// device back to the node. A device already gone from the container is fine.
+fn del(args: &CmdArgs) -> anyhow::Result<()> {
+    let n = HostDeviceConf::load(&args.stdin)?;
+    let mut errs = Vec::new();
+    if let Some(t) = n.net.ipam_type() {
+        if let Err(e) = delegate::del(t, &args.stdin, args) {
+            errs.push(e.into());
+        }
+    }
+    if !n.dpdk {
+        if let Err(e) = give_back(&n, args) {
+            errs.push(e);
+        }
+    }
+    join_errors(errs)
+}
+
+fn check(args: &CmdArgs) -> anyhow::Result<()> {
+    let n = HostDeviceConf::load(&args.stdin)?;
+    let ns = open_netns(&args.netns)?;
+    if let Some(t) = n.net.ipam_type() {
+        delegate::check(t, &args.stdin, args)?;
+    }
+    if n.dpdk {
+        // A DPDK device never left the host: only prevResult is required.
+        n.net
+            .prev_result()?
+            .ok_or_else(|| anyhow!("Required prevResult missing"))?;
+        return Ok(());
+    }
+    let (prev, intf) = ipconfig::prev_sandbox_interface(&n.net, args, "")?;
+    let mut cont = Netlink::in_netns(&ns)?;
+    check_container_link(&mut cont, &intf)?;
+    ipconfig::validate_expected_ips(&mut cont, &args.ifname, &prev.ips)?;
+    ipconfig::validate_expected_routes(&mut cont, &prev.routes)
+}
+
 /// Node -> temporary netns (renamed to `ifname` there, alias = node name) -> container, up.
 /// Any failure puts the device back on the node as it was (up again if it was up).
 fn move_in(host: &mut Netlink, cont_ns: &NetNs, cont: &mut Netlink, dev: &Link, ifname: &str) -> anyhow::Result<Link> {
@@ -328,24 +366,6 @@ fn move_out(cont_ns: &NetNs, index: u32, host_ns: &NetNs) -> anyhow::Result<u32>
         .index)
 }
 
-/// DEL: IPAM first (also with an empty or vanished netns, unlike the reference), then the
-/// device back to the node. A device already gone from the container is fine.
-fn del(args: &CmdArgs) -> anyhow::Result<()> {
-    let n = HostDeviceConf::load(&args.stdin)?;
-    let mut errs = Vec::new();
-    if let Some(t) = n.net.ipam_type() {
-        if let Err(e) = delegate::del(t, &args.stdin, args) {
-            errs.push(e.into());
-        }
-    }
-    if !n.dpdk {
-        if let Err(e) = give_back(&n, args) {
-            errs.push(e);
-        }
-    }
-    join_errors(errs)
-}
-
 fn give_back(n: &HostDeviceConf, args: &CmdArgs) -> anyhow::Result<()> {
     let Some(cont_ns) = open_netns_for_del(&args.netns)? else {
         return Ok(());
@@ -382,26 +402,6 @@ fn find_in_container(cont: &mut Netlink, n: &HostDeviceConf, args: &CmdArgs) -> 
         alias.is_some()
             && ((!n.device.is_empty() && alias == Some(n.device.as_str())) || l.mac.is_some_and(|m| macs.contains(&m)))
     }))
-}
-
-fn check(args: &CmdArgs) -> anyhow::Result<()> {
-    let n = HostDeviceConf::load(&args.stdin)?;
-    let ns = open_netns(&args.netns)?;
-    if let Some(t) = n.net.ipam_type() {
-        delegate::check(t, &args.stdin, args)?;
-    }
-    if n.dpdk {
-        // A DPDK device never left the host: only prevResult is required.
-        n.net
-            .prev_result()?
-            .ok_or_else(|| anyhow!("Required prevResult missing"))?;
-        return Ok(());
-    }
-    let (prev, intf) = ipconfig::prev_sandbox_interface(&n.net, args, "")?;
-    let mut cont = Netlink::in_netns(&ns)?;
-    check_container_link(&mut cont, &intf)?;
-    ipconfig::validate_expected_ips(&mut cont, &args.ifname, &prev.ips)?;
-    ipconfig::validate_expected_routes(&mut cont, &prev.routes)
 }
 
 #[cfg(test)]

@@ -222,8 +222,6 @@ fn add(args: &CmdArgs) -> Result<CniResult> {
     Ok(result)
 }
 
-// ---- del --------------------------------------------------------------------------------
-
 /// Deletes the IFB; a missing IFB is success. With a prevResult (CNI >= 0.4.0) the host
 /// veth's ingress qdisc that redirects to the IFB goes first: a mirred action whose device is
 /// gone drops every packet, so the pod would lose its egress until the veth itself goes (the
@@ -258,8 +256,6 @@ fn del(args: &CmdArgs) -> Result<()> {
     }
 }
 
-// ---- check ------------------------------------------------------------------------------
-
 fn check(args: &CmdArgs) -> Result<()> {
     let c = parse_conf(&args.stdin)?;
     let Some(prev) = c.net.prev_result()? else {
@@ -290,6 +286,41 @@ fn check(args: &CmdArgs) -> Result<()> {
     }
     Ok(())
 }
+
+/// Removes this network's IFBs whose attachment is not in `cni.dev/valid-attachments`.
+/// Without that key nothing is removed. IFBs without our alias (the reference's) are kept.
+fn gc(args: &CmdArgs) -> Result<()> {
+    let net: NetConf = config::parse(&args.stdin)?;
+    let Some(valid) = net.gc_valid_attachments() else {
+        return Ok(());
+    };
+    let mut nl = Netlink::new()?;
+    let mut errors = Vec::new();
+    for l in nl.links()? {
+        if l.kind.as_deref() != Some("ifb") || !l.name.starts_with(IFB_PREFIX) {
+            continue;
+        }
+        let Some((netname, cid, ifname)) = l.alias.as_deref().and_then(parse_alias) else {
+            continue;
+        };
+        if netname != net.name || valid.iter().any(|a| a.container_id == cid && a.ifname == ifname) {
+            continue;
+        }
+        if let Err(e) = nl.delete_link(l.index) {
+            if !e.is_not_found() {
+                errors.push(format!("delete ifb {:?}: {e}", l.name));
+            }
+        }
+    }
+    if !errors.is_empty() {
+        bail!("{}", errors.join("; "));
+    }
+    Ok(())
+}
+
+// ---- del --------------------------------------------------------------------------------
+
+// ---- check ------------------------------------------------------------------------------
 
 /// The reference's comparison (rate, then limit, then buffer, with its texts), on the root
 /// TBF `1:`. Stricter than the reference, whose loop stops at the first qdisc that is no
@@ -346,37 +377,6 @@ fn check_redirect(nl: &mut Netlink, host: u32, host_name: &str, ifb: u32, ifb_na
 }
 
 // ---- gc ---------------------------------------------------------------------------------
-
-/// Removes this network's IFBs whose attachment is not in `cni.dev/valid-attachments`.
-/// Without that key nothing is removed. IFBs without our alias (the reference's) are kept.
-fn gc(args: &CmdArgs) -> Result<()> {
-    let net: NetConf = config::parse(&args.stdin)?;
-    let Some(valid) = net.gc_valid_attachments() else {
-        return Ok(());
-    };
-    let mut nl = Netlink::new()?;
-    let mut errors = Vec::new();
-    for l in nl.links()? {
-        if l.kind.as_deref() != Some("ifb") || !l.name.starts_with(IFB_PREFIX) {
-            continue;
-        }
-        let Some((netname, cid, ifname)) = l.alias.as_deref().and_then(parse_alias) else {
-            continue;
-        };
-        if netname != net.name || valid.iter().any(|a| a.container_id == cid && a.ifname == ifname) {
-            continue;
-        }
-        if let Err(e) = nl.delete_link(l.index) {
-            if !e.is_not_found() {
-                errors.push(format!("delete ifb {:?}: {e}", l.name));
-            }
-        }
-    }
-    if !errors.is_empty() {
-        bail!("{}", errors.join("; "));
-    }
-    Ok(())
-}
 
 // ---- helpers ----------------------------------------------------------------------------
 

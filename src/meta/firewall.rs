@@ -225,6 +225,84 @@ fn add(args: &CmdArgs) -> Result<CniResult> {
     Ok(prev)
 }
 
+/// Removes this attachment's rules from CNI-FORWARD of our table, by comment (no prevResult
+/// needed), and the per-IP accepts in iptables' `CNI-FORWARD` (ours, or the reference's from
+/// before a node swap: the same rules), in one batch, whatever the backend. Those carry no
+/// comment: their IPs come from prevResult or, without one, from our commented rules and from
+/// the reference's masquerade and port-mapping rules of the attachment (their DELs run after
+/// this one in a chain). The chains and the per-bridge isolation rules stay, as in the reference.
+fn del(args: &CmdArgs) -> Result<()> {
+    let (conf, _, _) = parse_conf(&args.stdin)?;
+    let comment = crate::pkg::comment::rule_comment(&conf.net.name, &args.container_id, &args.ifname);
+    // A prevResult that does not parse must not keep the rules we can find by comment.
+    let prev = conf.net.prev_result().ok().flatten();
+    let sock = NftSocket::open()?;
+    let t = table();
+    let mut b = Batch::new();
+    let mut ips: Vec<IpAddr> = prev
+        .iter()
+        .flat_map(|p| p.ips.iter().map(|i| i.address.addr()))
+        .collect();
+    for r in sock.list_rules(Family::Inet, TABLE, CNI_FORWARD)? {
+        if r.comment.as_deref() == Some(comment.as_str()) {
+            b.del_rule(&t, CNI_FORWARD, r.handle.unwrap_or_default());
+            ips.extend(xt::full_addresses(&r.exprs));
+        }
+    }
+    ips.sort();
+    ips.dedup();
+    let bt = bridge_table();
+    for r in sock.list_rules(Family::Bridge, TABLE, FORWARD)? {
+        if r.comment.as_deref() == Some(comment.as_str()) {
+            b.del_rule(&bt, FORWARD, r.handle.unwrap_or_default());
+        }
+    }
+    if prev.is_none() {
+        for ip in reference::attachment_ips(&sock, &conf.net.name, &args.container_id)? {
+            if !ips.contains(&ip) {
+                ips.push(ip);
+            }
+        }
+    }
+    if reference::plan_forward_removal(&sock, &mut b, &ips)? == 0 && !ips.is_empty() {
+        reference::note_if_legacy("filter", "firewall rules");
+    }
+    if !b.is_empty() {
+        b.commit(&sock).context("failed to remove firewall rules")?;
+    }
+    Ok(())
+}
+
+/// Our rules for every address, or (a pod the reference made before a node swap) the
+/// reference's accepts in iptables' `CNI-FORWARD`.
+fn check(args: &CmdArgs) -> Result<()> {
+    let (conf, _, backend) = parse_conf(&args.stdin)?;
+    let Some(prev) = conf.net.prev_result()? else {
+        bail!("must be called as chained plugin");
+    };
+    let comment = crate::pkg::comment::rule_comment(&conf.net.name, &args.container_id, &args.ifname);
+    let sock = NftSocket::open()?;
+    let ipt = ipt_families(&sock, backend, &prev)?;
+    for (f, ips) in &ipt {
+        ipt_check(&sock, *f, ips, &conf.admin_chain, &args.container_id)?;
+    }
+    let nft = check_nft(&sock, &conf, &prev, &comment, &args.container_id);
+    match backend {
+        Backend::Iptables => Ok(()),
+        Backend::Nftables => nft,
+        // A pod the reference made has only the iptables rules: healthy when they cover
+        // every family of the result.
+        Backend::Auto => {
+            let covered = ipt.iter().map(|(_, ips)| ips.len()).sum::<usize>() == prev.ips.len();
+            if covered && !prev.ips.is_empty() {
+                Ok(())
+            } else {
+                nft
+            }
+        }
+    }
+}
+
 /// Our own table's rules (see the module doc).
 fn add_nft(
     sock: &NftSocket,
@@ -561,85 +639,7 @@ fn ipt_check(sock: &NftSocket, f: Family, ips: &[IpAddr], admin: &str, cid: &str
 
 // ---- DEL ---------------------------------------------------------------------------------
 
-/// Removes this attachment's rules from CNI-FORWARD of our table, by comment (no prevResult
-/// needed), and the per-IP accepts in iptables' `CNI-FORWARD` (ours, or the reference's from
-/// before a node swap: the same rules), in one batch, whatever the backend. Those carry no
-/// comment: their IPs come from prevResult or, without one, from our commented rules and from
-/// the reference's masquerade and port-mapping rules of the attachment (their DELs run after
-/// this one in a chain). The chains and the per-bridge isolation rules stay, as in the reference.
-fn del(args: &CmdArgs) -> Result<()> {
-    let (conf, _, _) = parse_conf(&args.stdin)?;
-    let comment = crate::pkg::comment::rule_comment(&conf.net.name, &args.container_id, &args.ifname);
-    // A prevResult that does not parse must not keep the rules we can find by comment.
-    let prev = conf.net.prev_result().ok().flatten();
-    let sock = NftSocket::open()?;
-    let t = table();
-    let mut b = Batch::new();
-    let mut ips: Vec<IpAddr> = prev
-        .iter()
-        .flat_map(|p| p.ips.iter().map(|i| i.address.addr()))
-        .collect();
-    for r in sock.list_rules(Family::Inet, TABLE, CNI_FORWARD)? {
-        if r.comment.as_deref() == Some(comment.as_str()) {
-            b.del_rule(&t, CNI_FORWARD, r.handle.unwrap_or_default());
-            ips.extend(xt::full_addresses(&r.exprs));
-        }
-    }
-    ips.sort();
-    ips.dedup();
-    let bt = bridge_table();
-    for r in sock.list_rules(Family::Bridge, TABLE, FORWARD)? {
-        if r.comment.as_deref() == Some(comment.as_str()) {
-            b.del_rule(&bt, FORWARD, r.handle.unwrap_or_default());
-        }
-    }
-    if prev.is_none() {
-        for ip in reference::attachment_ips(&sock, &conf.net.name, &args.container_id)? {
-            if !ips.contains(&ip) {
-                ips.push(ip);
-            }
-        }
-    }
-    if reference::plan_forward_removal(&sock, &mut b, &ips)? == 0 && !ips.is_empty() {
-        reference::note_if_legacy("filter", "firewall rules");
-    }
-    if !b.is_empty() {
-        b.commit(&sock).context("failed to remove firewall rules")?;
-    }
-    Ok(())
-}
-
 // ---- CHECK -------------------------------------------------------------------------------
-
-/// Our rules for every address, or (a pod the reference made before a node swap) the
-/// reference's accepts in iptables' `CNI-FORWARD`.
-fn check(args: &CmdArgs) -> Result<()> {
-    let (conf, _, backend) = parse_conf(&args.stdin)?;
-    let Some(prev) = conf.net.prev_result()? else {
-        bail!("must be called as chained plugin");
-    };
-    let comment = crate::pkg::comment::rule_comment(&conf.net.name, &args.container_id, &args.ifname);
-    let sock = NftSocket::open()?;
-    let ipt = ipt_families(&sock, backend, &prev)?;
-    for (f, ips) in &ipt {
-        ipt_check(&sock, *f, ips, &conf.admin_chain, &args.container_id)?;
-    }
-    let nft = check_nft(&sock, &conf, &prev, &comment, &args.container_id);
-    match backend {
-        Backend::Iptables => Ok(()),
-        Backend::Nftables => nft,
-        // A pod the reference made has only the iptables rules: healthy when they cover
-        // every family of the result.
-        Backend::Auto => {
-            let covered = ipt.iter().map(|(_, ips)| ips.len()).sum::<usize>() == prev.ips.len();
-            if covered && !prev.ips.is_empty() {
-                Ok(())
-            } else {
-                nft
-            }
-        }
-    }
-}
 
 fn check_nft(sock: &NftSocket, conf: &FirewallConf, prev: &CniResult, comment: &str, cid: &str) -> Result<()> {
     let have = sock.list_rules(Family::Inet, TABLE, CNI_FORWARD)?;

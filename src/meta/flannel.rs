@@ -436,19 +436,6 @@ fn add(args: &CmdArgs) -> anyhow::Result<CniResult> {
     })
 }
 
-/// Keep the reference's message, add what to look at in `details`.
-fn with_hint(e: anyhow::Error, file: &str) -> anyhow::Error {
-    let msg = format!("{e:#}");
-    let details = if msg.contains("no such file or directory") {
-        format!("{file} is written by flanneld once it has a subnet lease: is flanneld running on this node?")
-    } else {
-        format!("{file} is written by flanneld; check its FLANNEL_* lines")
-    };
-    CniError::internal(msg).with_details(details).into()
-}
-
-// ---- del --------------------------------------------------------------------------------
-
 /// Replay the saved config to the delegate (this DEL's own prevResult and runtimeConfig are
 /// not used), then remove it, even when the delegate fails, as the reference does.
 fn del(args: &CmdArgs) -> anyhow::Result<()> {
@@ -471,8 +458,6 @@ fn del(args: &CmdArgs) -> anyhow::Result<()> {
     let _ = std::fs::remove_file(&path);
     Ok(r?)
 }
-
-// ---- check ------------------------------------------------------------------------------
 
 /// The reference does nothing here. When the delegate is built in, we ask it, with the saved
 /// config and this CHECK's prevResult, so a broken pod network is reported. An external
@@ -507,8 +492,6 @@ fn check(args: &CmdArgs) -> anyhow::Result<()> {
     let bytes = serde_json::to_vec(&d).expect("serialises");
     Ok(delegate::check(&dtype, &bytes, args)?)
 }
-
-// ---- status / gc --------------------------------------------------------------------------
 
 /// Not ready (code 50) until flanneld has written a complete subnet file.
 fn status(args: &CmdArgs) -> anyhow::Result<()> {
@@ -585,6 +568,23 @@ fn gc(args: &CmdArgs) -> anyhow::Result<()> {
         bail!("flannel GC: {}", errors.join("; "))
     }
 }
+
+/// Keep the reference's message, add what to look at in `details`.
+fn with_hint(e: anyhow::Error, file: &str) -> anyhow::Error {
+    let msg = format!("{e:#}");
+    let details = if msg.contains("no such file or directory") {
+        format!("{file} is written by flanneld once it has a subnet lease: is flanneld running on this node?")
+    } else {
+        format!("{file} is written by flanneld; check its FLANNEL_* lines")
+    };
+    CniError::internal(msg).with_details(details).into()
+}
+
+// ---- del --------------------------------------------------------------------------------
+
+// ---- check ------------------------------------------------------------------------------
+
+// ---- status / gc --------------------------------------------------------------------------
 
 #[cfg(test)]
 mod tests {

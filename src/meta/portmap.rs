@@ -462,6 +462,138 @@ fn add(args: &CmdArgs) -> Result<CniResult> {
     Ok(prev)
 }
 
+/// Removes the attachment's rules in both families, found by comment: the mappings need not
+/// be resent, and neither the netns nor prevResult is needed. The reference's iptables chain
+/// and jumps of the attachment (made before a node swap) go in the same batch.
+fn del(args: &CmdArgs) -> Result<()> {
+    let net: NetConf = config::parse(&args.stdin)?;
+    let ours = rule_comment(&net.name, &args.container_id, &args.ifname);
+    let sock = NftSocket::open()?;
+    let mut errors = Vec::new();
+    let mut b = Batch::new();
+    for fam in [Family::Ip, Family::Ip6] {
+        // The reference's nftables backend comments its rules with the bare container ID.
+        match own_rules(&sock, fam, |c| c == ours || c == args.container_id) {
+            Ok(rules) => delete_into(&mut b, fam, &rules),
+            Err(e) => errors.push(format!("{fam}: {e:#}")),
+        }
+    }
+    let (dnat, snat) = reference_comments(&net.name, &args.container_id);
+    let chains = [
+        reference::dnat_chain(&net.name, &args.container_id),
+        reference::chain_name("SN-", &net.name, &args.container_id),
+    ];
+    // Where the reference's releases put an attachment's jumps (CNI-HOSTPORT-SNAT: before 0.8).
+    let scope = reference::Scope::Chains(&[
+        reference::HOSTPORT_DNAT,
+        "CNI-HOSTPORT-SNAT",
+        "CNI-HOSTPORT-MASQ",
+        "CNI-HOSTPORT-SETMARK",
+    ]);
+    match reference::plan_nat_removal(&sock, &mut b, scope, &|c| c == dnat || c == snat, &chains) {
+        Ok(0) => reference::note_if_legacy("nat", "port mappings"),
+        Ok(_) => {}
+        Err(e) => errors.push(format!("iptables: {e:#}")),
+    }
+    if !b.is_empty() {
+        if let Err(e) = b.commit(&sock) {
+            errors.push(format!("error deleting rules: {e}"));
+        }
+    }
+    if !errors.is_empty() {
+        bail!("could not remove port mappings: {}", errors.join("; "));
+    }
+    Ok(())
+}
+
+/// Every rule ADD would make for these mappings exists, expression for expression.
+fn check(args: &CmdArgs) -> Result<()> {
+    let conf = parse_conf(&args.stdin)?;
+    let Some(prev) = conf.net.prev_result()? else {
+        bail!("must be called as chained plugin");
+    };
+    if conf.mappings.is_empty() {
+        return Ok(());
+    }
+    let (v4, v6) = container_ips(&prev, &args.ifname);
+    let sock = NftSocket::open()?;
+    let comment = rule_comment(&conf.net.name, &args.container_id, &args.ifname);
+    for cip in [v4, v6].into_iter().flatten() {
+        if let Some(o) = &conf.iptables {
+            ipt::check(
+                &sock,
+                &ipt_params(&conf, o, args),
+                &ipt_mappings(&conf),
+                container_net(&prev, cip),
+            )?;
+            continue;
+        }
+        let fam = table(cip.is_ipv6()).family;
+        let have = own_rules_with(&sock, fam, |c| c == comment, true)?;
+        let missing = container_rules(&conf, cip, &comment).into_iter().find(|want| {
+            !have
+                .iter()
+                .any(|r| r.chain == want.chain && same_exprs(&r.exprs, &want.exprs))
+        });
+        if let Some(want) = missing {
+            // A pod the reference made before a node swap is healthy in its form too.
+            let forwards = reference_forwards(&conf, cip);
+            if !reference::dnat_intact(&sock, &conf.net.name, &args.container_id, cip, &forwards)? {
+                bail!(
+                    "missing hostport rule in {fam} {TABLE} {}: {}",
+                    want.chain,
+                    describe(&want)
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Removes this network's rules whose attachment is not in `cni.dev/valid-attachments`.
+/// Rules made by the reference's nftables backend carry only a container ID (no network), so
+/// they are left alone; its iptables chains name the network and go like ours.
+fn gc(args: &CmdArgs) -> Result<()> {
+    let net: NetConf = config::parse(&args.stdin)?;
+    // Without the list there is nothing to tell live attachments from dead ones: keep all.
+    let Some(valid) = net.gc_valid_attachments() else {
+        return Ok(());
+    };
+    let hash = hex_prefix(&net.name, 16);
+    let sock = NftSocket::open()?;
+    let mut errors = Vec::new();
+    let mut b = Batch::new();
+    for fam in [Family::Ip, Family::Ip6] {
+        let stale = own_rules(&sock, fam, |c| match parse_comment(c) {
+            Some((cid, h, ifname)) => h == hash && !valid.iter().any(|a| a.container_id == cid && a.ifname == ifname),
+            None => false,
+        });
+        match stale {
+            Ok(rules) => delete_into(&mut b, fam, &rules),
+            Err(e) => errors.push(format!("{fam}: {e:#}")),
+        }
+    }
+    // The reference's chains carry network and container ID (not the ifname, which it ignores).
+    let dead = |c: &str| {
+        ["dnat ", "snat "].into_iter().any(|kind| {
+            reference::parse_comment(c, kind)
+                .is_some_and(|(n, cid)| n == net.name && !valid.iter().any(|a| a.container_id == cid))
+        })
+    };
+    if let Err(e) = reference::plan_nat_removal(&sock, &mut b, reference::Scope::Table, &dead, &[]) {
+        errors.push(format!("iptables: {e:#}"));
+    }
+    if !b.is_empty() {
+        if let Err(e) = b.commit(&sock) {
+            errors.push(format!("error deleting rules: {e}"));
+        }
+    }
+    if !errors.is_empty() {
+        bail!("portmap GC: {}", errors.join("; "));
+    }
+    Ok(())
+}
+
 /// One atomic batch: the table's skeleton (shared chains rebuilt), this attachment's old rules
 /// out, its new rules in.
 fn forward_ports(sock: &NftSocket, conf: &Conf, cip: IpAddr, comment: &str) -> Result<()> {
@@ -547,50 +679,6 @@ fn enable_localnet_routing(cip: IpAddr) -> Result<()> {
 
 // ---- DEL ---------------------------------------------------------------------------------
 
-/// Removes the attachment's rules in both families, found by comment: the mappings need not
-/// be resent, and neither the netns nor prevResult is needed. The reference's iptables chain
-/// and jumps of the attachment (made before a node swap) go in the same batch.
-fn del(args: &CmdArgs) -> Result<()> {
-    let net: NetConf = config::parse(&args.stdin)?;
-    let ours = rule_comment(&net.name, &args.container_id, &args.ifname);
-    let sock = NftSocket::open()?;
-    let mut errors = Vec::new();
-    let mut b = Batch::new();
-    for fam in [Family::Ip, Family::Ip6] {
-        // The reference's nftables backend comments its rules with the bare container ID.
-        match own_rules(&sock, fam, |c| c == ours || c == args.container_id) {
-            Ok(rules) => delete_into(&mut b, fam, &rules),
-            Err(e) => errors.push(format!("{fam}: {e:#}")),
-        }
-    }
-    let (dnat, snat) = reference_comments(&net.name, &args.container_id);
-    let chains = [
-        reference::dnat_chain(&net.name, &args.container_id),
-        reference::chain_name("SN-", &net.name, &args.container_id),
-    ];
-    // Where the reference's releases put an attachment's jumps (CNI-HOSTPORT-SNAT: before 0.8).
-    let scope = reference::Scope::Chains(&[
-        reference::HOSTPORT_DNAT,
-        "CNI-HOSTPORT-SNAT",
-        "CNI-HOSTPORT-MASQ",
-        "CNI-HOSTPORT-SETMARK",
-    ]);
-    match reference::plan_nat_removal(&sock, &mut b, scope, &|c| c == dnat || c == snat, &chains) {
-        Ok(0) => reference::note_if_legacy("nat", "port mappings"),
-        Ok(_) => {}
-        Err(e) => errors.push(format!("iptables: {e:#}")),
-    }
-    if !b.is_empty() {
-        if let Err(e) = b.commit(&sock) {
-            errors.push(format!("error deleting rules: {e}"));
-        }
-    }
-    if !errors.is_empty() {
-        bail!("could not remove port mappings: {}", errors.join("; "));
-    }
-    Ok(())
-}
-
 /// The comments the reference's iptables backend puts on the jumps to an attachment's chains
 /// (`dnat …` today, `snat …` in releases before 0.8).
 fn reference_comments(network: &str, container_id: &str) -> (String, String) {
@@ -630,50 +718,6 @@ fn delete_into(b: &mut Batch, fam: Family, rules: &[Rule]) {
 }
 
 // ---- CHECK -------------------------------------------------------------------------------
-
-/// Every rule ADD would make for these mappings exists, expression for expression.
-fn check(args: &CmdArgs) -> Result<()> {
-    let conf = parse_conf(&args.stdin)?;
-    let Some(prev) = conf.net.prev_result()? else {
-        bail!("must be called as chained plugin");
-    };
-    if conf.mappings.is_empty() {
-        return Ok(());
-    }
-    let (v4, v6) = container_ips(&prev, &args.ifname);
-    let sock = NftSocket::open()?;
-    let comment = rule_comment(&conf.net.name, &args.container_id, &args.ifname);
-    for cip in [v4, v6].into_iter().flatten() {
-        if let Some(o) = &conf.iptables {
-            ipt::check(
-                &sock,
-                &ipt_params(&conf, o, args),
-                &ipt_mappings(&conf),
-                container_net(&prev, cip),
-            )?;
-            continue;
-        }
-        let fam = table(cip.is_ipv6()).family;
-        let have = own_rules_with(&sock, fam, |c| c == comment, true)?;
-        let missing = container_rules(&conf, cip, &comment).into_iter().find(|want| {
-            !have
-                .iter()
-                .any(|r| r.chain == want.chain && same_exprs(&r.exprs, &want.exprs))
-        });
-        if let Some(want) = missing {
-            // A pod the reference made before a node swap is healthy in its form too.
-            let forwards = reference_forwards(&conf, cip);
-            if !reference::dnat_intact(&sock, &conf.net.name, &args.container_id, cip, &forwards)? {
-                bail!(
-                    "missing hostport rule in {fam} {TABLE} {}: {}",
-                    want.chain,
-                    describe(&want)
-                );
-            }
-        }
-    }
-    Ok(())
-}
 
 /// The mappings of `cip`'s family, as the reference's iptables chain holds them.
 fn reference_forwards(conf: &Conf, cip: IpAddr) -> Vec<reference::Forward> {
@@ -721,50 +765,6 @@ fn describe(r: &Rule) -> String {
 }
 
 // ---- GC ----------------------------------------------------------------------------------
-
-/// Removes this network's rules whose attachment is not in `cni.dev/valid-attachments`.
-/// Rules made by the reference's nftables backend carry only a container ID (no network), so
-/// they are left alone; its iptables chains name the network and go like ours.
-fn gc(args: &CmdArgs) -> Result<()> {
-    let net: NetConf = config::parse(&args.stdin)?;
-    // Without the list there is nothing to tell live attachments from dead ones: keep all.
-    let Some(valid) = net.gc_valid_attachments() else {
-        return Ok(());
-    };
-    let hash = hex_prefix(&net.name, 16);
-    let sock = NftSocket::open()?;
-    let mut errors = Vec::new();
-    let mut b = Batch::new();
-    for fam in [Family::Ip, Family::Ip6] {
-        let stale = own_rules(&sock, fam, |c| match parse_comment(c) {
-            Some((cid, h, ifname)) => h == hash && !valid.iter().any(|a| a.container_id == cid && a.ifname == ifname),
-            None => false,
-        });
-        match stale {
-            Ok(rules) => delete_into(&mut b, fam, &rules),
-            Err(e) => errors.push(format!("{fam}: {e:#}")),
-        }
-    }
-    // The reference's chains carry network and container ID (not the ifname, which it ignores).
-    let dead = |c: &str| {
-        ["dnat ", "snat "].into_iter().any(|kind| {
-            reference::parse_comment(c, kind)
-                .is_some_and(|(n, cid)| n == net.name && !valid.iter().any(|a| a.container_id == cid))
-        })
-    };
-    if let Err(e) = reference::plan_nat_removal(&sock, &mut b, reference::Scope::Table, &dead, &[]) {
-        errors.push(format!("iptables: {e:#}"));
-    }
-    if !b.is_empty() {
-        if let Err(e) = b.commit(&sock) {
-            errors.push(format!("error deleting rules: {e}"));
-        }
-    }
-    if !errors.is_empty() {
-        bail!("portmap GC: {}", errors.join("; "));
-    }
-    Ok(())
-}
 
 #[cfg(test)]
 mod tests {

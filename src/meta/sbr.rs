@@ -188,6 +188,97 @@ fn add(args: &CmdArgs) -> Result<CniResult> {
     Ok(prev)
 }
 
+fn del(args: &CmdArgs) -> Result<()> {
+    // Only the keys' types are checked: a `gateways` list that ADD would refuse must not
+    // keep an attachment made by a plugin that ignored it (1.1.1 does) from being deleted.
+    let c: SbrConf = config::parse(&args.stdin)?;
+    let prev = c.net.prev_result().ok().flatten();
+    let Some(ns) = open_netns_for_del(&args.netns)? else {
+        return Ok(());
+    };
+    let _lock = ns.lock_exclusive()?;
+    let mut nl = Netlink::in_netns(&ns)?;
+    let link = nl.link_by_name(&args.ifname)?;
+    let mut sources: BTreeSet<IpAddr> = BTreeSet::new();
+    if let Some(l) = &link {
+        sources.extend(nl.addrs(Some(l.index), Family::All)?.iter().map(|a| a.ip.addr()));
+    }
+    // The addresses may already be gone from the interface (or the interface itself); the
+    // prevResult still names the rules' sources.
+    if let Some(p) = &prev {
+        sources.extend(addresses_of(p, &args.ifname).iter().map(|ip| ip.address.addr()));
+    }
+    if sources.is_empty() {
+        return Ok(());
+    }
+
+    let mut errs = Vec::new();
+    let mut emptied = BTreeSet::new();
+    for r in nl.all_rules().context("Failed to list all rules to tidy")? {
+        if c.table.is_some_and(|t| r.table != t) {
+            continue;
+        }
+        let Some(src) = r.src else { continue };
+        if !sources.contains(&src.addr()) {
+            continue;
+        }
+        match nl.del_rule(&r) {
+            Ok(()) => {
+                emptied.insert(r.table);
+            }
+            Err(e) if e.is_not_found() => {}
+            Err(e) => errs.push(format!("Failed to delete rule {e}")),
+        }
+    }
+
+    // The tables were ours only when sbr picked them; a configured table belongs to whoever
+    // filled it. Routes leave with the interface anyway, so only a live one needs this.
+    if let (None, Some(l)) = (c.table, &link) {
+        let still_used: BTreeSet<u32> = nl.all_rules()?.iter().map(|r| r.table).collect();
+        for t in emptied
+            .iter()
+            .filter(|t| !RESERVED_TABLES.contains(t) && !still_used.contains(t))
+        {
+            for r in nl.link_routes(l.index, Some(*t))? {
+                if let Err(e) = ignore_gone(nl.del_route(&r)) {
+                    errs.push(format!("Failed to delete route {} from table {t}: {e:#}", r.dst));
+                }
+            }
+        }
+    }
+    if !errs.is_empty() {
+        bail!(errs.join("; "));
+    }
+    Ok(())
+}
+
+/// Every address of the interface has its source rule (into `table` when configured).
+fn check(args: &CmdArgs) -> Result<()> {
+    let c = parse_conf(&args.stdin)?;
+    let Some(prev) = c.net.prev_result()? else {
+        bail!("This plugin must be called as chained plugin");
+    };
+    let ns = open_netns(&args.netns)?;
+    let mut nl = Netlink::in_netns(&ns)?;
+    if nl.link_by_name(&args.ifname)?.is_none() {
+        bail!("Cannot find network interface {}: Link not found", args.ifname);
+    }
+    let rules = nl.all_rules()?;
+    for ip in addresses_of(&prev, &args.ifname) {
+        let want = host(ip.address.addr());
+        let found = rules
+            .iter()
+            .any(|r| r.src == Some(want) && c.table.is_none_or(|t| r.table == t));
+        if !found {
+            match c.table {
+                Some(t) => bail!("no rule \"from {} lookup {t}\" for {}", want.addr(), args.ifname),
+                None => bail!("no source rule \"from {}\" for {}", want.addr(), args.ifname),
+            }
+        }
+    }
+    Ok(())
+}
+
 /// With `table`: one rule per address, nothing else.
 fn add_rules(nl: &Rc<RefCell<Netlink>>, ips: &[IpConfig], table: u32, undo: &mut Undo) -> Result<()> {
     for ip in ips {
@@ -349,98 +440,7 @@ fn push_readd_route(nl: &Rc<RefCell<Netlink>>, r: Route, undo: &mut Undo) {
 
 // ---- DEL ---------------------------------------------------------------------------------
 
-fn del(args: &CmdArgs) -> Result<()> {
-    // Only the keys' types are checked: a `gateways` list that ADD would refuse must not
-    // keep an attachment made by a plugin that ignored it (1.1.1 does) from being deleted.
-    let c: SbrConf = config::parse(&args.stdin)?;
-    let prev = c.net.prev_result().ok().flatten();
-    let Some(ns) = open_netns_for_del(&args.netns)? else {
-        return Ok(());
-    };
-    let _lock = ns.lock_exclusive()?;
-    let mut nl = Netlink::in_netns(&ns)?;
-    let link = nl.link_by_name(&args.ifname)?;
-    let mut sources: BTreeSet<IpAddr> = BTreeSet::new();
-    if let Some(l) = &link {
-        sources.extend(nl.addrs(Some(l.index), Family::All)?.iter().map(|a| a.ip.addr()));
-    }
-    // The addresses may already be gone from the interface (or the interface itself); the
-    // prevResult still names the rules' sources.
-    if let Some(p) = &prev {
-        sources.extend(addresses_of(p, &args.ifname).iter().map(|ip| ip.address.addr()));
-    }
-    if sources.is_empty() {
-        return Ok(());
-    }
-
-    let mut errs = Vec::new();
-    let mut emptied = BTreeSet::new();
-    for r in nl.all_rules().context("Failed to list all rules to tidy")? {
-        if c.table.is_some_and(|t| r.table != t) {
-            continue;
-        }
-        let Some(src) = r.src else { continue };
-        if !sources.contains(&src.addr()) {
-            continue;
-        }
-        match nl.del_rule(&r) {
-            Ok(()) => {
-                emptied.insert(r.table);
-            }
-            Err(e) if e.is_not_found() => {}
-            Err(e) => errs.push(format!("Failed to delete rule {e}")),
-        }
-    }
-
-    // The tables were ours only when sbr picked them; a configured table belongs to whoever
-    // filled it. Routes leave with the interface anyway, so only a live one needs this.
-    if let (None, Some(l)) = (c.table, &link) {
-        let still_used: BTreeSet<u32> = nl.all_rules()?.iter().map(|r| r.table).collect();
-        for t in emptied
-            .iter()
-            .filter(|t| !RESERVED_TABLES.contains(t) && !still_used.contains(t))
-        {
-            for r in nl.link_routes(l.index, Some(*t))? {
-                if let Err(e) = ignore_gone(nl.del_route(&r)) {
-                    errs.push(format!("Failed to delete route {} from table {t}: {e:#}", r.dst));
-                }
-            }
-        }
-    }
-    if !errs.is_empty() {
-        bail!(errs.join("; "));
-    }
-    Ok(())
-}
-
 // ---- CHECK -------------------------------------------------------------------------------
-
-/// Every address of the interface has its source rule (into `table` when configured).
-fn check(args: &CmdArgs) -> Result<()> {
-    let c = parse_conf(&args.stdin)?;
-    let Some(prev) = c.net.prev_result()? else {
-        bail!("This plugin must be called as chained plugin");
-    };
-    let ns = open_netns(&args.netns)?;
-    let mut nl = Netlink::in_netns(&ns)?;
-    if nl.link_by_name(&args.ifname)?.is_none() {
-        bail!("Cannot find network interface {}: Link not found", args.ifname);
-    }
-    let rules = nl.all_rules()?;
-    for ip in addresses_of(&prev, &args.ifname) {
-        let want = host(ip.address.addr());
-        let found = rules
-            .iter()
-            .any(|r| r.src == Some(want) && c.table.is_none_or(|t| r.table == t));
-        if !found {
-            match c.table {
-                Some(t) => bail!("no rule \"from {} lookup {t}\" for {}", want.addr(), args.ifname),
-                None => bail!("no source rule \"from {}\" for {}", want.addr(), args.ifname),
-            }
-        }
-    }
-    Ok(())
-}
 
 #[cfg(test)]
 mod tests {

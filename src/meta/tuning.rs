@@ -333,6 +333,111 @@ fn add(args: &CmdArgs) -> anyhow::Result<CniResult> {
     Ok(result)
 }
 
+/// Put the backed-up attributes back. Always succeeds once the config parses (restore
+/// errors are swallowed, like the reference). The backup is removed after a clean restore,
+/// and also when the netns or the link is gone, since nothing can use it any more.
+fn del(args: &CmdArgs) -> anyhow::Result<()> {
+    let t = parse_conf(&args.stdin, &args.args)?;
+    let path = backup_path(&t.data_dir, &args.container_id, &args.ifname);
+    let Ok(data) = std::fs::read(&path) else {
+        return Ok(());
+    };
+    let Ok(backup) = serde_json::from_slice::<Backup>(&data) else {
+        return Ok(());
+    };
+    let gone = || {
+        let _ = std::fs::remove_file(&path);
+        Ok(())
+    };
+    let Ok(Some(ns)) = open_netns_for_del(&args.netns) else {
+        return gone();
+    };
+    let Ok(mut nl) = Netlink::in_netns(&ns) else {
+        return Ok(());
+    };
+    match nl.link_by_name(&args.ifname) {
+        Ok(Some(_)) => {}
+        Ok(None) => return gone(),
+        Err(_) => return Ok(()),
+    }
+    if restore(&mut nl, &args.ifname, &backup).is_ok() {
+        let _ = std::fs::remove_file(&path);
+    }
+    Ok(())
+}
+
+fn check(args: &CmdArgs) -> anyhow::Result<()> {
+    reject_duplicate_sysctls(&args.stdin)?;
+    let t = parse_conf(&args.stdin, &args.args)?;
+    if t.net.prev_result.as_ref().is_none_or(|v| v.is_null()) {
+        bail!("Required prevResult missing");
+    }
+    t.net.prev_result()?;
+    let ns = open_netns(&args.netns)?;
+    if !t.sysctl.is_empty() {
+        let _in = ns.enter()?;
+        for (key, want) in &t.sysctl {
+            let path = sysctl_path(key, &args.ifname)?;
+            let cur = std::fs::read_to_string(&path).map_err(|e| go_path_error("open", &path, &e))?;
+            let cur = cur.strip_suffix('\n').unwrap_or(&cur);
+            if want != cur {
+                bail!(
+                    "Error: Tuning configured value of {} is {want}, current value is {cur}",
+                    path.display()
+                );
+            }
+        }
+    }
+    let mut nl = Netlink::in_netns(&ns)?;
+    let link = nl
+        .link_by_name(&args.ifname)
+        .ok()
+        .flatten()
+        .with_context(|| format!("Cannot find container link {}", args.ifname))?;
+    let ifname = &args.ifname;
+    if !t.mac.is_empty() {
+        let cur = link.mac.map(|m| fmt_mac(&m)).unwrap_or_default();
+        // Compared as addresses, so an upper-case MAC in the config matches.
+        if parse_mac(&t.mac).ok() != link.mac {
+            bail!(
+                "Error: Tuning configured Ethernet of {ifname} is {}, current value is {cur}",
+                t.mac
+            );
+        }
+    }
+    if t.promisc != link.promisc {
+        bail!(
+            "Error: Tuning link {ifname} configured promisc is {}, current value is {}",
+            t.promisc,
+            link.promisc as u8
+        );
+    }
+    if t.mtu != 0 && t.mtu != i64::from(link.mtu) {
+        bail!(
+            "Error: Tuning configured MTU of {ifname} is {}, current value is {}",
+            t.mtu,
+            link.mtu
+        );
+    }
+    if let Some(want) = t.allmulti {
+        if want != link.allmulti {
+            bail!(
+                "Error: Tuning configured all-multicast mode of {ifname} is {want}, current value is {}",
+                link.allmulti
+            );
+        }
+    }
+    if let Some(want) = t.tx_qlen {
+        if want != i64::from(link.txqlen) {
+            bail!(
+                "Error: Tuning configured Transmit Queue Length of {ifname} is {want}, current value is {}",
+                link.txqlen
+            );
+        }
+    }
+    Ok(())
+}
+
 /// /proc/sys/net belongs to the netns of the thread that opens it, so the writes happen
 /// inside the container's netns.
 fn write_sysctls(ns: &NetNs, sysctl: &[(String, String)], ifname: &str) -> anyhow::Result<()> {
@@ -418,39 +523,6 @@ fn apply_link(nl: &mut Netlink, t: &Tuning, ifname: &str) -> anyhow::Result<()> 
 
 // ---- del --------------------------------------------------------------------------------
 
-/// Put the backed-up attributes back. Always succeeds once the config parses (restore
-/// errors are swallowed, like the reference). The backup is removed after a clean restore,
-/// and also when the netns or the link is gone, since nothing can use it any more.
-fn del(args: &CmdArgs) -> anyhow::Result<()> {
-    let t = parse_conf(&args.stdin, &args.args)?;
-    let path = backup_path(&t.data_dir, &args.container_id, &args.ifname);
-    let Ok(data) = std::fs::read(&path) else {
-        return Ok(());
-    };
-    let Ok(backup) = serde_json::from_slice::<Backup>(&data) else {
-        return Ok(());
-    };
-    let gone = || {
-        let _ = std::fs::remove_file(&path);
-        Ok(())
-    };
-    let Ok(Some(ns)) = open_netns_for_del(&args.netns) else {
-        return gone();
-    };
-    let Ok(mut nl) = Netlink::in_netns(&ns) else {
-        return Ok(());
-    };
-    match nl.link_by_name(&args.ifname) {
-        Ok(Some(_)) => {}
-        Ok(None) => return gone(),
-        Err(_) => return Ok(()),
-    }
-    if restore(&mut nl, &args.ifname, &backup).is_ok() {
-        let _ = std::fs::remove_file(&path);
-    }
-    Ok(())
-}
-
 /// The reference's restore order: mtu, mac, promisc, allmulti, txQLen; every failure named.
 fn restore(nl: &mut Netlink, ifname: &str, b: &Backup) -> anyhow::Result<()> {
     let index = nl
@@ -486,78 +558,6 @@ fn restore(nl: &mut Netlink, ifname: &str, b: &Backup) -> anyhow::Result<()> {
 }
 
 // ---- check ------------------------------------------------------------------------------
-
-fn check(args: &CmdArgs) -> anyhow::Result<()> {
-    reject_duplicate_sysctls(&args.stdin)?;
-    let t = parse_conf(&args.stdin, &args.args)?;
-    if t.net.prev_result.as_ref().is_none_or(|v| v.is_null()) {
-        bail!("Required prevResult missing");
-    }
-    t.net.prev_result()?;
-    let ns = open_netns(&args.netns)?;
-    if !t.sysctl.is_empty() {
-        let _in = ns.enter()?;
-        for (key, want) in &t.sysctl {
-            let path = sysctl_path(key, &args.ifname)?;
-            let cur = std::fs::read_to_string(&path).map_err(|e| go_path_error("open", &path, &e))?;
-            let cur = cur.strip_suffix('\n').unwrap_or(&cur);
-            if want != cur {
-                bail!(
-                    "Error: Tuning configured value of {} is {want}, current value is {cur}",
-                    path.display()
-                );
-            }
-        }
-    }
-    let mut nl = Netlink::in_netns(&ns)?;
-    let link = nl
-        .link_by_name(&args.ifname)
-        .ok()
-        .flatten()
-        .with_context(|| format!("Cannot find container link {}", args.ifname))?;
-    let ifname = &args.ifname;
-    if !t.mac.is_empty() {
-        let cur = link.mac.map(|m| fmt_mac(&m)).unwrap_or_default();
-        // Compared as addresses, so an upper-case MAC in the config matches.
-        if parse_mac(&t.mac).ok() != link.mac {
-            bail!(
-                "Error: Tuning configured Ethernet of {ifname} is {}, current value is {cur}",
-                t.mac
-            );
-        }
-    }
-    if t.promisc != link.promisc {
-        bail!(
-            "Error: Tuning link {ifname} configured promisc is {}, current value is {}",
-            t.promisc,
-            link.promisc as u8
-        );
-    }
-    if t.mtu != 0 && t.mtu != i64::from(link.mtu) {
-        bail!(
-            "Error: Tuning configured MTU of {ifname} is {}, current value is {}",
-            t.mtu,
-            link.mtu
-        );
-    }
-    if let Some(want) = t.allmulti {
-        if want != link.allmulti {
-            bail!(
-                "Error: Tuning configured all-multicast mode of {ifname} is {want}, current value is {}",
-                link.allmulti
-            );
-        }
-    }
-    if let Some(want) = t.tx_qlen {
-        if want != i64::from(link.txqlen) {
-            bail!(
-                "Error: Tuning configured Transmit Queue Length of {ifname} is {want}, current value is {}",
-                link.txqlen
-            );
-        }
-    }
-    Ok(())
-}
 
 #[cfg(test)]
 mod tests {

@@ -279,44 +279,6 @@ fn cmd_del(args: &CmdArgs) -> Result<()> {
     Ok(())
 }
 
-/// DEL's fast path: prevResult (sent with DEL since 0.4.0) names the addresses of this
-/// attachment, so their files are checked directly instead of reading every reservation of
-/// the network (the reference's scan, O(pods)). It applies only when every range set had
-/// its address released this way; otherwise the caller scans as the reference does.
-fn release_from_prev_result(args: &CmdArgs, conf: &IpamConf, store: &Store) -> bool {
-    #[derive(Deserialize)]
-    struct Prev {
-        #[serde(rename = "cniVersion", default)]
-        cni_version: String,
-        #[serde(rename = "prevResult", default)]
-        prev_result: Option<serde_json::Value>,
-    }
-    let Ok(p) = serde_json::from_slice::<Prev>(&args.stdin) else {
-        return false;
-    };
-    let Some(prev) = p
-        .prev_result
-        .and_then(|v| crate::cni::result::CniResult::parse(&v, &p.cni_version).ok())
-    else {
-        return false;
-    };
-    let key = format!("{}\r\n{}", args.container_id.trim(), args.ifname);
-    let mine: Vec<IpAddr> = prev
-        .ips
-        .iter()
-        .map(|i| i.address.addr())
-        .filter(|ip| store.owner_of(*ip).as_deref() == Some(key.as_str()))
-        .collect();
-    let covered = conf
-        .sets
-        .iter()
-        .all(|set| mine.iter().filter(|ip| set.contains(**ip)).count() == 1);
-    if !covered || mine.len() != conf.sets.len() {
-        return false;
-    }
-    mine.iter().all(|ip| store.release_ip(*ip).is_ok())
-}
-
 fn cmd_check(args: &CmdArgs) -> Result<()> {
     let conf = load_conf(&args.stdin, &args.args)?;
     let store = open_store(&conf)?;
@@ -403,4 +365,42 @@ fn cmd_status(args: &CmdArgs) -> Result<()> {
         return Err(unavailable(exhausted.join("; ")).into());
     }
     Ok(())
+}
+
+/// DEL's fast path: prevResult (sent with DEL since 0.4.0) names the addresses of this
+/// attachment, so their files are checked directly instead of reading every reservation of
+/// the network (the reference's scan, O(pods)). It applies only when every range set had
+/// its address released this way; otherwise the caller scans as the reference does.
+fn release_from_prev_result(args: &CmdArgs, conf: &IpamConf, store: &Store) -> bool {
+    #[derive(Deserialize)]
+    struct Prev {
+        #[serde(rename = "cniVersion", default)]
+        cni_version: String,
+        #[serde(rename = "prevResult", default)]
+        prev_result: Option<serde_json::Value>,
+    }
+    let Ok(p) = serde_json::from_slice::<Prev>(&args.stdin) else {
+        return false;
+    };
+    let Some(prev) = p
+        .prev_result
+        .and_then(|v| crate::cni::result::CniResult::parse(&v, &p.cni_version).ok())
+    else {
+        return false;
+    };
+    let key = format!("{}\r\n{}", args.container_id.trim(), args.ifname);
+    let mine: Vec<IpAddr> = prev
+        .ips
+        .iter()
+        .map(|i| i.address.addr())
+        .filter(|ip| store.owner_of(*ip).as_deref() == Some(key.as_str()))
+        .collect();
+    let covered = conf
+        .sets
+        .iter()
+        .all(|set| mine.iter().filter(|ip| set.contains(**ip)).count() == 1);
+    if !covered || mine.len() != conf.sets.len() {
+        return false;
+    }
+    mine.iter().all(|ip| store.release_ip(*ip).is_ok())
 }
