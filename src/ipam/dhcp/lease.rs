@@ -121,16 +121,11 @@ pub struct Lease {
     pub bound_at: Instant,
 }
 
-/// Delay before retransmission `attempt` (0-based) while acquiring: quick first retries for
-/// a server on the local link, then doubling from 4 s up to `max`.
+/// Delay before retransmission `attempt` (0-based) while acquiring: from 100 ms, doubling up
+/// to `max`. A server on the local link answers in milliseconds, and the first DISCOVER on a
+/// link that has just come up can be lost while the far end (a bridge port) starts forwarding.
 pub fn backoff(attempt: u32, max: Duration) -> Duration {
-    let d = match attempt {
-        0 => Duration::from_millis(500),
-        1 => Duration::from_secs(1),
-        2..=4 => Duration::from_secs(2),
-        n => Duration::from_secs(4u64 << (n - 5).min(16)),
-    };
-    d.min(max)
+    (Duration::from_millis(100) * (1u32 << attempt.min(16))).min(max)
 }
 
 fn random_u32() -> u32 {
@@ -488,7 +483,8 @@ mod tests {
     fn backoff_grows_to_the_cap() {
         let max = Duration::from_secs(62);
         let v: Vec<u64> = (0..10).map(|a| backoff(a, max).as_millis() as u64).collect();
-        assert_eq!(v, [500, 1000, 2000, 2000, 2000, 4000, 8000, 16000, 32000, 62000]);
+        assert_eq!(v, [100, 200, 400, 800, 1600, 3200, 6400, 12800, 25600, 51200]);
+        assert_eq!(backoff(40, max), max);
     }
 
     #[test]
@@ -563,8 +559,8 @@ mod tests {
             }
             n += 1;
         }
-        // DISCOVERs at 0, 0.5, 1.5, 3.5, 5.5 and 7.5 s
-        assert_eq!(n, 6);
+        // DISCOVERs at 0, 0.1, 0.3, 0.7, 1.5, 3.1 and 6.3 s
+        assert_eq!(n, 7);
     }
 
     #[test]
