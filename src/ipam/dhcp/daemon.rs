@@ -237,6 +237,8 @@ fn unix_now() -> f64 {
 
 /// Longest wait for the container's link to come up.
 const LINK_WAIT_MAX: Duration = Duration::from_secs(30);
+/// Longest wait for the server's answer that confirms a RELEASE went out.
+const RELEASE_CONFIRM: Duration = Duration::from_millis(250);
 /// A client that sends no complete request within this is dropped.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_REQUEST: usize = 64 * 1024;
@@ -252,6 +254,13 @@ enum Phase {
     Active {
         sock: PacketSocket,
         lease: Lease,
+    },
+    /// RELEASE sent; waiting (until `until`) for the answer to the INFORM that followed it,
+    /// before DEL may delete the link. `waiters` are then the DELs.
+    Releasing {
+        sock: PacketSocket,
+        xid: u32,
+        until: Instant,
     },
 }
 
@@ -278,6 +287,14 @@ impl Attachment {
         match &self.phase {
             Phase::WaitLink { next, .. } => *next,
             Phase::Active { lease, .. } => lease.deadline,
+            Phase::Releasing { until, .. } => *until,
+        }
+    }
+
+    fn sock_fd(&self) -> Option<RawFd> {
+        match &self.phase {
+            Phase::Active { sock, .. } | Phase::Releasing { sock, .. } => Some(sock.raw_fd()),
+            Phase::WaitLink { .. } => None,
         }
     }
 
@@ -453,12 +470,10 @@ impl Daemon {
                     revents: 0,
                 });
             }
-            let mut sock_of: Vec<(usize, RawFd)> = Vec::new();
-            for (i, a) in self.atts.iter().enumerate() {
-                if let Phase::Active { sock, .. } = &a.phase {
-                    sock_of.push((i, sock.raw_fd()));
+            for a in &self.atts {
+                if let Some(fd) = a.sock_fd() {
                     fds.push(libc::pollfd {
-                        fd: sock.raw_fd(),
+                        fd,
                         events: libc::POLLIN,
                         revents: 0,
                     });
@@ -503,7 +518,8 @@ impl Daemon {
                 .map(|p| p.fd)
                 .collect();
             for fd in ready_socks {
-                if let Some(&(i, _)) = sock_of.iter().find(|(_, f)| *f == fd) {
+                // Looked up again each time: draining one can remove another attachment's slot.
+                if let Some(i) = self.atts.iter().position(|a| a.sock_fd() == Some(fd)) {
                     self.drain(i, &mut buf);
                 }
             }
@@ -606,10 +622,7 @@ impl Daemon {
             "allocate" => self.allocate(req, c.stream),
             "release" => match validate(&req) {
                 Err(e) => reply_err(c.stream, e),
-                Ok(key) => {
-                    self.release(&key);
-                    reply(c.stream, &Reply::default());
-                }
+                Ok(key) => self.release(&key, Some(c.stream)),
             },
             "check" => match validate(&req) {
                 Err(e) => reply_err(c.stream, e),
@@ -632,7 +645,7 @@ impl Daemon {
                     .collect();
                 for k in stale {
                     log(format!("{k}: not a valid attachment, releasing"));
-                    self.release(&k);
+                    self.release(&k, None);
                 }
                 reply(c.stream, &Reply::default());
             }
@@ -646,6 +659,15 @@ impl Daemon {
             Err(e) => return reply_err(stream, e),
         };
         if let Some(a) = self.atts.iter_mut().find(|a| a.key == key) {
+            if let Phase::Releasing { .. } = a.phase {
+                return reply_err(
+                    stream,
+                    CniError::new(
+                        crate::cni::error::code::TRY_AGAIN_LATER,
+                        format!("the lease for {key} is being released"),
+                    ),
+                );
+            }
             // A second ADD for the same attachment shares its lease (the reference does too).
             match a
                 .lease()
@@ -729,32 +751,86 @@ impl Daemon {
         })
     }
 
-    /// Sends a DHCPRELEASE (while the interface still exists) and forgets the attachment.
-    fn release(&mut self, key: &str) {
+    /// Sends a DHCPRELEASE (while the interface still exists) and forgets the attachment;
+    /// `waiter` (a DEL) is answered once the release is known to have left.
+    fn release(&mut self, key: &str, waiter: Option<UnixStream>) {
         let Some(i) = self.atts.iter().position(|a| a.key == key) else {
+            if let Some(w) = waiter {
+                reply(w, &Reply::default());
+            }
             return;
         };
-        let a = self.atts.swap_remove(i);
-        if let Phase::Active { sock, lease } = &a.phase {
-            if let Some(s) = lease.release() {
-                match sock.send(s.mac, &s.packet) {
-                    Ok(()) => log(format!(
-                        "{key}: released {}",
-                        lease.address().map(|a| a.to_string()).unwrap_or_default()
-                    )),
+        if let Phase::Releasing { .. } = self.atts[i].phase {
+            self.atts[i].waiters.extend(waiter);
+            return;
+        }
+        let mut a = self.atts.swap_remove(i);
+        for w in a.waiters.drain(..) {
+            reply_err(w, err(format!("the lease for {key} was released while being acquired")));
+        }
+        let mut confirm = None;
+        if let Phase::Active { sock, lease } = a.phase {
+            let addr = lease.address();
+            if let (Some(rel), Some(addr), Some(server)) = (lease.release(), addr, lease.server_id()) {
+                // The server's MAC is the one its last ACK came from, which can be stale: a
+                // bridge without a fixed MAC takes its lowest port's, and ports come and go.
+                // A copy to the Ethernet broadcast address reaches it regardless; Linux and
+                // most stacks accept a unicast IP datagram in a broadcast frame.
+                let copy = (rel.mac != crate::linux::packet::BROADCAST)
+                    .then(|| sock.send(crate::linux::packet::BROADCAST, &rel.packet));
+                match sock.send(rel.mac, &rel.packet).or_else(|e| copy.unwrap_or(Err(e))) {
+                    Ok(()) => {
+                        log(format!("{key}: released {addr}"));
+                        let xid = super::lease::random_u32();
+                        let inf = lease.inform(xid, addr.addr(), server);
+                        if sock.send(inf.mac, &inf.packet).is_ok() {
+                            confirm = Some((sock, xid));
+                        }
+                    }
                     Err(e) => log(format!("{key}: send DHCPRELEASE: {e}")),
                 }
             }
+            if let Some((sock, xid)) = confirm {
+                a.phase = Phase::Releasing {
+                    sock,
+                    xid,
+                    until: Instant::now() + RELEASE_CONFIRM,
+                };
+                a.waiters.extend(waiter);
+                self.atts.push(a);
+                self.save();
+                return;
+            }
         }
-        for w in a.waiters {
-            reply_err(w, err(format!("the lease for {key} was released while being acquired")));
+        if let Some(w) = waiter {
+            reply(w, &Reply::default());
         }
         self.save();
+    }
+
+    /// The end of a release: the DELs waiting for it are answered.
+    fn released(&mut self, i: usize) {
+        let a = self.atts.swap_remove(i);
+        for w in a.waiters {
+            reply(w, &Reply::default());
+        }
     }
 
     fn drain(&mut self, i: usize, buf: &mut [u8]) {
         let now = Instant::now();
         let mut out = Outcome::default();
+        if let Phase::Releasing { sock, xid, .. } = &self.atts[i].phase {
+            let mut confirmed = false;
+            while let Ok(Some((n, _))) = sock.recv(buf) {
+                confirmed |= packet::unframe_udp(&buf[..n], packet::CLIENT_PORT)
+                    .and_then(|(_, p)| packet::Message::decode(p).ok())
+                    .is_some_and(|m| m.xid == *xid);
+            }
+            if confirmed {
+                self.released(i);
+            }
+            return;
+        }
         {
             let a = &mut self.atts[i];
             let Phase::Active { sock, lease } = &mut a.phase else {
@@ -840,6 +916,8 @@ impl Daemon {
                 lease.timer(now, &mut out);
                 self.apply(i, out);
             }
+            // The server did not answer the INFORM: the release went out as far as we can tell.
+            Phase::Releasing { .. } => self.released(i),
         }
     }
 
@@ -873,8 +951,9 @@ impl Daemon {
             let info = lease.ack.as_ref().and_then(LeaseInfo::of);
             let secs = lease.times().map(|t| t.lease.as_secs()).unwrap_or(0);
             log(format!(
-                "{}: bound {} from {} for {secs}s",
+                "{}: {} {} from {} for {secs}s",
                 a.key,
+                if out.renewed { "renewed" } else { "bound" },
                 lease.address().map(|x| x.to_string()).unwrap_or_default(),
                 lease.server_id().map(|x| x.to_string()).unwrap_or_default()
             ));

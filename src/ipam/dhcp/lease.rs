@@ -66,6 +66,8 @@ pub struct Outcome {
     pub send: Vec<Send>,
     /// A lease was (re)acknowledged: the daemon saves state and answers waiting ADDs.
     pub bound: bool,
+    /// That ACK extended a lease already held (renewing or rebinding).
+    pub renewed: bool,
     /// The lease was lost (expired or refused): the address must no longer be used.
     pub lost: bool,
     /// The acquisition an ADD waits for gave up, with the reason.
@@ -128,7 +130,7 @@ pub fn backoff(attempt: u32, max: Duration) -> Duration {
     (Duration::from_millis(100) * (1u32 << attempt.min(16))).min(max)
 }
 
-fn random_u32() -> u32 {
+pub fn random_u32() -> u32 {
     use std::hash::{BuildHasher, Hasher};
     // RandomState is seeded from the OS: enough for a transaction id.
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
@@ -284,6 +286,17 @@ impl Lease {
         Some(self.with_address(&m, server, self.server_mac))
     }
 
+    /// A DHCPINFORM from the leased address, sent right after the RELEASE along the same path:
+    /// its answer shows the RELEASE got through (it has none of its own). On a veth the packets
+    /// wait in the peer's backlog, which deleting the link right after would flush. It goes to
+    /// the Ethernet broadcast address, like the RELEASE's second copy (see the daemon).
+    pub fn inform(&self, xid: u32, addr: Ipv4Addr, server: Ipv4Addr) -> Send {
+        let mut m = Message::request(MessageType::Inform, xid, self.mac);
+        m.ciaddr = addr;
+        m.set(opt::CLIENT_ID, self.client_id.clone());
+        self.with_address(&m, server, crate::linux::packet::BROADCAST)
+    }
+
     /// Start over with a DISCOVER (new transaction).
     fn restart(&mut self, now: Instant, out: &mut Outcome) {
         self.state = State::Selecting;
@@ -390,6 +403,7 @@ impl Lease {
                     // A server that moves a bound client to another address: start over cleanly.
                     return self.lose(now, out);
                 }
+                out.renewed = self.state != State::Requesting;
                 self.ack = Some(m);
                 self.server_mac = src_mac;
                 self.bound_at = now;
@@ -515,7 +529,7 @@ mod tests {
         let mut o = Outcome::default();
         let t = t0 + Duration::from_secs(110);
         l.packet(&reply(&l, MessageType::Ack, Some(120)), SMAC, t, &mut o);
-        assert!(o.bound);
+        assert!(o.bound && o.renewed);
         assert_eq!(l.state, State::Bound);
         assert_eq!(l.deadline, t + Duration::from_secs(60));
         // Expiry without answers: lost, DISCOVER again.
