@@ -195,6 +195,12 @@ impl DhcpRig {
     /// The daemon in the node netns: ours called as `dhcp daemon` (argv[0] = dhcp), or the
     /// reference's.
     pub fn start_daemon(&mut self, extra: &[&str]) {
+        let bin = self.rig.bin.0.join("dhcp");
+        self.start_daemon_bin(&bin, extra);
+    }
+
+    /// The daemon from `bin` (`dhcp daemon` of ours or of the reference).
+    pub fn start_daemon_bin(&mut self, bin: &Path, extra: &[&str]) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -203,7 +209,7 @@ impl DhcpRig {
         let mut c = Command::new(super::rig::tool("nsenter"));
         c.arg(format!("--net={}", self.rig.node.path_str()))
             .arg("--")
-            .arg(self.rig.bin.0.join("dhcp"))
+            .arg(bin)
             .arg("daemon")
             .arg("-socketpath")
             .arg(self.socket())
