@@ -292,6 +292,15 @@ fn gc_releases_stale_leases() {
     assert!(r.lease_of_ip(&ip1).is_some());
     r.ipam("CHECK", &c, "c1", p1.path_str(), "eth0").expect_ok();
     assert!(!r.ipam("CHECK", &c, "c2", p2.path_str(), "eth0").ok);
+    // CHECK compares the lease with prevResult.
+    let mut k = json!({"cniVersion": "1.1.0", "name": "dh", "type": "dhcp", "ipam": c["ipam"],
+        "prevResult": {"cniVersion": "1.1.0", "ips": [{"address": "10.94.0.250/24"}]}});
+    let o = r.rig.run("dhcp", "CHECK", &k, "c1", p1.path_str(), "eth0", "");
+    assert!(o.msg().contains("not an address of prevResult"), "{}", o.stdout);
+    k["prevResult"]["ips"][0]["address"] = json!(format!("{ip1}/24"));
+    r.rig
+        .run("dhcp", "CHECK", &k, "c1", p1.path_str(), "eth0", "")
+        .expect_ok();
 }
 
 /// The socket is 0600; requests naming a non-netns path or a bad interface are refused;

@@ -627,7 +627,13 @@ impl Daemon {
             "check" => match validate(&req) {
                 Err(e) => reply_err(c.stream, e),
                 Ok(key) => match self.atts.iter().find(|a| a.key == key).and_then(Attachment::lease) {
-                    Some(l) if l.is_live() => reply(c.stream, &Reply::default()),
+                    Some(l) if l.is_live() => reply(
+                        c.stream,
+                        &Reply {
+                            lease: l.ack.as_ref().and_then(LeaseInfo::of),
+                            error: None,
+                        },
+                    ),
                     _ => reply_err(c.stream, err(format!("the DHCP daemon holds no live lease for {key}"))),
                 },
             },

@@ -267,7 +267,10 @@ impl Lease {
         // A client with an address receives unicast replies itself.
         m.broadcast = false;
         Some(match self.state {
-            State::Renewing => self.with_address(&m, self.server_id()?, self.server_mac),
+            // The server's MAC may be stale (a bridge's changes with its ports): retries go in
+            // a broadcast frame, still to the server's address.
+            State::Renewing if self.attempt == 0 => self.with_address(&m, self.server_id()?, self.server_mac),
+            State::Renewing => self.with_address(&m, self.server_id()?, crate::linux::packet::BROADCAST),
             _ => self.with_address(&m, Ipv4Addr::BROADCAST, crate::linux::packet::BROADCAST),
         })
     }
@@ -360,6 +363,9 @@ impl Lease {
                 } else if self.state == State::Bound {
                     self.state = State::Renewing;
                     self.xid = random_u32();
+                    self.attempt = 0;
+                } else {
+                    self.attempt += 1;
                 }
                 let limit = if self.state == State::Rebinding { end } else { t2 };
                 out.send.extend(self.renew_request());

@@ -379,7 +379,19 @@ fn cmd_del(args: &CmdArgs) -> Result<()> {
 
 fn cmd_check(args: &CmdArgs) -> Result<()> {
     let c = load_conf(args)?;
-    ask(&c.socket, &request("check", args, &c))?;
+    let reply = ask(&c.socket, &request("check", args, &c))?;
+    // The lease must still be the address the runtime was given.
+    let prev: config::NetConf = config::parse(&args.stdin)?;
+    if let (Some(prev), Some(info)) = (prev.prev_result()?, reply.lease) {
+        let held = IpAddr::V4(info.address.addr());
+        if !prev.ips.is_empty() && !prev.ips.iter().any(|ip| ip.address.addr() == held) {
+            return Err(go_err(format!(
+                "the DHCP lease of {}/{}/{} is {held}, not an address of prevResult",
+                args.container_id, c.name, args.ifname
+            ))
+            .into());
+        }
+    }
     Ok(())
 }
 
