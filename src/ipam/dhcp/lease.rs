@@ -123,11 +123,13 @@ pub struct Lease {
     pub bound_at: Instant,
 }
 
-/// Delay before retransmission `attempt` (0-based) while acquiring: from 100 ms, doubling up
-/// to `max`. A server on the local link answers in milliseconds, and the first DISCOVER on a
-/// link that has just come up can be lost while the far end (a bridge port) starts forwarding.
+/// Delay before retransmission `attempt` (0-based) while acquiring: from 20 ms, doubling up
+/// to `max`. A server on the local link answers within milliseconds, and the first DISCOVER
+/// on a link that has just come up is often lost: the container end of a veth reports carrier
+/// before the bridge has made the host end a forwarding port (both follow the same carrier
+/// event, processed one after the other).
 pub fn backoff(attempt: u32, max: Duration) -> Duration {
-    (Duration::from_millis(100) * (1u32 << attempt.min(16))).min(max)
+    (Duration::from_millis(20) * (1u32 << attempt.min(20))).min(max)
 }
 
 pub fn random_u32() -> u32 {
@@ -503,7 +505,7 @@ mod tests {
     fn backoff_grows_to_the_cap() {
         let max = Duration::from_secs(62);
         let v: Vec<u64> = (0..10).map(|a| backoff(a, max).as_millis() as u64).collect();
-        assert_eq!(v, [100, 200, 400, 800, 1600, 3200, 6400, 12800, 25600, 51200]);
+        assert_eq!(v, [20, 40, 80, 160, 320, 640, 1280, 2560, 5120, 10240]);
         assert_eq!(backoff(40, max), max);
     }
 
@@ -579,8 +581,8 @@ mod tests {
             }
             n += 1;
         }
-        // DISCOVERs at 0, 0.1, 0.3, 0.7, 1.5, 3.1 and 6.3 s
-        assert_eq!(n, 7);
+        // DISCOVERs at 0, 0.02, 0.06, 0.14, 0.3, 0.62, 1.26, 2.54 and 5.1 s
+        assert_eq!(n, 9);
     }
 
     #[test]
