@@ -394,3 +394,50 @@ fn cli_form_and_socket_activation() {
     assert!(r.daemon.as_mut().unwrap().terminate());
     assert!(sock.exists(), "systemd's socket file must stay");
 }
+
+/// A NAK at renewal (the server now reserves another address for the pod's MAC) loses the
+/// lease: the daemon takes the old address off the interface, gets a new lease, and puts its
+/// address and routes on.
+#[test]
+fn nak_at_renewal_moves_the_pod_to_its_new_lease() {
+    if !ready("nak_at_renewal_moves_the_pod_to_its_new_lease") {
+        return;
+    }
+    let mut r = DhcpRig::bare("dhk", Impl::Ours, Server::Bridge);
+    r.start_dnsmasq(&["--dhcp-option=option:T1,3", "--dhcp-option=option:T2,100"]);
+    r.start_daemon(&[]);
+    let p = r.rig.pod("dhk");
+    let c = r.conf("1.0.0", json!({}));
+    let res = r.rig.add(&c, "c1", &p, "eth0").expect_ok().json();
+    let ip = addr(&res);
+    let mac = res["interfaces"][2]["mac"].as_str().unwrap().to_string();
+    let other = if ip == "10.94.0.199" {
+        "10.94.0.198"
+    } else {
+        "10.94.0.199"
+    };
+    drop(r.dnsmasq.take());
+    let _ = std::fs::remove_file(r.leasefile());
+    r.start_dnsmasq(&[
+        "--dhcp-authoritative",
+        &format!("--dhcp-host={mac},{other}"),
+        "--dhcp-option=option:T1,3",
+        "--dhcp-option=option:T2,100",
+    ]);
+    wait_for(
+        || pod_addrs(&p, "eth0") == [format!("{other}/24")],
+        "the pod to move to its new address",
+        Duration::from_secs(30),
+    );
+    let log = r.daemon_log();
+    assert!(log.contains("lease lost"), "{log}");
+    assert!(log.contains(&format!("removed {ip}/24")), "{log}");
+    let routes = p.ip(&["-4", "route", "show", "default"]);
+    assert!(routes.contains("via 10.94.0.1 dev eth0"), "{routes}");
+    r.rig.del(&c, "c1", p.path_str(), "eth0").expect_ok();
+    wait_for(
+        || r.lease_of_ip(other).is_none(),
+        "the release",
+        Duration::from_secs(10),
+    );
+}

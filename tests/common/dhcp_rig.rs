@@ -149,7 +149,11 @@ impl DhcpRig {
             Some(s) => (s.path_str().to_string(), "eth0"),
             None => (self.rig.node.path_str().to_string(), "br0"),
         };
-        let log = std::fs::File::create(self.dir.0.join("dnsmasq.log")).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.0.join("dnsmasq.log"))
+            .unwrap();
         let mut c = Command::new(super::rig::tool("nsenter"));
         c.arg(format!("--net={ns}"))
             .arg("--")

@@ -13,6 +13,7 @@ use crate::cni::error::CniError;
 use crate::linux::netlink::link::OperState;
 use crate::linux::packet::PacketSocket;
 use crate::linux::{NetNs, Netlink, NsError};
+use ipnet::IpNet;
 use nix::libc;
 use serde::{Deserialize, Serialize};
 use std::io::{Read, Write};
@@ -280,6 +281,8 @@ struct Attachment {
     phase: Phase,
     /// ADDs waiting for the lease.
     waiters: Vec<UnixStream>,
+    /// The daemon took the address of a lost lease off the interface.
+    removed: bool,
 }
 
 impl Attachment {
@@ -754,6 +757,7 @@ impl Daemon {
                 next: now,
             },
             waiters: Vec::new(),
+            removed: false,
         })
     }
 
@@ -952,6 +956,28 @@ impl Daemon {
         }
         if out.lost {
             log(format!("{}: lease lost, looking for a new one", a.key));
+            // RFC 2131 §4.4.5: the address must no longer be used.
+            if let Some(addr) = out.given_up {
+                match Netlink::in_netns(&a.ns).and_then(|mut nl| nl.del_addr(a.ifindex, IpNet::V4(addr))) {
+                    Ok(()) => {
+                        log(format!("{}: removed {addr} from {:?}", a.key, a.ifname));
+                        a.removed = true;
+                    }
+                    Err(e) => log(format!("{}: remove {addr} from {:?}: {e}", a.key, a.ifname)),
+                }
+            }
+        }
+        if out.bound && a.removed && a.waiters.is_empty() {
+            // A lease found again after a loss: put its address and routes back.
+            if let Some(info) = lease.ack.as_ref().and_then(LeaseInfo::of) {
+                match configure(&a.ns, a.ifindex, &info) {
+                    Ok(()) => {
+                        log(format!("{}: configured {} on {:?}", a.key, info.address, a.ifname));
+                        a.removed = false;
+                    }
+                    Err(e) => log(format!("{}: configure {}: {e}", a.key, info.address)),
+                }
+            }
         }
         if out.bound {
             let info = lease.ack.as_ref().and_then(LeaseInfo::of);
@@ -1049,6 +1075,25 @@ impl Daemon {
             self.atts.push(a);
         }
     }
+}
+
+/// The address and routes of `info` on the link, as the interface plugin set them at ADD.
+fn configure(ns: &NetNs, ifindex: u32, info: &LeaseInfo) -> crate::linux::Result<()> {
+    use crate::linux::netlink::route::Route;
+    let mut nl = Netlink::in_netns(ns)?;
+    match nl.add_addr(ifindex, IpNet::V4(info.address), true) {
+        Err(e) if e.is_exists() => {}
+        r => r?,
+    }
+    for (dst, gw) in &info.routes {
+        let r = Route::new(IpNet::V4(*dst)).oif(ifindex);
+        let r = match gw {
+            Some(g) => r.gw(std::net::IpAddr::V4(*g)),
+            None => r.scope(253),
+        };
+        nl.replace_route(&r)?;
+    }
+    Ok(())
 }
 
 /// Checks a request's names and returns the attachment key (the reference's client id text).

@@ -70,6 +70,8 @@ pub struct Outcome {
     pub renewed: bool,
     /// The lease was lost (expired or refused): the address must no longer be used.
     pub lost: bool,
+    /// The address of the lost lease.
+    pub given_up: Option<Ipv4Net>,
     /// The acquisition an ADD waits for gave up, with the reason.
     pub failed: Option<String>,
 }
@@ -313,6 +315,7 @@ impl Lease {
     }
 
     fn lose(&mut self, now: Instant, out: &mut Outcome) {
+        out.given_up = self.address();
         self.ack = None;
         out.lost = true;
         self.restart(now, out);
@@ -544,6 +547,7 @@ mod tests {
         let mut o = Outcome::default();
         l.timer(t + Duration::from_secs(120), &mut o);
         assert!(o.lost);
+        assert_eq!(o.given_up, Some("10.0.0.50/24".parse().unwrap()));
         assert!(!l.is_live());
         assert_eq!(sent(&o.send[0]).message_type(), Some(MessageType::Discover));
     }
