@@ -623,11 +623,11 @@ impl Daemon {
         match req.op.as_str() {
             "status" => reply(c.stream, &Reply::default()),
             "allocate" => self.allocate(req, c.stream),
-            "release" => match validate(&req) {
+            "release" => match key_of(&req) {
                 Err(e) => reply_err(c.stream, e),
                 Ok(key) => self.release(&key, Some(c.stream)),
             },
-            "check" => match validate(&req) {
+            "check" => match key_of(&req) {
                 Err(e) => reply_err(c.stream, e),
                 Ok(key) => match self.atts.iter().find(|a| a.key == key).and_then(Attachment::lease) {
                     Some(l) if l.is_live() => reply(
@@ -1096,14 +1096,20 @@ fn configure(ns: &NetNs, ifindex: u32, info: &LeaseInfo) -> crate::linux::Result
     Ok(())
 }
 
-/// Checks a request's names and returns the attachment key (the reference's client id text).
+/// Checks the names of an allocation request (its netns too) and returns the attachment key.
 fn validate(req: &Request) -> Result<String, CniError> {
-    config::validate_container_id(&req.container_id)?;
-    config::validate_ifname(&req.ifname)?;
-    config::validate_network_name(&req.network)?;
     if !req.netns.starts_with('/') {
         return Err(err(format!("netns path {:?} is not absolute", req.netns)));
     }
+    key_of(req)
+}
+
+/// The attachment key (the reference's client id text) after checking the names; release
+/// and check need no netns (a runtime's second DEL comes without one).
+fn key_of(req: &Request) -> Result<String, CniError> {
+    config::validate_container_id(&req.container_id)?;
+    config::validate_ifname(&req.ifname)?;
+    config::validate_network_name(&req.network)?;
     let id = packet::client_id(&req.container_id, &req.network, &req.ifname);
     Ok(String::from_utf8_lossy(&id[1..]).into_owned())
 }
@@ -1175,6 +1181,8 @@ mod tests {
         r.ifname = "eth0".into();
         r.netns = "relative".into();
         assert!(validate(&r).is_err());
+        r.netns = String::new();
+        assert_eq!(key_of(&r).unwrap(), "c1/dh/eth0");
         r.netns = "/x".into();
         r.container_id = "../x".into();
         assert!(validate(&r).is_err());
