@@ -443,3 +443,28 @@ fn nak_at_renewal_moves_the_pod_to_its_new_lease() {
         Duration::from_secs(10),
     );
 }
+
+/// `provide` sends the pod's name as host-name (from CNI_ARGS), which dnsmasq records.
+#[test]
+fn host_name_from_cni_args() {
+    if !ready("host_name_from_cni_args") {
+        return;
+    }
+    let r = DhcpRig::new("dhh", Impl::Ours, Server::Bridge);
+    let p = r.rig.pod("dhh");
+    let c = r.conf(
+        "1.0.0",
+        json!({"provide": [{"option": "host-name", "fromArg": "K8S_POD_NAME"}]}),
+    );
+    let args = "IgnoreUnknown=1;K8S_POD_NAME=web-1";
+    let res = r
+        .rig
+        .run("bridge", "ADD", &c, "c1", p.path_str(), "eth0", args)
+        .expect_ok()
+        .json();
+    let lease = r.lease_of_ip(&addr(&res)).unwrap();
+    assert_eq!(lease.2, "web-1", "{lease:?}");
+    r.rig
+        .run("bridge", "DEL", &c, "c1", p.path_str(), "eth0", args)
+        .expect_ok();
+}
