@@ -10,7 +10,8 @@ const ETH_P_IP: u16 = 0x0800;
 /// The all-ones Ethernet address.
 pub const BROADCAST: [u8; 6] = [0xff; 6];
 
-/// A non-blocking packet socket bound to one interface, receiving IPv4 packets.
+/// A non-blocking packet socket bound to one interface, receiving the unfragmented IPv4 UDP
+/// datagrams to one port (a kernel filter drops the rest, so a busy interface costs nothing).
 #[derive(Debug)]
 pub struct PacketSocket {
     fd: OwnedFd,
@@ -28,9 +29,49 @@ fn sockaddr(ifindex: u32, mac: [u8; 6]) -> libc::sockaddr_ll {
     sa
 }
 
+/// Classic BPF over the IPv4 header (SOCK_DGRAM sockets see no Ethernet header): `udp and
+/// not fragment and dst port PORT`, the program tcpdump compiles for it.
+fn udp_filter(port: u16) -> [libc::sock_filter; 9] {
+    let op = |code: u16, jt: u8, jf: u8, k: u32| libc::sock_filter { code, jt, jf, k };
+    [
+        op(0x30, 0, 0, 9),      // ldb [9]            protocol
+        op(0x15, 0, 6, 17),     // jeq #17 (UDP)      else drop
+        op(0x28, 0, 0, 6),      // ldh [6]            flags + fragment offset
+        op(0x45, 4, 0, 0x1fff), // jset #0x1fff       a fragment: drop
+        op(0xb1, 0, 0, 0),      // ldxb 4*([0]&0xf)   header length
+        op(0x48, 0, 0, 2),      // ldh [x+2]          UDP destination port
+        op(0x15, 0, 1, u32::from(port)),
+        op(0x06, 0, 0, 0xffff), // accept
+        op(0x06, 0, 0, 0),      // drop
+    ]
+}
+
+fn attach_udp_filter(fd: &OwnedFd, port: u16) -> Result<()> {
+    let prog = udp_filter(port);
+    let fprog = libc::sock_fprog {
+        len: prog.len() as u16,
+        filter: prog.as_ptr() as *mut libc::sock_filter,
+    };
+    // SAFETY: fprog points at `prog`, which outlives the call; the kernel copies it.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_ATTACH_FILTER,
+            &fprog as *const libc::sock_fprog as *const libc::c_void,
+            std::mem::size_of::<libc::sock_fprog>() as u32,
+        )
+    };
+    if rc < 0 {
+        return Err(Error::io("attach packet filter", std::io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
 impl PacketSocket {
-    /// Opens the socket inside `ns` (it stays bound to that namespace) on interface `ifindex`.
-    pub fn open(ns: &NetNs, ifindex: u32) -> Result<PacketSocket> {
+    /// Opens the socket inside `ns` (it stays bound to that namespace) on interface `ifindex`,
+    /// receiving UDP datagrams to `udp_port`.
+    pub fn open(ns: &NetNs, ifindex: u32, udp_port: u16) -> Result<PacketSocket> {
         let fd = {
             let _in = ns.enter()?;
             // Protocol 0 receives nothing until bind() names the protocol and interface, so
@@ -49,6 +90,7 @@ impl PacketSocket {
             // SAFETY: raw is a fresh, valid fd that nothing else owns.
             unsafe { OwnedFd::from_raw_fd(raw) }
         };
+        attach_udp_filter(&fd, udp_port)?;
         let sa = sockaddr(ifindex, [0; 6]);
         // SAFETY: sa is a valid sockaddr_ll of the size given.
         let rc = unsafe {

@@ -902,7 +902,7 @@ impl Daemon {
                     *delay = (*delay * 2).min(Duration::from_millis(50));
                     return;
                 }
-                let sock = match PacketSocket::open(&a.ns, a.ifindex) {
+                let sock = match PacketSocket::open(&a.ns, a.ifindex, packet::CLIENT_PORT) {
                     Ok(s) => s,
                     Err(e) => {
                         let msg = format!("interface {:?}: {e}", a.ifname);
@@ -1057,7 +1057,7 @@ impl Daemon {
             };
             let ack = unhex(&s.ack).and_then(|b| packet::Message::decode(&b).ok());
             if let Some(ack) = ack {
-                let sock = match PacketSocket::open(&a.ns, a.ifindex) {
+                let sock = match PacketSocket::open(&a.ns, a.ifindex, packet::CLIENT_PORT) {
                     Ok(s) => s,
                     Err(e) => {
                         log(format!("{key}: not restored: {e}"));
