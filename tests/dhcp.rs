@@ -183,15 +183,15 @@ fn restarted_daemon_keeps_the_lease() {
     wait_for(|| r.lease_of_ip(&ip).is_none(), "the release", Duration::from_secs(10));
 }
 
-/// Many pods at once on one daemon: all get distinct leases; DEL releases them all.
+/// 50 pods at once on one daemon: all get distinct leases; DEL releases them all.
 #[test]
-fn thirty_pods_at_once() {
-    if !ready("thirty_pods_at_once") {
+fn fifty_pods_at_once() {
+    if !ready("fifty_pods_at_once") {
         return;
     }
     let r = DhcpRig::new("dhn", Impl::Ours, Server::Bridge);
     let c = r.conf("1.0.0", json!({}));
-    let pods: Vec<TestNs> = (0..30).map(|i| r.rig.pod(&format!("n{i}"))).collect();
+    let pods: Vec<TestNs> = (0..50).map(|i| r.rig.pod(&format!("n{i}"))).collect();
     let t = Instant::now();
     let results: Vec<Value> = std::thread::scope(|s| {
         let hs: Vec<_> = pods
@@ -204,14 +204,13 @@ fn thirty_pods_at_once() {
             .collect();
         hs.into_iter().map(|h| h.join().unwrap()).collect()
     });
-    eprintln!("30 ADDs in parallel took {:?}", t.elapsed());
+    eprintln!("50 ADDs in parallel took {:?}", t.elapsed());
     let mut ips: Vec<String> = results.iter().map(addr).collect();
     ips.sort();
     ips.dedup();
-    assert_eq!(ips.len(), 30);
-    assert_eq!(r.leases().len(), 30);
-    for (i, l) in r.leases().iter().enumerate() {
-        let _ = i;
+    assert_eq!(ips.len(), 50);
+    assert_eq!(r.leases().len(), 50);
+    for l in r.leases() {
         assert!(l.3.starts_with("00:63"), "{l:?}");
     }
     std::thread::scope(|s| {
