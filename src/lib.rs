@@ -6,7 +6,10 @@
 pub mod cli;
 pub mod cni;
 pub mod demo;
+pub mod explain;
+pub mod inspect;
 pub mod interface;
+pub mod invocation_log;
 pub mod ipam;
 pub mod linux;
 pub mod meta;

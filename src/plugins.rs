@@ -21,9 +21,11 @@ pub static PLUGINS: &[&Plugin] = &[
     &crate::ipam::host_local::PLUGIN,
     &crate::ipam::static_ipam::PLUGIN,
     // meta
+    &crate::meta::bandwidth::PLUGIN,
     &crate::meta::firewall::PLUGIN,
     &crate::meta::flannel::PLUGIN,
     &crate::meta::portmap::PLUGIN,
+    &crate::meta::sbr::PLUGIN,
     &crate::meta::tuning::PLUGIN,
 ];
 
@@ -45,14 +47,56 @@ pub fn run_as_plugin(plugin: &'static Plugin) -> i32 {
         return crate::ipam::dhcp::daemon::main(&argv[1..]);
     }
     crate::cni::delegate::set_builtins(lookup);
+    crate::cni::delegate::set_observer(log_delegate);
     crate::linux::privileges::drop_unneeded();
+    let started = (std::time::SystemTime::now(), std::time::Instant::now());
     let getenv = |k: &str| std::env::var(k).ok();
+    let mut stdin = Vec::new();
     let mut read_stdin = || {
         let mut buf = Vec::with_capacity(4096);
-        std::io::stdin().lock().read_to_end(&mut buf).map(|_| buf)
+        let r = std::io::stdin().lock().read_to_end(&mut buf).map(|_| buf);
+        if let Ok(b) = &r {
+            stdin.clone_from(b);
+        }
+        r
     };
     let out = skel::run(plugin, &getenv, &mut read_stdin, &is_own_netns);
-    emit(&out)
+    let exit = emit(&out);
+    crate::invocation_log::record(&getenv, || {
+        crate::invocation_log::line(&crate::invocation_log::Entry {
+            at: started.0,
+            plugin: plugin.name,
+            getenv: &getenv,
+            stdin: &stdin,
+            took: started.1.elapsed(),
+            exit,
+            stdout: &out.stdout,
+        })
+    });
+    exit
+}
+
+/// A built-in delegate's run, in the invocation log like an executed plugin's.
+fn log_delegate(name: &str, args: &skel::CmdArgs, took: std::time::Duration, exit: i32, printed: &str) {
+    let env = |k: &str| std::env::var(k).ok();
+    crate::invocation_log::record(&env, || {
+        let getenv = |k: &str| match k {
+            "CNI_COMMAND" => Some(args.command.as_str().to_string()),
+            "CNI_CONTAINERID" => Some(args.container_id.clone()),
+            "CNI_NETNS" => Some(args.netns.clone()),
+            "CNI_IFNAME" => Some(args.ifname.clone()),
+            _ => None,
+        };
+        crate::invocation_log::line(&crate::invocation_log::Entry {
+            at: std::time::SystemTime::now() - took,
+            plugin: name,
+            getenv: &getenv,
+            stdin: &args.stdin,
+            took,
+            exit,
+            stdout: printed,
+        })
+    });
 }
 
 /// Write an outcome to the real stdout/stderr and return its exit status.

@@ -174,12 +174,13 @@ fn portmap_errors_and_passthrough() {
     c.as_object_mut().unwrap().remove("prevResult");
     let out = run(c);
     assert!(out.msg().unwrap().contains("chained"), "{out}");
-    // iptables-only configuration: code 2 naming nftables.
+    // iptables-only keys with the nftables backend, iptables-syntax conditions: code 2
+    // naming nftables. (backend iptables itself is tested in tests/portmap_iptables.rs.)
     for extra in [
-        json!({"backend": "iptables"}),
-        json!({"externalSetMarkChain": "KUBE-MARK-MASQ"}),
-        json!({"markMasqBit": 13}),
+        json!({"backend": "nftables", "externalSetMarkChain": "KUBE-MARK-MASQ"}),
+        json!({"backend": "nftables", "markMasqBit": 13}),
         json!({"conditionsV4": ["-s", "1.2.3.4"]}),
+        json!({"backend": "iptables", "conditionsV4": ["-s", "1.2.3.4"]}),
     ] {
         let mut c = conf(&prev, Some(mappings()));
         c.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());

@@ -19,6 +19,16 @@ pub fn set_builtins(lookup: fn(&str) -> Option<&'static Plugin>) {
     let _ = BUILTINS.set(lookup);
 }
 
+/// Told of every built-in delegate run (plugin name, its arguments, how long it took, exit
+/// status and what it would have printed), so the invocation log sees in-process plugins
+/// exactly as it sees executed ones; set once by `main`.
+pub type Observer = fn(&str, &CmdArgs, std::time::Duration, i32, &str);
+static OBSERVER: OnceLock<Observer> = OnceLock::new();
+
+pub fn set_observer(observer: Observer) {
+    let _ = OBSERVER.set(observer);
+}
+
 /// Find `plugin_type` in the `:`-separated CNI_PATH: the first regular file.
 pub fn find_in_path(plugin_type: &str, cni_path: &str) -> Result<PathBuf, CniError> {
     if plugin_type.is_empty() || plugin_type.contains('/') {
@@ -63,12 +73,27 @@ pub fn resolve(plugin_type: &str, cni_path: &str) -> Result<Target, CniError> {
     Ok(Target::Exec(path))
 }
 
+fn observed(p: &Plugin, dargs: &CmdArgs) -> Result<Option<(CniResult, String)>, CniError> {
+    let Some(observer) = OBSERVER.get() else {
+        return skel::invoke(p, dargs);
+    };
+    let started = std::time::Instant::now();
+    let r = skel::invoke(p, dargs);
+    let (exit, printed) = match &r {
+        Ok(Some((res, version))) => (0, res.to_json(version).unwrap_or_default()),
+        Ok(None) => (0, String::new()),
+        Err(e) => (1, e.to_json()),
+    };
+    observer(p.name, dargs, started.elapsed(), exit, &printed);
+    r
+}
+
 /// Run `command` of delegate `plugin_type` with `config` as its stdin. ADD returns the
 /// delegate's result, parsed in the config's version.
 pub fn run(plugin_type: &str, command: Command, config: &[u8], args: &CmdArgs) -> Result<Option<CniResult>, CniError> {
     let dargs = args.for_delegate(command, config.to_vec());
     match resolve(plugin_type, &args.path)? {
-        Target::BuiltIn(p) => match skel::invoke(p, &dargs)? {
+        Target::BuiltIn(p) => match observed(p, &dargs)? {
             // Round-trip through the printed version so a built-in delegate behaves
             // exactly like an executed one (conversion errors included).
             Some((r, version)) => Ok(Some(r.convert(&version)?)),

@@ -4,4 +4,5 @@
 pub mod dhcp_rig;
 pub mod nftns;
 pub mod rig;
+pub mod sbr_rig;
 pub mod veth_rig;
