@@ -170,7 +170,12 @@ fn restarted_daemon_keeps_the_lease() {
     assert!(state.contains("\"containerId\": \"c1\""), "{state}");
 
     r.start_daemon(&[]);
-    assert!(r.daemon_log().contains("c1/dh/eth0: restored"), "{}", r.daemon_log());
+    // The socket is bound before the leases are read back: wait for the log line.
+    wait_for(
+        || r.daemon_log().contains("c1/dh/eth0: restored"),
+        "the lease restored",
+        Duration::from_secs(10),
+    );
     r.rig.check(&c, &res, "c1", &p, "eth0").expect_ok();
     // It goes on renewing (T1 is 3 s).
     let before = r.daemon_log().matches("c1/dh/eth0: renewed").count();
