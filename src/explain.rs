@@ -243,6 +243,17 @@ pub static PLUGINS: &[PluginKeys] = &[
         ],
     },
     PluginKeys {
+        plugin: "dhcp",
+        parser: Some(("ipam/dhcp/mod.rs", "IpamIn")),
+        under: "ipam",
+        keys: &[
+            k("daemonSocketPath", "string", "\"/run/cni/dhcp.sock\"", "the socket of `dhcp daemon`, which holds and renews the leases"),
+            k("request", "list", "subnet mask, router, DNS, domain, search, classless routes", "options to ask for: [{\"option\": name or number, \"skipDefault\": bool}]; skipDefault drops the defaults"),
+            k("provide", "list", "none", "options to send: [{\"option\": \"host-name\", \"value\": ... or \"fromArg\": \"K8S_POD_NAME\"}]"),
+            k("priority", "int", "none", "metric of the returned routes"),
+        ],
+    },
+    PluginKeys {
         plugin: "firewall",
         parser: Some(("meta/firewall.rs", "FirewallConf")),
         under: "",

@@ -7,6 +7,7 @@ pub mod error;
 pub mod netlink;
 pub mod netns;
 pub mod nft;
+pub mod packet;
 pub mod ping;
 pub mod privileges;
 pub mod sysctl;
