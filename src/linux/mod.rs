@@ -9,6 +9,7 @@ pub mod netns;
 pub mod nft;
 pub mod ping;
 pub mod privileges;
+pub mod statefile;
 pub mod sysctl;
 pub mod tuntap;
 

@@ -39,6 +39,7 @@ use crate::linux::nft::{
     Rule, RuleBuilder, Table,
 };
 use crate::linux::{sysctl, Netlink};
+use crate::undo::Undo;
 
 pub static PLUGIN: Plugin = Plugin {
     name: "portmap",
@@ -373,8 +374,21 @@ fn add(args: &CmdArgs) -> Result<CniResult> {
     let (v4, v6) = container_ips(&prev, &args.ifname);
     let sock = NftSocket::open()?;
     let comment = rule_comment(&conf.net.name, &args.container_id, &args.ifname);
+    // Each family is its own batch and route_localnet may fail after the first: a failed ADD
+    // takes back every rule it committed (found by comment, as DEL finds them).
+    let mut undo = Undo::new();
     for cip in [v4, v6].into_iter().flatten() {
         forward_ports(&sock, &conf, cip, &comment)?;
+        let (fam, c) = (table(cip.is_ipv6()).family, comment.clone());
+        undo.push(format!("remove {fam} port mappings of {c}"), move || {
+            let sock = NftSocket::open()?;
+            let mut b = Batch::new();
+            delete_into(&mut b, fam, &own_rules(&sock, fam, |x| x == c)?);
+            if !b.is_empty() {
+                b.commit(&sock)?;
+            }
+            Ok(())
+        });
         if cip.is_ipv4() && conf.snat {
             enable_localnet_routing(cip)?;
         }
@@ -391,6 +405,7 @@ fn add(args: &CmdArgs) -> Result<CniResult> {
             }
         }
     }
+    undo.commit();
     Ok(prev)
 }
 
