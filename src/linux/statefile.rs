@@ -80,6 +80,28 @@ pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
     })
 }
 
+/// `.<name>.tmp-`: the temp files of `write_atomic` for `path` start with this.
+fn temp_prefix(path: &Path) -> String {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    format!(".{name}.tmp-")
+}
+
+/// Remove `path` and the temp files a killed `write_atomic` for it may have left.
+pub fn remove_with_temps(path: &Path) -> io::Result<()> {
+    let prefix = temp_prefix(path);
+    if let Some(Ok(rd)) = path.parent().map(std::fs::read_dir) {
+        for e in rd.flatten() {
+            if e.file_name().to_string_lossy().starts_with(&prefix) {
+                let _ = remove(&e.path());
+            }
+        }
+    }
+    remove(path)
+}
+
 /// Remove `path` if it is a regular file or a symlink (the link itself, never its target).
 /// A directory or anything else is left alone and reported.
 pub fn remove(path: &Path) -> io::Result<()> {

@@ -444,7 +444,7 @@ fn add(args: &CmdArgs) -> anyhow::Result<CniResult> {
         if let Err(d) = delegate::del(&dtype, &bytes, args) {
             eprintln!("rollback: delegated DEL failed: {}", d.msg);
         }
-        let _ = statefile::remove(&saved_path(conf.data_dir(), &args.container_id));
+        let _ = statefile::remove_with_temps(&saved_path(conf.data_dir(), &args.container_id));
         let mut e2 = e.clone();
         e2.msg = format!("failed to delegate add: {}", e.msg);
         e2.into()
@@ -472,13 +472,17 @@ fn del(args: &CmdArgs) -> anyhow::Result<()> {
     // Never followed through a symlink, never blocked on (a FIFO), bounded in size.
     let bytes = match statefile::read_regular(&path, SAVED_MAX) {
         Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            // An ADD killed while saving leaves only its temp file.
+            let _ = statefile::remove_with_temps(&path);
+            return Ok(());
+        }
         Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
             // Planted, not saved by ADD (a symlink, a FIFO, 10 MB): never followed or
             // trusted; the entry itself goes (a directory stays), the DEL succeeds and GC
             // reclaims what the delegate held.
             eprintln!("flannel: ignoring saved config: {e}");
-            let _ = statefile::remove(&path);
+            let _ = statefile::remove_with_temps(&path);
             return Ok(());
         }
         Err(e) => return Err(anyhow!("read {}: {e}", path.display())),
@@ -492,7 +496,7 @@ fn del(args: &CmdArgs) -> anyhow::Result<()> {
         }
     };
     let r = delegate::del(&dtype, &bytes, args);
-    let _ = statefile::remove(&path);
+    let _ = statefile::remove_with_temps(&path);
     Ok(r?)
 }
 

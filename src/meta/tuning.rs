@@ -357,7 +357,7 @@ fn add(args: &CmdArgs) -> anyhow::Result<CniResult> {
         let backup = create_backup(&mut nl, &t, args)?;
         if let Err(e) = apply_link(&mut nl, &t, &args.ifname) {
             let _ = restore(&mut nl, &args.ifname, &backup);
-            let _ = statefile::remove(&backup_path(&t.data_dir, &args.container_id, &args.ifname));
+            let _ = statefile::remove_with_temps(&backup_path(&t.data_dir, &args.container_id, &args.ifname));
             return Err(e);
         }
         Ok(())
@@ -508,20 +508,24 @@ fn del(args: &CmdArgs) -> anyhow::Result<()> {
     // is left for a person).
     let data = match statefile::read_regular(&path, BACKUP_MAX) {
         Ok(d) => d,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            // An ADD killed while saving leaves only its temp file.
+            let _ = statefile::remove_with_temps(&path);
+            return Ok(());
+        }
         Err(e) => {
             eprintln!("tuning: ignoring backup: {e}");
-            let _ = statefile::remove(&path);
+            let _ = statefile::remove_with_temps(&path);
             return Ok(());
         }
     };
     let Ok(backup) = serde_json::from_slice::<Backup>(&data) else {
         eprintln!("tuning: ignoring backup {}: not a tuning backup", path.display());
-        let _ = statefile::remove(&path);
+        let _ = statefile::remove_with_temps(&path);
         return Ok(());
     };
     let gone = || {
-        let _ = statefile::remove(&path);
+        let _ = statefile::remove_with_temps(&path);
         Ok(())
     };
     let Ok(Some(ns)) = open_netns_for_del(&args.netns) else {
@@ -536,7 +540,7 @@ fn del(args: &CmdArgs) -> anyhow::Result<()> {
         Err(_) => return Ok(()),
     }
     if restore(&mut nl, &args.ifname, &backup).is_ok() {
-        let _ = statefile::remove(&path);
+        let _ = statefile::remove_with_temps(&path);
     }
     Ok(())
 }

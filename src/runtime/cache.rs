@@ -50,7 +50,7 @@ pub fn write(list: &NetworkList, rt: &RuntimeConf, result: Option<&Value>) -> Re
         "capabilityArgs": rt.capability_args,
         "result": result.cloned().unwrap_or(Value::Null),
     });
-    let tmp = dir.join(format!(".tmp-{}", std::process::id()));
+    let tmp = dir.join(format!("{}{}", temp_prefix(&p), std::process::id()));
     // Whatever sits at the temp name (a leftover, or a symlink planted by a local user
     // guessing the pid) is removed, never written through.
     let _ = std::fs::remove_file(&tmp);
@@ -105,9 +105,26 @@ pub fn read_result(list: &NetworkList, rt: &RuntimeConf) -> Option<Value> {
     }
 }
 
+/// `.<entry>.tmp-`: a runtime killed while writing the entry leaves a file with this prefix.
+fn temp_prefix(p: &Path) -> String {
+    format!(
+        ".{}.tmp-",
+        p.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()
+    )
+}
+
 pub fn remove(list: &NetworkList, rt: &RuntimeConf) {
+    let p = path(list, rt);
+    let prefix = temp_prefix(&p);
+    if let Some(Ok(rd)) = p.parent().map(std::fs::read_dir) {
+        for e in rd.flatten() {
+            if e.file_name().to_string_lossy().starts_with(&prefix) {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
     // remove_file never follows a symlink; a directory planted there stays (EISDIR).
-    let _ = std::fs::remove_file(path(list, rt));
+    let _ = std::fs::remove_file(&p);
 }
 
 /// One cached attachment of a network (for GC).
