@@ -5,7 +5,7 @@
 //! reservation, tuning backup, flannel saved config or cache entry; and a new ADD of the
 //! same container must work.
 //!
-//! Bounded for CI: `FAULTS_ITERS` kills per scenario (default 12). The seed is printed;
+//! Bounded for CI: `FAULTS_ITERS` kills per scenario (default 20, about 35 s in all). The seed is printed;
 //! `FAULTS_SEED` replays a run. `make soak` runs `soak` (20 workers, 10 000 operations).
 
 mod common;
@@ -57,7 +57,7 @@ fn iterations() -> usize {
     std::env::var("FAULTS_ITERS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(12)
+        .unwrap_or(20)
 }
 
 // ---- a node with its state dirs --------------------------------------------------------------
@@ -296,10 +296,16 @@ fn flannel_chain(site: &Site, net: &str, br: &str) -> Value {
 /// Kill delays are drawn from 0..=span ms: at least 40, and past the end of one whole ADD as
 /// measured here (a debug build's chain takes longer than 40 ms), so every step can be hit.
 fn kill_span(site: &Site, pod: &TestNs, cid: &str, extra: &[&str]) -> u64 {
-    let t = std::time::Instant::now();
-    site.net_ok("add", pod.path_str(), cid, extra);
-    let ms = t.elapsed().as_millis() as u64;
-    site.net_ok("del", pod.path_str(), cid, extra);
+    // The first round makes the network's shared objects (bridge, tables): not measured.
+    let mut ms = 0;
+    for _ in 0..2 {
+        let t = std::time::Instant::now();
+        site.net_ok("add", pod.path_str(), cid, extra);
+        let add = t.elapsed().as_millis() as u64;
+        let t = std::time::Instant::now();
+        site.net_ok("del", pod.path_str(), cid, extra);
+        ms = add.max(t.elapsed().as_millis() as u64);
+    }
     (ms + ms / 4).max(40)
 }
 
@@ -419,11 +425,12 @@ fn pod_netns_deleted_while_add_runs() {
     let cid = format!("{}-c", unique_name("fn"));
     let extra = ["--cap-args", PORTS];
     let mut failed = 0;
+    let span = kill_span(&site, &TestNs::new("fk-ns-cal"), &cid, &extra);
     for i in 0..iterations() {
         let pod = TestNs::new("fk-ns-pod");
         let path = pod.path_str().to_string();
         let child = site.net_cmd("add", &path, &cid, &extra).spawn().unwrap();
-        std::thread::sleep(Duration::from_millis(rng.below(41)));
+        std::thread::sleep(Duration::from_millis(rng.below(span + 1)));
         // What a runtime does when the sandbox dies: the netns goes, the pod's veth with it.
         drop(pod);
         let out = child.wait_with_output().unwrap();
