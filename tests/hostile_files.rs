@@ -426,3 +426,94 @@ fn libcni_cache_entry_hostile() {
         assert_eq!(passwd_digest(), passwd, "{what}: /etc/passwd changed");
     }
 }
+
+// ---- names that become paths or interface names ----------------------------------------------
+
+/// Container IDs, ifnames and network names with `..`, `/`, NUL, unicode or too many bytes are
+/// refused before any plugin acts (code 4 for the env, 7 for the config), by every plugin that
+/// makes files or links from them; a 300-byte container ID that passes the rules but cannot
+/// be a file name fails with a CNI error and leaves nothing.
+#[test]
+fn names_that_become_paths_are_validated() {
+    if !require_root("names_that_become_paths_are_validated") {
+        return;
+    }
+    let plugins = [
+        "bridge",
+        "ptp",
+        "host-local",
+        "tuning",
+        "portmap",
+        "firewall",
+        "bandwidth",
+        "flannel",
+    ];
+    let bad_ids = ["..", "../../etc", "a/b", "é", "-x", ".hidden", "a b"];
+    let bad_ifnames = ["..", ".", "a/b", "eth0:1", "eth 0", "abcdefghijklmnop", "ééééééééé"];
+    let bad_names = ["..", "../x", "a/b", "é", "a\u{0}b", "-x", ""];
+    let mut checked = 0;
+    for plugin in plugins {
+        let node = TestNs::new_node("hf-names-node");
+        let pod = TestNs::new("hf-names-pod");
+        let data = TempDir::new("hf-names");
+        let conf = |name: &str| {
+            json!({"cniVersion": "1.0.0", "name": name, "type": plugin, "dataDir": data.as_str(),
+                   "subnetFile": data.join("subnet.env"), "bridge": "cmnm0",
+                   "ipam": {"type": "host-local", "subnet": "10.86.0.0/24", "dataDir": data.as_str()},
+                   "prevResult": {"cniVersion": "1.0.0", "ips": [{"address": "10.86.0.5/24"}]}})
+        };
+        let run = |cid: &str, ifname: &str, name: &str| {
+            Invocation::new(plugin, "ADD")
+                .pod(&pod)
+                .in_node(&node)
+                .container_id(cid)
+                .ifname(ifname)
+                .config(&conf(name))
+                .timeout(HANG)
+                .run_ours()
+        };
+        for id in bad_ids {
+            run(id, "eth0", "ok").expect_err(4);
+            checked += 1;
+        }
+        for ifname in bad_ifnames {
+            run("cid", ifname, "ok").expect_err(4);
+            checked += 1;
+        }
+        for name in bad_names {
+            run("cid", "eth0", name).expect_err(7);
+            checked += 1;
+        }
+        let links: Vec<String> = node
+            .ip_json(&["link", "show"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["ifname"].as_str().unwrap().to_string())
+            .filter(|n| n != "lo")
+            .collect();
+        assert!(links.is_empty(), "{plugin}: links made {links:?}");
+        assert_eq!(
+            std::fs::read_dir(data.path()).unwrap().count(),
+            0,
+            "{plugin}: files made"
+        );
+    }
+    // Valid characters, but longer than a file name may be: an error, nothing left.
+    let long = "a".repeat(300);
+    let pod = tuning_pod();
+    let data = TempDir::new("hf-long");
+    let o = Invocation::new("tuning", "ADD")
+        .pod(&pod)
+        .container_id(&long)
+        .config(&tuning_conf(&pod, &data))
+        .run_ours();
+    assert!(!o.success() && o.code().is_some(), "{o}");
+    assert_eq!(
+        pod.link("eth0").unwrap()["mtu"],
+        1500,
+        "tuning: failed ADD left the MTU"
+    );
+    assert_eq!(std::fs::read_dir(data.path()).unwrap().count(), 0, "tuning: files left");
+    eprintln!("names: {checked} bad names refused across {} plugins", plugins.len());
+}
