@@ -742,3 +742,72 @@ fn soak() {
     assert!(failures.is_empty(), "{} failures", failures.len());
     assert!(residue.is_empty(), "residue: {residue:#?}");
 }
+
+/// host-local run directly, as a third-party main plugin would exec it: ADD or DEL killed at a
+/// random point, then DEL (maybe twice): no reservation or temp file is left, and the next
+/// ADD of the same container gets an address.
+#[test]
+fn sigkill_during_host_local_add_and_del() {
+    if !require_root("sigkill_during_host_local_add_and_del") {
+        return;
+    }
+    let test = "sigkill-host-local";
+    let mut rng = Rng::new(test);
+    let node = TestNs::new_node("fk-hl-node");
+    let data = TempDir::new("fk-hl");
+    let plugins = PluginDir::new();
+    let conf = json!({"cniVersion": "1.1.0", "name": "fkhl", "type": "host-local",
+        "ipam": {"type": "host-local", "dataDir": data.as_str(),
+                 "ranges": [[{"subnet": "10.87.0.0/24"}], [{"subnet": "fd87::/64"}]]}});
+    let inv = |cmd: &str| {
+        Invocation::new("host-local", cmd)
+            .in_node(&node)
+            .netns("/var/run/netns/none")
+            .container_id("fkhl-c")
+            .config(&conf)
+    };
+    // host-local takes a few ms: delays up to just past one measured ADD, or most runs
+    // would end before the kill.
+    let mut span = 0;
+    for _ in 0..2 {
+        let t = std::time::Instant::now();
+        inv("ADD").run_ours_in(&plugins).expect_ok();
+        span = (t.elapsed().as_millis() as u64 * 5 / 4).max(2);
+        inv("DEL").run_ours_in(&plugins).expect_ok();
+    }
+    let files = || {
+        let mut out = Vec::new();
+        walk(data.path(), &mut |p: &Path| {
+            let n = p.file_name().unwrap().to_string_lossy().into_owned();
+            if n != "lock" && !n.starts_with("last_reserved_ip") {
+                out.push(n);
+            }
+        });
+        out
+    };
+    let mut killed = 0;
+    for i in 0..iterations() * 2 {
+        let cmd = if i % 2 == 0 { "ADD" } else { "DEL" };
+        if i % 2 == 1 {
+            inv("ADD").run_ours_in(&plugins).expect_ok();
+        }
+        let ms = rng.below(span + 1);
+        let o = inv(cmd).timeout(Duration::from_millis(ms)).run_ours_in(&plugins);
+        if o.timed_out {
+            killed += 1;
+        }
+        inv("DEL").run_ours_in(&plugins).expect_ok();
+        if rng.coin() {
+            inv("DEL").run_ours_in(&plugins).expect_ok();
+        }
+        assert_eq!(files(), Vec::<String>::new(), "{test} {cmd} killed after {ms} ms: left");
+        let a = inv("ADD").run_ours_in(&plugins);
+        a.expect_ok();
+        assert_eq!(a.result()["ips"].as_array().unwrap().len(), 2, "{test}: {a}");
+        inv("DEL").run_ours_in(&plugins).expect_ok();
+    }
+    eprintln!(
+        "{test}: {} iterations (ADD and DEL), kill delay 0-{span} ms, {killed} killed, 0 residue",
+        iterations() * 2
+    );
+}
