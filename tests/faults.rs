@@ -811,3 +811,79 @@ fn sigkill_during_host_local_add_and_del() {
         iterations() * 2
     );
 }
+
+/// The kernel refuses a batch halfway (a regular chain where a base chain goes): bridge's
+/// ipMasq or macspoofchk batch, or firewall's. The failed ADD leaves nothing: bridge's links,
+/// bridge, reservation and earlier rules go; firewall's ruleset is as before.
+#[test]
+fn nft_batch_refused_halfway_leaves_nothing() {
+    if !require_root("nft_batch_refused_halfway_leaves_nothing") {
+        return;
+    }
+    let blockers = [
+        (
+            "ipMasq",
+            "add table inet cni_plugins_masquerade; add chain inet cni_plugins_masquerade postrouting",
+        ),
+        ("macspoofchk", "add table bridge nat; add chain bridge nat PREROUTING"),
+    ];
+    for (what, nft) in blockers {
+        let mut site = Site::new("fk-nft");
+        site.node.exec_ok(&["nft", nft]);
+        let pod = TestNs::new("fk-nft-pod");
+        let conf = json!({"cniVersion": "1.0.0", "name": "fknft", "type": "bridge", "bridge": "cmnf0",
+            "isGateway": true, "ipMasq": true, "macspoofchk": true,
+            "ipam": {"type": "host-local", "subnet": "10.88.7.0/24", "dataDir": site.dir("ipam")}});
+        let before = site.node.exec_ok(&["nft", "list", "ruleset"]);
+        let o = Invocation::new("bridge", "ADD")
+            .pod(&pod)
+            .in_node(&site.node)
+            .container_id("fknft-c")
+            .config(&conf)
+            .run_ours_in(&site.plugins);
+        assert!(
+            !o.success() && o.code().is_some(),
+            "{what}: ADD must fail with a CNI error: {o}"
+        );
+        site.shared_links.clear();
+        let left = site.residue(Some(&pod), "fknft", "fknft-c");
+        assert!(left.is_empty(), "{what}: the failed ADD left {left:#?}\n{o}");
+        // Only shared, empty skeletons may stay (the spoof check's `bridge nat` base chain,
+        // as after any DEL): no rule at all was added.
+        let rules = |t: &str| {
+            t.lines()
+                .filter(|l| l.starts_with("\t\t") && !l.contains("type "))
+                .count()
+        };
+        let after = site.node.exec_ok(&["nft", "list", "ruleset"]);
+        assert_eq!(rules(&after), rules(&before), "{what}: rules left:\n{after}");
+    }
+    // firewall: one batch; refused, the ruleset is exactly as before.
+    let site = Site::new("fk-nftfw");
+    let pod = TestNs::new("fk-nftfw-pod");
+    let bridge = json!({"cniVersion": "1.0.0", "name": "fkfw", "type": "bridge", "bridge": "cmnw0",
+        "ipam": {"type": "host-local", "subnet": "10.88.8.0/24", "dataDir": site.dir("ipam")}});
+    let inv = |c: &Value| {
+        Invocation::new(c["type"].as_str().unwrap(), "ADD")
+            .pod(&pod)
+            .in_node(&site.node)
+            .container_id("fkfw-c")
+            .config(c)
+            .run_ours_in(&site.plugins)
+    };
+    let prev = inv(&bridge);
+    prev.expect_ok();
+    site.node.exec_ok(&[
+        "nft",
+        "add table inet cni_firewall; add chain inet cni_firewall forward",
+    ]);
+    let before = site.node.exec_ok(&["nft", "list", "ruleset"]);
+    let fw = json!({"cniVersion": "1.0.0", "name": "fkfw", "type": "firewall", "prevResult": prev.result()});
+    let o = inv(&fw);
+    assert!(!o.success() && o.code().is_some(), "firewall: ADD must fail: {o}");
+    assert_eq!(
+        site.node.exec_ok(&["nft", "list", "ruleset"]),
+        before,
+        "firewall: ruleset changed"
+    );
+}
