@@ -341,7 +341,7 @@ fn kill_add_loop(test: &str, site: &mut Site, list: &Value, net: &str, shared: &
         assert!(left.is_empty(), "{test} iteration {i}: residue after ADD+DEL {left:#?}");
     }
     eprintln!(
-        "{test}: {} iterations, kill delay 0-{span} ms, {killed} killed mid-ADD, {leftovers_before_cleanup} left state before the runtime's cleanup, 0 after",
+        "{test}: {} iterations, kill delay 0-{span} ms, {killed} killed mid-ADD, {leftovers_before_cleanup} had state for the runtime to clean up, 0 residue after",
         iterations()
     );
 }
