@@ -887,3 +887,54 @@ fn nft_batch_refused_halfway_leaves_nothing() {
         "firewall: ruleset changed"
     );
 }
+
+/// flannel cannot save its delegate config on a full or read-only dataDir: the ADD fails
+/// before delegating, so no bridge, veth or reservation is made.
+#[test]
+fn flannel_unwritable_data_dir_delegates_nothing() {
+    if !require_root("flannel_unwritable_data_dir_delegates_nothing") {
+        return;
+    }
+    let plugins = PluginDir::new();
+    for full in [true, false] {
+        let node = TestNs::new_node("fk-fltmp-node");
+        let pod = TestNs::new("fk-fltmp-pod");
+        let data = TempDir::new("fk-fltmp-data");
+        let state = TempDir::new("fk-fltmp-state");
+        std::fs::write(
+            state.join("subnet.env"),
+            "FLANNEL_NETWORK=10.247.0.0/16\nFLANNEL_SUBNET=10.247.3.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=false\n",
+        )
+        .unwrap();
+        let conf = json!({"cniVersion": "1.0.0", "name": "fkfltmp", "type": "flannel",
+            "subnetFile": state.join("subnet.env"), "dataDir": data.as_str(),
+            "ipam": {"dataDir": state.join("ipam")}, "delegate": {"bridge": "cmft0"}});
+        let inv = Invocation::new("flannel", "ADD")
+            .pod(&pod)
+            .container_id("fkfltmp-c")
+            .config(&conf);
+        let o = run_on_tmpfs(&inv, &node, data.path(), full, &plugins);
+        assert!(!o.success() && o.code().is_some(), "full={full}: ADD must fail: {o}");
+        let msg = o.msg().unwrap_or("");
+        assert!(
+            msg.contains("system") || msg.contains("space"),
+            "full={full}: not a filesystem error: {o}"
+        );
+        eprintln!("flannel full={full}: {msg}");
+        let links: Vec<String> = node
+            .ip_json(&["link", "show"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["ifname"].as_str().unwrap().to_string())
+            .filter(|n| n != "lo")
+            .collect();
+        assert!(links.is_empty(), "full={full}: delegated anyway, links {links:?}");
+        assert!(!state.join("ipam").exists(), "full={full}: IPAM ran");
+        assert_eq!(
+            std::fs::read_dir(data.path()).unwrap().count(),
+            0,
+            "full={full}: files on the real dir"
+        );
+    }
+}
