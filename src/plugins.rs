@@ -24,6 +24,7 @@ pub static PLUGINS: &[&Plugin] = &[
     &crate::meta::firewall::PLUGIN,
     &crate::meta::flannel::PLUGIN,
     &crate::meta::portmap::PLUGIN,
+    &crate::meta::sbr::PLUGIN,
     &crate::meta::tuning::PLUGIN,
 ];
 

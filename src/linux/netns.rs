@@ -7,6 +7,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
+use nix::fcntl::{Flock, FlockArg};
 use nix::sched::{setns, CloneFlags};
 
 use super::Error;
@@ -121,6 +122,21 @@ impl NetNs {
         Ok(a == b)
     }
 
+    /// Takes an exclusive flock on the namespace file, waiting while another process holds
+    /// it; released when the guard is dropped. Processes that change one namespace's shared
+    /// state (e.g. pick free routing tables) serialise on it: every opener of the same netns
+    /// file sees the same nsfs inode.
+    pub fn lock_exclusive(&self) -> super::Result<NetNsLock> {
+        let f = File::from(
+            self.fd
+                .try_clone()
+                .map_err(|e| Error::io(format!("dup {:?}", self.path), e))?,
+        );
+        let lock = Flock::lock(f, FlockArg::LockExclusive)
+            .map_err(|(_, e)| Error::nix(format!("lock netns {:?}", self.path), e))?;
+        Ok(NetNsLock { _lock: lock })
+    }
+
     /// Moves the calling thread into this namespace until the guard is dropped.
     pub fn enter(&self) -> super::Result<NetNsGuard> {
         let orig = NetNs::current()?;
@@ -133,6 +149,12 @@ fn stat(fd: &OwnedFd, path: &Path) -> super::Result<(u64, u64)> {
     let f = File::from(fd.try_clone().map_err(|e| Error::io(format!("dup {path:?}"), e))?);
     let m = f.metadata().map_err(|e| Error::io(format!("stat {path:?}"), e))?;
     Ok((m.dev(), m.ino()))
+}
+
+/// An exclusive flock on a namespace file (see [`NetNs::lock_exclusive`]).
+#[must_use = "dropping the lock releases it at once"]
+pub struct NetNsLock {
+    _lock: Flock<File>,
 }
 
 /// Holds the calling thread in another namespace; switches back on drop.
