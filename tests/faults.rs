@@ -180,6 +180,15 @@ impl Site {
                     out.push(format!("pod link {name}"));
                 }
             }
+            // sbr's policy rules outlive the link: only the three default ones may stay.
+            for fam in ["-4", "-6"] {
+                for r in pod.ip_json(&[fam, "rule", "show"]).as_array().unwrap() {
+                    let prio = r["priority"].as_u64().unwrap_or(0);
+                    if ![0, 32766, 32767].contains(&prio) {
+                        out.push(format!("pod rule {r}"));
+                    }
+                }
+            }
             for a in pod.ip_json(&["addr", "show", "lo"]).as_array().unwrap() {
                 for i in a["addr_info"].as_array().into_iter().flatten() {
                     let ip = i["local"].as_str().unwrap_or("");
@@ -261,7 +270,7 @@ fn bridge_chain(site: &Site, net: &str, br: &str, subnet: &str) -> Value {
     })
 }
 
-/// ptp (ipMasq) -> portmap -> firewall -> tuning.
+/// ptp (ipMasq) -> portmap -> firewall -> tuning -> sbr.
 fn ptp_chain(site: &Site, net: &str, subnet: &str) -> Value {
     json!({
         "cniVersion": "1.1.0", "name": net,
@@ -270,7 +279,8 @@ fn ptp_chain(site: &Site, net: &str, subnet: &str) -> Value {
              "ipam": {"type": "host-local", "subnet": subnet, "dataDir": site.dir("ipam")}},
             {"type": "portmap", "capabilities": {"portMappings": true}},
             {"type": "firewall"},
-            {"type": "tuning", "mtu": 1300, "dataDir": site.dir("tuning")}
+            {"type": "tuning", "mtu": 1300, "dataDir": site.dir("tuning")},
+            {"type": "sbr"}
         ]
     })
 }
@@ -357,8 +367,8 @@ fn sigkill_during_add_bridge_portmap_firewall_tuning_bandwidth() {
 }
 
 #[test]
-fn sigkill_during_add_ptp_portmap_firewall_tuning() {
-    if !require_root("sigkill_during_add_ptp_portmap_firewall_tuning") {
+fn sigkill_during_add_ptp_portmap_firewall_tuning_sbr() {
+    if !require_root("sigkill_during_add_ptp_portmap_firewall_tuning_sbr") {
         return;
     }
     let mut site = Site::new("fk-ptp");

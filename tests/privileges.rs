@@ -17,6 +17,7 @@ const MINIMAL: &[(&str, &[&str])] = &[
     ("tuning", &["net_admin", "sys_admin"]),
     ("bandwidth", &["net_admin", "sys_admin"]),
     ("loopback", &["net_admin", "sys_admin"]),
+    ("sbr", &["net_admin", "sys_admin"]),
 ];
 
 fn minimal(plugin: &str) -> &'static [&'static str] {
@@ -80,6 +81,8 @@ fn state(node: &TestNs, pod: &TestNs, data: &TempDir) -> Value {
         "files": files,
         "qdiscs": qdiscs,
         "pod_addrs": pod.ip(&["addr"]),
+        "pod_rules": [pod.ip(&["-4", "rule"]), pod.ip(&["-6", "rule"])],
+        "pod_routes": pod.ip(&["route", "show", "table", "all"]),
     })
 }
 
