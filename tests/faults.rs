@@ -201,6 +201,9 @@ impl Site {
         let chains = [
             cni_multi::meta::spoofcheck::iface_chain(cid, "eth0"),
             cni_multi::meta::spoofcheck::mac_chain(cid, "eth0"),
+            // The reference's per-attachment iptables chains (ipMasqBackend iptables).
+            cni_multi::meta::reference_iptables::masq_chain(net, cid),
+            cni_multi::meta::reference_iptables::dnat_chain(net, cid),
         ];
         let comments = [
             cni_multi::meta::portmap::rule_comment(net, cid, "eth0"),
@@ -219,6 +222,15 @@ impl Site {
                 let c = r["comment"].as_str().unwrap_or("");
                 if c.contains(cid) || comments.iter().any(|x| x == c) {
                     out.push(format!("nft rule in {} {}: {c}", r["table"], r["chain"]));
+                }
+            }
+        }
+        // iptables-nft's rules carry their comments in xt matches, which `nft -j` does not
+        // show as comments: read them as iptables prints them.
+        for save in ["iptables-save", "ip6tables-save"] {
+            for l in self.node.exec_ok(&[save]).lines() {
+                if l.contains(cid) || chains.iter().any(|c| l.contains(c.as_str())) {
+                    out.push(format!("{save}: {l}"));
                 }
             }
         }
@@ -281,6 +293,21 @@ fn ptp_chain(site: &Site, net: &str, subnet: &str) -> Value {
             {"type": "firewall"},
             {"type": "tuning", "mtu": 1300, "dataDir": site.dir("tuning")},
             {"type": "sbr"}
+        ]
+    })
+}
+
+/// bridge with the reference's iptables rules (ipMasqBackend iptables) -> portmap ->
+/// firewall (backend iptables) -> tuning.
+fn iptables_chain(site: &Site, net: &str, br: &str, subnet: &str) -> Value {
+    json!({
+        "cniVersion": "1.1.0", "name": net,
+        "plugins": [
+            {"type": "bridge", "bridge": br, "isGateway": true, "ipMasq": true, "ipMasqBackend": "iptables",
+             "ipam": {"type": "host-local", "subnet": subnet, "dataDir": site.dir("ipam")}},
+            {"type": "portmap", "capabilities": {"portMappings": true}},
+            {"type": "firewall", "backend": "iptables"},
+            {"type": "tuning", "mtu": 1400, "dataDir": site.dir("tuning")}
         ]
     })
 }
@@ -364,6 +391,16 @@ fn sigkill_during_add_bridge_portmap_firewall_tuning_bandwidth() {
     let mut site = Site::new("fk-br");
     let list = bridge_chain(&site, "fkbr", "cmfk0", "10.71.0.0/24");
     kill_add_loop("sigkill-add-bridge", &mut site, &list, "fkbr", &["cmfk0"]);
+}
+
+#[test]
+fn sigkill_during_add_iptables_backends() {
+    if !require_root("sigkill_during_add_iptables_backends") {
+        return;
+    }
+    let mut site = Site::new("fk-ipt");
+    let list = iptables_chain(&site, "fkipt", "cmfi0", "10.89.0.0/24");
+    kill_add_loop("sigkill-add-iptables", &mut site, &list, "fkipt", &["cmfi0"]);
 }
 
 #[test]
