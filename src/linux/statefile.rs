@@ -48,10 +48,10 @@ pub fn read_regular(path: &Path, max: u64) -> io::Result<Vec<u8>> {
 }
 
 /// Replace `path` with `data` (mode `mode`): written to a fresh O_EXCL|O_NOFOLLOW temp file
-/// beside it, fsynced, then renamed over it. Whatever was at `path` (a symlink, a hard link
+/// beside it, fsynced when `sync` (state that must survive a node crash), then renamed over it. Whatever was at `path` (a symlink, a hard link
 /// to another file) is replaced, never written through; a directory there is an error. On any
 /// failure (a full or read-only filesystem) the temp file is removed and `path` is as before.
-pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
+pub fn write_atomic(path: &Path, data: &[u8], mode: u32, sync: bool) -> io::Result<()> {
     if let Ok(md) = std::fs::symlink_metadata(path) {
         if md.is_dir() {
             return Err(not_regular(path, "a directory"));
@@ -72,7 +72,9 @@ pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
             .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
             .open(&tmp)?;
         f.write_all(data)?;
-        f.sync_all()?;
+        if sync {
+            f.sync_all()?;
+        }
         std::fs::rename(&tmp, path)
     };
     write().inspect_err(|_| {
@@ -172,11 +174,11 @@ mod tests {
         }
         // Writing replaces the symlink and the hard link instead of writing through them.
         std::fs::hard_link(&target, d.join("hard")).unwrap();
-        write_atomic(&d.join("link"), b"new", 0o600).unwrap();
-        write_atomic(&d.join("hard"), b"new", 0o600).unwrap();
+        write_atomic(&d.join("link"), b"new", 0o600, true).unwrap();
+        write_atomic(&d.join("hard"), b"new", 0o600, false).unwrap();
         assert_eq!(std::fs::read(&target).unwrap(), b"secret");
         assert_eq!(read_regular(&d.join("link"), 10).unwrap(), b"new");
-        assert!(write_atomic(&d.join("dir"), b"x", 0o600).is_err());
+        assert!(write_atomic(&d.join("dir"), b"x", 0o600, false).is_err());
         remove(&d.join("fifo")).unwrap();
         assert!(remove(&d.join("dir")).is_err());
         std::fs::remove_dir_all(&d).unwrap();

@@ -412,7 +412,7 @@ fn save(data_dir: &Path, container_id: &str, bytes: &[u8]) -> anyhow::Result<()>
     let path = saved_path(data_dir, container_id);
     // Through a temp file and rename: a full dataDir leaves no half-written config, and a
     // symlink planted at the path is replaced, never written through.
-    statefile::write_atomic(&path, bytes, 0o600).with_context(|| format!("write {}", path.display()))
+    statefile::write_atomic(&path, bytes, 0o600, true).with_context(|| format!("write {}", path.display()))
 }
 
 /// The delegate type of a saved config.

@@ -466,9 +466,11 @@ fn create_backup(nl: &mut Netlink, t: &Tuning, args: &CmdArgs) -> anyhow::Result
 }
 
 /// Through a temp file and rename: a full or read-only dataDir leaves no half-written backup,
-/// and a symlink or hard link planted at the path is replaced, never written through.
+/// and a symlink or hard link planted at the path is replaced, never written through. No
+/// fsync (as in the reference): a backup matters only while the pod's netns lives, and a
+/// node crash takes that with it.
 fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    statefile::write_atomic(path, data, 0o600)
+    statefile::write_atomic(path, data, 0o600, false)
 }
 
 /// The reference's order: mac, promisc (only ever turned on), mtu, allmulti, txQLen.
