@@ -10,6 +10,7 @@ pub mod nft;
 pub mod packet;
 pub mod ping;
 pub mod privileges;
+pub mod statefile;
 pub mod sysctl;
 pub mod tuntap;
 
