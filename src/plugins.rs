@@ -24,6 +24,7 @@ pub static PLUGINS: &[&Plugin] = &[
     &crate::meta::flannel::PLUGIN,
     &crate::meta::portmap::PLUGIN,
     &crate::meta::tuning::PLUGIN,
+    &crate::meta::vrf::PLUGIN,
 ];
 
 pub fn lookup(name: &str) -> Option<&'static Plugin> {

@@ -8,7 +8,8 @@
 //! - [`bandwidth`]: tbf shaping on the host veth and an IFB (not in the plugin table yet: its
 //!   kernel tests and the comparison with the reference are still to come);
 //! - [`tuning`]: sysctls and link attributes of the container interface;
-//! - [`flannel`]: builds a bridge + host-local delegate from flanneld's subnet.env.
+//! - [`flannel`]: builds a bridge + host-local delegate from flanneld's subnet.env;
+//! - [`vrf`]: enslaves the container interface to a VRF in the container netns.
 
 pub mod bandwidth;
 pub mod firewall;
@@ -18,3 +19,4 @@ pub mod portmap;
 pub mod sha512;
 pub mod spoofcheck;
 pub mod tuning;
+pub mod vrf;
