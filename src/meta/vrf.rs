@@ -200,7 +200,9 @@ fn create_vrf(nl: &mut Netlink, ns: &NetNs, name: &str, want: u32, undo: &mut Un
         0 => free_table(&nl.links()?).ok_or_else(|| anyhow!("failed to find an available routing table id"))?,
         t => t,
     };
-    if let Err(e) = nl.create_link(&LinkSpec::new(name, LinkKind::Vrf { table })) {
+    // txqlen 0 as the reference's VRFs have it (a VRF has no queue), so `ip -d link` matches.
+    let spec = LinkSpec::new(name, LinkKind::Vrf { table }).txqlen(0);
+    if let Err(e) = nl.create_link(&spec) {
         if e.errno() == Some(nix::libc::EOPNOTSUPP) {
             // The kernel has no "vrf" link type: nothing was created, and nothing will work.
             return Err(CniError::new(

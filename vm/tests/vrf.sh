@@ -60,8 +60,8 @@ must pod2-eth0 attach pod2 eth0 neta red
 must pod3-eth0 attach pod3 eth0 netb blue 100
 must pod4-eth0 attach pod4 eth0 neta green
 must pod4-net1 attach pod4 net1 neta green
-p1a=$(addr_of pod1 eth0 '^10\.') p1a6=$(addr_of pod1 eth0 :) p2=$(addr_of pod2 eth0 '^10\.')
-p2v6=$(addr_of pod2 eth0 :) p3=$(addr_of pod3 eth0 '^10\.') p4=$(addr_of pod4 eth0 '^10\.')
+p1a=$(addr_of pod1 eth0 '^10[.]') p1a6=$(addr_of pod1 eth0 :) p2=$(addr_of pod2 eth0 '^10[.]')
+p2v6=$(addr_of pod2 eth0 :) p3=$(addr_of pod3 eth0 '^10[.]') p4=$(addr_of pod4 eth0 '^10[.]')
 log "pod1 $p1a $p1a6, pod2 $p2 $p2v6, pod3 $p3, pod4 $p4"
 
 check result-is-prev sh -c "[ \"\$($JQ -cS . $T/pod1-eth0-br.json)\" = \"\$($JQ -cS . $T/pod1-eth0-vrf.json)\" ]"
@@ -81,7 +81,8 @@ check route6-moved  sh -c "$IP -n pod1 -6 route show vrf red | grep -q '^fd99::/
 check connected-in-vrf sh -c "$IP -n pod1 route show vrf red | grep -q '^10.251.1.0/24 dev eth0 proto kernel'"
 check main-empty    sh -c "! $IP -n pod1 route show | grep -q . && ! $IP -n pod1 -6 route show | grep -Eq 'eth0|net1'"
 check v6-restored   has_addr pod1 eth0 "$p1a6/64"
-check v6-local-route sh -c "$IP -n pod1 -6 route show vrf red | grep -q '^local $p1a6 dev eth0'"
+# (`ip route show vrf` hides local routes; `table` shows them.)
+check v6-local-route sh -c "$IP -n pod1 -6 route show table 1 | grep -q '^local $p1a6 dev eth0'"
 
 for p in pod1 pod2 pod3 pod4; do check "dad-$p" settled "$p"; done
 check in-red        ping_vrf pod1 red "$p2"
