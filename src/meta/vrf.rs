@@ -134,6 +134,19 @@ fn add(args: &CmdArgs) -> anyhow::Result<CniResult> {
 }
 
 fn enslave(nl: &mut Netlink, ns: &NetNs, c: &VrfConf, ifname: &str, undo: &mut Undo) -> anyhow::Result<()> {
+    // Every refusal comes before anything is made, in the reference's order: the table
+    // conflict, then the interface.
+    let existing = find_vrf(nl, &c.vrfname)?;
+    if let Some(v) = &existing {
+        let table = v.vrf_table.unwrap_or(0);
+        if c.table != 0 && table != c.table {
+            return Err(CniError::invalid_config(format!(
+                "VRF {} already exist with different routing table {table}",
+                c.vrfname
+            ))
+            .into());
+        }
+    }
     let iface = nl
         .link_by_name(ifname)?
         .ok_or_else(|| anyhow!("could not get link by name {ifname}: Link not found"))?;
@@ -141,19 +154,8 @@ fn enslave(nl: &mut Netlink, ns: &NetNs, c: &VrfConf, ifname: &str, undo: &mut U
         let name = nl.link_by_index(m)?.map(|l| l.name).unwrap_or_else(|| format!("#{m}"));
         return Err(anyhow!("interface {ifname} has already a master set: {name}"));
     }
-
-    let vrf = match find_vrf(nl, &c.vrfname)? {
-        Some(v) => {
-            let table = v.vrf_table.unwrap_or(0);
-            if c.table != 0 && table != c.table {
-                return Err(CniError::invalid_config(format!(
-                    "VRF {} already exist with different routing table {table}",
-                    c.vrfname
-                ))
-                .into());
-            }
-            v
-        }
+    let vrf = match existing {
+        Some(v) => v,
         None => create_vrf(nl, ns, &c.vrfname, c.table, undo)?,
     };
     let table = vrf
@@ -195,11 +197,35 @@ fn enslave(nl: &mut Netlink, ns: &NetNs, c: &VrfConf, ifname: &str, undo: &mut U
     Ok(())
 }
 
+/// Attempts at an automatically chosen table when concurrent ADDs pick the same one.
+const TABLE_ATTEMPTS: usize = 8;
+
 fn create_vrf(nl: &mut Netlink, ns: &NetNs, name: &str, want: u32, undo: &mut Undo) -> anyhow::Result<Link> {
-    let table = match want {
-        0 => free_table(&nl.links()?).ok_or_else(|| anyhow!("failed to find an available routing table id"))?,
-        t => t,
-    };
+    for _ in 0..TABLE_ATTEMPTS {
+        let table = match want {
+            0 => free_table(&nl.links()?).ok_or_else(|| anyhow!("failed to find an available routing table id"))?,
+            t => t,
+        };
+        let Some(vrf) = try_create_vrf(nl, name, want, table)? else {
+            continue;
+        };
+        let (path, idx) = (ns.path().to_path_buf(), vrf.index);
+        undo.push(format!("delete VRF {name}"), move || {
+            Ok(Netlink::in_netns(&NetNs::open(&path)?)?.delete_link(idx)?)
+        });
+        nl.set_up(vrf.index)
+            .with_context(|| format!("could not set link up for VRF {name}"))?;
+        return Ok(vrf);
+    }
+    Err(anyhow!(
+        "could not add VRF {name}: other VRFs kept taking the free routing table"
+    ))
+}
+
+/// Create the VRF (or take the one a concurrent ADD just made). None: an automatically
+/// chosen `table` was taken by another VRF made at the same time, which would share its
+/// routes; the older VRF (lower index) keeps it, ours is deleted for another try.
+fn try_create_vrf(nl: &mut Netlink, name: &str, want: u32, table: u32) -> anyhow::Result<Option<Link>> {
     // txqlen 0 as the reference's VRFs have it (a VRF has no queue), so `ip -d link` matches.
     let spec = LinkSpec::new(name, LinkKind::Vrf { table }).txqlen(0);
     if let Err(e) = nl.create_link(&spec) {
@@ -225,18 +251,23 @@ fn create_vrf(nl: &mut Netlink, ns: &NetNs, name: &str, want: u32, undo: &mut Un
             ))
             .into());
         }
-        return Ok(v);
+        return Ok(Some(v));
     }
-    let vrf = nl
-        .link_by_name(name)?
+    let links = nl.links()?;
+    let vrf = links
+        .iter()
+        .find(|l| l.name == name)
+        .cloned()
         .ok_or_else(|| anyhow!("could not add VRF {name}: gone right after creation"))?;
-    let (path, idx) = (ns.path().to_path_buf(), vrf.index);
-    undo.push(format!("delete VRF {name}"), move || {
-        Ok(Netlink::in_netns(&NetNs::open(&path)?)?.delete_link(idx)?)
-    });
-    nl.set_up(vrf.index)
-        .with_context(|| format!("could not set link up for VRF {name}"))?;
-    Ok(vrf)
+    let clash = links
+        .iter()
+        .any(|l| is_vrf(l) && l.index < vrf.index && l.vrf_table == Some(table));
+    if want == 0 && clash {
+        nl.delete_link(vrf.index)
+            .with_context(|| format!("could not delete VRF {name} after a table clash"))?;
+        return Ok(None);
+    }
+    Ok(Some(vrf))
 }
 
 /// IPv6 addresses of scope universe on `index` (link-local ones come back by themselves).

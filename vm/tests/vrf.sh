@@ -112,6 +112,18 @@ check enslave-fails rejects vrf ADD pod1 blue "$T/n.json" "$T/n.out"
 check created-vrf-deleted link_absent pod1 newv
 log "enslave failure: $(cat "$T/n.out" | tr -d '\n')"
 
+# Concurrent ADDs into one pod, each a new VRF with an automatic table: no two may share one.
+netns_add pod5
+must dummies sh -c "for i in 1 2 3 4; do $IP -n pod5 link add d\$i type dummy && $IP -n pod5 link set d\$i up || exit 1; done"
+for i in 1 2 3 4; do
+    vrf_conf "c$i" > "$T/c$i.base"; with_prev "$T/c$i.base" "$T/pod3-eth0-br.json" > "$T/c$i.json"
+    CNI_CONTAINERID=pod5 cni vrf ADD pod5 "d$i" "$T/c$i.json" "$T/c$i.out" > "$T/c$i.log" 2>&1 &
+done
+wait
+for i in 1 2 3 4; do check "concurrent-$i" master_is pod5 "d$i" "c$i"; done
+check concurrent-tables-distinct sh -c "[ \$($IP -n pod5 -d link show type vrf | grep -o 'vrf table [0-9]*' | sort -u | wc -l) = 4 ]"
+log "concurrent: $($IP -n pod5 -d link show type vrf | grep -o 'vrf table [0-9]*' | tr '\n' ' ')"
+
 # CHECK
 check check-ok cni vrf CHECK pod1 eth0 "$T/pod1-eth0-vrf.conf" "$T/k1.out"
 vrf_conf blue > "$T/wrong.base"; with_prev "$T/wrong.base" "$T/pod1-eth0-br.json" > "$T/wrong.json"
