@@ -70,6 +70,11 @@ fn pod_state(ns: &TestNs) -> String {
     out
 }
 
+/// A vrf invocation with an empty PATH: the plugin executes nothing.
+fn vrf(command: &str, pod: &TestNs, c: &Value) -> Invocation {
+    Invocation::new("vrf", command).env("PATH", "").pod(pod).config(c)
+}
+
 /// Whether this kernel can make a VRF: tried in a throw-away netns.
 fn kernel_has_vrf() -> bool {
     let probe = TestNs::new("vrf-probe");
@@ -92,7 +97,7 @@ fn version_and_config_errors() {
     let versions = v.result()["supportedVersions"].clone();
     assert_eq!(versions, json!(["0.3.1", "0.4.0", "1.0.0", "1.1.0"]), "{v}");
 
-    let run = |c: Value| Invocation::new("vrf", "ADD").pod(&pod).config(&c).run_ours();
+    let run = |c: Value| vrf("ADD", &pod, &c).run_ours();
     let before = pod_state(&pod);
 
     // Older than the reference's first version.
@@ -125,20 +130,12 @@ fn version_and_config_errors() {
 
     // CHECK needs the VRF; DEL of what was never added succeeds and changes nothing.
     let c = conf("1.0.0", json!({"vrfname": "red"}), Some(prev_result(&pod)));
-    let o = Invocation::new("vrf", "CHECK").pod(&pod).config(&c).run_ours();
+    let o = vrf("CHECK", &pod, &c).run_ours();
     assert!(!o.success(), "{o}");
     assert_eq!(o.msg(), Some("VRF red not found"), "{o}");
-    Invocation::new("vrf", "DEL")
-        .pod(&pod)
-        .config(&c)
-        .run_ours()
-        .expect_ok();
+    vrf("DEL", &pod, &c).run_ours().expect_ok();
     let peer = conf("1.0.0", json!({"vrfname": "peer0"}), None);
-    Invocation::new("vrf", "DEL")
-        .pod(&pod)
-        .config(&peer)
-        .run_ours()
-        .expect_ok();
+    vrf("DEL", &pod, &peer).run_ours().expect_ok();
     Invocation::new("vrf", "DEL")
         .netns(vanished_netns_path())
         .config(&c)
@@ -156,7 +153,7 @@ fn add_on_this_kernel() {
     let pod = pod();
     let before = pod_state(&pod);
     let c = conf("1.0.0", json!({"vrfname": "red"}), Some(prev_result(&pod)));
-    let add = Invocation::new("vrf", "ADD").pod(&pod).config(&c).run_ours();
+    let add = vrf("ADD", &pod, &c).run_ours();
 
     if !kernel_has_vrf() {
         add.expect_err(50);
@@ -168,11 +165,7 @@ fn add_on_this_kernel() {
         assert!(pod.link("red").is_none(), "no VRF may be left behind");
         assert_eq!(pod_state(&pod), before, "a failed ADD changed the pod");
         // DEL after the failed ADD, as a runtime sends it, succeeds.
-        Invocation::new("vrf", "DEL")
-            .pod(&pod)
-            .config(&c)
-            .run_ours()
-            .expect_ok();
+        vrf("DEL", &pod, &c).run_ours().expect_ok();
         assert_eq!(pod_state(&pod), before);
         eprintln!("vrf::add_on_this_kernel: no VRF support here: checked the clean error (code 50)");
         return;
@@ -191,34 +184,18 @@ fn add_on_this_kernel() {
     );
     let v6 = pod.ip(&["-6", "addr", "show", "dev", "eth0"]);
     assert!(v6.contains("fd54::2/64"), "IPv6 address not restored: {v6}");
-    Invocation::new("vrf", "CHECK")
-        .pod(&pod)
-        .config(&c)
-        .run_ours()
-        .expect_ok();
+    vrf("CHECK", &pod, &c).run_ours().expect_ok();
 
     let conflict = conf("1.0.0", json!({"vrfname": "red", "table": 7}), Some(prev_result(&pod)));
-    let o = Invocation::new("vrf", "ADD")
-        .pod(&pod)
-        .ifname("peer0")
-        .config(&conflict)
-        .run_ours();
+    let o = vrf("ADD", &pod, &conflict).ifname("peer0").run_ours();
     o.expect_err(7);
     assert_eq!(
         o.msg(),
         Some("cmdAdd failed: VRF red already exist with different routing table 1")
     );
 
-    Invocation::new("vrf", "DEL")
-        .pod(&pod)
-        .config(&c)
-        .run_ours()
-        .expect_ok();
+    vrf("DEL", &pod, &c).run_ours().expect_ok();
     assert!(pod.link("red").is_none(), "VRF left after DEL of its last slave");
     assert!(pod.link("eth0").unwrap().get("master").is_none());
-    Invocation::new("vrf", "DEL")
-        .pod(&pod)
-        .config(&c)
-        .run_ours()
-        .expect_ok();
+    vrf("DEL", &pod, &c).run_ours().expect_ok();
 }
