@@ -164,7 +164,8 @@ fn enslave(nl: &mut Netlink, ns: &NetNs, c: &VrfConf, ifname: &str, undo: &mut U
 
     // What the enslave's down/up cycle removes, saved first.
     let v6_before = global_v6(nl, iface.index)?;
-    let routes = movable_routes(nl, iface.index)?;
+    let main = nl.routes(Family::All, Some(TABLE_MAIN))?;
+    let routes: Vec<Route> = main.iter().filter_map(|r| movable(r, iface.index)).collect();
 
     nl.set_master(iface.index, vrf.index)
         .with_context(|| format!("could not set vrf {} as master of {ifname}", c.vrfname))?;
@@ -176,7 +177,8 @@ fn enslave(nl: &mut Netlink, ns: &NetNs, c: &VrfConf, ifname: &str, undo: &mut U
             nl.set_nomaster(idx)?;
             // Leaving the VRF cycles the link again: put back what ADD found, best-effort.
             restore_v6(&mut nl, idx, &v6, None)?;
-            for r in &routes {
+            // A multipath route still holds its other nexthops in main: left as it is.
+            for r in routes.iter().filter(|r| r.multipath.is_empty()) {
                 let _ = nl.replace_route(r);
             }
             Ok(())
@@ -191,6 +193,14 @@ fn enslave(nl: &mut Netlink, ns: &NetNs, c: &VrfConf, ifname: &str, undo: &mut U
             format!(
                 "could not copy a route of {ifname} into VRF {} (table {table})",
                 c.vrfname
+            )
+        })?;
+    }
+    for r in main.iter().filter(|r| shared_multipath(r, iface.index)) {
+        prune_nexthops(nl, r, iface.index).with_context(|| {
+            format!(
+                "could not take {ifname}'s nexthops out of the main table's route {}",
+                r.dst
             )
         })?;
     }
@@ -279,24 +289,74 @@ fn global_v6(nl: &mut Netlink, index: u32) -> anyhow::Result<Vec<Addr>> {
         .collect())
 }
 
-/// The interface's routes in the main table that the kernel will not remake by itself:
-/// universe scope, unicast, not kernel-made (connected and link-local prefixes, which the
-/// kernel recreates in the VRF's table) nor learnt from router advertisements.
-fn movable_routes(nl: &mut Netlink, index: u32) -> anyhow::Result<Vec<Route>> {
-    Ok(nl
-        .routes(Family::All, Some(TABLE_MAIN))?
-        .into_iter()
-        .filter(|r| is_movable(r, index))
-        .collect())
+/// Which of the interface's routes in the main table move into the VRF's: those the kernel
+/// will not remake by itself, so universe scope, unicast, not kernel-made (connected and
+/// link-local prefixes, which the kernel recreates in the VRF's table) nor learnt from
+/// router advertisements. Of a multipath route only the interface's own nexthops move (an
+/// IPv6 default route of a second network is merged into the first one's as ECMP).
+fn movable(r: &Route, index: u32) -> Option<Route> {
+    if r.scope != SCOPE_UNIVERSE || r.kind != RouteType::Unicast || r.protocol == PROTO_KERNEL || r.protocol == PROTO_RA
+    {
+        return None;
+    }
+    if r.multipath.is_empty() {
+        return (r.oif == Some(index)).then(|| r.clone());
+    }
+    let mut own: Vec<_> = r.multipath.iter().filter(|nh| nh.oif == Some(index)).cloned().collect();
+    match own.len() {
+        0 => None,
+        1 => {
+            let nh = own.remove(0);
+            Some(Route {
+                gw: nh.gw,
+                oif: nh.oif,
+                multipath: Vec::new(),
+                ..r.clone()
+            })
+        }
+        _ => Some(Route {
+            multipath: own,
+            ..r.clone()
+        }),
+    }
 }
 
-fn is_movable(r: &Route, index: u32) -> bool {
-    r.oif == Some(index)
-        && r.multipath.is_empty()
-        && r.scope == SCOPE_UNIVERSE
-        && r.kind == RouteType::Unicast
-        && r.protocol != PROTO_KERNEL
-        && r.protocol != PROTO_RA
+/// A multipath route in main with nexthops both on `index` and elsewhere.
+fn shared_multipath(r: &Route, index: u32) -> bool {
+    movable(r, index).is_some() && r.multipath.iter().any(|nh| nh.oif != Some(index))
+}
+
+/// Take `index`'s nexthops out of the main table's multipath route `r`: the enslave only
+/// marks them down and the link's up revives them, which would leave the default VRF a
+/// path through a VRF's slave. IPv6 keeps the paths as sibling routes, deleted one by one;
+/// IPv4 keeps one route, replaced by the one without them.
+fn prune_nexthops(nl: &mut Netlink, r: &Route, index: u32) -> anyhow::Result<()> {
+    let (own, rest): (Vec<_>, Vec<_>) = r.multipath.iter().cloned().partition(|nh| nh.oif == Some(index));
+    if r.dst.addr().is_ipv6() {
+        for nh in own {
+            let one = Route {
+                gw: nh.gw,
+                oif: nh.oif,
+                multipath: Vec::new(),
+                ..r.clone()
+            };
+            match nl.del_route(&one) {
+                Err(e) if !e.is_not_found() => return Err(e.into()),
+                _ => {}
+            }
+        }
+        return Ok(());
+    }
+    let mut left = Route {
+        multipath: rest,
+        ..r.clone()
+    };
+    if left.multipath.len() == 1 {
+        let nh = left.multipath.remove(0);
+        left.gw = nh.gw;
+        left.oif = nh.oif;
+    }
+    Ok(nl.replace_route(&left)?)
 }
 
 /// Re-add the addresses of `before` that `index` lost. With `table`, wait (bounded) until
@@ -406,6 +466,7 @@ fn check(args: &CmdArgs) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::linux::netlink::NextHop;
 
     fn vrf(index: u32, table: u32) -> Link {
         let mut l = Link::parse(&LinkSpec::new(format!("v{index}"), LinkKind::Vrf { table }).encode()).unwrap();
@@ -505,18 +566,40 @@ mod tests {
     #[test]
     fn which_routes_move() {
         let base = |dst: &str| Route::new(dst.parse().unwrap()).oif(3);
-        assert!(is_movable(&base("0.0.0.0/0").gw("10.0.0.1".parse().unwrap()), 3));
-        assert!(is_movable(&base("1111:dddd::/80").gw("abcd::1".parse().unwrap()), 3));
-        assert!(!is_movable(&base("0.0.0.0/0"), 4), "another interface");
+        let moves = |r: &Route| movable(r, 3).is_some();
+        assert!(moves(&base("0.0.0.0/0").gw("10.0.0.1".parse().unwrap())));
+        assert!(moves(&base("1111:dddd::/80").gw("abcd::1".parse().unwrap())));
+        assert!(movable(&base("0.0.0.0/0"), 4).is_none(), "another interface");
         let mut connected = base("10.0.0.0/24");
         connected.protocol = PROTO_KERNEL;
-        assert!(!is_movable(&connected, 3));
+        assert!(!moves(&connected));
         let mut ra = base("::/0");
         ra.protocol = PROTO_RA;
-        assert!(!is_movable(&ra, 3));
-        assert!(!is_movable(&base("10.0.0.0/24").scope(253), 3), "link scope");
+        assert!(!moves(&ra));
+        assert!(!moves(&base("10.0.0.0/24").scope(253)), "link scope");
         let mut bh = base("10.9.0.0/16");
         bh.kind = RouteType::Blackhole;
-        assert!(!is_movable(&bh, 3));
+        assert!(!moves(&bh));
+    }
+
+    #[test]
+    fn only_own_nexthops_of_a_multipath_route_move() {
+        let nh = |gw: &str, oif: u32| NextHop {
+            gw: Some(gw.parse().unwrap()),
+            oif: Some(oif),
+            weight: 1,
+        };
+        let mut ecmp = Route::new("::/0".parse().unwrap());
+        ecmp.priority = Some(1024);
+        ecmp.multipath = vec![nh("2001:db8::1", 2), nh("2001:db8:1::1", 3)];
+        let m = movable(&ecmp, 3).unwrap();
+        assert_eq!((m.gw, m.oif), (Some("2001:db8:1::1".parse().unwrap()), Some(3)));
+        assert!(m.multipath.is_empty());
+        assert_eq!(m.priority, Some(1024));
+        assert!(movable(&ecmp, 4).is_none());
+        ecmp.multipath.push(nh("2001:db8:1::2", 3));
+        let m = movable(&ecmp, 3).unwrap();
+        assert_eq!(m.multipath.len(), 2);
+        assert!(m.multipath.iter().all(|n| n.oif == Some(3)));
     }
 }
