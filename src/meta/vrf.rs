@@ -216,8 +216,11 @@ fn create_vrf(nl: &mut Netlink, ns: &NetNs, name: &str, want: u32, undo: &mut Un
             0 => free_table(&nl.links()?).ok_or_else(|| anyhow!("failed to find an available routing table id"))?,
             t => t,
         };
-        let Some(vrf) = try_create_vrf(nl, name, want, table)? else {
-            continue;
+        let vrf = match try_create_vrf(nl, name, want, table)? {
+            Made::Ours(v) => v,
+            // A concurrent ADD's VRF is theirs to undo, not ours.
+            Made::Theirs(v) => return Ok(v),
+            Made::Clash => continue,
         };
         let (path, idx) = (ns.path().to_path_buf(), vrf.index);
         undo.push(format!("delete VRF {name}"), move || {
@@ -232,10 +235,18 @@ fn create_vrf(nl: &mut Netlink, ns: &NetNs, name: &str, want: u32, undo: &mut Un
     ))
 }
 
-/// Create the VRF (or take the one a concurrent ADD just made). None: an automatically
-/// chosen `table` was taken by another VRF made at the same time, which would share its
-/// routes; the older VRF (lower index) keeps it, ours is deleted for another try.
-fn try_create_vrf(nl: &mut Netlink, name: &str, want: u32, table: u32) -> anyhow::Result<Option<Link>> {
+/// What an attempt to create the VRF gave.
+enum Made {
+    /// Created by this ADD.
+    Ours(Link),
+    /// A concurrent ADD into the same netns created it first.
+    Theirs(Link),
+    /// The automatically chosen table was taken by another VRF made at the same time, which
+    /// would share its routes: the older VRF (lower index) keeps it, ours was deleted.
+    Clash,
+}
+
+fn try_create_vrf(nl: &mut Netlink, name: &str, want: u32, table: u32) -> anyhow::Result<Made> {
     // txqlen 0 as the reference's VRFs have it (a VRF has no queue), so `ip -d link` matches.
     let spec = LinkSpec::new(name, LinkKind::Vrf { table }).txqlen(0);
     if let Err(e) = nl.create_link(&spec) {
@@ -261,7 +272,7 @@ fn try_create_vrf(nl: &mut Netlink, name: &str, want: u32, table: u32) -> anyhow
             ))
             .into());
         }
-        return Ok(Some(v));
+        return Ok(Made::Theirs(v));
     }
     let links = nl.links()?;
     let vrf = links
@@ -275,9 +286,9 @@ fn try_create_vrf(nl: &mut Netlink, name: &str, want: u32, table: u32) -> anyhow
     if want == 0 && clash {
         nl.delete_link(vrf.index)
             .with_context(|| format!("could not delete VRF {name} after a table clash"))?;
-        return Ok(None);
+        return Ok(Made::Clash);
     }
-    Ok(Some(vrf))
+    Ok(Made::Ours(vrf))
 }
 
 /// IPv6 addresses of scope universe on `index` (link-local ones come back by themselves).
