@@ -5,7 +5,7 @@
 //! ADD finds or creates the VRF `vrfname` (table `table`, or the first free one), enslaves
 //! CNI_IFNAME, and repairs what the kernel's down/up cycle on enslave takes away: IPv6
 //! global addresses (dropped unless keep_addr_on_down) and the interface's routes in the main
-//! table, which are copied into the VRF's table. DEL releases the interface and deletes the
+//! table, which are moved into the VRF's table. DEL releases the interface and deletes the
 //! VRF with its last slave.
 
 use crate::cni::config::{self, NetConf};
@@ -13,7 +13,7 @@ use crate::cni::error::{code, CniError};
 use crate::cni::result::CniResult;
 use crate::cni::skel::{CmdArgs, Kind, Plugin};
 use crate::interface::{open_netns, open_netns_for_del};
-use crate::linux::netlink::route::{PROTO_KERNEL, SCOPE_UNIVERSE, TABLE_MAIN};
+use crate::linux::netlink::route::{PROTO_KERNEL, SCOPE_LINK, SCOPE_UNIVERSE, TABLE_MAIN};
 use crate::linux::netlink::{Addr, Family, Link, LinkKind, LinkSpec, Route, RouteType};
 use crate::linux::{NetNs, Netlink};
 use crate::undo::Undo;
@@ -165,7 +165,9 @@ fn enslave(nl: &mut Netlink, ns: &NetNs, c: &VrfConf, ifname: &str, undo: &mut U
     // What the enslave's down/up cycle removes, saved first.
     let v6_before = global_v6(nl, iface.index)?;
     let main = nl.routes(Family::All, Some(TABLE_MAIN))?;
-    let routes: Vec<Route> = main.iter().filter_map(|r| movable(r, iface.index)).collect();
+    let mut routes: Vec<Route> = main.iter().filter_map(|r| movable(r, iface.index)).collect();
+    // Link-scope routes first: the gateways of the others may be reached through them.
+    routes.sort_by_key(|r| std::cmp::Reverse(r.scope));
 
     nl.set_master(iface.index, vrf.index)
         .with_context(|| format!("could not set vrf {} as master of {ifname}", c.vrfname))?;
@@ -301,13 +303,16 @@ fn global_v6(nl: &mut Netlink, index: u32) -> anyhow::Result<Vec<Addr>> {
 }
 
 /// Which of the interface's routes in the main table move into the VRF's: those the kernel
-/// will not remake by itself, so universe scope, unicast, not kernel-made (connected and
-/// link-local prefixes, which the kernel recreates in the VRF's table) nor learnt from
-/// router advertisements. Of a multipath route only the interface's own nexthops move (an
-/// IPv6 default route of a second network is merged into the first one's as ECMP).
+/// will not remake by itself, so unicast, not kernel-made (connected and link-local
+/// prefixes, which the kernel recreates in the VRF's table) nor learnt from router
+/// advertisements. Universe scope as upstream, and link scope too: a gateway reached
+/// through a route of its own (`169.254.1.1 dev eth0 scope link` + `default via
+/// 169.254.1.1`) needs that route in the VRF, or the default route cannot follow. Of a
+/// multipath route only the interface's own nexthops move (an IPv6 default route of a
+/// second network is merged into the first one's as ECMP).
 fn movable(r: &Route, index: u32) -> Option<Route> {
-    if r.scope != SCOPE_UNIVERSE || r.kind != RouteType::Unicast || r.protocol == PROTO_KERNEL || r.protocol == PROTO_RA
-    {
+    let scope_ok = r.scope == SCOPE_UNIVERSE || r.scope == SCOPE_LINK;
+    if !scope_ok || r.kind != RouteType::Unicast || r.protocol == PROTO_KERNEL || r.protocol == PROTO_RA {
         return None;
     }
     if r.multipath.is_empty() {
@@ -587,7 +592,8 @@ mod tests {
         let mut ra = base("::/0");
         ra.protocol = PROTO_RA;
         assert!(!moves(&ra));
-        assert!(!moves(&base("10.0.0.0/24").scope(253)), "link scope");
+        assert!(moves(&base("169.254.1.1/32").scope(253)), "a static link-scope route");
+        assert!(!moves(&base("10.0.0.1/32").scope(254)), "host scope");
         let mut bh = base("10.9.0.0/16");
         bh.kind = RouteType::Blackhole;
         assert!(!moves(&bh));

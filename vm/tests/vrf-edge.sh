@@ -2,7 +2,8 @@
 # cni-multi's vrf in the second kernel, the edges (split from vrf.sh to keep each test short
 # under software emulation): concurrent ADDs into one pod, each a new VRF with an automatic
 # table, never share a table; a default route over two interfaces (IPv4 and IPv6 ECMP)
-# leaves only the enslaved interface's nexthop to the VRF and the other one to main.
+# leaves only the enslaved interface's nexthop to the VRF and the other one to main; an
+# onlink route stays onlink; a failure after the enslave is rolled back completely.
 . "$VMTEST_LIB"
 T=$VMTEST_TMP
 netns_add node
@@ -42,4 +43,34 @@ check ecmp-rest-in-main ecmp_main -6 2001:db8::1
 check ecmp4-rest-in-main ecmp_main -4 10.61.0.1
 log "ecmp: main: $($IP -n pod6 route show default; $IP -n pod6 -6 route show default | tr '\n\t' '  ') vrf: $($IP -n pod6 route show table 1 | grep default; $IP -n pod6 -6 route show table 1 | grep default)"
 
-finish "vrf edges: concurrent ADDs get distinct tables; ECMP nexthops split between the VRF and main"
+# An onlink route keeps its flag in the VRF's table.
+netns_add pod7
+must onlink sh -c "$IP -n pod7 link add o1 type dummy && $IP -n pod7 link set o1 up && $IP -n pod7 addr add 10.71.0.2/24 dev o1 && $IP -n pod7 route add 10.20.0.0/16 via 10.9.9.9 dev o1 onlink"
+vrf_conf ov > "$T/ov.base"; with_prev "$T/ov.base" "$T/prev.json" > "$T/ov.json"
+CNI_CONTAINERID=pod7 check onlink-add cni vrf ADD pod7 o1 "$T/ov.json" "$T/ov.out"
+check onlink-kept sh -c "$IP -n pod7 route show table 1 | grep -q '^10.20.0.0/16 via 10.9.9.9 dev o1 onlink'"
+
+# A gateway reached through a static link-scope route (Calico's shape): both routes move.
+netns_add pod9
+must linkscope sh -c "$IP -n pod9 link add k1 type dummy && $IP -n pod9 link set k1 up && $IP -n pod9 addr add 10.91.0.2/32 dev k1 && $IP -n pod9 route add 169.254.1.1 dev k1 scope link && $IP -n pod9 route add default via 169.254.1.1 dev k1"
+vrf_conf kv > "$T/kv.base"; with_prev "$T/kv.base" "$T/prev.json" > "$T/kv.json"
+CNI_CONTAINERID=pod9 check linkscope-add cni vrf ADD pod9 k1 "$T/kv.json" "$T/kv.out"
+check linkscope-moved sh -c "$IP -n pod9 route show table 1 | grep -q '^169.254.1.1 dev k1 scope link' && $IP -n pod9 route show table 1 | grep -q '^default via 169.254.1.1 dev k1'"
+
+# A route the VRF's table refuses (its IPv6 preferred source is on an interface outside the
+# VRF) fails the ADD after the enslave: the rollback releases the interface, deletes the VRF
+# it made and puts the addresses and routes back in main.
+netns_add pod8
+must prefsrc sh -c "$IP -n pod8 link add r1 type dummy && $IP -n pod8 link add r2 type dummy && $IP -n pod8 link set r1 up && $IP -n pod8 link set r2 up && $IP -n pod8 addr add 10.81.0.2/24 dev r1 && $IP -n pod8 addr add fd81::2/64 dev r1 nodad && $IP -n pod8 addr add fd82::2/64 dev r2 nodad && $IP -n pod8 route add 10.30.0.0/16 via 10.81.0.1 dev r1 && $IP -n pod8 -6 route add 1111::/64 via fd81::1 dev r1 src fd82::2"
+state8() { $IP -n pod8 route show; $IP -n pod8 -6 route show | grep -v -e fe80 -e 'proto kernel'; $IP -n pod8 -6 addr show dev r1 scope global | grep inet6; }
+before=$(state8)
+vrf_conf rb > "$T/rb.base"; with_prev "$T/rb.base" "$T/prev.json" > "$T/rb.json"
+CNI_CONTAINERID=pod8 cni vrf ADD pod8 r1 "$T/rb.json" "$T/rb.out" >/dev/null
+log "failed ADD: $(tr -d '\n' < "$T/rb.out")"
+check rollback-failed json_true "$T/rb.out" '.code == 999 and (.msg | test("could not copy a route of r1 into VRF rb"))'
+check rollback-no-vrf link_absent pod8 rb
+check rollback-released sh -c "! $IP -n pod8 link show r1 | grep -q master"
+after_state() { _a=$(state8); [ "$_a" = "$before" ] || { echo "before: $before"; echo "after:  $_a"; return 1; }; }
+check rollback-restored after_state
+
+finish "vrf edges: concurrent ADDs get distinct tables; ECMP nexthops split between the VRF and main; onlink kept; link-scope gateway routes moved; failed copy rolled back"
