@@ -1,14 +1,16 @@
 # cni-multi build, test and install entry points. Every target does real work.
 #
 #   make build        static release binary -> $(CARGO_TARGET_DIR)/cni-multi
-#   make test         fmt check, clippy (warnings are errors), all tests, then the second-kernel tests (root)
+#   make deps         install the test tools that are missing (Debian packages; root)
+#   make test         deps, fmt check, clippy (warnings are errors), all tests, then the second-kernel tests (root)
 #   make test-host    the same without the qemu second kernel (quicker while developing)
 #   make conformance  reference plugins vs cni-multi, one PASS/FAIL line per scenario
 #   make install      build, then `cni-multi install --dir $(DIR)` (DIR=/opt/cni/bin)
 #   make demo         build, then `cni-multi demo`
 #   make bench        build, then time the same work through the reference plugins and cni-multi
 #   make cluster-demo a simulated 3-node flannel cluster in throw-away netns; prints a report (root)
-#   make e2e          build, then podman (CNI backend) with only cni-multi's symlinks (e2e/run.sh; root)
+#   make e2e          build, then podman, containerd's CRI and distributions' configs on cni-multi's symlinks (e2e/run.sh; root)
+#   make image        build, then an OCI image FROM scratch holding only the binary (podman; deploy/)
 #   make vm-test      build, then boot a Debian kernel in qemu and run vm/tests/*.sh in it (vm/README.md)
 
 CARGO ?= cargo
@@ -20,7 +22,9 @@ DIR ?= /opt/cni/bin
 RELEASE_BIN := $(CARGO_TARGET_DIR)/$(TARGET)/release/cni-multi
 BIN := $(CARGO_TARGET_DIR)/cni-multi
 
-.PHONY: build test test-host conformance install demo bench cluster-demo vm-test e2e
+IMAGE ?= localhost/cni-multi:latest
+
+.PHONY: image deps build test test-host conformance install demo bench cluster-demo vm-test e2e
 
 build:
 	RUSTFLAGS='-C target-feature=+crt-static' $(CARGO) build --release --locked --target $(TARGET)
@@ -33,9 +37,18 @@ build:
 	cp -f $(RELEASE_BIN) $(BIN).tmp && mv -f $(BIN).tmp $(BIN)
 	@ls -l $(BIN)
 
-test: test-host vm-test e2e
+# Each part is timed, so CI's log shows where its minutes go.
+test: deps
+	@for t in test-host vm-test e2e; do \
+	  s=$$(date +%s); $(MAKE) --no-print-directory $$t || exit 1; \
+	  echo "== make $$t passed in $$(( $$(date +%s) - s )) s"; \
+	done
 
-test-host:
+# What the tests use, installed by Debian package name when missing (scripts/deps.sh).
+deps:
+	scripts/deps.sh
+
+test-host: deps
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --locked --all-targets -- -D warnings
 	$(CARGO) test --locked --no-fail-fast
@@ -61,15 +74,19 @@ cluster-demo:
 
 VM_DIR ?= $(CARGO_TARGET_DIR)/vm
 
-vm-test: build
+vm-test: deps build
 	VM_DIR=$(VM_DIR) vm/fetch.sh
 	VM_DIR=$(VM_DIR) VM_CNI_BIN=$(BIN) vm/build-initramfs.sh
 	VM_DIR=$(VM_DIR) vm/run.sh
 
-# Real runtimes: installs podman & co. by package name when missing; all state in temp dirs,
-# a private mount namespace and a throw-away node netns (e2e/run.sh).
-E2E_PACKAGES := podman runc catatonit busybox-static uidmap containerd
-e2e: build
-	@missing=; for p in $(E2E_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
-	if [ -n "$$missing" ]; then apt-get install -y -qq --no-install-recommends $$missing; fi
-	E2E_BIN=$(BIN) e2e/run.sh
+# Real runtimes and shipped configs (`make e2e E2E_PARTS="containerd configs"` for some parts):
+# all state in temp dirs, a private mount namespace and throw-away node netns (e2e/run.sh).
+# The runtimes themselves come from `make deps`.
+e2e: deps build
+	E2E_BIN=$(BIN) e2e/run.sh $(E2E_PARTS)
+
+# The node-install image (deploy/Containerfile): the static binary alone, entrypoint
+# `cni-multi install --copy --dir /host/opt/cni/bin`. Tested by e2e/image.sh.
+image: build
+	ctx=$$(mktemp -d) && cp $(BIN) "$$ctx/cni-multi" && cp deploy/Containerfile "$$ctx/" && \
+	podman build -q -t $(IMAGE) "$$ctx"; rc=$$?; rm -rf "$$ctx"; exit $$rc

@@ -25,6 +25,44 @@ enum TopCmd {
     Version(VersionCmd),
     Net(Box<NetCmd>),
     Demo(DemoCmd),
+    Inspect(InspectCmd),
+    Explain(ExplainCmd),
+}
+
+#[derive(FromArgs)]
+/// List every config key a plugin accepts, with type, default and meaning (also shown by
+/// `cni-multi <plugin> --help`).
+#[argh(subcommand, name = "explain")]
+struct ExplainCmd {
+    /// the plugin, e.g. bridge
+    #[argh(positional)]
+    plugin: String,
+}
+
+#[derive(FromArgs)]
+/// Show every network, attachment, reservation and port mapping on this node, and the leaks
+/// (read-only; exit 1 when a problem is found). Run it in the node's network namespace.
+#[argh(subcommand, name = "inspect")]
+struct InspectCmd {
+    /// the network configuration dir (default /etc/cni/net.d, or $NETCONFPATH)
+    #[argh(option)]
+    conf_dir: Option<PathBuf>,
+    /// libcni's cache dir (default /var/lib/cni)
+    #[argh(option, default = "PathBuf::from(\"/var/lib/cni\")")]
+    cache_dir: PathBuf,
+    /// the plugin path used for STATUS and --gc (default /opt/cni/bin, or $CNI_PATH)
+    #[argh(option)]
+    cni_path: Option<String>,
+    /// the invocation log to show recent errors from (default $CNI_MULTI_LOG)
+    #[argh(option)]
+    log: Option<PathBuf>,
+    /// print JSON instead of the tree
+    #[argh(switch)]
+    json: bool,
+    /// clean exactly the problems marked "--gc cleans it" (CNI DEL from the cache, then GC
+    /// with every other attachment valid)
+    #[argh(switch)]
+    gc: bool,
 }
 
 #[derive(FromArgs)]
@@ -89,6 +127,10 @@ struct InstallCmd {
     /// print what would be done, change nothing
     #[argh(switch)]
     dry_run: bool,
+    /// copy this executable into the directory as `cni-multi` and point the symlinks at that
+    /// copy (relative links): for installing from a container image onto a host directory
+    #[argh(switch)]
+    copy: bool,
 }
 
 #[derive(FromArgs)]
@@ -132,7 +174,14 @@ pub fn main() -> i32 {
         let cmd_name = format!("cni-multi {}", plugin.name);
         return match PluginCmd::from_args(&[&cmd_name], &strs[2..]) {
             Ok(c) => run_plugin(plugin, c),
-            Err(e) => early_exit(e),
+            Err(e) => {
+                let help = e.status.is_ok();
+                let code = early_exit(e);
+                if let Some(keys) = crate::explain::lookup(plugin.name).filter(|_| help) {
+                    print!("\n{}", crate::explain::render(keys));
+                }
+                code
+            }
         };
     }
     let top = match Top::from_args(&["cni-multi"], strs.get(1..).unwrap_or(&[])) {
@@ -168,7 +217,22 @@ pub fn main() -> i32 {
                 1
             }
         },
-        TopCmd::Install(i) => match install(&i.dir, i.dry_run) {
+        TopCmd::Inspect(i) => run_inspect(i),
+        TopCmd::Explain(e) => match crate::explain::lookup(&e.plugin) {
+            Some(keys) => {
+                print!("{}", crate::explain::render(keys));
+                0
+            }
+            None => {
+                eprintln!(
+                    "cni-multi explain: no plugin {:?}; plugins: {}",
+                    e.plugin,
+                    plugins::names().join(", ")
+                );
+                2
+            }
+        },
+        TopCmd::Install(i) => match install(&i.dir, i.dry_run, i.copy) {
             Ok(()) => 0,
             Err(e) => {
                 eprintln!("cni-multi install: {e:#}");
@@ -176,6 +240,43 @@ pub fn main() -> i32 {
             }
         },
     }
+}
+
+fn run_inspect(i: InspectCmd) -> i32 {
+    use crate::inspect::{self, Options};
+    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    let opts = Options {
+        conf_dir: i
+            .conf_dir
+            .or_else(|| env("NETCONFPATH").map(PathBuf::from))
+            .unwrap_or_else(|| PathBuf::from("/etc/cni/net.d")),
+        cache_dir: i.cache_dir,
+        cni_path: i
+            .cni_path
+            .or_else(|| env("CNI_PATH"))
+            .unwrap_or_else(|| "/opt/cni/bin".into()),
+        log: i
+            .log
+            .or_else(|| env(crate::invocation_log::ENV_PATH).map(PathBuf::from)),
+    };
+    crate::cni::delegate::set_builtins(plugins::lookup);
+    if i.gc {
+        let (cleaned, errors) = inspect::gc(&opts);
+        for p in &cleaned {
+            println!("cleaned {} {} {}: {}", p.kind, p.network, p.container_id, p.detail);
+        }
+        for e in &errors {
+            eprintln!("cni-multi inspect --gc: {e}");
+        }
+        return i32::from(!errors.is_empty());
+    }
+    let report = inspect::inspect(&opts);
+    if i.json {
+        println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+    } else {
+        print!("{}", inspect::render(&report));
+    }
+    i32::from(!report.problems.is_empty())
 }
 
 fn early_exit(e: argh::EarlyExit) -> i32 {
@@ -272,28 +373,79 @@ fn run_plugin(plugin: &'static crate::cni::Plugin, c: PluginCmd) -> i32 {
 }
 
 /// One symlink per plugin, each made under a temporary name and renamed over the
-/// old file so that a runtime never sees a missing or half-written plugin.
-pub fn install(dir: &Path, dry_run: bool) -> anyhow::Result<()> {
+/// old file so that a runtime never sees a missing or half-written plugin. Other files in
+/// the directory are left alone, and running it again changes nothing.
+///
+/// With `copy`, the executable itself is first copied to `<dir>/cni-multi` the same way
+/// (written and synced under a temporary name, then renamed: a plugin executing the old copy
+/// at that moment keeps its inode and is never torn), and the links are relative
+/// (`bridge -> cni-multi`), so they stay right when the directory is seen under another
+/// path, as a host's /opt/cni/bin is from an installer container's /host/opt/cni/bin.
+pub fn install(dir: &Path, dry_run: bool, copy: bool) -> anyhow::Result<()> {
     use anyhow::Context;
     let exe = std::fs::canonicalize("/proc/self/exe").context("cannot resolve this executable's path")?;
     if !dry_run {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
+    let target = if copy {
+        let dst = dir.join("cni-multi");
+        println!("{} <- {}", dst.display(), exe.display());
+        if !dry_run && !same_content(&exe, &dst) {
+            copy_atomically(&exe, &dst)?;
+        }
+        PathBuf::from("cni-multi")
+    } else {
+        exe
+    };
     for name in plugins::names() {
         let dst = dir.join(name);
-        println!("{} -> {}", dst.display(), exe.display());
-        if dry_run {
+        println!("{} -> {}", dst.display(), target.display());
+        if dry_run || std::fs::read_link(&dst).is_ok_and(|t| t == target) {
             continue;
         }
         let tmp = dir.join(format!(".{name}.cni-multi-{}", std::process::id()));
         let _ = std::fs::remove_file(&tmp);
-        std::os::unix::fs::symlink(&exe, &tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+        std::os::unix::fs::symlink(&target, &tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
         if let Err(e) = std::fs::rename(&tmp, &dst) {
             let _ = std::fs::remove_file(&tmp);
             return Err(e).with_context(|| format!("cannot replace {}", dst.display()));
         }
     }
     Ok(())
+}
+
+fn same_content(a: &Path, b: &Path) -> bool {
+    match (std::fs::symlink_metadata(a), std::fs::symlink_metadata(b)) {
+        (Ok(ma), Ok(mb)) if mb.file_type().is_file() && ma.len() == mb.len() => {
+            matches!((std::fs::read(a), std::fs::read(b)), (Ok(x), Ok(y)) if x == y)
+        }
+        _ => false,
+    }
+}
+
+fn copy_atomically(src: &Path, dst: &Path) -> anyhow::Result<()> {
+    use anyhow::Context;
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = dst.with_file_name(format!(".cni-multi.copy-{}", std::process::id()));
+    let write = || -> std::io::Result<()> {
+        let bytes = std::fs::read(src)?;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o755)
+            .open(&tmp)?;
+        f.write_all(&bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, dst)
+    };
+    let _ = std::fs::remove_file(&tmp);
+    write()
+        .map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            anyhow::Error::new(e)
+        })
+        .with_context(|| format!("cannot copy {} to {}", src.display(), dst.display()))
 }
 
 fn run_net(n: NetCmd) -> anyhow::Result<()> {

@@ -1,7 +1,7 @@
 //! THE table: every plugin cni-multi is, with its kind and a one-line summary.
 //! Only plugins that really work are listed.
 
-use crate::cni::error::{code, CniError};
+use crate::cni::error::CniError;
 use crate::cni::skel::{self, Plugin};
 use std::io::{Read, Write};
 
@@ -20,9 +20,11 @@ pub static PLUGINS: &[&Plugin] = &[
     &crate::ipam::host_local::PLUGIN,
     &crate::ipam::static_ipam::PLUGIN,
     // meta
+    &crate::meta::bandwidth::PLUGIN,
     &crate::meta::firewall::PLUGIN,
     &crate::meta::flannel::PLUGIN,
     &crate::meta::portmap::PLUGIN,
+    &crate::meta::sbr::PLUGIN,
     &crate::meta::tuning::PLUGIN,
     &crate::meta::vrf::PLUGIN,
 ];
@@ -39,14 +41,56 @@ pub fn names() -> Vec<&'static str> {
 /// stdin, result or error JSON on stdout. Returns the exit status.
 pub fn run_as_plugin(plugin: &'static Plugin) -> i32 {
     crate::cni::delegate::set_builtins(lookup);
+    crate::cni::delegate::set_observer(log_delegate);
     crate::linux::privileges::drop_unneeded();
+    let started = (std::time::SystemTime::now(), std::time::Instant::now());
     let getenv = |k: &str| std::env::var(k).ok();
+    let mut stdin = Vec::new();
     let mut read_stdin = || {
         let mut buf = Vec::with_capacity(4096);
-        std::io::stdin().lock().read_to_end(&mut buf).map(|_| buf)
+        let r = std::io::stdin().lock().read_to_end(&mut buf).map(|_| buf);
+        if let Ok(b) = &r {
+            stdin.clone_from(b);
+        }
+        r
     };
     let out = skel::run(plugin, &getenv, &mut read_stdin, &is_own_netns);
-    emit(&out)
+    let exit = emit(&out);
+    crate::invocation_log::record(&getenv, || {
+        crate::invocation_log::line(&crate::invocation_log::Entry {
+            at: started.0,
+            plugin: plugin.name,
+            getenv: &getenv,
+            stdin: &stdin,
+            took: started.1.elapsed(),
+            exit,
+            stdout: &out.stdout,
+        })
+    });
+    exit
+}
+
+/// A built-in delegate's run, in the invocation log like an executed plugin's.
+fn log_delegate(name: &str, args: &skel::CmdArgs, took: std::time::Duration, exit: i32, printed: &str) {
+    let env = |k: &str| std::env::var(k).ok();
+    crate::invocation_log::record(&env, || {
+        let getenv = |k: &str| match k {
+            "CNI_COMMAND" => Some(args.command.as_str().to_string()),
+            "CNI_CONTAINERID" => Some(args.container_id.clone()),
+            "CNI_NETNS" => Some(args.netns.clone()),
+            "CNI_IFNAME" => Some(args.ifname.clone()),
+            _ => None,
+        };
+        crate::invocation_log::line(&crate::invocation_log::Entry {
+            at: std::time::SystemTime::now() - took,
+            plugin: name,
+            getenv: &getenv,
+            stdin: &args.stdin,
+            took,
+            exit,
+            stdout: printed,
+        })
+    });
 }
 
 /// Write an outcome to the real stdout/stderr and return its exit status.
@@ -64,10 +108,9 @@ pub fn emit(out: &skel::Outcome) -> i32 {
 
 /// Called under a name that is no plugin: a runtime gets a CNI error, a person the list.
 pub fn unknown_name(name: &str) -> i32 {
-    let e = CniError::new(
-        code::INTERNAL,
-        format!("cni-multi was called as {name:?}, which is not a plugin it provides"),
-    )
+    let e = CniError::internal(format!(
+        "cni-multi was called as {name:?}, which is not a plugin it provides"
+    ))
     .with_details(format!("known plugins: {}", names().join(", ")));
     println!("{}", e.to_json());
     1
@@ -84,7 +127,7 @@ pub fn install_panic_hook() {
             .location()
             .map(|l| format!(" at {}:{}", l.file(), l.line()))
             .unwrap_or_default();
-        let e = CniError::new(code::INTERNAL, format!("cni-multi panicked: {msg}{loc}"));
+        let e = CniError::internal(format!("cni-multi panicked: {msg}{loc}"));
         let _ = std::io::stdout().write_all(e.to_json().as_bytes());
         let _ = std::io::stdout().flush();
         std::process::exit(1);
@@ -93,9 +136,5 @@ pub fn install_panic_hook() {
 
 /// Whether `path` is the network namespace this thread is in (false if it cannot be read).
 fn is_own_netns(path: &str) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    match (std::fs::metadata(path), std::fs::metadata("/proc/thread-self/ns/net")) {
-        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
-        _ => false,
-    }
+    crate::fileid::same_path(path, "/proc/thread-self/ns/net")
 }

@@ -101,6 +101,46 @@ fn install_makes_symlinks_atomically() {
 }
 
 #[test]
+fn install_copy_puts_the_binary_beside_relative_links_and_leaves_other_files() {
+    let dir = TempDir::new("install-copy");
+    // A populated plugin directory: an unrelated plugin, an old copy, an old link.
+    std::fs::write(dir.join("whereabouts"), b"third party").unwrap();
+    std::fs::write(dir.join("cni-multi"), b"old cni-multi").unwrap();
+    std::os::unix::fs::symlink("/nonexistent/old", dir.join("bridge")).unwrap();
+    for round in 0..2 {
+        let o = cni_multi(&["install", "--copy", "--dir", dir.as_str()]);
+        assert!(
+            o.status.success(),
+            "round {round}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let copy = dir.join("cni-multi");
+        assert_eq!(std::fs::read(&copy).unwrap(), std::fs::read(ours_bin()).unwrap());
+        let mode = std::fs::metadata(&copy).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o755, "{mode:o}");
+        for name in ["bridge", "loopback", "host-local"] {
+            assert_eq!(
+                std::fs::read_link(dir.join(name)).unwrap(),
+                std::path::PathBuf::from("cni-multi"),
+                "{name}"
+            );
+        }
+        assert_eq!(std::fs::read(dir.join("whereabouts")).unwrap(), b"third party");
+        let names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into())
+            .collect();
+        assert!(names.iter().all(|n| !n.starts_with('.')), "{names:?}");
+    }
+    // The links work from the directory wherever it is mounted: run through one.
+    let r = Invocation::new("loopback", "VERSION")
+        .in_root_ns()
+        .run_binary(&dir.join("loopback"), dir.as_str());
+    assert!(r.success(), "{r}");
+    assert!(r.stdout.contains("1.1.0"), "{r}");
+}
+
+#[test]
 fn loopback_by_hand_and_through_a_symlink() {
     if !require_root("loopback_by_hand_and_through_a_symlink") {
         return;
@@ -315,8 +355,8 @@ fn net_runs_a_list_add_check_del() {
     assert!(run("del").status.success(), "a second DEL succeeds");
 }
 
-/// A plugin drops every capability it never needs before it touches anything (DESIGN.md
-/// decision 9), and still does its work with what is left.
+/// A plugin drops every capability it never needs before it touches anything (so a bug in
+/// it cannot use them; see `linux::privileges`), and still does its work with what is left.
 #[test]
 fn plugins_drop_unneeded_capabilities() {
     if !require_root("plugins_drop_unneeded_capabilities") {
@@ -355,4 +395,29 @@ fn plugins_drop_unneeded_capabilities() {
         assert!(!permitted.contains(dropped), "{dropped} dropped: {last}");
     }
     assert_eq!(pod.link("lo").unwrap()["operstate"], "UNKNOWN", "the ADD still worked");
+}
+
+#[test]
+fn explain_and_plugin_help_list_every_key_with_type_and_default() {
+    let o = cni_multi(&["explain", "portmap"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = stdout(&o);
+    let snat = out
+        .lines()
+        .find(|l| l.trim_start().starts_with("snat "))
+        .expect("snat listed");
+    assert!(snat.contains("bool") && snat.contains("true"), "{snat}");
+    assert!(out.contains("common keys"), "{out}");
+    // Every listed plugin explains itself; the same text follows `<plugin> --help`.
+    for line in stdout(&cni_multi(&["list"])).lines() {
+        let name = line.split_whitespace().next().unwrap();
+        let e = cni_multi(&["explain", name]);
+        assert!(e.status.success(), "explain {name}");
+        let h = cni_multi(&[name, "--help"]);
+        assert!(h.status.success(), "{name} --help");
+        assert!(stdout(&h).ends_with(&stdout(&e)), "{name} --help:\n{}", stdout(&h));
+    }
+    let bad = cni_multi(&["explain", "nosuch"]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("no plugin \"nosuch\""));
 }

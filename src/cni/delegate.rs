@@ -7,7 +7,6 @@
 use super::error::{code, CniError};
 use super::result::CniResult;
 use super::skel::{self, CmdArgs, Command, Plugin};
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command as Proc, Stdio};
 use std::sync::OnceLock;
@@ -17,6 +16,16 @@ static BUILTINS: OnceLock<fn(&str) -> Option<&'static Plugin>> = OnceLock::new()
 
 pub fn set_builtins(lookup: fn(&str) -> Option<&'static Plugin>) {
     let _ = BUILTINS.set(lookup);
+}
+
+/// Told of every built-in delegate run (plugin name, its arguments, how long it took, exit
+/// status and what it would have printed), so the invocation log sees in-process plugins
+/// exactly as it sees executed ones; set once by `main`.
+pub type Observer = fn(&str, &CmdArgs, std::time::Duration, i32, &str);
+static OBSERVER: OnceLock<Observer> = OnceLock::new();
+
+pub fn set_observer(observer: Observer) {
+    let _ = OBSERVER.set(observer);
 }
 
 /// Find `plugin_type` in the `:`-separated CNI_PATH: the first regular file.
@@ -41,10 +50,7 @@ pub fn find_in_path(plugin_type: &str, cni_path: &str) -> Result<PathBuf, CniErr
 
 /// Whether `path` is this executable (symlinks followed).
 fn is_self(path: &Path) -> bool {
-    let (Ok(a), Ok(b)) = (std::fs::metadata(path), std::fs::metadata("/proc/self/exe")) else {
-        return false;
-    };
-    a.dev() == b.dev() && a.ino() == b.ino()
+    crate::fileid::same_path(path, "/proc/self/exe")
 }
 
 /// Where a delegate will run.
@@ -63,12 +69,27 @@ pub fn resolve(plugin_type: &str, cni_path: &str) -> Result<Target, CniError> {
     Ok(Target::Exec(path))
 }
 
+fn observed(p: &Plugin, dargs: &CmdArgs) -> Result<Option<(CniResult, String)>, CniError> {
+    let Some(observer) = OBSERVER.get() else {
+        return skel::invoke(p, dargs);
+    };
+    let started = std::time::Instant::now();
+    let r = skel::invoke(p, dargs);
+    let (exit, printed) = match &r {
+        Ok(Some((res, version))) => (0, res.to_json(version).unwrap_or_default()),
+        Ok(None) => (0, String::new()),
+        Err(e) => (1, e.to_json()),
+    };
+    observer(p.name, dargs, started.elapsed(), exit, &printed);
+    r
+}
+
 /// Run `command` of delegate `plugin_type` with `config` as its stdin. ADD returns the
 /// delegate's result, parsed in the config's version.
 pub fn run(plugin_type: &str, command: Command, config: &[u8], args: &CmdArgs) -> Result<Option<CniResult>, CniError> {
     let dargs = args.for_delegate(command, config.to_vec());
     match resolve(plugin_type, &args.path)? {
-        Target::BuiltIn(p) => match skel::invoke(p, &dargs)? {
+        Target::BuiltIn(p) => match observed(p, &dargs)? {
             // Round-trip through the printed version so a built-in delegate behaves
             // exactly like an executed one (conversion errors included).
             Some((r, version)) => Ok(Some(r.convert(&version)?)),

@@ -1,26 +1,33 @@
-//! bridge: a veth pair per container with the host end on a Linux bridge (reference §2.1).
+//! bridge: a veth pair per container with the host end on a Linux bridge (the reference's `plugins/main/bridge`).
 //!
 //! The bridge is created on first use and never deleted by DEL (other pods share it). With
 //! `isGateway` it carries the gateway address of each family and the node forwards for the
 //! pods. Without an IPAM type the attachment is L2 only.
 
-use super::ipconfig::{self, Dad};
-use super::veth::{self, VethOpts};
-use super::{del_container_link, dns_set, fmt_mac, ipam_add, join_errors, open_netns, parse_mac};
 use crate::cni::config::{self, NetConf};
 use crate::cni::delegate;
+use crate::cni::error::CniError;
 use crate::cni::result::{CniResult, Interface, Route as CniRoute};
 use crate::cni::skel::{CmdArgs, Kind, Plugin};
 use crate::cni::version;
-use crate::linux::netlink::{BridgeVlan, Family, Link, LinkKind, LinkSpec, OperState};
+use crate::linux::netlink::{BridgeVlan, Family, Link, LinkKind, LinkSpec, LinkType, OperState};
 use crate::linux::nft::NftSocket;
 use crate::linux::{sysctl, NetNs, Netlink};
-use crate::meta::{masquerade, spoofcheck};
-use crate::undo::Undo;
+use crate::pkg::errors::join_errors;
+use crate::pkg::ip::next_ip;
+use crate::pkg::ipam::{dns_set, ipam_add};
+use crate::pkg::ipconfig::{self, Dad};
+use crate::pkg::ipmasq::{check_masquerade, gc_masquerade, setup_masquerade};
+use crate::pkg::link::del_container_link;
+use crate::pkg::mac::{check_container_mac, fmt_mac, parse_mac};
+use crate::pkg::masq_iptables::{self, MasqBackend};
+use crate::pkg::netns::open_netns;
+use crate::pkg::undo::Undo;
+use crate::pkg::veth::{self, VethOpts};
+use crate::pkg::{masquerade, spoofcheck};
 use anyhow::{anyhow, bail, Context};
 use ipnet::IpNet;
 use serde::Deserialize;
-use std::net::IpAddr;
 use std::time::Duration;
 
 pub static PLUGIN: Plugin = Plugin {
@@ -55,6 +62,11 @@ struct BridgeConf {
     force_address: bool,
     #[serde(rename = "ipMasq", default)]
     ip_masq: bool,
+    #[serde(rename = "ipMasqBackend", default)]
+    ip_masq_backend: Option<String>,
+    /// `ipMasqBackend`, checked.
+    #[serde(skip)]
+    masq_backend: MasqBackend,
     #[serde(default)]
     mtu: i64,
     #[serde(rename = "hairpinMode", default)]
@@ -105,6 +117,7 @@ fn yes() -> bool {
 impl BridgeConf {
     fn load(args: &CmdArgs) -> anyhow::Result<BridgeConf> {
         let mut n: BridgeConf = config::parse(&args.stdin)?;
+        n.masq_backend = MasqBackend::parse(n.ip_masq_backend.as_deref()).map_err(CniError::invalid_config)?;
         if n.vlan < 0 || n.vlan > 4094 {
             bail!("invalid VLAN ID {} (must be between 0 and 4094)", n.vlan);
         }
@@ -112,7 +125,7 @@ impl BridgeConf {
         if n.vlan > 0 && !n.vlans.is_empty() {
             bail!("cannot set vlan and vlanTrunk at the same time");
         }
-        let mac = super::container_mac(args, &n.net, None, true)?;
+        let mac = crate::pkg::mac::container_mac(args, &n.net, None, true)?;
         n.mac = mac.map(|m| parse_mac(&m)).transpose()?;
         if n.is_default_gw {
             n.is_gw = true;
@@ -166,7 +179,7 @@ fn add(args: &CmdArgs) -> anyhow::Result<CniResult> {
     if n.hairpin_mode && n.promisc_mode {
         bail!("cannot set hairpin mode and promiscuous mode at the same time");
     }
-    let mtu = super::ptp::mtu_of(n.mtu)?;
+    let mtu = crate::pkg::link::mtu_of(n.mtu)?;
     // Everything that can be checked is checked before the first change.
     let host_ns = NetNs::current()?;
     let cont_ns = open_netns(&args.netns)?;
@@ -220,7 +233,7 @@ fn add(args: &CmdArgs) -> anyhow::Result<CniResult> {
         // Masquerade as soon as the addresses are known (the reference does it last): the
         // kernel's retiring of the nftables transaction then overlaps the interface work.
         if n.ip_masq {
-            nft_sockets.push(setup_masquerade(&n.net.name, args, &result, &mut undo)?);
+            nft_sockets.push(setup_masquerade(&n.net.name, n.masq_backend, args, &result, &mut undo)?);
         }
 
         // Without enabledad the kernel skips DAD (accept_dad=0): addresses are usable at once.
@@ -291,43 +304,13 @@ fn add(args: &CmdArgs) -> anyhow::Result<CniResult> {
     Ok(result)
 }
 
-/// ipMasq: masquerade what leaves each pod address's subnet (shared with ptp).
-/// Returns the socket so that the caller decides when it is closed (see `add`).
-pub(super) fn setup_masquerade(
-    network: &str,
-    args: &CmdArgs,
-    result: &CniResult,
-    undo: &mut Undo,
-) -> anyhow::Result<NftSocket> {
-    let ips: Vec<IpNet> = result.ips.iter().map(|i| i.address).collect();
-    let sock = NftSocket::open()?;
-    masquerade::setup(&sock, network, &args.ifname, &args.container_id, &ips)?;
-    let (net, cid, ifname) = (network.to_string(), args.container_id.clone(), args.ifname.clone());
-    undo.push(format!("remove IP masquerading of {cid}/{ifname}"), move || {
-        masquerade::teardown(&NftSocket::open()?, &net, &ifname, &cid)
-    });
-    Ok(sock)
-}
-
-/// GC of the masquerade rules: those of attachments not in the valid list go (shared with ptp).
-pub(super) fn gc_masquerade(net: &NetConf) -> anyhow::Result<()> {
-    let Some(valid) = net.gc_valid_attachments() else {
-        return Ok(());
-    };
-    let valid: Vec<(&str, &str)> = valid
-        .iter()
-        .map(|a| (a.container_id.as_str(), a.ifname.as_str()))
-        .collect();
-    masquerade::gc(&NftSocket::open()?, &net.name, &valid)
-}
-
 /// Look the bridge up; it must be a bridge.
 fn bridge_by_name(nl: &mut Netlink, name: &str) -> anyhow::Result<Link> {
     let l = nl
         .link_by_name(name)
         .with_context(|| format!("could not lookup {name:?}"))?
         .ok_or_else(|| anyhow!("could not lookup {name:?}: Link not found"))?;
-    if l.kind.as_deref() != Some("bridge") {
+    if l.kind != Some(LinkType::Bridge) {
         bail!("{name:?} already exists but is not a bridge");
     }
     Ok(l)
@@ -525,13 +508,6 @@ fn calc_gateways(result: &mut CniResult, n: &BridgeConf) -> Gateways {
     g
 }
 
-fn next_ip(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V4(a) => IpAddr::V4(u32::from(a).wrapping_add(1).into()),
-        IpAddr::V6(a) => IpAddr::V6(u128::from(a).wrapping_add(1).into()),
-    }
-}
-
 /// Put gateway address `gw` on `link` (the bridge or the VLAN gateway interface). IPv4 allows
 /// one address (a different one is replaced only with forceAddress); IPv6 allows several
 /// with non-overlapping prefixes. Then pin the bridge MAC by setting it to itself, so that it
@@ -669,6 +645,9 @@ fn del(args: &CmdArgs) -> anyhow::Result<()> {
             Ok(sock) => {
                 if n.ip_masq {
                     errs.extend(masquerade::teardown(&sock, &n.net.name, &args.ifname, &args.container_id).err());
+                    if n.masq_backend == MasqBackend::Iptables {
+                        errs.extend(masq_iptables::teardown(&sock, &n.net.name, &args.container_id).err());
+                    }
                 }
                 if n.macspoofchk {
                     errs.extend(spoofcheck::teardown(&sock, &args.container_id, &args.ifname).err());
@@ -721,7 +700,7 @@ fn check(args: &CmdArgs) -> anyhow::Result<()> {
         let l = host
             .link_by_name(&intf.name)?
             .ok_or_else(|| anyhow!("Interface name {} not found", intf.name))?;
-        if l.kind.as_deref() != Some("veth") {
+        if l.kind != Some(LinkType::Veth) {
             continue; // not one of ours
         }
         let peer_ok = cont_link.link == Some(l.index) && l.link == Some(cont_link.index);
@@ -741,15 +720,9 @@ fn check(args: &CmdArgs) -> anyhow::Result<()> {
     ipconfig::validate_expected_routes(&mut cont, &prev.routes)?;
     // Firewall rules are resources too (spec: CHECK covers what ADD created).
     if n.ip_masq {
-        check_masquerade(&n.net.name, args, &prev)?;
+        check_masquerade(&n.net.name, n.masq_backend, args, &prev)?;
     }
     Ok(())
-}
-
-/// CHECK of ipMasq: each of the attachment's addresses has its rule (shared with ptp).
-pub(super) fn check_masquerade(network: &str, args: &CmdArgs, prev: &CniResult) -> anyhow::Result<()> {
-    let ips: Vec<IpNet> = prev.ips.iter().map(|i| i.address).collect();
-    masquerade::check(&NftSocket::open()?, network, &args.ifname, &args.container_id, &ips)
 }
 
 fn check_bridge(host: &mut Netlink, intf: &Interface, n: &BridgeConf) -> anyhow::Result<Link> {
@@ -762,7 +735,7 @@ fn check_bridge(host: &mut Netlink, intf: &Interface, n: &BridgeConf) -> anyhow:
     if !intf.sandbox.is_empty() {
         bail!("Interface {} should not be in sandbox", intf.name);
     }
-    if l.kind.as_deref() != Some("bridge") {
+    if l.kind != Some(LinkType::Bridge) {
         bail!("Interface {} does not have link type of bridge", intf.name);
     }
     if !intf.mac.is_empty() && intf.mac != fmt_mac(&l.mac) {
@@ -789,24 +762,17 @@ fn check_container_iface(cont: &mut Netlink, intf: &Interface) -> anyhow::Result
     if intf.sandbox.is_empty() {
         bail!("Interface {} is expected to be in a sandbox", intf.name);
     }
-    if l.kind.as_deref() != Some("veth") {
+    if l.kind != Some(LinkType::Veth) {
         bail!("Error: Container interface {} not of type veth", l.name);
     }
-    let mac = fmt_mac(&l.mac);
-    if !intf.mac.is_empty() && intf.mac != mac {
-        bail!(
-            "Interface {} Mac {} doesn't match container Mac: {mac}",
-            intf.name,
-            intf.mac
-        );
-    }
+    check_container_mac("", intf, &l)?;
     Ok(l)
 }
 
 /// STATUS is the IPAM's when there is one.
 fn status(args: &CmdArgs) -> anyhow::Result<()> {
     let n: BridgeConf = config::parse(&args.stdin)?;
-    super::ipam_status(&n.net, args)
+    crate::pkg::ipam::ipam_status(&n.net, args)
 }
 
 /// GC: masquerade rules (by comment) and the IPAM's reservations are our state outside the

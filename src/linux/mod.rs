@@ -14,4 +14,4 @@ pub mod tuntap;
 
 pub use error::{Error, Result};
 pub use netlink::Netlink;
-pub use netns::{NetNs, NetNsGuard, NsError};
+pub use netns::{NetNs, NetNsGuard, NetNsLock, NsError};

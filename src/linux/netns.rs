@@ -4,9 +4,9 @@
 use std::fmt;
 use std::fs::File;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
+use nix::fcntl::{Flock, FlockArg};
 use nix::sched::{setns, CloneFlags};
 
 use super::Error;
@@ -118,7 +118,22 @@ impl NetNs {
     pub fn same_as(&self, other: &NetNs) -> super::Result<bool> {
         let a = stat(&self.fd, &self.path)?;
         let b = stat(&other.fd, &other.path)?;
-        Ok(a == b)
+        Ok(crate::fileid::same(&a, &b))
+    }
+
+    /// Takes an exclusive flock on the namespace file, waiting while another process holds
+    /// it; released when the guard is dropped. Processes that change one namespace's shared
+    /// state (e.g. pick free routing tables) serialise on it: every opener of the same netns
+    /// file sees the same nsfs inode.
+    pub fn lock_exclusive(&self) -> super::Result<NetNsLock> {
+        let f = File::from(
+            self.fd
+                .try_clone()
+                .map_err(|e| Error::io(format!("dup {:?}", self.path), e))?,
+        );
+        let lock = Flock::lock(f, FlockArg::LockExclusive)
+            .map_err(|(_, e)| Error::nix(format!("lock netns {:?}", self.path), e))?;
+        Ok(NetNsLock { _lock: lock })
     }
 
     /// Moves the calling thread into this namespace until the guard is dropped.
@@ -129,10 +144,15 @@ impl NetNs {
     }
 }
 
-fn stat(fd: &OwnedFd, path: &Path) -> super::Result<(u64, u64)> {
+fn stat(fd: &OwnedFd, path: &Path) -> super::Result<std::fs::Metadata> {
     let f = File::from(fd.try_clone().map_err(|e| Error::io(format!("dup {path:?}"), e))?);
-    let m = f.metadata().map_err(|e| Error::io(format!("stat {path:?}"), e))?;
-    Ok((m.dev(), m.ino()))
+    f.metadata().map_err(|e| Error::io(format!("stat {path:?}"), e))
+}
+
+/// An exclusive flock on a namespace file (see [`NetNs::lock_exclusive`]).
+#[must_use = "dropping the lock releases it at once"]
+pub struct NetNsLock {
+    _lock: Flock<File>,
 }
 
 /// Holds the calling thread in another namespace; switches back on drop.

@@ -14,13 +14,13 @@ use crate::cni::config::{self, NetConf};
 use crate::cni::error::{code, CniError};
 use crate::cni::result::{CniResult, Interface};
 use crate::cni::skel::{CmdArgs, Kind, Plugin};
-use crate::interface::open_netns;
 use crate::linux::netlink::link::fmt_mac;
-use crate::linux::netlink::tc::{handle, Tbf, HANDLE_INGRESS, HANDLE_ROOT};
+use crate::linux::netlink::tc::{handle, Tbf, HANDLE_INGRESS, HANDLE_ROOT, MIRRED_EGRESS_REDIR};
 use crate::linux::netlink::{LinkKind, LinkSpec};
 use crate::linux::{NetNs, Netlink};
-use crate::meta::sha512::hex_prefix;
-use crate::undo::Undo;
+use crate::pkg::netns::open_netns;
+use crate::pkg::sha512::hex_prefix;
+use crate::pkg::undo::Undo;
 use anyhow::{anyhow, bail, Result};
 use serde_json::{Map, Value};
 
@@ -43,6 +43,8 @@ const IFB_PREFIX: &str = "bwp";
 const MAX_IFNAME: usize = 15;
 /// Marks IFB aliases this plugin wrote: `<prefix> <network> <containerID> <ifname>`.
 const ALIAS_PREFIX: &str = "cni-bandwidth";
+/// The kernel's limit on an interface alias, NUL included.
+const IFALIASZ: usize = 256;
 const USEC_PER_SEC: f64 = 1_000_000.0;
 
 // ---- config -----------------------------------------------------------------------------
@@ -123,16 +125,18 @@ pub fn parse_limits(stdin: &[u8]) -> Result<Option<Limits>> {
     let Some(top) = v.as_object() else {
         return Ok(None);
     };
-    let mut limits = limits_in(top)?;
-    if limits.is_none() {
-        if let Some(rc) = field(top, "runtimeConfig").and_then(Value::as_object) {
-            if let Some(bw) = field(rc, "bandwidth").and_then(Value::as_object) {
-                limits = limits_in(bw)?;
-                // Go allocates the entry for `"bandwidth": {}` too; zero limits pass through.
-                limits.get_or_insert_with(Limits::default);
-            }
-        }
-    }
+    let static_limits = limits_in(top)?;
+    // Decoded even when the static keys win, so a bad value there fails as Go's does.
+    let runtime = match field(top, "runtimeConfig")
+        .and_then(Value::as_object)
+        .and_then(|rc| field(rc, "bandwidth"))
+        .and_then(Value::as_object)
+    {
+        // Go allocates the entry for `"bandwidth": {}` too; zero limits pass through.
+        Some(bw) => Some(limits_in(bw)?.unwrap_or_default()),
+        None => None,
+    };
+    let limits = static_limits.or(runtime);
     if let Some(l) = &limits {
         validate_direction(l.ingress_rate, l.ingress_burst)?;
         validate_direction(l.egress_rate, l.egress_burst)?;
@@ -179,7 +183,8 @@ fn add(args: &CmdArgs) -> Result<CniResult> {
     if limits.egress_rate > 0 {
         let name = ifb_name(&c.net.name, &args.container_id);
         let mut spec = LinkSpec::new(&name, LinkKind::Ifb).mtu(host_link.mtu).up();
-        spec.txqlen = None;
+        // vishvananda sends the zero TxQLen of a LinkAttrs literal: qlen 0, as the reference.
+        spec.txqlen = Some(0);
         nl.create_link(&spec)
             .map_err(|e| anyhow!("adding link: {}", go_errno(&e)))?;
         let ifb = nl
@@ -190,7 +195,11 @@ fn add(args: &CmdArgs) -> Result<CniResult> {
             Ok(Netlink::new()?.delete_link(ifb_index)?)
         });
         let alias = format!("{ALIAS_PREFIX} {} {} {}", c.net.name, args.container_id, args.ifname);
-        nl.set_alias(ifb.index, Some(&alias))?;
+        // The kernel takes at most IFALIASZ-1 bytes; an attachment too long to record is
+        // still shaped (the reference sets no alias at all), GC just cannot map it back.
+        if alias.len() < IFALIASZ {
+            nl.set_alias(ifb.index, Some(&alias))?;
+        }
         result.interfaces.push(Interface {
             name: name.clone(),
             mac: ifb.mac.map(|m| fmt_mac(&m)).unwrap_or_default(),
@@ -215,18 +224,38 @@ fn add(args: &CmdArgs) -> Result<CniResult> {
 
 // ---- del --------------------------------------------------------------------------------
 
-/// Deletes the IFB; the veth's qdiscs die with the veth. A missing IFB is success.
+/// Deletes the IFB; a missing IFB is success. With a prevResult (CNI >= 0.4.0) the host
+/// veth's ingress qdisc that redirects to the IFB goes first: a mirred action whose device is
+/// gone drops every packet, so the pod would lose its egress until the veth itself goes (the
+/// reference leaves it). The veth's other qdiscs die with the veth.
 fn del(args: &CmdArgs) -> Result<()> {
     let c = parse_conf(&args.stdin)?;
     let name = ifb_name(&c.net.name, &args.container_id);
     let mut nl = Netlink::new()?;
-    if let Some(l) = nl.link_by_name(&name)? {
-        match nl.delete_link(l.index) {
-            Err(e) if !e.is_not_found() => return Err(e.into()),
-            _ => {}
+    let Some(ifb) = nl.link_by_name(&name)? else {
+        return Ok(());
+    };
+    if let Some(prev) = c.net.prev_result()? {
+        let ingress = handle(0xffff, 0);
+        for i in prev.interfaces.iter().filter(|i| i.sandbox.is_empty()) {
+            // Best effort: a prevResult name the kernel rejects must not fail the DEL.
+            let Some(l) = nl.link_by_name(&i.name).ok().flatten() else {
+                continue;
+            };
+            // A link without an ingress qdisc answers the dump with an error: nothing to do.
+            let redirects = nl.u32_redirects(l.index, ingress).unwrap_or_default();
+            if redirects.iter().any(|r| r.mirred.iter().any(|m| m.1 == ifb.index)) {
+                match nl.delete_qdisc(l.index, ingress, HANDLE_INGRESS) {
+                    Err(e) if !e.is_not_found() => return Err(e.into()),
+                    _ => {}
+                }
+            }
         }
     }
-    Ok(())
+    match nl.delete_link(ifb.index) {
+        Err(e) if !e.is_not_found() => Err(e.into()),
+        _ => Ok(()),
+    }
 }
 
 // ---- check ------------------------------------------------------------------------------
@@ -257,13 +286,16 @@ fn check(args: &CmdArgs) -> Result<()> {
             .link_by_name(&name)?
             .ok_or_else(|| anyhow!("get ifb device: Link not found"))?;
         check_tbf(&mut nl, ifb.index, &tbf_params(l.egress_rate, l.egress_burst, tick))?;
+        check_redirect(&mut nl, host_link.index, &host, ifb.index, &name)?;
     }
     Ok(())
 }
 
-/// The reference's comparison: the qdiscs in dump order (pfifo_fast skipped, which old
-/// kernels do not report), stopping at the first that is no TBF.
+/// The reference's comparison (rate, then limit, then buffer, with its texts), on the root
+/// TBF `1:`. Stricter than the reference, whose loop stops at the first qdisc that is no
+/// TBF and so passes when the TBF was removed and `noqueue` came back.
 fn check_tbf(nl: &mut Netlink, ifindex: u32, want: &Tbf) -> Result<()> {
+    // pfifo_fast is skipped as the reference does (old kernels do not report it).
     let qdiscs: Vec<_> = nl
         .qdiscs(ifindex)?
         .into_iter()
@@ -272,17 +304,43 @@ fn check_tbf(nl: &mut Netlink, ifindex: u32, want: &Tbf) -> Result<()> {
     if qdiscs.is_empty() {
         bail!("Failed to find qdisc");
     }
-    for q in qdiscs {
-        let Some(t) = q.tbf else { break };
-        if t.rate != want.rate {
-            bail!("Rate doesn't match");
-        }
-        if t.limit != want.limit {
-            bail!("Limit doesn't match");
-        }
-        if t.buffer != want.buffer {
-            bail!("Buffer doesn't match");
-        }
+    let Some(t) = qdiscs
+        .iter()
+        .find(|q| q.parent == HANDLE_ROOT && q.handle == handle(1, 0))
+        .and_then(|q| q.tbf)
+    else {
+        bail!("Failed to find tbf qdisc 1: on link #{ifindex}");
+    };
+    if t.rate != want.rate {
+        bail!("Rate doesn't match");
+    }
+    if t.limit != want.limit {
+        bail!("Limit doesn't match");
+    }
+    if t.buffer != want.buffer {
+        bail!("Buffer doesn't match");
+    }
+    Ok(())
+}
+
+/// Egress also needs the host veth's ingress qdisc and its redirect to the IFB (the
+/// reference does not look: without them nothing reaches the IFB's TBF).
+fn check_redirect(nl: &mut Netlink, host: u32, host_name: &str, ifb: u32, ifb_name: &str) -> Result<()> {
+    let ingress = handle(0xffff, 0);
+    if !nl
+        .qdiscs(host)?
+        .iter()
+        .any(|q| q.kind == "ingress" && q.handle == ingress && q.parent == HANDLE_INGRESS)
+    {
+        bail!("Failed to find ingress qdisc on {host_name}");
+    }
+    let redirected = nl.u32_redirects(host, ingress)?.iter().any(|r| {
+        r.mirred
+            .iter()
+            .any(|&(eaction, target, _)| eaction == MIRRED_EGRESS_REDIR && target == ifb)
+    });
+    if !redirected {
+        bail!("Failed to find the redirect from {host_name} to {ifb_name}");
     }
     Ok(())
 }
@@ -385,19 +443,30 @@ fn tick_in_usec() -> f64 {
 }
 
 /// TBF parameters the reference's way: bytes per second, limit = rate·latency + burst,
-/// buffer = burst/rate seconds in ticks; truncating casts as Go does them.
+/// buffer = burst/rate seconds in ticks; integer maths and truncating conversions where Go
+/// has them, so that even absurd values give the reference's numbers.
 pub fn tbf_params(rate_bits: u64, burst_bits: u64, tick_in_usec: f64) -> Tbf {
     let rate = rate_bits / 8;
     let burst = (burst_bits / 8) as u32;
-    let time = (burst as f64 * USEC_PER_SEC / rate as f64) as u32;
-    let buffer = (time as f64 * tick_in_usec) as u32;
-    let latency = USEC_PER_SEC * (LATENCY_MS as f64 / 1000.0);
-    let limit = ((rate as f64 * latency / USEC_PER_SEC) as u32).wrapping_add(burst);
+    let time = go_f64_to_u32(burst as f64 * USEC_PER_SEC / rate as f64);
+    let buffer = go_f64_to_u32(time as f64 * tick_in_usec);
+    let latency_us = LATENCY_MS * 1000;
+    let limit = (rate.wrapping_mul(latency_us) / USEC_PER_SEC as u64).wrapping_add(burst as u64) as u32;
     Tbf {
         rate,
         peakrate: 0,
         limit,
         buffer,
+    }
+}
+
+/// Go's `uint32(f)` on amd64: through int64, where NaN, infinities and out-of-range values
+/// become 0x8000_0000_0000_0000 (so 0 in 32 bits); Rust's `as` would saturate instead.
+fn go_f64_to_u32(f: f64) -> u32 {
+    if f.is_finite() && f >= -(2f64.powi(63)) && f < 2f64.powi(63) {
+        (f as i64) as u32
+    } else {
+        0
     }
 }
 
@@ -423,6 +492,13 @@ mod tests {
         // The reference's own unit-test figures: rate 8 bit/s, burst 8 bit.
         let t = tbf_params(8, 8, 15.625);
         assert_eq!((t.rate, t.limit, t.buffer), (1, 1, 15_625_000));
+        // Below 8 bit/s the rate is 0 bytes: Go's conversion of +Inf gives a 0 buffer.
+        assert_eq!(tbf_params(7, 8, 15.625).buffer, 0);
+        // 1 byte/s with a 1 GB bucket: 1e15 µs wraps in 32 bits as Go's int64 path does.
+        assert_eq!(tbf_params(8, 8_000_000_000, 15.625).buffer, {
+            let time = (1e15f64 as i64) as u32;
+            (time as f64 * 15.625) as i64 as u32
+        });
     }
 
     #[test]
@@ -464,7 +540,7 @@ mod tests {
     fn names_and_aliases() {
         let n = ifb_name("net", "cid");
         assert_eq!(n.len(), 15);
-        assert_eq!(n, format!("bwp{}", &crate::meta::sha512::hex(b"netcid")[..12]));
+        assert_eq!(n, format!("bwp{}", &crate::pkg::sha512::hex(b"netcid")[..12]));
         assert_eq!(parse_alias("cni-bandwidth n c eth0"), Some(("n", "c", "eth0")));
         assert_eq!(parse_alias("other n c eth0"), None);
     }

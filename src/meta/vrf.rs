@@ -12,11 +12,11 @@ use crate::cni::config::{self, NetConf};
 use crate::cni::error::{code, CniError};
 use crate::cni::result::CniResult;
 use crate::cni::skel::{CmdArgs, Kind, Plugin};
-use crate::interface::{open_netns, open_netns_for_del};
 use crate::linux::netlink::route::{PROTO_KERNEL, SCOPE_LINK, SCOPE_UNIVERSE, TABLE_MAIN};
-use crate::linux::netlink::{Addr, Family, Link, LinkKind, LinkSpec, Route, RouteType};
+use crate::linux::netlink::{Addr, Family, Link, LinkKind, LinkSpec, LinkType, Route, RouteType};
 use crate::linux::{NetNs, Netlink};
-use crate::undo::Undo;
+use crate::pkg::netns::{open_netns, open_netns_for_del};
+use crate::pkg::undo::Undo;
 use anyhow::{anyhow, Context};
 use ipnet::IpNet;
 use serde::Deserialize;
@@ -104,7 +104,7 @@ fn free_table(links: &[Link]) -> Option<u32> {
 }
 
 fn is_vrf(l: &Link) -> bool {
-    l.kind.as_deref() == Some("vrf")
+    l.kind == Some(LinkType::Vrf)
 }
 
 /// The link called `name` if it is a VRF; an error naming it if it is something else.

@@ -3,4 +3,5 @@
 
 pub mod nftns;
 pub mod rig;
+pub mod sbr_rig;
 pub mod veth_rig;

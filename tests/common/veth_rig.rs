@@ -235,7 +235,23 @@ pub fn conf(version: &str, name: &str, plugin: &str, extra: Value) -> Value {
 
 /// Kernel state of a namespace, reduced to what must not change behind our back: links
 /// (name, kind, master, flags, mtu, mac), addresses and routes of every table.
+/// The kernel state once it has settled: the kernel finishes some work asynchronously after a
+/// link goes (carrier flags, IPv6 link-local addresses and routes), and a loaded machine shows
+/// it half done. Two equal readings 50 ms apart count as settled.
 pub fn kernel_state(ns: &TestNs) -> Value {
+    let mut last = kernel_state_once(ns);
+    for _ in 0..40 {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let now = kernel_state_once(ns);
+        if now == last {
+            break;
+        }
+        last = now;
+    }
+    last
+}
+
+fn kernel_state_once(ns: &TestNs) -> Value {
     let links: Vec<Value> = ns
         .ip_json(&["-d", "link", "show"])
         .as_array()

@@ -338,6 +338,16 @@ impl Netlink {
             .collect())
     }
 
+    /// The single-path routes of both families whose output interface is `index`; only
+    /// table `table` when given (all tables otherwise).
+    pub fn link_routes(&mut self, index: u32, table: Option<u32>) -> Result<Vec<Route>> {
+        Ok(self
+            .routes(Family::All, table)?
+            .into_iter()
+            .filter(|r| r.oif == Some(index) && r.multipath.is_empty())
+            .collect())
+    }
+
     /// Adds a route; EEXIST if an equal one exists.
     pub fn add_route(&mut self, r: &Route) -> Result<()> {
         let what = || format!("add {}", r.describe());

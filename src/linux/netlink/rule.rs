@@ -147,6 +147,13 @@ impl Netlink {
         let msgs = self.dump(RTM_GETRULE, Payload::new(&h).into_bytes(), &|| "list rules".to_string())?;
         Ok(msgs.iter().filter_map(|m| Rule::parse(m)).collect())
     }
+
+    /// Rules of both families, IPv4 first.
+    pub fn all_rules(&mut self) -> Result<Vec<Rule>> {
+        let mut rules = self.rules(Family::V4)?;
+        rules.extend(self.rules(Family::V6)?);
+        Ok(rules)
+    }
 }
 
 #[cfg(test)]

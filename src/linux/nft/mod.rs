@@ -22,9 +22,12 @@
 
 mod batch;
 mod expr;
+pub mod iptables;
+mod msg;
 mod rule;
 mod socket;
 mod wire;
+pub mod xt;
 
 pub use batch::{Batch, Position};
 pub use expr::{

@@ -17,8 +17,8 @@ use neli::socket::NlSocket;
 use neli::utils::Groups;
 use nix::sched::{setns, CloneFlags};
 
-use super::batch::BatchMsg;
 use super::expr::Expr;
+use super::msg::BatchMsg;
 use super::wire::{self, AttrWriter, NlMsg};
 use super::{BaseChain, Chain, ChainType, Family, Hook, Policy, Rule, Table};
 
@@ -70,6 +70,11 @@ impl NftError {
     /// EEXIST.
     pub fn is_exists(&self) -> bool {
         self.errno == Some(nix::libc::EEXIST)
+    }
+
+    /// ERESTART: the ruleset changed since the generation a batch was committed at.
+    pub fn is_generation_changed(&self) -> bool {
+        self.errno == Some(nix::libc::ERESTART)
     }
 }
 
@@ -174,14 +179,37 @@ impl NftSocket {
         Ok(&buf[..n])
     }
 
-    pub(crate) fn commit(&self, msgs: &[BatchMsg]) -> Result<(), NftError> {
+    /// The ruleset's generation, which every committed change increments. Read it before
+    /// the listings a batch is built from, and commit with
+    /// [`Batch::commit_if_unchanged`](super::Batch::commit_if_unchanged): a concurrent change
+    /// in between then fails the batch instead of being raced.
+    pub fn generation(&self) -> Result<u32, NftError> {
+        let what = "get ruleset generation";
+        let msgs = self.request(what, wire::NFT_MSG_GETGEN, Family::Inet, false, &[])?;
+        msgs.iter()
+            .find_map(|a| wire::attr_u32(a, wire::NFTA_GEN_ID))
+            .ok_or_else(|| NftError::other(what, "no generation in the kernel's reply"))
+    }
+
+    pub(crate) fn commit(&self, msgs: &[BatchMsg], generation: Option<u32>) -> Result<(), NftError> {
         if msgs.is_empty() {
             return Ok(());
         }
         let n = msgs.len() as u32;
         let begin = self.next_seq(n + 2);
         let res_id = wire::NFNL_SUBSYS_NFTABLES;
-        let mut buf = wire::nlmsg(wire::NFNL_MSG_BATCH_BEGIN, wire::NLM_F_REQUEST, begin, 0, res_id, &[]);
+        let mut battrs = AttrWriter::new();
+        if let Some(g) = generation {
+            battrs.put_u32(wire::NFNL_BATCH_GENID, g);
+        }
+        let mut buf = wire::nlmsg(
+            wire::NFNL_MSG_BATCH_BEGIN,
+            wire::NLM_F_REQUEST,
+            begin,
+            0,
+            res_id,
+            &battrs.buf,
+        );
         for (i, m) in msgs.iter().enumerate() {
             let flags = wire::NLM_F_REQUEST | wire::NLM_F_ACK | m.flags;
             let seq = begin + 1 + i as u32;
@@ -360,6 +388,16 @@ impl NftSocket {
     /// every expression of every rule is the larger part of the cost on a busy node.
     pub fn list_rule_comments(&self, family: Family, table: &str, chain: &str) -> Result<Vec<Rule>, NftError> {
         self.dump_rules(family, table, chain, false)
+    }
+
+    /// Every rule of one table (all its chains), with expressions. ENOENT if the table is missing.
+    pub fn list_table_rules(&self, family: Family, table: &str) -> Result<Vec<Rule>, NftError> {
+        let what = format!("list rules of table {family} {table}");
+        let mut w = AttrWriter::new();
+        w.put_str(wire::NFTA_RULE_TABLE, table);
+        let t = Table::new(family, table);
+        let msgs = self.request(&what, wire::NFT_MSG_GETRULE, family, true, &w.buf)?;
+        Ok(msgs.iter().map(|a| decode_rule(&t, a, true)).collect())
     }
 
     fn dump_rules(&self, family: Family, table: &str, chain: &str, exprs: bool) -> Result<Vec<Rule>, NftError> {

@@ -24,8 +24,11 @@
 use anyhow::{Context, Result};
 use ipnet::IpNet;
 
+use super::reference_iptables as reference;
 use super::sha512::hex_prefix;
-use crate::linux::nft::{priority, Batch, Chain, ChainType, CmpOp, Family, Hook, NftSocket, Policy, Position, Rule};
+use crate::linux::nft::{
+    priority, Batch, Chain, ChainType, CmpOp, Expr, Family, Hook, NftSocket, Policy, Position, Rule,
+};
 use crate::linux::nft::{RuleBuilder, Table};
 
 pub const TABLE: &str = "cni_plugins_masquerade";
@@ -131,40 +134,82 @@ pub fn setup(sock: &NftSocket, network: &str, ifname: &str, container_id: &str, 
     }
     let comment = comment_for_instance(network, ifname, container_id);
     for ip in ips {
-        let rule = RuleBuilder::new(&t, CHAIN)
-            .saddr(CmpOp::Eq, ip.addr())
-            .daddr(CmpOp::Neq, ip.trunc())
-            .masquerade()
-            .comment(&comment)
-            .build();
-        b.add_rule(&rule, Position::Append);
+        b.add_rule(&masq_rule(ip, &comment), Position::Append);
     }
     b.commit(sock)
         .with_context(|| format!("failed to set up IP masquerading for {container_id}/{ifname}"))
 }
 
-/// CHECK: every one of `ips` has its masquerade rule for the attachment.
+/// The rule ADD makes for one address of the attachment.
+fn masq_rule(ip: &IpNet, comment: &str) -> Rule {
+    RuleBuilder::new(&table(), CHAIN)
+        .saddr(CmpOp::Eq, ip.addr())
+        .daddr(CmpOp::Neq, ip.trunc())
+        .masquerade()
+        .comment(comment)
+        .build()
+}
+
+/// CHECK: every one of `ips` is masqueraded for the attachment, by our rule or by the
+/// reference's iptables chain (a pod the reference made before a swap is healthy too).
 pub fn check(sock: &NftSocket, network: &str, ifname: &str, container_id: &str, ips: &[IpNet]) -> Result<()> {
-    let rules = find_rules(sock, &hash_for_instance(network, ifname, container_id))?;
-    if rules.len() < ips.len() {
+    let comment = comment_for_instance(network, ifname, container_id);
+    let ours = sock
+        .list_rules(Family::Inet, TABLE, CHAIN)
+        .context("could not list the masquerade rules")?;
+    let mut missing = 0;
+    for ip in ips {
+        let want = masq_rule(ip, &comment);
+        let found = ours
+            .iter()
+            .any(|r| r.comment == want.comment && same_exprs(&r.exprs, &want.exprs));
+        if !found && !reference::masq_intact(sock, network, container_id, *ip)? {
+            missing += 1;
+        }
+    }
+    if missing > 0 {
         anyhow::bail!(
-            "IP masquerading for {container_id}/{ifname}: {} rule(s) in inet {TABLE} {CHAIN}, expected {}",
-            rules.len(),
-            ips.len()
+            "IP masquerading for {container_id}/{ifname}: {} of {} address(es) have no rule in inet {TABLE} {CHAIN} \
+             (nor the reference's iptables chain {})",
+            missing,
+            ips.len(),
+            reference::masq_chain(network, container_id)
         );
     }
     Ok(())
 }
 
-/// Removes the masquerade rules of one attachment. Needs neither the container's netns nor its
-/// IPs; nothing to remove is success.
+/// Expressions equal but for counters (the kernel fills in their values).
+fn same_exprs(a: &[Expr], b: &[Expr]) -> bool {
+    let strip = |v: &[Expr]| -> Vec<Expr> {
+        v.iter()
+            .filter(|e| !matches!(e, Expr::Counter { .. }))
+            .cloned()
+            .collect()
+    };
+    strip(a) == strip(b)
+}
+
+/// Removes the masquerade rules of one attachment, ours and the reference's iptables chain
+/// and entry rule (made before a swap), in one batch. Needs neither the container's netns
+/// nor its IPs; nothing to remove is success.
 pub fn teardown(sock: &NftSocket, network: &str, ifname: &str, container_id: &str) -> Result<()> {
     let rules = find_rules(sock, &hash_for_instance(network, ifname, container_id))?;
-    delete(sock, &rules).with_context(|| format!("failed to remove IP masquerading for {container_id}/{ifname}"))
+    let mut b = Batch::new();
+    delete_into(&mut b, &rules);
+    let comment = reference::masq_comment(network, container_id);
+    let chain = reference::masq_chain(network, container_id);
+    let scope = reference::Scope::Chains(&["POSTROUTING"]);
+    let theirs = reference::plan_nat_removal(sock, &mut b, scope, &|c| c == comment, &[chain])?;
+    if theirs == 0 {
+        reference::note_if_legacy("nat", "ipMasq chains");
+    }
+    commit(sock, &b).with_context(|| format!("failed to remove IP masquerading for {container_id}/{ifname}"))
 }
 
 /// Removes the masquerade rules of `network` whose attachment is not in `valid`
-/// (`(containerID, ifname)` pairs, as in `cni.dev/valid-attachments`).
+/// (`(containerID, ifname)` pairs, as in `cni.dev/valid-attachments`): ours, and the
+/// reference's iptables chains of containers with no valid attachment (it ignores ifnames).
 pub fn gc(sock: &NftSocket, network: &str, valid: &[(&str, &str)]) -> Result<()> {
     let keep: Vec<String> = valid
         .iter()
@@ -175,21 +220,29 @@ pub fn gc(sock: &NftSocket, network: &str, valid: &[(&str, &str)]) -> Result<()>
         .into_iter()
         .filter(|r| !keep.iter().any(|k| Some(k.as_str()) == r.comment.as_deref()))
         .collect();
-    delete(sock, &stale).with_context(|| format!("failed to garbage-collect IP masquerading of network {network}"))
+    let mut b = Batch::new();
+    delete_into(&mut b, &stale);
+    let dead = |c: &str| {
+        reference::parse_comment(c, "")
+            .is_some_and(|(net, cid)| net == network && !valid.iter().any(|(v, _)| *v == cid))
+    };
+    reference::plan_nat_removal(sock, &mut b, reference::Scope::Table, &dead, &[])?;
+    commit(sock, &b).with_context(|| format!("failed to garbage-collect IP masquerading of network {network}"))
 }
 
-fn delete(sock: &NftSocket, rules: &[Rule]) -> Result<()> {
+fn delete_into(b: &mut Batch, rules: &[Rule]) {
     let t = table();
-    let mut b = Batch::new();
     for r in rules {
         if let Some(h) = r.handle {
             b.del_rule(&t, CHAIN, h);
         }
     }
-    if b.is_empty() {
-        return Ok(());
+}
+
+fn commit(sock: &NftSocket, b: &Batch) -> Result<()> {
+    if !b.is_empty() {
+        b.commit(sock)?;
     }
-    b.commit(sock)?;
     Ok(())
 }
 

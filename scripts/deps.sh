@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Installs, by Debian package name, what the tests use and is missing (the plugins themselves
+# need no other program at run time). Called by `make deps`, which `make test` depends on, so
+# `sudo make test` is all the set-up a fresh Debian machine needs. Installs nothing when every
+# package is present, so it is cheap to run each time.
+#
+#   make, iproute2 (ip netns), util-linux (nsenter), containernetworking-plugins (the reference
+#   plugins compared against), nftables/iptables/conntrack (inspect firewall state; the
+#   reference's ipMasq uses iptables), iputils-ping/netcat-openbsd/socat (traffic between
+#   namespaces), iperf3 (bandwidth shaping measurements), file (static check), jq, procps, time,
+#   strace, python3 (a UDP test server), python3-venv (e2e's CRI client), dnsmasq-base (a DHCP
+#   server for the dhcp tests), qemu-system-x86/busybox-static/cpio/kmod (make vm-test: a
+#   Debian kernel with vlan, ipvlan, dummy and vrf; the kernel package itself is fetched with
+#   apt-get download by vm/fetch.sh), podman/runc/catatonit/uidmap/containerd (make e2e).
+set -euo pipefail
+
+PACKAGES=(
+    make iproute2 util-linux containernetworking-plugins nftables iptables conntrack
+    iputils-ping netcat-openbsd socat iperf3 file jq procps time strace python3 python3-venv
+    dnsmasq-base qemu-system-x86 busybox-static cpio kmod
+    podman runc catatonit uidmap containerd
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "deps: installing ${missing[*]}"
+    if [ "$(id -u)" != 0 ]; then
+        echo "deps: run as root (sudo make test) to install them" >&2
+        exit 1
+    fi
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+# rustfmt and clippy: normally preinstalled with the toolchain; add them only if missing.
+cargo fmt --version >/dev/null 2>&1 || rustup component add rustfmt
+cargo clippy --version >/dev/null 2>&1 || rustup component add clippy
+
+# Namespaces are made with `ip netns add`, which needs /run/netns; nothing else is touched.
+mkdir -p /run/netns

@@ -1,0 +1,480 @@
+//! `cni-multi explain <plugin>` and `cni-multi <plugin> --help`: every config key a plugin
+//! accepts, with its type, default and meaning.
+//!
+//! The tables cannot drift from the parsers: a unit test reads each plugin's config struct
+//! from its source file (the serde field names and renames the parser itself uses) and fails
+//! when a key is parsed but not described here, or described but not parsed; another fails
+//! when a plugin in the table of plugins has no entry here.
+
+/// One config key.
+pub struct Key {
+    pub name: &'static str,
+    pub ty: &'static str,
+    pub default: &'static str,
+    pub meaning: &'static str,
+}
+
+/// A plugin's keys, and where its parser's struct lives (for the drift test).
+pub struct PluginKeys {
+    pub plugin: &'static str,
+    /// (source file under src/, config struct name); None when only the common keys apply.
+    pub parser: Option<(&'static str, &'static str)>,
+    /// Where the keys sit: "" (top level) or e.g. "ipam" for IPAM plugins.
+    pub under: &'static str,
+    pub keys: &'static [Key],
+}
+
+const fn k(name: &'static str, ty: &'static str, default: &'static str, meaning: &'static str) -> Key {
+    Key {
+        name,
+        ty,
+        default,
+        meaning,
+    }
+}
+
+/// The keys every plugin reads (cni::config::NetConf).
+pub static COMMON: &[Key] = &[
+    k(
+        "cniVersion",
+        "string",
+        "\"0.1.0\"",
+        "the spec version of this config and of the result",
+    ),
+    k(
+        "name",
+        "string",
+        "required",
+        "the network name; part of every attachment's identity",
+    ),
+    k("type", "string", "required", "the plugin's name"),
+    k(
+        "ipam",
+        "object",
+        "none",
+        "the IPAM plugin to delegate to: {\"type\": ..., its own keys}",
+    ),
+    k(
+        "dns",
+        "object",
+        "none",
+        "nameservers, domain, search, options to report in the result",
+    ),
+    k(
+        "prevResult",
+        "object",
+        "none",
+        "the previous plugin's result (chained plugins; set by the runtime)",
+    ),
+    k(
+        "runtimeConfig",
+        "object",
+        "{}",
+        "capability arguments from the runtime (portMappings, bandwidth, ips, mac, ...)",
+    ),
+    k(
+        "args",
+        "object",
+        "none",
+        "extra arguments, e.g. {\"cni\": {\"ips\": [...]}}",
+    ),
+    k(
+        "cni.dev/valid-attachments",
+        "list",
+        "none",
+        "GC: the attachments to keep (set by the runtime)",
+    ),
+    k(
+        "cni.dev/attachments",
+        "list",
+        "none",
+        "GC: old spelling of cni.dev/valid-attachments",
+    ),
+];
+
+const MTU: Key = k("mtu", "integer", "0 (kernel default)", "MTU of the container interface");
+const LINK_IN_CONTAINER: Key = k(
+    "linkInContainer",
+    "bool",
+    "false",
+    "the master interface is in the container's netns, not the node's",
+);
+
+pub static PLUGINS: &[PluginKeys] = &[
+    PluginKeys {
+        plugin: "bridge",
+        parser: Some(("interface/bridge.rs", "BridgeConf")),
+        under: "",
+        keys: &[
+            k("bridge", "string", "\"cni0\"", "name of the bridge on the node (created if missing)"),
+            k("isGateway", "bool", "false", "give the bridge the gateway address of each subnet"),
+            k("isDefaultGateway", "bool", "false", "isGateway, plus a default route in the container via the bridge"),
+            k("forceAddress", "bool", "false", "replace a different gateway address already on the bridge"),
+            k("ipMasq", "bool", "false", "masquerade traffic from the pod leaving its subnet (nftables)"),
+            k("ipMasqBackend", "string", "\"\" (nftables)", "nftables: our table inet cni_plugins_masquerade; iptables: the reference's own nat rules (CNI-<hash> chain), written over netlink"),
+            MTU,
+            k("hairpinMode", "bool", "false", "let a pod reach itself through the bridge (e.g. via its host port)"),
+            k("promiscMode", "bool", "false", "put the bridge in promiscuous mode"),
+            k("vlan", "integer", "0 (none)", "VLAN ID of the pod's bridge port (1-4094)"),
+            k("vlanTrunk", "list", "none", "VLANs of a trunk port: [{\"id\": N} | {\"minID\": A, \"maxID\": B}]"),
+            k("preserveDefaultVlan", "bool", "true", "keep VLAN 1 on the port when vlan is set"),
+            k("macspoofchk", "bool", "false", "drop frames from the pod with another source MAC (nftables)"),
+            k("enabledad", "bool", "false", "run IPv6 duplicate address detection on the container interface"),
+            k("disableContainerInterface", "bool", "false", "leave the container interface down"),
+            k("portIsolation", "bool", "false", "isolate pod ports from each other (bridge port isolation)"),
+        ],
+    },
+    PluginKeys {
+        plugin: "bandwidth",
+        parser: Some(("meta/bandwidth.rs", "const KEYS")),
+        under: "",
+        keys: &[
+            k("ingressRate", "integer", "0", "bits/s into the pod (TBF on the host veth); with ingressBurst"),
+            k("ingressBurst", "integer", "0", "bits of burst into the pod; burst/8 must fit 32 bits"),
+            k("egressRate", "integer", "0", "bits/s out of the pod (TBF on an IFB the host veth redirects to)"),
+            k("egressBurst", "integer", "0", "bits of burst out of the pod; all four zero = pass-through"),
+        ],
+    },
+    PluginKeys {
+        plugin: "dummy",
+        parser: Some(("interface/dummy.rs", "DummyConf")),
+        under: "",
+        keys: &[],
+    },
+    PluginKeys {
+        plugin: "host-device",
+        parser: Some(("interface/host_device.rs", "HostDeviceConf")),
+        under: "",
+        keys: &[
+            k("device", "string", "one of the four", "name of the node's interface to move into the container"),
+            k("hwaddr", "string", "one of the four", "pick the interface by MAC address"),
+            k("kernelpath", "string", "one of the four", "pick the interface by its /sys/devices path"),
+            k("pciBusID", "string", "one of the four", "pick the interface by PCI address (e.g. 0000:00:1f.6)"),
+        ],
+    },
+    PluginKeys {
+        plugin: "ipvlan",
+        parser: Some(("interface/ipvlan.rs", "IpvlanConf")),
+        under: "",
+        keys: &[
+            k("master", "string", "the default route's interface", "parent interface"),
+            k("mode", "string", "\"l2\"", "l2, l3 or l3s"),
+            MTU,
+            LINK_IN_CONTAINER,
+        ],
+    },
+    PluginKeys {
+        plugin: "loopback",
+        parser: None,
+        under: "",
+        keys: &[],
+    },
+    PluginKeys {
+        plugin: "macvlan",
+        parser: Some(("interface/macvlan.rs", "MacvlanConf")),
+        under: "",
+        keys: &[
+            k("master", "string", "the default route's interface", "parent interface"),
+            k("mode", "string", "\"bridge\"", "bridge, private, vepa or passthru"),
+            MTU,
+            k("mac", "string", "random", "MAC address of the container interface"),
+            LINK_IN_CONTAINER,
+            k("bcqueuelen", "integer", "0 (kernel default)", "broadcast queue length"),
+        ],
+    },
+    PluginKeys {
+        plugin: "ptp",
+        parser: Some(("interface/ptp.rs", "PtpConf")),
+        under: "",
+        keys: &[
+            k("ipMasq", "bool", "false", "masquerade traffic from the pod leaving its subnet (nftables)"),
+            k("ipMasqBackend", "string", "\"\" (nftables)", "nftables: our table inet cni_plugins_masquerade; iptables: the reference's own nat rules (CNI-<hash> chain), written over netlink"),
+            MTU,
+        ],
+    },
+    PluginKeys {
+        plugin: "tap",
+        parser: Some(("interface/tap.rs", "TapConf")),
+        under: "",
+        keys: &[
+            k("multiQueue", "bool", "false", "create a multi-queue tap"),
+            MTU,
+            k("mac", "string", "random", "MAC address of the tap"),
+            k("owner", "integer", "none", "user ID that owns the tap"),
+            k("group", "integer", "none", "group ID that owns the tap"),
+            k("selinuxContext", "string", "none", "SELinux context to create the tap in"),
+            k("bridge", "string", "none", "a bridge in the container's netns to attach the tap to"),
+        ],
+    },
+    PluginKeys {
+        plugin: "vlan",
+        parser: Some(("interface/vlan.rs", "VlanConf")),
+        under: "",
+        keys: &[
+            k("master", "string", "required", "parent interface"),
+            k("vlanId", "integer", "required", "VLAN ID (0-4094)"),
+            MTU,
+            LINK_IN_CONTAINER,
+        ],
+    },
+    PluginKeys {
+        plugin: "host-local",
+        parser: Some(("ipam/host_local/mod.rs", "IpamIn")),
+        under: "ipam",
+        keys: &[
+            k("ranges", "list", "required", "range sets: [[{\"subnet\", \"rangeStart\", \"rangeEnd\", \"gateway\"}]], one address per set"),
+            k("routes", "list", "none", "routes to report: [{\"dst\": \"0.0.0.0/0\", \"gw\": ...}]"),
+            k("dataDir", "string", "\"/var/lib/cni/networks\"", "where the reservation files live (one dir per network)"),
+            k("resolvConf", "string", "none", "a resolv.conf to report as the result's DNS"),
+            k("subnet", "string", "none", "legacy single range (instead of ranges): its subnet"),
+            k("rangeStart", "string", "the subnet's first host", "legacy single range: first address handed out"),
+            k("rangeEnd", "string", "the subnet's last host", "legacy single range: last address handed out"),
+            k("gateway", "string", "the subnet's first host", "legacy single range: the gateway"),
+        ],
+    },
+    PluginKeys {
+        plugin: "static",
+        parser: Some(("ipam/static_ipam.rs", "IpamIn")),
+        under: "ipam",
+        keys: &[
+            k("addresses", "list", "none", "[{\"address\": \"10.0.0.5/24\", \"gateway\": ...}] (also from CNI_ARGS IP=, args, runtimeConfig ips)"),
+            k("routes", "list", "none", "routes to report"),
+            k("dns", "object", "none", "DNS to report"),
+        ],
+    },
+    PluginKeys {
+        plugin: "firewall",
+        parser: Some(("meta/firewall.rs", "FirewallConf")),
+        under: "",
+        keys: &[
+            k("backend", "string", "\"\" (both where iptables is used)", "nftables: our table inet cni_firewall only; iptables: the reference's own iptables rules only; empty: our table, plus the reference's iptables rules where an iptables FORWARD chain exists; firewalld is refused (code 2)"),
+            k("iptablesAdminChainName", "string", "\"CNI-ADMIN\"", "the operators' chain, jumped to before the pod's rules"),
+            k("ingressPolicy", "string", "\"open\"", "open, same-bridge or isolated"),
+            k("firewalldZone", "string", "none", "firewalld backend only (which is refused)"),
+        ],
+    },
+    PluginKeys {
+        plugin: "flannel",
+        parser: Some(("meta/flannel.rs", "FlannelConf")),
+        under: "",
+        keys: &[
+            k("cniVersion", "string", "\"0.1.0\"", "the spec version"),
+            k("name", "string", "required", "the network name"),
+            k("subnetFile", "string", "\"/run/flannel/subnet.env\"", "flanneld's FLANNEL_NETWORK/SUBNET/MTU/IPMASQ file"),
+            k("dataDir", "string", "\"/var/lib/cni/flannel\"", "where the delegate's config is saved for DEL"),
+            k("delegate", "object", "{\"type\": \"bridge\"}", "the plugin to delegate to, with keys merged in"),
+            k("ipam", "object", "host-local over the node's subnet", "IPAM for the delegate"),
+            k("runtimeConfig", "object", "{}", "passed on to the delegate"),
+            k("prevResult", "object", "none", "the previous plugin's result"),
+            k("cni.dev/valid-attachments", "list", "none", "GC: the attachments to keep"),
+            k("cni.dev/attachments", "list", "none", "GC: old spelling"),
+        ],
+    },
+    PluginKeys {
+        plugin: "portmap",
+        parser: Some(("meta/portmap.rs", "PortMapConf")),
+        under: "",
+        keys: &[
+            k("snat", "bool", "true", "masquerade hairpin and localhost traffic to mapped ports"),
+            k("masqAll", "bool", "false", "masquerade all traffic to mapped ports"),
+            k("markMasqBit", "integer", "13", "iptables backend: the fwmark bit for masquerading (0-31); set without backend it selects iptables"),
+            k("externalSetMarkChain", "string", "none", "iptables backend: an existing chain that sets the mark (e.g. KUBE-MARK-MASQ)"),
+            k("conditionsV4", "list", "none", "extra match conditions on the IPv4 DNAT rules"),
+            k("conditionsV6", "list", "none", "extra match conditions on the IPv6 DNAT rules"),
+            k("backend", "string", "\"nftables\"", "nftables (our ip/ip6 cni_hostport) or iptables (the reference's own nat rules, over netlink)"),
+        ],
+    },
+    PluginKeys {
+        plugin: "sbr",
+        parser: Some(("meta/sbr.rs", "SbrConf")),
+        under: "",
+        keys: &[
+            k("table", "integer", "none (first free >= 100)", "only add rules pointing at this table; move no routes"),
+            k("gateways", "list", "none", "static default gateways, at most one per family (win over the IP's gateway)"),
+            k("addSourceHints", "bool", "false", "keep the subnet route in main with src <ip> scope link"),
+        ],
+    },
+    PluginKeys {
+        plugin: "vrf",
+        parser: Some(("meta/vrf.rs", "VrfConf")),
+        under: "",
+        keys: &[
+            k("vrfname", "string", "required", "the VRF to put the interface in (made in the container netns when missing; also spelt vrfName)"),
+            k("table", "integer", "0 (first free >= 1)", "the VRF's routing table; an existing VRF with another table is an error"),
+        ],
+    },
+    PluginKeys {
+        plugin: "tuning",
+        parser: Some(("meta/tuning.rs", "TuningConf")),
+        under: "",
+        keys: &[
+            k("dataDir", "string", "\"/run/cni/tuning\"", "where the interface's old settings are saved for DEL"),
+            k("sysctl", "object", "none", "net.* sysctls to set in the container: {\"net.core.somaxconn\": \"500\"}"),
+            k("mac", "string", "none", "MAC address to set"),
+            k("promisc", "bool", "none", "promiscuous mode"),
+            k("mtu", "integer", "none", "MTU to set"),
+            k("txQLen", "integer", "none", "transmit queue length"),
+            k("allmulti", "bool", "none", "all-multicast mode"),
+            k("args", "object", "none", "the same settings from args.cni (with CNI_ARGS overrides)"),
+        ],
+    },
+];
+
+pub fn lookup(plugin: &str) -> Option<&'static PluginKeys> {
+    PLUGINS.iter().find(|p| p.plugin == plugin)
+}
+
+/// The text `explain` prints.
+pub fn render(p: &PluginKeys) -> String {
+    use std::fmt::Write;
+    let mut o = String::new();
+    let table = |o: &mut String, keys: &[Key]| {
+        let w = keys.iter().map(|k| k.name.len()).max().unwrap_or(0).max(4);
+        let _ = writeln!(o, "  {:<w$}  {:<7}  {:<24}  meaning", "key", "type", "default");
+        for key in keys {
+            let _ = writeln!(
+                o,
+                "  {:<w$}  {:<7}  {:<24}  {}",
+                key.name, key.ty, key.default, key.meaning
+            );
+        }
+    };
+    let place = if p.under.is_empty() {
+        "top-level keys".to_string()
+    } else {
+        format!("keys of the \"{}\" object", p.under)
+    };
+    if p.keys.is_empty() {
+        let _ = writeln!(o, "{}: no keys of its own; the common keys below apply.", p.plugin);
+    } else {
+        let _ = writeln!(o, "{} config, {place}:", p.plugin);
+        table(&mut o, p.keys);
+    }
+    let _ = writeln!(o, "\ncommon keys (every plugin):");
+    table(&mut o, COMMON);
+    o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeSet;
+
+    /// The keys serde reads for `struct_name` in `source`: field names or their `rename`,
+    /// without `skip` fields; a `flatten` field adds the keys of its struct (looked up in
+    /// `source`, then in `src/pkg/`), except `NetConf`'s, which are the common keys.
+    fn parsed_keys(source: &str, struct_name: &str) -> BTreeSet<String> {
+        // A plugin that reads its keys by name from a list: `const KEYS: [&str; N] = [...]`.
+        if let Some(name) = struct_name.strip_prefix("const ") {
+            let line = source
+                .lines()
+                .find(|l| l.starts_with(&format!("const {name}:")))
+                .unwrap_or_else(|| panic!("const {name} not found"));
+            let list = line.split_once('=').unwrap().1;
+            return list.split('"').skip(1).step_by(2).map(String::from).collect();
+        }
+        let start = source
+            .find(&format!("struct {struct_name} {{"))
+            .unwrap_or_else(|| panic!("struct {struct_name} not found"));
+        let body = &source[start..];
+        let body = &body[body.find('{').unwrap() + 1..body.find("\n}").unwrap()];
+        let mut keys = BTreeSet::new();
+        let mut attrs = String::new();
+        for line in body.lines().map(str::trim) {
+            if line.starts_with("#[") {
+                attrs.push_str(line);
+                continue;
+            }
+            if line.starts_with("//") || line.is_empty() {
+                continue;
+            }
+            let Some((field, _)) = line.split_once(':') else {
+                continue;
+            };
+            let field = field.trim_start_matches("pub ").trim();
+            let a = std::mem::take(&mut attrs);
+            if a.contains("serde(skip)") {
+                continue;
+            }
+            if a.contains("flatten") {
+                let ty = line.split_once(':').unwrap().1.trim().trim_end_matches(',');
+                if ty != "NetConf" {
+                    keys.extend(parsed_keys(&struct_source(source, ty), ty));
+                }
+                continue;
+            }
+            let name = a
+                .split_once("rename = \"")
+                .map(|(_, r)| r.split('"').next().unwrap().to_string())
+                .unwrap_or_else(|| field.to_string());
+            keys.insert(name);
+        }
+        keys
+    }
+
+    /// `source` if it defines `struct ty`, else the file of `src/pkg/` that does.
+    fn struct_source(source: &str, ty: &str) -> String {
+        let decl = format!("struct {ty} {{");
+        if source.contains(&decl) {
+            return source.to_string();
+        }
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/pkg");
+        std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+            .find(|s| s.contains(&decl))
+            .unwrap_or_else(|| panic!("struct {ty} not found"))
+    }
+
+    fn source(file: &str) -> String {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src").join(file);
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    }
+
+    #[test]
+    fn every_key_a_parser_reads_is_described_and_nothing_else() {
+        for p in PLUGINS {
+            let documented: BTreeSet<String> = p.keys.iter().map(|k| k.name.to_string()).collect();
+            assert_eq!(documented.len(), p.keys.len(), "{}: a key is described twice", p.plugin);
+            let parsed = match p.parser {
+                Some((file, st)) => parsed_keys(&source(file), st),
+                None => BTreeSet::new(),
+            };
+            assert_eq!(
+                parsed, documented,
+                "{}: parser keys (left) vs described keys (right)",
+                p.plugin
+            );
+        }
+        let common: BTreeSet<String> = COMMON.iter().map(|k| k.name.to_string()).collect();
+        assert_eq!(parsed_keys(&source("cni/config.rs"), "NetConf"), common);
+    }
+
+    #[test]
+    fn every_plugin_is_explained() {
+        for p in crate::plugins::PLUGINS {
+            assert!(lookup(p.name).is_some(), "{} has no entry in explain.rs", p.name);
+        }
+    }
+
+    #[test]
+    fn the_extractor_sees_renames_skips_and_flattens() {
+        let src = "struct C {\n    #[serde(flatten)]\n    net: NetConf,\n    #[serde(rename = \"isGateway\", default)]\n    is_gateway: bool,\n    /// doc\n    #[serde(default)]\n    pub mtu: i64,\n    #[serde(skip)]\n    cache: u8,\n}\n";
+        let got: Vec<String> = parsed_keys(src, "C").into_iter().collect();
+        assert_eq!(got, ["isGateway", "mtu"]);
+        let src = "struct C {\n    #[serde(flatten)]\n    more: More,\n    a: u8,\n}\nstruct More {\n    b: u8,\n}\n";
+        let got: Vec<String> = parsed_keys(src, "C").into_iter().collect();
+        assert_eq!(got, ["a", "b"]);
+    }
+
+    #[test]
+    fn the_text_lists_the_keys_with_type_and_default() {
+        let t = render(lookup("bridge").unwrap());
+        assert!(t.contains("bridge config, top-level keys:"), "{t}");
+        let line = t.lines().find(|l| l.trim_start().starts_with("isGateway")).unwrap();
+        assert!(line.contains("bool") && line.contains("false"), "{line}");
+        assert!(t.contains("common keys"), "{t}");
+        let t = render(lookup("host-local").unwrap());
+        assert!(t.contains("keys of the \"ipam\" object"), "{t}");
+    }
+}
