@@ -306,6 +306,15 @@ pub static PLUGINS: &[PluginKeys] = &[
         ],
     },
     PluginKeys {
+        plugin: "vrf",
+        parser: Some(("meta/vrf.rs", "VrfConf")),
+        under: "",
+        keys: &[
+            k("vrfname", "string", "required", "the VRF to put the interface in (made in the container netns when missing; also spelt vrfName)"),
+            k("table", "integer", "0 (first free >= 1)", "the VRF's routing table; an existing VRF with another table is an error"),
+        ],
+    },
+    PluginKeys {
         plugin: "tuning",
         parser: Some(("meta/tuning.rs", "TuningConf")),
         under: "",

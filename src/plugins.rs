@@ -27,6 +27,7 @@ pub static PLUGINS: &[&Plugin] = &[
     &crate::meta::portmap::PLUGIN,
     &crate::meta::sbr::PLUGIN,
     &crate::meta::tuning::PLUGIN,
+    &crate::meta::vrf::PLUGIN,
 ];
 
 pub fn lookup(name: &str) -> Option<&'static Plugin> {
