@@ -52,7 +52,12 @@ pub struct Out {
 
 impl Out {
     pub fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("bad JSON {e}: {}", self.stdout))
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
+            panic!(
+                "bad JSON {e}: {:?} (ok: {}, stderr: {:?})",
+                self.stdout, self.ok, self.stderr
+            )
+        })
     }
     /// The CNI error code of a failed run.
     pub fn code(&self) -> u64 {
@@ -174,10 +179,15 @@ impl Rig {
             .write_all(conf.to_string().as_bytes())
             .unwrap();
         let o = child.wait_with_output().unwrap();
+        let mut stderr = String::from_utf8_lossy(&o.stderr).into_owned();
+        if o.status.code().is_none() {
+            // Killed: say so, a plugin that printed nothing is otherwise a riddle.
+            stderr.push_str(&format!("[{plugin} {cmd}: {}]", o.status));
+        }
         Out {
             ok: o.status.success(),
             stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+            stderr,
         }
     }
 
