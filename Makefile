@@ -11,6 +11,7 @@
 #   make cluster-demo a simulated 3-node flannel cluster in throw-away netns; prints a report (root)
 #   make e2e          build, then podman, containerd's CRI and distributions' configs on cni-multi's symlinks (e2e/run.sh; root)
 #   make image        build, then an OCI image FROM scratch holding only the binary (podman; deploy/)
+#   make soak         20 workers, 10 000 ADD/DEL through bridge ipMasq -> portmap -> firewall -> tuning (root)
 #   make vm-test      build, then boot a Debian kernel in qemu and run vm/tests/*.sh in it (vm/README.md)
 
 CARGO ?= cargo
@@ -24,7 +25,7 @@ BIN := $(CARGO_TARGET_DIR)/cni-multi
 
 IMAGE ?= localhost/cni-multi:latest
 
-.PHONY: image deps build test test-host conformance install demo bench cluster-demo vm-test e2e
+.PHONY: image deps build test test-host conformance install demo bench cluster-demo vm-test e2e soak
 
 build:
 	RUSTFLAGS='-C target-feature=+crt-static' $(CARGO) build --release --locked --target $(TARGET)
@@ -71,6 +72,12 @@ bench: build
 # flannel, traffic checks printed with the addresses each receiver saw.
 cluster-demo:
 	$(CARGO) test --quiet --locked --test cluster -- --nocapture
+
+# The long fault run (tests/faults.rs `soak`): operations, failures and residue are printed.
+SOAK_WORKERS ?= 20
+SOAK_OPS ?= 10000
+soak:
+	SOAK_WORKERS=$(SOAK_WORKERS) SOAK_OPS=$(SOAK_OPS) $(CARGO) test --locked --test faults -- --ignored --nocapture soak
 
 VM_DIR ?= $(CARGO_TARGET_DIR)/vm
 

@@ -234,8 +234,8 @@ fn add(args: &CmdArgs) -> anyhow::Result<CniResult> {
 }
 
 /// Remove the attachment's firewall rules (found by their comments, so an empty or vanished
-/// netns does not leak them, unlike the reference), delete the container link, then release
-/// IPAM. A missing link is fine; the bridge stays. Every step is tried and every failure
+/// netns does not leak them, unlike the reference), release IPAM, then delete the container
+/// link. A missing link is fine; the bridge stays. Every step is tried and every failure
 /// is reported.
 fn del(args: &CmdArgs) -> anyhow::Result<()> {
     let n = BridgeConf::load(args)?;
@@ -260,13 +260,15 @@ fn del(args: &CmdArgs) -> anyhow::Result<()> {
             Err(e) => errs.push(e.into()),
         }
     }
-    if let Err(e) = del_container_link(&args.netns, &args.ifname) {
-        errs.push(e);
-    }
+    // IPAM first, as the reference does: a DHCP lease is released by a packet sent on the
+    // container's link, so the link must still exist.
     if let Some(t) = n.net.ipam_type() {
         if let Err(e) = delegate::del(t, &args.stdin, args) {
             errs.push(e.into());
         }
+    }
+    if let Err(e) = del_container_link(&args.netns, &args.ifname) {
+        errs.push(e);
     }
     join_errors(errs)
 }

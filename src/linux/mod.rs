@@ -8,8 +8,10 @@ mod netfilter;
 pub mod netlink;
 pub mod netns;
 pub mod nft;
+pub mod packet;
 pub mod ping;
 pub mod privileges;
+pub mod statefile;
 pub mod sysctl;
 pub mod tuntap;
 

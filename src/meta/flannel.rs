@@ -10,6 +10,7 @@ use crate::cni::error::{code, CniError};
 use crate::cni::result::{CniResult, Route};
 use crate::cni::skel::{CmdArgs, Kind, Plugin};
 use crate::cni::version;
+use crate::linux::statefile;
 use anyhow::{anyhow, bail, Context};
 use ipnet::IpNet;
 use serde::Deserialize;
@@ -387,13 +388,15 @@ fn go_string(s: &str, out: &mut String) {
 
 // ---- saved delegate configs ----------------------------------------------------------------
 
+/// A delegate config is a few hundred bytes; a saved file this large is not ours.
+const SAVED_MAX: u64 = 1 << 20;
+
 fn saved_path(data_dir: &Path, container_id: &str) -> PathBuf {
     data_dir.join(container_id)
 }
 
 /// Write-then-fsync, mode 0600 in a 0700 directory: the reference's storage.
 fn save(data_dir: &Path, container_id: &str, bytes: &[u8]) -> anyhow::Result<()> {
-    use std::io::Write;
     use std::os::unix::fs::DirBuilderExt;
     std::fs::DirBuilder::new()
         .recursive(true)
@@ -401,10 +404,9 @@ fn save(data_dir: &Path, container_id: &str, bytes: &[u8]) -> anyhow::Result<()>
         .create(data_dir)
         .with_context(|| format!("mkdir {}", data_dir.display()))?;
     let path = saved_path(data_dir, container_id);
-    let mut f = crate::pkg::file::create_private(&path).with_context(|| format!("open {}", path.display()))?;
-    f.write_all(bytes)
-        .and_then(|_| f.sync_all())
-        .with_context(|| format!("write {}", path.display()))
+    // Through a temp file and rename: a full dataDir leaves no half-written config, and a
+    // symlink planted at the path is replaced, never written through.
+    statefile::write_atomic(&path, bytes, 0o600, true).with_context(|| format!("write {}", path.display()))
 }
 
 /// The delegate type of a saved config.
@@ -430,6 +432,13 @@ fn add(args: &CmdArgs) -> anyhow::Result<CniResult> {
     save(conf.data_dir(), &args.container_id, &bytes)?;
     let dtype = d["type"].as_str().expect("checked to be a string").to_string();
     delegate::add(&dtype, &bytes, args).map_err(|e| {
+        // A failed ADD leaves nothing: the delegate's DEL takes back whatever a delegate that
+        // does not roll back left (ours does; a third-party one may not), then the saved
+        // config goes, so no DEL or GC later acts on an attachment that never existed.
+        if let Err(d) = delegate::del(&dtype, &bytes, args) {
+            eprintln!("rollback: delegated DEL failed: {}", d.msg);
+        }
+        let _ = statefile::remove_with_temps(&saved_path(conf.data_dir(), &args.container_id));
         let mut e2 = e.clone();
         e2.msg = format!("failed to delegate add: {}", e.msg);
         e2.into()
@@ -441,9 +450,22 @@ fn add(args: &CmdArgs) -> anyhow::Result<CniResult> {
 fn del(args: &CmdArgs) -> anyhow::Result<()> {
     let conf = load_conf(&args.stdin)?;
     let path = saved_path(conf.data_dir(), &args.container_id);
-    let bytes = match std::fs::read(&path) {
+    // Never followed through a symlink, never blocked on (a FIFO), bounded in size.
+    let bytes = match statefile::read_regular(&path, SAVED_MAX) {
         Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            // An ADD killed while saving leaves only its temp file.
+            let _ = statefile::remove_with_temps(&path);
+            return Ok(());
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+            // Planted, not saved by ADD (a symlink, a FIFO, 10 MB): never followed or
+            // trusted; the entry itself goes (a directory stays), the DEL succeeds and GC
+            // reclaims what the delegate held.
+            eprintln!("flannel: ignoring saved config: {e}");
+            let _ = statefile::remove_with_temps(&path);
+            return Ok(());
+        }
         Err(e) => return Err(anyhow!("read {}: {e}", path.display())),
     };
     let dtype = match saved_type(&bytes) {
@@ -455,7 +477,7 @@ fn del(args: &CmdArgs) -> anyhow::Result<()> {
         }
     };
     let r = delegate::del(&dtype, &bytes, args);
-    let _ = std::fs::remove_file(&path);
+    let _ = statefile::remove_with_temps(&path);
     Ok(r?)
 }
 
@@ -475,7 +497,7 @@ fn check(args: &CmdArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     let path = saved_path(conf.data_dir(), &args.container_id);
-    let bytes = std::fs::read(&path).map_err(|e| {
+    let bytes = statefile::read_regular(&path, SAVED_MAX).map_err(|e| {
         anyhow!(
             "no saved delegate config for container {:?} ({}: {e})",
             args.container_id,
@@ -518,7 +540,7 @@ fn gc(args: &CmdArgs) -> anyhow::Result<()> {
             if !e.file_type().map(|t| t.is_file()).unwrap_or(false) || config::validate_container_id(&name).is_err() {
                 continue;
             }
-            if let Ok(Value::Object(m)) = std::fs::read(e.path())
+            if let Ok(Value::Object(m)) = statefile::read_regular(&e.path(), SAVED_MAX)
                 .map_err(|_| ())
                 .and_then(|b| serde_json::from_slice(&b).map_err(|_| ()))
             {
