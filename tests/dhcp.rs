@@ -297,7 +297,10 @@ fn gc_releases_stale_leases() {
     );
     assert!(r.lease_of_ip(&ip1).is_some());
     r.ipam("CHECK", &c, "c1", p1.path_str(), "eth0").expect_ok();
-    assert!(!r.ipam("CHECK", &c, "c2", p2.path_str(), "eth0").success());
+    let e = r.ipam("CHECK", &c, "c2", p2.path_str(), "eth0");
+    assert!(!e.success());
+    assert!(e.msg().contains("the DHCP daemon holds no live lease for"), "{e}");
+    assert!(e.msg().contains("c2"), "{e}");
     // CHECK compares the lease with prevResult.
     let mut k = json!({"cniVersion": "1.1.0", "name": "dh", "type": "dhcp", "ipam": c["ipam"],
         "prevResult": {"cniVersion": "1.1.0", "ips": [{"address": "10.94.0.250/24"}]}});

@@ -10,34 +10,19 @@
 //!   answers 999 with Go's decoder text.
 //! - Files are 0600 (the reference's are 0644); contents are byte-identical.
 
+mod common;
+
+use common::rig::{Invocation, TempDir};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
 const REFERENCE: &str = "/usr/lib/cni/host-local";
 
-struct Tmp(PathBuf);
-impl Drop for Tmp {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
-
-fn tmp(tag: &str) -> Tmp {
-    let d = std::env::temp_dir().join(format!(
-        "cni-multi-hl-{tag}-{}-{:?}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    ));
-    fs::create_dir_all(&d).unwrap();
-    Tmp(d)
+fn tmp(tag: &str) -> TempDir {
+    TempDir::new(&format!("hl-{tag}"))
 }
 
 /// A symlink named host-local to the built binary, inside `dir`.
@@ -72,27 +57,30 @@ impl Out {
     }
 }
 
+/// Starts one run through the harness's `Invocation`, in the root netns (host-local touches
+/// no kernel object; CNI_NETNS points nowhere), with no PATH; an empty `cid`/`ifname` leaves
+/// that variable unset.
 fn spawn(plugin: &Path, cmd: &str, cid: &str, ifname: &str, cni_args: &str, conf: &str) -> std::process::Child {
-    let mut c = Command::new(plugin);
-    c.env_clear()
-        .env("CNI_COMMAND", cmd)
-        .env("CNI_NETNS", "/nonexistent/netns")
-        .env("CNI_PATH", "/usr/lib/cni")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    if !cid.is_empty() {
-        c.env("CNI_CONTAINERID", cid);
-    }
-    if !ifname.is_empty() {
-        c.env("CNI_IFNAME", ifname);
-    }
+    let mut inv = Invocation::new("host-local", cmd)
+        .netns("/nonexistent/netns")
+        .cni_path("/usr/lib/cni")
+        .env("PATH", "")
+        .stdin_raw(conf.as_bytes().to_vec())
+        .in_root_ns();
+    inv = if cid.is_empty() {
+        inv.unset("CNI_CONTAINERID")
+    } else {
+        inv.container_id(cid)
+    };
+    inv = if ifname.is_empty() {
+        inv.unset("CNI_IFNAME")
+    } else {
+        inv.ifname(ifname)
+    };
     if !cni_args.is_empty() {
-        c.env("CNI_ARGS", cni_args);
+        inv = inv.args(cni_args);
     }
-    let mut child = c.spawn().unwrap();
-    let _ = child.stdin.take().unwrap().write_all(conf.as_bytes());
-    child
+    inv.spawn_binary(plugin, "/usr/lib/cni")
 }
 
 fn finish(child: std::process::Child) -> Out {
@@ -176,8 +164,8 @@ fn step<'a>(cmd: &'a str, cid: &'a str, ipam: &Value) -> Step<'a> {
 /// every output and the final directory contents must be identical. Returns our outputs.
 fn compare(name: &str, steps: &[Step]) -> Vec<Out> {
     let t = tmp(name);
-    let ours = ours(&t.0);
-    let (dref, dours) = (t.0.join("ref"), t.0.join("ours"));
+    let ours = ours(t.path());
+    let (dref, dours) = (t.path().join("ref"), t.path().join("ours"));
     let mut outs = Vec::new();
     for (i, s) in steps.iter().enumerate() {
         let r = run(
@@ -375,11 +363,11 @@ fn wrong_json_type_is_code_7_not_999() {
     // value of the wrong JSON type as "invalid network config" (7); Go's decoder error is 999.
     let t = tmp("jsontype");
     let ipam = json!({"ranges": [[{"subnet": 5}]]});
-    let c = conf("1.0.0", &t.0.join("d"), ipam, json!({}));
+    let c = conf("1.0.0", &t.path().join("d"), ipam, json!({}));
     assert_eq!(run(Path::new(REFERENCE), "ADD", "c1", "eth0", "", &c).code(), 999);
-    assert_eq!(run(&ours(&t.0), "ADD", "c1", "eth0", "", &c).code(), 7);
+    assert_eq!(run(&ours(t.path()), "ADD", "c1", "eth0", "", &c).code(), 7);
     let no_ipam = json!({"cniVersion": "1.0.0", "name": "net", "type": "x"}).to_string();
-    let o = run(&ours(&t.0), "ADD", "c1", "eth0", "", &no_ipam);
+    let o = run(&ours(t.path()), "ADD", "c1", "eth0", "", &no_ipam);
     assert_eq!((o.code(), o.msg()), (999, "IPAM config missing 'ipam' key"));
 }
 
@@ -451,12 +439,12 @@ fn conformance_result_shape_for_every_version() {
     // 1.1.0 is past the Debian reference: assert the shape directly.
     let t = tmp("shape110");
     let o = run(
-        &ours(&t.0),
+        &ours(t.path()),
         "ADD",
         "c1",
         "eth0",
         "",
-        &conf("1.1.0", &t.0.join("d"), ipam, json!({})),
+        &conf("1.1.0", &t.path().join("d"), ipam, json!({})),
     );
     assert_eq!(
         o.json,
@@ -470,7 +458,7 @@ fn conformance_result_shape_for_every_version() {
 #[test]
 fn conformance_legacy_keys_ip_ranges_order_and_resolv_conf() {
     let t = tmp("resolv");
-    let resolv = t.0.join("resolv.conf");
+    let resolv = t.path().join("resolv.conf");
     fs::write(
         &resolv,
         "nameserver 10.0.0.53\nsearch a.example b.example\noptions ndots:2\ndomain example\n",
@@ -504,8 +492,8 @@ fn conformance_custom_gateway_is_skipped_and_v6_range_end_is_all_ones() {
 #[test]
 fn swap_reference_reservations_released_by_ours_and_ours_by_reference() {
     let t = tmp("swap");
-    let ours = ours(&t.0);
-    let dir = t.0.join("d");
+    let ours = ours(t.path());
+    let dir = t.path().join("d");
     let c = conf("1.0.0", &dir, ranges(&["10.1.0.0/24"]), json!({}));
     let net = dir.join("net");
     assert_eq!(
@@ -586,9 +574,9 @@ fn assert_well_formed(net: &Path) -> usize {
 #[test]
 fn crash_safety_sigkill_at_random_points_leaves_no_partial_reservation() {
     let t = tmp("crash");
-    let ours = ours(&t.0);
-    let c = conf("1.0.0", &t.0.join("d"), ranges(&["10.7.0.0/24"]), json!({}));
-    let net = t.0.join("d").join("net");
+    let ours = ours(t.path());
+    let c = conf("1.0.0", &t.path().join("d"), ranges(&["10.7.0.0/24"]), json!({}));
+    let net = t.path().join("d").join("net");
     let mut rng = Rng(std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -638,9 +626,9 @@ fn crash_safety_sigkill_at_random_points_leaves_no_partial_reservation() {
 #[test]
 fn empty_reservation_left_by_a_killed_reference_writer_is_reclaimed() {
     let t = tmp("emptyfile");
-    let ours = ours(&t.0);
-    let c = conf("1.0.0", &t.0.join("d"), ranges(&["10.1.0.0/30"]), json!({}));
-    let net = t.0.join("d").join("net");
+    let ours = ours(t.path());
+    let c = conf("1.0.0", &t.path().join("d"), ranges(&["10.1.0.0/30"]), json!({}));
+    let net = t.path().join("d").join("net");
     fs::create_dir_all(&net).unwrap();
     fs::write(net.join("10.1.0.2"), b"").unwrap();
     assert_eq!(run(&ours, "ADD", "c1", "eth0", "", &c).ips(), ["10.1.0.2/30"]);
@@ -650,9 +638,9 @@ fn empty_reservation_left_by_a_killed_reference_writer_is_reclaimed() {
 #[test]
 fn concurrency_fifty_parallel_adds_get_distinct_addresses_and_dels_release_all() {
     let t = tmp("conc");
-    let ours = ours(&t.0);
-    let c = conf("1.0.0", &t.0.join("d"), ranges(&["10.8.0.0/24"]), json!({}));
-    let net = t.0.join("d").join("net");
+    let ours = ours(t.path());
+    let c = conf("1.0.0", &t.path().join("d"), ranges(&["10.8.0.0/24"]), json!({}));
+    let net = t.path().join("d").join("net");
     let children: Vec<_> = (0..50)
         .map(|i| spawn(&ours, "ADD", &format!("p{i}"), "eth0", "", &c))
         .collect();
@@ -675,8 +663,8 @@ fn concurrency_fifty_parallel_adds_get_distinct_addresses_and_dels_release_all()
 #[test]
 fn state_files_are_0600_dirs_0755_and_bad_network_names_touch_nothing() {
     let t = tmp("modes");
-    let ours = ours(&t.0);
-    let d = t.0.join("d");
+    let ours = ours(t.path());
+    let d = t.path().join("d");
     let c = conf("1.0.0", &d, ranges(&["10.1.0.0/24"]), json!({}));
     assert!(run(&ours, "ADD", "c1", "eth0", "", &c).ok);
     let mode = |p: PathBuf| fs::metadata(p).unwrap().permissions().mode() & 0o777;
@@ -684,20 +672,20 @@ fn state_files_are_0600_dirs_0755_and_bad_network_names_touch_nothing() {
     assert_eq!(mode(d.join("net/10.1.0.2")), 0o600);
     assert_eq!(mode(d.join("net/last_reserved_ip.0")), 0o600);
     for bad in ["../x", "/", ".", "..", "a/b"] {
-        let d2 = t.0.join("sub").join("d");
+        let d2 = t.path().join("sub").join("d");
         let mut v: Value = serde_json::from_str(&conf("1.0.0", &d2, ranges(&["10.1.0.0/24"]), json!({}))).unwrap();
         v["name"] = json!(bad);
         let o = run(&ours, "ADD", "c1", "eth0", "", &v.to_string());
         assert_eq!(o.code(), 7, "{bad}");
-        assert!(!t.0.join("sub").exists(), "{bad}: nothing was created");
+        assert!(!t.path().join("sub").exists(), "{bad}: nothing was created");
     }
 }
 
 // ---- GC and STATUS (CNI 1.1) ------------------------------------------------------------------
 
-fn gc_fixture(t: &Tmp) -> (PathBuf, PathBuf, String) {
-    let ours = ours(&t.0);
-    let d = t.0.join("d");
+fn gc_fixture(t: &TempDir) -> (PathBuf, PathBuf, String) {
+    let ours = ours(t.path());
+    let d = t.path().join("d");
     let c = conf("1.1.0", &d, ranges(&["10.1.0.0/24"]), json!({}));
     assert_eq!(run(&ours, "ADD", "c1", "eth0", "", &c).ips(), ["10.1.0.2/24"]);
     assert_eq!(run(&ours, "ADD", "c2", "eth0", "", &c).ips(), ["10.1.0.3/24"]);
@@ -778,8 +766,8 @@ fn gc_old_attachments_key_works_and_no_key_does_nothing() {
 #[test]
 fn status_ok_then_exhausted_then_unwritable() {
     let t = tmp("status");
-    let ours = ours(&t.0);
-    let d = t.0.join("d");
+    let ours = ours(t.path());
+    let d = t.path().join("d");
     let c = conf(
         "1.1.0",
         &d,
@@ -798,10 +786,10 @@ fn status_ok_then_exhausted_then_unwritable() {
     assert_eq!(o.msg(), "no IP addresses available in range set 10.1.0.2-10.1.0.3");
     assert!(run(&ours, "DEL", "c1", "eth0", "", &c).ok);
     assert!(run(&ours, "STATUS", "", "", "", &c).ok, "free again after DEL");
-    fs::write(t.0.join("file"), b"").unwrap();
+    fs::write(t.path().join("file"), b"").unwrap();
     let bad = conf(
         "1.1.0",
-        &t.0.join("file").join("d"),
+        &t.path().join("file").join("d"),
         ranges(&["10.1.0.0/24"]),
         json!({}),
     );
@@ -825,8 +813,8 @@ fn status_ok_then_exhausted_then_unwritable() {
 #[test]
 fn del_with_prev_result_releases_only_the_attachments_own_files() {
     let d = tmp("delfast");
-    let bin = ours(&d.0);
-    let data = d.0.join("data");
+    let bin = ours(d.path());
+    let data = d.join("data");
     let c = |extra: Value| conf("1.0.0", &data, ranges(&["10.77.0.0/24", "fd77::/64"]), extra);
     let a = run(&bin, "ADD", "c1", "eth0", "", &c(json!({})));
     let b = run(&bin, "ADD", "c2", "eth0", "", &c(json!({})));

@@ -12,7 +12,7 @@ use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
@@ -519,18 +519,9 @@ impl Invocation {
         self.run_binary(&reference_bin(&self.plugin), REFERENCE_DIR)
     }
 
-    /// Run any binary as this plugin invocation (`default_cni_path` unless overridden).
-    pub fn run_binary(&self, bin: &Path, default_cni_path: &str) -> Outcome {
-        let auto_node;
-        let node_path = match &self.place {
-            Where::AutoNode => {
-                auto_node = TestNs::new_node("autonode");
-                Some(auto_node.path().to_path_buf())
-            }
-            Where::Node(p) => Some(p.clone()),
-            Where::RootNs => None,
-        };
-        let mut cmd = match &node_path {
+    /// The command for `bin` as this invocation (env, netns), stdio piped, not yet started.
+    fn build_command(&self, bin: &Path, node_path: Option<&Path>, default_cni_path: &str) -> Command {
+        let mut cmd = match node_path {
             Some(p) => {
                 let mut c = Command::new(tool("nsenter"));
                 c.arg(format!("--net={}", p.display())).arg("--").arg(bin);
@@ -548,15 +539,53 @@ impl Invocation {
             }
         }
         cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
-        let mut child = cmd
+        cmd
+    }
+
+    fn stdin_bytes(&self) -> Vec<u8> {
+        match &self.stdin {
+            Stdin::None => Vec::new(),
+            Stdin::Bytes(b) => b.clone(),
+        }
+    }
+
+    /// Starts `bin` as this invocation and returns at once (its stdin already written and
+    /// closed), for tests that run plugins concurrently or kill them. Not for the default
+    /// throw-away node, which would vanish before the plugin ran: use `in_node` or
+    /// `in_root_ns`.
+    pub fn spawn_binary(&self, bin: &Path, default_cni_path: &str) -> Child {
+        let node_path = match &self.place {
+            Where::AutoNode => panic!("spawn_binary needs in_node or in_root_ns"),
+            Where::Node(p) => Some(p.as_path()),
+            Where::RootNs => None,
+        };
+        let mut child = self
+            .build_command(bin, node_path, default_cni_path)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
+        // A plugin may exit without reading stdin: EPIPE is fine.
+        let _ = child.stdin.take().expect("stdin piped").write_all(&self.stdin_bytes());
+        child
+    }
+
+    /// Run any binary as this plugin invocation (`default_cni_path` unless overridden).
+    pub fn run_binary(&self, bin: &Path, default_cni_path: &str) -> Outcome {
+        let auto_node;
+        let node_path = match &self.place {
+            Where::AutoNode => {
+                auto_node = TestNs::new_node("autonode");
+                Some(auto_node.path().to_path_buf())
+            }
+            Where::Node(p) => Some(p.clone()),
+            Where::RootNs => None,
+        };
+        let mut child = self
+            .build_command(bin, node_path.as_deref(), default_cni_path)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
 
         let mut stdin = child.stdin.take().expect("stdin piped");
-        let bytes = match &self.stdin {
-            Stdin::None => Vec::new(),
-            Stdin::Bytes(b) => b.clone(),
-        };
+        let bytes = self.stdin_bytes();
         // A plugin may exit without reading stdin: EPIPE is fine.
         let writer = std::thread::spawn(move || {
             let _ = stdin.write_all(&bytes);
