@@ -69,8 +69,8 @@ fn attr(buf: &[u8], ty: u16) -> Option<&[u8]> {
     attrs(buf).find(|(t, _)| *t == ty).map(|(_, p)| p)
 }
 
-/// (type, flags, seq, body) of each netlink message in a receive buffer.
-fn messages(buf: &[u8]) -> Vec<(u16, u32, &[u8])> {
+/// (type, seq, body, flags) of each netlink message in a receive buffer.
+fn messages(buf: &[u8]) -> Vec<(u16, u32, &[u8], u16)> {
     let mut out = Vec::new();
     let mut off = 0;
     while off + HDR <= buf.len() {
@@ -79,8 +79,9 @@ fn messages(buf: &[u8]) -> Vec<(u16, u32, &[u8])> {
             break;
         }
         let ty = u16::from_ne_bytes([buf[off + 4], buf[off + 5]]);
+        let flags = u16::from_ne_bytes([buf[off + 6], buf[off + 7]]);
         let seq = u32::from_ne_bytes(buf[off + 8..off + 12].try_into().unwrap());
-        out.push((ty, seq, &buf[off + HDR..off + len]));
+        out.push((ty, seq, &buf[off + HDR..off + len], flags));
         off += (len + 3) & !3;
     }
     out
@@ -135,18 +136,18 @@ impl Conntrack {
         let mut victims: Vec<(Vec<u8>, Option<Vec<u8>>)> = Vec::new();
         'dump: loop {
             let data = recv(sock)?;
-            for (ty, s, body) in messages(&data) {
+            for (ty, s, body, flags) in messages(&data) {
                 if s != seq {
                     continue;
                 }
                 match ty {
                     NLMSG_DONE => break 'dump,
                     NLMSG_ERROR => {
-                        let errno = -i32::from_ne_bytes(body.get(..4).unwrap_or(&[0; 4]).try_into().unwrap());
+                        let (errno, ext_ack, _) = netfilter::parse_ack(flags, body).unwrap_or((0, None, None));
                         if errno == 0 {
                             break 'dump;
                         }
-                        return Err(Error::kernel(&what, errno, None));
+                        return Err(Error::kernel(&what, errno, ext_ack));
                     }
                     _ => {
                         let a = body.get(4..).unwrap_or(&[]);
@@ -188,16 +189,16 @@ impl Conntrack {
                 let data = recv(sock)?;
                 let ack = messages(&data)
                     .into_iter()
-                    .find(|(ty, s, _)| *ty == NLMSG_ERROR && *s == seq)
-                    .map(|(_, _, body)| -i32::from_ne_bytes(body.get(..4).unwrap_or(&[0; 4]).try_into().unwrap()));
+                    .find(|(ty, s, _, _)| *ty == NLMSG_ERROR && *s == seq)
+                    .map(|(_, _, body, flags)| netfilter::parse_ack(flags, body).unwrap_or((0, None, None)));
                 match ack {
                     None => continue,
-                    Some(0) => {
+                    Some((0, _, _)) => {
                         deleted += 1;
                         break;
                     }
-                    Some(e) if e == nix::libc::ENOENT => break,
-                    Some(e) => return Err(Error::kernel(&what, e, None)),
+                    Some((e, _, _)) if e == nix::libc::ENOENT => break,
+                    Some((e, ext_ack, _)) => return Err(Error::kernel(&what, e, ext_ack)),
                 }
             }
         }

@@ -8,9 +8,15 @@ use neli::consts::socket::NlFamily;
 use neli::socket::NlSocket;
 use neli::utils::Groups;
 
+use super::netlink::wire::attrs;
 use super::{Error, NetNs, Result};
 
 const SOL_NETLINK: i32 = 270;
+const NLMSG_HDRLEN: usize = 16;
+const NLM_F_CAPPED: u16 = 0x100;
+const NLM_F_ACK_TLVS: u16 = 0x200;
+const NLMSGERR_ATTR_MSG: u16 = 1;
+const NLMSGERR_ATTR_OFFS: u16 = 2;
 const NETLINK_CAP_ACK: i32 = 10;
 
 /// A netfilter socket in the calling thread's network namespace. `what` names the caller's
@@ -44,4 +50,56 @@ pub(crate) fn open_socket(what: &str, timeout: Duration) -> Result<NlSocket> {
 pub(crate) fn open_socket_in(ns: &NetNs, what: &str, timeout: Duration) -> Result<NlSocket> {
     let _guard = ns.enter()?;
     open_socket(what, timeout)
+}
+
+/// (errno, ext-ack message, ext-ack offset) of an NLMSG_ERROR reply with header `flags` and
+/// payload `body`; errno 0 is a plain ack.
+pub(crate) fn parse_ack(flags: u16, body: &[u8]) -> Option<(i32, Option<String>, Option<usize>)> {
+    let code = i32::from_ne_bytes(body.get(..4)?.try_into().ok()?);
+    let mut kmsg = None;
+    let mut offs = None;
+    if flags & NLM_F_ACK_TLVS != 0 {
+        // After the error code comes the request's header, and its payload unless capped.
+        let orig_len = u32::from_ne_bytes(body.get(4..8)?.try_into().ok()?) as usize;
+        let skip = 4 + if flags & NLM_F_CAPPED != 0 {
+            NLMSG_HDRLEN
+        } else {
+            orig_len
+        };
+        for (ty, p) in attrs(body.get((skip + 3) & !3..).unwrap_or(&[])) {
+            match ty {
+                NLMSGERR_ATTR_MSG => {
+                    let end = p.iter().position(|&b| b == 0).unwrap_or(p.len());
+                    kmsg = Some(String::from_utf8_lossy(&p[..end]).into_owned());
+                }
+                NLMSGERR_ATTR_OFFS => offs = p.get(..4).map(|b| u32::from_ne_bytes(b.try_into().unwrap()) as usize),
+                _ => {}
+            }
+        }
+    }
+    Some((-code, kmsg, offs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ack_with_ext_ack_text_and_offset() {
+        // errno -22, the capped request header, then NLMSGERR_ATTR_MSG "bad" and _OFFS 20.
+        let mut body = (-22i32).to_ne_bytes().to_vec();
+        body.extend_from_slice(&[0u8; NLMSG_HDRLEN]);
+        body.extend_from_slice(&8u16.to_ne_bytes());
+        body.extend_from_slice(&NLMSGERR_ATTR_MSG.to_ne_bytes());
+        body.extend_from_slice(b"bad\0");
+        body.extend_from_slice(&8u16.to_ne_bytes());
+        body.extend_from_slice(&NLMSGERR_ATTR_OFFS.to_ne_bytes());
+        body.extend_from_slice(&20u32.to_ne_bytes());
+        let got = parse_ack(NLM_F_ACK_TLVS | NLM_F_CAPPED, &body);
+        assert_eq!(got, Some((22, Some("bad".to_string()), Some(20))));
+        // Without the TLV flag only the errno counts; a plain ack is 0.
+        assert_eq!(parse_ack(0, &body), Some((22, None, None)));
+        assert_eq!(parse_ack(0, &0i32.to_ne_bytes()), Some((0, None, None)));
+        assert_eq!(parse_ack(0, &[1, 2]), None);
+    }
 }

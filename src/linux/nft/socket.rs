@@ -316,30 +316,9 @@ impl NftSocket {
     }
 }
 
-/// (errno, ext-ack message, ext-ack offset) of an NLMSG_ERROR reply.
+/// [`netfilter::parse_ack`] of one reply.
 fn parse_ack(m: &NlMsg) -> Option<(i32, Option<String>, Option<usize>)> {
-    let code = i32::from_ne_bytes(m.body.get(..4)?.try_into().ok()?);
-    let mut kmsg = None;
-    let mut offs = None;
-    if m.flags & wire::NLM_F_ACK_TLVS != 0 {
-        // After the error code comes the request's header, and its payload unless capped.
-        let orig_len = u32::from_ne_bytes(m.body.get(4..8)?.try_into().ok()?) as usize;
-        let skip = 4 + if m.flags & wire::NLM_F_CAPPED != 0 {
-            wire::NLMSG_HDRLEN
-        } else {
-            orig_len
-        };
-        for (ty, p, _) in wire::attrs(m.body.get((skip + 3) & !3..).unwrap_or(&[])) {
-            match ty {
-                wire::NLMSGERR_ATTR_MSG => kmsg = Some(wire::cstr(p)),
-                wire::NLMSGERR_ATTR_OFFS => {
-                    offs = p.get(..4).map(|b| u32::from_ne_bytes(b.try_into().unwrap()) as usize)
-                }
-                _ => {}
-            }
-        }
-    }
-    Some((-code, kmsg, offs))
+    netfilter::parse_ack(m.flags, m.body)
 }
 
 /// Names the attribute the kernel's ext-ack offset points into (offset counted from the start
