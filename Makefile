@@ -37,6 +37,7 @@ build:
 	esac
 	cp -f $(RELEASE_BIN) $(BIN).tmp && mv -f $(BIN).tmp $(BIN)
 	@ls -l $(BIN)
+	@size=$$(stat -c %s $(BIN)); [ $$size -le 3000000 ] || { echo "error: $(BIN) is $$size bytes, over the 3 MB budget" >&2; exit 1; }
 
 # Each part is timed, so CI's log shows where its minutes go.
 test: deps
