@@ -6,6 +6,8 @@
 pub mod cli;
 pub mod cni;
 pub mod demo;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod interface;
 pub mod ipam;
 pub mod linux;

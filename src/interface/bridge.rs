@@ -823,6 +823,12 @@ fn gc(args: &CmdArgs) -> anyhow::Result<()> {
     join_errors(errs)
 }
 
+/// Fuzzing entry (fuzz/): this plugin's config parser alone, as ADD runs it, no kernel.
+#[doc(hidden)]
+pub fn fuzz_parse(args: &CmdArgs) -> anyhow::Result<()> {
+    BridgeConf::load(args).map(drop)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -157,6 +157,12 @@ fn gc(args: &CmdArgs) -> anyhow::Result<()> {
     super::ipam_gc(&n.net, args)
 }
 
+/// Fuzzing entry (fuzz/): this plugin's config parser alone, as ADD runs it, no kernel.
+#[doc(hidden)]
+pub fn fuzz_parse(args: &CmdArgs) -> anyhow::Result<()> {
+    IpvlanConf::load(&args.stdin).map(drop)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

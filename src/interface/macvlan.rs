@@ -351,6 +351,12 @@ pub(super) fn check_container_link(cont: &mut Netlink, intf: &Interface) -> anyh
     Ok(l)
 }
 
+/// Fuzzing entry (fuzz/): this plugin's config parser alone, as ADD runs it, no kernel.
+#[doc(hidden)]
+pub fn fuzz_parse(args: &CmdArgs) -> anyhow::Result<()> {
+    MacvlanConf::load(args).map(drop)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

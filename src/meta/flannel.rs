@@ -599,6 +599,21 @@ fn gc(args: &CmdArgs) -> anyhow::Result<()> {
     }
 }
 
+/// Fuzzing entry (fuzz/): the config and a subnet.env's text through the parsers and the
+/// delegate's config as ADD assembles it, no files and no kernel.
+#[doc(hidden)]
+pub fn fuzz_parse(stdin: &[u8], subnet_env: &str) -> anyhow::Result<()> {
+    let env = parse_subnet_env(subnet_env, "subnet.env")?;
+    let conf = load_conf(stdin)?;
+    let _ = conf.subnet_file();
+    let _ = conf.data_dir();
+    let d = delegate_config(&conf, &env)?;
+    let _ = go_marshal(&d);
+    // DEL reads back what ADD saved: the same bytes may be a hostile saved file.
+    let _ = saved_type(stdin);
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

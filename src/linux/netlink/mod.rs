@@ -69,6 +69,10 @@ impl Mode {
 impl Netlink {
     /// A socket in the calling thread's current network namespace.
     pub fn new() -> Result<Netlink> {
+        // Fuzz builds (fuzz/) drive plugins up to their first kernel call, never past it.
+        if cfg!(fuzzing) {
+            return Err(Error::other("open netlink socket", "no kernel access in a fuzz build"));
+        }
         let sock = NlSocketHandle::connect(NlFamily::Route, None, Groups::empty())
             .map_err(|e| Error::other("open netlink socket", e.to_string()))?;
         sock.enable_ext_ack(true)
@@ -197,4 +201,44 @@ fn kernel_err(what: String, code: i32, ext: &neli::types::GenlBuffer<neli::const
         .find(|a| *a.nla_type().nla_type() == neli::consts::nl::NlmsgerrAttr::Msg)
         .map(|a| wire::get_str(a.nla_payload().as_ref()));
     Error::kernel(what, -code, msg)
+}
+
+/// Fuzzing entry (fuzz/): one dump payload as the kernel could send it, through the decoder
+/// `selector` picks (links, addresses, routes, neighbours, rules, qdiscs, filters, VLANs).
+/// Decoding untrusted bytes may fail; it must never panic.
+#[doc(hidden)]
+pub fn fuzz_decode(selector: u8, payload: &[u8]) {
+    match selector % 8 {
+        0 => {
+            let _ = link::Link::parse(payload);
+        }
+        1 => {
+            let _ = addr::Addr::parse(payload);
+        }
+        2 => {
+            let _ = route::Route::parse(payload);
+        }
+        3 => {
+            let _ = neigh::Neigh::parse(payload);
+        }
+        4 => {
+            let _ = rule::Rule::parse(payload);
+        }
+        5 => {
+            let _ = tc::Qdisc::parse(payload);
+        }
+        6 => {
+            let _ = tc::parse_filter(payload);
+        }
+        _ => {
+            let _ = bridge::parse_vlans(payload);
+        }
+    }
+}
+
+/// The raw payloads of a dump, for the fuzz seeds (`fuzz/seeds/netlink`): what the decoders
+/// of [`fuzz_decode`] receive, as this kernel sends it.
+#[doc(hidden)]
+pub fn dump_raw(nl: &mut Netlink, ty: u16, request: &[u8]) -> Result<Vec<Vec<u8>>> {
+    nl.dump(ty, request.to_vec(), &|| format!("dump {ty}"))
 }
