@@ -290,3 +290,145 @@ fn fuzz_dir() -> std::path::PathBuf {
     };
     std::path::PathBuf::from(base).join(format!("cni-multi-fuzz-{}", std::process::id()))
 }
+
+/// The kernel-dump seeds of the `netlink` and `nft` targets, captured from this kernel in a
+/// throw-away netns (root): `cargo test --lib fuzzing::seeds -- --ignored`; writes
+/// `fuzz/seeds/{netlink,nft}/kernel-*`. `ip`, `bridge`, `tc` and `nft` set the objects up.
+#[cfg(test)]
+mod seeds {
+    use crate::linux::netns::NetNs;
+    use std::process::Command;
+
+    struct Ns(String);
+    impl Drop for Ns {
+        fn drop(&mut self) {
+            let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+        }
+    }
+
+    const SETUP: &str = r#"
+# Not every kernel has every kind (no dummy, vlan or ipvlan here): a failing line is skipped.
+ip link add d0 type veth peer name d0p
+ip link add br0 type bridge
+ip link set br0 type bridge vlan_filtering 1
+ip link add v0 type veth peer name v1
+ip link set v0 master br0
+bridge vlan add dev v0 vid 10 pvid untagged
+bridge vlan add dev v0 vid 20-30
+ip link add link d0 name d0.5 type vlan id 5
+ip link add link d0 name mv0 type macvlan mode bridge
+ip link add link d0 name ipv0 type ipvlan mode l3s
+ip link add vx0 type vxlan id 42 dstport 4789 dev d0 local 10.1.0.1
+ip tuntap add tap0 mode tap
+ip link add ifb0 type ifb
+for l in d0 d0p br0 v0 v1 d0.5 mv0 ipv0 vx0 ifb0; do ip link set $l up; done
+ip link set d0 mtu 1400 address 0a:58:0a:01:00:01 txqueuelen 500 promisc on allmulticast on
+ip addr add 10.1.0.1/24 dev d0
+ip addr add 10.1.0.200/32 dev d0 label d0:lbl
+ip addr add fd00::1/64 dev d0 nodad
+ip addr add 192.168.7.1/24 dev br0
+ip route add 10.2.0.0/16 via 10.1.0.2
+ip route add 10.3.0.0/16 nexthop via 10.1.0.2 weight 1 nexthop via 10.1.0.3 weight 2
+ip route add 10.4.0.0/16 dev d0 scope link mtu 1300 advmss 1260 metric 50 table 100
+ip route add blackhole 10.5.0.0/16
+ip -6 route add fd01::/64 via fd00::2 metric 1024
+ip -6 route add fd02::/64 nexthop via fd00::2 nexthop via fd00::3
+ip neigh add 10.1.0.9 lladdr aa:bb:cc:dd:ee:01 dev d0 nud permanent
+ip -6 neigh add fd00::9 lladdr aa:bb:cc:dd:ee:02 dev d0
+bridge fdb append 00:00:00:00:00:00 dev vx0 dst 10.1.0.50
+bridge fdb add aa:bb:cc:dd:ee:03 dev vx0 dst 10.1.0.51
+ip rule add from 10.1.0.0/24 table 100 priority 100
+ip rule add fwmark 0x10/0xff table 101 priority 101
+ip -6 rule add to fd00::/64 iif d0 table 102 priority 102
+tc qdisc add dev d0 root tbf rate 1mbit burst 32kbit latency 400ms
+tc qdisc add dev mv0 ingress
+tc filter add dev mv0 parent ffff: protocol all prio 1 u32 match u32 0 0 action mirred egress redirect dev ifb0
+tc qdisc add dev ifb0 root handle 1: tbf rate 10mbit burst 64kbit limit 100000
+nft -f - <<'NFT'
+table inet fz {
+  set s4 { type ipv4_addr; flags interval; elements = { 10.0.0.0/8 } }
+  set p { type inet_service; elements = { 80, 443 } }
+  chain pre { type nat hook prerouting priority -100; policy accept;
+    fib daddr type local jump dn comment "hostports"
+  }
+  chain dn {
+    ip saddr 10.1.0.5 tcp dport 8080 dnat ip to 10.1.0.5:80 comment "dnat-a"
+    ip6 daddr fd00::5 udp dport 53 dnat ip6 to [fd00::6]:5353
+    tcp dport @p counter redirect to :8443
+  }
+  chain post { type nat hook postrouting priority 100; policy accept;
+    ip saddr @s4 ip daddr != 224.0.0.0/4 masquerade fully-random comment "masq"
+    oifname "d0" snat ip to 10.1.0.1
+    meta mark & 0x2000 == 0x2000 meta mark set meta mark ^ 0x2000 masquerade
+  }
+  chain fw { type filter hook forward priority 0; policy drop;
+    ct state established,related accept
+    iifname "br0" oifname != "br0" ip saddr 192.168.7.0/24 accept
+    iif "d0" ether saddr aa:bb:cc:dd:ee:ff drop
+    ip protocol icmp return
+    meta l4proto udp notrack
+    jump x
+    goto x
+  }
+  chain x {
+    ip daddr @s4 reject
+  }
+}
+table bridge fzb {
+  chain f { type filter hook forward priority -300; policy accept;
+    iifname "v0" ether saddr != 0a:58:0a:01:00:05 drop comment "spoof"
+  }
+}
+table ip fz4 {
+  chain c { type filter hook output priority 0; policy accept;
+    meta mark set 0x10
+  }
+}
+NFT
+true
+"#;
+
+    #[test]
+    #[ignore = "needs root and a throw-away netns; writes fuzz/seeds (run by hand)"]
+    fn capture_kernel_dumps() {
+        let name = format!("cni-fuzz-seeds-{}", std::process::id());
+        assert!(Command::new("ip")
+            .args(["netns", "add", &name])
+            .status()
+            .unwrap()
+            .success());
+        let _ns = Ns(name.clone());
+        let ok = Command::new("ip")
+            .args(["netns", "exec", &name, "sh", "-c", SETUP])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "setting up the objects failed");
+        let ns = NetNs::open(format!("/run/netns/{name}")).unwrap();
+        let mut nl = crate::linux::netlink::Netlink::in_netns(&ns).unwrap();
+        let links = nl.links().unwrap();
+        let filtered: Vec<u32> = links.iter().filter(|l| l.name == "mv0").map(|l| l.index).collect();
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds");
+        let dir = root.join("netlink");
+        std::fs::create_dir_all(&dir).unwrap();
+        let msgs = crate::linux::netlink::fuzz_seeds(&mut nl, &filtered).unwrap();
+        for (i, (sel, m)) in msgs.iter().enumerate() {
+            std::fs::write(dir.join(format!("kernel-{sel}-{i:03}")), [&[*sel][..], m].concat()).unwrap();
+        }
+        let dir = root.join("nft");
+        std::fs::create_dir_all(&dir).unwrap();
+        let sock = crate::linux::nft::NftSocket::open_in_netns_path(ns.path()).unwrap();
+        use crate::linux::nft::Family;
+        let mut n = 0;
+        for fam in [Family::Inet, Family::Ip, Family::Ip6, Family::Bridge] {
+            let msgs = crate::linux::nft::fuzz_seeds(&sock, fam).unwrap();
+            for m in &msgs {
+                std::fs::write(dir.join(format!("kernel-{fam}-{n:03}")), m).unwrap();
+                n += 1;
+            }
+            // The whole dump as one receive buffer, as the socket reads it.
+            std::fs::write(dir.join(format!("kernel-{fam}-all")), msgs.concat()).unwrap();
+        }
+        assert!(msgs.len() > 20 && n > 10, "{} netlink, {n} nft seeds", msgs.len());
+    }
+}

@@ -236,9 +236,39 @@ pub fn fuzz_decode(selector: u8, payload: &[u8]) {
     }
 }
 
-/// The raw payloads of a dump, for the fuzz seeds (`fuzz/seeds/netlink`): what the decoders
-/// of [`fuzz_decode`] receive, as this kernel sends it.
+/// Every link, address, route, neighbour, FIB rule, qdisc, filter (of `filter_links`'
+/// ingress) and bridge VLAN as this kernel dumps them, each with the [`fuzz_decode`]
+/// selector of its decoder: the seeds of the `netlink` fuzz target (`fuzz/seeds/netlink`).
 #[doc(hidden)]
-pub fn dump_raw(nl: &mut Netlink, ty: u16, request: &[u8]) -> Result<Vec<Vec<u8>>> {
-    nl.dump(ty, request.to_vec(), &|| format!("dump {ty}"))
+pub fn fuzz_seeds(nl: &mut Netlink, filter_links: &[u32]) -> Result<Vec<(u8, Vec<u8>)>> {
+    const AF_BRIDGE: u8 = 7;
+    let tcmsg = |ifindex: u32, parent: u32| {
+        let mut h = vec![0u8; 20];
+        h[4..8].copy_from_slice(&ifindex.to_ne_bytes());
+        h[12..16].copy_from_slice(&parent.to_ne_bytes());
+        h
+    };
+    let mut vlans = wire::Payload::new(&link::ifinfomsg(AF_BRIDGE, 0, 0, 0));
+    vlans.u32(link::IFLA_EXT_MASK, 2); // RTEXT_FILTER_BRVLAN
+    let mut reqs: Vec<(u8, u16, Vec<u8>)> = vec![
+        (0, link::RTM_GETLINK, link::ifinfomsg(0, 0, 0, 0).to_vec()),
+        (1, 22, vec![0; 8]),
+        (2, 26, vec![0; 12]),
+        (3, 30, vec![0; 12]),
+        (3, 30, [vec![AF_BRIDGE], vec![0; 11]].concat()),
+        (4, 34, vec![0; 12]),
+        (5, 38, tcmsg(0, 0)),
+        (7, link::RTM_GETLINK, vlans.into_bytes()),
+    ];
+    for &i in filter_links {
+        reqs.push((6, 46, tcmsg(i, 0xffff_fff1)));
+        reqs.push((6, 46, tcmsg(i, 0xffff_0000)));
+    }
+    let mut out = Vec::new();
+    for (sel, ty, req) in reqs {
+        for m in nl.dump(ty, req, &|| format!("fuzz seed dump {ty}"))? {
+            out.push((sel, m));
+        }
+    }
+    Ok(out)
 }

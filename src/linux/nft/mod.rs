@@ -354,3 +354,19 @@ pub fn fuzz_decode(buf: &[u8]) {
         }
     }
 }
+
+/// Every chain and rule of `family` as this kernel dumps them, one netlink message each: the
+/// seeds of the `nft` fuzz target (`fuzz/seeds/nft`).
+#[doc(hidden)]
+pub fn fuzz_seeds(sock: &NftSocket, family: Family) -> Result<Vec<Vec<u8>>, NftError> {
+    let mut out = Vec::new();
+    for (get, new) in [
+        (wire::NFT_MSG_GETCHAIN, wire::NFT_MSG_NEWCHAIN),
+        (wire::NFT_MSG_GETRULE, wire::NFT_MSG_NEWRULE),
+    ] {
+        for body in sock.request("fuzz seed dump", get, family, true, &[])? {
+            out.push(wire::nlmsg(wire::nft_type(new), 2, 0, family.nfproto(), 0, &body));
+        }
+    }
+    Ok(out)
+}

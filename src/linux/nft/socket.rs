@@ -266,7 +266,7 @@ impl NftSocket {
 
     /// Sends a GET request and collects the replies (a dump, or a single object).
     /// Retries a dump that the kernel marks as interrupted by a concurrent change.
-    fn request(
+    pub(crate) fn request(
         &self,
         what: &str,
         msg: u16,
