@@ -54,16 +54,18 @@ test-host: deps
 # Coverage-guided fuzzing (fuzz/README.md). Each target runs FUZZ_SECONDS from its committed
 # seeds (fuzz/seeds/<target>) plus what earlier runs found (fuzz/corpus/<target>, not
 # committed); a crash, a timeout or a leak fails the run and leaves fuzz/artifacts/<target>/.
-# CI runs the short default; for a long run: make fuzz FUZZ_SECONDS=600.
+# CI runs the short default; for a long run: make fuzz FUZZ_SECONDS=600. Built optimised but
+# with overflow checks and debug assertions (-a: an overflow is a panic, as it would be a bug),
+# without a sanitizer (-s none: safe Rust; twice the executions).
 FUZZ_SECONDS ?= 10
 FUZZ_TARGETS ?= plugin_config cni_args result runtime_config subnet_env cache_file host_local \
 	sysctl_name dhcp_packet netlink nft
 
 fuzz: deps
-	cd fuzz && $(CARGO) +nightly fuzz build -O
+	cd fuzz && $(CARGO) +nightly fuzz build -O -a -s none
 	@cd fuzz && for t in $(FUZZ_TARGETS); do \
 	  mkdir -p corpus/$$t seeds/$$t; \
-	  $(CARGO) +nightly fuzz run -O $$t corpus/$$t seeds/$$t -- \
+	  $(CARGO) +nightly fuzz run -O -a -s none $$t corpus/$$t seeds/$$t -- \
 	    -dict=dict/$$t.dict -max_total_time=$(FUZZ_SECONDS) -timeout=10 -rss_limit_mb=2048 \
 	    -print_final_stats=1 2>fuzz-$$t.log \
 	    || { tail -40 fuzz-$$t.log; echo "fuzz: $$t failed, input in fuzz/artifacts/$$t/" >&2; exit 1; }; \

@@ -288,6 +288,19 @@ fn fuzz_dir() -> std::path::PathBuf {
     } else {
         "/tmp"
     };
+    static SWEEP: std::sync::Once = std::sync::Once::new();
+    // Earlier fuzzing processes cannot clean up after themselves (libFuzzer exits): their
+    // directories go once their process is gone.
+    SWEEP.call_once(|| {
+        for e in std::fs::read_dir(base).into_iter().flatten().flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if let Some(pid) = name.strip_prefix("cni-multi-fuzz-") {
+                if !std::path::Path::new("/proc").join(pid).exists() {
+                    let _ = std::fs::remove_dir_all(e.path());
+                }
+            }
+        }
+    });
     std::path::PathBuf::from(base).join(format!("cni-multi-fuzz-{}", std::process::id()))
 }
 

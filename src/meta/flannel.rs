@@ -181,7 +181,8 @@ fn go_parse_uint_err(e: &std::num::ParseIntError) -> &'static str {
 /// Read and parse the subnet file; a missing file names its path (the most common flannel
 /// complaint is a node whose flanneld has not written it yet).
 pub fn load_subnet_env(file: &str) -> anyhow::Result<SubnetEnv> {
-    let text = std::fs::read_to_string(file).map_err(|e| {
+    // A regular file of sane size only: a FIFO would block the ADD, /dev/zero fill the memory.
+    let bytes = crate::linux::files::read_regular(Path::new(file), 1024 * 1024).map_err(|e| {
         let why = match e.kind() {
             std::io::ErrorKind::NotFound => "no such file or directory".to_string(),
             std::io::ErrorKind::PermissionDenied => "permission denied".to_string(),
@@ -189,7 +190,7 @@ pub fn load_subnet_env(file: &str) -> anyhow::Result<SubnetEnv> {
         };
         anyhow!("open {file}: {why}")
     })?;
-    parse_subnet_env(&text, file)
+    parse_subnet_env(&String::from_utf8_lossy(&bytes), file)
 }
 
 /// The delegate config, built exactly as the reference builds it (flannel.go cmdAdd and
@@ -659,6 +660,19 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert_eq!(e, "open /nonexistent/flannel/subnet.env: no such file or directory");
+    }
+
+    /// A subnetFile that is a FIFO or a device is refused at once (it blocked the ADD, or
+    /// read /dev/zero until memory ran out).
+    #[test]
+    fn subnet_file_that_is_no_regular_file() {
+        let fifo = std::env::temp_dir().join(format!("cni-multi-flannel-fifo-{}", std::process::id()));
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let e = load_subnet_env(fifo.to_str().unwrap()).unwrap_err().to_string();
+        std::fs::remove_file(&fifo).unwrap();
+        assert!(e.ends_with(": not a regular file"), "{e}");
+        let e = load_subnet_env("/dev/zero").unwrap_err().to_string();
+        assert_eq!(e, "open /dev/zero: not a regular file");
     }
 
     #[test]
