@@ -416,7 +416,9 @@ pub(crate) fn parse_ack(m: &NlMsg) -> Option<(i32, Option<String>, Option<usize>
             }
         }
     }
-    Some((-code, kmsg, offs))
+    // The kernel sends 0 or a negative errno; i32::MIN has no positive errno (and negating
+    // it overflowed: found by the nft fuzz target): not an ack we can read.
+    Some((code.checked_neg()?, kmsg, offs))
 }
 
 /// Names the attribute the kernel's ext-ack offset points into (offset counted from the start
@@ -477,5 +479,35 @@ pub(crate) fn decode_rule(t: &Table, a: &[u8], exprs: bool) -> Rule {
             .unwrap_or_default(),
         comment: wire::attr(a, wire::NFTA_RULE_USERDATA).and_then(wire::udata_find_comment),
         handle: wire::attr_u64(a, wire::NFTA_RULE_HANDLE),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ack(code: i32) -> Vec<u8> {
+        let mut b = code.to_ne_bytes().to_vec();
+        b.extend_from_slice(&[0u8; 16]); // the request's header
+        b
+    }
+
+    #[test]
+    fn ack_codes() {
+        let m = |body: &[u8]| {
+            parse_ack(&NlMsg {
+                ty: wire::NLMSG_ERROR,
+                flags: 0,
+                seq: 1,
+                body,
+            })
+            .map(|a| a.0)
+        };
+        assert_eq!(m(&ack(0)), Some(0));
+        assert_eq!(m(&ack(-17)), Some(17));
+        assert_eq!(m(&[1, 2]), None);
+        // fuzz/artifacts/nft: an error code of i32::MIN overflowed the negation (a panic
+        // with overflow checks, a negative errno without).
+        assert_eq!(m(&ack(i32::MIN)), None);
     }
 }
