@@ -9,6 +9,7 @@ use super::veth::{self, VethOpts};
 use super::{del_container_link, dns_set, fmt_mac, ipam_add, join_errors, open_netns, parse_mac};
 use crate::cni::config::{self, NetConf};
 use crate::cni::delegate;
+use crate::cni::error::CniError;
 use crate::cni::result::{CniResult, Interface, Route as CniRoute};
 use crate::cni::skel::{CmdArgs, Kind, Plugin};
 use crate::cni::version;
@@ -106,7 +107,10 @@ impl BridgeConf {
     fn load(args: &CmdArgs) -> anyhow::Result<BridgeConf> {
         let mut n: BridgeConf = config::parse(&args.stdin)?;
         if n.vlan < 0 || n.vlan > 4094 {
-            bail!("invalid VLAN ID {} (must be between 0 and 4094)", n.vlan);
+            bail!(CniError::invalid_config(format!(
+                "invalid VLAN ID {} (must be between 0 and 4094)",
+                n.vlan
+            )));
         }
         n.vlans = collect_vlan_trunk(n.vlan_trunk.as_deref())?;
         if n.vlan > 0 && !n.vlans.is_empty() {
@@ -133,23 +137,29 @@ fn collect_vlan_trunk(trunk: Option<&[VlanTrunk]>) -> anyhow::Result<Vec<u16>> {
         match (t.min_id, t.max_id) {
             (Some(lo), Some(hi)) => {
                 if !ok(lo) {
-                    bail!("incorrect trunk minID parameter");
+                    bail!(CniError::invalid_config("incorrect trunk minID parameter"));
                 }
                 if !ok(hi) {
-                    bail!("incorrect trunk maxID parameter");
+                    bail!(CniError::invalid_config("incorrect trunk maxID parameter"));
                 }
                 if hi < lo {
-                    bail!("minID is greater than maxID in trunk parameter");
+                    bail!(CniError::invalid_config(
+                        "minID is greater than maxID in trunk parameter"
+                    ));
                 }
                 ids.extend(lo..=hi);
             }
-            (None, Some(_)) => bail!("minID and maxID should be configured simultaneously, minID is missing"),
-            (Some(_), None) => bail!("minID and maxID should be configured simultaneously, maxID is missing"),
+            (None, Some(_)) => bail!(CniError::invalid_config(
+                "minID and maxID should be configured simultaneously, minID is missing"
+            )),
+            (Some(_), None) => bail!(CniError::invalid_config(
+                "minID and maxID should be configured simultaneously, maxID is missing"
+            )),
             (None, None) => {}
         }
         if let Some(id) = t.id {
             if !ok(id) {
-                bail!("incorrect trunk id parameter");
+                bail!(CniError::invalid_config("incorrect trunk id parameter"));
             }
             ids.insert(id);
         }
@@ -855,6 +865,28 @@ mod tests {
         assert!(err(r#"[{"minID":6}]"#).contains("maxID is missing"));
         assert_eq!(err(r#"[{"id":0}]"#), "incorrect trunk id parameter");
         assert!(trunk("[]").unwrap().is_empty());
+        // Values out of range are config errors (7), not 999 (found by tests/corpus.rs).
+        let code = |j: &str| CniError::from_anyhow(&trunk(j).unwrap_err()).code;
+        assert_eq!(code(r#"[{"id":0}]"#), 7);
+        assert_eq!(code(r#"[{"minID":7,"maxID":6}]"#), 7);
+    }
+
+    #[test]
+    fn vlan_out_of_range_is_code_7() {
+        for vlan in ["-2", "4095", "5000"] {
+            let args = CmdArgs {
+                command: crate::cni::skel::Command::Add,
+                container_id: "c".into(),
+                netns: "/nonexistent".into(),
+                ifname: "eth0".into(),
+                args: String::new(),
+                path: String::new(),
+                netns_override: false,
+                stdin: format!(r#"{{"cniVersion":"1.0.0","name":"n","type":"bridge","vlan":{vlan}}}"#).into_bytes(),
+            };
+            let e = CniError::from_anyhow(&BridgeConf::load(&args).unwrap_err());
+            assert_eq!(e.code, 7, "vlan {vlan}: {}", e.msg);
+        }
     }
 
     #[test]

@@ -434,7 +434,11 @@ fn saved_type(bytes: &[u8]) -> Result<String, serde_json::Error> {
 // ---- add --------------------------------------------------------------------------------
 
 fn add(args: &CmdArgs) -> anyhow::Result<CniResult> {
-    let conf = load_conf(&args.stdin).map_err(|e| anyhow!("loadFlannelNetConf failed: {}", e.msg))?;
+    // The reference's wording, with the code of the config error kept (7, not 999).
+    let conf = load_conf(&args.stdin).map_err(|e| CniError {
+        msg: format!("loadFlannelNetConf failed: {}", e.msg),
+        ..e
+    })?;
     let env = load_subnet_env(conf.subnet_file())
         .context("loadFlannelSubnetEnv failed")
         .map_err(|e| with_hint(e, conf.subnet_file()))?;
@@ -660,6 +664,25 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert_eq!(e, "open /nonexistent/flannel/subnet.env: no such file or directory");
+    }
+
+    /// A config key of the wrong type is code 7 through ADD too (the reference's wrapping of
+    /// the message dropped the code: 999; found by tests/corpus.rs).
+    #[test]
+    fn wrong_typed_key_is_code_7() {
+        let args = CmdArgs {
+            command: crate::cni::skel::Command::Add,
+            container_id: "c".into(),
+            netns: "/nonexistent".into(),
+            ifname: "eth0".into(),
+            args: String::new(),
+            path: String::new(),
+            netns_override: false,
+            stdin: br#"{"cniVersion":"1.0.0","name":"n","type":"flannel","subnetFile":5}"#.to_vec(),
+        };
+        let e = CniError::from_anyhow(&add(&args).unwrap_err());
+        assert_eq!(e.code, 7, "{}", e.msg);
+        assert!(e.msg.starts_with("loadFlannelNetConf failed: "), "{}", e.msg);
     }
 
     /// A subnetFile that is a FIFO or a device is refused at once (it blocked the ADD, or
