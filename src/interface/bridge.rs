@@ -106,6 +106,13 @@ fn yes() -> bool {
 impl BridgeConf {
     fn load(args: &CmdArgs) -> anyhow::Result<BridgeConf> {
         let mut n: BridgeConf = config::parse(&args.stdin)?;
+        // IFNAMSIZ: the kernel would refuse a longer name only after IPAM ran (999).
+        if n.bridge.len() > 15 {
+            bail!(CniError::invalid_config(format!(
+                "bridge name {:?} is longer than 15 bytes",
+                n.bridge
+            )));
+        }
         if n.vlan < 0 || n.vlan > 4094 {
             bail!(CniError::invalid_config(format!(
                 "invalid VLAN ID {} (must be between 0 and 4094)",
@@ -873,7 +880,7 @@ mod tests {
 
     #[test]
     fn vlan_out_of_range_is_code_7() {
-        for vlan in ["-2", "4095", "5000"] {
+        for vlan in ["-2", "4095", "5000", r#"1, "bridge": "sixteen-bytes-xx""#] {
             let args = CmdArgs {
                 command: crate::cni::skel::Command::Add,
                 container_id: "c".into(),

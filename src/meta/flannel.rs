@@ -198,13 +198,19 @@ pub fn load_subnet_env(file: &str) -> anyhow::Result<SubnetEnv> {
 fn delegate_config(conf: &FlannelConf, env: &SubnetEnv) -> anyhow::Result<Map<String, Value>> {
     let mut d = conf.delegate.clone().unwrap_or_default();
     if d.get("type").is_some_and(|t| !t.is_string()) {
-        bail!("'delegate' dictionary, if present, must have (string) 'type' field");
+        bail!(CniError::invalid_config(
+            "'delegate' dictionary, if present, must have (string) 'type' field"
+        ));
     }
     if d.contains_key("name") {
-        bail!("'delegate' dictionary must not have 'name' field, it'll be set by flannel");
+        bail!(CniError::invalid_config(
+            "'delegate' dictionary must not have 'name' field, it'll be set by flannel"
+        ));
     }
     if d.contains_key("ipam") {
-        bail!("'delegate' dictionary must not have 'ipam' field, it'll be set by flannel");
+        bail!(CniError::invalid_config(
+            "'delegate' dictionary must not have 'ipam' field, it'll be set by flannel"
+        ));
     }
     if let Some(rc) = &conf.runtime_config {
         d.insert("runtimeConfig".into(), Value::Object(rc.clone()));
@@ -683,6 +689,18 @@ mod tests {
         let e = CniError::from_anyhow(&add(&args).unwrap_err());
         assert_eq!(e.code, 7, "{}", e.msg);
         assert!(e.msg.starts_with("loadFlannelNetConf failed: "), "{}", e.msg);
+        let env = parse_subnet_env(
+            "FLANNEL_NETWORK=10.1.0.0/16\nFLANNEL_SUBNET=10.1.2.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n",
+            "f",
+        )
+        .unwrap();
+        for d in [r#"{"name":"x"}"#, r#"{"type":5}"#, r#"{"ipam":{}}"#] {
+            let c = conf(&format!(
+                r#"{{"cniVersion":"1.0.0","name":"n","type":"flannel","delegate":{d}}}"#
+            ));
+            let e = CniError::from_anyhow(&delegate_config(&c, &env).unwrap_err());
+            assert_eq!(e.code, 7, "{d}: {}", e.msg);
+        }
     }
 
     /// A subnetFile that is a FIFO or a device is refused at once (it blocked the ADD, or
