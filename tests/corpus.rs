@@ -12,7 +12,7 @@
 
 mod common;
 
-use common::rig::{in_ci, is_root, reference_available, Invocation, Outcome, PluginDir, TempDir, TestNs};
+use common::rig::{in_ci, is_root, require_reference, Invocation, Outcome, PluginDir, TempDir, TestNs};
 use serde_json::Value;
 use std::collections::BTreeMap;
 
@@ -154,7 +154,9 @@ fn bad_input_corpus() {
     for (plugin, cases) in &by_plugin {
         let ours = Env::new("co");
         let clean = ours.residue();
-        let reference = reference_available(plugin).then(|| Env::new("cr"));
+        // Debian's package (1.1.1) has every plugin but these; CI must have the others.
+        let compared = !["dummy", "tap", "flannel"].contains(plugin);
+        let reference = (compared && require_reference("bad_input_corpus", plugin)).then(|| Env::new("cr"));
         for case in cases {
             let id = case["id"].as_str().unwrap();
             // A number, or "ok" for a known defect that is still accepted (listed at the end).
