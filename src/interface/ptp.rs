@@ -243,3 +243,9 @@ fn gc(args: &CmdArgs) -> anyhow::Result<()> {
     );
     join_errors(errs)
 }
+
+/// Fuzzing entry (fuzz/): this plugin's config parser alone, as ADD runs it, no kernel.
+#[doc(hidden)]
+pub fn fuzz_parse(args: &CmdArgs) -> anyhow::Result<()> {
+    PtpConf::load(&args.stdin).map(drop).map_err(Into::into)
+}
