@@ -118,8 +118,18 @@ impl BridgeConf {
     fn load(args: &CmdArgs) -> anyhow::Result<BridgeConf> {
         let mut n: BridgeConf = config::parse(&args.stdin)?;
         n.masq_backend = MasqBackend::parse(n.ip_masq_backend.as_deref()).map_err(CniError::invalid_config)?;
+        // IFNAMSIZ: the kernel would refuse a longer name only after IPAM ran (999).
+        if n.bridge.len() > 15 {
+            bail!(CniError::invalid_config(format!(
+                "bridge name {:?} is longer than 15 bytes",
+                n.bridge
+            )));
+        }
         if n.vlan < 0 || n.vlan > 4094 {
-            bail!("invalid VLAN ID {} (must be between 0 and 4094)", n.vlan);
+            bail!(CniError::invalid_config(format!(
+                "invalid VLAN ID {} (must be between 0 and 4094)",
+                n.vlan
+            )));
         }
         n.vlans = collect_vlan_trunk(n.vlan_trunk.as_deref())?;
         if n.vlan > 0 && !n.vlans.is_empty() {
@@ -146,23 +156,29 @@ fn collect_vlan_trunk(trunk: Option<&[VlanTrunk]>) -> anyhow::Result<Vec<u16>> {
         match (t.min_id, t.max_id) {
             (Some(lo), Some(hi)) => {
                 if !ok(lo) {
-                    bail!("incorrect trunk minID parameter");
+                    bail!(CniError::invalid_config("incorrect trunk minID parameter"));
                 }
                 if !ok(hi) {
-                    bail!("incorrect trunk maxID parameter");
+                    bail!(CniError::invalid_config("incorrect trunk maxID parameter"));
                 }
                 if hi < lo {
-                    bail!("minID is greater than maxID in trunk parameter");
+                    bail!(CniError::invalid_config(
+                        "minID is greater than maxID in trunk parameter"
+                    ));
                 }
                 ids.extend(lo..=hi);
             }
-            (None, Some(_)) => bail!("minID and maxID should be configured simultaneously, minID is missing"),
-            (Some(_), None) => bail!("minID and maxID should be configured simultaneously, maxID is missing"),
+            (None, Some(_)) => bail!(CniError::invalid_config(
+                "minID and maxID should be configured simultaneously, minID is missing"
+            )),
+            (Some(_), None) => bail!(CniError::invalid_config(
+                "minID and maxID should be configured simultaneously, maxID is missing"
+            )),
             (None, None) => {}
         }
         if let Some(id) = t.id {
             if !ok(id) {
-                bail!("incorrect trunk id parameter");
+                bail!(CniError::invalid_config("incorrect trunk id parameter"));
             }
             ids.insert(id);
         }
@@ -837,6 +853,13 @@ fn check_container_iface(cont: &mut Netlink, intf: &Interface) -> anyhow::Result
     check_container_mac("", intf, &l)?;
     Ok(l)
 }
+
+/// Fuzzing entry (fuzz/): this plugin's config parser alone, as ADD runs it, no kernel.
+#[doc(hidden)]
+pub fn fuzz_parse(args: &CmdArgs) -> anyhow::Result<()> {
+    BridgeConf::load(args).map(drop)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -863,6 +886,28 @@ mod tests {
         assert!(err(r#"[{"minID":6}]"#).contains("maxID is missing"));
         assert_eq!(err(r#"[{"id":0}]"#), "incorrect trunk id parameter");
         assert!(trunk("[]").unwrap().is_empty());
+        // Values out of range are config errors (7), not 999 (found by tests/corpus.rs).
+        let code = |j: &str| CniError::from_anyhow(&trunk(j).unwrap_err()).code;
+        assert_eq!(code(r#"[{"id":0}]"#), 7);
+        assert_eq!(code(r#"[{"minID":7,"maxID":6}]"#), 7);
+    }
+
+    #[test]
+    fn vlan_out_of_range_is_code_7() {
+        for vlan in ["-2", "4095", "5000", r#"1, "bridge": "sixteen-bytes-xx""#] {
+            let args = CmdArgs {
+                command: crate::cni::skel::Command::Add,
+                container_id: "c".into(),
+                netns: "/nonexistent".into(),
+                ifname: "eth0".into(),
+                args: String::new(),
+                path: String::new(),
+                netns_override: false,
+                stdin: format!(r#"{{"cniVersion":"1.0.0","name":"n","type":"bridge","vlan":{vlan}}}"#).into_bytes(),
+            };
+            let e = CniError::from_anyhow(&BridgeConf::load(&args).unwrap_err());
+            assert_eq!(e.code, 7, "vlan {vlan}: {}", e.msg);
+        }
     }
 
     #[test]

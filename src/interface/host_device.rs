@@ -404,6 +404,12 @@ fn find_in_container(cont: &mut Netlink, n: &HostDeviceConf, args: &CmdArgs) -> 
     }))
 }
 
+/// Fuzzing entry (fuzz/): this plugin's config parser alone, as ADD runs it, no kernel.
+#[doc(hidden)]
+pub fn fuzz_parse(args: &CmdArgs) -> anyhow::Result<()> {
+    HostDeviceConf::load(&args.stdin).map(drop)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

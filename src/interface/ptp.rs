@@ -182,6 +182,12 @@ fn gc(args: &CmdArgs) -> anyhow::Result<()> {
     join_errors(errs)
 }
 
+/// Fuzzing entry (fuzz/): this plugin's config parser alone, as ADD runs it, no kernel.
+#[doc(hidden)]
+pub fn fuzz_parse(args: &CmdArgs) -> anyhow::Result<()> {
+    PtpConf::load(&args.stdin).map(drop).map_err(Into::into)
+}
+
 // Private helpers of ADD.
 
 /// The veth pair (host end without DAD), entered in the result as host end and container

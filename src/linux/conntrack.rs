@@ -143,7 +143,8 @@ impl Conntrack {
                 match ty {
                     NLMSG_DONE => break 'dump,
                     NLMSG_ERROR => {
-                        let (errno, ext_ack, _) = netfilter::parse_ack(flags, body).unwrap_or((0, None, None));
+                        let errno = ack_errno(body);
+                        let ext_ack = netfilter::parse_ack(flags, body).and_then(|a| a.1);
                         if errno == 0 {
                             break 'dump;
                         }
@@ -190,19 +191,32 @@ impl Conntrack {
                 let ack = messages(&data)
                     .into_iter()
                     .find(|(ty, s, _, _)| *ty == NLMSG_ERROR && *s == seq)
-                    .map(|(_, _, body, flags)| netfilter::parse_ack(flags, body).unwrap_or((0, None, None)));
+                    .map(|(_, _, body, flags)| {
+                        let ext_ack = netfilter::parse_ack(flags, body).and_then(|a| a.1);
+                        (ack_errno(body), ext_ack)
+                    });
                 match ack {
                     None => continue,
-                    Some((0, _, _)) => {
+                    Some((0, _)) => {
                         deleted += 1;
                         break;
                     }
-                    Some((e, _, _)) if e == nix::libc::ENOENT => break,
-                    Some((e, ext_ack, _)) => return Err(Error::kernel(&what, e, ext_ack)),
+                    Some((e, _)) if e == nix::libc::ENOENT => break,
+                    Some((e, ext_ack)) => return Err(Error::kernel(&what, e, ext_ack)),
                 }
             }
         }
         Ok(deleted)
+    }
+}
+
+/// The errno of an NLMSG_ERROR body (0 for an ack). The kernel sends 0 or a negative errno;
+/// anything else (i32::MIN overflowed the negation) is read as EIO.
+fn ack_errno(body: &[u8]) -> i32 {
+    let code = i32::from_ne_bytes(body.get(..4).unwrap_or(&[0; 4]).try_into().unwrap());
+    match code.checked_neg() {
+        Some(e) if e >= 0 => e,
+        _ => nix::libc::EIO,
     }
 }
 
@@ -223,5 +237,15 @@ mod tests {
         assert_eq!(parsed.len(), 1);
         assert_eq!(parsed[0].0, (1 << 8) | 2);
         assert_eq!(parsed[0].1, 7);
+    }
+
+    #[test]
+    fn ack_errno_of_odd_codes() {
+        assert_eq!(ack_errno(&0i32.to_ne_bytes()), 0);
+        assert_eq!(ack_errno(&(-2i32).to_ne_bytes()), 2);
+        assert_eq!(ack_errno(&[]), 0);
+        // Negating i32::MIN overflowed (the same defect the nft fuzz target found in nft acks).
+        assert_eq!(ack_errno(&i32::MIN.to_ne_bytes()), nix::libc::EIO);
+        assert_eq!(ack_errno(&5i32.to_ne_bytes()), nix::libc::EIO);
     }
 }

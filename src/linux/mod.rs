@@ -4,6 +4,7 @@
 
 pub mod conntrack;
 pub mod error;
+pub mod files;
 mod netfilter;
 pub mod netlink;
 pub mod netns;

@@ -77,7 +77,9 @@ pub(crate) fn parse_ack(flags: u16, body: &[u8]) -> Option<(i32, Option<String>,
             }
         }
     }
-    Some((-code, kmsg, offs))
+    // The kernel sends 0 or a negative errno; i32::MIN has no positive errno (and negating
+    // it overflowed: found by the nft fuzz target): not an ack we can read.
+    Some((code.checked_neg()?, kmsg, offs))
 }
 
 #[cfg(test)]

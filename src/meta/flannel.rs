@@ -182,9 +182,16 @@ fn go_parse_uint_err(e: &std::num::ParseIntError) -> &'static str {
 /// Read and parse the subnet file; a missing file names its path (the most common flannel
 /// complaint is a node whose flanneld has not written it yet).
 pub fn load_subnet_env(file: &str) -> anyhow::Result<SubnetEnv> {
-    let text = std::fs::read_to_string(file)
-        .map_err(|e| anyhow!("open {file}: {}", crate::linux::error::io_errno_text(&e)))?;
-    parse_subnet_env(&text, file)
+    // A regular file of sane size only: a FIFO would block the ADD, /dev/zero fill the memory.
+    let bytes = crate::linux::files::read_regular(Path::new(file), 1024 * 1024).map_err(|e| {
+        let why = match e.kind() {
+            std::io::ErrorKind::NotFound => "no such file or directory".to_string(),
+            std::io::ErrorKind::PermissionDenied => "permission denied".to_string(),
+            _ => crate::linux::error::io_errno_text(&e),
+        };
+        anyhow!("open {file}: {why}")
+    })?;
+    parse_subnet_env(&String::from_utf8_lossy(&bytes), file)
 }
 
 /// The delegate config, built exactly as the reference builds it (flannel.go cmdAdd and
@@ -192,13 +199,19 @@ pub fn load_subnet_env(file: &str) -> anyhow::Result<SubnetEnv> {
 fn delegate_config(conf: &FlannelConf, env: &SubnetEnv) -> anyhow::Result<Map<String, Value>> {
     let mut d = conf.delegate.clone().unwrap_or_default();
     if d.get("type").is_some_and(|t| !t.is_string()) {
-        bail!("'delegate' dictionary, if present, must have (string) 'type' field");
+        bail!(CniError::invalid_config(
+            "'delegate' dictionary, if present, must have (string) 'type' field"
+        ));
     }
     if d.contains_key("name") {
-        bail!("'delegate' dictionary must not have 'name' field, it'll be set by flannel");
+        bail!(CniError::invalid_config(
+            "'delegate' dictionary must not have 'name' field, it'll be set by flannel"
+        ));
     }
     if d.contains_key("ipam") {
-        bail!("'delegate' dictionary must not have 'ipam' field, it'll be set by flannel");
+        bail!(CniError::invalid_config(
+            "'delegate' dictionary must not have 'ipam' field, it'll be set by flannel"
+        ));
     }
     if let Some(rc) = &conf.runtime_config {
         d.insert("runtimeConfig".into(), Value::Object(rc.clone()));
@@ -422,7 +435,11 @@ fn saved_type(bytes: &[u8]) -> Result<String, serde_json::Error> {
 // ---- add --------------------------------------------------------------------------------
 
 fn add(args: &CmdArgs) -> anyhow::Result<CniResult> {
-    let conf = load_conf(&args.stdin).map_err(|e| anyhow!("loadFlannelNetConf failed: {}", e.msg))?;
+    // The reference's wording, with the code of the config error kept (7, not 999).
+    let conf = load_conf(&args.stdin).map_err(|e| CniError {
+        msg: format!("loadFlannelNetConf failed: {}", e.msg),
+        ..e
+    })?;
     let env = load_subnet_env(conf.subnet_file())
         .context("loadFlannelSubnetEnv failed")
         .map_err(|e| with_hint(e, conf.subnet_file()))?;
@@ -608,6 +625,21 @@ fn with_hint(e: anyhow::Error, file: &str) -> anyhow::Error {
 
 // ---- status / gc --------------------------------------------------------------------------
 
+/// Fuzzing entry (fuzz/): the config and a subnet.env's text through the parsers and the
+/// delegate's config as ADD assembles it, no files and no kernel.
+#[doc(hidden)]
+pub fn fuzz_parse(stdin: &[u8], subnet_env: &str) -> anyhow::Result<()> {
+    let env = parse_subnet_env(subnet_env, "subnet.env")?;
+    let conf = load_conf(stdin)?;
+    let _ = conf.subnet_file();
+    let _ = conf.data_dir();
+    let d = delegate_config(&conf, &env)?;
+    let _ = go_marshal(&d);
+    // DEL reads back what ADD saved: the same bytes may be a hostile saved file.
+    let _ = saved_type(stdin);
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -653,6 +685,50 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert_eq!(e, "open /nonexistent/flannel/subnet.env: no such file or directory");
+    }
+
+    /// A config key of the wrong type is code 7 through ADD too (the reference's wrapping of
+    /// the message dropped the code: 999; found by tests/corpus.rs).
+    #[test]
+    fn wrong_typed_key_is_code_7() {
+        let args = CmdArgs {
+            command: crate::cni::skel::Command::Add,
+            container_id: "c".into(),
+            netns: "/nonexistent".into(),
+            ifname: "eth0".into(),
+            args: String::new(),
+            path: String::new(),
+            netns_override: false,
+            stdin: br#"{"cniVersion":"1.0.0","name":"n","type":"flannel","subnetFile":5}"#.to_vec(),
+        };
+        let e = CniError::from_anyhow(&add(&args).unwrap_err());
+        assert_eq!(e.code, 7, "{}", e.msg);
+        assert!(e.msg.starts_with("loadFlannelNetConf failed: "), "{}", e.msg);
+        let env = parse_subnet_env(
+            "FLANNEL_NETWORK=10.1.0.0/16\nFLANNEL_SUBNET=10.1.2.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n",
+            "f",
+        )
+        .unwrap();
+        for d in [r#"{"name":"x"}"#, r#"{"type":5}"#, r#"{"ipam":{}}"#] {
+            let c = conf(&format!(
+                r#"{{"cniVersion":"1.0.0","name":"n","type":"flannel","delegate":{d}}}"#
+            ));
+            let e = CniError::from_anyhow(&delegate_config(&c, &env).unwrap_err());
+            assert_eq!(e.code, 7, "{d}: {}", e.msg);
+        }
+    }
+
+    /// A subnetFile that is a FIFO or a device is refused at once (it blocked the ADD, or
+    /// read /dev/zero until memory ran out).
+    #[test]
+    fn subnet_file_that_is_no_regular_file() {
+        let fifo = std::env::temp_dir().join(format!("cni-multi-flannel-fifo-{}", std::process::id()));
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let e = load_subnet_env(fifo.to_str().unwrap()).unwrap_err().to_string();
+        std::fs::remove_file(&fifo).unwrap();
+        assert!(e.ends_with(": not a regular file"), "{e}");
+        let e = load_subnet_env("/dev/zero").unwrap_err().to_string();
+        assert_eq!(e, "open /dev/zero: not a regular file");
     }
 
     #[test]

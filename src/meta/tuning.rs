@@ -624,6 +624,33 @@ fn restore(nl: &mut Netlink, ifname: &str, b: &Backup) -> anyhow::Result<()> {
 
 // ---- check ------------------------------------------------------------------------------
 
+/// Fuzzing entry (fuzz/): the config parser with CNI_ARGS, the sysctl names made into paths
+/// and the link values checked, as ADD does before it touches the kernel.
+#[doc(hidden)]
+pub fn fuzz_parse(args: &CmdArgs) -> anyhow::Result<()> {
+    reject_duplicate_sysctls(&args.stdin)?;
+    let t = parse_conf(&args.stdin, &args.args)?;
+    t.net.prev_result()?;
+    for (key, _) in &t.sysctl {
+        sysctl_path(key, &args.ifname)?;
+    }
+    if !t.mac.is_empty() {
+        mac_of(&t.mac)?;
+    }
+    u32_of("mtu", t.mtu)?;
+    if let Some(q) = t.tx_qlen {
+        u32_of("txQLen", q)?;
+    }
+    let _ = backup_path(&t.data_dir, &args.container_id, &args.ifname);
+    Ok(())
+}
+
+/// Fuzzing entry (fuzz/): one sysctl name as tuning maps it to a path under /proc/sys/net.
+#[doc(hidden)]
+pub fn fuzz_sysctl_path(key: &str, ifname: &str) -> anyhow::Result<PathBuf> {
+    sysctl_path(key, ifname)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -96,8 +96,12 @@ fn read_entry(p: &Path) -> Option<Vec<u8>> {
 }
 
 pub fn read_result(list: &NetworkList, rt: &RuntimeConf) -> Option<Value> {
-    let data = read_entry(&path(list, rt))?;
-    let v: Value = serde_json::from_slice(&data).ok()?;
+    parse_result(&read_entry(&path(list, rt))?)
+}
+
+/// The result held by a cache file's bytes (None when there is none or it is not JSON).
+pub fn parse_result(data: &[u8]) -> Option<Value> {
+    let v: Value = serde_json::from_slice(data).ok()?;
     // Legacy caches hold the bare result.
     match v.get("kind").and_then(Value::as_str) {
         Some("cniCacheV1") => v.get("result").cloned().filter(|r| !r.is_null()),
@@ -143,35 +147,38 @@ pub fn attachments(list: &NetworkList, cache_dir: &Path) -> Vec<Cached> {
     let mut out = Vec::new();
     for e in rd.flatten() {
         let Some(data) = read_entry(&e.path()) else { continue };
-        let Ok(v) = serde_json::from_slice::<Value>(&data) else {
-            continue;
-        };
-        if v.get("networkName").and_then(Value::as_str) != Some(list.name.as_str()) {
-            continue;
-        }
-        let s = |k: &str| v.get(k).and_then(Value::as_str).unwrap_or("").to_string();
-        let args = v
-            .get("cniArgs")
-            .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(|p| Some((p.get(0)?.as_str()?.to_string(), p.get(1)?.as_str()?.to_string())))
-                    .collect()
-            })
-            .unwrap_or_default();
-        out.push(Cached {
-            container_id: s("containerId"),
-            ifname: s("ifName"),
-            netns: s("netns"),
-            args,
-            capability_args: v
-                .get("capabilityArgs")
-                .and_then(Value::as_object)
-                .cloned()
-                .unwrap_or_default(),
-        });
+        out.extend(parse_attachment(&data, &list.name));
     }
     out
+}
+
+/// The attachment a cache file's bytes describe, if it is one of `network`'s.
+pub fn parse_attachment(data: &[u8], network: &str) -> Option<Cached> {
+    let v = serde_json::from_slice::<Value>(data).ok()?;
+    if v.get("networkName").and_then(Value::as_str) != Some(network) {
+        return None;
+    }
+    let s = |k: &str| v.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+    let args = v
+        .get("cniArgs")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|p| Some((p.get(0)?.as_str()?.to_string(), p.get(1)?.as_str()?.to_string())))
+                .collect()
+        })
+        .unwrap_or_default();
+    Some(Cached {
+        container_id: s("containerId"),
+        ifname: s("ifName"),
+        netns: s("netns"),
+        args,
+        capability_args: v
+            .get("capabilityArgs")
+            .and_then(Value::as_object)
+            .cloned()
+            .unwrap_or_default(),
+    })
 }
 
 #[cfg(test)]

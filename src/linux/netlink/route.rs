@@ -262,7 +262,7 @@ impl Route {
         p.into_bytes()
     }
 
-    fn parse(b: &[u8]) -> Option<Route> {
+    pub(crate) fn parse(b: &[u8]) -> Option<Route> {
         if b.len() < 12 {
             return None;
         }
