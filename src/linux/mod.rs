@@ -4,6 +4,7 @@
 
 pub mod conntrack;
 pub mod error;
+pub mod late_close;
 pub mod netlink;
 pub mod netns;
 pub mod nft;

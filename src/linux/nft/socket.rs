@@ -93,8 +93,18 @@ impl std::error::Error for NftError {}
 
 /// A netfilter netlink socket, bound to the network namespace it was created in.
 pub struct NftSocket {
-    sock: NlSocket,
+    sock: std::mem::ManuallyDrop<NlSocket>,
     seq: Cell<u32>,
+}
+
+impl Drop for NftSocket {
+    /// The close may sleep for an RCU grace period (see `late_close`); a plugin defers it.
+    fn drop(&mut self) {
+        use std::os::fd::IntoRawFd;
+        // SAFETY: sock is never used again.
+        let sock = unsafe { std::mem::ManuallyDrop::take(&mut self.sock) };
+        crate::linux::late_close::close(sock.into_raw_fd());
+    }
 }
 
 impl NftSocket {
@@ -127,7 +137,7 @@ impl NftSocket {
             .map(|d| d.as_secs() as u32)
             .unwrap_or(1);
         Ok(NftSocket {
-            sock,
+            sock: std::mem::ManuallyDrop::new(sock),
             seq: Cell::new(seed),
         })
     }
