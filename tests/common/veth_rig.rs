@@ -201,7 +201,10 @@ impl Rig {
     pub fn ipam_state(&self) -> Vec<(String, String)> {
         let mut out = Vec::new();
         walk(&self.data.0, &self.data.0, &mut out);
-        out.retain(|(n, _)| !n.contains("last_reserved_ip") && !n.ends_with("/lock"));
+        // host-local's `.<network>.index` beside the directory is a cache, not state.
+        out.retain(|(n, _)| {
+            !n.contains("last_reserved_ip") && !n.ends_with("/lock") && !(n.starts_with('.') && n.ends_with(".index"))
+        });
         out.sort();
         out
     }
