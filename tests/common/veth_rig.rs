@@ -203,7 +203,8 @@ impl Rig {
         walk(&self.data.0, &self.data.0, &mut out);
         // host-local's `.<network>.index` beside the directory is a cache, not state.
         out.retain(|(n, _)| {
-            !n.contains("last_reserved_ip") && !n.ends_with("/lock") && !(n.starts_with('.') && n.ends_with(".index"))
+            let index = n.starts_with('.') && n.ends_with(".index");
+            !(n.contains("last_reserved_ip") || n.ends_with("/lock") || index)
         });
         out.sort();
         out

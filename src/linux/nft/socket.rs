@@ -22,7 +22,12 @@ use super::expr::Expr;
 use super::wire::{self, AttrWriter, NlMsg};
 use super::{BaseChain, Chain, ChainType, Family, Hook, Policy, Rule, Table};
 
-const RECV_BUF: usize = 256 * 1024;
+/// The kernel caps a dump's skb at 32 KiB (netlink_recvmsg), acks are capped: twice that is
+/// room enough, and MSG_TRUNC makes a larger reply an error rather than a silent cut. One
+/// buffer per socket, allocated once: a fresh 256 KiB calloc per request used to end up on
+/// the brk heap (glibc's mmap threshold rises after the first is freed) and cost 256 KiB of
+/// RSS each time.
+const RECV_BUF: usize = 64 * 1024;
 const SOL_NETLINK: i32 = 270;
 const NETLINK_CAP_ACK: i32 = 10;
 
@@ -95,6 +100,7 @@ impl std::error::Error for NftError {}
 pub struct NftSocket {
     sock: std::mem::ManuallyDrop<NlSocket>,
     seq: Cell<u32>,
+    rbuf: std::cell::RefCell<Vec<u8>>,
 }
 
 impl Drop for NftSocket {
@@ -138,6 +144,7 @@ impl NftSocket {
             .unwrap_or(1);
         Ok(NftSocket {
             sock: std::mem::ManuallyDrop::new(sock),
+            rbuf: std::cell::RefCell::new(Vec::new()),
             seq: Cell::new(seed),
         })
     }
@@ -174,13 +181,19 @@ impl NftSocket {
     }
 
     fn recv<'b>(&self, what: &str, buf: &'b mut [u8]) -> Result<&'b [u8], NftError> {
-        let (n, _) = self.sock.recv(&mut *buf, Msg::empty()).map_err(|e| {
+        let (n, _) = self.sock.recv(&mut *buf, Msg::TRUNC).map_err(|e| {
             if e.kind() == io::ErrorKind::WouldBlock {
                 NftError::other(what, "timed out waiting for the kernel's reply")
             } else {
                 NftError::io(what, e)
             }
         })?;
+        if n > buf.len() {
+            return Err(NftError::other(
+                what,
+                &format!("a {n}-byte reply does not fit the {}-byte buffer", buf.len()),
+            ));
+        }
         Ok(&buf[..n])
     }
 
@@ -221,7 +234,8 @@ impl NftSocket {
         let mut acked = vec![false; msgs.len()];
         let mut remaining = msgs.len();
         let mut first_err: Option<(usize, NftError)> = None;
-        let mut rbuf = vec![0u8; RECV_BUF];
+        let mut rbuf = self.rbuf.borrow_mut();
+        rbuf.resize(RECV_BUF, 0);
         while remaining > 0 {
             let data = self.recv(what, &mut rbuf)?;
             for m in wire::nlmsgs(data) {
@@ -285,7 +299,8 @@ impl NftSocket {
                 &wire::nlmsg(wire::nft_type(msg), flags, seq, family.nfproto(), 0, attrs),
             )?;
             let mut out = Vec::new();
-            let mut rbuf = vec![0u8; RECV_BUF];
+            let mut rbuf = self.rbuf.borrow_mut();
+            rbuf.resize(RECV_BUF, 0);
             let mut interrupted = false;
             loop {
                 let data = self.recv(what, &mut rbuf)?;
