@@ -111,6 +111,7 @@ pub static PLUGINS: &[PluginKeys] = &[
             k("isDefaultGateway", "bool", "false", "isGateway, plus a default route in the container via the bridge"),
             k("forceAddress", "bool", "false", "replace a different gateway address already on the bridge"),
             k("ipMasq", "bool", "false", "masquerade traffic from the pod leaving its subnet (nftables)"),
+            k("ipMasqBackend", "string", "\"\" (nftables)", "nftables: our table inet cni_plugins_masquerade; iptables: the reference's own nat rules (CNI-<hash> chain), written over netlink"),
             MTU,
             k("hairpinMode", "bool", "false", "let a pod reach itself through the bridge (e.g. via its host port)"),
             k("promiscMode", "bool", "false", "put the bridge in promiscuous mode"),
@@ -187,6 +188,7 @@ pub static PLUGINS: &[PluginKeys] = &[
         under: "",
         keys: &[
             k("ipMasq", "bool", "false", "masquerade traffic from the pod leaving its subnet (nftables)"),
+            k("ipMasqBackend", "string", "\"\" (nftables)", "nftables: our table inet cni_plugins_masquerade; iptables: the reference's own nat rules (CNI-<hash> chain), written over netlink"),
             MTU,
         ],
     },
@@ -241,7 +243,7 @@ pub static PLUGINS: &[PluginKeys] = &[
         parser: Some(("meta/firewall.rs", "FirewallConf")),
         under: "",
         keys: &[
-            k("backend", "string", "\"\" (iptables)", "iptables or nftables: the iptables backend's rules, programmed over nftables; firewalld is refused (code 2)"),
+            k("backend", "string", "\"\" (both where iptables is used)", "nftables: our table inet cni_firewall only; iptables: the reference's own iptables rules only; empty: our table, plus the reference's iptables rules where an iptables FORWARD chain exists; firewalld is refused (code 2)"),
             k("iptablesAdminChainName", "string", "\"CNI-ADMIN\"", "the operators' chain, jumped to before the pod's rules"),
             k("ingressPolicy", "string", "\"open\"", "open, same-bridge or isolated"),
             k("firewalldZone", "string", "none", "firewalld backend only (which is refused)"),

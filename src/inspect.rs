@@ -69,6 +69,10 @@ pub struct Attachment {
     pub master: Option<String>,
     #[serde(rename = "portMappings")]
     pub port_mappings: Vec<Value>,
+    /// The reference plugins' iptables chains of this attachment (ipMasq `CNI-…`, portmap
+    /// `CNI-DN-…`), when a node swapped from them still has them.
+    #[serde(rename = "referenceChains")]
+    pub reference_chains: Vec<String>,
     pub bandwidth: Option<Value>,
     /// "cache" (libcni's result cache) or "reservation" (only host-local knows it).
     pub source: &'static str,
@@ -258,6 +262,33 @@ fn rule_owners() -> Vec<(String, String)> {
     out
 }
 
+/// (network, container ID, chain) of each rule the reference plugins' iptables backend made
+/// (ipMasq and portmap comment their rules with the network and the container).
+fn reference_owners() -> Vec<(String, String, String)> {
+    use crate::linux::nft::iptables;
+    use crate::meta::reference_iptables::{masq_chain, parse_comment};
+    let Ok(sock) = NftSocket::open() else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for v6 in [false, true] {
+        for r in iptables::list_table(&sock, v6, "nat").unwrap_or_default() {
+            let Some(c) = r.comment.as_deref() else { continue };
+            let Some((net, cid)) = ["", "dnat ", "snat "].iter().find_map(|k| parse_comment(c, k)) else {
+                continue;
+            };
+            let chain = r
+                .jump_target()
+                .map(String::from)
+                .unwrap_or_else(|| masq_chain(net, cid));
+            out.push((net.to_string(), cid.to_string(), chain));
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
 /// Read everything; change nothing.
 pub fn inspect(opts: &Options) -> Report {
     let mut report = Report::default();
@@ -266,6 +297,7 @@ pub fn inspect(opts: &Options) -> Report {
     let mut named_links: BTreeSet<String> = BTreeSet::new();
     let mut bridges: BTreeSet<String> = BTreeSet::new();
     let mut known_ids: BTreeSet<String> = BTreeSet::new();
+    let reference = reference_owners();
     for (file, list) in network_lists(&opts.conf_dir) {
         let plugin = main_plugin(&list).unwrap_or_default();
         let mut net = Network {
@@ -300,6 +332,11 @@ pub fn inspect(opts: &Options) -> Report {
                     .cloned()
                     .unwrap_or_default(),
                 bandwidth: c.capability_args.get("bandwidth").cloned(),
+                reference_chains: reference
+                    .iter()
+                    .filter(|(n, cid, _)| *n == list.name && *cid == c.container_id)
+                    .map(|(_, _, chain)| chain.clone())
+                    .collect(),
                 source: "cache",
                 ..Default::default()
             };
@@ -449,6 +486,12 @@ pub fn inspect(opts: &Options) -> Report {
     for (table, cid) in rule_owners() {
         owners.entry(cid).or_default().push(table);
     }
+    for (_, cid, chain) in &reference {
+        owners
+            .entry(cid.clone())
+            .or_default()
+            .push(format!("iptables nat {chain}"));
+    }
     for (cid, tables) in owners {
         if !known_ids.contains(&cid) {
             let table = tables.join(", ");
@@ -593,6 +636,9 @@ pub fn render(r: &Report) -> String {
             }
             if let Some(b) = &a.bandwidth {
                 let _ = writeln!(o, "      bandwidth {b}");
+            }
+            if !a.reference_chains.is_empty() {
+                let _ = writeln!(o, "      reference iptables chains {}", a.reference_chains.join(" "));
             }
         }
     }

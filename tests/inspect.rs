@@ -207,7 +207,25 @@ fn inspect_reports_attachments_finds_the_leaks_and_gc_cleans_exactly_them() {
         }
     }
     drop(pg);
-    // The kernel removes a dead netns's veth ends asynchronously: let it finish first.
+    // The kernel removes a dead netns's veth ends asynchronously: let them go first.
+    for _ in 0..500 {
+        if !node.ns.ip(&["-o", "link"]).contains("link-netnsid unknown") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    // H was made by the reference and lost its cache entry and reservation: its iptables
+    // chain is all that is left.
+    let ph = TestNs::new("ins-h");
+    node.net_add("ctr-h", &ph, rig::REFERENCE_DIR, json!({}));
+    std::fs::remove_file(node.cache.join("results/insnet-ctr-h-eth0")).unwrap();
+    for ip in node.reservations() {
+        let p = node.data.join("insnet").join(&ip);
+        if std::fs::read_to_string(&p).unwrap().starts_with("ctr-h") {
+            std::fs::remove_file(p).unwrap();
+        }
+    }
+    drop(ph);
     for _ in 0..500 {
         if !node.ns.ip(&["-o", "link"]).contains("link-netnsid unknown") {
             break;
@@ -257,7 +275,7 @@ fn inspect_reports_attachments_finds_the_leaks_and_gc_cleans_exactly_them() {
     assert_eq!(net["bridge"], "cniins0");
     assert_eq!(net["ipMasq"], true);
     assert_eq!(net["capacity"], 253);
-    assert_eq!(net["reserved"], 5);
+    assert_eq!(net["reserved"], 5, "A, B, D, E, F");
     let att = |cid: &str| {
         net["attachments"]
             .as_array()
@@ -279,6 +297,9 @@ fn inspect_reports_attachments_finds_the_leaks_and_gc_cleans_exactly_them() {
     assert!(pa.ip(&["-4", "addr", "show", "eth0"]).contains(&a_ip), "{a_ip}");
     let b = att("ctr-b");
     assert_eq!(b["netnsAlive"], true);
+    let b_chain = cni_multi::meta::reference_iptables::masq_chain("insnet", "ctr-b");
+    assert_eq!(b["referenceChains"], json!([b_chain]), "{b}");
+    assert_eq!(a["referenceChains"], json!([]));
     assert_eq!(b["master"], "cniins0");
     assert!(pb
         .ip(&["-4", "addr", "show", "eth0"])
@@ -294,6 +315,7 @@ fn inspect_reports_attachments_finds_the_leaks_and_gc_cleans_exactly_them() {
             ("leaked-reservation".to_string(), "ctr-d".to_string()),
             ("netns-gone".to_string(), "ctr-e".to_string()),
             ("stale-rule".to_string(), "ctr-g".to_string()),
+            ("stale-rule".to_string(), "ctr-h".to_string()),
             ("young-reservation".to_string(), "ctr-f".to_string()),
         ]
     );
@@ -317,6 +339,8 @@ fn inspect_reports_attachments_finds_the_leaks_and_gc_cleans_exactly_them() {
     let rules_before = node.ns.exec_ok(&["nft", "list", "ruleset"]);
     assert!(rules_before.contains("ctr-d"), "D's rules are there to be leaked");
     assert!(rules_before.contains("ctr-g"), "G's rules are there to be leaked");
+    let h_chain = cni_multi::meta::reference_iptables::masq_chain("insnet", "ctr-h");
+    assert!(rules_before.contains(&h_chain), "H's chain is there to be leaked");
     let (code, cleaned) = node.inspect(&["--gc"]);
     assert_eq!(code, 0, "{cleaned}");
     assert!(
@@ -331,6 +355,8 @@ fn inspect_reports_attachments_finds_the_leaks_and_gc_cleans_exactly_them() {
     let rules = node.ns.exec_ok(&["nft", "list", "ruleset"]);
     assert!(!rules.contains("ctr-d"), "{rules}");
     assert!(!rules.contains("ctr-g"), "{rules}");
+    assert!(!rules.contains(&h_chain), "{rules}");
+    assert!(rules.contains(&b_chain), "B's reference chain stays: {rules}");
     assert!(rules.contains("ctr-a"), "A's rules stay: {rules}");
     assert!(node.ns.link(&e_if).is_none(), "E's veth is gone");
     assert!(node.ns.link(&a_if).is_some(), "A's veth stays");

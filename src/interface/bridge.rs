@@ -9,12 +9,14 @@ use super::veth::{self, VethOpts};
 use super::{del_container_link, dns_set, fmt_mac, ipam_add, join_errors, open_netns, parse_mac};
 use crate::cni::config::{self, NetConf};
 use crate::cni::delegate;
+use crate::cni::error::CniError;
 use crate::cni::result::{CniResult, Interface, Route as CniRoute};
 use crate::cni::skel::{CmdArgs, Kind, Plugin};
 use crate::cni::version;
 use crate::linux::netlink::{BridgeVlan, Family, Link, LinkKind, LinkSpec, OperState};
 use crate::linux::nft::NftSocket;
 use crate::linux::{sysctl, NetNs, Netlink};
+use crate::meta::masq_iptables::{self, MasqBackend};
 use crate::meta::{masquerade, spoofcheck};
 use crate::undo::Undo;
 use anyhow::{anyhow, bail, Context};
@@ -55,6 +57,11 @@ struct BridgeConf {
     force_address: bool,
     #[serde(rename = "ipMasq", default)]
     ip_masq: bool,
+    #[serde(rename = "ipMasqBackend", default)]
+    ip_masq_backend: Option<String>,
+    /// `ipMasqBackend`, checked.
+    #[serde(skip)]
+    masq_backend: MasqBackend,
     #[serde(default)]
     mtu: i64,
     #[serde(rename = "hairpinMode", default)]
@@ -105,6 +112,7 @@ fn yes() -> bool {
 impl BridgeConf {
     fn load(args: &CmdArgs) -> anyhow::Result<BridgeConf> {
         let mut n: BridgeConf = config::parse(&args.stdin)?;
+        n.masq_backend = MasqBackend::parse(n.ip_masq_backend.as_deref()).map_err(CniError::invalid_config)?;
         if n.vlan < 0 || n.vlan > 4094 {
             bail!("invalid VLAN ID {} (must be between 0 and 4094)", n.vlan);
         }
@@ -220,7 +228,7 @@ fn add(args: &CmdArgs) -> anyhow::Result<CniResult> {
         // Masquerade as soon as the addresses are known (the reference does it last): the
         // kernel's retiring of the nftables transaction then overlaps the interface work.
         if n.ip_masq {
-            nft_sockets.push(setup_masquerade(&n.net.name, args, &result, &mut undo)?);
+            nft_sockets.push(setup_masquerade(&n.net.name, n.masq_backend, args, &result, &mut undo)?);
         }
 
         // Without enabledad the kernel skips DAD (accept_dad=0): addresses are usable at once.
@@ -295,12 +303,21 @@ fn add(args: &CmdArgs) -> anyhow::Result<CniResult> {
 /// Returns the socket so that the caller decides when it is closed (see `add`).
 pub(super) fn setup_masquerade(
     network: &str,
+    backend: MasqBackend,
     args: &CmdArgs,
     result: &CniResult,
     undo: &mut Undo,
 ) -> anyhow::Result<NftSocket> {
     let ips: Vec<IpNet> = result.ips.iter().map(|i| i.address).collect();
     let sock = NftSocket::open()?;
+    if backend == MasqBackend::Iptables {
+        masq_iptables::setup(&sock, network, &args.container_id, &ips)?;
+        let (net, cid) = (network.to_string(), args.container_id.clone());
+        undo.push(format!("remove IP masquerading (iptables) of {cid}"), move || {
+            masq_iptables::teardown(&NftSocket::open()?, &net, &cid)
+        });
+        return Ok(sock);
+    }
     masquerade::setup(&sock, network, &args.ifname, &args.container_id, &ips)?;
     let (net, cid, ifname) = (network.to_string(), args.container_id.clone(), args.ifname.clone());
     undo.push(format!("remove IP masquerading of {cid}/{ifname}"), move || {
@@ -669,6 +686,9 @@ fn del(args: &CmdArgs) -> anyhow::Result<()> {
             Ok(sock) => {
                 if n.ip_masq {
                     errs.extend(masquerade::teardown(&sock, &n.net.name, &args.ifname, &args.container_id).err());
+                    if n.masq_backend == MasqBackend::Iptables {
+                        errs.extend(masq_iptables::teardown(&sock, &n.net.name, &args.container_id).err());
+                    }
                 }
                 if n.macspoofchk {
                     errs.extend(spoofcheck::teardown(&sock, &args.container_id, &args.ifname).err());
@@ -741,14 +761,22 @@ fn check(args: &CmdArgs) -> anyhow::Result<()> {
     ipconfig::validate_expected_routes(&mut cont, &prev.routes)?;
     // Firewall rules are resources too (spec: CHECK covers what ADD created).
     if n.ip_masq {
-        check_masquerade(&n.net.name, args, &prev)?;
+        check_masquerade(&n.net.name, n.masq_backend, args, &prev)?;
     }
     Ok(())
 }
 
 /// CHECK of ipMasq: each of the attachment's addresses has its rule (shared with ptp).
-pub(super) fn check_masquerade(network: &str, args: &CmdArgs, prev: &CniResult) -> anyhow::Result<()> {
+pub(super) fn check_masquerade(
+    network: &str,
+    backend: MasqBackend,
+    args: &CmdArgs,
+    prev: &CniResult,
+) -> anyhow::Result<()> {
     let ips: Vec<IpNet> = prev.ips.iter().map(|i| i.address).collect();
+    if backend == MasqBackend::Iptables {
+        return masq_iptables::check(&NftSocket::open()?, network, &args.container_id, &ips);
+    }
     masquerade::check(&NftSocket::open()?, network, &args.ifname, &args.container_id, &ips)
 }
 

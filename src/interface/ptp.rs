@@ -18,6 +18,7 @@ use crate::cni::version;
 use crate::linux::netlink::route::{SCOPE_HOST, SCOPE_LINK};
 use crate::linux::netlink::Route;
 use crate::linux::{NetNs, Netlink};
+use crate::meta::masq_iptables::MasqBackend;
 use crate::undo::Undo;
 use anyhow::{anyhow, bail, Context};
 use serde::Deserialize;
@@ -40,13 +41,20 @@ struct PtpConf {
     net: NetConf,
     #[serde(rename = "ipMasq", default)]
     ip_masq: bool,
+    #[serde(rename = "ipMasqBackend", default)]
+    ip_masq_backend: Option<String>,
+    /// `ipMasqBackend`, checked.
+    #[serde(skip)]
+    masq_backend: MasqBackend,
     #[serde(default)]
     mtu: i64,
 }
 
 impl PtpConf {
     fn load(stdin: &[u8]) -> Result<PtpConf, CniError> {
-        config::parse(stdin)
+        let mut c: PtpConf = config::parse(stdin)?;
+        c.masq_backend = MasqBackend::parse(c.ip_masq_backend.as_deref()).map_err(CniError::invalid_config)?;
+        Ok(c)
     }
 
     /// The IPAM type; ptp cannot work without addresses.
@@ -164,7 +172,13 @@ fn add(args: &CmdArgs) -> anyhow::Result<CniResult> {
 
     // Closed when ADD returns (a close waits for the kernel to retire the transaction).
     let _nft = if conf.ip_masq {
-        Some(setup_masquerade(&conf.net.name, args, &result, &mut undo)?)
+        Some(setup_masquerade(
+            &conf.net.name,
+            conf.masq_backend,
+            args,
+            &result,
+            &mut undo,
+        )?)
     } else {
         None
     };
@@ -186,6 +200,9 @@ fn del(args: &CmdArgs) -> anyhow::Result<()> {
     if conf.ip_masq {
         let sock = crate::linux::nft::NftSocket::open()?;
         errs.extend(crate::meta::masquerade::teardown(&sock, &conf.net.name, &args.ifname, &args.container_id).err());
+        if conf.masq_backend == MasqBackend::Iptables {
+            errs.extend(crate::meta::masq_iptables::teardown(&sock, &conf.net.name, &args.container_id).err());
+        }
         _nft = Some(sock);
     }
     if let Some(t) = conf.net.ipam_type() {
@@ -222,7 +239,7 @@ fn check(args: &CmdArgs) -> anyhow::Result<()> {
     ipconfig::validate_expected_ips(&mut nl, &args.ifname, &prev.ips)?;
     ipconfig::validate_expected_routes(&mut nl, &prev.routes)?;
     if conf.ip_masq {
-        check_masquerade(&conf.net.name, args, &prev)?;
+        check_masquerade(&conf.net.name, conf.masq_backend, args, &prev)?;
     }
     Ok(())
 }

@@ -132,6 +132,18 @@ impl Batch {
 
     /// Adds a rule (its `handle` field is ignored; use `pos` to place it).
     pub fn add_rule(&mut self, r: &Rule, pos: Position) -> &mut Self {
+        self.add_rule_attrs(r, pos, &[])
+    }
+
+    /// [`add_rule`](Self::add_rule) with the rule's xtables compat protocol
+    /// (`NFTA_RULE_COMPAT`, what `iptables -p PROTO` sets), which protocol-bound compat
+    /// matches such as `multiport` are checked against. The kernel does not list it back.
+    pub fn add_rule_compat(&mut self, r: &Rule, pos: Position, proto: u8, inverted: bool) -> &mut Self {
+        let flags = if inverted { super::xt::RULE_COMPAT_F_INV } else { 0 };
+        self.add_rule_attrs(r, pos, &super::xt::rule_compat(proto, flags))
+    }
+
+    fn add_rule_attrs(&mut self, r: &Rule, pos: Position, extra: &[u8]) -> &mut Self {
         let fam = r.table.family;
         let mut w = AttrWriter::new();
         w.put_str(wire::NFTA_RULE_TABLE, &r.table.name)
@@ -162,6 +174,7 @@ impl Batch {
         if let Some(c) = &r.comment {
             w.put(wire::NFTA_RULE_USERDATA, &wire::udata_comment(c));
         }
+        w.buf.extend_from_slice(extra);
         let mut what = format!("add rule {fam} {} {}", r.table.name, r.chain);
         if let Some(c) = &r.comment {
             what += &format!(" (comment {c:?})");
@@ -247,7 +260,39 @@ impl Batch {
     /// Sends the batch and waits for the kernel's verdict on every message. On error nothing
     /// of the batch has been applied; the error names the message that failed.
     pub fn commit(&self, sock: &NftSocket) -> Result<(), NftError> {
-        sock.commit(&self.msgs)
+        sock.commit(&self.msgs, None)
+    }
+
+    /// [`commit`](Self::commit), but only if the ruleset is still at `generation` (from
+    /// [`NftSocket::generation`]); otherwise nothing is applied and the error says
+    /// [`is_generation_changed`](NftError::is_generation_changed): list again, rebuild, retry.
+    /// This makes "add unless present" safe against concurrent writers (as iptables-nft does).
+    pub fn commit_if_unchanged(&self, sock: &NftSocket, generation: u32) -> Result<(), NftError> {
+        sock.commit(&self.msgs, Some(generation))
+    }
+
+    /// A retry count for [`build_and_commit`](Self::build_and_commit) fit for a busy node
+    /// (each retry is one concurrent writer, e.g. another pod's ADD).
+    pub const BUSY_RETRIES: u32 = 100;
+
+    /// Reads the generation, lets `build` list what it needs and fill a fresh batch, and
+    /// commits it at that generation; when another writer changed the ruleset in between,
+    /// starts over (at most `retries` more times). For "add unless present" batches.
+    pub fn build_and_commit<E: From<NftError>>(
+        sock: &NftSocket,
+        retries: u32,
+        mut build: impl FnMut(&mut Batch) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let mut attempt = 0;
+        loop {
+            let generation = sock.generation()?;
+            let mut b = Batch::new();
+            build(&mut b)?;
+            match b.commit_if_unchanged(sock, generation) {
+                Err(e) if e.is_generation_changed() && attempt < retries => attempt += 1,
+                r => return Ok(r?),
+            }
+        }
     }
 }
 

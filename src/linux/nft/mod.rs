@@ -26,6 +26,7 @@ pub mod iptables;
 mod rule;
 mod socket;
 mod wire;
+pub mod xt;
 
 pub use batch::{Batch, Position};
 pub use expr::{

@@ -76,6 +76,11 @@ impl NftError {
     pub fn is_exists(&self) -> bool {
         self.errno == Some(nix::libc::EEXIST)
     }
+
+    /// ERESTART: the ruleset changed since the generation a batch was committed at.
+    pub fn is_generation_changed(&self) -> bool {
+        self.errno == Some(nix::libc::ERESTART)
+    }
 }
 
 impl fmt::Display for NftError {
@@ -197,14 +202,37 @@ impl NftSocket {
         Ok(&buf[..n])
     }
 
-    pub(crate) fn commit(&self, msgs: &[BatchMsg]) -> Result<(), NftError> {
+    /// The ruleset's generation, which every committed change increments. Read it before
+    /// the listings a batch is built from, and commit with
+    /// [`Batch::commit_if_unchanged`](super::Batch::commit_if_unchanged): a concurrent change
+    /// in between then fails the batch instead of being raced.
+    pub fn generation(&self) -> Result<u32, NftError> {
+        let what = "get ruleset generation";
+        let msgs = self.request(what, wire::NFT_MSG_GETGEN, Family::Inet, false, &[])?;
+        msgs.iter()
+            .find_map(|a| wire::attr_u32(a, wire::NFTA_GEN_ID))
+            .ok_or_else(|| NftError::other(what, "no generation in the kernel's reply"))
+    }
+
+    pub(crate) fn commit(&self, msgs: &[BatchMsg], generation: Option<u32>) -> Result<(), NftError> {
         if msgs.is_empty() {
             return Ok(());
         }
         let n = msgs.len() as u32;
         let begin = self.next_seq(n + 2);
         let res_id = wire::NFNL_SUBSYS_NFTABLES;
-        let mut buf = wire::nlmsg(wire::NFNL_MSG_BATCH_BEGIN, wire::NLM_F_REQUEST, begin, 0, res_id, &[]);
+        let mut battrs = AttrWriter::new();
+        if let Some(g) = generation {
+            battrs.put_u32(wire::NFNL_BATCH_GENID, g);
+        }
+        let mut buf = wire::nlmsg(
+            wire::NFNL_MSG_BATCH_BEGIN,
+            wire::NLM_F_REQUEST,
+            begin,
+            0,
+            res_id,
+            &battrs.buf,
+        );
         for (i, m) in msgs.iter().enumerate() {
             let flags = wire::NLM_F_REQUEST | wire::NLM_F_ACK | m.flags;
             let seq = begin + 1 + i as u32;

@@ -23,6 +23,11 @@ pub const NFT_MSG_DELRULE: u16 = 8;
 pub const NFT_MSG_NEWSET: u16 = 9;
 pub const NFT_MSG_DELSET: u16 = 11;
 pub const NFT_MSG_NEWSETELEM: u16 = 12;
+pub const NFT_MSG_GETGEN: u16 = 16;
+/// `NFTA_GEN_ID` of a NEWGEN reply: the ruleset's generation.
+pub const NFTA_GEN_ID: u16 = 1;
+/// `NFNL_BATCH_GENID` of a batch begin message: commit only at this generation.
+pub const NFNL_BATCH_GENID: u16 = 1;
 
 // netlink header flags
 pub const NLM_F_REQUEST: u16 = 0x1;
