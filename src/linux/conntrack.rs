@@ -108,9 +108,11 @@ fn messages(buf: &[u8]) -> Vec<(u16, u32, &[u8])> {
 pub fn delete_by_dst_port(family: CtFamily, l4proto: u8, dport: u16) -> Result<usize> {
     let what = format!("delete conntrack entries to port {dport}/{l4proto}");
     let sock = NlSocket::connect(NlFamily::Netfilter, None, Groups::empty()).map_err(|e| Error::io(&what, e))?;
+    // A netfilter socket: its close may wait for nf_tables (see late_close).
+    let sock = crate::linux::late_close::Deferred::new(sock);
     let tv = nix::sys::time::TimeVal::new(5, 0);
     // SAFETY: the fd is owned by `sock`, which outlives this borrow.
-    let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(std::os::fd::AsRawFd::as_raw_fd(&sock)) };
+    let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(std::os::fd::AsRawFd::as_raw_fd(&*sock)) };
     nix::sys::socket::setsockopt(&fd, nix::sys::socket::sockopt::ReceiveTimeout, &tv)
         .map_err(|e| Error::nix(&what, e))?;
 

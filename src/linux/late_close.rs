@@ -1,4 +1,4 @@
-//! Closing NETLINK_NETFILTER sockets after the caller has gone.
+//! Closing NETLINK_NETFILTER sockets (nf_tables and ctnetlink alike) after the caller has gone.
 //!
 //! Closing (or exiting with) a netfilter netlink socket runs the netlink release notifier,
 //! and nf_tables' handler (`nft_rcv_nl_event`) flushes the transaction destroy work while
@@ -107,6 +107,31 @@ fn close_range(first: u32, last: u32) {
         for fd in first..=last.min(max) {
             // SAFETY: as above.
             unsafe { nix::libc::close(fd as i32) };
+        }
+    }
+}
+
+/// Owns a netfilter netlink socket (nf_tables, ctnetlink: both run the notifier) and hands
+/// it to [`close`] when dropped.
+pub struct Deferred<T: std::os::fd::IntoRawFd>(Option<T>);
+
+impl<T: std::os::fd::IntoRawFd> Deferred<T> {
+    pub fn new(t: T) -> Self {
+        Deferred(Some(t))
+    }
+}
+
+impl<T: std::os::fd::IntoRawFd> std::ops::Deref for Deferred<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        self.0.as_ref().expect("present until drop")
+    }
+}
+
+impl<T: std::os::fd::IntoRawFd> Drop for Deferred<T> {
+    fn drop(&mut self) {
+        if let Some(t) = self.0.take() {
+            close(t.into_raw_fd());
         }
     }
 }
