@@ -10,7 +10,7 @@
 #   make bench        build, then time the same work through the reference plugins and cni-multi
 #   make bench-smoke  the same harness with 2 iterations and small scales: it must run, no timing asserted
 #   make cluster-demo a simulated 3-node flannel cluster in throw-away netns; prints a report (root)
-#   make e2e          build, then podman (CNI backend) with only cni-multi's symlinks (e2e/run.sh; root)
+#   make e2e          build, then podman, containerd's CRI and distributions' configs on cni-multi's symlinks (e2e/run.sh; root)
 #   make image        build, then an OCI image FROM scratch holding only the binary (podman; deploy/)
 #   make vm-test      build, then boot a Debian kernel in qemu and run vm/tests/*.sh in it (vm/README.md)
 
@@ -86,10 +86,11 @@ vm-test: deps build
 	VM_DIR=$(VM_DIR) VM_CNI_BIN=$(BIN) vm/build-initramfs.sh
 	VM_DIR=$(VM_DIR) vm/run.sh
 
-# Real runtimes: all state in temp dirs, a private mount namespace and a throw-away node
-# netns (e2e/run.sh). The runtimes themselves come from `make deps`.
+# Real runtimes and shipped configs (`make e2e E2E_PARTS="containerd configs"` for some parts):
+# all state in temp dirs, a private mount namespace and throw-away node netns (e2e/run.sh).
+# The runtimes themselves come from `make deps`.
 e2e: deps build
-	E2E_BIN=$(BIN) e2e/run.sh
+	E2E_BIN=$(BIN) e2e/run.sh $(E2E_PARTS)
 
 # The node-install image (deploy/Containerfile): the static binary alone, entrypoint
 # `cni-multi install --copy --dir /host/opt/cni/bin`. Tested by e2e/image.sh.

@@ -1,6 +1,6 @@
 # Shared helpers for make e2e (sourced). Everything lives in $E2E_TMP and in namespaces
 # this run made; run.sh has already put us in a private mount namespace where /run/netns,
-# /var/lib/cni, /var/lib/containers, /run/containers and /run/libpod are fresh tmpfs, so
+# /run/cni, /var/lib/cni, /var/lib/containers, /run/containers and /run/libpod are fresh tmpfs, so
 # neither podman nor libcni can reach the machine's own state.
 E2E_FAILS=${E2E_FAILS:-0}
 pass() { echo "  ok   $*"; }

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # make e2e: real runtimes (podman's CNI backend, ...) driving only cni-multi's symlinks.
-#   E2E_BIN=target/cni-multi e2e/run.sh [part...]      parts: podman image containerd (default: podman image; containerd is work in progress)
+#   E2E_BIN=target/cni-multi e2e/run.sh [part...]      parts: podman image containerd configs (default: all)
 # Never touches the root netns or the machine's /etc/cni, /opt/cni/bin, /var/lib/cni,
 # podman or containerd state: it re-executes itself in a private mount namespace with
 # tmpfs over the state directories, and runs the runtimes inside a throw-away node netns.
@@ -11,7 +11,7 @@ if [ -z "${E2E_INNER:-}" ]; then
 fi
 export E2E_BIN=$(readlink -f "${E2E_BIN:-$here/../target/cni-multi}")
 [ -x "$E2E_BIN" ] || { echo "e2e: no binary at $E2E_BIN (make build)"; exit 1; }
-for d in /run/netns /var/lib/cni /var/lib/containers /run/containers /run/libpod /run/containerd /var/lib/containerd; do
+for d in /run/netns /run/cni /var/lib/cni /var/lib/containers /run/containers /run/libpod /run/containerd /var/lib/containerd; do
     mkdir -p "$d" && mount -t tmpfs tmpfs "$d" || { echo "e2e: cannot mount tmpfs on $d"; exit 1; }
 done
 export E2E_TMP=$(mktemp -d /tmp/cm-e2e.XXXXXX)
@@ -27,7 +27,7 @@ trap cleanup EXIT
 ip netns add "$E2E_NODE" && ip -n "$E2E_NODE" link set lo up
 mkdir -p "$E2E_TMP/bin" && "$E2E_BIN" install --dir "$E2E_TMP/bin" >/dev/null || exit 1
 export E2E_PLUGINS=$("$E2E_BIN" list | awk '{print $1}' | tr '\n' ' ')
-parts=${*:-podman image}
+parts=${*:-podman image containerd configs}
 total_start=$(date +%s.%N)
 source "$here/lib.sh"
 for part in $parts; do

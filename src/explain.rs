@@ -226,6 +226,10 @@ pub static PLUGINS: &[PluginKeys] = &[
             k("routes", "list", "none", "routes to report: [{\"dst\": \"0.0.0.0/0\", \"gw\": ...}]"),
             k("dataDir", "string", "\"/var/lib/cni/networks\"", "where the reservation files live (one dir per network)"),
             k("resolvConf", "string", "none", "a resolv.conf to report as the result's DNS"),
+            k("subnet", "string", "none", "legacy single range (instead of ranges): its subnet"),
+            k("rangeStart", "string", "the subnet's first host", "legacy single range: first address handed out"),
+            k("rangeEnd", "string", "the subnet's last host", "legacy single range: last address handed out"),
+            k("gateway", "string", "the subnet's first host", "legacy single range: the gateway"),
         ],
     },
     PluginKeys {
@@ -273,11 +277,11 @@ pub static PLUGINS: &[PluginKeys] = &[
         keys: &[
             k("snat", "bool", "true", "masquerade hairpin and localhost traffic to mapped ports"),
             k("masqAll", "bool", "false", "masquerade all traffic to mapped ports"),
-            k("markMasqBit", "integer", "none", "iptables backend only: refused with code 2 (the nftables backend needs no mark)"),
-            k("externalSetMarkChain", "string", "none", "iptables backend only: refused with code 2"),
+            k("markMasqBit", "integer", "13", "iptables backend: the fwmark bit for masquerading (0-31); set without backend it selects iptables"),
+            k("externalSetMarkChain", "string", "none", "iptables backend: an existing chain that sets the mark (e.g. KUBE-MARK-MASQ)"),
             k("conditionsV4", "list", "none", "extra match conditions on the IPv4 DNAT rules"),
             k("conditionsV6", "list", "none", "extra match conditions on the IPv6 DNAT rules"),
-            k("backend", "string", "\"nftables\"", "nftables (iptables is not available: no iptables binary is run)"),
+            k("backend", "string", "\"nftables\"", "nftables (our ip/ip6 cni_hostport) or iptables (the reference's own nat rules, over netlink)"),
         ],
     },
     PluginKeys {
@@ -348,7 +352,8 @@ mod tests {
     use std::collections::BTreeSet;
 
     /// The keys serde reads for `struct_name` in `source`: field names or their `rename`,
-    /// without `skip` and `flatten` fields.
+    /// without `skip` fields; a `flatten` field adds the keys of its struct (looked up in
+    /// `source`, then in `src/pkg/`), except `NetConf`'s, which are the common keys.
     fn parsed_keys(source: &str, struct_name: &str) -> BTreeSet<String> {
         // A plugin that reads its keys by name from a list: `const KEYS: [&str; N] = [...]`.
         if let Some(name) = struct_name.strip_prefix("const ") {
@@ -379,7 +384,14 @@ mod tests {
             };
             let field = field.trim_start_matches("pub ").trim();
             let a = std::mem::take(&mut attrs);
-            if a.contains("flatten") || a.contains("serde(skip)") {
+            if a.contains("serde(skip)") {
+                continue;
+            }
+            if a.contains("flatten") {
+                let ty = line.split_once(':').unwrap().1.trim().trim_end_matches(',');
+                if ty != "NetConf" {
+                    keys.extend(parsed_keys(&struct_source(source, ty), ty));
+                }
                 continue;
             }
             let name = a
@@ -389,6 +401,20 @@ mod tests {
             keys.insert(name);
         }
         keys
+    }
+
+    /// `source` if it defines `struct ty`, else the file of `src/pkg/` that does.
+    fn struct_source(source: &str, ty: &str) -> String {
+        let decl = format!("struct {ty} {{");
+        if source.contains(&decl) {
+            return source.to_string();
+        }
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/pkg");
+        std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+            .find(|s| s.contains(&decl))
+            .unwrap_or_else(|| panic!("struct {ty} not found"))
     }
 
     fn source(file: &str) -> String {
@@ -427,6 +453,9 @@ mod tests {
         let src = "struct C {\n    #[serde(flatten)]\n    net: NetConf,\n    #[serde(rename = \"isGateway\", default)]\n    is_gateway: bool,\n    /// doc\n    #[serde(default)]\n    pub mtu: i64,\n    #[serde(skip)]\n    cache: u8,\n}\n";
         let got: Vec<String> = parsed_keys(src, "C").into_iter().collect();
         assert_eq!(got, ["isGateway", "mtu"]);
+        let src = "struct C {\n    #[serde(flatten)]\n    more: More,\n    a: u8,\n}\nstruct More {\n    b: u8,\n}\n";
+        let got: Vec<String> = parsed_keys(src, "C").into_iter().collect();
+        assert_eq!(got, ["a", "b"]);
     }
 
     #[test]

@@ -13,6 +13,7 @@
 //! cache entry, so a reservation is only called leaked when it is older than `MIN_LEAK_AGE`,
 //! and `--gc` reads everything again just before it acts.
 
+use crate::linux::netlink::LinkType;
 use crate::linux::nft::{Family, NftSocket};
 use crate::linux::Netlink;
 use crate::runtime::{self, cache, NetworkList, RuntimeConf};
@@ -266,7 +267,7 @@ fn rule_owners() -> Vec<(String, String)> {
 /// (ipMasq and portmap comment their rules with the network and the container).
 fn reference_owners() -> Vec<(String, String, String)> {
     use crate::linux::nft::iptables;
-    use crate::meta::reference_iptables::{masq_chain, parse_comment};
+    use crate::pkg::reference_iptables::{masq_chain, parse_comment};
     let Ok(sock) = NftSocket::open() else {
         return Vec::new();
     };
@@ -467,7 +468,7 @@ pub fn inspect(opts: &Options) -> Report {
     }
     for l in &links {
         let on_cni_bridge = l.master.and_then(link_name).is_some_and(|m| bridges.contains(&m));
-        if l.kind.as_deref() == Some("veth") && on_cni_bridge && !named_links.contains(&l.name) {
+        if l.kind == Some(LinkType::Veth) && on_cni_bridge && !named_links.contains(&l.name) {
             report.problems.push(Problem {
                 kind: "orphan-veth",
                 network: String::new(),

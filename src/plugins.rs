@@ -1,7 +1,7 @@
 //! THE table: every plugin cni-multi is, with its kind and a one-line summary.
 //! Only plugins that really work are listed.
 
-use crate::cni::error::{code, CniError};
+use crate::cni::error::CniError;
 use crate::cni::skel::{self, Plugin};
 use std::io::{Read, Write};
 
@@ -110,10 +110,9 @@ pub fn emit(out: &skel::Outcome) -> i32 {
 
 /// Called under a name that is no plugin: a runtime gets a CNI error, a person the list.
 pub fn unknown_name(name: &str) -> i32 {
-    let e = CniError::new(
-        code::INTERNAL,
-        format!("cni-multi was called as {name:?}, which is not a plugin it provides"),
-    )
+    let e = CniError::internal(format!(
+        "cni-multi was called as {name:?}, which is not a plugin it provides"
+    ))
     .with_details(format!("known plugins: {}", names().join(", ")));
     println!("{}", e.to_json());
     1
@@ -130,7 +129,7 @@ pub fn install_panic_hook() {
             .location()
             .map(|l| format!(" at {}:{}", l.file(), l.line()))
             .unwrap_or_default();
-        let e = CniError::new(code::INTERNAL, format!("cni-multi panicked: {msg}{loc}"));
+        let e = CniError::internal(format!("cni-multi panicked: {msg}{loc}"));
         let _ = std::io::stdout().write_all(e.to_json().as_bytes());
         let _ = std::io::stdout().flush();
         std::process::exit(1);
@@ -139,9 +138,5 @@ pub fn install_panic_hook() {
 
 /// Whether `path` is the network namespace this thread is in (false if it cannot be read).
 fn is_own_netns(path: &str) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    match (std::fs::metadata(path), std::fs::metadata("/proc/thread-self/ns/net")) {
-        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
-        _ => false,
-    }
+    crate::fileid::same_path(path, "/proc/thread-self/ns/net")
 }

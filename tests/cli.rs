@@ -355,8 +355,8 @@ fn net_runs_a_list_add_check_del() {
     assert!(run("del").status.success(), "a second DEL succeeds");
 }
 
-/// A plugin drops every capability it never needs before it touches anything (DESIGN.md
-/// decision 9), and still does its work with what is left.
+/// A plugin drops every capability it never needs before it touches anything (so a bug in
+/// it cannot use them; see `linux::privileges`), and still does its work with what is left.
 #[test]
 fn plugins_drop_unneeded_capabilities() {
     if !require_root("plugins_drop_unneeded_capabilities") {

@@ -9,7 +9,7 @@ mod common;
 mod fw_rig;
 
 use cni_multi::meta::firewall;
-use cni_multi::meta::portmap::rule_comment;
+use cni_multi::pkg::comment::rule_comment;
 use common::rig::{self, Invocation, Outcome, PluginDir};
 use fw_rig::*;
 use serde_json::{json, Value};

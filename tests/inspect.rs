@@ -297,7 +297,7 @@ fn inspect_reports_attachments_finds_the_leaks_and_gc_cleans_exactly_them() {
     assert!(pa.ip(&["-4", "addr", "show", "eth0"]).contains(&a_ip), "{a_ip}");
     let b = att("ctr-b");
     assert_eq!(b["netnsAlive"], true);
-    let b_chain = cni_multi::meta::reference_iptables::masq_chain("insnet", "ctr-b");
+    let b_chain = cni_multi::pkg::reference_iptables::masq_chain("insnet", "ctr-b");
     assert_eq!(b["referenceChains"], json!([b_chain]), "{b}");
     assert_eq!(a["referenceChains"], json!([]));
     assert_eq!(b["master"], "cniins0");
@@ -339,7 +339,7 @@ fn inspect_reports_attachments_finds_the_leaks_and_gc_cleans_exactly_them() {
     let rules_before = node.ns.exec_ok(&["nft", "list", "ruleset"]);
     assert!(rules_before.contains("ctr-d"), "D's rules are there to be leaked");
     assert!(rules_before.contains("ctr-g"), "G's rules are there to be leaked");
-    let h_chain = cni_multi::meta::reference_iptables::masq_chain("insnet", "ctr-h");
+    let h_chain = cni_multi::pkg::reference_iptables::masq_chain("insnet", "ctr-h");
     assert!(rules_before.contains(&h_chain), "H's chain is there to be leaked");
     let (code, cleaned) = node.inspect(&["--gc"]);
     assert_eq!(code, 0, "{cleaned}");

@@ -1,4 +1,4 @@
-//! ipMasq helper (`meta::masquerade`) against the kernel, in throw-away namespaces: the rules
+//! ipMasq helper (`pkg::masquerade`) against the kernel, in throw-away namespaces: the rules
 //! print with `nft` as the reference's nftables backend prints them, the outside sees the node's
 //! address for pod traffic leaving the subnet and the pod's own address inside it, and DEL / GC
 //! remove exactly the right attachments' rules.
@@ -8,7 +8,7 @@ mod common;
 mod fw_rig;
 
 use cni_multi::linux::nft::NftSocket;
-use cni_multi::meta::masquerade;
+use cni_multi::pkg::masquerade;
 use common::rig;
 use fw_rig::*;
 use ipnet::IpNet;

@@ -8,7 +8,8 @@ mod common;
 #[path = "common/fw_rig.rs"]
 mod fw_rig;
 
-use cni_multi::meta::portmap::{self, rule_comment};
+use cni_multi::meta::portmap;
+use cni_multi::pkg::comment::rule_comment;
 use common::rig::{self, Invocation, Outcome, PluginDir};
 use fw_rig::*;
 use serde_json::{json, Value};
@@ -174,12 +175,13 @@ fn portmap_errors_and_passthrough() {
     c.as_object_mut().unwrap().remove("prevResult");
     let out = run(c);
     assert!(out.msg().unwrap().contains("chained"), "{out}");
-    // iptables-only configuration: code 2 naming nftables.
+    // iptables-only keys with the nftables backend, iptables-syntax conditions: code 2
+    // naming nftables. (backend iptables itself is tested in tests/portmap_iptables.rs.)
     for extra in [
-        json!({"backend": "iptables"}),
-        json!({"externalSetMarkChain": "KUBE-MARK-MASQ"}),
-        json!({"markMasqBit": 13}),
+        json!({"backend": "nftables", "externalSetMarkChain": "KUBE-MARK-MASQ"}),
+        json!({"backend": "nftables", "markMasqBit": 13}),
         json!({"conditionsV4": ["-s", "1.2.3.4"]}),
+        json!({"backend": "iptables", "conditionsV4": ["-s", "1.2.3.4"]}),
     ] {
         let mut c = conf(&prev, Some(mappings()));
         c.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());

@@ -1,13 +1,14 @@
-//! portmap's iptables rules (`meta::portmap_iptables`, for `backend: "iptables"`): written by
+//! portmap's iptables rules (`pkg::portmap_iptables`, for `backend: "iptables"`): written by
 //! the library into a throw-away node, they print in `iptables -t nat -S`/`ip6tables -t nat -S`
 //! exactly as the reference portmap's (Debian 1.1.1, iptables-nft) on an identical node; CHECK
 //! accepts the reference's; each side's DEL removes the other's, shared chains stay.
-//! (The portmap plugin file does not call this module yet: it is driven directly here.)
+//! Driven directly, and through the portmap plugin with `backend: "iptables"` (and with
+//! `markMasqBit`, which selects it as upstream does).
 
 mod common;
 
 use cni_multi::linux::nft::{L4Proto, NftSocket};
-use cni_multi::meta::portmap_iptables::{self as pi, Mapping, Params};
+use cni_multi::pkg::portmap_iptables::{self as pi, Mapping, Params};
 use common::rig::{self, Invocation, TestNs};
 use serde_json::json;
 
@@ -129,4 +130,74 @@ fn portmap_iptables_rules_equal_the_references() {
     assert!(pi::check(&sock, &p, &mappings, "10.88.0.5/24".parse().unwrap()).is_err());
     // DEL again is a no-op.
     pi::teardown(&sock, net, cid).unwrap();
+}
+
+#[test]
+fn the_plugin_with_backend_iptables_writes_the_references_rules() {
+    if !rig::require_reference(
+        "the_plugin_with_backend_iptables_writes_the_references_rules",
+        "portmap",
+    ) {
+        return;
+    }
+    let ours = TestNs::new_node("pmiptp-ours");
+    let refn = TestNs::new_node("pmiptp-ref");
+    let pod = TestNs::new("pmiptp-pod");
+    let maps = json!([
+        {"hostPort": 8080, "containerPort": 80, "protocol": "tcp"},
+        {"hostPort": 5353, "containerPort": 53, "protocol": "udp", "hostIP": "192.168.1.1"}
+    ]);
+    let prev = json!({"cniVersion": "1.0.0",
+        "interfaces": [{"name": "cni0"}, {"name": "veth1"}, {"name": "eth0", "sandbox": "/x"}],
+        "ips": [{"address": "10.88.0.5/24", "interface": 2}, {"address": "fd00:88::5/64", "interface": 2}]});
+    for (extra, bit) in [(json!({"backend": "iptables"}), 13), (json!({"markMasqBit": 5}), 5)] {
+        let mut conf = json!({"cniVersion": "1.0.0", "name": "pmnet", "type": "portmap",
+            "capabilities": {"portMappings": true}, "runtimeConfig": {"portMappings": maps},
+            "prevResult": prev});
+        for (k, v) in extra.as_object().unwrap() {
+            conf[k] = v.clone();
+        }
+        let run = |node: &TestNs, cmd: &str, reference: bool| {
+            let inv = Invocation::new("portmap", cmd)
+                .container_id("ctr-pmiptp")
+                .pod(&pod)
+                .config(&conf)
+                .in_node(node);
+            if reference {
+                inv.run_reference()
+            } else {
+                inv.env("PATH", "").run_ours()
+            }
+        };
+        run(&refn, "ADD", true).expect_ok();
+        run(&ours, "ADD", false).expect_ok();
+        let (a, b) = (nat(&ours), nat(&refn));
+        assert_eq!(
+            a, b,
+            "markMasqBit {bit}: iptables -t nat -S differs from the reference's"
+        );
+        assert!(
+            a.contains(&format!("--set-xmark 0x{:x}/0x{:x}", 1u32 << bit, 1u32 << bit)),
+            "{a}"
+        );
+        // Nothing of ours in nftables tables of our own.
+        assert!(!ours.exec_ok(&["nft", "list", "tables"]).contains("cni_hostport"));
+        run(&ours, "CHECK", false).expect_ok();
+        run(&ours, "DEL", false).expect_ok();
+        run(&refn, "DEL", true).expect_ok();
+        for n in [&ours, &refn] {
+            let t = nat(n);
+            assert!(!t.contains("CNI-DN-") && !t.contains("10.88.0.5"), "{t}");
+        }
+        run(&ours, "DEL", false).expect_ok();
+        // CHECK now fails: the rules are gone.
+        assert!(!run(&ours, "CHECK", false).success());
+        // Next round starts from fresh nodes' state of the shared chains: flush them.
+        for n in [&ours, &refn] {
+            n.exec_ok(&["iptables", "-t", "nat", "-F"]);
+            n.exec_ok(&["iptables", "-t", "nat", "-X"]);
+            n.exec_ok(&["ip6tables", "-t", "nat", "-F"]);
+            n.exec_ok(&["ip6tables", "-t", "nat", "-X"]);
+        }
+    }
 }

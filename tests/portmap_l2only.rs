@@ -7,7 +7,8 @@ mod common;
 #[path = "common/fw_rig.rs"]
 mod fw_rig;
 
-use cni_multi::meta::portmap::{self, rule_comment};
+use cni_multi::meta::portmap;
+use cni_multi::pkg::comment::rule_comment;
 use common::rig::{self, Invocation, Outcome, PluginDir, TestNs};
 use fw_rig::*;
 use serde_json::{json, Value};

@@ -1,4 +1,4 @@
-//! bridge macspoofchk helper (`meta::spoofcheck`) against the kernel: frames with the pod's
+//! bridge macspoofchk helper (`pkg::spoofcheck`) against the kernel: frames with the pod's
 //! own source MAC pass, a spoofed MAC is dropped, and teardown removes exactly that
 //! attachment's rule and chains.
 
@@ -7,7 +7,7 @@ mod common;
 mod fw_rig;
 
 use cni_multi::linux::nft::NftSocket;
-use cni_multi::meta::spoofcheck;
+use cni_multi::pkg::spoofcheck;
 use common::rig;
 use fw_rig::*;
 

@@ -7,7 +7,6 @@
 use super::error::{code, CniError};
 use super::result::CniResult;
 use super::skel::{self, CmdArgs, Command, Plugin};
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command as Proc, Stdio};
 use std::sync::OnceLock;
@@ -51,10 +50,7 @@ pub fn find_in_path(plugin_type: &str, cni_path: &str) -> Result<PathBuf, CniErr
 
 /// Whether `path` is this executable (symlinks followed).
 fn is_self(path: &Path) -> bool {
-    let (Ok(a), Ok(b)) = (std::fs::metadata(path), std::fs::metadata("/proc/self/exe")) else {
-        return false;
-    };
-    a.dev() == b.dev() && a.ino() == b.ino()
+    crate::fileid::same_path(path, "/proc/self/exe")
 }
 
 /// Where a delegate will run.

@@ -80,7 +80,7 @@ impl CniError {
 
     /// The pretty-printed JSON the reference prints (4-space indent, no newline).
     pub fn to_json(&self) -> String {
-        crate::cni::result::to_pretty_json(self)
+        super::json::to_pretty_json(self)
     }
 }
 
@@ -95,14 +95,6 @@ impl fmt::Display for CniError {
 }
 
 impl std::error::Error for CniError {}
-
-/// Shorthand for returning a CNI error with a code from plugin code.
-#[macro_export]
-macro_rules! cni_bail {
-    ($code:expr, $($arg:tt)*) => {
-        return Err($crate::cni::error::CniError::new($code, format!($($arg)*)).into())
-    };
-}
 
 #[cfg(test)]
 mod tests {

@@ -8,6 +8,7 @@ pub mod args;
 pub mod config;
 pub mod delegate;
 pub mod error;
+pub mod json;
 pub mod result;
 pub mod skel;
 pub mod version;

@@ -3,20 +3,12 @@
 //! keys and omissions per version).
 
 use super::error::{code, CniError};
+use super::json::to_pretty_json;
 use super::version::Version;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde_json::Value;
 use std::net::IpAddr;
-
-/// Pretty JSON with a 4-space indent and no trailing newline, like Go's MarshalIndent.
-pub fn to_pretty_json<T: Serialize + ?Sized>(v: &T) -> String {
-    let mut out = Vec::with_capacity(512);
-    let fmt = serde_json::ser::PrettyFormatter::with_indent(b"    ");
-    let mut ser = serde_json::Serializer::with_formatter(&mut out, fmt);
-    v.serialize(&mut ser).expect("serialising to memory cannot fail");
-    String::from_utf8(out).expect("serde_json writes UTF-8")
-}
 
 fn is_empty(s: &str) -> bool {
     s.is_empty()
@@ -391,7 +383,7 @@ impl CniResult {
         };
         let (ip4, ip6) = (pick(true), pick(false));
         if ip4.is_none() && ip6.is_none() {
-            return Err(CniError::new(code::INTERNAL, "cannot convert: no valid IP addresses"));
+            return Err(CniError::internal("cannot convert: no valid IP addresses"));
         }
         Ok(Wire02 {
             cni_version: version.to_string(),
@@ -414,24 +406,6 @@ impl CniResult {
     pub fn version(&self) -> Result<Version, CniError> {
         Version::parse(&self.cni_version)
     }
-}
-
-/// Keep the keys of `extra` that the canonical form does not know (unknown keys in a
-/// chained result are passed through untouched).
-pub fn merge_unknown_keys(printed: &mut Value, original: &Value) {
-    const KNOWN: &[&str] = &["cniVersion", "interfaces", "ips", "routes", "dns", "ip4", "ip6"];
-    if let (Some(out), Some(orig)) = (printed.as_object_mut(), original.as_object()) {
-        for (k, v) in orig {
-            if !KNOWN.contains(&k.as_str()) && !out.contains_key(k) {
-                out.insert(k.clone(), v.clone());
-            }
-        }
-    }
-}
-
-/// An empty JSON object, handy for building results in tests.
-pub fn empty_object() -> Value {
-    Value::Object(Map::new())
 }
 
 #[cfg(test)]
@@ -640,13 +614,5 @@ mod tests {
         assert!(CniResult::parse(&json!({"cniVersion": "9.9.9"}), "").is_err());
         assert!(sample().to_value("0.9.0").is_err());
         assert!(CniResult::parse(&json!({"cniVersion": "1.0.0", "ips": [{"address": "nope"}]}), "").is_err());
-    }
-
-    #[test]
-    fn unknown_keys_pass_through() {
-        let orig = json!({"cniVersion": "1.0.0", "ips": [], "x-vendor": {"a": 1}});
-        let mut out = CniResult::parse(&orig, "").unwrap().to_value("1.0.0").unwrap();
-        merge_unknown_keys(&mut out, &orig);
-        assert_eq!(out["x-vendor"]["a"], 1);
     }
 }

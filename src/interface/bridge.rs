@@ -1,28 +1,33 @@
-//! bridge: a veth pair per container with the host end on a Linux bridge (reference §2.1).
+//! bridge: a veth pair per container with the host end on a Linux bridge (the reference's `plugins/main/bridge`).
 //!
 //! The bridge is created on first use and never deleted by DEL (other pods share it). With
 //! `isGateway` it carries the gateway address of each family and the node forwards for the
 //! pods. Without an IPAM type the attachment is L2 only.
 
-use super::ipconfig::{self, Dad};
-use super::veth::{self, VethOpts};
-use super::{del_container_link, dns_set, fmt_mac, ipam_add, join_errors, open_netns, parse_mac};
 use crate::cni::config::{self, NetConf};
 use crate::cni::delegate;
 use crate::cni::error::CniError;
 use crate::cni::result::{CniResult, Interface, Route as CniRoute};
 use crate::cni::skel::{CmdArgs, Kind, Plugin};
 use crate::cni::version;
-use crate::linux::netlink::{BridgeVlan, Family, Link, LinkKind, LinkSpec, OperState};
+use crate::linux::netlink::{BridgeVlan, Family, Link, LinkKind, LinkSpec, LinkType, OperState};
 use crate::linux::nft::NftSocket;
 use crate::linux::{sysctl, NetNs, Netlink};
-use crate::meta::masq_iptables::{self, MasqBackend};
-use crate::meta::{masquerade, spoofcheck};
-use crate::undo::Undo;
+use crate::pkg::errors::join_errors;
+use crate::pkg::ip::next_ip;
+use crate::pkg::ipam::{dns_set, ipam_add};
+use crate::pkg::ipconfig::{self, Dad};
+use crate::pkg::ipmasq::{check_masquerade, gc_masquerade, setup_masquerade};
+use crate::pkg::link::del_container_link;
+use crate::pkg::mac::{check_container_mac, fmt_mac, parse_mac};
+use crate::pkg::netns::open_netns;
+use crate::pkg::undo::Undo;
+use crate::pkg::veth::{self, VethOpts};
+use crate::pkg::masq_iptables::{self, MasqBackend};
+use crate::pkg::{masquerade, spoofcheck};
 use anyhow::{anyhow, bail, Context};
 use ipnet::IpNet;
 use serde::Deserialize;
-use std::net::IpAddr;
 use std::time::Duration;
 
 pub static PLUGIN: Plugin = Plugin {
@@ -120,7 +125,7 @@ impl BridgeConf {
         if n.vlan > 0 && !n.vlans.is_empty() {
             bail!("cannot set vlan and vlanTrunk at the same time");
         }
-        let mac = super::container_mac(args, &n.net, None, true)?;
+        let mac = crate::pkg::mac::container_mac(args, &n.net, None, true)?;
         n.mac = mac.map(|m| parse_mac(&m)).transpose()?;
         if n.is_default_gw {
             n.is_gw = true;
@@ -174,7 +179,7 @@ fn add(args: &CmdArgs) -> anyhow::Result<CniResult> {
     if n.hairpin_mode && n.promisc_mode {
         bail!("cannot set hairpin mode and promiscuous mode at the same time");
     }
-    let mtu = super::ptp::mtu_of(n.mtu)?;
+    let mtu = crate::pkg::link::mtu_of(n.mtu)?;
     // Everything that can be checked is checked before the first change.
     let host_ns = NetNs::current()?;
     let cont_ns = open_netns(&args.netns)?;
@@ -299,52 +304,13 @@ fn add(args: &CmdArgs) -> anyhow::Result<CniResult> {
     Ok(result)
 }
 
-/// ipMasq: masquerade what leaves each pod address's subnet (shared with ptp).
-/// Returns the socket so that the caller decides when it is closed (see `add`).
-pub(super) fn setup_masquerade(
-    network: &str,
-    backend: MasqBackend,
-    args: &CmdArgs,
-    result: &CniResult,
-    undo: &mut Undo,
-) -> anyhow::Result<NftSocket> {
-    let ips: Vec<IpNet> = result.ips.iter().map(|i| i.address).collect();
-    let sock = NftSocket::open()?;
-    if backend == MasqBackend::Iptables {
-        masq_iptables::setup(&sock, network, &args.container_id, &ips)?;
-        let (net, cid) = (network.to_string(), args.container_id.clone());
-        undo.push(format!("remove IP masquerading (iptables) of {cid}"), move || {
-            masq_iptables::teardown(&NftSocket::open()?, &net, &cid)
-        });
-        return Ok(sock);
-    }
-    masquerade::setup(&sock, network, &args.ifname, &args.container_id, &ips)?;
-    let (net, cid, ifname) = (network.to_string(), args.container_id.clone(), args.ifname.clone());
-    undo.push(format!("remove IP masquerading of {cid}/{ifname}"), move || {
-        masquerade::teardown(&NftSocket::open()?, &net, &ifname, &cid)
-    });
-    Ok(sock)
-}
-
-/// GC of the masquerade rules: those of attachments not in the valid list go (shared with ptp).
-pub(super) fn gc_masquerade(net: &NetConf) -> anyhow::Result<()> {
-    let Some(valid) = net.gc_valid_attachments() else {
-        return Ok(());
-    };
-    let valid: Vec<(&str, &str)> = valid
-        .iter()
-        .map(|a| (a.container_id.as_str(), a.ifname.as_str()))
-        .collect();
-    masquerade::gc(&NftSocket::open()?, &net.name, &valid)
-}
-
 /// Look the bridge up; it must be a bridge.
 fn bridge_by_name(nl: &mut Netlink, name: &str) -> anyhow::Result<Link> {
     let l = nl
         .link_by_name(name)
         .with_context(|| format!("could not lookup {name:?}"))?
         .ok_or_else(|| anyhow!("could not lookup {name:?}: Link not found"))?;
-    if l.kind.as_deref() != Some("bridge") {
+    if l.kind != Some(LinkType::Bridge) {
         bail!("{name:?} already exists but is not a bridge");
     }
     Ok(l)
@@ -542,13 +508,6 @@ fn calc_gateways(result: &mut CniResult, n: &BridgeConf) -> Gateways {
     g
 }
 
-fn next_ip(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V4(a) => IpAddr::V4(u32::from(a).wrapping_add(1).into()),
-        IpAddr::V6(a) => IpAddr::V6(u128::from(a).wrapping_add(1).into()),
-    }
-}
-
 /// Put gateway address `gw` on `link` (the bridge or the VLAN gateway interface). IPv4 allows
 /// one address (a different one is replaced only with forceAddress); IPv6 allows several
 /// with non-overlapping prefixes. Then pin the bridge MAC by setting it to itself, so that it
@@ -741,7 +700,7 @@ fn check(args: &CmdArgs) -> anyhow::Result<()> {
         let l = host
             .link_by_name(&intf.name)?
             .ok_or_else(|| anyhow!("Interface name {} not found", intf.name))?;
-        if l.kind.as_deref() != Some("veth") {
+        if l.kind != Some(LinkType::Veth) {
             continue; // not one of ours
         }
         let peer_ok = cont_link.link == Some(l.index) && l.link == Some(cont_link.index);
@@ -766,20 +725,6 @@ fn check(args: &CmdArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// CHECK of ipMasq: each of the attachment's addresses has its rule (shared with ptp).
-pub(super) fn check_masquerade(
-    network: &str,
-    backend: MasqBackend,
-    args: &CmdArgs,
-    prev: &CniResult,
-) -> anyhow::Result<()> {
-    let ips: Vec<IpNet> = prev.ips.iter().map(|i| i.address).collect();
-    if backend == MasqBackend::Iptables {
-        return masq_iptables::check(&NftSocket::open()?, network, &args.container_id, &ips);
-    }
-    masquerade::check(&NftSocket::open()?, network, &args.ifname, &args.container_id, &ips)
-}
-
 fn check_bridge(host: &mut Netlink, intf: &Interface, n: &BridgeConf) -> anyhow::Result<Link> {
     if intf.name.is_empty() {
         bail!("Interface name missing ");
@@ -790,7 +735,7 @@ fn check_bridge(host: &mut Netlink, intf: &Interface, n: &BridgeConf) -> anyhow:
     if !intf.sandbox.is_empty() {
         bail!("Interface {} should not be in sandbox", intf.name);
     }
-    if l.kind.as_deref() != Some("bridge") {
+    if l.kind != Some(LinkType::Bridge) {
         bail!("Interface {} does not have link type of bridge", intf.name);
     }
     if !intf.mac.is_empty() && intf.mac != fmt_mac(&l.mac) {
@@ -817,24 +762,17 @@ fn check_container_iface(cont: &mut Netlink, intf: &Interface) -> anyhow::Result
     if intf.sandbox.is_empty() {
         bail!("Interface {} is expected to be in a sandbox", intf.name);
     }
-    if l.kind.as_deref() != Some("veth") {
+    if l.kind != Some(LinkType::Veth) {
         bail!("Error: Container interface {} not of type veth", l.name);
     }
-    let mac = fmt_mac(&l.mac);
-    if !intf.mac.is_empty() && intf.mac != mac {
-        bail!(
-            "Interface {} Mac {} doesn't match container Mac: {mac}",
-            intf.name,
-            intf.mac
-        );
-    }
+    check_container_mac("", intf, &l)?;
     Ok(l)
 }
 
 /// STATUS is the IPAM's when there is one.
 fn status(args: &CmdArgs) -> anyhow::Result<()> {
     let n: BridgeConf = config::parse(&args.stdin)?;
-    super::ipam_status(&n.net, args)
+    crate::pkg::ipam::ipam_status(&n.net, args)
 }
 
 /// GC: masquerade rules (by comment) and the IPAM's reservations are our state outside the

@@ -1,17 +1,20 @@
 //! dummy: a dummy link named CNI_IFNAME made straight in the container netns, carrying the
-//! IPAM's addresses (reference §2.8). IPAM is required; the IPAM's DNS is kept.
+//! IPAM's addresses (the reference's `plugins/main/dummy`). IPAM is required; the IPAM's DNS is kept.
 
-use super::macvlan::{check_container_link, configure_child};
-use super::{del_container_link, ipam_add, join_errors, open_netns};
 use crate::cni::config::{self, NetConf};
 use crate::cni::delegate;
 use crate::cni::error::CniError;
 use crate::cni::result::CniResult;
 use crate::cni::skel::{CmdArgs, Kind, Plugin};
 use crate::cni::version;
-use crate::linux::netlink::{LinkKind, LinkSpec};
+use crate::linux::netlink::{LinkKind, LinkSpec, LinkType};
 use crate::linux::{NetNs, Netlink};
-use crate::undo::Undo;
+use crate::pkg::childlink::{check_container_link, configure_child};
+use crate::pkg::errors::join_errors;
+use crate::pkg::ipam::ipam_add;
+use crate::pkg::link::del_container_link;
+use crate::pkg::netns::open_netns;
+use crate::pkg::undo::Undo;
 use anyhow::{anyhow, bail, Context};
 use serde::Deserialize;
 
@@ -86,13 +89,13 @@ fn check(args: &CmdArgs) -> anyhow::Result<()> {
     let (n, ipam_type) = DummyConf::load(&args.stdin)?;
     let ns = open_netns(&args.netns)?;
     delegate::check(&ipam_type, &args.stdin, args)?;
-    let (prev, intf) = super::ipconfig::prev_sandbox_interface(&n.net, args, "")?;
+    let (prev, intf) = crate::pkg::ipconfig::prev_sandbox_interface(&n.net, args, "")?;
     let mut cont = Netlink::in_netns(&ns)?;
     let l = check_container_link(&mut cont, &intf)?;
-    if l.kind.as_deref() != Some("dummy") {
+    if l.kind != Some(LinkType::Dummy) {
         bail!("Error: Container interface {} not of type dummy", l.name);
     }
-    super::ipconfig::validate_expected_ips(&mut cont, &args.ifname, &prev.ips)
+    crate::pkg::ipconfig::validate_expected_ips(&mut cont, &args.ifname, &prev.ips)
 }
 
 /// STATUS is always the IPAM's.

@@ -1,5 +1,5 @@
 //! host-device: move an existing node device into the container under CNI_IFNAME and give it
-//! back under its own name on DEL (reference §2.6). The device's node name is kept in its
+//! back under its own name on DEL (the reference's `plugins/main/host-device`). The device's node name is kept in its
 //! ifalias. Both moves go through an empty temporary netns, so a rename never collides with a
 //! name in the container or the node; every step is undone if a later one fails.
 //!
@@ -7,9 +7,6 @@
 //! reservation (plugins#1196), and a device renamed inside the container is still found by
 //! its alias or MAC (plugins#773).
 
-use super::ipconfig::{self, Dad};
-use super::macvlan::{check_container_link, container_iface};
-use super::{ipam_add, join_errors, open_netns, open_netns_for_del, parse_mac};
 use crate::cni::config::{self, NetConf};
 use crate::cni::delegate;
 use crate::cni::error::CniError;
@@ -18,7 +15,13 @@ use crate::cni::skel::{CmdArgs, Kind, Plugin};
 use crate::cni::version;
 use crate::linux::netlink::Link;
 use crate::linux::{NetNs, Netlink};
-use crate::undo::Undo;
+use crate::pkg::childlink::{check_container_link, container_iface};
+use crate::pkg::errors::join_errors;
+use crate::pkg::ipam::{self, ipam_add, PluginConf};
+use crate::pkg::ipconfig::{self, Dad};
+use crate::pkg::mac::parse_mac;
+use crate::pkg::netns::{open_netns, open_netns_for_del};
+use crate::pkg::undo::Undo;
 use anyhow::{anyhow, bail, Context};
 use serde::Deserialize;
 use std::path::Path;
@@ -31,8 +34,8 @@ pub static PLUGIN: Plugin = Plugin {
     add,
     del,
     check: Some(check),
-    status: Some(status),
-    gc: Some(gc),
+    status: Some(ipam::status::<HostDeviceConf>),
+    gc: Some(ipam::gc::<HostDeviceConf>),
 };
 
 const SYS_BUS_PCI: &str = "/sys/bus/pci/devices";
@@ -57,6 +60,12 @@ struct HostDeviceConf {
     aux_device: String,
     #[serde(skip)]
     dpdk: bool,
+}
+
+impl PluginConf for HostDeviceConf {
+    fn net(&self) -> &NetConf {
+        &self.net
+    }
 }
 
 impl HostDeviceConf {
@@ -393,16 +402,6 @@ fn check(args: &CmdArgs) -> anyhow::Result<()> {
     check_container_link(&mut cont, &intf)?;
     ipconfig::validate_expected_ips(&mut cont, &args.ifname, &prev.ips)?;
     ipconfig::validate_expected_routes(&mut cont, &prev.routes)
-}
-
-fn status(args: &CmdArgs) -> anyhow::Result<()> {
-    let n: HostDeviceConf = config::parse(&args.stdin)?;
-    super::ipam_status(&n.net, args)
-}
-
-fn gc(args: &CmdArgs) -> anyhow::Result<()> {
-    let n: HostDeviceConf = config::parse(&args.stdin)?;
-    super::ipam_gc(&n.net, args)
 }
 
 #[cfg(test)]

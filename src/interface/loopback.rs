@@ -4,13 +4,13 @@
 //! prevResult through. DEL sets it down and succeeds when the netns is gone. CHECK
 //! verifies it is up.
 
-use super::{open_netns, open_netns_for_del};
 use crate::cni::config::{self, NetConf};
 use crate::cni::result::{CniResult, Interface, IpConfig};
 use crate::cni::skel::{CmdArgs, Kind, Plugin};
 use crate::cni::version;
 use crate::linux::netlink::Family;
 use crate::linux::Netlink;
+use crate::pkg::netns::{open_netns, open_netns_for_del};
 use anyhow::{bail, Context};
 
 pub static PLUGIN: Plugin = Plugin {

@@ -1,14 +1,10 @@
-//! ptp: a veth pair per container, routed rather than bridged (reference §2.2).
+//! ptp: a veth pair per container, routed rather than bridged (the reference's `plugins/main/ptp`).
 //!
 //! The container gets its IPAM addresses but no on-link subnet: everything, the subnet
 //! included, goes via the gateway, which is reachable as a /32 (/128) on the veth. The host
 //! end carries the gateway address and a host route to the container's IP, so the node
 //! routes between pods and to the outside.
 
-use super::bridge::{check_masquerade, gc_masquerade, setup_masquerade};
-use super::ipconfig::{self, Dad};
-use super::veth::{self, VethOpts};
-use super::{del_container_link, dns_set, fmt_mac, ipam_add, join_errors, open_netns};
 use crate::cni::config::{self, NetConf};
 use crate::cni::delegate;
 use crate::cni::error::CniError;
@@ -16,10 +12,19 @@ use crate::cni::result::{CniResult, Interface};
 use crate::cni::skel::{CmdArgs, Kind, Plugin};
 use crate::cni::version;
 use crate::linux::netlink::route::{SCOPE_HOST, SCOPE_LINK};
-use crate::linux::netlink::Route;
+use crate::linux::netlink::{LinkType, Route};
 use crate::linux::{NetNs, Netlink};
-use crate::meta::masq_iptables::MasqBackend;
-use crate::undo::Undo;
+use crate::pkg::errors::join_errors;
+use crate::pkg::ipam::{self, dns_set, ipam_add};
+use crate::pkg::ipconfig::{self, Dad};
+use crate::pkg::ipmasq::{check_masquerade, gc_masquerade, setup_masquerade};
+use crate::pkg::link::del_container_link;
+use crate::pkg::link::mtu_of;
+use crate::pkg::mac::{check_container_mac, fmt_mac};
+use crate::pkg::netns::open_netns;
+use crate::pkg::masq_iptables::MasqBackend;
+use crate::pkg::undo::Undo;
+use crate::pkg::veth::{self, VethOpts};
 use anyhow::{anyhow, bail, Context};
 use serde::Deserialize;
 
@@ -59,26 +64,7 @@ impl PtpConf {
 
     /// The IPAM type; ptp cannot work without addresses.
     fn ipam(&self) -> Result<&str, CniError> {
-        self.net
-            .ipam_type()
-            .ok_or_else(|| CniError::invalid_config("ptp requires an IPAM plugin: ipam.type is empty"))
-    }
-}
-
-/// The MTU key as the kernel wants it: unset, zero or negative means the kernel default.
-/// The `mtu` key: 0 means the kernel's default. A negative value is refused before anything
-/// is created (the reference passes it on and the kernel's answer depends on the driver).
-pub(super) fn mtu_of(mtu: i64) -> anyhow::Result<Option<u32>> {
-    match mtu {
-        0 => Ok(None),
-        m => match u32::try_from(m) {
-            Ok(m) => Ok(Some(m)),
-            Err(_) => Err(CniError::new(
-                crate::cni::error::code::INVALID_CONFIG,
-                format!("invalid MTU {m}: must be 0 (the default) or a positive number of bytes"),
-            )
-            .into()),
-        },
+        ipam::required_ipam(&self.net, "ptp")
     }
 }
 
@@ -199,9 +185,9 @@ fn del(args: &CmdArgs) -> anyhow::Result<()> {
     let mut _nft = None;
     if conf.ip_masq {
         let sock = crate::linux::nft::NftSocket::open()?;
-        errs.extend(crate::meta::masquerade::teardown(&sock, &conf.net.name, &args.ifname, &args.container_id).err());
+        errs.extend(crate::pkg::masquerade::teardown(&sock, &conf.net.name, &args.ifname, &args.container_id).err());
         if conf.masq_backend == MasqBackend::Iptables {
-            errs.extend(crate::meta::masq_iptables::teardown(&sock, &conf.net.name, &args.container_id).err());
+            errs.extend(crate::pkg::masq_iptables::teardown(&sock, &conf.net.name, &args.container_id).err());
         }
         _nft = Some(sock);
     }
@@ -220,22 +206,15 @@ fn check(args: &CmdArgs) -> anyhow::Result<()> {
     let conf = PtpConf::load(&args.stdin)?;
     let ns = open_netns(&args.netns)?;
     delegate::check(conf.ipam()?, &args.stdin, args)?;
-    let (prev, cont) = super::ipconfig::prev_sandbox_interface(&conf.net, args, "ptp: ")?;
+    let (prev, cont) = crate::pkg::ipconfig::prev_sandbox_interface(&conf.net, args, "ptp: ")?;
     let mut nl = Netlink::in_netns(&ns)?;
     let link = nl
         .link_by_name(&cont.name)?
         .ok_or_else(|| anyhow!("ptp: Container Interface name in prevResult: {} not found", cont.name))?;
-    if link.kind.as_deref() != Some("veth") {
+    if link.kind != Some(LinkType::Veth) {
         bail!("Error: Container interface {} not of type veth/p2p", link.name);
     }
-    let mac = fmt_mac(&link.mac);
-    if !cont.mac.is_empty() && cont.mac != mac {
-        bail!(
-            "ptp: Interface {} Mac {} doesn't match container Mac: {mac}",
-            cont.name,
-            cont.mac
-        );
-    }
+    check_container_mac("ptp: ", &cont, &link)?;
     ipconfig::validate_expected_ips(&mut nl, &args.ifname, &prev.ips)?;
     ipconfig::validate_expected_routes(&mut nl, &prev.routes)?;
     if conf.ip_masq {
@@ -263,19 +242,4 @@ fn gc(args: &CmdArgs) -> anyhow::Result<()> {
             .map(anyhow::Error::from),
     );
     join_errors(errs)
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn mtu_negative_is_refused_zero_is_default() {
-        assert_eq!(super::mtu_of(0).unwrap(), None);
-        assert_eq!(super::mtu_of(1400).unwrap(), Some(1400));
-        for m in [-1, -1500, i64::MIN, i64::MAX] {
-            let e = super::mtu_of(m).unwrap_err();
-            let c = e.downcast_ref::<crate::cni::error::CniError>().expect("a CNI error");
-            assert_eq!(c.code, crate::cni::error::code::INVALID_CONFIG, "{m}");
-            assert!(c.msg.contains(&format!("invalid MTU {m}")), "{}", c.msg);
-        }
-    }
 }

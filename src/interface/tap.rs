@@ -1,18 +1,22 @@
 //! tap: a persistent tap device in the container, optionally enslaved to a bridge there
-//! (reference §2.9). Made with the tun ioctls inside the container netns and configured over
+//! (the reference's `plugins/main/tap`). Made with the tun ioctls inside the container netns and configured over
 //! netlink: nothing is executed (the reference runs `ip tuntap`).
 
-use super::macvlan::{check_container_link, configure_child, container_iface, del_child};
-use super::{ipam_add, open_netns, parse_mac, veth};
 use crate::cni::config::{self, NetConf};
 use crate::cni::delegate;
 use crate::cni::error::CniError;
 use crate::cni::result::CniResult;
 use crate::cni::skel::{CmdArgs, Kind, Plugin};
 use crate::cni::version;
+use crate::linux::netlink::LinkType;
 use crate::linux::tuntap::{self, TunTap};
 use crate::linux::{NetNs, Netlink};
-use crate::undo::Undo;
+use crate::pkg::childlink::{check_container_link, del_child, ipam_or_l2};
+use crate::pkg::ipam::{self, PluginConf};
+use crate::pkg::mac::parse_mac;
+use crate::pkg::netns::open_netns;
+use crate::pkg::undo::Undo;
+use crate::pkg::veth;
 use anyhow::{anyhow, bail, Context};
 use serde::Deserialize;
 
@@ -24,8 +28,8 @@ pub static PLUGIN: Plugin = Plugin {
     add,
     del,
     check: Some(check),
-    status: Some(status),
-    gc: Some(gc),
+    status: Some(ipam::status::<TapConf>),
+    gc: Some(ipam::gc::<TapConf>),
 };
 
 #[derive(Debug, Deserialize)]
@@ -48,11 +52,17 @@ struct TapConf {
     bridge: String,
 }
 
+impl PluginConf for TapConf {
+    fn net(&self) -> &NetConf {
+        &self.net
+    }
+}
+
 impl TapConf {
     /// Parse, and resolve the MAC: `mac` < CNI_ARGS `MAC` < `runtimeConfig.mac`.
     fn load(args: &CmdArgs) -> anyhow::Result<TapConf> {
         let mut n: TapConf = config::parse(&args.stdin)?;
-        n.mac = super::container_mac(args, &n.net, Some(n.mac.clone()), false)?.unwrap_or_default();
+        n.mac = crate::pkg::mac::container_mac(args, &n.net, Some(n.mac.clone()), false)?.unwrap_or_default();
         Ok(n)
     }
 
@@ -81,7 +91,7 @@ fn add(args: &CmdArgs) -> anyhow::Result<CniResult> {
         )
         .into());
     }
-    let mtu = super::ptp::mtu_of(n.mtu)?;
+    let mtu = crate::pkg::link::mtu_of(n.mtu)?;
     let mac = match n.mac.as_str() {
         "" => None,
         m => Some(parse_mac(m).map_err(|e| anyhow!("invalid args {m} for MAC addr: {}", e.msg))?),
@@ -116,27 +126,15 @@ fn add(args: &CmdArgs) -> anyhow::Result<CniResult> {
     if !n.bridge.is_empty() {
         let br = cont
             .link_by_name(&n.bridge)?
-            .filter(|l| l.kind.as_deref() == Some("bridge"))
+            .filter(|l| l.kind == Some(LinkType::Bridge))
             .ok_or_else(|| anyhow!("failed to lookup bridge {:?} in the container", n.bridge))?;
         cont.set_master(idx, br.index)
             .with_context(|| format!("failed to set master {:?} for {:?}", n.bridge, args.ifname))?;
     }
 
-    let mut result = CniResult::new(n.net.version());
     // Looked up again: joining the bridge may have changed it.
     let link = cont.link_by_index(idx)?.unwrap_or(link);
-    if let Some(t) = n.net.ipam_type() {
-        let ipam = ipam_add(t, args, &mut undo)?;
-        result.ips = ipam.ips;
-        result.routes = ipam.routes;
-        configure_child(&mut cont, &cont_ns, args, &link, &mut result)?;
-    } else {
-        cont.set_up(idx)
-            .with_context(|| format!("failed to set {:?} up", args.ifname))?;
-        let now = cont.link_by_index(idx)?.unwrap_or(link);
-        result.interfaces = vec![container_iface(&now, args)];
-    }
-    result.dns = n.net.dns.clone().unwrap_or_default();
+    let result = ipam_or_l2(&mut cont, &cont_ns, args, &n.net, link, &mut undo)?;
     undo.commit();
     Ok(result)
 }
@@ -152,24 +150,14 @@ fn check(args: &CmdArgs) -> anyhow::Result<()> {
     if let Some(t) = n.net.ipam_type() {
         delegate::check(t, &args.stdin, args)?;
     }
-    let (prev, intf) = super::ipconfig::prev_sandbox_interface(&n.net, args, "")?;
+    let (prev, intf) = crate::pkg::ipconfig::prev_sandbox_interface(&n.net, args, "")?;
     let mut cont = Netlink::in_netns(&ns)?;
     let l = check_container_link(&mut cont, &intf)?;
-    if l.kind.as_deref() != Some("tun") {
+    if l.kind != Some(LinkType::Tun) {
         bail!("Error: Container interface {} not of type tap", l.name);
     }
-    super::ipconfig::validate_expected_ips(&mut cont, &args.ifname, &prev.ips)?;
-    super::ipconfig::validate_expected_routes(&mut cont, &prev.routes)
-}
-
-fn status(args: &CmdArgs) -> anyhow::Result<()> {
-    let n: TapConf = config::parse(&args.stdin)?;
-    super::ipam_status(&n.net, args)
-}
-
-fn gc(args: &CmdArgs) -> anyhow::Result<()> {
-    let n: TapConf = config::parse(&args.stdin)?;
-    super::ipam_gc(&n.net, args)
+    crate::pkg::ipconfig::validate_expected_ips(&mut cont, &args.ifname, &prev.ips)?;
+    crate::pkg::ipconfig::validate_expected_routes(&mut cont, &prev.routes)
 }
 
 #[cfg(test)]

@@ -1,18 +1,16 @@
 //! vlan: an 802.1Q child of a node interface, made straight in the container netns
-//! (reference §2.3). IPAM is required; the config's `dns` always replaces the IPAM's.
+//! (the reference's `plugins/main/vlan`). IPAM is required; the config's `dns` always replaces the IPAM's.
 
-use super::macvlan::{check_child, configure_child, create_child, del_child, master_and_mtu};
-use super::{ipam_add, open_netns};
 use crate::cni::config::{self, NetConf};
 use crate::cni::delegate;
 use crate::cni::error::CniError;
 use crate::cni::result::CniResult;
 use crate::cni::skel::{CmdArgs, Kind, Plugin};
 use crate::cni::version;
-use crate::linux::netlink::{LinkKind, LinkSpec};
-use crate::linux::Netlink;
-use crate::undo::Undo;
-use anyhow::{bail, Context};
+use crate::linux::netlink::{LinkKind, LinkType};
+use crate::pkg::childlink::{add_child, check_child, configure_child, del_child, ChildSpec, ParentKeys};
+use crate::pkg::ipam::{self, ipam_add};
+use anyhow::bail;
 use serde::Deserialize;
 
 pub static PLUGIN: Plugin = Plugin {
@@ -31,14 +29,10 @@ pub static PLUGIN: Plugin = Plugin {
 struct VlanConf {
     #[serde(flatten)]
     net: NetConf,
-    #[serde(default)]
-    master: String,
+    #[serde(flatten)]
+    parent: ParentKeys,
     #[serde(rename = "vlanId", default)]
     vlan_id: i64,
-    #[serde(default)]
-    mtu: i64,
-    #[serde(rename = "linkInContainer", default)]
-    link_in_container: bool,
 }
 
 impl VlanConf {
@@ -46,7 +40,7 @@ impl VlanConf {
     /// checked against the master in ADD; DEL does not need the master at all.)
     fn load(stdin: &[u8]) -> anyhow::Result<VlanConf> {
         let n: VlanConf = config::parse(stdin)?;
-        if n.master.is_empty() {
+        if n.parent.master.is_empty() {
             return Err(CniError::invalid_config(
                 "\"master\" field is required. It specifies the host interface name to create the VLAN for",
             )
@@ -63,39 +57,26 @@ impl VlanConf {
     }
 
     fn ipam(&self) -> Result<&str, CniError> {
-        self.net
-            .ipam_type()
-            .ok_or_else(|| CniError::invalid_config("vlan requires an IPAM plugin: ipam.type is empty"))
+        ipam::required_ipam(&self.net, "vlan")
     }
 }
 
 fn add(args: &CmdArgs) -> anyhow::Result<CniResult> {
     let n = VlanConf::load(&args.stdin)?;
     let ipam_type = n.ipam()?;
-    let cont_ns = open_netns(&args.netns)?;
-    let mut host = Netlink::new()?;
-    let mut cont = Netlink::in_netns(&cont_ns)?;
-    let parent_nl = if n.link_in_container { &mut cont } else { &mut host };
-    let (master, mtu) = master_and_mtu(parent_nl, &n.master, n.mtu)?;
+    let mut c = add_child(
+        args,
+        ChildSpec {
+            parent: &n.parent,
+            kind: LinkKind::Vlan { id: n.vlan_id as u16 },
+            mac: None,
+        },
+    )?;
 
-    let mut spec = LinkSpec::new("", LinkKind::Vlan { id: n.vlan_id as u16 }).parent(master.index);
-    spec.mtu = mtu;
-    let mut undo = Undo::new();
-    let link = create_child(
-        &mut host,
-        &mut cont,
-        &cont_ns,
-        spec,
-        n.link_in_container,
-        &args.ifname,
-        &mut undo,
-    )
-    .context("failed to create vlan")?;
-
-    let mut result = ipam_add(ipam_type, args, &mut undo)?;
-    configure_child(&mut cont, &cont_ns, args, &link, &mut result)?;
+    let mut result = ipam_add(ipam_type, args, &mut c.undo)?;
+    configure_child(&mut c.cont, &c.cont_ns, args, &c.link, &mut result)?;
     result.dns = n.net.dns.clone().unwrap_or_default();
-    undo.commit();
+    c.undo.commit();
     Ok(result)
 }
 
@@ -108,8 +89,8 @@ fn del(args: &CmdArgs) -> anyhow::Result<()> {
 
 fn check(args: &CmdArgs) -> anyhow::Result<()> {
     let n = VlanConf::load(&args.stdin)?;
-    check_child(&n.net, args, &n.master, n.link_in_container, |l| {
-        if l.kind.as_deref() != Some("vlan") {
+    check_child(&n.net, args, &n.parent, |l| {
+        if l.kind != Some(LinkType::Vlan) {
             bail!("Error: Container interface {} not of type vlan", l.name);
         }
         if l.vlan_id != Some(n.vlan_id as u16) {
@@ -120,11 +101,11 @@ fn check(args: &CmdArgs) -> anyhow::Result<()> {
                 n.vlan_id
             );
         }
-        if n.mtu != 0 && i64::from(l.mtu) != n.mtu {
+        if n.parent.mtu != 0 && i64::from(l.mtu) != n.parent.mtu {
             bail!(
                 "Error: Tuning configured MTU of {} is {}, current value is {}",
                 l.name,
-                n.mtu,
+                n.parent.mtu,
                 l.mtu
             );
         }
@@ -164,7 +145,10 @@ mod tests {
             );
         }
         let n = load(r#","master":"eth0","vlanId":4094,"mtu":1400,"linkInContainer":true"#).unwrap();
-        assert_eq!((n.vlan_id, n.mtu, n.link_in_container), (4094, 1400, true));
+        assert_eq!(
+            (n.vlan_id, n.parent.mtu, n.parent.link_in_container),
+            (4094, 1400, true)
+        );
         assert!(n.ipam().is_err());
         assert!(load(r#","master":"eth0","vlanId":"x""#).is_err());
     }

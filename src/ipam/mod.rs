@@ -7,20 +7,16 @@ pub mod dhcp;
 pub mod host_local;
 pub mod static_ipam;
 
-use crate::cni::error::{code, CniError};
+use crate::cni::error::CniError;
 use crate::cni::result::Dns;
+use crate::pkg::ip::canon;
 use ipnet::IpNet;
 use std::net::IpAddr;
-
-/// A plugin error as the reference reports it: Go's skel wraps plain errors with code 999.
-pub fn go_err(msg: impl Into<String>) -> CniError {
-    CniError::new(code::INTERNAL, msg)
-}
 
 /// A `types.IPNet` value: "addr/prefix", the address kept as written.
 pub fn parse_cidr(s: &str) -> Result<IpNet, CniError> {
     s.parse::<IpNet>()
-        .map_err(|_| go_err(format!("invalid CIDR address: {s}")))
+        .map_err(|_| CniError::internal(format!("invalid CIDR address: {s}")))
 }
 
 /// A `net.IP` value from JSON: empty means absent.
@@ -29,8 +25,8 @@ pub fn parse_ip(s: &str) -> Result<Option<IpAddr>, CniError> {
         return Ok(None);
     }
     s.parse::<IpAddr>()
-        .map(|ip| Some(host_local::range::canon(ip)))
-        .map_err(|_| go_err(format!("invalid IP address: {s}")))
+        .map(|ip| Some(canon(ip)))
+        .map_err(|_| CniError::internal(format!("invalid IP address: {s}")))
 }
 
 /// A requested address (`pkg/ip.IP`): "ip" or "ip/prefix", the prefix ignored; the error
@@ -41,14 +37,14 @@ pub fn parse_requested_ip(s: &str) -> Result<IpAddr, String> {
     } else {
         s.parse::<IpAddr>().ok()
     };
-    ip.map(host_local::range::canon)
-        .ok_or_else(|| format!("invalid IP address {s}"))
+    ip.map(canon).ok_or_else(|| format!("invalid IP address {s}"))
 }
 
 /// resolv.conf into a result's DNS (host-local dns.go): nameserver, domain, search, options;
 /// `#` and `;` start comments; lines with fewer than two fields are skipped.
 pub fn parse_resolv_conf(path: &str) -> Result<Dns, CniError> {
-    let text = std::fs::read_to_string(path).map_err(|e| go_err(format!("open {path}: {}", go_io_text(&e))))?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| CniError::internal(format!("open {path}: {}", crate::linux::error::io_errno_text(&e))))?;
     let mut dns = Dns::default();
     for line in text.lines() {
         let line = line.trim();
@@ -69,14 +65,6 @@ pub fn parse_resolv_conf(path: &str) -> Result<Dns, CniError> {
         }
     }
     Ok(dns)
-}
-
-/// An I/O error in Go's words ("no such file or directory").
-pub fn go_io_text(e: &std::io::Error) -> String {
-    match e.raw_os_error() {
-        Some(n) => crate::linux::error::errno_text(n),
-        None => e.to_string(),
-    }
 }
 
 #[cfg(test)]

@@ -5,13 +5,14 @@
 //! at that point in the reference); `args.cni.ips` replaces everything; `runtimeConfig.ips`
 //! replaces again. Nothing is stored, so DEL is a no-op.
 
-use super::{go_err, parse_ip};
+use super::parse_ip;
 use crate::cni::args::CniArgs;
 use crate::cni::config;
 use crate::cni::error::CniError;
 use crate::cni::result::{CniResult, Dns, IpConfig, Route};
 use crate::cni::skel::{CmdArgs, Kind, Plugin};
 use crate::cni::version;
+use crate::pkg::ip::canon;
 use anyhow::Result;
 use ipnet::IpNet;
 use serde::Deserialize;
@@ -100,9 +101,9 @@ enum Source {
 
 fn parse_cidr(s: &str, src: Source) -> Result<IpNet, CniError> {
     s.parse::<IpNet>()
-        .map(|n| IpNet::new(super::host_local::range::canon(n.addr()), n.prefix_len()).unwrap_or(n))
+        .map(|n| IpNet::new(canon(n.addr()), n.prefix_len()).unwrap_or(n))
         .map_err(|_| {
-            go_err(match src {
+            CniError::internal(match src {
                 Source::Config => format!("the 'address' field is expected to be in CIDR notation, got: '{s}'"),
                 Source::CniArgs => format!("the 'ip' field is expected to be in CIDR notation, got: '{s}'"),
                 Source::Ips => format!("an entry in the 'ips' field is NOT in CIDR notation, got: '{s}'"),
@@ -111,7 +112,7 @@ fn parse_cidr(s: &str, src: Source) -> Result<IpNet, CniError> {
 }
 
 fn subnet_contains(net: &IpNet, ip: IpAddr) -> bool {
-    let ip = super::host_local::range::canon(ip);
+    let ip = canon(ip);
     net.trunc().contains(&ip)
 }
 
@@ -119,7 +120,7 @@ fn subnet_contains(net: &IpNet, ip: IpAddr) -> bool {
 pub fn load_conf(stdin: &[u8], cni_args: &str) -> Result<StaticConf, CniError> {
     let n: NetIn = config::parse(stdin)?;
     let Some(ipam) = n.ipam else {
-        return Err(go_err("IPAM config missing 'ipam' key"));
+        return Err(CniError::internal("IPAM config missing 'ipam' key"));
     };
     let mut addrs = Vec::new();
     for a in ipam.addresses.unwrap_or_default() {
@@ -132,8 +133,9 @@ pub fn load_conf(stdin: &[u8], cni_args: &str) -> Result<StaticConf, CniError> {
         });
     }
     if !cni_args.is_empty() {
-        let env = CniArgs::parse(cni_args).map_err(|e| go_err(e.msg))?;
-        env.check_known(&["IP", "GATEWAY"]).map_err(|e| go_err(e.msg))?;
+        let env = CniArgs::parse(cni_args).map_err(|e| CniError::internal(e.msg))?;
+        env.check_known(&["IP", "GATEWAY"])
+            .map_err(|e| CniError::internal(e.msg))?;
         if let Some(ips) = env.get("IP").filter(|v| !v.is_empty()) {
             for item in ips.split(',') {
                 let text = item.trim();
@@ -151,10 +153,10 @@ pub fn load_conf(stdin: &[u8], cni_args: &str) -> Result<StaticConf, CniError> {
                 let gw: IpAddr = item
                     .trim()
                     .parse()
-                    .map_err(|_| go_err(format!("invalid gateway address: {item}")))?;
+                    .map_err(|_| CniError::internal(format!("invalid gateway address: {item}")))?;
                 for a in addrs.iter_mut() {
                     if a.parsed.is_some_and(|net| subnet_contains(&net, gw)) {
-                        a.gateway = Some(super::host_local::range::canon(gw));
+                        a.gateway = Some(canon(gw));
                     }
                 }
             }
@@ -188,7 +190,7 @@ pub fn load_conf(stdin: &[u8], cni_args: &str) -> Result<StaticConf, CniError> {
         out.push((net, a.gateway));
     }
     if (v4 > 1 || v6 > 1) && !version::Version::at_least(&n.cni_version, "0.3.0").unwrap_or(false) {
-        return Err(go_err(format!(
+        return Err(CniError::internal(format!(
             "CNI version {} does not support more than 1 address per family",
             n.cni_version
         )));
@@ -229,7 +231,7 @@ fn cmd_del(_: &CmdArgs) -> Result<()> {
 fn cmd_check(args: &CmdArgs) -> Result<()> {
     let conf = load_conf(&args.stdin, &args.args)?;
     let Some(prev) = conf.prev_result.as_ref().filter(|v| !v.is_null()) else {
-        return Err(go_err("Required prevResult missing").into());
+        return Err(CniError::internal("Required prevResult missing").into());
     };
     let version = if conf.cni_version.is_empty() {
         "0.1.0"
@@ -239,11 +241,11 @@ fn cmd_check(args: &CmdArgs) -> Result<()> {
     let prev = CniResult::parse(prev, version)?;
     for (addr, gw) in &conf.addresses {
         for ip in &prev.ips {
-            if addr.addr() == super::host_local::range::canon(ip.address.addr()) {
+            if addr.addr() == canon(ip.address.addr()) {
                 if gw.is_none() || *gw == ip.gateway {
                     break;
                 }
-                return Err(go_err(format!(
+                return Err(CniError::internal(format!(
                     "static: Failed to match addr {} on interface {}",
                     ip.address.addr(),
                     args.ifname

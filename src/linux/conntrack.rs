@@ -9,6 +9,7 @@ use neli::consts::socket::{Msg, NlFamily};
 use neli::socket::NlSocket;
 use neli::utils::Groups;
 
+use super::netlink::wire::attrs;
 use super::{Error, Result};
 
 const NFNL_SUBSYS_CTNETLINK: u16 = 1;
@@ -20,7 +21,6 @@ const NLM_F_DUMP: u16 = 0x300;
 const NLMSG_ERROR: u16 = 2;
 const NLMSG_DONE: u16 = 3;
 const NLA_F_NESTED: u16 = 0x8000;
-const NLA_TYPE_MASK: u16 = 0x3fff;
 const CTA_TUPLE_ORIG: u16 = 1;
 const CTA_ZONE: u16 = 18;
 const CTA_TUPLE_PROTO: u16 = 2;
@@ -62,23 +62,6 @@ fn put_attr(buf: &mut Vec<u8>, ty: u16, payload: &[u8]) {
     buf.extend_from_slice(&ty.to_ne_bytes());
     buf.extend_from_slice(payload);
     buf.resize((buf.len() + 3) & !3, 0);
-}
-
-fn attrs(buf: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
-    let mut off = 0usize;
-    std::iter::from_fn(move || {
-        if off + 4 > buf.len() {
-            return None;
-        }
-        let len = u16::from_ne_bytes([buf[off], buf[off + 1]]) as usize;
-        let ty = u16::from_ne_bytes([buf[off + 2], buf[off + 3]]) & NLA_TYPE_MASK;
-        if len < 4 || off + len > buf.len() {
-            return None;
-        }
-        let item = (ty, &buf[off + 4..off + len]);
-        off += (len + 3) & !3;
-        Some(item)
-    })
 }
 
 fn attr(buf: &[u8], ty: u16) -> Option<&[u8]> {

@@ -110,6 +110,14 @@ pub fn errno_text(errno: i32) -> String {
         .unwrap_or_default()
 }
 
+/// An I/O error's text as Go prints it: [`errno_text`] when it carries an errno, else as is.
+pub fn io_errno_text(e: &io::Error) -> String {
+    match e.raw_os_error() {
+        Some(n) => errno_text(n),
+        None => e.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

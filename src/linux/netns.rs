@@ -4,7 +4,6 @@
 use std::fmt;
 use std::fs::File;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use nix::fcntl::{Flock, FlockArg};
@@ -119,7 +118,7 @@ impl NetNs {
     pub fn same_as(&self, other: &NetNs) -> super::Result<bool> {
         let a = stat(&self.fd, &self.path)?;
         let b = stat(&other.fd, &other.path)?;
-        Ok(a == b)
+        Ok(crate::fileid::same(&a, &b))
     }
 
     /// Takes an exclusive flock on the namespace file, waiting while another process holds
@@ -145,10 +144,9 @@ impl NetNs {
     }
 }
 
-fn stat(fd: &OwnedFd, path: &Path) -> super::Result<(u64, u64)> {
+fn stat(fd: &OwnedFd, path: &Path) -> super::Result<std::fs::Metadata> {
     let f = File::from(fd.try_clone().map_err(|e| Error::io(format!("dup {path:?}"), e))?);
-    let m = f.metadata().map_err(|e| Error::io(format!("stat {path:?}"), e))?;
-    Ok((m.dev(), m.ino()))
+    f.metadata().map_err(|e| Error::io(format!("stat {path:?}"), e))
 }
 
 /// An exclusive flock on a namespace file (see [`NetNs::lock_exclusive`]).

@@ -14,13 +14,13 @@ use crate::cni::config::{self, NetConf};
 use crate::cni::error::{code, CniError};
 use crate::cni::result::{CniResult, Interface};
 use crate::cni::skel::{CmdArgs, Kind, Plugin};
-use crate::interface::open_netns;
 use crate::linux::netlink::link::fmt_mac;
 use crate::linux::netlink::tc::{handle, Tbf, HANDLE_INGRESS, HANDLE_ROOT, MIRRED_EGRESS_REDIR};
 use crate::linux::netlink::{LinkKind, LinkSpec};
 use crate::linux::{NetNs, Netlink};
-use crate::meta::sha512::hex_prefix;
-use crate::undo::Undo;
+use crate::pkg::netns::open_netns;
+use crate::pkg::sha512::hex_prefix;
+use crate::pkg::undo::Undo;
 use anyhow::{anyhow, bail, Result};
 use serde_json::{Map, Value};
 
@@ -540,7 +540,7 @@ mod tests {
     fn names_and_aliases() {
         let n = ifb_name("net", "cid");
         assert_eq!(n.len(), 15);
-        assert_eq!(n, format!("bwp{}", &crate::meta::sha512::hex(b"netcid")[..12]));
+        assert_eq!(n, format!("bwp{}", &crate::pkg::sha512::hex(b"netcid")[..12]));
         assert_eq!(parse_alias("cni-bandwidth n c eth0"), Some(("n", "c", "eth0")));
         assert_eq!(parse_alias("other n c eth0"), None);
     }

@@ -57,7 +57,6 @@ use std::net::IpAddr;
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 
-use super::reference_iptables as reference;
 use crate::cni::config::{self, NetConf};
 use crate::cni::error::{code, CniError};
 use crate::cni::result::CniResult;
@@ -67,6 +66,7 @@ use crate::linux::nft::{
     xt::{self, IptRule},
     Batch, Chain, ChainType, CmpOp, Family, Hook, NftSocket, Policy, Position, Rule, RuleBuilder, Table,
 };
+use crate::pkg::reference_iptables as reference;
 
 pub static PLUGIN: Plugin = Plugin {
     name: "firewall",
@@ -205,7 +205,7 @@ fn add(args: &CmdArgs) -> Result<CniResult> {
         Some(bridge_name(&prev)?)
     };
     let sock = NftSocket::open()?;
-    let comment = super::portmap::rule_comment(&conf.net.name, &args.container_id, &args.ifname);
+    let comment = crate::pkg::comment::rule_comment(&conf.net.name, &args.container_id, &args.ifname);
     if backend != Backend::Nftables {
         warn_legacy(&prev);
     }
@@ -569,7 +569,7 @@ fn ipt_check(sock: &NftSocket, f: Family, ips: &[IpAddr], admin: &str, cid: &str
 /// this one in a chain). The chains and the per-bridge isolation rules stay, as in the reference.
 fn del(args: &CmdArgs) -> Result<()> {
     let (conf, _, _) = parse_conf(&args.stdin)?;
-    let comment = super::portmap::rule_comment(&conf.net.name, &args.container_id, &args.ifname);
+    let comment = crate::pkg::comment::rule_comment(&conf.net.name, &args.container_id, &args.ifname);
     // A prevResult that does not parse must not keep the rules we can find by comment.
     let prev = conf.net.prev_result().ok().flatten();
     let sock = NftSocket::open()?;
@@ -618,7 +618,7 @@ fn check(args: &CmdArgs) -> Result<()> {
     let Some(prev) = conf.net.prev_result()? else {
         bail!("must be called as chained plugin");
     };
-    let comment = super::portmap::rule_comment(&conf.net.name, &args.container_id, &args.ifname);
+    let comment = crate::pkg::comment::rule_comment(&conf.net.name, &args.container_id, &args.ifname);
     let sock = NftSocket::open()?;
     let ipt = ipt_families(&sock, backend, &prev)?;
     for (f, ips) in &ipt {

@@ -181,14 +181,8 @@ fn go_parse_uint_err(e: &std::num::ParseIntError) -> &'static str {
 /// Read and parse the subnet file; a missing file names its path (the most common flannel
 /// complaint is a node whose flanneld has not written it yet).
 pub fn load_subnet_env(file: &str) -> anyhow::Result<SubnetEnv> {
-    let text = std::fs::read_to_string(file).map_err(|e| {
-        let why = match e.kind() {
-            std::io::ErrorKind::NotFound => "no such file or directory".to_string(),
-            std::io::ErrorKind::PermissionDenied => "permission denied".to_string(),
-            _ => e.to_string(),
-        };
-        anyhow!("open {file}: {why}")
-    })?;
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| anyhow!("open {file}: {}", crate::linux::error::io_errno_text(&e)))?;
     parse_subnet_env(&text, file)
 }
 
@@ -400,21 +394,14 @@ fn saved_path(data_dir: &Path, container_id: &str) -> PathBuf {
 /// Write-then-fsync, mode 0600 in a 0700 directory: the reference's storage.
 fn save(data_dir: &Path, container_id: &str, bytes: &[u8]) -> anyhow::Result<()> {
     use std::io::Write;
-    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    use std::os::unix::fs::DirBuilderExt;
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(data_dir)
         .with_context(|| format!("mkdir {}", data_dir.display()))?;
     let path = saved_path(data_dir, container_id);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .custom_flags(nix::libc::O_NOFOLLOW)
-        .open(&path)
-        .with_context(|| format!("open {}", path.display()))?;
+    let mut f = crate::pkg::file::create_private(&path).with_context(|| format!("open {}", path.display()))?;
     f.write_all(bytes)
         .and_then(|_| f.sync_all())
         .with_context(|| format!("write {}", path.display()))
@@ -457,7 +444,7 @@ fn with_hint(e: anyhow::Error, file: &str) -> anyhow::Error {
     } else {
         format!("{file} is written by flanneld; check its FLANNEL_* lines")
     };
-    CniError::new(code::INTERNAL, msg).with_details(details).into()
+    CniError::internal(msg).with_details(details).into()
 }
 
 // ---- del --------------------------------------------------------------------------------

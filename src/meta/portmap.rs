@@ -25,8 +25,6 @@ use anyhow::{bail, Context, Result};
 use ipnet::IpNet;
 use serde::Deserialize;
 
-use super::reference_iptables as reference;
-use super::sha512::hex_prefix;
 use crate::cni::config::{self, NetConf, PortMapping};
 use crate::cni::error::{code, CniError};
 use crate::cni::result::CniResult;
@@ -39,6 +37,10 @@ use crate::linux::nft::{
     Rule, RuleBuilder, Table,
 };
 use crate::linux::{sysctl, Netlink};
+use crate::pkg::comment::rule_comment;
+use crate::pkg::portmap_iptables as ipt;
+use crate::pkg::reference_iptables as reference;
+use crate::pkg::sha512::hex_prefix;
 
 pub static PLUGIN: Plugin = Plugin {
     name: "portmap",
@@ -99,6 +101,14 @@ struct Conf {
     mappings: Vec<Mapping>,
     cond_v4: Vec<Cond>,
     cond_v6: Vec<Cond>,
+    /// `backend: "iptables"`: the reference's own iptables rules (`portmap_iptables`).
+    iptables: Option<IptablesOpts>,
+}
+
+/// The iptables backend's own keys.
+struct IptablesOpts {
+    mark_bit: u32,
+    external_setmark: Option<String>,
 }
 
 fn unsupported(msg: String) -> anyhow::Error {
@@ -107,25 +117,46 @@ fn unsupported(msg: String) -> anyhow::Error {
 
 fn parse_conf(stdin: &[u8]) -> Result<Conf> {
     let c: PortMapConf = config::parse(stdin)?;
-    const NFT_ONLY: &str = "cni-multi programs port mappings with nftables over netlink (no iptables)";
-    match c.backend.as_deref() {
-        None | Some("") | Some("nftables") => {}
-        Some("iptables") => {
-            return Err(unsupported(format!(
-                "backend \"iptables\" is not supported: {NFT_ONLY}"
-            )))
+    const NFT_ONLY: &str = "the nftables backend needs no mark (use backend \"iptables\" for it)";
+    let mark_bit = match c.mark_masq_bit.as_ref().filter(|v| !v.is_null()) {
+        None => None,
+        Some(v) => match v.as_u64().filter(|b| *b <= 31) {
+            Some(b) => Some(b as u32),
+            None => bail!(CniError::invalid_config(format!(
+                "markMasqBit must be between 0 and 31, got {v}"
+            ))),
+        },
+    };
+    let external = c.external_set_mark_chain.clone().filter(|s| !s.is_empty());
+    if mark_bit.is_some() && external.is_some() {
+        bail!(CniError::invalid_config(
+            "cannot specify externalSetMarkChain and markMasqBit"
+        ));
+    }
+    // As upstream: no backend but an iptables-only key means the iptables backend.
+    let iptables = match c.backend.as_deref() {
+        Some("iptables") => true,
+        None | Some("") => mark_bit.is_some() || external.is_some(),
+        Some("nftables") => {
+            if mark_bit.is_some() || external.is_some() {
+                return Err(unsupported(format!(
+                    "markMasqBit and externalSetMarkChain are iptables-only options: {NFT_ONLY}"
+                )));
+            }
+            false
         }
         Some(other) => bail!(CniError::invalid_config(format!("unknown portmap backend {other:?}"))),
-    }
-    if c.mark_masq_bit.as_ref().is_some_and(|v| !v.is_null()) {
-        return Err(unsupported(format!(
-            "markMasqBit is an iptables-only option: {NFT_ONLY}"
-        )));
-    }
-    if c.external_set_mark_chain.as_deref().is_some_and(|s| !s.is_empty()) {
-        return Err(unsupported(format!(
-            "externalSetMarkChain is an iptables-only option: {NFT_ONLY}"
-        )));
+    };
+    if iptables
+        && (c.conditions_v4.as_ref().is_some_and(|v| !v.is_empty())
+            || c.conditions_v6.as_ref().is_some_and(|v| !v.is_empty()))
+    {
+        return Err(unsupported(
+            "conditionsV4/conditionsV6 are not supported with the iptables backend (they are raw \
+             iptables arguments, and cni-multi runs no iptables; the nftables backend takes nft \
+             matches)"
+                .to_string(),
+        ));
     }
     let cond_v4 = parse_conditions(c.conditions_v4.as_deref().unwrap_or_default(), false)?;
     let cond_v6 = parse_conditions(c.conditions_v6.as_deref().unwrap_or_default(), true)?;
@@ -140,6 +171,10 @@ fn parse_conf(stdin: &[u8]) -> Result<Conf> {
         mappings,
         cond_v4,
         cond_v6,
+        iptables: iptables.then(|| IptablesOpts {
+            mark_bit: mark_bit.unwrap_or(13),
+            external_setmark: external,
+        }),
     })
 }
 
@@ -274,6 +309,38 @@ fn apply_conditions(mut rb: RuleBuilder, conds: &[Cond]) -> RuleBuilder {
 
 /// The container's first IPv4 and IPv6 address, skipping addresses of known host-side
 /// interfaces and of other container interfaces (the reference's rule).
+/// The container address with its prefix (the iptables backend's hairpin rule matches the
+/// pod's subnet).
+fn container_net(prev: &CniResult, cip: IpAddr) -> IpNet {
+    prev.ips
+        .iter()
+        .map(|ip| ip.address)
+        .find(|n| n.addr() == cip)
+        .unwrap_or_else(|| IpNet::from(cip))
+}
+
+fn ipt_params<'a>(conf: &'a Conf, o: &'a IptablesOpts, args: &'a CmdArgs) -> ipt::Params<'a> {
+    ipt::Params {
+        network: &conf.net.name,
+        container_id: &args.container_id,
+        snat: conf.snat,
+        mark_bit: o.mark_bit,
+        external_setmark: o.external_setmark.as_deref(),
+    }
+}
+
+fn ipt_mappings(conf: &Conf) -> Vec<ipt::Mapping> {
+    conf.mappings
+        .iter()
+        .map(|m| ipt::Mapping {
+            host_port: m.host_port,
+            container_port: m.container_port,
+            proto: m.proto,
+            host_ip: m.host_ip,
+        })
+        .collect()
+}
+
 fn container_ips(prev: &CniResult, ifname: &str) -> (Option<IpAddr>, Option<IpAddr>) {
     let (mut v4, mut v6) = (None, None);
     for ip in &prev.ips {
@@ -297,13 +364,6 @@ fn container_ips(prev: &CniResult, ifname: &str) -> (Option<IpAddr>, Option<IpAd
 
 fn table(v6: bool) -> Table {
     Table::new(if v6 { Family::Ip6 } else { Family::Ip }, TABLE).with_comment(TABLE_COMMENT)
-}
-
-/// Our rule comment for one attachment (≤ 128 bytes: a 64-char ID, 16 hex, a 15-char ifname).
-pub fn rule_comment(network: &str, container_id: &str, ifname: &str) -> String {
-    let mut c = format!("{container_id}, nethash: {}, if: {ifname}", hex_prefix(network, 16));
-    super::masquerade::truncate(&mut c, 128);
-    c
 }
 
 /// (containerID, network hash, ifname) of one of our comments.
@@ -374,7 +434,15 @@ fn add(args: &CmdArgs) -> Result<CniResult> {
     let sock = NftSocket::open()?;
     let comment = rule_comment(&conf.net.name, &args.container_id, &args.ifname);
     for cip in [v4, v6].into_iter().flatten() {
-        forward_ports(&sock, &conf, cip, &comment)?;
+        match &conf.iptables {
+            Some(o) => ipt::setup(
+                &sock,
+                &ipt_params(&conf, o, args),
+                &ipt_mappings(&conf),
+                container_net(&prev, cip),
+            )?,
+            None => forward_ports(&sock, &conf, cip, &comment)?,
+        }
         if cip.is_ipv4() && conf.snat {
             enable_localnet_routing(cip)?;
         }
@@ -576,6 +644,15 @@ fn check(args: &CmdArgs) -> Result<()> {
     let sock = NftSocket::open()?;
     let comment = rule_comment(&conf.net.name, &args.container_id, &args.ifname);
     for cip in [v4, v6].into_iter().flatten() {
+        if let Some(o) = &conf.iptables {
+            ipt::check(
+                &sock,
+                &ipt_params(&conf, o, args),
+                &ipt_mappings(&conf),
+                container_net(&prev, cip),
+            )?;
+            continue;
+        }
         let fam = table(cip.is_ipv6()).family;
         let have = own_rules_with(&sock, fam, |c| c == comment, true)?;
         let missing = container_rules(&conf, cip, &comment).into_iter().find(|want| {
@@ -702,10 +779,25 @@ mod tests {
     }
 
     #[test]
-    fn iptables_only_options_are_code_2() {
-        assert_eq!(err_code(conf(r#","backend":"iptables""#)), 2);
-        assert_eq!(err_code(conf(r#","markMasqBit":13"#)), 2);
-        assert_eq!(err_code(conf(r#","externalSetMarkChain":"KUBE-MARK-MASQ""#)), 2);
+    fn backends_and_their_options() {
+        assert!(conf(r#","backend":"iptables""#).unwrap().iptables.is_some());
+        assert!(conf(r#""#).unwrap().iptables.is_none());
+        // As upstream, an iptables-only key without a backend selects iptables.
+        assert_eq!(conf(r#","markMasqBit":5"#).unwrap().iptables.unwrap().mark_bit, 5);
+        assert_eq!(conf(r#","backend":"iptables""#).unwrap().iptables.unwrap().mark_bit, 13);
+        let ext = conf(r#","externalSetMarkChain":"KUBE-MARK-MASQ""#)
+            .unwrap()
+            .iptables
+            .unwrap();
+        assert_eq!(ext.external_setmark.as_deref(), Some("KUBE-MARK-MASQ"));
+        assert_eq!(err_code(conf(r#","backend":"nftables","markMasqBit":13"#)), 2);
+        assert_eq!(err_code(conf(r#","markMasqBit":32"#)), 7);
+        assert_eq!(err_code(conf(r#","markMasqBit":"13""#)), 7);
+        assert_eq!(err_code(conf(r#","markMasqBit":13,"externalSetMarkChain":"X""#)), 7);
+        assert_eq!(
+            err_code(conf(r#","backend":"iptables","conditionsV4":["-s","1.2.3.4"]"#)),
+            2
+        );
         assert_eq!(err_code(conf(r#","conditionsV4":["-s","1.2.3.4"]"#)), 2);
         assert_eq!(err_code(conf(r#","conditionsV4":["tcp dport 5"]"#)), 2);
         assert_eq!(err_code(conf(r#","backend":"ebpf""#)), 7);

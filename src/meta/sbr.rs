@@ -42,11 +42,11 @@ use crate::cni::error::CniError;
 use crate::cni::result::{CniResult, IpConfig};
 use crate::cni::skel::{CmdArgs, Kind, Plugin};
 use crate::cni::version;
-use crate::interface::{open_netns, open_netns_for_del};
 use crate::linux::netlink::route::{SCOPE_LINK, TABLE_MAIN};
 use crate::linux::netlink::{Family, Route, Rule};
 use crate::linux::Netlink;
-use crate::undo::Undo;
+use crate::pkg::netns::{open_netns, open_netns_for_del};
+use crate::pkg::undo::Undo;
 
 pub static PLUGIN: Plugin = Plugin {
     name: "sbr",

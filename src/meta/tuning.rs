@@ -11,9 +11,10 @@ use crate::cni::error::CniError;
 use crate::cni::result::CniResult;
 use crate::cni::skel::{CmdArgs, Kind, Plugin};
 use crate::cni::version;
-use crate::interface::{open_netns, open_netns_for_del};
 use crate::linux::netlink::link::fmt_mac;
 use crate::linux::{NetNs, Netlink};
+use crate::pkg::mac::parse_mac;
+use crate::pkg::netns::{open_netns, open_netns_for_del};
 use anyhow::{anyhow, bail, Context};
 use serde::de::{MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
@@ -80,6 +81,7 @@ impl<'de> Deserialize<'de> for Sysctls {
     }
 }
 
+/// The tunable keys: at the top of the config, and again in `args.cni` (which wins).
 #[derive(Debug, Default, Deserialize)]
 struct TuningArgs {
     #[serde(default)]
@@ -108,18 +110,8 @@ struct TuningConf {
     net: NetConf,
     #[serde(rename = "dataDir", default)]
     data_dir: Option<String>,
-    #[serde(default)]
-    sysctl: Option<Sysctls>,
-    #[serde(default)]
-    mac: Option<String>,
-    #[serde(default)]
-    promisc: Option<bool>,
-    #[serde(default)]
-    mtu: Option<i64>,
-    #[serde(rename = "txQLen", default)]
-    tx_qlen: Option<i64>,
-    #[serde(default)]
-    allmulti: Option<bool>,
+    #[serde(flatten)]
+    top: TuningArgs,
     #[serde(rename = "args", default)]
     tuning_args: Option<ArgsBlock>,
 }
@@ -170,12 +162,12 @@ fn parse_conf(stdin: &[u8], cni_args: &str) -> anyhow::Result<Tuning> {
     let c: TuningConf = config::parse(stdin)?;
     let mut t = Tuning {
         data_dir: PathBuf::from(c.data_dir.filter(|d| !d.is_empty()).unwrap_or(DEFAULT_DATA_DIR.into())),
-        sysctl: c.sysctl.map(|s| s.entries).unwrap_or_default(),
-        mac: c.mac.unwrap_or_default(),
-        promisc: c.promisc.unwrap_or(false),
-        mtu: c.mtu.unwrap_or(0),
-        tx_qlen: c.tx_qlen,
-        allmulti: c.allmulti,
+        sysctl: c.top.sysctl.map(|s| s.entries).unwrap_or_default(),
+        mac: c.top.mac.unwrap_or_default(),
+        promisc: c.top.promisc.unwrap_or(false),
+        mtu: c.top.mtu.unwrap_or(0),
+        tx_qlen: c.top.tx_qlen,
+        allmulti: c.top.allmulti,
         net: c.net,
     };
     if !cni_args.is_empty() {
@@ -266,34 +258,11 @@ fn sysctl_path(key: &str, ifname: &str) -> anyhow::Result<PathBuf> {
 
 /// An io error worded like Go's `*PathError` (`open /x: no such file or directory`).
 fn go_path_error(op: &str, path: &Path, e: &std::io::Error) -> anyhow::Error {
-    let text = match e.raw_os_error() {
-        Some(n) => crate::linux::error::errno_text(n),
-        None => e.to_string(),
-    };
-    anyhow!("{op} {}: {text}", path.display())
-}
-
-/// `aa:bb:cc:dd:ee:ff`, `aa-bb-…` or `aabb.ccdd.eeff`, as Go's net.ParseMAC takes them.
-fn parse_mac(s: &str) -> Option<[u8; 6]> {
-    let hex: String = if s.len() == 17 && (s.split(':').count() == 6 || s.split('-').count() == 6) {
-        s.split([':', '-']).collect()
-    } else if s.len() == 14 && s.split('.').count() == 3 {
-        s.split('.').collect()
-    } else {
-        return None;
-    };
-    if hex.len() != 12 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return None;
-    }
-    let mut m = [0u8; 6];
-    for (i, b) in m.iter_mut().enumerate() {
-        *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()?;
-    }
-    Some(m)
+    anyhow!("{op} {}: {}", path.display(), crate::linux::error::io_errno_text(e))
 }
 
 fn mac_of(s: &str) -> anyhow::Result<[u8; 6]> {
-    parse_mac(s).ok_or_else(|| anyhow!("invalid args {s} for MAC addr: address {s}: invalid MAC address"))
+    parse_mac(s).map_err(|e| anyhow!("invalid args {s} for MAC addr: {}", e.msg))
 }
 
 fn u32_of(what: &str, v: i64) -> anyhow::Result<u32> {
@@ -420,15 +389,7 @@ fn create_backup(nl: &mut Netlink, t: &Tuning, args: &CmdArgs) -> anyhow::Result
 
 fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .custom_flags(nix::libc::O_NOFOLLOW)
-        .open(path)?;
-    f.write_all(data)
+    crate::pkg::file::create_private(path)?.write_all(data)
 }
 
 /// The reference's order: mac, promisc (only ever turned on), mtu, allmulti, txQLen.
@@ -558,7 +519,7 @@ fn check(args: &CmdArgs) -> anyhow::Result<()> {
     if !t.mac.is_empty() {
         let cur = link.mac.map(|m| fmt_mac(&m)).unwrap_or_default();
         // Compared as addresses, so an upper-case MAC in the config matches.
-        if parse_mac(&t.mac) != link.mac {
+        if parse_mac(&t.mac).ok() != link.mac {
             bail!(
                 "Error: Tuning configured Ethernet of {ifname} is {}, current value is {cur}",
                 t.mac
@@ -666,18 +627,6 @@ mod tests {
         assert_eq!(t.mac, "00:00:00:00:00:02");
         let e = parse_conf(br#"{"name":"n"}"#, "FOO=1").unwrap_err().to_string();
         assert_eq!(e, "ARGS: unknown args [\"FOO=1\"]");
-    }
-
-    #[test]
-    fn macs() {
-        assert_eq!(
-            parse_mac("c2:B0:57:49:47:f1"),
-            Some([0xc2, 0xb0, 0x57, 0x49, 0x47, 0xf1])
-        );
-        assert_eq!(parse_mac("c2-b0-57-49-47-f1"), parse_mac("c2b0.5749.47f1"));
-        for bad in ["", "c2:b0:57:49:47", "c2:b0:57:49:47:fg", "c2:b0-57:49:47:f1x"] {
-            assert_eq!(parse_mac(bad), None, "{bad}");
-        }
     }
 
     #[test]

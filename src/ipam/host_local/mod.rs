@@ -6,7 +6,7 @@ pub mod allocator;
 pub mod range;
 pub mod store;
 
-use super::{go_err, parse_cidr, parse_ip, parse_requested_ip, parse_resolv_conf};
+use super::{parse_cidr, parse_ip, parse_requested_ip, parse_resolv_conf};
 use crate::cni::config::{self, Attachment};
 use crate::cni::error::{code, CniError};
 use crate::cni::result::{CniResult, IpConfig, Route};
@@ -137,17 +137,17 @@ pub fn load_conf(stdin: &[u8], cni_args: &str) -> Result<IpamConf, CniError> {
     let rc_ips = rc.ips.unwrap_or_default();
     let args_ips = n.args.and_then(|a| a.cni).and_then(|c| c.ips).unwrap_or_default();
     let Some(ipam) = n.ipam else {
-        return Err(go_err("IPAM config missing 'ipam' key"));
+        return Err(CniError::internal("IPAM config missing 'ipam' key"));
     };
     let legacy = decode_range(&ipam.legacy)?;
     let ranges = decode_sets(&ipam.ranges)?;
 
     let mut requested: Vec<IpAddr> = Vec::new();
-    let env = crate::cni::args::CniArgs::parse(cni_args).map_err(|e| go_err(e.msg))?;
-    env.check_known(&["IP"]).map_err(|e| go_err(e.msg))?;
+    let env = crate::cni::args::CniArgs::parse(cni_args).map_err(|e| CniError::internal(e.msg))?;
+    env.check_known(&["IP"]).map_err(|e| CniError::internal(e.msg))?;
     if let Some(v) = env.get("IP").filter(|v| !v.is_empty()) {
         let ip = parse_requested_ip(v).map_err(|e| {
-            go_err(format!(
+            CniError::internal(format!(
                 "ARGS: error parsing value of pair {:?}: {e}",
                 format!("IP={v}")
             ))
@@ -155,7 +155,7 @@ pub fn load_conf(stdin: &[u8], cni_args: &str) -> Result<IpamConf, CniError> {
         requested.push(ip);
     }
     for s in args_ips.iter().chain(rc_ips.iter()) {
-        requested.push(parse_requested_ip(s).map_err(go_err)?);
+        requested.push(parse_requested_ip(s).map_err(CniError::internal)?);
     }
     let mut seen = std::collections::HashSet::new();
     requested.retain(|ip| seen.insert(*ip));
@@ -166,15 +166,15 @@ pub fn load_conf(stdin: &[u8], cni_args: &str) -> Result<IpamConf, CniError> {
     }
     raw_sets.extend(ranges);
     if raw_sets.is_empty() {
-        return Err(go_err("no IP ranges specified"));
+        return Err(CniError::internal("no IP ranges specified"));
     }
     let mut sets = Vec::with_capacity(raw_sets.len());
     for (i, raw) in raw_sets.iter().enumerate() {
-        sets.push(RangeSet::canonicalize(raw).map_err(|e| go_err(format!("invalid range set {i}: {e}")))?);
+        sets.push(RangeSet::canonicalize(raw).map_err(|e| CniError::internal(format!("invalid range set {i}: {e}")))?);
     }
     let v4 = sets.iter().filter(|s| s.is_v4()).count();
     if (v4 > 1 || sets.len() - v4 > 1) && !version::Version::at_least(&n.cni_version, "0.3.0").unwrap_or(false) {
-        return Err(go_err(format!(
+        return Err(CniError::internal(format!(
             "CNI version {} does not support more than 1 address per family",
             n.cni_version
         )));
@@ -182,7 +182,7 @@ pub fn load_conf(stdin: &[u8], cni_args: &str) -> Result<IpamConf, CniError> {
     for i in 0..sets.len() {
         for j in i + 1..sets.len() {
             if sets[i].overlaps(&sets[j]) {
-                return Err(go_err(format!("range set {i} overlaps with {j}")));
+                return Err(CniError::internal(format!("range set {i} overlaps with {j}")));
             }
         }
     }
@@ -205,7 +205,7 @@ fn open_store(conf: &IpamConf) -> Result<Store, CniError> {
         &conf.data_dir
     };
     Store::open(data_dir, &conf.name)
-        .map_err(|e| go_err(format!("host-local: cannot use data dir {data_dir}/{}: {e}", conf.name)))
+        .map_err(|e| CniError::internal(format!("host-local: cannot use data dir {data_dir}/{}: {e}", conf.name)))
 }
 
 // ---- verbs ----------------------------------------------------------------------------
@@ -246,14 +246,14 @@ fn cmd_add(args: &CmdArgs) -> Result<CniResult> {
             }
             Err(e) => {
                 rollback(&reserved);
-                return Err(go_err(format!("failed to allocate for range {idx}: {e}")).into());
+                return Err(CniError::internal(format!("failed to allocate for range {idx}: {e}")).into());
             }
         }
     }
     if !remaining.is_empty() {
         rollback(&reserved);
         let list: Vec<String> = remaining.iter().map(|ip| ip.to_string()).collect();
-        return Err(go_err(format!("failed to allocate all requested IPs: {}", list.join(" "))).into());
+        return Err(CniError::internal(format!("failed to allocate all requested IPs: {}", list.join(" "))).into());
     }
     result.routes = conf.routes;
     Ok(result)
@@ -274,7 +274,7 @@ fn cmd_del(args: &CmdArgs) -> Result<()> {
         .map(|e| e.to_string())
         .collect();
     if !errors.is_empty() {
-        return Err(go_err(errors.join(";")).into());
+        return Err(CniError::internal(errors.join(";")).into());
     }
     Ok(())
 }
@@ -322,9 +322,9 @@ fn cmd_check(args: &CmdArgs) -> Result<()> {
     let store = open_store(&conf)?;
     if !store
         .find_by_id(&args.container_id, &args.ifname)
-        .map_err(|e| go_err(e.to_string()))?
+        .map_err(|e| CniError::internal(e.to_string()))?
     {
-        return Err(go_err(format!(
+        return Err(CniError::internal(format!(
             "host-local: Failed to find address added by container {}",
             args.container_id
         ))
@@ -342,7 +342,9 @@ fn cmd_gc(args: &CmdArgs) -> Result<()> {
         return Ok(());
     };
     let store = open_store(&conf)?;
-    let entries = store.entries().map_err(|e| go_err(format!("host-local: GC: {e}")))?;
+    let entries = store
+        .entries()
+        .map_err(|e| CniError::internal(format!("host-local: GC: {e}")))?;
     let mut errors = Vec::new();
     for e in entries {
         let valid = match Owner::parse(&e.content) {
@@ -365,7 +367,7 @@ fn cmd_gc(args: &CmdArgs) -> Result<()> {
         }
     }
     if !errors.is_empty() {
-        return Err(go_err(format!("host-local: GC: {}", errors.join("; "))).into());
+        return Err(CniError::internal(format!("host-local: GC: {}", errors.join("; "))).into());
     }
     Ok(())
 }

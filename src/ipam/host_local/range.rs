@@ -9,13 +9,7 @@ use std::cmp::Ordering;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-/// Go's canonicalizeIP: `::ffff:a.b.c.d` is `a.b.c.d`.
-pub fn canon(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
-        v4 => v4,
-    }
-}
+pub use crate::pkg::ip::{canon, next_ip};
 
 pub fn to_u128(ip: IpAddr) -> u128 {
     match canon(ip) {
@@ -29,14 +23,6 @@ fn from_u128(v: u128, v4: bool) -> IpAddr {
         IpAddr::V4(Ipv4Addr::from(v as u32))
     } else {
         IpAddr::V6(Ipv6Addr::from(v))
-    }
-}
-
-/// The next address (wrapping at the end of the family's space, like Go's NextIP).
-pub fn next_ip(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V4(v4) => IpAddr::V4(Ipv4Addr::from(u32::from(v4).wrapping_add(1))),
-        IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from(u128::from(v6).wrapping_add(1))),
     }
 }
 

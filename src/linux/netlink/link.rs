@@ -96,6 +96,80 @@ impl From<u8> for OperState {
     }
 }
 
+/// A link's type, as IFLA_INFO_KIND spells it: what a dump reports in [`Link::kind`] and what
+/// [`LinkKind::link_type`] creates. It derefs to the kernel's spelling, so code that still
+/// compares strings keeps working.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum LinkType {
+    Veth,
+    Bridge,
+    Macvlan,
+    Macvtap,
+    Ipvlan,
+    Ipvtap,
+    Vlan,
+    Vxlan,
+    Dummy,
+    Ifb,
+    Vrf,
+    /// tun and tap devices (the kernel names both "tun").
+    Tun,
+    /// Any other kind, as the kernel spells it.
+    Other(String),
+}
+
+impl LinkType {
+    const KNOWN: [(LinkType, &'static str); 12] = [
+        (LinkType::Veth, "veth"),
+        (LinkType::Bridge, "bridge"),
+        (LinkType::Macvlan, "macvlan"),
+        (LinkType::Macvtap, "macvtap"),
+        (LinkType::Ipvlan, "ipvlan"),
+        (LinkType::Ipvtap, "ipvtap"),
+        (LinkType::Vlan, "vlan"),
+        (LinkType::Vxlan, "vxlan"),
+        (LinkType::Dummy, "dummy"),
+        (LinkType::Ifb, "ifb"),
+        (LinkType::Vrf, "vrf"),
+        (LinkType::Tun, "tun"),
+    ];
+
+    /// The type an IFLA_INFO_KIND string names.
+    pub fn from_kernel(s: &str) -> LinkType {
+        Self::KNOWN
+            .iter()
+            .find(|(_, n)| *n == s)
+            .map(|(t, _)| t.clone())
+            .unwrap_or_else(|| LinkType::Other(s.to_string()))
+    }
+
+    /// The IFLA_INFO_KIND string.
+    pub fn as_str(&self) -> &str {
+        match self {
+            LinkType::Other(s) => s,
+            t => t.known_name().expect("every named variant is in KNOWN"),
+        }
+    }
+
+    /// The spelling of a named variant (None for [`LinkType::Other`]).
+    fn known_name(&self) -> Option<&'static str> {
+        Self::KNOWN.iter().find(|(k, _)| k == self).map(|(_, n)| *n)
+    }
+}
+
+impl std::ops::Deref for LinkType {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl std::fmt::Display for LinkType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// macvlan/macvtap mode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MacvlanMode {
@@ -112,6 +186,14 @@ pub enum MacvlanMode {
 }
 
 impl MacvlanMode {
+    const NAMES: [(MacvlanMode, &'static str); 5] = [
+        (MacvlanMode::Bridge, "bridge"),
+        (MacvlanMode::Private, "private"),
+        (MacvlanMode::Vepa, "vepa"),
+        (MacvlanMode::Passthru, "passthru"),
+        (MacvlanMode::Source, "source"),
+    ];
+
     fn from_u32(v: u32) -> Option<Self> {
         Some(match v {
             1 => Self::Private,
@@ -136,6 +218,9 @@ pub enum IpvlanMode {
 }
 
 impl IpvlanMode {
+    const NAMES: [(IpvlanMode, &'static str); 3] =
+        [(IpvlanMode::L2, "l2"), (IpvlanMode::L3, "l3"), (IpvlanMode::L3s, "l3s")];
+
     fn from_u16(v: u16) -> Option<Self> {
         Some(match v {
             0 => Self::L2,
@@ -146,6 +231,32 @@ impl IpvlanMode {
     }
 }
 
+/// The modes by their names (those of iproute2 and of the CNI plugins' `mode` key): one
+/// FromStr and one Display for both enums. FromStr errors with the text it was given.
+macro_rules! mode_names {
+    ($t:ty) => {
+        impl std::str::FromStr for $t {
+            type Err = String;
+            fn from_str(s: &str) -> std::result::Result<Self, String> {
+                Self::NAMES
+                    .iter()
+                    .find(|(_, n)| *n == s)
+                    .map(|(m, _)| *m)
+                    .ok_or_else(|| s.to_string())
+            }
+        }
+
+        impl std::fmt::Display for $t {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                let name = Self::NAMES.iter().find(|(m, _)| m == self).map(|(_, n)| *n);
+                f.write_str(name.expect("every mode is named"))
+            }
+        }
+    };
+}
+mode_names!(MacvlanMode);
+mode_names!(IpvlanMode);
+
 /// A network interface as the kernel reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Link {
@@ -153,8 +264,8 @@ pub struct Link {
     pub index: u32,
     /// Interface name.
     pub name: String,
-    /// IFLA_INFO_KIND ("veth", "bridge", ...); None for physical devices and loopback.
-    pub kind: Option<String>,
+    /// IFLA_INFO_KIND; None for physical devices and loopback.
+    pub kind: Option<LinkType>,
     /// Hardware address, when it is a 6-byte MAC.
     pub mac: Option<[u8; 6]>,
     /// MTU.
@@ -245,22 +356,22 @@ impl Link {
         let mut data: &[u8] = &[];
         for (ty, v) in attrs(d) {
             match ty {
-                IFLA_INFO_KIND => self.kind = Some(get_str(v)),
+                IFLA_INFO_KIND => self.kind = Some(LinkType::from_kernel(&get_str(v))),
                 IFLA_INFO_DATA => data = v,
                 _ => {}
             }
         }
         for (ty, v) in attrs(data) {
-            match (self.kind.as_deref(), ty) {
-                (Some("vlan"), IFLA_VLAN_ID) => self.vlan_id = get_u16(v),
-                (Some("macvlan" | "macvtap"), IFLA_MACVLAN_MODE) => {
+            match (&self.kind, ty) {
+                (Some(LinkType::Vlan), IFLA_VLAN_ID) => self.vlan_id = get_u16(v),
+                (Some(LinkType::Macvlan | LinkType::Macvtap), IFLA_MACVLAN_MODE) => {
                     self.macvlan_mode = get_u32(v).and_then(MacvlanMode::from_u32)
                 }
-                (Some("ipvlan" | "ipvtap"), IFLA_IPVLAN_MODE) => {
+                (Some(LinkType::Ipvlan | LinkType::Ipvtap), IFLA_IPVLAN_MODE) => {
                     self.ipvlan_mode = get_u16(v).and_then(IpvlanMode::from_u16)
                 }
-                (Some("vxlan"), IFLA_VXLAN_ID) => self.vxlan_id = get_u32(v),
-                (Some("vrf"), IFLA_VRF_TABLE) => self.vrf_table = get_u32(v),
+                (Some(LinkType::Vxlan), IFLA_VXLAN_ID) => self.vxlan_id = get_u32(v),
+                (Some(LinkType::Vrf), IFLA_VRF_TABLE) => self.vrf_table = get_u32(v),
                 _ => {}
             }
         }
@@ -328,19 +439,26 @@ pub enum LinkKind {
 }
 
 impl LinkKind {
+    /// The type of link this creates (what a dump reports back in [`Link::kind`]).
+    pub fn link_type(&self) -> LinkType {
+        match self {
+            LinkKind::Veth { .. } => LinkType::Veth,
+            LinkKind::Bridge { .. } => LinkType::Bridge,
+            LinkKind::Macvlan { .. } => LinkType::Macvlan,
+            LinkKind::Ipvlan { .. } => LinkType::Ipvlan,
+            LinkKind::Vlan { .. } => LinkType::Vlan,
+            LinkKind::Vxlan { .. } => LinkType::Vxlan,
+            LinkKind::Dummy => LinkType::Dummy,
+            LinkKind::Ifb => LinkType::Ifb,
+            LinkKind::Vrf { .. } => LinkType::Vrf,
+        }
+    }
+
     /// IFLA_INFO_KIND string.
     pub fn name(&self) -> &'static str {
-        match self {
-            LinkKind::Veth { .. } => "veth",
-            LinkKind::Bridge { .. } => "bridge",
-            LinkKind::Macvlan { .. } => "macvlan",
-            LinkKind::Ipvlan { .. } => "ipvlan",
-            LinkKind::Vlan { .. } => "vlan",
-            LinkKind::Vxlan { .. } => "vxlan",
-            LinkKind::Dummy => "dummy",
-            LinkKind::Ifb => "ifb",
-            LinkKind::Vrf { .. } => "vrf",
-        }
+        self.link_type()
+            .known_name()
+            .expect("every created kind is a named type")
     }
 }
 
@@ -801,6 +919,25 @@ mod tests {
     use super::*;
 
     #[test]
+    fn link_types_and_modes_by_name() {
+        for (t, n) in LinkType::KNOWN {
+            assert_eq!(LinkType::from_kernel(n), t);
+            assert_eq!(t.to_string(), n);
+        }
+        assert_eq!(LinkType::from_kernel("wireguard"), LinkType::Other("wireguard".into()));
+        assert_eq!(LinkType::from_kernel("wireguard").as_str(), "wireguard");
+        assert_eq!(LinkKind::Dummy.name(), "dummy");
+        assert_eq!(LinkKind::Vrf { table: 1 }.link_type(), LinkType::Vrf);
+        for (m, n) in MacvlanMode::NAMES {
+            assert_eq!((n.parse::<MacvlanMode>(), m.to_string().as_str()), (Ok(m), n));
+        }
+        for (m, n) in IpvlanMode::NAMES {
+            assert_eq!((n.parse::<IpvlanMode>(), m.to_string().as_str()), (Ok(m), n));
+        }
+        assert_eq!("l4".parse::<IpvlanMode>(), Err("l4".to_string()));
+    }
+
+    #[test]
     fn veth_create_bytes() {
         let spec = LinkSpec::veth("eth0", "p1").mtu(1400).peer_netns(7).up();
         let b = spec.encode();
@@ -826,7 +963,7 @@ mod tests {
         let b = LinkSpec::new("vrf-blue", LinkKind::Vrf { table: 1001 }).encode();
         let l = Link::parse(&b).unwrap();
         assert_eq!(l.name, "vrf-blue");
-        assert_eq!(l.kind.as_deref(), Some("vrf"));
+        assert_eq!(l.kind, Some(LinkType::Vrf));
         assert_eq!(l.vrf_table, Some(1001));
     }
 
@@ -892,7 +1029,7 @@ mod tests {
         assert!(l.up && l.promisc && !l.allmulti);
         assert_eq!(l.oper_state, OperState::Up);
         assert_eq!(l.mac, Some([2, 0, 0, 0, 0, 1]));
-        assert_eq!(l.kind.as_deref(), Some("macvlan"));
+        assert_eq!(l.kind, Some(LinkType::Macvlan));
         assert_eq!(l.macvlan_mode, Some(MacvlanMode::Bridge));
     }
 }

@@ -1,6 +1,7 @@
 //! [`Batch`]: a list of changes the kernel applies atomically (all or nothing) between
 //! `NFNL_MSG_BATCH_BEGIN` and `NFNL_MSG_BATCH_END`.
 
+use super::msg::BatchMsg;
 use super::socket::{NftError, NftSocket};
 use super::wire::{self, AttrWriter};
 use super::{Chain, Family, Rule, Set, SetElem, Table};
@@ -16,16 +17,6 @@ pub enum Position {
     After(u64),
     /// Right before the rule with this handle.
     Before(u64),
-}
-
-/// One message of a batch, with a human description used in error messages.
-#[derive(Clone, Debug)]
-pub(crate) struct BatchMsg {
-    pub msg_type: u16,
-    pub family: Family,
-    pub flags: u16,
-    pub attrs: Vec<u8>,
-    pub what: String,
 }
 
 /// An atomic nftables transaction.
@@ -207,16 +198,6 @@ impl Batch {
             .put_u32(wire::NFTA_SET_ID, self.next_set_id);
         let what = format!("add set {} {} {}", s.table.family, s.table.name, s.name);
         self.push(wire::NFT_MSG_NEWSET, s.table.family, wire::NLM_F_CREATE, w, what);
-        self
-    }
-
-    /// Deletes a named set.
-    pub fn del_set(&mut self, t: &Table, name: &str) -> &mut Self {
-        let mut w = AttrWriter::new();
-        w.put_str(wire::NFTA_SET_TABLE, &t.name)
-            .put_str(wire::NFTA_SET_NAME, name);
-        let what = format!("delete set {} {} {name}", t.family, t.name);
-        self.push(wire::NFT_MSG_DELSET, t.family, 0, w, what);
         self
     }
 

@@ -23,6 +23,7 @@
 mod batch;
 mod expr;
 pub mod iptables;
+mod msg;
 mod rule;
 mod socket;
 mod wire;

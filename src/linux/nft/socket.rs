@@ -17,8 +17,8 @@ use neli::socket::NlSocket;
 use neli::utils::Groups;
 use nix::sched::{setns, CloneFlags};
 
-use super::batch::BatchMsg;
 use super::expr::Expr;
+use super::msg::BatchMsg;
 use super::wire::{self, AttrWriter, NlMsg};
 use super::{BaseChain, Chain, ChainType, Family, Hook, Policy, Rule, Table};
 

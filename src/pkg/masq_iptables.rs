@@ -179,7 +179,7 @@ pub fn check(sock: &NftSocket, network: &str, container_id: &str, ips: &[IpNet])
 /// The `ipMasqBackend` key of bridge and ptp.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum MasqBackend {
-    /// No key: our nftables table (`meta::masquerade`).
+    /// No key: our nftables table (`pkg::masquerade`).
     #[default]
     Default,
     Iptables,

@@ -1,0 +1,71 @@
+//! The IPAM glue of interface plugins: ADD with its rollback, STATUS and GC delegated to the
+//! IPAM, and whether the config's `dns` replaces the IPAM's.
+
+use crate::cni::config::NetConf;
+use crate::cni::error::CniError;
+use crate::cni::result::{CniResult, Dns};
+use crate::cni::skel::CmdArgs;
+use crate::pkg::undo::Undo;
+
+/// Run the IPAM ADD, register its DEL for rollback, and require at least one address. The
+/// IPAM's error is returned as is (its code and message are what the reference prints).
+pub fn ipam_add(ipam_type: &str, args: &CmdArgs, undo: &mut Undo) -> anyhow::Result<CniResult> {
+    let r = crate::cni::delegate::add(ipam_type, &args.stdin, args)?;
+    let (t, a) = (ipam_type.to_string(), args.clone());
+    undo.push(format!("release IPAM {t}"), move || {
+        crate::cni::delegate::del(&t, &a.stdin, &a).map_err(Into::into)
+    });
+    // Every interface plugin needs at least one address from its IPAM.
+    if r.ips.is_empty() {
+        anyhow::bail!("IPAM plugin returned missing IP config");
+    }
+    Ok(r)
+}
+
+/// A plugin's config type: the shared keys are inside it (its `#[serde(flatten)] net`).
+/// With it, [`status`] and [`gc`] serve as the STATUS and GC of plugins whose only state
+/// outside the container is their IPAM's.
+pub trait PluginConf: serde::de::DeserializeOwned {
+    fn net(&self) -> &NetConf;
+}
+
+/// STATUS of a plugin with config `C`: its config must parse, then [`ipam_status`].
+pub fn status<C: PluginConf>(args: &CmdArgs) -> anyhow::Result<()> {
+    let n: C = crate::cni::config::parse(&args.stdin)?;
+    ipam_status(n.net(), args)
+}
+
+/// GC of a plugin with config `C`: its config must parse, then [`ipam_gc`].
+pub fn gc<C: PluginConf>(args: &CmdArgs) -> anyhow::Result<()> {
+    let n: C = crate::cni::config::parse(&args.stdin)?;
+    ipam_gc(n.net(), args)
+}
+
+/// The IPAM type of a plugin that cannot work without addresses (code 7 when there is none).
+pub fn required_ipam<'a>(net: &'a NetConf, plugin: &str) -> Result<&'a str, CniError> {
+    net.ipam_type()
+        .ok_or_else(|| CniError::invalid_config(format!("{plugin} requires an IPAM plugin: ipam.type is empty")))
+}
+
+/// STATUS of a plugin whose readiness is its IPAM's: delegated when an IPAM type is set.
+pub fn ipam_status(net: &NetConf, args: &CmdArgs) -> anyhow::Result<()> {
+    match net.ipam_type() {
+        Some(t) => Ok(crate::cni::delegate::status(t, &args.stdin, args)?),
+        None => Ok(()),
+    }
+}
+
+/// GC of a plugin whose only state outside the container netns is its IPAM's reservations
+/// (links die with their netns): delegated when an IPAM type is set.
+pub fn ipam_gc(net: &NetConf, args: &CmdArgs) -> anyhow::Result<()> {
+    match net.ipam_type() {
+        Some(t) => Ok(crate::cni::delegate::gc(t, &args.stdin, args)?),
+        None => Ok(()),
+    }
+}
+
+/// Whether a `dns` block of a plugin config has any field set (only then it replaces the
+/// IPAM's DNS in the result).
+pub fn dns_set(d: &Option<Dns>) -> bool {
+    d.as_ref().is_some_and(|d| !d.is_empty())
+}

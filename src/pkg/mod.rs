@@ -1,0 +1,37 @@
+//! The shared layer below the plugins (the role `pkg/` plays in the reference plugins):
+//! building blocks that more than one plugin uses. A plugin file imports this layer, `cni`
+//! and `linux`, never another plugin file; nothing here imports a plugin.
+//!
+//! - [`netns`]: CNI_NETNS opening with the spec's codes; [`ipam`]: IPAM ADD with rollback,
+//!   STATUS/GC delegation; [`undo`]: the rollback list of an ADD; [`errors`]: joined DEL errors;
+//!   [`file`]: the private files plugins keep for DEL.
+//! - [`link`]: the `mtu` key, DEL of the container link; [`mac`]: MAC parsing and precedence;
+//!   [`ip`]: address arithmetic; [`veth`]: the veth pair of bridge and ptp; [`childlink`]: what
+//!   macvlan, ipvlan, vlan, tap and dummy share; [`ipconfig`]: ConfigureIface and the CHECK
+//!   validations of IPs and routes.
+//! - Firewall helpers: [`masquerade`] (ipMasq, `inet cni_plugins_masquerade`) and [`ipmasq`]
+//!   (its plugin glue: rollback, GC, CHECK, either backend); [`masq_iptables`] (ipMasq with
+//!   `ipMasqBackend: "iptables"`, the reference's own rules) and [`portmap_iptables`] (portmap's
+//!   `backend: "iptables"`); [`reference_iptables`] (the reference's iptables state, found and
+//!   removed after a node swap); [`spoofcheck`] (macspoofchk, `bridge nat`); [`sha512`] and
+//!   [`comment`] for the reference's rule names and comments.
+
+pub mod childlink;
+pub mod comment;
+pub mod errors;
+pub mod file;
+pub mod ip;
+pub mod ipam;
+pub mod ipconfig;
+pub mod ipmasq;
+pub mod link;
+pub mod mac;
+pub mod masq_iptables;
+pub mod masquerade;
+pub mod netns;
+pub mod portmap_iptables;
+pub mod reference_iptables;
+pub mod sha512;
+pub mod spoofcheck;
+pub mod undo;
+pub mod veth;
