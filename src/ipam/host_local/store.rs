@@ -173,8 +173,19 @@ impl Store {
     fn load_index(&self) -> Option<BTreeMap<String, String>> {
         let mut s = String::new();
         open_nofollow(&self.index_path).ok()?.read_to_string(&mut s).ok()?;
-        let v: IndexFile = serde_json::from_str(&s).ok()?;
-        (v.version == INDEX_VERSION && Some(v.stamp) == self.stamp()).then_some(v.entries)
+        let mut lines = s.split('\n');
+        if lines.next()? != INDEX_HEADER || lines.next()? != self.stamp()? || !s.ends_with(INDEX_END) {
+            return None;
+        }
+        let mut m = BTreeMap::new();
+        for l in lines {
+            if l == INDEX_END.trim_end_matches('\n') {
+                return Some(m);
+            }
+            let (name, content) = l.split_once('\t')?;
+            m.insert(name.to_string(), unescape(content)?);
+        }
+        None
     }
 
     /// Read every reservation (the reference's scan) into the index.
@@ -198,12 +209,16 @@ impl Store {
             let _ = fs::remove_file(&self.index_path);
             return;
         };
-        let doc = IndexFileRef {
-            version: INDEX_VERSION,
-            stamp,
-            entries,
-        };
-        let Ok(text) = serde_json::to_vec(&doc) else { return };
+        // One line per reservation; the end marker shows the file was written whole.
+        let mut text = format!("{INDEX_HEADER}\n{stamp}\n");
+        for (name, content) in entries {
+            text.push_str(name);
+            text.push('\t');
+            escape_into(&mut text, content);
+            text.push('\n');
+        }
+        text.push_str(INDEX_END);
+        let text = text.into_bytes();
         let tmp = self
             .index_path
             .with_extension(format!("index.tmp-{}", std::process::id()));
@@ -450,20 +465,44 @@ impl Drop for Store {
     }
 }
 
-const INDEX_VERSION: u32 = 1;
+const INDEX_HEADER: &str = "cni-multi host-local index 1";
+/// The last line: a file cut short (it never is: temp + rename) is not trusted either.
+const INDEX_END: &str = "end\t\n";
 
-#[derive(serde::Deserialize)]
-struct IndexFile {
-    version: u32,
-    stamp: String,
-    entries: BTreeMap<String, String>,
+/// Contents are the reference's trimmed file contents, `id\r\nifname`, but any bytes may
+/// appear in a file someone else wrote: backslash, tab, CR and LF are escaped.
+fn escape_into(out: &mut String, s: &str) {
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
 }
 
-#[derive(serde::Serialize)]
-struct IndexFileRef<'a> {
-    version: u32,
-    stamp: String,
-    entries: &'a BTreeMap<String, String>,
+fn unescape(s: &str) -> Option<String> {
+    if !s.contains('\\') {
+        return Some(s.to_string());
+    }
+    let mut out = String::with_capacity(s.len());
+    let mut it = s.chars();
+    while let Some(c) = it.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        out.push(match it.next()? {
+            '\\' => '\\',
+            't' => '\t',
+            'r' => '\r',
+            'n' => '\n',
+            _ => return None,
+        });
+    }
+    Some(out)
 }
 
 /// A fully written reservation waiting for an address; its temp file goes away on drop.
@@ -669,8 +708,17 @@ mod tests {
             assert!(s.get_by_id("c1", "eth0").is_empty());
             assert!(s.known_taken(ip("10.0.0.3")) && !s.known_taken(ip("10.0.0.2")));
         }
-        // A garbled index is ignored.
-        fs::write(d.join(".net.index"), b"{not json").unwrap();
+        // Escapes survive; a garbled or cut index is ignored.
+        let mut e = String::new();
+        escape_into(&mut e, "a\\b\tc\r\nd");
+        assert_eq!(unescape(&e).as_deref(), Some("a\\b\tc\r\nd"));
+        let text = fs::read_to_string(d.join(".net.index")).unwrap();
+        fs::write(d.join(".net.index"), &text[..text.len() - 3]).unwrap();
+        {
+            let s = Store::open(d.to_str().unwrap(), "net").unwrap();
+            assert!(s.dirty.get(), "a cut index is rebuilt");
+        }
+        fs::write(d.join(".net.index"), b"{not an index").unwrap();
         {
             let s = Store::open(d.to_str().unwrap(), "net").unwrap();
             assert_eq!(s.get_by_id("c2", "eth0"), vec![ip("10.0.0.3")]);
