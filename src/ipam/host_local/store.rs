@@ -82,6 +82,8 @@ pub struct Store {
     index: std::cell::RefCell<Option<BTreeMap<String, String>>>,
     /// The index must be written back (rebuilt, or changed by us).
     dirty: std::cell::Cell<bool>,
+    /// The addresses the index holds as taken, for the free-address search; reset on change.
+    taken: std::cell::RefCell<Option<std::collections::HashSet<IpAddr>>>,
     _lock: Flock<File>,
 }
 
@@ -141,6 +143,7 @@ impl Store {
             index_path,
             index: std::cell::RefCell::new(None),
             dirty: std::cell::Cell::new(false),
+            taken: std::cell::RefCell::new(None),
             _lock: lock,
         };
         // A fresh index proves the directory unchanged since our last (complete) operation,
@@ -196,6 +199,7 @@ impl Store {
             .map(|v| v.into_iter().map(|e| (e.name, e.content)).collect());
         self.dirty.set(m.is_some());
         *self.index.borrow_mut() = m;
+        *self.taken.borrow_mut() = None;
     }
 
     /// Write the index back with the directory's current stamp (under the lock, after every
@@ -237,6 +241,12 @@ impl Store {
     }
 
     fn index_set(&self, name: String, content: Option<String>) {
+        if let (Some(t), Ok(ip)) = (self.taken.borrow_mut().as_mut(), name.parse::<IpAddr>()) {
+            match &content {
+                Some(c) if !c.is_empty() => t.insert(ip),
+                _ => t.remove(&ip),
+            };
+        }
         if let Some(m) = self.index.borrow_mut().as_mut() {
             match content {
                 Some(c) => m.insert(name, c),
@@ -248,10 +258,18 @@ impl Store {
 
     /// Whether the index knows `ip` to be held (a non-empty reservation). False when unsure.
     pub fn known_taken(&self, ip: IpAddr) -> bool {
-        self.index
-            .borrow()
-            .as_ref()
-            .is_some_and(|m| m.get(&ip.to_string()).is_some_and(|c| !c.is_empty()))
+        let mut taken = self.taken.borrow_mut();
+        if taken.is_none() {
+            // Built once per allocation: a lap over a full range then costs a hash lookup
+            // an address, no formatting.
+            *taken = self.index.borrow().as_ref().map(|m| {
+                m.iter()
+                    .filter(|(_, c)| !c.is_empty())
+                    .filter_map(|(n, _)| n.parse().ok())
+                    .collect()
+            });
+        }
+        taken.as_ref().is_some_and(|t| t.contains(&ip))
     }
 
     pub fn dir(&self) -> &Path {
@@ -340,15 +358,18 @@ impl Store {
     pub fn entries(&self) -> io::Result<Vec<Entry>> {
         let v = self.scan()?;
         *self.index.borrow_mut() = Some(v.iter().map(|e| (e.name.clone(), e.content.clone())).collect());
+        *self.taken.borrow_mut() = None;
         self.dirty.set(true);
         Ok(v)
     }
 
-    /// The reservations as the index has them (the files, when there is no index).
-    fn indexed(&self) -> io::Result<Vec<Entry>> {
+    /// The reservations whose content is one of `wanted`, as the index has them (the
+    /// files, when there is no index). Only the matches are copied.
+    fn indexed(&self, wanted: &[&str]) -> io::Result<Vec<Entry>> {
         if let Some(m) = self.index.borrow().as_ref() {
             return Ok(m
                 .iter()
+                .filter(|(_, content)| wanted.contains(&content.as_str()))
                 .filter_map(|(name, content)| {
                     Some(Entry {
                         ip: name.parse().ok()?,
@@ -358,7 +379,11 @@ impl Store {
                 })
                 .collect());
         }
-        self.scan()
+        Ok(self
+            .scan()?
+            .into_iter()
+            .filter(|e| wanted.contains(&e.content.as_str()))
+            .collect())
     }
 
     fn scan(&self) -> io::Result<Vec<Entry>> {
@@ -386,16 +411,15 @@ impl Store {
     }
 
     fn matching(&self, matcher: &str) -> io::Result<Vec<Entry>> {
-        Ok(self.indexed()?.into_iter().filter(|e| e.content == matcher).collect())
+        self.indexed(&[matcher])
     }
 
     /// The IPs held by (id, ifname), legacy id-only files included (GetByID).
     pub fn get_by_id(&self, id: &str, ifname: &str) -> Vec<IpAddr> {
         let (new, old) = keys(id, ifname);
-        self.indexed()
+        self.indexed(&[&new, &old])
             .unwrap_or_default()
             .into_iter()
-            .filter(|e| e.content == new || e.content == old)
             .map(|e| e.ip)
             .collect()
     }
@@ -403,7 +427,7 @@ impl Store {
     /// Whether any file belongs to (id, ifname), or to the id alone (FindByID).
     pub fn find_by_id(&self, id: &str, ifname: &str) -> io::Result<bool> {
         let (new, old) = keys(id, ifname);
-        let entries = self.indexed()?;
+        let entries = self.indexed(&[&new, &old])?;
         Ok(entries.iter().any(|e| e.content == new) || entries.iter().any(|e| e.content == old))
     }
 
