@@ -38,6 +38,7 @@ fn bridge_ipmasq_add_is_in_effect_and_releases_everything_at_exit() {
         // ... and nobody holds host-local's lock any more (the socket-closing child must not
         // have inherited it).
         let lock = std::fs::File::open(data.join("lcnet").join("lock")).unwrap();
+        // SAFETY: flock on a descriptor this test owns.
         let r = unsafe { nix::libc::flock(lock.as_raw_fd(), nix::libc::LOCK_EX | nix::libc::LOCK_NB) };
         assert_eq!(r, 0, "host-local's lock still held after the plugin exited");
         drop(lock);
