@@ -4,6 +4,7 @@
 #   make deps         install the test tools that are missing (Debian packages; root)
 #   make test         deps, fmt check, clippy (warnings are errors), all tests, then the second-kernel tests (root)
 #   make test-host    the same without the qemu second kernel (quicker while developing)
+#   make fuzz         every cargo-fuzz target for FUZZ_SECONDS each (fuzz/; nightly)
 #   make conformance  reference plugins vs cni-multi, one PASS/FAIL line per scenario
 #   make install      build, then `cni-multi install --dir $(DIR)` (DIR=/opt/cni/bin)
 #   make demo         build, then `cni-multi demo`
@@ -12,6 +13,7 @@
 #   make cluster-demo a simulated 3-node flannel cluster in throw-away netns; prints a report (root)
 #   make e2e          build, then podman, containerd's CRI and distributions' configs on cni-multi's symlinks (e2e/run.sh; root)
 #   make image        build, then an OCI image FROM scratch holding only the binary (podman; deploy/)
+#   make soak         20 workers, 10 000 ADD/DEL through bridge ipMasq -> portmap -> firewall -> tuning (root)
 #   make vm-test      build, then boot a Debian kernel in qemu and run vm/tests/*.sh in it (vm/README.md)
 
 CARGO ?= cargo
@@ -25,7 +27,7 @@ BIN := $(CARGO_TARGET_DIR)/cni-multi
 
 IMAGE ?= localhost/cni-multi:latest
 
-.PHONY: image deps build test test-host conformance install demo bench bench-smoke cluster-demo vm-test e2e
+.PHONY: image deps build test test-host conformance install demo bench cluster-demo vm-test e2e soak fuzz bench-smoke
 
 build:
 	RUSTFLAGS='-C target-feature=+crt-static' $(CARGO) build --release --locked --target $(TARGET)
@@ -37,10 +39,11 @@ build:
 	esac
 	cp -f $(RELEASE_BIN) $(BIN).tmp && mv -f $(BIN).tmp $(BIN)
 	@ls -l $(BIN)
+	@size=$$(stat -c %s $(BIN)); [ $$size -le 3000000 ] || { echo "error: $(BIN) is $$size bytes, over the 3 MB budget" >&2; exit 1; }
 
 # Each part is timed, so CI's log shows where its minutes go.
 test: deps
-	@for t in test-host bench-smoke vm-test e2e; do \
+	@for t in test-host fuzz bench-smoke vm-test e2e; do \
 	  s=$$(date +%s); $(MAKE) --no-print-directory $$t || exit 1; \
 	  echo "== make $$t passed in $$(( $$(date +%s) - s )) s"; \
 	done
@@ -53,6 +56,27 @@ test-host: deps
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --locked --all-targets -- -D warnings
 	$(CARGO) test --locked --no-fail-fast
+
+# Coverage-guided fuzzing (fuzz/README.md). Each target runs FUZZ_SECONDS from its committed
+# seeds (fuzz/seeds/<target>) plus what earlier runs found (fuzz/corpus/<target>, not
+# committed); a crash, a timeout or a leak fails the run and leaves fuzz/artifacts/<target>/.
+# CI runs the short default; for a long run: make fuzz FUZZ_SECONDS=600. Built optimised but
+# with overflow checks and debug assertions (-a: an overflow is a panic, as it would be a bug),
+# without a sanitizer (-s none: safe Rust; twice the executions).
+FUZZ_SECONDS ?= 10
+FUZZ_TARGETS ?= plugin_config cni_args result runtime_config subnet_env cache_file host_local \
+	sysctl_name dhcp_packet netlink nft
+
+fuzz: deps
+	cd fuzz && $(CARGO) +nightly fuzz build -O -a -s none
+	@cd fuzz && for t in $(FUZZ_TARGETS); do \
+	  mkdir -p corpus/$$t seeds/$$t; \
+	  $(CARGO) +nightly fuzz run -O -a -s none $$t corpus/$$t seeds/$$t -- \
+	    -dict=dict/$$t.dict -max_total_time=$(FUZZ_SECONDS) -timeout=10 -rss_limit_mb=2048 \
+	    -print_final_stats=1 2>fuzz-$$t.log \
+	    || { tail -40 fuzz-$$t.log; echo "fuzz: $$t failed, input in fuzz/artifacts/$$t/" >&2; exit 1; }; \
+	  echo "fuzz: $$t $$(grep -o 'stat::number_of_executed_units: *[0-9]*' fuzz-$$t.log | grep -o '[0-9]*$$') executions, no crash"; \
+	done
 
 conformance:
 	$(CARGO) test --locked --test conformance -- --nocapture
@@ -78,6 +102,12 @@ bench-smoke: build
 # flannel, traffic checks printed with the addresses each receiver saw.
 cluster-demo:
 	$(CARGO) test --quiet --locked --test cluster -- --nocapture
+
+# The long fault run (tests/faults.rs `soak`): operations, failures and residue are printed.
+SOAK_WORKERS ?= 20
+SOAK_OPS ?= 10000
+soak:
+	SOAK_WORKERS=$(SOAK_WORKERS) SOAK_OPS=$(SOAK_OPS) $(CARGO) test --locked --test faults -- --ignored --nocapture soak
 
 VM_DIR ?= $(CARGO_TARGET_DIR)/vm
 

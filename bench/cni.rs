@@ -677,6 +677,77 @@ fn case_scale(sides: &[&Side; 2], list: &Value, caps: Value, n: usize, iters: us
     (st, fl)
 }
 
+/// A child process killed on drop.
+struct Kill(std::process::Child);
+
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Case 9: bridge + dhcp ADD+DEL against dnsmasq on the node's bridge `dh0`, each side with
+/// its own `dhcp daemon` in its node netns (dnsmasq without its 3 s ping check, which is the
+/// server's delay).
+fn case_dhcp(sides: &[&Side; 2], pod: &[Ns; 2], iters: usize) -> Result<[Timings; 2], String> {
+    let mut procs = Vec::new();
+    for side in sides {
+        side.node.ip(&["link", "add", "dh0", "type", "bridge"]);
+        side.node.ip(&["addr", "add", "10.95.0.1/24", "dev", "dh0"]);
+        side.node.ip(&["link", "set", "dh0", "up"]);
+        let st = side.state.0.display().to_string();
+        let _ = std::fs::remove_file(format!("{st}/dhcp.sock"));
+        let spawn = |prog: &Path, args: &[String]| {
+            let _guard = side.node_fd.enter().expect("enter node netns");
+            Command::new(prog)
+                .args(args)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .map(Kill)
+                .map_err(|e| format!("start {}: {e}", prog.display()))
+        };
+        procs.push(spawn(
+            Path::new("/usr/sbin/dnsmasq"),
+            &[
+                "--no-daemon".into(),
+                "--conf-file=/dev/null".into(),
+                "--user=root".into(),
+                "--group=root".into(),
+                "--interface=dh0".into(),
+                "--bind-interfaces".into(),
+                "--port=0".into(),
+                "--no-ping".into(),
+                "--dhcp-range=10.95.0.20,10.95.0.250,255.255.255.0,2m".into(),
+                format!("--dhcp-leasefile={st}/dnsmasq.leases"),
+            ],
+        )?);
+        procs.push(spawn(
+            &side.dir.join("dhcp"),
+            &["daemon".into(), "-socketpath".into(), format!("{st}/dhcp.sock")],
+        )?);
+        let end = Instant::now() + Duration::from_secs(10);
+        while !Path::new(&format!("{st}/dhcp.sock")).exists() {
+            if Instant::now() > end {
+                return Err(format!("{}: dhcp daemon did not start", side.name));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    let list = json!({"cniVersion": "1.0.0", "name": "benchdh", "plugins": [{
+        "type": "bridge", "bridge": "dh0",
+        "ipam": {"type": "dhcp", "daemonSocketPath": "@STATE@/dhcp.sock"}
+    }]});
+    let st = case_add_del(sides, pod, &list, json!({}), iters);
+    drop(procs);
+    for side in sides {
+        side.node.ip(&["link", "del", "dh0"]);
+    }
+    Ok(st)
+}
+
 fn file_size(p: &Path) -> u64 {
     std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)
 }
@@ -891,6 +962,24 @@ fn main() {
                 rows.push(row);
             }
         }
+    }
+
+    let label = "9 bridge+dhcp ADD+DEL (dnsmasq, own daemon)";
+    if want(label) {
+        eprintln!("running {label} …");
+        let why = if !Path::new("/usr/sbin/dnsmasq").exists() {
+            Some("needs dnsmasq (dnsmasq-base)".to_string())
+        } else {
+            sides
+                .iter()
+                .find(|s| !s.has("dhcp"))
+                .map(|s| format!("{} has no dhcp plugin", s.name))
+        };
+        let row = match why.map(Err).unwrap_or_else(|| case_dhcp(&sides, &pods, iters.min(10))) {
+            Ok(st) => Row::new(label, st),
+            Err(why) => Row::skipped(label, why),
+        };
+        rows.push(row);
     }
 
     // Case 8: footprint, and the peak RSS of every plugin of case 4's chain.

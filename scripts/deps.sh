@@ -40,5 +40,9 @@ fi
 cargo fmt --version >/dev/null 2>&1 || rustup component add rustfmt
 cargo clippy --version >/dev/null 2>&1 || rustup component add clippy
 
+# make fuzz: a nightly toolchain and cargo-fuzz (from crates.io), only when missing.
+cargo +nightly --version >/dev/null 2>&1 || rustup toolchain install nightly --profile minimal
+cargo fuzz --version >/dev/null 2>&1 || cargo install cargo-fuzz --locked
+
 # Namespaces are made with `ip netns add`, which needs /run/netns; nothing else is touched.
 mkdir -p /run/netns

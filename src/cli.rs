@@ -170,6 +170,9 @@ struct PluginCmd {
 pub fn main() -> i32 {
     let args: Vec<String> = std::env::args().collect();
     let strs: Vec<&str> = args.iter().map(String::as_str).collect();
+    if strs.get(1) == Some(&"dhcp") && strs.get(2) == Some(&"daemon") {
+        return crate::ipam::dhcp::daemon::main(&args[3..]);
+    }
     if let Some(plugin) = strs.get(1).and_then(|n| plugins::lookup(n)) {
         let cmd_name = format!("cni-multi {}", plugin.name);
         return match PluginCmd::from_args(&[&cmd_name], &strs[2..]) {

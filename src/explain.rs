@@ -243,6 +243,17 @@ pub static PLUGINS: &[PluginKeys] = &[
         ],
     },
     PluginKeys {
+        plugin: "dhcp",
+        parser: Some(("ipam/dhcp/mod.rs", "IpamIn")),
+        under: "ipam",
+        keys: &[
+            k("daemonSocketPath", "string", "\"/run/cni/dhcp.sock\"", "the socket of `dhcp daemon`, which holds and renews the leases"),
+            k("request", "list", "subnet mask, router, DNS, domain, search, classless routes", "options to ask for: [{\"option\": name or number, \"skipDefault\": bool}]; skipDefault drops the defaults"),
+            k("provide", "list", "none", "options to send: [{\"option\": \"host-name\", \"value\": ... or \"fromArg\": \"K8S_POD_NAME\"}]"),
+            k("priority", "int", "none", "metric of the returned routes"),
+        ],
+    },
+    PluginKeys {
         plugin: "firewall",
         parser: Some(("meta/firewall.rs", "FirewallConf")),
         under: "",
@@ -292,6 +303,15 @@ pub static PLUGINS: &[PluginKeys] = &[
             k("table", "integer", "none (first free >= 100)", "only add rules pointing at this table; move no routes"),
             k("gateways", "list", "none", "static default gateways, at most one per family (win over the IP's gateway)"),
             k("addSourceHints", "bool", "false", "keep the subnet route in main with src <ip> scope link"),
+        ],
+    },
+    PluginKeys {
+        plugin: "vrf",
+        parser: Some(("meta/vrf.rs", "VrfConf")),
+        under: "",
+        keys: &[
+            k("vrfname", "string", "required", "the VRF to put the interface in (made in the container netns when missing; also spelt vrfName)"),
+            k("table", "integer", "0 (first free >= 1)", "the VRF's routing table; an existing VRF with another table is an error"),
         ],
     },
     PluginKeys {

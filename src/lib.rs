@@ -8,6 +8,8 @@ pub mod cni;
 pub mod demo;
 pub mod explain;
 pub mod fileid;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod inspect;
 pub mod interface;
 pub mod invocation_log;

@@ -17,6 +17,7 @@ pub static PLUGINS: &[&Plugin] = &[
     &crate::interface::tap::PLUGIN,
     &crate::interface::vlan::PLUGIN,
     // ipam
+    &crate::ipam::dhcp::PLUGIN,
     &crate::ipam::host_local::PLUGIN,
     &crate::ipam::static_ipam::PLUGIN,
     // meta
@@ -26,6 +27,7 @@ pub static PLUGINS: &[&Plugin] = &[
     &crate::meta::portmap::PLUGIN,
     &crate::meta::sbr::PLUGIN,
     &crate::meta::tuning::PLUGIN,
+    &crate::meta::vrf::PLUGIN,
 ];
 
 pub fn lookup(name: &str) -> Option<&'static Plugin> {
@@ -39,6 +41,12 @@ pub fn names() -> Vec<&'static str> {
 /// Run `plugin` exactly as a runtime calls it: CNI_* from the environment, config on
 /// stdin, result or error JSON on stdout. Returns the exit status.
 pub fn run_as_plugin(plugin: &'static Plugin) -> i32 {
+    // `dhcp daemon …`: the one plugin that is also a long-running program (the reference's
+    // command line, which nodes' unit files use).
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    if plugin.name == "dhcp" && argv.first().map(String::as_str) == Some("daemon") {
+        return crate::ipam::dhcp::daemon::main(&argv[1..]);
+    }
     crate::cni::delegate::set_builtins(lookup);
     crate::cni::delegate::set_observer(log_delegate);
     crate::linux::privileges::drop_unneeded();

@@ -20,10 +20,10 @@ use crate::pkg::ipconfig::{self, Dad};
 use crate::pkg::ipmasq::{check_masquerade, gc_masquerade, setup_masquerade};
 use crate::pkg::link::del_container_link;
 use crate::pkg::mac::{check_container_mac, fmt_mac, parse_mac};
+use crate::pkg::masq_iptables::{self, MasqBackend};
 use crate::pkg::netns::open_netns;
 use crate::pkg::undo::Undo;
 use crate::pkg::veth::{self, VethOpts};
-use crate::pkg::masq_iptables::{self, MasqBackend};
 use crate::pkg::{masquerade, spoofcheck};
 use anyhow::{anyhow, bail, Context};
 use ipnet::IpNet;
@@ -118,8 +118,18 @@ impl BridgeConf {
     fn load(args: &CmdArgs) -> anyhow::Result<BridgeConf> {
         let mut n: BridgeConf = config::parse(&args.stdin)?;
         n.masq_backend = MasqBackend::parse(n.ip_masq_backend.as_deref()).map_err(CniError::invalid_config)?;
+        // IFNAMSIZ: the kernel would refuse a longer name only after IPAM ran (999).
+        if n.bridge.len() > 15 {
+            bail!(CniError::invalid_config(format!(
+                "bridge name {:?} is longer than 15 bytes",
+                n.bridge
+            )));
+        }
         if n.vlan < 0 || n.vlan > 4094 {
-            bail!("invalid VLAN ID {} (must be between 0 and 4094)", n.vlan);
+            bail!(CniError::invalid_config(format!(
+                "invalid VLAN ID {} (must be between 0 and 4094)",
+                n.vlan
+            )));
         }
         n.vlans = collect_vlan_trunk(n.vlan_trunk.as_deref())?;
         if n.vlan > 0 && !n.vlans.is_empty() {
@@ -146,23 +156,29 @@ fn collect_vlan_trunk(trunk: Option<&[VlanTrunk]>) -> anyhow::Result<Vec<u16>> {
         match (t.min_id, t.max_id) {
             (Some(lo), Some(hi)) => {
                 if !ok(lo) {
-                    bail!("incorrect trunk minID parameter");
+                    bail!(CniError::invalid_config("incorrect trunk minID parameter"));
                 }
                 if !ok(hi) {
-                    bail!("incorrect trunk maxID parameter");
+                    bail!(CniError::invalid_config("incorrect trunk maxID parameter"));
                 }
                 if hi < lo {
-                    bail!("minID is greater than maxID in trunk parameter");
+                    bail!(CniError::invalid_config(
+                        "minID is greater than maxID in trunk parameter"
+                    ));
                 }
                 ids.extend(lo..=hi);
             }
-            (None, Some(_)) => bail!("minID and maxID should be configured simultaneously, minID is missing"),
-            (Some(_), None) => bail!("minID and maxID should be configured simultaneously, maxID is missing"),
+            (None, Some(_)) => bail!(CniError::invalid_config(
+                "minID and maxID should be configured simultaneously, minID is missing"
+            )),
+            (Some(_), None) => bail!(CniError::invalid_config(
+                "minID and maxID should be configured simultaneously, maxID is missing"
+            )),
             (None, None) => {}
         }
         if let Some(id) = t.id {
             if !ok(id) {
-                bail!("incorrect trunk id parameter");
+                bail!(CniError::invalid_config("incorrect trunk id parameter"));
             }
             ids.insert(id);
         }
@@ -631,8 +647,8 @@ fn oper_state_name(s: Option<OperState>) -> &'static str {
 }
 
 /// Remove the attachment's firewall rules (found by their comments, so an empty or vanished
-/// netns does not leak them, unlike the reference), delete the container link, then release
-/// IPAM. A missing link is fine; the bridge stays. Every step is tried and every failure
+/// netns does not leak them, unlike the reference), release IPAM, then delete the container
+/// link. A missing link is fine; the bridge stays. Every step is tried and every failure
 /// is reported.
 fn del(args: &CmdArgs) -> anyhow::Result<()> {
     let n = BridgeConf::load(args)?;
@@ -657,13 +673,15 @@ fn del(args: &CmdArgs) -> anyhow::Result<()> {
             Err(e) => errs.push(e.into()),
         }
     }
-    if let Err(e) = del_container_link(&args.netns, &args.ifname) {
-        errs.push(e);
-    }
+    // IPAM first, as the reference does: a DHCP lease is released by a packet sent on the
+    // container's link, so the link must still exist.
     if let Some(t) = n.net.ipam_type() {
         if let Err(e) = delegate::del(t, &args.stdin, args) {
             errs.push(e.into());
         }
+    }
+    if let Err(e) = del_container_link(&args.netns, &args.ifname) {
+        errs.push(e);
     }
     join_errors(errs)
 }
@@ -789,6 +807,12 @@ fn gc(args: &CmdArgs) -> anyhow::Result<()> {
     join_errors(errs)
 }
 
+/// Fuzzing entry (fuzz/): this plugin's config parser alone, as ADD runs it, no kernel.
+#[doc(hidden)]
+pub fn fuzz_parse(args: &CmdArgs) -> anyhow::Result<()> {
+    BridgeConf::load(args).map(drop)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -815,6 +839,28 @@ mod tests {
         assert!(err(r#"[{"minID":6}]"#).contains("maxID is missing"));
         assert_eq!(err(r#"[{"id":0}]"#), "incorrect trunk id parameter");
         assert!(trunk("[]").unwrap().is_empty());
+        // Values out of range are config errors (7), not 999 (found by tests/corpus.rs).
+        let code = |j: &str| CniError::from_anyhow(&trunk(j).unwrap_err()).code;
+        assert_eq!(code(r#"[{"id":0}]"#), 7);
+        assert_eq!(code(r#"[{"minID":7,"maxID":6}]"#), 7);
+    }
+
+    #[test]
+    fn vlan_out_of_range_is_code_7() {
+        for vlan in ["-2", "4095", "5000", r#"1, "bridge": "sixteen-bytes-xx""#] {
+            let args = CmdArgs {
+                command: crate::cni::skel::Command::Add,
+                container_id: "c".into(),
+                netns: "/nonexistent".into(),
+                ifname: "eth0".into(),
+                args: String::new(),
+                path: String::new(),
+                netns_override: false,
+                stdin: format!(r#"{{"cniVersion":"1.0.0","name":"n","type":"bridge","vlan":{vlan}}}"#).into_bytes(),
+            };
+            let e = CniError::from_anyhow(&BridgeConf::load(&args).unwrap_err());
+            assert_eq!(e.code, 7, "vlan {vlan}: {}", e.msg);
+        }
     }
 
     #[test]

@@ -109,6 +109,12 @@ fn gc(args: &CmdArgs) -> anyhow::Result<()> {
     Ok(delegate::gc(&t, &args.stdin, args)?)
 }
 
+/// Fuzzing entry (fuzz/): this plugin's config parser alone, as ADD runs it, no kernel.
+#[doc(hidden)]
+pub fn fuzz_parse(args: &CmdArgs) -> anyhow::Result<()> {
+    DummyConf::load(&args.stdin).map(drop)
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -404,6 +404,12 @@ fn check(args: &CmdArgs) -> anyhow::Result<()> {
     ipconfig::validate_expected_routes(&mut cont, &prev.routes)
 }
 
+/// Fuzzing entry (fuzz/): this plugin's config parser alone, as ADD runs it, no kernel.
+#[doc(hidden)]
+pub fn fuzz_parse(args: &CmdArgs) -> anyhow::Result<()> {
+    HostDeviceConf::load(&args.stdin).map(drop)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

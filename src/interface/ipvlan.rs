@@ -120,6 +120,12 @@ fn check(args: &CmdArgs) -> anyhow::Result<()> {
     })
 }
 
+/// Fuzzing entry (fuzz/): this plugin's config parser alone, as ADD runs it, no kernel.
+#[doc(hidden)]
+pub fn fuzz_parse(args: &CmdArgs) -> anyhow::Result<()> {
+    IpvlanConf::load(&args.stdin).map(drop)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -108,6 +108,12 @@ fn check(args: &CmdArgs) -> anyhow::Result<()> {
     })
 }
 
+/// Fuzzing entry (fuzz/): this plugin's config parser alone, as ADD runs it, no kernel.
+#[doc(hidden)]
+pub fn fuzz_parse(args: &CmdArgs) -> anyhow::Result<()> {
+    MacvlanConf::load(args).map(drop)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -21,8 +21,8 @@ use crate::pkg::ipmasq::{check_masquerade, gc_masquerade, setup_masquerade};
 use crate::pkg::link::del_container_link;
 use crate::pkg::link::mtu_of;
 use crate::pkg::mac::{check_container_mac, fmt_mac};
-use crate::pkg::netns::open_netns;
 use crate::pkg::masq_iptables::MasqBackend;
+use crate::pkg::netns::open_netns;
 use crate::pkg::undo::Undo;
 use crate::pkg::veth::{self, VethOpts};
 use anyhow::{anyhow, bail, Context};
@@ -242,4 +242,10 @@ fn gc(args: &CmdArgs) -> anyhow::Result<()> {
             .map(anyhow::Error::from),
     );
     join_errors(errs)
+}
+
+/// Fuzzing entry (fuzz/): this plugin's config parser alone, as ADD runs it, no kernel.
+#[doc(hidden)]
+pub fn fuzz_parse(args: &CmdArgs) -> anyhow::Result<()> {
+    PtpConf::load(&args.stdin).map(drop).map_err(Into::into)
 }

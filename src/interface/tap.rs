@@ -160,6 +160,12 @@ fn check(args: &CmdArgs) -> anyhow::Result<()> {
     crate::pkg::ipconfig::validate_expected_routes(&mut cont, &prev.routes)
 }
 
+/// Fuzzing entry (fuzz/): this plugin's config parser alone, as ADD runs it, no kernel.
+#[doc(hidden)]
+pub fn fuzz_parse(args: &CmdArgs) -> anyhow::Result<()> {
+    TapConf::load(args).map(drop)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

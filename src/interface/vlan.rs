@@ -124,6 +124,12 @@ fn gc(args: &CmdArgs) -> anyhow::Result<()> {
     Ok(delegate::gc(n.ipam()?, &args.stdin, args)?)
 }
 
+/// Fuzzing entry (fuzz/): this plugin's config parser alone, as ADD runs it, no kernel.
+#[doc(hidden)]
+pub fn fuzz_parse(args: &CmdArgs) -> anyhow::Result<()> {
+    VlanConf::load(&args.stdin).map(drop)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -43,8 +43,7 @@ pub fn parse_requested_ip(s: &str) -> Result<IpAddr, String> {
 /// resolv.conf into a result's DNS (host-local dns.go): nameserver, domain, search, options;
 /// `#` and `;` start comments; lines with fewer than two fields are skipped.
 pub fn parse_resolv_conf(path: &str) -> Result<Dns, CniError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| CniError::internal(format!("open {path}: {}", crate::linux::error::io_errno_text(&e))))?;
+    let text = read_resolv_conf(path)?;
     let mut dns = Dns::default();
     for line in text.lines() {
         let line = line.trim();
@@ -65,6 +64,22 @@ pub fn parse_resolv_conf(path: &str) -> Result<Dns, CniError> {
         }
     }
     Ok(dns)
+}
+
+/// The largest resolv.conf read (glibc reads far less of one).
+const RESOLV_CONF_MAX: u64 = 64 * 1024;
+
+/// The text of the file the config's `resolvConf` names: a regular file of sane size only
+/// (a FIFO used to block the ADD forever, /dev/zero to fill the memory).
+fn read_resolv_conf(path: &str) -> Result<String, CniError> {
+    let buf = crate::linux::files::read_regular(std::path::Path::new(path), RESOLV_CONF_MAX).map_err(|e| {
+        if e.raw_os_error().is_some() {
+            CniError::internal(format!("open {path}: {}", crate::linux::error::io_errno_text(&e)))
+        } else {
+            CniError::internal(format!("read {path}: {e}"))
+        }
+    })?;
+    Ok(String::from_utf8_lossy(&buf).into_owned())
 }
 
 #[cfg(test)]
@@ -96,5 +111,27 @@ mod tests {
         let e = parse_resolv_conf("/nonexistent/resolv.conf").unwrap_err();
         assert_eq!(e.msg, "open /nonexistent/resolv.conf: no such file or directory");
         assert_eq!(e.code, 999);
+    }
+
+    /// resolvConf naming a FIFO, a device, a directory or a huge file: a clear error at once
+    /// (a FIFO used to block the ADD forever, /dev/zero to read until memory ran out).
+    #[test]
+    fn resolv_conf_that_is_no_regular_file() {
+        let dir = std::env::temp_dir().join(format!("cni-multi-resolv-odd-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let fifo = dir.join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let big = dir.join("big");
+        std::fs::write(&big, vec![b'#'; 100_000]).unwrap();
+        for (p, want) in [
+            (fifo.to_str().unwrap(), "not a regular file"),
+            ("/dev/zero", "not a regular file"),
+            (dir.to_str().unwrap(), "not a regular file"),
+            (big.to_str().unwrap(), "larger than 65536 bytes"),
+        ] {
+            let e = parse_resolv_conf(p).unwrap_err();
+            assert!(e.msg.contains(want), "{p}: {}", e.msg);
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

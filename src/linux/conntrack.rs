@@ -130,7 +130,7 @@ pub fn delete_by_dst_port(family: CtFamily, l4proto: u8, dport: u16) -> Result<u
             match ty {
                 NLMSG_DONE => break 'dump,
                 NLMSG_ERROR => {
-                    let errno = -i32::from_ne_bytes(body.get(..4).unwrap_or(&[0; 4]).try_into().unwrap());
+                    let errno = ack_errno(body);
                     if errno == 0 {
                         break 'dump;
                     }
@@ -192,6 +192,16 @@ pub fn delete_by_dst_port(family: CtFamily, l4proto: u8, dport: u16) -> Result<u
     Ok(deleted)
 }
 
+/// The errno of an NLMSG_ERROR body (0 for an ack). The kernel sends 0 or a negative errno;
+/// anything else (i32::MIN overflowed the negation) is read as EIO.
+fn ack_errno(body: &[u8]) -> i32 {
+    let code = i32::from_ne_bytes(body.get(..4).unwrap_or(&[0; 4]).try_into().unwrap());
+    match code.checked_neg() {
+        Some(e) if e >= 0 => e,
+        _ => nix::libc::EIO,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -209,5 +219,15 @@ mod tests {
         assert_eq!(parsed.len(), 1);
         assert_eq!(parsed[0].0, (1 << 8) | 2);
         assert_eq!(parsed[0].1, 7);
+    }
+
+    #[test]
+    fn ack_errno_of_odd_codes() {
+        assert_eq!(ack_errno(&0i32.to_ne_bytes()), 0);
+        assert_eq!(ack_errno(&(-2i32).to_ne_bytes()), 2);
+        assert_eq!(ack_errno(&[]), 0);
+        // Negating i32::MIN overflowed (the same defect the nft fuzz target found in nft acks).
+        assert_eq!(ack_errno(&i32::MIN.to_ne_bytes()), nix::libc::EIO);
+        assert_eq!(ack_errno(&5i32.to_ne_bytes()), nix::libc::EIO);
     }
 }

@@ -4,12 +4,15 @@
 
 pub mod conntrack;
 pub mod error;
+pub mod files;
 pub mod late_close;
 pub mod netlink;
 pub mod netns;
 pub mod nft;
+pub mod packet;
 pub mod ping;
 pub mod privileges;
+pub mod statefile;
 pub mod sysctl;
 pub mod tuntap;
 

@@ -4,6 +4,7 @@
 use std::fmt;
 use std::fs::File;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use nix::fcntl::{Flock, FlockArg};
@@ -60,7 +61,13 @@ impl NetNs {
     /// Opens the namespace file at `path` (e.g. `/run/netns/x`, `/proc/<pid>/ns/net`).
     pub fn open(path: impl AsRef<Path>) -> std::result::Result<NetNs, NsError> {
         let path = path.as_ref();
-        let file = match File::open(path) {
+        // Non-blocking: opening a FIFO given as CNI_NETNS would otherwise wait forever for a
+        // writer (found by the bad-input corpus); nsfs files ignore the flag.
+        let opened = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(nix::libc::O_NONBLOCK | nix::libc::O_CLOEXEC)
+            .open(path);
+        let file = match opened {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(NsError::NotExist(path.to_owned())),
             Err(e) => return Err(NsError::Other(Error::io(format!("open netns {path:?}"), e))),
@@ -72,6 +79,14 @@ impl NetNs {
         // must not be confused with "namespace already gone".
         let magic = st.filesystem_type().0 as i64;
         if magic != NSFS_MAGIC && magic != PROC_SUPER_MAGIC {
+            return Err(NsError::NotNetns(path.to_owned()));
+        }
+        // Another kind of namespace (/proc/self/ns/mnt) is nsfs too: ask the kernel for the
+        // type (NS_GET_NSTYPE, Linux 4.11). Kernels without the ioctl keep the old answer.
+        const NS_GET_NSTYPE: nix::libc::c_ulong = 0xb703;
+        // SAFETY: an argument-less ioctl on a descriptor this function owns.
+        let ty = unsafe { nix::libc::ioctl(fd.as_raw_fd(), NS_GET_NSTYPE as _) };
+        if ty >= 0 && ty != CloneFlags::CLONE_NEWNET.bits() {
             return Err(NsError::NotNetns(path.to_owned()));
         }
         Ok(NetNs {
@@ -219,5 +234,34 @@ pub fn delete_named(path: &Path) -> super::Result<()> {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(Error::io(format!("remove {path:?}"), e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// CNI_NETNS naming a FIFO hung every plugin (open waited for a writer), and another
+    /// namespace type (/proc/self/ns/mnt) passed as a netns until setns failed with 999
+    /// (both found by tests/corpus.rs). Both are "not a network namespace" now, at once.
+    #[test]
+    fn fifo_and_other_namespace_types_are_not_netns() {
+        let fifo = std::env::temp_dir().join(format!("cni-multi-netns-fifo-{}", std::process::id()));
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let r = NetNs::open(&fifo);
+        std::fs::remove_file(&fifo).unwrap();
+        assert!(matches!(r, Err(NsError::NotNetns(_))), "fifo: {:?}", r.err());
+        for p in [
+            "/proc/self/ns/mnt",
+            "/proc/self/ns/uts",
+            "/proc/self/ns/pid",
+            "/etc/hostname",
+            "/",
+        ] {
+            let r = NetNs::open(p);
+            assert!(matches!(r, Err(NsError::NotNetns(_))), "{p}: {:?}", r.err());
+        }
+        assert!(NetNs::open("/proc/self/ns/net").is_ok());
+        assert!(matches!(NetNs::open("/nonexistent/ns"), Err(NsError::NotExist(_))));
     }
 }

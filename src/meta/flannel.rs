@@ -10,6 +10,7 @@ use crate::cni::error::{code, CniError};
 use crate::cni::result::{CniResult, Route};
 use crate::cni::skel::{CmdArgs, Kind, Plugin};
 use crate::cni::version;
+use crate::linux::statefile;
 use anyhow::{anyhow, bail, Context};
 use ipnet::IpNet;
 use serde::Deserialize;
@@ -181,9 +182,16 @@ fn go_parse_uint_err(e: &std::num::ParseIntError) -> &'static str {
 /// Read and parse the subnet file; a missing file names its path (the most common flannel
 /// complaint is a node whose flanneld has not written it yet).
 pub fn load_subnet_env(file: &str) -> anyhow::Result<SubnetEnv> {
-    let text = std::fs::read_to_string(file)
-        .map_err(|e| anyhow!("open {file}: {}", crate::linux::error::io_errno_text(&e)))?;
-    parse_subnet_env(&text, file)
+    // A regular file of sane size only: a FIFO would block the ADD, /dev/zero fill the memory.
+    let bytes = crate::linux::files::read_regular(Path::new(file), 1024 * 1024).map_err(|e| {
+        let why = match e.kind() {
+            std::io::ErrorKind::NotFound => "no such file or directory".to_string(),
+            std::io::ErrorKind::PermissionDenied => "permission denied".to_string(),
+            _ => crate::linux::error::io_errno_text(&e),
+        };
+        anyhow!("open {file}: {why}")
+    })?;
+    parse_subnet_env(&String::from_utf8_lossy(&bytes), file)
 }
 
 /// The delegate config, built exactly as the reference builds it (flannel.go cmdAdd and
@@ -191,13 +199,19 @@ pub fn load_subnet_env(file: &str) -> anyhow::Result<SubnetEnv> {
 fn delegate_config(conf: &FlannelConf, env: &SubnetEnv) -> anyhow::Result<Map<String, Value>> {
     let mut d = conf.delegate.clone().unwrap_or_default();
     if d.get("type").is_some_and(|t| !t.is_string()) {
-        bail!("'delegate' dictionary, if present, must have (string) 'type' field");
+        bail!(CniError::invalid_config(
+            "'delegate' dictionary, if present, must have (string) 'type' field"
+        ));
     }
     if d.contains_key("name") {
-        bail!("'delegate' dictionary must not have 'name' field, it'll be set by flannel");
+        bail!(CniError::invalid_config(
+            "'delegate' dictionary must not have 'name' field, it'll be set by flannel"
+        ));
     }
     if d.contains_key("ipam") {
-        bail!("'delegate' dictionary must not have 'ipam' field, it'll be set by flannel");
+        bail!(CniError::invalid_config(
+            "'delegate' dictionary must not have 'ipam' field, it'll be set by flannel"
+        ));
     }
     if let Some(rc) = &conf.runtime_config {
         d.insert("runtimeConfig".into(), Value::Object(rc.clone()));
@@ -387,13 +401,15 @@ fn go_string(s: &str, out: &mut String) {
 
 // ---- saved delegate configs ----------------------------------------------------------------
 
+/// A delegate config is a few hundred bytes; a saved file this large is not ours.
+const SAVED_MAX: u64 = 1 << 20;
+
 fn saved_path(data_dir: &Path, container_id: &str) -> PathBuf {
     data_dir.join(container_id)
 }
 
 /// Write-then-fsync, mode 0600 in a 0700 directory: the reference's storage.
 fn save(data_dir: &Path, container_id: &str, bytes: &[u8]) -> anyhow::Result<()> {
-    use std::io::Write;
     use std::os::unix::fs::DirBuilderExt;
     std::fs::DirBuilder::new()
         .recursive(true)
@@ -401,10 +417,9 @@ fn save(data_dir: &Path, container_id: &str, bytes: &[u8]) -> anyhow::Result<()>
         .create(data_dir)
         .with_context(|| format!("mkdir {}", data_dir.display()))?;
     let path = saved_path(data_dir, container_id);
-    let mut f = crate::pkg::file::create_private(&path).with_context(|| format!("open {}", path.display()))?;
-    f.write_all(bytes)
-        .and_then(|_| f.sync_all())
-        .with_context(|| format!("write {}", path.display()))
+    // Through a temp file and rename: a full dataDir leaves no half-written config, and a
+    // symlink planted at the path is replaced, never written through.
+    statefile::write_atomic(&path, bytes, 0o600, true).with_context(|| format!("write {}", path.display()))
 }
 
 /// The delegate type of a saved config.
@@ -420,7 +435,11 @@ fn saved_type(bytes: &[u8]) -> Result<String, serde_json::Error> {
 // ---- add --------------------------------------------------------------------------------
 
 fn add(args: &CmdArgs) -> anyhow::Result<CniResult> {
-    let conf = load_conf(&args.stdin).map_err(|e| anyhow!("loadFlannelNetConf failed: {}", e.msg))?;
+    // The reference's wording, with the code of the config error kept (7, not 999).
+    let conf = load_conf(&args.stdin).map_err(|e| CniError {
+        msg: format!("loadFlannelNetConf failed: {}", e.msg),
+        ..e
+    })?;
     let env = load_subnet_env(conf.subnet_file())
         .context("loadFlannelSubnetEnv failed")
         .map_err(|e| with_hint(e, conf.subnet_file()))?;
@@ -430,6 +449,13 @@ fn add(args: &CmdArgs) -> anyhow::Result<CniResult> {
     save(conf.data_dir(), &args.container_id, &bytes)?;
     let dtype = d["type"].as_str().expect("checked to be a string").to_string();
     delegate::add(&dtype, &bytes, args).map_err(|e| {
+        // A failed ADD leaves nothing: the delegate's DEL takes back whatever a delegate that
+        // does not roll back left (ours does; a third-party one may not), then the saved
+        // config goes, so no DEL or GC later acts on an attachment that never existed.
+        if let Err(d) = delegate::del(&dtype, &bytes, args) {
+            eprintln!("rollback: delegated DEL failed: {}", d.msg);
+        }
+        let _ = statefile::remove_with_temps(&saved_path(conf.data_dir(), &args.container_id));
         let mut e2 = e.clone();
         e2.msg = format!("failed to delegate add: {}", e.msg);
         e2.into()
@@ -454,9 +480,22 @@ fn with_hint(e: anyhow::Error, file: &str) -> anyhow::Error {
 fn del(args: &CmdArgs) -> anyhow::Result<()> {
     let conf = load_conf(&args.stdin)?;
     let path = saved_path(conf.data_dir(), &args.container_id);
-    let bytes = match std::fs::read(&path) {
+    // Never followed through a symlink, never blocked on (a FIFO), bounded in size.
+    let bytes = match statefile::read_regular(&path, SAVED_MAX) {
         Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            // An ADD killed while saving leaves only its temp file.
+            let _ = statefile::remove_with_temps(&path);
+            return Ok(());
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+            // Planted, not saved by ADD (a symlink, a FIFO, 10 MB): never followed or
+            // trusted; the entry itself goes (a directory stays), the DEL succeeds and GC
+            // reclaims what the delegate held.
+            eprintln!("flannel: ignoring saved config: {e}");
+            let _ = statefile::remove_with_temps(&path);
+            return Ok(());
+        }
         Err(e) => return Err(anyhow!("read {}: {e}", path.display())),
     };
     let dtype = match saved_type(&bytes) {
@@ -468,7 +507,7 @@ fn del(args: &CmdArgs) -> anyhow::Result<()> {
         }
     };
     let r = delegate::del(&dtype, &bytes, args);
-    let _ = std::fs::remove_file(&path);
+    let _ = statefile::remove_with_temps(&path);
     Ok(r?)
 }
 
@@ -490,7 +529,7 @@ fn check(args: &CmdArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     let path = saved_path(conf.data_dir(), &args.container_id);
-    let bytes = std::fs::read(&path).map_err(|e| {
+    let bytes = statefile::read_regular(&path, SAVED_MAX).map_err(|e| {
         anyhow!(
             "no saved delegate config for container {:?} ({}: {e})",
             args.container_id,
@@ -535,7 +574,7 @@ fn gc(args: &CmdArgs) -> anyhow::Result<()> {
             if !e.file_type().map(|t| t.is_file()).unwrap_or(false) || config::validate_container_id(&name).is_err() {
                 continue;
             }
-            if let Ok(Value::Object(m)) = std::fs::read(e.path())
+            if let Ok(Value::Object(m)) = statefile::read_regular(&e.path(), SAVED_MAX)
                 .map_err(|_| ())
                 .and_then(|b| serde_json::from_slice(&b).map_err(|_| ()))
             {
@@ -586,6 +625,21 @@ fn gc(args: &CmdArgs) -> anyhow::Result<()> {
     }
 }
 
+/// Fuzzing entry (fuzz/): the config and a subnet.env's text through the parsers and the
+/// delegate's config as ADD assembles it, no files and no kernel.
+#[doc(hidden)]
+pub fn fuzz_parse(stdin: &[u8], subnet_env: &str) -> anyhow::Result<()> {
+    let env = parse_subnet_env(subnet_env, "subnet.env")?;
+    let conf = load_conf(stdin)?;
+    let _ = conf.subnet_file();
+    let _ = conf.data_dir();
+    let d = delegate_config(&conf, &env)?;
+    let _ = go_marshal(&d);
+    // DEL reads back what ADD saved: the same bytes may be a hostile saved file.
+    let _ = saved_type(stdin);
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -631,6 +685,50 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert_eq!(e, "open /nonexistent/flannel/subnet.env: no such file or directory");
+    }
+
+    /// A config key of the wrong type is code 7 through ADD too (the reference's wrapping of
+    /// the message dropped the code: 999; found by tests/corpus.rs).
+    #[test]
+    fn wrong_typed_key_is_code_7() {
+        let args = CmdArgs {
+            command: crate::cni::skel::Command::Add,
+            container_id: "c".into(),
+            netns: "/nonexistent".into(),
+            ifname: "eth0".into(),
+            args: String::new(),
+            path: String::new(),
+            netns_override: false,
+            stdin: br#"{"cniVersion":"1.0.0","name":"n","type":"flannel","subnetFile":5}"#.to_vec(),
+        };
+        let e = CniError::from_anyhow(&add(&args).unwrap_err());
+        assert_eq!(e.code, 7, "{}", e.msg);
+        assert!(e.msg.starts_with("loadFlannelNetConf failed: "), "{}", e.msg);
+        let env = parse_subnet_env(
+            "FLANNEL_NETWORK=10.1.0.0/16\nFLANNEL_SUBNET=10.1.2.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n",
+            "f",
+        )
+        .unwrap();
+        for d in [r#"{"name":"x"}"#, r#"{"type":5}"#, r#"{"ipam":{}}"#] {
+            let c = conf(&format!(
+                r#"{{"cniVersion":"1.0.0","name":"n","type":"flannel","delegate":{d}}}"#
+            ));
+            let e = CniError::from_anyhow(&delegate_config(&c, &env).unwrap_err());
+            assert_eq!(e.code, 7, "{d}: {}", e.msg);
+        }
+    }
+
+    /// A subnetFile that is a FIFO or a device is refused at once (it blocked the ADD, or
+    /// read /dev/zero until memory ran out).
+    #[test]
+    fn subnet_file_that_is_no_regular_file() {
+        let fifo = std::env::temp_dir().join(format!("cni-multi-flannel-fifo-{}", std::process::id()));
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let e = load_subnet_env(fifo.to_str().unwrap()).unwrap_err().to_string();
+        std::fs::remove_file(&fifo).unwrap();
+        assert!(e.ends_with(": not a regular file"), "{e}");
+        let e = load_subnet_env("/dev/zero").unwrap_err().to_string();
+        assert_eq!(e, "open /dev/zero: not a regular file");
     }
 
     #[test]

@@ -7,7 +7,8 @@
 //! - [`bandwidth`]: tbf shaping on the host veth and an IFB (tc over rtnetlink, `linux::netlink::tc`);
 //! - [`sbr`]: source based routing (ip rules and a routing table per container address);
 //! - [`tuning`]: sysctls and link attributes of the container interface;
-//! - [`flannel`]: builds a bridge + host-local delegate from flanneld's subnet.env.
+//! - [`flannel`]: builds a bridge + host-local delegate from flanneld's subnet.env;
+//! - [`vrf`]: enslaves the container interface to a VRF in the container netns.
 
 pub mod bandwidth;
 pub mod firewall;
@@ -15,3 +16,4 @@ pub mod flannel;
 pub mod portmap;
 pub mod sbr;
 pub mod tuning;
+pub mod vrf;

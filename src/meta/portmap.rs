@@ -41,6 +41,7 @@ use crate::pkg::comment::rule_comment;
 use crate::pkg::portmap_iptables as ipt;
 use crate::pkg::reference_iptables as reference;
 use crate::pkg::sha512::hex_prefix;
+use crate::pkg::undo::Undo;
 
 pub static PLUGIN: Plugin = Plugin {
     name: "portmap",
@@ -433,15 +434,36 @@ fn add(args: &CmdArgs) -> Result<CniResult> {
     let (v4, v6) = container_ips(&prev, &args.ifname);
     let sock = NftSocket::open()?;
     let comment = rule_comment(&conf.net.name, &args.container_id, &args.ifname);
+    // Each family is its own batch and route_localnet may fail after the first: a failed ADD
+    // takes back every rule it committed (found by comment, as DEL finds them).
+    let mut undo = Undo::new();
     for cip in [v4, v6].into_iter().flatten() {
         match &conf.iptables {
-            Some(o) => ipt::setup(
-                &sock,
-                &ipt_params(&conf, o, args),
-                &ipt_mappings(&conf),
-                container_net(&prev, cip),
-            )?,
-            None => forward_ports(&sock, &conf, cip, &comment)?,
+            Some(o) => {
+                ipt::setup(
+                    &sock,
+                    &ipt_params(&conf, o, args),
+                    &ipt_mappings(&conf),
+                    container_net(&prev, cip),
+                )?;
+                let (net, cid) = (conf.net.name.clone(), args.container_id.clone());
+                undo.push(format!("remove iptables port mappings of {cid}"), move || {
+                    ipt::teardown(&NftSocket::open()?, &net, &cid)
+                });
+            }
+            None => {
+                forward_ports(&sock, &conf, cip, &comment)?;
+                let (fam, c) = (table(cip.is_ipv6()).family, comment.clone());
+                undo.push(format!("remove {fam} port mappings of {c}"), move || {
+                    let sock = NftSocket::open()?;
+                    let mut b = Batch::new();
+                    delete_into(&mut b, fam, &own_rules(&sock, fam, |x| x == c)?);
+                    if !b.is_empty() {
+                        b.commit(&sock)?;
+                    }
+                    Ok(())
+                });
+            }
         }
         if cip.is_ipv4() && conf.snat {
             enable_localnet_routing(cip)?;
@@ -459,6 +481,7 @@ fn add(args: &CmdArgs) -> Result<CniResult> {
             }
         }
     }
+    undo.commit();
     Ok(prev)
 }
 

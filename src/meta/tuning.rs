@@ -12,7 +12,7 @@ use crate::cni::result::CniResult;
 use crate::cni::skel::{CmdArgs, Kind, Plugin};
 use crate::cni::version;
 use crate::linux::netlink::link::fmt_mac;
-use crate::linux::{NetNs, Netlink};
+use crate::linux::{statefile, NetNs, Netlink};
 use crate::pkg::mac::parse_mac;
 use crate::pkg::netns::{open_netns, open_netns_for_del};
 use anyhow::{anyhow, bail, Context};
@@ -289,6 +289,9 @@ fn is_zero(v: &u32) -> bool {
     *v == 0
 }
 
+/// A backup holds five short fields; anything much larger is not ours.
+const BACKUP_MAX: u64 = 64 * 1024;
+
 fn backup_path(dir: &Path, cid: &str, ifname: &str) -> PathBuf {
     dir.join(format!("{cid}_{ifname}.json"))
 }
@@ -313,16 +316,23 @@ fn add(args: &CmdArgs) -> anyhow::Result<CniResult> {
     let mut result = t.net.prev_result()?.expect("checked above");
     let ns = open_netns(&args.netns)?;
 
-    write_sysctls(&ns, &t.sysctl, &args.ifname)?;
+    // Undo: a failed ADD leaves the sysctls and the link as it found them and no backup.
+    let before = write_sysctls(&ns, &t.sysctl, &args.ifname)?;
     if !t.changes_link() {
         return Ok(result);
     }
-    let mut nl = Netlink::in_netns(&ns)?;
-    let backup = create_backup(&mut nl, &t, args)?;
-    // Undo: a failed ADD leaves the link as it found it and no backup behind.
-    if let Err(e) = apply_link(&mut nl, &t, &args.ifname) {
-        let _ = restore(&mut nl, &args.ifname, &backup);
-        let _ = std::fs::remove_file(backup_path(&t.data_dir, &args.container_id, &args.ifname));
+    let linked = (|| {
+        let mut nl = Netlink::in_netns(&ns)?;
+        let backup = create_backup(&mut nl, &t, args)?;
+        if let Err(e) = apply_link(&mut nl, &t, &args.ifname) {
+            let _ = restore(&mut nl, &args.ifname, &backup);
+            let _ = statefile::remove_with_temps(&backup_path(&t.data_dir, &args.container_id, &args.ifname));
+            return Err(e);
+        }
+        Ok(())
+    })();
+    if let Err(e) = linked {
+        restore_sysctls(&ns, &before);
         return Err(e);
     }
     if !t.mac.is_empty() {
@@ -335,16 +345,53 @@ fn add(args: &CmdArgs) -> anyhow::Result<CniResult> {
 
 /// /proc/sys/net belongs to the netns of the thread that opens it, so the writes happen
 /// inside the container's netns.
-fn write_sysctls(ns: &NetNs, sysctl: &[(String, String)], ifname: &str) -> anyhow::Result<()> {
+fn write_sysctls(ns: &NetNs, sysctl: &[(String, String)], ifname: &str) -> anyhow::Result<Saved> {
     if sysctl.is_empty() {
-        return Ok(());
+        return Ok(Vec::new());
     }
     let _in = ns.enter()?;
+    let mut saved = Vec::new();
     for (key, value) in sysctl {
-        let path = sysctl_path(key, ifname)?;
-        std::fs::write(&path, value).map_err(|e| go_path_error("open", &path, &e))?;
+        let path = match sysctl_path(key, ifname) {
+            Ok(p) => p,
+            Err(e) => {
+                put_back(&saved);
+                return Err(e);
+            }
+        };
+        // Read first so a failed ADD can put it back (a write-only entry just cannot be).
+        let old = std::fs::read_to_string(&path).ok();
+        if let Err(e) = std::fs::write(&path, value) {
+            put_back(&saved);
+            return Err(go_path_error("open", &path, &e));
+        }
+        saved.push((path, old));
     }
-    Ok(())
+    Ok(saved)
+}
+
+/// Sysctl paths written by this ADD with the values they had before.
+type Saved = Vec<(PathBuf, Option<String>)>;
+
+/// Newest first; must run inside the container's netns.
+fn put_back(saved: &Saved) {
+    for (path, old) in saved.iter().rev() {
+        if let Some(v) = old {
+            if let Err(e) = std::fs::write(path, v.trim_end()) {
+                eprintln!("rollback: could not restore {}: {e}", path.display());
+            }
+        }
+    }
+}
+
+fn restore_sysctls(ns: &NetNs, saved: &Saved) {
+    if saved.is_empty() {
+        return;
+    }
+    match ns.enter() {
+        Ok(_in) => put_back(saved),
+        Err(e) => eprintln!("rollback: cannot enter the container netns to restore sysctls: {e}"),
+    }
 }
 
 fn create_backup(nl: &mut Netlink, t: &Tuning, args: &CmdArgs) -> anyhow::Result<Backup> {
@@ -387,9 +434,12 @@ fn create_backup(nl: &mut Netlink, t: &Tuning, args: &CmdArgs) -> anyhow::Result
     Ok(b)
 }
 
+/// Through a temp file and rename: a full or read-only dataDir leaves no half-written backup,
+/// and a symlink or hard link planted at the path is replaced, never written through. No
+/// fsync (as in the reference): a backup matters only while the pod's netns lives, and a
+/// node crash takes that with it.
 fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    crate::pkg::file::create_private(path)?.write_all(data)
+    statefile::write_atomic(path, data, 0o600, false)
 }
 
 /// The reference's order: mac, promisc (only ever turned on), mtu, allmulti, txQLen.
@@ -424,14 +474,29 @@ fn apply_link(nl: &mut Netlink, t: &Tuning, ifname: &str) -> anyhow::Result<()> 
 fn del(args: &CmdArgs) -> anyhow::Result<()> {
     let t = parse_conf(&args.stdin, &args.args)?;
     let path = backup_path(&t.data_dir, &args.container_id, &args.ifname);
-    let Ok(data) = std::fs::read(&path) else {
-        return Ok(());
+    // A backup that is not a small regular file of the right shape (a symlink, a FIFO,
+    // garbage) was not written by us: never followed or trusted, only removed (a directory
+    // is left for a person).
+    let data = match statefile::read_regular(&path, BACKUP_MAX) {
+        Ok(d) => d,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            // An ADD killed while saving leaves only its temp file.
+            let _ = statefile::remove_with_temps(&path);
+            return Ok(());
+        }
+        Err(e) => {
+            eprintln!("tuning: ignoring backup: {e}");
+            let _ = statefile::remove_with_temps(&path);
+            return Ok(());
+        }
     };
     let Ok(backup) = serde_json::from_slice::<Backup>(&data) else {
+        eprintln!("tuning: ignoring backup {}: not a tuning backup", path.display());
+        let _ = statefile::remove_with_temps(&path);
         return Ok(());
     };
     let gone = || {
-        let _ = std::fs::remove_file(&path);
+        let _ = statefile::remove_with_temps(&path);
         Ok(())
     };
     let Ok(Some(ns)) = open_netns_for_del(&args.netns) else {
@@ -446,7 +511,7 @@ fn del(args: &CmdArgs) -> anyhow::Result<()> {
         Err(_) => return Ok(()),
     }
     if restore(&mut nl, &args.ifname, &backup).is_ok() {
-        let _ = std::fs::remove_file(&path);
+        let _ = statefile::remove_with_temps(&path);
     }
     Ok(())
 }
@@ -557,6 +622,33 @@ fn check(args: &CmdArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Fuzzing entry (fuzz/): the config parser with CNI_ARGS, the sysctl names made into paths
+/// and the link values checked, as ADD does before it touches the kernel.
+#[doc(hidden)]
+pub fn fuzz_parse(args: &CmdArgs) -> anyhow::Result<()> {
+    reject_duplicate_sysctls(&args.stdin)?;
+    let t = parse_conf(&args.stdin, &args.args)?;
+    t.net.prev_result()?;
+    for (key, _) in &t.sysctl {
+        sysctl_path(key, &args.ifname)?;
+    }
+    if !t.mac.is_empty() {
+        mac_of(&t.mac)?;
+    }
+    u32_of("mtu", t.mtu)?;
+    if let Some(q) = t.tx_qlen {
+        u32_of("txQLen", q)?;
+    }
+    let _ = backup_path(&t.data_dir, &args.container_id, &args.ifname);
+    Ok(())
+}
+
+/// Fuzzing entry (fuzz/): one sysctl name as tuning maps it to a path under /proc/sys/net.
+#[doc(hidden)]
+pub fn fuzz_sysctl_path(key: &str, ifname: &str) -> anyhow::Result<PathBuf> {
+    sysctl_path(key, ifname)
 }
 
 #[cfg(test)]

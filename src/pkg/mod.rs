@@ -3,8 +3,8 @@
 //! and `linux`, never another plugin file; nothing here imports a plugin.
 //!
 //! - [`netns`]: CNI_NETNS opening with the spec's codes; [`ipam`]: IPAM ADD with rollback,
-//!   STATUS/GC delegation; [`undo`]: the rollback list of an ADD; [`errors`]: joined DEL errors;
-//!   [`file`]: the private files plugins keep for DEL.
+//!   STATUS/GC delegation; [`undo`]: the rollback list of an ADD; [`errors`]: joined DEL errors
+//!   (the private files plugins keep for DEL are `linux::statefile`'s).
 //! - [`link`]: the `mtu` key, DEL of the container link; [`mac`]: MAC parsing and precedence;
 //!   [`ip`]: address arithmetic; [`veth`]: the veth pair of bridge and ptp; [`childlink`]: what
 //!   macvlan, ipvlan, vlan, tap and dummy share; [`ipconfig`]: ConfigureIface and the CHECK
@@ -19,7 +19,6 @@
 pub mod childlink;
 pub mod comment;
 pub mod errors;
-pub mod file;
 pub mod ip;
 pub mod ipam;
 pub mod ipconfig;

@@ -50,22 +50,58 @@ pub fn write(list: &NetworkList, rt: &RuntimeConf, result: Option<&Value>) -> Re
         "capabilityArgs": rt.capability_args,
         "result": result.cloned().unwrap_or(Value::Null),
     });
-    let tmp = dir.join(format!(".tmp-{}", std::process::id()));
+    let tmp = dir.join(format!("{}{}", temp_prefix(&p), std::process::id()));
+    // Whatever sits at the temp name (a leftover, or a symlink planted by a local user
+    // guessing the pid) is removed, never written through.
+    let _ = std::fs::remove_file(&tmp);
     let mut f = std::fs::OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(true)
         .mode(0o600)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
         .open(&tmp)
         .map_err(|e| CniError::internal(format!("failed to write cache {}: {e}", tmp.display())))?;
     f.write_all(doc.to_string().as_bytes())
         .and_then(|_| std::fs::rename(&tmp, &p))
-        .map_err(|e| CniError::internal(format!("failed to write cache {}: {e}", p.display())))
+        .map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            CniError::internal(format!("failed to write cache {}: {e}", p.display()))
+        })
+}
+
+/// A cache entry is a result and a config: a few KiB. Anything larger is not libcni's.
+const ENTRY_MAX: u64 = 4 << 20;
+
+/// Read a cache entry that is a regular file of bounded size: a symlink is not followed, a
+/// FIFO not blocked on (O_NONBLOCK), a directory or 10 MB of garbage not trusted.
+fn read_entry(p: &Path) -> Option<Vec<u8>> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK | nix::libc::O_CLOEXEC)
+        .open(p)
+        .ok()?;
+    let md = f.metadata().ok()?;
+    if !md.is_file() || md.len() > ENTRY_MAX {
+        eprintln!(
+            "ignoring cache entry {}: not a regular file of at most {ENTRY_MAX} bytes",
+            p.display()
+        );
+        return None;
+    }
+    let mut out = Vec::new();
+    f.take(ENTRY_MAX).read_to_end(&mut out).ok()?;
+    Some(out)
 }
 
 pub fn read_result(list: &NetworkList, rt: &RuntimeConf) -> Option<Value> {
-    let data = std::fs::read(path(list, rt)).ok()?;
-    let v: Value = serde_json::from_slice(&data).ok()?;
+    parse_result(&read_entry(&path(list, rt))?)
+}
+
+/// The result held by a cache file's bytes (None when there is none or it is not JSON).
+pub fn parse_result(data: &[u8]) -> Option<Value> {
+    let v: Value = serde_json::from_slice(data).ok()?;
     // Legacy caches hold the bare result.
     match v.get("kind").and_then(Value::as_str) {
         Some("cniCacheV1") => v.get("result").cloned().filter(|r| !r.is_null()),
@@ -73,8 +109,26 @@ pub fn read_result(list: &NetworkList, rt: &RuntimeConf) -> Option<Value> {
     }
 }
 
+/// `.<entry>.tmp-`: a runtime killed while writing the entry leaves a file with this prefix.
+fn temp_prefix(p: &Path) -> String {
+    format!(
+        ".{}.tmp-",
+        p.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()
+    )
+}
+
 pub fn remove(list: &NetworkList, rt: &RuntimeConf) {
-    let _ = std::fs::remove_file(path(list, rt));
+    let p = path(list, rt);
+    let prefix = temp_prefix(&p);
+    if let Some(Ok(rd)) = p.parent().map(std::fs::read_dir) {
+        for e in rd.flatten() {
+            if e.file_name().to_string_lossy().starts_with(&prefix) {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+    // remove_file never follows a symlink; a directory planted there stays (EISDIR).
+    let _ = std::fs::remove_file(&p);
 }
 
 /// One cached attachment of a network (for GC).
@@ -92,36 +146,39 @@ pub fn attachments(list: &NetworkList, cache_dir: &Path) -> Vec<Cached> {
     };
     let mut out = Vec::new();
     for e in rd.flatten() {
-        let Ok(data) = std::fs::read(e.path()) else { continue };
-        let Ok(v) = serde_json::from_slice::<Value>(&data) else {
-            continue;
-        };
-        if v.get("networkName").and_then(Value::as_str) != Some(list.name.as_str()) {
-            continue;
-        }
-        let s = |k: &str| v.get(k).and_then(Value::as_str).unwrap_or("").to_string();
-        let args = v
-            .get("cniArgs")
-            .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(|p| Some((p.get(0)?.as_str()?.to_string(), p.get(1)?.as_str()?.to_string())))
-                    .collect()
-            })
-            .unwrap_or_default();
-        out.push(Cached {
-            container_id: s("containerId"),
-            ifname: s("ifName"),
-            netns: s("netns"),
-            args,
-            capability_args: v
-                .get("capabilityArgs")
-                .and_then(Value::as_object)
-                .cloned()
-                .unwrap_or_default(),
-        });
+        let Some(data) = read_entry(&e.path()) else { continue };
+        out.extend(parse_attachment(&data, &list.name));
     }
     out
+}
+
+/// The attachment a cache file's bytes describe, if it is one of `network`'s.
+pub fn parse_attachment(data: &[u8], network: &str) -> Option<Cached> {
+    let v = serde_json::from_slice::<Value>(data).ok()?;
+    if v.get("networkName").and_then(Value::as_str) != Some(network) {
+        return None;
+    }
+    let s = |k: &str| v.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+    let args = v
+        .get("cniArgs")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|p| Some((p.get(0)?.as_str()?.to_string(), p.get(1)?.as_str()?.to_string())))
+                .collect()
+        })
+        .unwrap_or_default();
+    Some(Cached {
+        container_id: s("containerId"),
+        ifname: s("ifName"),
+        netns: s("netns"),
+        args,
+        capability_args: v
+            .get("capabilityArgs")
+            .and_then(Value::as_object)
+            .cloned()
+            .unwrap_or_default(),
+    })
 }
 
 #[cfg(test)]

@@ -52,7 +52,12 @@ pub struct Out {
 
 impl Out {
     pub fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("bad JSON {e}: {}", self.stdout))
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
+            panic!(
+                "bad JSON {e}: {:?} (ok: {}, stderr: {:?})",
+                self.stdout, self.ok, self.stderr
+            )
+        })
     }
     /// The CNI error code of a failed run.
     pub fn code(&self) -> u64 {
@@ -174,10 +179,15 @@ impl Rig {
             .write_all(conf.to_string().as_bytes())
             .unwrap();
         let o = child.wait_with_output().unwrap();
+        let mut stderr = String::from_utf8_lossy(&o.stderr).into_owned();
+        if o.status.code().is_none() {
+            // Killed: say so, a plugin that printed nothing is otherwise a riddle.
+            stderr.push_str(&format!("[{plugin} {cmd}: {}]", o.status));
+        }
         Out {
             ok: o.status.success(),
             stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+            stderr,
         }
     }
 
@@ -239,7 +249,23 @@ pub fn conf(version: &str, name: &str, plugin: &str, extra: Value) -> Value {
 
 /// Kernel state of a namespace, reduced to what must not change behind our back: links
 /// (name, kind, master, flags, mtu, mac), addresses and routes of every table.
+/// The kernel state once it has settled: the kernel finishes some work asynchronously after a
+/// link goes (carrier flags, IPv6 link-local addresses and routes), and a loaded machine shows
+/// it half done. Two equal readings 50 ms apart count as settled.
 pub fn kernel_state(ns: &TestNs) -> Value {
+    let mut last = kernel_state_once(ns);
+    for _ in 0..40 {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let now = kernel_state_once(ns);
+        if now == last {
+            break;
+        }
+        last = now;
+    }
+    last
+}
+
+fn kernel_state_once(ns: &TestNs) -> Value {
     let links: Vec<Value> = ns
         .ip_json(&["-d", "link", "show"])
         .as_array()

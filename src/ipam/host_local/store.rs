@@ -87,16 +87,35 @@ pub struct Store {
     _lock: Flock<File>,
 }
 
+/// A regular file, opened without following a symlink or waiting on a FIFO.
 fn open_nofollow(path: &Path) -> io::Result<File> {
-    OpenOptions::new()
+    let f = OpenOptions::new()
         .read(true)
-        .custom_flags(libc_flags::O_NOFOLLOW | libc_flags::O_CLOEXEC)
-        .open(path)
+        .custom_flags(libc_flags::O_NOFOLLOW | libc_flags::O_NONBLOCK | libc_flags::O_CLOEXEC)
+        .open(path)?;
+    regular(f, path)
 }
+
+/// `f` if it is a regular file: a FIFO, socket, device or directory planted in the data dir
+/// is never read from, locked or trusted.
+fn regular(f: File, path: &Path) -> io::Result<File> {
+    if f.metadata()?.is_file() {
+        Ok(f)
+    } else {
+        Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{} is not a regular file", path.display()),
+        ))
+    }
+}
+
+/// A reservation holds a container ID and an ifname; 64 KiB of it is garbage, not an owner.
+const ENTRY_MAX: u64 = 64 * 1024;
 
 mod libc_flags {
     pub const O_NOFOLLOW: i32 = nix::fcntl::OFlag::O_NOFOLLOW.bits();
     pub const O_CLOEXEC: i32 = nix::fcntl::OFlag::O_CLOEXEC.bits();
+    pub const O_NONBLOCK: i32 = nix::fcntl::OFlag::O_NONBLOCK.bits();
 }
 
 /// The network's directory under `data_dir` (created 0755 if needed); it must not be a symlink.
@@ -134,8 +153,10 @@ impl Store {
             .create(true)
             .append(true)
             .mode(0o600)
-            .custom_flags(libc_flags::O_NOFOLLOW | libc_flags::O_CLOEXEC)
-            .open(dir.join("lock"))?;
+            .custom_flags(libc_flags::O_NOFOLLOW | libc_flags::O_NONBLOCK | libc_flags::O_CLOEXEC)
+            .open(dir.join("lock"))
+            .map_err(|e| io::Error::new(e.kind(), format!("lock {}: {e}", dir.join("lock").display())))?;
+        let lock = regular(lock, &dir.join("lock"))?;
         let lock = Flock::lock(lock, FlockArg::LockExclusive).map_err(|(_, e)| io::Error::from(e))?;
         let index_path = dir.with_file_name(format!(".{network}.index"));
         let store = Store {
@@ -346,6 +367,7 @@ impl Store {
         let mut s = String::new();
         open_nofollow(&self.dir.join(format!("{LAST_IP_PREFIX}{range_id}")))
             .ok()?
+            .take(ENTRY_MAX)
             .read_to_string(&mut s)
             .ok()?;
         // Go's net.ParseIP does not trim: a file with a newline is no IP.
@@ -354,7 +376,7 @@ impl Store {
 
     /// Every file whose name is an IP address, with its trimmed content. This is the
     /// reference's scan (ADD's duplicate check, DEL without prevResult), so it is kept to
-    /// three syscalls a file: openat relative to the directory, one read, close.
+    /// four syscalls a file: openat relative to the directory, fstat, one read, close.
     pub fn entries(&self) -> io::Result<Vec<Entry>> {
         let v = self.scan()?;
         *self.index.borrow_mut() = Some(v.iter().map(|e| (e.name.clone(), e.content.clone())).collect());
@@ -578,7 +600,7 @@ fn keys(id: &str, ifname: &str) -> (String, String) {
     (format!("{id}{LINE_BREAK}{ifname}"), id.to_string())
 }
 
-/// Read a small file `name` in `dir` (no symlinks), trimmed; a larger one is read whole.
+/// Read a small regular file `name` in `dir` (no symlinks, no FIFOs, at most ENTRY_MAX), trimmed.
 fn read_small_at(dir: &File, name: &str) -> Option<String> {
     use nix::fcntl::{openat, OFlag};
     use nix::sys::stat::Mode;
@@ -586,26 +608,25 @@ fn read_small_at(dir: &File, name: &str) -> Option<String> {
     let fd = openat(
         Some(dir.as_raw_fd()),
         name,
-        OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
         Mode::empty(),
     )
     .ok()?;
     // SAFETY: openat just returned this descriptor and nothing else owns it.
-    let mut f = unsafe { File::from_raw_fd(fd) };
-    // A container ID and an interface name fit easily; anything longer takes the slow path.
-    let mut buf = [0u8; 512];
-    let n = f.read(&mut buf).ok()?;
-    if n < buf.len() {
-        return Some(String::from_utf8_lossy(&buf[..n]).trim().to_string());
+    let f = unsafe { File::from_raw_fd(fd) };
+    // A FIFO or a 10 MB file is no reservation of ours: not read, not trusted.
+    let md = f.metadata().ok()?;
+    if !md.is_file() || md.len() > ENTRY_MAX {
+        return None;
     }
-    let mut rest = buf.to_vec();
-    f.read_to_end(&mut rest).ok()?;
-    Some(String::from_utf8_lossy(&rest).trim().to_string())
+    let mut buf = Vec::with_capacity(md.len() as usize);
+    f.take(ENTRY_MAX).read_to_end(&mut buf).ok()?;
+    Some(String::from_utf8_lossy(&buf).trim().to_string())
 }
 
 fn read_trimmed(path: &Path) -> Option<String> {
     let mut s = String::new();
-    open_nofollow(path).ok()?.read_to_string(&mut s).ok()?;
+    open_nofollow(path).ok()?.take(ENTRY_MAX).read_to_string(&mut s).ok()?;
     Some(s.trim().to_string())
 }
 

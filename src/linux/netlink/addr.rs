@@ -95,7 +95,7 @@ pub struct Addr {
 }
 
 impl Addr {
-    fn parse(b: &[u8]) -> Option<Addr> {
+    pub(crate) fn parse(b: &[u8]) -> Option<Addr> {
         if b.len() < 8 {
             return None;
         }

@@ -57,7 +57,7 @@ pub(crate) fn encode_vlan(index: u32, v: BridgeVlan) -> Vec<u8> {
     p.into_bytes()
 }
 
-fn parse_vlans(b: &[u8]) -> Option<(u32, Vec<BridgeVlan>)> {
+pub(crate) fn parse_vlans(b: &[u8]) -> Option<(u32, Vec<BridgeVlan>)> {
     let index = get_i32(b.get(4..)?)? as u32;
     let mut out = Vec::new();
     for (ty, d) in attrs(b.get(16..)?) {

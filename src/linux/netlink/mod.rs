@@ -69,6 +69,10 @@ impl Mode {
 impl Netlink {
     /// A socket in the calling thread's current network namespace.
     pub fn new() -> Result<Netlink> {
+        // Fuzz builds (fuzz/) drive plugins up to their first kernel call, never past it.
+        if cfg!(fuzzing) {
+            return Err(Error::other("open netlink socket", "no kernel access in a fuzz build"));
+        }
         let sock = NlSocketHandle::connect(NlFamily::Route, None, Groups::empty())
             .map_err(|e| Error::other("open netlink socket", e.to_string()))?;
         sock.enable_ext_ack(true)
@@ -197,4 +201,74 @@ fn kernel_err(what: String, code: i32, ext: &neli::types::GenlBuffer<neli::const
         .find(|a| *a.nla_type().nla_type() == neli::consts::nl::NlmsgerrAttr::Msg)
         .map(|a| wire::get_str(a.nla_payload().as_ref()));
     Error::kernel(what, -code, msg)
+}
+
+/// Fuzzing entry (fuzz/): one dump payload as the kernel could send it, through the decoder
+/// `selector` picks (links, addresses, routes, neighbours, rules, qdiscs, filters, VLANs).
+/// Decoding untrusted bytes may fail; it must never panic.
+#[doc(hidden)]
+pub fn fuzz_decode(selector: u8, payload: &[u8]) {
+    match selector % 8 {
+        0 => {
+            let _ = link::Link::parse(payload);
+        }
+        1 => {
+            let _ = addr::Addr::parse(payload);
+        }
+        2 => {
+            let _ = route::Route::parse(payload);
+        }
+        3 => {
+            let _ = neigh::Neigh::parse(payload);
+        }
+        4 => {
+            let _ = rule::Rule::parse(payload);
+        }
+        5 => {
+            let _ = tc::Qdisc::parse(payload);
+        }
+        6 => {
+            let _ = tc::parse_filter(payload);
+        }
+        _ => {
+            let _ = bridge::parse_vlans(payload);
+        }
+    }
+}
+
+/// Every link, address, route, neighbour, FIB rule, qdisc, filter (of `filter_links`'
+/// ingress) and bridge VLAN as this kernel dumps them, each with the [`fuzz_decode`]
+/// selector of its decoder: the seeds of the `netlink` fuzz target (`fuzz/seeds/netlink`).
+#[doc(hidden)]
+pub fn fuzz_seeds(nl: &mut Netlink, filter_links: &[u32]) -> Result<Vec<(u8, Vec<u8>)>> {
+    const AF_BRIDGE: u8 = 7;
+    let tcmsg = |ifindex: u32, parent: u32| {
+        let mut h = vec![0u8; 20];
+        h[4..8].copy_from_slice(&ifindex.to_ne_bytes());
+        h[12..16].copy_from_slice(&parent.to_ne_bytes());
+        h
+    };
+    let mut vlans = wire::Payload::new(&link::ifinfomsg(AF_BRIDGE, 0, 0, 0));
+    vlans.u32(link::IFLA_EXT_MASK, 2); // RTEXT_FILTER_BRVLAN
+    let mut reqs: Vec<(u8, u16, Vec<u8>)> = vec![
+        (0, link::RTM_GETLINK, link::ifinfomsg(0, 0, 0, 0).to_vec()),
+        (1, 22, vec![0; 8]),
+        (2, 26, vec![0; 12]),
+        (3, 30, vec![0; 12]),
+        (3, 30, [vec![AF_BRIDGE], vec![0; 11]].concat()),
+        (4, 34, vec![0; 12]),
+        (5, 38, tcmsg(0, 0)),
+        (7, link::RTM_GETLINK, vlans.into_bytes()),
+    ];
+    for &i in filter_links {
+        reqs.push((6, 46, tcmsg(i, 0xffff_fff1)));
+        reqs.push((6, 46, tcmsg(i, 0xffff_0000)));
+    }
+    let mut out = Vec::new();
+    for (sel, ty, req) in reqs {
+        for m in nl.dump(ty, req, &|| format!("fuzz seed dump {ty}"))? {
+            out.push((sel, m));
+        }
+    }
+    Ok(out)
 }

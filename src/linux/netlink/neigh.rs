@@ -87,7 +87,7 @@ impl Neigh {
         p.into_bytes()
     }
 
-    fn parse(b: &[u8]) -> Option<Neigh> {
+    pub(crate) fn parse(b: &[u8]) -> Option<Neigh> {
         if b.len() < 12 {
             return None;
         }

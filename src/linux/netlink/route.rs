@@ -13,6 +13,8 @@ const RTM_NEWROUTE: u16 = 24;
 const RTM_DELROUTE: u16 = 25;
 const RTM_GETROUTE: u16 = 26;
 
+/// rtm_flags bit: the gateway is on-link.
+const RTNH_F_ONLINK: u32 = 4;
 const RTA_DST: u16 = 1;
 const RTA_OIF: u16 = 4;
 const RTA_GATEWAY: u16 = 5;
@@ -129,6 +131,8 @@ pub struct Route {
     pub multipath: Vec<NextHop>,
     /// Type.
     pub kind: RouteType,
+    /// RTNH_F_ONLINK: the gateway is on the link even without a route to it.
+    pub onlink: bool,
 }
 
 impl Route {
@@ -147,6 +151,7 @@ impl Route {
             advmss: None,
             multipath: Vec::new(),
             kind: RouteType::Unicast,
+            onlink: false,
         }
     }
 
@@ -195,6 +200,7 @@ impl Route {
     /// The RTM_NEWROUTE / RTM_DELROUTE payload.
     pub(crate) fn encode(&self) -> Vec<u8> {
         let table8 = if self.table < 256 { self.table as u8 } else { 0 };
+        let f = if self.onlink { RTNH_F_ONLINK } else { 0u32 }.to_ne_bytes();
         let h = [
             self.family(),
             self.dst.prefix_len(),
@@ -204,10 +210,10 @@ impl Route {
             self.protocol,
             self.scope,
             self.kind.to_u8(),
-            0,
-            0,
-            0,
-            0,
+            f[0],
+            f[1],
+            f[2],
+            f[3],
         ];
         let mut p = Payload::new(&h);
         p.u32(RTA_TABLE, self.table);
@@ -256,7 +262,7 @@ impl Route {
         p.into_bytes()
     }
 
-    fn parse(b: &[u8]) -> Option<Route> {
+    pub(crate) fn parse(b: &[u8]) -> Option<Route> {
         if b.len() < 12 {
             return None;
         }
@@ -273,6 +279,7 @@ impl Route {
         r.protocol = b[5];
         r.scope = b[6];
         r.kind = RouteType::from_u8(b[7]);
+        r.onlink = get_u32(&b[8..]).is_some_and(|f| f & RTNH_F_ONLINK != 0);
         for (ty, d) in attrs(&b[12..]) {
             match ty {
                 RTA_DST => r.dst = IpNet::new(get_ip(d)?, b[1]).ok()?,
@@ -393,6 +400,18 @@ mod tests {
         want.extend_from_slice(&2u32.to_ne_bytes());
         assert_eq!(b, want);
         assert_eq!(Route::parse(&b).unwrap(), r);
+    }
+
+    #[test]
+    fn onlink_roundtrip() {
+        let mut r = Route::new("10.20.0.0/16".parse().unwrap())
+            .gw("10.9.9.9".parse().unwrap())
+            .oif(3);
+        assert!(!Route::parse(&r.encode()).unwrap().onlink);
+        r.onlink = true;
+        let b = r.encode();
+        assert_eq!(&b[8..12], &4u32.to_ne_bytes());
+        assert!(Route::parse(&b).unwrap().onlink);
     }
 
     #[test]

@@ -87,7 +87,7 @@ impl Rule {
         p.into_bytes()
     }
 
-    fn parse(b: &[u8]) -> Option<Rule> {
+    pub(crate) fn parse(b: &[u8]) -> Option<Rule> {
         if b.len() < 12 {
             return None;
         }

@@ -85,7 +85,7 @@ impl Tbf {
         }
     }
 
-    fn parse(opts: &[u8]) -> Option<Tbf> {
+    pub(crate) fn parse(opts: &[u8]) -> Option<Tbf> {
         let mut t = Tbf::default();
         for (ty, d) in attrs(opts) {
             match ty {
@@ -120,7 +120,7 @@ pub struct Qdisc {
 }
 
 impl Qdisc {
-    fn parse(b: &[u8]) -> Option<Qdisc> {
+    pub(crate) fn parse(b: &[u8]) -> Option<Qdisc> {
         if b.len() < 20 {
             return None;
         }
@@ -200,7 +200,7 @@ fn u32_redirect_payload(ifindex: u32, parent: u32, prio: u16, target: u32) -> Ve
     p.into_bytes()
 }
 
-fn parse_filter(b: &[u8]) -> Option<Redirect> {
+pub(crate) fn parse_filter(b: &[u8]) -> Option<Redirect> {
     if b.len() < 20 {
         return None;
     }

@@ -328,3 +328,48 @@ impl SetElem {
         SetElem::Key(m.to_vec())
     }
 }
+
+/// Fuzzing entry (fuzz/): a receive buffer as the kernel could send it, split and decoded the
+/// way every dump and ack is (acks, chains, rules with their expressions, comments), and the
+/// decoded expressions encoded again. Decoding untrusted bytes may fail; it must never panic.
+#[doc(hidden)]
+pub fn fuzz_decode(buf: &[u8]) {
+    let family = match buf.first().copied().unwrap_or(0) % 5 {
+        0 => Family::Inet,
+        1 => Family::Ip,
+        2 => Family::Ip6,
+        3 => Family::Bridge,
+        _ => Family::Netdev,
+    };
+    let t = Table::new(family, "t");
+    for m in wire::nlmsgs(buf) {
+        let _ = socket::parse_ack(&m);
+        let body = m.body.get(wire::NFGENMSG_LEN..).unwrap_or(&[]);
+        let _ = socket::decode_chain(&t, body);
+        let r = socket::decode_rule(&t, body, true);
+        let mut w = wire::AttrWriter::new();
+        for e in &r.exprs {
+            let _ = e.name();
+            e.encode(&mut w);
+        }
+        for (_, e, _) in wire::attrs(&w.buf) {
+            let _ = Expr::decode(e);
+        }
+    }
+}
+
+/// Every chain and rule of `family` as this kernel dumps them, one netlink message each: the
+/// seeds of the `nft` fuzz target (`fuzz/seeds/nft`).
+#[doc(hidden)]
+pub fn fuzz_seeds(sock: &NftSocket, family: Family) -> Result<Vec<Vec<u8>>, NftError> {
+    let mut out = Vec::new();
+    for (get, new) in [
+        (wire::NFT_MSG_GETCHAIN, wire::NFT_MSG_NEWCHAIN),
+        (wire::NFT_MSG_GETRULE, wire::NFT_MSG_NEWRULE),
+    ] {
+        for body in sock.request("fuzz seed dump", get, family, true, &[])? {
+            out.push(wire::nlmsg(wire::nft_type(new), 2, 0, family.nfproto(), 0, &body));
+        }
+    }
+    Ok(out)
+}
