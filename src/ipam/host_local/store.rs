@@ -167,6 +167,8 @@ impl Store {
             taken: std::cell::RefCell::new(None),
             _lock: lock,
         };
+        // A killed writer's index temp file (we hold the lock: nobody is writing it now).
+        let _ = fs::remove_file(store.index_tmp());
         // A fresh index proves the directory unchanged since our last (complete) operation,
         // so there can be no temp file of a killed one to sweep.
         match store.load_index() {
@@ -177,6 +179,10 @@ impl Store {
             }
         }
         Ok(store)
+    }
+
+    fn index_tmp(&self) -> PathBuf {
+        self.index_path.with_extension("index.tmp")
     }
 
     /// The directory's identity and change times, as the index's stamp.
@@ -244,9 +250,9 @@ impl Store {
         }
         text.push_str(INDEX_END);
         let text = text.into_bytes();
-        let tmp = self
-            .index_path
-            .with_extension(format!("index.tmp-{}", std::process::id()));
+        // One fixed temp name: it is only written under the lock, and a temp file a killed
+        // writer left behind is overwritten here or removed by the next `open`.
+        let tmp = self.index_tmp();
         let written = OpenOptions::new()
             .write(true)
             .create(true)
