@@ -9,6 +9,7 @@
 #   make install      build, then `cni-multi install --dir $(DIR)` (DIR=/opt/cni/bin)
 #   make demo         build, then `cni-multi demo`
 #   make bench        build, then time the same work through the reference plugins and cni-multi
+#   make bench-smoke  the same harness with 2 iterations and small scales: it must run, no timing asserted
 #   make cluster-demo a simulated 3-node flannel cluster in throw-away netns; prints a report (root)
 #   make e2e          build, then podman, containerd's CRI and distributions' configs on cni-multi's symlinks (e2e/run.sh; root)
 #   make image        build, then an OCI image FROM scratch holding only the binary (podman; deploy/)
@@ -26,7 +27,7 @@ BIN := $(CARGO_TARGET_DIR)/cni-multi
 
 IMAGE ?= localhost/cni-multi:latest
 
-.PHONY: image deps build test test-host conformance install demo bench cluster-demo vm-test e2e soak fuzz
+.PHONY: image deps build test test-host conformance install demo bench cluster-demo vm-test e2e soak fuzz bench-smoke
 
 build:
 	RUSTFLAGS='-C target-feature=+crt-static' $(CARGO) build --release --locked --target $(TARGET)
@@ -42,7 +43,7 @@ build:
 
 # Each part is timed, so CI's log shows where its minutes go.
 test: deps
-	@for t in test-host fuzz vm-test e2e; do \
+	@for t in test-host fuzz bench-smoke vm-test e2e; do \
 	  s=$$(date +%s); $(MAKE) --no-print-directory $$t || exit 1; \
 	  echo "== make $$t passed in $$(( $$(date +%s) - s )) s"; \
 	done
@@ -90,6 +91,12 @@ demo: build
 # release build. Results: the printed table and target/bench/results.json.
 bench: build
 	CNI_MULTI_BIN=$(BIN) $(CARGO) bench --locked --profile dev --bench cni
+
+# CI: every case once through, so the harness never rots; the figures mean nothing. The
+# harness exits non-zero when a case errors (BENCH_STRICT).
+bench-smoke: build
+	CNI_MULTI_BIN=$(BIN) BENCH_ITERS=2 BENCH_SCALE=0,20 BENCH_STRICT=1 BENCH_OUT=$(CARGO_TARGET_DIR)/bench/smoke.json \
+	  $(CARGO) bench --locked --profile dev --bench cni
 
 # The Kubernetes network model on three simulated nodes (tests/cluster.rs): pods added through
 # flannel, traffic checks printed with the addresses each receiver saw.

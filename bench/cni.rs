@@ -10,7 +10,8 @@
 //!
 //! Environment: CNI_MULTI_BIN (default target/cni-multi), BENCH_ITERS (default 30),
 //! BENCH_OURS_DIR (another plugin dir in place of cni-multi, to check the harness),
-//! BENCH_CASES (comma-separated label prefixes, e.g. 1,5a,7), BENCH_SCALE (default "0,250,1000").
+//! BENCH_CASES (comma-separated label prefixes, e.g. 1,5a,7), BENCH_SCALE (default "0,250,1000"),
+//! BENCH_OUT (the JSON file), BENCH_STRICT (exit 1 on any error: make bench-smoke).
 
 use cni_multi::linux::NetNs;
 use serde_json::{json, Value};
@@ -243,41 +244,90 @@ impl Stats {
     fn json(&self) -> Value {
         json!({
             "median_ms": self.median(), "p10_ms": self.pct(0.1), "p90_ms": self.pct(0.9),
-            "n": self.samples.len(), "error": self.error,
+            "p99_ms": self.pct(0.99), "n": self.samples.len(), "error": self.error,
         })
+    }
+    fn p50_p99(&self) -> String {
+        if self.samples.is_empty() {
+            return "-".into();
+        }
+        format!("{:.1}/{:.1}", self.median(), self.pct(0.99))
+    }
+}
+
+/// One side's figures for a case: the whole ADD+DEL and each verb alone.
+#[derive(Default, Clone)]
+struct Timings {
+    total: Stats,
+    add: Stats,
+    del: Stats,
+}
+
+impl Timings {
+    fn json(&self) -> Value {
+        json!({"add_del": self.total.json(), "add": self.add.json(), "del": self.del.json()})
     }
 }
 
 struct Row {
     case: String,
-    reference: Stats,
-    ours: Stats,
+    reference: Timings,
+    ours: Timings,
     baseline: Option<Stats>,
+    /// ADD and DEL of the same kernel objects in one process over netlink.
+    floor: Option<Timings>,
     note: String,
+}
+
+impl Row {
+    fn skipped(case: &str, why: String) -> Row {
+        Row {
+            case: case.into(),
+            reference: Timings::default(),
+            ours: Timings::default(),
+            baseline: None,
+            floor: None,
+            note: format!("skipped: {why}"),
+        }
+    }
+    fn new(case: &str, [reference, ours]: [Timings; 2]) -> Row {
+        Row {
+            case: case.into(),
+            reference,
+            ours,
+            baseline: None,
+            floor: None,
+            note: String::new(),
+        }
+    }
 }
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-/// Time `f` for each side in turn, alternating which side goes first.
+/// Time `f` (ADD, DEL) for each side in turn, alternating which side goes first.
 fn ab(
     sides: &[&Side; 2],
     iters: usize,
     warmup: usize,
-    mut f: impl FnMut(&Side, usize) -> Result<Duration, String>,
-) -> [Stats; 2] {
-    let mut st = [Stats::default(), Stats::default()];
+    mut f: impl FnMut(&Side, usize) -> Result<(Duration, Duration), String>,
+) -> [Timings; 2] {
+    let mut st = [Timings::default(), Timings::default()];
     for i in 0..warmup + iters {
         let order = if i % 2 == 0 { [0, 1] } else { [1, 0] };
         for k in order {
-            if st[k].error.is_some() {
+            if st[k].total.error.is_some() {
                 continue;
             }
             match f(sides[k], i) {
-                Ok(d) if i >= warmup => st[k].samples.push(ms(d)),
+                Ok((a, d)) if i >= warmup => {
+                    st[k].add.samples.push(ms(a));
+                    st[k].del.samples.push(ms(d));
+                    st[k].total.samples.push(ms(a + d));
+                }
                 Ok(_) => {}
-                Err(e) => st[k].error = Some(e),
+                Err(e) => st[k].total.error = Some(e),
             }
         }
     }
@@ -335,7 +385,7 @@ fn missing(sides: &[&Side; 2], list: &Value) -> Option<String> {
 }
 
 /// Case 1–4: ADD then DEL of one pod through a list, per iteration.
-fn case_add_del(sides: &[&Side; 2], pod: &[Ns; 2], list: &Value, caps: Value, iters: usize) -> [Stats; 2] {
+fn case_add_del(sides: &[&Side; 2], pod: &[Ns; 2], list: &Value, caps: Value, iters: usize) -> [Timings; 2] {
     ab(sides, iters, 3, |side, i| {
         let k = if side.name == "reference" { 0 } else { 1 };
         let net = net_for(side, list, caps.clone());
@@ -346,9 +396,78 @@ fn case_add_del(sides: &[&Side; 2], pod: &[Ns; 2], list: &Value, caps: Value, it
         };
         let t = Instant::now();
         let r = chain_add(side, &net, &a)?;
+        let add = t.elapsed();
+        let t = Instant::now();
         chain_del(side, &net, &a, Some(&r))?;
-        Ok(t.elapsed())
+        Ok((add, t.elapsed()))
     })
+}
+
+/// The floor: the kernel objects of a bridge ADD (veth pair with its peer made in the pod,
+/// host end enslaved and up, pod address, up, default route) and DEL (the pod end deleted),
+/// made by this process over netlink sockets it keeps open: no process start, no config.
+fn floor(side: &Side, pod: &Ns, bridge: &str, iters: usize) -> Timings {
+    use cni_multi::linux::netlink::{LinkKind, LinkSpec, Route};
+    use cni_multi::linux::Netlink;
+    let mut st = Timings::default();
+    let pod_fd = NetNs::open(pod.path()).expect("open pod netns");
+    let (mut node, mut inpod) = match (Netlink::in_netns(&side.node_fd), Netlink::in_netns(&pod_fd)) {
+        (Ok(a), Ok(b)) => (a, b),
+        _ => {
+            st.total.error = Some("netlink socket".into());
+            return st;
+        }
+    };
+    let made_bridge = match node.link_by_name(bridge) {
+        Ok(Some(_)) => false,
+        _ => {
+            let _ = node.create_link(&LinkSpec::new(bridge, LinkKind::Bridge { vlan_filtering: None }).up());
+            true
+        }
+    };
+    let mut run = |i: usize| -> Result<(Duration, Duration), String> {
+        let host = format!("vfl{i:07}");
+        let e = |e: cni_multi::linux::Error| e.to_string();
+        let t = Instant::now();
+        let br = node.link_required(bridge).map_err(e)?.index;
+        node.create_link(&LinkSpec::veth(&host, "eth0").peer_netns(pod_fd.raw_fd()))
+            .map_err(e)?;
+        let h = node.link_required(&host).map_err(e)?.index;
+        node.set_master(h, br).map_err(e)?;
+        node.set_up(h).map_err(e)?;
+        let p = inpod.link_required("eth0").map_err(e)?.index;
+        inpod.add_addr(p, "10.77.0.5/16".parse().unwrap(), false).map_err(e)?;
+        inpod.set_up(p).map_err(e)?;
+        inpod
+            .add_route(
+                &Route::new("0.0.0.0/0".parse().unwrap())
+                    .gw("10.77.0.1".parse().unwrap())
+                    .oif(p),
+            )
+            .map_err(e)?;
+        let add = t.elapsed();
+        let t = Instant::now();
+        inpod.delete_link(p).map_err(e)?;
+        Ok((add, t.elapsed()))
+    };
+    for i in 0..iters + 3 {
+        match run(i) {
+            Ok((a, d)) if i >= 3 => {
+                st.add.samples.push(ms(a));
+                st.del.samples.push(ms(d));
+                st.total.samples.push(ms(a + d));
+            }
+            Ok(_) => {}
+            Err(e) => {
+                st.total.error = Some(e);
+                break;
+            }
+        }
+    }
+    if made_bridge {
+        side.node.ip(&["link", "del", bridge]);
+    }
+    st
 }
 
 /// The same kernel objects as a bridge (or ptp) ADD+DEL, made by `ip -batch`: one
@@ -411,7 +530,7 @@ fn baseline(side: &Side, pod: &Ns, ptp: bool, iters: usize) -> Stats {
 }
 
 /// Case 5: host-local alone, on an empty range and on a 99% full one.
-fn case_host_local(sides: &[&Side; 2], iters: usize, fill: usize) -> [Stats; 2] {
+fn case_host_local(sides: &[&Side; 2], iters: usize, fill: usize) -> [Timings; 2] {
     let list = json!({"cniVersion": "1.0.0", "name": "hl", "plugins": [{"type": "host-local",
         "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.90.0.0/22"}]], "dataDir": "@STATE@/hl"}}]});
     for s in sides {
@@ -435,13 +554,15 @@ fn case_host_local(sides: &[&Side; 2], iters: usize, fill: usize) -> [Stats; 2] 
         };
         let t = Instant::now();
         let r = chain_add(side, &net, &a)?;
+        let add = t.elapsed();
+        let t = Instant::now();
         chain_del(side, &net, &a, Some(&r))?;
-        Ok(t.elapsed())
+        Ok((add, t.elapsed()))
     })
 }
 
 /// Case 6: 100 ADDs started at once, then 100 DELs: wall time, failures, duplicates.
-fn case_concurrent(side: &Side, n: usize) -> (Stats, String) {
+fn case_concurrent(side: &Side, n: usize) -> (Timings, String) {
     let pods: Vec<Ns> = (0..n).map(|i| Ns::new(&format!("{}-c{i}", side.name))).collect();
     // Its own bridge: cni0 already carries the other cases' gateway address.
     let mut list = bridge_list(false, "10.91.0.0/16");
@@ -496,9 +617,14 @@ fn case_concurrent(side: &Side, n: usize) -> (Stats, String) {
     let dels = spawn_all("DEL", Some(&results));
     let del_time = t.elapsed();
     let del_failures = dels.iter().filter(|o| !o.status.success()).count();
-    let st = Stats {
-        samples: vec![ms(add_time + del_time)],
+    let one = |d: Duration| Stats {
+        samples: vec![ms(d)],
         error: None,
+    };
+    let st = Timings {
+        total: one(add_time + del_time),
+        add: one(add_time),
+        del: one(del_time),
     };
     (
         st,
@@ -513,7 +639,7 @@ fn case_concurrent(side: &Side, n: usize) -> (Stats, String) {
 }
 
 /// Case 7: ADD+DEL latency of one more pod when `n` pods are already attached.
-fn case_scale(sides: &[&Side; 2], list: &Value, caps: Value, n: usize, iters: usize) -> [Stats; 2] {
+fn case_scale(sides: &[&Side; 2], list: &Value, caps: Value, n: usize, iters: usize) -> ([Timings; 2], Timings) {
     // 50 interfaces per pod netns keeps namespace creation out of the way.
     let per = 50;
     let mut holders = Vec::new();
@@ -542,11 +668,13 @@ fn case_scale(sides: &[&Side; 2], list: &Value, caps: Value, n: usize, iters: us
     }
     let pods = [Ns::new("ref-scale-pod"), Ns::new("ours-scale-pod")];
     let st = case_add_del(sides, &pods, list, caps.clone(), iters);
+    // The kernel's own growth: the floor on our node, next to the n attached pods.
+    let fl = floor(sides[1], &pods[1], "cni0", iters);
     for (k, a, r) in &attached {
         let net = net_for(sides[*k], list, caps.clone());
         let _ = chain_del(sides[*k], &net, a, Some(r));
     }
-    st
+    (st, fl)
 }
 
 /// A child process killed on drop.
@@ -562,7 +690,7 @@ impl Drop for Kill {
 /// Case 9: bridge + dhcp ADD+DEL against dnsmasq on the node's bridge `dh0`, each side with
 /// its own `dhcp daemon` in its node netns (dnsmasq without its 3 s ping check, which is the
 /// server's delay).
-fn case_dhcp(sides: &[&Side; 2], pod: &[Ns; 2], iters: usize) -> Result<[Stats; 2], String> {
+fn case_dhcp(sides: &[&Side; 2], pod: &[Ns; 2], iters: usize) -> Result<[Timings; 2], String> {
     let mut procs = Vec::new();
     for side in sides {
         side.node.ip(&["link", "add", "dh0", "type", "bridge"]);
@@ -626,26 +754,67 @@ fn file_size(p: &Path) -> u64 {
 
 /// Peak RSS (KiB) of one loopback ADD, measured by /usr/bin/time.
 fn peak_rss(side: &Side, plugin: &str, config: &Value, pod: &Ns) -> Option<u64> {
-    let out = {
+    peak_rss_as(side, plugin, "rss", config.to_string().as_bytes(), pod).0
+}
+
+/// Peak RSS (KiB) of one plugin ADD run under /usr/bin/time, and what it printed.
+fn peak_rss_as(side: &Side, plugin: &str, cid: &str, config: &[u8], pod: &Ns) -> (Option<u64>, String) {
+    let run = || -> Option<std::process::Output> {
         let _g = side.node_fd.enter().unwrap();
         let mut c = Command::new("/usr/bin/time")
             .args(["-f", "%M"])
             .arg(side.dir.join(plugin))
             .env_clear()
             .env("CNI_COMMAND", "ADD")
-            .env("CNI_CONTAINERID", "rss")
+            .env("CNI_CONTAINERID", cid)
             .env("CNI_NETNS", pod.path())
             .env("CNI_IFNAME", "eth0")
             .env("CNI_PATH", &side.dir)
             .stdin(Stdio::piped())
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .ok()?;
-        c.stdin.take().unwrap().write_all(config.to_string().as_bytes()).ok()?;
-        c.wait_with_output().ok()?
+        c.stdin.take().unwrap().write_all(config).ok()?;
+        c.wait_with_output().ok()
     };
-    String::from_utf8_lossy(&out.stderr).lines().last()?.trim().parse().ok()
+    let Some(out) = run() else {
+        return (None, String::new());
+    };
+    let rss = String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .last()
+        .and_then(|l| l.trim().parse().ok());
+    (rss, String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Peak RSS (KiB) of each plugin process of one chain ADD (each measured run is the real
+/// ADD: its result feeds the next plugin), then host-local alone (cni-multi's bridge runs it
+/// in-process, the reference's as a process of its own).
+fn chain_peak_rss(side: &Side, list: &Value, caps: Value, pod: &Ns) -> Vec<Option<u64>> {
+    let net = net_for(side, list, caps);
+    let a = Attach {
+        cid: "rss-chain".into(),
+        netns: pod.path(),
+        ifname: "eth0".into(),
+    };
+    let mut out = Vec::new();
+    let mut prev: Option<Value> = None;
+    for p in net.list["plugins"].as_array().unwrap() {
+        let ptype = p["type"].as_str().unwrap();
+        let conf = plugin_conf(&net, p, prev.as_ref());
+        let (rss, stdout) = peak_rss_as(side, ptype, &a.cid, &conf, pod);
+        out.push(rss);
+        prev = serde_json::from_str(&stdout).ok();
+    }
+    if let Some(r) = &prev {
+        let _ = chain_del(side, &net, &a, Some(r));
+    }
+    let hl = json!({"cniVersion": "1.0.0", "name": "rss-hl", "type": "host-local",
+        "ipam": {"type": "host-local", "subnet": "10.93.0.0/24",
+                 "dataDir": side.state.0.join("rss-hl").to_str().unwrap()}});
+    out.push(peak_rss_as(side, "host-local", "rss-hl", hl.to_string().as_bytes(), pod).0);
+    out
 }
 
 fn main() {
@@ -700,24 +869,15 @@ fn main() {
         }
         eprintln!("running {name} …");
         if let Some(why) = missing(&sides, &list) {
-            rows.push(Row {
-                case: name.into(),
-                reference: Stats::default(),
-                ours: Stats::default(),
-                baseline: None,
-                note: format!("skipped: {why}"),
-            });
+            rows.push(Row::skipped(name, why));
             return;
         }
-        let [r, o] = case_add_del(&sides, &pods, &list, caps, iters);
-        let baseline = base.map(|ptp| baseline(&ours, &pods[1], ptp, iters));
-        rows.push(Row {
-            case: name.into(),
-            reference: r,
-            ours: o,
-            baseline,
-            note: String::new(),
-        });
+        let mut row = Row::new(name, case_add_del(&sides, &pods, &list, caps, iters));
+        row.baseline = base.map(|ptp| baseline(&ours, &pods[1], ptp, iters));
+        if base == Some(false) {
+            row.floor = Some(floor(&ours, &pods[1], "flr0", iters));
+        }
+        rows.push(row);
     };
     run_list(
         "1 bridge+host-local ADD+DEL",
@@ -759,48 +919,23 @@ fn main() {
         eprintln!("running {label} …");
         let hl = json!({"plugins": [{"type": "host-local"}]});
         if let Some(why) = missing(&sides, &hl) {
-            rows.push(Row {
-                case: label.into(),
-                reference: Stats::default(),
-                ours: Stats::default(),
-                baseline: None,
-                note: format!("skipped: {why}"),
-            });
+            rows.push(Row::skipped(label, why));
             continue;
         }
-        let [r, o] = case_host_local(&sides, iters, fill);
-        rows.push(Row {
-            case: label.into(),
-            reference: r,
-            ours: o,
-            baseline: None,
-            note: String::new(),
-        });
+        rows.push(Row::new(label, case_host_local(&sides, iters, fill)));
     }
 
     let label = "6 100 concurrent ADDs + 100 DELs (wall)";
     if want(label) {
         eprintln!("running {label} …");
         match missing(&sides, &bridge_list(false, "x")) {
-            Some(why) => rows.push(Row {
-                case: label.into(),
-                reference: Stats::default(),
-                ours: Stats::default(),
-                baseline: None,
-                note: format!("skipped: {why}"),
-            }),
+            Some(why) => rows.push(Row::skipped(label, why)),
             None => {
                 let (r, rn) = case_concurrent(&reference, 100);
                 let (o, on) = case_concurrent(&ours, 100);
                 notes.push(rn);
                 notes.push(on);
-                rows.push(Row {
-                    case: label.into(),
-                    reference: r,
-                    ours: o,
-                    baseline: None,
-                    note: String::new(),
-                });
+                rows.push(Row::new(label, [r, o]));
             }
         }
     }
@@ -819,22 +954,12 @@ fn main() {
             (bridge_list(false, "10.88.0.0/16"), json!({}))
         };
         match missing(&sides, &list) {
-            Some(why) => rows.push(Row {
-                case: label,
-                reference: Stats::default(),
-                ours: Stats::default(),
-                baseline: None,
-                note: format!("skipped: {why}"),
-            }),
+            Some(why) => rows.push(Row::skipped(&label, why)),
             None => {
-                let [r, o] = case_scale(&sides, &list, caps, *n, iters.min(10));
-                rows.push(Row {
-                    case: label,
-                    reference: r,
-                    ours: o,
-                    baseline: None,
-                    note: String::new(),
-                });
+                let (st, fl) = case_scale(&sides, &list, caps, *n, iters.min(10));
+                let mut row = Row::new(&label, st);
+                row.floor = Some(fl);
+                rows.push(row);
             }
         }
     }
@@ -851,25 +976,13 @@ fn main() {
                 .map(|s| format!("{} has no dhcp plugin", s.name))
         };
         let row = match why.map(Err).unwrap_or_else(|| case_dhcp(&sides, &pods, iters.min(10))) {
-            Ok([r, o]) => Row {
-                case: label.into(),
-                reference: r,
-                ours: o,
-                baseline: None,
-                note: String::new(),
-            },
-            Err(why) => Row {
-                case: label.into(),
-                reference: Stats::default(),
-                ours: Stats::default(),
-                baseline: None,
-                note: format!("skipped: {why}"),
-            },
+            Ok(st) => Row::new(label, st),
+            Err(why) => Row::skipped(label, why),
         };
         rows.push(row);
     }
 
-    // Case 8: footprint.
+    // Case 8: footprint, and the peak RSS of every plugin of case 4's chain.
     let ref_total: u64 = std::fs::read_dir(REFERENCE_DIR)
         .map(|d| d.flatten().map(|e| file_size(&e.path())).sum())
         .unwrap_or(0);
@@ -877,6 +990,13 @@ fn main() {
     let lo = json!({"cniVersion": "1.0.0", "name": "rss", "type": "loopback"});
     let rss_ref = peak_rss(&reference, "loopback", &lo, &pods[0]);
     let rss_ours = peak_rss(&ours, "loopback", &lo, &pods[1]);
+    let chain_rss: Vec<[Option<u64>; 2]> = if missing(&sides, &podman_list()).is_none() {
+        let r = chain_peak_rss(&reference, &podman_list(), port_caps(), &pods[0]);
+        let o = chain_peak_rss(&ours, &podman_list(), port_caps(), &pods[1]);
+        r.into_iter().zip(o).map(|(a, b)| [a, b]).collect()
+    } else {
+        Vec::new()
+    };
 
     // ---- report ----
     println!(
@@ -885,8 +1005,15 @@ fn main() {
     );
     println!("machine: {}", machine());
     println!(
-        "{:<44} {:>22} {:>22} {:>8} {:>16}",
-        "case", "reference ms (p10–p90)", "cni-multi ms (p10–p90)", "ratio", "ip -batch ms"
+        "{:<42} {:>20} {:>20} {:>6} {:>13} {:>13} {:>13} {:>14}",
+        "case (ADD+DEL, median ms, p10–p90)",
+        "reference",
+        "cni-multi",
+        "ratio",
+        "ours ADD p50/99",
+        "ours DEL p50/99",
+        "floor ADD/DEL",
+        "ip -batch"
     );
     let mut out_rows = Vec::new();
     for r in &rows {
@@ -895,41 +1022,85 @@ fn main() {
             (None, true) => "-".to_string(),
             (None, false) => format!("{:.1} ({:.1}–{:.1})", s.median(), s.pct(0.1), s.pct(0.9)),
         };
-        let ratio = r.reference.median() / r.ours.median();
+        let ratio = r.reference.total.median() / r.ours.total.median();
         let base = r
             .baseline
             .as_ref()
-            .map(|b| format!("{:.1} ({:.2}×)", b.median(), r.ours.median() / b.median()))
+            .map(|b| format!("{:.1} ({:.2}×)", b.median(), r.ours.total.median() / b.median()))
+            .unwrap_or_default();
+        let fl = r
+            .floor
+            .as_ref()
+            .map(|f| format!("{:.1}/{:.1}", f.add.median(), f.del.median()))
             .unwrap_or_default();
         if r.note.is_empty() {
             println!(
-                "{:<44} {:>22} {:>22} {:>7.1}× {:>16}",
+                "{:<42} {:>20} {:>20} {:>5.1}× {:>13} {:>13} {:>13} {:>14}",
                 r.case,
-                fmt(&r.reference),
-                fmt(&r.ours),
+                fmt(&r.reference.total),
+                fmt(&r.ours.total),
                 ratio,
+                r.ours.add.p50_p99(),
+                r.ours.del.p50_p99(),
+                fl,
                 base
             );
         } else {
-            println!("{:<44} {}", r.case, r.note);
+            println!("{:<42} {}", r.case, r.note);
         }
         out_rows.push(json!({
             "case": r.case, "reference": r.reference.json(), "cni_multi": r.ours.json(),
             "ratio": if ratio.is_finite() { json!(ratio) } else { Value::Null },
-            "ip_batch": r.baseline.as_ref().map(|b| b.json()), "note": r.note,
+            "ip_batch": r.baseline.as_ref().map(|b| b.json()),
+            "floor": r.floor.as_ref().map(|f| f.json()), "note": r.note,
         }));
+    }
+    // Case 7's growth: 0 pods against the largest scale, ours, the reference's and the floor's.
+    let sc: Vec<&Row> = rows
+        .iter()
+        .filter(|r| r.case.starts_with("7 ") && r.note.is_empty())
+        .collect();
+    if let (Some(first), Some(last)) = (sc.first(), sc.last()) {
+        if sc.len() > 1 {
+            let g = |f: &dyn Fn(&Row) -> f64| f(last) / f(first);
+            let line = format!(
+                "7 growth {} → {}: reference ×{:.2}, cni-multi ×{:.2} (ADD ×{:.2}, DEL ×{:.2}), kernel floor ×{:.2}",
+                first.case.trim_start_matches("7 one more pod with "),
+                last.case.trim_start_matches("7 one more pod with "),
+                g(&|r: &Row| r.reference.total.median()),
+                g(&|r: &Row| r.ours.total.median()),
+                g(&|r: &Row| r.ours.add.median()),
+                g(&|r: &Row| r.ours.del.median()),
+                g(&|r: &Row| r.floor.as_ref().map(|f| f.total.median()).unwrap_or(f64::NAN)),
+            );
+            println!("{line}");
+            notes.push(line);
+        }
     }
     for n in &notes {
         println!("  {n}");
     }
+    let kib = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or("?".into());
     println!(
         "8 footprint: cni-multi {:.2} MB vs {:.1} MB of reference binaries ({}); peak RSS of one loopback ADD: reference {} KiB, cni-multi {} KiB",
         ours_size as f64 / 1e6,
         ref_total as f64 / 1e6,
         REFERENCE_DIR,
-        rss_ref.map(|v| v.to_string()).unwrap_or("?".into()),
-        rss_ours.map(|v| v.to_string()).unwrap_or("?".into())
+        kib(rss_ref),
+        kib(rss_ours)
     );
+    if !chain_rss.is_empty() {
+        let names = plugins_of(&podman_list());
+        let parts: Vec<String> = names
+            .iter()
+            .zip(&chain_rss)
+            .map(|(n, [r, o])| format!("{n} {}/{}", kib(*r), kib(*o)))
+            .collect();
+        println!(
+            "  peak RSS of case 4's chain ADD, KiB reference/cni-multi: {}",
+            parts.join(", ")
+        );
+    }
     let mut doc = BTreeMap::new();
     doc.insert("machine", json!(machine()));
     doc.insert("iterations", json!(iters));
@@ -938,12 +1109,41 @@ fn main() {
     doc.insert(
         "footprint",
         json!({"cni_multi_bytes": ours_size, "reference_total_bytes": ref_total,
-               "peak_rss_kib": {"reference": rss_ref, "cni_multi": rss_ours}}),
+               "peak_rss_kib": {"reference": rss_ref, "cni_multi": rss_ours},
+               "chain_peak_rss_kib": plugins_of(&podman_list()).iter().zip(&chain_rss)
+                   .map(|(n, [r, o])| json!({"plugin": n, "reference": r, "cni_multi": o}))
+                   .collect::<Vec<_>>()}),
     );
-    let dir = Path::new("target/bench");
-    std::fs::create_dir_all(dir).unwrap();
-    std::fs::write(dir.join("results.json"), serde_json::to_string_pretty(&doc).unwrap()).unwrap();
-    println!("figures written to target/bench/results.json");
+    let out = std::env::var("BENCH_OUT").unwrap_or_else(|_| "target/bench/results.json".into());
+    let out = Path::new(&out);
+    if let Some(dir) = out.parent() {
+        std::fs::create_dir_all(dir).unwrap();
+    }
+    std::fs::write(out, serde_json::to_string_pretty(&doc).unwrap()).unwrap();
+    println!("figures written to {}", out.display());
+    // BENCH_STRICT (make bench-smoke): any error, any failed concurrent ADD/DEL, fails the run.
+    if std::env::var_os("BENCH_STRICT").is_some() {
+        let mut bad: Vec<String> = Vec::new();
+        for r in &rows {
+            let errs = [&r.reference.total, &r.ours.total]
+                .into_iter()
+                .chain(r.floor.as_ref().map(|f| &f.total))
+                .chain(r.baseline.as_ref());
+            for e in errs.filter_map(|s| s.error.as_ref()) {
+                bad.push(format!("{}: {e}", r.case));
+            }
+        }
+        bad.extend(
+            notes
+                .iter()
+                .filter(|n| n.contains(" failures") && !n.contains(" 0 ADD / 0 DEL failures"))
+                .cloned(),
+        );
+        if !bad.is_empty() {
+            eprintln!("bench-smoke: {} problem(s):\n  {}", bad.len(), bad.join("\n  "));
+            std::process::exit(1);
+        }
+    }
 }
 
 fn machine() -> String {

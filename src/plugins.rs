@@ -50,6 +50,7 @@ pub fn run_as_plugin(plugin: &'static Plugin) -> i32 {
     crate::cni::delegate::set_builtins(lookup);
     crate::cni::delegate::set_observer(log_delegate);
     crate::linux::privileges::drop_unneeded();
+    crate::linux::late_close::enable();
     let started = (std::time::SystemTime::now(), std::time::Instant::now());
     let getenv = |k: &str| std::env::var(k).ok();
     let mut stdin = Vec::new();
@@ -74,6 +75,8 @@ pub fn run_as_plugin(plugin: &'static Plugin) -> i32 {
             stdout: &out.stdout,
         })
     });
+    // Last: the runtime has our whole output; netfilter sockets are closed by a child.
+    crate::linux::late_close::finish();
     exit
 }
 

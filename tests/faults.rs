@@ -242,7 +242,9 @@ impl Site {
         ] {
             walk(&self.state.join(d), &mut |p: &Path| {
                 let n = p.file_name().unwrap().to_string_lossy();
-                if !keep.iter().any(|k| *k == n) {
+                // host-local's index is a cache of the directory, rebuilt when it is stale.
+                let index = d == "ipam" && n.starts_with('.') && n.ends_with(".index");
+                if !keep.iter().any(|k| *k == n) && !index {
                     out.push(format!("file {}", p.display()));
                 }
             });
@@ -826,7 +828,8 @@ fn sigkill_during_host_local_add_and_del() {
         let mut out = Vec::new();
         walk(data.path(), &mut |p: &Path| {
             let n = p.file_name().unwrap().to_string_lossy().into_owned();
-            if n != "lock" && !n.starts_with("last_reserved_ip") {
+            // The index (`.<net>.index`) is a cache of the directory; its temp file is not.
+            if n != "lock" && !n.starts_with("last_reserved_ip") && !n.ends_with(".index") {
                 out.push(n);
             }
         });

@@ -847,3 +847,50 @@ fn del_with_prev_result_releases_only_the_attachments_own_files() {
     assert!(run(&bin, "DEL", "c2", "eth0", "", &c(json!({"prevResult": b.json}))).ok);
     let _ = ips_a;
 }
+
+/// A node switched between the reference and cni-multi, back and forth: our index beside
+/// the directory never hides what the reference wrote or removed, and the reference never
+/// trips over anything of ours.
+#[test]
+fn swapped_node_sees_each_others_reservations_both_ways() {
+    let t = tmp("swap");
+    let ours = ours(t.path());
+    let reference = Path::new(REFERENCE);
+    let data = t.join("data");
+    let c = conf("1.0.0", &data, ranges(&["10.1.0.0/29"]), json!({}));
+    let add = |bin: &Path, cid: &str| run(bin, "ADD", cid, "eth0", "", &c);
+    let del = |bin: &Path, cid: &str| run(bin, "DEL", cid, "eth0", "", &c);
+    assert_eq!(add(&ours, "k1").ips(), ["10.1.0.2/29"]);
+    assert_eq!(add(reference, "k2").ips(), ["10.1.0.3/29"]);
+    // The reference's reservation is seen by our duplicate check and our allocator.
+    let dup = add(&ours, "k2");
+    assert!(
+        !dup.ok && dup.json.to_string().contains("duplicate allocation"),
+        "{}",
+        dup.json
+    );
+    assert_eq!(add(&ours, "k3").ips(), ["10.1.0.4/29"]);
+    // Ours are seen by the reference the same way.
+    let dup = add(reference, "k3");
+    assert!(
+        !dup.ok,
+        "reference accepted a duplicate of our reservation: {}",
+        dup.json
+    );
+    // A release by the reference (a scan, no prevResult) frees it for us.
+    assert!(del(reference, "k1").ok);
+    assert!(!data.join("net").join("10.1.0.2").exists());
+    assert!(
+        del(&ours, "k2").ok,
+        "our DEL without prevResult finds the reference's file"
+    );
+    assert!(!data.join("net").join("10.1.0.3").exists());
+    assert_eq!(add(&ours, "k1").ips(), ["10.1.0.5/29"]);
+    assert_eq!(add(reference, "k4").ips(), ["10.1.0.6/29"]);
+    // Range full: both wrap to the freed addresses, ours first.
+    assert_eq!(add(&ours, "k5").ips(), ["10.1.0.2/29"]);
+    assert_eq!(add(reference, "k6").ips(), ["10.1.0.3/29"]);
+    let full = add(&ours, "k7");
+    assert!(!full.ok && full.json.to_string().contains("no IP addresses available"));
+    assert_well_formed(&data.join("net"));
+}

@@ -72,7 +72,9 @@ fn state(node: &TestNs, pod: &TestNs, data: &TempDir) -> Value {
     }
     walk(data.path(), &mut files);
     // The lock and the allocator's round-robin hint are not state of one attachment.
-    files.retain(|f| !f.ends_with("/lock") && !f.contains("/last_reserved_ip."));
+    // The lock, the round-robin cursor and host-local's index (a cache of the directory)
+    // are no reservation.
+    files.retain(|f| !f.ends_with("/lock") && !f.contains("/last_reserved_ip.") && !f.ends_with(".index"));
     let qdiscs = node.exec_ok(&["tc", "qdisc", "show"]);
     json!({
         "node_links": links(node),

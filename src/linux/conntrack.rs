@@ -91,7 +91,8 @@ const RECV_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A ctnetlink socket, bound to the network namespace it was opened in.
 pub struct Conntrack {
-    sock: NlSocket,
+    // A netfilter socket: its close may wait for nf_tables (see late_close).
+    sock: crate::linux::late_close::Deferred<NlSocket>,
 }
 
 /// [`Conntrack::delete_by_dst_port`] in the calling thread's network namespace.
@@ -103,7 +104,9 @@ impl Conntrack {
     /// Opens a socket in the calling thread's network namespace.
     pub fn open() -> Result<Self> {
         let sock = netfilter::open_socket("conntrack: open NETLINK_NETFILTER socket", RECV_TIMEOUT)?;
-        Ok(Conntrack { sock })
+        Ok(Conntrack {
+            sock: crate::linux::late_close::Deferred::new(sock),
+        })
     }
 
     /// Deletes the conntrack entries of `family` whose original direction goes to transport

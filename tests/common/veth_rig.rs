@@ -173,7 +173,11 @@ impl Rig {
     pub fn ipam_state(&self) -> Vec<(String, String)> {
         let mut out = Vec::new();
         walk(self.data.path(), self.data.path(), &mut out);
-        out.retain(|(n, _)| !n.contains("last_reserved_ip") && !n.ends_with("/lock"));
+        // host-local's `.<network>.index` beside the directory is a cache, not state.
+        out.retain(|(n, _)| {
+            let index = n.starts_with('.') && n.ends_with(".index");
+            !(n.contains("last_reserved_ip") || n.ends_with("/lock") || index)
+        });
         out.sort();
         out
     }

@@ -52,6 +52,10 @@ impl Allocator<'_> {
         }
         let pending = self.store.pending(id, ifname).map_err(io)?;
         for (ip, r) in RangeIter::new(self.set, self.store.last_reserved(self.id)) {
+            // Held by the index's account: skip the link(2) that would fail with EEXIST.
+            if self.store.known_taken(ip) {
+                continue;
+            }
             if pending.claim(ip, self.id).map_err(io)? {
                 return Ok(Allocation {
                     address: IpNet::new(ip, r.subnet.prefix_len()).expect("prefix from a valid subnet"),
@@ -88,11 +92,15 @@ mod tests {
 
     #[test]
     fn fresh_round_robin_wrap_and_full() {
-        with_store("rr", |store, dir| {
-            let set = set("10.0.0.0/29");
+        let d = std::env::temp_dir().join(format!("cni-multi-alloc-rr-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&d);
+        let dir = d.join("net");
+        let set = set("10.0.0.0/29");
+        {
+            let store = Store::open(d.to_str().unwrap(), "net").unwrap();
             let a = Allocator {
                 set: &set,
-                store,
+                store: &store,
                 id: 0,
             };
             let got: Vec<String> = (0..5)
@@ -112,12 +120,22 @@ mod tests {
                 a.get("c9", "eth0", None).unwrap_err(),
                 "no IP addresses available in range set: 10.0.0.1-10.0.0.6"
             );
-            fs::remove_file(dir.join("10.0.0.3")).unwrap();
-            fs::remove_file(dir.join("10.0.0.5")).unwrap();
-            // last reserved is .6: the next lap starts at the range start and finds .3 first.
-            assert_eq!(a.get("c10", "eth0", None).unwrap().address.to_string(), "10.0.0.3/29");
-            assert_eq!(a.get("c11", "eth0", None).unwrap().address.to_string(), "10.0.0.5/29");
-        });
+        }
+        // Removed behind the index's back (as another implementation would, between two
+        // locked operations): the next open sees the directory changed and rebuilds.
+        fs::remove_file(dir.join("10.0.0.3")).unwrap();
+        fs::remove_file(dir.join("10.0.0.5")).unwrap();
+        let store = Store::open(d.to_str().unwrap(), "net").unwrap();
+        let a = Allocator {
+            set: &set,
+            store: &store,
+            id: 0,
+        };
+        // last reserved is .6: the next lap starts at the range start and finds .3 first.
+        assert_eq!(a.get("c10", "eth0", None).unwrap().address.to_string(), "10.0.0.3/29");
+        assert_eq!(a.get("c11", "eth0", None).unwrap().address.to_string(), "10.0.0.5/29");
+        drop(store);
+        fs::remove_dir_all(&d).unwrap();
     }
 
     #[test]

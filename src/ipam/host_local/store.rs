@@ -11,8 +11,19 @@
 //! Empty reservation files (the reference's O_EXCL create then write, killed in between) are
 //! treated as free: every writer, the reference's included, creates and fills a reservation
 //! while holding the flock, so an empty file seen under the lock can never be filled any more.
+//!
+//! The index: `<dataDir>/.<network>.index` (outside the network's directory, so the
+//! reference never sees it and writing it does not change that directory) caches every
+//! reservation's name and content, stamped with the directory's inode, ctime and mtime as
+//! stat(2) gave them after our last change. It is used only while the stamp still matches: any
+//! create, link, rename or unlink in the directory — the reference's included — changes its
+//! ctime (since Linux 6.13 a change after a stat always gets a distinct, fine-grained ctime),
+//! and a stale or unreadable index is rebuilt from the files, which stay the only truth. With a
+//! fresh index ADD's duplicate check, DEL without prevResult and the search for a free address
+//! read no reservation file, whatever the number of pods.
 
 use nix::fcntl::{Flock, FlockArg};
+use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::net::IpAddr;
@@ -66,6 +77,13 @@ pub struct Entry {
 /// A network's directory, locked for as long as this value lives.
 pub struct Store {
     dir: PathBuf,
+    index_path: PathBuf,
+    /// name -> trimmed content of every reservation file, kept in step with our changes.
+    index: std::cell::RefCell<Option<BTreeMap<String, String>>>,
+    /// The index must be written back (rebuilt, or changed by us).
+    dirty: std::cell::Cell<bool>,
+    /// The addresses the index holds as taken, for the free-address search; reset on change.
+    taken: std::cell::RefCell<Option<std::collections::HashSet<IpAddr>>>,
     _lock: Flock<File>,
 }
 
@@ -140,9 +158,145 @@ impl Store {
             .map_err(|e| io::Error::new(e.kind(), format!("lock {}: {e}", dir.join("lock").display())))?;
         let lock = regular(lock, &dir.join("lock"))?;
         let lock = Flock::lock(lock, FlockArg::LockExclusive).map_err(|(_, e)| io::Error::from(e))?;
-        let store = Store { dir, _lock: lock };
-        store.remove_stale_temps();
+        let index_path = dir.with_file_name(format!(".{network}.index"));
+        let store = Store {
+            dir,
+            index_path,
+            index: std::cell::RefCell::new(None),
+            dirty: std::cell::Cell::new(false),
+            taken: std::cell::RefCell::new(None),
+            _lock: lock,
+        };
+        // A killed writer's index temp file (we hold the lock: nobody is writing it now).
+        let _ = fs::remove_file(store.index_tmp());
+        // A fresh index proves the directory unchanged since our last (complete) operation,
+        // so there can be no temp file of a killed one to sweep.
+        match store.load_index() {
+            Some(m) => *store.index.borrow_mut() = Some(m),
+            None => {
+                store.remove_stale_temps();
+                store.rebuild_index();
+            }
+        }
         Ok(store)
+    }
+
+    fn index_tmp(&self) -> PathBuf {
+        self.index_path.with_extension("index.tmp")
+    }
+
+    /// The directory's identity and change times, as the index's stamp.
+    fn stamp(&self) -> Option<String> {
+        use std::os::unix::fs::MetadataExt;
+        let m = fs::symlink_metadata(&self.dir).ok()?;
+        Some(format!(
+            "{} {} {}.{:09} {}.{:09}",
+            m.dev(),
+            m.ino(),
+            m.ctime(),
+            m.ctime_nsec(),
+            m.mtime(),
+            m.mtime_nsec()
+        ))
+    }
+
+    fn load_index(&self) -> Option<BTreeMap<String, String>> {
+        let mut s = String::new();
+        open_nofollow(&self.index_path).ok()?.read_to_string(&mut s).ok()?;
+        let mut lines = s.split('\n');
+        if lines.next()? != INDEX_HEADER || lines.next()? != self.stamp()? || !s.ends_with(INDEX_END) {
+            return None;
+        }
+        let mut m = BTreeMap::new();
+        for l in lines {
+            if l == INDEX_END.trim_end_matches('\n') {
+                return Some(m);
+            }
+            let (name, content) = l.split_once('\t')?;
+            m.insert(name.to_string(), unescape(content)?);
+        }
+        None
+    }
+
+    /// Read every reservation (the reference's scan) into the index.
+    fn rebuild_index(&self) {
+        let m = self
+            .scan()
+            .ok()
+            .map(|v| v.into_iter().map(|e| (e.name, e.content)).collect());
+        self.dirty.set(m.is_some());
+        *self.index.borrow_mut() = m;
+        *self.taken.borrow_mut() = None;
+    }
+
+    /// Write the index back with the directory's current stamp (under the lock, after every
+    /// change of this operation). Best effort: without it the next call rebuilds.
+    fn save_index(&self) {
+        if !self.dirty.get() {
+            return;
+        }
+        let idx = self.index.borrow();
+        let (Some(entries), Some(stamp)) = (idx.as_ref(), self.stamp()) else {
+            let _ = fs::remove_file(&self.index_path);
+            return;
+        };
+        // One line per reservation; the end marker shows the file was written whole.
+        let mut text = format!("{INDEX_HEADER}\n{stamp}\n");
+        for (name, content) in entries {
+            text.push_str(name);
+            text.push('\t');
+            escape_into(&mut text, content);
+            text.push('\n');
+        }
+        text.push_str(INDEX_END);
+        let text = text.into_bytes();
+        // One fixed temp name: it is only written under the lock, and a temp file a killed
+        // writer left behind is overwritten here or removed by the next `open`.
+        let tmp = self.index_tmp();
+        let written = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .custom_flags(libc_flags::O_NOFOLLOW | libc_flags::O_CLOEXEC)
+            .open(&tmp)
+            .and_then(|mut f| f.write_all(&text));
+        if written.and_then(|_| fs::rename(&tmp, &self.index_path)).is_err() {
+            let _ = fs::remove_file(&tmp);
+            let _ = fs::remove_file(&self.index_path);
+        }
+    }
+
+    fn index_set(&self, name: String, content: Option<String>) {
+        if let (Some(t), Ok(ip)) = (self.taken.borrow_mut().as_mut(), name.parse::<IpAddr>()) {
+            match &content {
+                Some(c) if !c.is_empty() => t.insert(ip),
+                _ => t.remove(&ip),
+            };
+        }
+        if let Some(m) = self.index.borrow_mut().as_mut() {
+            match content {
+                Some(c) => m.insert(name, c),
+                None => m.remove(&name),
+            };
+            self.dirty.set(true);
+        }
+    }
+
+    /// Whether the index knows `ip` to be held (a non-empty reservation). False when unsure.
+    pub fn known_taken(&self, ip: IpAddr) -> bool {
+        let mut taken = self.taken.borrow_mut();
+        if taken.is_none() {
+            // Built once per allocation: a lap over a full range then costs a hash lookup
+            // an address, no formatting.
+            *taken = self.index.borrow().as_ref().map(|m| {
+                m.iter()
+                    .filter(|(_, c)| !c.is_empty())
+                    .filter_map(|(n, _)| n.parse().ok())
+                    .collect()
+            });
+        }
+        taken.as_ref().is_some_and(|t| t.contains(&ip))
     }
 
     pub fn dir(&self) -> &Path {
@@ -163,6 +317,8 @@ impl Store {
     /// Write `content` to a fresh temp file (O_EXCL, O_NOFOLLOW, 0600) and return its path.
     fn write_temp(&self, content: &[u8]) -> io::Result<PathBuf> {
         let n = TMP_SEQ.fetch_add(1, Ordering::Relaxed);
+        // The directory changes: the index's stamp must be renewed.
+        self.dirty.set(true);
         let tmp = self.dir.join(format!("{TMP_PREFIX}{}-{n}", std::process::id()));
         let mut f = OpenOptions::new()
             .write(true)
@@ -187,7 +343,11 @@ impl Store {
     pub fn pending(&self, id: &str, ifname: &str) -> io::Result<Pending<'_>> {
         let content = format!("{}{LINE_BREAK}{ifname}", id.trim());
         let tmp = self.write_temp(content.as_bytes())?;
-        Ok(Pending { store: self, tmp })
+        Ok(Pending {
+            store: self,
+            tmp,
+            content,
+        })
     }
 
     /// A regular file with nothing but whitespace in it.
@@ -224,6 +384,37 @@ impl Store {
     /// reference's scan (ADD's duplicate check, DEL without prevResult), so it is kept to
     /// four syscalls a file: openat relative to the directory, fstat, one read, close.
     pub fn entries(&self) -> io::Result<Vec<Entry>> {
+        let v = self.scan()?;
+        *self.index.borrow_mut() = Some(v.iter().map(|e| (e.name.clone(), e.content.clone())).collect());
+        *self.taken.borrow_mut() = None;
+        self.dirty.set(true);
+        Ok(v)
+    }
+
+    /// The reservations whose content is one of `wanted`, as the index has them (the
+    /// files, when there is no index). Only the matches are copied.
+    fn indexed(&self, wanted: &[&str]) -> io::Result<Vec<Entry>> {
+        if let Some(m) = self.index.borrow().as_ref() {
+            return Ok(m
+                .iter()
+                .filter(|(_, content)| wanted.contains(&content.as_str()))
+                .filter_map(|(name, content)| {
+                    Some(Entry {
+                        ip: name.parse().ok()?,
+                        name: name.clone(),
+                        content: content.clone(),
+                    })
+                })
+                .collect());
+        }
+        Ok(self
+            .scan()?
+            .into_iter()
+            .filter(|e| wanted.contains(&e.content.as_str()))
+            .collect())
+    }
+
+    fn scan(&self) -> io::Result<Vec<Entry>> {
         let dir = File::open(&self.dir)?;
         let mut out = Vec::new();
         for e in fs::read_dir(&self.dir)? {
@@ -248,16 +439,15 @@ impl Store {
     }
 
     fn matching(&self, matcher: &str) -> io::Result<Vec<Entry>> {
-        Ok(self.entries()?.into_iter().filter(|e| e.content == matcher).collect())
+        self.indexed(&[matcher])
     }
 
     /// The IPs held by (id, ifname), legacy id-only files included (GetByID).
     pub fn get_by_id(&self, id: &str, ifname: &str) -> Vec<IpAddr> {
         let (new, old) = keys(id, ifname);
-        self.entries()
+        self.indexed(&[&new, &old])
             .unwrap_or_default()
             .into_iter()
-            .filter(|e| e.content == new || e.content == old)
             .map(|e| e.ip)
             .collect()
     }
@@ -265,7 +455,7 @@ impl Store {
     /// Whether any file belongs to (id, ifname), or to the id alone (FindByID).
     pub fn find_by_id(&self, id: &str, ifname: &str) -> io::Result<bool> {
         let (new, old) = keys(id, ifname);
-        let entries = self.entries()?;
+        let entries = self.indexed(&[&new, &old])?;
         Ok(entries.iter().any(|e| e.content == new) || entries.iter().any(|e| e.content == old))
     }
 
@@ -274,23 +464,42 @@ impl Store {
         let (new, old) = keys(id, ifname);
         let mut found = false;
         for e in self.matching(&new)? {
-            if fs::remove_file(self.dir.join(&e.name)).is_ok() {
+            if self.remove(&e.name) {
                 found = true;
             }
         }
         if !found {
             for e in self.matching(&old)? {
-                let _ = fs::remove_file(self.dir.join(&e.name));
+                self.remove(&e.name);
             }
         }
         Ok(())
     }
 
+    /// Remove a reservation file by name; true if it was there and is gone.
+    fn remove(&self, name: &str) -> bool {
+        match fs::remove_file(self.dir.join(name)) {
+            Ok(()) => {
+                self.index_set(name.to_string(), None);
+                true
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                self.index_set(name.to_string(), None);
+                false
+            }
+            Err(_) => false,
+        }
+    }
+
     /// Remove one reservation by address.
     pub fn release_ip(&self, ip: IpAddr) -> io::Result<()> {
-        match fs::remove_file(self.dir.join(ip.to_string())) {
+        let name = ip.to_string();
+        match fs::remove_file(self.dir.join(&name)) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
-            _ => Ok(()),
+            _ => {
+                self.index_set(name, None);
+                Ok(())
+            }
         }
     }
 
@@ -301,10 +510,58 @@ impl Store {
     }
 }
 
+impl Drop for Store {
+    /// Runs before the lock field is dropped, so the index is written under the lock.
+    fn drop(&mut self) {
+        self.save_index();
+    }
+}
+
+const INDEX_HEADER: &str = "cni-multi host-local index 1";
+/// The last line: a file cut short (it never is: temp + rename) is not trusted either.
+const INDEX_END: &str = "end\t\n";
+
+/// Contents are the reference's trimmed file contents, `id\r\nifname`, but any bytes may
+/// appear in a file someone else wrote: backslash, tab, CR and LF are escaped.
+fn escape_into(out: &mut String, s: &str) {
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+}
+
+fn unescape(s: &str) -> Option<String> {
+    if !s.contains('\\') {
+        return Some(s.to_string());
+    }
+    let mut out = String::with_capacity(s.len());
+    let mut it = s.chars();
+    while let Some(c) = it.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        out.push(match it.next()? {
+            '\\' => '\\',
+            't' => '\t',
+            'r' => '\r',
+            'n' => '\n',
+            _ => return None,
+        });
+    }
+    Some(out)
+}
+
 /// A fully written reservation waiting for an address; its temp file goes away on drop.
 pub struct Pending<'s> {
     store: &'s Store,
     tmp: PathBuf,
+    content: String,
 }
 
 impl Pending<'_> {
@@ -319,11 +576,19 @@ impl Pending<'_> {
         }
         match linked {
             Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(false),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                // The index did not know this one: it is a cache, the link is the truth.
+                if let Some(c) = read_trimmed(&path) {
+                    self.store.index_set(ip.to_string(), Some(c));
+                }
+                return Ok(false);
+            }
             Err(e) => return Err(e),
         }
+        self.store.index_set(ip.to_string(), Some(self.content.clone()));
         if let Err(e) = self.store.set_last_reserved(range_id, ip) {
             let _ = fs::remove_file(&path);
+            self.store.index_set(ip.to_string(), None);
             return Err(e);
         }
         Ok(true)
@@ -465,6 +730,53 @@ mod tests {
             !dir.join("10.0.0.4").exists(),
             "whitespace around the legacy id is tolerated"
         );
+        drop(s);
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn index_is_a_cache_the_files_win() {
+        let d = tmpdir("index");
+        let dir = d.join("net");
+        let ip = |s: &str| -> IpAddr { s.parse().unwrap() };
+        {
+            let s = Store::open(d.to_str().unwrap(), "net").unwrap();
+            assert!(s.reserve("c1", "eth0", ip("10.0.0.2"), 0).unwrap());
+        }
+        assert!(d.join(".net.index").is_file(), "the index lives beside the directory");
+        assert!(!dir.join(".net.index").exists());
+        {
+            let s = Store::open(d.to_str().unwrap(), "net").unwrap();
+            assert!(s.index.borrow().is_some() && !s.dirty.get(), "fresh index loaded");
+            assert_eq!(s.get_by_id("c1", "eth0"), vec![ip("10.0.0.2")]);
+        }
+        // Another implementation adds and removes files between two of our operations.
+        fs::write(dir.join("10.0.0.3"), b"c2\r\neth0").unwrap();
+        fs::remove_file(dir.join("10.0.0.2")).unwrap();
+        {
+            let s = Store::open(d.to_str().unwrap(), "net").unwrap();
+            assert_eq!(s.get_by_id("c2", "eth0"), vec![ip("10.0.0.3")]);
+            assert!(s.get_by_id("c1", "eth0").is_empty());
+            assert!(s.known_taken(ip("10.0.0.3")) && !s.known_taken(ip("10.0.0.2")));
+        }
+        // Escapes survive; a garbled or cut index is ignored.
+        let mut e = String::new();
+        escape_into(&mut e, "a\\b\tc\r\nd");
+        assert_eq!(unescape(&e).as_deref(), Some("a\\b\tc\r\nd"));
+        let text = fs::read_to_string(d.join(".net.index")).unwrap();
+        fs::write(d.join(".net.index"), &text[..text.len() - 3]).unwrap();
+        {
+            let s = Store::open(d.to_str().unwrap(), "net").unwrap();
+            assert!(s.dirty.get(), "a cut index is rebuilt");
+        }
+        fs::write(d.join(".net.index"), b"{not an index").unwrap();
+        {
+            let s = Store::open(d.to_str().unwrap(), "net").unwrap();
+            assert_eq!(s.get_by_id("c2", "eth0"), vec![ip("10.0.0.3")]);
+            s.release_by_id("c2", "eth0").unwrap();
+        }
+        let s = Store::open(d.to_str().unwrap(), "net").unwrap();
+        assert!(!s.dirty.get() && s.get_by_id("c2", "eth0").is_empty());
         drop(s);
         fs::remove_dir_all(&d).unwrap();
     }

@@ -20,7 +20,12 @@ use super::msg::BatchMsg;
 use super::wire::{self, AttrWriter, NlMsg};
 use super::{BaseChain, Chain, ChainType, Family, Hook, Policy, Rule, Table};
 
-const RECV_BUF: usize = 256 * 1024;
+/// The kernel caps a dump's skb at 32 KiB (netlink_recvmsg), acks are capped: twice that is
+/// room enough, and MSG_TRUNC makes a larger reply an error rather than a silent cut. One
+/// buffer per socket, allocated once: a fresh 256 KiB calloc per request used to end up on
+/// the brk heap (glibc's mmap threshold rises after the first is freed) and cost 256 KiB of
+/// RSS each time.
+const RECV_BUF: usize = 64 * 1024;
 const RECV_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What every nftables error's context starts with, so a message says which kernel API failed.
@@ -40,8 +45,19 @@ fn kernel_err(what: &str, errno: i32, ext_ack: Option<String>) -> Error {
 
 /// A netfilter netlink socket, bound to the network namespace it was created in.
 pub struct NftSocket {
-    sock: NlSocket,
+    sock: std::mem::ManuallyDrop<NlSocket>,
     seq: Cell<u32>,
+    rbuf: std::cell::RefCell<Vec<u8>>,
+}
+
+impl Drop for NftSocket {
+    /// The close may sleep for an RCU grace period (see `late_close`); a plugin defers it.
+    fn drop(&mut self) {
+        use std::os::fd::IntoRawFd;
+        // SAFETY: sock is never used again.
+        let sock = unsafe { std::mem::ManuallyDrop::take(&mut self.sock) };
+        crate::linux::late_close::close(sock.into_raw_fd());
+    }
 }
 
 impl NftSocket {
@@ -75,7 +91,8 @@ impl NftSocket {
             .map(|d| d.as_secs() as u32)
             .unwrap_or(1);
         NftSocket {
-            sock,
+            sock: std::mem::ManuallyDrop::new(sock),
+            rbuf: std::cell::RefCell::new(Vec::new()),
             seq: Cell::new(seed),
         }
     }
@@ -92,13 +109,19 @@ impl NftSocket {
     }
 
     fn recv<'b>(&self, what: &str, buf: &'b mut [u8]) -> Result<&'b [u8], Error> {
-        let (n, _) = self.sock.recv(&mut *buf, Msg::empty()).map_err(|e| {
+        let (n, _) = self.sock.recv(&mut *buf, Msg::TRUNC).map_err(|e| {
             if e.kind() == io::ErrorKind::WouldBlock {
                 other_err(what, "timed out waiting for the kernel's reply")
             } else {
                 io_err(what, e)
             }
         })?;
+        if n > buf.len() {
+            return Err(other_err(
+                what,
+                &format!("a {n}-byte reply does not fit the {}-byte buffer", buf.len()),
+            ));
+        }
         Ok(&buf[..n])
     }
 
@@ -162,7 +185,8 @@ impl NftSocket {
         let mut acked = vec![false; msgs.len()];
         let mut remaining = msgs.len();
         let mut first_err: Option<(usize, Error)> = None;
-        let mut rbuf = vec![0u8; RECV_BUF];
+        let mut rbuf = self.rbuf.borrow_mut();
+        rbuf.resize(RECV_BUF, 0);
         while remaining > 0 {
             let data = self.recv(what, &mut rbuf)?;
             for m in wire::nlmsgs(data) {
@@ -217,7 +241,8 @@ impl NftSocket {
                 &wire::nlmsg(wire::nft_type(msg), flags, seq, family.nfproto(), 0, attrs),
             )?;
             let mut out = Vec::new();
-            let mut rbuf = vec![0u8; RECV_BUF];
+            let mut rbuf = self.rbuf.borrow_mut();
+            rbuf.resize(RECV_BUF, 0);
             let mut interrupted = false;
             loop {
                 let data = self.recv(what, &mut rbuf)?;
