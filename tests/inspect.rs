@@ -110,6 +110,17 @@ impl Node {
     }
 }
 
+/// The kernel removes a dead netns's veth ends asynchronously: wait until it has (else a
+/// half-gone veth shows up as an orphan).
+fn settle_links(ns: &TestNs) {
+    for _ in 0..500 {
+        if !ns.ip(&["-o", "link"]).contains("link-netnsid unknown") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
 /// Keeps a namespace alive; killed also when the test fails.
 struct Holder(std::process::Child);
 
@@ -184,6 +195,7 @@ fn inspect_reports_attachments_finds_the_leaks_and_gc_cleans_exactly_them() {
     let d_ip = d_ip.expect("D's reservation");
     backdate(&node.data.join("insnet").join(&d_ip));
     drop(pd);
+    settle_links(&node.ns);
     // E's netns file vanished while a process kept the namespace (and so its veth) alive.
     node.net_add("ctr-e", &pe, &ours, json!({}));
     let holder = Holder(
@@ -208,12 +220,7 @@ fn inspect_reports_attachments_finds_the_leaks_and_gc_cleans_exactly_them() {
     }
     drop(pg);
     // The kernel removes a dead netns's veth ends asynchronously: let them go first.
-    for _ in 0..500 {
-        if !node.ns.ip(&["-o", "link"]).contains("link-netnsid unknown") {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
+    settle_links(&node.ns);
     // H was made by the reference and lost its cache entry and reservation: its iptables
     // chain is all that is left.
     let ph = TestNs::new("ins-h");
@@ -226,12 +233,7 @@ fn inspect_reports_attachments_finds_the_leaks_and_gc_cleans_exactly_them() {
         }
     }
     drop(ph);
-    for _ in 0..500 {
-        if !node.ns.ip(&["-o", "link"]).contains("link-netnsid unknown") {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
+    settle_links(&node.ns);
     // F: a fresh reservation with no cache entry, as an ADD in flight has.
     std::fs::write(node.data.join("insnet/10.66.0.200"), "ctr-f\r\neth0").unwrap();
 
