@@ -148,7 +148,7 @@ run_cfg() { # run_cfg FILE IMPL CNI_PATH: sets $G/<cfg>-<impl>/{add-a.json,shape
         # What stays, as with any runtime: the bridge (and a flannel/ptp host address on it).
         local after; after=$(nsenter --net="$NS" ip -o link show | awk '{print $2}' | grep -v -x -F "$(nsenter --net="$NS" ip -o link show type bridge | awk '{print $2}')" | sort; node_rules "$NS")
         check "$what: DEL leaves no links or rules" diff <(echo "$before") <(echo "$after")
-        check "$what: DEL leaves no cache, reservations or saved configs" sh -c "! find '$T' /var/lib/cni/networks/'$netname' -type f ! -name conf ! -name 'add-*' ! -name 'shape-*' ! -name subnet.env ! -name lock ! -name 'last_reserved_ip*' 2>/dev/null | grep ."
+        check "$what: DEL leaves no cache, reservations or saved configs" sh -c "! find '$T' /var/lib/cni/networks/'$netname' -type f ! -name conf ! -name 'add-*' ! -name 'shape-*' ! -name subnet.env ! -name lock ! -name 'last_reserved_ip*' ! -name '.*.index' 2>/dev/null | grep ."
         check "$what: the pod netns is empty again" sh -c "[ -z \"\$(nsenter --net='$NS-a' ip -o link show | grep -v ': lo:')\" ]"
     fi
     # Not residue (checked above): host-local's last_reserved_ip would shift the next run's address.

@@ -16,6 +16,7 @@ residue() {
         # per-bridge isolation rules (ingressPolicy) also stay after the last DEL, as the
         # reference's do, so they are not residue either.
         echo "# nft"; node nft list ruleset | grep -E 'dnat|masquerade|ip saddr|ip daddr|ether saddr' | grep -v -e '^table' -e '224.0.0.0/4' | sort
-        echo "# files"; (cd /var/lib/cni 2>/dev/null && find . -type f ! -name lock ! -name 'last_reserved_ip*' | sort)
+        # host-local's `.<network>.index` (a cache of the directory) is no reservation.
+        echo "# files"; (cd /var/lib/cni 2>/dev/null && find . -type f ! -name lock ! -name 'last_reserved_ip*' ! -name '.*.index' | sort)
     } 2>&1
 }
