@@ -232,12 +232,6 @@ fn netns_alive(path: &str) -> bool {
     !path.is_empty() && crate::linux::NetNs::open(path).is_ok()
 }
 
-fn cached_result(cache_dir: &Path, net: &str, cid: &str, ifname: &str) -> Option<Value> {
-    let data = std::fs::read(cache_dir.join("results").join(format!("{net}-{cid}-{ifname}"))).ok()?;
-    let v: Value = serde_json::from_slice(&data).ok()?;
-    v.get("result").cloned().filter(|r| !r.is_null())
-}
-
 /// Container IDs named by our nftables rules (portmap's and masquerade's comments).
 fn rule_owners() -> Vec<(String, String)> {
     let Ok(sock) = NftSocket::open() else {
@@ -320,7 +314,9 @@ pub fn inspect(opts: &Options) -> Report {
         }
         net.capacity = capacity(&list, net.flannel_subnet.as_deref());
         for c in cache::attachments(&list, &opts.cache_dir) {
-            let result = cached_result(&opts.cache_dir, &list.name, &c.container_id, &c.ifname);
+            // Read once, by libcni's own reader (a planted symlink, FIFO or huge file is not
+            // followed, blocked on or trusted).
+            let result = c.result.clone();
             let mut a = Attachment {
                 container_id: c.container_id.clone(),
                 ifname: c.ifname.clone(),

@@ -131,13 +131,15 @@ pub fn remove(list: &NetworkList, rt: &RuntimeConf) {
     let _ = std::fs::remove_file(&p);
 }
 
-/// One cached attachment of a network (for GC).
+/// One cached attachment of a network (for GC and `inspect`).
 pub struct Cached {
     pub container_id: String,
     pub ifname: String,
     pub netns: String,
     pub args: Vec<(String, String)>,
     pub capability_args: Map<String, Value>,
+    /// The cached result, if the entry holds one.
+    pub result: Option<Value>,
 }
 
 pub fn attachments(list: &NetworkList, cache_dir: &Path) -> Vec<Cached> {
@@ -178,6 +180,7 @@ pub fn parse_attachment(data: &[u8], network: &str) -> Option<Cached> {
             .and_then(Value::as_object)
             .cloned()
             .unwrap_or_default(),
+        result: v.get("result").cloned().filter(|r| !r.is_null()),
     })
 }
 
