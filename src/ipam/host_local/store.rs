@@ -128,6 +128,8 @@ pub struct Store {
     journal: std::cell::RefCell<String>,
     /// Records in the file's snapshot and after it, for deciding when to compact.
     file_lines: std::cell::Cell<(usize, usize)>,
+    /// Reservation files made before the lock (`open_for_add`), with their content.
+    spares: std::cell::RefCell<(String, Vec<File>)>,
     /// The addresses the index holds as taken, for the free-address search; reset on change.
     taken: std::cell::RefCell<Option<std::collections::HashSet<IpAddr>>>,
     _lock: Flock<File>,
@@ -162,6 +164,7 @@ mod libc_flags {
     pub const O_NOFOLLOW: i32 = nix::fcntl::OFlag::O_NOFOLLOW.bits();
     pub const O_CLOEXEC: i32 = nix::fcntl::OFlag::O_CLOEXEC.bits();
     pub const O_NONBLOCK: i32 = nix::fcntl::OFlag::O_NONBLOCK.bits();
+    pub const O_TMPFILE: i32 = nix::fcntl::OFlag::O_TMPFILE.bits();
 }
 
 /// The network's directory under `data_dir` (created 0755 if needed); it must not be a symlink.
@@ -193,7 +196,26 @@ pub fn network_dir(data_dir: &str, network: &str) -> io::Result<PathBuf> {
 impl Store {
     /// Open (creating it if needed) and lock the network's directory.
     pub fn open(data_dir: &str, network: &str) -> io::Result<Store> {
+        Store::lock_dir(network_dir(data_dir, network)?, network)
+    }
+
+    /// `open` for an ADD of (id, ifname) over `sets` range sets. Each reservation's file is
+    /// made and written before the lock is taken, unnamed (O_TMPFILE), and only linked under
+    /// its address while locked: the inode allocation (costly on ext4 after many deletions)
+    /// and the write leave the time other ADDs wait for the lock, and a process killed before
+    /// the link leaves nothing behind. Without O_TMPFILE, temp files are made under the lock.
+    pub fn open_for_add(data_dir: &str, network: &str, id: &str, ifname: &str, sets: usize) -> io::Result<Store> {
         let dir = network_dir(data_dir, network)?;
+        let content = reservation(id, ifname);
+        let spares: Vec<File> = (0..sets)
+            .map_while(|_| unnamed_file(&dir, content.as_bytes()).ok())
+            .collect();
+        let store = Store::lock_dir(dir, network)?;
+        *store.spares.borrow_mut() = (content, spares);
+        Ok(store)
+    }
+
+    fn lock_dir(dir: PathBuf, network: &str) -> io::Result<Store> {
         let lock = OpenOptions::new()
             .read(true)
             .create(true)
@@ -213,6 +235,7 @@ impl Store {
             rewrite: std::cell::Cell::new(false),
             journal: std::cell::RefCell::new(String::new()),
             file_lines: std::cell::Cell::new((0, 0)),
+            spares: std::cell::RefCell::new((String::new(), Vec::new())),
             taken: std::cell::RefCell::new(None),
             _lock: lock,
         };
@@ -500,11 +523,22 @@ impl Store {
     /// Prepare a reservation for (id, ifname): its content is written once, to a temp file,
     /// and then linked under each candidate address until one is free.
     pub fn pending(&self, id: &str, ifname: &str) -> io::Result<Pending<'_>> {
-        let content = format!("{}{LINE_BREAK}{ifname}", id.trim());
-        let tmp = self.write_temp(content.as_bytes())?;
+        let content = reservation(id, ifname);
+        let spare = {
+            let mut s = self.spares.borrow_mut();
+            if s.0 == content {
+                s.1.pop()
+            } else {
+                None
+            }
+        };
+        let tmp = match spare {
+            Some(f) => Tmp::Unnamed(f),
+            None => Tmp::Named(self.write_temp(content.as_bytes())?),
+        };
         Ok(Pending {
             store: self,
-            tmp,
+            tmp: std::cell::RefCell::new(tmp),
             content,
         })
     }
@@ -784,19 +818,45 @@ fn unescape(s: &str) -> Option<String> {
 /// A fully written reservation waiting for an address; its temp file goes away on drop.
 pub struct Pending<'s> {
     store: &'s Store,
-    tmp: PathBuf,
+    tmp: std::cell::RefCell<Tmp>,
     content: String,
 }
 
+/// A written reservation file not yet under its address.
+enum Tmp {
+    /// `.tmp-<pid>-<n>` in the directory, made under the lock.
+    Named(PathBuf),
+    /// An O_TMPFILE, made before the lock.
+    Unnamed(File),
+}
+
 impl Pending<'_> {
+    /// Give the file the name `path` (fails with EEXIST if taken).
+    fn link(&self, path: &Path) -> io::Result<()> {
+        let mut tmp = self.tmp.borrow_mut();
+        if let Tmp::Unnamed(f) = &*tmp {
+            match link_unnamed(f, path) {
+                Err(e) if e.kind() != io::ErrorKind::AlreadyExists => {
+                    // Not linkable here (no /proc, no privilege): a named temp file instead.
+                    *tmp = Tmp::Named(self.store.write_temp(self.content.as_bytes())?);
+                }
+                r => return r,
+            }
+        }
+        match &*tmp {
+            Tmp::Named(p) => fs::hard_link(p, path),
+            Tmp::Unnamed(f) => link_unnamed(f, path),
+        }
+    }
+
     /// Link the reservation under `ip` (atomic exclusive create). Ok(false) if it is taken.
     pub fn claim(&self, ip: IpAddr, range_id: usize) -> io::Result<bool> {
         let path = self.store.dir.join(ip.to_string());
-        let mut linked = fs::hard_link(&self.tmp, &path);
+        let mut linked = self.link(&path);
         if matches!(&linked, Err(e) if e.kind() == io::ErrorKind::AlreadyExists) && self.store.is_abandoned(&path) {
             // An empty file left by a writer killed between create and write: reclaim it.
             let _ = fs::remove_file(&path);
-            linked = fs::hard_link(&self.tmp, &path);
+            linked = self.link(&path);
         }
         match linked {
             Ok(()) => {}
@@ -821,7 +881,68 @@ impl Pending<'_> {
 
 impl Drop for Pending<'_> {
     fn drop(&mut self) {
-        let _ = fs::remove_file(&self.tmp);
+        if let Tmp::Named(p) = &*self.tmp.borrow() {
+            let _ = fs::remove_file(p);
+        }
+    }
+}
+
+/// A reservation file's content: `<id>\r\n<ifname>`, the reference's.
+fn reservation(id: &str, ifname: &str) -> String {
+    format!("{}{LINE_BREAK}{ifname}", id.trim())
+}
+
+/// An unnamed regular file in `dir` (O_TMPFILE, 0600) holding `content`.
+fn unnamed_file(dir: &Path, content: &[u8]) -> io::Result<File> {
+    let mut f = OpenOptions::new()
+        .write(true)
+        .mode(0o600)
+        .custom_flags(libc_flags::O_TMPFILE | libc_flags::O_CLOEXEC)
+        .open(dir)?;
+    f.write_all(content)?;
+    Ok(f)
+}
+
+/// Give an O_TMPFILE the name `path`: linkat(AT_EMPTY_PATH) (CAP_DAC_READ_SEARCH, or since
+/// Linux 6.10 the opener), else through /proc/self/fd.
+fn link_unnamed(f: &File, path: &Path) -> io::Result<()> {
+    use nix::libc;
+    use std::ffi::CString;
+    use std::os::fd::AsRawFd;
+    use std::os::unix::ffi::OsStrExt;
+    let to = CString::new(path.as_os_str().as_bytes())?;
+    // SAFETY: both strings are NUL-terminated and outlive the calls; the fd is open.
+    let r = unsafe {
+        libc::linkat(
+            f.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_FDCWD,
+            to.as_ptr(),
+            libc::AT_EMPTY_PATH,
+        )
+    };
+    if r == 0 {
+        return Ok(());
+    }
+    let e = io::Error::last_os_error();
+    if e.kind() == io::ErrorKind::AlreadyExists {
+        return Err(e);
+    }
+    let from = CString::new(format!("/proc/self/fd/{}", f.as_raw_fd()))?;
+    // SAFETY: as above.
+    let r = unsafe {
+        libc::linkat(
+            libc::AT_FDCWD,
+            from.as_ptr(),
+            libc::AT_FDCWD,
+            to.as_ptr(),
+            libc::AT_SYMLINK_FOLLOW,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
     }
 }
 
@@ -1060,6 +1181,40 @@ mod tests {
         assert!(!s.rewrite.get() && s.get_by_id("churn", "eth0").is_empty());
         assert_eq!(s.get_by_id("c4", "eth0"), vec![ip(4)]);
         drop(s);
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn reservations_made_before_the_lock_are_linked_whole() {
+        let d = tmpdir("unnamed");
+        let dir = d.join("net");
+        let ip = |s: &str| -> IpAddr { s.parse().unwrap() };
+        {
+            let s = Store::open_for_add(d.to_str().unwrap(), "net", " c1 ", "eth0", 2).unwrap();
+            assert_eq!(s.spares.borrow().1.len(), 2, "O_TMPFILE works here");
+            assert!(s.reserve("c1", "eth0", ip("10.0.0.2"), 0).unwrap());
+            // Taken: the same unnamed file is linked under the next address.
+            let p = s.pending("c1", "eth0").unwrap();
+            assert!(matches!(&*p.tmp.borrow(), Tmp::Unnamed(_)));
+            assert!(!p.claim(ip("10.0.0.2"), 0).unwrap());
+            assert!(p.claim(ip("10.0.0.3"), 0).unwrap());
+            drop(p);
+            // Another attachment's ADD through the same store gets a named temp file.
+            let p = s.pending("c9", "eth0").unwrap();
+            assert!(matches!(&*p.tmp.borrow(), Tmp::Named(_)));
+        }
+        for (name, want) in [("10.0.0.2", "c1\r\neth0"), ("10.0.0.3", "c1\r\neth0")] {
+            assert_eq!(fs::read_to_string(dir.join(name)).unwrap(), want);
+            assert_eq!(
+                fs::metadata(dir.join(name)).unwrap().permissions().mode() & 0o777,
+                0o600
+            );
+        }
+        let names: Vec<String> = fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(!names.iter().any(|n| n.starts_with(TMP_PREFIX)), "{names:?}");
         fs::remove_dir_all(&d).unwrap();
     }
 
