@@ -230,7 +230,7 @@ fn add(args: &CmdArgs) -> anyhow::Result<CniResult> {
         if n.ip_masq {
             nft_sockets.push(setup_masquerade(&n.net.name, n.masq_backend, args, &result, &mut undo)?);
         }
-        configure_container(&mut cont, &cont_ns, args, &n, &result)?;
+        configure_container(&mut cont, &cont_ns, &cont_veth, &n, &result)?;
         if n.is_gw {
             add_gateways(&mut host, &host_ns, &br, &n, &gws, &mut result, &mut undo)?;
         }
@@ -408,12 +408,12 @@ fn interfaces(args: &CmdArgs, br: &Link, host_veth: &Link, cont_veth: &Link) -> 
 fn configure_container(
     cont: &mut Netlink,
     cont_ns: &NetNs,
-    args: &CmdArgs,
+    cont_veth: &Link,
     n: &BridgeConf,
     result: &CniResult,
 ) -> anyhow::Result<()> {
     // Without enabledad the kernel skips DAD (accept_dad=0): addresses are usable at once.
-    let ifname = &args.ifname;
+    let ifname = &cont_veth.name;
     let mut sysctls = vec![(format!("net/ipv4/conf/{ifname}/arp_notify"), "1")];
     if n.enabledad {
         sysctls.push((format!("net/ipv6/conf/{ifname}/enhanced_dad"), "1"));
@@ -423,8 +423,7 @@ fn configure_container(
     }
     ipconfig::set_sysctls_best_effort(cont_ns, &sysctls)?;
     let dad = if n.enabledad { Dad::Wait } else { Dad::NoWait };
-    ipconfig::configure_iface(cont, cont_ns, ifname, result, dad)?;
-    Ok(())
+    ipconfig::configure_link(cont, cont_ns, cont_veth, result, dad)
 }
 
 /// isGateway: each gateway address on the bridge (or, with `vlan`, on the VLAN gateway
@@ -488,8 +487,12 @@ fn bridge_by_name(nl: &mut Netlink, name: &str) -> anyhow::Result<Link> {
         .link_by_name(name)
         .with_context(|| format!("could not lookup {name:?}"))?
         .ok_or_else(|| anyhow!("could not lookup {name:?}: Link not found"))?;
+    expect_bridge(l)
+}
+
+fn expect_bridge(l: Link) -> anyhow::Result<Link> {
     if l.kind != Some(LinkType::Bridge) {
-        bail!("{name:?} already exists but is not a bridge");
+        bail!("{:?} already exists but is not a bridge", l.name);
     }
     Ok(l)
 }
@@ -498,7 +501,9 @@ fn bridge_by_name(nl: &mut Netlink, name: &str) -> anyhow::Result<Link> {
 fn ensure_bridge(nl: &mut Netlink, n: &BridgeConf, mtu: Option<u32>, undo: &mut Undo) -> anyhow::Result<Link> {
     let name = &n.bridge;
     let mut created = false;
-    if nl.link_by_name(name)?.is_none() {
+    // One lookup when the bridge is there and needs nothing: its answer is the result.
+    let mut found = nl.link_by_name(name)?;
+    if found.is_none() {
         let mut spec = LinkSpec::new(
             name.as_str(),
             LinkKind::Bridge {
@@ -509,8 +514,8 @@ fn ensure_bridge(nl: &mut Netlink, n: &BridgeConf, mtu: Option<u32>, undo: &mut 
         match nl.create_link(&spec) {
             Ok(()) => {
                 // Only a bridge this ADD made is removed again by a rollback.
-                let idx = nl.link_by_name(name)?.map(|l| l.index);
-                if let Some(idx) = idx {
+                found = nl.link_by_name(name)?;
+                if let Some(idx) = found.as_ref().map(|l| l.index) {
                     created = true;
                     undo.push(format!("delete bridge {name}"), move || {
                         Ok(Netlink::new()?.delete_link(idx)?)
@@ -521,7 +526,11 @@ fn ensure_bridge(nl: &mut Netlink, n: &BridgeConf, mtu: Option<u32>, undo: &mut 
             Err(e) => return Err(anyhow!(e).context(format!("could not add {name:?}"))),
         }
     }
-    let br = bridge_by_name(nl, name)?;
+    let br = match found {
+        Some(l) => expect_bridge(l)?,
+        None => bridge_by_name(nl, name)?,
+    };
+    let mut changed = created;
     if !created {
         // A bridge that was there before: a rollback restores its flags and MAC (which a
         // port coming and going changes).
@@ -546,11 +555,16 @@ fn ensure_bridge(nl: &mut Netlink, n: &BridgeConf, mtu: Option<u32>, undo: &mut 
     if n.promisc_mode && !br.promisc {
         nl.set_promisc(br.index, true)
             .with_context(|| format!("could not set promiscuous mode on {name:?}"))?;
+        changed = true;
     }
     // We own the routes of the bridge.
     let _ = sysctl::write_if_different(&format!("net/ipv6/conf/{name}/accept_ra"), "0");
     if !br.up {
         nl.set_up(br.index)?;
+        changed = true;
+    }
+    if !changed {
+        return Ok(br);
     }
     Ok(nl.link_by_index(br.index)?.unwrap_or(br))
 }

@@ -12,7 +12,7 @@ use crate::cni::result::{CniResult, Interface};
 use crate::cni::skel::{CmdArgs, Kind, Plugin};
 use crate::cni::version;
 use crate::linux::netlink::route::{SCOPE_HOST, SCOPE_LINK};
-use crate::linux::netlink::{LinkType, Route};
+use crate::linux::netlink::{Link, LinkType, Route};
 use crate::linux::{NetNs, Netlink};
 use crate::pkg::errors::join_errors;
 use crate::pkg::ipam::{self, dns_set, ipam_add};
@@ -90,8 +90,8 @@ fn add(args: &CmdArgs) -> anyhow::Result<CniResult> {
     let has = |v4: bool| result.ips.iter().any(|i| i.address.addr().is_ipv4() == v4);
     ipconfig::enable_forwarding(has(true), has(false))?;
 
-    let host_index = add_veth(&mut host, &mut cont, &host_ns, args, mtu, &mut result, &mut undo)?;
-    add_container_routes(&mut cont, &cont_ns, args, &result)?;
+    let (host_index, cont_link) = add_veth(&mut host, &mut cont, &host_ns, args, mtu, &mut result, &mut undo)?;
+    add_container_routes(&mut cont, &cont_ns, &cont_link, args, &result)?;
     add_host_routes(&mut host, host_index, &result)?;
 
     // Closed when ADD returns (a close waits for the kernel to retire the transaction).
@@ -191,7 +191,7 @@ pub fn fuzz_parse(args: &CmdArgs) -> anyhow::Result<()> {
 // Private helpers of ADD.
 
 /// The veth pair (host end without DAD), entered in the result as host end and container
-/// end, which the IPs point at. Returns the host end's index.
+/// end, which the IPs point at. Returns the host end's index and the container end.
 fn add_veth(
     host: &mut Netlink,
     cont: &mut Netlink,
@@ -200,7 +200,7 @@ fn add_veth(
     mtu: Option<u32>,
     result: &mut CniResult,
     undo: &mut Undo,
-) -> anyhow::Result<u32> {
+) -> anyhow::Result<(u32, Link)> {
     let pair = veth::create_pair(
         cont,
         host,
@@ -232,15 +232,21 @@ fn add_veth(
     for ipc in &mut result.ips {
         ipc.interface = Some(1);
     }
-    Ok(host_index)
+    Ok((host_index, pair.container))
 }
 
 /// Container side: the addresses, then the route dance for each: drop the kernel's on-link
 /// subnet route, make the gateway reachable on the link, and send the subnet (other pods)
 /// through it, so that all traffic is routed by the host.
-fn add_container_routes(cont: &mut Netlink, cont_ns: &NetNs, args: &CmdArgs, result: &CniResult) -> anyhow::Result<()> {
+fn add_container_routes(
+    cont: &mut Netlink,
+    cont_ns: &NetNs,
+    link: &Link,
+    args: &CmdArgs,
+    result: &CniResult,
+) -> anyhow::Result<()> {
     // DAD is pointless on a point-to-point veth: addresses go on without it.
-    let link = ipconfig::configure_iface(cont, cont_ns, &args.ifname, result, Dad::Off)?;
+    ipconfig::configure_link(cont, cont_ns, link, result, Dad::Off)?;
     for ipc in &result.ips {
         let gw = ipc.gateway.expect("checked by add");
         let subnet = ipc.address.trunc();

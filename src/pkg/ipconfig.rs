@@ -58,6 +58,17 @@ pub fn configure_iface(nl: &mut Netlink, ns: &NetNs, ifname: &str, res: &CniResu
     let link = nl
         .link_by_name(ifname)?
         .ok_or_else(|| anyhow!("failed to lookup {ifname:?}: Link not found"))?;
+    configure_link(nl, ns, &link, res, dad)?;
+    Ok(nl.link_by_index(link.index)?.unwrap_or(link))
+}
+
+/// `configure_iface` on a link the caller has just made or looked up (`link.name` is the
+/// interface name): no lookup before, no re-read after (bridge, ptp).
+pub fn configure_link(nl: &mut Netlink, ns: &NetNs, link: &Link, res: &CniResult, dad: Dad) -> anyhow::Result<()> {
+    if res.interfaces.is_empty() {
+        bail!("no interfaces to configure");
+    }
+    let ifname = link.name.as_str();
     let mine: Vec<&IpConfig> = res.ips.iter().filter(|i| i.interface.is_some()).collect();
     for ipc in &mine {
         let idx = ipc.interface.unwrap_or(usize::MAX);
@@ -91,7 +102,7 @@ pub fn configure_iface(nl: &mut Netlink, ns: &NetNs, ifname: &str, res: &CniResu
         add_route_ecmp(nl, &kernel_route(r, gw, link.index))
             .with_context(|| format!("failed to add route '{} via {gw:?} dev {ifname}'", r.dst))?;
     }
-    Ok(nl.link_by_index(link.index)?.unwrap_or(link))
+    Ok(())
 }
 
 /// `disable_ipv6=0` on `lo` and the interface (written only when needed, since the write

@@ -57,8 +57,9 @@ pub fn create_pair(
         if let Some(mac) = opts.container_mac {
             spec = spec.mac(mac);
         }
-        match cont_nl.create_link(&spec) {
-            Ok(()) => {}
+        // The kernel's echo is the container end: no lookup of it after the create.
+        let echoed = match cont_nl.create_link_echo(&spec) {
+            Ok(l) => l,
             Err(e) if e.is_exists() => {
                 if cont_nl.link_by_name(ifname)?.is_some() {
                     bail!("container veth name provided ({ifname}) already exists");
@@ -66,15 +67,18 @@ pub fn create_pair(
                 continue; // the random host name was taken: try another
             }
             Err(e) => return Err(anyhow!(e).context("failed to make veth pair")),
-        }
+        };
         let host = host_nl
             .link_by_name(&peer)?
             .ok_or_else(|| anyhow!("failed to lookup {peer:?}: link vanished after creation"))?;
         // From here on, deleting the host end removes the pair; do it if anything fails.
         let mut finish = || -> anyhow::Result<VethPair> {
-            let container = cont_nl
-                .link_by_name(ifname)?
-                .ok_or_else(|| anyhow!("failed to lookup {ifname:?} in the container"))?;
+            let container = match echoed.clone() {
+                Some(l) => l,
+                None => cont_nl
+                    .link_by_name(ifname)?
+                    .ok_or_else(|| anyhow!("failed to lookup {ifname:?} in the container"))?,
+            };
             if opts.host_no_dad {
                 let _ = sysctl::write(&format!("net/ipv6/conf/{peer}/accept_dad"), "0");
             }
@@ -83,7 +87,11 @@ pub fn create_pair(
                 .with_context(|| format!("failed to set {peer:?} up"))?;
             // Best effort like the reference: fails harmlessly when IPv6 is disabled.
             let _ = sysctl::write(&format!("net/ipv6/conf/{peer}/accept_ra"), "0");
-            let host = host_nl.link_by_index(host.index)?.unwrap_or(host.clone());
+            // Up is the only change since the lookup: no second one.
+            let host = Link {
+                up: true,
+                ..host.clone()
+            };
             Ok(VethPair { host, container })
         };
         let r = finish();

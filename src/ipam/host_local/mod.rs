@@ -208,6 +208,17 @@ fn open_store(conf: &IpamConf) -> Result<Store, CniError> {
         .map_err(|e| CniError::internal(format!("host-local: cannot use data dir {data_dir}/{}: {e}", conf.name)))
 }
 
+/// `open_store` for an ADD: one reservation file per range set is made before the lock.
+fn open_store_for_add(conf: &IpamConf, args: &CmdArgs) -> Result<Store, CniError> {
+    let data_dir = if conf.data_dir.is_empty() {
+        store::DEFAULT_DATA_DIR
+    } else {
+        &conf.data_dir
+    };
+    Store::open_for_add(data_dir, &conf.name, &args.container_id, &args.ifname, conf.sets.len())
+        .map_err(|e| CniError::internal(format!("host-local: cannot use data dir {data_dir}/{}: {e}", conf.name)))
+}
+
 // ---- verbs ----------------------------------------------------------------------------
 
 fn cmd_add(args: &CmdArgs) -> Result<CniResult> {
@@ -216,7 +227,7 @@ fn cmd_add(args: &CmdArgs) -> Result<CniResult> {
     if !conf.resolv_conf.is_empty() {
         result.dns = parse_resolv_conf(&conf.resolv_conf)?;
     }
-    let store = open_store(&conf)?;
+    let store = open_store_for_add(&conf, args)?;
     let mut remaining = conf.requested.clone();
     let mut reserved: Vec<IpAddr> = Vec::new();
     // Undo this ADD's reservations (only these: an earlier ADD's stay untouched).

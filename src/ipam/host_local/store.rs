@@ -21,6 +21,15 @@
 //! and a stale or unreadable index is rebuilt from the files, which stay the only truth. With a
 //! fresh index ADD's duplicate check, DEL without prevResult and the search for a free address
 //! read no reservation file, whatever the number of pods.
+//!
+//! The index is a journal: a snapshot (`+name\tcontent` lines and a `@stamp` line), then per
+//! operation its changes (`+…`, `-name`) and the new `@stamp`, appended in one write(2). Only
+//! a file whose last line is the directory's current stamp is trusted, so a write cut short
+//! by SIGKILL, or a change made after it, means a rebuild. It is rewritten whole (temp file and
+//! rename) only when rebuilt or when the journal outgrows the snapshot: replacing a 25 KB file
+//! on every ADD made ext4 write back the new one and free (and, mounted with `discard`,
+//! discard) the old one's blocks, most of what a 99 % full range cost over an empty one.
+//! `last_reserved_ip.<set>` is overwritten in place for the same reason.
 
 use nix::fcntl::{Flock, FlockArg};
 use std::collections::BTreeMap;
@@ -74,14 +83,53 @@ pub struct Entry {
     pub content: String,
 }
 
+/// What a store knows of its directory's reservations.
+enum Index {
+    /// Nothing trusted: every question is asked of the files.
+    Unknown,
+    /// The index file's records (its stamp matched, every line checked), searched when
+    /// asked instead of parsed up front: a DEL with prevResult never needs them, and an
+    /// ADD only its matches and the set of taken names. This operation's own records (the
+    /// store's `journal`) apply after them.
+    Loaded(String),
+    /// Every reservation, name -> trimmed content (rebuilt from the files).
+    Full(BTreeMap<String, String>),
+}
+
+/// One journal record: a reservation set (`+name\tcontent`, content escaped) or removed.
+enum Rec<'a> {
+    Set(&'a str, &'a str),
+    Del(&'a str),
+}
+
+/// The records of index text that `load_index` checked (stamp lines skipped).
+fn records(text: &str) -> impl Iterator<Item = Rec<'_>> {
+    text.split('\n').filter_map(|l| {
+        if let Some(r) = l.strip_prefix('+') {
+            let (name, content) = r.split_once('\t')?;
+            Some(Rec::Set(name, content))
+        } else {
+            l.strip_prefix('-').map(Rec::Del)
+        }
+    })
+}
+
 /// A network's directory, locked for as long as this value lives.
 pub struct Store {
     dir: PathBuf,
     index_path: PathBuf,
-    /// name -> trimmed content of every reservation file, kept in step with our changes.
-    index: std::cell::RefCell<Option<BTreeMap<String, String>>>,
-    /// The index must be written back (rebuilt, or changed by us).
+    /// What the index says, kept in step with our changes.
+    index: std::cell::RefCell<Index>,
+    /// The directory changed (by us): the index needs a new stamp.
     dirty: std::cell::Cell<bool>,
+    /// The index must be written whole (rebuilt from the files, or never saved).
+    rewrite: std::cell::Cell<bool>,
+    /// This operation's changes, as journal records still to be appended.
+    journal: std::cell::RefCell<String>,
+    /// Records in the file's snapshot and after it, for deciding when to compact.
+    file_lines: std::cell::Cell<(usize, usize)>,
+    /// Reservation files made before the lock (`open_for_add`), with their content.
+    spares: std::cell::RefCell<(String, Vec<File>)>,
     /// The addresses the index holds as taken, for the free-address search; reset on change.
     taken: std::cell::RefCell<Option<std::collections::HashSet<IpAddr>>>,
     _lock: Flock<File>,
@@ -116,6 +164,7 @@ mod libc_flags {
     pub const O_NOFOLLOW: i32 = nix::fcntl::OFlag::O_NOFOLLOW.bits();
     pub const O_CLOEXEC: i32 = nix::fcntl::OFlag::O_CLOEXEC.bits();
     pub const O_NONBLOCK: i32 = nix::fcntl::OFlag::O_NONBLOCK.bits();
+    pub const O_TMPFILE: i32 = nix::fcntl::OFlag::O_TMPFILE.bits();
 }
 
 /// The network's directory under `data_dir` (created 0755 if needed); it must not be a symlink.
@@ -147,7 +196,26 @@ pub fn network_dir(data_dir: &str, network: &str) -> io::Result<PathBuf> {
 impl Store {
     /// Open (creating it if needed) and lock the network's directory.
     pub fn open(data_dir: &str, network: &str) -> io::Result<Store> {
+        Store::lock_dir(network_dir(data_dir, network)?, network)
+    }
+
+    /// `open` for an ADD of (id, ifname) over `sets` range sets. Each reservation's file is
+    /// made and written before the lock is taken, unnamed (O_TMPFILE), and only linked under
+    /// its address while locked: the inode allocation (costly on ext4 after many deletions)
+    /// and the write leave the time other ADDs wait for the lock, and a process killed before
+    /// the link leaves nothing behind. Without O_TMPFILE, temp files are made under the lock.
+    pub fn open_for_add(data_dir: &str, network: &str, id: &str, ifname: &str, sets: usize) -> io::Result<Store> {
         let dir = network_dir(data_dir, network)?;
+        let content = reservation(id, ifname);
+        let spares: Vec<File> = (0..sets)
+            .map_while(|_| unnamed_file(&dir, content.as_bytes()).ok())
+            .collect();
+        let store = Store::lock_dir(dir, network)?;
+        *store.spares.borrow_mut() = (content, spares);
+        Ok(store)
+    }
+
+    fn lock_dir(dir: PathBuf, network: &str) -> io::Result<Store> {
         let lock = OpenOptions::new()
             .read(true)
             .create(true)
@@ -162,8 +230,12 @@ impl Store {
         let store = Store {
             dir,
             index_path,
-            index: std::cell::RefCell::new(None),
+            index: std::cell::RefCell::new(Index::Unknown),
             dirty: std::cell::Cell::new(false),
+            rewrite: std::cell::Cell::new(false),
+            journal: std::cell::RefCell::new(String::new()),
+            file_lines: std::cell::Cell::new((0, 0)),
+            spares: std::cell::RefCell::new((String::new(), Vec::new())),
             taken: std::cell::RefCell::new(None),
             _lock: lock,
         };
@@ -172,7 +244,10 @@ impl Store {
         // A fresh index proves the directory unchanged since our last (complete) operation,
         // so there can be no temp file of a killed one to sweep.
         match store.load_index() {
-            Some(m) => *store.index.borrow_mut() = Some(m),
+            Some((text, lines)) => {
+                *store.index.borrow_mut() = Index::Loaded(text);
+                store.file_lines.set(lines);
+            }
             None => {
                 store.remove_stale_temps();
                 store.rebuild_index();
@@ -200,22 +275,37 @@ impl Store {
         ))
     }
 
-    fn load_index(&self) -> Option<BTreeMap<String, String>> {
+    /// The index file's records and its (snapshot, journal) line counts, if every line is
+    /// well formed and the last one is the directory's current stamp.
+    fn load_index(&self) -> Option<(String, (usize, usize))> {
         let mut s = String::new();
         open_nofollow(&self.index_path).ok()?.read_to_string(&mut s).ok()?;
-        let mut lines = s.split('\n');
-        if lines.next()? != INDEX_HEADER || lines.next()? != self.stamp()? || !s.ends_with(INDEX_END) {
+        let body = s.strip_prefix(INDEX_HEADER)?.strip_prefix('\n')?;
+        // Whole records only: a cut append has no final newline or no final stamp.
+        let body = body.strip_suffix('\n')?;
+        let (records, last) = body.rsplit_once('\n').unwrap_or(("", body));
+        if last.strip_prefix('@')? != self.stamp()? {
             return None;
         }
-        let mut m = BTreeMap::new();
-        for l in lines {
-            if l == INDEX_END.trim_end_matches('\n') {
-                return Some(m);
+        let (mut snapshot, mut journal) = (0, 0);
+        for l in records.split('\n').filter(|l| !l.is_empty()) {
+            let ok = match l.as_bytes()[0] {
+                b'+' => l.split_once('\t').is_some_and(|(_, c)| valid_escapes(c)),
+                b'-' | b'@' => true,
+                _ => false,
+            };
+            if !ok {
+                return None;
             }
-            let (name, content) = l.split_once('\t')?;
-            m.insert(name.to_string(), unescape(content)?);
+            if journal > 0 || l.starts_with('@') {
+                journal += 1;
+            } else {
+                snapshot += 1;
+            }
         }
-        None
+        let header = INDEX_HEADER.len() + 1;
+        s.drain(..header);
+        Some((s, (snapshot, journal)))
     }
 
     /// Read every reservation (the reference's scan) into the index.
@@ -225,30 +315,61 @@ impl Store {
             .ok()
             .map(|v| v.into_iter().map(|e| (e.name, e.content)).collect());
         self.dirty.set(m.is_some());
-        *self.index.borrow_mut() = m;
+        self.rewrite.set(m.is_some());
+        *self.index.borrow_mut() = m.map_or(Index::Unknown, Index::Full);
         *self.taken.borrow_mut() = None;
     }
 
-    /// Write the index back with the directory's current stamp (under the lock, after every
-    /// change of this operation). Best effort: without it the next call rebuilds.
+    /// Bring the index up to date with the directory's current stamp (under the lock, after
+    /// every change of this operation): this operation's records appended, or, when rebuilt
+    /// or when the journal has outgrown the snapshot, the whole index rewritten. Best effort:
+    /// without it the next call rebuilds.
     fn save_index(&self) {
-        if !self.dirty.get() {
+        if !self.dirty.get() && !self.rewrite.get() && self.journal.borrow().is_empty() {
             return;
         }
         let idx = self.index.borrow();
-        let (Some(entries), Some(stamp)) = (idx.as_ref(), self.stamp()) else {
-            let _ = fs::remove_file(&self.index_path);
-            return;
+        let stamp = match (&*idx, self.stamp()) {
+            (Index::Unknown, _) | (_, None) => {
+                let _ = fs::remove_file(&self.index_path);
+                return;
+            }
+            (_, Some(stamp)) => stamp,
         };
-        // One line per reservation; the end marker shows the file was written whole.
-        let mut text = format!("{INDEX_HEADER}\n{stamp}\n");
+        let journal = self.journal.borrow();
+        let (snapshot, old) = self.file_lines.get();
+        let lines = old + journal.matches('\n').count() + 1;
+        // Compacted when the journal holds more records than half the snapshot (at least
+        // 512): reading stays O(reservations), rewriting happens once in hundreds of calls.
+        if matches!(&*idx, Index::Loaded(_)) && !self.rewrite.get() && lines <= 512 + snapshot / 2 {
+            let mut rec = String::with_capacity(journal.len() + stamp.len() + 2);
+            rec.push_str(&journal);
+            rec.push('@');
+            rec.push_str(&stamp);
+            rec.push('\n');
+            if self.append_index(rec.as_bytes()).is_ok() {
+                return;
+            }
+        }
+        let full;
+        let entries = match &*idx {
+            Index::Full(m) => m,
+            _ => {
+                full = self.materialize(&idx, &journal);
+                &full
+            }
+        };
+        let mut text = format!("{INDEX_HEADER}\n");
         for (name, content) in entries {
+            text.push('+');
             text.push_str(name);
             text.push('\t');
             escape_into(&mut text, content);
             text.push('\n');
         }
-        text.push_str(INDEX_END);
+        text.push('@');
+        text.push_str(&stamp);
+        text.push('\n');
         let text = text.into_bytes();
         // One fixed temp name: it is only written under the lock, and a temp file a killed
         // writer left behind is overwritten here or removed by the next `open`.
@@ -267,6 +388,37 @@ impl Store {
         }
     }
 
+    /// Every reservation a loaded index holds, with this operation's records applied.
+    fn materialize(&self, idx: &Index, journal: &str) -> BTreeMap<String, String> {
+        let mut m = BTreeMap::new();
+        let text = match idx {
+            Index::Loaded(t) => t.as_str(),
+            _ => "",
+        };
+        for r in records(text).chain(records(journal)) {
+            match r {
+                Rec::Set(name, c) => m.insert(name.to_string(), unescape(c).unwrap_or_default()),
+                Rec::Del(name) => m.remove(name),
+            };
+        }
+        m
+    }
+
+    /// Append `rec` to the index file this operation loaded, in one write(2).
+    fn append_index(&self, rec: &[u8]) -> io::Result<()> {
+        use std::os::unix::fs::MetadataExt;
+        let mut f = OpenOptions::new()
+            .append(true)
+            .custom_flags(libc_flags::O_NOFOLLOW | libc_flags::O_NONBLOCK | libc_flags::O_CLOEXEC)
+            .open(&self.index_path)?;
+        let md = f.metadata()?;
+        // Only our own regular file: never through a second name into something else.
+        if !md.is_file() || md.nlink() != 1 {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "index is not a plain file"));
+        }
+        f.write_all(rec)
+    }
+
     fn index_set(&self, name: String, content: Option<String>) {
         if let (Some(t), Ok(ip)) = (self.taken.borrow_mut().as_mut(), name.parse::<IpAddr>()) {
             match &content {
@@ -274,11 +426,28 @@ impl Store {
                 _ => t.remove(&ip),
             };
         }
-        if let Some(m) = self.index.borrow_mut().as_mut() {
-            match content {
-                Some(c) => m.insert(name, c),
-                None => m.remove(&name),
-            };
+        let mut idx = self.index.borrow_mut();
+        if !matches!(&*idx, Index::Unknown) {
+            let mut j = self.journal.borrow_mut();
+            match &content {
+                Some(c) => {
+                    j.push('+');
+                    j.push_str(&name);
+                    j.push('\t');
+                    escape_into(&mut j, c);
+                }
+                None => {
+                    j.push('-');
+                    j.push_str(&name);
+                }
+            }
+            j.push('\n');
+            if let Index::Full(m) = &mut *idx {
+                match content {
+                    Some(c) => m.insert(name, c),
+                    None => m.remove(&name),
+                };
+            }
             self.dirty.set(true);
         }
     }
@@ -289,12 +458,25 @@ impl Store {
         if taken.is_none() {
             // Built once per allocation: a lap over a full range then costs a hash lookup
             // an address, no formatting.
-            *taken = self.index.borrow().as_ref().map(|m| {
-                m.iter()
-                    .filter(|(_, c)| !c.is_empty())
-                    .filter_map(|(n, _)| n.parse().ok())
-                    .collect()
-            });
+            *taken = match &*self.index.borrow() {
+                Index::Unknown => None,
+                Index::Full(m) => Some(
+                    m.iter()
+                        .filter(|(_, c)| !c.is_empty())
+                        .filter_map(|(n, _)| n.parse().ok())
+                        .collect(),
+                ),
+                Index::Loaded(text) => {
+                    let mut t = std::collections::HashSet::new();
+                    for r in records(text).chain(records(&self.journal.borrow())) {
+                        match r {
+                            Rec::Set(n, c) if !c.is_empty() => n.parse().ok().map(|ip| t.insert(ip)),
+                            Rec::Set(n, _) | Rec::Del(n) => n.parse().ok().map(|ip| t.remove(&ip)),
+                        };
+                    }
+                    Some(t)
+                }
+            };
         }
         taken.as_ref().is_some_and(|t| t.contains(&ip))
     }
@@ -341,11 +523,22 @@ impl Store {
     /// Prepare a reservation for (id, ifname): its content is written once, to a temp file,
     /// and then linked under each candidate address until one is free.
     pub fn pending(&self, id: &str, ifname: &str) -> io::Result<Pending<'_>> {
-        let content = format!("{}{LINE_BREAK}{ifname}", id.trim());
-        let tmp = self.write_temp(content.as_bytes())?;
+        let content = reservation(id, ifname);
+        let spare = {
+            let mut s = self.spares.borrow_mut();
+            if s.0 == content {
+                s.1.pop()
+            } else {
+                None
+            }
+        };
+        let tmp = match spare {
+            Some(f) => Tmp::Unnamed(f),
+            None => Tmp::Named(self.write_temp(content.as_bytes())?),
+        };
         Ok(Pending {
             store: self,
-            tmp,
+            tmp: std::cell::RefCell::new(tmp),
             content,
         })
     }
@@ -359,10 +552,18 @@ impl Store {
         }
     }
 
-    /// `last_reserved_ip.<set>`: the address as text, no newline, replaced atomically.
+    /// `last_reserved_ip.<set>`: the address as text, no newline. An existing plain file is
+    /// overwritten in place (no new inode, no freed blocks, the directory unchanged); anything
+    /// else is replaced by a temp file and rename. A kill between the write and the truncation
+    /// can leave another address there: it is only where the round-robin search starts.
     fn set_last_reserved(&self, range_id: usize, ip: IpAddr) -> io::Result<()> {
-        let tmp = self.write_temp(ip.to_string().as_bytes())?;
-        let r = fs::rename(&tmp, self.dir.join(format!("{LAST_IP_PREFIX}{range_id}")));
+        let path = self.dir.join(format!("{LAST_IP_PREFIX}{range_id}"));
+        let text = ip.to_string();
+        if overwrite_in_place(&path, text.as_bytes()).is_ok() {
+            return Ok(());
+        }
+        let tmp = self.write_temp(text.as_bytes())?;
+        let r = fs::rename(&tmp, &path);
         if r.is_err() {
             let _ = fs::remove_file(&tmp);
         }
@@ -385,16 +586,46 @@ impl Store {
     /// four syscalls a file: openat relative to the directory, fstat, one read, close.
     pub fn entries(&self) -> io::Result<Vec<Entry>> {
         let v = self.scan()?;
-        *self.index.borrow_mut() = Some(v.iter().map(|e| (e.name.clone(), e.content.clone())).collect());
+        *self.index.borrow_mut() = Index::Full(v.iter().map(|e| (e.name.clone(), e.content.clone())).collect());
         *self.taken.borrow_mut() = None;
         self.dirty.set(true);
+        self.rewrite.set(true);
         Ok(v)
     }
 
     /// The reservations whose content is one of `wanted`, as the index has them (the
     /// files, when there is no index). Only the matches are copied.
     fn indexed(&self, wanted: &[&str]) -> io::Result<Vec<Entry>> {
-        if let Some(m) = self.index.borrow().as_ref() {
+        if let Index::Loaded(text) = &*self.index.borrow() {
+            // Escaped once, compared with the records as they are: no copy of a non-match.
+            let esc: Vec<String> = wanted
+                .iter()
+                .map(|w| {
+                    let mut e = String::new();
+                    escape_into(&mut e, w);
+                    e
+                })
+                .collect();
+            let journal = self.journal.borrow();
+            let mut hits: BTreeMap<&str, &str> = BTreeMap::new();
+            for r in records(text).chain(records(&journal)) {
+                match r {
+                    Rec::Set(n, c) if esc.iter().any(|e| e == c) => hits.insert(n, c),
+                    Rec::Set(n, _) | Rec::Del(n) => hits.remove(n),
+                };
+            }
+            return Ok(hits
+                .into_iter()
+                .filter_map(|(name, c)| {
+                    Some(Entry {
+                        ip: name.parse().ok()?,
+                        name: name.to_string(),
+                        content: unescape(c)?,
+                    })
+                })
+                .collect());
+        }
+        if let Index::Full(m) = &*self.index.borrow() {
             return Ok(m
                 .iter()
                 .filter(|(_, content)| wanted.contains(&content.as_str()))
@@ -517,9 +748,25 @@ impl Drop for Store {
     }
 }
 
-const INDEX_HEADER: &str = "cni-multi host-local index 1";
-/// The last line: a file cut short (it never is: temp + rename) is not trusted either.
-const INDEX_END: &str = "end\t\n";
+const INDEX_HEADER: &str = "cni-multi host-local index 2";
+
+/// Overwrite a small regular file that has no other name, keeping its inode and blocks.
+fn overwrite_in_place(path: &Path, content: &[u8]) -> io::Result<()> {
+    use std::os::unix::fs::{FileExt, MetadataExt};
+    let f = OpenOptions::new()
+        .write(true)
+        .custom_flags(libc_flags::O_NOFOLLOW | libc_flags::O_NONBLOCK | libc_flags::O_CLOEXEC)
+        .open(path)?;
+    let md = f.metadata()?;
+    if !md.is_file() || md.nlink() != 1 || md.len() > ENTRY_MAX {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, "not a plain file"));
+    }
+    f.write_all_at(content, 0)?;
+    if md.len() > content.len() as u64 {
+        f.set_len(content.len() as u64)?;
+    }
+    Ok(())
+}
 
 /// Contents are the reference's trimmed file contents, `id\r\nifname`, but any bytes may
 /// appear in a file someone else wrote: backslash, tab, CR and LF are escaped.
@@ -533,6 +780,17 @@ fn escape_into(out: &mut String, s: &str) {
             c => out.push(c),
         }
     }
+}
+
+/// Whether `s` is something `escape_into` can have written.
+fn valid_escapes(s: &str) -> bool {
+    let mut it = s.bytes();
+    while let Some(b) = it.next() {
+        if b == b'\\' && !matches!(it.next(), Some(b'\\' | b't' | b'r' | b'n')) {
+            return false;
+        }
+    }
+    true
 }
 
 fn unescape(s: &str) -> Option<String> {
@@ -560,19 +818,45 @@ fn unescape(s: &str) -> Option<String> {
 /// A fully written reservation waiting for an address; its temp file goes away on drop.
 pub struct Pending<'s> {
     store: &'s Store,
-    tmp: PathBuf,
+    tmp: std::cell::RefCell<Tmp>,
     content: String,
 }
 
+/// A written reservation file not yet under its address.
+enum Tmp {
+    /// `.tmp-<pid>-<n>` in the directory, made under the lock.
+    Named(PathBuf),
+    /// An O_TMPFILE, made before the lock.
+    Unnamed(File),
+}
+
 impl Pending<'_> {
+    /// Give the file the name `path` (fails with EEXIST if taken).
+    fn link(&self, path: &Path) -> io::Result<()> {
+        let mut tmp = self.tmp.borrow_mut();
+        if let Tmp::Unnamed(f) = &*tmp {
+            match link_unnamed(f, path) {
+                Err(e) if e.kind() != io::ErrorKind::AlreadyExists => {
+                    // Not linkable here (no /proc, no privilege): a named temp file instead.
+                    *tmp = Tmp::Named(self.store.write_temp(self.content.as_bytes())?);
+                }
+                r => return r,
+            }
+        }
+        match &*tmp {
+            Tmp::Named(p) => fs::hard_link(p, path),
+            Tmp::Unnamed(f) => link_unnamed(f, path),
+        }
+    }
+
     /// Link the reservation under `ip` (atomic exclusive create). Ok(false) if it is taken.
     pub fn claim(&self, ip: IpAddr, range_id: usize) -> io::Result<bool> {
         let path = self.store.dir.join(ip.to_string());
-        let mut linked = fs::hard_link(&self.tmp, &path);
+        let mut linked = self.link(&path);
         if matches!(&linked, Err(e) if e.kind() == io::ErrorKind::AlreadyExists) && self.store.is_abandoned(&path) {
             // An empty file left by a writer killed between create and write: reclaim it.
             let _ = fs::remove_file(&path);
-            linked = fs::hard_link(&self.tmp, &path);
+            linked = self.link(&path);
         }
         match linked {
             Ok(()) => {}
@@ -597,7 +881,68 @@ impl Pending<'_> {
 
 impl Drop for Pending<'_> {
     fn drop(&mut self) {
-        let _ = fs::remove_file(&self.tmp);
+        if let Tmp::Named(p) = &*self.tmp.borrow() {
+            let _ = fs::remove_file(p);
+        }
+    }
+}
+
+/// A reservation file's content: `<id>\r\n<ifname>`, the reference's.
+fn reservation(id: &str, ifname: &str) -> String {
+    format!("{}{LINE_BREAK}{ifname}", id.trim())
+}
+
+/// An unnamed regular file in `dir` (O_TMPFILE, 0600) holding `content`.
+fn unnamed_file(dir: &Path, content: &[u8]) -> io::Result<File> {
+    let mut f = OpenOptions::new()
+        .write(true)
+        .mode(0o600)
+        .custom_flags(libc_flags::O_TMPFILE | libc_flags::O_CLOEXEC)
+        .open(dir)?;
+    f.write_all(content)?;
+    Ok(f)
+}
+
+/// Give an O_TMPFILE the name `path`: linkat(AT_EMPTY_PATH) (CAP_DAC_READ_SEARCH, or since
+/// Linux 6.10 the opener), else through /proc/self/fd.
+fn link_unnamed(f: &File, path: &Path) -> io::Result<()> {
+    use nix::libc;
+    use std::ffi::CString;
+    use std::os::fd::AsRawFd;
+    use std::os::unix::ffi::OsStrExt;
+    let to = CString::new(path.as_os_str().as_bytes())?;
+    // SAFETY: both strings are NUL-terminated and outlive the calls; the fd is open.
+    let r = unsafe {
+        libc::linkat(
+            f.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_FDCWD,
+            to.as_ptr(),
+            libc::AT_EMPTY_PATH,
+        )
+    };
+    if r == 0 {
+        return Ok(());
+    }
+    let e = io::Error::last_os_error();
+    if e.kind() == io::ErrorKind::AlreadyExists {
+        return Err(e);
+    }
+    let from = CString::new(format!("/proc/self/fd/{}", f.as_raw_fd()))?;
+    // SAFETY: as above.
+    let r = unsafe {
+        libc::linkat(
+            libc::AT_FDCWD,
+            from.as_ptr(),
+            libc::AT_FDCWD,
+            to.as_ptr(),
+            libc::AT_SYMLINK_FOLLOW,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
     }
 }
 
@@ -747,7 +1092,10 @@ mod tests {
         assert!(!dir.join(".net.index").exists());
         {
             let s = Store::open(d.to_str().unwrap(), "net").unwrap();
-            assert!(s.index.borrow().is_some() && !s.dirty.get(), "fresh index loaded");
+            assert!(
+                matches!(*s.index.borrow(), Index::Loaded(_)) && !s.dirty.get(),
+                "fresh index loaded"
+            );
             assert_eq!(s.get_by_id("c1", "eth0"), vec![ip("10.0.0.2")]);
         }
         // Another implementation adds and removes files between two of our operations.
@@ -777,6 +1125,120 @@ mod tests {
         }
         let s = Store::open(d.to_str().unwrap(), "net").unwrap();
         assert!(!s.dirty.get() && s.get_by_id("c2", "eth0").is_empty());
+        drop(s);
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn index_journal_appends_and_compacts() {
+        let d = tmpdir("journal");
+        let ip = |i: u32| -> IpAddr { std::net::Ipv4Addr::from(0x0a00_0002 + i).into() };
+        let index = d.join(".net.index");
+        let lines = || fs::read_to_string(&index).unwrap().lines().count();
+        {
+            let s = Store::open(d.to_str().unwrap(), "net").unwrap();
+            assert!(s.reserve("c0", "eth0", ip(0), 0).unwrap());
+        }
+        let after_first = lines();
+        // One ADD or DEL appends its record and a stamp; the snapshot is not rewritten.
+        for i in 1..5 {
+            let s = Store::open(d.to_str().unwrap(), "net").unwrap();
+            assert!(
+                matches!(*s.index.borrow(), Index::Loaded(_)) && !s.rewrite.get(),
+                "fresh journal loaded"
+            );
+            assert!(s.reserve(&format!("c{i}"), "eth0", ip(i), 0).unwrap());
+        }
+        assert_eq!(lines(), after_first + 8);
+        {
+            let s = Store::open(d.to_str().unwrap(), "net").unwrap();
+            s.release_by_id("c2", "eth0").unwrap();
+        }
+        let text = fs::read_to_string(&index).unwrap();
+        assert!(text.contains("\n-10.0.0.4\n@"), "{text}");
+        {
+            let s = Store::open(d.to_str().unwrap(), "net").unwrap();
+            assert_eq!(s.get_by_id("c3", "eth0"), vec![ip(3)]);
+            assert!(s.get_by_id("c2", "eth0").is_empty());
+            assert!(s.known_taken(ip(4)) && !s.known_taken(ip(2)));
+        }
+        // An append cut short (SIGKILL in write(2)): not trusted, rebuilt from the files.
+        fs::write(&index, &text[..text.len() - 1]).unwrap();
+        {
+            let s = Store::open(d.to_str().unwrap(), "net").unwrap();
+            assert!(s.rewrite.get(), "a cut journal is rebuilt");
+            assert_eq!(s.get_by_id("c3", "eth0"), vec![ip(3)]);
+        }
+        assert_eq!(lines(), 1 + 4 + 1, "rebuilt: header, 4 reservations, stamp");
+        // Many operations: the journal is compacted into a snapshot now and then.
+        for i in 0..400 {
+            let s = Store::open(d.to_str().unwrap(), "net").unwrap();
+            assert!(s.reserve("churn", "eth0", ip(100), 0).unwrap(), "round {i}");
+            s.release_ip(ip(100)).unwrap();
+        }
+        assert!(lines() < 1 + 4 + 1 + 3 * 400, "compacted: {} lines", lines());
+        let s = Store::open(d.to_str().unwrap(), "net").unwrap();
+        assert!(!s.rewrite.get() && s.get_by_id("churn", "eth0").is_empty());
+        assert_eq!(s.get_by_id("c4", "eth0"), vec![ip(4)]);
+        drop(s);
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn reservations_made_before_the_lock_are_linked_whole() {
+        let d = tmpdir("unnamed");
+        let dir = d.join("net");
+        let ip = |s: &str| -> IpAddr { s.parse().unwrap() };
+        {
+            let s = Store::open_for_add(d.to_str().unwrap(), "net", " c1 ", "eth0", 2).unwrap();
+            assert_eq!(s.spares.borrow().1.len(), 2, "O_TMPFILE works here");
+            assert!(s.reserve("c1", "eth0", ip("10.0.0.2"), 0).unwrap());
+            // Taken: the same unnamed file is linked under the next address.
+            let p = s.pending("c1", "eth0").unwrap();
+            assert!(matches!(&*p.tmp.borrow(), Tmp::Unnamed(_)));
+            assert!(!p.claim(ip("10.0.0.2"), 0).unwrap());
+            assert!(p.claim(ip("10.0.0.3"), 0).unwrap());
+            drop(p);
+            // Another attachment's ADD through the same store gets a named temp file.
+            let p = s.pending("c9", "eth0").unwrap();
+            assert!(matches!(&*p.tmp.borrow(), Tmp::Named(_)));
+        }
+        for (name, want) in [("10.0.0.2", "c1\r\neth0"), ("10.0.0.3", "c1\r\neth0")] {
+            assert_eq!(fs::read_to_string(dir.join(name)).unwrap(), want);
+            assert_eq!(
+                fs::metadata(dir.join(name)).unwrap().permissions().mode() & 0o777,
+                0o600
+            );
+        }
+        let names: Vec<String> = fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(!names.iter().any(|n| n.starts_with(TMP_PREFIX)), "{names:?}");
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn last_reserved_in_place_never_through_a_second_name() {
+        let d = tmpdir("lastip");
+        let dir = d.join("net");
+        let ip = |s: &str| -> IpAddr { s.parse().unwrap() };
+        let s = Store::open(d.to_str().unwrap(), "net").unwrap();
+        assert!(s.reserve("c1", "eth0", ip("10.0.0.200"), 0).unwrap());
+        let last = dir.join("last_reserved_ip.0");
+        let ino = |p: &Path| std::os::unix::fs::MetadataExt::ino(&fs::metadata(p).unwrap());
+        let before = ino(&last);
+        assert!(s.reserve("c2", "eth0", ip("10.0.0.3"), 0).unwrap());
+        assert_eq!(fs::read(&last).unwrap(), b"10.0.0.3", "shorter address: truncated");
+        assert_eq!(ino(&last), before, "overwritten in place");
+        // A second name for the file (a hard link planted from elsewhere) is not written through.
+        let other = d.join("other");
+        fs::write(&other, b"keep").unwrap();
+        fs::remove_file(&last).unwrap();
+        fs::hard_link(&other, &last).unwrap();
+        assert!(s.reserve("c3", "eth0", ip("10.0.0.4"), 0).unwrap());
+        assert_eq!(fs::read(&other).unwrap(), b"keep");
+        assert_eq!(fs::read(&last).unwrap(), b"10.0.0.4");
         drop(s);
         fs::remove_dir_all(&d).unwrap();
     }

@@ -709,6 +709,17 @@ impl Netlink {
         Ok(())
     }
 
+    /// As [`Netlink::create_link`], and the link as the kernel echoes it back (NLM_F_ECHO),
+    /// which saves the lookup that would follow; None from a kernel that does not echo.
+    pub fn create_link_echo(&mut self, spec: &LinkSpec) -> Result<Option<Link>> {
+        let what = || format!("create {} {:?}", spec.kind.name(), spec.name);
+        let replies = self.request(RTM_NEWLINK, Mode::CreateEcho, spec.encode(), &what)?;
+        Ok(replies
+            .iter()
+            .filter_map(|b| Link::parse(b))
+            .find(|l| l.name == spec.name))
+    }
+
     /// The link called `name`, or None.
     pub fn link_by_name(&mut self, name: &str) -> Result<Option<Link>> {
         let mut p = Payload::new(&ifinfomsg(0, 0, 0, 0));

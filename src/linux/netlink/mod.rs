@@ -49,6 +49,9 @@ pub(crate) enum Mode {
     Change,
     /// CREATE|EXCL: fail if it exists.
     Create,
+    /// CREATE|EXCL|ECHO: as Create, and the kernel sends the new object back (since 6.1;
+    /// older kernels just ack).
+    CreateEcho,
     /// CREATE|REPLACE: create or overwrite.
     Replace,
     /// CREATE|APPEND: add beside existing ones (ECMP, FDB).
@@ -60,6 +63,7 @@ impl Mode {
         match self {
             Mode::Change => NlmF::empty(),
             Mode::Create => NlmF::CREATE | NlmF::EXCL,
+            Mode::CreateEcho => NlmF::CREATE | NlmF::EXCL | NlmF::ECHO,
             Mode::Replace => NlmF::CREATE | NlmF::REPLACE,
             Mode::Append => NlmF::CREATE | NlmF::APPEND,
         }
