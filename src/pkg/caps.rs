@@ -9,6 +9,10 @@ use crate::linux::privileges::Capability::{self, *};
 /// opening a `/proc/<pid>/ns/net` CNI_NETNS of a process with capabilities we dropped
 /// (SYS_PTRACE: the kernel's ptrace access check on ns files).
 const IN_POD: &[Capability] = &[CAP_NET_ADMIN, CAP_SYS_ADMIN, CAP_SYS_PTRACE];
+/// IN_POD, and the backup directory, which tuning creates with the reference's mode 0600
+/// (no search bit: even its owner root needs DAC_OVERRIDE to create, rename or remove a file
+/// in it; DAC_READ_SEARCH does not cover writing).
+const TUNING: &[Capability] = &[CAP_NET_ADMIN, CAP_SYS_ADMIN, CAP_SYS_PTRACE, CAP_DAC_OVERRIDE];
 /// nftables and sysctls of the node's netns only; never opens CNI_NETNS.
 const NODE_ONLY: &[Capability] = &[CAP_NET_ADMIN];
 /// Files in root-owned directories, a unix socket (dhcp's daemon), arithmetic (static).
@@ -29,11 +33,11 @@ const TABLE: &[(&str, &[Capability])] = &[
     ("static", NONE),
     ("bandwidth", IN_POD),
     ("firewall", NODE_ONLY),
-    // Its delegate may be any built-in plugin: the union of theirs (all IN_POD or less).
-    ("flannel", IN_POD),
+    // Its delegate may be any built-in plugin: the union of theirs.
+    ("flannel", TUNING),
     ("portmap", NODE_ONLY),
     ("sbr", IN_POD),
-    ("tuning", IN_POD),
+    ("tuning", TUNING),
     ("vrf", IN_POD),
 ];
 
