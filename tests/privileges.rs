@@ -351,9 +351,13 @@ fn check(plugins: &[&str]) {
         let a = run_with_caps(&c.inv("ADD", &conf), &c.node, caps, &c.plugins);
         if kernel {
             assert!(a.success(), "{plugin} with {caps:?}: ADD failed: {a}");
+            let mut checked = conf.clone();
+            checked["prevResult"] = a.result().clone();
+            let k = run_with_caps(&c.inv("CHECK", &checked), &c.node, caps, &c.plugins);
+            assert!(k.success(), "{plugin} with {caps:?}: CHECK failed: {k}");
             let d = run_with_caps(&c.inv("DEL", &conf), &c.node, caps, &c.plugins);
             assert!(d.success(), "{plugin} with {caps:?}: DEL failed: {d}");
-            report.push(format!("{plugin} with {caps:?}: ADD and DEL succeed"));
+            report.push(format!("{plugin} with {caps:?}: ADD, CHECK and DEL succeed"));
         } else {
             let msg = a.msg().unwrap_or("");
             assert!(
