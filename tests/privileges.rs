@@ -276,7 +276,10 @@ impl Case {
             c
         };
         match plugin {
-            "bridge" => base(json!({"bridge": "cmcap0", "isGateway": true, "ipMasq": true, "ipam": self.ipam()})),
+            "bridge" => base(
+                json!({"bridge": "cmcap0", "isGateway": true, "ipMasq": true, "macspoofchk": true,
+                                     "ipam": self.ipam()}),
+            ),
             "ptp" => base(json!({"ipMasq": true, "ipam": self.ipam()})),
             "host-local" => base(json!({"ipam": self.ipam()})),
             "static" => base(json!({"ipam": {"type": "static", "addresses": [{"address": "10.85.0.9/24"}]}})),
