@@ -27,8 +27,21 @@ pub static PLUGIN: Plugin = Plugin {
 
 const LO: &str = "lo";
 
+/// The config without the keys loopback never reads: like the reference (libcni's NetConf
+/// has neither), a `runtimeConfig` or `args` of any type (`[]`, `"x"`, 5) is ignored rather
+/// than refused, since a runtime may inject either into every plugin of a list.
+fn parse(stdin: &[u8]) -> Result<NetConf, crate::cni::error::CniError> {
+    let mut v: serde_json::Value = config::parse(stdin)?;
+    if let Some(o) = v.as_object_mut() {
+        if o.remove("runtimeConfig").is_some() | o.remove("args").is_some() {
+            return config::parse(&serde_json::to_vec(&v).unwrap_or_default());
+        }
+    }
+    config::parse(stdin)
+}
+
 fn add(args: &CmdArgs) -> anyhow::Result<CniResult> {
-    let conf: NetConf = config::parse(&args.stdin)?;
+    let conf = parse(&args.stdin)?;
     let ns = open_netns(&args.netns)?;
     let mut nl = Netlink::in_netns(&ns)?;
     let lo = nl.link_required(LO)?;

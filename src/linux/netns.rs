@@ -70,7 +70,17 @@ impl NetNs {
         let file = match opened {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(NsError::NotExist(path.to_owned())),
-            Err(e) => return Err(NsError::Other(Error::io(format!("open netns {path:?}"), e))),
+            Err(e) => {
+                // The kernel's ptrace check on another process's ns files: without
+                // CAP_SYS_PTRACE our capabilities must cover the holder's.
+                let proc = path.starts_with("/proc/") && e.kind() == std::io::ErrorKind::PermissionDenied;
+                let why = if proc {
+                    " (another process's namespace: needs CAP_SYS_PTRACE)"
+                } else {
+                    ""
+                };
+                return Err(NsError::Other(Error::io(format!("open netns {path:?}{why}"), e)));
+            }
         };
         let fd = OwnedFd::from(file);
         let st = nix::sys::statfs::fstatfs(&fd)
@@ -154,7 +164,15 @@ impl NetNs {
     /// Moves the calling thread into this namespace until the guard is dropped.
     pub fn enter(&self) -> super::Result<NetNsGuard> {
         let orig = NetNs::current()?;
-        setns(&self.fd, CloneFlags::CLONE_NEWNET).map_err(|e| Error::nix(format!("enter netns {:?}", self.path), e))?;
+        setns(&self.fd, CloneFlags::CLONE_NEWNET).map_err(|e| {
+            // Name the capability: a plugin keeps only its own (privileges::keep_only).
+            let why = if e == nix::errno::Errno::EPERM {
+                " (needs CAP_SYS_ADMIN)"
+            } else {
+                ""
+            };
+            Error::nix(format!("enter netns {:?}{why}", self.path), e)
+        })?;
         Ok(NetNsGuard { orig })
     }
 }

@@ -1,33 +1,39 @@
-//! Least privilege: drop every capability a network plugin never needs.
+//! Least privilege: keep only the capabilities the caller names (its own minimal set).
 
-use caps::{CapSet, Capability};
+use caps::CapSet;
+pub use caps::Capability;
 
-/// What plugins use: netlink and setns (NET_ADMIN, SYS_ADMIN), raw sockets (DHCP),
-/// opening other processes' namespaces (SYS_PTRACE), and state files owned by others
-/// (DAC_OVERRIDE, FOWNER, CHOWN for tap owners).
-const KEEP: &[Capability] = &[
-    Capability::CAP_NET_ADMIN,
-    Capability::CAP_SYS_ADMIN,
-    Capability::CAP_NET_RAW,
-    Capability::CAP_NET_BIND_SERVICE,
-    Capability::CAP_SYS_PTRACE,
-    Capability::CAP_DAC_OVERRIDE,
-    Capability::CAP_DAC_READ_SEARCH,
-    Capability::CAP_FOWNER,
-    Capability::CAP_CHOWN,
-];
-
-/// Reduce the effective and permitted sets to `KEEP`. Failure is not fatal: an
-/// unprivileged run has nothing to drop. The bounding set is left alone so that an
-/// executed third-party delegate still starts with what root normally has.
-pub fn drop_unneeded() {
+/// Reduce this process to the capabilities in `keep` that it has; failure is not fatal (an
+/// unprivileged run has nothing to drop).
+///
+/// The bounding and inheritable sets are left alone, so an executed third-party delegate
+/// still starts with what root normally has (as uid 0, exec gives the bounding set). Where
+/// that rule does not apply, the permitted set must stay too, or the child would lose what
+/// the caller gave: under no_new_privs exec caps the child at our permitted set; a non-root
+/// process (SECBIT_NOROOT, or ambient capabilities of a non-zero uid) passes its caps on
+/// through the ambient set, which shrinks with the permitted one. Then only the effective
+/// set is reduced, which still keeps every syscall of this process to `keep`.
+pub fn keep_only(keep: &[Capability]) {
     let Ok(permitted) = caps::read(None, CapSet::Permitted) else {
         return;
     };
-    let keep: caps::CapsHashSet = permitted.iter().copied().filter(|c| KEEP.contains(c)).collect();
-    if keep.len() == permitted.len() {
-        return;
+    let kept: caps::CapsHashSet = permitted.iter().copied().filter(|c| keep.contains(c)).collect();
+    let _ = caps::set(None, CapSet::Effective, &kept);
+    if kept.len() != permitted.len() && exec_gives_bounding_set() {
+        let _ = caps::set(None, CapSet::Permitted, &kept);
     }
-    let _ = caps::set(None, CapSet::Effective, &keep);
-    let _ = caps::set(None, CapSet::Permitted, &keep);
+}
+
+/// Whether an exec'd program gets the bounding set whatever our permitted set is: effective
+/// uid 0 with root's rule in force (no SECBIT_NOROOT) and no no_new_privs.
+fn exec_gives_bounding_set() -> bool {
+    const SECBIT_NOROOT: i32 = 1;
+    // SAFETY: argument-less prctl queries.
+    let (nnp, secbits) = unsafe {
+        (
+            nix::libc::prctl(nix::libc::PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0),
+            nix::libc::prctl(nix::libc::PR_GET_SECUREBITS, 0, 0, 0, 0),
+        )
+    };
+    nix::unistd::geteuid().is_root() && nnp == 0 && secbits >= 0 && secbits & SECBIT_NOROOT == 0
 }

@@ -15,7 +15,9 @@
 //!   `backend: "iptables"`); [`reference_iptables`] (the reference's iptables state, found and
 //!   removed after a node swap); [`spoofcheck`] (macspoofchk, `bridge nat`); [`sha512`] and
 //!   [`comment`] for the reference's rule names and comments.
+//! - [`caps`]: the capabilities each plugin keeps, by name.
 
+pub mod caps;
 pub mod childlink;
 pub mod comment;
 pub mod errors;
