@@ -577,20 +577,14 @@ fn run_on_tmpfs(inv: &Invocation, node: &TestNs, dir: &Path, full: bool, plugins
     } else {
         format!("mount -t tmpfs -o size=64k tmpfs {d} && mount -o remount,ro {d}")
     };
-    let script = TempDir::new("fk-tmpfs");
-    let wrapper = script.join("wrap.sh");
+    let dir = TempDir::new("fk-tmpfs");
     let real = plugins.plugin(inv.plugin_name());
-    std::fs::write(
-        &wrapper,
-        format!(
-            "#!/bin/sh\nexec unshare -m --propagation private sh -c '{prep} && exec nsenter --net={} -- {} ' \n",
-            node.path_str(),
-            real.display()
-        ),
-    )
-    .unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let body = format!(
+        "exec unshare -m --propagation private sh -c '{prep} && exec nsenter --net={} -- {} ' ",
+        node.path_str(),
+        real.display()
+    );
+    let wrapper = script(&dir, "wrap.sh", &body);
     // argv[0] must be the plugin's name: exec through the symlink from inside the wrapper.
     inv.clone()
         .cni_path(plugins.as_str())
@@ -623,13 +617,7 @@ impl Unwritable {
 
 /// The node's links but lo.
 fn node_links(node: &TestNs) -> Vec<String> {
-    node.ip_json(&["link", "show"])
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| l["ifname"].as_str().unwrap().to_string())
-        .filter(|n| n != "lo")
-        .collect()
+    node.link_names().into_iter().filter(|n| n != "lo").collect()
 }
 
 fn tuning_pod() -> TestNs {

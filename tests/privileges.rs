@@ -27,23 +27,17 @@ fn minimal(plugin: &str) -> &'static [&'static str] {
 /// Run `inv` in `node` through `setpriv` with only `caps` in the bounding set (and no
 /// inheritable or ambient ones): as uid 0 the plugin's permitted set is then exactly `caps`.
 fn run_with_caps(inv: &Invocation, node: &TestNs, caps: &[&str], plugins: &PluginDir) -> Outcome {
-    use std::os::unix::fs::PermissionsExt;
     let mut set = String::from("-all");
     for c in caps {
         set.push_str(&format!(",+{c}"));
     }
     let dir = TempDir::new("caps-wrap");
-    let wrapper = dir.join("wrap.sh");
-    std::fs::write(
-        &wrapper,
-        format!(
-            "#!/bin/sh\nexec nsenter --net={} -- setpriv --inh-caps=-all --ambient-caps=-all --bounding-set={set} -- {}\n",
-            node.path_str(),
-            plugins.plugin(inv.plugin_name()).display()
-        ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let body = format!(
+        "exec nsenter --net={} -- setpriv --inh-caps=-all --ambient-caps=-all --bounding-set={set} -- {}",
+        node.path_str(),
+        plugins.plugin(inv.plugin_name()).display()
+    );
+    let wrapper = script(&dir, "wrap.sh", &body);
     inv.clone()
         .cni_path(plugins.as_str())
         .in_root_ns()
