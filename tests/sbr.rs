@@ -361,15 +361,7 @@ fn del_when_things_are_gone() {
 #[test]
 fn traffic_from_the_address_uses_its_table() {
     let Some((node, pod)) = setup("traffic_from_the_address_uses_its_table", || {
-        Pod::new(&[
-            Iface::new("eth0")
-                .v4("10.1.0.2/24", "10.1.0.1")
-                .v6("fd01::2/64", "fd01::1")
-                .default_route(),
-            Iface::new("eth1")
-                .v4("10.2.0.2/24", "10.2.0.1")
-                .v6("fd02::2/64", "fd02::1"),
-        ])
+        Pod::new(&two_dual_stack_ifaces())
     }) else {
         return;
     };

@@ -143,20 +143,22 @@ pub fn what(t: &std::fs::FileType) -> &'static str {
     }
 }
 
+/// A fresh, empty scratch directory for a unit test of files here or in statefile.
+#[cfg(test)]
+pub(super) fn test_dir(tag: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("cni-multi-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn dir(tag: &str) -> std::path::PathBuf {
-        let d = std::env::temp_dir().join(format!("cni-multi-files-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        d
-    }
-
     #[test]
     fn only_small_regular_files() {
-        let dir = dir("small");
+        let dir = test_dir("files-small");
         let fifo = dir.join("fifo");
         nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
         let small = dir.join("small");
@@ -188,7 +190,7 @@ mod tests {
 
     #[test]
     fn symlinks_followed_only_when_asked() {
-        let dir = dir("link");
+        let dir = test_dir("files-link");
         std::fs::write(dir.join("target"), b"secret").unwrap();
         std::os::unix::fs::symlink(dir.join("target"), dir.join("link")).unwrap();
         assert_eq!(Reader::following(10).read(&dir.join("link")).unwrap(), b"secret");

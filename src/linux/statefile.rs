@@ -116,16 +116,9 @@ fn not_regular(path: &Path, what: &str) -> io::Error {
 mod tests {
     use super::*;
 
-    fn dir(tag: &str) -> std::path::PathBuf {
-        let d = std::env::temp_dir().join(format!("cni-multi-statefile-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        d
-    }
-
     #[test]
     fn hostile_entries_are_refused_not_followed() {
-        let d = dir("hostile");
+        let d = files::test_dir("statefile-hostile");
         let target = d.join("target");
         std::fs::write(&target, b"secret").unwrap();
         std::os::unix::fs::symlink(&target, d.join("link")).unwrap();
