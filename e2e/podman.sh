@@ -1,5 +1,6 @@
 # podman 4.3 with its CNI backend, plugin dir = cni-multi's symlinks only (sourced by run.sh).
-# Settings from shared test-environment.md: runc, cgroupfs, file events, vfs storage.
+# What podman needs on a node like this one: runc (crun 1.8 refuses hybrid cgroups), cgroupfs,
+# file events, vfs storage.
 P=$E2E_TMP/podman; mkdir -p "$P/net.d" "$P/root" "$P/run" "$P/tmp"
 cat >"$P/containers.conf" <<CONF
 [network]

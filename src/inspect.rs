@@ -13,6 +13,7 @@
 //! cache entry, so a reservation is only called leaked when it is older than `MIN_LEAK_AGE`,
 //! and `--gc` reads everything again just before it acts.
 
+use crate::linux::files;
 use crate::linux::netlink::LinkType;
 use crate::linux::nft::{Family, NftSocket};
 use crate::linux::Netlink;
@@ -195,6 +196,9 @@ fn flannel_subnet(list: &NetworkList) -> Option<String> {
         .map(|v| v.trim().to_string())
 }
 
+/// A host-local reservation is a container ID and an ifname.
+const RESERVATION: files::Reader = files::Reader::no_follow(4096);
+
 /// (ip, containerID, ifname, age) of each reservation file in `dir`.
 fn reservations(dir: &Path) -> Vec<(String, String, String, Duration)> {
     let Ok(rd) = std::fs::read_dir(dir) else {
@@ -206,14 +210,13 @@ fn reservations(dir: &Path) -> Vec<(String, String, String, Duration)> {
         if name.parse::<std::net::IpAddr>().is_err() {
             continue; // lock, last_reserved_ip.N
         }
-        // Never follow a planted symlink or read a huge file: reservations are tiny files.
-        let Ok(meta) = e.path().symlink_metadata() else {
+        // Never follow a planted symlink, block on a FIFO or read a huge file: reservations
+        // are tiny files.
+        let Ok(bytes) = RESERVATION.read(&e.path()) else {
             continue;
         };
-        if !meta.is_file() || meta.len() > 4096 {
-            continue;
-        }
-        let text = std::fs::read_to_string(e.path()).unwrap_or_default();
+        let Ok(meta) = e.metadata() else { continue };
+        let text = String::from_utf8(bytes).unwrap_or_default();
         let mut lines = text.lines();
         let cid = lines.next().unwrap_or("").trim().to_string();
         let ifname = lines.next().unwrap_or("").trim().to_string();

@@ -7,9 +7,8 @@
 mod common;
 
 use common::bw_rig::{tcp_rate, tcp_rate_via};
-use common::rig::{ours_bin, require_root, tool, PluginDir, TempDir, TestNs};
+use common::rig::{first_ip, require_root, Invocation, Outcome, PluginDir, TempDir, TestNs};
 use serde_json::{json, Value};
-use std::process::{Command, Output, Stdio};
 
 const CID: &str = "ctr-bw-chain";
 
@@ -32,56 +31,43 @@ impl Chain {
         }
     }
 
-    fn net(&self, verb: &str, list: &Value) -> Output {
+    /// `cni-multi net VERB` of `list` in the node, with the port mapping and the limits as
+    /// capability args; an empty PATH: the chain needs no tool.
+    fn net(&self, verb: &str, list: &Value) -> Outcome {
         let conf = self.cache.join("net.conflist");
         std::fs::write(&conf, list.to_string()).unwrap();
         let caps = json!({
             "portMappings": [{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}],
             "bandwidth": {"ingressRate": 8_000_000, "ingressBurst": 80_000, "egressRate": 16_000_000, "egressBurst": 160_000}
         });
-        Command::new(tool("nsenter"))
-            .arg(format!("--net={}", self.node.path_str()))
-            .arg("--")
-            .arg(ours_bin())
-            .args(["net", verb, "x", self.pod.path_str(), "--conf"])
-            .arg(&conf)
-            .args([
-                "--cache-dir",
-                self.cache.as_str(),
-                "--path",
-                self.dir.as_str(),
-                "--container-id",
-                CID,
-            ])
-            .args(["--cap-args", &caps.to_string()])
-            .env_clear()
-            .env("PATH", "")
-            .stdin(Stdio::null())
-            .output()
-            .unwrap()
+        let (conf, caps) = (conf.to_str().unwrap(), caps.to_string());
+        let (pod, cache, dir) = (self.pod.path_str(), self.cache.as_str(), self.dir.as_str());
+        let argv = [
+            "net",
+            verb,
+            "x",
+            pod,
+            "--conf",
+            conf,
+            "--cache-dir",
+            cache,
+            "--path",
+            dir,
+        ];
+        Invocation::cli(&argv)
+            .argv(&["--container-id", CID, "--cap-args", &caps])
+            .in_node(&self.node)
+            .path_env("")
+            .run_cli()
     }
 
     fn ok(&self, verb: &str, list: &Value) -> Value {
-        let o = self.net(verb, list);
-        assert!(
-            o.status.success(),
-            "net {verb} failed: {}{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        );
-        serde_json::from_slice(&o.stdout).unwrap_or(Value::Null)
+        self.net(verb, list).expect_ok().json.clone().unwrap_or(Value::Null)
     }
 
     /// Node state bandwidth and portmap could leave behind: links, qdiscs, the ruleset.
     fn leftovers(&self, pod_ip: &str) -> (Vec<String>, Vec<String>, bool) {
-        let links: Vec<String> = self
-            .node
-            .ip_json(&["link", "show"])
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|l| l["ifname"].as_str().unwrap().to_string())
-            .collect();
+        let links = self.node.link_names();
         let qdiscs: Vec<String> = self
             .node
             .exec_ok(&["tc", "qdisc", "show"])
@@ -137,6 +123,38 @@ fn reservations(c: &Chain) -> usize {
         .unwrap_or(0)
 }
 
+/// ADD of `list`: a result with the interfaces `ifaces` (the IFB last), the rates through the
+/// chain (to `node_ip`, or the result's gateway), CHECK, one reservation. The pod's address.
+fn add_shaped(c: &Chain, list: &Value, ifaces: &[&str], node_ip: Option<&str>) -> String {
+    let r = c.ok("add", list);
+    let names: Vec<&str> = r["interfaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names.len(), ifaces.len(), "{}: {r}", ifaces.join(", "));
+    assert!(names[ifaces.len() - 1].starts_with("bwp"), "{r}");
+    let pod_ip = first_ip(&r);
+    let node_ip = node_ip.unwrap_or_else(|| r["ips"][0]["gateway"].as_str().unwrap());
+    shaped(c, node_ip, &pod_ip);
+    c.ok("check", list);
+    assert_eq!(reservations(c), 1);
+    pod_ip
+}
+
+/// DEL leaves the node only `links` and the qdiscs `kept` allows, no rule naming the pod and no
+/// reservation; a second DEL passes.
+fn del_clean(c: &Chain, list: &Value, pod_ip: &str, links: &[&str], kept: impl Fn(&str) -> bool) {
+    c.ok("del", list);
+    let (left, qdiscs, rules) = c.leftovers(pod_ip);
+    assert_eq!(left, links, "links left");
+    assert!(qdiscs.iter().all(|q| kept(q)), "qdiscs left: {qdiscs:?}");
+    assert!(!rules, "a rule still names {pod_ip}");
+    assert_eq!(reservations(c), 0);
+    c.ok("del", list);
+}
+
 #[test]
 fn ptp_bandwidth_portmap() {
     if !require_root("bandwidth_chains ptp_bandwidth_portmap") {
@@ -145,34 +163,8 @@ fn ptp_bandwidth_portmap() {
     let c = Chain::new("bwcp");
     let list = json!({"cniVersion": "1.0.0", "name": "chain", "plugins": [
         {"type": "ptp", "ipam": ipam(&c, "10.73.0.0/24")}, bandwidth(), portmap()]});
-    let r = c.ok("add", &list);
-    let names: Vec<&str> = r["interfaces"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|i| i["name"].as_str().unwrap())
-        .collect();
-    assert_eq!(names.len(), 3, "host veth, eth0, IFB: {r}");
-    assert!(names[2].starts_with("bwp"), "{r}");
-    let pod_ip = r["ips"][0]["address"]
-        .as_str()
-        .unwrap()
-        .split('/')
-        .next()
-        .unwrap()
-        .to_string();
-    let node_ip = r["ips"][0]["gateway"].as_str().unwrap().to_string();
-    shaped(&c, &node_ip, &pod_ip);
-    c.ok("check", &list);
-    assert_eq!(reservations(&c), 1);
-
-    c.ok("del", &list);
-    let (links, qdiscs, rules) = c.leftovers(&pod_ip);
-    assert_eq!(links, vec!["lo"], "links left");
-    assert!(qdiscs.is_empty(), "qdiscs left: {qdiscs:?}");
-    assert!(!rules, "a rule still names {pod_ip}");
-    assert_eq!(reservations(&c), 0);
-    c.ok("del", &list);
+    let pod_ip = add_shaped(&c, &list, &["host veth", "eth0", "IFB"], None);
+    del_clean(&c, &list, &pod_ip, &["lo"], |_| false);
 }
 
 #[test]
@@ -184,36 +176,9 @@ fn bridge_portmap_bandwidth() {
     let list = json!({"cniVersion": "1.0.0", "name": "chain", "plugins": [
         {"type": "bridge", "bridge": "cni-bw0", "isGateway": true, "ipam": ipam(&c, "10.74.0.0/24")},
         portmap(), bandwidth()]});
-    let r = c.ok("add", &list);
-    let names: Vec<&str> = r["interfaces"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|i| i["name"].as_str().unwrap())
-        .collect();
-    assert_eq!(names.len(), 4, "bridge, host veth, eth0, IFB: {r}");
-    assert!(names[3].starts_with("bwp"), "{r}");
-    let pod_ip = r["ips"][0]["address"]
-        .as_str()
-        .unwrap()
-        .split('/')
-        .next()
-        .unwrap()
-        .to_string();
-    shaped(&c, "10.74.0.1", &pod_ip);
-    c.ok("check", &list);
-
-    c.ok("del", &list);
-    let (links, qdiscs, rules) = c.leftovers(&pod_ip);
-    // The bridge stays, as the reference's does.
-    assert_eq!(links, vec!["lo", "cni-bw0"], "links left");
-    assert!(
-        qdiscs
-            .iter()
-            .all(|q| q.contains("dev cni-bw0") && q.contains("noqueue")),
-        "qdiscs left: {qdiscs:?}"
-    );
-    assert!(!rules, "a rule still names {pod_ip}");
-    assert_eq!(reservations(&c), 0);
-    c.ok("del", &list);
+    let pod_ip = add_shaped(&c, &list, &["bridge", "host veth", "eth0", "IFB"], Some("10.74.0.1"));
+    // The bridge stays, as the reference's does, with its own qdisc.
+    del_clean(&c, &list, &pod_ip, &["lo", "cni-bw0"], |q| {
+        q.contains("dev cni-bw0") && q.contains("noqueue")
+    });
 }

@@ -754,14 +754,6 @@ mod rig_selftest {
         assert_eq!(out.expect_ok().stdout.trim(), want);
     }
 
-    fn script(dir: &TempDir, name: &str, body: &str) -> std::path::PathBuf {
-        use std::os::unix::fs::PermissionsExt;
-        let p = dir.join(name);
-        std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
-        p
-    }
-
     #[test]
     fn invocation_feeds_stdin_and_times_out() {
         if !require_root("invocation_feeds_stdin_and_times_out") {

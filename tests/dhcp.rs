@@ -4,34 +4,13 @@
 mod common;
 
 use common::dhcp_rig::{client_id_hex, wait_for, DhcpRig, Server};
-use common::rig::{require_root, tool, TestNs};
+use common::rig::{first_ip, require_root, tool, TestNs};
 use common::veth_rig::Impl;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
 fn ready(test: &str) -> bool {
-    if !require_root(test) {
-        return false;
-    }
-    if !tool("dnsmasq").is_file() {
-        assert!(
-            !common::rig::in_ci(),
-            "{test}: needs dnsmasq (dnsmasq-base), and CI=true"
-        );
-        eprintln!("{test}: skipped: needs dnsmasq");
-        return false;
-    }
-    true
-}
-
-fn addr(r: &Value) -> String {
-    r["ips"][0]["address"]
-        .as_str()
-        .unwrap()
-        .split('/')
-        .next()
-        .unwrap()
-        .to_string()
+    common::dhcp_rig::ready(test, require_root(test))
 }
 
 fn pod_addrs(p: &TestNs, ifname: &str) -> Vec<String> {
@@ -51,7 +30,7 @@ fn lease_cycle(r: &DhcpRig, p: &TestNs, cid: &str) -> Value {
     let t = Instant::now();
     let res = r.rig.add(&c, cid, p, "eth0").expect_ok().json();
     eprintln!("ADD took {:?}", t.elapsed());
-    let ip = addr(&res);
+    let ip = first_ip(&res);
     let n: u8 = ip.strip_prefix("10.94.0.").unwrap().parse().unwrap();
     assert!((20..=200).contains(&n), "{res}");
     assert_eq!(res["ips"][0]["address"], format!("{ip}/24"));
@@ -124,7 +103,7 @@ fn lease_is_renewed_at_t1() {
     let p = r.rig.pod("dhr");
     let c = r.conf("1.0.0", json!({}));
     let res = r.rig.add(&c, "c1", &p, "eth0").expect_ok().json();
-    let ip = addr(&res);
+    let ip = first_ip(&res);
     let first = r.expiry_of(&ip).unwrap();
     wait_for(
         || r.daemon_log().contains("c1/dh/eth0: renewed"),
@@ -160,7 +139,7 @@ fn restarted_daemon_keeps_the_lease() {
     let p = r.rig.pod("dhd");
     let c = r.conf("1.0.0", json!({}));
     let res = r.rig.add(&c, "c1", &p, "eth0").expect_ok().json();
-    let ip = addr(&res);
+    let ip = first_ip(&res);
     assert!(r.daemon.as_mut().unwrap().terminate(), "daemon did not exit on SIGTERM");
     assert!(!r.socket().exists(), "socket left behind");
     assert!(!pidfile.exists(), "pidfile left behind");
@@ -210,7 +189,7 @@ fn fifty_pods_at_once() {
         hs.into_iter().map(|h| h.join().unwrap()).collect()
     });
     eprintln!("50 ADDs in parallel took {:?}", t.elapsed());
-    let mut ips: Vec<String> = results.iter().map(addr).collect();
+    let mut ips: Vec<String> = results.iter().map(first_ip).collect();
     ips.sort();
     ips.dedup();
     assert_eq!(ips.len(), 50);
@@ -285,8 +264,8 @@ fn gc_releases_stale_leases() {
     let r = DhcpRig::new("dhg", Impl::Ours, Server::Bridge);
     let c = r.conf("1.1.0", json!({}));
     let (p1, p2) = (r.rig.pod("g1"), r.rig.pod("g2"));
-    let ip1 = addr(&r.rig.add(&c, "c1", &p1, "eth0").expect_ok().json());
-    let ip2 = addr(&r.rig.add(&c, "c2", &p2, "eth0").expect_ok().json());
+    let ip1 = first_ip(&r.rig.add(&c, "c1", &p1, "eth0").expect_ok().json());
+    let ip2 = first_ip(&r.rig.add(&c, "c2", &p2, "eth0").expect_ok().json());
     let mut g = c.clone();
     g["cni.dev/valid-attachments"] = json!([{"containerID": "c1", "ifname": "eth0"}]);
     r.rig.run("bridge", "GC", &g, "", "", "", "").expect_ok();
@@ -398,7 +377,7 @@ fn cli_form_and_socket_activation() {
     let res = r.rig.add(&c, "c1", &p, "eth0").expect_ok().json();
     assert!(r.daemon_log().contains("(socket activation)"), "{}", r.daemon_log());
     r.rig.del(&c, "c1", p.path_str(), "eth0").expect_ok();
-    let ip = addr(&res);
+    let ip = first_ip(&res);
     wait_for(|| r.lease_of_ip(&ip).is_none(), "the release", Duration::from_secs(10));
     assert!(r.daemon.as_mut().unwrap().terminate());
     assert!(sock.exists(), "systemd's socket file must stay");
@@ -418,7 +397,7 @@ fn nak_at_renewal_moves_the_pod_to_its_new_lease() {
     let p = r.rig.pod("dhk");
     let c = r.conf("1.0.0", json!({}));
     let res = r.rig.add(&c, "c1", &p, "eth0").expect_ok().json();
-    let ip = addr(&res);
+    let ip = first_ip(&res);
     let mac = res["interfaces"][2]["mac"].as_str().unwrap().to_string();
     let other = if ip == "10.94.0.199" {
         "10.94.0.198"
@@ -469,7 +448,7 @@ fn host_name_from_cni_args() {
         .run("bridge", "ADD", &c, "c1", p.path_str(), "eth0", args)
         .expect_ok()
         .json();
-    let lease = r.lease_of_ip(&addr(&res)).unwrap();
+    let lease = r.lease_of_ip(&first_ip(&res)).unwrap();
     assert_eq!(lease.2, "web-1", "{lease:?}");
     r.rig
         .run("bridge", "DEL", &c, "c1", p.path_str(), "eth0", args)

@@ -5,34 +5,13 @@
 mod common;
 
 use common::dhcp_rig::{client_id_hex, wait_for, DhcpRig, Server};
-use common::rig::{require_reference, tool};
+use common::rig::{first_ip, require_reference};
 use common::veth_rig::{normalise_result, Impl};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
 fn ready(test: &str) -> bool {
-    if !require_reference(test, "dhcp") {
-        return false;
-    }
-    if !tool("dnsmasq").is_file() {
-        assert!(
-            !common::rig::in_ci(),
-            "{test}: needs dnsmasq (dnsmasq-base), and CI=true"
-        );
-        eprintln!("{test}: skipped: needs dnsmasq");
-        return false;
-    }
-    true
-}
-
-fn addr(r: &Value) -> String {
-    r["ips"][0]["address"]
-        .as_str()
-        .unwrap()
-        .split('/')
-        .next()
-        .unwrap()
-        .to_string()
+    common::dhcp_rig::ready(test, require_reference(test, "dhcp"))
 }
 
 /// The result without what differs by run (MACs, veth names, the leased address) and
@@ -53,7 +32,7 @@ fn run(imp: Impl, server: Server) -> (Value, String, Duration, bool) {
     let t = Instant::now();
     let res = r.rig.add(&c, "c1", &p, "eth0").expect_ok().json();
     let took = t.elapsed();
-    let ip = addr(&res);
+    let ip = first_ip(&res);
     let cid = r.lease_of_ip(&ip).expect("a lease").3;
     let del = r.rig.del(&c, "c1", p.path_str(), "eth0");
     assert!(del.success() || imp == Impl::Reference, "{}", del.stdout);

@@ -348,6 +348,24 @@ fn kill_span(site: &Site, pod: &TestNs, cid: &str, extra: &[&str]) -> u64 {
     (ms + ms / 4).max(40)
 }
 
+/// A kill-ADD test: root, its own site (`site_name`), the chain for `net`, then the kill loop
+/// (`tag` seeds it and names its pod).
+fn kill_add_test(
+    test: &str,
+    site_name: &str,
+    tag: &str,
+    net: &str,
+    shared: &[&str],
+    chain: impl FnOnce(&Site, &str) -> Value,
+) {
+    if !require_root(test) {
+        return;
+    }
+    let mut site = Site::new(site_name);
+    let list = chain(&site, net);
+    kill_add_loop(tag, &mut site, &list, net, shared);
+}
+
 /// The kill loop: ADD killed after 0-40 ms, runtime cleanup, no residue, ADD+DEL works.
 fn kill_add_loop(test: &str, site: &mut Site, list: &Value, net: &str, shared: &[&str]) {
     let mut rng = Rng::new(test);
@@ -387,42 +405,60 @@ fn kill_add_loop(test: &str, site: &mut Site, list: &Value, net: &str, shared: &
 
 #[test]
 fn sigkill_during_add_bridge_portmap_firewall_tuning_bandwidth() {
-    if !require_root("sigkill_during_add_bridge_portmap_firewall_tuning_bandwidth") {
-        return;
-    }
-    let mut site = Site::new("fk-br");
-    let list = bridge_chain(&site, "fkbr", "cmfk0", "10.71.0.0/24");
-    kill_add_loop("sigkill-add-bridge", &mut site, &list, "fkbr", &["cmfk0"]);
+    kill_add_test(
+        "sigkill_during_add_bridge_portmap_firewall_tuning_bandwidth",
+        "fk-br",
+        "sigkill-add-bridge",
+        "fkbr",
+        &["cmfk0"],
+        |s, net| bridge_chain(s, net, "cmfk0", "10.71.0.0/24"),
+    );
 }
 
 #[test]
 fn sigkill_during_add_iptables_backends() {
-    if !require_root("sigkill_during_add_iptables_backends") {
-        return;
-    }
-    let mut site = Site::new("fk-ipt");
-    let list = iptables_chain(&site, "fkipt", "cmfi0", "10.89.0.0/24");
-    kill_add_loop("sigkill-add-iptables", &mut site, &list, "fkipt", &["cmfi0"]);
+    kill_add_test(
+        "sigkill_during_add_iptables_backends",
+        "fk-ipt",
+        "sigkill-add-iptables",
+        "fkipt",
+        &["cmfi0"],
+        |s, net| iptables_chain(s, net, "cmfi0", "10.89.0.0/24"),
+    );
 }
 
 #[test]
 fn sigkill_during_add_ptp_portmap_firewall_tuning_sbr() {
-    if !require_root("sigkill_during_add_ptp_portmap_firewall_tuning_sbr") {
-        return;
-    }
-    let mut site = Site::new("fk-ptp");
-    let list = ptp_chain(&site, "fkptp", "10.72.0.0/24");
-    kill_add_loop("sigkill-add-ptp", &mut site, &list, "fkptp", &[]);
+    kill_add_test(
+        "sigkill_during_add_ptp_portmap_firewall_tuning_sbr",
+        "fk-ptp",
+        "sigkill-add-ptp",
+        "fkptp",
+        &[],
+        |s, net| ptp_chain(s, net, "10.72.0.0/24"),
+    );
 }
 
 #[test]
 fn sigkill_during_add_flannel_portmap_tuning() {
-    if !require_root("sigkill_during_add_flannel_portmap_tuning") {
-        return;
-    }
-    let mut site = Site::new("fk-fl");
-    let list = flannel_chain(&site, "fkfl", "cmfl0");
-    kill_add_loop("sigkill-add-flannel", &mut site, &list, "fkfl", &["cmfl0"]);
+    kill_add_test(
+        "sigkill_during_add_flannel_portmap_tuning",
+        "fk-fl",
+        "sigkill-add-flannel",
+        "fkfl",
+        &["cmfl0"],
+        |s, net| flannel_chain(s, net, "cmfl0"),
+    );
+}
+
+/// The bridge network of the DEL and netns loops, saved; the bridge is the network's, not
+/// an attachment's.
+fn bridge_site(site_name: &str, net: &str, br: &str, subnet: &str) -> Site {
+    let mut site = Site::new(site_name);
+    let list = bridge_chain(&site, net, br, subnet);
+    site.save_list(&list);
+    site.shared_links = vec![br.into()];
+    site
 }
 
 #[test]
@@ -432,10 +468,7 @@ fn sigkill_during_del_then_del_again() {
     }
     let test = "sigkill-del";
     let mut rng = Rng::new(test);
-    let mut site = Site::new("fk-del");
-    let list = bridge_chain(&site, "fkdel", "cmfd0", "10.73.0.0/24");
-    site.save_list(&list);
-    site.shared_links = vec!["cmfd0".into()];
+    let site = bridge_site("fk-del", "fkdel", "cmfd0", "10.73.0.0/24");
     let pod = TestNs::new("fk-del-pod");
     let cid = format!("{}-c", unique_name("fd"));
     let extra = ["--cap-args", PORTS];
@@ -467,10 +500,7 @@ fn pod_netns_deleted_while_add_runs() {
     }
     let test = "netns-deleted";
     let mut rng = Rng::new(test);
-    let mut site = Site::new("fk-ns");
-    let list = bridge_chain(&site, "fkns", "cmfn0", "10.74.0.0/24");
-    site.save_list(&list);
-    site.shared_links = vec!["cmfn0".into()];
+    let site = bridge_site("fk-ns", "fkns", "cmfn0", "10.74.0.0/24");
     let cid = format!("{}-c", unique_name("fn"));
     let extra = ["--cap-args", PORTS];
     let mut failed = 0;
@@ -547,25 +577,47 @@ fn run_on_tmpfs(inv: &Invocation, node: &TestNs, dir: &Path, full: bool, plugins
     } else {
         format!("mount -t tmpfs -o size=64k tmpfs {d} && mount -o remount,ro {d}")
     };
-    let script = TempDir::new("fk-tmpfs");
-    let wrapper = script.join("wrap.sh");
+    let dir = TempDir::new("fk-tmpfs");
     let real = plugins.plugin(inv.plugin_name());
-    std::fs::write(
-        &wrapper,
-        format!(
-            "#!/bin/sh\nexec unshare -m --propagation private sh -c '{prep} && exec nsenter --net={} -- {} ' \n",
-            node.path_str(),
-            real.display()
-        ),
-    )
-    .unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let body = format!(
+        "exec unshare -m --propagation private sh -c '{prep} && exec nsenter --net={} -- {} ' ",
+        node.path_str(),
+        real.display()
+    );
+    let wrapper = script(&dir, "wrap.sh", &body);
     // argv[0] must be the plugin's name: exec through the symlink from inside the wrapper.
     inv.clone()
         .cni_path(plugins.as_str())
         .in_root_ns()
         .run_binary(&wrapper, plugins.as_str())
+}
+
+/// A node and a dataDir for one ADD on a full (`full`) or a read-only tmpfs.
+struct Unwritable {
+    full: bool,
+    node: TestNs,
+    data: TempDir,
+}
+
+impl Unwritable {
+    /// The full case, then the read-only one, each with its own node and dataDir.
+    fn each(tag: &'static str) -> impl Iterator<Item = Unwritable> {
+        [true, false].into_iter().map(move |full| Unwritable {
+            full,
+            node: TestNs::new_node(&format!("{tag}-node")),
+            data: TempDir::new(&format!("{tag}-data")),
+        })
+    }
+
+    fn add(&self, plugin: &str, cid: &str, pod: &TestNs, conf: &Value, plugins: &PluginDir) -> Outcome {
+        let inv = Invocation::new(plugin, "ADD").pod(pod).container_id(cid).config(conf);
+        run_on_tmpfs(&inv, &self.node, self.data.path(), self.full, plugins)
+    }
+}
+
+/// The node's links but lo.
+fn node_links(node: &TestNs) -> Vec<String> {
+    node.link_names().into_iter().filter(|n| n != "lo").collect()
 }
 
 fn tuning_pod() -> TestNs {
@@ -586,10 +638,9 @@ fn tuning_unwritable_data_dir_restores_sysctls_and_link() {
         return;
     }
     let plugins = PluginDir::new();
-    for full in [true, false] {
-        let node = TestNs::new_node("fk-tun-node");
+    for u in Unwritable::each("fk-tun") {
+        let (full, data) = (u.full, &u.data);
         let pod = tuning_pod();
-        let data = TempDir::new("fk-tun-data");
         let before = (
             pod_sysctl(&pod, "net/ipv4/conf/eth0/arp_filter"),
             pod.link("eth0").unwrap()["mtu"].clone(),
@@ -600,11 +651,7 @@ fn tuning_unwritable_data_dir_restores_sysctls_and_link() {
             "prevResult": {"cniVersion": "1.0.0", "interfaces": [{"name": "eth0", "sandbox": pod.path_str()}],
                            "ips": [{"address": "10.76.0.5/24", "interface": 0}]}
         });
-        let inv = Invocation::new("tuning", "ADD")
-            .pod(&pod)
-            .container_id("fktun-c")
-            .config(&conf);
-        let o = run_on_tmpfs(&inv, &node, data.path(), full, &plugins);
+        let o = u.add("tuning", "fktun-c", &pod, &conf, &plugins);
         assert!(!o.success(), "full={full}: ADD must fail: {o}");
         assert!(
             o.msg().unwrap_or("").contains("failed to save file"),
@@ -655,29 +702,17 @@ fn host_local_unwritable_data_dir_leaves_nothing() {
         return;
     }
     let plugins = PluginDir::new();
-    for full in [true, false] {
-        let node = TestNs::new_node("fk-hl-node");
+    for u in Unwritable::each("fk-hl") {
+        let (full, node, data) = (u.full, &u.node, &u.data);
         let pod = TestNs::new("fk-hl-pod");
-        let data = TempDir::new("fk-hl-data");
         let conf = json!({
             "cniVersion": "1.0.0", "name": "fkhl", "type": "bridge", "bridge": "cmhl0", "isGateway": true,
             "ipMasq": true, "ipam": {"type": "host-local", "subnet": "10.78.0.0/24", "dataDir": data.as_str()}
         });
-        let inv = Invocation::new("bridge", "ADD")
-            .pod(&pod)
-            .container_id("fkhl-c")
-            .config(&conf);
-        let o = run_on_tmpfs(&inv, &node, data.path(), full, &plugins);
+        let o = u.add("bridge", "fkhl-c", &pod, &conf, &plugins);
         assert!(!o.success(), "full={full}: ADD must fail: {o}");
         assert!(o.code().is_some(), "full={full}: a CNI error: {o}");
-        let links: Vec<String> = node
-            .ip_json(&["link", "show"])
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|l| l["ifname"].as_str().unwrap().to_string())
-            .filter(|n| n != "lo")
-            .collect();
+        let links = node_links(node);
         assert!(links.is_empty(), "full={full}: node links left {links:?}");
         assert!(pod.link("eth0").is_none(), "full={full}: pod eth0 left");
         let text = node.exec_ok(&["nft", "list", "ruleset"]);
@@ -946,10 +981,9 @@ fn flannel_unwritable_data_dir_delegates_nothing() {
         return;
     }
     let plugins = PluginDir::new();
-    for full in [true, false] {
-        let node = TestNs::new_node("fk-fltmp-node");
+    for u in Unwritable::each("fk-fltmp") {
+        let (full, node, data) = (u.full, &u.node, &u.data);
         let pod = TestNs::new("fk-fltmp-pod");
-        let data = TempDir::new("fk-fltmp-data");
         let state = TempDir::new("fk-fltmp-state");
         std::fs::write(
             state.join("subnet.env"),
@@ -959,11 +993,7 @@ fn flannel_unwritable_data_dir_delegates_nothing() {
         let conf = json!({"cniVersion": "1.0.0", "name": "fkfltmp", "type": "flannel",
             "subnetFile": state.join("subnet.env"), "dataDir": data.as_str(),
             "ipam": {"dataDir": state.join("ipam")}, "delegate": {"bridge": "cmft0"}});
-        let inv = Invocation::new("flannel", "ADD")
-            .pod(&pod)
-            .container_id("fkfltmp-c")
-            .config(&conf);
-        let o = run_on_tmpfs(&inv, &node, data.path(), full, &plugins);
+        let o = u.add("flannel", "fkfltmp-c", &pod, &conf, &plugins);
         assert!(!o.success() && o.code().is_some(), "full={full}: ADD must fail: {o}");
         let msg = o.msg().unwrap_or("");
         assert!(
@@ -971,14 +1001,7 @@ fn flannel_unwritable_data_dir_delegates_nothing() {
             "full={full}: not a filesystem error: {o}"
         );
         eprintln!("flannel full={full}: {msg}");
-        let links: Vec<String> = node
-            .ip_json(&["link", "show"])
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|l| l["ifname"].as_str().unwrap().to_string())
-            .filter(|n| n != "lo")
-            .collect();
+        let links = node_links(node);
         assert!(links.is_empty(), "full={full}: delegated anyway, links {links:?}");
         assert!(!state.join("ipam").exists(), "full={full}: IPAM ran");
         assert_eq!(

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::rig::{self, PluginDir, TempDir, TestNs};
+use common::rig::{self, Invocation, Outcome, PluginDir, TempDir, TestNs};
 use serde_json::{json, Value};
 use std::path::Path;
 use std::process::Command;
@@ -19,25 +19,18 @@ struct Node {
 }
 
 impl Node {
-    fn cni_multi(&self, args: &[&str], cni_path: &str) -> std::process::Output {
-        Command::new(rig::tool("nsenter"))
-            .arg(format!("--net={}", self.ns.path_str()))
-            .arg("--")
-            .arg(rig::ours_bin())
-            .args(args)
-            .env_clear()
-            // Ours need nothing on PATH; the reference's ipMasq runs iptables.
-            .env(
-                "PATH",
-                if cni_path == rig::REFERENCE_DIR {
-                    rig::PLUGIN_PATH
-                } else {
-                    ""
-                },
-            )
-            .env("CNI_PATH", cni_path)
-            .output()
-            .unwrap()
+    fn cni_multi(&self, args: &[&str], cni_path: &str) -> Outcome {
+        // Ours need nothing on PATH; the reference's ipMasq runs iptables.
+        let path = if cni_path == rig::REFERENCE_DIR {
+            rig::PLUGIN_PATH
+        } else {
+            ""
+        };
+        Invocation::cli(args)
+            .in_node(&self.ns)
+            .path_env(path)
+            .cni_path(cni_path)
+            .run_cli()
     }
 
     fn net_add(&self, cid: &str, pod: &TestNs, cni_path: &str, cap: Value) {
@@ -58,11 +51,7 @@ impl Node {
             ],
             cni_path,
         );
-        assert!(
-            o.status.success(),
-            "net add {cid}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
+        assert!(o.success(), "net add {cid}: {o}");
     }
 
     fn inspect(&self, extra: &[&str]) -> (i32, String) {
@@ -77,10 +66,7 @@ impl Node {
         ];
         args.extend_from_slice(extra);
         let o = self.cni_multi(&args, self.bin.as_str());
-        (
-            o.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&o.stdout).into_owned(),
-        )
+        (o.status, o.stdout)
     }
 
     fn reservations(&self) -> Vec<String> {
@@ -108,6 +94,22 @@ impl Node {
             self.ns.exec_ok(&["nft", "list", "ruleset"])
         )
     }
+}
+
+/// A pod's netns goes, and with it its veth: the node's end is deleted here rather than left
+/// to the kernel, which removes it asynchronously (under load, after inspect has looked).
+fn pod_dies(node: &TestNs, pod: TestNs) {
+    let tag = format!("link-netns {} ", pod.name());
+    for l in node
+        .ip(&["-o", "link"])
+        .lines()
+        .filter(|l| l.contains(&tag) || l.ends_with(&tag[..tag.len() - 1]))
+    {
+        let name = l.split(": ").nth(1).unwrap().split('@').next().unwrap();
+        node.ip(&["link", "del", name]);
+    }
+    drop(pod);
+    settle_links(node);
 }
 
 /// The kernel removes a dead netns's veth ends asynchronously: wait until it has (else a
@@ -194,8 +196,7 @@ fn inspect_reports_attachments_finds_the_leaks_and_gc_cleans_exactly_them() {
     });
     let d_ip = d_ip.expect("D's reservation");
     backdate(&node.data.join("insnet").join(&d_ip));
-    drop(pd);
-    settle_links(&node.ns);
+    pod_dies(&node.ns, pd);
     // E's netns file vanished while a process kept the namespace (and so its veth) alive.
     node.net_add("ctr-e", &pe, &ours, json!({}));
     let holder = Holder(
@@ -218,9 +219,7 @@ fn inspect_reports_attachments_finds_the_leaks_and_gc_cleans_exactly_them() {
             std::fs::remove_file(p).unwrap();
         }
     }
-    drop(pg);
-    // The kernel removes a dead netns's veth ends asynchronously: let them go first.
-    settle_links(&node.ns);
+    pod_dies(&node.ns, pg);
     // H was made by the reference and lost its cache entry and reservation: its iptables
     // chain is all that is left.
     let ph = TestNs::new("ins-h");
@@ -232,37 +231,22 @@ fn inspect_reports_attachments_finds_the_leaks_and_gc_cleans_exactly_them() {
             std::fs::remove_file(p).unwrap();
         }
     }
-    drop(ph);
-    settle_links(&node.ns);
+    pod_dies(&node.ns, ph);
     // F: a fresh reservation with no cache entry, as an ADD in flight has.
     std::fs::write(node.data.join("insnet/10.66.0.200"), "ctr-f\r\neth0").unwrap();
 
     // A failed ADD in the invocation log shows up as a recent error.
     let log = node.conf.join("invocations.log");
-    let bad = Command::new(rig::tool("nsenter"))
-        .arg(format!("--net={}", node.ns.path_str()))
-        .arg("--")
-        .arg(node.bin.plugin("bridge"))
-        .env_clear()
-        .env("CNI_MULTI_LOG", &log)
-        .env("CNI_COMMAND", "ADD")
-        .env("CNI_CONTAINERID", "ctr-bad")
-        .env("CNI_NETNS", pa.path_str())
-        .env("CNI_IFNAME", "eth1")
-        .env("CNI_PATH", node.bin.as_str())
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .and_then(|mut c| {
-            use std::io::Write;
-            c.stdin
-                .take()
-                .unwrap()
-                .write_all(br#"{"cniVersion":"1.0.0","name":"insnet","type":"bridge","mtu":-1}"#)?;
-            c.wait_with_output()
-        })
-        .unwrap();
-    assert!(!bad.status.success());
+    let bad = Invocation::new("bridge", "ADD")
+        .container_id("ctr-bad")
+        .pod(&pa)
+        .ifname("eth1")
+        .env("CNI_MULTI_LOG", log.to_str().unwrap())
+        .in_node(&node.ns)
+        .path_env("")
+        .stdin_raw(&br#"{"cniVersion":"1.0.0","name":"insnet","type":"bridge","mtu":-1}"#[..])
+        .run_ours_in(&node.bin);
+    assert!(!bad.success(), "{bad}");
 
     let before = node.snapshot();
     let (code, out) = node.inspect(&["--json", "--log", log.to_str().unwrap()]);

@@ -12,6 +12,20 @@ fn v4_pod() -> Pod {
     Pod::new(&[Iface::new("eth0").v4("10.9.0.2/24", "10.9.0.1").default_route()])
 }
 
+/// eth0 with 10.9.0.2/24 (gateway .1) and fd09::2/64 (gateway ::1), with the default route the
+/// main plugin made (`default_route`) or without.
+fn dual_pod(default_route: bool) -> Pod {
+    let eth0 = Iface::new("eth0")
+        .v4("10.9.0.2/24", "10.9.0.1")
+        .v6("fd09::2/64", "fd09::1");
+    Pod::new(&[if default_route { eth0.default_route() } else { eth0 }])
+}
+
+/// A node and the pod `pod` makes, when the test can run (as root).
+fn setup(test: &str, pod: impl FnOnce() -> Pod) -> Option<(TestNs, Pod)> {
+    require_root(test).then(|| (TestNs::new_node("sbr-node"), pod()))
+}
+
 fn ok(o: &Outcome) -> &Outcome {
     o.expect_ok()
 }
@@ -26,39 +40,44 @@ fn assert_passthrough(o: &Outcome, prev: &Value) {
     assert_eq!(got, want, "ADD must print prevResult unchanged:\n{o}");
 }
 
-#[test]
-fn v4_add_del() {
-    if !require_root("v4_add_del") {
-        return;
-    }
-    let (node, pod) = (TestNs::new_node("sbr-node"), v4_pod());
+/// One address on eth0: ADD (prevResult printed back) puts a rule `rule` for it, table 100
+/// holds `table_100`, and no main-table route that is `moved` is left; CHECK passes; DEL takes
+/// rule and table away. The config, for more DELs.
+fn add_check_del(node: &TestNs, pod: &Pod, rule: &str, table_100: &[&str], moved: impl Fn(&str) -> bool) -> Value {
     let c = pod.conf(0, json!({}));
-    let a = pod.run(&node, false, "ADD", 0, &c);
+    let a = pod.run(node, false, "ADD", 0, &c);
     assert_passthrough(ok(&a), &pod.prev_result(0));
     let l = pod.layout();
-    assert!(l.has_rule("-4 32765: from 10.9.0.2 lookup 100"), "{l}");
-    assert!(l.has_route("-4 default via 10.9.0.1 dev eth0 table 100"), "{l}");
+    assert!(l.has_rule(rule), "{l}");
+    for r in table_100 {
+        assert!(l.has_route(r), "{r}:\n{l}");
+    }
     assert!(
-        l.has_route("-4 10.9.0.0/24 dev eth0 table 100 proto kernel scope link src 10.9.0.2"),
-        "{l}"
+        !l.main_routes().iter().any(|r| moved(r)),
+        "eth0's routes left main:\n{l}"
     );
-    assert!(
-        !l.main_routes()
-            .iter()
-            .any(|r| r.starts_with("-4 ") && r.contains("dev eth0")),
-        "eth0's v4 routes left main:\n{l}"
-    );
-    // Every main-table route of eth0 went, the v6 link-local one too (into table 100).
-    assert!(
-        l.has_route("-6 fe80::/64 dev eth0 table 100 proto kernel metric 256 pref medium"),
-        "{l}"
-    );
-
-    pod.run(&node, false, "CHECK", 0, &c).expect_ok();
-    ok(&pod.run(&node, false, "DEL", 0, &c));
+    pod.run(node, false, "CHECK", 0, &c).expect_ok();
+    ok(&pod.run(node, false, "DEL", 0, &c));
     let l = pod.layout();
     assert!(l.rule_tables().is_empty(), "rules left:\n{l}");
     assert!(l.routes_in("100").is_empty(), "table 100 left:\n{l}");
+    c
+}
+
+#[test]
+fn v4_add_del() {
+    let Some((node, pod)) = setup("v4_add_del", v4_pod) else {
+        return;
+    };
+    let table_100 = [
+        "-4 default via 10.9.0.1 dev eth0 table 100",
+        "-4 10.9.0.0/24 dev eth0 table 100 proto kernel scope link src 10.9.0.2",
+        // Every main-table route of eth0 went, the v6 link-local one too.
+        "-6 fe80::/64 dev eth0 table 100 proto kernel metric 256 pref medium",
+    ];
+    let c = add_check_del(&node, &pod, "-4 32765: from 10.9.0.2 lookup 100", &table_100, |r| {
+        r.starts_with("-4 ") && r.contains("dev eth0")
+    });
     // Once more, and without prevResult: nothing left to do.
     ok(&pod.run(&node, false, "DEL", 0, &c));
     ok(&pod.run(
@@ -72,43 +91,25 @@ fn v4_add_del() {
 
 #[test]
 fn v6_add_del() {
-    if !require_root("v6_add_del") {
+    let Some((node, pod)) = setup("v6_add_del", || {
+        Pod::new(&[Iface::new("eth0").v6("fd09::2/64", "fd09::1").default_route()])
+    }) else {
         return;
-    }
-    let node = TestNs::new_node("sbr-node");
-    let pod = Pod::new(&[Iface::new("eth0").v6("fd09::2/64", "fd09::1").default_route()]);
-    let c = pod.conf(0, json!({}));
-    ok(&pod.run(&node, false, "ADD", 0, &c));
-    let l = pod.layout();
-    assert!(l.has_rule("-6 32765: from fd09::2 lookup 100"), "{l}");
-    assert!(
-        l.has_route("-6 default via fd09::1 dev eth0 table 100 metric 1024 pref medium"),
-        "{l}"
-    );
-    assert!(
-        l.has_route("-6 fd09::/64 dev eth0 table 100 proto kernel metric 256 pref medium"),
-        "{l}"
-    );
-    assert!(
-        !l.main_routes().iter().any(|r| r.contains("dev eth0")),
-        "eth0's routes left main:\n{l}"
-    );
-    pod.run(&node, false, "CHECK", 0, &c).expect_ok();
-    ok(&pod.run(&node, false, "DEL", 0, &c));
-    let l = pod.layout();
-    assert!(l.rule_tables().is_empty() && l.routes_in("100").is_empty(), "{l}");
+    };
+    let table_100 = [
+        "-6 default via fd09::1 dev eth0 table 100 metric 1024 pref medium",
+        "-6 fd09::/64 dev eth0 table 100 proto kernel metric 256 pref medium",
+    ];
+    add_check_del(&node, &pod, "-6 32765: from fd09::2 lookup 100", &table_100, |r| {
+        r.contains("dev eth0")
+    });
 }
 
 #[test]
 fn dual_stack_gets_a_table_per_address() {
-    if !require_root("dual_stack_gets_a_table_per_address") {
+    let Some((node, pod)) = setup("dual_stack_gets_a_table_per_address", || dual_pod(true)) else {
         return;
-    }
-    let node = TestNs::new_node("sbr-node");
-    let pod = Pod::new(&[Iface::new("eth0")
-        .v4("10.9.0.2/24", "10.9.0.1")
-        .v6("fd09::2/64", "fd09::1")
-        .default_route()]);
+    };
     let c = pod.conf(0, json!({}));
     ok(&pod.run(&node, false, "ADD", 0, &c));
     let l = pod.layout();
@@ -127,14 +128,9 @@ fn dual_stack_gets_a_table_per_address() {
 
 #[test]
 fn table_given_adds_only_rules() {
-    if !require_root("table_given_adds_only_rules") {
+    let Some((node, pod)) = setup("table_given_adds_only_rules", || dual_pod(true)) else {
         return;
-    }
-    let node = TestNs::new_node("sbr-node");
-    let pod = Pod::new(&[Iface::new("eth0")
-        .v4("10.9.0.2/24", "10.9.0.1")
-        .v6("fd09::2/64", "fd09::1")
-        .default_route()]);
+    };
     let before = pod.layout();
     let c = pod.conf(0, json!({"table": 5001}));
     ok(&pod.run(&node, false, "ADD", 0, &c));
@@ -156,13 +152,9 @@ fn table_given_adds_only_rules() {
 
 #[test]
 fn static_gateways_win() {
-    if !require_root("static_gateways_win") {
+    let Some((node, pod)) = setup("static_gateways_win", || dual_pod(false)) else {
         return;
-    }
-    let node = TestNs::new_node("sbr-node");
-    let pod = Pod::new(&[Iface::new("eth0")
-        .v4("10.9.0.2/24", "10.9.0.1")
-        .v6("fd09::2/64", "fd09::1")]);
+    };
     let c = pod.conf(0, json!({"gateways": ["10.9.0.254", "fd09::fe"]}));
     ok(&pod.run(&node, false, "ADD", 0, &c));
     let l = pod.layout();
@@ -181,9 +173,7 @@ fn static_gateways_win() {
 
     // Only a v6 gateway configured: the v4 address keeps its own. (A fresh pod: ADD moved
     // the subnet routes out of main, and DEL, like the reference's, does not put them back.)
-    let pod = Pod::new(&[Iface::new("eth0")
-        .v4("10.9.0.2/24", "10.9.0.1")
-        .v6("fd09::2/64", "fd09::1")]);
+    let pod = dual_pod(false);
     let c = pod.conf(0, json!({"gateways": ["fd09::fe"]}));
     ok(&pod.run(&node, false, "ADD", 0, &c));
     let l = pod.layout();
@@ -197,10 +187,9 @@ fn static_gateways_win() {
 
 #[test]
 fn bad_configs_change_nothing() {
-    if !require_root("bad_configs_change_nothing") {
+    let Some((node, pod)) = setup("bad_configs_change_nothing", v4_pod) else {
         return;
-    }
-    let (node, pod) = (TestNs::new_node("sbr-node"), v4_pod());
+    };
     let before = pod.layout();
     for (extra, code, needle) in [
         (
@@ -255,14 +244,9 @@ fn bad_configs_change_nothing() {
 /// the first address got: its rule, its table, the routes deleted from main.
 #[test]
 fn failed_add_rolls_back() {
-    if !require_root("failed_add_rolls_back") {
+    let Some((node, pod)) = setup("failed_add_rolls_back", || dual_pod(true)) else {
         return;
-    }
-    let node = TestNs::new_node("sbr-node");
-    let pod = Pod::new(&[Iface::new("eth0")
-        .v4("10.9.0.2/24", "10.9.0.1")
-        .v6("fd09::2/64", "fd09::1")
-        .default_route()]);
+    };
     let before = pod.layout();
     let mut c = pod.conf(0, json!({}));
     c["prevResult"]["ips"][1]["gateway"] = json!("fd77::1");
@@ -282,14 +266,9 @@ fn failed_add_rolls_back() {
 
 #[test]
 fn add_source_hints_keeps_the_subnet_route_in_main() {
-    if !require_root("add_source_hints_keeps_the_subnet_route_in_main") {
+    let Some((node, pod)) = setup("add_source_hints_keeps_the_subnet_route_in_main", || dual_pod(true)) else {
         return;
-    }
-    let node = TestNs::new_node("sbr-node");
-    let pod = Pod::new(&[Iface::new("eth0")
-        .v4("10.9.0.2/24", "10.9.0.1")
-        .v6("fd09::2/64", "fd09::1")
-        .default_route()]);
+    };
     let c = pod.conf(0, json!({"addSourceHints": true}));
     ok(&pod.run(&node, false, "ADD", 0, &c));
     let l = pod.layout();
@@ -355,10 +334,9 @@ fn concurrent_adds_take_distinct_tables() {
 
 #[test]
 fn del_when_things_are_gone() {
-    if !require_root("del_when_things_are_gone") {
+    let Some((node, pod)) = setup("del_when_things_are_gone", v4_pod) else {
         return;
-    }
-    let (node, pod) = (TestNs::new_node("sbr-node"), v4_pod());
+    };
     let c = pod.conf(0, json!({}));
     ok(&pod.run(&node, false, "ADD", 0, &c));
     // The interface went first (its routes with it): the prevResult still names the rule.
@@ -382,19 +360,11 @@ fn del_when_things_are_gone() {
 /// way each ping went.
 #[test]
 fn traffic_from_the_address_uses_its_table() {
-    if !require_root("traffic_from_the_address_uses_its_table") {
+    let Some((node, pod)) = setup("traffic_from_the_address_uses_its_table", || {
+        Pod::new(&two_dual_stack_ifaces())
+    }) else {
         return;
-    }
-    let node = TestNs::new_node("sbr-node");
-    let pod = Pod::new(&[
-        Iface::new("eth0")
-            .v4("10.1.0.2/24", "10.1.0.1")
-            .v6("fd01::2/64", "fd01::1")
-            .default_route(),
-        Iface::new("eth1")
-            .v4("10.2.0.2/24", "10.2.0.1")
-            .v6("fd02::2/64", "fd02::1"),
-    ]);
+    };
     let (up0, up1) = (&pod.uplinks[0], &pod.uplinks[1]);
     // Before sbr: a ping from eth1's address goes out of eth0 (main's default) and the
     // answer has no way back.
@@ -431,14 +401,14 @@ fn traffic_from_the_address_uses_its_table() {
 /// second router address, and the pod's packets from eth1's address go to it.
 #[test]
 fn traffic_follows_the_static_gateway() {
-    if !require_root("traffic_follows_the_static_gateway") {
+    let Some((node, pod)) = setup("traffic_follows_the_static_gateway", || {
+        Pod::new(&[
+            Iface::new("eth0").v4("10.1.0.2/24", "10.1.0.1").default_route(),
+            Iface::new("eth1").v4("10.2.0.2/24", "10.2.0.1"),
+        ])
+    }) else {
         return;
-    }
-    let node = TestNs::new_node("sbr-node");
-    let pod = Pod::new(&[
-        Iface::new("eth0").v4("10.1.0.2/24", "10.1.0.1").default_route(),
-        Iface::new("eth1").v4("10.2.0.2/24", "10.2.0.1"),
-    ]);
+    };
     let up1 = &pod.uplinks[1];
     up1.ip(&["addr", "add", "10.2.0.254/24", "dev", "up1"]);
     ok(&pod.run(
@@ -465,10 +435,9 @@ fn traffic_follows_the_static_gateway() {
 /// with a list ADD would refuse can still be deleted.
 #[test]
 fn del_accepts_gateways_add_would_refuse() {
-    if !require_root("del_accepts_gateways_add_would_refuse") {
+    let Some((node, pod)) = setup("del_accepts_gateways_add_would_refuse", v4_pod) else {
         return;
-    }
-    let (node, pod) = (TestNs::new_node("sbr-node"), v4_pod());
+    };
     ok(&pod.run(&node, false, "ADD", 0, &pod.conf(0, json!({}))));
     let c = pod.conf(0, json!({"gateways": ["10.9.0.1", "10.9.0.254"]}));
     ok(&pod.run(&node, false, "DEL", 0, &c));

@@ -151,15 +151,7 @@ fn second_interface_like_reference() {
     if !require_reference("second_interface_like_reference", "sbr") {
         return;
     }
-    let t = Twins::new(&[
-        Iface::new("eth0")
-            .v4("10.1.0.2/24", "10.1.0.1")
-            .v6("fd01::2/64", "fd01::1")
-            .default_route(),
-        Iface::new("eth1")
-            .v4("10.2.0.2/24", "10.2.0.1")
-            .v6("fd02::2/64", "fd02::1"),
-    ]);
+    let t = Twins::new(&two_dual_stack_ifaces());
     for i in [0, 1] {
         let (r, o) = t.run("ADD", i, &json!({}), &no_edit);
         same_outcome(&t, &format!("ADD eth{i}"), &r, &o);

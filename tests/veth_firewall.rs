@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::rig::{require_root, TestNs};
+use common::rig::{first_ip, require_root, TestNs};
 use common::veth_rig::*;
 use serde_json::{json, Value};
 
@@ -58,20 +58,8 @@ fn masquerade_end_to_end(plugin: &str, subnet: &str) {
     // The outside host has no route to the pods: only masqueraded traffic gets an answer.
     assert!(ping(&p1, "10.251.0.2"), "pod → outside is masqueraded");
     // Inside the subnet nothing is rewritten: pod2 sees pod1's own address.
-    let ip1 = r1["ips"][0]["address"]
-        .as_str()
-        .unwrap()
-        .split('/')
-        .next()
-        .unwrap()
-        .to_string();
-    let ip2 = r2["ips"][0]["address"]
-        .as_str()
-        .unwrap()
-        .split('/')
-        .next()
-        .unwrap()
-        .to_string();
+    let ip1 = first_ip(&r1);
+    let ip2 = first_ip(&r2);
     assert!(ping(&p1, &ip2));
     let rules = masq_rules(&rig.node);
     assert_eq!(rules.len(), 2, "one rule per attachment: {rules:#?}");
@@ -173,13 +161,7 @@ fn bridge_macspoofchk_drops_spoofed_frames() {
     c["ipam"] = rig.host_local(&[json!("10.85.0.0/24")]);
     rig.add(&c, "c1", &p1, "eth0").expect_ok();
     let r2 = rig.add(&c, "c2", &p2, "eth0").expect_ok().json();
-    let ip2 = r2["ips"][0]["address"]
-        .as_str()
-        .unwrap()
-        .split('/')
-        .next()
-        .unwrap()
-        .to_string();
+    let ip2 = first_ip(&r2);
     assert!(ping(&p1, &ip2), "the pod's own MAC passes");
     let chains = |ns: &TestNs| -> Vec<String> {
         let rs: Value = serde_json::from_str(&ns.exec_ok(&["nft", "-j", "list", "table", "bridge", "nat"])).unwrap();

@@ -1,6 +1,6 @@
-//! Delegation (spec §4): find a plugin by type in CNI_PATH and run it. When the file
-//! found is this very executable (same device and inode as /proc/self/exe), the
-//! plugin runs in-process: no fork/exec on the hot path. Otherwise it is executed
+//! Delegation (CNI SPEC.md, "Plugin Delegation"): find a plugin by type in CNI_PATH and run
+//! it. When the file found is this very executable (same device and inode as /proc/self/exe),
+//! the plugin runs in-process: no fork/exec on the hot path. Otherwise it is executed
 //! with the caller's environment and only CNI_COMMAND changed, so third-party
 //! plugins (e.g. whereabouts) keep working.
 

@@ -3,7 +3,8 @@
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
-/// Well-known error codes (spec §"Error"; 8 and 999 come from the Go library).
+/// Well-known error codes (CNI SPEC.md, "Result Types" > "Error"; 8 and 999 come from the Go
+/// library).
 pub mod code {
     pub const INCOMPATIBLE_VERSION: u32 = 1;
     pub const UNSUPPORTED_FIELD: u32 = 2;

@@ -72,7 +72,8 @@ const RESOLV_CONF_MAX: u64 = 64 * 1024;
 /// The text of the file the config's `resolvConf` names: a regular file of sane size only
 /// (a FIFO used to block the ADD forever, /dev/zero to fill the memory).
 fn read_resolv_conf(path: &str) -> Result<String, CniError> {
-    let buf = crate::linux::files::read_regular(std::path::Path::new(path), RESOLV_CONF_MAX).map_err(|e| {
+    let reader = crate::linux::files::Reader::following(RESOLV_CONF_MAX);
+    let buf = reader.read(std::path::Path::new(path)).map_err(|e| {
         if e.raw_os_error().is_some() {
             CniError::internal(format!("open {path}: {}", crate::linux::error::io_errno_text(&e)))
         } else {

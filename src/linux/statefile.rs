@@ -3,48 +3,33 @@
 //! never trusted beyond a size limit.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::Path;
 
 use nix::libc;
 
-/// Read a regular file of at most `max` bytes. A symlink (ELOOP), FIFO, socket, device or
-/// directory at `path`, or a larger file, is an error naming what was found; a FIFO is
-/// opened non-blocking, so nothing waits for a writer that never comes.
+use super::files::{self, Reader, Refused};
+
+/// Read a regular file of at most `max` bytes (`files::Reader::no_follow`). A symlink, FIFO,
+/// socket, device or directory at `path`, or a larger file, is an error naming the path and
+/// what was found.
 pub fn read_regular(path: &Path, max: u64) -> io::Result<Vec<u8>> {
-    let f = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
-        .open(path)
-        .map_err(|e| match e.raw_os_error() {
-            Some(libc::ELOOP) => not_regular(path, "a symlink"),
-            _ => e,
-        })?;
-    let md = f.metadata()?;
-    if !md.is_file() {
-        return Err(not_regular(path, kind(&md.file_type())));
-    }
-    if md.len() > max {
-        return Err(io::Error::new(
+    Reader::no_follow(max).read(path).map_err(|e| match files::refusal(&e) {
+        Some(Refused::NotRegular(what)) => not_regular(path, what),
+        Some(Refused::TooLarge { len, max }) => io::Error::new(
             io::ErrorKind::InvalidData,
             format!(
-                "{} is {} bytes, more than the {max} a state file may have",
-                path.display(),
-                md.len()
+                "{} is {len} bytes, more than the {max} a state file may have",
+                path.display()
             ),
-        ));
-    }
-    let mut out = Vec::with_capacity(md.len() as usize);
-    // Bounded again: the file may grow while it is read.
-    f.take(max + 1).read_to_end(&mut out)?;
-    if out.len() as u64 > max {
-        return Err(io::Error::new(
+        ),
+        Some(Refused::Grew { max }) => io::Error::new(
             io::ErrorKind::InvalidData,
             format!("{} grew beyond {max} bytes while being read", path.display()),
-        ));
-    }
-    Ok(out)
+        ),
+        None => e,
+    })
 }
 
 /// Replace `path` with `data` (mode `mode`): written to a fresh O_EXCL|O_NOFOLLOW temp file
@@ -116,23 +101,7 @@ pub fn remove(path: &Path) -> io::Result<()> {
                 r => r,
             }
         }
-        Ok(md) => Err(not_regular(path, kind(&md.file_type()))),
-    }
-}
-
-fn kind(t: &std::fs::FileType) -> &'static str {
-    if t.is_dir() {
-        "a directory"
-    } else if t.is_fifo() {
-        "a FIFO"
-    } else if t.is_socket() {
-        "a socket"
-    } else if t.is_block_device() || t.is_char_device() {
-        "a device"
-    } else if t.is_symlink() {
-        "a symlink"
-    } else {
-        "not a regular file"
+        Ok(md) => Err(not_regular(path, files::what(&md.file_type()))),
     }
 }
 
@@ -147,16 +116,9 @@ fn not_regular(path: &Path, what: &str) -> io::Error {
 mod tests {
     use super::*;
 
-    fn dir(tag: &str) -> std::path::PathBuf {
-        let d = std::env::temp_dir().join(format!("cni-multi-statefile-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        d
-    }
-
     #[test]
     fn hostile_entries_are_refused_not_followed() {
-        let d = dir("hostile");
+        let d = files::test_dir("statefile-hostile");
         let target = d.join("target");
         std::fs::write(&target, b"secret").unwrap();
         std::os::unix::fs::symlink(&target, d.join("link")).unwrap();

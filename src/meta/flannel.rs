@@ -183,7 +183,8 @@ fn go_parse_uint_err(e: &std::num::ParseIntError) -> &'static str {
 /// complaint is a node whose flanneld has not written it yet).
 pub fn load_subnet_env(file: &str) -> anyhow::Result<SubnetEnv> {
     // A regular file of sane size only: a FIFO would block the ADD, /dev/zero fill the memory.
-    let bytes = crate::linux::files::read_regular(Path::new(file), 1024 * 1024).map_err(|e| {
+    let reader = crate::linux::files::Reader::following(1024 * 1024);
+    let bytes = reader.read(Path::new(file)).map_err(|e| {
         let why = match e.kind() {
             std::io::ErrorKind::NotFound => "no such file or directory".to_string(),
             std::io::ErrorKind::PermissionDenied => "permission denied".to_string(),

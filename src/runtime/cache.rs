@@ -3,6 +3,7 @@
 
 use super::{NetworkList, RuntimeConf};
 use crate::cni::error::CniError;
+use crate::linux::files::{self, Reader, Refused};
 use serde_json::{json, Map, Value};
 use std::path::{Path, PathBuf};
 
@@ -73,26 +74,21 @@ pub fn write(list: &NetworkList, rt: &RuntimeConf, result: Option<&Value>) -> Re
 const ENTRY_MAX: u64 = 4 << 20;
 
 /// Read a cache entry that is a regular file of bounded size: a symlink is not followed, a
-/// FIFO not blocked on (O_NONBLOCK), a directory or 10 MB of garbage not trusted.
+/// FIFO not blocked on, a directory or 10 MB of garbage not trusted.
 fn read_entry(p: &Path) -> Option<Vec<u8>> {
-    use std::io::Read;
-    use std::os::unix::fs::OpenOptionsExt;
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK | nix::libc::O_CLOEXEC)
-        .open(p)
-        .ok()?;
-    let md = f.metadata().ok()?;
-    if !md.is_file() || md.len() > ENTRY_MAX {
-        eprintln!(
-            "ignoring cache entry {}: not a regular file of at most {ENTRY_MAX} bytes",
-            p.display()
-        );
-        return None;
+    match Reader::no_follow(ENTRY_MAX).read(p) {
+        Ok(data) => Some(data),
+        // Said once, for what someone planted; a symlink or a failed open passes quietly.
+        Err(e) => {
+            if matches!(files::refusal(&e), Some(r) if r != Refused::NotRegular("a symlink")) {
+                eprintln!(
+                    "ignoring cache entry {}: not a regular file of at most {ENTRY_MAX} bytes",
+                    p.display()
+                );
+            }
+            None
+        }
     }
-    let mut out = Vec::new();
-    f.take(ENTRY_MAX).read_to_end(&mut out).ok()?;
-    Some(out)
 }
 
 pub fn read_result(list: &NetworkList, rt: &RuntimeConf) -> Option<Value> {

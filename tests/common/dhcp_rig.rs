@@ -4,7 +4,7 @@
 //! dir; every process is killed by a guard on drop, also when the test fails.
 #![allow(dead_code)]
 
-use super::rig::TestNs;
+use super::rig::{in_ci, tool, TestNs};
 use super::veth_rig::{conf, Impl, Rig, TempDir, OURS, REFERENCE_DIR};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
@@ -95,18 +95,7 @@ impl DhcpRig {
             }
             Server::Uplink => {
                 let srv = TestNs::new_node(&format!("{prefix}s"));
-                rig.node.ip(&[
-                    "link",
-                    "add",
-                    "up0",
-                    "type",
-                    "veth",
-                    "peer",
-                    "name",
-                    "eth0",
-                    "netns",
-                    srv.name(),
-                ]);
+                rig.node.veth_to("up0", &srv, "eth0");
                 rig.node.ip(&["link", "set", "up0", "up"]);
                 srv.ip(&["addr", "add", "10.94.0.1/24", "dev", "eth0"]);
                 srv.ip(&["link", "set", "eth0", "up"]);
@@ -276,6 +265,20 @@ impl DhcpRig {
             "ipam": conf["ipam"], "cni.dev/valid-attachments": conf["cni.dev/valid-attachments"]});
         self.rig.run("dhcp", cmd, &c, cid, netns, ifname, "")
     }
+}
+
+/// Whether a dhcp test can run: `base` (root, and the reference where it is compared) and
+/// dnsmasq. Without dnsmasq the test fails under CI=true and says it is skipped otherwise.
+pub fn ready(test: &str, base: bool) -> bool {
+    if !base {
+        return false;
+    }
+    if !tool("dnsmasq").is_file() {
+        assert!(!in_ci(), "{test}: needs dnsmasq (dnsmasq-base), and CI=true");
+        eprintln!("{test}: skipped: needs dnsmasq");
+        return false;
+    }
+    true
 }
 
 /// The client id dnsmasq prints for ours and the reference's: 00 then the text, hex.

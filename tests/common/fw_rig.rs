@@ -30,18 +30,7 @@ impl Site {
     pub fn new(tag: &str) -> Site {
         let node = TestNs::new_node(&format!("{tag}-node"));
         let outside = TestNs::new_node(&format!("{tag}-out"));
-        node.ip(&[
-            "link",
-            "add",
-            "out0",
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "eth0",
-            "netns",
-            outside.name(),
-        ]);
+        node.veth_to("out0", &outside, "eth0");
         node.ip(&["addr", "add", &format!("{OUTSIDE_NODE_IP}/24"), "dev", "out0"]);
         node.ip(&["link", "set", "out0", "up"]);
         outside.ip(&["addr", "add", &format!("{OUTSIDE_IP}/24"), "dev", "eth0"]);

@@ -45,13 +45,7 @@ pub fn details(ns: &TestNs, ifname: &str) -> Value {
 
 /// Link names of a namespace, sorted.
 pub fn link_names(ns: &TestNs) -> Vec<String> {
-    let mut v: Vec<String> = ns
-        .ip_json(&["link", "show"])
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| l["ifname"].as_str().unwrap().to_string())
-        .collect();
+    let mut v = ns.link_names();
     v.sort();
     v
 }

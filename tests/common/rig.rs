@@ -272,6 +272,32 @@ impl TestNs {
         run_ok(&argv)
     }
 
+    /// Every link's name, in the kernel's order.
+    pub fn link_names(&self) -> Vec<String> {
+        self.ip_json(&["link", "show"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["ifname"].as_str().unwrap().to_string())
+            .collect()
+    }
+
+    /// A veth `name` here whose peer is `peer` in `other` (both down, no address).
+    pub fn veth_to(&self, name: &str, other: &TestNs, peer: &str) {
+        self.ip(&[
+            "link",
+            "add",
+            name,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            peer,
+            "netns",
+            other.name(),
+        ]);
+    }
+
     pub fn lo_up(&self) {
         self.ip(&["link", "set", "lo", "up"]);
     }
@@ -399,6 +425,10 @@ enum Where {
 pub struct Invocation {
     plugin: String,
     env: BTreeMap<String, Option<String>>,
+    /// Arguments after the binary (only `cli` runs have any).
+    argv: Vec<String>,
+    /// `PATH` of the process.
+    path: String,
     stdin: Stdin,
     place: Where,
     timeout: Duration,
@@ -417,10 +447,45 @@ impl Invocation {
         Invocation {
             plugin: plugin.to_string(),
             env,
+            argv: Vec::new(),
+            path: PLUGIN_PATH.to_string(),
             stdin: Stdin::None,
             place: Where::AutoNode,
             timeout: PLUGIN_TIMEOUT,
         }
+    }
+
+    /// `cni-multi ARGV` as a command (`net`, `inspect`...), not as a plugin: no `CNI_*`
+    /// variable is set unless given (not even `CNI_PATH`). Run it with `run_cli`.
+    pub fn cli(argv: &[&str]) -> Invocation {
+        let mut env = BTreeMap::new();
+        env.insert("CNI_PATH".to_string(), None);
+        Invocation {
+            plugin: "cni-multi".to_string(),
+            env,
+            argv: argv.iter().map(|a| a.to_string()).collect(),
+            path: PLUGIN_PATH.to_string(),
+            stdin: Stdin::None,
+            place: Where::AutoNode,
+            timeout: PLUGIN_TIMEOUT,
+        }
+    }
+
+    /// More arguments for a `cli` run.
+    pub fn argv(mut self, more: &[&str]) -> Self {
+        self.argv.extend(more.iter().map(|a| a.to_string()));
+        self
+    }
+
+    /// The process's `PATH` (default `PLUGIN_PATH`; `""` for runs that must need no tool).
+    pub fn path_env(mut self, p: &str) -> Self {
+        self.path = p.to_string();
+        self
+    }
+
+    /// Run the built cni-multi binary itself with this invocation's arguments.
+    pub fn run_cli(&self) -> Outcome {
+        self.run_binary(&ours_bin(), "")
     }
 
     pub fn plugin_name(&self) -> &str {
@@ -529,7 +594,7 @@ impl Invocation {
             }
             None => Command::new(bin),
         };
-        cmd.env_clear().env("PATH", PLUGIN_PATH);
+        cmd.args(&self.argv).env_clear().env("PATH", &self.path);
         if !self.env.contains_key("CNI_PATH") {
             cmd.env("CNI_PATH", default_cni_path);
         }
@@ -637,14 +702,15 @@ impl Invocation {
         }
     }
 
-    /// The env as a one-line summary for failure messages.
+    /// The arguments and env as a one-line summary for failure messages.
     pub fn describe(&self) -> String {
-        self.env
+        self.argv
             .iter()
-            .map(|(k, v)| match v {
+            .cloned()
+            .chain(self.env.iter().map(|(k, v)| match v {
                 Some(v) => format!("{k}={v}"),
                 None => format!("-{k}"),
-            })
+            }))
             .collect::<Vec<_>>()
             .join(" ")
     }
@@ -716,6 +782,26 @@ impl std::fmt::Display for Outcome {
         writeln!(f, "  stdout: {}", self.stdout.trim_end())?;
         write!(f, "  stderr: {}", self.stderr.trim_end())
     }
+}
+
+/// An executable `#!/bin/sh` script `name` in `dir` running `body`.
+pub fn script(dir: &TempDir, name: &str, body: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let p = dir.join(name);
+    std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    p
+}
+
+/// The first address of a CNI result, without its prefix length.
+pub fn first_ip(r: &Value) -> String {
+    r["ips"][0]["address"]
+        .as_str()
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string()
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -48,6 +48,20 @@ impl Iface {
     }
 }
 
+/// eth0 (10.1.0.2/24, fd01::2/64, with the main plugin's default route) and eth1 (10.2.0.2/24,
+/// fd02::2/64): two interfaces, each with a gateway per family.
+pub fn two_dual_stack_ifaces() -> Vec<Iface> {
+    vec![
+        Iface::new("eth0")
+            .v4("10.1.0.2/24", "10.1.0.1")
+            .v6("fd01::2/64", "fd01::1")
+            .default_route(),
+        Iface::new("eth1")
+            .v4("10.2.0.2/24", "10.2.0.1")
+            .v6("fd02::2/64", "fd02::1"),
+    ]
+}
+
 pub struct Pod {
     pub ns: TestNs,
     /// One uplink per interface, same order.

@@ -93,18 +93,7 @@ impl Rig {
     /// answer pods' own addresses: only masquerading makes it see the node's).
     pub fn outside(&self, tag: &str, node_ip: &str, outside_ip: &str, route_back: bool) -> TestNs {
         let out = TestNs::new_node(tag);
-        self.node.ip(&[
-            "link",
-            "add",
-            "up0",
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "eth0",
-            "netns",
-            out.name(),
-        ]);
+        self.node.veth_to("up0", &out, "eth0");
         self.node.ip(&["addr", "add", &format!("{node_ip}/24"), "dev", "up0"]);
         self.node.ip(&["link", "set", "up0", "up"]);
         out.ip(&["addr", "add", &format!("{outside_ip}/24"), "dev", "eth0"]);

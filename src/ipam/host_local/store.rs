@@ -31,10 +31,11 @@
 //! discard) the old one's blocks, most of what a 99 % full range cost over an empty one.
 //! `last_reserved_ip.<set>` is overwritten in place for the same reason.
 
+use crate::linux::files::Reader;
 use nix::fcntl::{Flock, FlockArg};
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::net::IpAddr;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -135,15 +136,6 @@ pub struct Store {
     _lock: Flock<File>,
 }
 
-/// A regular file, opened without following a symlink or waiting on a FIFO.
-fn open_nofollow(path: &Path) -> io::Result<File> {
-    let f = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc_flags::O_NOFOLLOW | libc_flags::O_NONBLOCK | libc_flags::O_CLOEXEC)
-        .open(path)?;
-    regular(f, path)
-}
-
 /// `f` if it is a regular file: a FIFO, socket, device or directory planted in the data dir
 /// is never read from, locked or trusted.
 fn regular(f: File, path: &Path) -> io::Result<File> {
@@ -159,6 +151,10 @@ fn regular(f: File, path: &Path) -> io::Result<File> {
 
 /// A reservation holds a container ID and an ifname; 64 KiB of it is garbage, not an owner.
 const ENTRY_MAX: u64 = 64 * 1024;
+/// Every file of the data dir is read without following a symlink or waiting on a FIFO.
+const ENTRY: Reader = Reader::no_follow(ENTRY_MAX);
+/// One line a reservation: far beyond any node's pods; a larger index is rebuilt instead.
+const INDEX: Reader = Reader::no_follow(256 << 20);
 
 mod libc_flags {
     pub const O_NOFOLLOW: i32 = nix::fcntl::OFlag::O_NOFOLLOW.bits();
@@ -278,8 +274,7 @@ impl Store {
     /// The index file's records and its (snapshot, journal) line counts, if every line is
     /// well formed and the last one is the directory's current stamp.
     fn load_index(&self) -> Option<(String, (usize, usize))> {
-        let mut s = String::new();
-        open_nofollow(&self.index_path).ok()?.read_to_string(&mut s).ok()?;
+        let mut s = String::from_utf8(INDEX.read(&self.index_path).ok()?).ok()?;
         let body = s.strip_prefix(INDEX_HEADER)?.strip_prefix('\n')?;
         // Whole records only: a cut append has no final newline or no final stamp.
         let body = body.strip_suffix('\n')?;
@@ -571,12 +566,7 @@ impl Store {
     }
 
     pub fn last_reserved(&self, range_id: usize) -> Option<IpAddr> {
-        let mut s = String::new();
-        open_nofollow(&self.dir.join(format!("{LAST_IP_PREFIX}{range_id}")))
-            .ok()?
-            .take(ENTRY_MAX)
-            .read_to_string(&mut s)
-            .ok()?;
+        let s = String::from_utf8(ENTRY.read(&self.dir.join(format!("{LAST_IP_PREFIX}{range_id}"))).ok()?).ok()?;
         // Go's net.ParseIP does not trim: a file with a newline is no IP.
         s.parse().ok()
     }
@@ -953,32 +943,12 @@ fn keys(id: &str, ifname: &str) -> (String, String) {
 
 /// Read a small regular file `name` in `dir` (no symlinks, no FIFOs, at most ENTRY_MAX), trimmed.
 fn read_small_at(dir: &File, name: &str) -> Option<String> {
-    use nix::fcntl::{openat, OFlag};
-    use nix::sys::stat::Mode;
-    use std::os::fd::{AsRawFd, FromRawFd};
-    let fd = openat(
-        Some(dir.as_raw_fd()),
-        name,
-        OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )
-    .ok()?;
-    // SAFETY: openat just returned this descriptor and nothing else owns it.
-    let f = unsafe { File::from_raw_fd(fd) };
-    // A FIFO or a 10 MB file is no reservation of ours: not read, not trusted.
-    let md = f.metadata().ok()?;
-    if !md.is_file() || md.len() > ENTRY_MAX {
-        return None;
-    }
-    let mut buf = Vec::with_capacity(md.len() as usize);
-    f.take(ENTRY_MAX).read_to_end(&mut buf).ok()?;
+    let buf = ENTRY.read_at(dir, name).ok()?;
     Some(String::from_utf8_lossy(&buf).trim().to_string())
 }
 
 fn read_trimmed(path: &Path) -> Option<String> {
-    let mut s = String::new();
-    open_nofollow(path).ok()?.take(ENTRY_MAX).read_to_string(&mut s).ok()?;
-    Some(s.trim().to_string())
+    Some(String::from_utf8(ENTRY.read(path).ok()?).ok()?.trim().to_string())
 }
 
 #[cfg(test)]
