@@ -245,6 +245,13 @@ impl Batch {
         sock.commit(&self.msgs, None)
     }
 
+    /// [`commit`](Self::commit), returning the handle the kernel gave each rule this batch
+    /// added (NLM_F_ECHO): `Some(handle)` at the index of every [`add_rule`](Self::add_rule),
+    /// `None` for the other messages. So a caller can find its rules again without a dump.
+    pub fn commit_echo(&self, sock: &NftSocket) -> Result<Vec<Option<u64>>, Error> {
+        sock.commit_echo(&self.msgs, None, true)
+    }
+
     /// [`commit`](Self::commit), but only if the ruleset is still at `generation` (from
     /// [`NftSocket::generation`]); otherwise nothing is applied and the error says
     /// [`is_generation_changed`](Error::is_generation_changed): list again, rebuild, retry.
