@@ -693,7 +693,7 @@ fn forward_ports(sock: &NftSocket, conf: &Conf, cip: IpAddr, comment: &str, key:
     };
     let (stale, complete) = match from_record {
         Some(r) => (r, true),
-        None => dump_and_rerecord(sock, &rec, t.family, comment)?,
+        None => dump_and_rerecord(sock, &rec, t.family, comment, key)?,
     };
     for r in &stale {
         b.del_rule(&t, &r.chain, r.handle.unwrap_or_default());
@@ -766,31 +766,16 @@ fn rebuild_if_different(sock: &NftSocket, b: &mut Batch, t: &Table, chain: &str,
 /// (`comment`) returned and every attachment's record written again. True in the second place
 /// when the records are now complete: the ruleset did not change during the dumps and every
 /// comment of ours names its attachment whole (not cut at 128 bytes).
-fn dump_and_rerecord(sock: &NftSocket, rec: &Records, fam: Family, comment: &str) -> Result<(Vec<Rule>, bool)> {
+fn dump_and_rerecord(
+    sock: &NftSocket,
+    rec: &Records,
+    fam: Family,
+    comment: &str,
+    key: &str,
+) -> Result<(Vec<Rule>, bool)> {
     let gen = sock.generation()?;
     let all = own_rules(sock, fam, |_| true)?;
-    let mut complete = sock.generation()? == gen;
-    let mut by_key: std::collections::BTreeMap<String, Vec<(String, u64)>> = Default::default();
-    for r in &all {
-        let (Some(c), Some(h)) = (r.comment.as_deref(), r.handle) else {
-            continue;
-        };
-        match parse_comment(c) {
-            Some((cid, hash, ifname)) if c.len() < 128 && records::is_key(&format!("{hash}-{hash}")) => {
-                by_key
-                    .entry(records::key(hash, ifname, cid))
-                    .or_default()
-                    .push((r.chain.clone(), h));
-            }
-            Some(_) => complete = false,
-            None => {} // the reference's (bare container ID) or another's
-        }
-    }
-    if complete {
-        for (k, rules) in &by_key {
-            rec.put(k, rules);
-        }
-    }
+    let complete = sock.generation()? == gen && records::rerecord(rec, &all, key, &crate::pkg::comment::record_key);
     let mine = all
         .into_iter()
         .filter(|r| r.comment.as_deref() == Some(comment))

@@ -24,8 +24,6 @@
 use anyhow::{Context, Result};
 use ipnet::IpNet;
 
-use std::collections::BTreeMap;
-
 use super::nft_records::{self as records, Recorded, Records};
 use super::reference_iptables as reference;
 use super::sha512::hex_prefix;
@@ -113,22 +111,8 @@ fn recorded(sock: &NftSocket, rec: &Records, key: &str, stamped: bool, add: bool
 fn dump_and_rerecord(sock: &NftSocket, rec: &Records, key: &str) -> Result<(Vec<Rule>, bool)> {
     let gen = sock.generation()?;
     let all = find_rules(sock, "")?;
-    let complete = sock.generation()? == gen;
-    if complete {
-        let mut by_key: BTreeMap<&str, Vec<(String, u64)>> = BTreeMap::new();
-        for r in &all {
-            if let (Some(k), Some(h)) = (r.comment.as_deref().and_then(|c| c.get(..33)), r.handle) {
-                if records::is_key(k) {
-                    by_key.entry(k).or_default().push((CHAIN.to_string(), h));
-                }
-            }
-        }
-        for (k, rules) in &by_key {
-            if *k != key {
-                rec.put(k, rules);
-            }
-        }
-    }
+    let key_of = |c: &str| c.get(..33).filter(|k| records::is_key(k)).map(|k| Some(k.to_string()));
+    let complete = sock.generation()? == gen && records::rerecord(rec, &all, key, &key_of);
     let mine = all
         .into_iter()
         .filter(|r| r.comment.as_deref().is_some_and(|c| c.starts_with(key)))

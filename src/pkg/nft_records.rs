@@ -7,6 +7,7 @@
 //! $CNI_MULTI_STATE_DIR (default /run/cni/cni-multi)/nft/<boot id>-<netns cookie>/<family>-<table>/
 //!     <h16(network)>-<h16(ifname:containerID)>   "<chain> <handle>" per rule
 //!     stamp                                      handles of the shared base-chain rules
+//!                                                (the firewall: of its admin jump)
 //! ```
 //!
 //! - Keyed by boot and network namespace (the rules live in the node's netns; a cookie is
@@ -171,6 +172,17 @@ impl Records {
         !base.is_empty() && matches!(self.read("stamp"), Some(Ok(b)) if b == stamp_text(base).as_bytes())
     }
 
+    /// The handles the stamp holds, if there is a readable one.
+    pub fn stamp(&self) -> Option<Vec<u64>> {
+        let b = self.read("stamp")?.ok()?;
+        let text = std::str::from_utf8(&b).ok()?;
+        let (magic, hs) = text.strip_suffix('\n')?.split_once('\n')?;
+        if magic != MAGIC {
+            return None;
+        }
+        hs.split(' ').map(|h| h.parse().ok()).collect()
+    }
+
     pub fn put_stamp(&self, base: &[u64]) {
         if base.is_empty() || !self.write("stamp", &stamp_text(base)) {
             self.forget_stamp();
@@ -236,6 +248,32 @@ pub fn verify(
         }
     }
     Ok(Some(out))
+}
+
+/// Writes again the record of every attachment with rules in `rules` (a dump the ruleset did
+/// not change during), skipping `except` (the caller's own, recorded after its commit).
+/// `key_of` maps a comment to `Some(Some(key))` (ours), `Some(None)` (ours, but the
+/// attachment cannot be told) or `None` (not ours). False when some comment of ours had no
+/// key: the records cannot be complete.
+pub fn rerecord(rec: &Records, rules: &[Rule], except: &str, key_of: &dyn Fn(&str) -> Option<Option<String>>) -> bool {
+    let mut by_key: std::collections::BTreeMap<String, Vec<(String, u64)>> = Default::default();
+    let mut complete = true;
+    for r in rules {
+        let (Some(c), Some(h)) = (r.comment.as_deref(), r.handle) else {
+            continue;
+        };
+        match key_of(c) {
+            Some(Some(k)) => by_key.entry(k).or_default().push((r.chain.clone(), h)),
+            Some(None) => complete = false,
+            None => {}
+        }
+    }
+    if complete {
+        for (k, rules) in by_key.iter().filter(|(k, _)| k.as_str() != except) {
+            rec.put(k, rules);
+        }
+    }
+    complete
 }
 
 /// (chain, handle) of `rules`, as a record holds them.
