@@ -94,6 +94,13 @@ fn masquerade_add_records_the_echoed_handles() {
     assert!(masq_handles(&node, "ctr-a").is_empty());
     assert!(!dir.join(key("ctr-a")).exists(), "DEL forgets the record");
     assert_eq!(masq_handles(&node, "ctr-b").len(), 1);
+    // GC: the rules and records of attachments that are not valid go, the valid stay.
+    setup(&node, "ctr-c", "10.88.0.8/24");
+    masquerade::gc(&sock(&node), NET, &[("ctr-c", "eth0")]).unwrap();
+    assert!(masq_handles(&node, "ctr-b").is_empty());
+    assert!(!dir.join(key("ctr-b")).exists(), "GC forgets the record");
+    assert_eq!(masq_handles(&node, "ctr-c").len(), 1);
+    assert!(dir.join(key("ctr-c")).exists());
 }
 
 #[test]
@@ -400,4 +407,76 @@ fn portmap_del_of_reference_rules_made_after_our_add() {
         "hostports",
     ]);
     assert!(!left.contains("ctr-a"), "{left}");
+}
+
+// ---- firewall ------------------------------------------------------------------------------
+
+fn firewall(node: &TestNs, dir: &PluginDir, cmd: &str, cid: &str, ip: &str) {
+    let conf = json!({"cniVersion": "1.0.0", "name": NET, "type": "firewall", "backend": "nftables",
+        "prevResult": prev(ip)});
+    Invocation::new("firewall", cmd)
+        .container_id(cid)
+        .netns("/var/run/netns/x")
+        .config(&conf)
+        .in_node(node)
+        .run_ours_in(dir)
+        .expect_ok();
+}
+
+/// Handles of the firewall's CNI-FORWARD rules of `cid`.
+fn fw_rules(node: &TestNs, cid: &str) -> Vec<u64> {
+    sock(node)
+        .list_rule_comments(Family::Inet, "cni_firewall", "CNI-FORWARD")
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|r| r.comment.as_deref().is_some_and(|c| c.starts_with(&format!("{cid},"))))
+        .filter_map(|r| r.handle)
+        .collect()
+}
+
+#[test]
+fn firewall_records_and_their_failures() {
+    if !rig::require_root("firewall_records_and_their_failures") {
+        return;
+    }
+    let node = TestNs::new_node("rec-fw");
+    let dir = PluginDir::new();
+    let recs = rec_dir(&node, "inet-cni_firewall");
+    firewall(&node, &dir, "ADD", "ctr-a", "10.88.0.5/24");
+    firewall(&node, &dir, "ADD", "ctr-b", "10.88.0.6/24");
+    let b = fw_rules(&node, "ctr-b");
+    assert_eq!(b.len(), 2);
+    let a = fw_rules(&node, "ctr-a");
+    assert_eq!(
+        std::fs::read_to_string(recs.join(pm_key("ctr-a"))).unwrap(),
+        record_text("CNI-FORWARD", &a)
+    );
+    assert!(recs.join("stamp").exists());
+    firewall(&node, &dir, "ADD", "ctr-a", "10.88.0.5/24");
+    assert_eq!(fw_rules(&node, "ctr-a").len(), 2, "a repeated ADD replaces the rules");
+    for (what, record) in [
+        ("lost", None),
+        ("corrupt", Some("nonsense".to_string())),
+        ("another's rules", Some(record_text("CNI-FORWARD", &b))),
+    ] {
+        firewall(&node, &dir, "ADD", "ctr-a", "10.88.0.5/24");
+        match record {
+            None => std::fs::remove_file(recs.join(pm_key("ctr-a"))).unwrap(),
+            Some(t) => std::fs::write(recs.join(pm_key("ctr-a")), t).unwrap(),
+        }
+        firewall(&node, &dir, "DEL", "ctr-a", "10.88.0.5/24");
+        assert!(fw_rules(&node, "ctr-a").is_empty(), "{what}: DEL left rules");
+        assert_eq!(fw_rules(&node, "ctr-b"), b, "{what}: DEL touched another attachment");
+    }
+    firewall(&node, &dir, "ADD", "ctr-a", "10.88.0.5/24");
+    std::fs::remove_dir_all(&recs).unwrap();
+    firewall(&node, &dir, "ADD", "ctr-a", "10.88.0.5/24");
+    assert_eq!(
+        fw_rules(&node, "ctr-a").len(),
+        2,
+        "ADD after lost records kept stale rules"
+    );
+    firewall(&node, &dir, "DEL", "ctr-a", "10.88.0.5/24");
+    firewall(&node, &dir, "DEL", "ctr-b", "10.88.0.6/24");
+    assert!(fw_rules(&node, "ctr-a").is_empty() && fw_rules(&node, "ctr-b").is_empty());
 }
