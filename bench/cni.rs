@@ -12,6 +12,7 @@
 //! BENCH_OURS_DIR (another plugin dir in place of cni-multi, to check the harness),
 //! BENCH_CASES (comma-separated label prefixes, e.g. 1,5a,7), BENCH_SCALE (default "0,250,1000"),
 //! BENCH_OUT (the JSON file), BENCH_STRICT (exit 1 on any error: make bench-smoke),
+//! BENCH_REFERENCE_DIR (another plugin dir in place of /usr/lib/cni, e.g. an older cni-multi),
 //! BENCH_SIDES=ours (run only cni-multi's side: the reference's row reads "skipped"; for
 //! iterating on case 7 at 1000 pods, where filling the reference's node takes minutes).
 
@@ -872,7 +873,10 @@ fn main() {
     let ours_path = std::env::var("BENCH_OURS_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|_| ours_dir.0.clone());
-    let reference = Side::new("reference", PathBuf::from(REFERENCE_DIR));
+    // BENCH_REFERENCE_DIR: another plugin dir on the reference's side (e.g. an older
+    // cni-multi, for an A/B of two builds in one run under the same load).
+    let ref_dir = std::env::var("BENCH_REFERENCE_DIR").unwrap_or_else(|_| REFERENCE_DIR.into());
+    let reference = Side::new("reference", PathBuf::from(ref_dir));
     let ours = Side::new("cni-multi", ours_path);
     let sides = [&reference, &ours];
     let pods = [Ns::new("ref-pod"), Ns::new("ours-pod")];
