@@ -11,7 +11,10 @@
 //! Environment: CNI_MULTI_BIN (default target/cni-multi), BENCH_ITERS (default 30),
 //! BENCH_OURS_DIR (another plugin dir in place of cni-multi, to check the harness),
 //! BENCH_CASES (comma-separated label prefixes, e.g. 1,5a,7), BENCH_SCALE (default "0,250,1000"),
-//! BENCH_OUT (the JSON file), BENCH_STRICT (exit 1 on any error: make bench-smoke).
+//! BENCH_OUT (the JSON file), BENCH_STRICT (exit 1 on any error: make bench-smoke),
+//! BENCH_REFERENCE_DIR (another plugin dir in place of /usr/lib/cni, e.g. an older cni-multi),
+//! BENCH_SIDES=ours (run only cni-multi's side: the reference's row reads "skipped"; for
+//! iterating on case 7 at 1000 pods, where filling the reference's node takes minutes).
 
 use cni_multi::linux::NetNs;
 use serde_json::{json, Value};
@@ -135,6 +138,7 @@ fn exec(side: &Side, ptype: &str, command: &str, config: &[u8], a: &Attach) -> R
             .env("CNI_NETNS", &a.netns)
             .env("CNI_IFNAME", &a.ifname)
             .env("CNI_PATH", &side.dir)
+            .env("CNI_MULTI_STATE_DIR", &side.state.0)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -314,6 +318,9 @@ fn ab(
     mut f: impl FnMut(&Side, usize) -> Result<(Duration, Duration), String>,
 ) -> [Timings; 2] {
     let mut st = [Timings::default(), Timings::default()];
+    if ours_only() {
+        st[0].total.error = Some("skipped (BENCH_SIDES=ours)".into());
+    }
     for i in 0..warmup + iters {
         let order = if i % 2 == 0 { [0, 1] } else { [1, 0] };
         for k in order {
@@ -583,6 +590,7 @@ fn case_concurrent(side: &Side, n: usize) -> (Timings, String) {
                     .env("CNI_NETNS", pod.path())
                     .env("CNI_IFNAME", "eth0")
                     .env("CNI_PATH", &side.dir)
+                    .env("CNI_MULTI_STATE_DIR", &side.state.0)
                     .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
                     .stdin(Stdio::piped())
                     .stdout(Stdio::piped())
@@ -638,6 +646,11 @@ fn case_concurrent(side: &Side, n: usize) -> (Timings, String) {
     )
 }
 
+/// BENCH_SIDES=ours: the reference's side is not run.
+fn ours_only() -> bool {
+    std::env::var("BENCH_SIDES").is_ok_and(|s| s == "ours")
+}
+
 /// Case 7: ADD+DEL latency of one more pod when `n` pods are already attached.
 fn case_scale(sides: &[&Side; 2], list: &Value, caps: Value, n: usize, iters: usize) -> ([Timings; 2], Timings) {
     // 50 interfaces per pod netns keeps namespace creation out of the way.
@@ -645,6 +658,9 @@ fn case_scale(sides: &[&Side; 2], list: &Value, caps: Value, n: usize, iters: us
     let mut holders = Vec::new();
     let mut attached: Vec<(usize, Attach, Value)> = Vec::new();
     for (k, s) in sides.iter().enumerate() {
+        if k == 0 && ours_only() {
+            continue;
+        }
         let net = net_for(s, list, caps.clone());
         for j in 0..n {
             if j % per == 0 {
@@ -770,6 +786,7 @@ fn peak_rss_as(side: &Side, plugin: &str, cid: &str, config: &[u8], pod: &Ns) ->
             .env("CNI_NETNS", pod.path())
             .env("CNI_IFNAME", "eth0")
             .env("CNI_PATH", &side.dir)
+            .env("CNI_MULTI_STATE_DIR", &side.state.0)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -856,7 +873,10 @@ fn main() {
     let ours_path = std::env::var("BENCH_OURS_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|_| ours_dir.0.clone());
-    let reference = Side::new("reference", PathBuf::from(REFERENCE_DIR));
+    // BENCH_REFERENCE_DIR: another plugin dir on the reference's side (e.g. an older
+    // cni-multi, for an A/B of two builds in one run under the same load).
+    let ref_dir = std::env::var("BENCH_REFERENCE_DIR").unwrap_or_else(|_| REFERENCE_DIR.into());
+    let reference = Side::new("reference", PathBuf::from(ref_dir));
     let ours = Side::new("cni-multi", ours_path);
     let sides = [&reference, &ours];
     let pods = [Ns::new("ref-pod"), Ns::new("ours-pod")];

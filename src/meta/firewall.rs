@@ -23,7 +23,8 @@
 //! ```
 //!
 //! Differences from the reference, on purpose: one `inet` table serves both families; rules are
-//! found again by comment, so DEL works without prevResult; `isolated` also drops frames bridged
+//! found again by comment (through the handles recorded at ADD, `pkg::nft_records`, while the
+//! stamp — the admin jump's handle — holds; else by a dump), so DEL works without prevResult; `isolated` also drops frames bridged
 //! between two ports of the bridge (the iptables rule only sees them with br_netfilter loaded).
 //! As in the reference, isolation rules are per bridge and never torn down.
 //!
@@ -66,7 +67,9 @@ use crate::linux::nft::{
     xt::{self, IptRule},
     Batch, Chain, ChainType, CmpOp, Family, Hook, NftSocket, Policy, Position, Rule, RuleBuilder, Table,
 };
+use crate::pkg::nft_records::{self as records, Recorded, Records};
 use crate::pkg::reference_iptables as reference;
+use crate::pkg::sha512::hex_prefix;
 
 pub static PLUGIN: Plugin = Plugin {
     name: "firewall",
@@ -212,9 +215,15 @@ fn add(args: &CmdArgs) -> Result<CniResult> {
     // Shared rules are added only when missing: pods added in parallel would each add them
     // (seen: three FORWARD jumps from twelve parallel ADDs). So the batch is committed only at
     // the generation its listings saw, and rebuilt when another writer came in between.
-    Batch::build_and_commit(&sock, Batch::BUSY_RETRIES, |b| -> Result<()> {
+    let key = records::key(&hex_prefix(&conf.net.name, 16), &args.ifname, &args.container_id);
+    let rec = Records::open(&sock, Family::Inet, TABLE);
+    let mut plan = None;
+    if backend != Backend::Iptables {
+        rec.put_pending(&key);
+    }
+    let handles = Batch::build_and_commit_echo(&sock, Batch::BUSY_RETRIES, |b| -> Result<()> {
         if backend != Backend::Iptables {
-            add_nft(&sock, b, &conf, &prev, ingress, &comment)?;
+            plan = Some(add_nft(&sock, b, &rec, &key, &conf, &prev, ingress, &comment)?);
         }
         for (f, ips) in ipt_families(&sock, backend, &prev)? {
             ipt_add(&sock, b, f, &ips, &conf.admin_chain, ingress, bridge)?;
@@ -222,7 +231,55 @@ fn add(args: &CmdArgs) -> Result<CniResult> {
         Ok(())
     })
     .context("failed to set up firewall rules")?;
+    if let Some(p) = plan {
+        p.record(&rec, &key, &handles);
+    }
     Ok(prev)
+}
+
+/// Where ADD's batch put what the records need: the pod's rules (index, count) and the
+/// admin jump (its handle when it was there, else its index in the batch).
+struct NftPlan {
+    pods: (usize, usize),
+    admin: Result<u64, usize>,
+    /// The records are complete (the stamp held, or the dump rewrote them).
+    complete: bool,
+    stamped: Option<u64>,
+}
+
+impl NftPlan {
+    fn record(&self, rec: &Records, key: &str, handles: &[Option<u64>]) {
+        let (i, n) = self.pods;
+        let made: Option<Vec<(String, u64)>> = handles
+            .get(i..i + n)
+            .and_then(|hs| hs.iter().map(|h| h.map(|h| (CNI_FORWARD.to_string(), h))).collect());
+        match made {
+            Some(m) if !m.is_empty() => rec.put(key, &m),
+            _ => rec.forget(key),
+        }
+        let admin = match self.admin {
+            Ok(h) => Some(h),
+            Err(i) => handles.get(i).copied().flatten(),
+        };
+        match admin {
+            Some(h) if self.stamped == Some(h) => {} // as it was
+            Some(h) if self.complete => rec.put_stamp(&[h]),
+            _ => rec.forget_stamp(),
+        }
+    }
+}
+
+/// The stamp of the firewall's records is the handle of the admin jump in `CNI-FORWARD`
+/// (made once per table, never rebuilt): it holds while that handle is still this jump.
+fn stamped_admin(sock: &NftSocket, rec: &Records, admin_jump: &Rule) -> Result<Option<u64>> {
+    let Some([h]) = rec.stamp().as_deref().and_then(|s| <[u64; 1]>::try_from(s).ok()) else {
+        return Ok(None);
+    };
+    let r = sock.get_rule(Family::Inet, TABLE, CNI_FORWARD, h)?;
+    Ok(
+        r.filter(|r| r.exprs == admin_jump.exprs && r.comment == admin_jump.comment)
+            .map(|_| h),
+    )
 }
 
 /// Removes this attachment's rules from CNI-FORWARD of our table, by comment (no prevResult
@@ -243,7 +300,23 @@ fn del(args: &CmdArgs) -> Result<()> {
         .iter()
         .flat_map(|p| p.ips.iter().map(|i| i.address.addr()))
         .collect();
-    for r in sock.list_rules(Family::Inet, TABLE, CNI_FORWARD)? {
+    let key = records::key(&hex_prefix(&conf.net.name, 16), &args.ifname, &args.container_id);
+    let rec = Records::open(&sock, Family::Inet, TABLE);
+    let admin_jump = RuleBuilder::new(&t, CNI_FORWARD)
+        .jump(&conf.admin_chain)
+        .comment(ADMIN_COMMENT)
+        .build();
+    let recorded = match rec.get(&key) {
+        Recorded::Rules(r) if stamped_admin(&sock, &rec, &admin_jump)?.is_some() => {
+            records::verify(&sock, Family::Inet, TABLE, &r, &|c| c == comment)?
+        }
+        _ => None,
+    };
+    let ours = match recorded {
+        Some(rules) => rules,
+        None => sock.list_rules(Family::Inet, TABLE, CNI_FORWARD)?,
+    };
+    for r in ours {
         if r.comment.as_deref() == Some(comment.as_str()) {
             b.del_rule(&t, CNI_FORWARD, r.handle.unwrap_or_default());
             ips.extend(xt::full_addresses(&r.exprs));
@@ -270,6 +343,7 @@ fn del(args: &CmdArgs) -> Result<()> {
     if !b.is_empty() {
         b.commit(&sock).context("failed to remove firewall rules")?;
     }
+    rec.forget(&key);
     Ok(())
 }
 
@@ -304,16 +378,46 @@ fn check(args: &CmdArgs) -> Result<()> {
 }
 
 /// Our own table's rules (see the module doc).
+#[allow(clippy::too_many_arguments)]
 fn add_nft(
     sock: &NftSocket,
     b: &mut Batch,
+    rec: &Records,
+    key: &str,
     conf: &FirewallConf,
     prev: &CniResult,
     ingress: Ingress,
     comment: &str,
-) -> Result<()> {
+) -> Result<NftPlan> {
     let t = table();
-    let have = sock.list_rules(Family::Inet, TABLE, CNI_FORWARD)?;
+    // The admin chain is evaluated first, so operators can override the accepts.
+    let admin_jump = RuleBuilder::new(&t, CNI_FORWARD)
+        .jump(&conf.admin_chain)
+        .comment(ADMIN_COMMENT)
+        .build();
+    // This attachment's old rules and the admin jump: from the records while their stamp
+    // holds, else from a dump of CNI-FORWARD (which writes the records again).
+    let stamped = stamped_admin(sock, rec, &admin_jump)?;
+    let from_record = match (stamped, rec.get(key)) {
+        (Some(_), Recorded::Missing) => Some(Vec::new()),
+        (Some(_), Recorded::Rules(r)) => records::verify(sock, Family::Inet, TABLE, &r, &|c| c == comment)?,
+        _ => None,
+    };
+    let (stale, admin, complete) = match from_record {
+        Some(r) => (r, stamped, true),
+        None => {
+            let gen = sock.generation()?;
+            let have = sock.list_rules(Family::Inet, TABLE, CNI_FORWARD)?;
+            let complete =
+                sock.generation()? == gen && records::rerecord(rec, &have, key, &crate::pkg::comment::record_key);
+            let admin = have.iter().find(|r| r.exprs == admin_jump.exprs).and_then(|r| r.handle);
+            let stale = have
+                .into_iter()
+                .filter(|r| r.comment.as_deref() == Some(comment))
+                .collect();
+            (stale, admin, complete)
+        }
+    };
     b.add_table(&t);
     for c in [CNI_FORWARD, &conf.admin_chain, STAGE1, STAGE2] {
         b.add_chain(&Chain::regular(&t, c));
@@ -337,24 +441,30 @@ fn add_nft(
             .build(),
         Position::Append,
     );
-    // The admin chain is evaluated first, so operators can override the accepts.
-    let admin_jump = RuleBuilder::new(&t, CNI_FORWARD)
-        .jump(&conf.admin_chain)
-        .comment(ADMIN_COMMENT)
-        .build();
-    if !have.iter().any(|r| r.exprs == admin_jump.exprs) {
-        b.add_rule(&admin_jump, Position::Prepend);
-    }
-    for r in have.iter().filter(|r| r.comment.as_deref() == Some(comment)) {
+    let admin = match admin {
+        Some(h) => Ok(h),
+        None => {
+            b.add_rule(&admin_jump, Position::Prepend);
+            Err(b.len() - 1)
+        }
+    };
+    for r in &stale {
         b.del_rule(&t, CNI_FORWARD, r.handle.unwrap_or_default());
     }
-    for r in pod_rules(prev, comment) {
-        b.add_rule(&r, Position::Append);
+    let first = b.len();
+    let pods = pod_rules(prev, comment);
+    for r in &pods {
+        b.add_rule(r, Position::Append);
     }
     if ingress != Ingress::Open {
         add_isolation(sock, b, prev, ingress, comment)?;
     }
-    Ok(())
+    Ok(NftPlan {
+        pods: (first, pods.len()),
+        admin,
+        complete,
+        stamped,
+    })
 }
 
 /// The bridge of an ingress policy: `prevResult.interfaces[0]`, as in the reference.

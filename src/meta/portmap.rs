@@ -38,6 +38,7 @@ use crate::linux::nft::{
 };
 use crate::linux::{sysctl, Netlink};
 use crate::pkg::comment::rule_comment;
+use crate::pkg::nft_records::{self as records, Recorded, Records};
 use crate::pkg::portmap_iptables as ipt;
 use crate::pkg::reference_iptables as reference;
 use crate::pkg::sha512::hex_prefix;
@@ -434,6 +435,7 @@ fn add(args: &CmdArgs) -> Result<CniResult> {
     let (v4, v6) = container_ips(&prev, &args.ifname);
     let sock = NftSocket::open()?;
     let comment = rule_comment(&conf.net.name, &args.container_id, &args.ifname);
+    let key = records::key(&hex_prefix(&conf.net.name, 16), &args.ifname, &args.container_id);
     // Each family is its own batch and route_localnet may fail after the first: a failed ADD
     // takes back every rule it committed (found by comment, as DEL finds them).
     let mut undo = Undo::new();
@@ -452,8 +454,8 @@ fn add(args: &CmdArgs) -> Result<CniResult> {
                 });
             }
             None => {
-                forward_ports(&sock, &conf, cip, &comment)?;
-                let (fam, c) = (table(cip.is_ipv6()).family, comment.clone());
+                forward_ports(&sock, &conf, cip, &comment, &key)?;
+                let (fam, c, k) = (table(cip.is_ipv6()).family, comment.clone(), key.clone());
                 undo.push(format!("remove {fam} port mappings of {c}"), move || {
                     let sock = NftSocket::open()?;
                     let mut b = Batch::new();
@@ -461,6 +463,7 @@ fn add(args: &CmdArgs) -> Result<CniResult> {
                     if !b.is_empty() {
                         b.commit(&sock)?;
                     }
+                    Records::open(&sock, fam, TABLE).forget(&k);
                     Ok(())
                 });
             }
@@ -491,15 +494,26 @@ fn add(args: &CmdArgs) -> Result<CniResult> {
 fn del(args: &CmdArgs) -> Result<()> {
     let net: NetConf = config::parse(&args.stdin)?;
     let ours = rule_comment(&net.name, &args.container_id, &args.ifname);
+    let key = records::key(&hex_prefix(&net.name, 16), &args.ifname, &args.container_id);
     let sock = NftSocket::open()?;
     let mut errors = Vec::new();
     let mut b = Batch::new();
+    let mut recs = Vec::new();
     for fam in [Family::Ip, Family::Ip6] {
-        // The reference's nftables backend comments its rules with the bare container ID.
-        match own_rules(&sock, fam, |c| c == ours || c == args.container_id) {
+        let rec = Records::open(&sock, fam, TABLE);
+        // The reference's nftables backend comments its rules with the bare container ID;
+        // a record (while the stamp holds: the reference has not run an ADD since) says
+        // there are none, and where ours are.
+        let found = match recorded_for_del(&sock, &rec, fam, &ours, &key) {
+            Ok(Some(rules)) => Ok(rules),
+            Ok(None) => own_rules(&sock, fam, |c| c == ours || c == args.container_id),
+            Err(e) => Err(e),
+        };
+        match found {
             Ok(rules) => delete_into(&mut b, fam, &rules),
             Err(e) => errors.push(format!("{fam}: {e:#}")),
         }
+        recs.push(rec);
     }
     let (dnat, snat) = reference_comments(&net.name, &args.container_id);
     let chains = [
@@ -525,6 +539,9 @@ fn del(args: &CmdArgs) -> Result<()> {
     }
     if !errors.is_empty() {
         bail!("could not remove port mappings: {}", errors.join("; "));
+    }
+    for rec in &recs {
+        rec.forget(&key);
     }
     Ok(())
 }
@@ -614,16 +631,30 @@ fn gc(args: &CmdArgs) -> Result<()> {
     if !errors.is_empty() {
         bail!("portmap GC: {}", errors.join("; "));
     }
+    // The records of attachments that are not valid go too (their rules just went).
+    let keep: Vec<String> = valid
+        .iter()
+        .map(|a| records::key(&hash, &a.ifname, &a.container_id))
+        .collect();
+    for fam in [Family::Ip, Family::Ip6] {
+        let rec = Records::open(&sock, fam, TABLE);
+        for k in rec.keys() {
+            if k.starts_with(&format!("{hash}-")) && !keep.contains(&k) {
+                rec.forget(&k);
+            }
+        }
+    }
     Ok(())
 }
 
 /// One atomic batch: the table's skeleton (shared chains rebuilt), this attachment's old rules
-/// out, its new rules in.
-fn forward_ports(sock: &NftSocket, conf: &Conf, cip: IpAddr, comment: &str) -> Result<()> {
+/// out, its new rules in. The old rules come from the attachment's record (`nft_records`)
+/// when the records are complete, else from a dump of the per-container chains.
+fn forward_ports(sock: &NftSocket, conf: &Conf, cip: IpAddr, comment: &str, key: &str) -> Result<()> {
     let v6 = cip.is_ipv6();
     let t = table(v6);
     let conds = if v6 { &conf.cond_v6 } else { &conf.cond_v4 };
-    let stale = own_rules(sock, t.family, |c| c == comment)?;
+    let rec = Records::open(sock, t.family, TABLE);
     let mut b = Batch::new();
     b.add_table(&t);
     for c in [HOSTPORTS, HOSTIP_HOSTPORTS, HOSTPORTS_ALL] {
@@ -635,7 +666,7 @@ fn forward_ports(sock: &NftSocket, conf: &Conf, cip: IpAddr, comment: &str) -> R
         .into_iter()
         .map(|target| RuleBuilder::new(&t, HOSTPORTS_ALL).jump(target).build())
         .collect();
-    rebuild_if_different(sock, &mut b, &t, HOSTPORTS_ALL, &all)?;
+    let mut shared = vec![rebuild_if_different(sock, &mut b, &t, HOSTPORTS_ALL, &all)?];
     for (name, hook) in [("prerouting", Hook::Prerouting), ("output", Hook::Output)] {
         b.add_chain(&Chain::base(
             &t,
@@ -647,37 +678,129 @@ fn forward_ports(sock: &NftSocket, conf: &Conf, cip: IpAddr, comment: &str) -> R
         ));
         let rb = apply_conditions(RuleBuilder::new(&t, name), conds);
         let entry = [rb.fib_daddr_type(rtn::LOCAL).jump(HOSTPORTS_ALL).build()];
-        rebuild_if_different(sock, &mut b, &t, name, &entry)?;
+        shared.push(rebuild_if_different(sock, &mut b, &t, name, &entry)?);
     }
     if conf.snat {
-        b.add_chain(&Chain::base(
-            &t,
-            MASQUERADING,
-            ChainType::Nat,
-            Hook::Postrouting,
-            priority::SRCNAT,
-            Policy::Accept,
-        ));
+        b.add_chain(&Chain::srcnat(&t, MASQUERADING));
     }
+    let listed: Vec<u64> = shared.iter().flat_map(|s| s.listed.iter().copied()).collect();
+    let stamped = rec.stamp_matches(&listed);
+    let from_record = match (stamped, rec.get(key)) {
+        // Complete records and none for this attachment: it has no rules.
+        (true, Recorded::Missing) => Some(Vec::new()),
+        (true, Recorded::Rules(r)) => records::verify(sock, t.family, TABLE, &r, &|c| c == comment)?,
+        _ => None,
+    };
+    let (stale, complete) = match from_record {
+        Some(r) => (r, true),
+        None => dump_and_rerecord(sock, &rec, t.family, comment, key)?,
+    };
     for r in &stale {
         b.del_rule(&t, &r.chain, r.handle.unwrap_or_default());
     }
-    for r in container_rules(conf, cip, comment) {
-        b.add_rule(&r, Position::Append);
+    let first = b.len();
+    let mine = container_rules(conf, cip, comment);
+    for r in &mine {
+        b.add_rule(r, Position::Append);
     }
-    b.commit(sock)
-        .context("unable to set up nftables rules for port mappings")
+    rec.put_pending(key);
+    let handles = b
+        .commit_echo(sock)
+        .context("unable to set up nftables rules for port mappings")?;
+    let made: Option<Vec<(String, u64)>> = mine
+        .iter()
+        .enumerate()
+        .map(|(i, r)| Some((r.chain.clone(), handles.get(first + i).copied().flatten()?)))
+        .collect();
+    match made {
+        Some(m) if !m.is_empty() => rec.put(key, &m),
+        _ => rec.forget(key),
+    }
+    // The shared rules' handles now: as listed, or as the kernel gave the rebuilt ones.
+    let now: Option<Vec<u64>> = shared
+        .iter()
+        .map(|s| match s.rebuilt_at {
+            None => Some(s.listed.clone()),
+            Some((i, n)) => handles.get(i..i + n)?.iter().copied().collect(),
+        })
+        .collect::<Option<Vec<Vec<u64>>>>()
+        .map(|v| v.concat());
+    match now {
+        Some(hs) if stamped && hs == listed => {} // as it was
+        Some(hs) if complete => rec.put_stamp(&hs),
+        _ => rec.forget_stamp(),
+    }
+    Ok(())
+}
+
+/// A shared chain as ADD found it: its rules' handles, and where in the batch its rebuilt
+/// rules are (index, count) when it had to be rebuilt.
+struct Shared {
+    listed: Vec<u64>,
+    rebuilt_at: Option<(usize, usize)>,
 }
 
 /// Flush and refill `chain` in the batch unless it already holds exactly `rules`.
-fn rebuild_if_different(sock: &NftSocket, b: &mut Batch, t: &Table, chain: &str, rules: &[Rule]) -> Result<()> {
-    if !sock.chain_holds(t.family, &t.name, chain, rules)? {
+fn rebuild_if_different(sock: &NftSocket, b: &mut Batch, t: &Table, chain: &str, rules: &[Rule]) -> Result<Shared> {
+    let have = sock.list_rules(t.family, &t.name, chain)?;
+    let same = have.len() == rules.len()
+        && have
+            .iter()
+            .zip(rules)
+            .all(|(h, e)| h.exprs == e.exprs && h.comment == e.comment);
+    let mut rebuilt_at = None;
+    if !same {
         b.flush_chain(t, chain);
+        rebuilt_at = Some((b.len(), rules.len()));
         for r in rules {
             b.add_rule(r, Position::Append);
         }
     }
-    Ok(())
+    Ok(Shared {
+        listed: records::base_handles(&have),
+        rebuilt_at,
+    })
+}
+
+/// The dump ADD falls back to: every rule of the per-container chains, the attachment's
+/// (`comment`) returned and every attachment's record written again. True in the second place
+/// when the records are now complete: the ruleset did not change during the dumps and every
+/// comment of ours names its attachment whole (not cut at 128 bytes).
+fn dump_and_rerecord(
+    sock: &NftSocket,
+    rec: &Records,
+    fam: Family,
+    comment: &str,
+    key: &str,
+) -> Result<(Vec<Rule>, bool)> {
+    let gen = sock.generation()?;
+    let all = own_rules(sock, fam, |_| true)?;
+    let complete = sock.generation()? == gen && records::rerecord(rec, &all, key, &crate::pkg::comment::record_key);
+    let mine = all
+        .into_iter()
+        .filter(|r| r.comment.as_deref() == Some(comment))
+        .collect();
+    Ok((mine, complete))
+}
+
+/// DEL's lookup of the attachment's rules in one family by its record: `None` when there is
+/// no usable record or the stamp does not hold (then DEL dumps).
+fn recorded_for_del(sock: &NftSocket, rec: &Records, fam: Family, ours: &str, key: &str) -> Result<Option<Vec<Rule>>> {
+    let Recorded::Rules(r) = rec.get(key) else {
+        return Ok(None);
+    };
+    let mut listed = Vec::new();
+    for chain in [HOSTPORTS_ALL, "prerouting", "output"] {
+        match sock.list_rules(fam, TABLE, chain) {
+            Ok(rules) => listed.extend(records::base_handles(&rules)),
+            Err(e) if e.is_not_found() => return Ok(None),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    if !rec.stamp_matches(&listed) {
+        return Ok(None);
+    }
+    records::verify(sock, fam, TABLE, &r, &|c| c == ours)
 }
 
 /// `route_localnet=1` on the interface that routes to the container, so that 127.0.0.1 may

@@ -9,3 +9,13 @@ pub fn rule_comment(network: &str, container_id: &str, ifname: &str) -> String {
     truncate(&mut c, 128);
     c
 }
+
+/// The record key (`nft_records::key`) of the attachment a [`rule_comment`] names:
+/// `Some(Some(key))`; `Some(None)` for a comment of this form that may have been cut at 128
+/// bytes (its attachment cannot be told); `None` for any other comment.
+pub fn record_key(c: &str) -> Option<Option<String>> {
+    let (cid, rest) = c.split_once(", nethash: ")?;
+    let (hash, ifname) = rest.split_once(", if: ")?;
+    let whole = c.len() < 128 && crate::pkg::nft_records::is_key(&format!("{hash}-{hash}"));
+    Some(whole.then(|| crate::pkg::nft_records::key(hash, ifname, cid)))
+}

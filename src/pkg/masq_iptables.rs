@@ -18,7 +18,7 @@ use ipnet::IpNet;
 
 use super::sha512::hex_prefix;
 use crate::linux::nft::xt::{self, IptRule};
-use crate::linux::nft::{priority, Batch, Chain, ChainType, Expr, Family, Hook, NftSocket, Policy, Position, Rule};
+use crate::linux::nft::{Batch, Chain, Expr, Family, NftSocket, Position, Rule};
 use crate::linux::nft::{Table, Verdict};
 
 pub const TABLE: &str = "nat";
@@ -97,14 +97,7 @@ fn queue_family(sock: &NftSocket, b: &mut Batch, v6: bool, chain: &str, comment:
     }
     // Only missing chains are sent: re-adding an existing base chain would reset its policy.
     if !chains.iter().any(|c| c == POSTROUTING) {
-        b.add_chain(&Chain::base(
-            &t,
-            POSTROUTING,
-            ChainType::Nat,
-            Hook::Postrouting,
-            priority::SRCNAT,
-            Policy::Accept,
-        ));
+        b.add_chain(&Chain::srcnat(&t, POSTROUTING));
     }
     if !chains.iter().any(|c| c == chain) {
         b.add_chain(&Chain::regular(&t, chain));

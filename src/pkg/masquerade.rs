@@ -24,11 +24,10 @@
 use anyhow::{Context, Result};
 use ipnet::IpNet;
 
+use super::nft_records::{self as records, Recorded, Records};
 use super::reference_iptables as reference;
 use super::sha512::hex_prefix;
-use crate::linux::nft::{
-    priority, Batch, Chain, ChainType, CmpOp, Expr, Family, Hook, NftSocket, Policy, Position, Rule,
-};
+use crate::linux::nft::{Batch, Chain, CmpOp, Expr, Family, NftSocket, Position, Rule};
 use crate::linux::nft::{RuleBuilder, Table};
 
 pub const TABLE: &str = "cni_plugins_masquerade";
@@ -49,11 +48,7 @@ pub fn hash_for_network(network: &str) -> String {
 
 /// `h16(network)-h16(ifname:containerID)`: the prefix of one attachment's rules.
 pub fn hash_for_instance(network: &str, ifname: &str, container_id: &str) -> String {
-    format!(
-        "{}-{}",
-        hash_for_network(network),
-        hex_prefix(&format!("{ifname}:{container_id}"), 16)
-    )
+    records::key(&hash_for_network(network), ifname, container_id)
 }
 
 /// The rule comment: the instance hash, then a human description, cut to 128 bytes.
@@ -80,7 +75,7 @@ pub(crate) fn truncate(s: &mut String, max: usize) {
     }
 }
 
-/// The masquerade rules of `masq_checks` whose comment starts with `prefix`.
+/// The masquerade rules of `masq_checks` whose comment starts with `prefix` (a dump).
 fn find_rules(sock: &NftSocket, prefix: &str) -> Result<Vec<Rule>> {
     let rules = sock
         .list_rule_comments(Family::Inet, TABLE, CHAIN)
@@ -91,23 +86,51 @@ fn find_rules(sock: &NftSocket, prefix: &str) -> Result<Vec<Rule>> {
         .collect())
 }
 
+fn records(sock: &NftSocket) -> Records {
+    Records::open(sock, Family::Inet, TABLE)
+}
+
+/// The attachment's rules from its record, when the stamp says the records are complete
+/// (`stamped`) and the record checks out; `None`: dump.
+fn recorded(sock: &NftSocket, rec: &Records, key: &str, stamped: bool, add: bool) -> Result<Option<Vec<Rule>>> {
+    if !stamped {
+        return Ok(None);
+    }
+    match rec.get(key) {
+        // Complete records and none for this attachment: it has no rules (ADD). DEL still
+        // dumps: a lost record must not leave rules behind.
+        Recorded::Missing if add => Ok(Some(Vec::new())),
+        Recorded::Rules(r) => records::verify(sock, Family::Inet, TABLE, &r, &|c| c.starts_with(key)),
+        _ => Ok(None),
+    }
+}
+
+/// The dump ADD falls back to: the attachment's rules, and every attachment's record written
+/// again from it. True in the second place when the records are now complete (the ruleset
+/// did not change during the dump).
+fn dump_and_rerecord(sock: &NftSocket, rec: &Records, key: &str) -> Result<(Vec<Rule>, bool)> {
+    let gen = sock.generation()?;
+    let all = find_rules(sock, "")?;
+    let key_of = |c: &str| c.get(..33).filter(|k| records::is_key(k)).map(|k| Some(k.to_string()));
+    let complete = sock.generation()? == gen && records::rerecord(rec, &all, key, &key_of);
+    let mine = all
+        .into_iter()
+        .filter(|r| r.comment.as_deref().is_some_and(|c| c.starts_with(key)))
+        .collect();
+    Ok((mine, complete))
+}
+
 /// Masquerade traffic from each of `ips` to anything outside its subnet (and not multicast),
 /// for the attachment (network, ifname, container_id). Replaces that attachment's earlier rules.
 /// One atomic batch, applied through `sock` (a socket in the node's netns, where the rules live).
 pub fn setup(sock: &NftSocket, network: &str, ifname: &str, container_id: &str, ips: &[IpNet]) -> Result<()> {
-    let stale = find_rules(sock, &hash_for_instance(network, ifname, container_id))?;
+    let key = hash_for_instance(network, ifname, container_id);
+    let rec = records(sock);
     let t = table();
     let mut b = Batch::new();
     b.add_table(&t);
     b.add_chain(&Chain::regular(&t, CHAIN));
-    b.add_chain(&Chain::base(
-        &t,
-        POSTROUTING,
-        ChainType::Nat,
-        Hook::Postrouting,
-        priority::SRCNAT,
-        Policy::Accept,
-    ));
+    b.add_chain(&Chain::srcnat(&t, POSTROUTING));
     // The base chain must have exactly this shape; the reference flushes and rebuilds it on
     // every ADD, which here is done only when it differs (a rebuild frees rules, and that
     // makes the socket's close wait a whole RCU grace period).
@@ -118,11 +141,18 @@ pub fn setup(sock: &NftSocket, network: &str, ifname: &str, container_id: &str, 
         .map(|net| RuleBuilder::new(&t, POSTROUTING).daddr(CmpOp::Eq, net).ret().build())
         .collect();
     base.push(RuleBuilder::new(&t, POSTROUTING).goto(CHAIN).build());
-    if !sock
-        .chain_holds(Family::Inet, TABLE, POSTROUTING, &base)
-        .context("could not list the masquerade base chain")?
-    {
+    let listed = sock
+        .list_rules(Family::Inet, TABLE, POSTROUTING)
+        .context("could not list the masquerade base chain")?;
+    let stamped = rec.stamp_matches(&records::base_handles(&listed));
+    let (stale, complete) = match recorded(sock, &rec, &key, stamped, true)? {
+        Some(r) => (r, stamped),
+        None => dump_and_rerecord(sock, &rec, &key)?,
+    };
+    let mut base_at = None;
+    if !holds(&listed, &base) {
         b.flush_chain(&t, POSTROUTING);
+        base_at = Some(b.len());
         for r in &base {
             b.add_rule(r, Position::Append);
         }
@@ -133,11 +163,41 @@ pub fn setup(sock: &NftSocket, network: &str, ifname: &str, container_id: &str, 
         }
     }
     let comment = comment_for_instance(network, ifname, container_id);
+    let first = b.len();
     for ip in ips {
         b.add_rule(&masq_rule(ip, &comment), Position::Append);
     }
-    b.commit(sock)
-        .with_context(|| format!("failed to set up IP masquerading for {container_id}/{ifname}"))
+    rec.put_pending(&key);
+    let handles = b
+        .commit_echo(sock)
+        .with_context(|| format!("failed to set up IP masquerading for {container_id}/{ifname}"))?;
+    let echoed = |from: usize, n: usize| -> Option<Vec<u64>> { handles.get(from..from + n)?.iter().copied().collect() };
+    match echoed(first, ips.len()) {
+        Some(hs) if !hs.is_empty() => rec.put(
+            &key,
+            &hs.into_iter().map(|h| (CHAIN.to_string(), h)).collect::<Vec<_>>(),
+        ),
+        _ => rec.forget(&key),
+    }
+    let base_now = match base_at {
+        Some(i) => echoed(i, base.len()),
+        None => Some(records::base_handles(&listed)),
+    };
+    match base_now {
+        Some(_) if stamped && base_at.is_none() => {} // as it was
+        Some(hs) if complete => rec.put_stamp(&hs),
+        _ => rec.forget_stamp(),
+    }
+    Ok(())
+}
+
+/// Whether the listed rules are exactly `expected` (expressions and comments, in order).
+fn holds(have: &[Rule], expected: &[Rule]) -> bool {
+    have.len() == expected.len()
+        && have
+            .iter()
+            .zip(expected)
+            .all(|(h, e)| h.exprs == e.exprs && h.comment == e.comment)
 }
 
 /// The rule ADD makes for one address of the attachment.
@@ -194,7 +254,23 @@ fn same_exprs(a: &[Expr], b: &[Expr]) -> bool {
 /// and entry rule (made before a swap), in one batch. Needs neither the container's netns
 /// nor its IPs; nothing to remove is success.
 pub fn teardown(sock: &NftSocket, network: &str, ifname: &str, container_id: &str) -> Result<()> {
-    let rules = find_rules(sock, &hash_for_instance(network, ifname, container_id))?;
+    let key = hash_for_instance(network, ifname, container_id);
+    let rec = records(sock);
+    // The record is trusted only while the stamp holds (the reference has not run an ADD since).
+    let stamped = match rec.get(&key) {
+        Recorded::Rules(_) => {
+            let listed = match sock.list_rules(Family::Inet, TABLE, POSTROUTING) {
+                Err(e) if e.is_not_found() => Vec::new(),
+                r => r.context("could not list the masquerade base chain")?,
+            };
+            rec.stamp_matches(&records::base_handles(&listed))
+        }
+        _ => false,
+    };
+    let rules = match recorded(sock, &rec, &key, stamped, false)? {
+        Some(r) => r,
+        None => find_rules(sock, &key)?,
+    };
     let mut b = Batch::new();
     delete_into(&mut b, &rules);
     let comment = reference::masq_comment(network, container_id);
@@ -204,7 +280,9 @@ pub fn teardown(sock: &NftSocket, network: &str, ifname: &str, container_id: &st
     if theirs == 0 {
         reference::note_if_legacy("nat", "ipMasq chains");
     }
-    commit(sock, &b).with_context(|| format!("failed to remove IP masquerading for {container_id}/{ifname}"))
+    commit(sock, &b).with_context(|| format!("failed to remove IP masquerading for {container_id}/{ifname}"))?;
+    rec.forget(&key);
+    Ok(())
 }
 
 /// Removes the masquerade rules of `network` whose attachment is not in `valid`
@@ -227,7 +305,20 @@ pub fn gc(sock: &NftSocket, network: &str, valid: &[(&str, &str)]) -> Result<()>
             .is_some_and(|(net, cid)| net == network && !valid.iter().any(|(v, _)| *v == cid))
     };
     reference::plan_nat_removal(sock, &mut b, reference::Scope::Table, &dead, &[])?;
-    commit(sock, &b).with_context(|| format!("failed to garbage-collect IP masquerading of network {network}"))
+    commit(sock, &b).with_context(|| format!("failed to garbage-collect IP masquerading of network {network}"))?;
+    // The records of attachments that are not valid go too (their rules just went).
+    let rec = records(sock);
+    let keep: Vec<String> = valid
+        .iter()
+        .map(|(cid, ifname)| hash_for_instance(network, ifname, cid))
+        .collect();
+    let prefix = format!("{}-", hash_for_network(network));
+    for k in rec.keys() {
+        if k.starts_with(&prefix) && !keep.contains(&k) {
+            rec.forget(&k);
+        }
+    }
+    Ok(())
 }
 
 fn delete_into(b: &mut Batch, rules: &[Rule]) {

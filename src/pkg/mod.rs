@@ -14,7 +14,8 @@
 //!   `ipMasqBackend: "iptables"`, the reference's own rules) and [`portmap_iptables`] (portmap's
 //!   `backend: "iptables"`); [`reference_iptables`] (the reference's iptables state, found and
 //!   removed after a node swap); [`spoofcheck`] (macspoofchk, `bridge nat`); [`sha512`] and
-//!   [`comment`] for the reference's rule names and comments.
+//!   [`comment`] for the reference's rule names and comments; [`nft_records`]: where an
+//!   attachment's nftables rules are (handles recorded at ADD), so ADD and DEL need no dump.
 //! - [`caps`]: the capabilities each plugin keeps, by name.
 
 pub mod caps;
@@ -30,6 +31,7 @@ pub mod mac;
 pub mod masq_iptables;
 pub mod masquerade;
 pub mod netns;
+pub mod nft_records;
 pub mod portmap_iptables;
 pub mod reference_iptables;
 pub mod sha512;

@@ -92,7 +92,8 @@ fn per_attachment(chain: &str) -> bool {
 /// Where [`plan_nat_removal`] looks.
 pub enum Scope<'a> {
     /// Only these chains (DEL: the chains the reference uses for one attachment; fast on a
-    /// node whose nat table is large).
+    /// node whose nat table is large). With `names` given, every rule `pick` selects here
+    /// must jump to one of them: a family where none exists is skipped unlisted.
     Chains(&'a [&'a str]),
     /// Every chain of the table (GC).
     Table,
@@ -123,6 +124,13 @@ pub fn plan_nat_removal(
                     if iptables::chain_exists(sock, v6, NAT, c).context(what)? {
                         existing.push(c.clone());
                     }
+                }
+                // What DEL picks in these chains are the jumps into the attachment's own
+                // chains `names`, and a jump to a missing chain cannot exist: none of them
+                // there (a node the reference never ran on) is nothing to find, without
+                // listing the shared chains, which grow with the node's other rules.
+                if !names.is_empty() && existing.is_empty() {
+                    continue;
                 }
                 let mut list: Vec<&str> = chains.to_vec();
                 list.extend(existing.iter().map(String::as_str));

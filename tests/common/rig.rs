@@ -148,6 +148,20 @@ pub fn run_ok(argv: &[&str]) -> String {
 // TempDir
 // ---------------------------------------------------------------------------------------------
 
+/// `CNI_MULTI_STATE_DIR` of every plugin run (and of this process, for in-process calls):
+/// under cargo's target tmp dir, never /run. Shared by all tests: what is kept there is
+/// keyed by boot and network namespace, and each test has its own namespaces.
+pub fn state_dir() -> &'static str {
+    static DIR: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join("state");
+        std::fs::create_dir_all(&d).expect("state dir");
+        let d = d.to_str().expect("UTF-8 state dir").to_string();
+        std::env::set_var("CNI_MULTI_STATE_DIR", &d);
+        d
+    })
+}
+
 /// A fresh directory under `std::env::temp_dir()`, removed (recursively) on drop.
 #[derive(Debug)]
 pub struct TempDir {
@@ -200,6 +214,8 @@ pub struct TestNs {
 
 impl TestNs {
     pub fn new(tag: &str) -> TestNs {
+        // In-process plugin code run against this namespace keeps its state in the temp dir.
+        state_dir();
         let name = unique_name(tag);
         run_ok(&["ip", "netns", "add", &name]);
         let path = Path::new("/run/netns").join(&name);
@@ -444,6 +460,7 @@ impl Invocation {
         }
         env.insert("CNI_CONTAINERID".to_string(), Some("cm-test-container".to_string()));
         env.insert("CNI_IFNAME".to_string(), Some("eth0".to_string()));
+        env.insert("CNI_MULTI_STATE_DIR".to_string(), Some(state_dir().to_string()));
         Invocation {
             plugin: plugin.to_string(),
             env,

@@ -245,6 +245,13 @@ impl Batch {
         sock.commit(&self.msgs, None)
     }
 
+    /// [`commit`](Self::commit), returning the handle the kernel gave each rule this batch
+    /// added (NLM_F_ECHO): `Some(handle)` at the index of every [`add_rule`](Self::add_rule),
+    /// `None` for the other messages. So a caller can find its rules again without a dump.
+    pub fn commit_echo(&self, sock: &NftSocket) -> Result<Vec<Option<u64>>, Error> {
+        sock.commit_echo(&self.msgs, None, true)
+    }
+
     /// [`commit`](Self::commit), but only if the ruleset is still at `generation` (from
     /// [`NftSocket::generation`]); otherwise nothing is applied and the error says
     /// [`is_generation_changed`](Error::is_generation_changed): list again, rebuild, retry.
@@ -263,14 +270,33 @@ impl Batch {
     pub fn build_and_commit<E: From<Error>>(
         sock: &NftSocket,
         retries: u32,
-        mut build: impl FnMut(&mut Batch) -> Result<(), E>,
+        build: impl FnMut(&mut Batch) -> Result<(), E>,
     ) -> Result<(), E> {
+        Self::build_and_commit_with(sock, retries, false, build).map(|_| ())
+    }
+
+    /// [`build_and_commit`](Self::build_and_commit) with the handles of the rules the
+    /// committed batch added, as [`commit_echo`](Self::commit_echo) gives them.
+    pub fn build_and_commit_echo<E: From<Error>>(
+        sock: &NftSocket,
+        retries: u32,
+        build: impl FnMut(&mut Batch) -> Result<(), E>,
+    ) -> Result<Vec<Option<u64>>, E> {
+        Self::build_and_commit_with(sock, retries, true, build)
+    }
+
+    fn build_and_commit_with<E: From<Error>>(
+        sock: &NftSocket,
+        retries: u32,
+        echo: bool,
+        mut build: impl FnMut(&mut Batch) -> Result<(), E>,
+    ) -> Result<Vec<Option<u64>>, E> {
         let mut attempt = 0;
         loop {
             let generation = sock.generation()?;
             let mut b = Batch::new();
             build(&mut b)?;
-            match b.commit_if_unchanged(sock, generation) {
+            match sock.commit_echo(&b.msgs, Some(generation), echo) {
                 Err(e) if e.is_generation_changed() && attempt < retries => attempt += 1,
                 r => return Ok(r?),
             }

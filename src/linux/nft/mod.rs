@@ -215,6 +215,18 @@ impl Chain {
         }
     }
 
+    /// `type nat hook postrouting priority srcnat; policy accept;`: where masquerading goes.
+    pub fn srcnat(table: &Table, name: &str) -> Self {
+        Self::base(
+            table,
+            name,
+            ChainType::Nat,
+            Hook::Postrouting,
+            priority::SRCNAT,
+            Policy::Accept,
+        )
+    }
+
     pub fn base(table: &Table, name: &str, chain_type: ChainType, hook: Hook, priority: i32, policy: Policy) -> Self {
         Chain {
             table: table.clone(),

@@ -138,8 +138,21 @@ impl NftSocket {
     }
 
     pub(crate) fn commit(&self, msgs: &[BatchMsg], generation: Option<u32>) -> Result<(), Error> {
+        self.commit_echo(msgs, generation, false).map(|_| ())
+    }
+
+    /// [`commit`](Self::commit); with `echo`, every NEWRULE asks for NLM_F_ECHO and the
+    /// kernel's copy of the rule it made (sent at commit, before the acks) gives its handle:
+    /// one entry per message, `Some(handle)` for the NEWRULEs.
+    pub(crate) fn commit_echo(
+        &self,
+        msgs: &[BatchMsg],
+        generation: Option<u32>,
+        echo: bool,
+    ) -> Result<Vec<Option<u64>>, Error> {
+        let mut handles = vec![None; msgs.len()];
         if msgs.is_empty() {
-            return Ok(());
+            return Ok(handles);
         }
         let n = msgs.len() as u32;
         let begin = self.next_seq(n + 2);
@@ -157,7 +170,10 @@ impl NftSocket {
             &battrs.buf,
         );
         for (i, m) in msgs.iter().enumerate() {
-            let flags = wire::NLM_F_REQUEST | wire::NLM_F_ACK | m.flags;
+            let mut flags = wire::NLM_F_REQUEST | wire::NLM_F_ACK | m.flags;
+            if echo && m.msg_type == wire::NFT_MSG_NEWRULE {
+                flags |= wire::NLM_F_ECHO;
+            }
             let seq = begin + 1 + i as u32;
             buf.extend(wire::nlmsg(
                 wire::nft_type(m.msg_type),
@@ -190,6 +206,11 @@ impl NftSocket {
         while remaining > 0 {
             let data = self.recv(what, &mut rbuf)?;
             for m in wire::nlmsgs(data) {
+                if echo && m.ty == wire::nft_type(wire::NFT_MSG_NEWRULE) && m.seq > begin && m.seq <= begin + n {
+                    let body = m.body.get(wire::NFGENMSG_LEN..).unwrap_or(&[]);
+                    handles[(m.seq - begin - 1) as usize] = wire::attr_u64(body, wire::NFTA_RULE_HANDLE);
+                    continue;
+                }
                 if m.ty != wire::NLMSG_ERROR || m.seq < begin || m.seq > begin + n + 1 {
                     continue; // stale reply of an earlier request
                 }
@@ -219,7 +240,7 @@ impl NftSocket {
         }
         match first_err {
             Some((_, e)) => Err(e),
-            None => Ok(()),
+            None => Ok(handles),
         }
     }
 
@@ -268,6 +289,43 @@ impl NftSocket {
             }
         }
         Err(other_err(what, "dump kept being interrupted by concurrent changes"))
+    }
+
+    /// The rule with `handle` in `chain`, with its expressions: one GETRULE for one rule (not
+    /// a dump). `None` when the rule, its chain or its table is not there.
+    pub fn get_rule(&self, family: Family, table: &str, chain: &str, handle: u64) -> Result<Option<Rule>, Error> {
+        let mut w = AttrWriter::new();
+        w.put_str(wire::NFTA_RULE_TABLE, table)
+            .put_str(wire::NFTA_RULE_CHAIN, chain)
+            .put_u64(wire::NFTA_RULE_HANDLE, handle);
+        let what = format!("get rule {family} {table} {chain} handle {handle}");
+        let t = Table::new(family, table);
+        match self.request(&what, wire::NFT_MSG_GETRULE, family, false, &w.buf) {
+            Ok(msgs) => Ok(msgs.first().map(|a| decode_rule(&t, a, true))),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The socket's network namespace cookie (SO_NETNS_COOKIE, Linux 5.14): unique to the
+    /// namespace for as long as the system runs, never reused (an inode number is). `None`
+    /// where the kernel has no such option.
+    pub fn netns_cookie(&self) -> Option<u64> {
+        use std::os::fd::AsRawFd;
+        const SO_NETNS_COOKIE: nix::libc::c_int = 71;
+        let mut v: u64 = 0;
+        let mut len = std::mem::size_of::<u64>() as nix::libc::socklen_t;
+        // SAFETY: v and len outlive the call; the kernel writes at most len bytes.
+        let rc = unsafe {
+            nix::libc::getsockopt(
+                self.sock.as_raw_fd(),
+                nix::libc::SOL_SOCKET,
+                SO_NETNS_COOKIE,
+                (&mut v as *mut u64).cast(),
+                &mut len,
+            )
+        };
+        (rc == 0 && len as usize == std::mem::size_of::<u64>()).then_some(v)
     }
 
     /// Whether the table exists.
