@@ -519,7 +519,9 @@ fn pod_netns_deleted_while_add_runs() {
             let err = String::from_utf8_lossy(&out.stderr);
             assert!(
                 err.contains("failed (add)"),
-                "{test}: a failed ADD names the plugin: {err}"
+                "{test}: a failed ADD names the plugin: {err} (status {:?}, stdout {})",
+                out.status,
+                String::from_utf8_lossy(&out.stdout)
             );
         }
         site.runtime_cleanup(&mut rng, &path, &cid, &extra);
