@@ -63,6 +63,7 @@ pub const fn entry<P: CniPlugin>() -> Plugin {
         check: Some(check::<P>),
         status: if P::HAS_STATUS { Some(P::status) } else { None },
         gc: if P::HAS_GC { Some(P::gc) } else { None },
+        load: load::<P>,
     }
 }
 
@@ -76,6 +77,10 @@ fn del<P: CniPlugin>(args: &CmdArgs) -> anyhow::Result<()> {
 
 fn check<P: CniPlugin>(args: &CmdArgs) -> anyhow::Result<()> {
     P::check(P::load(args)?, args)
+}
+
+fn load<P: CniPlugin>(args: &CmdArgs) -> anyhow::Result<()> {
+    P::load(args).map(drop)
 }
 
 /// STATUS of a plugin whose readiness is its IPAM's: delegated when an IPAM type is set.

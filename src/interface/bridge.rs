@@ -15,10 +15,10 @@ use crate::linux::nft::NftSocket;
 use crate::linux::{sysctl, NetNs, Netlink};
 use crate::pkg::errors::join_errors;
 use crate::pkg::ip::next_ip;
+use crate::pkg::ipam::release_then_del_link;
 use crate::pkg::ipam::{dns_set, ipam_add};
 use crate::pkg::ipconfig::{self, Dad};
 use crate::pkg::ipmasq::{check_masquerade, gc_masquerade, setup_masquerade};
-use crate::pkg::link::del_container_link;
 use crate::pkg::mac::{check_container_mac, fmt_mac, parse_mac};
 use crate::pkg::masq_iptables::{self, MasqBackend};
 use crate::pkg::netns::open_netns;
@@ -293,17 +293,7 @@ fn del(n: BridgeConf, args: &CmdArgs) -> anyhow::Result<()> {
             Err(e) => errs.push(e.into()),
         }
     }
-    // IPAM first, as the reference does: a DHCP lease is released by a packet sent on the
-    // container's link, so the link must still exist.
-    if let Some(t) = n.net.ipam_type() {
-        if let Err(e) = delegate::del(t, &args.stdin, args) {
-            errs.push(e.into());
-        }
-    }
-    if let Err(e) = del_container_link(&args.netns, &args.ifname) {
-        errs.push(e);
-    }
-    join_errors(errs)
+    release_then_del_link(&n.net, args, errs)
 }
 
 fn check(n: BridgeConf, args: &CmdArgs) -> anyhow::Result<()> {
@@ -878,12 +868,6 @@ fn check_container_iface(cont: &mut Netlink, intf: &Interface) -> anyhow::Result
     Ok(l)
 }
 
-/// Fuzzing entry (fuzz/): this plugin's config parser alone, as ADD runs it, no kernel.
-#[doc(hidden)]
-pub fn fuzz_parse(args: &CmdArgs) -> anyhow::Result<()> {
-    BridgeConf::load(args).map(drop)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -919,16 +903,8 @@ mod tests {
     #[test]
     fn vlan_out_of_range_is_code_7() {
         for vlan in ["-2", "4095", "5000", r#"1, "bridge": "sixteen-bytes-xx""#] {
-            let args = CmdArgs {
-                command: crate::cni::skel::Command::Add,
-                container_id: "c".into(),
-                netns: "/nonexistent".into(),
-                ifname: "eth0".into(),
-                args: String::new(),
-                path: String::new(),
-                netns_override: false,
-                stdin: format!(r#"{{"cniVersion":"1.0.0","name":"n","type":"bridge","vlan":{vlan}}}"#).into_bytes(),
-            };
+            let stdin = format!(r#"{{"cniVersion":"1.0.0","name":"n","type":"bridge","vlan":{vlan}}}"#);
+            let args = CmdArgs::example(stdin.as_bytes(), "");
             let e = CniError::from_anyhow(&BridgeConf::load(&args).unwrap_err());
             assert_eq!(e.code, 7, "vlan {vlan}: {}", e.msg);
         }

@@ -10,9 +10,8 @@ use crate::cni::skel::{CmdArgs, Kind, Plugin};
 use crate::linux::netlink::{LinkKind, LinkSpec, LinkType};
 use crate::linux::{NetNs, Netlink};
 use crate::pkg::childlink::{check_container_link, configure_child};
-use crate::pkg::errors::join_errors;
 use crate::pkg::ipam::ipam_add;
-use crate::pkg::link::del_container_link;
+use crate::pkg::ipam::release_then_del_link;
 use crate::pkg::netns::open_netns;
 use crate::pkg::undo::Undo;
 use anyhow::{anyhow, bail, Context};
@@ -76,15 +75,9 @@ impl CniPlugin for Dummy {
         Ok(result)
     }
 
-    fn del((_, ipam_type): (DummyConf, String), args: &CmdArgs) -> anyhow::Result<()> {
-        let mut errs = Vec::new();
-        if let Err(e) = delegate::del(&ipam_type, &args.stdin, args) {
-            errs.push(e.into());
-        }
-        if let Err(e) = del_container_link(&args.netns, &args.ifname) {
-            errs.push(e);
-        }
-        join_errors(errs)
+    /// IPAM DEL (load made sure there is an IPAM type), then the link.
+    fn del((n, _): (DummyConf, String), args: &CmdArgs) -> anyhow::Result<()> {
+        release_then_del_link(&n.net, args, Vec::new())
     }
 
     /// IPAM CHECK, the dummy link with prevResult's MAC, and its IPs (the reference checks no
@@ -111,12 +104,6 @@ impl CniPlugin for Dummy {
         let (_, t) = DummyConf::load(&args.stdin)?;
         Ok(delegate::gc(&t, &args.stdin, args)?)
     }
-}
-
-/// Fuzzing entry (fuzz/): this plugin's config parser alone, as ADD runs it, no kernel.
-#[doc(hidden)]
-pub fn fuzz_parse(args: &CmdArgs) -> anyhow::Result<()> {
-    DummyConf::load(&args.stdin).map(drop)
 }
 
 #[cfg(test)]

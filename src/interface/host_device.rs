@@ -402,12 +402,6 @@ fn find_in_container(cont: &mut Netlink, n: &HostDeviceConf, args: &CmdArgs) -> 
     }))
 }
 
-/// Fuzzing entry (fuzz/): this plugin's config parser alone, as ADD runs it, no kernel.
-#[doc(hidden)]
-pub fn fuzz_parse(args: &CmdArgs) -> anyhow::Result<()> {
-    HostDeviceConf::load(&args.stdin).map(drop)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -118,12 +118,6 @@ impl CniPlugin for Ipvlan {
     }
 }
 
-/// Fuzzing entry (fuzz/): this plugin's config parser alone, as ADD runs it, no kernel.
-#[doc(hidden)]
-pub fn fuzz_parse(args: &CmdArgs) -> anyhow::Result<()> {
-    IpvlanConf::load(&args.stdin).map(drop)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -105,27 +105,12 @@ impl CniPlugin for Macvlan {
     }
 }
 
-/// Fuzzing entry (fuzz/): this plugin's config parser alone, as ADD runs it, no kernel.
-#[doc(hidden)]
-pub fn fuzz_parse(args: &CmdArgs) -> anyhow::Result<()> {
-    MacvlanConf::load(args).map(drop)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn args(stdin: &str, cni_args: &str) -> CmdArgs {
-        CmdArgs {
-            command: crate::cni::skel::Command::Add,
-            container_id: "c".into(),
-            netns: "/run/netns/x".into(),
-            ifname: "eth0".into(),
-            args: cni_args.into(),
-            path: String::new(),
-            netns_override: false,
-            stdin: stdin.as_bytes().to_vec(),
-        }
+        CmdArgs::example(stdin.as_bytes(), cni_args)
     }
 
     #[test]

@@ -15,10 +15,10 @@ use crate::linux::netlink::route::{SCOPE_HOST, SCOPE_LINK};
 use crate::linux::netlink::{Link, LinkType, Route};
 use crate::linux::{NetNs, Netlink};
 use crate::pkg::errors::join_errors;
+use crate::pkg::ipam::release_then_del_link;
 use crate::pkg::ipam::{self, dns_set, ipam_add};
 use crate::pkg::ipconfig::{self, Dad};
 use crate::pkg::ipmasq::{check_masquerade, gc_masquerade, setup_masquerade};
-use crate::pkg::link::del_container_link;
 use crate::pkg::link::mtu_of;
 use crate::pkg::mac::{check_container_mac, fmt_mac};
 use crate::pkg::masq_iptables::MasqBackend;
@@ -135,15 +135,7 @@ impl CniPlugin for Ptp {
             }
             _nft = Some(sock);
         }
-        if let Some(t) = conf.net.ipam_type() {
-            if let Err(e) = delegate::del(t, &args.stdin, args) {
-                errs.push(e.into());
-            }
-        }
-        if let Err(e) = del_container_link(&args.netns, &args.ifname) {
-            errs.push(e);
-        }
-        join_errors(errs)
+        release_then_del_link(&conf.net, args, errs)
     }
 
     fn check(conf: PtpConf, args: &CmdArgs) -> anyhow::Result<()> {
@@ -186,12 +178,6 @@ impl CniPlugin for Ptp {
         );
         join_errors(errs)
     }
-}
-
-/// Fuzzing entry (fuzz/): this plugin's config parser alone, as ADD runs it, no kernel.
-#[doc(hidden)]
-pub fn fuzz_parse(args: &CmdArgs) -> anyhow::Result<()> {
-    PtpConf::load(&args.stdin).map(drop).map_err(Into::into)
 }
 
 // Private helpers of ADD.

@@ -157,12 +157,6 @@ impl CniPlugin for Tap {
     }
 }
 
-/// Fuzzing entry (fuzz/): this plugin's config parser alone, as ADD runs it, no kernel.
-#[doc(hidden)]
-pub fn fuzz_parse(args: &CmdArgs) -> anyhow::Result<()> {
-    TapConf::load(args).map(drop)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

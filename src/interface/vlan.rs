@@ -128,12 +128,6 @@ impl CniPlugin for Vlan {
     }
 }
 
-/// Fuzzing entry (fuzz/): this plugin's config parser alone, as ADD runs it, no kernel.
-#[doc(hidden)]
-pub fn fuzz_parse(args: &CmdArgs) -> anyhow::Result<()> {
-    VlanConf::load(&args.stdin).map(drop)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -693,16 +693,10 @@ mod tests {
     /// the message dropped the code: 999; found by tests/corpus.rs).
     #[test]
     fn wrong_typed_key_is_code_7() {
-        let args = CmdArgs {
-            command: crate::cni::skel::Command::Add,
-            container_id: "c".into(),
-            netns: "/nonexistent".into(),
-            ifname: "eth0".into(),
-            args: String::new(),
-            path: String::new(),
-            netns_override: false,
-            stdin: br#"{"cniVersion":"1.0.0","name":"n","type":"flannel","subnetFile":5}"#.to_vec(),
-        };
+        let args = CmdArgs::example(
+            br#"{"cniVersion":"1.0.0","name":"n","type":"flannel","subnetFile":5}"#,
+            "",
+        );
         let e = CniError::from_anyhow(&(PLUGIN.add)(&args).unwrap_err());
         assert_eq!(e.code, 7, "{}", e.msg);
         assert!(e.msg.starts_with("loadFlannelNetConf failed: "), "{}", e.msg);

@@ -34,3 +34,18 @@ pub fn required_ipam<'a>(net: &'a NetConf, plugin: &str) -> Result<&'a str, CniE
 pub fn dns_set(d: &Option<Dns>) -> bool {
     d.as_ref().is_some_and(|d| !d.is_empty())
 }
+
+/// The end of an interface plugin's DEL: IPAM DEL when an IPAM type is set (first, as the
+/// reference does: a DHCP lease is released by a packet sent on the container's link), then
+/// the container link. Both are tried; their failures join `errs`, the earlier steps' ones.
+pub fn release_then_del_link(net: &NetConf, args: &CmdArgs, mut errs: Vec<anyhow::Error>) -> anyhow::Result<()> {
+    if let Some(t) = net.ipam_type() {
+        if let Err(e) = crate::cni::delegate::del(t, &args.stdin, args) {
+            errs.push(e.into());
+        }
+    }
+    if let Err(e) = crate::pkg::link::del_container_link(&args.netns, &args.ifname) {
+        errs.push(e);
+    }
+    crate::pkg::errors::join_errors(errs)
+}

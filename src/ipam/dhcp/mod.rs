@@ -423,16 +423,7 @@ mod tests {
     use super::*;
 
     fn args(stdin: &str, cni_args: &str) -> CmdArgs {
-        CmdArgs {
-            command: crate::cni::skel::Command::Add,
-            container_id: "c1".into(),
-            netns: "/run/netns/x".into(),
-            ifname: "eth0".into(),
-            args: cni_args.into(),
-            path: String::new(),
-            netns_override: false,
-            stdin: stdin.as_bytes().to_vec(),
-        }
+        CmdArgs::example(stdin.as_bytes(), cni_args)
     }
 
     #[test]
