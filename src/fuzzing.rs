@@ -90,18 +90,18 @@ fn plugin_parse(name: &str, verb: Command, stdin: &[u8], cni_args: &str) {
     }
     let args = cmd_args(verb, stdin, cni_args);
     let _ = match name {
-        "bridge" => crate::interface::bridge::fuzz_parse(&args),
-        "dummy" => crate::interface::dummy::fuzz_parse(&args),
-        "host-device" => crate::interface::host_device::fuzz_parse(&args),
-        "ipvlan" => crate::interface::ipvlan::fuzz_parse(&args),
+        "bridge" => (crate::interface::bridge::PLUGIN.load)(&args),
+        "dummy" => (crate::interface::dummy::PLUGIN.load)(&args),
+        "host-device" => (crate::interface::host_device::PLUGIN.load)(&args),
+        "ipvlan" => (crate::interface::ipvlan::PLUGIN.load)(&args),
         "loopback" => config::parse::<NetConf>(stdin)
             .and_then(|c| c.prev_result())
             .map(drop)
             .map_err(Into::into),
-        "macvlan" => crate::interface::macvlan::fuzz_parse(&args),
-        "ptp" => crate::interface::ptp::fuzz_parse(&args),
-        "tap" => crate::interface::tap::fuzz_parse(&args),
-        "vlan" => crate::interface::vlan::fuzz_parse(&args),
+        "macvlan" => (crate::interface::macvlan::PLUGIN.load)(&args),
+        "ptp" => (crate::interface::ptp::PLUGIN.load)(&args),
+        "tap" => (crate::interface::tap::PLUGIN.load)(&args),
+        "vlan" => (crate::interface::vlan::PLUGIN.load)(&args),
         "host-local" => crate::ipam::host_local::load_conf(stdin, cni_args)
             .map(drop)
             .map_err(Into::into),

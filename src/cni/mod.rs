@@ -1,7 +1,7 @@
 //! The CNI protocol, pure: no syscalls, testable without root.
 //!
-//! `skel` is the plugin's side of the exec protocol; `result` holds every spec
-//! version's result; `config` the shared config keys; `delegate` finds and runs
+//! `skel` is the plugin's side of the exec protocol; `plugin` the shape every plugin
+//! implements; `result` holds every spec version's result; `config` the shared config keys; `delegate` finds and runs
 //! delegated plugins (in-process when they are built in).
 
 pub mod args;
@@ -9,6 +9,7 @@ pub mod config;
 pub mod delegate;
 pub mod error;
 pub mod json;
+pub mod plugin;
 pub mod result;
 pub mod skel;
 pub mod version;

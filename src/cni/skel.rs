@@ -85,6 +85,22 @@ impl CmdArgs {
         }
     }
 
+    /// An ADD with this config and CNI_ARGS, the other variables made up (a netns that does
+    /// not exist): for tests of config readers, which open nothing.
+    #[doc(hidden)]
+    pub fn example(stdin: &[u8], cni_args: &str) -> CmdArgs {
+        CmdArgs {
+            command: Command::Add,
+            container_id: "c1".into(),
+            netns: "/nonexistent".into(),
+            ifname: "eth0".into(),
+            args: cni_args.into(),
+            path: String::new(),
+            netns_override: false,
+            stdin: stdin.to_vec(),
+        }
+    }
+
     pub fn cni_args(&self) -> Result<super::args::CniArgs, CniError> {
         super::args::CniArgs::parse(&self.args)
     }
@@ -122,6 +138,8 @@ pub struct Plugin {
     pub check: Option<VerbFn>,
     pub status: Option<VerbFn>,
     pub gc: Option<VerbFn>,
+    /// ADD's reading of the config alone, nothing else: what the fuzz targets run.
+    pub load: VerbFn,
 }
 
 impl Plugin {
@@ -363,6 +381,7 @@ mod tests {
         check: None,
         status: Some(failing_status),
         gc: None,
+        load: ok_verb,
     };
     static OLD: Plugin = Plugin {
         versions: &["0.3.0", "0.3.1", "0.4.0", "1.0.0"],

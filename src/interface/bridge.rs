@@ -7,18 +7,18 @@
 use crate::cni::config::{self, NetConf};
 use crate::cni::delegate;
 use crate::cni::error::CniError;
+use crate::cni::plugin::{entry, CniPlugin};
 use crate::cni::result::{CniResult, Interface, Route as CniRoute};
 use crate::cni::skel::{CmdArgs, Kind, Plugin};
-use crate::cni::version;
 use crate::linux::netlink::{BridgeVlan, Family, Link, LinkKind, LinkSpec, LinkType, OperState};
 use crate::linux::nft::NftSocket;
 use crate::linux::{sysctl, NetNs, Netlink};
 use crate::pkg::errors::join_errors;
 use crate::pkg::ip::next_ip;
+use crate::pkg::ipam::release_then_del_link;
 use crate::pkg::ipam::{dns_set, ipam_add};
 use crate::pkg::ipconfig::{self, Dad};
 use crate::pkg::ipmasq::{check_masquerade, gc_masquerade, setup_masquerade};
-use crate::pkg::link::del_container_link;
 use crate::pkg::mac::{check_container_mac, fmt_mac, parse_mac};
 use crate::pkg::masq_iptables::{self, MasqBackend};
 use crate::pkg::netns::open_netns;
@@ -30,17 +30,36 @@ use ipnet::IpNet;
 use serde::Deserialize;
 use std::time::Duration;
 
-pub static PLUGIN: Plugin = Plugin {
-    name: "bridge",
-    kind: Kind::Interface,
-    summary: "a veth pair per container, the host end on a Linux bridge",
-    versions: version::ALL,
-    add,
-    del,
-    check: Some(check),
-    status: Some(status),
-    gc: Some(gc),
-};
+pub static PLUGIN: Plugin = entry::<Bridge>();
+
+struct Bridge;
+
+impl CniPlugin for Bridge {
+    const NAME: &'static str = "bridge";
+    const KIND: Kind = Kind::Interface;
+    const SUMMARY: &'static str = "a veth pair per container, the host end on a Linux bridge";
+    type Conf = BridgeConf;
+    type Lenient = BridgeConf;
+
+    fn load(args: &CmdArgs) -> anyhow::Result<Self::Conf> {
+        BridgeConf::load(args)
+    }
+    fn parse(args: &CmdArgs) -> anyhow::Result<Self::Lenient> {
+        BridgeConf::load(args)
+    }
+    fn add(conf: Self::Conf, args: &CmdArgs) -> anyhow::Result<CniResult> {
+        add(conf, args)
+    }
+    fn del(conf: Self::Lenient, args: &CmdArgs) -> anyhow::Result<()> {
+        del(conf, args)
+    }
+    fn check(conf: Self::Conf, args: &CmdArgs) -> anyhow::Result<()> {
+        check(conf, args)
+    }
+    fn gc(args: &CmdArgs) -> anyhow::Result<()> {
+        gc(args)
+    }
+}
 
 const DEFAULT_BRIDGE: &str = "cni0";
 
@@ -189,8 +208,7 @@ fn collect_vlan_trunk(trunk: Option<&[VlanTrunk]>) -> anyhow::Result<Vec<u16>> {
 /// ADD, in the order of the reference's cmdAdd: the bridge, the veth pair on it, the spoof
 /// check, then (with an IPAM) the addresses, the container's addresses and routes, the
 /// gateways on the bridge; last, the MACs as they are now.
-fn add(args: &CmdArgs) -> anyhow::Result<CniResult> {
-    let n = BridgeConf::load(args)?;
+fn add(n: BridgeConf, args: &CmdArgs) -> anyhow::Result<CniResult> {
     let ipam_type = n.net.ipam_type().map(str::to_string);
     if ipam_type.is_some() && n.disable_container_interface {
         bail!("cannot use IPAM when DisableContainerInterface flag is set");
@@ -253,8 +271,7 @@ fn add(args: &CmdArgs) -> anyhow::Result<CniResult> {
 /// netns does not leak them, unlike the reference), release IPAM, then delete the container
 /// link. A missing link is fine; the bridge stays. Every step is tried and every failure
 /// is reported.
-fn del(args: &CmdArgs) -> anyhow::Result<()> {
-    let n = BridgeConf::load(args)?;
+fn del(n: BridgeConf, args: &CmdArgs) -> anyhow::Result<()> {
     let mut errs = Vec::new();
     // The socket stays open until the link is gone: closing it waits for the kernel to
     // retire the deleted rules (an RCU grace period), which then overlaps the link deletion.
@@ -276,21 +293,10 @@ fn del(args: &CmdArgs) -> anyhow::Result<()> {
             Err(e) => errs.push(e.into()),
         }
     }
-    // IPAM first, as the reference does: a DHCP lease is released by a packet sent on the
-    // container's link, so the link must still exist.
-    if let Some(t) = n.net.ipam_type() {
-        if let Err(e) = delegate::del(t, &args.stdin, args) {
-            errs.push(e.into());
-        }
-    }
-    if let Err(e) = del_container_link(&args.netns, &args.ifname) {
-        errs.push(e);
-    }
-    join_errors(errs)
+    release_then_del_link(&n.net, args, errs)
 }
 
-fn check(args: &CmdArgs) -> anyhow::Result<()> {
-    let n = BridgeConf::load(args)?;
+fn check(n: BridgeConf, args: &CmdArgs) -> anyhow::Result<()> {
     let ns = open_netns(&args.netns)?;
     // The reference calls IPAM CHECK even without an IPAM type, which then always fails;
     // an L2-only attachment has nothing to check there.
@@ -344,12 +350,6 @@ fn check(args: &CmdArgs) -> anyhow::Result<()> {
         check_masquerade(&n.net.name, n.masq_backend, args, &prev)?;
     }
     Ok(())
-}
-
-/// STATUS is the IPAM's when there is one.
-fn status(args: &CmdArgs) -> anyhow::Result<()> {
-    let n: BridgeConf = config::parse(&args.stdin)?;
-    crate::pkg::ipam::ipam_status(&n.net, args)
 }
 
 /// GC: masquerade rules (by comment) and the IPAM's reservations are our state outside the
@@ -868,12 +868,6 @@ fn check_container_iface(cont: &mut Netlink, intf: &Interface) -> anyhow::Result
     Ok(l)
 }
 
-/// Fuzzing entry (fuzz/): this plugin's config parser alone, as ADD runs it, no kernel.
-#[doc(hidden)]
-pub fn fuzz_parse(args: &CmdArgs) -> anyhow::Result<()> {
-    BridgeConf::load(args).map(drop)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -909,16 +903,8 @@ mod tests {
     #[test]
     fn vlan_out_of_range_is_code_7() {
         for vlan in ["-2", "4095", "5000", r#"1, "bridge": "sixteen-bytes-xx""#] {
-            let args = CmdArgs {
-                command: crate::cni::skel::Command::Add,
-                container_id: "c".into(),
-                netns: "/nonexistent".into(),
-                ifname: "eth0".into(),
-                args: String::new(),
-                path: String::new(),
-                netns_override: false,
-                stdin: format!(r#"{{"cniVersion":"1.0.0","name":"n","type":"bridge","vlan":{vlan}}}"#).into_bytes(),
-            };
+            let stdin = format!(r#"{{"cniVersion":"1.0.0","name":"n","type":"bridge","vlan":{vlan}}}"#);
+            let args = CmdArgs::example(stdin.as_bytes(), "");
             let e = CniError::from_anyhow(&BridgeConf::load(&args).unwrap_err());
             assert_eq!(e.code, 7, "vlan {vlan}: {}", e.msg);
         }

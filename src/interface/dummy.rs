@@ -4,31 +4,20 @@
 use crate::cni::config::{self, NetConf};
 use crate::cni::delegate;
 use crate::cni::error::CniError;
+use crate::cni::plugin::{entry, CniPlugin};
 use crate::cni::result::CniResult;
 use crate::cni::skel::{CmdArgs, Kind, Plugin};
-use crate::cni::version;
 use crate::linux::netlink::{LinkKind, LinkSpec, LinkType};
 use crate::linux::{NetNs, Netlink};
 use crate::pkg::childlink::{check_container_link, configure_child};
-use crate::pkg::errors::join_errors;
 use crate::pkg::ipam::ipam_add;
-use crate::pkg::link::del_container_link;
+use crate::pkg::ipam::release_then_del_link;
 use crate::pkg::netns::open_netns;
 use crate::pkg::undo::Undo;
 use anyhow::{anyhow, bail, Context};
 use serde::Deserialize;
 
-pub static PLUGIN: Plugin = Plugin {
-    name: "dummy",
-    kind: Kind::Interface,
-    summary: "a dummy link in the container carrying the IPAM's addresses",
-    versions: version::ALL,
-    add,
-    del,
-    check: Some(check),
-    status: Some(status),
-    gc: Some(gc),
-};
+pub static PLUGIN: Plugin = entry::<Dummy>();
 
 #[derive(Debug, Deserialize)]
 struct DummyConf {
@@ -48,71 +37,73 @@ impl DummyConf {
     }
 }
 
-fn add(args: &CmdArgs) -> anyhow::Result<CniResult> {
-    let (n, ipam_type) = DummyConf::load(&args.stdin)?;
-    let cont_ns = open_netns(&args.netns)?;
-    let mut cont = Netlink::in_netns(&cont_ns)?;
-    let mut undo = Undo::new();
-    // A dummy has no parent, so its name can only clash inside the container: no temp name.
-    cont.create_link(&LinkSpec::new(args.ifname.as_str(), LinkKind::Dummy))
-        .context("failed to create dummy")?;
-    let link = cont
-        .link_by_name(&args.ifname)?
-        .ok_or_else(|| anyhow!("failed to refetch dummy {:?}", args.ifname))?;
-    let (path, idx) = (cont_ns.path().to_path_buf(), link.index);
-    undo.push(format!("delete {} in the container", args.ifname), move || {
-        Ok(Netlink::in_netns(&NetNs::open(&path)?)?.delete_link(idx)?)
-    });
+struct Dummy;
 
-    let mut result = ipam_add(&ipam_type, args, &mut undo)?;
-    configure_child(&mut cont, &cont_ns, args, &link, &mut result)?;
-    result.cni_version = n.net.version().to_string();
-    undo.commit();
-    Ok(result)
-}
+impl CniPlugin for Dummy {
+    const NAME: &'static str = "dummy";
+    const KIND: Kind = Kind::Interface;
+    const SUMMARY: &'static str = "a dummy link in the container carrying the IPAM's addresses";
+    type Conf = (DummyConf, String);
+    type Lenient = (DummyConf, String);
 
-fn del(args: &CmdArgs) -> anyhow::Result<()> {
-    let (_, ipam_type) = DummyConf::load(&args.stdin)?;
-    let mut errs = Vec::new();
-    if let Err(e) = delegate::del(&ipam_type, &args.stdin, args) {
-        errs.push(e.into());
+    fn load(args: &CmdArgs) -> anyhow::Result<Self::Conf> {
+        DummyConf::load(&args.stdin)
     }
-    if let Err(e) = del_container_link(&args.netns, &args.ifname) {
-        errs.push(e);
+    fn parse(args: &CmdArgs) -> anyhow::Result<Self::Lenient> {
+        DummyConf::load(&args.stdin)
     }
-    join_errors(errs)
-}
 
-/// IPAM CHECK, the dummy link with prevResult's MAC, and its IPs (the reference checks no
-/// routes for dummy).
-fn check(args: &CmdArgs) -> anyhow::Result<()> {
-    let (n, ipam_type) = DummyConf::load(&args.stdin)?;
-    let ns = open_netns(&args.netns)?;
-    delegate::check(&ipam_type, &args.stdin, args)?;
-    let (prev, intf) = crate::pkg::ipconfig::prev_sandbox_interface(&n.net, args, "")?;
-    let mut cont = Netlink::in_netns(&ns)?;
-    let l = check_container_link(&mut cont, &intf)?;
-    if l.kind != Some(LinkType::Dummy) {
-        bail!("Error: Container interface {} not of type dummy", l.name);
+    fn add((n, ipam_type): (DummyConf, String), args: &CmdArgs) -> anyhow::Result<CniResult> {
+        let cont_ns = open_netns(&args.netns)?;
+        let mut cont = Netlink::in_netns(&cont_ns)?;
+        let mut undo = Undo::new();
+        // A dummy has no parent, so its name can only clash inside the container: no temp name.
+        cont.create_link(&LinkSpec::new(args.ifname.as_str(), LinkKind::Dummy))
+            .context("failed to create dummy")?;
+        let link = cont
+            .link_by_name(&args.ifname)?
+            .ok_or_else(|| anyhow!("failed to refetch dummy {:?}", args.ifname))?;
+        let (path, idx) = (cont_ns.path().to_path_buf(), link.index);
+        undo.push(format!("delete {} in the container", args.ifname), move || {
+            Ok(Netlink::in_netns(&NetNs::open(&path)?)?.delete_link(idx)?)
+        });
+
+        let mut result = ipam_add(&ipam_type, args, &mut undo)?;
+        configure_child(&mut cont, &cont_ns, args, &link, &mut result)?;
+        result.cni_version = n.net.version().to_string();
+        undo.commit();
+        Ok(result)
     }
-    crate::pkg::ipconfig::validate_expected_ips(&mut cont, &args.ifname, &prev.ips)
-}
 
-/// STATUS is always the IPAM's.
-fn status(args: &CmdArgs) -> anyhow::Result<()> {
-    let (_, t) = DummyConf::load(&args.stdin)?;
-    Ok(delegate::status(&t, &args.stdin, args)?)
-}
+    /// IPAM DEL (load made sure there is an IPAM type), then the link.
+    fn del((n, _): (DummyConf, String), args: &CmdArgs) -> anyhow::Result<()> {
+        release_then_del_link(&n.net, args, Vec::new())
+    }
 
-fn gc(args: &CmdArgs) -> anyhow::Result<()> {
-    let (_, t) = DummyConf::load(&args.stdin)?;
-    Ok(delegate::gc(&t, &args.stdin, args)?)
-}
+    /// IPAM CHECK, the dummy link with prevResult's MAC, and its IPs (the reference checks no
+    /// routes for dummy).
+    fn check((n, ipam_type): (DummyConf, String), args: &CmdArgs) -> anyhow::Result<()> {
+        let ns = open_netns(&args.netns)?;
+        delegate::check(&ipam_type, &args.stdin, args)?;
+        let (prev, intf) = crate::pkg::ipconfig::prev_sandbox_interface(&n.net, args, "")?;
+        let mut cont = Netlink::in_netns(&ns)?;
+        let l = check_container_link(&mut cont, &intf)?;
+        if l.kind != Some(LinkType::Dummy) {
+            bail!("Error: Container interface {} not of type dummy", l.name);
+        }
+        crate::pkg::ipconfig::validate_expected_ips(&mut cont, &args.ifname, &prev.ips)
+    }
 
-/// Fuzzing entry (fuzz/): this plugin's config parser alone, as ADD runs it, no kernel.
-#[doc(hidden)]
-pub fn fuzz_parse(args: &CmdArgs) -> anyhow::Result<()> {
-    DummyConf::load(&args.stdin).map(drop)
+    /// STATUS is always the IPAM's.
+    fn status(args: &CmdArgs) -> anyhow::Result<()> {
+        let (_, t) = DummyConf::load(&args.stdin)?;
+        Ok(delegate::status(&t, &args.stdin, args)?)
+    }
+
+    fn gc(args: &CmdArgs) -> anyhow::Result<()> {
+        let (_, t) = DummyConf::load(&args.stdin)?;
+        Ok(delegate::gc(&t, &args.stdin, args)?)
+    }
 }
 
 #[cfg(test)]

@@ -10,14 +10,14 @@
 use crate::cni::config::{self, NetConf};
 use crate::cni::delegate;
 use crate::cni::error::CniError;
+use crate::cni::plugin::{entry, CniPlugin};
 use crate::cni::result::{CniResult, Interface};
 use crate::cni::skel::{CmdArgs, Kind, Plugin};
-use crate::cni::version;
 use crate::linux::netlink::Link;
 use crate::linux::{NetNs, Netlink};
 use crate::pkg::childlink::{check_container_link, container_iface};
 use crate::pkg::errors::join_errors;
-use crate::pkg::ipam::{self, ipam_add, PluginConf};
+use crate::pkg::ipam::ipam_add;
 use crate::pkg::ipconfig::{self, Dad};
 use crate::pkg::mac::parse_mac;
 use crate::pkg::netns::{open_netns, open_netns_for_del};
@@ -26,17 +26,7 @@ use anyhow::{anyhow, bail, Context};
 use serde::Deserialize;
 use std::path::Path;
 
-pub static PLUGIN: Plugin = Plugin {
-    name: "host-device",
-    kind: Kind::Interface,
-    summary: "move an existing node device into the container",
-    versions: version::ALL,
-    add,
-    del,
-    check: Some(check),
-    status: Some(ipam::status::<HostDeviceConf>),
-    gc: Some(ipam::gc::<HostDeviceConf>),
-};
+pub static PLUGIN: Plugin = entry::<HostDevice>();
 
 const SYS_BUS_PCI: &str = "/sys/bus/pci/devices";
 const SYS_BUS_AUX: &str = "/sys/bus/auxiliary/devices";
@@ -60,12 +50,6 @@ struct HostDeviceConf {
     aux_device: String,
     #[serde(skip)]
     dpdk: bool,
-}
-
-impl PluginConf for HostDeviceConf {
-    fn net(&self) -> &NetConf {
-        &self.net
-    }
 }
 
 impl HostDeviceConf {
@@ -161,91 +145,105 @@ fn find_host_device(nl: &mut Netlink, n: &HostDeviceConf) -> anyhow::Result<Link
     found.ok_or_else(|| anyhow!("failed to find host device: Link not found"))
 }
 
-fn add(args: &CmdArgs) -> anyhow::Result<CniResult> {
-    let n = HostDeviceConf::load(&args.stdin)?;
-    let cont_ns = open_netns(&args.netns)?;
-    let mut undo = Undo::new();
-    let mut result = CniResult::new(n.net.version());
-    let mut cont = Netlink::in_netns(&cont_ns)?;
-    let mut moved: Option<Link> = None;
-    if n.dpdk {
-        // Nothing to move: the device is driven from userspace.
-        result.interfaces = vec![Interface {
-            name: args.ifname.clone(),
-            sandbox: args.netns.clone(),
-            ..Default::default()
-        }];
-    } else {
-        let mut host = Netlink::new()?;
-        let dev = find_host_device(&mut host, &n).context("failed to find host device")?;
-        let l = move_in(&mut host, &cont_ns, &mut cont, &dev, &args.ifname).context("failed to move link")?;
-        let (path, idx, was_up) = (cont_ns.path().to_path_buf(), l.index, dev.up);
-        undo.push(format!("give {} back to the node", dev.name), move || {
-            let host_idx = move_out(&NetNs::open(&path)?, idx, &NetNs::current()?)?;
-            if was_up {
-                Netlink::new()?.set_up(host_idx)?;
+struct HostDevice;
+
+impl CniPlugin for HostDevice {
+    const NAME: &'static str = "host-device";
+    const KIND: Kind = Kind::Interface;
+    const SUMMARY: &'static str = "move an existing node device into the container";
+    type Conf = HostDeviceConf;
+    type Lenient = HostDeviceConf;
+
+    fn load(args: &CmdArgs) -> anyhow::Result<Self::Conf> {
+        HostDeviceConf::load(&args.stdin)
+    }
+    fn parse(args: &CmdArgs) -> anyhow::Result<Self::Lenient> {
+        HostDeviceConf::load(&args.stdin)
+    }
+
+    fn add(n: HostDeviceConf, args: &CmdArgs) -> anyhow::Result<CniResult> {
+        let cont_ns = open_netns(&args.netns)?;
+        let mut undo = Undo::new();
+        let mut result = CniResult::new(n.net.version());
+        let mut cont = Netlink::in_netns(&cont_ns)?;
+        let mut moved: Option<Link> = None;
+        if n.dpdk {
+            // Nothing to move: the device is driven from userspace.
+            result.interfaces = vec![Interface {
+                name: args.ifname.clone(),
+                sandbox: args.netns.clone(),
+                ..Default::default()
+            }];
+        } else {
+            let mut host = Netlink::new()?;
+            let dev = find_host_device(&mut host, &n).context("failed to find host device")?;
+            let l = move_in(&mut host, &cont_ns, &mut cont, &dev, &args.ifname).context("failed to move link")?;
+            let (path, idx, was_up) = (cont_ns.path().to_path_buf(), l.index, dev.up);
+            undo.push(format!("give {} back to the node", dev.name), move || {
+                let host_idx = move_out(&NetNs::open(&path)?, idx, &NetNs::current()?)?;
+                if was_up {
+                    Netlink::new()?.set_up(host_idx)?;
+                }
+                Ok(())
+            });
+            result.interfaces = vec![container_iface(&l, args)];
+            moved = Some(l);
+        }
+
+        if let Some(t) = n.net.ipam_type() {
+            let ipam = ipam_add(t, args, &mut undo)?;
+            result.ips = ipam.ips;
+            result.routes = ipam.routes;
+            for ipc in &mut result.ips {
+                ipc.interface = Some(0);
             }
-            Ok(())
-        });
-        result.interfaces = vec![container_iface(&l, args)];
-        moved = Some(l);
+            if moved.is_some() {
+                let v6_gw = result.ips.iter().any(|i| i.gateway.is_some_and(|g| g.is_ipv6()));
+                let dad = if v6_gw { Dad::Wait } else { Dad::NoWait };
+                let now = ipconfig::configure_iface(&mut cont, &cont_ns, &args.ifname, &result, dad)?;
+                result.interfaces = vec![container_iface(&now, args)];
+            }
+            result.dns = n.net.dns.clone().unwrap_or_default();
+        }
+        undo.commit();
+        Ok(result)
     }
 
-    if let Some(t) = n.net.ipam_type() {
-        let ipam = ipam_add(t, args, &mut undo)?;
-        result.ips = ipam.ips;
-        result.routes = ipam.routes;
-        for ipc in &mut result.ips {
-            ipc.interface = Some(0);
+    /// DEL: IPAM first (also with an empty or vanished netns, unlike the reference), then the
+    /// device back to the node. A device already gone from the container is fine.
+    fn del(n: HostDeviceConf, args: &CmdArgs) -> anyhow::Result<()> {
+        let mut errs = Vec::new();
+        if let Some(t) = n.net.ipam_type() {
+            if let Err(e) = delegate::del(t, &args.stdin, args) {
+                errs.push(e.into());
+            }
         }
-        if moved.is_some() {
-            let v6_gw = result.ips.iter().any(|i| i.gateway.is_some_and(|g| g.is_ipv6()));
-            let dad = if v6_gw { Dad::Wait } else { Dad::NoWait };
-            let now = ipconfig::configure_iface(&mut cont, &cont_ns, &args.ifname, &result, dad)?;
-            result.interfaces = vec![container_iface(&now, args)];
+        if !n.dpdk {
+            if let Err(e) = give_back(&n, args) {
+                errs.push(e);
+            }
         }
-        result.dns = n.net.dns.clone().unwrap_or_default();
+        join_errors(errs)
     }
-    undo.commit();
-    Ok(result)
-}
 
-/// DEL: IPAM first (also with an empty or vanished netns, unlike the reference), then the
-/// device back to the node. A device already gone from the container is fine.
-fn del(args: &CmdArgs) -> anyhow::Result<()> {
-    let n = HostDeviceConf::load(&args.stdin)?;
-    let mut errs = Vec::new();
-    if let Some(t) = n.net.ipam_type() {
-        if let Err(e) = delegate::del(t, &args.stdin, args) {
-            errs.push(e.into());
+    fn check(n: HostDeviceConf, args: &CmdArgs) -> anyhow::Result<()> {
+        let ns = open_netns(&args.netns)?;
+        if let Some(t) = n.net.ipam_type() {
+            delegate::check(t, &args.stdin, args)?;
         }
-    }
-    if !n.dpdk {
-        if let Err(e) = give_back(&n, args) {
-            errs.push(e);
+        if n.dpdk {
+            // A DPDK device never left the host: only prevResult is required.
+            n.net
+                .prev_result()?
+                .ok_or_else(|| anyhow!("Required prevResult missing"))?;
+            return Ok(());
         }
+        let (prev, intf) = ipconfig::prev_sandbox_interface(&n.net, args, "")?;
+        let mut cont = Netlink::in_netns(&ns)?;
+        check_container_link(&mut cont, &intf)?;
+        ipconfig::validate_expected_ips(&mut cont, &args.ifname, &prev.ips)?;
+        ipconfig::validate_expected_routes(&mut cont, &prev.routes)
     }
-    join_errors(errs)
-}
-
-fn check(args: &CmdArgs) -> anyhow::Result<()> {
-    let n = HostDeviceConf::load(&args.stdin)?;
-    let ns = open_netns(&args.netns)?;
-    if let Some(t) = n.net.ipam_type() {
-        delegate::check(t, &args.stdin, args)?;
-    }
-    if n.dpdk {
-        // A DPDK device never left the host: only prevResult is required.
-        n.net
-            .prev_result()?
-            .ok_or_else(|| anyhow!("Required prevResult missing"))?;
-        return Ok(());
-    }
-    let (prev, intf) = ipconfig::prev_sandbox_interface(&n.net, args, "")?;
-    let mut cont = Netlink::in_netns(&ns)?;
-    check_container_link(&mut cont, &intf)?;
-    ipconfig::validate_expected_ips(&mut cont, &args.ifname, &prev.ips)?;
-    ipconfig::validate_expected_routes(&mut cont, &prev.routes)
 }
 
 /// Node -> temporary netns (renamed to `ifname` there, alias = node name) -> container, up.
@@ -402,12 +400,6 @@ fn find_in_container(cont: &mut Netlink, n: &HostDeviceConf, args: &CmdArgs) -> 
         alias.is_some()
             && ((!n.device.is_empty() && alias == Some(n.device.as_str())) || l.mac.is_some_and(|m| macs.contains(&m)))
     }))
-}
-
-/// Fuzzing entry (fuzz/): this plugin's config parser alone, as ADD runs it, no kernel.
-#[doc(hidden)]
-pub fn fuzz_parse(args: &CmdArgs) -> anyhow::Result<()> {
-    HostDeviceConf::load(&args.stdin).map(drop)
 }
 
 #[cfg(test)]

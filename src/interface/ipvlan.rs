@@ -4,28 +4,18 @@
 
 use crate::cni::config::{self, NetConf};
 use crate::cni::error::CniError;
+use crate::cni::plugin::{entry, CniPlugin};
 use crate::cni::result::CniResult;
 use crate::cni::skel::{CmdArgs, Kind, Plugin};
-use crate::cni::version;
 use crate::linux::netlink::{IpvlanMode, LinkKind, LinkType};
 use crate::pkg::childlink::{
     add_child, check_child, configure_child, del_child, expect_type_and_mode, ChildSpec, ParentKeys,
 };
-use crate::pkg::ipam::{self, ipam_add, PluginConf};
+use crate::pkg::ipam::ipam_add;
 use anyhow::bail;
 use serde::Deserialize;
 
-pub static PLUGIN: Plugin = Plugin {
-    name: "ipvlan",
-    kind: Kind::Interface,
-    summary: "an ipvlan child of a node interface in the container",
-    versions: version::ALL,
-    add,
-    del,
-    check: Some(check),
-    status: Some(ipam::status::<IpvlanConf>),
-    gc: Some(ipam::gc::<IpvlanConf>),
-};
+pub static PLUGIN: Plugin = entry::<Ipvlan>();
 
 #[derive(Debug, Deserialize)]
 struct IpvlanConf {
@@ -38,12 +28,6 @@ struct IpvlanConf {
     /// prevResult, when chained.
     #[serde(skip)]
     prev: Option<CniResult>,
-}
-
-impl PluginConf for IpvlanConf {
-    fn net(&self) -> &NetConf {
-        &self.net
-    }
 }
 
 impl IpvlanConf {
@@ -73,57 +57,65 @@ fn mode_from_str(s: &str) -> Result<IpvlanMode, CniError> {
     }
 }
 
-fn add(args: &CmdArgs) -> anyhow::Result<CniResult> {
-    let n = IpvlanConf::load(&args.stdin)?;
-    let mode = mode_from_str(&n.mode)?;
-    // IPAM may be left out only in a chain whose prevResult has IPs to reuse.
-    let reuse = match (n.net.ipam_type(), &n.prev) {
-        (Some(_), _) => None,
-        (None, Some(prev)) if !prev.ips.is_empty() => Some(prev.clone()),
-        (None, Some(_)) => {
-            return Err(CniError::invalid_config("ipam must be specified: prevResult has no IPs to reuse").into())
-        }
-        (None, None) => return Err(CniError::invalid_config("ipam must be specified").into()),
-    };
-    let mut c = add_child(
-        args,
-        ChildSpec {
-            parent: &n.parent,
-            kind: LinkKind::Ipvlan { mode },
-            mac: None,
-        },
-    )?;
+struct Ipvlan;
 
-    let mut result = match reuse {
-        Some(prev) => prev,
-        None => ipam_add(n.net.ipam_type().expect("checked"), args, &mut c.undo)?,
-    };
-    result.cni_version = n.net.version().to_string();
-    configure_child(&mut c.cont, &c.cont_ns, args, &c.link, &mut result)?;
-    result.dns = n.net.dns.clone().unwrap_or_default();
-    c.undo.commit();
-    Ok(result)
-}
+impl CniPlugin for Ipvlan {
+    const NAME: &'static str = "ipvlan";
+    const KIND: Kind = Kind::Interface;
+    const SUMMARY: &'static str = "an ipvlan child of a node interface in the container";
+    type Conf = IpvlanConf;
+    type Lenient = IpvlanConf;
 
-/// DEL needs no master (the reference looks up the default-route interface here and fails
-/// without one): IPAM DEL when set, then the link.
-fn del(args: &CmdArgs) -> anyhow::Result<()> {
-    let n: IpvlanConf = config::parse(&args.stdin)?;
-    del_child(&n.net, args)
-}
+    fn load(args: &CmdArgs) -> anyhow::Result<Self::Conf> {
+        IpvlanConf::load(&args.stdin)
+    }
+    fn parse(args: &CmdArgs) -> anyhow::Result<Self::Lenient> {
+        Ok(config::parse(&args.stdin)?)
+    }
 
-fn check(args: &CmdArgs) -> anyhow::Result<()> {
-    let n = IpvlanConf::load(&args.stdin)?;
-    let want = mode_from_str(&n.mode)?;
-    check_child(&n.net, args, &n.parent, |l| {
-        expect_type_and_mode(l, LinkType::Ipvlan, "IPVlan", want, l.ipvlan_mode)
-    })
-}
+    fn add(n: IpvlanConf, args: &CmdArgs) -> anyhow::Result<CniResult> {
+        let mode = mode_from_str(&n.mode)?;
+        // IPAM may be left out only in a chain whose prevResult has IPs to reuse.
+        let reuse = match (n.net.ipam_type(), &n.prev) {
+            (Some(_), _) => None,
+            (None, Some(prev)) if !prev.ips.is_empty() => Some(prev.clone()),
+            (None, Some(_)) => {
+                return Err(CniError::invalid_config("ipam must be specified: prevResult has no IPs to reuse").into())
+            }
+            (None, None) => return Err(CniError::invalid_config("ipam must be specified").into()),
+        };
+        let mut c = add_child(
+            args,
+            ChildSpec {
+                parent: &n.parent,
+                kind: LinkKind::Ipvlan { mode },
+                mac: None,
+            },
+        )?;
 
-/// Fuzzing entry (fuzz/): this plugin's config parser alone, as ADD runs it, no kernel.
-#[doc(hidden)]
-pub fn fuzz_parse(args: &CmdArgs) -> anyhow::Result<()> {
-    IpvlanConf::load(&args.stdin).map(drop)
+        let mut result = match reuse {
+            Some(prev) => prev,
+            None => ipam_add(n.net.ipam_type().expect("checked"), args, &mut c.undo)?,
+        };
+        result.cni_version = n.net.version().to_string();
+        configure_child(&mut c.cont, &c.cont_ns, args, &c.link, &mut result)?;
+        result.dns = n.net.dns.clone().unwrap_or_default();
+        c.undo.commit();
+        Ok(result)
+    }
+
+    /// DEL needs no master (the reference looks up the default-route interface here and fails
+    /// without one): IPAM DEL when set, then the link.
+    fn del(n: IpvlanConf, args: &CmdArgs) -> anyhow::Result<()> {
+        del_child(&n.net, args)
+    }
+
+    fn check(n: IpvlanConf, args: &CmdArgs) -> anyhow::Result<()> {
+        let want = mode_from_str(&n.mode)?;
+        check_child(&n.net, args, &n.parent, |l| {
+            expect_type_and_mode(l, LinkType::Ipvlan, "IPVlan", want, l.ipvlan_mode)
+        })
+    }
 }
 
 #[cfg(test)]

@@ -4,29 +4,18 @@
 
 use crate::cni::config::{self, NetConf};
 use crate::cni::error::CniError;
+use crate::cni::plugin::{entry, CniPlugin};
 use crate::cni::result::CniResult;
 use crate::cni::skel::{CmdArgs, Kind, Plugin};
-use crate::cni::version;
 use crate::linux::netlink::{LinkKind, LinkType, MacvlanMode};
 use crate::pkg::childlink::{
     add_child, check_child, del_child, expect_type_and_mode, ipam_or_l2, ChildSpec, ParentKeys,
 };
-use crate::pkg::ipam::{self, PluginConf};
 use crate::pkg::mac::parse_mac;
 use anyhow::anyhow;
 use serde::Deserialize;
 
-pub static PLUGIN: Plugin = Plugin {
-    name: "macvlan",
-    kind: Kind::Interface,
-    summary: "a macvlan child of a node interface in the container",
-    versions: version::ALL,
-    add,
-    del,
-    check: Some(check),
-    status: Some(ipam::status::<MacvlanConf>),
-    gc: Some(ipam::gc::<MacvlanConf>),
-};
+pub static PLUGIN: Plugin = entry::<Macvlan>();
 
 #[derive(Debug, Deserialize)]
 struct MacvlanConf {
@@ -40,12 +29,6 @@ struct MacvlanConf {
     mac: String,
     #[serde(default)]
     bcqueuelen: u32,
-}
-
-impl PluginConf for MacvlanConf {
-    fn net(&self) -> &NetConf {
-        &self.net
-    }
 }
 
 impl MacvlanConf {
@@ -68,50 +51,58 @@ fn mode_from_str(s: &str) -> Result<MacvlanMode, CniError> {
     }
 }
 
-fn add(args: &CmdArgs) -> anyhow::Result<CniResult> {
-    let n = MacvlanConf::load(args)?;
-    let mode = mode_from_str(&n.mode)?;
-    let mac = match n.mac.as_str() {
-        "" => None,
-        m => Some(parse_mac(m).map_err(|e| anyhow!("invalid args {m} for MAC addr: {}", e.msg))?),
-    };
-    let mut c = add_child(
-        args,
-        ChildSpec {
-            parent: &n.parent,
-            kind: LinkKind::Macvlan {
-                mode,
-                bc_queue_len: (n.bcqueuelen > 0).then_some(n.bcqueuelen),
+struct Macvlan;
+
+impl CniPlugin for Macvlan {
+    const NAME: &'static str = "macvlan";
+    const KIND: Kind = Kind::Interface;
+    const SUMMARY: &'static str = "a macvlan child of a node interface in the container";
+    type Conf = MacvlanConf;
+    type Lenient = MacvlanConf;
+
+    fn load(args: &CmdArgs) -> anyhow::Result<Self::Conf> {
+        MacvlanConf::load(args)
+    }
+    fn parse(args: &CmdArgs) -> anyhow::Result<Self::Lenient> {
+        Ok(config::parse(&args.stdin)?)
+    }
+
+    fn add(n: MacvlanConf, args: &CmdArgs) -> anyhow::Result<CniResult> {
+        let mode = mode_from_str(&n.mode)?;
+        let mac = match n.mac.as_str() {
+            "" => None,
+            m => Some(parse_mac(m).map_err(|e| anyhow!("invalid args {m} for MAC addr: {}", e.msg))?),
+        };
+        let mut c = add_child(
+            args,
+            ChildSpec {
+                parent: &n.parent,
+                kind: LinkKind::Macvlan {
+                    mode,
+                    bc_queue_len: (n.bcqueuelen > 0).then_some(n.bcqueuelen),
+                },
+                mac,
             },
-            mac,
-        },
-    )?;
+        )?;
 
-    let result = ipam_or_l2(&mut c.cont, &c.cont_ns, args, &n.net, c.link, &mut c.undo)?;
-    c.undo.commit();
-    Ok(result)
-}
+        let result = ipam_or_l2(&mut c.cont, &c.cont_ns, args, &n.net, c.link, &mut c.undo)?;
+        c.undo.commit();
+        Ok(result)
+    }
 
-/// DEL needs no master (it may be gone already: the reference's DEL then fails with "Link not
-/// found" and blocks teardown, plugins#953, #830): IPAM first, then the link; an empty or
-/// vanished netns and a missing link are fine.
-fn del(args: &CmdArgs) -> anyhow::Result<()> {
-    let n: MacvlanConf = config::parse(&args.stdin)?;
-    del_child(&n.net, args)
-}
+    /// DEL needs no master (it may be gone already: the reference's DEL then fails with "Link not
+    /// found" and blocks teardown, plugins#953, #830): IPAM first, then the link; an empty or
+    /// vanished netns and a missing link are fine.
+    fn del(n: MacvlanConf, args: &CmdArgs) -> anyhow::Result<()> {
+        del_child(&n.net, args)
+    }
 
-fn check(args: &CmdArgs) -> anyhow::Result<()> {
-    let n = MacvlanConf::load(args)?;
-    let want = mode_from_str(&n.mode)?;
-    check_child(&n.net, args, &n.parent, |l| {
-        expect_type_and_mode(l, LinkType::Macvlan, "macvlan", want, l.macvlan_mode)
-    })
-}
-
-/// Fuzzing entry (fuzz/): this plugin's config parser alone, as ADD runs it, no kernel.
-#[doc(hidden)]
-pub fn fuzz_parse(args: &CmdArgs) -> anyhow::Result<()> {
-    MacvlanConf::load(args).map(drop)
+    fn check(n: MacvlanConf, args: &CmdArgs) -> anyhow::Result<()> {
+        let want = mode_from_str(&n.mode)?;
+        check_child(&n.net, args, &n.parent, |l| {
+            expect_type_and_mode(l, LinkType::Macvlan, "macvlan", want, l.macvlan_mode)
+        })
+    }
 }
 
 #[cfg(test)]
@@ -119,16 +110,7 @@ mod tests {
     use super::*;
 
     fn args(stdin: &str, cni_args: &str) -> CmdArgs {
-        CmdArgs {
-            command: crate::cni::skel::Command::Add,
-            container_id: "c".into(),
-            netns: "/run/netns/x".into(),
-            ifname: "eth0".into(),
-            args: cni_args.into(),
-            path: String::new(),
-            netns_override: false,
-            stdin: stdin.as_bytes().to_vec(),
-        }
+        CmdArgs::example(stdin.as_bytes(), cni_args)
     }
 
     #[test]

@@ -8,17 +8,17 @@
 use crate::cni::config::{self, NetConf};
 use crate::cni::delegate;
 use crate::cni::error::CniError;
+use crate::cni::plugin::{entry, CniPlugin};
 use crate::cni::result::{CniResult, Interface};
 use crate::cni::skel::{CmdArgs, Kind, Plugin};
-use crate::cni::version;
 use crate::linux::netlink::route::{SCOPE_HOST, SCOPE_LINK};
 use crate::linux::netlink::{Link, LinkType, Route};
 use crate::linux::{NetNs, Netlink};
 use crate::pkg::errors::join_errors;
+use crate::pkg::ipam::release_then_del_link;
 use crate::pkg::ipam::{self, dns_set, ipam_add};
 use crate::pkg::ipconfig::{self, Dad};
 use crate::pkg::ipmasq::{check_masquerade, gc_masquerade, setup_masquerade};
-use crate::pkg::link::del_container_link;
 use crate::pkg::link::mtu_of;
 use crate::pkg::mac::{check_container_mac, fmt_mac};
 use crate::pkg::masq_iptables::MasqBackend;
@@ -28,17 +28,7 @@ use crate::pkg::veth::{self, VethOpts};
 use anyhow::{anyhow, bail, Context};
 use serde::Deserialize;
 
-pub static PLUGIN: Plugin = Plugin {
-    name: "ptp",
-    kind: Kind::Interface,
-    summary: "a routed veth pair per container (no bridge)",
-    versions: version::ALL,
-    add,
-    del,
-    check: Some(check),
-    status: Some(status),
-    gc: Some(gc),
-};
+pub static PLUGIN: Plugin = entry::<Ptp>();
 
 #[derive(Debug, Deserialize)]
 struct PtpConf {
@@ -68,124 +58,126 @@ impl PtpConf {
     }
 }
 
-/// ADD, in the order of the reference's cmdAdd: IPAM (every address needs a gateway),
-/// forwarding, the veth pair, the container's addresses and routes, the host's gateway
-/// addresses and routes, then masquerade.
-fn add(args: &CmdArgs) -> anyhow::Result<CniResult> {
-    let conf = PtpConf::load(&args.stdin)?;
-    let ipam_type = conf.ipam()?;
-    let mtu = mtu_of(conf.mtu)?;
-    let host_ns = NetNs::current()?;
-    let cont_ns = open_netns(&args.netns)?;
-    let mut host = Netlink::new()?;
-    let mut cont = Netlink::in_netns(&cont_ns)?;
-    let mut undo = Undo::new();
+struct Ptp;
 
-    let mut result = ipam_add(ipam_type, args, &mut undo)?;
-    for ipc in &result.ips {
-        if ipc.gateway.is_none() {
-            bail!("ptp needs a gateway for {}: the IPAM result has none", ipc.address);
+impl CniPlugin for Ptp {
+    const NAME: &'static str = "ptp";
+    const KIND: Kind = Kind::Interface;
+    const SUMMARY: &'static str = "a routed veth pair per container (no bridge)";
+    type Conf = PtpConf;
+    type Lenient = PtpConf;
+
+    fn load(args: &CmdArgs) -> anyhow::Result<Self::Conf> {
+        Ok(PtpConf::load(&args.stdin)?)
+    }
+    fn parse(args: &CmdArgs) -> anyhow::Result<Self::Lenient> {
+        Ok(PtpConf::load(&args.stdin)?)
+    }
+
+    /// ADD, in the order of the reference's cmdAdd: IPAM (every address needs a gateway),
+    /// forwarding, the veth pair, the container's addresses and routes, the host's gateway
+    /// addresses and routes, then masquerade.
+    fn add(conf: PtpConf, args: &CmdArgs) -> anyhow::Result<CniResult> {
+        let ipam_type = conf.ipam()?;
+        let mtu = mtu_of(conf.mtu)?;
+        let host_ns = NetNs::current()?;
+        let cont_ns = open_netns(&args.netns)?;
+        let mut host = Netlink::new()?;
+        let mut cont = Netlink::in_netns(&cont_ns)?;
+        let mut undo = Undo::new();
+
+        let mut result = ipam_add(ipam_type, args, &mut undo)?;
+        for ipc in &result.ips {
+            if ipc.gateway.is_none() {
+                bail!("ptp needs a gateway for {}: the IPAM result has none", ipc.address);
+            }
         }
-    }
-    let has = |v4: bool| result.ips.iter().any(|i| i.address.addr().is_ipv4() == v4);
-    ipconfig::enable_forwarding(has(true), has(false))?;
+        let has = |v4: bool| result.ips.iter().any(|i| i.address.addr().is_ipv4() == v4);
+        ipconfig::enable_forwarding(has(true), has(false))?;
 
-    let (host_index, cont_link) = add_veth(&mut host, &mut cont, &host_ns, args, mtu, &mut result, &mut undo)?;
-    add_container_routes(&mut cont, &cont_ns, &cont_link, args, &result)?;
-    add_host_routes(&mut host, host_index, &result)?;
+        let (host_index, cont_link) = add_veth(&mut host, &mut cont, &host_ns, args, mtu, &mut result, &mut undo)?;
+        add_container_routes(&mut cont, &cont_ns, &cont_link, args, &result)?;
+        add_host_routes(&mut host, host_index, &result)?;
 
-    // Closed when ADD returns (a close waits for the kernel to retire the transaction).
-    let _nft = if conf.ip_masq {
-        Some(setup_masquerade(
-            &conf.net.name,
-            conf.masq_backend,
-            args,
-            &result,
-            &mut undo,
-        )?)
-    } else {
-        None
-    };
-    if dns_set(&conf.net.dns) {
-        result.dns = conf.net.dns.clone().unwrap_or_default();
-    }
-    undo.commit();
-    Ok(result)
-}
-
-/// IPAM first (the reference's order), then the masquerade rules (by comment, so also when
-/// the netns is gone) and the link; every step is tried and every failure is reported.
-fn del(args: &CmdArgs) -> anyhow::Result<()> {
-    let conf = PtpConf::load(&args.stdin)?;
-    let mut errs = Vec::new();
-    // Kept open until the link is gone, so that the kernel's retiring of the deleted rules
-    // (which a close waits for) overlaps the link deletion.
-    let mut _nft = None;
-    if conf.ip_masq {
-        let sock = crate::linux::nft::NftSocket::open()?;
-        errs.extend(crate::pkg::masquerade::teardown(&sock, &conf.net.name, &args.ifname, &args.container_id).err());
-        if conf.masq_backend == MasqBackend::Iptables {
-            errs.extend(crate::pkg::masq_iptables::teardown(&sock, &conf.net.name, &args.container_id).err());
+        // Closed when ADD returns (a close waits for the kernel to retire the transaction).
+        let _nft = if conf.ip_masq {
+            Some(setup_masquerade(
+                &conf.net.name,
+                conf.masq_backend,
+                args,
+                &result,
+                &mut undo,
+            )?)
+        } else {
+            None
+        };
+        if dns_set(&conf.net.dns) {
+            result.dns = conf.net.dns.clone().unwrap_or_default();
         }
-        _nft = Some(sock);
+        undo.commit();
+        Ok(result)
     }
-    if let Some(t) = conf.net.ipam_type() {
-        if let Err(e) = delegate::del(t, &args.stdin, args) {
-            errs.push(e.into());
+
+    /// IPAM first (the reference's order), then the masquerade rules (by comment, so also when
+    /// the netns is gone) and the link; every step is tried and every failure is reported.
+    fn del(conf: PtpConf, args: &CmdArgs) -> anyhow::Result<()> {
+        let mut errs = Vec::new();
+        // Kept open until the link is gone, so that the kernel's retiring of the deleted rules
+        // (which a close waits for) overlaps the link deletion.
+        let mut _nft = None;
+        if conf.ip_masq {
+            let sock = crate::linux::nft::NftSocket::open()?;
+            errs.extend(
+                crate::pkg::masquerade::teardown(&sock, &conf.net.name, &args.ifname, &args.container_id).err(),
+            );
+            if conf.masq_backend == MasqBackend::Iptables {
+                errs.extend(crate::pkg::masq_iptables::teardown(&sock, &conf.net.name, &args.container_id).err());
+            }
+            _nft = Some(sock);
         }
+        release_then_del_link(&conf.net, args, errs)
     }
-    if let Err(e) = del_container_link(&args.netns, &args.ifname) {
-        errs.push(e);
-    }
-    join_errors(errs)
-}
 
-fn check(args: &CmdArgs) -> anyhow::Result<()> {
-    let conf = PtpConf::load(&args.stdin)?;
-    let ns = open_netns(&args.netns)?;
-    delegate::check(conf.ipam()?, &args.stdin, args)?;
-    let (prev, cont) = crate::pkg::ipconfig::prev_sandbox_interface(&conf.net, args, "ptp: ")?;
-    let mut nl = Netlink::in_netns(&ns)?;
-    let link = nl
-        .link_by_name(&cont.name)?
-        .ok_or_else(|| anyhow!("ptp: Container Interface name in prevResult: {} not found", cont.name))?;
-    if link.kind != Some(LinkType::Veth) {
-        bail!("Error: Container interface {} not of type veth/p2p", link.name);
+    fn check(conf: PtpConf, args: &CmdArgs) -> anyhow::Result<()> {
+        let ns = open_netns(&args.netns)?;
+        delegate::check(conf.ipam()?, &args.stdin, args)?;
+        let (prev, cont) = crate::pkg::ipconfig::prev_sandbox_interface(&conf.net, args, "ptp: ")?;
+        let mut nl = Netlink::in_netns(&ns)?;
+        let link = nl
+            .link_by_name(&cont.name)?
+            .ok_or_else(|| anyhow!("ptp: Container Interface name in prevResult: {} not found", cont.name))?;
+        if link.kind != Some(LinkType::Veth) {
+            bail!("Error: Container interface {} not of type veth/p2p", link.name);
+        }
+        check_container_mac("ptp: ", &cont, &link)?;
+        ipconfig::validate_expected_ips(&mut nl, &args.ifname, &prev.ips)?;
+        ipconfig::validate_expected_routes(&mut nl, &prev.routes)?;
+        if conf.ip_masq {
+            check_masquerade(&conf.net.name, conf.masq_backend, args, &prev)?;
+        }
+        Ok(())
     }
-    check_container_mac("ptp: ", &cont, &link)?;
-    ipconfig::validate_expected_ips(&mut nl, &args.ifname, &prev.ips)?;
-    ipconfig::validate_expected_routes(&mut nl, &prev.routes)?;
-    if conf.ip_masq {
-        check_masquerade(&conf.net.name, conf.masq_backend, args, &prev)?;
+
+    /// STATUS is the IPAM's (always, as in the reference).
+    fn status(args: &CmdArgs) -> anyhow::Result<()> {
+        let conf = PtpConf::load(&args.stdin)?;
+        Ok(delegate::status(conf.ipam()?, &args.stdin, args)?)
     }
-    Ok(())
-}
 
-/// STATUS is the IPAM's (always, as in the reference).
-fn status(args: &CmdArgs) -> anyhow::Result<()> {
-    let conf = PtpConf::load(&args.stdin)?;
-    Ok(delegate::status(conf.ipam()?, &args.stdin, args)?)
-}
-
-/// GC: masquerade rules (by comment) and the IPAM's reservations; links die with their netns.
-fn gc(args: &CmdArgs) -> anyhow::Result<()> {
-    let conf = PtpConf::load(&args.stdin)?;
-    let mut errs = Vec::new();
-    if conf.ip_masq {
-        errs.extend(gc_masquerade(&conf.net).err());
+    /// GC: masquerade rules (by comment) and the IPAM's reservations; links die with their netns.
+    fn gc(args: &CmdArgs) -> anyhow::Result<()> {
+        let conf = PtpConf::load(&args.stdin)?;
+        let mut errs = Vec::new();
+        if conf.ip_masq {
+            errs.extend(gc_masquerade(&conf.net).err());
+        }
+        errs.extend(
+            delegate::gc(conf.ipam()?, &args.stdin, args)
+                .err()
+                .map(anyhow::Error::from),
+        );
+        join_errors(errs)
     }
-    errs.extend(
-        delegate::gc(conf.ipam()?, &args.stdin, args)
-            .err()
-            .map(anyhow::Error::from),
-    );
-    join_errors(errs)
-}
-
-/// Fuzzing entry (fuzz/): this plugin's config parser alone, as ADD runs it, no kernel.
-#[doc(hidden)]
-pub fn fuzz_parse(args: &CmdArgs) -> anyhow::Result<()> {
-    PtpConf::load(&args.stdin).map(drop).map_err(Into::into)
 }
 
 // Private helpers of ADD.

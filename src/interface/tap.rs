@@ -5,14 +5,13 @@
 use crate::cni::config::{self, NetConf};
 use crate::cni::delegate;
 use crate::cni::error::CniError;
+use crate::cni::plugin::{entry, CniPlugin};
 use crate::cni::result::CniResult;
 use crate::cni::skel::{CmdArgs, Kind, Plugin};
-use crate::cni::version;
 use crate::linux::netlink::LinkType;
 use crate::linux::tuntap::{self, TunTap};
 use crate::linux::{NetNs, Netlink};
 use crate::pkg::childlink::{check_container_link, del_child, ipam_or_l2};
-use crate::pkg::ipam::{self, PluginConf};
 use crate::pkg::mac::parse_mac;
 use crate::pkg::netns::open_netns;
 use crate::pkg::undo::Undo;
@@ -20,17 +19,7 @@ use crate::pkg::veth;
 use anyhow::{anyhow, bail, Context};
 use serde::Deserialize;
 
-pub static PLUGIN: Plugin = Plugin {
-    name: "tap",
-    kind: Kind::Interface,
-    summary: "a tap device in the container, optionally on a bridge there",
-    versions: version::ALL,
-    add,
-    del,
-    check: Some(check),
-    status: Some(ipam::status::<TapConf>),
-    gc: Some(ipam::gc::<TapConf>),
-};
+pub static PLUGIN: Plugin = entry::<Tap>();
 
 #[derive(Debug, Deserialize)]
 struct TapConf {
@@ -50,12 +39,6 @@ struct TapConf {
     selinux_context: String,
     #[serde(default)]
     bridge: String,
-}
-
-impl PluginConf for TapConf {
-    fn net(&self) -> &NetConf {
-        &self.net
-    }
 }
 
 impl TapConf {
@@ -83,87 +66,95 @@ impl TapConf {
     }
 }
 
-fn add(args: &CmdArgs) -> anyhow::Result<CniResult> {
-    let n = TapConf::load(args)?;
-    if !n.selinux_context.is_empty() {
-        return Err(CniError::unsupported_field(
-            "selinuxContext is not supported: cni-multi cannot label the tap device (no libselinux); remove the key",
-        )
-        .into());
-    }
-    let mtu = crate::pkg::link::mtu_of(n.mtu)?;
-    let mac = match n.mac.as_str() {
-        "" => None,
-        m => Some(parse_mac(m).map_err(|e| anyhow!("invalid args {m} for MAC addr: {}", e.msg))?),
-    };
-    let cont_ns = open_netns(&args.netns)?;
-    let mut cont = Netlink::in_netns(&cont_ns)?;
-    let mut undo = Undo::new();
+struct Tap;
 
-    // tun devices are made in the calling thread's netns: enter the container for this call.
-    let tmp = veth::random_veth_name()?;
-    let made = {
-        let _in_container = cont_ns.enter()?;
-        tuntap::create(&n.tuntap(tmp.clone()))
-    };
-    made.context("failed to create tap")?;
-    let link = cont
-        .link_by_name(&tmp)?
-        .ok_or_else(|| anyhow!("tap {tmp:?} vanished after creation"))?;
-    let (path, idx) = (cont_ns.path().to_path_buf(), link.index);
-    undo.push(format!("delete {} in the container", args.ifname), move || {
-        Ok(Netlink::in_netns(&NetNs::open(&path)?)?.delete_link(idx)?)
-    });
-    if let Some(m) = mtu {
-        cont.set_mtu(idx, m)
-            .with_context(|| format!("failed to set tap mtu {m}"))?;
+impl CniPlugin for Tap {
+    const NAME: &'static str = "tap";
+    const KIND: Kind = Kind::Interface;
+    const SUMMARY: &'static str = "a tap device in the container, optionally on a bridge there";
+    type Conf = TapConf;
+    type Lenient = TapConf;
+
+    fn load(args: &CmdArgs) -> anyhow::Result<Self::Conf> {
+        TapConf::load(args)
     }
-    if let Some(m) = mac {
-        cont.set_mac(idx, m).context("failed to set tap mac")?;
-    }
-    cont.set_name(idx, &args.ifname)
-        .with_context(|| format!("failed to rename tap to {:?}", args.ifname))?;
-    if !n.bridge.is_empty() {
-        let br = cont
-            .link_by_name(&n.bridge)?
-            .filter(|l| l.kind == Some(LinkType::Bridge))
-            .ok_or_else(|| anyhow!("failed to lookup bridge {:?} in the container", n.bridge))?;
-        cont.set_master(idx, br.index)
-            .with_context(|| format!("failed to set master {:?} for {:?}", n.bridge, args.ifname))?;
+    fn parse(args: &CmdArgs) -> anyhow::Result<Self::Lenient> {
+        Ok(config::parse(&args.stdin)?)
     }
 
-    // Looked up again: joining the bridge may have changed it.
-    let link = cont.link_by_index(idx)?.unwrap_or(link);
-    let result = ipam_or_l2(&mut cont, &cont_ns, args, &n.net, link, &mut undo)?;
-    undo.commit();
-    Ok(result)
-}
+    fn add(n: TapConf, args: &CmdArgs) -> anyhow::Result<CniResult> {
+        if !n.selinux_context.is_empty() {
+            return Err(CniError::unsupported_field(
+                "selinuxContext is not supported: cni-multi cannot label the tap device (no libselinux); remove the key",
+            )
+            .into());
+        }
+        let mtu = crate::pkg::link::mtu_of(n.mtu)?;
+        let mac = match n.mac.as_str() {
+            "" => None,
+            m => Some(parse_mac(m).map_err(|e| anyhow!("invalid args {m} for MAC addr: {}", e.msg))?),
+        };
+        let cont_ns = open_netns(&args.netns)?;
+        let mut cont = Netlink::in_netns(&cont_ns)?;
+        let mut undo = Undo::new();
 
-fn del(args: &CmdArgs) -> anyhow::Result<()> {
-    let n: TapConf = config::parse(&args.stdin)?;
-    del_child(&n.net, args)
-}
+        // tun devices are made in the calling thread's netns: enter the container for this call.
+        let tmp = veth::random_veth_name()?;
+        let made = {
+            let _in_container = cont_ns.enter()?;
+            tuntap::create(&n.tuntap(tmp.clone()))
+        };
+        made.context("failed to create tap")?;
+        let link = cont
+            .link_by_name(&tmp)?
+            .ok_or_else(|| anyhow!("tap {tmp:?} vanished after creation"))?;
+        let (path, idx) = (cont_ns.path().to_path_buf(), link.index);
+        undo.push(format!("delete {} in the container", args.ifname), move || {
+            Ok(Netlink::in_netns(&NetNs::open(&path)?)?.delete_link(idx)?)
+        });
+        if let Some(m) = mtu {
+            cont.set_mtu(idx, m)
+                .with_context(|| format!("failed to set tap mtu {m}"))?;
+        }
+        if let Some(m) = mac {
+            cont.set_mac(idx, m).context("failed to set tap mac")?;
+        }
+        cont.set_name(idx, &args.ifname)
+            .with_context(|| format!("failed to rename tap to {:?}", args.ifname))?;
+        if !n.bridge.is_empty() {
+            let br = cont
+                .link_by_name(&n.bridge)?
+                .filter(|l| l.kind == Some(LinkType::Bridge))
+                .ok_or_else(|| anyhow!("failed to lookup bridge {:?} in the container", n.bridge))?;
+            cont.set_master(idx, br.index)
+                .with_context(|| format!("failed to set master {:?} for {:?}", n.bridge, args.ifname))?;
+        }
 
-fn check(args: &CmdArgs) -> anyhow::Result<()> {
-    let n = TapConf::load(args)?;
-    let ns = open_netns(&args.netns)?;
-    if let Some(t) = n.net.ipam_type() {
-        delegate::check(t, &args.stdin, args)?;
+        // Looked up again: joining the bridge may have changed it.
+        let link = cont.link_by_index(idx)?.unwrap_or(link);
+        let result = ipam_or_l2(&mut cont, &cont_ns, args, &n.net, link, &mut undo)?;
+        undo.commit();
+        Ok(result)
     }
-    let (prev, intf) = crate::pkg::ipconfig::prev_sandbox_interface(&n.net, args, "")?;
-    let mut cont = Netlink::in_netns(&ns)?;
-    let l = check_container_link(&mut cont, &intf)?;
-    if l.kind != Some(LinkType::Tun) {
-        bail!("Error: Container interface {} not of type tap", l.name);
-    }
-    crate::pkg::ipconfig::validate_expected_ips(&mut cont, &args.ifname, &prev.ips)?;
-    crate::pkg::ipconfig::validate_expected_routes(&mut cont, &prev.routes)
-}
 
-/// Fuzzing entry (fuzz/): this plugin's config parser alone, as ADD runs it, no kernel.
-#[doc(hidden)]
-pub fn fuzz_parse(args: &CmdArgs) -> anyhow::Result<()> {
-    TapConf::load(args).map(drop)
+    fn del(n: TapConf, args: &CmdArgs) -> anyhow::Result<()> {
+        del_child(&n.net, args)
+    }
+
+    fn check(n: TapConf, args: &CmdArgs) -> anyhow::Result<()> {
+        let ns = open_netns(&args.netns)?;
+        if let Some(t) = n.net.ipam_type() {
+            delegate::check(t, &args.stdin, args)?;
+        }
+        let (prev, intf) = crate::pkg::ipconfig::prev_sandbox_interface(&n.net, args, "")?;
+        let mut cont = Netlink::in_netns(&ns)?;
+        let l = check_container_link(&mut cont, &intf)?;
+        if l.kind != Some(LinkType::Tun) {
+            bail!("Error: Container interface {} not of type tap", l.name);
+        }
+        crate::pkg::ipconfig::validate_expected_ips(&mut cont, &args.ifname, &prev.ips)?;
+        crate::pkg::ipconfig::validate_expected_routes(&mut cont, &prev.routes)
+    }
 }
 
 #[cfg(test)]

@@ -4,26 +4,16 @@
 use crate::cni::config::{self, NetConf};
 use crate::cni::delegate;
 use crate::cni::error::CniError;
+use crate::cni::plugin::{entry, CniPlugin};
 use crate::cni::result::CniResult;
 use crate::cni::skel::{CmdArgs, Kind, Plugin};
-use crate::cni::version;
 use crate::linux::netlink::{LinkKind, LinkType};
 use crate::pkg::childlink::{add_child, check_child, configure_child, del_child, ChildSpec, ParentKeys};
 use crate::pkg::ipam::{self, ipam_add};
 use anyhow::bail;
 use serde::Deserialize;
 
-pub static PLUGIN: Plugin = Plugin {
-    name: "vlan",
-    kind: Kind::Interface,
-    summary: "an 802.1Q vlan child of a node interface in the container",
-    versions: version::ALL,
-    add,
-    del,
-    check: Some(check),
-    status: Some(status),
-    gc: Some(gc),
-};
+pub static PLUGIN: Plugin = entry::<Vlan>();
 
 #[derive(Debug, Deserialize)]
 struct VlanConf {
@@ -61,73 +51,81 @@ impl VlanConf {
     }
 }
 
-fn add(args: &CmdArgs) -> anyhow::Result<CniResult> {
-    let n = VlanConf::load(&args.stdin)?;
-    let ipam_type = n.ipam()?;
-    let mut c = add_child(
-        args,
-        ChildSpec {
-            parent: &n.parent,
-            kind: LinkKind::Vlan { id: n.vlan_id as u16 },
-            mac: None,
-        },
-    )?;
+struct Vlan;
 
-    let mut result = ipam_add(ipam_type, args, &mut c.undo)?;
-    configure_child(&mut c.cont, &c.cont_ns, args, &c.link, &mut result)?;
-    result.dns = n.net.dns.clone().unwrap_or_default();
-    c.undo.commit();
-    Ok(result)
-}
+impl CniPlugin for Vlan {
+    const NAME: &'static str = "vlan";
+    const KIND: Kind = Kind::Interface;
+    const SUMMARY: &'static str = "an 802.1Q vlan child of a node interface in the container";
+    type Conf = VlanConf;
+    type Lenient = VlanConf;
 
-/// Unlike the reference, DEL does not look at the master: it succeeds when the master is
-/// already gone (plugins#953, #830), which also took the vlan link with it.
-fn del(args: &CmdArgs) -> anyhow::Result<()> {
-    let n = VlanConf::load(&args.stdin)?;
-    del_child(&n.net, args)
-}
+    fn load(args: &CmdArgs) -> anyhow::Result<Self::Conf> {
+        VlanConf::load(&args.stdin)
+    }
+    fn parse(args: &CmdArgs) -> anyhow::Result<Self::Lenient> {
+        VlanConf::load(&args.stdin)
+    }
 
-fn check(args: &CmdArgs) -> anyhow::Result<()> {
-    let n = VlanConf::load(&args.stdin)?;
-    check_child(&n.net, args, &n.parent, |l| {
-        if l.kind != Some(LinkType::Vlan) {
-            bail!("Error: Container interface {} not of type vlan", l.name);
-        }
-        if l.vlan_id != Some(n.vlan_id as u16) {
-            bail!(
-                "Error: Container interface {} has VLAN ID {}, configured {}",
-                l.name,
-                l.vlan_id.map(|v| v.to_string()).unwrap_or_default(),
-                n.vlan_id
-            );
-        }
-        if n.parent.mtu != 0 && i64::from(l.mtu) != n.parent.mtu {
-            bail!(
-                "Error: Tuning configured MTU of {} is {}, current value is {}",
-                l.name,
-                n.parent.mtu,
-                l.mtu
-            );
-        }
-        Ok(())
-    })
-}
+    fn add(n: VlanConf, args: &CmdArgs) -> anyhow::Result<CniResult> {
+        let ipam_type = n.ipam()?;
+        let mut c = add_child(
+            args,
+            ChildSpec {
+                parent: &n.parent,
+                kind: LinkKind::Vlan { id: n.vlan_id as u16 },
+                mac: None,
+            },
+        )?;
 
-/// STATUS is always the IPAM's, as in the reference.
-fn status(args: &CmdArgs) -> anyhow::Result<()> {
-    let n: VlanConf = config::parse(&args.stdin)?;
-    Ok(delegate::status(n.ipam()?, &args.stdin, args)?)
-}
+        let mut result = ipam_add(ipam_type, args, &mut c.undo)?;
+        configure_child(&mut c.cont, &c.cont_ns, args, &c.link, &mut result)?;
+        result.dns = n.net.dns.clone().unwrap_or_default();
+        c.undo.commit();
+        Ok(result)
+    }
 
-fn gc(args: &CmdArgs) -> anyhow::Result<()> {
-    let n: VlanConf = config::parse(&args.stdin)?;
-    Ok(delegate::gc(n.ipam()?, &args.stdin, args)?)
-}
+    /// Unlike the reference, DEL does not look at the master: it succeeds when the master is
+    /// already gone (plugins#953, #830), which also took the vlan link with it.
+    fn del(n: VlanConf, args: &CmdArgs) -> anyhow::Result<()> {
+        del_child(&n.net, args)
+    }
 
-/// Fuzzing entry (fuzz/): this plugin's config parser alone, as ADD runs it, no kernel.
-#[doc(hidden)]
-pub fn fuzz_parse(args: &CmdArgs) -> anyhow::Result<()> {
-    VlanConf::load(&args.stdin).map(drop)
+    fn check(n: VlanConf, args: &CmdArgs) -> anyhow::Result<()> {
+        check_child(&n.net, args, &n.parent, |l| {
+            if l.kind != Some(LinkType::Vlan) {
+                bail!("Error: Container interface {} not of type vlan", l.name);
+            }
+            if l.vlan_id != Some(n.vlan_id as u16) {
+                bail!(
+                    "Error: Container interface {} has VLAN ID {}, configured {}",
+                    l.name,
+                    l.vlan_id.map(|v| v.to_string()).unwrap_or_default(),
+                    n.vlan_id
+                );
+            }
+            if n.parent.mtu != 0 && i64::from(l.mtu) != n.parent.mtu {
+                bail!(
+                    "Error: Tuning configured MTU of {} is {}, current value is {}",
+                    l.name,
+                    n.parent.mtu,
+                    l.mtu
+                );
+            }
+            Ok(())
+        })
+    }
+
+    /// STATUS is always the IPAM's, as in the reference.
+    fn status(args: &CmdArgs) -> anyhow::Result<()> {
+        let n: VlanConf = config::parse(&args.stdin)?;
+        Ok(delegate::status(n.ipam()?, &args.stdin, args)?)
+    }
+
+    fn gc(args: &CmdArgs) -> anyhow::Result<()> {
+        let n: VlanConf = config::parse(&args.stdin)?;
+        Ok(delegate::gc(n.ipam()?, &args.stdin, args)?)
+    }
 }
 
 #[cfg(test)]

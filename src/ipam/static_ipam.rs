@@ -9,6 +9,7 @@ use super::parse_ip;
 use crate::cni::args::CniArgs;
 use crate::cni::config;
 use crate::cni::error::CniError;
+use crate::cni::plugin::{entry, CniPlugin};
 use crate::cni::result::{CniResult, Dns, IpConfig, Route};
 use crate::cni::skel::{CmdArgs, Kind, Plugin};
 use crate::cni::version;
@@ -19,17 +20,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use std::net::IpAddr;
 
-pub static PLUGIN: Plugin = Plugin {
-    name: "static",
-    kind: Kind::Ipam,
-    summary: "fixed IP addresses, routes and DNS from the config",
-    versions: version::ALL,
-    add: cmd_add,
-    del: cmd_del,
-    check: Some(cmd_check),
-    status: None,
-    gc: None,
-};
+pub static PLUGIN: Plugin = entry::<Static>();
 
 #[derive(Deserialize)]
 struct NetIn {
@@ -204,55 +195,73 @@ pub fn load_conf(stdin: &[u8], cni_args: &str) -> Result<StaticConf, CniError> {
     })
 }
 
-fn cmd_add(args: &CmdArgs) -> Result<CniResult> {
-    let conf = load_conf(&args.stdin, &args.args)?;
-    let mut result = CniResult::new(&conf.cni_version);
-    result.ips = conf
-        .addresses
-        .iter()
-        .map(|(address, gateway)| IpConfig {
-            interface: None,
-            address: *address,
-            gateway: *gateway,
-        })
-        .collect();
-    result.routes = conf.routes;
-    result.dns = conf.dns;
-    Ok(result)
-}
+struct Static;
 
-/// Nothing was allocated, so there is nothing to release.
-fn cmd_del(_: &CmdArgs) -> Result<()> {
-    Ok(())
-}
+impl CniPlugin for Static {
+    const NAME: &'static str = "static";
+    const KIND: Kind = Kind::Ipam;
+    const SUMMARY: &'static str = "fixed IP addresses, routes and DNS from the config";
+    const HAS_STATUS: bool = false;
+    const HAS_GC: bool = false;
+    type Conf = StaticConf;
+    type Lenient = ();
 
-/// Every configured address found in prevResult must carry the configured gateway.
-/// (Like the reference, an address missing from prevResult is not reported.)
-fn cmd_check(args: &CmdArgs) -> Result<()> {
-    let conf = load_conf(&args.stdin, &args.args)?;
-    let Some(prev) = conf.prev_result.as_ref().filter(|v| !v.is_null()) else {
-        return Err(CniError::internal("Required prevResult missing").into());
-    };
-    let version = if conf.cni_version.is_empty() {
-        "0.1.0"
-    } else {
-        &conf.cni_version
-    };
-    let prev = CniResult::parse(prev, version)?;
-    for (addr, gw) in &conf.addresses {
-        for ip in &prev.ips {
-            if addr.addr() == canon(ip.address.addr()) {
-                if gw.is_none() || *gw == ip.gateway {
-                    break;
+    fn load(args: &CmdArgs) -> anyhow::Result<Self::Conf> {
+        Ok(load_conf(&args.stdin, &args.args)?)
+    }
+    fn parse(_: &CmdArgs) -> anyhow::Result<Self::Lenient> {
+        // DEL reads nothing from the config.
+        Ok(())
+    }
+
+    fn add(conf: StaticConf, _: &CmdArgs) -> Result<CniResult> {
+        let mut result = CniResult::new(&conf.cni_version);
+        result.ips = conf
+            .addresses
+            .iter()
+            .map(|(address, gateway)| IpConfig {
+                interface: None,
+                address: *address,
+                gateway: *gateway,
+            })
+            .collect();
+        result.routes = conf.routes;
+        result.dns = conf.dns;
+        Ok(result)
+    }
+
+    /// Nothing was allocated, so there is nothing to release.
+    fn del(_: (), _: &CmdArgs) -> Result<()> {
+        Ok(())
+    }
+
+    /// Every configured address found in prevResult must carry the configured gateway.
+    /// (Like the reference, an address missing from prevResult is not reported.)
+    fn check(conf: StaticConf, args: &CmdArgs) -> Result<()> {
+        let Some(prev) = conf.prev_result.as_ref().filter(|v| !v.is_null()) else {
+            return Err(CniError::internal("Required prevResult missing").into());
+        };
+        let version = if conf.cni_version.is_empty() {
+            "0.1.0"
+        } else {
+            &conf.cni_version
+        };
+        let prev = CniResult::parse(prev, version)?;
+        for (addr, gw) in &conf.addresses {
+            for ip in &prev.ips {
+                if addr.addr() == canon(ip.address.addr()) {
+                    if gw.is_none() || *gw == ip.gateway {
+                        break;
+                    }
+                    return Err(CniError::internal(format!(
+                        "static: Failed to match addr {} on interface {}",
+                        ip.address.addr(),
+                        args.ifname
+                    ))
+                    .into());
                 }
-                return Err(CniError::internal(format!(
-                    "static: Failed to match addr {} on interface {}",
-                    ip.address.addr(),
-                    args.ifname
-                ))
-                .into());
             }
         }
+        Ok(())
     }
-    Ok(())
 }

@@ -12,6 +12,7 @@
 
 use crate::cni::config::{self, NetConf};
 use crate::cni::error::{code, CniError};
+use crate::cni::plugin::{entry, CniPlugin};
 use crate::cni::result::{CniResult, Interface};
 use crate::cni::skel::{CmdArgs, Kind, Plugin};
 use crate::linux::netlink::link::fmt_mac;
@@ -24,17 +25,7 @@ use crate::pkg::undo::Undo;
 use anyhow::{anyhow, bail, Result};
 use serde_json::{Map, Value};
 
-pub static PLUGIN: Plugin = Plugin {
-    name: "bandwidth",
-    kind: Kind::Meta,
-    summary: "limit a pod's ingress and egress rate with token bucket filters (tbf, ifb)",
-    versions: &["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"],
-    add,
-    del,
-    check: Some(check),
-    status: None,
-    gc: Some(gc),
-};
+pub static PLUGIN: Plugin = entry::<Bandwidth>();
 
 /// The reference's TBF latency.
 const LATENCY_MS: u64 = 25;
@@ -151,174 +142,186 @@ fn parse_conf(stdin: &[u8]) -> Result<Conf> {
     Ok(Conf { net, limits })
 }
 
-// ---- add --------------------------------------------------------------------------------
+struct Bandwidth;
 
-fn add(args: &CmdArgs) -> Result<CniResult> {
-    let c = parse_conf(&args.stdin)?;
-    let prev = c.net.prev_result()?;
-    let limits = match c.limits {
-        Some(l) if !l.is_zero() => l,
-        _ => return Ok(prev.unwrap_or_else(|| CniResult::new(c.net.version()))),
-    };
-    let Some(mut result) = prev else {
-        bail!("must be called as chained plugin");
-    };
-    let ns = open_netns(&args.netns)?;
-    let mut nl = Netlink::new()?;
-    let host = host_veth(&mut nl, &ns, &result.interfaces, &args.ifname)?;
-    let host_link = nl
-        .link_by_name(&host)?
-        .ok_or_else(|| anyhow!("get host device: Link not found"))?;
+impl CniPlugin for Bandwidth {
+    const NAME: &'static str = "bandwidth";
+    const KIND: Kind = Kind::Meta;
+    const SUMMARY: &'static str = "limit a pod's ingress and egress rate with token bucket filters (tbf, ifb)";
+    const VERSIONS: &'static [&'static str] = &["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"];
+    const HAS_STATUS: bool = false;
+    type Conf = Conf;
+    type Lenient = Conf;
 
-    let mut undo = Undo::new();
-    if limits.ingress_rate > 0 {
-        let tbf = tbf_params(limits.ingress_rate, limits.ingress_burst, tick_in_usec());
-        nl.add_tbf(host_link.index, handle(1, 0), HANDLE_ROOT, &tbf)
-            .map_err(|e| anyhow!("create qdisc: {}", go_errno(&e)))?;
-        let idx = host_link.index;
-        undo.push("delete ingress tbf", move || {
-            Ok(Netlink::new()?.delete_qdisc(idx, handle(1, 0), HANDLE_ROOT)?)
-        });
+    fn load(args: &CmdArgs) -> anyhow::Result<Self::Conf> {
+        parse_conf(&args.stdin)
     }
-    if limits.egress_rate > 0 {
-        let name = ifb_name(&c.net.name, &args.container_id);
-        let mut spec = LinkSpec::new(&name, LinkKind::Ifb).mtu(host_link.mtu).up();
-        // vishvananda sends the zero TxQLen of a LinkAttrs literal: qlen 0, as the reference.
-        spec.txqlen = Some(0);
-        nl.create_link(&spec)
-            .map_err(|e| anyhow!("adding link: {}", go_errno(&e)))?;
-        let ifb = nl
-            .link_by_name(&name)?
-            .ok_or_else(|| anyhow!("get ifb device: Link not found"))?;
-        let ifb_index = ifb.index;
-        undo.push(format!("delete ifb {name:?}"), move || {
-            Ok(Netlink::new()?.delete_link(ifb_index)?)
-        });
-        let alias = format!("{ALIAS_PREFIX} {} {} {}", c.net.name, args.container_id, args.ifname);
-        // The kernel takes at most IFALIASZ-1 bytes; an attachment too long to record is
-        // still shaped (the reference sets no alias at all), GC just cannot map it back.
-        if alias.len() < IFALIASZ {
-            nl.set_alias(ifb.index, Some(&alias))?;
+    fn parse(args: &CmdArgs) -> anyhow::Result<Self::Lenient> {
+        parse_conf(&args.stdin)
+    }
+
+    fn add(c: Conf, args: &CmdArgs) -> Result<CniResult> {
+        let prev = c.net.prev_result()?;
+        let limits = match c.limits {
+            Some(l) if !l.is_zero() => l,
+            _ => return Ok(prev.unwrap_or_else(|| CniResult::new(c.net.version()))),
+        };
+        let Some(mut result) = prev else {
+            bail!("must be called as chained plugin");
+        };
+        let ns = open_netns(&args.netns)?;
+        let mut nl = Netlink::new()?;
+        let host = host_veth(&mut nl, &ns, &result.interfaces, &args.ifname)?;
+        let host_link = nl
+            .link_by_name(&host)?
+            .ok_or_else(|| anyhow!("get host device: Link not found"))?;
+
+        let mut undo = Undo::new();
+        if limits.ingress_rate > 0 {
+            let tbf = tbf_params(limits.ingress_rate, limits.ingress_burst, tick_in_usec());
+            nl.add_tbf(host_link.index, handle(1, 0), HANDLE_ROOT, &tbf)
+                .map_err(|e| anyhow!("create qdisc: {}", go_errno(&e)))?;
+            let idx = host_link.index;
+            undo.push("delete ingress tbf", move || {
+                Ok(Netlink::new()?.delete_qdisc(idx, handle(1, 0), HANDLE_ROOT)?)
+            });
         }
-        result.interfaces.push(Interface {
-            name: name.clone(),
-            mac: ifb.mac.map(|m| fmt_mac(&m)).unwrap_or_default(),
-            ..Default::default()
-        });
+        if limits.egress_rate > 0 {
+            let name = ifb_name(&c.net.name, &args.container_id);
+            let mut spec = LinkSpec::new(&name, LinkKind::Ifb).mtu(host_link.mtu).up();
+            // vishvananda sends the zero TxQLen of a LinkAttrs literal: qlen 0, as the reference.
+            spec.txqlen = Some(0);
+            nl.create_link(&spec)
+                .map_err(|e| anyhow!("adding link: {}", go_errno(&e)))?;
+            let ifb = nl
+                .link_by_name(&name)?
+                .ok_or_else(|| anyhow!("get ifb device: Link not found"))?;
+            let ifb_index = ifb.index;
+            undo.push(format!("delete ifb {name:?}"), move || {
+                Ok(Netlink::new()?.delete_link(ifb_index)?)
+            });
+            let alias = format!("{ALIAS_PREFIX} {} {} {}", c.net.name, args.container_id, args.ifname);
+            // The kernel takes at most IFALIASZ-1 bytes; an attachment too long to record is
+            // still shaped (the reference sets no alias at all), GC just cannot map it back.
+            if alias.len() < IFALIASZ {
+                nl.set_alias(ifb.index, Some(&alias))?;
+            }
+            result.interfaces.push(Interface {
+                name: name.clone(),
+                mac: ifb.mac.map(|m| fmt_mac(&m)).unwrap_or_default(),
+                ..Default::default()
+            });
 
-        nl.add_ingress_qdisc(host_link.index)
-            .map_err(|e| anyhow!("create ingress qdisc: {}", go_errno(&e)))?;
-        let idx = host_link.index;
-        undo.push("delete ingress qdisc", move || {
-            Ok(Netlink::new()?.delete_qdisc(idx, handle(0xffff, 0), HANDLE_INGRESS)?)
-        });
-        nl.add_u32_redirect(host_link.index, handle(0xffff, 0), 1, ifb.index)
-            .map_err(|e| anyhow!("add filter: {}", go_errno(&e)))?;
-        let tbf = tbf_params(limits.egress_rate, limits.egress_burst, tick_in_usec());
-        nl.add_tbf(ifb.index, handle(1, 0), HANDLE_ROOT, &tbf)
-            .map_err(|e| anyhow!("create ifb qdisc: create qdisc: {}", go_errno(&e)))?;
+            nl.add_ingress_qdisc(host_link.index)
+                .map_err(|e| anyhow!("create ingress qdisc: {}", go_errno(&e)))?;
+            let idx = host_link.index;
+            undo.push("delete ingress qdisc", move || {
+                Ok(Netlink::new()?.delete_qdisc(idx, handle(0xffff, 0), HANDLE_INGRESS)?)
+            });
+            nl.add_u32_redirect(host_link.index, handle(0xffff, 0), 1, ifb.index)
+                .map_err(|e| anyhow!("add filter: {}", go_errno(&e)))?;
+            let tbf = tbf_params(limits.egress_rate, limits.egress_burst, tick_in_usec());
+            nl.add_tbf(ifb.index, handle(1, 0), HANDLE_ROOT, &tbf)
+                .map_err(|e| anyhow!("create ifb qdisc: create qdisc: {}", go_errno(&e)))?;
+        }
+        undo.commit();
+        Ok(result)
     }
-    undo.commit();
-    Ok(result)
-}
 
-/// Deletes the IFB; a missing IFB is success. With a prevResult (CNI >= 0.4.0) the host
-/// veth's ingress qdisc that redirects to the IFB goes first: a mirred action whose device is
-/// gone drops every packet, so the pod would lose its egress until the veth itself goes (the
-/// reference leaves it). The veth's other qdiscs die with the veth.
-fn del(args: &CmdArgs) -> Result<()> {
-    let c = parse_conf(&args.stdin)?;
-    let name = ifb_name(&c.net.name, &args.container_id);
-    let mut nl = Netlink::new()?;
-    let Some(ifb) = nl.link_by_name(&name)? else {
-        return Ok(());
-    };
-    if let Some(prev) = c.net.prev_result()? {
-        let ingress = handle(0xffff, 0);
-        for i in prev.interfaces.iter().filter(|i| i.sandbox.is_empty()) {
-            // Best effort: a prevResult name the kernel rejects must not fail the DEL.
-            let Some(l) = nl.link_by_name(&i.name).ok().flatten() else {
-                continue;
-            };
-            // A link without an ingress qdisc answers the dump with an error: nothing to do.
-            let redirects = nl.u32_redirects(l.index, ingress).unwrap_or_default();
-            if redirects.iter().any(|r| r.mirred.iter().any(|m| m.1 == ifb.index)) {
-                match nl.delete_qdisc(l.index, ingress, HANDLE_INGRESS) {
-                    Err(e) if !e.is_not_found() => return Err(e.into()),
-                    _ => {}
+    /// Deletes the IFB; a missing IFB is success. With a prevResult (CNI >= 0.4.0) the host
+    /// veth's ingress qdisc that redirects to the IFB goes first: a mirred action whose device is
+    /// gone drops every packet, so the pod would lose its egress until the veth itself goes (the
+    /// reference leaves it). The veth's other qdiscs die with the veth.
+    fn del(c: Conf, args: &CmdArgs) -> Result<()> {
+        let name = ifb_name(&c.net.name, &args.container_id);
+        let mut nl = Netlink::new()?;
+        let Some(ifb) = nl.link_by_name(&name)? else {
+            return Ok(());
+        };
+        if let Some(prev) = c.net.prev_result()? {
+            let ingress = handle(0xffff, 0);
+            for i in prev.interfaces.iter().filter(|i| i.sandbox.is_empty()) {
+                // Best effort: a prevResult name the kernel rejects must not fail the DEL.
+                let Some(l) = nl.link_by_name(&i.name).ok().flatten() else {
+                    continue;
+                };
+                // A link without an ingress qdisc answers the dump with an error: nothing to do.
+                let redirects = nl.u32_redirects(l.index, ingress).unwrap_or_default();
+                if redirects.iter().any(|r| r.mirred.iter().any(|m| m.1 == ifb.index)) {
+                    match nl.delete_qdisc(l.index, ingress, HANDLE_INGRESS) {
+                        Err(e) if !e.is_not_found() => return Err(e.into()),
+                        _ => {}
+                    }
                 }
             }
         }
-    }
-    match nl.delete_link(ifb.index) {
-        Err(e) if !e.is_not_found() => Err(e.into()),
-        _ => Ok(()),
-    }
-}
-
-fn check(args: &CmdArgs) -> Result<()> {
-    let c = parse_conf(&args.stdin)?;
-    let Some(prev) = c.net.prev_result()? else {
-        bail!("must be called as a chained plugin");
-    };
-    let ns = open_netns(&args.netns)?;
-    let mut nl = Netlink::new()?;
-    let host = host_veth(&mut nl, &ns, &prev.interfaces, &args.ifname)?;
-    let host_link = nl.link_by_name(&host)?.ok_or_else(|| anyhow!("Link not found"))?;
-    let Some(l) = c.limits else {
-        return Ok(());
-    };
-    let tick = tick_in_usec();
-    if l.ingress_rate > 0 && l.ingress_burst > 0 {
-        check_tbf(
-            &mut nl,
-            host_link.index,
-            &tbf_params(l.ingress_rate, l.ingress_burst, tick),
-        )?;
-    }
-    if l.egress_rate > 0 && l.egress_burst > 0 {
-        let name = ifb_name(&c.net.name, &args.container_id);
-        let ifb = nl
-            .link_by_name(&name)?
-            .ok_or_else(|| anyhow!("get ifb device: Link not found"))?;
-        check_tbf(&mut nl, ifb.index, &tbf_params(l.egress_rate, l.egress_burst, tick))?;
-        check_redirect(&mut nl, host_link.index, &host, ifb.index, &name)?;
-    }
-    Ok(())
-}
-
-/// Removes this network's IFBs whose attachment is not in `cni.dev/valid-attachments`.
-/// Without that key nothing is removed. IFBs without our alias (the reference's) are kept.
-fn gc(args: &CmdArgs) -> Result<()> {
-    let net: NetConf = config::parse(&args.stdin)?;
-    let Some(valid) = net.gc_valid_attachments() else {
-        return Ok(());
-    };
-    let mut nl = Netlink::new()?;
-    let mut errors = Vec::new();
-    for l in nl.links()? {
-        if l.kind.as_deref() != Some("ifb") || !l.name.starts_with(IFB_PREFIX) {
-            continue;
+        match nl.delete_link(ifb.index) {
+            Err(e) if !e.is_not_found() => Err(e.into()),
+            _ => Ok(()),
         }
-        let Some((netname, cid, ifname)) = l.alias.as_deref().and_then(parse_alias) else {
-            continue;
+    }
+
+    fn check(c: Conf, args: &CmdArgs) -> Result<()> {
+        let Some(prev) = c.net.prev_result()? else {
+            bail!("must be called as a chained plugin");
         };
-        if netname != net.name || valid.iter().any(|a| a.container_id == cid && a.ifname == ifname) {
-            continue;
+        let ns = open_netns(&args.netns)?;
+        let mut nl = Netlink::new()?;
+        let host = host_veth(&mut nl, &ns, &prev.interfaces, &args.ifname)?;
+        let host_link = nl.link_by_name(&host)?.ok_or_else(|| anyhow!("Link not found"))?;
+        let Some(l) = c.limits else {
+            return Ok(());
+        };
+        let tick = tick_in_usec();
+        if l.ingress_rate > 0 && l.ingress_burst > 0 {
+            check_tbf(
+                &mut nl,
+                host_link.index,
+                &tbf_params(l.ingress_rate, l.ingress_burst, tick),
+            )?;
         }
-        if let Err(e) = nl.delete_link(l.index) {
-            if !e.is_not_found() {
-                errors.push(format!("delete ifb {:?}: {e}", l.name));
+        if l.egress_rate > 0 && l.egress_burst > 0 {
+            let name = ifb_name(&c.net.name, &args.container_id);
+            let ifb = nl
+                .link_by_name(&name)?
+                .ok_or_else(|| anyhow!("get ifb device: Link not found"))?;
+            check_tbf(&mut nl, ifb.index, &tbf_params(l.egress_rate, l.egress_burst, tick))?;
+            check_redirect(&mut nl, host_link.index, &host, ifb.index, &name)?;
+        }
+        Ok(())
+    }
+
+    /// Removes this network's IFBs whose attachment is not in `cni.dev/valid-attachments`.
+    /// Without that key nothing is removed. IFBs without our alias (the reference's) are kept.
+    fn gc(args: &CmdArgs) -> Result<()> {
+        let net: NetConf = config::parse(&args.stdin)?;
+        let Some(valid) = net.gc_valid_attachments() else {
+            return Ok(());
+        };
+        let mut nl = Netlink::new()?;
+        let mut errors = Vec::new();
+        for l in nl.links()? {
+            if l.kind.as_deref() != Some("ifb") || !l.name.starts_with(IFB_PREFIX) {
+                continue;
+            }
+            let Some((netname, cid, ifname)) = l.alias.as_deref().and_then(parse_alias) else {
+                continue;
+            };
+            if netname != net.name || valid.iter().any(|a| a.container_id == cid && a.ifname == ifname) {
+                continue;
+            }
+            if let Err(e) = nl.delete_link(l.index) {
+                if !e.is_not_found() {
+                    errors.push(format!("delete ifb {:?}: {e}", l.name));
+                }
             }
         }
+        if !errors.is_empty() {
+            bail!("{}", errors.join("; "));
+        }
+        Ok(())
     }
-    if !errors.is_empty() {
-        bail!("{}", errors.join("; "));
-    }
-    Ok(())
 }
-
-// ---- del --------------------------------------------------------------------------------
 
 // ---- check ------------------------------------------------------------------------------
 
@@ -375,8 +378,6 @@ fn check_redirect(nl: &mut Netlink, host: u32, host_name: &str, ifb: u32, ifb_na
     }
     Ok(())
 }
-
-// ---- gc ---------------------------------------------------------------------------------
 
 // ---- helpers ----------------------------------------------------------------------------
 

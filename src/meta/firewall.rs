@@ -60,6 +60,7 @@ use serde::Deserialize;
 
 use crate::cni::config::{self, NetConf};
 use crate::cni::error::{code, CniError};
+use crate::cni::plugin::{entry, CniPlugin};
 use crate::cni::result::CniResult;
 use crate::cni::skel::{CmdArgs, Kind, Plugin};
 use crate::linux::nft::{
@@ -71,17 +72,36 @@ use crate::pkg::nft_records::{self as records, Recorded, Records};
 use crate::pkg::reference_iptables as reference;
 use crate::pkg::sha512::hex_prefix;
 
-pub static PLUGIN: Plugin = Plugin {
-    name: "firewall",
-    kind: Kind::Meta,
-    summary: "allow traffic to and from the container; optional bridge isolation (nftables)",
-    versions: &["0.4.0", "1.0.0", "1.1.0"],
-    add,
-    del,
-    check: Some(check),
-    status: None,
-    gc: None,
-};
+pub static PLUGIN: Plugin = entry::<Firewall>();
+
+struct Firewall;
+
+impl CniPlugin for Firewall {
+    const NAME: &'static str = "firewall";
+    const KIND: Kind = Kind::Meta;
+    const SUMMARY: &'static str = "allow traffic to and from the container; optional bridge isolation (nftables)";
+    const VERSIONS: &'static [&'static str] = &["0.4.0", "1.0.0", "1.1.0"];
+    const HAS_STATUS: bool = false;
+    const HAS_GC: bool = false;
+    type Conf = (FirewallConf, Ingress, Backend);
+    type Lenient = (FirewallConf, Ingress, Backend);
+
+    fn load(args: &CmdArgs) -> anyhow::Result<Self::Conf> {
+        parse_conf(&args.stdin)
+    }
+    fn parse(args: &CmdArgs) -> anyhow::Result<Self::Lenient> {
+        parse_conf(&args.stdin)
+    }
+    fn add(conf: Self::Conf, args: &CmdArgs) -> anyhow::Result<CniResult> {
+        add(conf, args)
+    }
+    fn del(conf: Self::Lenient, args: &CmdArgs) -> anyhow::Result<()> {
+        del(conf, args)
+    }
+    fn check(conf: Self::Conf, args: &CmdArgs) -> anyhow::Result<()> {
+        check(conf, args)
+    }
+}
 
 pub const TABLE: &str = "cni_firewall";
 pub const FORWARD: &str = "forward";
@@ -197,8 +217,7 @@ fn pod_rules(prev: &CniResult, comment: &str) -> Vec<Rule> {
 
 // ---- ADD ---------------------------------------------------------------------------------
 
-fn add(args: &CmdArgs) -> Result<CniResult> {
-    let (conf, ingress, backend) = parse_conf(&args.stdin)?;
+fn add((conf, ingress, backend): (FirewallConf, Ingress, Backend), args: &CmdArgs) -> Result<CniResult> {
     let Some(prev) = conf.net.prev_result()? else {
         bail!("must be called as chained plugin");
     };
@@ -288,8 +307,7 @@ fn stamped_admin(sock: &NftSocket, rec: &Records, admin_jump: &Rule) -> Result<O
 /// comment: their IPs come from prevResult or, without one, from our commented rules and from
 /// the reference's masquerade and port-mapping rules of the attachment (their DELs run after
 /// this one in a chain). The chains and the per-bridge isolation rules stay, as in the reference.
-fn del(args: &CmdArgs) -> Result<()> {
-    let (conf, _, _) = parse_conf(&args.stdin)?;
+fn del((conf, _, _): (FirewallConf, Ingress, Backend), args: &CmdArgs) -> Result<()> {
     let comment = crate::pkg::comment::rule_comment(&conf.net.name, &args.container_id, &args.ifname);
     // A prevResult that does not parse must not keep the rules we can find by comment.
     let prev = conf.net.prev_result().ok().flatten();
@@ -349,8 +367,7 @@ fn del(args: &CmdArgs) -> Result<()> {
 
 /// Our rules for every address, or (a pod the reference made before a node swap) the
 /// reference's accepts in iptables' `CNI-FORWARD`.
-fn check(args: &CmdArgs) -> Result<()> {
-    let (conf, _, backend) = parse_conf(&args.stdin)?;
+fn check((conf, _, backend): (FirewallConf, Ingress, Backend), args: &CmdArgs) -> Result<()> {
     let Some(prev) = conf.net.prev_result()? else {
         bail!("must be called as chained plugin");
     };

@@ -7,9 +7,9 @@
 use crate::cni::config::{self, Attachment};
 use crate::cni::delegate;
 use crate::cni::error::{code, CniError};
+use crate::cni::plugin::{entry, CniPlugin};
 use crate::cni::result::{CniResult, Route};
-use crate::cni::skel::{CmdArgs, Kind, Plugin};
-use crate::cni::version;
+use crate::cni::skel::{CmdArgs, Command, Kind, Plugin};
 use crate::linux::statefile;
 use anyhow::{anyhow, bail, Context};
 use ipnet::IpNet;
@@ -17,17 +17,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 use std::path::{Path, PathBuf};
 
-pub static PLUGIN: Plugin = Plugin {
-    name: "flannel",
-    kind: Kind::Meta,
-    summary: "connect pods across nodes: delegate to bridge + host-local with flanneld's subnet",
-    versions: version::ALL,
-    add,
-    del,
-    check: Some(check),
-    status: Some(status),
-    gc: Some(gc),
-};
+pub static PLUGIN: Plugin = entry::<Flannel>();
 
 const DEFAULT_SUBNET_FILE: &str = "/run/flannel/subnet.env";
 const DEFAULT_DATA_DIR: &str = "/var/lib/cni/flannel";
@@ -433,179 +423,196 @@ fn saved_type(bytes: &[u8]) -> Result<String, serde_json::Error> {
     serde_json::from_slice::<T>(bytes).map(|t| t.t)
 }
 
-// ---- add --------------------------------------------------------------------------------
+struct Flannel;
 
-fn add(args: &CmdArgs) -> anyhow::Result<CniResult> {
-    // The reference's wording, with the code of the config error kept (7, not 999).
-    let conf = load_conf(&args.stdin).map_err(|e| CniError {
-        msg: format!("loadFlannelNetConf failed: {}", e.msg),
-        ..e
-    })?;
-    let env = load_subnet_env(conf.subnet_file())
-        .context("loadFlannelSubnetEnv failed")
-        .map_err(|e| with_hint(e, conf.subnet_file()))?;
-    let d = delegate_config(&conf, &env)?;
-    let bytes = go_marshal(&d);
-    // Saved before delegating, so a DEL after a half-done ADD still finds what to undo.
-    save(conf.data_dir(), &args.container_id, &bytes)?;
-    let dtype = d["type"].as_str().expect("checked to be a string").to_string();
-    delegate::add(&dtype, &bytes, args).map_err(|e| {
-        // A failed ADD leaves nothing: the delegate's DEL takes back whatever a delegate that
-        // does not roll back left (ours does; a third-party one may not), then the saved
-        // config goes, so no DEL or GC later acts on an attachment that never existed.
-        if let Err(d) = delegate::del(&dtype, &bytes, args) {
-            eprintln!("rollback: delegated DEL failed: {}", d.msg);
-        }
-        let _ = statefile::remove_with_temps(&saved_path(conf.data_dir(), &args.container_id));
-        let mut e2 = e.clone();
-        e2.msg = format!("failed to delegate add: {}", e.msg);
-        e2.into()
-    })
-}
+impl CniPlugin for Flannel {
+    const NAME: &'static str = "flannel";
+    const KIND: Kind = Kind::Meta;
+    const SUMMARY: &'static str = "connect pods across nodes: delegate to bridge + host-local with flanneld's subnet";
+    type Conf = FlannelConf;
+    type Lenient = FlannelConf;
 
-/// Replay the saved config to the delegate (this DEL's own prevResult and runtimeConfig are
-/// not used), then remove it, even when the delegate fails, as the reference does.
-fn del(args: &CmdArgs) -> anyhow::Result<()> {
-    let conf = load_conf(&args.stdin)?;
-    let path = saved_path(conf.data_dir(), &args.container_id);
-    // Never followed through a symlink, never blocked on (a FIFO), bounded in size.
-    let bytes = match statefile::read_regular(&path, SAVED_MAX) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            // An ADD killed while saving leaves only its temp file.
-            let _ = statefile::remove_with_temps(&path);
+    fn load(args: &CmdArgs) -> anyhow::Result<Self::Conf> {
+        // ADD keeps the reference's wording, with the code of the config error kept (7, not 999).
+        load_conf(&args.stdin).map_err(|e| match args.command {
+            Command::Add => CniError {
+                msg: format!("loadFlannelNetConf failed: {}", e.msg),
+                ..e
+            }
+            .into(),
+            _ => e.into(),
+        })
+    }
+    fn parse(args: &CmdArgs) -> anyhow::Result<Self::Lenient> {
+        Ok(load_conf(&args.stdin)?)
+    }
+
+    fn add(conf: FlannelConf, args: &CmdArgs) -> anyhow::Result<CniResult> {
+        let env = load_subnet_env(conf.subnet_file())
+            .context("loadFlannelSubnetEnv failed")
+            .map_err(|e| with_hint(e, conf.subnet_file()))?;
+        let d = delegate_config(&conf, &env)?;
+        let bytes = go_marshal(&d);
+        // Saved before delegating, so a DEL after a half-done ADD still finds what to undo.
+        save(conf.data_dir(), &args.container_id, &bytes)?;
+        let dtype = d["type"].as_str().expect("checked to be a string").to_string();
+        delegate::add(&dtype, &bytes, args).map_err(|e| {
+            // A failed ADD leaves nothing: the delegate's DEL takes back whatever a delegate that
+            // does not roll back left (ours does; a third-party one may not), then the saved
+            // config goes, so no DEL or GC later acts on an attachment that never existed.
+            if let Err(d) = delegate::del(&dtype, &bytes, args) {
+                eprintln!("rollback: delegated DEL failed: {}", d.msg);
+            }
+            let _ = statefile::remove_with_temps(&saved_path(conf.data_dir(), &args.container_id));
+            let mut e2 = e.clone();
+            e2.msg = format!("failed to delegate add: {}", e.msg);
+            e2.into()
+        })
+    }
+
+    /// Replay the saved config to the delegate (this DEL's own prevResult and runtimeConfig are
+    /// not used), then remove it, even when the delegate fails, as the reference does.
+    fn del(conf: FlannelConf, args: &CmdArgs) -> anyhow::Result<()> {
+        let path = saved_path(conf.data_dir(), &args.container_id);
+        // Never followed through a symlink, never blocked on (a FIFO), bounded in size.
+        let bytes = match statefile::read_regular(&path, SAVED_MAX) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                // An ADD killed while saving leaves only its temp file.
+                let _ = statefile::remove_with_temps(&path);
+                return Ok(());
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                // Planted, not saved by ADD (a symlink, a FIFO, 10 MB): never followed or
+                // trusted; the entry itself goes (a directory stays), the DEL succeeds and GC
+                // reclaims what the delegate held.
+                eprintln!("flannel: ignoring saved config: {e}");
+                let _ = statefile::remove_with_temps(&path);
+                return Ok(());
+            }
+            Err(e) => return Err(anyhow!("read {}: {e}", path.display())),
+        };
+        let dtype = match saved_type(&bytes) {
+            Ok(t) => t,
+            Err(e) => {
+                // Kept for a person to look at; the pod's links go with its netns anyway.
+                eprintln!("failed to parse netconf: {e}");
+                return Ok(());
+            }
+        };
+        let r = delegate::del(&dtype, &bytes, args);
+        let _ = statefile::remove_with_temps(&path);
+        Ok(r?)
+    }
+
+    /// The reference does nothing here. When the delegate is built in, we ask it, with the saved
+    /// config and this CHECK's prevResult, so a broken pod network is reported. An external
+    /// delegate is not asked: the reference bridge's CHECK fails on the gw-less routes flannel
+    /// gives it (it compares them with the gateway the kernel route has).
+    fn check(conf: FlannelConf, args: &CmdArgs) -> anyhow::Result<()> {
+        let dtype = conf
+            .delegate
+            .as_ref()
+            .and_then(|d| d.get("type"))
+            .and_then(Value::as_str)
+            .unwrap_or("bridge");
+        if !matches!(delegate::resolve(dtype, &args.path), Ok(delegate::Target::BuiltIn(_))) {
             return Ok(());
         }
-        Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
-            // Planted, not saved by ADD (a symlink, a FIFO, 10 MB): never followed or
-            // trusted; the entry itself goes (a directory stays), the DEL succeeds and GC
-            // reclaims what the delegate held.
-            eprintln!("flannel: ignoring saved config: {e}");
-            let _ = statefile::remove_with_temps(&path);
-            return Ok(());
+        let path = saved_path(conf.data_dir(), &args.container_id);
+        let bytes = statefile::read_regular(&path, SAVED_MAX).map_err(|e| {
+            anyhow!(
+                "no saved delegate config for container {:?} ({}: {e})",
+                args.container_id,
+                path.display()
+            )
+        })?;
+        let mut d: Map<String, Value> =
+            serde_json::from_slice(&bytes).with_context(|| format!("failed to parse {}", path.display()))?;
+        let dtype = d.get("type").and_then(Value::as_str).unwrap_or_default().to_string();
+        d.insert("cniVersion".into(), Value::String(conf.cni_version.clone()));
+        if let Some(prev) = &conf.prev_result {
+            d.insert("prevResult".into(), prev.clone());
         }
-        Err(e) => return Err(anyhow!("read {}: {e}", path.display())),
-    };
-    let dtype = match saved_type(&bytes) {
-        Ok(t) => t,
-        Err(e) => {
-            // Kept for a person to look at; the pod's links go with its netns anyway.
-            eprintln!("failed to parse netconf: {e}");
-            return Ok(());
-        }
-    };
-    let r = delegate::del(&dtype, &bytes, args);
-    let _ = statefile::remove_with_temps(&path);
-    Ok(r?)
-}
+        let bytes = serde_json::to_vec(&d).expect("serialises");
+        Ok(delegate::check(&dtype, &bytes, args)?)
+    }
 
-/// The reference does nothing here. When the delegate is built in, we ask it, with the saved
-/// config and this CHECK's prevResult, so a broken pod network is reported. An external
-/// delegate is not asked: the reference bridge's CHECK fails on the gw-less routes flannel
-/// gives it (it compares them with the gateway the kernel route has).
-fn check(args: &CmdArgs) -> anyhow::Result<()> {
-    let conf = load_conf(&args.stdin)?;
-    let dtype = conf
-        .delegate
-        .as_ref()
-        .and_then(|d| d.get("type"))
-        .and_then(Value::as_str)
-        .unwrap_or("bridge");
-    if !matches!(delegate::resolve(dtype, &args.path), Ok(delegate::Target::BuiltIn(_))) {
-        return Ok(());
-    }
-    let path = saved_path(conf.data_dir(), &args.container_id);
-    let bytes = statefile::read_regular(&path, SAVED_MAX).map_err(|e| {
-        anyhow!(
-            "no saved delegate config for container {:?} ({}: {e})",
-            args.container_id,
-            path.display()
-        )
-    })?;
-    let mut d: Map<String, Value> =
-        serde_json::from_slice(&bytes).with_context(|| format!("failed to parse {}", path.display()))?;
-    let dtype = d.get("type").and_then(Value::as_str).unwrap_or_default().to_string();
-    d.insert("cniVersion".into(), Value::String(conf.cni_version.clone()));
-    if let Some(prev) = &conf.prev_result {
-        d.insert("prevResult".into(), prev.clone());
-    }
-    let bytes = serde_json::to_vec(&d).expect("serialises");
-    Ok(delegate::check(&dtype, &bytes, args)?)
-}
-
-/// Not ready (code 50) until flanneld has written a complete subnet file.
-fn status(args: &CmdArgs) -> anyhow::Result<()> {
-    let conf = load_conf(&args.stdin)?;
-    load_subnet_env(conf.subnet_file())
-        .map_err(|e| CniError::new(code::NOT_AVAILABLE, format!("flannel is not ready: {e:#}")))?;
-    Ok(())
-}
-
-/// Forward GC to the delegate once per distinct saved config (or, with none saved, the config
-/// ADD would build now), then forget the saved configs of containers not in the valid list.
-fn gc(args: &CmdArgs) -> anyhow::Result<()> {
-    let conf = load_conf(&args.stdin)?;
-    // Without the list there is nothing to tell live attachments from dead ones: keep all.
-    let Some(valid): Option<Vec<Attachment>> = conf.valid_attachments.clone().or_else(|| conf.attachments.clone())
-    else {
-        return Ok(());
-    };
-    let dir = conf.data_dir();
-    let mut saved: Vec<(String, PathBuf, Map<String, Value>)> = Vec::new();
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for e in entries.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            if !e.file_type().map(|t| t.is_file()).unwrap_or(false) || config::validate_container_id(&name).is_err() {
-                continue;
-            }
-            if let Ok(Value::Object(m)) = statefile::read_regular(&e.path(), SAVED_MAX)
-                .map_err(|_| ())
-                .and_then(|b| serde_json::from_slice(&b).map_err(|_| ()))
-            {
-                saved.push((name, e.path(), m));
-            }
-        }
-    }
-    saved.sort_by(|a, b| a.0.cmp(&b.0));
-
-    let mut configs: Vec<Map<String, Value>> = Vec::new();
-    for (_, _, m) in &saved {
-        let mut c = m.clone();
-        c.remove("runtimeConfig");
-        if !configs.contains(&c) {
-            configs.push(c);
-        }
-    }
-    if configs.is_empty() {
-        if let Ok(env) = load_subnet_env(conf.subnet_file()) {
-            let mut c = delegate_config(&conf, &env)?;
-            c.remove("runtimeConfig");
-            configs.push(c);
-        }
-    }
-    let mut errors = Vec::new();
-    for mut c in configs {
-        let dtype = c.get("type").and_then(Value::as_str).unwrap_or_default().to_string();
-        c.insert("cniVersion".into(), Value::String(conf.cni_version.clone()));
-        let list = serde_json::to_value(&valid).expect("attachments serialise");
-        c.insert("cni.dev/valid-attachments".into(), list.clone());
-        c.insert("cni.dev/attachments".into(), list);
-        let bytes = serde_json::to_vec(&c).expect("serialises");
-        if let Err(e) = delegate::gc(&dtype, &bytes, args) {
-            errors.push(format!("delegate {dtype:?}: {}", e.msg));
-        }
-    }
-    for (cid, path, _) in &saved {
-        if !valid.iter().any(|a| &a.container_id == cid) {
-            if let Err(e) = std::fs::remove_file(path) {
-                errors.push(format!("remove {}: {e}", path.display()));
-            }
-        }
-    }
-    if errors.is_empty() {
+    /// Not ready (code 50) until flanneld has written a complete subnet file.
+    fn status(args: &CmdArgs) -> anyhow::Result<()> {
+        let conf = load_conf(&args.stdin)?;
+        load_subnet_env(conf.subnet_file())
+            .map_err(|e| CniError::new(code::NOT_AVAILABLE, format!("flannel is not ready: {e:#}")))?;
         Ok(())
-    } else {
-        bail!("flannel GC: {}", errors.join("; "))
+    }
+
+    /// Forward GC to the delegate once per distinct saved config (or, with none saved, the config
+    /// ADD would build now), then forget the saved configs of containers not in the valid list.
+    fn gc(args: &CmdArgs) -> anyhow::Result<()> {
+        let conf = load_conf(&args.stdin)?;
+        // Without the list there is nothing to tell live attachments from dead ones: keep all.
+        let Some(valid): Option<Vec<Attachment>> = conf.valid_attachments.clone().or_else(|| conf.attachments.clone())
+        else {
+            return Ok(());
+        };
+        let dir = conf.data_dir();
+        let mut saved: Vec<(String, PathBuf, Map<String, Value>)> = Vec::new();
+        if let Ok(entries) = std::fs::read_dir(dir) {
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if !e.file_type().map(|t| t.is_file()).unwrap_or(false) || config::validate_container_id(&name).is_err()
+                {
+                    continue;
+                }
+                if let Ok(Value::Object(m)) = statefile::read_regular(&e.path(), SAVED_MAX)
+                    .map_err(|_| ())
+                    .and_then(|b| serde_json::from_slice(&b).map_err(|_| ()))
+                {
+                    saved.push((name, e.path(), m));
+                }
+            }
+        }
+        saved.sort_by(|a, b| a.0.cmp(&b.0));
+
+        let mut configs: Vec<Map<String, Value>> = Vec::new();
+        for (_, _, m) in &saved {
+            let mut c = m.clone();
+            c.remove("runtimeConfig");
+            if !configs.contains(&c) {
+                configs.push(c);
+            }
+        }
+        if configs.is_empty() {
+            if let Ok(env) = load_subnet_env(conf.subnet_file()) {
+                let mut c = delegate_config(&conf, &env)?;
+                c.remove("runtimeConfig");
+                configs.push(c);
+            }
+        }
+        let mut errors = Vec::new();
+        for mut c in configs {
+            let dtype = c.get("type").and_then(Value::as_str).unwrap_or_default().to_string();
+            c.insert("cniVersion".into(), Value::String(conf.cni_version.clone()));
+            let list = serde_json::to_value(&valid).expect("attachments serialise");
+            c.insert("cni.dev/valid-attachments".into(), list.clone());
+            c.insert("cni.dev/attachments".into(), list);
+            let bytes = serde_json::to_vec(&c).expect("serialises");
+            if let Err(e) = delegate::gc(&dtype, &bytes, args) {
+                errors.push(format!("delegate {dtype:?}: {}", e.msg));
+            }
+        }
+        for (cid, path, _) in &saved {
+            if !valid.iter().any(|a| &a.container_id == cid) {
+                if let Err(e) = std::fs::remove_file(path) {
+                    errors.push(format!("remove {}: {e}", path.display()));
+                }
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            bail!("flannel GC: {}", errors.join("; "))
+        }
     }
 }
 
@@ -619,12 +626,6 @@ fn with_hint(e: anyhow::Error, file: &str) -> anyhow::Error {
     };
     CniError::internal(msg).with_details(details).into()
 }
-
-// ---- del --------------------------------------------------------------------------------
-
-// ---- check ------------------------------------------------------------------------------
-
-// ---- status / gc --------------------------------------------------------------------------
 
 /// Fuzzing entry (fuzz/): the config and a subnet.env's text through the parsers and the
 /// delegate's config as ADD assembles it, no files and no kernel.
@@ -692,17 +693,11 @@ mod tests {
     /// the message dropped the code: 999; found by tests/corpus.rs).
     #[test]
     fn wrong_typed_key_is_code_7() {
-        let args = CmdArgs {
-            command: crate::cni::skel::Command::Add,
-            container_id: "c".into(),
-            netns: "/nonexistent".into(),
-            ifname: "eth0".into(),
-            args: String::new(),
-            path: String::new(),
-            netns_override: false,
-            stdin: br#"{"cniVersion":"1.0.0","name":"n","type":"flannel","subnetFile":5}"#.to_vec(),
-        };
-        let e = CniError::from_anyhow(&add(&args).unwrap_err());
+        let args = CmdArgs::example(
+            br#"{"cniVersion":"1.0.0","name":"n","type":"flannel","subnetFile":5}"#,
+            "",
+        );
+        let e = CniError::from_anyhow(&(PLUGIN.add)(&args).unwrap_err());
         assert_eq!(e.code, 7, "{}", e.msg);
         assert!(e.msg.starts_with("loadFlannelNetConf failed: "), "{}", e.msg);
         let env = parse_subnet_env(

@@ -27,9 +27,9 @@ use serde::Deserialize;
 
 use crate::cni::config::{self, NetConf, PortMapping};
 use crate::cni::error::{code, CniError};
+use crate::cni::plugin::{entry, CniPlugin};
 use crate::cni::result::CniResult;
 use crate::cni::skel::{CmdArgs, Kind, Plugin};
-use crate::cni::version;
 use crate::linux::conntrack::{self, CtFamily};
 use crate::linux::netlink::Family as IpFamily;
 use crate::linux::nft::{
@@ -44,17 +44,37 @@ use crate::pkg::reference_iptables as reference;
 use crate::pkg::sha512::hex_prefix;
 use crate::pkg::undo::Undo;
 
-pub static PLUGIN: Plugin = Plugin {
-    name: "portmap",
-    kind: Kind::Meta,
-    summary: "forward host ports to the container (nftables over netlink)",
-    versions: version::ALL,
-    add,
-    del,
-    check: Some(check),
-    status: None,
-    gc: Some(gc),
-};
+pub static PLUGIN: Plugin = entry::<Portmap>();
+
+struct Portmap;
+
+impl CniPlugin for Portmap {
+    const NAME: &'static str = "portmap";
+    const KIND: Kind = Kind::Meta;
+    const SUMMARY: &'static str = "forward host ports to the container (nftables over netlink)";
+    const HAS_STATUS: bool = false;
+    type Conf = Conf;
+    type Lenient = NetConf;
+
+    fn load(args: &CmdArgs) -> anyhow::Result<Self::Conf> {
+        parse_conf(&args.stdin)
+    }
+    fn parse(args: &CmdArgs) -> anyhow::Result<Self::Lenient> {
+        Ok(config::parse(&args.stdin)?)
+    }
+    fn add(conf: Self::Conf, args: &CmdArgs) -> anyhow::Result<CniResult> {
+        add(conf, args)
+    }
+    fn del(conf: Self::Lenient, args: &CmdArgs) -> anyhow::Result<()> {
+        del(conf, args)
+    }
+    fn check(conf: Self::Conf, args: &CmdArgs) -> anyhow::Result<()> {
+        check(conf, args)
+    }
+    fn gc(args: &CmdArgs) -> anyhow::Result<()> {
+        gc(args)
+    }
+}
 
 pub const TABLE: &str = "cni_hostport";
 const TABLE_COMMENT: &str = "CNI portmap plugin";
@@ -423,8 +443,7 @@ fn container_rules(conf: &Conf, cip: IpAddr, comment: &str) -> Vec<Rule> {
 
 // ---- ADD ---------------------------------------------------------------------------------
 
-fn add(args: &CmdArgs) -> Result<CniResult> {
-    let conf = parse_conf(&args.stdin)?;
+fn add(conf: Conf, args: &CmdArgs) -> Result<CniResult> {
     let Some(prev) = conf.net.prev_result()? else {
         bail!("must be called as chained plugin");
     };
@@ -491,8 +510,7 @@ fn add(args: &CmdArgs) -> Result<CniResult> {
 /// Removes the attachment's rules in both families, found by comment: the mappings need not
 /// be resent, and neither the netns nor prevResult is needed. The reference's iptables chain
 /// and jumps of the attachment (made before a node swap) go in the same batch.
-fn del(args: &CmdArgs) -> Result<()> {
-    let net: NetConf = config::parse(&args.stdin)?;
+fn del(net: NetConf, args: &CmdArgs) -> Result<()> {
     let ours = rule_comment(&net.name, &args.container_id, &args.ifname);
     let key = records::key(&hex_prefix(&net.name, 16), &args.ifname, &args.container_id);
     let sock = NftSocket::open()?;
@@ -547,8 +565,7 @@ fn del(args: &CmdArgs) -> Result<()> {
 }
 
 /// Every rule ADD would make for these mappings exists, expression for expression.
-fn check(args: &CmdArgs) -> Result<()> {
-    let conf = parse_conf(&args.stdin)?;
+fn check(conf: Conf, args: &CmdArgs) -> Result<()> {
     let Some(prev) = conf.net.prev_result()? else {
         bail!("must be called as chained plugin");
     };

@@ -39,26 +39,16 @@ use serde::Deserialize;
 
 use crate::cni::config::{self, NetConf};
 use crate::cni::error::CniError;
+use crate::cni::plugin::{entry, CniPlugin};
 use crate::cni::result::{CniResult, IpConfig};
 use crate::cni::skel::{CmdArgs, Kind, Plugin};
-use crate::cni::version;
 use crate::linux::netlink::route::{SCOPE_LINK, TABLE_MAIN};
 use crate::linux::netlink::{Family, Route, Rule};
 use crate::linux::Netlink;
 use crate::pkg::netns::{open_netns, open_netns_for_del};
 use crate::pkg::undo::Undo;
 
-pub static PLUGIN: Plugin = Plugin {
-    name: "sbr",
-    kind: Kind::Meta,
-    summary: "source based routing: a routing table and an ip rule per container address",
-    versions: version::ALL,
-    add,
-    del,
-    check: Some(check),
-    status: None,
-    gc: None,
-};
+pub static PLUGIN: Plugin = entry::<Sbr>();
 
 /// The first table ID the reference hands out.
 const FIRST_TABLE: u32 = 100;
@@ -160,123 +150,137 @@ fn source_rule(ip: IpAddr, table: u32) -> Rule {
     r
 }
 
-// ---- ADD ---------------------------------------------------------------------------------
+struct Sbr;
 
-fn add(args: &CmdArgs) -> Result<CniResult> {
-    let c = parse_conf(&args.stdin)?;
-    let Some(prev) = c.net.prev_result()? else {
-        bail!("This plugin must be called as chained plugin");
-    };
-    if prev.ips.is_empty() {
-        bail!("No IP addresses supplied on interface: {}", args.ifname);
-    }
-    let ips: Vec<IpConfig> = addresses_of(&prev, &args.ifname).into_iter().cloned().collect();
-    if ips.is_empty() {
-        return Ok(prev);
-    }
-    let ns = open_netns(&args.netns)?;
-    // Held until the rules and routes are in place (and through a rollback): another ADD in
-    // this netns must see our tables as used before it picks its own.
-    let _lock = ns.lock_exclusive()?;
-    let nl = Rc::new(RefCell::new(Netlink::in_netns(&ns)?));
-    let mut undo = Undo::new();
-    match c.table {
-        Some(table) => add_rules(&nl, &ips, table, &mut undo)?,
-        None => add_tables(&nl, &ips, &args.ifname, &c, &mut undo)?,
-    }
-    undo.commit();
-    Ok(prev)
-}
+impl CniPlugin for Sbr {
+    const NAME: &'static str = "sbr";
+    const KIND: Kind = Kind::Meta;
+    const SUMMARY: &'static str = "source based routing: a routing table and an ip rule per container address";
+    const HAS_STATUS: bool = false;
+    const HAS_GC: bool = false;
+    type Conf = Conf;
+    type Lenient = SbrConf;
 
-fn del(args: &CmdArgs) -> Result<()> {
-    // Only the keys' types are checked: a `gateways` list that ADD would refuse must not
-    // keep an attachment made by a plugin that ignored it (1.1.1 does) from being deleted.
-    let c: SbrConf = config::parse(&args.stdin)?;
-    let prev = c.net.prev_result().ok().flatten();
-    let Some(ns) = open_netns_for_del(&args.netns)? else {
-        return Ok(());
-    };
-    let _lock = ns.lock_exclusive()?;
-    let mut nl = Netlink::in_netns(&ns)?;
-    let link = nl.link_by_name(&args.ifname)?;
-    let mut sources: BTreeSet<IpAddr> = BTreeSet::new();
-    if let Some(l) = &link {
-        sources.extend(nl.addrs(Some(l.index), Family::All)?.iter().map(|a| a.ip.addr()));
+    fn load(args: &CmdArgs) -> anyhow::Result<Self::Conf> {
+        parse_conf(&args.stdin)
     }
-    // The addresses may already be gone from the interface (or the interface itself); the
-    // prevResult still names the rules' sources.
-    if let Some(p) = &prev {
-        sources.extend(addresses_of(p, &args.ifname).iter().map(|ip| ip.address.addr()));
-    }
-    if sources.is_empty() {
-        return Ok(());
+    fn parse(args: &CmdArgs) -> anyhow::Result<Self::Lenient> {
+        // Only the keys' types are checked: a `gateways` list that ADD would refuse must not
+        // keep an attachment made by a plugin that ignored it (1.1.1 does) from being deleted.
+        Ok(config::parse(&args.stdin)?)
     }
 
-    let mut errs = Vec::new();
-    let mut emptied = BTreeSet::new();
-    for r in nl.all_rules().context("Failed to list all rules to tidy")? {
-        if c.table.is_some_and(|t| r.table != t) {
-            continue;
+    fn add(c: Conf, args: &CmdArgs) -> Result<CniResult> {
+        let Some(prev) = c.net.prev_result()? else {
+            bail!("This plugin must be called as chained plugin");
+        };
+        if prev.ips.is_empty() {
+            bail!("No IP addresses supplied on interface: {}", args.ifname);
         }
-        let Some(src) = r.src else { continue };
-        if !sources.contains(&src.addr()) {
-            continue;
+        let ips: Vec<IpConfig> = addresses_of(&prev, &args.ifname).into_iter().cloned().collect();
+        if ips.is_empty() {
+            return Ok(prev);
         }
-        match nl.del_rule(&r) {
-            Ok(()) => {
-                emptied.insert(r.table);
+        let ns = open_netns(&args.netns)?;
+        // Held until the rules and routes are in place (and through a rollback): another ADD in
+        // this netns must see our tables as used before it picks its own.
+        let _lock = ns.lock_exclusive()?;
+        let nl = Rc::new(RefCell::new(Netlink::in_netns(&ns)?));
+        let mut undo = Undo::new();
+        match c.table {
+            Some(table) => add_rules(&nl, &ips, table, &mut undo)?,
+            None => add_tables(&nl, &ips, &args.ifname, &c, &mut undo)?,
+        }
+        undo.commit();
+        Ok(prev)
+    }
+
+    fn del(c: SbrConf, args: &CmdArgs) -> Result<()> {
+        let prev = c.net.prev_result().ok().flatten();
+        let Some(ns) = open_netns_for_del(&args.netns)? else {
+            return Ok(());
+        };
+        let _lock = ns.lock_exclusive()?;
+        let mut nl = Netlink::in_netns(&ns)?;
+        let link = nl.link_by_name(&args.ifname)?;
+        let mut sources: BTreeSet<IpAddr> = BTreeSet::new();
+        if let Some(l) = &link {
+            sources.extend(nl.addrs(Some(l.index), Family::All)?.iter().map(|a| a.ip.addr()));
+        }
+        // The addresses may already be gone from the interface (or the interface itself); the
+        // prevResult still names the rules' sources.
+        if let Some(p) = &prev {
+            sources.extend(addresses_of(p, &args.ifname).iter().map(|ip| ip.address.addr()));
+        }
+        if sources.is_empty() {
+            return Ok(());
+        }
+
+        let mut errs = Vec::new();
+        let mut emptied = BTreeSet::new();
+        for r in nl.all_rules().context("Failed to list all rules to tidy")? {
+            if c.table.is_some_and(|t| r.table != t) {
+                continue;
             }
-            Err(e) if e.is_not_found() => {}
-            Err(e) => errs.push(format!("Failed to delete rule {e}")),
+            let Some(src) = r.src else { continue };
+            if !sources.contains(&src.addr()) {
+                continue;
+            }
+            match nl.del_rule(&r) {
+                Ok(()) => {
+                    emptied.insert(r.table);
+                }
+                Err(e) if e.is_not_found() => {}
+                Err(e) => errs.push(format!("Failed to delete rule {e}")),
+            }
         }
-    }
 
-    // The tables were ours only when sbr picked them; a configured table belongs to whoever
-    // filled it. Routes leave with the interface anyway, so only a live one needs this.
-    if let (None, Some(l)) = (c.table, &link) {
-        let still_used: BTreeSet<u32> = nl.all_rules()?.iter().map(|r| r.table).collect();
-        for t in emptied
-            .iter()
-            .filter(|t| !RESERVED_TABLES.contains(t) && !still_used.contains(t))
-        {
-            for r in nl.link_routes(l.index, Some(*t))? {
-                if let Err(e) = ignore_gone(nl.del_route(&r)) {
-                    errs.push(format!("Failed to delete route {} from table {t}: {e:#}", r.dst));
+        // The tables were ours only when sbr picked them; a configured table belongs to whoever
+        // filled it. Routes leave with the interface anyway, so only a live one needs this.
+        if let (None, Some(l)) = (c.table, &link) {
+            let still_used: BTreeSet<u32> = nl.all_rules()?.iter().map(|r| r.table).collect();
+            for t in emptied
+                .iter()
+                .filter(|t| !RESERVED_TABLES.contains(t) && !still_used.contains(t))
+            {
+                for r in nl.link_routes(l.index, Some(*t))? {
+                    if let Err(e) = ignore_gone(nl.del_route(&r)) {
+                        errs.push(format!("Failed to delete route {} from table {t}: {e:#}", r.dst));
+                    }
                 }
             }
         }
+        if !errs.is_empty() {
+            bail!(errs.join("; "));
+        }
+        Ok(())
     }
-    if !errs.is_empty() {
-        bail!(errs.join("; "));
-    }
-    Ok(())
-}
 
-/// Every address of the interface has its source rule (into `table` when configured).
-fn check(args: &CmdArgs) -> Result<()> {
-    let c = parse_conf(&args.stdin)?;
-    let Some(prev) = c.net.prev_result()? else {
-        bail!("This plugin must be called as chained plugin");
-    };
-    let ns = open_netns(&args.netns)?;
-    let mut nl = Netlink::in_netns(&ns)?;
-    if nl.link_by_name(&args.ifname)?.is_none() {
-        bail!("Cannot find network interface {}: Link not found", args.ifname);
-    }
-    let rules = nl.all_rules()?;
-    for ip in addresses_of(&prev, &args.ifname) {
-        let want = host(ip.address.addr());
-        let found = rules
-            .iter()
-            .any(|r| r.src == Some(want) && c.table.is_none_or(|t| r.table == t));
-        if !found {
-            match c.table {
-                Some(t) => bail!("no rule \"from {} lookup {t}\" for {}", want.addr(), args.ifname),
-                None => bail!("no source rule \"from {}\" for {}", want.addr(), args.ifname),
+    /// Every address of the interface has its source rule (into `table` when configured).
+    fn check(c: Conf, args: &CmdArgs) -> Result<()> {
+        let Some(prev) = c.net.prev_result()? else {
+            bail!("This plugin must be called as chained plugin");
+        };
+        let ns = open_netns(&args.netns)?;
+        let mut nl = Netlink::in_netns(&ns)?;
+        if nl.link_by_name(&args.ifname)?.is_none() {
+            bail!("Cannot find network interface {}: Link not found", args.ifname);
+        }
+        let rules = nl.all_rules()?;
+        for ip in addresses_of(&prev, &args.ifname) {
+            let want = host(ip.address.addr());
+            let found = rules
+                .iter()
+                .any(|r| r.src == Some(want) && c.table.is_none_or(|t| r.table == t));
+            if !found {
+                match c.table {
+                    Some(t) => bail!("no rule \"from {} lookup {t}\" for {}", want.addr(), args.ifname),
+                    None => bail!("no source rule \"from {}\" for {}", want.addr(), args.ifname),
+                }
             }
         }
+        Ok(())
     }
-    Ok(())
 }
 
 /// With `table`: one rule per address, nothing else.
@@ -437,10 +441,6 @@ fn push_readd_route(nl: &Rc<RefCell<Netlink>>, r: Route, undo: &mut Undo) {
     let what = format!("restore route {} table {}", r.dst, r.table);
     undo.push(what, move || Ok(n.borrow_mut().replace_route(&r)?));
 }
-
-// ---- DEL ---------------------------------------------------------------------------------
-
-// ---- CHECK -------------------------------------------------------------------------------
 
 #[cfg(test)]
 mod tests {

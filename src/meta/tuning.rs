@@ -8,9 +8,9 @@
 use crate::cni::args::CniArgs;
 use crate::cni::config::{self, NetConf};
 use crate::cni::error::CniError;
+use crate::cni::plugin::{entry, CniPlugin};
 use crate::cni::result::CniResult;
 use crate::cni::skel::{CmdArgs, Kind, Plugin};
-use crate::cni::version;
 use crate::linux::netlink::link::fmt_mac;
 use crate::linux::{statefile, NetNs, Netlink};
 use crate::pkg::mac::parse_mac;
@@ -21,18 +21,9 @@ use serde::{Deserialize, Deserializer, Serialize};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-pub static PLUGIN: Plugin = Plugin {
-    name: "tuning",
-    kind: Kind::Meta,
-    summary: "set sysctls, MAC, MTU, promisc, allmulti and txqueuelen of the container interface",
-    versions: version::ALL,
-    add,
-    del,
-    check: Some(check),
-    status: None,
-    gc: None,
-};
+pub static PLUGIN: Plugin = entry::<TuningPlugin>();
 
+/// (`Tuning` is the checked config.)
 const DEFAULT_DATA_DIR: &str = "/run/cni/tuning";
 const ALLOWLIST_FILE: &str = "/etc/cni/tuning/allowlist.conf";
 
@@ -304,163 +295,176 @@ fn go_indent_json<T: Serialize>(v: &T) -> Vec<u8> {
     out
 }
 
-// ---- add --------------------------------------------------------------------------------
+struct TuningPlugin;
 
-fn add(args: &CmdArgs) -> anyhow::Result<CniResult> {
-    reject_duplicate_sysctls(&args.stdin)?;
-    let t = parse_conf(&args.stdin, &args.args)?;
-    check_allowlist(&t.sysctl, Path::new(ALLOWLIST_FILE))?;
-    if t.net.prev_result.as_ref().is_none_or(|v| v.is_null()) {
-        bail!("Required prevResult missing");
-    }
-    let mut result = t.net.prev_result()?.expect("checked above");
-    let ns = open_netns(&args.netns)?;
+impl CniPlugin for TuningPlugin {
+    const NAME: &'static str = "tuning";
+    const KIND: Kind = Kind::Meta;
+    const SUMMARY: &'static str = "set sysctls, MAC, MTU, promisc, allmulti and txqueuelen of the container interface";
+    const HAS_STATUS: bool = false;
+    const HAS_GC: bool = false;
+    type Conf = Tuning;
+    type Lenient = Tuning;
 
-    // Undo: a failed ADD leaves the sysctls and the link as it found them and no backup.
-    let before = write_sysctls(&ns, &t.sysctl, &args.ifname)?;
-    if !t.changes_link() {
-        return Ok(result);
+    fn load(args: &CmdArgs) -> anyhow::Result<Self::Conf> {
+        reject_duplicate_sysctls(&args.stdin)?;
+        parse_conf(&args.stdin, &args.args)
     }
-    let linked = (|| {
-        let mut nl = Netlink::in_netns(&ns)?;
-        let backup = create_backup(&mut nl, &t, args)?;
-        if let Err(e) = apply_link(&mut nl, &t, &args.ifname) {
-            let _ = restore(&mut nl, &args.ifname, &backup);
-            let _ = statefile::remove_with_temps(&backup_path(&t.data_dir, &args.container_id, &args.ifname));
+    fn parse(args: &CmdArgs) -> anyhow::Result<Self::Lenient> {
+        parse_conf(&args.stdin, &args.args)
+    }
+
+    fn add(t: Tuning, args: &CmdArgs) -> anyhow::Result<CniResult> {
+        check_allowlist(&t.sysctl, Path::new(ALLOWLIST_FILE))?;
+        if t.net.prev_result.as_ref().is_none_or(|v| v.is_null()) {
+            bail!("Required prevResult missing");
+        }
+        let mut result = t.net.prev_result()?.expect("checked above");
+        let ns = open_netns(&args.netns)?;
+
+        // Undo: a failed ADD leaves the sysctls and the link as it found them and no backup.
+        let before = write_sysctls(&ns, &t.sysctl, &args.ifname)?;
+        if !t.changes_link() {
+            return Ok(result);
+        }
+        let linked = (|| {
+            let mut nl = Netlink::in_netns(&ns)?;
+            let backup = create_backup(&mut nl, &t, args)?;
+            if let Err(e) = apply_link(&mut nl, &t, &args.ifname) {
+                let _ = restore(&mut nl, &args.ifname, &backup);
+                let _ = statefile::remove_with_temps(&backup_path(&t.data_dir, &args.container_id, &args.ifname));
+                return Err(e);
+            }
+            Ok(())
+        })();
+        if let Err(e) = linked {
+            restore_sysctls(&ns, &before);
             return Err(e);
         }
-        Ok(())
-    })();
-    if let Err(e) = linked {
-        restore_sysctls(&ns, &before);
-        return Err(e);
-    }
-    if !t.mac.is_empty() {
-        for i in result.interfaces.iter_mut().filter(|i| i.name == args.ifname) {
-            i.mac = t.mac.clone();
+        if !t.mac.is_empty() {
+            for i in result.interfaces.iter_mut().filter(|i| i.name == args.ifname) {
+                i.mac = t.mac.clone();
+            }
         }
+        Ok(result)
     }
-    Ok(result)
-}
 
-/// Put the backed-up attributes back. Always succeeds once the config parses (restore
-/// errors are swallowed, like the reference). The backup is removed after a clean restore,
-/// and also when the netns or the link is gone, since nothing can use it any more.
-fn del(args: &CmdArgs) -> anyhow::Result<()> {
-    let t = parse_conf(&args.stdin, &args.args)?;
-    let path = backup_path(&t.data_dir, &args.container_id, &args.ifname);
-    // A backup that is not a small regular file of the right shape (a symlink, a FIFO,
-    // garbage) was not written by us: never followed or trusted, only removed (a directory
-    // is left for a person).
-    let data = match statefile::read_regular(&path, BACKUP_MAX) {
-        Ok(d) => d,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            // An ADD killed while saving leaves only its temp file.
+    /// Put the backed-up attributes back. Always succeeds once the config parses (restore
+    /// errors are swallowed, like the reference). The backup is removed after a clean restore,
+    /// and also when the netns or the link is gone, since nothing can use it any more.
+    fn del(t: Tuning, args: &CmdArgs) -> anyhow::Result<()> {
+        let path = backup_path(&t.data_dir, &args.container_id, &args.ifname);
+        // A backup that is not a small regular file of the right shape (a symlink, a FIFO,
+        // garbage) was not written by us: never followed or trusted, only removed (a directory
+        // is left for a person).
+        let data = match statefile::read_regular(&path, BACKUP_MAX) {
+            Ok(d) => d,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                // An ADD killed while saving leaves only its temp file.
+                let _ = statefile::remove_with_temps(&path);
+                return Ok(());
+            }
+            Err(e) => {
+                eprintln!("tuning: ignoring backup: {e}");
+                let _ = statefile::remove_with_temps(&path);
+                return Ok(());
+            }
+        };
+        let Ok(backup) = serde_json::from_slice::<Backup>(&data) else {
+            eprintln!("tuning: ignoring backup {}: not a tuning backup", path.display());
             let _ = statefile::remove_with_temps(&path);
             return Ok(());
-        }
-        Err(e) => {
-            eprintln!("tuning: ignoring backup: {e}");
+        };
+        let gone = || {
             let _ = statefile::remove_with_temps(&path);
+            Ok(())
+        };
+        let Ok(Some(ns)) = open_netns_for_del(&args.netns) else {
+            return gone();
+        };
+        let Ok(mut nl) = Netlink::in_netns(&ns) else {
             return Ok(());
+        };
+        match nl.link_by_name(&args.ifname) {
+            Ok(Some(_)) => {}
+            Ok(None) => return gone(),
+            Err(_) => return Ok(()),
         }
-    };
-    let Ok(backup) = serde_json::from_slice::<Backup>(&data) else {
-        eprintln!("tuning: ignoring backup {}: not a tuning backup", path.display());
-        let _ = statefile::remove_with_temps(&path);
-        return Ok(());
-    };
-    let gone = || {
-        let _ = statefile::remove_with_temps(&path);
+        if restore(&mut nl, &args.ifname, &backup).is_ok() {
+            let _ = statefile::remove_with_temps(&path);
+        }
         Ok(())
-    };
-    let Ok(Some(ns)) = open_netns_for_del(&args.netns) else {
-        return gone();
-    };
-    let Ok(mut nl) = Netlink::in_netns(&ns) else {
-        return Ok(());
-    };
-    match nl.link_by_name(&args.ifname) {
-        Ok(Some(_)) => {}
-        Ok(None) => return gone(),
-        Err(_) => return Ok(()),
     }
-    if restore(&mut nl, &args.ifname, &backup).is_ok() {
-        let _ = statefile::remove_with_temps(&path);
-    }
-    Ok(())
-}
 
-fn check(args: &CmdArgs) -> anyhow::Result<()> {
-    reject_duplicate_sysctls(&args.stdin)?;
-    let t = parse_conf(&args.stdin, &args.args)?;
-    if t.net.prev_result.as_ref().is_none_or(|v| v.is_null()) {
-        bail!("Required prevResult missing");
-    }
-    t.net.prev_result()?;
-    let ns = open_netns(&args.netns)?;
-    if !t.sysctl.is_empty() {
-        let _in = ns.enter()?;
-        for (key, want) in &t.sysctl {
-            let path = sysctl_path(key, &args.ifname)?;
-            let cur = std::fs::read_to_string(&path).map_err(|e| go_path_error("open", &path, &e))?;
-            let cur = cur.strip_suffix('\n').unwrap_or(&cur);
-            if want != cur {
+    fn check(t: Tuning, args: &CmdArgs) -> anyhow::Result<()> {
+        if t.net.prev_result.as_ref().is_none_or(|v| v.is_null()) {
+            bail!("Required prevResult missing");
+        }
+        t.net.prev_result()?;
+        let ns = open_netns(&args.netns)?;
+        if !t.sysctl.is_empty() {
+            let _in = ns.enter()?;
+            for (key, want) in &t.sysctl {
+                let path = sysctl_path(key, &args.ifname)?;
+                let cur = std::fs::read_to_string(&path).map_err(|e| go_path_error("open", &path, &e))?;
+                let cur = cur.strip_suffix('\n').unwrap_or(&cur);
+                if want != cur {
+                    bail!(
+                        "Error: Tuning configured value of {} is {want}, current value is {cur}",
+                        path.display()
+                    );
+                }
+            }
+        }
+        let mut nl = Netlink::in_netns(&ns)?;
+        let link = nl
+            .link_by_name(&args.ifname)
+            .ok()
+            .flatten()
+            .with_context(|| format!("Cannot find container link {}", args.ifname))?;
+        let ifname = &args.ifname;
+        if !t.mac.is_empty() {
+            let cur = link.mac.map(|m| fmt_mac(&m)).unwrap_or_default();
+            // Compared as addresses, so an upper-case MAC in the config matches.
+            if parse_mac(&t.mac).ok() != link.mac {
                 bail!(
-                    "Error: Tuning configured value of {} is {want}, current value is {cur}",
-                    path.display()
+                    "Error: Tuning configured Ethernet of {ifname} is {}, current value is {cur}",
+                    t.mac
                 );
             }
         }
-    }
-    let mut nl = Netlink::in_netns(&ns)?;
-    let link = nl
-        .link_by_name(&args.ifname)
-        .ok()
-        .flatten()
-        .with_context(|| format!("Cannot find container link {}", args.ifname))?;
-    let ifname = &args.ifname;
-    if !t.mac.is_empty() {
-        let cur = link.mac.map(|m| fmt_mac(&m)).unwrap_or_default();
-        // Compared as addresses, so an upper-case MAC in the config matches.
-        if parse_mac(&t.mac).ok() != link.mac {
+        if t.promisc != link.promisc {
             bail!(
-                "Error: Tuning configured Ethernet of {ifname} is {}, current value is {cur}",
-                t.mac
+                "Error: Tuning link {ifname} configured promisc is {}, current value is {}",
+                t.promisc,
+                link.promisc as u8
             );
         }
-    }
-    if t.promisc != link.promisc {
-        bail!(
-            "Error: Tuning link {ifname} configured promisc is {}, current value is {}",
-            t.promisc,
-            link.promisc as u8
-        );
-    }
-    if t.mtu != 0 && t.mtu != i64::from(link.mtu) {
-        bail!(
-            "Error: Tuning configured MTU of {ifname} is {}, current value is {}",
-            t.mtu,
-            link.mtu
-        );
-    }
-    if let Some(want) = t.allmulti {
-        if want != link.allmulti {
+        if t.mtu != 0 && t.mtu != i64::from(link.mtu) {
             bail!(
-                "Error: Tuning configured all-multicast mode of {ifname} is {want}, current value is {}",
-                link.allmulti
+                "Error: Tuning configured MTU of {ifname} is {}, current value is {}",
+                t.mtu,
+                link.mtu
             );
         }
-    }
-    if let Some(want) = t.tx_qlen {
-        if want != i64::from(link.txqlen) {
-            bail!(
-                "Error: Tuning configured Transmit Queue Length of {ifname} is {want}, current value is {}",
-                link.txqlen
-            );
+        if let Some(want) = t.allmulti {
+            if want != link.allmulti {
+                bail!(
+                    "Error: Tuning configured all-multicast mode of {ifname} is {want}, current value is {}",
+                    link.allmulti
+                );
+            }
         }
+        if let Some(want) = t.tx_qlen {
+            if want != i64::from(link.txqlen) {
+                bail!(
+                    "Error: Tuning configured Transmit Queue Length of {ifname} is {want}, current value is {}",
+                    link.txqlen
+                );
+            }
+        }
+        Ok(())
     }
-    Ok(())
 }
 
 /// /proc/sys/net belongs to the netns of the thread that opens it, so the writes happen
@@ -621,8 +625,6 @@ fn restore(nl: &mut Netlink, ifname: &str, b: &Backup) -> anyhow::Result<()> {
         Err(anyhow!(errs.join("; ")))
     }
 }
-
-// ---- check ------------------------------------------------------------------------------
 
 /// Fuzzing entry (fuzz/): the config parser with CNI_ARGS, the sysctl names made into paths
 /// and the link values checked, as ADD does before it touches the kernel.

@@ -10,6 +10,7 @@
 
 use crate::cni::config::{self, NetConf};
 use crate::cni::error::{code, CniError};
+use crate::cni::plugin::{entry, CniPlugin};
 use crate::cni::result::CniResult;
 use crate::cni::skel::{CmdArgs, Kind, Plugin};
 use crate::linux::netlink::route::{PROTO_KERNEL, SCOPE_LINK, SCOPE_UNIVERSE, TABLE_MAIN};
@@ -22,18 +23,7 @@ use ipnet::IpNet;
 use serde::Deserialize;
 use std::time::Duration;
 
-pub static PLUGIN: Plugin = Plugin {
-    name: "vrf",
-    kind: Kind::Meta,
-    summary: "enslave the container interface to a VRF (created on demand, deleted with its last slave)",
-    // The reference serves VersionsStartingFrom("0.3.1").
-    versions: &["0.3.1", "0.4.0", "1.0.0", "1.1.0"],
-    add,
-    del,
-    check: Some(check),
-    status: None,
-    gc: None,
-};
+pub static PLUGIN: Plugin = entry::<Vrf>();
 
 /// Tables the kernel reserves (default, main, local): never handed out automatically.
 const RESERVED_TABLES: [u32; 3] = [253, 254, 255];
@@ -120,17 +110,96 @@ fn find_vrf(nl: &mut Netlink, name: &str) -> anyhow::Result<Option<Link>> {
     }
 }
 
-// ---- add --------------------------------------------------------------------------------
+struct Vrf;
 
-fn add(args: &CmdArgs) -> anyhow::Result<CniResult> {
-    let c = parse_conf(&args.stdin)?;
-    let result = require_prev(&c)?;
-    let ns = open_netns(&args.netns)?;
-    let mut nl = Netlink::in_netns(&ns)?;
-    let mut undo = Undo::new();
-    enslave(&mut nl, &ns, &c, &args.ifname, &mut undo).map_err(|e| e.context("cmdAdd failed"))?;
-    undo.commit();
-    Ok(result)
+impl CniPlugin for Vrf {
+    const NAME: &'static str = "vrf";
+    const KIND: Kind = Kind::Meta;
+    const SUMMARY: &'static str =
+        "enslave the container interface to a VRF (created on demand, deleted with its last slave)";
+    const VERSIONS: &'static [&'static str] = &["0.3.1", "0.4.0", "1.0.0", "1.1.0"];
+    const HAS_STATUS: bool = false;
+    const HAS_GC: bool = false;
+    type Conf = VrfConf;
+    type Lenient = VrfConf;
+
+    fn load(args: &CmdArgs) -> anyhow::Result<Self::Conf> {
+        parse_conf(&args.stdin)
+    }
+    fn parse(args: &CmdArgs) -> anyhow::Result<Self::Lenient> {
+        parse_conf(&args.stdin)
+    }
+
+    fn add(c: VrfConf, args: &CmdArgs) -> anyhow::Result<CniResult> {
+        let result = require_prev(&c)?;
+        let ns = open_netns(&args.netns)?;
+        let mut nl = Netlink::in_netns(&ns)?;
+        let mut undo = Undo::new();
+        enslave(&mut nl, &ns, &c, &args.ifname, &mut undo).map_err(|e| e.context("cmdAdd failed"))?;
+        undo.commit();
+        Ok(result)
+    }
+
+    /// Release the interface and delete the VRF with its last slave. A missing netns, VRF or
+    /// interface means there is nothing (more) to undo; a link vanishing under us (ENODEV) is
+    /// the same thing seen late.
+    fn del(c: VrfConf, args: &CmdArgs) -> anyhow::Result<()> {
+        let Some(ns) = open_netns_for_del(&args.netns)? else {
+            return Ok(());
+        };
+        let mut nl = Netlink::in_netns(&ns)?;
+        let vrf = match nl.link_by_name(&c.vrfname)? {
+            Some(l) if is_vrf(&l) => l,
+            // Absent, or a link of another kind that is not ours to touch.
+            _ => return Ok(()),
+        };
+        let gone = |e: &crate::linux::Error| e.is_not_found();
+        if let Some(iface) = nl.link_by_name(&args.ifname)? {
+            if iface.master == Some(vrf.index) {
+                match nl.set_nomaster(iface.index) {
+                    Ok(()) => {}
+                    Err(e) if gone(&e) => {}
+                    Err(e) => {
+                        return Err(
+                            anyhow!(e).context(format!("could not release {} from VRF {}", args.ifname, c.vrfname))
+                        )
+                    }
+                }
+            }
+        }
+        let slaves = nl.links()?.into_iter().filter(|l| l.master == Some(vrf.index)).count();
+        if slaves == 0 {
+            match nl.delete_link(vrf.index) {
+                Ok(()) => {}
+                Err(e) if gone(&e) => {}
+                Err(e) => return Err(anyhow!(e).context(format!("could not delete VRF {}", c.vrfname))),
+            }
+        }
+        Ok(())
+    }
+
+    fn check(c: VrfConf, args: &CmdArgs) -> anyhow::Result<()> {
+        require_prev(&c)?;
+        let ns = open_netns(&args.netns)?;
+        let mut nl = Netlink::in_netns(&ns)?;
+        let vrf = find_vrf(&mut nl, &c.vrfname)?.ok_or_else(|| anyhow!("VRF {} not found", c.vrfname))?;
+        if c.table != 0 && vrf.vrf_table != Some(c.table) {
+            return Err(anyhow!(
+                "VRF {} has routing table {}, the config says {}",
+                c.vrfname,
+                vrf.vrf_table.unwrap_or(0),
+                c.table
+            ));
+        }
+        match nl.link_by_name(&args.ifname)? {
+            Some(l) if l.master == Some(vrf.index) => Ok(()),
+            _ => Err(anyhow!(
+                "Failed to find {} associated to vrf {}",
+                args.ifname,
+                c.vrfname
+            )),
+        }
+    }
 }
 
 fn enslave(nl: &mut Netlink, ns: &NetNs, c: &VrfConf, ifname: &str, undo: &mut Undo) -> anyhow::Result<()> {
@@ -412,71 +481,6 @@ fn wait_local_route(nl: &mut Netlink, index: u32, ip: IpNet, table: u32) -> anyh
     Err(anyhow!(
         "failed getting local/host addresses for link #{index} in table {table} with dst {ip}"
     ))
-}
-
-// ---- del --------------------------------------------------------------------------------
-
-/// Release the interface and delete the VRF with its last slave. A missing netns, VRF or
-/// interface means there is nothing (more) to undo; a link vanishing under us (ENODEV) is
-/// the same thing seen late.
-fn del(args: &CmdArgs) -> anyhow::Result<()> {
-    let c = parse_conf(&args.stdin)?;
-    let Some(ns) = open_netns_for_del(&args.netns)? else {
-        return Ok(());
-    };
-    let mut nl = Netlink::in_netns(&ns)?;
-    let vrf = match nl.link_by_name(&c.vrfname)? {
-        Some(l) if is_vrf(&l) => l,
-        // Absent, or a link of another kind that is not ours to touch.
-        _ => return Ok(()),
-    };
-    let gone = |e: &crate::linux::Error| e.is_not_found();
-    if let Some(iface) = nl.link_by_name(&args.ifname)? {
-        if iface.master == Some(vrf.index) {
-            match nl.set_nomaster(iface.index) {
-                Ok(()) => {}
-                Err(e) if gone(&e) => {}
-                Err(e) => {
-                    return Err(anyhow!(e).context(format!("could not release {} from VRF {}", args.ifname, c.vrfname)))
-                }
-            }
-        }
-    }
-    let slaves = nl.links()?.into_iter().filter(|l| l.master == Some(vrf.index)).count();
-    if slaves == 0 {
-        match nl.delete_link(vrf.index) {
-            Ok(()) => {}
-            Err(e) if gone(&e) => {}
-            Err(e) => return Err(anyhow!(e).context(format!("could not delete VRF {}", c.vrfname))),
-        }
-    }
-    Ok(())
-}
-
-// ---- check ------------------------------------------------------------------------------
-
-fn check(args: &CmdArgs) -> anyhow::Result<()> {
-    let c = parse_conf(&args.stdin)?;
-    require_prev(&c)?;
-    let ns = open_netns(&args.netns)?;
-    let mut nl = Netlink::in_netns(&ns)?;
-    let vrf = find_vrf(&mut nl, &c.vrfname)?.ok_or_else(|| anyhow!("VRF {} not found", c.vrfname))?;
-    if c.table != 0 && vrf.vrf_table != Some(c.table) {
-        return Err(anyhow!(
-            "VRF {} has routing table {}, the config says {}",
-            c.vrfname,
-            vrf.vrf_table.unwrap_or(0),
-            c.table
-        ));
-    }
-    match nl.link_by_name(&args.ifname)? {
-        Some(l) if l.master == Some(vrf.index) => Ok(()),
-        _ => Err(anyhow!(
-            "Failed to find {} associated to vrf {}",
-            args.ifname,
-            c.vrfname
-        )),
-    }
 }
 
 #[cfg(test)]

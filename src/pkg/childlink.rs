@@ -9,10 +9,8 @@ use crate::cni::skel::CmdArgs;
 use crate::linux::netlink::route::TABLE_MAIN;
 use crate::linux::netlink::{Family, Link, LinkKind, LinkSpec, LinkType};
 use crate::linux::{NetNs, Netlink};
-use crate::pkg::errors::join_errors;
 use crate::pkg::ipam::ipam_add;
 use crate::pkg::ipconfig::{self, Dad};
-use crate::pkg::link::del_container_link;
 use crate::pkg::mac::{check_container_mac, fmt_mac};
 use crate::pkg::netns::open_netns;
 use crate::pkg::undo::Undo;
@@ -223,16 +221,7 @@ pub fn ipam_or_l2(
 
 /// DEL of a child link: IPAM DEL when an IPAM type is set, then the link (both tried).
 pub fn del_child(net: &NetConf, args: &CmdArgs) -> anyhow::Result<()> {
-    let mut errs = Vec::new();
-    if let Some(t) = net.ipam_type() {
-        if let Err(e) = delegate::del(t, &args.stdin, args) {
-            errs.push(e.into());
-        }
-    }
-    if let Err(e) = del_container_link(&args.netns, &args.ifname) {
-        errs.push(e);
-    }
-    join_errors(errs)
+    crate::pkg::ipam::release_then_del_link(net, args, Vec::new())
 }
 
 /// CHECK of a child link: IPAM CHECK (when set), prevResult's container interface in this

@@ -1,5 +1,6 @@
-//! The IPAM glue of interface plugins: ADD with its rollback, STATUS and GC delegated to the
-//! IPAM, and whether the config's `dns` replaces the IPAM's.
+//! The IPAM glue of interface plugins: ADD with its rollback, the required IPAM type, and
+//! whether the config's `dns` replaces the IPAM's. (STATUS and GC delegated to the IPAM are
+//! the defaults of `cni::plugin::CniPlugin`.)
 
 use crate::cni::config::NetConf;
 use crate::cni::error::CniError;
@@ -22,50 +23,29 @@ pub fn ipam_add(ipam_type: &str, args: &CmdArgs, undo: &mut Undo) -> anyhow::Res
     Ok(r)
 }
 
-/// A plugin's config type: the shared keys are inside it (its `#[serde(flatten)] net`).
-/// With it, [`status`] and [`gc`] serve as the STATUS and GC of plugins whose only state
-/// outside the container is their IPAM's.
-pub trait PluginConf: serde::de::DeserializeOwned {
-    fn net(&self) -> &NetConf;
-}
-
-/// STATUS of a plugin with config `C`: its config must parse, then [`ipam_status`].
-pub fn status<C: PluginConf>(args: &CmdArgs) -> anyhow::Result<()> {
-    let n: C = crate::cni::config::parse(&args.stdin)?;
-    ipam_status(n.net(), args)
-}
-
-/// GC of a plugin with config `C`: its config must parse, then [`ipam_gc`].
-pub fn gc<C: PluginConf>(args: &CmdArgs) -> anyhow::Result<()> {
-    let n: C = crate::cni::config::parse(&args.stdin)?;
-    ipam_gc(n.net(), args)
-}
-
 /// The IPAM type of a plugin that cannot work without addresses (code 7 when there is none).
 pub fn required_ipam<'a>(net: &'a NetConf, plugin: &str) -> Result<&'a str, CniError> {
     net.ipam_type()
         .ok_or_else(|| CniError::invalid_config(format!("{plugin} requires an IPAM plugin: ipam.type is empty")))
 }
 
-/// STATUS of a plugin whose readiness is its IPAM's: delegated when an IPAM type is set.
-pub fn ipam_status(net: &NetConf, args: &CmdArgs) -> anyhow::Result<()> {
-    match net.ipam_type() {
-        Some(t) => Ok(crate::cni::delegate::status(t, &args.stdin, args)?),
-        None => Ok(()),
-    }
-}
-
-/// GC of a plugin whose only state outside the container netns is its IPAM's reservations
-/// (links die with their netns): delegated when an IPAM type is set.
-pub fn ipam_gc(net: &NetConf, args: &CmdArgs) -> anyhow::Result<()> {
-    match net.ipam_type() {
-        Some(t) => Ok(crate::cni::delegate::gc(t, &args.stdin, args)?),
-        None => Ok(()),
-    }
-}
-
 /// Whether a `dns` block of a plugin config has any field set (only then it replaces the
 /// IPAM's DNS in the result).
 pub fn dns_set(d: &Option<Dns>) -> bool {
     d.as_ref().is_some_and(|d| !d.is_empty())
+}
+
+/// The end of an interface plugin's DEL: IPAM DEL when an IPAM type is set (first, as the
+/// reference does: a DHCP lease is released by a packet sent on the container's link), then
+/// the container link. Both are tried; their failures join `errs`, the earlier steps' ones.
+pub fn release_then_del_link(net: &NetConf, args: &CmdArgs, mut errs: Vec<anyhow::Error>) -> anyhow::Result<()> {
+    if let Some(t) = net.ipam_type() {
+        if let Err(e) = crate::cni::delegate::del(t, &args.stdin, args) {
+            errs.push(e.into());
+        }
+    }
+    if let Err(e) = crate::pkg::link::del_container_link(&args.netns, &args.ifname) {
+        errs.push(e);
+    }
+    crate::pkg::errors::join_errors(errs)
 }

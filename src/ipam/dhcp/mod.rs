@@ -15,9 +15,9 @@ pub mod packet;
 
 use crate::cni::config::{self, Attachment};
 use crate::cni::error::{code, CniError};
+use crate::cni::plugin::{entry, CniPlugin};
 use crate::cni::result::{CniResult, Dns, IpConfig, Route};
 use crate::cni::skel::{CmdArgs, Kind, Plugin};
-use crate::cni::version;
 use anyhow::Result;
 use ipnet::{IpNet, Ipv4Net};
 use serde::{Deserialize, Serialize};
@@ -26,17 +26,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
-pub static PLUGIN: Plugin = Plugin {
-    name: "dhcp",
-    kind: Kind::Ipam,
-    summary: "addresses from a DHCP server, leases kept by `dhcp daemon`",
-    versions: version::ALL,
-    add: cmd_add,
-    del: cmd_del,
-    check: Some(cmd_check),
-    status: Some(cmd_status),
-    gc: Some(cmd_gc),
-};
+pub static PLUGIN: Plugin = entry::<Dhcp>();
 
 pub const DEFAULT_SOCKET: &str = "/run/cni/dhcp.sock";
 
@@ -355,62 +345,76 @@ fn to_result(info: &LeaseInfo, c: &Conf) -> CniResult {
 
 // ---- verbs ------------------------------------------------------------------
 
-fn cmd_add(args: &CmdArgs) -> Result<CniResult> {
-    let c = load_conf(args)?;
-    let reply = ask(&c.socket, &request("allocate", args, &c))?;
-    let info = reply
-        .lease
-        .ok_or_else(|| CniError::internal(format!("the DHCP daemon at {} sent no lease", c.socket)))?;
-    Ok(to_result(&info, &c))
-}
+struct Dhcp;
 
-fn cmd_del(args: &CmdArgs) -> Result<()> {
-    let c = load_conf(args)?;
-    match call(&c.socket, &request("release", args, &c)) {
-        Ok(Reply { error: Some(e), .. }) => Err(e.into()),
-        Ok(_) => Ok(()),
-        // No daemon holds a lease, so nothing can be released; an ADD that never got one (its
-        // rollback DEL) must not fail on that.
-        Err(CallError::NoDaemon(_)) => Ok(()),
-        Err(CallError::Other(e)) => Err(e.into()),
+impl CniPlugin for Dhcp {
+    const NAME: &'static str = "dhcp";
+    const KIND: Kind = Kind::Ipam;
+    const SUMMARY: &'static str = "addresses from a DHCP server, leases kept by `dhcp daemon`";
+    type Conf = Conf;
+    type Lenient = Conf;
+
+    fn load(args: &CmdArgs) -> anyhow::Result<Self::Conf> {
+        Ok(load_conf(args)?)
     }
-}
+    fn parse(args: &CmdArgs) -> anyhow::Result<Self::Lenient> {
+        Ok(load_conf(args)?)
+    }
 
-fn cmd_check(args: &CmdArgs) -> Result<()> {
-    let c = load_conf(args)?;
-    let reply = ask(&c.socket, &request("check", args, &c))?;
-    // The lease must still be the address the runtime was given.
-    let prev: config::NetConf = config::parse(&args.stdin)?;
-    if let (Some(prev), Some(info)) = (prev.prev_result()?, reply.lease) {
-        let held = IpAddr::V4(info.address.addr());
-        if !prev.ips.is_empty() && !prev.ips.iter().any(|ip| ip.address.addr() == held) {
-            return Err(CniError::internal(format!(
-                "the DHCP lease of {}/{}/{} is {held}, not an address of prevResult",
-                args.container_id, c.name, args.ifname
-            ))
-            .into());
+    fn add(c: Conf, args: &CmdArgs) -> Result<CniResult> {
+        let reply = ask(&c.socket, &request("allocate", args, &c))?;
+        let info = reply
+            .lease
+            .ok_or_else(|| CniError::internal(format!("the DHCP daemon at {} sent no lease", c.socket)))?;
+        Ok(to_result(&info, &c))
+    }
+
+    fn del(c: Conf, args: &CmdArgs) -> Result<()> {
+        match call(&c.socket, &request("release", args, &c)) {
+            Ok(Reply { error: Some(e), .. }) => Err(e.into()),
+            Ok(_) => Ok(()),
+            // No daemon holds a lease, so nothing can be released; an ADD that never got one (its
+            // rollback DEL) must not fail on that.
+            Err(CallError::NoDaemon(_)) => Ok(()),
+            Err(CallError::Other(e)) => Err(e.into()),
         }
     }
-    Ok(())
-}
 
-fn cmd_status(args: &CmdArgs) -> Result<()> {
-    let c = load_conf(args)?;
-    match call(&c.socket, &request("status", args, &c)) {
-        Ok(Reply { error: None, .. }) => Ok(()),
-        Ok(Reply { error: Some(e), .. }) => Err(CniError::new(code::NOT_AVAILABLE, e.msg).into()),
-        Err(e) => Err(CniError::new(code::NOT_AVAILABLE, CniError::from(e).msg).into()),
+    fn check(c: Conf, args: &CmdArgs) -> Result<()> {
+        let reply = ask(&c.socket, &request("check", args, &c))?;
+        // The lease must still be the address the runtime was given.
+        let prev: config::NetConf = config::parse(&args.stdin)?;
+        if let (Some(prev), Some(info)) = (prev.prev_result()?, reply.lease) {
+            let held = IpAddr::V4(info.address.addr());
+            if !prev.ips.is_empty() && !prev.ips.iter().any(|ip| ip.address.addr() == held) {
+                return Err(CniError::internal(format!(
+                    "the DHCP lease of {}/{}/{} is {held}, not an address of prevResult",
+                    args.container_id, c.name, args.ifname
+                ))
+                .into());
+            }
+        }
+        Ok(())
     }
-}
 
-fn cmd_gc(args: &CmdArgs) -> Result<()> {
-    let c = load_conf(args)?;
-    let mut req = request("gc", args, &c);
-    req.valid = c.valid.clone().unwrap_or_default();
-    match call(&c.socket, &req) {
-        Ok(Reply { error: Some(e), .. }) => Err(e.into()),
-        Ok(_) | Err(CallError::NoDaemon(_)) => Ok(()),
-        Err(CallError::Other(e)) => Err(e.into()),
+    fn status(args: &CmdArgs) -> Result<()> {
+        let c = load_conf(args)?;
+        match call(&c.socket, &request("status", args, &c)) {
+            Ok(Reply { error: None, .. }) => Ok(()),
+            Ok(Reply { error: Some(e), .. }) => Err(CniError::new(code::NOT_AVAILABLE, e.msg).into()),
+            Err(e) => Err(CniError::new(code::NOT_AVAILABLE, CniError::from(e).msg).into()),
+        }
+    }
+
+    fn gc(args: &CmdArgs) -> Result<()> {
+        let c = load_conf(args)?;
+        let mut req = request("gc", args, &c);
+        req.valid = c.valid.clone().unwrap_or_default();
+        match call(&c.socket, &req) {
+            Ok(Reply { error: Some(e), .. }) => Err(e.into()),
+            Ok(_) | Err(CallError::NoDaemon(_)) => Ok(()),
+            Err(CallError::Other(e)) => Err(e.into()),
+        }
     }
 }
 
@@ -419,16 +423,7 @@ mod tests {
     use super::*;
 
     fn args(stdin: &str, cni_args: &str) -> CmdArgs {
-        CmdArgs {
-            command: crate::cni::skel::Command::Add,
-            container_id: "c1".into(),
-            netns: "/run/netns/x".into(),
-            ifname: "eth0".into(),
-            args: cni_args.into(),
-            path: String::new(),
-            netns_override: false,
-            stdin: stdin.as_bytes().to_vec(),
-        }
+        CmdArgs::example(stdin.as_bytes(), cni_args)
     }
 
     #[test]

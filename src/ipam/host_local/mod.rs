@@ -9,6 +9,7 @@ pub mod store;
 use super::{parse_cidr, parse_ip, parse_requested_ip, parse_resolv_conf};
 use crate::cni::config::{self, Attachment};
 use crate::cni::error::{code, CniError};
+use crate::cni::plugin::{entry, CniPlugin};
 use crate::cni::result::{CniResult, IpConfig, Route};
 use crate::cni::skel::{CmdArgs, Kind, Plugin};
 use crate::cni::version;
@@ -19,17 +20,39 @@ use serde::Deserialize;
 use std::net::IpAddr;
 use store::{Owner, Store};
 
-pub static PLUGIN: Plugin = Plugin {
-    name: "host-local",
-    kind: Kind::Ipam,
-    summary: "IP addresses from local ranges, reserved as files (GC and STATUS included)",
-    versions: version::ALL,
-    add: cmd_add,
-    del: cmd_del,
-    check: Some(cmd_check),
-    status: Some(cmd_status),
-    gc: Some(cmd_gc),
-};
+pub static PLUGIN: Plugin = entry::<HostLocal>();
+
+struct HostLocal;
+
+impl CniPlugin for HostLocal {
+    const NAME: &'static str = "host-local";
+    const KIND: Kind = Kind::Ipam;
+    const SUMMARY: &'static str = "IP addresses from local ranges, reserved as files (GC and STATUS included)";
+    type Conf = IpamConf;
+    type Lenient = IpamConf;
+
+    fn load(args: &CmdArgs) -> anyhow::Result<Self::Conf> {
+        Ok(load_conf(&args.stdin, &args.args)?)
+    }
+    fn parse(args: &CmdArgs) -> anyhow::Result<Self::Lenient> {
+        Ok(load_conf(&args.stdin, &args.args)?)
+    }
+    fn add(conf: Self::Conf, args: &CmdArgs) -> anyhow::Result<CniResult> {
+        cmd_add(conf, args)
+    }
+    fn del(conf: Self::Lenient, args: &CmdArgs) -> anyhow::Result<()> {
+        cmd_del(conf, args)
+    }
+    fn check(conf: Self::Conf, args: &CmdArgs) -> anyhow::Result<()> {
+        cmd_check(conf, args)
+    }
+    fn status(args: &CmdArgs) -> anyhow::Result<()> {
+        cmd_status(args)
+    }
+    fn gc(args: &CmdArgs) -> anyhow::Result<()> {
+        cmd_gc(args)
+    }
+}
 
 // ---- config ---------------------------------------------------------------------------
 
@@ -221,8 +244,7 @@ fn open_store_for_add(conf: &IpamConf, args: &CmdArgs) -> Result<Store, CniError
 
 // ---- verbs ----------------------------------------------------------------------------
 
-fn cmd_add(args: &CmdArgs) -> Result<CniResult> {
-    let conf = load_conf(&args.stdin, &args.args)?;
+fn cmd_add(conf: IpamConf, args: &CmdArgs) -> Result<CniResult> {
     let mut result = CniResult::new(&conf.cni_version);
     if !conf.resolv_conf.is_empty() {
         result.dns = parse_resolv_conf(&conf.resolv_conf)?;
@@ -270,8 +292,7 @@ fn cmd_add(args: &CmdArgs) -> Result<CniResult> {
     Ok(result)
 }
 
-fn cmd_del(args: &CmdArgs) -> Result<()> {
-    let conf = load_conf(&args.stdin, &args.args)?;
+fn cmd_del(conf: IpamConf, args: &CmdArgs) -> Result<()> {
     let store = open_store(&conf)?;
     if release_from_prev_result(args, &conf, &store) {
         return Ok(());
@@ -290,8 +311,7 @@ fn cmd_del(args: &CmdArgs) -> Result<()> {
     Ok(())
 }
 
-fn cmd_check(args: &CmdArgs) -> Result<()> {
-    let conf = load_conf(&args.stdin, &args.args)?;
+fn cmd_check(conf: IpamConf, args: &CmdArgs) -> Result<()> {
     let store = open_store(&conf)?;
     if !store
         .find_by_id(&args.container_id, &args.ifname)
