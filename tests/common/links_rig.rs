@@ -27,10 +27,17 @@ pub fn rig(prefix: &str, imp: Impl) -> Rig {
 }
 
 /// A veth pair `name` <-> `name`p in `ns`, both up: `name` serves as a parent with carrier.
+/// IPv6 is off on both: the kernel adds their link-local addresses and routes asynchronously
+/// (seconds later under qemu), which made before/after `kernel_state` snapshots differ by
+/// themselves in the second kernel.
 pub fn parent_veth(ns: &TestNs, name: &str) {
-    ns.ip(&["link", "add", name, "type", "veth", "peer", "name", &format!("{name}p")]);
+    let peer = format!("{name}p");
+    ns.ip(&["link", "add", name, "type", "veth", "peer", "name", &peer]);
+    for l in [name, peer.as_str()] {
+        ns.exec_ok(&["sysctl", "-q", "-w", &format!("net.ipv6.conf.{l}.disable_ipv6=1")]);
+    }
     ns.ip(&["link", "set", name, "up"]);
-    ns.ip(&["link", "set", &format!("{name}p"), "up"]);
+    ns.ip(&["link", "set", &peer, "up"]);
 }
 
 /// `ip -d -j link show dev IFNAME` in `ns`, or Null when absent.
