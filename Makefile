@@ -113,6 +113,7 @@ VM_DIR ?= $(CARGO_TARGET_DIR)/vm
 
 vm-test: deps build
 	VM_DIR=$(VM_DIR) vm/fetch.sh
+	VM_DIR=$(VM_DIR) CARGO=$(CARGO) TARGET=$(TARGET) vm/build-rust-tests.sh
 	VM_DIR=$(VM_DIR) VM_CNI_BIN=$(BIN) vm/build-initramfs.sh
 	VM_DIR=$(VM_DIR) vm/run.sh
 

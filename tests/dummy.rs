@@ -1,7 +1,8 @@
 //! dummy: IPAM is required; where the kernel has the dummy driver (probed in a throw-away
 //! netns) ADD makes the link with its address, CHECK and DEL pass; where it has none, ADD
 //! fails cleanly with the kernel's "Unknown device type" and releases its IP. Traffic and the
-//! golden result are checked under the second kernel (vm/tests/dummy.sh).
+//! golden result are checked under the second kernel (vm/tests/dummy.sh); `make vm-test` also
+//! runs this file there, so the driver branch runs.
 
 mod common;
 

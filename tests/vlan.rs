@@ -1,7 +1,8 @@
 //! vlan: config validation; where the kernel has 802.1Q (probed in a throw-away netns) ADD
 //! makes the tagged link on the master, CHECK and DEL pass; where it has none, a clean failure
 //! of ADD (the kernel's "Unknown device type", nothing left behind). The DELs. Traffic is
-//! tested under the second kernel (vm/tests/vlan.sh).
+//! tested under the second kernel (vm/tests/vlan.sh); `make vm-test` also runs this file there,
+//! so the driver branch runs.
 
 mod common;
 

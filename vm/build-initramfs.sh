@@ -4,14 +4,17 @@
 # Contents: static busybox (+ applet links), iproute2 ip/bridge and jq with the libraries
 # ldd lists, the kernel modules below in insmod order (modprobe --show-depends on the host),
 # the static cni-multi binary at /opt/cni/bin/cni-multi (/init makes the plugin symlinks with
-# `cni-multi install`), the Debian reference plugins at /opt/ref/bin, vm/init as /init, and
-# vm/tests/*.sh under /vmtests.
+# `cni-multi install`), the Debian reference plugins at /opt/ref/bin, vm/init as /init,
+# vm/tests/*.sh under /vmtests, and the Rust test executables of $VM_DIR/rust-tests.list (from
+# vm/build-rust-tests.sh) at /vmtests/rust/<name>, each run as the vm test rust-<name>
+# (vm/rust-test.sh), with the debug cni-multi they run at the absolute path they were built with.
 #
 # Env: VM_DIR       (default ${CARGO_TARGET_DIR:-target}/vm; needs kernel.env from vm/fetch.sh)
 #      VM_CNI_BIN   (default ${CARGO_TARGET_DIR:-target}/cni-multi, built by `make build`)
 #      VM_MODULES   (modules to load in the VM; default below)
 #      VM_REF_PLUGINS (reference plugins copied from /usr/lib/cni; default below)
-#      VM_TESTS     (space-separated test names to include, default: all vm/tests/*.sh)
+#      VM_TESTS     (space-separated test names to include, default: all vm/tests/*.sh and
+#                    every rust-<name> of rust-tests.list)
 set -euo pipefail
 
 HERE="$(cd "$(dirname "$0")" && pwd)"
@@ -114,9 +117,35 @@ for t in "$HERE"/tests/*.sh; do
     fi
     install -m 755 "$t" "$ROOT/vmtests/tests/$name.sh"; n_tests=$((n_tests + 1))
 done
+
+# Rust integration tests: the executables of rust-tests.list, symbols kept (panic backtraces),
+# debuginfo dropped (size); a missing list is an error, so they are never left out silently.
+LIST="$VM_DIR/rust-tests.list"
+[ -f "$LIST" ] || die "$LIST missing: run vm/build-rust-tests.sh first (VM_RUST_TESTS= builds none)"
+n_rust=0
+while read -r kind name exe; do
+    [ -x "$exe" ] || die "$exe (of $LIST) missing: run vm/build-rust-tests.sh"
+    case "$kind" in
+        bin) mkdir -p "$ROOT$(dirname "$exe")"; strip --strip-debug -o "$ROOT$exe" "$exe" ;;
+        test)
+            if [ -n "${VM_TESTS:-}" ]; then
+                case " $VM_TESTS " in *" rust-$name "*) ;; *) continue ;; esac
+            fi
+            mkdir -p "$ROOT/vmtests/rust"
+            strip --strip-debug -o "$ROOT/vmtests/rust/$name" "$exe"
+            printf '#!/bin/sh\n# tests/%s.rs (cargo test), run by vm/rust-test.sh\nexec sh /vmtests/rust-test.sh %s\n' \
+                "$name" "$name" > "$ROOT/vmtests/tests/rust-$name.sh"
+            chmod 755 "$ROOT/vmtests/tests/rust-$name.sh"
+            n_tests=$((n_tests + 1)); n_rust=$((n_rust + 1)) ;;
+        *) die "bad line in $LIST: $kind $name $exe" ;;
+    esac
+done < "$LIST"
+install -m 644 "$HERE/rust-test.sh" "$ROOT/vmtests/rust-test.sh"
 [ "$n_tests" -gt 0 ] || die "no tests selected"
+# What vm/run.sh must see a VMTEST line for.
+(cd "$ROOT/vmtests/tests" && ls -- *.sh | sed 's/\.sh$//') > "$VM_DIR/initrd.tests"
 
 (cd "$ROOT" && find . -print0 | LC_ALL=C sort -z | cpio --null -o -H newc --quiet -R 0:0) \
     | gzip -1 > "$VM_DIR/initrd.cpio.gz.tmp"
 mv -f "$VM_DIR/initrd.cpio.gz.tmp" "$VM_DIR/initrd.cpio.gz"
-log "$(du -h "$VM_DIR/initrd.cpio.gz" | cut -f1) initrd: $(wc -l < "$ROOT/etc/modules.load") modules, $n_ref reference plugins, $n_tests tests"
+log "$(du -h "$VM_DIR/initrd.cpio.gz" | cut -f1) initrd: $(wc -l < "$ROOT/etc/modules.load") modules, $n_ref reference plugins, $n_tests tests ($n_rust of them Rust)"

@@ -3,14 +3,14 @@
 # emulation, no network device), print every VMTEST line, and exit non-zero if a test failed,
 # VMTEST-DONE is missing, or the VM did not finish within VM_TIMEOUT seconds.
 #
-# Env: VM_DIR, VM_TIMEOUT (default 600), VM_MEM (default 512), VM_VERBOSE=1 (every test's
+# Env: VM_DIR, VM_TIMEOUT (default 900), VM_MEM (default 512), VM_VERBOSE=1 (every test's
 #      output, not only failed ones), VM_TEST_TIMEOUT (per test inside the VM, default 150),
 #      VM_CONSOLE_LOG (default $VM_DIR/console.log: the whole serial console).
 set -euo pipefail
 
 VM_DIR="${VM_DIR:-${CARGO_TARGET_DIR:-target}/vm}"
 VM_DIR="$(cd "$VM_DIR" && pwd)"
-VM_TIMEOUT="${VM_TIMEOUT:-600}"
+VM_TIMEOUT="${VM_TIMEOUT:-900}"
 LOG="${VM_CONSOLE_LOG:-$VM_DIR/console.log}"
 
 # shellcheck disable=SC1091
@@ -50,6 +50,24 @@ if [ -z "$done_line" ]; then
     echo "vm: ${npass} passed, $((nfail + 1)) failed"
     exit 1
 fi
+# Every test packed (vm/build-initramfs.sh lists them) must have reported, and the VM's own
+# count must agree with the lines seen: nothing may go missing between the VM and this report.
+missing=
+if [ -f "$VM_DIR/initrd.tests" ]; then
+    while read -r t; do
+        grep -qE "^VMTEST $t (PASS|FAIL) " "$LOG.txt" || missing="$missing $t"
+    done < "$VM_DIR/initrd.tests"
+fi
 echo "vm/run: kernel $KVER, ${secs}s in qemu, qemu exit $qrc"
+if [ -n "$missing" ]; then
+    echo "vm/run: no result line for:$missing" >&2
+    echo "vm: ${npass} passed, $((nfail + 1)) failed"
+    exit 1
+fi
+if [ "$done_line" != "VMTEST-DONE $npass $nfail" ]; then
+    echo "vm/run: '$done_line' disagrees with the $npass PASS and $nfail FAIL lines seen" >&2
+    echo "vm: ${npass} passed, $((nfail + 1)) failed"
+    exit 1
+fi
 echo "vm: ${npass} passed, ${nfail} failed"
 [ "$nfail" -eq 0 ]

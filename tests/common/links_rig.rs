@@ -27,10 +27,17 @@ pub fn rig(prefix: &str, imp: Impl) -> Rig {
 }
 
 /// A veth pair `name` <-> `name`p in `ns`, both up: `name` serves as a parent with carrier.
+/// IPv6 is off on both: the kernel adds their link-local addresses and routes asynchronously
+/// (seconds later under qemu), which made before/after `kernel_state` snapshots differ by
+/// themselves in the second kernel.
 pub fn parent_veth(ns: &TestNs, name: &str) {
-    ns.ip(&["link", "add", name, "type", "veth", "peer", "name", &format!("{name}p")]);
+    let peer = format!("{name}p");
+    ns.ip(&["link", "add", name, "type", "veth", "peer", "name", &peer]);
+    for l in [name, peer.as_str()] {
+        ns.exec_ok(&["sysctl", "-q", "-w", &format!("net.ipv6.conf.{l}.disable_ipv6=1")]);
+    }
     ns.ip(&["link", "set", name, "up"]);
-    ns.ip(&["link", "set", &format!("{name}p"), "up"]);
+    ns.ip(&["link", "set", &peer, "up"]);
 }
 
 /// `ip -d -j link show dev IFNAME` in `ns`, or Null when absent.
@@ -56,9 +63,12 @@ pub fn with_ipam(rig: &Rig, mut c: Value, subnet: &str) -> Value {
     c
 }
 
-/// Whether this kernel can create links of `kind` ("dummy", "vlan", "ipvlan", "macvlan"):
-/// tried in a throw-away netns (on a veth parent for the kinds that need one), so a test
-/// checks the real behaviour where the driver exists and the clean failure where it does not.
+/// Whether this kernel can create links of `kind` ("dummy", "vlan", "ipvlan", "macvlan",
+/// "vrf"): tried in a throw-away netns (on a veth parent for the kinds that need one), so a
+/// test checks the real behaviour where the driver exists and the clean failure where it does
+/// not. `EXPECT_KERNEL_DRIVERS` (set by vm-test, whose kernel has them all) lists kinds that
+/// must be found: there a failed probe is a broken rig, and must not quietly send the test
+/// down the no-driver branch.
 pub fn kernel_supports(kind: &str) -> bool {
     let ns = TestNs::new("probe");
     parent_veth(&ns, "pp0");
@@ -71,11 +81,22 @@ pub fn kernel_supports(kind: &str) -> bool {
         "macvlan" => vec![
             "link", "add", "link", "pp0", "name", "pm0", "type", "macvlan", "mode", "bridge",
         ],
+        "vrf" => vec!["link", "add", "pv0", "type", "vrf", "table", "10"],
         other => panic!("no probe for link type {other:?}"),
     };
     let mut full = vec!["ip", "-n", ns.name()];
     full.extend(argv);
-    crate::common::rig::run_cmd(&full).status.success()
+    let out = crate::common::rig::run_cmd(&full);
+    let expected = std::env::var("EXPECT_KERNEL_DRIVERS").unwrap_or_default();
+    if expected.split_whitespace().any(|k| k == kind) {
+        assert!(
+            out.status.success(),
+            "EXPECT_KERNEL_DRIVERS has {kind:?}, but `{}` failed: {}",
+            full.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    out.status.success()
 }
 
 /// The `linkinfo.info_kind` of IFNAME in `ns` (`ip -d`), or "" when absent.

@@ -1,0 +1,41 @@
+#!/bin/sh
+# vm/rust-test.sh NAME: run the Rust integration-test executable /vmtests/rust/NAME (tests/NAME.rs,
+# libtest harness) inside the VM as one vm test. build-initramfs.sh makes a
+# /vmtests/tests/rust-NAME.sh for each that runs this.
+#
+# PASS only if the executable exits 0 AND its "test result:" line says every test it lists
+# (--list) passed: none failed, none ignored or filtered out, and at least one ran. Under CI=true
+# a test that cannot find what it needs fails instead of skipping, and EXPECT_KERNEL_DRIVERS
+# makes the kernel probes (tests/common/links_rig.rs kernel_supports) fail rather than report a
+# driver missing, so the driver branch is the one that runs.
+. "$VMTEST_LIB"
+name=$1
+bin=${VMTEST_RUST_DIR:-/vmtests/rust}/$name
+[ -x "$bin" ] || fail "no test executable $bin"
+
+# The drivers this VM's kernel has (VM_MODULES in build-initramfs.sh loads them).
+drivers="dummy vlan ipvlan macvlan vrf"
+
+listed=$("$bin" --list 2>&1) || { echo "$listed"; fail "$bin --list failed"; }
+want=$(echo "$listed" | grep -c ': test$')
+[ "$want" -gt 0 ] || { echo "$listed"; fail "$bin --list shows no tests"; }
+
+out=$VMTEST_TMP/out
+CI=true EXPECT_KERNEL_DRIVERS="$drivers" RUST_BACKTRACE=1 "$bin" --test-threads=1 > "$out" 2>&1
+rc=$?
+cat "$out"
+
+# test result: ok. 2 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; finished in 1.5s
+results=$(grep -c '^test result: ' "$out")
+[ "$results" -eq 1 ] || fail "$results 'test result:' lines from $name (exit $rc)"
+line=$(grep '^test result: ' "$out")
+count() { echo "$line" | sed -n "s/.* \([0-9][0-9]*\) $1[;.].*/\1/p"; }
+passed=$(count passed); failed=$(count failed); ignored=$(count ignored); filtered=$(count 'filtered out')
+[ -n "$passed" ] && [ -n "$failed" ] && [ -n "$ignored" ] && [ -n "$filtered" ] \
+    || fail "cannot read '$line' (exit $rc)"
+if [ "$rc" -ne 0 ] || [ "$failed" -ne 0 ]; then
+    fail "tests/$name.rs: $failed of $want failed: $(grep -E '^test .* FAILED$' "$out" | sed 's/^test //; s/ \.\.\. FAILED$//' | tr '\n' ' ')(exit $rc)"
+fi
+[ "$passed" -eq "$want" ] && [ "$ignored" -eq 0 ] && [ "$filtered" -eq 0 ] \
+    || fail "tests/$name.rs: $passed of $want passed, $ignored ignored, $filtered filtered out"
+pass "tests/$name.rs: $passed of $want passed (CI=true, drivers expected: $drivers)"
