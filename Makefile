@@ -52,7 +52,7 @@ build:
 # The functions plugin runs execute, listed in the order make build links them (build.rs):
 # re-run after large code changes (stale names are ignored, new code just lands later).
 hot-functions:
-	scripts/hot-functions/run.py
+	RELEASE_RUSTFLAGS='$(RELEASE_RUSTFLAGS)' TARGET=$(TARGET) scripts/hot-functions/run.py
 
 # Each part is timed, so CI's log shows where its minutes go.
 test: deps

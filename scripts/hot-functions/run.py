@@ -16,8 +16,9 @@ changes: names no longer in the binary are ignored by the linker, new ones just 
 import bisect, json, os, subprocess, sys, tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-TARGET = "x86_64-unknown-linux-gnu"
-FLAGS = "-C target-feature=+crt-static -C relocation-model=static"
+# As make build (which passes its own when it runs this).
+TARGET = os.environ.get("TARGET", "x86_64-unknown-linux-gnu")
+FLAGS = os.environ.get("RELEASE_RUSTFLAGS", "-C target-feature=+crt-static -C relocation-model=static")
 
 
 def sh(*a, **k):
