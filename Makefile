@@ -15,6 +15,7 @@
 #   make image        build, then an OCI image FROM scratch holding only the binary (podman; deploy/)
 #   make soak         20 workers, 10 000 ADD/DEL through bridge ipMasq -> portmap -> firewall -> tuning (root)
 #   make vm-test      build, then boot a Debian kernel in qemu and run vm/tests/*.sh in it (vm/README.md)
+#   make hot-functions trace plugin runs, rewrite link/hot-functions.txt (the link order of hot code; root)
 
 CARGO ?= cargo
 TARGET ?= x86_64-unknown-linux-gnu
@@ -27,10 +28,17 @@ BIN := $(CARGO_TARGET_DIR)/cni-multi
 
 IMAGE ?= localhost/cni-multi:latest
 
-.PHONY: image deps build test test-host conformance install demo bench cluster-demo vm-test e2e soak fuzz bench-smoke
+.PHONY: hot-functions image deps build test test-host conformance install demo bench cluster-demo vm-test e2e soak fuzz bench-smoke
+
+# Static and not position-independent (relocation-model=static): the kernel maps it where it
+# was linked, so no start-up relocation pass writes to (and copies) the pages holding
+# pointers; the hot functions are linked first and together (build.rs, link/).
+RELEASE_RUSTFLAGS ?= -C target-feature=+crt-static -C relocation-model=static
+SYMBOL_ORDER ?= $(CURDIR)/link/hot-functions.txt
 
 build:
-	RUSTFLAGS='-C target-feature=+crt-static' $(CARGO) build --release --locked --target $(TARGET)
+	RUSTFLAGS='$(RELEASE_RUSTFLAGS)' CNI_MULTI_SYMBOL_ORDER='$(SYMBOL_ORDER)' \
+	  $(CARGO) build --release --locked --target $(TARGET)
 	@info=$$(file -L $(RELEASE_BIN)); echo "$$info"; \
 	case "$$info" in \
 	  *"dynamically linked"*) echo "error: $(RELEASE_BIN) is not static" >&2; exit 1 ;; \
@@ -40,6 +48,11 @@ build:
 	cp -f $(RELEASE_BIN) $(BIN).tmp && mv -f $(BIN).tmp $(BIN)
 	@ls -l $(BIN)
 	@size=$$(stat -c %s $(BIN)); [ $$size -le 3000000 ] || { echo "error: $(BIN) is $$size bytes, over the 3 MB budget" >&2; exit 1; }
+
+# The functions plugin runs execute, listed in the order make build links them (build.rs):
+# re-run after large code changes (stale names are ignored, new code just lands later).
+hot-functions:
+	RELEASE_RUSTFLAGS='$(RELEASE_RUSTFLAGS)' TARGET=$(TARGET) scripts/hot-functions/run.py
 
 # Each part is timed, so CI's log shows where its minutes go.
 test: deps

@@ -768,20 +768,24 @@ fn file_size(p: &Path) -> u64 {
     std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)
 }
 
+/// A process's label and its peak RSS (KiB) on the reference side and on ours.
+type RssPair = (String, [Option<u64>; 2]);
+
 /// Peak RSS (KiB) of one loopback ADD, measured by /usr/bin/time.
 fn peak_rss(side: &Side, plugin: &str, config: &Value, pod: &Ns) -> Option<u64> {
-    peak_rss_as(side, plugin, "rss", config.to_string().as_bytes(), pod).0
+    peak_rss_as(side, plugin, "ADD", "rss", config.to_string().as_bytes(), pod).0
 }
 
-/// Peak RSS (KiB) of one plugin ADD run under /usr/bin/time, and what it printed.
-fn peak_rss_as(side: &Side, plugin: &str, cid: &str, config: &[u8], pod: &Ns) -> (Option<u64>, String) {
+/// Peak RSS (KiB) of one plugin run under /usr/bin/time (ru_maxrss of the plugin process:
+/// its anonymous memory and the pages of its binary it has mapped), and what it printed.
+fn peak_rss_as(side: &Side, plugin: &str, cmd: &str, cid: &str, config: &[u8], pod: &Ns) -> (Option<u64>, String) {
     let run = || -> Option<std::process::Output> {
         let _g = side.node_fd.enter().unwrap();
         let mut c = Command::new("/usr/bin/time")
             .args(["-f", "%M"])
             .arg(side.dir.join(plugin))
             .env_clear()
-            .env("CNI_COMMAND", "ADD")
+            .env("CNI_COMMAND", cmd)
             .env("CNI_CONTAINERID", cid)
             .env("CNI_NETNS", pod.path())
             .env("CNI_IFNAME", "eth0")
@@ -805,32 +809,38 @@ fn peak_rss_as(side: &Side, plugin: &str, cid: &str, config: &[u8], pod: &Ns) ->
     (rss, String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// Peak RSS (KiB) of each plugin process of one chain ADD (each measured run is the real
-/// ADD: its result feeds the next plugin), then host-local alone (cni-multi's bridge runs it
+/// Peak RSS (KiB) of each plugin process of one chain ADD and of its DEL (each measured run
+/// is the real one: an ADD's result feeds the next plugin and the DEL), labelled
+/// "<plugin> ADD"/"<plugin> DEL"; then host-local alone (cni-multi's bridge runs it
 /// in-process, the reference's as a process of its own).
-fn chain_peak_rss(side: &Side, list: &Value, caps: Value, pod: &Ns) -> Vec<Option<u64>> {
+fn chain_peak_rss(side: &Side, list: &Value, caps: Value, pod: &Ns) -> Vec<(String, Option<u64>)> {
     let net = net_for(side, list, caps);
-    let a = Attach {
-        cid: "rss-chain".into(),
-        netns: pod.path(),
-        ifname: "eth0".into(),
-    };
+    let cid = "rss-chain";
+    let plugins = net.list["plugins"].as_array().unwrap();
     let mut out = Vec::new();
     let mut prev: Option<Value> = None;
-    for p in net.list["plugins"].as_array().unwrap() {
+    for p in plugins {
         let ptype = p["type"].as_str().unwrap();
         let conf = plugin_conf(&net, p, prev.as_ref());
-        let (rss, stdout) = peak_rss_as(side, ptype, &a.cid, &conf, pod);
-        out.push(rss);
-        prev = serde_json::from_str(&stdout).ok();
+        let (rss, stdout) = peak_rss_as(side, ptype, "ADD", cid, &conf, pod);
+        out.push((format!("{ptype} ADD"), rss));
+        prev = serde_json::from_str(&stdout).ok().or(prev);
     }
-    if let Some(r) = &prev {
-        let _ = chain_del(side, &net, &a, Some(r));
+    for p in plugins.iter().rev() {
+        let ptype = p["type"].as_str().unwrap();
+        let conf = plugin_conf(&net, p, prev.as_ref());
+        out.push((
+            format!("{ptype} DEL"),
+            peak_rss_as(side, ptype, "DEL", cid, &conf, pod).0,
+        ));
     }
     let hl = json!({"cniVersion": "1.0.0", "name": "rss-hl", "type": "host-local",
         "ipam": {"type": "host-local", "subnet": "10.93.0.0/24",
                  "dataDir": side.state.0.join("rss-hl").to_str().unwrap()}});
-    out.push(peak_rss_as(side, "host-local", "rss-hl", hl.to_string().as_bytes(), pod).0);
+    for cmd in ["ADD", "DEL"] {
+        let rss = peak_rss_as(side, "host-local", cmd, "rss-hl", hl.to_string().as_bytes(), pod).0;
+        out.push((format!("host-local {cmd}"), rss));
+    }
     out
 }
 
@@ -1010,13 +1020,25 @@ fn main() {
     let lo = json!({"cniVersion": "1.0.0", "name": "rss", "type": "loopback"});
     let rss_ref = peak_rss(&reference, "loopback", &lo, &pods[0]);
     let rss_ours = peak_rss(&ours, "loopback", &lo, &pods[1]);
-    let chain_rss: Vec<[Option<u64>; 2]> = if missing(&sides, &podman_list()).is_none() {
-        let r = chain_peak_rss(&reference, &podman_list(), port_caps(), &pods[0]);
-        let o = chain_peak_rss(&ours, &podman_list(), port_caps(), &pods[1]);
-        r.into_iter().zip(o).map(|(a, b)| [a, b]).collect()
-    } else {
-        Vec::new()
-    };
+    // Case 8 also gives the peak RSS of every plugin process of case 4's chain and case 1's.
+    let chains = [
+        ("case 4's chain", podman_list(), port_caps()),
+        ("case 1's", bridge_list(false, "10.88.0.0/16"), json!({})),
+    ];
+    let mut chain_rss: Vec<(&str, Vec<RssPair>)> = Vec::new();
+    for (what, list, caps) in chains {
+        if missing(&sides, &list).is_some() {
+            continue;
+        }
+        let r = chain_peak_rss(&reference, &list, caps.clone(), &pods[0]);
+        let o = chain_peak_rss(&ours, &list, caps, &pods[1]);
+        let both = r
+            .into_iter()
+            .zip(o)
+            .map(|((label, a), (_, b))| (label, [a, b]))
+            .collect();
+        chain_rss.push((what, both));
+    }
 
     // ---- report ----
     println!(
@@ -1109,15 +1131,13 @@ fn main() {
         kib(rss_ref),
         kib(rss_ours)
     );
-    if !chain_rss.is_empty() {
-        let names = plugins_of(&podman_list());
-        let parts: Vec<String> = names
+    for (what, rss) in &chain_rss {
+        let parts: Vec<String> = rss
             .iter()
-            .zip(&chain_rss)
             .map(|(n, [r, o])| format!("{n} {}/{}", kib(*r), kib(*o)))
             .collect();
         println!(
-            "  peak RSS of case 4's chain ADD, KiB reference/cni-multi: {}",
+            "  peak RSS of {what} processes, KiB reference/cni-multi: {}",
             parts.join(", ")
         );
     }
@@ -1130,8 +1150,11 @@ fn main() {
         "footprint",
         json!({"cni_multi_bytes": ours_size, "reference_total_bytes": ref_total,
                "peak_rss_kib": {"reference": rss_ref, "cni_multi": rss_ours},
-               "chain_peak_rss_kib": plugins_of(&podman_list()).iter().zip(&chain_rss)
-                   .map(|(n, [r, o])| json!({"plugin": n, "reference": r, "cni_multi": o}))
+               "chain_peak_rss_kib": chain_rss.iter().map(|(what, rss)| json!({
+                   "chain": what,
+                   "processes": rss.iter()
+                       .map(|(n, [r, o])| json!({"process": n, "reference": r, "cni_multi": o}))
+                       .collect::<Vec<_>>()}))
                    .collect::<Vec<_>>()}),
     );
     let out = std::env::var("BENCH_OUT").unwrap_or_else(|_| "target/bench/results.json".into());
