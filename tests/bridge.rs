@@ -314,6 +314,43 @@ fn invalid_keys_fail_and_change_nothing() {
     assert!(rig.ipam_state().is_empty());
 }
 
+/// DEL reads the keys' types only: an attachment whose config ADD would now refuse (an
+/// edited file, an upgrade) is still removed whole, masquerade rules included.
+#[test]
+fn del_works_with_a_config_add_would_refuse() {
+    let rig = Rig::new("bl", Impl::Ours);
+    let p = rig.pod("bla");
+    let nft_before = rig.node.exec_ok(&["nft", "list", "ruleset"]);
+    let c = br_conf(&rig, "1.0.0", json!({"ipMasq": true}), &[json!("10.71.9.0/24")]);
+    rig.add(&c, "c1", &p, "eth0").expect_ok();
+    let masq = rig
+        .node
+        .exec_ok(&["nft", "list", "table", "inet", "cni_plugins_masquerade"]);
+    assert!(masq.contains("10.71.9.2"), "ADD made its masquerade rule: {masq}");
+    let mut refused = c.clone();
+    for (k, v) in [
+        ("ipMasqBackend", json!("bogus")),
+        ("vlan", json!(5000)),
+        ("vlanTrunk", json!([{"minID": 9, "maxID": 2}])),
+    ] {
+        refused[k] = v;
+    }
+    assert!(rig.add(&refused, "c2", &p, "eth1").msg().contains("ipMasqBackend"));
+    rig.del(&refused, "c1", p.path_str(), "eth0").expect_ok();
+    assert_eq!(p.ip_json(&["-br", "link"]).as_array().unwrap().len(), 1, "only lo left");
+    assert!(rig.ipam_state().is_empty(), "released: {:?}", rig.ipam_state());
+    let masq = rig
+        .node
+        .exec(&["nft", "list", "table", "inet", "cni_plugins_masquerade"]);
+    let masq = String::from_utf8_lossy(&masq.stdout);
+    assert!(!masq.contains("10.71.9.2"), "DEL removed the masquerade rule: {masq}");
+    assert!(!nft_before.contains("10.71.9.2"));
+    // A key of the wrong type is still a config error for DEL.
+    let mut wrong = c.clone();
+    wrong["ipMasq"] = json!("yes");
+    assert_eq!(rig.del(&wrong, "c1", p.path_str(), "eth0").code(), 7);
+}
+
 /// Every failure after the first change rolls everything back: node and pod netns and the
 /// IPAM reservations are exactly as before.
 #[test]

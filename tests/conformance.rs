@@ -733,11 +733,14 @@ mod rig_selftest {
         let mut lines: Vec<&str> = out.stdout.lines().collect();
         lines.sort();
         let path_line = format!("PATH={PLUGIN_PATH}");
+        // The one variable of our own: where the plugins keep their nft records (a temp dir).
+        let state_line = format!("CNI_MULTI_STATE_DIR={}", state_dir());
         assert_eq!(
             lines,
             [
                 "CNI_COMMAND=ADD",
                 "CNI_CONTAINERID=cm-test-container",
+                state_line.as_str(),
                 "CNI_PATH=/cni/path",
                 path_line.as_str(),
                 "X_EXTRA=1"

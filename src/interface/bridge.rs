@@ -45,7 +45,7 @@ impl CniPlugin for Bridge {
         BridgeConf::load(args)
     }
     fn parse(args: &CmdArgs) -> anyhow::Result<Self::Lenient> {
-        BridgeConf::load(args)
+        BridgeConf::lenient(args)
     }
     fn add(conf: Self::Conf, args: &CmdArgs) -> anyhow::Result<CniResult> {
         add(conf, args)
@@ -159,6 +159,14 @@ impl BridgeConf {
         if n.is_default_gw {
             n.is_gw = true;
         }
+        Ok(n)
+    }
+
+    /// For DEL: the keys' types only. DEL uses the network, ipMasq (with its backend) and
+    /// macspoofchk; a bridge name, VLAN or MAC that ADD would refuse must not block it.
+    fn lenient(args: &CmdArgs) -> anyhow::Result<BridgeConf> {
+        let mut n: BridgeConf = config::parse(&args.stdin)?;
+        n.masq_backend = MasqBackend::lenient(n.ip_masq_backend.as_deref());
         Ok(n)
     }
 

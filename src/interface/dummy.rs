@@ -44,13 +44,14 @@ impl CniPlugin for Dummy {
     const KIND: Kind = Kind::Interface;
     const SUMMARY: &'static str = "a dummy link in the container carrying the IPAM's addresses";
     type Conf = (DummyConf, String);
-    type Lenient = (DummyConf, String);
+    type Lenient = DummyConf;
 
     fn load(args: &CmdArgs) -> anyhow::Result<Self::Conf> {
         DummyConf::load(&args.stdin)
     }
+    /// For DEL: without an IPAM (which ADD requires) there is only the link to remove.
     fn parse(args: &CmdArgs) -> anyhow::Result<Self::Lenient> {
-        DummyConf::load(&args.stdin)
+        Ok(config::parse(&args.stdin)?)
     }
 
     fn add((n, ipam_type): (DummyConf, String), args: &CmdArgs) -> anyhow::Result<CniResult> {
@@ -76,7 +77,7 @@ impl CniPlugin for Dummy {
     }
 
     /// IPAM DEL (load made sure there is an IPAM type), then the link.
-    fn del((n, _): (DummyConf, String), args: &CmdArgs) -> anyhow::Result<()> {
+    fn del(n: DummyConf, args: &CmdArgs) -> anyhow::Result<()> {
         release_then_del_link(&n.net, args, Vec::new())
     }
 

@@ -70,8 +70,11 @@ impl CniPlugin for Ptp {
     fn load(args: &CmdArgs) -> anyhow::Result<Self::Conf> {
         Ok(PtpConf::load(&args.stdin)?)
     }
+    /// For DEL: an unknown ipMasqBackend tears down both backends' rules.
     fn parse(args: &CmdArgs) -> anyhow::Result<Self::Lenient> {
-        Ok(PtpConf::load(&args.stdin)?)
+        let mut c: PtpConf = config::parse(&args.stdin)?;
+        c.masq_backend = MasqBackend::lenient(c.ip_masq_backend.as_deref());
+        Ok(c)
     }
 
     /// ADD, in the order of the reference's cmdAdd: IPAM (every address needs a gateway),

@@ -63,8 +63,9 @@ impl CniPlugin for Vlan {
     fn load(args: &CmdArgs) -> anyhow::Result<Self::Conf> {
         VlanConf::load(&args.stdin)
     }
+    /// For DEL: no master and no VLAN id are needed to remove the child link.
     fn parse(args: &CmdArgs) -> anyhow::Result<Self::Lenient> {
-        VlanConf::load(&args.stdin)
+        Ok(config::parse(&args.stdin)?)
     }
 
     fn add(n: VlanConf, args: &CmdArgs) -> anyhow::Result<CniResult> {

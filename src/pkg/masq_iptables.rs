@@ -191,6 +191,12 @@ impl MasqBackend {
             )),
         }
     }
+
+    /// For DEL: an unknown value (which ADD refused, or a config edited since) tears down
+    /// what either backend could have made.
+    pub fn lenient(v: Option<&str>) -> MasqBackend {
+        Self::parse(v).unwrap_or(MasqBackend::Iptables)
+    }
 }
 
 #[cfg(test)]
