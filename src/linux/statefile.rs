@@ -37,6 +37,14 @@ pub fn read_regular(path: &Path, max: u64) -> io::Result<Vec<u8>> {
 /// to another file) is replaced, never written through; a directory there is an error. On any
 /// failure (a full or read-only filesystem) the temp file is removed and `path` is as before.
 pub fn write_atomic(path: &Path, data: &[u8], mode: u32, sync: bool) -> io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    write_atomic_in(path, dir, data, mode, sync)
+}
+
+/// [`write_atomic`] with its temp file in `tmp_dir` (same filesystem as `path`): a directory
+/// holding only temp files keeps [`remove_with_temps_in`] O(1) however many files `path`'s
+/// directory holds.
+pub fn write_atomic_in(path: &Path, tmp_dir: &Path, data: &[u8], mode: u32, sync: bool) -> io::Result<()> {
     if let Ok(md) = std::fs::symlink_metadata(path) {
         if md.is_dir() {
             return Err(not_regular(path, "a directory"));
@@ -46,7 +54,7 @@ pub fn write_atomic(path: &Path, data: &[u8], mode: u32, sync: bool) -> io::Resu
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let tmp = path.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
+    let tmp = tmp_dir.join(format!(".{name}.tmp-{}", std::process::id()));
     // A leftover of a killed run with our pid: ours to replace.
     let _ = std::fs::remove_file(&tmp);
     let write = || -> io::Result<()> {
@@ -78,8 +86,14 @@ fn temp_prefix(path: &Path) -> String {
 
 /// Remove `path` and the temp files a killed `write_atomic` for it may have left.
 pub fn remove_with_temps(path: &Path) -> io::Result<()> {
+    remove_with_temps_in(path, path.parent().unwrap_or(Path::new(".")))
+}
+
+/// [`remove_with_temps`] for files written by [`write_atomic_in`] with `tmp_dir`: only that
+/// directory is scanned.
+pub fn remove_with_temps_in(path: &Path, tmp_dir: &Path) -> io::Result<()> {
     let prefix = temp_prefix(path);
-    if let Some(Ok(rd)) = path.parent().map(std::fs::read_dir) {
+    if let Ok(rd) = std::fs::read_dir(tmp_dir) {
         for e in rd.flatten() {
             if e.file_name().to_string_lossy().starts_with(&prefix) {
                 let _ = remove(&e.path());

@@ -36,6 +36,8 @@ pub const ENV_STATE_DIR: &str = "CNI_MULTI_STATE_DIR";
 const DEFAULT_STATE_DIR: &str = "/run/cni/cni-multi";
 const MAGIC: &str = "cni-multi nft record 1";
 const PENDING: &str = "pending";
+/// Subdirectory of the temp files of record writes (not a key: `is_key` refuses it).
+const TMP_DIR: &str = ".tmp";
 /// A record names a handful of rules; anything larger is not one of ours.
 const MAX_FILE: u64 = 16 * 1024;
 
@@ -95,6 +97,12 @@ impl Records {
         self.dir.as_ref().map(|d| d.join(name))
     }
 
+    /// Where the temp files of writes go: a subdirectory, so that removing a record scans
+    /// only in-flight (or killed) writes, not one file per attachment.
+    fn tmp_dir(&self) -> Option<PathBuf> {
+        self.path(TMP_DIR)
+    }
+
     fn read(&self, name: &str) -> Option<std::io::Result<Vec<u8>>> {
         let p = self.path(name)?;
         match statefile::read_regular(&p, MAX_FILE) {
@@ -105,17 +113,19 @@ impl Records {
 
     /// Writes `name`, making the directories on first use. False when it could not.
     fn write(&self, name: &str, text: &str) -> bool {
-        let Some(p) = self.path(name) else {
+        let (Some(p), Some(tmp)) = (self.path(name), self.tmp_dir()) else {
             return false;
         };
-        let mut r = statefile::write_atomic(&p, text.as_bytes(), 0o600, false);
+        let mut r = statefile::write_atomic_in(&p, &tmp, text.as_bytes(), 0o600, false);
         if r.as_ref().is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound) {
             use std::os::unix::fs::DirBuilderExt;
-            let made = p
-                .parent()
-                .is_some_and(|d| std::fs::DirBuilder::new().recursive(true).mode(0o700).create(d).is_ok());
-            if made {
-                r = statefile::write_atomic(&p, text.as_bytes(), 0o600, false);
+            if std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&tmp)
+                .is_ok()
+            {
+                r = statefile::write_atomic_in(&p, &tmp, text.as_bytes(), 0o600, false);
             }
         }
         r.is_ok()
@@ -151,8 +161,8 @@ impl Records {
     }
 
     pub fn forget(&self, key: &str) {
-        if let Some(p) = self.path(key) {
-            let _ = statefile::remove_with_temps(&p);
+        if let (Some(p), Some(tmp)) = (self.path(key), self.tmp_dir()) {
+            let _ = statefile::remove_with_temps_in(&p, &tmp);
         }
     }
 
@@ -190,8 +200,8 @@ impl Records {
     }
 
     pub fn forget_stamp(&self) {
-        if let Some(p) = self.path("stamp") {
-            let _ = statefile::remove_with_temps(&p);
+        if let (Some(p), Some(tmp)) = (self.path("stamp"), self.tmp_dir()) {
+            let _ = statefile::remove_with_temps_in(&p, &tmp);
         }
     }
 }
@@ -315,8 +325,12 @@ mod tests {
             std::fs::write(dir.join("inet-t").join(&k), bad).unwrap();
             assert_eq!(r.get(&k), Recorded::Unusable, "{bad:?}");
         }
+        // A killed write's temp file is in the temp dir, and forget removes it.
+        let left = dir.join("inet-t").join(TMP_DIR).join(format!(".{k}.tmp-1"));
+        std::fs::write(&left, "x").unwrap();
         r.forget(&k);
         assert_eq!(r.get(&k), Recorded::Missing);
+        assert!(!left.exists());
         assert!(!r.stamp_matches(&[3, 4]));
         r.put_stamp(&[3, 4]);
         assert!(r.stamp_matches(&[3, 4]) && !r.stamp_matches(&[3, 5]) && !r.stamp_matches(&[]));
