@@ -57,6 +57,17 @@ fn record_text(chain: &str, handles: &[u64]) -> String {
     t
 }
 
+/// `nft <cmd>` in `node` (words split on spaces), with a quoted rule comment when given: the
+/// reference's own rules, made the way its nftables backend makes them.
+fn nft(node: &TestNs, cmd: &str, comment: Option<&str>) {
+    let quoted = comment.map(|c| format!("\"{c}\""));
+    let mut argv: Vec<&str> = std::iter::once("nft").chain(cmd.split_whitespace()).collect();
+    if let Some(q) = &quoted {
+        argv.extend(["comment", q.as_str()]);
+    }
+    node.exec_ok(&argv);
+}
+
 fn setup(node: &TestNs, cid: &str, ip: &str) {
     let ip: IpNet = ip.parse().unwrap();
     masquerade::setup(&sock(node), NET, "eth0", cid, &[ip]).unwrap();
@@ -165,50 +176,23 @@ fn masquerade_add_after_the_records_are_lost_or_the_reference_ran() {
     // with the same comment, unrecorded. Our next ADD must not trust the records.
     let comment = masquerade::comment_for_instance(NET, "eth0", "ctr-a");
     let t = masquerade::TABLE;
-    node.exec_ok(&["nft", "flush", "chain", "inet", t, "postrouting"]);
-    node.exec_ok(&[
-        "nft",
-        "add",
-        "rule",
-        "inet",
-        t,
-        "postrouting",
-        "ip",
-        "daddr",
-        "224.0.0.0/4",
-        "return",
-    ]);
-    node.exec_ok(&[
-        "nft",
-        "add",
-        "rule",
-        "inet",
-        t,
-        "postrouting",
-        "ip6",
-        "daddr",
-        "ff00::/8",
-        "return",
-    ]);
-    node.exec_ok(&["nft", "add", "rule", "inet", t, "postrouting", "goto", "masq_checks"]);
-    node.exec_ok(&[
-        "nft",
-        "add",
-        "rule",
-        "inet",
-        t,
-        "masq_checks",
-        "ip",
-        "saddr",
-        "10.88.0.9",
-        "ip",
-        "daddr",
-        "!=",
-        "10.88.0.0/24",
-        "masquerade",
-        "comment",
-        &format!("\"{comment}\""),
-    ]);
+    nft(&node, &format!("flush chain inet {t} postrouting"), None);
+    nft(
+        &node,
+        &format!("add rule inet {t} postrouting ip daddr 224.0.0.0/4 return"),
+        None,
+    );
+    nft(
+        &node,
+        &format!("add rule inet {t} postrouting ip6 daddr ff00::/8 return"),
+        None,
+    );
+    nft(&node, &format!("add rule inet {t} postrouting goto masq_checks"), None);
+    nft(
+        &node,
+        &format!("add rule inet {t} masq_checks ip saddr 10.88.0.9 ip daddr != 10.88.0.0/24 masquerade"),
+        Some(&comment),
+    );
     assert_eq!(masq_handles(&node, "ctr-a").len(), 2);
     setup(&node, "ctr-a", "10.88.0.5/24");
     assert_eq!(
@@ -217,22 +201,13 @@ fn masquerade_add_after_the_records_are_lost_or_the_reference_ran() {
         "ADD kept the reference's stale rule"
     );
     // And a DEL after the reference ran again finds its rule too.
-    node.exec_ok(&["nft", "flush", "chain", "inet", t, "postrouting"]);
-    node.exec_ok(&["nft", "add", "rule", "inet", t, "postrouting", "goto", "masq_checks"]);
-    node.exec_ok(&[
-        "nft",
-        "add",
-        "rule",
-        "inet",
-        t,
-        "masq_checks",
-        "ip",
-        "saddr",
-        "10.88.0.9",
-        "masquerade",
-        "comment",
-        &format!("\"{comment}\""),
-    ]);
+    nft(&node, &format!("flush chain inet {t} postrouting"), None);
+    nft(&node, &format!("add rule inet {t} postrouting goto masq_checks"), None);
+    nft(
+        &node,
+        &format!("add rule inet {t} masq_checks ip saddr 10.88.0.9 masquerade"),
+        Some(&comment),
+    );
     teardown(&node, "ctr-a");
     assert!(masq_handles(&node, "ctr-a").is_empty(), "DEL left the reference's rule");
     assert_eq!(masq_handles(&node, "ctr-b").len(), 1);
@@ -356,43 +331,18 @@ fn portmap_del_of_reference_rules_made_after_our_add() {
     let node = TestNs::new_node("rec-pr");
     let dir = PluginDir::new();
     portmap(&node, &dir, "ADD", "ctr-a", "10.88.0.5/24", 8080);
-    node.exec_ok(&["nft", "flush", "chain", "ip", "cni_hostport", "hostports_all"]);
-    node.exec_ok(&[
-        "nft",
-        "add",
-        "rule",
-        "ip",
-        "cni_hostport",
-        "hostports_all",
-        "jump",
-        "hostip_hostports",
-    ]);
-    node.exec_ok(&[
-        "nft",
-        "add",
-        "rule",
-        "ip",
-        "cni_hostport",
-        "hostports_all",
-        "jump",
-        "hostports",
-    ]);
-    node.exec_ok(&[
-        "nft",
-        "add",
-        "rule",
-        "ip",
-        "cni_hostport",
-        "hostports",
-        "tcp",
-        "dport",
-        "7070",
-        "dnat",
-        "to",
-        "10.88.0.5:80",
-        "comment",
-        "\"ctr-a\"",
-    ]);
+    nft(&node, "flush chain ip cni_hostport hostports_all", None);
+    nft(
+        &node,
+        "add rule ip cni_hostport hostports_all jump hostip_hostports",
+        None,
+    );
+    nft(&node, "add rule ip cni_hostport hostports_all jump hostports", None);
+    nft(
+        &node,
+        "add rule ip cni_hostport hostports tcp dport 7070 dnat to 10.88.0.5:80",
+        Some("ctr-a"),
+    );
     portmap(&node, &dir, "DEL", "ctr-a", "10.88.0.5/24", 8080);
     let left = rig::run_ok(&[
         "ip",
