@@ -34,33 +34,6 @@ pub static PLUGIN: Plugin = entry::<Bridge>();
 
 struct Bridge;
 
-impl CniPlugin for Bridge {
-    const NAME: &'static str = "bridge";
-    const KIND: Kind = Kind::Interface;
-    const SUMMARY: &'static str = "a veth pair per container, the host end on a Linux bridge";
-    type Conf = BridgeConf;
-    type Lenient = BridgeConf;
-
-    fn load(args: &CmdArgs) -> anyhow::Result<Self::Conf> {
-        BridgeConf::load(args)
-    }
-    fn parse(args: &CmdArgs) -> anyhow::Result<Self::Lenient> {
-        BridgeConf::lenient(args)
-    }
-    fn add(conf: Self::Conf, args: &CmdArgs) -> anyhow::Result<CniResult> {
-        add(conf, args)
-    }
-    fn del(conf: Self::Lenient, args: &CmdArgs) -> anyhow::Result<()> {
-        del(conf, args)
-    }
-    fn check(conf: Self::Conf, args: &CmdArgs) -> anyhow::Result<()> {
-        check(conf, args)
-    }
-    fn gc(args: &CmdArgs) -> anyhow::Result<()> {
-        gc(args)
-    }
-}
-
 const DEFAULT_BRIDGE: &str = "cni0";
 
 /// How long the host veth may take to become oper-up: the reference's total (2.55 s), but
@@ -213,165 +186,176 @@ fn collect_vlan_trunk(trunk: Option<&[VlanTrunk]>) -> anyhow::Result<Vec<u16>> {
     Ok(ids.into_iter().map(|v| v as u16).collect())
 }
 
-/// ADD, in the order of the reference's cmdAdd: the bridge, the veth pair on it, the spoof
-/// check, then (with an IPAM) the addresses, the container's addresses and routes, the
-/// gateways on the bridge; last, the MACs as they are now.
-fn add(n: BridgeConf, args: &CmdArgs) -> anyhow::Result<CniResult> {
-    let ipam_type = n.net.ipam_type().map(str::to_string);
-    if ipam_type.is_some() && n.disable_container_interface {
-        bail!("cannot use IPAM when DisableContainerInterface flag is set");
-    }
-    if n.hairpin_mode && n.promisc_mode {
-        bail!("cannot set hairpin mode and promiscuous mode at the same time");
-    }
-    let mtu = crate::pkg::link::mtu_of(n.mtu)?;
-    // Everything that can be checked is checked before the first change.
-    let host_ns = NetNs::current()?;
-    let cont_ns = open_netns(&args.netns)?;
-    let mut host = Netlink::new()?;
-    let mut cont = Netlink::in_netns(&cont_ns)?;
-    let mut undo = Undo::new();
+impl CniPlugin for Bridge {
+    const NAME: &'static str = "bridge";
+    const KIND: Kind = Kind::Interface;
+    const SUMMARY: &'static str = "a veth pair per container, the host end on a Linux bridge";
+    type Conf = BridgeConf;
+    type Lenient = BridgeConf;
 
-    let br = ensure_bridge(&mut host, &n, mtu, &mut undo)
-        .with_context(|| format!("failed to create bridge {:?}", n.bridge))?;
-    let mut result = CniResult::new(n.net.version());
-
-    let (host_veth, cont_veth) = setup_veth(&mut host, &mut cont, &host_ns, &br, &args.ifname, &n, mtu, &mut undo)?;
-    // nftables sockets are closed only when ADD returns: a close waits for the kernel to
-    // retire the committed transaction (an RCU grace period), which so overlaps the rest.
-    let mut nft_sockets = Vec::new();
-    if n.macspoofchk {
-        nft_sockets.push(add_spoofcheck(args, &host_veth, &cont_veth, &mut undo)?);
+    fn load(args: &CmdArgs) -> anyhow::Result<Self::Conf> {
+        BridgeConf::load(args)
     }
-    result.interfaces = interfaces(args, &br, &host_veth, &cont_veth);
-
-    if let Some(ipam_type) = &ipam_type {
-        let ipam = ipam_add(ipam_type, args, &mut undo)?;
-        result.ips = ipam.ips;
-        result.routes = ipam.routes;
-        result.dns = ipam.dns;
-        let gws = calc_gateways(&mut result, &n);
-        // Masquerade as soon as the addresses are known (the reference does it last): the
-        // kernel's retiring of the nftables transaction then overlaps the interface work.
-        if n.ip_masq {
-            nft_sockets.push(setup_masquerade(&n.net.name, n.masq_backend, args, &result, &mut undo)?);
+    fn parse(args: &CmdArgs) -> anyhow::Result<Self::Lenient> {
+        BridgeConf::lenient(args)
+    }
+    /// ADD, in the order of the reference's cmdAdd: the bridge, the veth pair on it, the spoof
+    /// check, then (with an IPAM) the addresses, the container's addresses and routes, the
+    /// gateways on the bridge; last, the MACs as they are now.
+    fn add(n: BridgeConf, args: &CmdArgs) -> anyhow::Result<CniResult> {
+        let ipam_type = n.net.ipam_type().map(str::to_string);
+        if ipam_type.is_some() && n.disable_container_interface {
+            bail!("cannot use IPAM when DisableContainerInterface flag is set");
         }
-        configure_container(&mut cont, &cont_ns, &cont_veth, &n, &result)?;
-        if n.is_gw {
-            add_gateways(&mut host, &host_ns, &br, &n, &gws, &mut result, &mut undo)?;
+        if n.hairpin_mode && n.promisc_mode {
+            bail!("cannot set hairpin mode and promiscuous mode at the same time");
         }
-    } else if !n.disable_container_interface {
-        // L2 only: the container end still has to be up.
-        cont.set_up(cont_veth.index)
-            .with_context(|| format!("failed to set {:?} up", args.ifname))?;
-    }
+        let mtu = crate::pkg::link::mtu_of(n.mtu)?;
+        // Everything that can be checked is checked before the first change.
+        let host_ns = NetNs::current()?;
+        let cont_ns = open_netns(&args.netns)?;
+        let mut host = Netlink::new()?;
+        let mut cont = Netlink::in_netns(&cont_ns)?;
+        let mut undo = Undo::new();
 
-    report_macs(&mut host, &n, host_veth, &mut result)?;
-    if dns_set(&n.net.dns) {
-        result.dns = n.net.dns.clone().unwrap_or_default();
-    }
-    undo.commit();
-    drop(nft_sockets);
-    Ok(result)
-}
+        let br = ensure_bridge(&mut host, &n, mtu, &mut undo)
+            .with_context(|| format!("failed to create bridge {:?}", n.bridge))?;
+        let mut result = CniResult::new(n.net.version());
 
-/// Remove the attachment's firewall rules (found by their comments, so an empty or vanished
-/// netns does not leak them, unlike the reference), release IPAM, then delete the container
-/// link. A missing link is fine; the bridge stays. Every step is tried and every failure
-/// is reported.
-fn del(n: BridgeConf, args: &CmdArgs) -> anyhow::Result<()> {
-    let mut errs = Vec::new();
-    // The socket stays open until the link is gone: closing it waits for the kernel to
-    // retire the deleted rules (an RCU grace period), which then overlaps the link deletion.
-    let mut _nft = None;
-    if n.ip_masq || n.macspoofchk {
-        match NftSocket::open() {
-            Ok(sock) => {
-                if n.ip_masq {
-                    errs.extend(masquerade::teardown(&sock, &n.net.name, &args.ifname, &args.container_id).err());
-                    if n.masq_backend == MasqBackend::Iptables {
-                        errs.extend(masq_iptables::teardown(&sock, &n.net.name, &args.container_id).err());
-                    }
-                }
-                if n.macspoofchk {
-                    errs.extend(spoofcheck::teardown(&sock, &args.container_id, &args.ifname).err());
-                }
-                _nft = Some(sock);
+        let (host_veth, cont_veth) = setup_veth(&mut host, &mut cont, &host_ns, &br, &args.ifname, &n, mtu, &mut undo)?;
+        // nftables sockets are closed only when ADD returns: a close waits for the kernel to
+        // retire the committed transaction (an RCU grace period), which so overlaps the rest.
+        let mut nft_sockets = Vec::new();
+        if n.macspoofchk {
+            nft_sockets.push(add_spoofcheck(args, &host_veth, &cont_veth, &mut undo)?);
+        }
+        result.interfaces = interfaces(args, &br, &host_veth, &cont_veth);
+
+        if let Some(ipam_type) = &ipam_type {
+            let ipam = ipam_add(ipam_type, args, &mut undo)?;
+            result.ips = ipam.ips;
+            result.routes = ipam.routes;
+            result.dns = ipam.dns;
+            let gws = calc_gateways(&mut result, &n);
+            // Masquerade as soon as the addresses are known (the reference does it last): the
+            // kernel's retiring of the nftables transaction then overlaps the interface work.
+            if n.ip_masq {
+                nft_sockets.push(setup_masquerade(&n.net.name, n.masq_backend, args, &result, &mut undo)?);
             }
-            Err(e) => errs.push(e.into()),
+            configure_container(&mut cont, &cont_ns, &cont_veth, &n, &result)?;
+            if n.is_gw {
+                add_gateways(&mut host, &host_ns, &br, &n, &gws, &mut result, &mut undo)?;
+            }
+        } else if !n.disable_container_interface {
+            // L2 only: the container end still has to be up.
+            cont.set_up(cont_veth.index)
+                .with_context(|| format!("failed to set {:?} up", args.ifname))?;
         }
-    }
-    release_then_del_link(&n.net, args, errs)
-}
 
-fn check(n: BridgeConf, args: &CmdArgs) -> anyhow::Result<()> {
-    let ns = open_netns(&args.netns)?;
-    // The reference calls IPAM CHECK even without an IPAM type, which then always fails;
-    // an L2-only attachment has nothing to check there.
-    if let Some(t) = n.net.ipam_type() {
-        delegate::check(t, &args.stdin, args)?;
+        report_macs(&mut host, &n, host_veth, &mut result)?;
+        if dns_set(&n.net.dns) {
+            result.dns = n.net.dns.clone().unwrap_or_default();
+        }
+        undo.commit();
+        drop(nft_sockets);
+        Ok(result)
     }
-    let (prev, cont_if) = ipconfig::prev_sandbox_interface(&n.net, args, "")?;
-    let br_if = prev
-        .interfaces
-        .iter()
-        .find(|i| i.name == n.bridge)
-        .cloned()
-        .unwrap_or_default();
-    let mut host = Netlink::new()?;
-    let br = check_bridge(&mut host, &br_if, &n)?;
-    let mut cont = Netlink::in_netns(&ns)?;
-    let cont_link = check_container_iface(&mut cont, &cont_if)?;
+    /// Remove the attachment's firewall rules (found by their comments, so an empty or vanished
+    /// netns does not leak them, unlike the reference), release IPAM, then delete the container
+    /// link. A missing link is fine; the bridge stays. Every step is tried and every failure
+    /// is reported.
+    fn del(n: BridgeConf, args: &CmdArgs) -> anyhow::Result<()> {
+        let mut errs = Vec::new();
+        // The socket stays open until the link is gone: closing it waits for the kernel to
+        // retire the deleted rules (an RCU grace period), which then overlaps the link deletion.
+        let mut _nft = None;
+        if n.ip_masq || n.macspoofchk {
+            match NftSocket::open() {
+                Ok(sock) => {
+                    if n.ip_masq {
+                        errs.extend(masquerade::teardown(&sock, &n.net.name, &args.ifname, &args.container_id).err());
+                        if n.masq_backend == MasqBackend::Iptables {
+                            errs.extend(masq_iptables::teardown(&sock, &n.net.name, &args.container_id).err());
+                        }
+                    }
+                    if n.macspoofchk {
+                        errs.extend(spoofcheck::teardown(&sock, &args.container_id, &args.ifname).err());
+                    }
+                    _nft = Some(sock);
+                }
+                Err(e) => errs.push(e.into()),
+            }
+        }
+        release_then_del_link(&n.net, args, errs)
+    }
+    fn check(n: BridgeConf, args: &CmdArgs) -> anyhow::Result<()> {
+        let ns = open_netns(&args.netns)?;
+        // The reference calls IPAM CHECK even without an IPAM type, which then always fails;
+        // an L2-only attachment has nothing to check there.
+        if let Some(t) = n.net.ipam_type() {
+            delegate::check(t, &args.stdin, args)?;
+        }
+        let (prev, cont_if) = ipconfig::prev_sandbox_interface(&n.net, args, "")?;
+        let br_if = prev
+            .interfaces
+            .iter()
+            .find(|i| i.name == n.bridge)
+            .cloned()
+            .unwrap_or_default();
+        let mut host = Netlink::new()?;
+        let br = check_bridge(&mut host, &br_if, &n)?;
+        let mut cont = Netlink::in_netns(&ns)?;
+        let cont_link = check_container_iface(&mut cont, &cont_if)?;
 
-    // The host veth: the peer of the container interface, enslaved to the bridge.
-    let mut found = false;
-    for intf in &prev.interfaces {
-        if intf.name == br_if.name || intf.name == cont_if.name {
-            continue;
+        // The host veth: the peer of the container interface, enslaved to the bridge.
+        let mut found = false;
+        for intf in &prev.interfaces {
+            if intf.name == br_if.name || intf.name == cont_if.name {
+                continue;
+            }
+            if !intf.sandbox.is_empty() {
+                bail!("Interface {} should not be in sandbox", intf.name);
+            }
+            let l = host
+                .link_by_name(&intf.name)?
+                .ok_or_else(|| anyhow!("Interface name {} not found", intf.name))?;
+            if l.kind != Some(LinkType::Veth) {
+                continue; // not one of ours
+            }
+            let peer_ok = cont_link.link == Some(l.index) && l.link == Some(cont_link.index);
+            if !peer_ok || l.master != Some(br.index) {
+                continue;
+            }
+            if !intf.mac.is_empty() && intf.mac != fmt_mac(&l.mac) {
+                bail!("Interface {} Mac doesn't match: {} not found", intf.name, intf.mac);
+            }
+            found = true;
+            break;
         }
-        if !intf.sandbox.is_empty() {
-            bail!("Interface {} should not be in sandbox", intf.name);
+        if !found {
+            bail!("CNI veth created for bridge {} was not found", n.bridge);
         }
-        let l = host
-            .link_by_name(&intf.name)?
-            .ok_or_else(|| anyhow!("Interface name {} not found", intf.name))?;
-        if l.kind != Some(LinkType::Veth) {
-            continue; // not one of ours
+        ipconfig::validate_expected_ips(&mut cont, &args.ifname, &prev.ips)?;
+        ipconfig::validate_expected_routes(&mut cont, &prev.routes)?;
+        // Firewall rules are resources too (spec: CHECK covers what ADD created).
+        if n.ip_masq {
+            check_masquerade(&n.net.name, n.masq_backend, args, &prev)?;
         }
-        let peer_ok = cont_link.link == Some(l.index) && l.link == Some(cont_link.index);
-        if !peer_ok || l.master != Some(br.index) {
-            continue;
+        Ok(())
+    }
+    /// GC: masquerade rules (by comment) and the IPAM's reservations are our state outside the
+    /// container netns. Both are attempted; every failure is reported.
+    fn gc(args: &CmdArgs) -> anyhow::Result<()> {
+        let n: BridgeConf = config::parse(&args.stdin)?;
+        let mut errs = Vec::new();
+        if n.ip_masq {
+            errs.extend(gc_masquerade(&n.net).err());
         }
-        if !intf.mac.is_empty() && intf.mac != fmt_mac(&l.mac) {
-            bail!("Interface {} Mac doesn't match: {} not found", intf.name, intf.mac);
+        if let Some(t) = n.net.ipam_type() {
+            errs.extend(delegate::gc(t, &args.stdin, args).err().map(anyhow::Error::from));
         }
-        found = true;
-        break;
+        join_errors(errs)
     }
-    if !found {
-        bail!("CNI veth created for bridge {} was not found", n.bridge);
-    }
-    ipconfig::validate_expected_ips(&mut cont, &args.ifname, &prev.ips)?;
-    ipconfig::validate_expected_routes(&mut cont, &prev.routes)?;
-    // Firewall rules are resources too (spec: CHECK covers what ADD created).
-    if n.ip_masq {
-        check_masquerade(&n.net.name, n.masq_backend, args, &prev)?;
-    }
-    Ok(())
-}
-
-/// GC: masquerade rules (by comment) and the IPAM's reservations are our state outside the
-/// container netns. Both are attempted; every failure is reported.
-fn gc(args: &CmdArgs) -> anyhow::Result<()> {
-    let n: BridgeConf = config::parse(&args.stdin)?;
-    let mut errs = Vec::new();
-    if n.ip_masq {
-        errs.extend(gc_masquerade(&n.net).err());
-    }
-    if let Some(t) = n.net.ipam_type() {
-        errs.extend(delegate::gc(t, &args.stdin, args).err().map(anyhow::Error::from));
-    }
-    join_errors(errs)
 }
 
 // Private helpers of ADD.

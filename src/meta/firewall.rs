@@ -76,33 +76,6 @@ pub static PLUGIN: Plugin = entry::<Firewall>();
 
 struct Firewall;
 
-impl CniPlugin for Firewall {
-    const NAME: &'static str = "firewall";
-    const KIND: Kind = Kind::Meta;
-    const SUMMARY: &'static str = "allow traffic to and from the container; optional bridge isolation (nftables)";
-    const VERSIONS: &'static [&'static str] = &["0.4.0", "1.0.0", "1.1.0"];
-    const HAS_STATUS: bool = false;
-    const HAS_GC: bool = false;
-    type Conf = (FirewallConf, Ingress, Backend);
-    type Lenient = (FirewallConf, Ingress, Backend);
-
-    fn load(args: &CmdArgs) -> anyhow::Result<Self::Conf> {
-        parse_conf(&args.stdin)
-    }
-    fn parse(args: &CmdArgs) -> anyhow::Result<Self::Lenient> {
-        parse_conf(&args.stdin)
-    }
-    fn add(conf: Self::Conf, args: &CmdArgs) -> anyhow::Result<CniResult> {
-        add(conf, args)
-    }
-    fn del(conf: Self::Lenient, args: &CmdArgs) -> anyhow::Result<()> {
-        del(conf, args)
-    }
-    fn check(conf: Self::Conf, args: &CmdArgs) -> anyhow::Result<()> {
-        check(conf, args)
-    }
-}
-
 pub const TABLE: &str = "cni_firewall";
 pub const FORWARD: &str = "forward";
 pub const CNI_FORWARD: &str = "CNI-FORWARD";
@@ -217,43 +190,151 @@ fn pod_rules(prev: &CniResult, comment: &str) -> Vec<Rule> {
 
 // ---- ADD ---------------------------------------------------------------------------------
 
-fn add((conf, ingress, backend): (FirewallConf, Ingress, Backend), args: &CmdArgs) -> Result<CniResult> {
-    let Some(prev) = conf.net.prev_result()? else {
-        bail!("must be called as chained plugin");
-    };
-    let bridge = if ingress == Ingress::Open {
-        None
-    } else {
-        Some(bridge_name(&prev)?)
-    };
-    let sock = NftSocket::open()?;
-    let comment = crate::pkg::comment::rule_comment(&conf.net.name, &args.container_id, &args.ifname);
-    if backend != Backend::Nftables {
-        warn_legacy(&prev);
+impl CniPlugin for Firewall {
+    const NAME: &'static str = "firewall";
+    const KIND: Kind = Kind::Meta;
+    const SUMMARY: &'static str = "allow traffic to and from the container; optional bridge isolation (nftables)";
+    const VERSIONS: &'static [&'static str] = &["0.4.0", "1.0.0", "1.1.0"];
+    const HAS_STATUS: bool = false;
+    const HAS_GC: bool = false;
+    type Conf = (FirewallConf, Ingress, Backend);
+    type Lenient = (FirewallConf, Ingress, Backend);
+
+    fn load(args: &CmdArgs) -> anyhow::Result<Self::Conf> {
+        parse_conf(&args.stdin)
     }
-    // Shared rules are added only when missing: pods added in parallel would each add them
-    // (seen: three FORWARD jumps from twelve parallel ADDs). So the batch is committed only at
-    // the generation its listings saw, and rebuilt when another writer came in between.
-    let key = records::key(&hex_prefix(&conf.net.name, 16), &args.ifname, &args.container_id);
-    let rec = Records::open(&sock, Family::Inet, TABLE);
-    let mut plan = None;
-    if backend != Backend::Iptables {
-        rec.put_pending(&key);
+    fn parse(args: &CmdArgs) -> anyhow::Result<Self::Lenient> {
+        parse_conf(&args.stdin)
     }
-    let handles = Batch::build_and_commit_echo(&sock, Batch::BUSY_RETRIES, |b| -> Result<()> {
+    fn add((conf, ingress, backend): (FirewallConf, Ingress, Backend), args: &CmdArgs) -> Result<CniResult> {
+        let Some(prev) = conf.net.prev_result()? else {
+            bail!("must be called as chained plugin");
+        };
+        let bridge = if ingress == Ingress::Open {
+            None
+        } else {
+            Some(bridge_name(&prev)?)
+        };
+        let sock = NftSocket::open()?;
+        let comment = crate::pkg::comment::rule_comment(&conf.net.name, &args.container_id, &args.ifname);
+        if backend != Backend::Nftables {
+            warn_legacy(&prev);
+        }
+        // Shared rules are added only when missing: pods added in parallel would each add them
+        // (seen: three FORWARD jumps from twelve parallel ADDs). So the batch is committed only at
+        // the generation its listings saw, and rebuilt when another writer came in between.
+        let key = records::key(&hex_prefix(&conf.net.name, 16), &args.ifname, &args.container_id);
+        let rec = Records::open(&sock, Family::Inet, TABLE);
+        let mut plan = None;
         if backend != Backend::Iptables {
-            plan = Some(add_nft(&sock, b, &rec, &key, &conf, &prev, ingress, &comment)?);
+            rec.put_pending(&key);
         }
-        for (f, ips) in ipt_families(&sock, backend, &prev)? {
-            ipt_add(&sock, b, f, &ips, &conf.admin_chain, ingress, bridge)?;
+        let handles = Batch::build_and_commit_echo(&sock, Batch::BUSY_RETRIES, |b| -> Result<()> {
+            if backend != Backend::Iptables {
+                plan = Some(add_nft(&sock, b, &rec, &key, &conf, &prev, ingress, &comment)?);
+            }
+            for (f, ips) in ipt_families(&sock, backend, &prev)? {
+                ipt_add(&sock, b, f, &ips, &conf.admin_chain, ingress, bridge)?;
+            }
+            Ok(())
+        })
+        .context("failed to set up firewall rules")?;
+        if let Some(p) = plan {
+            p.record(&rec, &key, &handles);
         }
-        Ok(())
-    })
-    .context("failed to set up firewall rules")?;
-    if let Some(p) = plan {
-        p.record(&rec, &key, &handles);
+        Ok(prev)
     }
-    Ok(prev)
+    /// Removes this attachment's rules from CNI-FORWARD of our table, by comment (no prevResult
+    /// needed), and the per-IP accepts in iptables' `CNI-FORWARD` (ours, or the reference's from
+    /// before a node swap: the same rules), in one batch, whatever the backend. Those carry no
+    /// comment: their IPs come from prevResult or, without one, from our commented rules and from
+    /// the reference's masquerade and port-mapping rules of the attachment (their DELs run after
+    /// this one in a chain). The chains and the per-bridge isolation rules stay, as in the reference.
+    fn del((conf, _, _): (FirewallConf, Ingress, Backend), args: &CmdArgs) -> Result<()> {
+        let comment = crate::pkg::comment::rule_comment(&conf.net.name, &args.container_id, &args.ifname);
+        // A prevResult that does not parse must not keep the rules we can find by comment.
+        let prev = conf.net.prev_result().ok().flatten();
+        let sock = NftSocket::open()?;
+        let t = table();
+        let mut b = Batch::new();
+        let mut ips: Vec<IpAddr> = prev
+            .iter()
+            .flat_map(|p| p.ips.iter().map(|i| i.address.addr()))
+            .collect();
+        let key = records::key(&hex_prefix(&conf.net.name, 16), &args.ifname, &args.container_id);
+        let rec = Records::open(&sock, Family::Inet, TABLE);
+        let admin_jump = RuleBuilder::new(&t, CNI_FORWARD)
+            .jump(&conf.admin_chain)
+            .comment(ADMIN_COMMENT)
+            .build();
+        let recorded = match rec.get(&key) {
+            Recorded::Rules(r) if stamped_admin(&sock, &rec, &admin_jump)?.is_some() => {
+                records::verify(&sock, Family::Inet, TABLE, &r, &|c| c == comment)?
+            }
+            _ => None,
+        };
+        let ours = match recorded {
+            Some(rules) => rules,
+            None => sock.list_rules(Family::Inet, TABLE, CNI_FORWARD)?,
+        };
+        for r in ours {
+            if r.comment.as_deref() == Some(comment.as_str()) {
+                b.del_rule(&t, CNI_FORWARD, r.handle.unwrap_or_default());
+                ips.extend(xt::full_addresses(&r.exprs));
+            }
+        }
+        ips.sort();
+        ips.dedup();
+        let bt = bridge_table();
+        for r in sock.list_rules(Family::Bridge, TABLE, FORWARD)? {
+            if r.comment.as_deref() == Some(comment.as_str()) {
+                b.del_rule(&bt, FORWARD, r.handle.unwrap_or_default());
+            }
+        }
+        if prev.is_none() {
+            for ip in reference::attachment_ips(&sock, &conf.net.name, &args.container_id)? {
+                if !ips.contains(&ip) {
+                    ips.push(ip);
+                }
+            }
+        }
+        if reference::plan_forward_removal(&sock, &mut b, &ips)? == 0 && !ips.is_empty() {
+            reference::note_if_legacy("filter", "firewall rules");
+        }
+        if !b.is_empty() {
+            b.commit(&sock).context("failed to remove firewall rules")?;
+        }
+        rec.forget(&key);
+        Ok(())
+    }
+    /// Our rules for every address, or (a pod the reference made before a node swap) the
+    /// reference's accepts in iptables' `CNI-FORWARD`.
+    fn check((conf, _, backend): (FirewallConf, Ingress, Backend), args: &CmdArgs) -> Result<()> {
+        let Some(prev) = conf.net.prev_result()? else {
+            bail!("must be called as chained plugin");
+        };
+        let comment = crate::pkg::comment::rule_comment(&conf.net.name, &args.container_id, &args.ifname);
+        let sock = NftSocket::open()?;
+        let ipt = ipt_families(&sock, backend, &prev)?;
+        for (f, ips) in &ipt {
+            ipt_check(&sock, *f, ips, &conf.admin_chain, &args.container_id)?;
+        }
+        let nft = check_nft(&sock, &conf, &prev, &comment, &args.container_id);
+        match backend {
+            Backend::Iptables => Ok(()),
+            Backend::Nftables => nft,
+            // A pod the reference made has only the iptables rules: healthy when they cover
+            // every family of the result.
+            Backend::Auto => {
+                let covered = ipt.iter().map(|(_, ips)| ips.len()).sum::<usize>() == prev.ips.len();
+                if covered && !prev.ips.is_empty() {
+                    Ok(())
+                } else {
+                    nft
+                }
+            }
+        }
+    }
 }
 
 /// Where ADD's batch put what the records need: the pod's rules (index, count) and the
@@ -299,99 +380,6 @@ fn stamped_admin(sock: &NftSocket, rec: &Records, admin_jump: &Rule) -> Result<O
         r.filter(|r| r.exprs == admin_jump.exprs && r.comment == admin_jump.comment)
             .map(|_| h),
     )
-}
-
-/// Removes this attachment's rules from CNI-FORWARD of our table, by comment (no prevResult
-/// needed), and the per-IP accepts in iptables' `CNI-FORWARD` (ours, or the reference's from
-/// before a node swap: the same rules), in one batch, whatever the backend. Those carry no
-/// comment: their IPs come from prevResult or, without one, from our commented rules and from
-/// the reference's masquerade and port-mapping rules of the attachment (their DELs run after
-/// this one in a chain). The chains and the per-bridge isolation rules stay, as in the reference.
-fn del((conf, _, _): (FirewallConf, Ingress, Backend), args: &CmdArgs) -> Result<()> {
-    let comment = crate::pkg::comment::rule_comment(&conf.net.name, &args.container_id, &args.ifname);
-    // A prevResult that does not parse must not keep the rules we can find by comment.
-    let prev = conf.net.prev_result().ok().flatten();
-    let sock = NftSocket::open()?;
-    let t = table();
-    let mut b = Batch::new();
-    let mut ips: Vec<IpAddr> = prev
-        .iter()
-        .flat_map(|p| p.ips.iter().map(|i| i.address.addr()))
-        .collect();
-    let key = records::key(&hex_prefix(&conf.net.name, 16), &args.ifname, &args.container_id);
-    let rec = Records::open(&sock, Family::Inet, TABLE);
-    let admin_jump = RuleBuilder::new(&t, CNI_FORWARD)
-        .jump(&conf.admin_chain)
-        .comment(ADMIN_COMMENT)
-        .build();
-    let recorded = match rec.get(&key) {
-        Recorded::Rules(r) if stamped_admin(&sock, &rec, &admin_jump)?.is_some() => {
-            records::verify(&sock, Family::Inet, TABLE, &r, &|c| c == comment)?
-        }
-        _ => None,
-    };
-    let ours = match recorded {
-        Some(rules) => rules,
-        None => sock.list_rules(Family::Inet, TABLE, CNI_FORWARD)?,
-    };
-    for r in ours {
-        if r.comment.as_deref() == Some(comment.as_str()) {
-            b.del_rule(&t, CNI_FORWARD, r.handle.unwrap_or_default());
-            ips.extend(xt::full_addresses(&r.exprs));
-        }
-    }
-    ips.sort();
-    ips.dedup();
-    let bt = bridge_table();
-    for r in sock.list_rules(Family::Bridge, TABLE, FORWARD)? {
-        if r.comment.as_deref() == Some(comment.as_str()) {
-            b.del_rule(&bt, FORWARD, r.handle.unwrap_or_default());
-        }
-    }
-    if prev.is_none() {
-        for ip in reference::attachment_ips(&sock, &conf.net.name, &args.container_id)? {
-            if !ips.contains(&ip) {
-                ips.push(ip);
-            }
-        }
-    }
-    if reference::plan_forward_removal(&sock, &mut b, &ips)? == 0 && !ips.is_empty() {
-        reference::note_if_legacy("filter", "firewall rules");
-    }
-    if !b.is_empty() {
-        b.commit(&sock).context("failed to remove firewall rules")?;
-    }
-    rec.forget(&key);
-    Ok(())
-}
-
-/// Our rules for every address, or (a pod the reference made before a node swap) the
-/// reference's accepts in iptables' `CNI-FORWARD`.
-fn check((conf, _, backend): (FirewallConf, Ingress, Backend), args: &CmdArgs) -> Result<()> {
-    let Some(prev) = conf.net.prev_result()? else {
-        bail!("must be called as chained plugin");
-    };
-    let comment = crate::pkg::comment::rule_comment(&conf.net.name, &args.container_id, &args.ifname);
-    let sock = NftSocket::open()?;
-    let ipt = ipt_families(&sock, backend, &prev)?;
-    for (f, ips) in &ipt {
-        ipt_check(&sock, *f, ips, &conf.admin_chain, &args.container_id)?;
-    }
-    let nft = check_nft(&sock, &conf, &prev, &comment, &args.container_id);
-    match backend {
-        Backend::Iptables => Ok(()),
-        Backend::Nftables => nft,
-        // A pod the reference made has only the iptables rules: healthy when they cover
-        // every family of the result.
-        Backend::Auto => {
-            let covered = ipt.iter().map(|(_, ips)| ips.len()).sum::<usize>() == prev.ips.len();
-            if covered && !prev.ips.is_empty() {
-                Ok(())
-            } else {
-                nft
-            }
-        }
-    }
 }
 
 /// Our own table's rules (see the module doc).

@@ -48,34 +48,6 @@ pub static PLUGIN: Plugin = entry::<Portmap>();
 
 struct Portmap;
 
-impl CniPlugin for Portmap {
-    const NAME: &'static str = "portmap";
-    const KIND: Kind = Kind::Meta;
-    const SUMMARY: &'static str = "forward host ports to the container (nftables over netlink)";
-    const HAS_STATUS: bool = false;
-    type Conf = Conf;
-    type Lenient = NetConf;
-
-    fn load(args: &CmdArgs) -> anyhow::Result<Self::Conf> {
-        parse_conf(&args.stdin)
-    }
-    fn parse(args: &CmdArgs) -> anyhow::Result<Self::Lenient> {
-        Ok(config::parse(&args.stdin)?)
-    }
-    fn add(conf: Self::Conf, args: &CmdArgs) -> anyhow::Result<CniResult> {
-        add(conf, args)
-    }
-    fn del(conf: Self::Lenient, args: &CmdArgs) -> anyhow::Result<()> {
-        del(conf, args)
-    }
-    fn check(conf: Self::Conf, args: &CmdArgs) -> anyhow::Result<()> {
-        check(conf, args)
-    }
-    fn gc(args: &CmdArgs) -> anyhow::Result<()> {
-        gc(args)
-    }
-}
-
 pub const TABLE: &str = "cni_hostport";
 const TABLE_COMMENT: &str = "CNI portmap plugin";
 pub const HOSTPORTS: &str = "hostports";
@@ -443,225 +415,239 @@ fn container_rules(conf: &Conf, cip: IpAddr, comment: &str) -> Vec<Rule> {
 
 // ---- ADD ---------------------------------------------------------------------------------
 
-fn add(conf: Conf, args: &CmdArgs) -> Result<CniResult> {
-    let Some(prev) = conf.net.prev_result()? else {
-        bail!("must be called as chained plugin");
-    };
-    if conf.mappings.is_empty() {
-        // Nothing to forward: touch nothing (the reference used to run iptables regardless).
-        return Ok(prev);
+impl CniPlugin for Portmap {
+    const NAME: &'static str = "portmap";
+    const KIND: Kind = Kind::Meta;
+    const SUMMARY: &'static str = "forward host ports to the container (nftables over netlink)";
+    const HAS_STATUS: bool = false;
+    type Conf = Conf;
+    type Lenient = NetConf;
+
+    fn load(args: &CmdArgs) -> anyhow::Result<Self::Conf> {
+        parse_conf(&args.stdin)
     }
-    let (v4, v6) = container_ips(&prev, &args.ifname);
-    let sock = NftSocket::open()?;
-    let comment = rule_comment(&conf.net.name, &args.container_id, &args.ifname);
-    let key = records::key(&hex_prefix(&conf.net.name, 16), &args.ifname, &args.container_id);
-    // Each family is its own batch and route_localnet may fail after the first: a failed ADD
-    // takes back every rule it committed (found by comment, as DEL finds them).
-    let mut undo = Undo::new();
-    for cip in [v4, v6].into_iter().flatten() {
-        match &conf.iptables {
-            Some(o) => {
-                ipt::setup(
+    fn parse(args: &CmdArgs) -> anyhow::Result<Self::Lenient> {
+        Ok(config::parse(&args.stdin)?)
+    }
+    fn add(conf: Conf, args: &CmdArgs) -> Result<CniResult> {
+        let Some(prev) = conf.net.prev_result()? else {
+            bail!("must be called as chained plugin");
+        };
+        if conf.mappings.is_empty() {
+            // Nothing to forward: touch nothing (the reference used to run iptables regardless).
+            return Ok(prev);
+        }
+        let (v4, v6) = container_ips(&prev, &args.ifname);
+        let sock = NftSocket::open()?;
+        let comment = rule_comment(&conf.net.name, &args.container_id, &args.ifname);
+        let key = records::key(&hex_prefix(&conf.net.name, 16), &args.ifname, &args.container_id);
+        // Each family is its own batch and route_localnet may fail after the first: a failed ADD
+        // takes back every rule it committed (found by comment, as DEL finds them).
+        let mut undo = Undo::new();
+        for cip in [v4, v6].into_iter().flatten() {
+            match &conf.iptables {
+                Some(o) => {
+                    ipt::setup(
+                        &sock,
+                        &ipt_params(&conf, o, args),
+                        &ipt_mappings(&conf),
+                        container_net(&prev, cip),
+                    )?;
+                    let (net, cid) = (conf.net.name.clone(), args.container_id.clone());
+                    undo.push(format!("remove iptables port mappings of {cid}"), move || {
+                        ipt::teardown(&NftSocket::open()?, &net, &cid)
+                    });
+                }
+                None => {
+                    forward_ports(&sock, &conf, cip, &comment, &key)?;
+                    let (fam, c, k) = (table(cip.is_ipv6()).family, comment.clone(), key.clone());
+                    undo.push(format!("remove {fam} port mappings of {c}"), move || {
+                        let sock = NftSocket::open()?;
+                        let mut b = Batch::new();
+                        delete_into(&mut b, fam, &own_rules(&sock, fam, |x| x == c)?);
+                        if !b.is_empty() {
+                            b.commit(&sock)?;
+                        }
+                        Records::open(&sock, fam, TABLE).forget(&k);
+                        Ok(())
+                    });
+                }
+            }
+            if cip.is_ipv4() && conf.snat {
+                enable_localnet_routing(cip)?;
+            }
+            // A UDP "connection" to the host port may still point at a previous container:
+            // conntrack would keep sending it there, so forget those entries.
+            let fam = if cip.is_ipv6() { CtFamily::V6 } else { CtFamily::V4 };
+            for m in conf.mappings.iter().filter(|m| m.proto == L4Proto::Udp) {
+                // Failures are only logged by the reference; a stale entry is not fatal.
+                if let Err(e) = conntrack::delete_by_dst_port(fam, L4Proto::Udp as u8, m.host_port) {
+                    eprintln!(
+                        "portmap: could not delete conntrack entries of udp port {}: {e}",
+                        m.host_port
+                    );
+                }
+            }
+        }
+        undo.commit();
+        Ok(prev)
+    }
+    /// Removes the attachment's rules in both families, found by comment: the mappings need not
+    /// be resent, and neither the netns nor prevResult is needed. The reference's iptables chain
+    /// and jumps of the attachment (made before a node swap) go in the same batch.
+    fn del(net: NetConf, args: &CmdArgs) -> Result<()> {
+        let ours = rule_comment(&net.name, &args.container_id, &args.ifname);
+        let key = records::key(&hex_prefix(&net.name, 16), &args.ifname, &args.container_id);
+        let sock = NftSocket::open()?;
+        let mut errors = Vec::new();
+        let mut b = Batch::new();
+        let mut recs = Vec::new();
+        for fam in [Family::Ip, Family::Ip6] {
+            let rec = Records::open(&sock, fam, TABLE);
+            // The reference's nftables backend comments its rules with the bare container ID;
+            // a record (while the stamp holds: the reference has not run an ADD since) says
+            // there are none, and where ours are.
+            let found = match recorded_for_del(&sock, &rec, fam, &ours, &key) {
+                Ok(Some(rules)) => Ok(rules),
+                Ok(None) => own_rules(&sock, fam, |c| c == ours || c == args.container_id),
+                Err(e) => Err(e),
+            };
+            match found {
+                Ok(rules) => delete_into(&mut b, fam, &rules),
+                Err(e) => errors.push(format!("{fam}: {e:#}")),
+            }
+            recs.push(rec);
+        }
+        let (dnat, snat) = reference_comments(&net.name, &args.container_id);
+        let chains = [
+            reference::dnat_chain(&net.name, &args.container_id),
+            reference::chain_name("SN-", &net.name, &args.container_id),
+        ];
+        // Where the reference's releases put an attachment's jumps (CNI-HOSTPORT-SNAT: before 0.8).
+        let scope = reference::Scope::Chains(&[
+            reference::HOSTPORT_DNAT,
+            "CNI-HOSTPORT-SNAT",
+            "CNI-HOSTPORT-MASQ",
+            "CNI-HOSTPORT-SETMARK",
+        ]);
+        match reference::plan_nat_removal(&sock, &mut b, scope, &|c| c == dnat || c == snat, &chains) {
+            Ok(0) => reference::note_if_legacy("nat", "port mappings"),
+            Ok(_) => {}
+            Err(e) => errors.push(format!("iptables: {e:#}")),
+        }
+        if !b.is_empty() {
+            if let Err(e) = b.commit(&sock) {
+                errors.push(format!("error deleting rules: {e}"));
+            }
+        }
+        if !errors.is_empty() {
+            bail!("could not remove port mappings: {}", errors.join("; "));
+        }
+        for rec in &recs {
+            rec.forget(&key);
+        }
+        Ok(())
+    }
+    /// Every rule ADD would make for these mappings exists, expression for expression.
+    fn check(conf: Conf, args: &CmdArgs) -> Result<()> {
+        let Some(prev) = conf.net.prev_result()? else {
+            bail!("must be called as chained plugin");
+        };
+        if conf.mappings.is_empty() {
+            return Ok(());
+        }
+        let (v4, v6) = container_ips(&prev, &args.ifname);
+        let sock = NftSocket::open()?;
+        let comment = rule_comment(&conf.net.name, &args.container_id, &args.ifname);
+        for cip in [v4, v6].into_iter().flatten() {
+            if let Some(o) = &conf.iptables {
+                ipt::check(
                     &sock,
                     &ipt_params(&conf, o, args),
                     &ipt_mappings(&conf),
                     container_net(&prev, cip),
                 )?;
-                let (net, cid) = (conf.net.name.clone(), args.container_id.clone());
-                undo.push(format!("remove iptables port mappings of {cid}"), move || {
-                    ipt::teardown(&NftSocket::open()?, &net, &cid)
-                });
+                continue;
             }
-            None => {
-                forward_ports(&sock, &conf, cip, &comment, &key)?;
-                let (fam, c, k) = (table(cip.is_ipv6()).family, comment.clone(), key.clone());
-                undo.push(format!("remove {fam} port mappings of {c}"), move || {
-                    let sock = NftSocket::open()?;
-                    let mut b = Batch::new();
-                    delete_into(&mut b, fam, &own_rules(&sock, fam, |x| x == c)?);
-                    if !b.is_empty() {
-                        b.commit(&sock)?;
-                    }
-                    Records::open(&sock, fam, TABLE).forget(&k);
-                    Ok(())
-                });
-            }
-        }
-        if cip.is_ipv4() && conf.snat {
-            enable_localnet_routing(cip)?;
-        }
-        // A UDP "connection" to the host port may still point at a previous container:
-        // conntrack would keep sending it there, so forget those entries.
-        let fam = if cip.is_ipv6() { CtFamily::V6 } else { CtFamily::V4 };
-        for m in conf.mappings.iter().filter(|m| m.proto == L4Proto::Udp) {
-            // Failures are only logged by the reference; a stale entry is not fatal.
-            if let Err(e) = conntrack::delete_by_dst_port(fam, L4Proto::Udp as u8, m.host_port) {
-                eprintln!(
-                    "portmap: could not delete conntrack entries of udp port {}: {e}",
-                    m.host_port
-                );
+            let fam = table(cip.is_ipv6()).family;
+            let have = own_rules_with(&sock, fam, |c| c == comment, true)?;
+            let missing = container_rules(&conf, cip, &comment).into_iter().find(|want| {
+                !have
+                    .iter()
+                    .any(|r| r.chain == want.chain && same_exprs(&r.exprs, &want.exprs))
+            });
+            if let Some(want) = missing {
+                // A pod the reference made before a node swap is healthy in its form too.
+                let forwards = reference_forwards(&conf, cip);
+                if !reference::dnat_intact(&sock, &conf.net.name, &args.container_id, cip, &forwards)? {
+                    bail!(
+                        "missing hostport rule in {fam} {TABLE} {}: {}",
+                        want.chain,
+                        describe(&want)
+                    );
+                }
             }
         }
+        Ok(())
     }
-    undo.commit();
-    Ok(prev)
-}
-
-/// Removes the attachment's rules in both families, found by comment: the mappings need not
-/// be resent, and neither the netns nor prevResult is needed. The reference's iptables chain
-/// and jumps of the attachment (made before a node swap) go in the same batch.
-fn del(net: NetConf, args: &CmdArgs) -> Result<()> {
-    let ours = rule_comment(&net.name, &args.container_id, &args.ifname);
-    let key = records::key(&hex_prefix(&net.name, 16), &args.ifname, &args.container_id);
-    let sock = NftSocket::open()?;
-    let mut errors = Vec::new();
-    let mut b = Batch::new();
-    let mut recs = Vec::new();
-    for fam in [Family::Ip, Family::Ip6] {
-        let rec = Records::open(&sock, fam, TABLE);
-        // The reference's nftables backend comments its rules with the bare container ID;
-        // a record (while the stamp holds: the reference has not run an ADD since) says
-        // there are none, and where ours are.
-        let found = match recorded_for_del(&sock, &rec, fam, &ours, &key) {
-            Ok(Some(rules)) => Ok(rules),
-            Ok(None) => own_rules(&sock, fam, |c| c == ours || c == args.container_id),
-            Err(e) => Err(e),
+    /// Removes this network's rules whose attachment is not in `cni.dev/valid-attachments`.
+    /// Rules made by the reference's nftables backend carry only a container ID (no network), so
+    /// they are left alone; its iptables chains name the network and go like ours.
+    fn gc(args: &CmdArgs) -> Result<()> {
+        let net: NetConf = config::parse(&args.stdin)?;
+        // Without the list there is nothing to tell live attachments from dead ones: keep all.
+        let Some(valid) = net.gc_valid_attachments() else {
+            return Ok(());
         };
-        match found {
-            Ok(rules) => delete_into(&mut b, fam, &rules),
-            Err(e) => errors.push(format!("{fam}: {e:#}")),
-        }
-        recs.push(rec);
-    }
-    let (dnat, snat) = reference_comments(&net.name, &args.container_id);
-    let chains = [
-        reference::dnat_chain(&net.name, &args.container_id),
-        reference::chain_name("SN-", &net.name, &args.container_id),
-    ];
-    // Where the reference's releases put an attachment's jumps (CNI-HOSTPORT-SNAT: before 0.8).
-    let scope = reference::Scope::Chains(&[
-        reference::HOSTPORT_DNAT,
-        "CNI-HOSTPORT-SNAT",
-        "CNI-HOSTPORT-MASQ",
-        "CNI-HOSTPORT-SETMARK",
-    ]);
-    match reference::plan_nat_removal(&sock, &mut b, scope, &|c| c == dnat || c == snat, &chains) {
-        Ok(0) => reference::note_if_legacy("nat", "port mappings"),
-        Ok(_) => {}
-        Err(e) => errors.push(format!("iptables: {e:#}")),
-    }
-    if !b.is_empty() {
-        if let Err(e) = b.commit(&sock) {
-            errors.push(format!("error deleting rules: {e}"));
-        }
-    }
-    if !errors.is_empty() {
-        bail!("could not remove port mappings: {}", errors.join("; "));
-    }
-    for rec in &recs {
-        rec.forget(&key);
-    }
-    Ok(())
-}
-
-/// Every rule ADD would make for these mappings exists, expression for expression.
-fn check(conf: Conf, args: &CmdArgs) -> Result<()> {
-    let Some(prev) = conf.net.prev_result()? else {
-        bail!("must be called as chained plugin");
-    };
-    if conf.mappings.is_empty() {
-        return Ok(());
-    }
-    let (v4, v6) = container_ips(&prev, &args.ifname);
-    let sock = NftSocket::open()?;
-    let comment = rule_comment(&conf.net.name, &args.container_id, &args.ifname);
-    for cip in [v4, v6].into_iter().flatten() {
-        if let Some(o) = &conf.iptables {
-            ipt::check(
-                &sock,
-                &ipt_params(&conf, o, args),
-                &ipt_mappings(&conf),
-                container_net(&prev, cip),
-            )?;
-            continue;
-        }
-        let fam = table(cip.is_ipv6()).family;
-        let have = own_rules_with(&sock, fam, |c| c == comment, true)?;
-        let missing = container_rules(&conf, cip, &comment).into_iter().find(|want| {
-            !have
-                .iter()
-                .any(|r| r.chain == want.chain && same_exprs(&r.exprs, &want.exprs))
-        });
-        if let Some(want) = missing {
-            // A pod the reference made before a node swap is healthy in its form too.
-            let forwards = reference_forwards(&conf, cip);
-            if !reference::dnat_intact(&sock, &conf.net.name, &args.container_id, cip, &forwards)? {
-                bail!(
-                    "missing hostport rule in {fam} {TABLE} {}: {}",
-                    want.chain,
-                    describe(&want)
-                );
+        let hash = hex_prefix(&net.name, 16);
+        let sock = NftSocket::open()?;
+        let mut errors = Vec::new();
+        let mut b = Batch::new();
+        for fam in [Family::Ip, Family::Ip6] {
+            let stale = own_rules(&sock, fam, |c| match parse_comment(c) {
+                Some((cid, h, ifname)) => {
+                    h == hash && !valid.iter().any(|a| a.container_id == cid && a.ifname == ifname)
+                }
+                None => false,
+            });
+            match stale {
+                Ok(rules) => delete_into(&mut b, fam, &rules),
+                Err(e) => errors.push(format!("{fam}: {e:#}")),
             }
         }
-    }
-    Ok(())
-}
-
-/// Removes this network's rules whose attachment is not in `cni.dev/valid-attachments`.
-/// Rules made by the reference's nftables backend carry only a container ID (no network), so
-/// they are left alone; its iptables chains name the network and go like ours.
-fn gc(args: &CmdArgs) -> Result<()> {
-    let net: NetConf = config::parse(&args.stdin)?;
-    // Without the list there is nothing to tell live attachments from dead ones: keep all.
-    let Some(valid) = net.gc_valid_attachments() else {
-        return Ok(());
-    };
-    let hash = hex_prefix(&net.name, 16);
-    let sock = NftSocket::open()?;
-    let mut errors = Vec::new();
-    let mut b = Batch::new();
-    for fam in [Family::Ip, Family::Ip6] {
-        let stale = own_rules(&sock, fam, |c| match parse_comment(c) {
-            Some((cid, h, ifname)) => h == hash && !valid.iter().any(|a| a.container_id == cid && a.ifname == ifname),
-            None => false,
-        });
-        match stale {
-            Ok(rules) => delete_into(&mut b, fam, &rules),
-            Err(e) => errors.push(format!("{fam}: {e:#}")),
+        // The reference's chains carry network and container ID (not the ifname, which it ignores).
+        let dead = |c: &str| {
+            ["dnat ", "snat "].into_iter().any(|kind| {
+                reference::parse_comment(c, kind)
+                    .is_some_and(|(n, cid)| n == net.name && !valid.iter().any(|a| a.container_id == cid))
+            })
+        };
+        if let Err(e) = reference::plan_nat_removal(&sock, &mut b, reference::Scope::Table, &dead, &[]) {
+            errors.push(format!("iptables: {e:#}"));
         }
-    }
-    // The reference's chains carry network and container ID (not the ifname, which it ignores).
-    let dead = |c: &str| {
-        ["dnat ", "snat "].into_iter().any(|kind| {
-            reference::parse_comment(c, kind)
-                .is_some_and(|(n, cid)| n == net.name && !valid.iter().any(|a| a.container_id == cid))
-        })
-    };
-    if let Err(e) = reference::plan_nat_removal(&sock, &mut b, reference::Scope::Table, &dead, &[]) {
-        errors.push(format!("iptables: {e:#}"));
-    }
-    if !b.is_empty() {
-        if let Err(e) = b.commit(&sock) {
-            errors.push(format!("error deleting rules: {e}"));
-        }
-    }
-    if !errors.is_empty() {
-        bail!("portmap GC: {}", errors.join("; "));
-    }
-    // The records of attachments that are not valid go too (their rules just went).
-    let keep: Vec<String> = valid
-        .iter()
-        .map(|a| records::key(&hash, &a.ifname, &a.container_id))
-        .collect();
-    for fam in [Family::Ip, Family::Ip6] {
-        let rec = Records::open(&sock, fam, TABLE);
-        for k in rec.keys() {
-            if k.starts_with(&format!("{hash}-")) && !keep.contains(&k) {
-                rec.forget(&k);
+        if !b.is_empty() {
+            if let Err(e) = b.commit(&sock) {
+                errors.push(format!("error deleting rules: {e}"));
             }
         }
+        if !errors.is_empty() {
+            bail!("portmap GC: {}", errors.join("; "));
+        }
+        // The records of attachments that are not valid go too (their rules just went).
+        let keep: Vec<String> = valid
+            .iter()
+            .map(|a| records::key(&hash, &a.ifname, &a.container_id))
+            .collect();
+        for fam in [Family::Ip, Family::Ip6] {
+            let rec = Records::open(&sock, fam, TABLE);
+            for k in rec.keys() {
+                if k.starts_with(&format!("{hash}-")) && !keep.contains(&k) {
+                    rec.forget(&k);
+                }
+            }
+        }
+        Ok(())
     }
-    Ok(())
 }
 
 /// One atomic batch: the table's skeleton (shared chains rebuilt), this attachment's old rules
