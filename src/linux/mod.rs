@@ -5,6 +5,7 @@
 pub mod conntrack;
 pub mod error;
 pub mod files;
+pub mod filter_probe;
 pub mod late_close;
 mod netfilter;
 pub mod netlink;

@@ -16,8 +16,11 @@
 //!   removed after a node swap); [`spoofcheck`] (macspoofchk, `bridge nat`); [`sha512`] and
 //!   [`comment`] for the reference's rule names and comments; [`nft_records`]: where an
 //!   attachment's nftables rules are (handles recorded at ADD), so ADD and DEL need no dump.
+//! - [`backend`]: which layout (iptables, iptables-legacy, nftables) an attachment's NAT and
+//!   filter rules take: the backend key, else the node's kind.
 //! - [`caps`]: the capabilities each plugin keeps, by name.
 
+pub mod backend;
 pub mod caps;
 pub mod childlink;
 pub mod comment;

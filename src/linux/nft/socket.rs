@@ -340,6 +340,16 @@ impl NftSocket {
         }
     }
 
+    /// The names of the tables of one family (one dump).
+    pub fn list_tables(&self, family: Family) -> Result<Vec<String>, Error> {
+        let what = format!("list tables of family {family}");
+        let msgs = self.request(&what, wire::NFT_MSG_GETTABLE, family, true, &[])?;
+        Ok(msgs
+            .iter()
+            .filter_map(|a| wire::attr_str(a, wire::NFTA_TABLE_NAME))
+            .collect())
+    }
+
     /// Whether the chain exists (false also when the table does not).
     pub fn chain_exists(&self, family: Family, table: &str, chain: &str) -> Result<bool, Error> {
         let mut w = AttrWriter::new();
