@@ -3,6 +3,7 @@
 //! what it is used for.
 
 pub mod conntrack;
+pub mod dbus;
 pub mod error;
 pub mod files;
 pub mod filter_probe;
