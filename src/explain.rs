@@ -258,10 +258,10 @@ pub static PLUGINS: &[PluginKeys] = &[
         parser: Some(("meta/firewall.rs", "FirewallConf")),
         under: "",
         keys: &[
-            k("backend", "string", "\"\" (both where iptables is used)", "nftables: our table inet cni_firewall only; iptables: the reference's own iptables rules only; empty: our table, plus the reference's iptables rules where an iptables FORWARD chain exists; firewalld is refused (code 2)"),
+            k("backend", "string", "\"\" (firewalld when it runs, else both where iptables is used)", "firewalld: the pod's addresses into firewalldZone over D-Bus (code 11 naming the bus when firewalld is not there); nftables: our table inet cni_firewall only; iptables: the reference's own iptables rules only; empty: firewalld when it owns org.fedoraproject.FirewallD1 on the system bus ($DBUS_SYSTEM_BUS_ADDRESS), else our table plus the reference's iptables rules where an iptables FORWARD chain exists"),
             k("iptablesAdminChainName", "string", "\"CNI-ADMIN\"", "the operators' chain, jumped to before the pod's rules"),
             k("ingressPolicy", "string", "\"open\"", "open, same-bridge or isolated"),
-            k("firewalldZone", "string", "none", "firewalld backend only (which is refused)"),
+            k("firewalldZone", "string", "\"trusted\"", "firewalld backend: the zone each pod address is bound to (addSource, runtime configuration)"),
         ],
     },
     PluginKeys {

@@ -52,6 +52,10 @@
 //! reference's rules in each family whose iptables FORWARD chain exists. DEL always removes
 //! the attachment's rules of both kinds (the per-IP iptables rules carry no comment: their
 //! addresses come from prevResult and from our own commented rules).
+//!
+//! firewalld: with `backend: "firewalld"`, or `backend` empty while firewalld runs, none of
+//! the above: the pod's addresses go into firewalld's `firewalldZone` over D-Bus
+//! (`pkg::firewalld`), as upstream does.
 
 use std::net::IpAddr;
 
@@ -59,7 +63,7 @@ use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 
 use crate::cni::config::{self, NetConf};
-use crate::cni::error::{code, CniError};
+use crate::cni::error::CniError;
 use crate::cni::plugin::{entry, CniPlugin};
 use crate::cni::result::CniResult;
 use crate::cni::skel::{CmdArgs, Kind, Plugin};
@@ -68,6 +72,7 @@ use crate::linux::nft::{
     xt::{self, IptRule},
     Batch, Chain, ChainType, CmpOp, Family, Hook, NftSocket, Policy, Position, Rule, RuleBuilder, Table,
 };
+use crate::pkg::firewalld;
 use crate::pkg::nft_records::{self as records, Recorded, Records};
 use crate::pkg::reference_iptables as reference;
 use crate::pkg::sha512::hex_prefix;
@@ -96,10 +101,9 @@ struct FirewallConf {
     admin_chain: String,
     #[serde(rename = "ingressPolicy", default)]
     ingress_policy: String,
-    /// Only the firewalld backend (refused below) uses it; typed so that a wrong type is a
-    /// config error like every other key.
+    /// The firewalld backend's zone (default `trusted`).
     #[serde(rename = "firewalldZone", default)]
-    _firewalld_zone: String,
+    firewalld_zone: String,
 }
 
 /// Where the rules go (see the module doc).
@@ -108,6 +112,8 @@ enum Backend {
     Auto,
     Iptables,
     Nftables,
+    /// firewalld's zones (`pkg::firewalld`); with `backend` unset, whenever firewalld runs.
+    Firewalld,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -123,14 +129,13 @@ fn parse_conf(stdin: &[u8]) -> Result<(FirewallConf, Ingress, Backend)> {
         "" => Backend::Auto,
         "iptables" => Backend::Iptables,
         "nftables" => Backend::Nftables,
-        "firewalld" => bail!(CniError::new(
-            code::UNSUPPORTED_FIELD,
-            "backend \"firewalld\" is not supported: cni-multi talks to no D-Bus; it programs the \
-             iptables backend's rules over netlink (use backend \"iptables\" or \"nftables\", or leave \
-             it empty)"
-        )),
+        "firewalld" => Backend::Firewalld,
         other => bail!(CniError::invalid_config(format!("unknown firewall backend {other:?}"))),
     };
+    if c.firewalld_zone.is_empty() {
+        c.firewalld_zone = firewalld::DEFAULT_ZONE.into();
+    }
+    firewalld::check_zone_name(&c.firewalld_zone)?;
     if c.admin_chain.is_empty() {
         c.admin_chain = "CNI-ADMIN".into();
     }
@@ -196,7 +201,6 @@ impl CniPlugin for Firewall {
     const SUMMARY: &'static str = "allow traffic to and from the container; optional bridge isolation (nftables)";
     const VERSIONS: &'static [&'static str] = &["0.4.0", "1.0.0", "1.1.0"];
     const HAS_STATUS: bool = false;
-    const HAS_GC: bool = false;
     type Conf = (FirewallConf, Ingress, Backend);
     type Lenient = (FirewallConf, Ingress, Backend);
 
@@ -206,132 +210,220 @@ impl CniPlugin for Firewall {
     fn parse(args: &CmdArgs) -> anyhow::Result<Self::Lenient> {
         parse_conf(&args.stdin)
     }
+    /// firewalld's zone when firewalld is the backend (see `pkg::firewalld`), else the rules of
+    /// the module doc.
     fn add((conf, ingress, backend): (FirewallConf, Ingress, Backend), args: &CmdArgs) -> Result<CniResult> {
         let Some(prev) = conf.net.prev_result()? else {
             bail!("must be called as chained plugin");
         };
-        let bridge = if ingress == Ingress::Open {
-            None
-        } else {
-            Some(bridge_name(&prev)?)
-        };
-        let sock = NftSocket::open()?;
-        let comment = crate::pkg::comment::rule_comment(&conf.net.name, &args.container_id, &args.ifname);
-        if backend != Backend::Nftables {
-            warn_legacy(&prev);
-        }
-        // Shared rules are added only when missing: pods added in parallel would each add them
-        // (seen: three FORWARD jumps from twelve parallel ADDs). So the batch is committed only at
-        // the generation its listings saw, and rebuilt when another writer came in between.
-        let key = records::key(&hex_prefix(&conf.net.name, 16), &args.ifname, &args.container_id);
-        let rec = Records::open(&sock, Family::Inet, TABLE);
-        let mut plan = None;
-        if backend != Backend::Iptables {
-            rec.put_pending(&key);
-        }
-        let handles = Batch::build_and_commit_echo(&sock, Batch::BUSY_RETRIES, |b| -> Result<()> {
-            if backend != Backend::Iptables {
-                plan = Some(add_nft(&sock, b, &rec, &key, &conf, &prev, ingress, &comment)?);
+        let (att, ips) = (fw_attachment(&conf, args), addresses(Some(&prev)));
+        if let Some(want) = firewalld_want(backend) {
+            if !firewalld::add(want, &att, &conf.firewalld_zone, &ips)? {
+                return add_rules(&conf, ingress, backend, args, &prev).map(|()| prev);
             }
-            for (f, ips) in ipt_families(&sock, backend, &prev)? {
-                ipt_add(&sock, b, f, &ips, &conf.admin_chain, ingress, bridge)?;
-            }
-            Ok(())
-        })
-        .context("failed to set up firewall rules")?;
-        if let Some(p) = plan {
-            p.record(&rec, &key, &handles);
-        }
-        Ok(prev)
-    }
-    /// Removes this attachment's rules from CNI-FORWARD of our table, by comment (no prevResult
-    /// needed), and the per-IP accepts in iptables' `CNI-FORWARD` (ours, or the reference's from
-    /// before a node swap: the same rules), in one batch, whatever the backend. Those carry no
-    /// comment: their IPs come from prevResult or, without one, from our commented rules and from
-    /// the reference's masquerade and port-mapping rules of the attachment (their DELs run after
-    /// this one in a chain). The chains and the per-bridge isolation rules stay, as in the reference.
-    fn del((conf, _, _): (FirewallConf, Ingress, Backend), args: &CmdArgs) -> Result<()> {
-        let comment = crate::pkg::comment::rule_comment(&conf.net.name, &args.container_id, &args.ifname);
-        // A prevResult that does not parse must not keep the rules we can find by comment.
-        let prev = conf.net.prev_result().ok().flatten();
-        let sock = NftSocket::open()?;
-        let t = table();
-        let mut b = Batch::new();
-        let mut ips: Vec<IpAddr> = prev
-            .iter()
-            .flat_map(|p| p.ips.iter().map(|i| i.address.addr()))
-            .collect();
-        let key = records::key(&hex_prefix(&conf.net.name, 16), &args.ifname, &args.container_id);
-        let rec = Records::open(&sock, Family::Inet, TABLE);
-        let admin_jump = RuleBuilder::new(&t, CNI_FORWARD)
-            .jump(&conf.admin_chain)
-            .comment(ADMIN_COMMENT)
-            .build();
-        let recorded = match rec.get(&key) {
-            Recorded::Rules(r) if stamped_admin(&sock, &rec, &admin_jump)?.is_some() => {
-                records::verify(&sock, Family::Inet, TABLE, &r, &|c| c == comment)?
-            }
-            _ => None,
-        };
-        let ours = match recorded {
-            Some(rules) => rules,
-            None => sock.list_rules(Family::Inet, TABLE, CNI_FORWARD)?,
-        };
-        for r in ours {
-            if r.comment.as_deref() == Some(comment.as_str()) {
-                b.del_rule(&t, CNI_FORWARD, r.handle.unwrap_or_default());
-                ips.extend(xt::full_addresses(&r.exprs));
-            }
-        }
-        ips.sort();
-        ips.dedup();
-        let bt = bridge_table();
-        for r in sock.list_rules(Family::Bridge, TABLE, FORWARD)? {
-            if r.comment.as_deref() == Some(comment.as_str()) {
-                b.del_rule(&bt, FORWARD, r.handle.unwrap_or_default());
-            }
-        }
-        if prev.is_none() {
-            for ip in reference::attachment_ips(&sock, &conf.net.name, &args.container_id)? {
-                if !ips.contains(&ip) {
-                    ips.push(ip);
+            // An ingress policy's isolation rules are written as without firewalld (upstream
+            // writes them with iptables whatever the backend).
+            if ingress != Ingress::Open {
+                if let Err(e) = add_rules(&conf, ingress, Backend::Auto, args, &prev) {
+                    let _ = firewalld::del(&att, &conf.firewalld_zone, &ips, true);
+                    return Err(e);
                 }
             }
+            return Ok(prev);
         }
-        if reference::plan_forward_removal(&sock, &mut b, &ips)? == 0 && !ips.is_empty() {
-            reference::note_if_legacy("filter", "firewall rules");
-        }
-        if !b.is_empty() {
-            b.commit(&sock).context("failed to remove firewall rules")?;
-        }
-        rec.forget(&key);
-        Ok(())
+        add_rules(&conf, ingress, backend, args, &prev)?;
+        Ok(prev)
     }
-    /// Our rules for every address, or (a pod the reference made before a node swap) the
-    /// reference's accepts in iptables' `CNI-FORWARD`.
+    /// The attachment's firewalld sources (its record's and prevResult's; firewalld gone, the
+    /// zone gone or a source already unbound is fine), then its rules, as `del_rules` says.
+    fn del((conf, _, backend): (FirewallConf, Ingress, Backend), args: &CmdArgs) -> Result<()> {
+        let prev = conf.net.prev_result().ok().flatten();
+        let ask = matches!(backend, Backend::Auto | Backend::Firewalld);
+        let fw = firewalld::del(
+            &fw_attachment(&conf, args),
+            &conf.firewalld_zone,
+            &addresses(prev.as_ref()),
+            ask,
+        );
+        let rules = del_rules(&conf, args);
+        crate::pkg::errors::join_errors(fw.err().into_iter().chain(rules.err()).collect())
+    }
+    /// With firewalld as the backend: each address in the zone (`getZoneOfSource`; upstream's
+    /// `querySource` call ignores the answer). Else our rules for every address, or (a pod the
+    /// reference made before a node swap) the reference's accepts in iptables' `CNI-FORWARD`.
     fn check((conf, _, backend): (FirewallConf, Ingress, Backend), args: &CmdArgs) -> Result<()> {
         let Some(prev) = conf.net.prev_result()? else {
             bail!("must be called as chained plugin");
         };
-        let comment = crate::pkg::comment::rule_comment(&conf.net.name, &args.container_id, &args.ifname);
-        let sock = NftSocket::open()?;
-        let ipt = ipt_families(&sock, backend, &prev)?;
-        for (f, ips) in &ipt {
-            ipt_check(&sock, *f, ips, &conf.admin_chain, &args.container_id)?;
+        if let Some(want) = firewalld_want(backend) {
+            if firewalld::check(want, &conf.firewalld_zone, &addresses(Some(&prev)))? {
+                return Ok(());
+            }
         }
-        let nft = check_nft(&sock, &conf, &prev, &comment, &args.container_id);
-        match backend {
-            Backend::Iptables => Ok(()),
-            Backend::Nftables => nft,
-            // A pod the reference made has only the iptables rules: healthy when they cover
-            // every family of the result.
-            Backend::Auto => {
-                let covered = ipt.iter().map(|(_, ips)| ips.len()).sum::<usize>() == prev.ips.len();
-                if covered && !prev.ips.is_empty() {
-                    Ok(())
-                } else {
-                    nft
-                }
+        check_rules(&conf, backend, args, &prev)
+    }
+    /// The firewalld sources of attachments not in `cni.dev/valid-attachments` (those
+    /// cni-multi bound itself; `pkg::firewalld`).
+    fn gc(args: &CmdArgs) -> Result<()> {
+        let (conf, _, _) = parse_conf(&args.stdin)?;
+        let Some(valid) = conf.net.gc_valid_attachments() else {
+            return Ok(());
+        };
+        let valid: Vec<(&str, &str)> = valid
+            .iter()
+            .map(|a| (a.container_id.as_str(), a.ifname.as_str()))
+            .collect();
+        firewalld::gc(&conf.net.name, &valid)
+    }
+}
+
+/// Whether firewalld may take this attachment: `backend: "firewalld"` (code 11 naming the
+/// bus when firewalld is not there), or `backend` unset and firewalld running (upstream's
+/// choice).
+fn firewalld_want(backend: Backend) -> Option<firewalld::Want> {
+    match backend {
+        Backend::Firewalld => Some(firewalld::Want::Required),
+        Backend::Auto => Some(firewalld::Want::IfRunning),
+        Backend::Iptables | Backend::Nftables => None,
+    }
+}
+
+fn fw_attachment<'a>(conf: &'a FirewallConf, args: &'a CmdArgs) -> firewalld::Attachment<'a> {
+    firewalld::Attachment {
+        network: &conf.net.name,
+        container_id: &args.container_id,
+        ifname: &args.ifname,
+    }
+}
+
+fn addresses(prev: Option<&CniResult>) -> Vec<IpAddr> {
+    prev.iter()
+        .flat_map(|p| p.ips.iter().map(|i| i.address.addr()))
+        .collect()
+}
+
+/// ADD's rules in our table and, where the node uses iptables, the reference's.
+fn add_rules(conf: &FirewallConf, ingress: Ingress, backend: Backend, args: &CmdArgs, prev: &CniResult) -> Result<()> {
+    let bridge = if ingress == Ingress::Open {
+        None
+    } else {
+        Some(bridge_name(prev)?)
+    };
+    let sock = NftSocket::open()?;
+    let comment = crate::pkg::comment::rule_comment(&conf.net.name, &args.container_id, &args.ifname);
+    if backend != Backend::Nftables {
+        warn_legacy(prev);
+    }
+    // Shared rules are added only when missing: pods added in parallel would each add them
+    // (seen: three FORWARD jumps from twelve parallel ADDs). So the batch is committed only at
+    // the generation its listings saw, and rebuilt when another writer came in between.
+    let key = records::key(&hex_prefix(&conf.net.name, 16), &args.ifname, &args.container_id);
+    let rec = Records::open(&sock, Family::Inet, TABLE);
+    let mut plan = None;
+    if backend != Backend::Iptables {
+        rec.put_pending(&key);
+    }
+    let handles = Batch::build_and_commit_echo(&sock, Batch::BUSY_RETRIES, |b| -> Result<()> {
+        if backend != Backend::Iptables {
+            plan = Some(add_nft(&sock, b, &rec, &key, conf, prev, ingress, &comment)?);
+        }
+        for (f, ips) in ipt_families(&sock, backend, prev)? {
+            ipt_add(&sock, b, f, &ips, &conf.admin_chain, ingress, bridge)?;
+        }
+        Ok(())
+    })
+    .context("failed to set up firewall rules")?;
+    if let Some(p) = plan {
+        p.record(&rec, &key, &handles);
+    }
+    Ok(())
+}
+
+/// DEL's rules: this attachment's rules from CNI-FORWARD of our table, by comment (no
+/// prevResult needed), and the per-IP accepts in iptables' `CNI-FORWARD` (ours, or the
+/// reference's from before a node swap: the same rules), in one batch, whatever the backend.
+/// Those carry no comment: their IPs come from prevResult or, without one, from our commented
+/// rules and from the reference's masquerade and port-mapping rules of the attachment (their
+/// DELs run after this one in a chain). The chains and the per-bridge isolation rules stay, as
+/// in the reference.
+fn del_rules(conf: &FirewallConf, args: &CmdArgs) -> Result<()> {
+    let comment = crate::pkg::comment::rule_comment(&conf.net.name, &args.container_id, &args.ifname);
+    // A prevResult that does not parse must not keep the rules we can find by comment.
+    let prev = conf.net.prev_result().ok().flatten();
+    let sock = NftSocket::open()?;
+    let t = table();
+    let mut b = Batch::new();
+    let mut ips: Vec<IpAddr> = prev
+        .iter()
+        .flat_map(|p| p.ips.iter().map(|i| i.address.addr()))
+        .collect();
+    let key = records::key(&hex_prefix(&conf.net.name, 16), &args.ifname, &args.container_id);
+    let rec = Records::open(&sock, Family::Inet, TABLE);
+    let admin_jump = RuleBuilder::new(&t, CNI_FORWARD)
+        .jump(&conf.admin_chain)
+        .comment(ADMIN_COMMENT)
+        .build();
+    let recorded = match rec.get(&key) {
+        Recorded::Rules(r) if stamped_admin(&sock, &rec, &admin_jump)?.is_some() => {
+            records::verify(&sock, Family::Inet, TABLE, &r, &|c| c == comment)?
+        }
+        _ => None,
+    };
+    let ours = match recorded {
+        Some(rules) => rules,
+        None => sock.list_rules(Family::Inet, TABLE, CNI_FORWARD)?,
+    };
+    for r in ours {
+        if r.comment.as_deref() == Some(comment.as_str()) {
+            b.del_rule(&t, CNI_FORWARD, r.handle.unwrap_or_default());
+            ips.extend(xt::full_addresses(&r.exprs));
+        }
+    }
+    ips.sort();
+    ips.dedup();
+    let bt = bridge_table();
+    for r in sock.list_rules(Family::Bridge, TABLE, FORWARD)? {
+        if r.comment.as_deref() == Some(comment.as_str()) {
+            b.del_rule(&bt, FORWARD, r.handle.unwrap_or_default());
+        }
+    }
+    if prev.is_none() {
+        for ip in reference::attachment_ips(&sock, &conf.net.name, &args.container_id)? {
+            if !ips.contains(&ip) {
+                ips.push(ip);
+            }
+        }
+    }
+    if reference::plan_forward_removal(&sock, &mut b, &ips)? == 0 && !ips.is_empty() {
+        reference::note_if_legacy("filter", "firewall rules");
+    }
+    if !b.is_empty() {
+        b.commit(&sock).context("failed to remove firewall rules")?;
+    }
+    rec.forget(&key);
+    Ok(())
+}
+
+/// CHECK's rules.
+fn check_rules(conf: &FirewallConf, backend: Backend, args: &CmdArgs, prev: &CniResult) -> Result<()> {
+    let comment = crate::pkg::comment::rule_comment(&conf.net.name, &args.container_id, &args.ifname);
+    let sock = NftSocket::open()?;
+    let ipt = ipt_families(&sock, backend, prev)?;
+    for (f, ips) in &ipt {
+        ipt_check(&sock, *f, ips, &conf.admin_chain, &args.container_id)?;
+    }
+    let nft = check_nft(&sock, conf, prev, &comment, &args.container_id);
+    match backend {
+        Backend::Iptables => Ok(()),
+        Backend::Nftables => nft,
+        // A pod the reference made has only the iptables rules: healthy when they cover
+        // every family of the result.
+        Backend::Auto | Backend::Firewalld => {
+            let covered = ipt.iter().map(|(_, ips)| ips.len()).sum::<usize>() == prev.ips.len();
+            if covered && !prev.ips.is_empty() {
+                Ok(())
+            } else {
+                nft
             }
         }
     }

@@ -25,6 +25,7 @@ pub mod caps;
 pub mod childlink;
 pub mod comment;
 pub mod errors;
+pub mod firewalld;
 pub mod ip;
 pub mod ipam;
 pub mod ipconfig;

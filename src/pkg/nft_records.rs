@@ -50,6 +50,15 @@ pub fn key(network_hash: &str, ifname: &str, container_id: &str) -> String {
     )
 }
 
+/// `$CNI_MULTI_STATE_DIR`, else `/run/cni/cni-multi`: where cni-multi keeps its records
+/// (these, and the firewalld backend's).
+pub fn state_root() -> PathBuf {
+    std::env::var_os(ENV_STATE_DIR)
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR))
+}
+
 /// What the record of one attachment says.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Recorded {
@@ -69,10 +78,7 @@ pub struct Records {
 
 impl Records {
     pub fn open(sock: &NftSocket, family: Family, table: &str) -> Records {
-        let root = std::env::var_os(ENV_STATE_DIR)
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
+        let root = state_root();
         let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok();
         let dir = match (sock.netns_cookie(), boot) {
             (Some(c), Some(b)) => Some(
