@@ -35,6 +35,9 @@ pub struct Report {
     pub problems: Vec<Problem>,
     #[serde(rename = "recentErrors")]
     pub recent_errors: Vec<Value>,
+    /// A firewalld node: the system bus firewalld runs on (`pkg::firewalld`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub firewalld: Option<String>,
 }
 
 #[derive(Serialize, Debug, Default)]
@@ -76,6 +79,9 @@ pub struct Attachment {
     #[serde(rename = "referenceChains")]
     pub reference_chains: Vec<String>,
     pub bandwidth: Option<Value>,
+    /// On a firewalld node: the zone each of `ips` is in (`""`: none).
+    #[serde(rename = "firewalldZones", skip_serializing_if = "Vec::is_empty")]
+    pub firewalld_zones: Vec<String>,
     /// "cache" (libcni's result cache) or "reservation" (only host-local knows it).
     pub source: &'static str,
 }
@@ -505,10 +511,31 @@ pub fn inspect(opts: &Options) -> Report {
             });
         }
     }
+    firewalld_zones(&mut report);
     if let Some(log) = &opts.log {
         report.recent_errors = recent_errors(log, 10);
     }
     report
+}
+
+/// On a firewalld node: the bus, and the zone each attachment's addresses are in.
+fn firewalld_zones(report: &mut Report) {
+    use crate::pkg::firewalld;
+    let source = |ip: &String| {
+        let a = ip.split('/').next()?.parse().ok()?;
+        Some(firewalld::source_of(a))
+    };
+    let atts = || report.networks.iter().flat_map(|n| &n.attachments);
+    let sources: Vec<String> = atts().flat_map(|a| a.ips.iter().filter_map(source)).collect();
+    let Ok((bus, zones)) = firewalld::zones_of(&sources) else {
+        return;
+    };
+    let mut zones = zones.into_iter();
+    for a in report.networks.iter_mut().flat_map(|n| &mut n.attachments) {
+        let n = a.ips.iter().filter_map(source).count();
+        a.firewalld_zones = zones.by_ref().take(n).collect();
+    }
+    report.firewalld = Some(bus);
 }
 
 /// The last `n` failed invocations in the invocation log.
@@ -583,6 +610,9 @@ pub fn gc(opts: &Options) -> (Vec<Problem>, Vec<String>) {
 pub fn render(r: &Report) -> String {
     use std::fmt::Write;
     let mut o = String::new();
+    if let Some(bus) = &r.firewalld {
+        let _ = writeln!(o, "firewalld node: firewalld runs on the D-Bus system bus at {bus}");
+    }
     for n in &r.networks {
         let _ = writeln!(o, "network {} ({})  [{}]", n.name, n.file, n.plugins.join(" -> "));
         if let Some(b) = &n.bridge {
@@ -636,6 +666,14 @@ pub fn render(r: &Report) -> String {
             }
             if let Some(b) = &a.bandwidth {
                 let _ = writeln!(o, "      bandwidth {b}");
+            }
+            if !a.firewalld_zones.is_empty() {
+                let z: Vec<&str> = a
+                    .firewalld_zones
+                    .iter()
+                    .map(|z| if z.is_empty() { "(no zone)" } else { z })
+                    .collect();
+                let _ = writeln!(o, "      firewalld zone {}", z.join(" "));
             }
             if !a.reference_chains.is_empty() {
                 let _ = writeln!(o, "      reference iptables chains {}", a.reference_chains.join(" "));
