@@ -9,7 +9,8 @@
 #   reference's ipMasq uses iptables), iputils-ping/netcat-openbsd/socat (traffic between
 #   namespaces), iperf3 (bandwidth shaping measurements), file (static check), jq, procps, time,
 #   strace, python3 (a UDP test server), python3-venv (e2e's CRI client), dnsmasq-base (a DHCP
-#   server for the dhcp tests), qemu-system-x86/busybox-static/cpio/kmod (make vm-test: a
+#   server for the dhcp tests), firewalld/dbus (tests/firewalld.rs runs both inside a node netns
+#   on a private bus), qemu-system-x86/busybox-static/cpio/kmod (make vm-test: a
 #   Debian kernel with vlan, ipvlan, dummy and vrf; the kernel package itself is fetched with
 #   apt-get download by vm/fetch.sh), podman/runc/catatonit/uidmap/containerd (make e2e).
 set -euo pipefail
@@ -17,7 +18,7 @@ set -euo pipefail
 PACKAGES=(
     make iproute2 util-linux containernetworking-plugins nftables iptables conntrack
     iputils-ping netcat-openbsd socat iperf3 file jq procps time strace python3 python3-venv
-    dnsmasq-base qemu-system-x86 busybox-static cpio kmod
+    dnsmasq-base firewalld dbus qemu-system-x86 busybox-static cpio kmod
     podman runc catatonit uidmap containerd
 )
 
@@ -32,8 +33,24 @@ if [ ${#missing[@]} -gt 0 ]; then
         exit 1
     fi
     export DEBIAN_FRONTEND=noninteractive
+    # firewalld's package would start (and enable) the daemon on this machine's own network:
+    # the tests only run their own, in a throw-away netns. So service starts are refused while
+    # it installs, and a firewalld installed here is masked afterwards (no start at boot, no
+    # D-Bus activation).
+    new_firewalld=false
+    if [[ " ${missing[*]} " == *" firewalld "* ]]; then
+        new_firewalld=true
+        if [ ! -e /usr/sbin/policy-rc.d ]; then
+            printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+            chmod 755 /usr/sbin/policy-rc.d
+            trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+        fi
+    fi
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${missing[@]}"
+    if $new_firewalld && [ -d /run/systemd/system ]; then
+        systemctl mask firewalld.service >/dev/null 2>&1 || true
+    fi
 fi
 
 # rustfmt and clippy: normally preinstalled with the toolchain; add them only if missing.

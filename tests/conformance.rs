@@ -733,8 +733,10 @@ mod rig_selftest {
         let mut lines: Vec<&str> = out.stdout.lines().collect();
         lines.sort();
         let path_line = format!("PATH={PLUGIN_PATH}");
-        // The one variable of our own: where the plugins keep their nft records (a temp dir).
+        // Ours: where the plugins keep their nft records (a temp dir), and a system bus that
+        // is not there (no test reaches the machine's bus).
         let state_line = format!("CNI_MULTI_STATE_DIR={}", state_dir());
+        let bus_line = format!("DBUS_SYSTEM_BUS_ADDRESS={}", crate::rig::NO_SYSTEM_BUS);
         assert_eq!(
             lines,
             [
@@ -742,6 +744,7 @@ mod rig_selftest {
                 "CNI_CONTAINERID=cm-test-container",
                 state_line.as_str(),
                 "CNI_PATH=/cni/path",
+                bus_line.as_str(),
                 path_line.as_str(),
                 "X_EXTRA=1"
             ]

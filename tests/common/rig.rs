@@ -48,6 +48,11 @@ pub const PLUGIN_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin
 /// How long one plugin run may take before the rig kills it.
 pub const PLUGIN_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// `DBUS_SYSTEM_BUS_ADDRESS` of every run unless a test names a bus (its own, see
+/// `firewalld_rig`): the firewall plugin and the reference's ask the system bus whether
+/// firewalld runs, and a test must never reach the machine's bus or its firewalld.
+pub const NO_SYSTEM_BUS: &str = "unix:path=/nonexistent/cni-multi-tests-use-no-system-bus";
+
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
 /// A name unique in this process and across concurrent test processes: `cm-<tag>-<pid>-<n>`.
@@ -461,6 +466,7 @@ impl Invocation {
         env.insert("CNI_CONTAINERID".to_string(), Some("cm-test-container".to_string()));
         env.insert("CNI_IFNAME".to_string(), Some("eth0".to_string()));
         env.insert("CNI_MULTI_STATE_DIR".to_string(), Some(state_dir().to_string()));
+        env.insert("DBUS_SYSTEM_BUS_ADDRESS".to_string(), Some(NO_SYSTEM_BUS.to_string()));
         Invocation {
             plugin: plugin.to_string(),
             env,
@@ -477,6 +483,7 @@ impl Invocation {
     pub fn cli(argv: &[&str]) -> Invocation {
         let mut env = BTreeMap::new();
         env.insert("CNI_PATH".to_string(), None);
+        env.insert("DBUS_SYSTEM_BUS_ADDRESS".to_string(), Some(NO_SYSTEM_BUS.to_string()));
         Invocation {
             plugin: "cni-multi".to_string(),
             env,
