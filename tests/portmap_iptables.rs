@@ -178,6 +178,14 @@ fn cases() -> Vec<(&'static str, Value, Value, bool, Vec<&'static str>)> {
             vec!["KUBE-MARK-MASQ"],
         ),
         (
+            "sctp",
+            json!([{"hostPort": 8132, "containerPort": 132, "protocol": "sctp"},
+                   {"hostPort": 8133, "containerPort": 133, "protocol": "sctp", "hostIP": "192.168.1.1"}]),
+            json!({}),
+            true,
+            vec![],
+        ),
+        (
             "snat off, backend iptables",
             json!([{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}]),
             json!({"snat": false, "backend": "iptables"}),

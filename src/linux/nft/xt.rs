@@ -265,6 +265,21 @@ pub fn tcpudp_any(proto: u8) -> Expr {
     Xt::new(XtKind::Match, name, 0, info).to_expr()
 }
 
+/// `-p sctp --dport PORT`: iptables-nft has no native form for the sctp match, so it sends
+/// the compat `sctp` match (rev 0) with `struct xt_sctp_info` (296 bytes, XT_ALIGNed): the
+/// destination port range, every flag_info's chunk type 0xff and `XT_SCTP_DEST_PORTS`, as a
+/// raw dump of iptables' own rule shows.
+pub fn sctp_dport(port: u16) -> Expr {
+    let mut info = vec![0u8; 296];
+    info[0..2].copy_from_slice(&port.to_ne_bytes());
+    info[2..4].copy_from_slice(&port.to_ne_bytes());
+    for i in 0..4 {
+        info[268 + 3 * i] = 0xff;
+    }
+    info[284..288].copy_from_slice(&2u32.to_ne_bytes());
+    Xt::new(XtKind::Match, "sctp", 0, info).to_expr()
+}
+
 /// `nft_range` over register 1 (`range eq|neq FROM TO`), as the kernel dumps it.
 fn range_expr(invert: bool, from: &[u8], to: &[u8]) -> Expr {
     const SREG: u16 = 1;

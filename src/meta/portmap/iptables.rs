@@ -482,7 +482,10 @@ fn dnat_chain(t: &Table, p: &Params, maps: &[Mapping], container: IpNet) -> Chai
             if let Some(d) = dst {
                 r = r.dst(d, false);
             }
-            r.dport(m.host_port)
+            match m.proto {
+                L4Proto::Sctp => r.with(xt::sctp_dport(m.host_port)),
+                _ => r.dport(m.host_port),
+            }
         };
         let want = |rule| Want {
             rule,

@@ -394,7 +394,7 @@ impl CniPlugin for Portmap {
                             ifname: &ifname,
                         };
                         let mut b = Batch::new();
-                        nftables::plan_del(&sock, &mut b, fam, &a)?;
+                        nftables::plan_del(&sock, &mut b, fam, &a, true)?;
                         if !b.is_empty() {
                             b.commit(&sock)?;
                         }
@@ -430,12 +430,13 @@ impl CniPlugin for Portmap {
         let sock = NftSocket::open()?;
         let a = attachment(&net.name, args);
         let key = a.key();
+        let mapped = net.runtime_config.port_mappings.as_ref().is_some_and(|m| !m.is_empty());
         let mut listings = false;
         loop {
             let mut errors = Vec::new();
             let mut b = Batch::new();
             for fam in [Family::Ip, Family::Ip6] {
-                if let Err(e) = nftables::plan_del(&sock, &mut b, fam, &a) {
+                if let Err(e) = nftables::plan_del(&sock, &mut b, fam, &a, mapped) {
                     errors.push(format!("{fam}: {e:#}"));
                 }
             }

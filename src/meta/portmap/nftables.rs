@@ -436,8 +436,10 @@ fn delete_into(b: &mut Batch, fam: Family, rules: &[Rule]) {
 
 /// Queues into `b` the removal of the attachment's rules in one family and of its
 /// container's unclaimed ones (upstream's or a crashed ADD's): by record while the stamp
-/// holds, else found in a dump. Returns how many rules go.
-pub fn plan_del(sock: &NftSocket, b: &mut Batch, fam: Family, a: &Attachment) -> Result<usize> {
+/// holds, else found in a dump. With complete records and none for the attachment, it has no
+/// rules, unless `mapped` (the DEL config carries port mappings, so it had some: a lost
+/// record is then looked for in a dump). Returns how many rules go.
+pub fn plan_del(sock: &NftSocket, b: &mut Batch, fam: Family, a: &Attachment, mapped: bool) -> Result<usize> {
     if !sock.table_exists(fam, TABLE)? {
         return Ok(0);
     }
@@ -455,7 +457,10 @@ pub fn plan_del(sock: &NftSocket, b: &mut Batch, fam: Family, a: &Attachment) ->
     cache.stamp_with(listed);
     let ours = |c: &str| a.owns(c);
     let theirs = |c: &str| c == a.container_id;
-    let rules = match (cache.lookup(&key, &ours, true)?, cache.lookup(&orphans, &theirs, true)?) {
+    let rules = match (
+        cache.lookup(&key, &ours, !mapped)?,
+        cache.lookup(&orphans, &theirs, true)?,
+    ) {
         (Some(mine), Some(unclaimed)) => union(mine, unclaimed),
         _ => {
             let (all, _) = cache.dump(
