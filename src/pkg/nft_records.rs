@@ -644,4 +644,33 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
         assert!(!is_key("0123456789abcdef-0123456789abcdeg") && !is_key("stamp"));
     }
+
+    #[test]
+    fn labels_round_trip_and_old_records_read_without_one() {
+        let dir = std::env::temp_dir().join(format!("nft-records-label-{}", std::process::id()));
+        let r = Records::at(&dir.join("ip-t"));
+        let k = key("0123456789abcdef", "eth0", "cid");
+        let rules = vec![("hostports".to_string(), 4)];
+        r.put_labelled(&k, Some("cid"), &rules);
+        assert_eq!(r.get_labelled(&k), (Recorded::Rules(rules.clone()), Some("cid".into())));
+        assert_eq!(r.get(&k), Recorded::Rules(rules.clone()));
+        // A record written before labels: no label line.
+        std::fs::write(dir.join("ip-t").join(&k), "cni-multi nft record 1\nhostports 4\n").unwrap();
+        assert_eq!(r.get_labelled(&k), (Recorded::Rules(rules), None));
+        // A label alone is no record (a finished ADD always made rules).
+        r.put_labelled(&k, Some("cid"), &[]);
+        assert_eq!(r.get(&k), Recorded::Unusable);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn echoed_handles_need_every_one() {
+        let hs = [None, Some(7), Some(9)];
+        assert_eq!(
+            echoed(&hs, 1, 2, |i| format!("c{i}")),
+            Some(vec![("c0".to_string(), 7), ("c1".to_string(), 9)])
+        );
+        assert_eq!(echoed(&hs, 0, 2, |_| "c".into()), None);
+        assert_eq!(echoed(&hs, 2, 2, |_| "c".into()), None);
+    }
 }
