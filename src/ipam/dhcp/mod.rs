@@ -10,8 +10,10 @@
 //! the daemon (code 50 when none answers).
 
 pub mod daemon;
+pub mod gob;
 pub mod lease;
 pub mod packet;
+pub mod rpc;
 
 use crate::cni::config::{self, Attachment};
 use crate::cni::error::{code, CniError};
