@@ -87,6 +87,18 @@ pub fn parse_go_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(total))
 }
 
+/// Every flag, the reference's and -statefile (`explain dhcp` describes them in this order).
+pub const FLAGS: &[&str] = &[
+    "socketpath",
+    "hostprefix",
+    "pidfile",
+    "broadcast",
+    "timeout",
+    "resendmax",
+    "resendtimeout",
+    "statefile",
+];
+
 /// The reference's flags, Go `flag` style: `-name value`, `-name=value`, `--name`.
 pub fn parse_flags(args: &[String]) -> Result<Flags, String> {
     let mut f = Flags {
@@ -116,17 +128,7 @@ pub fn parse_flags(args: &[String]) -> Result<Flags, String> {
             };
             continue;
         }
-        if ![
-            "socketpath",
-            "pidfile",
-            "hostprefix",
-            "statefile",
-            "timeout",
-            "resendmax",
-            "resendtimeout",
-        ]
-        .contains(&name)
-        {
+        if !FLAGS.contains(&name) {
             return Err(format!("flag provided but not defined: -{name}"));
         }
         let value = match inline {
@@ -1282,6 +1284,10 @@ mod tests {
         assert_eq!(f.timing.timeout, Duration::from_secs(3));
         assert_eq!(f.timing.resend_max, Duration::from_secs(5));
         assert_eq!((f.pidfile.as_str(), f.hostprefix.as_str()), ("/tmp/p", "/host"));
+        // The socket and the state file are under the host prefix (upstream's daemon.go
+        // listens on hostPrefix + socketPath); the pidfile is not.
+        assert_eq!(f.socket(), "/host/tmp/x.sock");
+        assert_eq!(f.statefile(), "/host/tmp/x.sock.leases");
         assert_eq!(
             parse_flags(&s(&["-nope"])).unwrap_err(),
             "flag provided but not defined: -nope"
