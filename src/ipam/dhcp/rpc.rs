@@ -658,6 +658,29 @@ mod tests {
         assert!(v4(&[], &[255, 0, 0, 0]).is_err());
     }
 
+    /// The fuzz target's checks on every truncation and byte flip of the captures.
+    #[test]
+    fn mutated_captures_do_not_panic() {
+        for c in [
+            GO_PLUGIN_ALLOCATE,
+            GO_PLUGIN_RELEASE,
+            GO_DAEMON_ALLOCATE,
+            GO_DAEMON_RELEASE,
+            GO_DAEMON_ERROR,
+            GO_DAEMON_UNKNOWN,
+        ] {
+            crate::fuzzing::dhcp_rpc(c);
+            for i in 0..c.len() {
+                crate::fuzzing::dhcp_rpc(&c[..i]);
+                for x in [0x01, 0x80, 0xff] {
+                    let mut m = c.to_vec();
+                    m[i] ^= x;
+                    crate::fuzzing::dhcp_rpc(&m);
+                }
+            }
+        }
+    }
+
     #[test]
     fn http_heads() {
         assert_eq!(http_head_end(CONNECT), Some(CONNECT.len()));
