@@ -182,7 +182,7 @@ dict_file("dhcp_rpc", ["CONNECT /_goRPC_ HTTP/1.0\n\n", "\xff\x81", "\xff\x82", 
 import shutil
 os.makedirs(os.path.join(HERE, "seeds", "dhcp_rpc"), exist_ok=True)
 _td = os.path.join(HERE, "..", "src", "ipam", "dhcp", "testdata")
-for _f in sorted(os.listdir(_td)):
+for _f in sorted(f for f in os.listdir(_td) if f.endswith(".bin")):
     shutil.copy(os.path.join(_td, _f), os.path.join(HERE, "seeds", "dhcp_rpc", _f.removesuffix(".bin")))
 dict_file("netlink", ["\x08\x00", "\x05\x00", "\x14\x00", "\x00\x00\x00\x00"])
 dict_file("nft", ["\x08\x00", "\x0c\x00\x01\x00", "\x02\x00", "\x00\x00\x00\x00"])
