@@ -345,7 +345,10 @@ impl Decoder {
         let mut r = Reader::new(body);
         let t = r.int()?;
         if t < 0 {
-            let t = -t;
+            // i64::MIN has no positive counterpart (found by fuzzing).
+            let t = t
+                .checked_neg()
+                .ok_or_else(|| GobError(format!("invalid type id {t}")))?;
             if t < id::FIRST_USER {
                 return bad(format!("type id {t} is reserved"));
             }
@@ -832,6 +835,10 @@ mod tests {
         assert!(Decoder::new().value(&[0x03, 0xff, 0x82, 0x00]).is_err());
         // Reserved id defined.
         assert!(Decoder::new().value(&[0x02, 0x03, 0x00]).is_err());
+        // A type id of i64::MIN (negated, it overflows).
+        assert!(Decoder::new()
+            .value(&[0x09, 0xf8, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff])
+            .is_err());
         // Interface value.
         assert!(Decoder::new().value(&[0x03, 0x10, 0x00, 0x00]).is_err());
         // A self-recursive slice type: nesting is bounded.
