@@ -207,7 +207,7 @@ impl Site {
         ];
         let comments = [
             cni_multi::pkg::comment::rule_comment(net, cid, "eth0"),
-            cni_multi::pkg::masquerade::comment_for_instance(net, "eth0", cid),
+            cni_multi::pkg::masquerade::nftables::comment_for_instance(net, "eth0", cid),
             cni_multi::pkg::spoofcheck::rule_comment(cid, "eth0"),
         ];
         let rs: Value = serde_json::from_str(&self.node.exec_ok(&["nft", "-j", "list", "ruleset"])).unwrap();

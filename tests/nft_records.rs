@@ -9,7 +9,7 @@ mod common;
 use std::path::PathBuf;
 
 use cni_multi::linux::nft::{Family, NftSocket};
-use cni_multi::pkg::masquerade;
+use cni_multi::pkg::masquerade::nftables as masquerade;
 use common::rig::{self, Invocation, PluginDir, TestNs};
 use ipnet::IpNet;
 use serde_json::{json, Value};
