@@ -352,3 +352,129 @@ fn del_and_gc_remove_upstreams_nftables_rules() {
         vec![nft_layout::comment_for_instance("othernet", "eth0", "ctr-up1")]
     );
 }
+
+// ---- the iptables layout's records ----------------------------------------------------------
+
+/// The records dir of the iptables layout's jumps in `node` (`pkg::nft_records`).
+fn ipt_records(node: &TestNs, family: &str) -> std::path::PathBuf {
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap();
+    let sock = cni_multi::linux::nft::NftSocket::open_in_netns_path(node.path()).unwrap();
+    let cookie = sock.netns_cookie().expect("SO_NETNS_COOKIE (Linux 5.14)");
+    std::path::PathBuf::from(common::rig::state_dir())
+        .join("nft")
+        .join(format!("{}-{cookie}", boot.trim()))
+        .join(format!("{family}-nat-ipmasq"))
+}
+
+/// The iptables layout's ADD records its POSTROUTING jumps; DEL removes exactly the
+/// attachment's chain and jumps whether the record is right, stale or lost, and whether or not
+/// something else also jumps into the chain (then POSTROUTING is listed, as the reference would).
+#[test]
+fn iptables_layout_records_and_their_failures() {
+    if !require_root("iptables_layout_records_and_their_failures") {
+        return;
+    }
+    use cni_multi::pkg::masquerade::{self, iptables as ipt_layout};
+    let ips = |a: &str| -> Vec<ipnet::IpNet> { a.split(',').map(|i| i.parse().unwrap()).collect() };
+    let node = TestNs::new_node("mqrec");
+    let sock = cni_multi::linux::nft::NftSocket::open_in_netns_path(node.path()).unwrap();
+    // Someone else's POSTROUTING rule, which must survive every DEL.
+    node.exec_ok(&[
+        "iptables",
+        "-t",
+        "nat",
+        "-A",
+        "POSTROUTING",
+        "-o",
+        "eth9",
+        "-j",
+        "MASQUERADE",
+    ]);
+    let nat = |n: &TestNs| {
+        format!(
+            "{}{}",
+            n.exec_ok(&["iptables", "-t", "nat", "-S"]),
+            n.exec_ok(&["ip6tables", "-t", "nat", "-S"])
+        )
+    };
+    let key = |cid: &str| nft_layout::hash_for_instance("recnet", "eth0", cid);
+    type Spoil<'a> = Box<dyn Fn(&str) + 'a>;
+    let mut cases: Vec<(&str, Spoil)> = vec![
+        ("right", Box::new(|_: &str| {})),
+        (
+            "stale",
+            Box::new(|cid: &str| {
+                std::fs::write(
+                    ipt_records(&node, "ip").join(key(cid)),
+                    "cni-multi nft record 1\nPOSTROUTING 999999\n",
+                )
+                .unwrap()
+            }),
+        ),
+        (
+            "lost",
+            Box::new(|cid: &str| std::fs::remove_file(ipt_records(&node, "ip").join(key(cid))).unwrap()),
+        ),
+        (
+            "another jump into the chain",
+            Box::new(|cid: &str| {
+                let chain = ipt_layout::chain_name("recnet", cid);
+                node.exec_ok(&[
+                    "iptables",
+                    "-t",
+                    "nat",
+                    "-A",
+                    "POSTROUTING",
+                    "-s",
+                    "10.9.9.9",
+                    "-j",
+                    &chain,
+                ]);
+            }),
+        ),
+    ];
+    for (i, (what, spoil)) in cases.drain(..).enumerate() {
+        let cid = format!("ctr-rec{i}");
+        let before = nat(&node);
+        ipt_layout::setup(
+            &sock,
+            "recnet",
+            "eth0",
+            &cid,
+            &ips(&format!("10.75.0.{}/24,fd75::{}/64", i + 2, i + 2)),
+        )
+        .unwrap();
+        // The record names the jumps the kernel made, one per family.
+        let post = |fam: &str| {
+            let f = if fam == "ip" {
+                cni_multi::linux::nft::Family::Ip
+            } else {
+                cni_multi::linux::nft::Family::Ip6
+            };
+            sock.list_rules(f, "nat", "POSTROUTING")
+                .unwrap()
+                .last()
+                .unwrap()
+                .handle
+                .unwrap()
+        };
+        for fam in ["ip", "ip6"] {
+            let text = std::fs::read_to_string(ipt_records(&node, fam).join(key(&cid))).unwrap();
+            assert_eq!(
+                text,
+                format!("cni-multi nft record 1\nPOSTROUTING {}\n", post(fam)),
+                "{what} {fam}"
+            );
+        }
+        assert!(nat(&node).contains(&ipt_layout::chain_name("recnet", &cid)));
+        spoil(&cid);
+        masquerade::teardown(&sock, "recnet", "eth0", &cid).unwrap();
+        assert_eq!(nat(&node), before, "{what}: DEL left something or took too much");
+        assert!(
+            !ipt_records(&node, "ip").join(key(&cid)).exists(),
+            "{what}: record kept"
+        );
+        // Idempotent.
+        masquerade::teardown(&sock, "recnet", "eth0", &cid).unwrap();
+    }
+}

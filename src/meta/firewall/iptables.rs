@@ -21,6 +21,17 @@
 //! (iptables-nft makes a built-in chain when a rule first goes into it, policy ACCEPT). So the
 //! accepts are in iptables' own FORWARD from ADD on, and a DROP policy set there later (Docker,
 //! a hardening script, a restored ruleset) does not cut the pod off.
+//!
+//! `FORWARD` is shared with the node's other components and `CNI-FORWARD` grows with the pods,
+//! so the common path lists neither. The records (`pkg::nft_records`, `<family>-filter`) hold,
+//! per attachment, the handles of its per-address rules; per address (`ip-<addr>`), the
+//! handles of that address's two rules; and a stamp: the handles of the `FORWARD` and admin
+//! jumps and `CNI-FORWARD`'s use count (its rules plus the jumps into it) after our last
+//! change. While the use count is still the stamp's (one GETCHAIN) and both jumps are still
+//! there (a GETRULE each), nobody else changed `CNI-FORWARD`, so the per-address records are
+//! complete: ADD adds an address's rules unless its record names them (the reference's
+//! `AppendUnique`), and DEL deletes what the attachment's record names. Otherwise the chains
+//! are listed, as the reference's `iptables -C` would, and the records written again.
 
 use std::net::IpAddr;
 
@@ -34,6 +45,7 @@ use crate::linux::nft::{
     xt::{self, IptRule},
     Batch, Chain, ChainType, Family, Hook, NftSocket, Policy, Position, Rule, Table,
 };
+use crate::pkg::nft_records::{Recorded, Records};
 use crate::pkg::reference_iptables as reference;
 
 pub const TABLE: &str = "filter";
@@ -136,6 +148,133 @@ impl Present {
     }
 }
 
+/// This layout's records in family `f` (see the module doc).
+fn records(sock: &NftSocket, f: Family) -> Records {
+    Records::open(sock, f, TABLE)
+}
+
+/// Before ADD's commit: the attachment's records in the families of `prev` are not to be used
+/// until [`Plan::record`] replaces them.
+pub fn pending(sock: &NftSocket, prev: &CniResult, key: &str) {
+    for (f, _) in families(prev) {
+        records(sock, f).put_pending(key);
+    }
+}
+
+/// The record of one address's two rules.
+fn index_name(ip: IpAddr) -> String {
+    format!("ip-{ip}")
+}
+
+/// A rule ADD needs afterwards: already there (its handle), or added by the batch (its index).
+#[derive(Clone, Copy)]
+enum Slot {
+    Have(u64),
+    Added(usize),
+}
+
+impl Slot {
+    fn handle(self, echoed: &[Option<u64>]) -> Option<u64> {
+        match self {
+            Slot::Have(h) => Some(h),
+            Slot::Added(i) => echoed.get(i).copied().flatten(),
+        }
+    }
+}
+
+/// What ADD did in one family, for the records after its commit.
+pub struct Plan {
+    family: Family,
+    /// The attachment's two rules per address.
+    pods: Vec<(IpAddr, [Slot; 2])>,
+    fwd: Slot,
+    admin: Slot,
+    /// `CNI-FORWARD`'s use count once the batch is in.
+    used_after: u64,
+    /// Every address's rule pair as listed (the slow path): the index is written again.
+    listed: Vec<(IpAddr, [u64; 2])>,
+}
+
+impl Plan {
+    /// After the commit: the attachment's record, the index of its addresses (of every
+    /// listed address after a listing) and the stamp.
+    pub fn record(&self, sock: &NftSocket, key: &str, echoed: &[Option<u64>]) {
+        let rec = records(sock, self.family);
+        for (ip, hs) in &self.listed {
+            put_pair(&rec, *ip, hs);
+        }
+        let mut mine = Vec::new();
+        let mut complete = true;
+        for (ip, slots) in &self.pods {
+            match (slots[0].handle(echoed), slots[1].handle(echoed)) {
+                (Some(a), Some(b)) => {
+                    put_pair(&rec, *ip, &[a, b]);
+                    mine.extend([a, b]);
+                }
+                _ => complete = false,
+            }
+        }
+        if complete && !mine.is_empty() {
+            let rules: Vec<(String, u64)> = mine.into_iter().map(|h| (CNI_FORWARD.to_string(), h)).collect();
+            rec.put(key, &rules);
+        } else {
+            rec.forget(key);
+        }
+        match (self.fwd.handle(echoed), self.admin.handle(echoed)) {
+            (Some(f), Some(a)) if complete => rec.put_stamp(&[f, a, self.used_after]),
+            _ => rec.forget_stamp(),
+        }
+    }
+}
+
+fn put_pair(rec: &Records, ip: IpAddr, hs: &[u64; 2]) {
+    let rules: Vec<(String, u64)> = hs.iter().map(|h| (CNI_FORWARD.to_string(), *h)).collect();
+    rec.put(&index_name(ip), &rules);
+}
+
+/// The rule `handle` of `chain`, if it is still `want` (one GETRULE).
+fn still(sock: &NftSocket, f: Family, chain: &str, handle: u64, want: &Rule) -> Result<bool> {
+    Ok(sock
+        .get_rule(f, TABLE, chain, handle)?
+        .is_some_and(|r| xt::same_rule(&r.exprs, &want.exprs)))
+}
+
+/// The handles of the FORWARD and admin jumps when the stamp holds: `CNI-FORWARD`'s use count
+/// (`used`) is the stamp's and both jumps are where it says.
+fn stamped(sock: &NftSocket, f: Family, rec: &Records, used: Option<u32>, admin: &str) -> Result<Option<(u64, u64)>> {
+    let t = ipt_table(f);
+    let (Some(used), Some(stamp)) = (used, rec.stamp()) else {
+        return Ok(None);
+    };
+    let &[hf, ha, u] = stamp.as_slice() else {
+        return Ok(None);
+    };
+    if u != u64::from(used)
+        || !still(sock, f, FORWARD, hf, &forward_jump(&t))?
+        || !still(sock, f, CNI_FORWARD, ha, &admin_jump(&t, admin))?
+    {
+        return Ok(None);
+    }
+    Ok(Some((hf, ha)))
+}
+
+/// The handles of `ip`'s two rules from its record, if they are still those rules.
+fn recorded_pair(sock: &NftSocket, f: Family, rec: &Records, ip: IpAddr) -> Result<Option<[u64; 2]>> {
+    let Recorded::Rules(r) = rec.get(&index_name(ip)) else {
+        return Ok(None);
+    };
+    let want = pod_rules(&ipt_table(f), ip);
+    match r.as_slice() {
+        [(c1, h1), (c2, h2)] if c1 == CNI_FORWARD && c2 == CNI_FORWARD => {
+            Ok(
+                (still(sock, f, CNI_FORWARD, *h1, &want[0])? && still(sock, f, CNI_FORWARD, *h2, &want[1])?)
+                    .then_some([*h1, *h2]),
+            )
+        }
+        _ => Ok(None),
+    }
+}
+
 /// The reference's ADD in one family's filter table, in its order: the chains, the FORWARD
 /// jump and the admin jump at position 1, the per-address rules appended, then the isolation.
 pub fn add(
@@ -146,11 +285,18 @@ pub fn add(
     admin: &str,
     ingress: Ingress,
     bridge: Option<&str>,
-) -> Result<()> {
+) -> Result<Plan> {
     let t = ipt_table(f);
-    let mut p = Present::look(sock, f, &[FORWARD, CNI_FORWARD, admin, STAGE1, STAGE2])?;
-    p.ensure(b, &t, Chain::regular(&t, CNI_FORWARD));
-    p.ensure(b, &t, Chain::regular(&t, admin));
+    let rec = records(sock, f);
+    let used = sock.chain_use(f, TABLE, CNI_FORWARD)?;
+    let mut plan = Plan {
+        family: f,
+        pods: Vec::new(),
+        fwd: Slot::Have(0),
+        admin: Slot::Have(0),
+        used_after: used.map_or(0, u64::from),
+        listed: Vec::new(),
+    };
     let forward = Chain::base(
         &t,
         FORWARD,
@@ -159,28 +305,131 @@ pub fn add(
         priority::FILTER,
         Policy::Accept,
     );
-    let fwd = sock.list_rules(f, TABLE, FORWARD)?;
-    if !fwd.iter().any(|h| xt::same_rule(&h.exprs, &forward_jump(&t).exprs)) {
-        p.ensure(b, &t, forward.clone());
-        b.add_rule(&forward_jump(&t), Position::Prepend);
-    }
-    let have = sock.list_rules(f, TABLE, CNI_FORWARD)?;
-    insert_unique(b, &have, admin_jump(&t, admin), Position::Prepend);
-    for ip in ips {
-        for r in pod_rules(&t, *ip) {
-            insert_unique(b, &have, r, Position::Append);
+    let mut p;
+    let mut fwd: Option<Vec<Rule>> = None;
+    if let Some((hf, ha)) = stamped(sock, f, &rec, used, admin)? {
+        // Both jumps are there, so is every chain but the isolation stages.
+        p = Present {
+            table: true,
+            chains: vec![FORWARD.to_string(), CNI_FORWARD.to_string(), admin.to_string()],
+        };
+        if ingress != Ingress::Open {
+            for c in [STAGE1, STAGE2] {
+                if sock.chain_exists(f, TABLE, c)? {
+                    p.chains.push(c.to_string());
+                }
+            }
+        }
+        (plan.fwd, plan.admin) = (Slot::Have(hf), Slot::Have(ha));
+        for ip in ips {
+            let slots = match recorded_pair(sock, f, &rec, *ip)? {
+                Some([h1, h2]) => [Slot::Have(h1), Slot::Have(h2)],
+                None => {
+                    let mut s = [Slot::Have(0); 2];
+                    for (i, r) in pod_rules(&t, *ip).into_iter().enumerate() {
+                        b.add_rule(&r, Position::Append);
+                        s[i] = Slot::Added(b.len() - 1);
+                        plan.used_after += 1;
+                    }
+                    s
+                }
+            };
+            plan.pods.push((*ip, slots));
+        }
+    } else {
+        p = Present::look(sock, f, &[FORWARD, CNI_FORWARD, admin, STAGE1, STAGE2])?;
+        p.ensure(b, &t, Chain::regular(&t, CNI_FORWARD));
+        p.ensure(b, &t, Chain::regular(&t, admin));
+        let listed = sock.list_rules(f, TABLE, FORWARD)?;
+        plan.fwd = match find(&listed, &forward_jump(&t)) {
+            Some(h) => Slot::Have(h),
+            None => {
+                p.ensure(b, &t, forward.clone());
+                b.add_rule(&forward_jump(&t), Position::Prepend);
+                plan.used_after += 1;
+                Slot::Added(b.len() - 1)
+            }
+        };
+        fwd = Some(listed);
+        let have = sock.list_rules(f, TABLE, CNI_FORWARD)?;
+        plan.admin = match find(&have, &admin_jump(&t, admin)) {
+            Some(h) => Slot::Have(h),
+            None => {
+                b.add_rule(&admin_jump(&t, admin), Position::Prepend);
+                plan.used_after += 1;
+                Slot::Added(b.len() - 1)
+            }
+        };
+        plan.listed = pairs(f, &have);
+        for ip in ips {
+            let mut s = [Slot::Have(0); 2];
+            for (i, r) in pod_rules(&t, *ip).into_iter().enumerate() {
+                s[i] = match find(&have, &r) {
+                    Some(h) => Slot::Have(h),
+                    None => {
+                        b.add_rule(&r, Position::Append);
+                        plan.used_after += 1;
+                        Slot::Added(b.len() - 1)
+                    }
+                };
+            }
+            plan.pods.push((*ip, s));
         }
     }
-    let Some(br) = bridge else {
-        return Ok(());
-    };
+    if let Some(br) = bridge {
+        let fwd = match fwd {
+            Some(l) => l,
+            None => sock.list_rules(f, TABLE, FORWARD)?,
+        };
+        add_isolation(sock, b, &mut p, f, &fwd, ingress, br)?;
+    }
+    Ok(plan)
+}
+
+/// The handle of the first rule of `have` equal to `want`.
+fn find(have: &[Rule], want: &Rule) -> Option<u64> {
+    have.iter()
+        .find(|h| xt::same_rule(&h.exprs, &want.exprs))
+        .and_then(|h| h.handle)
+}
+
+/// Every address with both of its rules in the listed `CNI-FORWARD`, with their handles.
+fn pairs(f: Family, have: &[Rule]) -> Vec<(IpAddr, [u64; 2])> {
+    let t = ipt_table(f);
+    let mut out = Vec::new();
+    for r in have {
+        let Some(ip) = xt::full_addresses(&r.exprs).into_iter().next() else {
+            continue;
+        };
+        if out.iter().any(|(a, _)| *a == ip) {
+            continue;
+        }
+        let want = pod_rules(&t, ip);
+        if let (Some(a), Some(b)) = (find(have, &want[0]), find(have, &want[1])) {
+            out.push((ip, [a, b]));
+        }
+    }
+    out
+}
+
+/// The reference's isolation stages for `bridge` (`ingresspolicy.go`): the FORWARD jump to
+/// stage 1 first, the bridge's rules before the stages' RETURNs.
+fn add_isolation(
+    sock: &NftSocket,
+    b: &mut Batch,
+    p: &mut Present,
+    f: Family,
+    fwd: &[Rule],
+    ingress: Ingress,
+    br: &str,
+) -> Result<()> {
+    let t = ipt_table(f);
     p.ensure(b, &t, Chain::regular(&t, STAGE1));
     p.ensure(b, &t, Chain::regular(&t, STAGE2));
     let shared = ingress_comment(Ingress::SameBridge);
     let c = ingress_comment(ingress);
     let to_stage1 = IptRule::new(&t, FORWARD).comment(shared).jump(STAGE1);
-    if !fwd.iter().any(|h| xt::same_rule(&h.exprs, &to_stage1.exprs)) {
-        p.ensure(b, &t, forward);
+    if find(fwd, &to_stage1).is_none() {
         b.add_rule(&to_stage1, Position::Prepend);
     }
     let s1 = sock.list_rules(f, TABLE, STAGE1)?;
@@ -229,11 +478,110 @@ pub fn add(
     Ok(())
 }
 
-/// DEL: queues into `b` the removal of the per-address accepts in `CNI-FORWARD` of `ips`
-/// (ours or the reference's: the same rules), both families. The chains, jumps and
-/// per-bridge isolation rules stay, as in the reference.
-pub fn plan_del(sock: &NftSocket, b: &mut Batch, ips: &[IpAddr]) -> Result<usize> {
-    reference::plan_forward_removal(sock, b, ips)
+/// What DEL removes in one family, for the records after its commit.
+pub struct Removal {
+    family: Family,
+    ips: Vec<IpAddr>,
+    /// Rules going.
+    rules: usize,
+    /// The stamp to write afterwards (it held before and is moved by what goes).
+    stamp: Option<[u64; 3]>,
+}
+
+/// DEL: queues into `b` the removal of the attachment's per-address accepts in
+/// `CNI-FORWARD` (ours or the reference's: the same rules), both families: those its record
+/// names, and those of `ips` (prevResult's, or found elsewhere) it does not, found by the
+/// per-address records while the stamp holds, else by a listing. The chains, jumps and
+/// per-bridge isolation rules stay, as in the reference. Returns what goes.
+pub fn plan_del(sock: &NftSocket, b: &mut Batch, key: &str, ips: &[IpAddr]) -> Result<Vec<Removal>> {
+    let mut out = Vec::new();
+    for (f, v6) in [(Family::Ip, false), (Family::Ip6, true)] {
+        let t = ipt_table(f);
+        let rec = records(sock, f);
+        let mut ips: Vec<IpAddr> = ips.iter().copied().filter(|a| a.is_ipv6() == v6).collect();
+        let recorded = match rec.get(key) {
+            Recorded::Rules(r) => r,
+            _ => Vec::new(),
+        };
+        if ips.is_empty() && recorded.is_empty() {
+            continue;
+        }
+        let used = sock.chain_use(f, TABLE, CNI_FORWARD)?;
+        let Some(used) = used else {
+            continue; // no CNI-FORWARD: nothing of anyone's
+        };
+        // The attachment's record: its rules still there go by handle, and they name its
+        // addresses too (DEL without prevResult).
+        let mut gone: Vec<u64> = Vec::new();
+        let mut covered: Vec<IpAddr> = Vec::new();
+        for (c, h) in &recorded {
+            let Some(r) = sock.get_rule(f, TABLE, c, *h)? else {
+                continue;
+            };
+            let Some(ip) = xt::full_addresses(&r.exprs).into_iter().next() else {
+                continue;
+            };
+            if pod_rules(&t, ip).iter().any(|w| xt::same_rule(&r.exprs, &w.exprs)) {
+                gone.push(*h);
+                covered.push(ip);
+                if !ips.contains(&ip) {
+                    ips.push(ip);
+                }
+            }
+        }
+        let stamp = match rec.stamp() {
+            Some(s) if s.len() == 3 && s[2] == u64::from(used) => Some([s[0], s[1], s[2]]),
+            _ => None,
+        };
+        let mut unknown = Vec::new();
+        for ip in &ips {
+            if covered.iter().filter(|c| *c == ip).count() >= 2 {
+                continue;
+            }
+            match recorded_pair(sock, f, &rec, *ip)? {
+                Some(hs) => gone.extend(hs.into_iter().filter(|h| !gone.contains(h)).collect::<Vec<_>>()),
+                // The records are complete while the stamp holds: no record, no rules.
+                None if stamp.is_some() && matches!(rec.get(&index_name(*ip)), Recorded::Missing) => {}
+                None => unknown.push(*ip),
+            }
+        }
+        for h in &gone {
+            b.del_rule(&t, CNI_FORWARD, *h);
+        }
+        let mut n = gone.len();
+        if !unknown.is_empty() {
+            n += reference::plan_forward_removal(sock, b, &unknown)?;
+        }
+        out.push(Removal {
+            family: f,
+            ips,
+            rules: n,
+            stamp: stamp
+                .filter(|_| unknown.is_empty())
+                .map(|[a, b, u]| [a, b, u - n as u64]),
+        });
+    }
+    Ok(out)
+}
+
+impl Removal {
+    /// After the commit: the records of what went, and the stamp.
+    pub fn done(&self, sock: &NftSocket, key: &str) {
+        let rec = records(sock, self.family);
+        for ip in &self.ips {
+            rec.forget(&index_name(*ip));
+        }
+        rec.forget(key);
+        match self.stamp {
+            Some(s) => rec.put_stamp(&s),
+            None => rec.forget_stamp(),
+        }
+    }
+
+    /// How many rules go.
+    pub fn count(&self) -> usize {
+        self.rules
+    }
 }
 
 /// The reference's CHECK in one family: both jumps and every per-address rule.

@@ -199,13 +199,19 @@ impl CniPlugin for Firewall {
             Backend::Iptables => {
                 iptables::warn_legacy(&prev);
                 let families = iptables::families(&prev);
-                Batch::build_and_commit(&sock, Batch::BUSY_RETRIES, |b| -> Result<()> {
+                iptables::pending(&sock, &prev, &key);
+                let mut plans = Vec::new();
+                let handles = Batch::build_and_commit_echo(&sock, Batch::BUSY_RETRIES, |b| -> Result<()> {
+                    plans.clear();
                     for (f, ips) in &families {
-                        iptables::add(&sock, b, *f, ips, &conf.admin_chain, ingress, bridge)?;
+                        plans.push(iptables::add(&sock, b, *f, ips, &conf.admin_chain, ingress, bridge)?);
                     }
                     Ok(())
                 })
                 .context("failed to set up firewall rules")?;
+                for p in plans {
+                    p.record(&sock, &key, &handles);
+                }
             }
         }
         Ok(prev)
@@ -240,13 +246,17 @@ impl CniPlugin for Firewall {
                 }
             }
         }
-        if iptables::plan_del(&sock, &mut b, &ips)? == 0 && !ips.is_empty() {
+        let removed = iptables::plan_del(&sock, &mut b, &key, &ips)?;
+        if removed.iter().map(iptables::Removal::count).sum::<usize>() == 0 && !ips.is_empty() {
             reference::note_if_legacy("filter", "firewall rules");
         }
         if !b.is_empty() {
             b.commit(&sock).context("failed to remove firewall rules")?;
         }
         rec.forget(&key);
+        for r in &removed {
+            r.done(&sock, &key);
+        }
         Ok(())
     }
     /// The layout ADD chose; with the backend unset, the other layout's rules are healthy
