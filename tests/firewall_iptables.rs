@@ -727,6 +727,20 @@ fn iptables_records_and_their_failures() {
         assert_eq!(rec.lines().count(), 3, "{rec}");
         assert!(fw_records(&node, "ip6").join(format!("ip-fd00:2::{n}")).exists());
     }
+    // The second ADD took the fast path: no listing, so c1's per-address record was not
+    // written again (a record is written by rename: a new inode).
+    {
+        use std::os::unix::fs::MetadataExt;
+        let ino = || {
+            std::fs::metadata(fw_records(&node, "ip").join("ip-10.88.2.1"))
+                .unwrap()
+                .ino()
+        };
+        let before = ino();
+        fw(&node, &dir, "ADD", "c9", &pod, &fw_conf(&p(9), "", "")).expect_ok();
+        assert_eq!(ino(), before, "a new attachment's ADD rewrote another's record");
+        fw(&node, &dir, "DEL", "c9", &pod, &fw_conf(&p(9), "", "")).expect_ok();
+    }
     // A repeated ADD (fast path) adds nothing.
     let before = ipt_text(&node);
     fw(&node, &dir, "ADD", "c2", &pod, &fw_conf(&p(2), "", "")).expect_ok();

@@ -181,7 +181,6 @@ impl CniPlugin for Firewall {
         match Backend::choose(requested, &sock)? {
             Backend::Nftables => {
                 let rec = nftables::records(&sock);
-                rec.put_pending(&key);
                 let mut plan = None;
                 // Shared rules are added only when missing: pods added in parallel would each
                 // add them (seen: three FORWARD jumps from twelve parallel ADDs). So the batch
@@ -239,7 +238,7 @@ impl CniPlugin for Firewall {
         )?);
         ips.sort();
         ips.dedup();
-        if prev.is_none() {
+        if prev.is_none() && has_nat_chains(&sock, &conf.net.name, &args.container_id)? {
             for ip in reference::attachment_ips(&sock, &conf.net.name, &args.container_id)? {
                 if !ips.contains(&ip) {
                     ips.push(ip);
@@ -280,6 +279,22 @@ impl CniPlugin for Firewall {
             r => r,
         }
     }
+}
+
+/// Whether the attachment has an ipMasq or portmap chain in the reference's iptables layout,
+/// whose rules name its addresses (a GETCHAIN each: a second DEL without prevResult, as
+/// containerd sends, then lists no shared chain).
+fn has_nat_chains(sock: &NftSocket, network: &str, cid: &str) -> Result<bool> {
+    use crate::linux::nft::Family;
+    let chains = [reference::masq_chain(network, cid), reference::dnat_chain(network, cid)];
+    for f in [Family::Ip, Family::Ip6] {
+        for c in &chains {
+            if sock.chain_exists(f, "nat", c)? {
+                return Ok(true);
+            }
+        }
+    }
+    Ok(false)
 }
 
 /// The attachment's record name in our table's records (`pkg::nft_records`).

@@ -160,6 +160,9 @@ pub fn add(
         (Some(_), Recorded::Rules(r)) => records::verify(sock, Family::Inet, TABLE, &r, &|c| c == comment)?,
         _ => None,
     };
+    // Pending only now: read before, a pending record of its own would make every ADD of a
+    // new attachment dump and write every record again.
+    rec.put_pending(key);
     let (stale, admin, complete) = match from_record {
         Some(r) => (r, stamped, true),
         None => {
