@@ -153,14 +153,6 @@ fn records(sock: &NftSocket, f: Family) -> Records {
     Records::open(sock, f, TABLE)
 }
 
-/// Before ADD's commit: the attachment's records in the families of `prev` are not to be used
-/// until [`Plan::record`] replaces them.
-pub fn pending(sock: &NftSocket, prev: &CniResult, key: &str) {
-    for (f, _) in families(prev) {
-        records(sock, f).put_pending(key);
-    }
-}
-
 /// The record of one address's two rules.
 fn index_name(ip: IpAddr) -> String {
     format!("ip-{ip}")
@@ -182,9 +174,11 @@ impl Slot {
     }
 }
 
-/// What ADD did in one family, for the records after its commit.
+/// What ADD did in one family, for the records after its commit. (No "pending" record
+/// before the commit: a crash between commit and record leaves the stamp's use count behind,
+/// and every record is checked rule by rule before use, so nothing stale is trusted.)
 pub struct Plan {
-    family: Family,
+    rec: Records,
     /// The attachment's two rules per address.
     pods: Vec<(IpAddr, [Slot; 2])>,
     fwd: Slot,
@@ -198,17 +192,17 @@ pub struct Plan {
 impl Plan {
     /// After the commit: the attachment's record, the index of its addresses (of every
     /// listed address after a listing) and the stamp.
-    pub fn record(&self, sock: &NftSocket, key: &str, echoed: &[Option<u64>]) {
-        let rec = records(sock, self.family);
+    pub fn record(&self, key: &str, echoed: &[Option<u64>]) {
+        let rec = &self.rec;
         for (ip, hs) in &self.listed {
-            put_pair(&rec, *ip, hs);
+            put_pair(rec, *ip, hs);
         }
         let mut mine = Vec::new();
         let mut complete = true;
         for (ip, slots) in &self.pods {
             match (slots[0].handle(echoed), slots[1].handle(echoed)) {
                 (Some(a), Some(b)) => {
-                    put_pair(&rec, *ip, &[a, b]);
+                    put_pair(rec, *ip, &[a, b]);
                     mine.extend([a, b]);
                 }
                 _ => complete = false,
@@ -287,10 +281,9 @@ pub fn add(
     bridge: Option<&str>,
 ) -> Result<Plan> {
     let t = ipt_table(f);
-    let rec = records(sock, f);
     let used = sock.chain_use(f, TABLE, CNI_FORWARD)?;
     let mut plan = Plan {
-        family: f,
+        rec: records(sock, f),
         pods: Vec::new(),
         fwd: Slot::Have(0),
         admin: Slot::Have(0),
@@ -307,7 +300,7 @@ pub fn add(
     );
     let mut p;
     let mut fwd: Option<Vec<Rule>> = None;
-    if let Some((hf, ha)) = stamped(sock, f, &rec, used, admin)? {
+    if let Some((hf, ha)) = stamped(sock, f, &plan.rec, used, admin)? {
         // Both jumps are there, so is every chain but the isolation stages.
         p = Present {
             table: true,
@@ -322,7 +315,7 @@ pub fn add(
         }
         (plan.fwd, plan.admin) = (Slot::Have(hf), Slot::Have(ha));
         for ip in ips {
-            let slots = match recorded_pair(sock, f, &rec, *ip)? {
+            let slots = match recorded_pair(sock, f, &plan.rec, *ip)? {
                 Some([h1, h2]) => [Slot::Have(h1), Slot::Have(h2)],
                 None => {
                     let mut s = [Slot::Have(0); 2];
@@ -480,7 +473,7 @@ fn add_isolation(
 
 /// What DEL removes in one family, for the records after its commit.
 pub struct Removal {
-    family: Family,
+    rec: Records,
     ips: Vec<IpAddr>,
     /// Rules going.
     rules: usize,
@@ -553,7 +546,7 @@ pub fn plan_del(sock: &NftSocket, b: &mut Batch, key: &str, ips: &[IpAddr]) -> R
             n += reference::plan_forward_removal(sock, b, &unknown)?;
         }
         out.push(Removal {
-            family: f,
+            rec,
             ips,
             rules: n,
             stamp: stamp
@@ -566,8 +559,8 @@ pub fn plan_del(sock: &NftSocket, b: &mut Batch, key: &str, ips: &[IpAddr]) -> R
 
 impl Removal {
     /// After the commit: the records of what went, and the stamp.
-    pub fn done(&self, sock: &NftSocket, key: &str) {
-        let rec = records(sock, self.family);
+    pub fn done(&self, key: &str) {
+        let rec = &self.rec;
         for ip in &self.ips {
             rec.forget(&index_name(*ip));
         }

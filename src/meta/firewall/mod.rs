@@ -198,7 +198,6 @@ impl CniPlugin for Firewall {
             Backend::Iptables => {
                 iptables::warn_legacy(&prev);
                 let families = iptables::families(&prev);
-                iptables::pending(&sock, &prev, &key);
                 let mut plans = Vec::new();
                 let handles = Batch::build_and_commit_echo(&sock, Batch::BUSY_RETRIES, |b| -> Result<()> {
                     plans.clear();
@@ -209,7 +208,7 @@ impl CniPlugin for Firewall {
                 })
                 .context("failed to set up firewall rules")?;
                 for p in plans {
-                    p.record(&sock, &key, &handles);
+                    p.record(&key, &handles);
                 }
             }
         }
@@ -254,7 +253,7 @@ impl CniPlugin for Firewall {
         }
         rec.forget(&key);
         for r in &removed {
-            r.done(&sock, &key);
+            r.done(&key);
         }
         Ok(())
     }

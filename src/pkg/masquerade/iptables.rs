@@ -111,9 +111,8 @@ pub fn setup(sock: &NftSocket, network: &str, ifname: &str, container_id: &str, 
         })
         .filter(|(_, ips)| !ips.is_empty())
         .collect();
-    for (f, _) in &by_family {
-        records(sock, *f).put_pending(&key);
-    }
+    // No "pending" record before the commit: DEL trusts a record only when the chain's use
+    // count adds up with it, so a crash between commit and record cannot mislead it.
     let mut plans: Vec<Jumps> = Vec::new();
     let handles = Batch::build_and_commit_echo(sock, Batch::BUSY_RETRIES, |b| -> Result<()> {
         plans.clear();
@@ -207,31 +206,22 @@ fn jumps_to(r: &Rule, chain: &str) -> bool {
         .any(|e| matches!(e, Expr::Verdict(Verdict::Jump(c) | Verdict::Goto(c)) if c == chain))
 }
 
-/// What DEL found in one family the quick way.
-struct Quick {
-    family: Family,
-    jumps: Vec<u64>,
-}
-
-/// The attachment's chain and every jump into it in family `f`, from the record and the use
-/// count: `Ok(None)` when they do not add up (the caller lists POSTROUTING instead),
-/// `Ok(Some(None))` when the chain is not there.
-fn quick(sock: &NftSocket, f: Family, chain: &str, key: &str) -> Result<Option<Option<Quick>>> {
-    let Some(used) = sock.chain_use(f, TABLE, chain)? else {
-        return Ok(Some(None));
-    };
-    let Recorded::Rules(rec) = records(sock, f).get(key) else {
+/// The jumps into the attachment's chain in family `f` (whose use count is `used`), from its
+/// record: `None` when the record and the use count do not add up (the caller lists
+/// POSTROUTING instead).
+fn quick(sock: &NftSocket, rec: &Records, f: Family, used: u32, chain: &str, key: &str) -> Result<Option<Vec<u64>>> {
+    let Recorded::Rules(r) = rec.get(key) else {
         return Ok(None);
     };
-    let mut jumps = Vec::with_capacity(rec.len());
-    for (c, h) in &rec {
+    let mut jumps = Vec::with_capacity(r.len());
+    for (c, h) in &r {
         match sock.get_rule(f, TABLE, c, *h)? {
-            Some(r) if jumps_to(&r, chain) => jumps.push(*h),
+            Some(rule) if jumps_to(&rule, chain) => jumps.push(*h),
             _ => return Ok(None),
         }
     }
     let inside = sock.list_rule_comments(f, TABLE, chain)?.len();
-    Ok((used as usize == inside + jumps.len()).then_some(Some(Quick { family: f, jumps })))
+    Ok((used as usize == inside + jumps.len()).then_some(jumps))
 }
 
 /// DEL: queues into `b` the removal of the attachment's chain and of every jump into it, in
@@ -247,13 +237,19 @@ pub fn plan_teardown(
     let chain = chain_name(network, container_id);
     let key = super::nftables::hash_for_instance(network, ifname, container_id);
     let mut quick_plan = Vec::new();
+    let mut recs = Vec::new();
     let mut listed = false;
     for f in [Family::Ip, Family::Ip6] {
-        match quick(sock, f, &chain, &key)? {
-            Some(Some(q)) => quick_plan.push(q),
-            Some(None) => {}
+        // No chain, no jump into it: nothing of this attachment in this family.
+        let Some(used) = sock.chain_use(f, TABLE, &chain)? else {
+            continue;
+        };
+        let rec = records(sock, f);
+        match quick(sock, &rec, f, used, &chain, &key)? {
+            Some(jumps) => quick_plan.push((f, jumps)),
             None => listed = true,
         }
+        recs.push(rec);
     }
     if listed {
         // The reference's own way: its comment on the POSTROUTING jumps, its chain by name.
@@ -261,9 +257,9 @@ pub fn plan_teardown(
         let scope = reference::Scope::Chains(&[POSTROUTING]);
         reference::plan_nat_removal(sock, b, scope, &|c| c == comment, &[chain])?;
     } else {
-        for q in &quick_plan {
-            let t = Table::new(q.family, TABLE);
-            for h in &q.jumps {
+        for (f, jumps) in &quick_plan {
+            let t = Table::new(*f, TABLE);
+            for h in jumps {
                 b.del_rule(&t, POSTROUTING, *h);
             }
             b.flush_chain(&t, &chain);
@@ -273,18 +269,19 @@ pub fn plan_teardown(
             reference::note_if_legacy("nat", "ipMasq chains");
         }
     }
-    Ok(Forget { key })
+    Ok(Forget { key, recs })
 }
 
 /// The records of an attachment, to remove once the batch that removed its rules committed.
 pub struct Forget {
     key: String,
+    recs: Vec<Records>,
 }
 
 impl Forget {
-    pub fn done(self, sock: &NftSocket) {
-        for f in [Family::Ip, Family::Ip6] {
-            records(sock, f).forget(&self.key);
+    pub fn done(self) {
+        for rec in &self.recs {
+            rec.forget(&self.key);
         }
     }
 }
@@ -296,7 +293,7 @@ pub fn teardown(sock: &NftSocket, network: &str, ifname: &str, container_id: &st
     if !b.is_empty() {
         b.commit(sock).context("failed to remove IP masquerading (iptables)")?;
     }
-    forget.done(sock);
+    forget.done();
     Ok(())
 }
 

@@ -106,7 +106,7 @@ pub fn teardown(sock: &NftSocket, network: &str, ifname: &str, container_id: &st
             .with_context(|| format!("failed to remove IP masquerading for {container_id}/{ifname}"))?;
     }
     nft.done();
-    ipt.done(sock);
+    ipt.done();
     Ok(())
 }
 
