@@ -781,3 +781,37 @@ fn iptables_records_and_their_failures() {
     fw(&node, &dir, "CHECK", "c5", &pod, &fw_conf(&p(5), "", "")).expect_ok();
     fw_reference(&node, "CHECK", "c5", &pod, &fw_conf(&p(5), "iptables", "")).expect_ok();
 }
+
+/// DEL removes the attachment's rules in every layout, whatever `backend` says now (a config
+/// edited since ADD, or the node's default changed); CHECK checks the layout ADD used (an
+/// explicit backend that is not it fails; unset accepts either).
+#[test]
+fn del_removes_every_layout_and_check_follows_add() {
+    if !require("del_removes_every_layout_and_check_follows_add") {
+        return;
+    }
+    let dir = PluginDir::new();
+    let node = TestNs::new_node("fwx");
+    let pod = TestNs::new("fwx-pod");
+    let p1 = prev("cni0", "veth1", "10.88.3.5/24", "fd00:3::5/64");
+    for (add, check_bad, del) in [
+        ("nftables", "iptables", ""),
+        ("", "nftables", "nftables"),
+        ("iptables", "nftables", "bogus"),
+    ] {
+        fw(&node, &dir, "ADD", "cx", &pod, &fw_conf(&p1, add, "")).expect_ok();
+        fw(&node, &dir, "CHECK", "cx", &pod, &fw_conf(&p1, add, "")).expect_ok();
+        fw(&node, &dir, "CHECK", "cx", &pod, &fw_conf(&p1, "", "")).expect_ok();
+        assert!(
+            !fw(&node, &dir, "CHECK", "cx", &pod, &fw_conf(&p1, check_bad, "")).success(),
+            "ADD {add:?}: CHECK with backend {check_bad:?} must look where that layout is"
+        );
+        assert!(all_rules(&node).contains("10.88.3.5"));
+        fw(&node, &dir, "DEL", "cx", &pod, &fw_conf(&p1, del, "")).expect_ok();
+        let rules = all_rules(&node);
+        assert!(
+            !rules.contains("10.88.3.5") && !rules.contains("fd00:3::5"),
+            "ADD {add:?}, DEL {del:?} left:\n{rules}"
+        );
+    }
+}

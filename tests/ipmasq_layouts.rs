@@ -478,3 +478,67 @@ fn iptables_layout_records_and_their_failures() {
         masquerade::teardown(&sock, "recnet", "eth0", &cid).unwrap();
     }
 }
+
+/// The other way round: rules of the iptables layout (the default here) go with a DEL whose
+/// config now says `"nftables"` (or a value ADD would refuse), and CHECK with an explicit
+/// backend looks only in that layout.
+#[test]
+fn del_removes_the_iptables_layout_whatever_the_key_says() {
+    if !require_root("del_removes_the_iptables_layout_whatever_the_key_says") {
+        return;
+    }
+    let dir = PluginDir::new();
+    let side = Side::new("mqx");
+    for del in ["nftables", "bogus"] {
+        let out = side.run(
+            Some(&dir),
+            "bridge",
+            "ADD",
+            side.pod.path_str(),
+            &side.conf("bridge", None, None),
+        );
+        out.expect_ok();
+        let prev = out.result().clone();
+        let ip = prev["ips"][0]["address"]
+            .as_str()
+            .unwrap()
+            .split('/')
+            .next()
+            .unwrap()
+            .to_string();
+        let t = side.rules();
+        assert!(t.contains(&format!("-A POSTROUTING -s {ip}/32")), "{t}");
+        side.run(
+            Some(&dir),
+            "bridge",
+            "CHECK",
+            side.pod.path_str(),
+            &side.conf("bridge", Some("iptables"), Some(&prev)),
+        )
+        .expect_ok();
+        let wrong = side.run(
+            Some(&dir),
+            "bridge",
+            "CHECK",
+            side.pod.path_str(),
+            &side.conf("bridge", Some("nftables"), Some(&prev)),
+        );
+        assert!(
+            !wrong.success() && wrong.msg().unwrap_or("").contains("masquerad"),
+            "{wrong}"
+        );
+        side.run(
+            Some(&dir),
+            "bridge",
+            "DEL",
+            side.pod.path_str(),
+            &side.conf("bridge", Some(del), Some(&prev)),
+        )
+        .expect_ok();
+        let t = side.rules();
+        assert!(
+            !t.contains("CNI-") && !t.contains("10.71.0.2"),
+            "DEL with {del:?} left:\n{t}"
+        );
+    }
+}
