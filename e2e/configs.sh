@@ -78,18 +78,19 @@ run_cfg() { # run_cfg FILE IMPL CNI_PATH: sets $G/<cfg>-<impl>/{add-a.json,shape
         esac
         check "$what: second pod ADD" net --container-id "ctr-$base-b" add x "$NS-b"
         # Where the firewall rules are: the reference (1.1.1) writes only iptables CNI-* chains
-        # (iptables-nft). cni-multi's ipMasq and firewall, backend unset, take the node's
-        # layout (#23): this node has iptables, so the reference's own chains, and none of the
-        # nftables layout's tables (cni_plugins_masquerade, cni_firewall).
+        # (iptables-nft). cni-multi's ipMasq, portmap and firewall, backend unset, take the
+        # node's layout (#23): this node has iptables, so the reference's own chains and none
+        # of the nftables layouts' cni_* tables; a config that asks for nftables gets those.
         if grep -qE '"ipMasq": *true|"portmap"|"firewall"' "$T/conf" || grep -q 'FLANNEL_IPMASQ=true' "$T/subnet.env" 2>/dev/null; then
             if [ "$impl" = reference ]; then
                 check "$what: the rules are the reference's (iptables CNI-* chains, no cni_* nftables table)" \
                     sh -c "nsenter --net='$NS' iptables-save | grep -q '^:CNI-' && ! nsenter --net='$NS' nft list tables | grep -q ' cni_'"
-            elif grep -qE '"ipMasq": *true|"firewall"' "$T/conf" && ! grep -q '"ipMasqBackend": *"nftables"' "$T/conf"; then
-                check "$what: ipMasq/firewall rules in the node's layout (iptables CNI-* chains, no cni_plugins_masquerade/cni_firewall table)" \
-                    sh -c "nsenter --net='$NS' iptables-save | grep -q '^:CNI-' && ! nsenter --net='$NS' nft list tables | grep -qE ' cni_(plugins_masquerade|firewall)\$'"
+            elif ! grep -qE '"(ipMasqBackend|backend)": *"nftables"' "$T/conf"; then
+                check "$what: the rules are in the node's layout (iptables CNI-* chains, no cni_* nftables table)" \
+                    sh -c "nsenter --net='$NS' iptables-save | grep -q '^:CNI-' && ! nsenter --net='$NS' nft list tables | grep -q ' cni_'"
             else
-                check "$what: the rules are cni-multi's (its cni_* nftables tables)" sh -c "nsenter --net='$NS' nft list tables | grep -q ' cni_'"
+                check "$what: the rules are cni-multi's (iptables CNI-* chains or its cni_* nftables tables)" \
+                    sh -c "nsenter --net='$NS' iptables-save | grep -q '^:CNI-' || nsenter --net='$NS' nft list tables | grep -q ' cni_'"
             fi
         fi
         local ipa ipb gw

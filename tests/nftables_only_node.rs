@@ -1,7 +1,7 @@
 //! The nftables-only branch of the default layout (#23, doc/firewall.md "How the layout is
-//! chosen"), for real: the plugin runs where no `iptables` executable is visible (a private
-//! mount namespace with empty sbin and bin directories) and the node netns has no iptables
-//! table. Then bridge and ptp `ipMasq` and the firewall with their backend unset write the
+//! chosen"), for real: the plugin runs where no `iptables` executable is visible (the rig's
+//! `Invocation::without_iptables`: a private mount namespace with empty sbin and bin
+//! directories) and the node netns has no iptables table. Then bridge and ptp `ipMasq` and the firewall with their backend unset write the
 //! nftables layout (`inet cni_plugins_masquerade`, `inet cni_firewall`), and CHECK and DEL
 //! follow it. The same runs with the tools visible write the iptables layout, and with the
 //! tools hidden but iptables-nft's tables already in the netns, too (the kernel's state
@@ -11,34 +11,6 @@ mod common;
 
 use common::rig::{require_root, Invocation, Outcome, PluginDir, TempDir, TestNs};
 use serde_json::{json, Value};
-use std::path::PathBuf;
-
-/// The directories `linux::filter_probe` looks in (and `PATH`'s, empty here).
-const HIDDEN: &[&str] = &["/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin"];
-
-/// A launcher that runs `plugin` (a path in a `PluginDir`) in a private mount namespace where
-/// the sbin and bin directories are empty tmpfs mounts (`/sbin`, `/bin` are symlinks into
-/// `/usr` here). Written per plugin: the rig runs it as the plugin binary, with the
-/// invocation's environment. (A small local helper; the rig may grow a shared one.)
-fn hiding_launcher(tmp: &TempDir, plugin: &std::path::Path) -> PathBuf {
-    for d in ["/sbin", "/bin"] {
-        let meta = std::fs::symlink_metadata(d).unwrap();
-        assert!(meta.file_type().is_symlink(), "{d} is a directory here: hide it too");
-    }
-    let mounts: String = HIDDEN
-        .iter()
-        .map(|d| format!("/usr/bin/mount -t tmpfs cm-hidden {d} || exit 97\n"))
-        .collect();
-    let body = format!(
-        "#!/bin/sh\nexec /usr/bin/unshare --mount --propagation private /bin/sh -c '\n{mounts}exec \"$0\"' {}\n",
-        plugin.display()
-    );
-    let p = tmp.join(format!("hidden-{}", plugin.file_name().unwrap().to_str().unwrap()));
-    std::fs::write(&p, body).unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
-    p
-}
 
 struct Node {
     ns: TestNs,
@@ -62,8 +34,7 @@ impl Node {
     fn run(&self, inv: Invocation) -> Outcome {
         let inv = inv.in_node(&self.ns).env("PATH", "");
         if self.hide {
-            let plugin = self.dir.plugin(inv.plugin_name());
-            inv.run_binary(&hiding_launcher(&self.tmp, &plugin), self.dir.as_str())
+            inv.without_iptables().run_ours_in(&self.dir)
         } else {
             inv.run_ours_in(&self.dir)
         }

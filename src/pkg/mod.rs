@@ -10,8 +10,8 @@
 //!   macvlan, ipvlan, vlan, tap and dummy share; [`ipconfig`]: ConfigureIface and the CHECK
 //!   validations of IPs and routes.
 //! - Firewall helpers: [`masquerade`] (ipMasq of bridge and ptp: the layout chosen once per
-//!   verb, its `iptables` and `nftables` layouts, DEL and GC of both) and [`portmap_iptables`] (portmap's
-//!   `backend: "iptables"`); [`reference_iptables`] (the reference's iptables state, found and
+//!   verb, its `iptables` and `nftables` layouts, DEL and GC of both; portmap's layouts are in
+//!   `meta::portmap`); [`reference_iptables`] (the reference's iptables state, found and
 //!   removed after a node swap); [`spoofcheck`] (macspoofchk, `bridge nat`); [`sha512`] and
 //!   [`comment`] for the reference's rule names and comments; [`nft_records`]: where an
 //!   attachment's nftables rules are (handles recorded at ADD), so ADD and DEL need no dump.
@@ -32,7 +32,6 @@ pub mod mac;
 pub mod masquerade;
 pub mod netns;
 pub mod nft_records;
-pub mod portmap_iptables;
 pub mod reference_iptables;
 pub mod sha512;
 pub mod spoofcheck;
