@@ -417,7 +417,10 @@ fn cni_multi_pods_deleted_by_the_reference() {
         "ipMasq left:\n{state}"
     );
     for ip in a.ips() {
-        assert!(naming(&state, &ip).is_empty(), "the reference's DELs left {ip}:\n{state}");
+        assert!(
+            naming(&state, &ip).is_empty(),
+            "the reference's DELs left {ip}:\n{state}"
+        );
     }
     // cni-multi's GC finds nothing of the gone pod left in either layout.
     node.gc(Some(json!([])));
