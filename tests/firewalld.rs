@@ -266,6 +266,10 @@ fn pods_get_the_references_traffic_on_a_firewalld_node() {
     // zone is what lets them through.
     let rules = n.site.node.exec_ok(&["nft", "list", "ruleset"]);
     assert!(!rules.contains("cni_firewall"), "{rules}");
+    let filter = n.site.node.exec_ok(&["iptables-save", "-t", "filter"]);
+    for p in [&a_ours, &b_ours] {
+        assert!(!filter.contains(&format!("{}/32", p.ip)), "{filter}");
+    }
 
     // CHECK asks firewalld; a source taken out behind our back fails it, naming the address.
     n.net(Impl::Ours, "check", &podman_ours, Some(&a_ours.ns), &a_ours.cid, &[])
