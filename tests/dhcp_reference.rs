@@ -94,7 +94,7 @@ fn reference_plugin_against_our_daemon() {
     let mut r = DhcpRig::bare("drd", Impl::Reference, Server::Bridge);
     r.start_dnsmasq(&[]);
     let ours = r.dir.join("dhcp");
-    std::os::unix::fs::symlink(common::veth_rig::OURS, &ours).unwrap();
+    std::os::unix::fs::symlink(common::veth_rig::ours(), &ours).unwrap();
     r.start_daemon_bin(&ours, &[]);
     let p = r.rig.pod("drd");
     let c = r.conf("1.0.0", json!({}));
