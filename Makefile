@@ -78,15 +78,15 @@ build:
 	CARGO_ENCODED_RUSTFLAGS='$(ENCODED_RUSTFLAGS)' CNI_MULTI_SYMBOL_ORDER="$$order" \
 	  CNI_MULTI_GIT_COMMIT='$(GIT_COMMIT)' CNI_MULTI_VERSION='$(VERSION)' \
 	  $(CARGO) auditable build --release --locked --target $(TARGET)
-	@info=$$(file -L $(RELEASE_BIN)); echo "$$info"; \
+	@info=$$(file -L "$(RELEASE_BIN)"); echo "$$info"; \
 	case "$$info" in \
 	  *"dynamically linked"*) echo "error: $(RELEASE_BIN) is not static" >&2; exit 1 ;; \
 	  *"static-pie linked"*|*"statically linked"*) ;; \
 	  *) echo "error: cannot tell whether $(RELEASE_BIN) is static" >&2; exit 1 ;; \
 	esac
-	cp -f $(RELEASE_BIN) $(BIN).tmp && mv -f $(BIN).tmp $(BIN)
-	@ls -l $(BIN)
-	@size=$$(stat -c %s $(BIN)); [ $$size -le 3000000 ] || { echo "error: $(BIN) is $$size bytes, over the 3 MB budget" >&2; exit 1; }
+	cp -f "$(RELEASE_BIN)" "$(BIN).tmp" && mv -f "$(BIN).tmp" "$(BIN)"
+	@ls -l "$(BIN)"
+	@size=$$(stat -c %s "$(BIN)"); [ $$size -le 3000000 ] || { echo "error: $(BIN) is $$size bytes, over the 3 MB budget" >&2; exit 1; }
 
 # The functions plugin runs execute, listed in the order make build links them (build.rs),
 # built with make build's flags (only the link differs, so cargo relinks and no more):
@@ -112,8 +112,8 @@ release:
 	@case "$(VERSION)" in [0-9]*.[0-9]*.[0-9]*) ;; *) echo "error: make release VERSION=x.y.z (got '$(VERSION)')" >&2; exit 1 ;; esac
 	@for a in amd64 $(filter-out amd64,$(RELEASE_ARCHES)); do \
 	  $(MAKE) --no-print-directory build ARCH=$$a VERSION=$(VERSION) || exit 1; done
-	SOURCE_DATE_EPOCH=$(SOURCE_DATE_EPOCH) scripts/release.sh "$(RELEASE_DIR)" $(VERSION) $(CARGO_TARGET_DIR)/cni-multi \
-	  $(foreach a,$(RELEASE_ARCHES),$(a)=$(CARGO_TARGET_DIR)/cni-multi$(if $(filter amd64,$(a)),,-$(a)-musl):$(TARGET_$(a)_musl))
+	SOURCE_DATE_EPOCH=$(SOURCE_DATE_EPOCH) scripts/release.sh "$(RELEASE_DIR)" $(VERSION) "$(CARGO_TARGET_DIR)/cni-multi" \
+	  $(foreach a,$(RELEASE_ARCHES),"$(a)=$(CARGO_TARGET_DIR)/cni-multi$(if $(filter amd64,$(a)),,-$(a)-musl):$(TARGET_$(a)_musl)")
 
 release-test: deps
 	VERSION=$(VERSION) scripts/release-test.sh
@@ -214,4 +214,4 @@ e2e: deps build
 IMAGE_ARCHES ?= amd64 arm64
 image:
 	@for a in $(IMAGE_ARCHES); do $(MAKE) --no-print-directory build ARCH=$$a || exit 1; done
-	deploy/build-image.sh $(IMAGE) $(foreach a,$(IMAGE_ARCHES),$(a)=$(CARGO_TARGET_DIR)/cni-multi$(if $(filter amd64,$(a)),,-$(a)-musl))
+	deploy/build-image.sh $(IMAGE) $(foreach a,$(IMAGE_ARCHES),"$(a)=$(CARGO_TARGET_DIR)/cni-multi$(if $(filter amd64,$(a)),,-$(a)-musl)")

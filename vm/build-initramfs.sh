@@ -126,6 +126,7 @@ fi
 # --- cni-multi and the reference plugins ----------------------------------------------------
 cp "$VM_CNI_BIN" "$ROOT/opt/cni/bin/cni-multi"
 n_ref=0
+[ -n "$VM_REF_PLUGINS" ] || : > "$ROOT/etc/vmtest-no-ref"   # lib.sh have_ref
 for p in $VM_REF_PLUGINS; do
     if [ -x "$REF_SRC/$p" ]; then
         copy_with_libs "$REF_SRC/$p" "/opt/ref/bin/$p"; n_ref=$((n_ref + 1))
@@ -177,10 +178,13 @@ done
 # debuginfo dropped (size); a missing list is an error, so they are never left out silently.
 LIST="$VM_DIR/rust-tests.list"
 # binutils' strip reads only the host's ELF; the toolchain's llvm objcopy reads every one.
-STRIP=strip
+strip_to() { strip --strip-debug -o "$2" "$1"; } # SRC DEST
 if [ "$VM_ARCH" != amd64 ]; then
-    STRIP="$(rustc --print sysroot)/lib/rustlib/$(rustc -vV | sed -n 's/^host: //p')/bin/rust-objcopy"
-    [ -x "$STRIP" ] || die "$STRIP missing (the toolchain's llvm-tools)"
+    sysroot="$(rustc --print sysroot)"
+    objcopy="$sysroot/lib/rustlib/$(rustc -vV | sed -n 's/^host: //p')/bin/rust-objcopy"
+    [ -x "$objcopy" ] || die "$objcopy missing (the toolchain's llvm-tools)"
+    # It links the toolchain's libLLVM, which rustc finds through its own lib dir.
+    strip_to() { LD_LIBRARY_PATH="$sysroot/lib" "$objcopy" --strip-debug "$1" "$2"; }
 fi
 [ -f "$LIST" ] || die "$LIST missing: run vm/build-rust-tests.sh first (VM_RUST_TESTS= builds none)"
 n_rust=0
@@ -191,14 +195,14 @@ while read -r kind name exe; do
         # which /init mounts afresh. The tests find it through CNI_MULTI_TEST_BIN
         # (vm/rust-test.sh), and since the build path is absent here, a test that used it
         # directly fails in the VM wherever the checkout is.
-        bin) mkdir -p "$ROOT/vmtests/bin"; $STRIP --strip-debug -o "$ROOT/vmtests/bin/cni-multi" "$exe"
+        bin) mkdir -p "$ROOT/vmtests/bin"; strip_to "$exe" "$ROOT/vmtests/bin/cni-multi"
              printf '%s\n' "$exe" > "$ROOT/vmtests/bin/cni-multi.built-at" ;;
         test)
             if [ -n "${VM_TESTS:-}" ]; then
                 case " $VM_TESTS " in *" rust-$name "*) ;; *) continue ;; esac
             fi
             mkdir -p "$ROOT/vmtests/rust"
-            $STRIP --strip-debug -o "$ROOT/vmtests/rust/$name" "$exe"
+            strip_to "$exe" "$ROOT/vmtests/rust/$name"
             printf '#!/bin/sh\n# tests/%s.rs (cargo test), run by vm/rust-test.sh\nexec sh /vmtests/rust-test.sh %s\n' \
                 "$name" "$name" > "$ROOT/vmtests/tests/rust-$name.sh"
             chmod 755 "$ROOT/vmtests/tests/rust-$name.sh"

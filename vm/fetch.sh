@@ -126,21 +126,24 @@ if [ "$VM_ARCH" != amd64 ]; then
     USERLAND="$VM_DIR/userland"
     UCACHE="$CACHE/userland"; mkdir -p "$UCACHE"
     tools="busybox-static iproute2 jq"
-    if ! ls "$UCACHE"/*.deb >/dev/null 2>&1; then
-        # The tools and every library package they depend on (build-initramfs.sh copies only
-        # the files their ELF NEEDED entries reach).
-        deps="$(apt-cache "${APT[@]}" depends --recurse --no-recommends --no-suggests --no-conflicts \
-                --no-breaks --no-replaces --no-enhances --no-pre-depends $tools 2>/dev/null \
-                | grep -E '^lib[^ <]*$' | sort -u)"
-        [ -n "$deps" ] || { log "apt-cache found no library packages for $tools ($VM_ARCH)"; exit 1; }
-        log "apt-get download ($VM_ARCH): $tools $(echo $deps)"
+    # The tools and every library package they depend on (build-initramfs.sh copies only the
+    # files their ELF NEEDED entries reach); those not in the cache yet are downloaded.
+    deps="$(apt-cache "${APT[@]}" depends --recurse --no-recommends --no-suggests --no-conflicts \
+            --no-breaks --no-replaces --no-enhances --no-pre-depends $tools 2>/dev/null \
+            | grep -E '^(lib|zlib)[^ <]*$' | sort -u)"
+    [ -n "$deps" ] || { log "apt-cache found no library packages for $tools ($VM_ARCH)"; exit 1; }
+    get=
+    for p in $tools $deps; do ls "$UCACHE/${p}"_*.deb >/dev/null 2>&1 || get="$get $p"; done
+    if [ -n "$get" ]; then
+        log "apt-get download ($VM_ARCH):$get"
         # shellcheck disable=SC2086
-        (cd "$UCACHE" && apt-get "${APT[@]}" download -q -o APT::Sandbox::User=root $tools $deps >/dev/null)
+        (cd "$UCACHE" && apt-get "${APT[@]}" download -q -o APT::Sandbox::User=root $get >/dev/null)
     fi
-    if [ ! -f "$USERLAND/.done" ] || [ -n "$(find "$UCACHE" -name '*.deb' -newer "$USERLAND/.done")" ]; then
+    # Unpacked again whenever the set of .debs changed (.done lists them).
+    if [ "$(cat "$USERLAND/.done" 2>/dev/null)" != "$(cd "$UCACHE" && ls -1 -- *.deb)" ]; then
         rm -rf "$USERLAND"; mkdir -p "$USERLAND"
         for d in "$UCACHE"/*.deb; do dpkg-deb -x "$d" "$USERLAND"; done
-        touch "$USERLAND/.done"
+        (cd "$UCACHE" && ls -1 -- *.deb) > "$USERLAND/.done"
     fi
     log "$VM_ARCH userland: $(ls "$UCACHE" | wc -l) packages in $USERLAND"
 fi
