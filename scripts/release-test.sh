@@ -45,7 +45,6 @@ mk() { # DIR TREE [make args]: make release from TREE into DIR
 
 # --- 1. two builds --------------------------------------------------------------------------
 start=$(date +%s)
-mk "$tmp/a" "$src"
 copy="$tmp/a deep/path with spaces/to the/cni-multi checkout"
 mkdir -p "$copy"
 # The work tree's files as git sees them (tracked and new, not ignored; not target/).
@@ -53,6 +52,7 @@ git ls-files -z --cached --others --exclude-standard | while IFS= read -r -d '' 
     if [ -e "$f" ] || [ -L "$f" ]; then printf '%s\0' "$f"; fi
 done | xargs -0 cp -P --parents -t "$copy"
 mk "$tmp/b" "$copy" CARGO_TARGET_DIR="$copy/target"
+mk "$tmp/a" "$src"
 echo "release-test: two release builds in $(( $(date +%s) - start )) s"
 for f in "$tmp"/a/*; do
     n=$(basename "$f")
