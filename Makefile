@@ -84,13 +84,22 @@ VERSION ?= $(shell sed -n 's/^version = "\(.*\)"$$/\1/p' Cargo.toml | head -n1)
 
 # cargo-auditable (make deps) embeds the dependency list (.dep-v0) that `cargo audit bin`,
 # Trivy and Syft read.
+# Without it (make demo before make deps) the build goes on without the list, saying so;
+# make release requires it (REQUIRE_AUDITABLE). The rustup target is added if missing, as
+# make deps does, so make demo works on a fresh machine too.
 build:
-	@$(CARGO) auditable --version >/dev/null 2>&1 || { echo "error: cargo-auditable missing: run make deps" >&2; exit 1; }
+	@command -v rustup >/dev/null 2>&1 && ! rustup target list --installed | grep -qx '$(TARGET)' && \
+	  { echo "rustup target add $(TARGET)"; rustup target add $(TARGET); } || true
 	@order=; [ -f "$(SYMBOL_ORDER)" ] && order="$(SYMBOL_ORDER)"; \
-	echo "cargo auditable build --release --locked --target $(TARGET) (RUSTFLAGS: $(RELEASE_RUSTFLAGS), paths remapped; symbol order: $${order:-none})"; \
+	build="auditable build"; \
+	if ! $(CARGO) auditable --version >/dev/null 2>&1; then \
+	  [ -z "$(REQUIRE_AUDITABLE)" ] || { echo "error: cargo-auditable missing: run make deps" >&2; exit 1; }; \
+	  echo "note: cargo-auditable missing (make deps installs it): no dependency list embedded"; build=build; \
+	fi; \
+	echo "cargo $$build --release --locked --target $(TARGET) (RUSTFLAGS: $(RELEASE_RUSTFLAGS), paths remapped; symbol order: $${order:-none})"; \
 	CARGO_ENCODED_RUSTFLAGS='$(ENCODED_RUSTFLAGS)' CNI_MULTI_SYMBOL_ORDER="$$order" \
 	  CNI_MULTI_GIT_COMMIT='$(GIT_COMMIT)' CNI_MULTI_VERSION='$(VERSION)' \
-	  $(CARGO) auditable build --release --locked --target $(TARGET)
+	  $(CARGO) $$build --release --locked --target $(TARGET)
 	@info=$$(file -L "$(RELEASE_BIN)"); echo "$$info"; \
 	case "$$info" in \
 	  *"dynamically linked"*) echo "error: $(RELEASE_BIN) is not static" >&2; exit 1 ;; \
@@ -124,7 +133,7 @@ SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
 release:
 	@case "$(VERSION)" in [0-9]*.[0-9]*.[0-9]*) ;; *) echo "error: make release VERSION=x.y.z (got '$(VERSION)')" >&2; exit 1 ;; esac
 	@for a in amd64 $(filter-out amd64,$(RELEASE_ARCHES)); do \
-	  $(MAKE) --no-print-directory build ARCH=$$a VERSION=$(VERSION) || exit 1; done
+	  $(MAKE) --no-print-directory build ARCH=$$a VERSION=$(VERSION) REQUIRE_AUDITABLE=1 || exit 1; done
 	SOURCE_DATE_EPOCH=$(SOURCE_DATE_EPOCH) scripts/release.sh "$(RELEASE_DIR)" $(VERSION) "$(CARGO_TARGET_DIR)/cni-multi" \
 	  $(foreach a,$(RELEASE_ARCHES),"$(a)=$(CARGO_TARGET_DIR)/cni-multi$(if $(filter amd64,$(a)),,-$(a)-musl):$(TARGET_$(a)_musl)")
 
