@@ -102,8 +102,13 @@ else
     bad "unpacked: bridge VERSION"
 fi
 conf='{"cniVersion":"1.0.0","name":"rel","type":"host-local","ipam":{"type":"host-local","subnet":"10.250.77.0/24","dataDir":"'"$tmp"'/ipam"}}'
+# A throw-away netns as the container's (a plugin refuses its own as CNI_NETNS); host-local
+# only reserves an address in the temp dataDir, nothing is made in it.
+ns=cm-release-test-$$
+ip netns add "$ns"
+trap 'ip netns del "$ns" 2>/dev/null; [ "${RELEASE_TEST_KEEP:-0}" = 1 ] || rm -rf "$tmp"' EXIT
 run_hl() { # VERB
-    env -i CNI_COMMAND="$1" CNI_CONTAINERID=release-test CNI_NETNS=/proc/self/ns/net CNI_IFNAME=eth0 \
+    env -i CNI_COMMAND="$1" CNI_CONTAINERID=release-test CNI_NETNS="/run/netns/$ns" CNI_IFNAME=eth0 \
         CNI_PATH="$dir" "$dir/host-local" <<< "$conf"
 }
 if out=$(run_hl ADD) && echo "$out" | grep -q '"10.250.77.2/24"' && [ -f "$tmp/ipam/rel/10.250.77.2" ] \
