@@ -7,13 +7,14 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use cni_multi::linux::netlink::{
-    addr::Family, route::SCOPE_LINK, BridgeVlan, IpvlanMode, LinkKind, LinkSpec, MacvlanMode, Neigh, NextHop, Route,
-    Rule,
+    addr::Family, route::SCOPE_LINK, BridgeVlan, IpvlanMode, LinkKind, LinkSpec, LinkType, MacvlanMode, Neigh, NextHop,
+    Route, Rule, VethPeer,
 };
 use cni_multi::linux::{sysctl, tuntap, NetNs, Netlink, NsError};
 use common::rig::TestNs;
 use ipnet::IpNet;
 use serde_json::Value;
+use std::os::fd::AsFd;
 
 fn open(ns: &TestNs) -> (NetNs, Netlink) {
     let h = NetNs::open(ns.path()).unwrap();
@@ -43,21 +44,19 @@ fn veth_across_namespaces_addresses_routes_ping() {
     let (_ha, mut nla) = open(&a);
     let (hb, mut nlb) = open(&b);
 
-    let spec = LinkSpec::veth("va0", "vb0")
+    let spec = LinkSpec::veth("va0", VethPeer::new("vb0").netns(hb.as_fd()).mtu(1400))
         .mtu(1400)
-        .peer_netns(hb.raw_fd())
-        .peer_mtu(1400)
         .up();
     nla.create_link(&spec).unwrap();
 
     let la = nla.link_by_name("va0").unwrap().expect("va0 in a");
-    assert_eq!(la.kind.as_deref(), Some("veth"));
+    assert_eq!(la.kind, Some(LinkType::Veth));
     assert_eq!(la.mtu, 1400);
     assert!(la.up);
     assert!(la.link_netnsid.is_some(), "peer lives in another netns");
     assert!(nla.link_by_name("vb0").unwrap().is_none(), "peer not in a");
     let lb = nlb.link_by_name("vb0").unwrap().expect("vb0 in b");
-    assert_eq!(lb.kind.as_deref(), Some("veth"));
+    assert_eq!(lb.kind, Some(LinkType::Veth));
     assert_eq!(la.link, Some(lb.index));
     let j = b.ip_json(&["link", "show", "dev", "vb0"]);
     assert_eq!(first(&j)["mtu"], 1400);
@@ -112,11 +111,11 @@ fn create_directly_in_other_netns() {
     let b = TestNs::new_node("db");
     let (_ha, mut nla) = open(&a);
     let (hb, mut nlb) = open(&b);
-    nla.create_link(&LinkSpec::new("br-x", LinkKind::Bridge { vlan_filtering: None }).netns(hb.raw_fd()))
+    nla.create_link(&LinkSpec::new("br-x", LinkKind::Bridge { vlan_filtering: None }).netns(hb.as_fd()))
         .unwrap();
     assert!(nla.link_by_name("br-x").unwrap().is_none());
     let l = nlb.link_by_name("br-x").unwrap().unwrap();
-    assert_eq!(l.kind.as_deref(), Some("bridge"));
+    assert_eq!(l.kind, Some(LinkType::Bridge));
     assert_eq!(
         first(&b.ip_json(&["-d", "link", "show", "br-x"]))["linkinfo"]["info_kind"],
         "bridge"
@@ -175,7 +174,7 @@ fn link_modifiers() {
     assert!(l.master.is_none() && l.alias.is_none() && !l.promisc && !l.allmulti && !l.up);
     assert!(first(&a.ip_json(&["link", "show", "renamed"])).get("master").is_none());
 
-    nl.set_netns(l.index, hb.raw_fd()).unwrap();
+    nl.set_netns(l.index, hb.as_fd()).unwrap();
     assert!(nl.link_by_name("renamed").unwrap().is_none());
     assert!(nlb.link_by_name("renamed").unwrap().is_some());
     b.ip(&["link", "show", "renamed"]);
@@ -207,7 +206,7 @@ fn macvlan_and_vxlan() {
     .mtu(1400);
     nl.create_link(&spec).unwrap();
     let mv = nl.link_by_name("mv0").unwrap().unwrap();
-    assert_eq!(mv.kind.as_deref(), Some("macvlan"));
+    assert_eq!(mv.kind, Some(LinkType::Macvlan));
     assert_eq!(mv.macvlan_mode, Some(MacvlanMode::Bridge));
     assert_eq!(mv.link, Some(parent.index));
     let j = a.ip_json(&["-d", "link", "show", "mv0"]);
@@ -562,7 +561,7 @@ fn netns_open_kinds_and_guard() {
     assert_eq!(first(&j)["linkinfo"]["info_data"]["type"], "tap");
     let mut nl = Netlink::in_netns(&h).unwrap();
     let tap = nl.link_by_name("tap0").unwrap().unwrap();
-    assert_eq!(tap.kind.as_deref(), Some("tun"));
+    assert_eq!(tap.kind, Some(LinkType::Tun));
     nl.delete_link(tap.index).unwrap();
 }
 

@@ -5,9 +5,11 @@
 
 mod common;
 
+use std::os::fd::AsFd;
+
 use std::io::Write;
 
-use cni_multi::linux::netlink::{addr::Family, LinkSpec, Route};
+use cni_multi::linux::netlink::{addr::Family, LinkSpec, Route, VethPeer};
 use cni_multi::linux::{NetNs, Netlink};
 use common::rig::TestNs;
 use nix::sys::wait::{waitpid, WaitStatus};
@@ -29,7 +31,7 @@ fn work(a: &TestNs, b: &TestNs) -> Result<(), String> {
     let hb = NetNs::open(b.path()).map_err(|e| e.to_string())?;
     let mut nla = Netlink::in_netns(&ha).map_err(|e| e.to_string())?;
     let mut nlb = Netlink::in_netns(&hb).map_err(|e| e.to_string())?;
-    nla.create_link(&LinkSpec::veth("t0", "t1").peer_netns(hb.raw_fd()).up())
+    nla.create_link(&LinkSpec::veth("t0", VethPeer::new("t1").netns(hb.as_fd())).up())
         .map_err(|e| e.to_string())?;
     let t0 = nla.link_by_name("t0").map_err(|e| e.to_string())?.ok_or("t0")?;
     let t1 = nlb.link_by_name("t1").map_err(|e| e.to_string())?.ok_or("t1")?;

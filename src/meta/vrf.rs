@@ -104,7 +104,7 @@ fn find_vrf(nl: &mut Netlink, name: &str) -> anyhow::Result<Option<Link>> {
         Some(l) if is_vrf(&l) => Ok(Some(l)),
         Some(l) => Err(CniError::invalid_config(format!(
             "Netlink {name} is not a VRF (it is a {} link)",
-            l.kind.as_deref().unwrap_or("physical")
+            l.kind.as_ref().map_or("physical".to_string(), LinkType::to_string)
         ))
         .into()),
     }

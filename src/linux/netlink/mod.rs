@@ -17,7 +17,7 @@ pub(crate) mod wire;
 
 pub use addr::{Addr, AddrFlags, Family};
 pub use bridge::BridgeVlan;
-pub use link::{IpvlanMode, Link, LinkKind, LinkSpec, LinkType, MacvlanMode, OperState};
+pub use link::{IpvlanMode, Link, LinkKind, LinkSpec, LinkType, MacvlanMode, OperState, VethPeer};
 pub use neigh::Neigh;
 pub use route::{NextHop, Route, RouteType};
 pub use rule::Rule;
