@@ -7,8 +7,8 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use cni_multi::linux::netlink::{
-    addr::Family, route::SCOPE_LINK, BridgeVlan, IpvlanMode, LinkKind, LinkSpec, LinkType, MacvlanMode, Neigh, NextHop,
-    Route, Rule, VethPeer,
+    addr::IpFamily, route::SCOPE_LINK, BridgeVlan, IpvlanMode, LinkKind, LinkSpec, LinkType, MacvlanMode, Neigh,
+    NextHop, Route, Rule, VethPeer,
 };
 use cni_multi::linux::{sysctl, tuntap, NetNs, Netlink, NsError};
 use common::rig::TestNs;
@@ -70,10 +70,10 @@ fn veth_across_namespaces_addresses_routes_ping() {
     nla.wait_oper_up(la.index, Duration::from_secs(5)).unwrap();
     nlb.wait_oper_up(lb.index, Duration::from_secs(5)).unwrap();
 
-    let addrs = nla.addrs(Some(la.index), Family::V4).unwrap();
+    let addrs = nla.addrs(Some(la.index), IpFamily::V4).unwrap();
     assert_eq!(addrs.len(), 1);
     assert_eq!(addrs[0].ip, net("10.99.0.1/24"));
-    let v6 = nla.addrs(Some(la.index), Family::V6).unwrap();
+    let v6 = nla.addrs(Some(la.index), IpFamily::V6).unwrap();
     assert!(v6.iter().any(|x| x.ip == net("fd99::1/64") && x.flags.nodad()));
     let j = a.ip_json(&["addr", "show", "dev", "va0"]);
     let ai = first(&j)["addr_info"].as_array().unwrap();
@@ -84,7 +84,7 @@ fn veth_across_namespaces_addresses_routes_ping() {
     // A route in b to a's "other" network through a.
     let r = Route::new(net("10.100.0.0/24")).gw(ip("10.99.0.1")).oif(lb.index);
     nlb.add_route(&r).unwrap();
-    let routes = nlb.routes(Family::V4, Some(254)).unwrap();
+    let routes = nlb.routes(IpFamily::V4, Some(254)).unwrap();
     assert!(routes
         .iter()
         .any(|x| x.dst == net("10.100.0.0/24") && x.gw == Some(ip("10.99.0.1"))));
@@ -238,7 +238,7 @@ fn macvlan_and_vxlan() {
     let mac = [0x02, 0, 0, 0, 0, 0x42];
     nl.replace_neigh(&Neigh::fdb(vx.index, mac, ip("192.168.50.9")))
         .unwrap();
-    let fdb = nl.neighs(Some(vx.index), Family::All, true).unwrap();
+    let fdb = nl.neighs(Some(vx.index), IpFamily::All, true).unwrap();
     assert!(
         fdb.iter()
             .any(|n| n.lladdr == Some(mac) && n.ip == Some(ip("192.168.50.9"))),
@@ -260,10 +260,10 @@ fn macvlan_and_vxlan() {
     let j = a.ip_json(&["neigh", "show", "dev", "parent0"]);
     assert_eq!(first(&j)["dst"], "192.168.50.7");
     assert_eq!(first(&j)["lladdr"], "02:00:00:00:00:42");
-    let n = nl.neighs(Some(parent.index), Family::V4, false).unwrap();
+    let n = nl.neighs(Some(parent.index), IpFamily::V4, false).unwrap();
     assert_eq!(n.len(), 1);
     nl.del_neigh(&n[0]).unwrap();
-    assert!(nl.neighs(Some(parent.index), Family::V4, false).unwrap().is_empty());
+    assert!(nl.neighs(Some(parent.index), IpFamily::V4, false).unwrap().is_empty());
 }
 
 /// Kinds this kernel lacks: the error names the object and carries errno and ext-ack.
@@ -329,11 +329,11 @@ fn addresses_and_dad() {
     let e = nl.add_addr(e0, net("10.1.1.1/31"), false).unwrap_err();
     assert!(e.is_exists(), "{e}");
     assert!(e.to_string().contains("10.1.1.1/31"), "{e}");
-    assert_eq!(nl.addrs(Some(e0), Family::V4).unwrap().len(), 1);
+    assert_eq!(nl.addrs(Some(e0), IpFamily::V4).unwrap().len(), 1);
     nl.del_addr(e0, net("10.1.1.1/31")).unwrap();
-    assert!(nl.addrs(Some(e0), Family::V4).unwrap().is_empty());
+    assert!(nl.addrs(Some(e0), IpFamily::V4).unwrap().is_empty());
     assert!(nl
-        .addrs(None, Family::All)
+        .addrs(None, IpFamily::All)
         .unwrap()
         .iter()
         .any(|x| x.ip == net("127.0.0.1/8")));
@@ -361,7 +361,7 @@ fn routes_tables_ecmp() {
     nl.add_route(&r).unwrap();
     let e = nl.add_route(&r).unwrap_err();
     assert!(e.is_exists(), "{e}");
-    let got = nl.routes(Family::V4, Some(1000)).unwrap();
+    let got = nl.routes(IpFamily::V4, Some(1000)).unwrap();
     assert_eq!(got.len(), 1, "{got:?}");
     assert_eq!(
         (got[0].mtu, got[0].advmss, got[0].priority, got[0].src),
@@ -377,11 +377,11 @@ fn routes_tables_ecmp() {
     r2.oif = Some(s0);
     r2.src = None;
     nl.replace_route(&r2).unwrap();
-    let got = nl.routes(Family::V4, Some(1000)).unwrap();
+    let got = nl.routes(IpFamily::V4, Some(1000)).unwrap();
     assert_eq!((got.len(), got[0].oif), (1, Some(s0)));
     // Delete without knowing scope/protocol.
     nl.del_route(&Route::new(net("10.50.0.0/16")).table(1000)).unwrap();
-    assert!(nl.routes(Family::V4, Some(1000)).unwrap().is_empty());
+    assert!(nl.routes(IpFamily::V4, Some(1000)).unwrap().is_empty());
 
     // IPv4 ECMP as one multipath route.
     let mut m = Route::new(net("10.60.0.0/16"));
@@ -399,7 +399,7 @@ fn routes_tables_ecmp() {
     ];
     nl.add_route(&m).unwrap();
     let got: Vec<_> = nl
-        .routes(Family::V4, Some(254))
+        .routes(IpFamily::V4, Some(254))
         .unwrap()
         .into_iter()
         .filter(|x| x.dst == m.dst)
@@ -416,7 +416,7 @@ fn routes_tables_ecmp() {
     let j = a.ip_json(&["-6", "route", "show", "fd60::/64"]);
     assert_eq!(first(&j)["nexthops"].as_array().unwrap().len(), 2, "{j}");
     let got: Vec<_> = nl
-        .routes(Family::V6, None)
+        .routes(IpFamily::V6, None)
         .unwrap()
         .into_iter()
         .filter(|x| x.dst == net("fd60::/64"))
@@ -434,12 +434,12 @@ fn routes_tables_ecmp() {
 fn fib_rules() {
     let a = TestNs::new_node("ru");
     let (_h, mut nl) = open(&a);
-    let mut r = Rule::new(Family::V4, 100);
+    let mut r = Rule::new(IpFamily::V4, 100);
     r.priority = Some(1000);
     r.src = Some(net("10.7.0.0/16"));
     r.iif = Some("lo".into());
     nl.add_rule(&r).unwrap();
-    let rules = nl.rules(Family::V4).unwrap();
+    let rules = nl.rules(IpFamily::V4).unwrap();
     assert!(rules.contains(&r), "{rules:?}");
     let j = a.ip_json(&["rule", "show"]);
     let hit = j
@@ -452,13 +452,13 @@ fn fib_rules() {
     assert_eq!(hit["srclen"], 16);
     assert_eq!(hit["table"], "100");
     nl.del_rule(&r).unwrap();
-    assert!(!nl.rules(Family::V4).unwrap().contains(&r));
+    assert!(!nl.rules(IpFamily::V4).unwrap().contains(&r));
 
-    let mut r6 = Rule::new(Family::V6, 200);
+    let mut r6 = Rule::new(IpFamily::V6, 200);
     r6.priority = Some(2000);
     r6.dst = Some(net("fd00::/8"));
     nl.add_rule(&r6).unwrap();
-    assert!(nl.rules(Family::V6).unwrap().contains(&r6));
+    assert!(nl.rules(IpFamily::V6).unwrap().contains(&r6));
 }
 
 #[test]

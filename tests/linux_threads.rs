@@ -9,7 +9,7 @@ use std::os::fd::AsFd;
 
 use std::io::Write;
 
-use cni_multi::linux::netlink::{addr::Family, LinkSpec, Route, VethPeer};
+use cni_multi::linux::netlink::{addr::IpFamily, LinkSpec, Route, VethPeer};
 use cni_multi::linux::{NetNs, Netlink};
 use common::rig::TestNs;
 use nix::sys::wait::{waitpid, WaitStatus};
@@ -42,7 +42,7 @@ fn work(a: &TestNs, b: &TestNs) -> Result<(), String> {
     nlb.set_up(t1.index).map_err(|e| e.to_string())?;
     nlb.add_route(&Route::new("10.78.0.0/16".parse().unwrap()).gw("10.77.0.1".parse().unwrap()))
         .map_err(|e| e.to_string())?;
-    nlb.routes(Family::V4, None).map_err(|e| e.to_string())?;
+    nlb.routes(IpFamily::V4, None).map_err(|e| e.to_string())?;
     nla.links().map_err(|e| e.to_string())?;
     // The thread is back in the namespace it started in.
     let cur = NetNs::current().map_err(|e| e.to_string())?;

@@ -29,7 +29,8 @@ const CTA_PROTO_NUM: u16 = 1;
 const CTA_PROTO_DST_PORT: u16 = 3;
 const HDR: usize = 16;
 
-/// Address family of a conntrack table.
+/// Address family of a conntrack table. Unlike [`super::netlink::IpFamily`] there is no
+/// "all": an entry is deleted by a tuple, which the kernel reads in one family.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CtFamily {
     V4,

@@ -7,7 +7,7 @@ use crate::cni::delegate;
 use crate::cni::result::{CniResult, Interface};
 use crate::cni::skel::CmdArgs;
 use crate::linux::netlink::route::TABLE_MAIN;
-use crate::linux::netlink::{Family, Link, LinkKind, LinkSpec, LinkType};
+use crate::linux::netlink::{IpFamily, Link, LinkKind, LinkSpec, LinkType};
 use crate::linux::{NetNs, Netlink};
 use crate::pkg::ipam::ipam_add;
 use crate::pkg::ipconfig::{self, Dad};
@@ -22,7 +22,7 @@ use std::os::fd::AsFd;
 /// The interface of the first default route (IPv4 before IPv6, as the kernel dumps them) in
 /// the main table of the namespace behind `nl`.
 pub fn default_route_iface(nl: &mut Netlink) -> anyhow::Result<String> {
-    let routes = nl.routes(Family::All, Some(TABLE_MAIN))?;
+    let routes = nl.routes(IpFamily::All, Some(TABLE_MAIN))?;
     for r in routes.iter().filter(|r| r.dst.prefix_len() == 0) {
         let oif = r.oif.or_else(|| r.multipath.first().and_then(|h| h.oif));
         if let Some(l) = oif.map(|i| nl.link_by_index(i)).transpose()?.flatten() {

@@ -936,8 +936,12 @@ impl Netlink {
     }
 }
 
-/// Formats a MAC as `aa:bb:cc:dd:ee:ff`.
-pub fn fmt_mac(m: &[u8; 6]) -> String {
+/// Formats a MAC as `aa:bb:cc:dd:ee:ff` (as Go's `net.HardwareAddr.String()` does). Takes a
+/// MAC (`&mac`) or a link's optional one (`&link.mac`); no MAC gives an empty string.
+pub fn fmt_mac<'a>(m: impl Into<Option<&'a [u8; 6]>>) -> String {
+    let Some(m) = m.into() else {
+        return String::new();
+    };
     m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
 }
 
@@ -1072,5 +1076,13 @@ mod tests {
         assert_eq!(l.mac, Some([2, 0, 0, 0, 0, 1]));
         assert_eq!(l.kind, Some(LinkType::Macvlan));
         assert_eq!(l.macvlan_mode, Some(MacvlanMode::Bridge));
+    }
+
+    #[test]
+    fn mac_text() {
+        let m = [0x02, 0xab, 0, 0, 0x0c, 0xff];
+        assert_eq!(fmt_mac(&m), "02:ab:00:00:0c:ff");
+        assert_eq!(fmt_mac(&Some(m)), "02:ab:00:00:0c:ff");
+        assert_eq!(fmt_mac(&None), "");
     }
 }

@@ -15,7 +15,7 @@ pub mod rule;
 pub mod tc;
 pub(crate) mod wire;
 
-pub use addr::{Addr, AddrFlags, Family};
+pub use addr::{Addr, AddrFlags, IpFamily};
 pub use bridge::BridgeVlan;
 pub use link::{IpvlanMode, Link, LinkKind, LinkSpec, LinkType, MacvlanMode, OperState, VethPeer};
 pub use neigh::Neigh;
