@@ -10,24 +10,19 @@ use std::time::Duration;
 use neli::consts::socket::Msg;
 use neli::socket::NlSocket;
 
-use super::netlink::wire::attrs;
+use super::netlink::wire::{
+    attrs, NLA_F_NESTED, NLMSG_DONE, NLMSG_ERROR, NLMSG_HDRLEN, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST,
+};
 use super::{netfilter, Error, Result};
 
 const NFNL_SUBSYS_CTNETLINK: u16 = 1;
 const IPCTNL_MSG_CT_GET: u16 = 1;
 const IPCTNL_MSG_CT_DELETE: u16 = 2;
-const NLM_F_REQUEST: u16 = 0x1;
-const NLM_F_ACK: u16 = 0x4;
-const NLM_F_DUMP: u16 = 0x300;
-const NLMSG_ERROR: u16 = 2;
-const NLMSG_DONE: u16 = 3;
-const NLA_F_NESTED: u16 = 0x8000;
 const CTA_TUPLE_ORIG: u16 = 1;
 const CTA_ZONE: u16 = 18;
 const CTA_TUPLE_PROTO: u16 = 2;
 const CTA_PROTO_NUM: u16 = 1;
 const CTA_PROTO_DST_PORT: u16 = 3;
-const HDR: usize = 16;
 
 /// Address family of a conntrack table. Unlike [`super::netlink::IpFamily`] there is no
 /// "all": an entry is deleted by a tuple, which the kernel reads in one family.
@@ -47,7 +42,7 @@ impl CtFamily {
 }
 
 fn msg(ty: u16, flags: u16, seq: u32, family: u8, attrs: &[u8]) -> Vec<u8> {
-    let len = HDR + 4 + attrs.len();
+    let len = NLMSG_HDRLEN + 4 + attrs.len();
     let mut v = Vec::with_capacity(len);
     v.extend_from_slice(&(len as u32).to_ne_bytes());
     v.extend_from_slice(&((NFNL_SUBSYS_CTNETLINK << 8) | ty).to_ne_bytes());
@@ -74,15 +69,15 @@ fn attr(buf: &[u8], ty: u16) -> Option<&[u8]> {
 fn messages(buf: &[u8]) -> Vec<(u16, u32, &[u8], u16)> {
     let mut out = Vec::new();
     let mut off = 0;
-    while off + HDR <= buf.len() {
+    while off + NLMSG_HDRLEN <= buf.len() {
         let len = u32::from_ne_bytes(buf[off..off + 4].try_into().unwrap()) as usize;
-        if len < HDR || off + len > buf.len() {
+        if len < NLMSG_HDRLEN || off + len > buf.len() {
             break;
         }
         let ty = u16::from_ne_bytes([buf[off + 4], buf[off + 5]]);
         let flags = u16::from_ne_bytes([buf[off + 6], buf[off + 7]]);
         let seq = u32::from_ne_bytes(buf[off + 8..off + 12].try_into().unwrap());
-        out.push((ty, seq, &buf[off + HDR..off + len], flags));
+        out.push((ty, seq, &buf[off + NLMSG_HDRLEN..off + len], flags));
         off += (len + 3) & !3;
     }
     out

@@ -8,16 +8,8 @@ use neli::consts::socket::NlFamily;
 use neli::socket::NlSocket;
 use neli::utils::Groups;
 
-use super::netlink::wire::attrs;
+use super::netlink::wire::{attrs, NLMSGERR_ATTR_MSG, NLMSGERR_ATTR_OFFS, NLMSG_HDRLEN, NLM_F_ACK_TLVS, NLM_F_CAPPED};
 use super::{Error, NetNs, Result};
-
-const SOL_NETLINK: i32 = 270;
-const NLMSG_HDRLEN: usize = 16;
-const NLM_F_CAPPED: u16 = 0x100;
-const NLM_F_ACK_TLVS: u16 = 0x200;
-const NLMSGERR_ATTR_MSG: u16 = 1;
-const NLMSGERR_ATTR_OFFS: u16 = 2;
-const NETLINK_CAP_ACK: i32 = 10;
 
 /// A netfilter socket in the calling thread's network namespace. `what` names the caller's
 /// operation in errors; `timeout` bounds every receive so that a missing ack can never hang it.
@@ -31,8 +23,8 @@ pub(crate) fn open_socket(what: &str, timeout: Duration) -> Result<NlSocket> {
     unsafe {
         nix::libc::setsockopt(
             sock.as_raw_fd(),
-            SOL_NETLINK,
-            NETLINK_CAP_ACK,
+            nix::libc::SOL_NETLINK,
+            nix::libc::NETLINK_CAP_ACK,
             &one as *const _ as *const nix::libc::c_void,
             std::mem::size_of_val(&one) as u32,
         );

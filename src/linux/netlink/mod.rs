@@ -31,8 +31,8 @@ use neli::utils::Groups;
 
 use super::{Error, NetNs, Result};
 
-const NLMSG_ERROR: u16 = 2;
-const NLMSG_DONE: u16 = 3;
+use wire::{NLMSG_DONE, NLMSG_ERROR};
+
 /// Dumps interrupted by concurrent changes are retried this many times.
 const DUMP_RETRIES: usize = 5;
 
