@@ -7,13 +7,13 @@
 
 use std::time::Duration;
 
-use neli::consts::socket::Msg;
-use neli::socket::NlSocket;
+use nix::sys::socket::MsgFlags;
 
+use super::netfilter::{self, NfSocket};
 use super::netlink::wire::{
     attrs, NLA_F_NESTED, NLMSG_DONE, NLMSG_ERROR, NLMSG_HDRLEN, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST,
 };
-use super::{netfilter, Error, Result};
+use super::{Error, Result};
 
 const NFNL_SUBSYS_CTNETLINK: u16 = 1;
 const IPCTNL_MSG_CT_GET: u16 = 1;
@@ -88,7 +88,7 @@ const RECV_TIMEOUT: Duration = Duration::from_secs(5);
 /// A ctnetlink socket, bound to the network namespace it was opened in.
 pub struct Conntrack {
     // A netfilter socket: its close may wait for nf_tables (see late_close).
-    sock: crate::linux::late_close::Deferred<NlSocket>,
+    sock: NfSocket,
 }
 
 /// [`Conntrack::delete_by_dst_port`] in the calling thread's network namespace.
@@ -99,10 +99,8 @@ pub fn delete_by_dst_port(family: CtFamily, l4proto: u8, dport: u16) -> Result<u
 impl Conntrack {
     /// Opens a socket in the calling thread's network namespace.
     pub fn open() -> Result<Self> {
-        let sock = netfilter::open_socket("conntrack: open NETLINK_NETFILTER socket", RECV_TIMEOUT)?;
-        Ok(Conntrack {
-            sock: crate::linux::late_close::Deferred::new(sock),
-        })
+        let sock = NfSocket::open("conntrack: open NETLINK_NETFILTER socket", RECV_TIMEOUT)?;
+        Ok(Conntrack { sock })
     }
 
     /// Deletes the conntrack entries of `family` whose original direction goes to transport
@@ -112,25 +110,22 @@ impl Conntrack {
         let what = format!("delete conntrack entries to port {dport}/{l4proto}");
         let sock = &self.sock;
         let mut rbuf = vec![0u8; 64 * 1024];
-        let mut recv = |sock: &NlSocket| -> Result<Vec<u8>> {
-            let (n, _) = sock
-                .recv(&mut rbuf[..], Msg::empty())
+        let mut recv = |sock: &NfSocket| -> Result<Vec<u8>> {
+            let n = sock
+                .recv(&mut rbuf[..], MsgFlags::empty())
                 .map_err(|e| Error::io(&what, e))?;
             Ok(rbuf[..n].to_vec())
         };
 
         // 1. Dump and keep the original tuples (and zones) that match.
         let seq = 1;
-        sock.send(
-            msg(
-                IPCTNL_MSG_CT_GET,
-                NLM_F_REQUEST | NLM_F_DUMP,
-                seq,
-                family.nfproto(),
-                &[],
-            ),
-            Msg::empty(),
-        )
+        sock.send(&msg(
+            IPCTNL_MSG_CT_GET,
+            NLM_F_REQUEST | NLM_F_DUMP,
+            seq,
+            family.nfproto(),
+            &[],
+        ))
         .map_err(|e| Error::io(&what, e))?;
         let mut victims: Vec<(Vec<u8>, Option<Vec<u8>>)> = Vec::new();
         'dump: loop {
@@ -174,16 +169,13 @@ impl Conntrack {
             if let Some(z) = zone {
                 put_attr(&mut a, CTA_ZONE, z);
             }
-            sock.send(
-                msg(
-                    IPCTNL_MSG_CT_DELETE,
-                    NLM_F_REQUEST | NLM_F_ACK,
-                    seq,
-                    family.nfproto(),
-                    &a,
-                ),
-                Msg::empty(),
-            )
+            sock.send(&msg(
+                IPCTNL_MSG_CT_DELETE,
+                NLM_F_REQUEST | NLM_F_ACK,
+                seq,
+                family.nfproto(),
+                &a,
+            ))
             .map_err(|e| Error::io(&what, e))?;
             loop {
                 let data = recv(sock)?;
