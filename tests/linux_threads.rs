@@ -76,7 +76,8 @@ fn netlink_work_stays_single_threaded() {
                 }
                 Err(_) => 4,
             };
-            // Skip destructors: the parent owns the namespaces.
+            // SAFETY: _exit only ends this forked child, skipping destructors on purpose:
+            // the parent owns the namespaces.
             unsafe { nix::libc::_exit(code) }
         }
         ForkResult::Parent { child } => {
