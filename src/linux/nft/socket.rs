@@ -44,7 +44,7 @@ fn kernel_err(what: &str, errno: i32, ext_ack: Option<String>) -> Error {
 }
 
 /// A netfilter netlink socket, bound to the network namespace it was created in. Its close
-/// may sleep for an RCU grace period (see `late_close`); a plugin defers it.
+/// may sleep for an RCU grace period; `late_close` defers it in a short-lived process.
 pub struct NftSocket {
     sock: NfSocket,
     seq: Cell<u32>,
