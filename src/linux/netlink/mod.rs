@@ -2,7 +2,7 @@
 //! addresses, routes, neighbours, FIB rules and bridge ports. Callers never see wire format.
 //!
 //! neli provides the socket and the message framing (nlmsghdr, ack and error parsing);
-//! payloads are encoded in [`wire`]. Every request asks for an ACK and waits for it, so each
+//! payloads are encoded in `wire`. Every request asks for an ACK and waits for it, so each
 //! call either took effect or returns an [`Error`] with errno, extended-ack text and the name
 //! of the object.
 

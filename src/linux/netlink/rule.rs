@@ -18,7 +18,7 @@ const FRA_TABLE: u16 = 15;
 const FRA_OIFNAME: u16 = 17;
 const FR_ACT_TO_TBL: u8 = 1;
 
-/// A rule "from `src` to `dst` [iif] [oif] lookup `table`".
+/// A rule "from `src` to `dst` \[iif\] \[oif\] lookup `table`".
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rule {
     /// Address family (V4 or V6).
