@@ -193,6 +193,21 @@ impl Pod {
     }
 }
 
+/// The firewalld records (under the tests' state dir) that name container `cid`.
+fn records_naming(cid: &str) -> Vec<String> {
+    let root = std::path::Path::new(rig::state_dir()).join("firewalld");
+    let mut out = Vec::new();
+    for dir in std::fs::read_dir(&root).into_iter().flatten().flatten() {
+        for f in std::fs::read_dir(dir.path()).into_iter().flatten().flatten() {
+            let text = std::fs::read_to_string(f.path()).unwrap_or_default();
+            if text.lines().any(|l| l == format!("container {cid}")) {
+                out.push(f.path().display().to_string());
+            }
+        }
+    }
+    out
+}
+
 fn sorted(mut v: Vec<String>) -> Vec<String> {
     v.sort();
     v
@@ -353,6 +368,7 @@ fn firewalld_stopped() {
             .run_ours_in(&n.dir)
     };
     direct("ADD", "firewalld").expect_ok();
+    assert_eq!(records_naming("fwd-stop-direct").len(), 1, "ADD keeps what it bound");
     direct("CHECK", "firewalld").expect_ok();
     assert_eq!(
         n.fw.sources("trusted"),
@@ -360,9 +376,11 @@ fn firewalld_stopped() {
     );
     direct("DEL", "firewalld").expect_ok();
     assert_eq!(n.fw.sources("trusted"), vec![before.source()]);
+    assert_eq!(records_naming("fwd-stop-direct"), Vec::<String>::new());
     n.fw.stop_firewalld();
 
-    // The plugin itself: code 11, naming the bus it tried; DEL succeeds.
+    // The plugin itself: code 11, naming the bus it tried, and nothing left of the ADD (no
+    // record, no rule naming the addresses); DEL succeeds.
     let out = direct("ADD", "firewalld");
     out.expect_err(11);
     let msg = out.msg().unwrap_or_default();
@@ -370,6 +388,14 @@ fn firewalld_stopped() {
         msg.contains(&n.fw.address) && msg.contains("firewalld is not running") && msg.contains("backend"),
         "{out}"
     );
+    assert_eq!(records_naming("fwd-stop-direct"), Vec::<String>::new());
+    for dump in [
+        n.site.node.exec_ok(&["nft", "list", "ruleset"]),
+        n.site.node.exec_ok(&["iptables-save"]),
+        n.site.node.exec_ok(&["ip6tables-save"]),
+    ] {
+        assert!(!dump.contains("10.87.0.98") && !dump.contains("fd87::98"), "{dump}");
+    }
     direct("DEL", "firewalld").expect_ok();
     direct("DEL", "").expect_ok();
     // In a chain, the runtime reports it; the chain's DEL then succeeds.
@@ -459,4 +485,51 @@ fn dbus_calls_start_no_thread() {
         }
     }
     assert!(n.fw.sources("trusted").is_empty());
+}
+
+/// `firewalldZone`: a zone the node defines takes the pod; one firewalld does not know fails
+/// ADD with code 7 naming the key, leaving nothing bound or recorded; DEL succeeds once the
+/// zone is gone (deleted and firewalld reloaded).
+#[test]
+fn zones_unknown_and_gone() {
+    if !require_firewalld("zones_unknown_and_gone") {
+        return;
+    }
+    let n = Node::new("fwd-zone");
+    n.fw.cmd_ok(&["--permanent", "--new-zone=cnipods"]);
+    n.fw.cmd_ok(&["--reload"]);
+    let data = n.site.data.as_str();
+    let mut list = bridge_firewall("zonenet", "cni-fz", "10.90.0.0/24", data, "firewalld");
+    list["plugins"][1]["firewalldZone"] = json!("cnipods");
+    let p = n.add(Impl::Ours, &list, "fwd-zone-a", 0);
+    assert_eq!(n.fw.sources("cnipods"), vec![p.source()]);
+    assert!(n.fw.sources("trusted").is_empty());
+    n.net(Impl::Ours, "check", &list, Some(&p.ns), &p.cid, &[]).expect_ok();
+
+    // A zone firewalld does not know: code 7 naming firewalldZone; nothing of it stays.
+    let prev = json!({"cniVersion": "1.0.0", "ips": [{"address": "10.90.0.77/24"}]});
+    let out = Invocation::new("firewall", "ADD")
+        .netns("/proc/1/ns/net")
+        .env("CNI_NETNS_OVERRIDE", "1")
+        .container_id("fwd-zone-bogus")
+        .config(&json!({"cniVersion": "1.0.0", "name": "zonenet", "type": "firewall",
+                        "backend": "firewalld", "firewalldZone": "nosuchzone", "prevResult": prev}))
+        .env("DBUS_SYSTEM_BUS_ADDRESS", &n.fw.address)
+        .in_node(&n.site.node)
+        .env("PATH", "")
+        .run_ours_in(&n.dir);
+    out.expect_err(7);
+    assert!(
+        out.msg().unwrap_or_default().contains("firewalldZone \"nosuchzone\""),
+        "{out}"
+    );
+    assert_eq!(records_naming("fwd-zone-bogus"), Vec::<String>::new());
+    let zone = n.fw.cmd(&["--get-zone-of-source=10.90.0.77/32"]);
+    assert!(!zone.status.success(), "10.90.0.77/32 is in a zone: {zone:?}");
+
+    // The zone deleted (a reload drops its runtime sources too): DEL still succeeds.
+    n.fw.cmd_ok(&["--permanent", "--delete-zone=cnipods"]);
+    n.fw.cmd_ok(&["--reload"]);
+    n.del(Impl::Ours, &list, &p);
+    assert_eq!(records_naming(&p.cid), Vec::<String>::new());
 }
