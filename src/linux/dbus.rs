@@ -68,7 +68,16 @@ impl std::error::Error for Error {}
 /// (zruntime) starts a helper thread only for a connection that outlives a `block_on`, and this
 /// one never does. So no thread ever runs beside the caller's (callers may switch network
 /// namespaces later, and `setns` moves only the calling thread).
+///
+/// Only `unix:` transports: zbus resolves a `tcp:` host name, reads a `nonce-tcp:` file and
+/// runs `autolaunch:` on a pool thread that outlives the call, so those are a connect error.
 pub fn with_bus<T>(address: &str, f: impl AsyncFnOnce(&Bus) -> T) -> Result<T, Error> {
+    if let Some(other) = address.split(';').find(|a| !a.is_empty() && !a.starts_with("unix:")) {
+        return Err(Error::Connect {
+            address: address.to_string(),
+            reason: format!("{other:?}: only unix: addresses are used (no thread may start)"),
+        });
+    }
     zbus::block_on(async {
         let conn = zbus::connection::Builder::address(address)
             .method_timeout(CALL_TIMEOUT)
@@ -142,6 +151,24 @@ mod tests {
             _ => SYSTEM_BUS_DEFAULT.to_string(),
         };
         assert_eq!(system_bus_address(), want);
+    }
+
+    #[test]
+    fn transports_other_than_unix_are_refused_before_any_work() {
+        for addr in [
+            "tcp:host=localhost,port=1",
+            "unix:path=/x;autolaunch:",
+            "nonce-tcp:host=h",
+        ] {
+            match with_bus(addr, async |_| ()) {
+                Err(Error::Connect { address, reason }) => {
+                    assert_eq!(address, addr);
+                    assert!(reason.contains("only unix:"), "{reason}");
+                }
+                Err(e) => panic!("{addr}: {e}"),
+                Ok(_) => panic!("connected to {addr}"),
+            }
+        }
     }
 
     #[test]
