@@ -551,3 +551,27 @@ fn a_change_between_our_read_and_replace_is_redone_not_lost() {
         "{s}"
     );
 }
+
+#[test]
+fn the_probe_counts_only_legacy_tables_in_use() {
+    require!();
+    use cni_multi::linux::filter_probe;
+    use cni_multi::linux::nft::{Family as NftFamily, NftSocket};
+    let ns = TestNs::new("xt-probe");
+    let probe = || {
+        let _in = inside(&ns);
+        filter_probe::probe(&NftSocket::open().unwrap(), NftFamily::Ip, Some("")).unwrap()
+    };
+    let p = probe();
+    assert!(p.legacy_tables.is_empty() && p.legacy_in_use.is_empty(), "{p:?}");
+    ns.exec_ok(&["iptables-legacy-save"]); // registers every table it reads
+    ns.exec_ok(&["iptables-legacy", "-w", "-t", "nat", "-L"]);
+    let p = probe();
+    assert!(p.legacy_tables.contains(&"nat".to_string()), "{p:?}");
+    assert!(p.legacy_in_use.is_empty(), "{p:?}");
+    ns.exec_ok(&["iptables-legacy", "-w", "-P", "FORWARD", "DROP"]);
+    assert_eq!(probe().legacy_in_use, ["filter"]);
+    ns.exec_ok(&["iptables-legacy", "-w", "-P", "FORWARD", "ACCEPT"]);
+    ns.exec_ok(&["iptables-legacy", "-w", "-t", "nat", "-N", "DOCKER"]);
+    assert_eq!(probe().legacy_in_use, ["nat"]);
+}
