@@ -29,6 +29,7 @@ pub mod ip;
 pub mod ipam;
 pub mod ipconfig;
 pub mod ipmasq;
+pub mod legacy_iptables;
 pub mod link;
 pub mod mac;
 pub mod masq_iptables;
