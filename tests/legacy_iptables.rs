@@ -127,8 +127,10 @@ impl Node {
             network: NET,
             container_id: CID,
             snat: true,
+            masq_all: false,
             mark_bit: 13,
             external_setmark: None,
+            conditions: None,
         };
         let maps = [
             legacy::HostPort {

@@ -191,6 +191,23 @@ fn nat_ops(f: Family) -> Vec<Op> {
         ),
         add(
             "CNI-DN-x",
+            "-i eth0 -p tcp -m tcp --sport 1000:2000 ! --dport 5 -m comment --comment x -j ACCEPT",
+            r().in_iface("eth0", false)
+                .proto(6)
+                .with(xtables::ext::ports_match(6, (1000, 2000), false, (5, 5), true).unwrap())
+                .comment("x")
+                .jump("ACCEPT"),
+        ),
+        add(
+            "CNI-DN-x",
+            "! -o eth0 -p udp -m udp ! --sport 53 -j ACCEPT",
+            r().out_iface("eth0", true)
+                .proto(17)
+                .with(xtables::ext::ports_match(17, (53, 53), true, (0, u16::MAX), false).unwrap())
+                .jump("ACCEPT"),
+        ),
+        add(
+            "CNI-DN-x",
             &format!("-p sctp --dport 9 -j DNAT --to-destination {}", pod_port(9)),
             r().proto(132).dport(9).target(xt::dnat_target(ip(pod), Some(9))),
         ),

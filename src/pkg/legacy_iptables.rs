@@ -245,15 +245,21 @@ pub struct HostPort {
 }
 
 /// portmap's keys the rules depend on.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone, Copy)]
 pub struct Portmap<'a> {
     pub network: &'a str,
     pub container_id: &'a str,
     pub snat: bool,
+    /// `masqAll` (upstream v1.6+): the hairpin mark rule matches every source, and there is no
+    /// separate localhost rule.
+    pub masq_all: bool,
     /// `markMasqBit` (default 13).
     pub mark_bit: u32,
     /// `externalSetMarkChain`.
     pub external_setmark: Option<&'a str>,
+    /// `conditionsV4`/`conditionsV6` of this family, added to each entry rule after its
+    /// matches (the caller parsed them: `-i`, `-s`, `-m comment`, `-m tcp --sport` …).
+    pub conditions: Option<&'a dyn Fn(Rule) -> Rule>,
 }
 
 fn proto_name(p: u8) -> &'static str {
@@ -317,8 +323,14 @@ pub fn portmap_add(p: &Portmap, maps: &[HostPort], container: IpNet) -> Plan {
             }
         };
         if p.snat {
-            plan.rule(&dn, base().src(container.trunc(), false).jump(setmark), false);
-            if !f.is_v6() {
+            // masqAll's `-s 0.0.0.0/0` is no source match at all, as iptables stores it.
+            let hairpin = if p.masq_all {
+                base()
+            } else {
+                base().src(container.trunc(), false)
+            };
+            plan.rule(&dn, hairpin.jump(setmark), false);
+            if !f.is_v6() && !p.masq_all {
                 let lo: IpAddr = "127.0.0.1".parse().unwrap();
                 plan.rule(&dn, base().src(lo, false).jump(setmark), false);
             }
@@ -336,11 +348,11 @@ pub fn portmap_add(p: &Portmap, maps: &[HostPort], container: IpNet) -> Plan {
     for proto in protos {
         let ports: Vec<u16> = maps.iter().filter(|m| m.proto == proto).map(|m| m.host_port).collect();
         for chunk in ports.chunks(MULTIPORT_MAX) {
-            plan.rule(
-                HOSTPORT_DNAT,
-                r().proto(proto).comment(&comment).multiport_dports(chunk).jump(&dn),
-                false,
-            );
+            let mut entry = r().proto(proto).comment(&comment).multiport_dports(chunk);
+            if let Some(c) = p.conditions {
+                entry = c(entry);
+            }
+            plan.rule(HOSTPORT_DNAT, entry.jump(&dn), false);
         }
     }
     plan
@@ -612,8 +624,10 @@ mod tests {
             network: "pmnet",
             container_id: "abc123",
             snat: true,
+            masq_all: false,
             mark_bit: 13,
             external_setmark: None,
+            conditions: None,
         };
         let maps = [
             HostPort {
@@ -664,6 +678,19 @@ mod tests {
         }
         assert!(!t.has_chain(&dn) && t.rules(HOSTPORT_DNAT).is_empty());
         assert!(t.has_chain(HOSTPORT_MASQ), "shared chains stay");
+        // masqAll: one source-less mark rule per mapping; conditions end each entry rule.
+        let iif = |r: Rule| r.in_iface("eth0", false);
+        let all = Portmap {
+            masq_all: true,
+            conditions: Some(&iif),
+            ..p
+        };
+        let plan = portmap_add(&all, &maps[..1], "10.1.0.5/24".parse().unwrap());
+        let mut t = nat(Family::V4);
+        plan.apply_to(&mut t).unwrap();
+        assert_eq!(t.rules(&dn).len(), 2);
+        assert!(t.rules(&dn)[0].src.is_any());
+        assert_eq!(t.rules(HOSTPORT_DNAT)[0].in_iface.name, "eth0");
     }
 
     #[test]

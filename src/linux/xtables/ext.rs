@@ -53,6 +53,23 @@ pub fn dport_match(proto: u8, port: u16) -> Xt {
     }
 }
 
+/// `-m tcp|udp [[!] --sport LO[:HI]] [[!] --dport LO[:HI]]` (rev 0); an absent side is
+/// 0–65535 uninverted, as iptables leaves it. `None` for another protocol.
+pub fn ports_match(proto: u8, sport: (u16, u16), sport_inv: bool, dport: (u16, u16), dport_inv: bool) -> Option<Xt> {
+    let (name, inv_at) = match proto {
+        TCP => ("tcp", 11),
+        UDP => ("udp", 8),
+        _ => return None,
+    };
+    let mut info = vec![0u8; TCPUDP_INFO_LEN];
+    for (at, v) in [(0, sport.0), (2, sport.1), (4, dport.0), (6, dport.1)] {
+        info[at..at + 2].copy_from_slice(&v.to_ne_bytes());
+    }
+    // XT_TCP_INV_SRCPT / XT_UDP_INV_SRCPT = 1, …_DSTPT = 2.
+    info[inv_at] = sport_inv as u8 | (dport_inv as u8) << 1;
+    Some(Xt::new(XtKind::Match, name, 0, info))
+}
+
 /// The single destination port of a `tcp`/`udp`/`sctp` match made by [`dport_match`].
 pub fn dport_of(m: &Xt) -> Option<u16> {
     let u = |at: usize| Some(u16::from_ne_bytes(m.info.get(at..at + 2)?.try_into().ok()?));
@@ -90,6 +107,10 @@ mod tests {
         assert_eq!(&t.info[..8], &[0, 0, 0xff, 0xff, 0x90, 0x1f, 0x90, 0x1f]);
         assert_eq!(dport_of(&t), Some(8080));
         assert_eq!(dport_match(UDP, 53).name, "udp");
+        assert_eq!(ports_match(TCP, (0, u16::MAX), false, (8080, 8080), false), Some(t));
+        let r = ports_match(UDP, (1000, 2000), false, (5, 5), true).unwrap();
+        assert_eq!(&r.info[..9], &[0xe8, 0x03, 0xd0, 0x07, 5, 0, 5, 0, 2]);
+        assert_eq!(ports_match(SCTP, (0, 0), false, (1, 1), false), None);
         let s = dport_match(SCTP, 9);
         assert_eq!((s.info.len(), dport_of(&s)), (296, Some(9)));
         assert_eq!(
