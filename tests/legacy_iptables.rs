@@ -198,6 +198,14 @@ fn our_rules_are_the_references_and_each_del_removes_the_others() {
     for gone in ["10.97.0.2", "fd97::2", "CNI-DN-", "name: \\\"legnet\\\""] {
         assert!(!after.contains(gone), "{gone:?} left after DEL:\n{after}");
     }
+    // A firewall whose accepts went elsewhere is refused on such a node, by family.
+    {
+        let _in = NetNs::open(ours.node.path()).unwrap().enter().unwrap();
+        let why = legacy::forward_drop_refusal(&ours.ips()[1..], "iptables-nft's tables")
+            .unwrap()
+            .unwrap();
+        assert!(why.contains("ip6tables-legacy FORWARD policy is DROP"), "{why}");
+    }
     // The shared chains and the DROP policy stay, as with the reference.
     assert!(
         after.contains(":FORWARD DROP") && after.contains(":CNI-HOSTPORT-DNAT"),
@@ -221,6 +229,7 @@ fn del_on_a_node_without_legacy_tables_registers_none() {
     legacy::apply(&legacy::masq_del(NET, CID)).unwrap();
     assert!(legacy::attachment_ips(NET, CID).unwrap().is_empty());
     assert!(!legacy::forward_drops(cni_multi::linux::xtables::Family::V4).unwrap());
+    assert_eq!(legacy::forward_drop_refusal(&ips, "nftables").unwrap(), None);
     for f in [
         cni_multi::linux::xtables::Family::V4,
         cni_multi::linux::xtables::Family::V6,

@@ -542,6 +542,26 @@ pub fn forward_drops(f: Family) -> Result<bool> {
     )
 }
 
+/// Why a firewall ADD whose accepts go to `layout` (not x_tables) must fail: a family of
+/// `ips` whose legacy FORWARD policy is DROP. An accept in nf_tables cannot override a drop in
+/// x_tables (each table's verdict stands), so the pod would have no forwarded traffic.
+pub fn forward_drop_refusal(ips: &[IpAddr], layout: &str) -> Result<Option<String>> {
+    for f in [Family::V4, Family::V6] {
+        if !ips.iter().any(|i| family_of(*i) == f) || !forward_drops(f)? {
+            continue;
+        }
+        return Ok(Some(format!(
+            "the legacy {tool} FORWARD policy is DROP in this network namespace (`{tool} -S FORWARD`), \
+             but this node's firewall rules go to {layout}, where an accept cannot override a legacy DROP: \
+             the pod would have no forwarded traffic. Make iptables-legacy the node's iptables (its \
+             `iptables` tool, or legacy rules without iptables-nft tables) so that cni-multi writes the \
+             accepts into x_tables, or accept the pod's traffic in the legacy FORWARD chain",
+            tool = f.tool()
+        )));
+    }
+    Ok(None)
+}
+
 /// (network, container ID, chain) of every per-attachment chain the reference's (or our)
 /// ipMasq and portmap rules made in the legacy nat tables, found by their comments.
 pub fn owners() -> Result<Vec<(String, String, String)>> {
