@@ -562,6 +562,40 @@ pub fn forward_drop_refusal(ips: &[IpAddr], layout: &str) -> Result<Option<Strin
     Ok(None)
 }
 
+/// GC: the ipMasq and portmap chains (with their jumps) of `network`'s attachments whose
+/// container `keep` does not name, found by their comments in the legacy nat tables.
+pub fn gc(network: &str, keep: &dyn Fn(&str) -> bool) -> Result<Vec<Plan>> {
+    let mut plans = Vec::new();
+    for f in [Family::V4, Family::V6] {
+        let Some(t) = xtables::read_if_registered(f, NAT)? else {
+            continue;
+        };
+        plans.push(gc_plan(&t, network, keep));
+    }
+    Ok(plans)
+}
+
+fn gc_plan(t: &Table, network: &str, keep: &dyn Fn(&str) -> bool) -> Plan {
+    use super::reference_iptables::parse_comment;
+    let mut steps: Vec<Step> = Vec::new();
+    for r in t.chains.iter().flat_map(|c| &c.rules) {
+        let Some(text) = r.comment_text() else { continue };
+        let Some((net, cid)) = ["", "dnat "].iter().find_map(|k| parse_comment(&text, k)) else {
+            continue;
+        };
+        let Some(chain) = r.jump_target() else { continue };
+        let step = Step::RemoveChain(chain.to_string());
+        if net == network && !keep(cid) && chain.starts_with("CNI-") && !steps.contains(&step) {
+            steps.push(step);
+        }
+    }
+    Plan {
+        family: t.family,
+        table: NAT,
+        steps,
+    }
+}
+
 /// (network, container ID, chain) of every per-attachment chain the reference's (or our)
 /// ipMasq and portmap rules made in the legacy nat tables, found by their comments.
 pub fn owners() -> Result<Vec<(String, String, String)>> {
@@ -711,6 +745,54 @@ mod tests {
         assert_eq!(t.rules(&dn).len(), 2);
         assert!(t.rules(&dn)[0].src.is_any());
         assert_eq!(t.rules(HOSTPORT_DNAT)[0].in_iface.name, "eth0");
+    }
+
+    #[test]
+    fn gc_removes_the_chains_of_dead_attachments_only() {
+        let mut t = nat(Family::V4);
+        let pm = |cid: &'static str| Portmap {
+            network: "n",
+            container_id: cid,
+            snat: true,
+            masq_all: false,
+            mark_bit: 13,
+            external_setmark: None,
+            conditions: None,
+        };
+        let map = [HostPort {
+            host_port: 8080,
+            container_port: 80,
+            proto: 6,
+            host_ip: None,
+        }];
+        for (net, cid) in [("n", "live"), ("n", "dead"), ("other", "dead")] {
+            let ip: IpNet = "10.1.0.5/24".parse().unwrap();
+            run(&mut t, &masq_add(net, cid, &[ip]));
+            portmap_add(
+                &Portmap {
+                    network: net,
+                    ..pm(cid)
+                },
+                &map,
+                ip,
+            )
+            .apply_to(&mut t)
+            .unwrap();
+        }
+        let plan = gc_plan(&t, "n", &|cid| cid == "live");
+        assert_eq!(
+            plan.steps,
+            [
+                Step::RemoveChain(masq_chain("n", "dead")),
+                Step::RemoveChain(dnat_chain("n", "dead"))
+            ]
+        );
+        plan.apply_to(&mut t).unwrap();
+        for (net, cid, there) in [("n", "live", true), ("n", "dead", false), ("other", "dead", true)] {
+            assert_eq!(t.has_chain(&masq_chain(net, cid)), there, "{net} {cid}");
+            assert_eq!(t.has_chain(&dnat_chain(net, cid)), there, "{net} {cid}");
+        }
+        assert!(gc_plan(&t, "n", &|cid| cid == "live").steps.is_empty());
     }
 
     #[test]
