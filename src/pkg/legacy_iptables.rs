@@ -126,14 +126,17 @@ fn describe(r: &Rule) -> String {
 /// Carries the plans out in x_tables, each as one table replace, all under one hold of the
 /// xtables lock. Plans that only remove skip tables not registered in this namespace.
 pub fn apply(plans: &[Plan]) -> Result<()> {
-    if plans.iter().all(|p| p.steps.is_empty()) {
+    let todo: Vec<&Plan> = plans
+        .iter()
+        .filter(|p| !p.steps.is_empty())
+        .filter(|p| p.adds() || xtables::registered(p.family).iter().any(|t| t == p.table))
+        .collect();
+    if todo.is_empty() {
+        // A node that never used iptables-legacy: not even the lock is taken.
         return Ok(());
     }
     let lock = xtables::lock()?;
-    for p in plans.iter().filter(|p| !p.steps.is_empty()) {
-        if !p.adds() && !xtables::registered(p.family).iter().any(|t| t == p.table) {
-            continue;
-        }
+    for p in todo {
         xtables::modify_locked(&lock, p.family, p.table, |t| p.apply_to(t))
             .map_err(|e| anyhow!("{} (legacy {} {}): {e}", p.family.tool(), p.family, p.table))?;
     }
@@ -375,8 +378,12 @@ pub fn portmap_del(network: &str, container_id: &str) -> Vec<Plan> {
 /// CHECK's plan (the reference's `checkPorts`): the attachment's chain, its rules and the
 /// jumps to it; the shared chains are not checked, as in the reference.
 pub fn portmap_check_plan(p: &Portmap, maps: &[HostPort], container: IpNet) -> Plan {
-    let mut plan = portmap_add(p, maps, container);
-    let dn = dnat_chain(p.network, p.container_id);
+    portmap_check_of(portmap_add(p, maps, container), p.network, p.container_id)
+}
+
+/// [`portmap_check_plan`] from the ADD plan of the attachment.
+pub fn portmap_check_of(mut plan: Plan, network: &str, container_id: &str) -> Plan {
+    let dn = dnat_chain(network, container_id);
     plan.steps.retain(|s| match s {
         Step::Chain(c) => *c == dn,
         Step::Rule { chain, rule, .. } => *chain == dn || rule.jump_target() == Some(dn.as_str()),
@@ -562,25 +569,38 @@ pub fn forward_drop_refusal(ips: &[IpAddr], layout: &str) -> Result<Option<Strin
     Ok(None)
 }
 
-/// GC: the ipMasq and portmap chains (with their jumps) of `network`'s attachments whose
-/// container `keep` does not name, found by their comments in the legacy nat tables.
-pub fn gc(network: &str, keep: &dyn Fn(&str) -> bool) -> Result<Vec<Plan>> {
+/// Whose chains [`gc`] collects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Owner {
+    /// ipMasq's `CNI-<h24>` (comment `name: "<net>" id: "<cid>"`).
+    Masq,
+    /// portmap's `CNI-DN-<h21>` (comment `dnat name: …`, and the old `snat name: …`).
+    Portmap,
+}
+
+/// GC: the `owner`'s chains (with their jumps) of `network`'s attachments whose container
+/// `keep` does not name, found by their comments in the legacy nat tables.
+pub fn gc(owner: Owner, network: &str, keep: &dyn Fn(&str) -> bool) -> Result<Vec<Plan>> {
     let mut plans = Vec::new();
     for f in [Family::V4, Family::V6] {
         let Some(t) = xtables::read_if_registered(f, NAT)? else {
             continue;
         };
-        plans.push(gc_plan(&t, network, keep));
+        plans.push(gc_plan(&t, owner, network, keep));
     }
     Ok(plans)
 }
 
-fn gc_plan(t: &Table, network: &str, keep: &dyn Fn(&str) -> bool) -> Plan {
+fn gc_plan(t: &Table, owner: Owner, network: &str, keep: &dyn Fn(&str) -> bool) -> Plan {
     use super::reference_iptables::parse_comment;
+    let kinds: &[&str] = match owner {
+        Owner::Masq => &[""],
+        Owner::Portmap => &["dnat ", "snat "],
+    };
     let mut steps: Vec<Step> = Vec::new();
     for r in t.chains.iter().flat_map(|c| &c.rules) {
         let Some(text) = r.comment_text() else { continue };
-        let Some((net, cid)) = ["", "dnat "].iter().find_map(|k| parse_comment(&text, k)) else {
+        let Some((net, cid)) = kinds.iter().find_map(|k| parse_comment(&text, k)) else {
             continue;
         };
         let Some(chain) = r.jump_target() else { continue };
@@ -779,20 +799,24 @@ mod tests {
             .apply_to(&mut t)
             .unwrap();
         }
-        let plan = gc_plan(&t, "n", &|cid| cid == "live");
-        assert_eq!(
-            plan.steps,
-            [
-                Step::RemoveChain(masq_chain("n", "dead")),
-                Step::RemoveChain(dnat_chain("n", "dead"))
-            ]
+        let keep = |cid: &str| cid == "live";
+        let plan = gc_plan(&t, Owner::Portmap, "n", &keep);
+        assert_eq!(plan.steps, [Step::RemoveChain(dnat_chain("n", "dead"))]);
+        plan.apply_to(&mut t).unwrap();
+        assert!(
+            t.has_chain(&masq_chain("n", "dead")),
+            "portmap's GC leaves ipMasq's chains"
         );
+        let plan = gc_plan(&t, Owner::Masq, "n", &keep);
+        assert_eq!(plan.steps, [Step::RemoveChain(masq_chain("n", "dead"))]);
         plan.apply_to(&mut t).unwrap();
         for (net, cid, there) in [("n", "live", true), ("n", "dead", false), ("other", "dead", true)] {
             assert_eq!(t.has_chain(&masq_chain(net, cid)), there, "{net} {cid}");
             assert_eq!(t.has_chain(&dnat_chain(net, cid)), there, "{net} {cid}");
         }
-        assert!(gc_plan(&t, "n", &|cid| cid == "live").steps.is_empty());
+        for o in [Owner::Masq, Owner::Portmap] {
+            assert!(gc_plan(&t, o, "n", &keep).steps.is_empty());
+        }
     }
 
     #[test]

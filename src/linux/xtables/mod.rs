@@ -2,7 +2,8 @@
 //! way iptables-legacy does it, without running it:
 //!
 //! - a table is read whole with `IPT_SO_GET_INFO` + `IPT_SO_GET_ENTRIES` (`IP6T_SO_*` for
-//!   IPv6) and decoded ([`blob`]) into a [`Table`] of [`Chain`]s of [`Rule`]s;
+//!   IPv6; on a UDP socket, for which CAP_NET_ADMIN suffices) and decoded ([`blob`]) into a
+//!   [`Table`] of [`Chain`]s of [`Rule`]s;
 //! - a change is made to that model and the whole table is written back with
 //!   `IPT_SO_SET_REPLACE`; the counters the kernel hands back for the old table are then
 //!   added to the surviving entries with `IPT_SO_SET_ADD_COUNTERS`, as libiptc does, so no

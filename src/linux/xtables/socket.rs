@@ -1,4 +1,4 @@
-//! The x_tables socket options (`IPT_SO_*` / `IP6T_SO_*` on a raw IP socket of the calling
+//! The x_tables socket options (`IPT_SO_*` / `IP6T_SO_*` on an IP socket of the calling
 //! thread's network namespace), the xtables lock, and the read-change-replace loop.
 
 use std::fs::File;
@@ -82,8 +82,11 @@ impl Sock {
         if cfg!(fuzzing) {
             return Err(Error::other("open x_tables socket", "no kernel access in a fuzz build"));
         }
+        // iptables opens a raw socket (CAP_NET_RAW); the kernel passes the IPT_SO_* options of
+        // any IPv4/IPv6 socket on to netfilter (ip_setsockopt → nf_setsockopt), and checks only
+        // CAP_NET_ADMIN there, so a UDP socket does without the extra capability.
         // SAFETY: plain socket(2); the result is checked before use.
-        let fd = unsafe { libc::socket(af, libc::SOCK_RAW | libc::SOCK_CLOEXEC, libc::IPPROTO_RAW) };
+        let fd = unsafe { libc::socket(af, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, libc::IPPROTO_UDP) };
         if fd < 0 {
             return Err(Error::io(
                 format!("open {f} x_tables socket"),
