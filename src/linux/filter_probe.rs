@@ -112,7 +112,7 @@ pub fn probe(sock: &NftSocket, family: Family, path_env: Option<&str>) -> Result
     let legacy_tables = super::xtables::registered(xf);
     let legacy_in_use = legacy_tables
         .iter()
-        .filter(|t| super::xtables::read(xf, t).map_or(true, |t| t.in_use()))
+        .filter(|t| super::xtables::in_use(xf, t).unwrap_or(true))
         .cloned()
         .collect();
     Ok(FamilyProbe {

@@ -29,7 +29,7 @@ mod model;
 mod socket;
 
 pub use model::{inv, Addr, Chain, Counters, Iface, Policy, Rule, Table, Target, IP6T_F_PROTO, MAX_CHAIN_NAME};
-pub use socket::{lock, modify, modify_locked, read, read_if_registered, registered, XtLock, LOCK_FILE};
+pub use socket::{in_use, lock, modify, modify_locked, read, read_if_registered, registered, XtLock, LOCK_FILE};
 
 /// Which x_tables: `ip_tables` (iptables) or `ip6_tables` (ip6tables).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

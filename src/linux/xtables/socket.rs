@@ -48,7 +48,8 @@ pub fn lock() -> Result<XtLock> {
     let what = format!("xtables lock {}", path.display());
     let fd = nix::fcntl::open(
         &path,
-        OFlag::O_CREAT | OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW,
+        // As iptables opens it (symlinks followed: it is root's file in a root-owned /run).
+        OFlag::O_CREAT | OFlag::O_RDONLY | OFlag::O_CLOEXEC,
         Mode::from_bits_truncate(0o600),
     )
     .map_err(|e| Error::nix(format!("open {what}"), e))?;
@@ -210,6 +211,22 @@ enum ReplaceError {
 /// made in this namespace yet (as `iptables-legacy -L` does): see [`read_if_registered`].
 pub fn read(f: Family, table: &str) -> Result<Table> {
     Ok(Sock::open(f)?.read(table)?.1)
+}
+
+/// Whether a registered table holds anything beyond its built-in chains with ACCEPT
+/// policies ([`Table::in_use`]). More entries than built-in chains (+1, the table's end) means
+/// rules or user chains, told by `IPT_SO_GET_INFO` alone: a large table (kube-proxy's nat) is
+/// not read for it. An unregistered table is not in use (and stays unregistered).
+pub fn in_use(f: Family, table: &str) -> Result<bool> {
+    if !registered(f).iter().any(|t| t == table) {
+        return Ok(false);
+    }
+    let sock = Sock::open(f)?;
+    let info = sock.info(table)?;
+    if info.num_entries > info.valid_hooks.count_ones() + 1 {
+        return Ok(true);
+    }
+    Ok(sock.read(table)?.1.in_use())
 }
 
 /// [`read`], but only a table that is already registered ([`registered`]); `None` otherwise.
