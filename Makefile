@@ -91,7 +91,7 @@ test-host: deps
 # without a sanitizer (-s none: safe Rust; twice the executions).
 FUZZ_SECONDS ?= 10
 FUZZ_TARGETS ?= plugin_config cni_args result runtime_config subnet_env cache_file host_local \
-	sysctl_name dhcp_packet netlink nft
+	sysctl_name dhcp_packet dhcp_rpc netlink nft
 
 fuzz: deps
 	cd fuzz && $(CARGO) +nightly fuzz build -O -a -s none

@@ -247,9 +247,9 @@ pub static PLUGINS: &[PluginKeys] = &[
         parser: Some(("ipam/dhcp/mod.rs", "IpamIn")),
         under: "ipam",
         keys: &[
-            k("daemonSocketPath", "string", "\"/run/cni/dhcp.sock\"", "the socket of `dhcp daemon`, which holds and renews the leases"),
-            k("request", "list", "subnet mask, router, DNS, domain, search, classless routes", "options to ask for: [{\"option\": name or number, \"skipDefault\": bool}]; skipDefault drops the defaults"),
-            k("provide", "list", "none", "options to send: [{\"option\": \"host-name\", \"value\": ... or \"fromArg\": \"K8S_POD_NAME\"}]"),
+            k("daemonSocketPath", "string", "\"/run/cni/dhcp.sock\"", "the socket of the dhcp daemon (ours or the reference's: both speak Go net/rpc), which holds and renews the leases"),
+            k("request", "list", "subnet mask, router, DNS, domain, search, classless routes", "options to ask for: [{\"option\": name or number, \"skipDefault\": bool}]; skipDefault drops the defaults; \"33\" asks for classful static routes, which become routes when option 121 is absent"),
+            k("provide", "list", "none", "options to send: [{\"option\": \"host-name\", \"value\": ..., \"fromArg\": \"K8S_POD_NAME\"}]: fromArg's CNI_ARGS value when the runtime sends that key (even empty), else value; one per option code, a later entry wins"),
             k("priority", "int", "none", "metric of the returned routes"),
         ],
     },
@@ -335,6 +335,49 @@ pub fn lookup(plugin: &str) -> Option<&'static PluginKeys> {
     PLUGINS.iter().find(|p| p.plugin == plugin)
 }
 
+/// `dhcp daemon`'s flags (the reference's, and -statefile); the names are
+/// `ipam::dhcp::daemon::FLAGS` (a test keeps them the same).
+pub static DHCP_DAEMON_FLAGS: &[Key] = &[
+    k(
+        "-socketpath",
+        "path",
+        "/run/cni/dhcp.sock",
+        "where to listen (Go net/rpc, as the reference's daemon), under -hostprefix",
+    ),
+    k(
+        "-hostprefix",
+        "path",
+        "none",
+        "the host's root as the daemon sees it (in a container): prefixed to netns paths, -socketpath and -statefile",
+    ),
+    k(
+        "-pidfile",
+        "path",
+        "none",
+        "write the daemon's pid there (absolute, not prefixed)",
+    ),
+    k("-broadcast", "bool", "false", "ask the server to broadcast its answers"),
+    k("-timeout", "Go dur", "10s", "how long an ADD waits for a lease"),
+    k(
+        "-resendmax",
+        "Go dur",
+        "62s",
+        "the longest wait between retransmissions",
+    ),
+    k(
+        "-resendtimeout",
+        "Go dur",
+        "208s",
+        "how long a lease lost in the background is sought at the fast pace before the longest interval",
+    ),
+    k(
+        "-statefile",
+        "path",
+        "-socketpath + .leases",
+        "where leases are saved for a restarted daemon (ours only), under -hostprefix",
+    ),
+];
+
 /// The text `explain` prints.
 pub fn render(p: &PluginKeys) -> String {
     use std::fmt::Write;
@@ -363,6 +406,10 @@ pub fn render(p: &PluginKeys) -> String {
     }
     let _ = writeln!(o, "\ncommon keys (every plugin):");
     table(&mut o, COMMON);
+    if p.plugin == "dhcp" {
+        let _ = writeln!(o, "\n`dhcp daemon` flags (-name value, -name=value):");
+        table(&mut o, DHCP_DAEMON_FLAGS);
+    }
     o
 }
 
@@ -440,6 +487,12 @@ mod tests {
     fn source(file: &str) -> String {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src").join(file);
         std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    }
+
+    #[test]
+    fn every_dhcp_daemon_flag_is_described() {
+        let described: Vec<&str> = DHCP_DAEMON_FLAGS.iter().map(|k| &k.name[1..]).collect();
+        assert_eq!(described, crate::ipam::dhcp::daemon::FLAGS);
     }
 
     #[test]
