@@ -1,12 +1,19 @@
 //! A legacy node (iptables-legacy, x_tables) end to end: the test's node netns gets
-//! `iptables-legacy -P FORWARD DROP`, and the reference plugins run with a PATH whose
-//! `iptables` is the legacy one; ours run with the same PATH, each on its own identical node.
+//! `iptables-legacy -P FORWARD DROP` (both families) before or after ADD; a podman-like chain
+//! bridge (ipMasq, dual-stack host-local) → portmap → firewall runs through `cni-multi net`
+//! once with the reference plugins (PATH's `iptables` the legacy one) and once with ours (the
+//! same PATH), each on its own identical node. Compared: pod egress, node → pod and host-port
+//! traffic; `iptables-legacy-save` (nat and filter, v4 and v6) after ADD; nothing of the pod
+//! left in x_tables or nf_tables after DEL; a rollback (our ADD, the reference's DEL) leaving
+//! nothing; `cni-multi inspect` naming the node's kind and each attachment's layout; and the
+//! firewall refusing, with a message naming the legacy FORWARD policy, a node where its rules
+//! would land where that policy still drops the pod's traffic.
 
 mod common;
 
-use common::fw_rig::Site;
+use common::fw_rig::{self, Site, OUTSIDE_IP, OUTSIDE_NODE_IP};
 use common::legacy_rig::{self, LegacyPath};
-use common::rig::{self, Invocation, PluginDir, TempDir, TestNs};
+use common::rig::{self, Invocation, Outcome, PluginDir, TempDir, TestNs};
 use serde_json::{json, Value};
 
 const NET: &str = "legnode";
@@ -49,7 +56,9 @@ enum Impl {
 struct Node {
     site: Site,
     conf: TempDir,
+    cache: TempDir,
     bin: PluginDir,
+    path: LegacyPath,
 }
 
 impl Node {
@@ -59,7 +68,9 @@ impl Node {
         let n = Node {
             site,
             conf: TempDir::new(&format!("{tag}-conf")),
+            cache: TempDir::new(&format!("{tag}-cache")),
             bin: PluginDir::new(),
+            path: LegacyPath::new(),
         };
         let conflist = json!({
             "cniVersion": "1.0.0", "name": NET,
@@ -76,6 +87,58 @@ impl Node {
         n
     }
 
+    fn cni_path(&self, who: Impl) -> String {
+        match who {
+            Impl::Reference => rig::REFERENCE_DIR.to_string(),
+            Impl::Ours => self.bin.as_str().to_string(),
+        }
+    }
+
+    /// `cni-multi net VERB legnode POD` with `who`'s plugins, PATH's iptables the legacy one.
+    fn net(&self, verb: &str, who: Impl, cid: &str, pod: &TestNs) -> Outcome {
+        let caps = json!({"portMappings": [{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}]});
+        Invocation::cli(&[
+            "net",
+            verb,
+            NET,
+            pod.path_str(),
+            "--conf-dir",
+            self.conf.as_str(),
+            "--cache-dir",
+            self.cache.as_str(),
+            "--container-id",
+            cid,
+            "--cap-args",
+            &caps.to_string(),
+        ])
+        .in_node(&self.site.node)
+        .path_env(&self.path.path())
+        .cni_path(&self.cni_path(who))
+        .run_cli()
+    }
+
+    fn inspect(&self) -> Value {
+        self.inspect_with(&self.path.path())
+    }
+
+    /// `cni-multi inspect --json` run with `path` as its PATH (which `iptables` it finds).
+    fn inspect_with(&self, path: &str) -> Value {
+        let o = Invocation::cli(&[
+            "inspect",
+            "--json",
+            "--conf-dir",
+            self.conf.as_str(),
+            "--cache-dir",
+            self.cache.as_str(),
+            "--cni-path",
+            self.bin.as_str(),
+        ])
+        .in_node(&self.site.node)
+        .path_env(path)
+        .run_cli();
+        serde_json::from_str(&o.stdout).unwrap_or_else(|e| panic!("inspect --json ({e}): {o}"))
+    }
+
     fn x_tables(&self) -> String {
         legacy_rig::all_saved(&self.site.node)
     }
@@ -83,6 +146,181 @@ impl Node {
     fn nf_tables(&self) -> String {
         legacy_rig::nft_ruleset(&self.site.node)
     }
+}
+
+/// [egress to the outside (answered from the node's address), node → pod, host port from the
+/// node, host port from the outside] for the pod at `ip`.
+fn traffic(n: &Node, pod: &TestNs, ip: &str) -> [bool; 4] {
+    let _out = fw_rig::tcp_whoami(&n.site.outside, 7070, "out");
+    let _web = fw_rig::tcp_whoami(pod, 80, "pod");
+    [
+        fw_rig::tcp_ask(pod, OUTSIDE_IP, 7070) == format!("out {OUTSIDE_NODE_IP}"),
+        n.site.node.exec(&["ping", "-c1", "-W2", ip]).status.success(),
+        fw_rig::tcp_ask(&n.site.node, OUTSIDE_NODE_IP, 8080).starts_with("pod "),
+        fw_rig::tcp_ask(&n.site.outside, OUTSIDE_NODE_IP, 8080).starts_with("pod "),
+    ]
+}
+
+fn pod_ip(out: &Outcome) -> String {
+    rig::first_ip(out.result())
+}
+
+/// One node per implementation, the DROP policy set before (or after) ADD: traffic and
+/// x_tables after ADD, and what DEL leaves. Returns both nodes' [traffic] for the caller.
+fn both(drop_before: bool) -> ([bool; 4], [bool; 4], Node, Node) {
+    let tag = if drop_before { "lgb" } else { "lga" };
+    let mut seen = Vec::new();
+    for who in [Impl::Reference, Impl::Ours] {
+        let n = Node::new(&format!("{tag}{}", who as u8));
+        let pod = TestNs::new_node(&format!("{tag}-pod"));
+        if drop_before {
+            legacy_rig::forward_drop(&n.site.node);
+        }
+        let add = n.net("add", who, "ctr-lg-1", &pod);
+        assert!(add.success(), "{who:?} ADD: {add}");
+        if !drop_before {
+            legacy_rig::forward_drop(&n.site.node);
+        }
+        let ip = pod_ip(&add);
+        let t = traffic(&n, &pod, &ip);
+        seen.push((n, pod, t));
+    }
+    let (ours, ours_pod, ours_t) = seen.pop().unwrap();
+    let (theirs, theirs_pod, theirs_t) = seen.pop().unwrap();
+    // The same rules in x_tables, nothing more in nf_tables.
+    let want = theirs.x_tables();
+    assert!(want.contains("-A CNI-FORWARD -s 10.98.0.2/32 -j ACCEPT"), "{want}");
+    assert_eq!(ours.x_tables(), want);
+    assert_eq!(ours.nf_tables(), theirs.nf_tables());
+    // DEL, each its own.
+    for (n, who, pod) in [(&theirs, Impl::Reference, &theirs_pod), (&ours, Impl::Ours, &ours_pod)] {
+        let del = n.net("del", who, "ctr-lg-1", pod);
+        assert!(del.success(), "{who:?} DEL: {del}");
+        let (x, nf) = (n.x_tables(), n.nf_tables());
+        for gone in ["10.98.0.2", "fd98::2", "CNI-DN-", "ctr-lg-1"] {
+            assert!(
+                !x.contains(gone) && !nf.contains(gone),
+                "{who:?}: {gone} left:\n{x}\n{nf}"
+            );
+        }
+    }
+    assert_eq!(ours.x_tables(), theirs.x_tables(), "after DEL");
+    (theirs_t, ours_t, theirs, ours)
+}
+
+#[test]
+fn legacy_forward_drop_before_add() {
+    require!();
+    let (theirs, ours, _, ours_node) = both(true);
+    assert_eq!(
+        ours, theirs,
+        "[egress, node→pod, hostport from node, hostport from outside]"
+    );
+    assert!(
+        theirs[0] && theirs[1] && theirs[2],
+        "the reference's traffic: {theirs:?}"
+    );
+
+    // Rollback to the reference: our ADD, the reference's DEL, nothing left.
+    let before = (ours_node.x_tables(), ours_node.nf_tables());
+    let pod = TestNs::new_node("lgb-rb");
+    let add = ours_node.net("add", Impl::Ours, "ctr-lg-2", &pod);
+    assert!(add.success(), "{add}");
+    let del = ours_node.net("del", Impl::Reference, "ctr-lg-2", &pod);
+    assert!(del.success(), "{del}");
+    assert_eq!((ours_node.x_tables(), ours_node.nf_tables()), before);
+}
+
+#[test]
+fn legacy_forward_drop_after_add() {
+    require!();
+    let (theirs, ours, _, _) = both(false);
+    assert_eq!(
+        ours, theirs,
+        "[egress, node→pod, hostport from node, hostport from outside]"
+    );
+    assert!(
+        theirs[0] && theirs[1] && theirs[2],
+        "the reference's traffic: {theirs:?}"
+    );
+}
+
+#[test]
+fn inspect_names_the_legacy_node_and_each_attachments_layout() {
+    require!();
+    for who in [Impl::Reference, Impl::Ours] {
+        let n = Node::new(&format!("lgi{}", who as u8));
+        legacy_rig::forward_drop(&n.site.node);
+        let pod = TestNs::new_node("lgi-pod");
+        let add = n.net("add", who, "ctr-lg-i", &pod);
+        assert!(add.success(), "{who:?}: {add}");
+        let r = n.inspect();
+        assert_eq!(r["packetFilter"]["kind"], "iptables-legacy", "{who:?}: {r:#}");
+        assert_eq!(r["packetFilter"]["legacyForwardDrop"], json!(["ip", "ip6"]), "{r:#}");
+        let a = &r["networks"][0]["attachments"][0];
+        assert_eq!(a["containerID"], "ctr-lg-i");
+        assert_eq!(a["ruleLayouts"], json!(["iptables-legacy"]), "{who:?}: {r:#}");
+        let kinds: Vec<&str> = r["problems"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|p| p["kind"].as_str())
+            .collect();
+        assert!(!kinds.contains(&"legacy-forward-drop"), "{who:?}: {r:#}");
+    }
+}
+
+/// A node with a legacy FORWARD DROP whose iptables is iptables-nft (its tables exist, its
+/// tool is the nft one): the firewall's accepts would go to iptables-nft's tables, where they
+/// cannot override the legacy DROP; ours refuses the ADD naming the legacy FORWARD policy,
+/// and inspect reports the node.
+#[test]
+fn firewall_refuses_accepts_that_a_legacy_drop_would_override() {
+    require!();
+    let n = Node::new("lgx");
+    legacy_rig::forward_drop(&n.site.node);
+    n.site.node.exec_ok(&["iptables-nft", "-t", "filter", "-L", "-n"]);
+    n.site.node.exec_ok(&["iptables-nft", "-t", "nat", "-N", "OTHER"]);
+    let pod = TestNs::new_node("lgx-pod");
+    // Not the legacy PATH: the node's `iptables` is iptables-nft.
+    let run = |verb: &str, who: Impl| {
+        Invocation::cli(&[
+            "net",
+            verb,
+            NET,
+            pod.path_str(),
+            "--conf-dir",
+            n.conf.as_str(),
+            "--cache-dir",
+            n.cache.as_str(),
+            "--container-id",
+            "ctr-lg-x",
+        ])
+        .in_node(&n.site.node)
+        .path_env(rig::PLUGIN_PATH)
+        .cni_path(&n.cni_path(who))
+        .run_cli()
+    };
+    let add = run("add", Impl::Ours);
+    assert!(!add.success(), "{add}");
+    let msg = add.stdout.clone() + &add.stderr;
+    for w in ["legacy", "FORWARD", "DROP"] {
+        assert!(
+            msg.contains(w),
+            "the error names the legacy FORWARD policy ({w}): {msg}"
+        );
+    }
+    let r = n.inspect_with(rig::PLUGIN_PATH);
+    assert_eq!(r["packetFilter"]["kind"], "iptables-nft", "{r:#}");
+    assert!(
+        r["problems"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["kind"] == "legacy-forward-drop" && p["network"] == ""),
+        "{r:#}"
+    );
+    let _ = run("del", Impl::Ours);
 }
 
 /// portmap alone (pods from the reference bridge without ipMasq), v4 and v6, with masqAll and

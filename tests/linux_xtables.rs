@@ -524,12 +524,14 @@ fn concurrent_iptables_legacy_writers_lose_nothing() {
     let (ok, kept, err) = race(None);
     assert_eq!((ok, kept), (40, 40), "{err}");
     // Not sharing it: the kernel refuses whichever replace comes second (EAGAIN). Ours are
-    // redone (all 40 checked by `race`); iptables-legacy reports its refusals (exit 4,
-    // "Resource temporarily unavailable"), and every command it reported done is there.
+    // redone (all of them checked by `race`); iptables-legacy reports its refusals (exit 4,
+    // "Resource temporarily unavailable"), and every command it reported done is there. (It
+    // may also report a failure whose rule landed: its SET_ADD_COUNTERS after its replace
+    // fails with EINVAL when our replace came in between, seen here.)
     let tmp = rig::TempDir::new("xt-lock");
     let (ok, kept, err) = race(Some(tmp.join("other.lock").to_str().unwrap()));
-    eprintln!("unlocked iptables-legacy: {ok} of 40 commands done, {kept} kept");
-    assert_eq!(kept, ok, "{err}");
+    eprintln!("unlocked iptables-legacy: {ok} of 40 commands reported done, {kept} kept");
+    assert!(kept >= ok && kept <= 40, "{ok} reported, {kept} kept: {err}");
 }
 
 #[test]

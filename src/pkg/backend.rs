@@ -135,16 +135,6 @@ pub fn choose(requested: Requested, sock: &NftSocket) -> Result<Layout> {
     })
 }
 
-/// The layout rules are actually written in. **Until the x_tables codec lands** (the
-/// iptables-legacy part of #23), a legacy node's rules are written as on an iptables-nft node
-/// (the reference's rules in nf_tables): the one place that says so, for every plugin.
-pub fn written(layout: Layout) -> Layout {
-    match layout {
-        Layout::IptablesLegacy => Layout::Iptables,
-        l => l,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -558,11 +558,12 @@ pub fn forward_drop_refusal(ips: &[IpAddr], layout: &str) -> Result<Option<Strin
             continue;
         }
         return Ok(Some(format!(
-            "the legacy {tool} FORWARD policy is DROP in this network namespace (`{tool} -S FORWARD`), \
-             but this node's firewall rules go to {layout}, where an accept cannot override a legacy DROP: \
-             the pod would have no forwarded traffic. Make iptables-legacy the node's iptables (its \
-             `iptables` tool, or legacy rules without iptables-nft tables) so that cni-multi writes the \
-             accepts into x_tables, or accept the pod's traffic in the legacy FORWARD chain",
+            "the legacy FORWARD policy is DROP in this network namespace (x_tables: `{tool} -S \
+             FORWARD`), but this node's firewall rules go to {layout}, where an accept cannot \
+             override it: the pod would have no forwarded traffic. Make iptables-legacy the node's \
+             iptables (its `iptables` tool, or legacy rules and no iptables-nft tables) so that \
+             cni-multi writes the accepts into x_tables, or accept the pod's traffic in the legacy \
+             FORWARD chain",
             tool = f.tool()
         )));
     }
