@@ -204,7 +204,10 @@ fn our_rules_are_the_references_and_each_del_removes_the_others() {
         let why = legacy::forward_drop_refusal(&ours.ips()[1..], "iptables-nft's tables")
             .unwrap()
             .unwrap();
-        assert!(why.contains("ip6tables-legacy FORWARD policy is DROP"), "{why}");
+        assert!(
+            why.contains("legacy FORWARD policy is DROP") && why.contains("ip6tables-legacy -S"),
+            "{why}"
+        );
     }
     // The shared chains and the DROP policy stay, as with the reference.
     assert!(
