@@ -79,26 +79,21 @@ struct Sock {
 
 impl Sock {
     fn open(f: Family) -> Result<Sock> {
-        let af = if f.is_v6() { libc::AF_INET6 } else { libc::AF_INET };
+        use nix::sys::socket::{socket, AddressFamily, SockFlag, SockProtocol, SockType};
+        let af = if f.is_v6() {
+            AddressFamily::Inet6
+        } else {
+            AddressFamily::Inet
+        };
         if cfg!(fuzzing) {
             return Err(Error::other("open x_tables socket", "no kernel access in a fuzz build"));
         }
         // iptables opens a raw socket (CAP_NET_RAW); the kernel passes the IPT_SO_* options of
         // any IPv4/IPv6 socket on to netfilter (ip_setsockopt → nf_setsockopt), and checks only
         // CAP_NET_ADMIN there, so a UDP socket does without the extra capability.
-        // SAFETY: plain socket(2); the result is checked before use.
-        let fd = unsafe { libc::socket(af, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, libc::IPPROTO_UDP) };
-        if fd < 0 {
-            return Err(Error::io(
-                format!("open {f} x_tables socket"),
-                std::io::Error::last_os_error(),
-            ));
-        }
-        // SAFETY: a fresh descriptor we own.
-        Ok(Sock {
-            fd: unsafe { OwnedFd::from_raw_fd(fd) },
-            family: f,
-        })
+        let fd = socket(af, SockType::Datagram, SockFlag::SOCK_CLOEXEC, SockProtocol::Udp)
+            .map_err(|e| Error::nix(format!("open {f} x_tables socket"), e))?;
+        Ok(Sock { fd, family: f })
     }
 
     fn level(&self) -> i32 {
