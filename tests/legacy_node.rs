@@ -427,3 +427,111 @@ fn portmap_on_a_legacy_node() {
         }
     }
 }
+
+/// The rollback the other way (the reference made the pods, cni-multi takes over): our DEL of
+/// the reference's ADD leaves x_tables and nf_tables as the reference's own DEL would, and our
+/// GC removes a dead pod's ipMasq and portmap chains (the firewall has no GC, as upstream's).
+#[test]
+fn our_del_and_gc_remove_the_references_pods() {
+    require!();
+    let n = Node::new("lgr");
+    legacy_rig::forward_drop(&n.site.node);
+    // The reference's own ADD and DEL first: the shared chains it leaves are the baseline.
+    let pod = TestNs::new_node("lgr-pod");
+    for (who, verb) in [(Impl::Reference, "add"), (Impl::Reference, "del")] {
+        let o = n.net(verb, who, "ctr-lg-r0", &pod);
+        assert!(o.success(), "{who:?} {verb}: {o}");
+    }
+    let before = (n.x_tables(), n.nf_tables());
+    let add = n.net("add", Impl::Reference, "ctr-lg-r1", &pod);
+    assert!(add.success(), "{add}");
+    let ip = pod_ip(&add);
+    let x = n.x_tables();
+    assert!(
+        x.contains("ctr-lg-r1") && x.contains("CNI-DN-") && x.contains(&ip),
+        "{x}"
+    );
+    let del = n.net("del", Impl::Ours, "ctr-lg-r1", &pod);
+    assert!(del.success(), "{del}");
+    assert_eq!((n.x_tables(), n.nf_tables()), before, "our DEL of the reference's ADD");
+
+    // GC: a pod the reference made, then lost by the runtime.
+    let pod2 = TestNs::new_node("lgr-pod2");
+    let add = n.net("add", Impl::Reference, "ctr-lg-r2", &pod2);
+    assert!(add.success(), "{add}");
+    let gc = |valid: Value| {
+        for (plugin, extra) in [
+            (
+                "bridge",
+                json!({"bridge": BRIDGE, "isGateway": true, "ipMasq": true,
+                       "ipam": {"type": "host-local", "dataDir": n.site.data.as_str(),
+                                "ranges": [[{"subnet": SUBNET4}], [{"subnet": SUBNET6}]]}}),
+            ),
+            ("portmap", json!({})),
+        ] {
+            let mut conf = json!({"cniVersion": "1.1.0", "name": NET, "type": plugin,
+                                  "cni.dev/valid-attachments": valid.clone()});
+            for (k, v) in extra.as_object().unwrap() {
+                conf[k] = v.clone();
+            }
+            Invocation::new(plugin, "GC")
+                .config(&conf)
+                .unset("CNI_CONTAINERID")
+                .unset("CNI_IFNAME")
+                .in_node(&n.site.node)
+                .path_env("")
+                .run_ours_in(&n.bin)
+                .expect_ok();
+        }
+    };
+    let with_pod = n.x_tables();
+    gc(json!([{"containerID": "ctr-lg-r2", "ifname": "eth0"}]));
+    assert_eq!(n.x_tables(), with_pod, "GC with the pod valid");
+    gc(json!([]));
+    let x = n.x_tables();
+    assert!(
+        !x.contains("ctr-lg-r2") && !x.contains("CNI-DN-"),
+        "GC left the pod's chains:\n{x}"
+    );
+    // What stays is the firewall's accepts, which its DEL (ours, without prevResult's help
+    // from the gone chains: by the addresses) removes.
+    let del = n.net("del", Impl::Ours, "ctr-lg-r2", &pod2);
+    assert!(del.success(), "{del}");
+    assert_eq!((n.x_tables(), n.nf_tables()), before, "after GC and DEL");
+}
+
+/// A firewall ADD on a legacy node whose accepts cannot be written into x_tables (here: the
+/// xtables lock cannot be taken) fails with a message that names the legacy FORWARD policy,
+/// and leaves no accept behind.
+#[test]
+fn firewall_add_that_cannot_write_x_tables_names_the_legacy_forward_policy() {
+    require!();
+    let n = Node::new("lgf");
+    legacy_rig::forward_drop(&n.site.node);
+    let before = n.x_tables();
+    let conf = json!({
+        "cniVersion": "1.0.0", "name": NET, "type": "firewall",
+        "prevResult": {"cniVersion": "1.0.0",
+                       "ips": [{"address": "10.98.0.9/24"}, {"address": "fd98::9/64"}]}
+    });
+    let pod = TestNs::new_node("lgf-pod");
+    let add = Invocation::new("firewall", "ADD")
+        .container_id("ctr-lg-f")
+        .pod(&pod)
+        .config(&conf)
+        .in_node(&n.site.node)
+        .path_env(&n.path.path())
+        .env("XTABLES_LOCKFILE", "/nonexistent-cni-multi-test/xtables.lock")
+        .run_ours_in(&n.bin);
+    let msg = add.stdout.clone() + &add.stderr;
+    assert!(!add.success(), "{add}");
+    for w in [
+        "legacy FORWARD policy is DROP",
+        "iptables-legacy -S FORWARD",
+        "ip6tables-legacy -S FORWARD",
+        "xtables lock",
+    ] {
+        assert!(msg.contains(w), "the error names {w:?}: {add}");
+    }
+    assert_eq!(n.x_tables(), before, "nothing half-made");
+}

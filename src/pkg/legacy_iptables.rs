@@ -570,6 +570,30 @@ pub fn forward_drop_refusal(ips: &[IpAddr], layout: &str) -> Result<Option<Strin
     Ok(None)
 }
 
+/// What a firewall ADD that could not write its accepts into x_tables (the table kept
+/// changing under a writer that takes no lock, the lock could not be taken, the kernel refused
+/// the table) fails with: the legacy FORWARD policy named when it is DROP in a family of
+/// `ips`, since the pod's forwarded traffic then depends on exactly these accepts.
+pub fn firewall_add_failed(ips: &[IpAddr]) -> String {
+    let drops: Vec<Family> = [Family::V4, Family::V6]
+        .into_iter()
+        .filter(|f| ips.iter().any(|i| family_of(*i) == *f) && forward_drops(*f).unwrap_or(false))
+        .collect();
+    if drops.is_empty() {
+        return "failed to set up firewall rules (iptables-legacy)".into();
+    }
+    format!(
+        "failed to set up firewall rules (iptables-legacy): the legacy FORWARD policy is DROP ({}) and \
+         only these accepts in x_tables let the pod's forwarded traffic through, so ADD fails rather \
+         than leave the pod without traffic",
+        drops
+            .iter()
+            .map(|f| format!("`{} -S FORWARD`", f.tool()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
+}
+
 /// Whose chains [`gc`] collects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Owner {

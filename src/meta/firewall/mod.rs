@@ -223,8 +223,12 @@ impl CniPlugin for Firewall {
                     Ingress::Isolated => legacy::Isolation::Isolated(b),
                     _ => legacy::Isolation::SameBridge(b),
                 });
-                legacy::apply(&legacy::firewall_add(&ips, &conf.admin_chain, isolation))
-                    .context("failed to set up firewall rules (iptables-legacy)")?;
+                if let Err(e) = legacy::apply(&legacy::firewall_add(&ips, &conf.admin_chain, isolation)) {
+                    // Nothing half-made: one family's accepts without the other's go again
+                    // (the chains stay, as after the reference's DEL).
+                    let _ = legacy::apply(&legacy::firewall_del(&ips));
+                    return Err(e.context(legacy::firewall_add_failed(&ips)));
+                }
             }
             Backend::Iptables => {
                 let families = iptables::families(&prev);
