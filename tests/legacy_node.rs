@@ -3,11 +3,12 @@
 //! bridge (ipMasq, dual-stack host-local) → portmap → firewall runs through `cni-multi net`
 //! once with the reference plugins (PATH's `iptables` the legacy one) and once with ours (the
 //! same PATH), each on its own identical node. Compared: pod egress, node → pod and host-port
-//! traffic; `iptables-legacy-save` (nat and filter, v4 and v6) after ADD; nothing of the pod
-//! left in x_tables or nf_tables after DEL; a rollback (our ADD, the reference's DEL) leaving
-//! nothing; `cni-multi inspect` naming the node's kind and each attachment's layout; and the
-//! firewall refusing, with a message naming the legacy FORWARD policy, a node where its rules
-//! would land where that policy still drops the pod's traffic.
+//! traffic; `iptables-legacy-save` (nat and filter, v4 and v6) after ADD; our CHECK on both;
+//! nothing of the pod left in x_tables or nf_tables after DEL; rollbacks both ways (our ADD,
+//! the reference's DEL; the reference's ADD, our DEL and GC) leaving nothing; `cni-multi
+//! inspect` naming the node's kind and each attachment's layout; and the firewall failing ADD,
+//! with a message naming the legacy FORWARD policy, where its accepts would land outside
+//! x_tables or cannot be written there.
 
 mod common;
 
@@ -192,6 +193,13 @@ fn both(drop_before: bool) -> ([bool; 4], [bool; 4], Node, Node) {
     assert!(want.contains("-A CNI-FORWARD -s 10.98.0.2/32 -j ACCEPT"), "{want}");
     assert_eq!(ours.x_tables(), want);
     assert_eq!(ours.nf_tables(), theirs.nf_tables());
+    // Our CHECK passes on both nodes: the rules are the same, whoever wrote them. (The
+    // reference's own CHECK fails on its own dual-stack pod: 1.1.1's portmap looks for the IPv4
+    // DNAT rules in the IPv6 table.)
+    for (n, pod) in [(&theirs, &theirs_pod), (&ours, &ours_pod)] {
+        let check = n.net("check", Impl::Ours, "ctr-lg-1", pod);
+        assert!(check.success(), "our CHECK: {check}");
+    }
     // DEL, each its own.
     for (n, who, pod) in [(&theirs, Impl::Reference, &theirs_pod), (&ours, Impl::Ours, &ours_pod)] {
         let del = n.net("del", who, "ctr-lg-1", pod);
