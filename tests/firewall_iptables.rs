@@ -83,7 +83,10 @@ fn all_rules(node: &TestNs) -> String {
     // `nft list ruleset` prints tables in creation order, and whether the reference's iptables
     // or ip6tables made its filter table first varies run by run: compare the tables sorted.
     let mut tables: Vec<String> = Vec::new();
-    for l in text(node, &["nft", "list", "ruleset"]).lines().filter(|l| !l.starts_with('#')) {
+    for l in text(node, &["nft", "list", "ruleset"])
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+    {
         if l.starts_with("table ") || tables.is_empty() {
             tables.push(String::new());
         }
