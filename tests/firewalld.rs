@@ -259,6 +259,13 @@ fn pods_get_the_references_traffic_on_a_firewalld_node() {
             .unwrap_or_else(|| panic!("{} in {report:#}", p.cid));
         let want = if p.cid == p0.cid { "" } else { "trusted" };
         assert_eq!(a["firewalldZones"], json!([want]), "{}: {a:#}", p.cid);
+        let layouts = a["ruleLayouts"].as_array().unwrap();
+        assert_eq!(
+            layouts.contains(&json!("firewalld")),
+            want == "trusted",
+            "{}: {a:#}",
+            p.cid
+        );
     }
 
     // firewalld lets the pods out (their sources are trusted) and lets replies and DNATed

@@ -28,6 +28,7 @@ pub mod firewalld;
 pub mod ip;
 pub mod ipam;
 pub mod ipconfig;
+pub mod legacy_iptables;
 pub mod link;
 pub mod mac;
 pub mod masquerade;
