@@ -7,6 +7,7 @@
 use crate::cni::config::{self, NetConf};
 use crate::cni::delegate;
 use crate::cni::error::CniError;
+use crate::cni::gokeys::GoKeys;
 use crate::cni::plugin::{entry, CniPlugin};
 use crate::cni::result::{CniResult, Interface, Route as CniRoute};
 use crate::cni::skel::{CmdArgs, Kind, Plugin};
@@ -15,8 +16,8 @@ use crate::linux::nft::NftSocket;
 use crate::linux::{sysctl, NetNs, Netlink};
 use crate::pkg::errors::join_errors;
 use crate::pkg::ip::next_ip;
+use crate::pkg::ipam::ipam_add;
 use crate::pkg::ipam::release_then_del_link;
-use crate::pkg::ipam::{dns_set, ipam_add};
 use crate::pkg::ipconfig::{self, Dad};
 use crate::pkg::ipmasq::{check_masquerade, gc_masquerade, setup_masquerade};
 use crate::pkg::mac::{check_container_mac, fmt_mac, parse_mac};
@@ -40,7 +41,7 @@ const DEFAULT_BRIDGE: &str = "cni0";
 /// polled with a short backoff instead of its 0/50/500/1000/1000 ms sleeps.
 const PORT_UP_TIMEOUT: Duration = Duration::from_millis(2550);
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, GoKeys)]
 struct BridgeConf {
     #[serde(flatten)]
     net: NetConf,
@@ -88,7 +89,7 @@ struct BridgeConf {
     vlans: Vec<u16>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, GoKeys)]
 struct VlanTrunk {
     #[serde(rename = "minID", default)]
     min_id: Option<i64>,
@@ -253,8 +254,8 @@ impl CniPlugin for Bridge {
         }
 
         report_macs(&mut host, &n, host_veth, &mut result)?;
-        if dns_set(&n.net.dns) {
-            result.dns = n.net.dns.clone().unwrap_or_default();
+        if n.net.dns_set() {
+            result.dns = n.net.dns();
         }
         undo.commit();
         drop(nft_sockets);

@@ -4,6 +4,7 @@
 use crate::cni::config::{self, NetConf};
 use crate::cni::delegate;
 use crate::cni::error::CniError;
+use crate::cni::gokeys::GoKeys;
 use crate::cni::plugin::{entry, CniPlugin};
 use crate::cni::result::CniResult;
 use crate::cni::skel::{CmdArgs, Kind, Plugin};
@@ -19,7 +20,7 @@ use serde::Deserialize;
 
 pub static PLUGIN: Plugin = entry::<Dummy>();
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, GoKeys)]
 struct DummyConf {
     #[serde(flatten)]
     net: NetConf,

@@ -10,6 +10,7 @@
 use crate::cni::config::{self, NetConf};
 use crate::cni::delegate;
 use crate::cni::error::CniError;
+use crate::cni::gokeys::GoKeys;
 use crate::cni::plugin::{entry, CniPlugin};
 use crate::cni::result::{CniResult, Interface};
 use crate::cni::skel::{CmdArgs, Kind, Plugin};
@@ -33,7 +34,7 @@ const SYS_BUS_AUX: &str = "/sys/bus/auxiliary/devices";
 /// Drivers that give a PCI device to userspace (DPDK): such a device has no netdev to move.
 const USERSPACE_DRIVERS: &[&str] = &["vfio-pci", "uio_pci_generic", "igb_uio"];
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, GoKeys)]
 struct HostDeviceConf {
     #[serde(flatten)]
     net: NetConf,
@@ -203,7 +204,7 @@ impl CniPlugin for HostDevice {
                 let now = ipconfig::configure_iface(&mut cont, &cont_ns, &args.ifname, &result, dad)?;
                 result.interfaces = vec![container_iface(&now, args)];
             }
-            result.dns = n.net.dns.clone().unwrap_or_default();
+            result.dns = n.net.dns();
         }
         undo.commit();
         Ok(result)

@@ -4,6 +4,7 @@
 
 use crate::cni::config::{self, NetConf};
 use crate::cni::error::CniError;
+use crate::cni::gokeys::GoKeys;
 use crate::cni::plugin::{entry, CniPlugin};
 use crate::cni::result::CniResult;
 use crate::cni::skel::{CmdArgs, Kind, Plugin};
@@ -17,7 +18,7 @@ use serde::Deserialize;
 
 pub static PLUGIN: Plugin = entry::<Ipvlan>();
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, GoKeys)]
 struct IpvlanConf {
     #[serde(flatten)]
     net: NetConf,
@@ -99,7 +100,7 @@ impl CniPlugin for Ipvlan {
         };
         result.cni_version = n.net.version().to_string();
         configure_child(&mut c.cont, &c.cont_ns, args, &c.link, &mut result)?;
-        result.dns = n.net.dns.clone().unwrap_or_default();
+        result.dns = n.net.dns();
         c.undo.commit();
         Ok(result)
     }

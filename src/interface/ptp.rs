@@ -8,6 +8,7 @@
 use crate::cni::config::{self, NetConf};
 use crate::cni::delegate;
 use crate::cni::error::CniError;
+use crate::cni::gokeys::GoKeys;
 use crate::cni::plugin::{entry, CniPlugin};
 use crate::cni::result::{CniResult, Interface};
 use crate::cni::skel::{CmdArgs, Kind, Plugin};
@@ -16,7 +17,7 @@ use crate::linux::netlink::{Link, LinkType, Route};
 use crate::linux::{NetNs, Netlink};
 use crate::pkg::errors::join_errors;
 use crate::pkg::ipam::release_then_del_link;
-use crate::pkg::ipam::{self, dns_set, ipam_add};
+use crate::pkg::ipam::{self, ipam_add};
 use crate::pkg::ipconfig::{self, Dad};
 use crate::pkg::ipmasq::{check_masquerade, gc_masquerade, setup_masquerade};
 use crate::pkg::link::mtu_of;
@@ -30,7 +31,7 @@ use serde::Deserialize;
 
 pub static PLUGIN: Plugin = entry::<Ptp>();
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, GoKeys)]
 struct PtpConf {
     #[serde(flatten)]
     net: NetConf,
@@ -114,8 +115,8 @@ impl CniPlugin for Ptp {
         } else {
             None
         };
-        if dns_set(&conf.net.dns) {
-            result.dns = conf.net.dns.clone().unwrap_or_default();
+        if conf.net.dns_set() {
+            result.dns = conf.net.dns();
         }
         undo.commit();
         Ok(result)

@@ -5,6 +5,7 @@
 use crate::cni::config::{self, NetConf};
 use crate::cni::delegate;
 use crate::cni::error::CniError;
+use crate::cni::gokeys::GoKeys;
 use crate::cni::plugin::{entry, CniPlugin};
 use crate::cni::result::CniResult;
 use crate::cni::skel::{CmdArgs, Kind, Plugin};
@@ -21,7 +22,7 @@ use serde::Deserialize;
 
 pub static PLUGIN: Plugin = entry::<Tap>();
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, GoKeys)]
 struct TapConf {
     #[serde(flatten)]
     net: NetConf,

@@ -4,6 +4,7 @@
 use crate::cni::config::{self, NetConf};
 use crate::cni::delegate;
 use crate::cni::error::CniError;
+use crate::cni::gokeys::GoKeys;
 use crate::cni::plugin::{entry, CniPlugin};
 use crate::cni::result::CniResult;
 use crate::cni::skel::{CmdArgs, Kind, Plugin};
@@ -15,7 +16,7 @@ use serde::Deserialize;
 
 pub static PLUGIN: Plugin = entry::<Vlan>();
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, GoKeys)]
 struct VlanConf {
     #[serde(flatten)]
     net: NetConf,
@@ -81,7 +82,7 @@ impl CniPlugin for Vlan {
 
         let mut result = ipam_add(ipam_type, args, &mut c.undo)?;
         configure_child(&mut c.cont, &c.cont_ns, args, &c.link, &mut result)?;
-        result.dns = n.net.dns.clone().unwrap_or_default();
+        result.dns = n.net.dns();
         c.undo.commit();
         Ok(result)
     }

@@ -9,6 +9,7 @@ use super::parse_ip;
 use crate::cni::args::CniArgs;
 use crate::cni::config;
 use crate::cni::error::CniError;
+use crate::cni::gokeys::GoKeys;
 use crate::cni::plugin::{entry, CniPlugin};
 use crate::cni::result::{CniResult, Dns, IpConfig, Route};
 use crate::cni::skel::{CmdArgs, Kind, Plugin};
@@ -22,7 +23,7 @@ use std::net::IpAddr;
 
 pub static PLUGIN: Plugin = entry::<Static>();
 
-#[derive(Deserialize)]
+#[derive(Deserialize, GoKeys)]
 struct NetIn {
     #[serde(rename = "cniVersion", default)]
     cni_version: String,
@@ -36,7 +37,7 @@ struct NetIn {
     prev_result: Option<Value>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, GoKeys)]
 struct IpamIn {
     #[serde(default)]
     routes: Option<Vec<Route>>,
@@ -46,7 +47,7 @@ struct IpamIn {
     dns: Option<Dns>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, GoKeys)]
 struct AddressIn {
     #[serde(default)]
     address: String,
@@ -54,13 +55,13 @@ struct AddressIn {
     gateway: Option<String>,
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, GoKeys)]
 struct IpsIn {
     #[serde(default)]
     ips: Option<Vec<String>>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, GoKeys)]
 struct ArgsIn {
     #[serde(default)]
     cni: Option<IpsIn>,

@@ -55,6 +55,7 @@
 
 use std::net::IpAddr;
 
+use crate::cni::gokeys::GoKeys;
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 
@@ -86,7 +87,7 @@ const ADMIN_COMMENT: &str = "CNI firewall plugin admin overrides";
 
 // ---- config ------------------------------------------------------------------------------
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, GoKeys)]
 struct FirewallConf {
     #[serde(flatten)]
     net: NetConf,

@@ -21,6 +21,7 @@
 
 use std::net::IpAddr;
 
+use crate::cni::gokeys::GoKeys;
 use anyhow::{bail, Context, Result};
 use ipnet::IpNet;
 use serde::Deserialize;
@@ -58,7 +59,7 @@ const RULE_CHAINS: [&str; 3] = [HOSTPORTS, HOSTIP_HOSTPORTS, MASQUERADING];
 
 // ---- config ------------------------------------------------------------------------------
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, GoKeys)]
 struct PortMapConf {
     #[serde(flatten)]
     net: NetConf,

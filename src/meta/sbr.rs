@@ -33,6 +33,7 @@ use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::rc::Rc;
 
+use crate::cni::gokeys::GoKeys;
 use anyhow::{anyhow, bail, Context, Result};
 use ipnet::IpNet;
 use serde::Deserialize;
@@ -57,7 +58,7 @@ const RESERVED_TABLES: [u32; 4] = [0, 253, TABLE_MAIN, 255];
 
 // ---- config ------------------------------------------------------------------------------
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, GoKeys)]
 struct SbrConf {
     #[serde(flatten)]
     net: NetConf,

@@ -8,6 +8,7 @@
 use crate::cni::args::CniArgs;
 use crate::cni::config::{self, NetConf};
 use crate::cni::error::CniError;
+use crate::cni::gokeys::GoKeys;
 use crate::cni::plugin::{entry, CniPlugin};
 use crate::cni::result::CniResult;
 use crate::cni::skel::{CmdArgs, Kind, Plugin};
@@ -46,6 +47,13 @@ impl Sysctls {
     }
 }
 
+/// A map: its keys are sysctl names, kept as written.
+impl GoKeys for Sysctls {
+    fn shape() -> crate::cni::gokeys::Shape {
+        <std::collections::HashMap<String, String> as GoKeys>::shape()
+    }
+}
+
 impl<'de> Deserialize<'de> for Sysctls {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V;
@@ -73,7 +81,7 @@ impl<'de> Deserialize<'de> for Sysctls {
 }
 
 /// The tunable keys: at the top of the config, and again in `args.cni` (which wins).
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, GoKeys)]
 struct TuningArgs {
     #[serde(default)]
     sysctl: Option<Sysctls>,
@@ -89,13 +97,13 @@ struct TuningArgs {
     tx_qlen: Option<i64>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, GoKeys)]
 struct ArgsBlock {
     #[serde(default)]
     cni: Option<TuningArgs>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, GoKeys)]
 struct TuningConf {
     #[serde(flatten)]
     net: NetConf,
@@ -133,12 +141,12 @@ fn plain(e: CniError) -> anyhow::Error {
 
 /// The reference rejects duplicated sysctl keys before anything else.
 fn reject_duplicate_sysctls(stdin: &[u8]) -> anyhow::Result<()> {
-    #[derive(Deserialize)]
+    #[derive(Deserialize, GoKeys)]
     struct Only {
         #[serde(default)]
         sysctl: Option<Sysctls>,
     }
-    if let Ok(Only { sysctl: Some(s) }) = serde_json::from_slice::<Only>(stdin) {
+    if let Ok(Only { sysctl: Some(s) }) = crate::cni::gokeys::from_slice::<Only>(stdin) {
         if s.duplicated {
             bail!("duplicated sysctl keys are not allowed");
         }

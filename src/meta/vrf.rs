@@ -10,6 +10,7 @@
 
 use crate::cni::config::{self, NetConf};
 use crate::cni::error::{code, CniError};
+use crate::cni::gokeys::GoKeys;
 use crate::cni::plugin::{entry, CniPlugin};
 use crate::cni::result::CniResult;
 use crate::cni::skel::{CmdArgs, Kind, Plugin};
@@ -36,12 +37,12 @@ const ROUTE_WAIT_RETRIES: u32 = 8;
 
 // ---- config -----------------------------------------------------------------------------
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, GoKeys)]
 struct VrfConf {
     #[serde(flatten)]
     net: NetConf,
-    /// Go's decoder matches keys case-insensitively; `vrfName` is the spelling people write.
-    #[serde(default, alias = "vrfName", alias = "VRFName")]
+    /// Also `vrfName`, the spelling people write (cni::gokeys matches any case, as Go does).
+    #[serde(default)]
     vrfname: String,
     #[serde(default)]
     table: u32,

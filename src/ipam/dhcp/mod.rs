@@ -15,6 +15,7 @@ pub mod packet;
 
 use crate::cni::config::{self, Attachment};
 use crate::cni::error::{code, CniError};
+use crate::cni::gokeys::GoKeys;
 use crate::cni::plugin::{entry, CniPlugin};
 use crate::cni::result::{CniResult, Dns, IpConfig, Route};
 use crate::cni::skel::{CmdArgs, Kind, Plugin};
@@ -43,7 +44,7 @@ const DEFAULT_REQUEST: &[u8] = &[
 
 // ---- config -----------------------------------------------------------------
 
-#[derive(Deserialize)]
+#[derive(Deserialize, GoKeys)]
 struct NetIn {
     #[serde(rename = "cniVersion", default)]
     cni_version: String,
@@ -57,7 +58,7 @@ struct NetIn {
     attachments: Option<Vec<Attachment>>,
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, GoKeys)]
 struct IpamIn {
     #[serde(rename = "daemonSocketPath", default)]
     daemon_socket_path: String,
@@ -69,7 +70,7 @@ struct IpamIn {
     priority: Option<u32>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, GoKeys)]
 struct RequestIn {
     #[serde(default)]
     option: String,
@@ -77,7 +78,7 @@ struct RequestIn {
     skip_default: bool,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, GoKeys)]
 struct ProvideIn {
     #[serde(default)]
     option: String,
