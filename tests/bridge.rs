@@ -299,10 +299,6 @@ fn invalid_keys_fail_and_change_nothing() {
     for (extra, msg) in [
         (json!({"vlan": 5000}), "invalid VLAN ID 5000"),
         (
-            json!({"vlan": 3, "vlanTrunk": [{"id": 5}]}),
-            "cannot set vlan and vlanTrunk",
-        ),
-        (
             json!({"vlanTrunk": [{"minID": 9, "maxID": 2}]}),
             "minID is greater than maxID",
         ),
