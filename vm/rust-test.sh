@@ -14,7 +14,7 @@ bin=${VMTEST_RUST_DIR:-/vmtests/rust}/$name
 [ -x "$bin" ] || fail "no test executable $bin"
 
 # The drivers this VM's kernel has (VM_MODULES in build-initramfs.sh loads them).
-drivers="dummy vlan ipvlan macvlan vrf"
+drivers="dummy vlan ipvlan macvlan vrf bridge_vlan"
 
 listed=$("$bin" --list 2>&1) || { echo "$listed"; fail "$bin --list failed"; }
 want=$(echo "$listed" | grep -c ': test$')

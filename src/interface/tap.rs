@@ -10,6 +10,7 @@ use crate::cni::plugin::{entry, CniPlugin};
 use crate::cni::result::CniResult;
 use crate::cni::skel::{CmdArgs, Kind, Plugin};
 use crate::linux::netlink::LinkType;
+use crate::linux::selinux;
 use crate::linux::tuntap::{self, TunTap};
 use crate::linux::{NetNs, Netlink};
 use crate::pkg::childlink::{check_container_link, del_child, ipam_or_l2};
@@ -50,11 +51,12 @@ impl TapConf {
         Ok(n)
     }
 
-    /// The device flags the reference ends up with: with both owner and group it uses
-    /// netlink (a vnet header, the packet-information header kept); otherwise `ip tuntap`
-    /// (no packet information). Multi-queue devices never carry the PI header.
+    /// The device flags the reference ends up with: with both owner and group (and no
+    /// selinuxContext) it uses netlink (a vnet header, the packet-information header kept);
+    /// otherwise `ip tuntap` (no packet information). Multi-queue devices never carry the PI
+    /// header.
     fn tuntap(&self, name: String) -> TunTap {
-        let netlink_path = self.owner.is_some() && self.group.is_some();
+        let netlink_path = self.owner.is_some() && self.group.is_some() && self.selinux_context.is_empty();
         TunTap {
             name,
             tun: false,
@@ -84,10 +86,13 @@ impl CniPlugin for Tap {
     }
 
     fn add(n: TapConf, args: &CmdArgs) -> anyhow::Result<CniResult> {
-        if !n.selinux_context.is_empty() {
-            return Err(CniError::unsupported_field(
-                "selinuxContext is not supported: cni-multi cannot label the tap device (no libselinux); remove the key",
-            )
+        if !n.selinux_context.is_empty() && !selinux::enabled() {
+            // The reference fails too (its label write is refused), after the netns is open.
+            return Err(CniError::unsupported_field(format!(
+                "selinuxContext {:?}: this host has no SELinux (no selinuxfs mounted), so the tap device cannot be \
+                 labelled; remove the key",
+                n.selinux_context
+            ))
             .into());
         }
         let mtu = crate::pkg::link::mtu_of(n.mtu)?;
@@ -103,7 +108,14 @@ impl CniPlugin for Tap {
         let tmp = veth::random_veth_name()?;
         let made = {
             let _in_container = cont_ns.enter()?;
-            tuntap::create(&n.tuntap(tmp.clone()))
+            if n.selinux_context.is_empty() {
+                tuntap::create(&n.tuntap(tmp.clone()))
+            } else {
+                // A tun device takes its creator's SELinux context: made by a child that runs
+                // in the given one, as the reference runs `ip tuntap` after SetExecLabel.
+                let exe = std::path::Path::new("/proc/self/exe");
+                tuntap::create_in_child(exe, &n.tuntap(tmp.clone()), Some(&n.selinux_context))
+            }
         };
         made.context("failed to create tap")?;
         let link = cont
@@ -175,5 +187,9 @@ mod tests {
         assert_eq!((t.owner, t.group), (Some(1000), Some(100)));
         let t = conf(r#","owner":1000,"group":100,"multiQueue":true"#).tuntap("x".into());
         assert!(t.multi_queue && !t.vnet_hdr && !t.pi);
+        // With selinuxContext the reference always takes the `ip tuntap` path.
+        let t = conf(r#","owner":1000,"group":100,"selinuxContext":"system_u:object_r:x_t:s0""#).tuntap("x".into());
+        assert!(!t.vnet_hdr && !t.pi);
+        assert_eq!((t.owner, t.group), (Some(1000), Some(100)));
     }
 }
