@@ -950,3 +950,25 @@ mod tests {
         assert_eq!(r.routes[1].dst, "::/0".parse::<IpNet>().unwrap());
     }
 }
+
+#[cfg(test)]
+mod go_keys_tests {
+    use super::*;
+    use crate::cni::gokeys::{check_keys, GoKeys};
+
+    #[test]
+    fn keys_in_any_case() {
+        check_keys(BridgeConf::shape()).unwrap();
+        let n: BridgeConf = config::parse(
+            br#"{"cniVersion":"1.0.0","Name":"n","Type":"bridge","isgateway":true,"IPMasq":true,"BRIDGE":"br9",
+                 "HairpinMode":true,"MTU":1400,"VlanTrunk":[{"MinID":2,"MAXID":3}],"PreserveDefaultVLAN":true,
+                 "RuntimeConfig":{"MAC":"0a:58:00:00:00:01"},"IPAM":{"Type":"host-local"}}"#,
+        )
+        .unwrap();
+        assert!(n.is_gw && n.ip_masq && n.hairpin_mode && n.preserve_default_vlan);
+        assert_eq!((n.bridge.as_str(), n.mtu, n.net.name.as_str()), ("br9", 1400, "n"));
+        assert_eq!(collect_vlan_trunk(n.vlan_trunk.as_deref()).unwrap(), vec![2, 3]);
+        assert_eq!(n.net.runtime_config.mac.as_deref(), Some("0a:58:00:00:00:01"));
+        assert_eq!(n.net.ipam_type(), Some("host-local"));
+    }
+}

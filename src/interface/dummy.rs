@@ -120,3 +120,16 @@ mod tests {
         assert_eq!(t, "static");
     }
 }
+
+#[cfg(test)]
+mod go_keys_tests {
+    use super::*;
+    use crate::cni::gokeys::{check_keys, GoKeys};
+
+    #[test]
+    fn keys_in_any_case() {
+        check_keys(DummyConf::shape()).unwrap();
+        let c: DummyConf = config::parse(br#"{"CNIVersion":"1.0.0","name":"n","Ipam":{"TYPE":"static"}}"#).unwrap();
+        assert_eq!((c.net.version(), c.net.ipam_type()), ("1.0.0", Some("static")));
+    }
+}

@@ -150,3 +150,16 @@ mod tests {
         assert_eq!(IpvlanConf::load(m.as_bytes()).unwrap().parent.master, "x");
     }
 }
+
+#[cfg(test)]
+mod go_keys_tests {
+    use super::*;
+    use crate::cni::gokeys::{check_keys, GoKeys};
+
+    #[test]
+    fn keys_in_any_case() {
+        check_keys(IpvlanConf::shape()).unwrap();
+        let c: IpvlanConf = config::parse(br#"{"cniVersion":"1.0.0","name":"n","MASTER":"eth1","Mode":"l3"}"#).unwrap();
+        assert_eq!((c.parent.master.as_str(), c.mode.as_str()), ("eth1", "l3"));
+    }
+}

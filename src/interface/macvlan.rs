@@ -139,3 +139,27 @@ mod tests {
         assert!(MacvlanConf::load(&args(c, "IgnoreUnknown=1;FOO=1")).is_ok());
     }
 }
+
+#[cfg(test)]
+mod go_keys_tests {
+    use super::*;
+    use crate::cni::gokeys::{check_keys, GoKeys};
+
+    #[test]
+    fn keys_in_any_case() {
+        check_keys(MacvlanConf::shape()).unwrap();
+        let c: MacvlanConf = config::parse(
+            br#"{"cniVersion":"1.0.0","name":"n","Master":"eth1","MODE":"private","Mac":"0a:58:00:00:00:02",
+                 "BCQueueLen":100,"LinkInContainer":true,"MTU":1400}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (c.parent.master.as_str(), c.mode.as_str(), c.mac.as_str()),
+            ("eth1", "private", "0a:58:00:00:00:02")
+        );
+        assert_eq!(
+            (c.bcqueuelen, c.parent.mtu, c.parent.link_in_container),
+            (100, 1400, true)
+        );
+    }
+}

@@ -279,3 +279,21 @@ fn add_host_routes(host: &mut Netlink, host_index: u32, result: &CniResult) -> a
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod go_keys_tests {
+    use super::*;
+    use crate::cni::gokeys::{check_keys, GoKeys};
+
+    #[test]
+    fn keys_in_any_case() {
+        check_keys(PtpConf::shape()).unwrap();
+        let c: PtpConf = config::parse(
+            br#"{"cniVersion":"1.0.0","name":"n","IPMasq":true,"IPMasqBackend":"nftables","Mtu":1300,"DNS":{"Search":[]}}"#,
+        )
+        .unwrap();
+        assert!(c.ip_masq);
+        assert_eq!((c.ip_masq_backend.as_deref(), c.mtu), (Some("nftables"), 1300));
+        assert!(c.net.dns_set(), "an empty list given in any case is a field given");
+    }
+}

@@ -193,3 +193,21 @@ mod tests {
         assert_eq!((t.owner, t.group), (Some(1000), Some(100)));
     }
 }
+
+#[cfg(test)]
+mod go_keys_tests {
+    use super::*;
+    use crate::cni::gokeys::{check_keys, GoKeys};
+
+    #[test]
+    fn keys_in_any_case() {
+        check_keys(TapConf::shape()).unwrap();
+        let c: TapConf = config::parse(
+            br#"{"cniVersion":"1.0.0","name":"n","MultiQueue":true,"Owner":1000,"GROUP":100,"SELinuxContext":"x","Bridge":"br0"}"#,
+        )
+        .unwrap();
+        assert!(c.multi_queue);
+        assert_eq!((c.owner, c.group), (Some(1000), Some(100)));
+        assert_eq!((c.selinux_context.as_str(), c.bridge.as_str()), ("x", "br0"));
+    }
+}

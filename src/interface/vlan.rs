@@ -159,3 +159,17 @@ mod tests {
         assert!(load(r#","master":"eth0","vlanId":"x""#).is_err());
     }
 }
+
+#[cfg(test)]
+mod go_keys_tests {
+    use super::*;
+    use crate::cni::gokeys::{check_keys, GoKeys};
+
+    #[test]
+    fn keys_in_any_case() {
+        check_keys(VlanConf::shape()).unwrap();
+        let c: VlanConf =
+            config::parse(br#"{"cniVersion":"1.0.0","name":"n","Master":"eth1","VlanID":7,"mtu":1400}"#).unwrap();
+        assert_eq!((c.parent.master.as_str(), c.vlan_id, c.parent.mtu), ("eth1", 7, 1400));
+    }
+}

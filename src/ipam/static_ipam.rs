@@ -266,3 +266,23 @@ impl CniPlugin for Static {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod go_keys_tests {
+    use super::*;
+    use crate::cni::gokeys::{check_keys, GoKeys};
+
+    #[test]
+    fn keys_in_any_case() {
+        check_keys(NetIn::shape()).unwrap();
+        let c = load_conf(
+            br#"{"cniVersion":"1.0.0","name":"n","IPAM":{"Type":"static","Addresses":[{"Address":"10.0.0.5/24","Gateway":"10.0.0.1"}],
+                 "Routes":[{"Dst":"0.0.0.0/0"}],"DNS":{"Nameservers":["10.0.0.53"]}}}"#,
+            "",
+        )
+        .unwrap();
+        assert_eq!(c.addresses.len(), 1);
+        assert_eq!(c.routes.len(), 1);
+        assert_eq!(c.dns.nameservers, vec!["10.0.0.53"]);
+    }
+}

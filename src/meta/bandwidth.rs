@@ -577,3 +577,26 @@ mod tests {
         assert_eq!(parse_alias("other n c eth0"), None);
     }
 }
+
+#[cfg(test)]
+mod go_keys_tests {
+    use super::*;
+    use crate::cni::gokeys::{check_keys, GoKeys};
+
+    #[test]
+    fn keys_in_any_case() {
+        check_keys(ConfKeys::shape()).unwrap();
+        let l = parse_limits(
+            br#"{"cniVersion":"1.0.0","name":"n","RuntimeConfig":{"Bandwidth":{"IngressRate":8000,"INGRESSBURST":16000}}}"#,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!((l.ingress_rate, l.ingress_burst), (8000, 16000));
+        // Two spellings: the last one wins; a key given as null still counts as given.
+        let l = parse_limits(br#"{"ingressRate":1000,"IngressRate":2000,"ingressBurst":4000}"#)
+            .unwrap()
+            .unwrap();
+        assert_eq!(l.ingress_rate, 2000);
+        assert!(parse_limits(br#"{"egressRate":null}"#).unwrap().is_some());
+    }
+}

@@ -781,3 +781,22 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod go_keys_tests {
+    use super::*;
+    use crate::cni::gokeys::{check_keys, GoKeys};
+
+    #[test]
+    fn keys_in_any_case() {
+        check_keys(FlannelConf::shape()).unwrap();
+        let c = load_conf(
+            br#"{"CNIVersion":"1.0.0","Name":"n","SubnetFile":"/tmp/s.env","DataDir":"/tmp/d",
+                 "Delegate":{"HairpinMode":true,"isDefaultGateway":true}}"#,
+        )
+        .unwrap();
+        assert_eq!((c.subnet_file(), c.data_dir()), ("/tmp/s.env", Path::new("/tmp/d")));
+        // The delegate's keys are a map's (Go's map[string]interface{}): kept as written.
+        assert!(c.delegate.unwrap().contains_key("HairpinMode"));
+    }
+}

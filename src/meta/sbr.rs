@@ -542,3 +542,22 @@ mod tests {
         assert_eq!(next_free(&used, 103), 104);
     }
 }
+
+#[cfg(test)]
+mod go_keys_tests {
+    use super::*;
+    use crate::cni::gokeys::{check_keys, GoKeys};
+
+    #[test]
+    fn keys_in_any_case() {
+        check_keys(SbrConf::shape()).unwrap();
+        let c: SbrConf = config::parse(
+            br#"{"cniVersion":"1.0.0","name":"n","Table":101,"Gateways":["10.0.0.1"],"AddSourceHints":true}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (c.table, c.gateways.clone(), c.add_source_hints),
+            (Some(101), vec!["10.0.0.1".to_string()], true)
+        );
+    }
+}

@@ -766,3 +766,35 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
+
+#[cfg(test)]
+mod go_keys_tests {
+    use super::*;
+    use crate::cni::gokeys::{check_keys, GoKeys};
+
+    #[test]
+    fn keys_in_any_case() {
+        check_keys(TuningConf::shape()).unwrap();
+        let t = parse_conf(
+            br#"{"cniVersion":"1.0.0","name":"n","SysCtl":{"net.ipv4.conf.IFNAME.arp_notify":"1"},"Promisc":true,
+                 "MTU":1400,"TxQLen":500,"DataDir":"/tmp/x","Args":{"CNI":{"Mac":"0a:58:00:00:00:03"}}}"#,
+            "",
+        )
+        .unwrap();
+        // The sysctl names are data: kept as written.
+        assert_eq!(
+            t.sysctl,
+            vec![("net.ipv4.conf.IFNAME.arp_notify".to_string(), "1".to_string())]
+        );
+        assert!(t.promisc);
+        assert_eq!(
+            (t.mtu, t.tx_qlen, t.mac.as_str()),
+            (1400, Some(500), "0a:58:00:00:00:03")
+        );
+        assert_eq!(t.data_dir, PathBuf::from("/tmp/x"));
+        // A sysctl given under two spellings of the key is a duplicate, as in the reference
+        // (its duplicate check spans every decode of the field).
+        let e = reject_duplicate_sysctls(br#"{"sysctl":{"net.a":"1"},"SysCtl":{"net.a":"2"}}"#).unwrap_err();
+        assert_eq!(e.to_string(), "duplicated sysctl keys are not allowed");
+    }
+}

@@ -625,3 +625,22 @@ mod tests {
         assert!(m.multipath.iter().all(|n| n.oif == Some(3)));
     }
 }
+
+#[cfg(test)]
+mod go_keys_tests {
+    use super::*;
+    use crate::cni::gokeys::{check_keys, GoKeys};
+
+    #[test]
+    fn keys_in_any_case() {
+        check_keys(VrfConf::shape()).unwrap();
+        for json in [
+            &br#"{"cniVersion":"1.0.0","name":"n","vrfname":"blue","table":7}"#[..],
+            br#"{"cniVersion":"1.0.0","name":"n","vrfName":"blue","Table":7}"#,
+            br#"{"cniVersion":"1.0.0","name":"n","VRFName":"blue","TABLE":7}"#,
+        ] {
+            let c: VrfConf = config::parse(json).unwrap();
+            assert_eq!((c.vrfname.as_str(), c.table), ("blue", 7));
+        }
+    }
+}

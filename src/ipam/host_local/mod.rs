@@ -436,3 +436,14 @@ fn release_from_prev_result(args: &CmdArgs, conf: &IpamConf, store: &Store) -> b
     }
     mine.iter().all(|ip| store.release_ip(*ip).is_ok())
 }
+
+#[cfg(test)]
+mod go_keys_tests {
+    use super::*;
+    use crate::cni::gokeys::{check_keys, GoKeys};
+
+    #[test]
+    fn keys_in_any_case() {
+        check_keys(NetIn::shape()).unwrap();
+    }
+}
