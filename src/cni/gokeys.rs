@@ -722,6 +722,18 @@ mod tests {
         assert!(from_slice::<Conf>(br#"["x"]"#).is_err());
     }
 
+    /// Where cni-multi's one-pass reading differs from Go's decoder (doc/differences.md): Go
+    /// reports a bad value even when a later spelling of the key sets the field again, and
+    /// stores a zero value for a null map or list element of a scalar type; cni-multi decodes
+    /// the merged document, so the later value wins without an error, and the null element is
+    /// a type error.
+    #[test]
+    fn the_documented_differences_from_gos_decoder() {
+        assert_eq!(conf(r#"{"mtu":"x","MTU":1400}"#).mtu, 1400);
+        assert!(from_slice::<Conf>(br#"{"sysctl":{"a":null}}"#).is_err());
+        assert!(from_slice::<Conf>(br#"{"nums":[1,null]}"#).is_err());
+    }
+
     #[test]
     fn the_common_keys_fold_uniquely() {
         check_keys(crate::cni::config::NetConf::shape()).unwrap();
