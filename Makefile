@@ -18,6 +18,19 @@
 #   make hot-functions trace plugin runs, rewrite link/hot-functions.txt (the link order of hot code; root)
 
 CARGO ?= cargo
+# `sudo make …` resets PATH to sudo's secure_path, which does not hold rustup's cargo: find it
+# where rustup puts it, in root's home and then in that of the user who ran sudo (whose
+# toolchains are then used through RUSTUP_HOME; the cargo cache stays root's own).
+ifeq ($(shell command -v $(CARGO) 2>/dev/null),)
+  SUDO_HOME := $(if $(SUDO_USER),$(shell getent passwd '$(SUDO_USER)' | cut -d: -f6))
+  RUSTUP_BIN := $(firstword $(wildcard $(HOME)/.cargo/bin/cargo $(SUDO_HOME)/.cargo/bin/cargo))
+  ifneq ($(RUSTUP_BIN),)
+    export PATH := $(dir $(RUSTUP_BIN)):$(PATH)
+    ifeq ($(RUSTUP_HOME)$(wildcard $(HOME)/.rustup),)
+      export RUSTUP_HOME := $(SUDO_HOME)/.rustup
+    endif
+  endif
+endif
 TARGET ?= x86_64-unknown-linux-gnu
 CARGO_TARGET_DIR ?= target
 export CARGO_TARGET_DIR

@@ -41,7 +41,13 @@ fn masquerades(imp: Impl, extra: Value) -> bool {
     let pod = rig.pod("gkm");
     let c = ptp(&rig, "10.67.0.0/24", extra);
     let r = rig.add(&c, "c1", &pod, "eth0").expect_ok().json();
-    let ip = r["ips"][0]["address"].as_str().unwrap().split('/').next().unwrap().to_string();
+    let ip = r["ips"][0]["address"]
+        .as_str()
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
     let rules = ruleset(&rig);
     assert!(rig.del(&c, "c1", pod.path_str(), "eth0").success());
     rules.contains(&ip) && rules.contains("masquerade")
@@ -56,7 +62,10 @@ fn ipmasq_in_any_case() {
         assert!(masquerades(imp, json!({"ipMasq": true})), "{imp:?}");
         assert!(masquerades(imp, json!({"IPMasq": true})), "{imp:?}");
         assert!(masquerades(imp, json!({"ipmasq": true})), "{imp:?}");
-        assert!(!masquerades(imp, json!({"ip_masq": true})), "{imp:?}: not a spelling of ipMasq");
+        assert!(
+            !masquerades(imp, json!({"ip_masq": true})),
+            "{imp:?}: not a spelling of ipMasq"
+        );
     }
 }
 
@@ -67,13 +76,20 @@ fn maps_port(imp: Impl, key: &str, runtime: Value) -> bool {
     let pod = rig.pod("gkp");
     let c = ptp(&rig, "10.68.0.0/24", json!({}));
     let r = rig.add(&c, "c1", &pod, "eth0").expect_ok().json();
-    let mut pm = conf("0.4.0", "gk", "portmap", json!({"capabilities": {"portMappings": true}}));
+    let mut pm = conf(
+        "0.4.0",
+        "gk",
+        "portmap",
+        json!({"capabilities": {"portMappings": true}}),
+    );
     pm[key] = runtime;
     pm["prevResult"] = r;
     let out = rig.run("portmap", "ADD", &pm, "c1", pod.path_str(), "eth0", "");
     assert!(out.success(), "{imp:?} {key}: {out}");
     let rules = ruleset(&rig);
-    assert!(rig.run("portmap", "DEL", &pm, "c1", pod.path_str(), "eth0", "").success());
+    assert!(rig
+        .run("portmap", "DEL", &pm, "c1", pod.path_str(), "eth0", "")
+        .success());
     assert!(rig.del(&c, "c1", pod.path_str(), "eth0").success());
     rules.contains("18080")
 }
@@ -90,7 +106,10 @@ fn portmappings_in_any_case() {
         assert!(maps_port(imp, "runtimeConfig", lower.clone()), "{imp:?}");
         assert!(maps_port(imp, "RuntimeConfig", upper.clone()), "{imp:?}");
         assert!(maps_port(imp, "runtimeconfig", odd.clone()), "{imp:?}");
-        assert!(!maps_port(imp, "runtime_config", lower.clone()), "{imp:?}: not a spelling");
+        assert!(
+            !maps_port(imp, "runtime_config", lower.clone()),
+            "{imp:?}: not a spelling"
+        );
     }
 }
 
@@ -161,5 +180,8 @@ fn static_ipam_keys_in_any_case() {
     let mut c = conf("0.4.0", "gk", "ptp", json!({}));
     c["ipam"] = hidden;
     let out = rig.add(&c, "c1", &pod, "eth0");
-    assert!(out.msg().contains("cannot unmarshal string into Go struct field"), "{out}");
+    assert!(
+        out.msg().contains("cannot unmarshal string into Go struct field"),
+        "{out}"
+    );
 }
