@@ -11,7 +11,7 @@
 #   make bench        build, then time the same work through the reference plugins and cni-multi
 #   make bench-smoke  the same harness with 2 iterations and small scales: it must run, no timing asserted
 #   make cluster-demo a simulated 3-node flannel cluster in throw-away netns; prints a report (root)
-#   make e2e          build, then podman, containerd's CRI and distributions' configs on cni-multi's symlinks (e2e/run.sh; root)
+#   make e2e          build, then podman, containerd's CRI and distributions' configs on cni-multi's symlinks, and swaps to and from the reference (e2e/run.sh; root)
 #   make image        build, then an OCI image FROM scratch holding only the binary (podman; deploy/)
 #   make soak         20 workers, 10 000 ADD/DEL through bridge ipMasq -> portmap -> firewall -> tuning (root)
 #   make vm-test      build, then boot a Debian kernel in qemu and run vm/tests/*.sh in it (vm/README.md)
@@ -91,7 +91,7 @@ test-host: deps
 # without a sanitizer (-s none: safe Rust; twice the executions).
 FUZZ_SECONDS ?= 10
 FUZZ_TARGETS ?= plugin_config cni_args result runtime_config subnet_env cache_file host_local \
-	sysctl_name dhcp_packet netlink nft
+	sysctl_name dhcp_packet dhcp_rpc netlink nft
 
 fuzz: deps
 	cd fuzz && $(CARGO) +nightly fuzz build -O -a -s none

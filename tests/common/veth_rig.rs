@@ -199,10 +199,14 @@ pub fn conf(version: &str, name: &str, plugin: &str, extra: Value) -> Value {
 }
 
 /// Kernel state of a namespace, reduced to what must not change behind our back: links
-/// (name, kind, master, flags, mtu, mac), addresses and routes of every table.
+/// (name, kind, master, flags, mtu, mac), addresses and routes of every table, without IPv6
+/// link-local addresses and the link-local and multicast routes that come with them: the
+/// kernel adds those to every link that comes up, on its own schedule (after DAD, on a loaded
+/// machine seconds later), so they tell nothing of what a plugin made or removed (the links
+/// themselves are compared).
 /// The kernel state once it has settled: the kernel finishes some work asynchronously after a
-/// link goes (carrier flags, IPv6 link-local addresses and routes), and a loaded machine shows
-/// it half done. Two equal readings 50 ms apart count as settled.
+/// link goes (carrier flags), and a loaded machine shows it half done. Two equal readings
+/// 50 ms apart count as settled.
 pub fn kernel_state(ns: &TestNs) -> Value {
     let mut last = kernel_state_once(ns);
     for _ in 0..40 {
@@ -241,12 +245,17 @@ fn kernel_state_once(ns: &TestNs) -> Value {
                 .cloned()
                 .unwrap_or_default()
                 .into_iter()
+                .filter(|a| !a["local"].as_str().unwrap_or_default().starts_with("fe80:"))
                 .map(move |a| json!([name, a["local"], a["prefixlen"], a["scope"]]))
         })
         .collect();
     let mut routes = Vec::new();
     for fam in ["-4", "-6"] {
         for r in ns.ip_json(&[fam, "route", "show", "table", "all"]).as_array().unwrap() {
+            let dst = r["dst"].as_str().unwrap_or_default();
+            if dst.starts_with("fe80:") || dst == "ff00::/8" || dst == "multicast" {
+                continue;
+            }
             routes.push(json!([
                 r["dst"],
                 r["gateway"],
