@@ -9,8 +9,10 @@ use std::path::{Path, PathBuf};
 
 /// The reference plugins (Debian containernetworking-plugins 1.1.1).
 pub const REFERENCE_DIR: &str = "/usr/lib/cni";
-/// Our multicall binary.
-pub const OURS: &str = env!("CARGO_BIN_EXE_cni-multi");
+/// Our multicall binary (rig::ours_bin).
+pub fn ours() -> PathBuf {
+    super::rig::ours_bin()
+}
 
 /// Which implementation of bridge/ptp a rig runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,7 +73,7 @@ impl Rig {
         // Each side delegates to its own IPAM: ours in-process, the reference's executed.
         for p in ["bridge", "ptp", "host-local", "static"] {
             let target = match imp {
-                Impl::Ours => PathBuf::from(OURS),
+                Impl::Ours => ours(),
                 Impl::Reference => Path::new(REFERENCE_DIR).join(p),
             };
             std::os::unix::fs::symlink(target, bin.join(p)).unwrap();
