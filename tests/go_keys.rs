@@ -8,15 +8,15 @@
 mod common;
 
 use common::rig::require_reference;
-use common::veth_rig::{conf, Impl, Rig, OURS, REFERENCE_DIR};
+use common::veth_rig::{conf, ours, Impl, Rig, REFERENCE_DIR};
 use serde_json::{json, Value};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 fn rig(tag: &str, imp: Impl) -> Rig {
     let r = Rig::new(&format!("{tag}{}", if imp == Impl::Ours { "o" } else { "r" }), imp);
     for p in ["portmap", "tuning"] {
         let target = match imp {
-            Impl::Ours => PathBuf::from(OURS),
+            Impl::Ours => ours(),
             Impl::Reference => Path::new(REFERENCE_DIR).join(p),
         };
         std::os::unix::fs::symlink(target, r.bin.join(p)).unwrap();

@@ -174,7 +174,7 @@ fn the_labelled_creation_path_makes_the_device_in_the_callers_netns() {
     };
     let made = {
         let _in = ns.enter().unwrap();
-        create_in_child(std::path::Path::new(common::veth_rig::OURS), &opts, None)
+        create_in_child(&common::veth_rig::ours(), &opts, None)
     };
     assert_eq!(made.unwrap(), "tlh0");
     assert_eq!(link_names(&p), vec!["lo".to_string(), "tlh0".to_string()]);
@@ -189,7 +189,7 @@ fn the_labelled_creation_path_makes_the_device_in_the_callers_netns() {
     };
     let e = {
         let _in = ns.enter().unwrap();
-        create_in_child(std::path::Path::new(common::veth_rig::OURS), &long, None)
+        create_in_child(&common::veth_rig::ours(), &long, None)
     };
     let e = e.unwrap_err().to_string();
     assert!(
