@@ -209,3 +209,67 @@ fn keys_in_any_case_as_the_reference() {
         compare("1.0.0", extra, &v4, "");
     }
 }
+
+/// A bridge whose ports all left has MAC 00:00:00:00:00:00 (the kernel's bridge id with no
+/// port, when nobody set its address): the reference's ADD with isGateway then fails (its
+/// ensureAddr sets the zero MAC it read before the port joined); cni-multi's, with or without
+/// isGateway, keeps the first new port's MAC through later ADDs and DELs (doc/differences.md).
+#[test]
+fn a_bridge_left_without_ports_takes_the_first_new_ports_mac() {
+    if !require_reference("bridge_reference", "bridge") {
+        return;
+    }
+    let portless = |imp: Impl, tag: &str| {
+        let rig = Rig::new(tag, imp);
+        rig.node.ip(&["link", "add", "cmp0", "type", "bridge"]);
+        rig.node
+            .ip(&["link", "add", "cmz0", "type", "veth", "peer", "name", "cmz1"]);
+        rig.node.ip(&["link", "set", "cmz0", "master", "cmp0"]);
+        rig.node.ip(&["link", "del", "cmz0"]);
+        let mac = rig.node.link("cmp0").unwrap()["address"].as_str().unwrap().to_string();
+        assert_eq!(mac, "00:00:00:00:00:00", "the set-up: a bridge whose ports left");
+        rig
+    };
+    let bridge_mac = |rig: &Rig| rig.node.link("cmp0").unwrap()["address"].as_str().unwrap().to_string();
+    let bridge_conf = |rig: &Rig, is_gateway: bool| {
+        let mut c = conf(
+            "1.0.0",
+            "cmpmac",
+            "bridge",
+            json!({"bridge": "cmp0", "isGateway": is_gateway}),
+        );
+        c["ipam"] = rig.host_local(&[json!("10.65.1.0/24")]);
+        c
+    };
+
+    let rig = portless(Impl::Reference, "cmzr");
+    let pod = rig.pod("cmzr");
+    let out = rig.add(&bridge_conf(&rig, true), "c1", &pod, "eth0");
+    assert!(!out.success(), "the reference: {out}");
+    assert!(out.msg().contains("could not set bridge's mac"), "{out}");
+
+    for is_gateway in [true, false] {
+        let rig = portless(Impl::Ours, "cmzo");
+        let pods = [rig.pod("cmza"), rig.pod("cmzb")];
+        let c = bridge_conf(&rig, is_gateway);
+        let r = rig.add(&c, "c0", &pods[0], "eth0").expect_ok().json();
+        let first = bridge_mac(&rig);
+        assert_ne!(first, "00:00:00:00:00:00", "isGateway {is_gateway}");
+        assert_eq!(
+            r["interfaces"][1]["mac"],
+            json!(first),
+            "isGateway {is_gateway}: the port's MAC"
+        );
+        assert_eq!(
+            r["interfaces"][0]["mac"],
+            json!(first),
+            "isGateway {is_gateway}: reported"
+        );
+        rig.add(&c, "c1", &pods[1], "eth0").expect_ok();
+        assert_eq!(bridge_mac(&rig), first, "isGateway {is_gateway}: second ADD");
+        for (i, pod) in pods.iter().enumerate() {
+            assert!(rig.del(&c, &format!("c{i}"), pod.path_str(), "eth0").success());
+            assert_eq!(bridge_mac(&rig), first, "isGateway {is_gateway}: DEL {i}");
+        }
+    }
+}

@@ -196,4 +196,22 @@ fn the_labelled_creation_path_makes_the_device_in_the_callers_netns() {
         e.contains("a-name-longer-than-ifnamsiz") && e.contains("name too long"),
         "{e}"
     );
+    // A label the kernel refuses (no SELinux here; a context no policy knows on an SELinux
+    // host): the child's write to attr/exec fails before it runs, the error names the device,
+    // and nothing is made.
+    let labelled = TunTap {
+        name: "tlh1".into(),
+        ..Default::default()
+    };
+    let e = {
+        let _in = ns.enter().unwrap();
+        create_in_child(
+            &common::veth_rig::ours(),
+            &labelled,
+            Some("nobody_u:nobody_r:no_such_t:s0"),
+        )
+    };
+    let e = e.unwrap_err().to_string();
+    assert!(e.contains("create tap \"tlh1\" in a labelled process"), "{e}");
+    assert_eq!(link_names(&p), vec!["lo".to_string(), "tlh0".to_string()]);
 }

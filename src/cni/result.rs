@@ -622,4 +622,32 @@ mod tests {
         assert!(sample().to_value("0.9.0").is_err());
         assert!(CniResult::parse(&json!({"cniVersion": "1.0.0", "ips": [{"address": "nope"}]}), "").is_err());
     }
+
+    /// A result (a prevResult, a delegate's answer) is read as Go's decoder reads it: keys in
+    /// any case, in every wire shape.
+    #[test]
+    fn result_keys_in_any_case() {
+        use crate::cni::gokeys::{check_keys, GoKeys};
+        for shape in [Wire1::shape(), Wire04::shape(), Wire02::shape()] {
+            check_keys(shape).unwrap();
+        }
+        let r = CniResult::parse(
+            &json!({"CNIVersion": "1.0.0",
+                    "Interfaces": [{"Name": "eth0", "MAC": "aa:bb:cc:dd:ee:01", "Sandbox": "/run/netns/p"}],
+                    "IPs": [{"Interface": 0, "Address": "10.0.0.2/24", "Gateway": "10.0.0.1"}],
+                    "Routes": [{"Dst": "0.0.0.0/0", "GW": "10.0.0.1"}],
+                    "DNS": {"Nameservers": ["10.0.0.53"]}}),
+            "",
+        )
+        .unwrap();
+        assert_eq!(r.cni_version, "1.0.0");
+        assert_eq!(r.interfaces[0].mac, "aa:bb:cc:dd:ee:01");
+        assert_eq!(r.interfaces[0].sandbox, "/run/netns/p");
+        assert_eq!(r.ips[0].interface, Some(0));
+        assert_eq!(r.ips[0].gateway, Some("10.0.0.1".parse().unwrap()));
+        assert_eq!(r.routes[0].gw, Some("10.0.0.1".parse().unwrap()));
+        assert_eq!(r.dns.nameservers, vec!["10.0.0.53".to_string()]);
+        let old = CniResult::parse(&json!({"CNIVersion": "0.2.0", "IP4": {"IP": "10.0.0.2/24"}}), "").unwrap();
+        assert_eq!(old.ips.len(), 1);
+    }
 }

@@ -507,3 +507,24 @@ mod tests {
         let _ = std::fs::remove_dir_all(&root);
     }
 }
+
+#[cfg(test)]
+mod go_keys_tests {
+    use super::*;
+    use crate::cni::gokeys::{check_keys, GoKeys};
+
+    #[test]
+    fn keys_in_any_case() {
+        check_keys(HostDeviceConf::shape()).unwrap();
+        let n = HostDeviceConf::load(
+            br#"{"cniVersion":"1.0.0","name":"n","type":"host-device","Device":"eth9","HWAddr":"0a:58:00:00:00:01",
+                 "KernelPath":"/sys/x","IPAM":{"Type":"host-local"}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (n.device.as_str(), n.hwaddr.as_str(), n.kernelpath.as_str()),
+            ("eth9", "0a:58:00:00:00:01", "/sys/x")
+        );
+        assert_eq!(n.net.ipam_type(), Some("host-local"));
+    }
+}

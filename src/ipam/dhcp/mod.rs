@@ -587,3 +587,29 @@ mod tests {
         assert!(e.msg.contains("/nonexistent/dhcp.sock"), "{}", e.msg);
     }
 }
+
+#[cfg(test)]
+mod go_keys_tests {
+    use super::*;
+    use crate::cni::gokeys::{check_keys, GoKeys};
+
+    #[test]
+    fn keys_in_any_case() {
+        check_keys(NetIn::shape()).unwrap();
+        let c = read_conf(
+            br#"{"CNIVersion":"1.0.0","NAME":"n","IPAM":{"Type":"dhcp","DaemonSocketPath":"/tmp/x.sock",
+                 "Request":[{"Option":"42","SkipDefault":true}],"Provide":[{"OPTION":"host-name","Value":"v","FromArg":"K"}],
+                 "Priority":3}}"#,
+            "K=pod",
+        )
+        .unwrap();
+        assert_eq!(
+            (c.version.as_str(), c.name.as_str(), c.socket.as_str()),
+            ("1.0.0", "n", "/tmp/x.sock")
+        );
+        assert_eq!(c.request, vec![42]);
+        assert_eq!(c.provide, vec![(12, "pod".to_string())]);
+        assert_eq!(c.priority, Some(3));
+        assert_eq!(network_name(br#"{"Name":"n2"}"#).unwrap(), "n2");
+    }
+}

@@ -319,3 +319,22 @@ mod tests {
         assert!(parse_conf(ok.as_bytes()).is_ok());
     }
 }
+
+#[cfg(test)]
+mod go_keys_tests {
+    use super::*;
+    use crate::cni::gokeys::{check_keys, GoKeys};
+
+    #[test]
+    fn keys_in_any_case() {
+        check_keys(FirewallConf::shape()).unwrap();
+        let (c, ingress, backend) = parse_conf(
+            br#"{"cniVersion":"1.0.0","name":"n","type":"firewall","Backend":"nftables",
+                 "IPTablesAdminChainName":"MY-ADMIN","IngressPolicy":"same-bridge"}"#,
+        )
+        .unwrap();
+        assert_eq!(c.admin_chain, "MY-ADMIN");
+        assert_eq!(ingress, Ingress::SameBridge);
+        assert_eq!(backend, Requested::Nftables);
+    }
+}

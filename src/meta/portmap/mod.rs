@@ -753,3 +753,30 @@ mod tests {
         assert_eq!(err(c).0, 7, "\"\" is no iptables option");
     }
 }
+
+#[cfg(test)]
+mod go_keys_tests {
+    use super::*;
+    use crate::cni::gokeys::{check_keys, GoKeys};
+
+    #[test]
+    fn keys_in_any_case() {
+        check_keys(PortMapConf::shape()).unwrap();
+        let c = parse_conf(
+            br#"{"cniVersion":"1.0.0","Name":"n","Type":"portmap","SNAT":false,"MasqAll":true,"MARKMASQBIT":5,
+                 "RuntimeConfig":{"PortMappings":[{"HostPort":8080,"ContainerPort":80,"Protocol":"udp","HostIP":"127.0.0.1"}]}}"#,
+        )
+        .unwrap();
+        assert!(!c.snat && c.masq_all);
+        assert_eq!(c.mark_bit, 5);
+        assert_eq!(
+            c.mappings,
+            vec![Mapping {
+                host_port: 8080,
+                container_port: 80,
+                proto: L4Proto::Udp,
+                host_ip: Some("127.0.0.1".parse().unwrap()),
+            }]
+        );
+    }
+}
