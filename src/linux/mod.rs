@@ -18,6 +18,7 @@ pub mod selinux;
 pub mod statefile;
 pub mod sysctl;
 pub mod tuntap;
+pub mod xtables;
 
 pub use error::{Error, Result};
 pub use netlink::Netlink;
