@@ -99,7 +99,7 @@ pub fn create(opts: &TunTap) -> Result<String> {
     Ok(String::from_utf8_lossy(&req.name[..end]).into_owned())
 }
 
-/// argv[0] of this executable when it runs only to create one device ([`helper_main`]).
+/// `argv[0]` of this executable when it runs only to create one device ([`helper_main`]).
 pub const HELPER: &str = "cni-multi-tuntap-helper";
 
 /// [`create`] in a child process: `exe` (this executable) run as [`HELPER`], in the calling
