@@ -11,15 +11,16 @@ from a process of its own. Default: ours-ipt=target/cni-multi:iptables,
 ours-nft=target/cni-multi:nftables, ours-nomasq=target/cni-multi:none, floor. Two builds as
 an A/B: `old-ipt=/tmp/old:iptables new-ipt=target/cni-multi:iptables`.
 
-Each run: ADD of one pod (untimed), then its DEL as a runtime runs it (one process, config on
-stdin from a file, CNI_* env, started in the node netns) while `perf sched record -g` records
-every context switch with its kernel stack; cases alternate run by run. Per DEL process, from
-`perf sched timehist`: run (on-CPU), sched delay (runnable but waiting for a CPU, preemption
-included: the part that depends on the machine's load), and blocked (asleep) time attributed
-to the stack it went to sleep in. `run + blocked` is what the DEL would take on an idle
-machine. Also, from the same trace: whether the link deletion's rcu_barrier (netdev_run_todo)
-started while the kworker of an nf_tables commit (nf_tables_trans_destroy_work) sat in
-synchronize_rcu, i.e. whether it had to wait for that grace period to end before its own.
+Each run: ADD of one pod (untimed), then its DEL as a runtime runs it (one process started
+with posix_spawn in the node netns, config on stdin from a file, CNI_* env) while `perf sched
+record -g` records every context switch with its kernel stack; cases alternate run by run.
+Per DEL process, from `perf sched timehist`: run (on-CPU), sched delay (runnable but waiting
+for a CPU, preemption included: the part that depends on the machine's load), and blocked
+(asleep) time attributed to the stack it went to sleep in. `run + blocked` is what the DEL
+would take on an idle machine. Also, from the same trace: whether the link deletion's
+rcu_barrier (netdev_run_todo) started while the kworker of an nf_tables commit
+(nf_tables_trans_destroy_work) sat in synchronize_rcu, i.e. whether it had to wait for that
+grace period to end before its own.
 
 --fifo runs the DEL process (and the floor's ip) SCHED_FIFO 50, so on a loaded machine it gets
 a CPU as soon as it is woken: fewer sched-delay samples, closer to an idle machine's order of
@@ -35,13 +36,60 @@ libc = ctypes.CDLL(None, use_errno=True)
 CLONE_NEWNET = 0x40000000
 
 
-def setns(path):
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        if libc.setns(fd, CLONE_NEWNET) != 0:
-            raise OSError(ctypes.get_errno(), f"setns {path}")
-    finally:
-        os.close(fd)
+def setns(fd):
+    if libc.setns(fd, CLONE_NEWNET) != 0:
+        raise OSError(ctypes.get_errno(), "setns")
+
+
+class Proc:
+    """A process started with posix_spawn (vfork, as a runtime's Go os/exec starts plugins):
+    a fork of this Python would give the child a copy of its memory to tear down in execve,
+    ~3 ms of CPU charged to the measured process. `netns`: entered by this process around
+    the spawn, so the child starts in it. `fifo`: SCHED_FIFO 50 (inherited by the plugin's
+    late_close child too, which only sleeps)."""
+
+    def __init__(self, argv, env=None, stdin=None, netns=None, fifo=False):
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        actions = [(os.POSIX_SPAWN_DUP2, out_w, 1), (os.POSIX_SPAWN_DUP2, err_w, 2)]
+        if stdin:
+            actions.append((os.POSIX_SPAWN_OPEN, 0, stdin, os.O_RDONLY, 0))
+        home = os.open("/proc/self/ns/net", os.O_RDONLY)
+        try:
+            if netns:
+                ns = os.open(netns, os.O_RDONLY)
+                try:
+                    setns(ns)
+                finally:
+                    os.close(ns)
+            if fifo:  # inherited through the spawn (not every Python has setscheduler=)
+                os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(50))
+            self.pid = os.posix_spawn(argv[0], argv, env if env is not None else os.environ,
+                                      file_actions=actions)
+        finally:
+            if fifo:
+                os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+            setns(home)
+            os.close(home)
+            os.close(out_w)
+            os.close(err_w)
+        self.out, self.err = out_r, err_r
+        self.returncode = None
+
+    def communicate(self):
+        """Both outputs (small: read one, then the other) and the exit status."""
+        res = []
+        for fd in (self.out, self.err):
+            chunks = []
+            while True:
+                b = os.read(fd, 65536)
+                if not b:
+                    break
+                chunks.append(b)
+            os.close(fd)
+            res.append(b"".join(chunks))
+        self.returncode = os.waitstatus_to_exitcode(os.waitpid(self.pid, 0)[1])
+        return res
 
 
 def classify(stack):
@@ -137,18 +185,7 @@ class Rig:
                "CNI_NETNS": f"/run/netns/{self.pod}", "CNI_IFNAME": "eth0", "CNI_PATH": d,
                "CNI_MULTI_STATE_DIR": os.path.join(self.dir, "state")}
 
-        def pre():
-            setns(f"/run/netns/{self.node}")
-            if fifo:
-                set_fifo()
-
-        with open(conf) as stdin:
-            return subprocess.Popen([os.path.join(d, "bridge")], env=env, stdin=stdin,
-                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=pre)
-
-
-def set_fifo():
-    os.sched_setscheduler(0, os.SCHED_FIFO | os.SCHED_RESET_ON_FORK, os.sched_param(50))
+        return Proc([os.path.join(d, "bridge")], env=env, stdin=conf, netns=f"/run/netns/{self.node}", fifo=fifo)
 
 
 def finish(p, what):
@@ -192,8 +229,8 @@ def measure(rig, label, first, it, fifo):
     rec = Recorder(data)
     t0 = time.monotonic()
     if label == "floor":
-        p = subprocess.Popen(["ip", "-n", rig.pod, "link", "del", "eth0"], preexec_fn=set_fifo if fifo else None)
-        p.wait()
+        p = Proc([shutil.which("ip"), "-n", rig.pod, "link", "del", "eth0"], fifo=fifo)
+        finish(p, "ip link del")
     else:
         p = rig.plugin(label, "DEL", cid, fifo)
         finish(p, f"{label} DEL")
