@@ -22,6 +22,14 @@ rcu_barrier (netdev_run_todo) started while the kworker of an nf_tables commit
 (nf_tables_trans_destroy_work) sat in synchronize_rcu, i.e. whether it had to wait for that
 grace period to end before its own.
 
+--gap 0 runs the DEL right after its ADD, as `make bench` times them: the ADD's nf_tables
+destroy work and late_close child are still in flight when the DEL starts.
+
+--cpu samples instead where the DEL process's CPU time goes: one `perf record -a -g` (cpu-clock,
+4999 Hz) over all runs, the DEL processes' samples sorted by the kernel entry point on their
+stack (the veth delete, nf_tables, execve, page faults, files ...; user space when none), in
+ms per run.
+
 --fifo runs the DEL process (and the floor's ip) SCHED_FIFO 50, so on a loaded machine it gets
 a CPU as soon as it is woken: fewer sched-delay samples, closer to an idle machine's order of
 events. Medians in ms; the load average is printed with them.
@@ -220,13 +228,29 @@ class Recorder:
         os.unlink(self.ack)
 
 
-def measure(rig, label, first, it, fifo):
+def measure(rig, label, first, it, fifo, gap, cpu=False):
     cid = f"delprof-{it}"
     add_label = first if label == "floor" else label
-    finish(rig.plugin(add_label, "ADD", cid), f"{add_label} ADD")
-    time.sleep(0.2)
     data = os.path.join(rig.dir, "sched.data")
-    rec = Recorder(data)
+    if cpu:
+        finish(rig.plugin(add_label, "ADD", cid), f"{add_label} ADD")
+        time.sleep(0.2 if gap is None else gap / 1000)
+        if label == "floor":
+            p = Proc([shutil.which("ip"), "-n", rig.pod, "link", "del", "eth0"], fifo=fifo)
+            finish(p, "ip link del")
+            finish(rig.plugin(first, "DEL", cid), f"{first} DEL")
+        else:
+            p = rig.plugin(label, "DEL", cid, fifo)
+            finish(p, f"{label} DEL")
+        return p.pid
+    if gap is None:
+        finish(rig.plugin(add_label, "ADD", cid), f"{add_label} ADD")
+        time.sleep(0.2)
+        rec = Recorder(data)
+    else:
+        rec = Recorder(data)
+        finish(rig.plugin(add_label, "ADD", cid), f"{add_label} ADD")
+        time.sleep(gap / 1000)
     t0 = time.monotonic()
     if label == "floor":
         p = Proc([shutil.which("ip"), "-n", rig.pod, "link", "del", "eth0"], fifo=fifo)
@@ -254,7 +278,7 @@ def measure(rig, label, first, it, fifo):
     barrier = [iv for iv in intervals(mine) if "rcu_barrier" in iv[2] and "netdev_run_todo" in iv[2]]
     start = mine[0][0] - mine[0][4] / 1000 if mine else 0
     gp = [iv for tid, rs in rows.items() for iv in intervals(rs)
-          if "nf_tables_trans_destroy_work" in iv[2] and "synchronize_rcu" in iv[2] and iv[0] >= start]
+          if "nf_tables_trans_destroy_work" in iv[2] and "synchronize_rcu" in iv[2] and iv[1] >= start]
     gp.sort()
     if gp:
         r["nft destroy work's synchronize_rcu"] = (gp[0][1] - gp[0][0]) * 1000
@@ -266,6 +290,46 @@ def measure(rig, label, first, it, fifo):
             r["barrier: rest of nft GP sat through"] = (inside[0][1] - b0) * 1000
             r["barrier: after nft GP's end"] = (b1 - inside[0][1]) * 1000
     return r
+
+
+CPU_KINDS = [  # first match on a sample's stack wins
+    ("rtnl_dellink", "veth delete (RTM_DELLINK)"), ("nfnetlink", "nf_tables"), ("nf_tables", "nf_tables"),
+    ("netlink_", "other netlink"), ("execve", "execve"), ("do_exit", "exit"), ("do_group_exit", "exit"),
+    ("kernel_clone", "fork (late_close child)"), ("asm_exc_page_fault", "page faults"),
+    ("setns", "namespaces (setns, mounts)"), ("unshare", "namespaces (setns, mounts)"),
+    ("mount", "namespaces (setns, mounts)"), ("flock", "files"), ("vfs_", "files"), ("do_sys_open", "files"),
+    ("do_unlinkat", "files"), ("do_renameat", "files"), ("ksys_", "files"), ("entry_SYSCALL", "other system calls"),
+]
+
+
+def cpu_profile(data, pids):
+    """ms per run by kind, per case, from `perf record -g` samples of the processes in pids
+    (label -> list of pids)."""
+    out = subprocess.run(["perf", "script", "-i", data, "-F", "pid,ip,sym"],
+                         capture_output=True, text=True).stdout
+    who = {p: label for label, ps in pids.items() for p in ps}
+    kinds = {label: collections.Counter() for label in pids}
+    pid, stack = None, []
+
+    def flush():
+        if pid in who:
+            s = " ".join(stack)
+            kind = next((k for key, k in CPU_KINDS if key in s), "user space")
+            if kind == "other system calls":  # name it
+                kind = next((f"system call {f[len('__x64_sys_'):]}" for f in stack if f.startswith("__x64_sys_")), kind)
+            kinds[who[pid]][kind] += 1
+
+    for line in out.splitlines():
+        if not line.strip():
+            continue
+        if line.startswith("\t"):
+            parts = line.split()
+            stack.append(parts[1] if len(parts) > 1 else "?")
+        else:
+            flush()
+            pid, stack = int(line.split()[0]), []
+    flush()
+    return {label: {k: n / 4.999 / len(pids[label]) for k, n in c.items()} for label, c in kinds.items()}
 
 
 def parse_case(s):
@@ -282,6 +346,10 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("-n", type=int, default=10, help="runs per case (default 10)")
     ap.add_argument("--fifo", action="store_true", help="run the DEL process SCHED_FIFO")
+    ap.add_argument("--gap", type=float, metavar="MS",
+                    help="DEL this many ms after its ADD, recording from before the ADD (make bench "
+                         "times DEL right after ADD: --gap 0); default: 200 ms, recording from then")
+    ap.add_argument("--cpu", action="store_true", help="where the DEL's CPU time goes (perf record)")
     ap.add_argument("cases", nargs="*")
     a = ap.parse_args()
     ours = os.path.join(ROOT, "target", "cni-multi")
@@ -293,15 +361,40 @@ def main():
     rig = Rig(plugins)
     results = collections.defaultdict(list)
     loads = []
+    perf, cpu = None, None
     try:
+        if a.cpu:
+            data = os.path.join(rig.dir, "cpu.data")
+            perf = subprocess.Popen(["perf", "record", "-a", "-g", "-F", "4999", "-o", data],
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            time.sleep(2)  # perf's set-up
         for it in range(a.n):
             for label, _, _ in specs:
-                results[label].append(measure(rig, label, plugins[0][0], it, a.fifo))
+                results[label].append(measure(rig, label, plugins[0][0], it, a.fifo, a.gap, a.cpu))
             loads.append(float(open("/proc/loadavg").read().split()[0]))
+        if perf:
+            perf.send_signal(2)
+            perf.wait()
+            perf = None
+            cpu = cpu_profile(data, results)
     finally:
+        if perf:
+            perf.kill()
+            perf.wait()
         rig.close()
+    gap = "200 ms" if a.gap is None else f"{a.gap:g} ms"
     print(f"{a.n} runs per case, load average {min(loads):.1f}-{max(loads):.1f}, "
-          f"{'SCHED_FIFO' if a.fifo else 'normal priority'}; ms, median (min-max)")
+          f"{'SCHED_FIFO' if a.fifo else 'normal priority'}, DEL {gap} after ADD; ms, median (min-max)"
+          if not cpu else f"{a.n} runs per case, load average {min(loads):.1f}-{max(loads):.1f}; "
+          f"CPU time of the DEL process by kind, ms per run (cpu-clock samples at 4999 Hz)")
+    if cpu:
+        for label, kinds in cpu.items():
+            print(f"== {label}: {sum(kinds.values()):.2f} ms")
+            for k, v in sorted(kinds.items(), key=lambda kv: -kv[1]):
+                if v >= 0.05:
+                    print(f"  {k:40s} {v:6.2f}")
+            print(f"  {'(each under 0.05 ms, together)':40s} {sum(v for v in kinds.values() if v < 0.05):6.2f}")
+        return
     for label, rs in results.items():
         print(f"== {label}")
         for k in sorted({k for r in rs for k in r}):
