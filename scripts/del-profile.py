@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Where a bridge (+ host-local) DEL waits: off-CPU time of the plugin process by kernel stack.
 
-    sudo scripts/del-profile.py [-n RUNS] [--fifo] [CASE ...]
+    sudo scripts/del-profile.py [-n RUNS] [--fifo] [--gap MS] [--cpu] [CASE ...]
 
 A CASE is LABEL=BINARY:LAYOUT, LAYOUT one of iptables (ipMasq, ipMasqBackend "iptables", the
 default on a node with iptables), nftables (ipMasq, ipMasqBackend "nftables") or none (no
