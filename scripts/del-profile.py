@@ -246,20 +246,21 @@ def measure(rig, label, first, it, fifo, gap, cpu=False):
     if gap is None:
         finish(rig.plugin(add_label, "ADD", cid), f"{add_label} ADD")
         time.sleep(0.2)
-        rec = Recorder(data)
-    else:
-        rec = Recorder(data)
-        finish(rig.plugin(add_label, "ADD", cid), f"{add_label} ADD")
-        time.sleep(gap / 1000)
-    t0 = time.monotonic()
-    if label == "floor":
-        p = Proc([shutil.which("ip"), "-n", rig.pod, "link", "del", "eth0"], fifo=fifo)
-        finish(p, "ip link del")
-    else:
-        p = rig.plugin(label, "DEL", cid, fifo)
-        finish(p, f"{label} DEL")
-    wall = (time.monotonic() - t0) * 1000
-    rec.stop()
+    rec = Recorder(data)
+    try:
+        if gap is not None:
+            finish(rig.plugin(add_label, "ADD", cid), f"{add_label} ADD")
+            time.sleep(gap / 1000)
+        t0 = time.monotonic()
+        if label == "floor":
+            p = Proc([shutil.which("ip"), "-n", rig.pod, "link", "del", "eth0"], fifo=fifo)
+            finish(p, "ip link del")
+        else:
+            p = rig.plugin(label, "DEL", cid, fifo)
+            finish(p, f"{label} DEL")
+        wall = (time.monotonic() - t0) * 1000
+    finally:
+        rec.stop()  # also on a failure: no perf left recording
     if label == "floor":
         finish(rig.plugin(first, "DEL", cid), f"{first} DEL")  # rules and the reservation
     rows = timehist(data)
