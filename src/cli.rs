@@ -262,7 +262,7 @@ fn run_inspect(i: InspectCmd) -> i32 {
             .log
             .or_else(|| env(crate::invocation_log::ENV_PATH).map(PathBuf::from)),
     };
-    crate::cni::delegate::set_builtins(plugins::lookup);
+    plugins::wire_delegation();
     if i.gc {
         let (cleaned, errors) = inspect::gc(&opts);
         for p in &cleaned {
@@ -358,11 +358,24 @@ fn run_plugin(plugin: &'static crate::cni::Plugin, c: PluginCmd) -> i32 {
     for (k, v) in &vars {
         std::env::set_var(k, v);
     }
-    crate::cni::delegate::set_builtins(plugins::lookup);
+    plugins::wire_delegation();
     let getenv = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
     let data = config.clone();
     let mut read_stdin = || Ok(data.clone());
+    let started = (std::time::SystemTime::now(), std::time::Instant::now());
     let out = skel::run(plugin, &getenv, &mut read_stdin, &|_| false);
+    // Logged as a runtime's run of the plugin would be (after its in-process delegates).
+    crate::invocation_log::record(&getenv, || {
+        crate::invocation_log::line(&crate::invocation_log::Entry {
+            at: started.0,
+            plugin: plugin.name,
+            getenv: &getenv,
+            stdin: &config,
+            took: started.1.elapsed(),
+            exit: out.exit,
+            stdout: &out.stdout,
+        })
+    });
     if out.exit != 0 {
         if let Ok(e) = serde_json::from_str::<crate::cni::CniError>(&out.stdout) {
             eprintln!("cni-multi {} {}: error code {}: {}", plugin.name, command, e.code, e);
@@ -469,7 +482,7 @@ fn run_net(n: NetCmd) -> anyhow::Result<()> {
         Some(s) => serde_json::from_str(&s).context("capability args must be a JSON object")?,
         None => serde_json::Map::new(),
     };
-    crate::cni::delegate::set_builtins(plugins::lookup);
+    plugins::wire_delegation();
     let rt = RuntimeConf {
         container_id: n.container_id.clone().unwrap_or_else(|| default_container_id(&netns)),
         netns,

@@ -473,10 +473,13 @@ impl Invocation {
     }
 
     /// `cni-multi ARGV` as a command (`net`, `inspect`...), not as a plugin: no `CNI_*`
-    /// variable is set unless given (not even `CNI_PATH`). Run it with `run_cli`.
+    /// variable is set unless given (not even `CNI_PATH`), only `CNI_MULTI_STATE_DIR`. Run it
+    /// with `run_cli`.
     pub fn cli(argv: &[&str]) -> Invocation {
         let mut env = BTreeMap::new();
         env.insert("CNI_PATH".to_string(), None);
+        // Its in-process plugins keep their records in the tests' state dir, never in /run.
+        env.insert("CNI_MULTI_STATE_DIR".to_string(), Some(state_dir().to_string()));
         Invocation {
             plugin: "cni-multi".to_string(),
             env,
