@@ -264,14 +264,27 @@ fn run_inspect(i: InspectCmd) -> i32 {
     };
     plugins::wire_delegation();
     if i.gc {
-        let (cleaned, errors) = inspect::gc(&opts);
-        for p in &cleaned {
+        let done = inspect::gc(&opts);
+        if !done.builtin_fallbacks.is_empty() {
+            println!(
+                "fallback: {} not found in --cni-path {:?}: ran cni-multi's own built-in plugin in-process",
+                done.builtin_fallbacks.join(", "),
+                opts.cni_path
+            );
+        }
+        for p in &done.cleaned {
             println!("cleaned {} {} {}: {}", p.kind, p.network, p.container_id, p.detail);
         }
-        for e in &errors {
+        for p in &done.remaining {
+            eprintln!(
+                "cni-multi inspect --gc: not cleaned {} {} {}: {}",
+                p.kind, p.network, p.container_id, p.detail
+            );
+        }
+        for e in &done.errors {
             eprintln!("cni-multi inspect --gc: {e}");
         }
-        return i32::from(!errors.is_empty());
+        return i32::from(!done.errors.is_empty() || !done.remaining.is_empty());
     }
     let report = inspect::inspect(&opts);
     if i.json {
