@@ -83,10 +83,12 @@ struct NetCmd {
     /// the container's netns path (not needed for gc and status)
     #[argh(positional)]
     netns: Option<String>,
-    /// directory of *.conflist files (default $NETCONFPATH, else /etc/cni/net.d)
+    /// directory of *.conflist files, and of <name>/*.conf plugin files (default
+    /// $NETCONFPATH, else /etc/cni/net.d)
     #[argh(option)]
     conf_dir: Option<PathBuf>,
-    /// a conflist file to use instead of looking the name up
+    /// a conflist (or single .conf) file to use instead of looking the name up; plugins
+    /// from <its dir>/<name>/*.conf are added as from --conf-dir
     #[argh(option)]
     conf: Option<PathBuf>,
     /// result cache directory (default /var/lib/cni)
@@ -482,7 +484,7 @@ fn run_net(n: NetCmd) -> anyhow::Result<()> {
     use anyhow::Context;
     let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
     let list = match &n.conf {
-        Some(f) => NetworkList::from_bytes(&std::fs::read(f).with_context(|| format!("cannot read {}", f.display()))?)?,
+        Some(f) => NetworkList::from_file(f)?,
         None => {
             let dir = n.conf_dir.clone().or_else(|| env("NETCONFPATH").map(PathBuf::from));
             NetworkList::load(&dir.unwrap_or_else(|| PathBuf::from("/etc/cni/net.d")), &n.name)?

@@ -112,8 +112,8 @@ fn network_lists(dir: &Path) -> Vec<(PathBuf, NetworkList)> {
         if !matches!(ext, "conflist" | "conf" | "json") || !f.is_file() {
             continue;
         }
-        let Ok(bytes) = std::fs::read(&f) else { continue };
-        if let Ok(list) = NetworkList::from_bytes(&bytes) {
+        // As `cni-multi net` loads it: plugins from `<dir>/<name>/*.conf` too.
+        if let Ok(list) = NetworkList::from_file(&f) {
             if !out.iter().any(|(_, l)| l.name == list.name) {
                 out.push((f, list));
             }

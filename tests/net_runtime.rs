@@ -220,3 +220,255 @@ fn a_plugin_run_by_hand_logs_its_line_and_its_delegates() {
     .collect();
     assert_eq!(got, want, "{text}");
 }
+
+/// The spec's example network `dbnet` (SPEC.md 1.1.0, "Example configuration": bridge, tuning
+/// and portmap), with tuning and portmap moved out of the list into `<conf-dir>/dbnet/*.conf`
+/// as libcni v1.3 loads them; the runtime's arguments of the spec's appendix (mac and
+/// portMappings capability args, `argA=foo`, with `IgnoreUnknown` as a real runtime must).
+struct DbNet {
+    node: TestNs,
+    pod: TestNs,
+    ours: PluginDir,
+    conf: TempDir,
+    cache: TempDir,
+    data: TempDir,
+    log: TempDir,
+}
+
+impl DbNet {
+    fn new(tag: &str) -> DbNet {
+        DbNet {
+            node: TestNs::new_node(&format!("{tag}n")),
+            pod: TestNs::new(&format!("{tag}p")),
+            ours: PluginDir::new(),
+            conf: TempDir::new(&format!("{tag}-conf")),
+            cache: TempDir::new(&format!("{tag}-cache")),
+            data: TempDir::new(&format!("{tag}-data")),
+            log: TempDir::new(&format!("{tag}-log")),
+        }
+    }
+
+    /// The spec's list, keeping only the plugins `inline` names (and `extra` keys).
+    fn write_list(&self, inline: &[&str], extra: Value) {
+        let bridge = json!({
+            "type": "bridge", "bridge": "cni0", "keyA": ["some more", "plugin specific", "configuration"],
+            "ipam": {"type": "host-local", "subnet": "10.1.0.0/16", "gateway": "10.1.0.1",
+                     "routes": [{"dst": "0.0.0.0/0"}], "dataDir": self.data.path()},
+            "dns": {"nameservers": ["10.1.0.1"]}
+        });
+        let all = [
+            ("bridge", bridge),
+            ("tuning", Self::tuning()),
+            ("portmap", Self::portmap()),
+        ];
+        let plugins: Vec<Value> = all
+            .into_iter()
+            .filter(|(n, _)| inline.contains(n))
+            .map(|(_, v)| v)
+            .collect();
+        let mut list = json!({"cniVersion": "1.1.0", "cniVersions": ["0.3.1", "0.4.0", "1.0.0", "1.1.0"],
+            "name": "dbnet", "plugins": plugins});
+        for (k, v) in extra.as_object().unwrap() {
+            list[k] = v.clone();
+        }
+        std::fs::write(self.conf.join("10-dbnet.conflist"), list.to_string()).unwrap();
+    }
+
+    fn tuning() -> Value {
+        json!({"type": "tuning", "capabilities": {"mac": true}, "sysctl": {"net.core.somaxconn": "500"}})
+    }
+
+    fn portmap() -> Value {
+        json!({"type": "portmap", "capabilities": {"portMappings": true}})
+    }
+
+    /// `dbnet/10-tuning.conf`, `dbnet/20-portmap.conf`, and what must be ignored there: a
+    /// `.json` file and a directory named like a `.conf`.
+    fn write_dir(&self) {
+        let dir = self.conf.join("dbnet");
+        std::fs::create_dir_all(dir.join("30-not-a-file.conf")).unwrap();
+        std::fs::write(dir.join("10-tuning.conf"), Self::tuning().to_string()).unwrap();
+        std::fs::write(dir.join("20-portmap.conf"), Self::portmap().to_string()).unwrap();
+        std::fs::write(dir.join("05-ignored.json"), json!({"type": "cm-not-run"}).to_string()).unwrap();
+    }
+
+    fn net(&self, verb: &str) -> Outcome {
+        let caps = json!({"mac": "c2:11:22:33:44:55",
+            "portMappings": [{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}]});
+        net(
+            &self.node,
+            &[
+                verb,
+                "dbnet",
+                self.pod.path_str(),
+                "--conf-dir",
+                self.conf.as_str(),
+                "--cache-dir",
+                self.cache.as_str(),
+            ],
+        )
+        .argv(&[
+            "--container-id",
+            "ctr-dbnet",
+            "--args",
+            "IgnoreUnknown=1;argA=foo",
+            "--cap-args",
+            &caps.to_string(),
+        ])
+        .env("CNI_PATH", self.ours.as_str())
+        .env("CNI_MULTI_LOG", self.log.join("log").to_str().unwrap())
+        .path_env("")
+        .run_cli()
+    }
+
+    /// (plugin, verb) of each plugin run logged so far, and the log is emptied.
+    fn runs(&self) -> Vec<(String, String)> {
+        let path = self.log.join("log");
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        let _ = std::fs::remove_file(&path);
+        text.lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .map(|l| (l["plugin"].as_str().unwrap().into(), l["verb"].as_str().unwrap().into()))
+            .collect()
+    }
+}
+
+fn runs(want: &[(&str, &str)]) -> Vec<(String, String)> {
+    want.iter().map(|(p, v)| (p.to_string(), v.to_string())).collect()
+}
+
+#[test]
+fn net_loads_plugins_from_the_network_directory_after_the_inlined_ones() {
+    if !rig::require_root("net_loads_plugins_from_the_network_directory") {
+        return;
+    }
+    let n = DbNet::new("ndir");
+    n.write_list(&["bridge"], json!({}));
+    n.write_dir();
+    let o = n.net("add");
+    assert!(o.success(), "{o}");
+    // The chain is the list's bridge, then the directory's plugins in file-name order.
+    assert_eq!(
+        n.runs(),
+        runs(&[
+            ("host-local", "ADD"),
+            ("bridge", "ADD"),
+            ("tuning", "ADD"),
+            ("portmap", "ADD")
+        ])
+    );
+    let r = o.json.clone().unwrap();
+    assert_eq!(r["cniVersion"], "1.1.0", "cniVersions: the highest supported");
+    assert_eq!(r["ips"][0]["address"], "10.1.0.2/16");
+    // tuning's sysctl and the mac capability; portmap's mapping.
+    assert_eq!(n.pod.exec_ok(&["cat", "/proc/sys/net/core/somaxconn"]).trim(), "500");
+    assert!(n.pod.ip(&["link", "show", "eth0"]).contains("c2:11:22:33:44:55"));
+    assert!(n.node.exec_ok(&["nft", "list", "ruleset"]).contains("8080"));
+    assert!(n.net("check").success());
+    assert_eq!(
+        n.runs(),
+        runs(&[
+            ("host-local", "CHECK"),
+            ("bridge", "CHECK"),
+            ("tuning", "CHECK"),
+            ("portmap", "CHECK")
+        ])
+    );
+    let o = n.net("del");
+    assert!(o.success(), "{o}");
+    assert_eq!(
+        n.runs(),
+        runs(&[
+            ("portmap", "DEL"),
+            ("tuning", "DEL"),
+            ("host-local", "DEL"),
+            ("bridge", "DEL")
+        ])
+    );
+    assert!(!n.node.exec_ok(&["nft", "list", "ruleset"]).contains("8080"));
+}
+
+#[test]
+fn load_only_inlined_plugins_ignores_the_network_directory() {
+    if !rig::require_root("load_only_inlined_plugins_ignores_the_network_directory") {
+        return;
+    }
+    let n = DbNet::new("ninl");
+    n.write_list(&["bridge"], json!({"loadOnlyInlinedPlugins": true}));
+    n.write_dir();
+    let o = n.net("add");
+    assert!(o.success(), "{o}");
+    assert_eq!(n.runs(), runs(&[("host-local", "ADD"), ("bridge", "ADD")]));
+    assert!(n.net("del").success());
+    assert_eq!(n.runs(), runs(&[("host-local", "DEL"), ("bridge", "DEL")]));
+    // The string spelling libcni accepts, and the whole spec list inline: the same three.
+    n.write_list(
+        &["bridge", "tuning", "portmap"],
+        json!({"loadOnlyInlinedPlugins": "TRUE"}),
+    );
+    assert!(n.net("add").success());
+    assert_eq!(
+        n.runs(),
+        runs(&[
+            ("host-local", "ADD"),
+            ("bridge", "ADD"),
+            ("tuning", "ADD"),
+            ("portmap", "ADD")
+        ])
+    );
+    assert!(n.net("del").success());
+}
+
+/// What libcni refuses, refused before any plugin runs, each message naming the file.
+#[test]
+fn conf_dir_errors_name_the_file_and_run_nothing() {
+    if !rig::require_root("conf_dir_errors_name_the_file_and_run_nothing") {
+        return;
+    }
+    let n = DbNet::new("nerr");
+    let dir = n.conf.join("dbnet");
+    let list = n.conf.join("10-dbnet.conflist");
+    let fails = |what: &str, file: &std::path::Path, msg: &str| {
+        let o = n.net("add");
+        assert_eq!(o.status, 1, "{what}: {o}");
+        let want = format!("{}: {msg}", file.display());
+        assert!(o.stderr.contains(&want), "{what}: want {want:?} in {o}");
+        assert!(n.runs().is_empty(), "{what}: a plugin ran");
+        assert_eq!(n.node.link_names(), ["lo"], "{what}: something was made");
+    };
+    // A plugin file that is not JSON.
+    n.write_list(&["bridge"], json!({}));
+    n.write_dir();
+    std::fs::write(dir.join("20-portmap.conf"), "{").unwrap();
+    fails(
+        "malformed",
+        &dir.join("20-portmap.conf"),
+        "error parsing configuration: EOF",
+    );
+    // A plugin file without a type.
+    std::fs::write(dir.join("20-portmap.conf"), r#"{"capabilities":{"portMappings":true}}"#).unwrap();
+    fails(
+        "no type",
+        &dir.join("20-portmap.conf"),
+        "error parsing configuration: missing 'type'",
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+    // No `plugins` and no directory: no plugin at all.
+    n.write_list(&[], json!({}));
+    let text = std::fs::read_to_string(&list).unwrap().replace(r#","plugins":[]"#, "");
+    std::fs::write(&list, &text).unwrap();
+    fails("no plugins", &list, "no plugin configs found");
+    // `loadOnlyInlinedPlugins` needs `plugins`.
+    let only = text.replace(r#""name":"dbnet""#, r#""name":"dbnet","loadOnlyInlinedPlugins":true"#);
+    std::fs::write(&list, only).unwrap();
+    fails(
+        "inlined only, none inlined",
+        &list,
+        "error parsing configuration list: `loadOnlyInlinedPlugins` is true, and no 'plugins' key",
+    );
+    // A malformed list earlier in the directory stops the search, as in libcni.
+    n.write_list(&["bridge"], json!({}));
+    let bad = n.conf.join("00-bad.conflist");
+    std::fs::write(&bad, "{").unwrap();
+    fails("another list malformed", &bad, "error parsing configuration list: EOF");
+}
