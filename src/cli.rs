@@ -269,7 +269,7 @@ fn run_inspect(i: InspectCmd) -> i32 {
         let done = inspect::gc(&opts);
         if !done.builtin_fallbacks.is_empty() {
             println!(
-                "fallback: {} not found in --cni-path {:?}: ran cni-multi's own built-in plugin in-process",
+                "fallback: {} not found in --cni-path {:?}: run in-process as cni-multi's own built-ins",
                 done.builtin_fallbacks.join(", "),
                 opts.cni_path
             );
