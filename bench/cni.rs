@@ -938,6 +938,17 @@ fn main() {
         None,
         &mut rows,
     );
+    // portmap's other layout (the default is iptables on a node that has it); the reference
+    // (1.1.1) has no backend key and stays on iptables.
+    let mut nft = podman_list();
+    nft["plugins"][1]["backend"] = json!("nftables");
+    run_list(
+        "4n bridge→portmap(nftables)→tuning chain",
+        nft,
+        port_caps(),
+        None,
+        &mut rows,
+    );
 
     for (label, fill) in [
         ("5a host-local, empty range", 0),

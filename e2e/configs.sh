@@ -78,14 +78,16 @@ run_cfg() { # run_cfg FILE IMPL CNI_PATH: sets $G/<cfg>-<impl>/{add-a.json,shape
         esac
         check "$what: second pod ADD" net --container-id "ctr-$base-b" add x "$NS-b"
         # Which implementation made the firewall rules: the reference (1.1.1) writes only
-        # iptables CNI-* chains (iptables-nft); cni-multi writes its own nftables tables (and
-        # the reference's iptables rules only where a config asks for the iptables backend).
+        # iptables CNI-* chains (iptables-nft); cni-multi writes them where the node uses
+        # iptables and the config leaves the backend unset (this node: portmap's CNI-HOSTPORT-*
+        # and CNI-DN-* chains), its cni_* nftables tables where a config asks for nftables.
         if grep -qE '"ipMasq": *true|"portmap"|"firewall"' "$T/conf" || grep -q 'FLANNEL_IPMASQ=true' "$T/subnet.env" 2>/dev/null; then
             if [ "$impl" = reference ]; then
                 check "$what: the rules are the reference's (iptables CNI-* chains, no cni_* nftables table)" \
                     sh -c "nsenter --net='$NS' iptables-save | grep -q '^:CNI-' && ! nsenter --net='$NS' nft list tables | grep -q ' cni_'"
             else
-                check "$what: the rules are cni-multi's (its cni_* nftables tables)" sh -c "nsenter --net='$NS' nft list tables | grep -q ' cni_'"
+                check "$what: the rules are cni-multi's (iptables CNI-* chains or its cni_* nftables tables)" \
+                    sh -c "nsenter --net='$NS' iptables-save | grep -q '^:CNI-' || nsenter --net='$NS' nft list tables | grep -q ' cni_'"
             fi
         fi
         local ipa ipb gw

@@ -283,16 +283,16 @@ pub static PLUGINS: &[PluginKeys] = &[
     },
     PluginKeys {
         plugin: "portmap",
-        parser: Some(("meta/portmap.rs", "PortMapConf")),
+        parser: Some(("meta/portmap/mod.rs", "PortMapConf")),
         under: "",
         keys: &[
             k("snat", "bool", "true", "masquerade hairpin and localhost traffic to mapped ports"),
-            k("masqAll", "bool", "false", "masquerade all traffic to mapped ports"),
-            k("markMasqBit", "integer", "13", "iptables backend: the fwmark bit for masquerading (0-31); set without backend it selects iptables"),
-            k("externalSetMarkChain", "string", "none", "iptables backend: an existing chain that sets the mark (e.g. KUBE-MARK-MASQ)"),
-            k("conditionsV4", "list", "none", "extra match conditions on the IPv4 DNAT rules"),
-            k("conditionsV6", "list", "none", "extra match conditions on the IPv6 DNAT rules"),
-            k("backend", "string", "\"nftables\"", "nftables (our ip/ip6 cni_hostport) or iptables (the reference's own nat rules, over netlink)"),
+            k("masqAll", "bool", "false", "masquerade all traffic to mapped ports, whatever its source"),
+            k("markMasqBit", "integer", "13", "the fwmark bit (0-31) the iptables layout marks traffic to masquerade with; checked, and unused, with nftables"),
+            k("externalSetMarkChain", "string", "none", "iptables layout: an existing chain that sets the mark instead (e.g. KUBE-MARK-MASQ); implies iptables"),
+            k("conditionsV4", "list", "none", "extra matches on the IPv4 entry rules: iptables arguments (-s, -d, -i, -o, !, -m comment, -m tcp|udp --sport/--dport) imply iptables, nft matches (ip saddr, iifname ...) nftables"),
+            k("conditionsV6", "list", "none", "extra matches on the IPv6 entry rules, as conditionsV4"),
+            k("backend", "string", "unset: the node's", "iptables (the reference's CNI-HOSTPORT-* nat chains) or nftables (upstream's ip/ip6 cni_hostport); unset: an option above that only one layout has, else iptables when the node uses iptables, else nftables"),
         ],
     },
     PluginKeys {

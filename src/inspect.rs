@@ -250,7 +250,9 @@ fn rule_owners() -> Vec<(String, String)> {
             }
         }
     };
-    let portmap = |c: &str| c.split_once(", nethash: ").map(|(cid, _)| cid.to_string());
+    // portmap comments with the container ID (upstream's layout; before it, cni-multi's
+    // `<cid>, nethash: …`).
+    let portmap = |c: &str| Some(c.split_once(", nethash: ").map_or(c, |(cid, _)| cid).to_string());
     scan(Family::Ip, "cni_hostport", &portmap);
     scan(Family::Ip6, "cni_hostport", &portmap);
     let masq = |c: &str| c.rsplit_once("id: ").map(|(_, cid)| cid.trim_matches('"').to_string());

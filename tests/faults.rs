@@ -536,37 +536,54 @@ fn pod_netns_deleted_while_add_runs() {
 
 // ---- faults the kernel or the filesystem makes ------------------------------------------------
 
-/// portmap commits one batch per family: a v6 table the kernel refuses to extend (a regular
-/// chain named like our base chain) fails the second batch, and the first one's rules go.
+/// portmap commits one batch per family: a v6 table the kernel refuses to extend fails the
+/// second batch, and the first one's rules go. In both layouts: nftables (a regular chain
+/// named like our base chain), iptables (a base chain named like the reference's
+/// CNI-HOSTPORT-DNAT, which no rule may jump to).
 #[test]
 fn portmap_v6_batch_refused_rolls_back_v4_rules() {
     if !require_root("portmap_v6_batch_refused_rolls_back_v4_rules") {
         return;
     }
-    let node = TestNs::new_node("fk-pm-node");
-    let pod = TestNs::new("fk-pm-pod");
-    node.exec_ok(&[
-        "nft",
-        "add table ip6 cni_hostport; add chain ip6 cni_hostport prerouting",
-    ]);
-    let conf = json!({
-        "cniVersion": "1.0.0", "name": "fkpm", "type": "portmap",
-        "runtimeConfig": {"portMappings": [{"hostPort": 18090, "containerPort": 80, "protocol": "tcp"}]},
-        "prevResult": {"cniVersion": "1.0.0",
-            "interfaces": [{"name": "eth0", "sandbox": pod.path_str()}],
-            "ips": [{"address": "10.75.0.5/24", "interface": 0}, {"address": "fd75::5/64", "interface": 0}]}
-    });
-    let o = Invocation::new("portmap", "ADD")
-        .pod(&pod)
-        .in_node(&node)
-        .container_id("fkpm-c")
-        .config(&conf)
-        .run_ours();
-    assert!(!o.success(), "the v6 batch must be refused: {o}");
-    assert!(o.code().is_some(), "a CNI error: {o}");
-    let comment = cni_multi::pkg::comment::rule_comment("fkpm", "fkpm-c", "eth0");
-    let text = node.exec_ok(&["nft", "list", "ruleset"]);
-    assert!(!text.contains(&comment), "v4 rules of the failed ADD remain:\n{text}");
+    for (backend, trap) in [
+        (
+            "nftables",
+            "add table ip6 cni_hostport; add chain ip6 cni_hostport prerouting",
+        ),
+        (
+            "iptables",
+            "add table ip6 nat; add chain ip6 nat CNI-HOSTPORT-DNAT { type nat hook prerouting priority 10; }",
+        ),
+    ] {
+        let node = TestNs::new_node("fk-pm-node");
+        let pod = TestNs::new("fk-pm-pod");
+        node.exec_ok(&["nft", trap]);
+        let conf = json!({
+            "cniVersion": "1.0.0", "name": "fkpm", "type": "portmap", "backend": backend,
+            "runtimeConfig": {"portMappings": [{"hostPort": 18090, "containerPort": 80, "protocol": "tcp"}]},
+            "prevResult": {"cniVersion": "1.0.0",
+                "interfaces": [{"name": "eth0", "sandbox": pod.path_str()}],
+                "ips": [{"address": "10.75.0.5/24", "interface": 0}, {"address": "fd75::5/64", "interface": 0}]}
+        });
+        let o = Invocation::new("portmap", "ADD")
+            .pod(&pod)
+            .in_node(&node)
+            .container_id("fkpm-c")
+            .config(&conf)
+            .run_ours();
+        assert!(!o.success(), "{backend}: the v6 batch must be refused: {o}");
+        assert!(o.code().is_some(), "a CNI error: {o}");
+        let text = node.exec_ok(&["nft", "list", "ruleset"]);
+        assert!(
+            !text.contains("fkpm-c"),
+            "{backend}: v4 rules of the failed ADD remain:\n{text}"
+        );
+        let nat = node.exec_ok(&["iptables-save", "-t", "nat"]);
+        assert!(
+            !nat.contains("CNI-DN-") && !nat.contains("10.75.0.5"),
+            "{backend}: {nat}"
+        );
+    }
 }
 
 /// Run `cni-multi <argv>` as `plugin` in `node` inside a private mount namespace where `dir`

@@ -171,7 +171,9 @@ fn inspect_reports_attachments_finds_the_leaks_and_gc_cleans_exactly_them() {
             {"type": "bridge", "bridge": "cniins0", "isGateway": true, "ipMasq": true,
              "ipam": {"type": "host-local", "dataDir": node.data.path(),
                       "ranges": [[{"subnet": "10.66.0.0/24"}]]}},
-            {"type": "portmap", "capabilities": {"portMappings": true}}
+            // nftables: our own table's leaks (G) beside the reference's iptables chains (H);
+            // in the iptables layout (the default here) ours are the reference's chains.
+            {"type": "portmap", "backend": "nftables", "capabilities": {"portMappings": true}}
         ]
     });
     std::fs::write(node.conf.join("10-insnet.conflist"), conflist.to_string()).unwrap();

@@ -221,8 +221,11 @@ fn prev(ip: &str) -> Value {
            "ips": [{"address": ip, "interface": 0}]})
 }
 
+/// portmap with the nftables layout (upstream v1.9's, its rules commented with the bare
+/// container ID: the records say which attachment a rule is).
 fn portmap(node: &TestNs, dir: &PluginDir, cmd: &str, cid: &str, ip: &str, port: u16) {
     let conf = json!({"cniVersion": "1.0.0", "name": NET, "type": "portmap", "prevResult": prev(ip),
+        "backend": "nftables",
         "runtimeConfig": {"portMappings": [
             {"hostPort": port, "containerPort": 80, "protocol": "tcp"},
             {"hostPort": port + 1, "containerPort": 81, "protocol": "tcp"}]}});
@@ -244,7 +247,7 @@ fn pm_rules(node: &TestNs, cid: &str) -> Vec<(String, u64)> {
             .list_rule_comments(Family::Ip, "cni_hostport", chain)
             .unwrap_or_default()
         {
-            if r.comment.as_deref().is_some_and(|c| c.starts_with(&format!("{cid},"))) {
+            if r.comment.as_deref() == Some(cid) {
                 out.push((chain.to_string(), r.handle.unwrap()));
             }
         }
@@ -253,7 +256,12 @@ fn pm_rules(node: &TestNs, cid: &str) -> Vec<(String, u64)> {
 }
 
 fn pm_key(cid: &str) -> String {
-    cni_multi::pkg::nft_records::key(&cni_multi::pkg::sha512::hex_prefix(NET, 16), "eth0", cid)
+    cni_multi::meta::portmap::attachment_key(NET, "eth0", cid)
+}
+
+/// The record of a container's rules no attachment claims.
+fn pm_unclaimed(cid: &str) -> String {
+    cni_multi::meta::portmap::nftables::unclaimed_key(cid)
 }
 
 #[test]
@@ -270,7 +278,7 @@ fn portmap_records_and_their_failures() {
     assert_eq!(b.len(), 4, "2 DNATs, hairpin and localhost masquerade");
     let a = pm_rules(&node, "ctr-a");
     let text: String = std::fs::read_to_string(recs.join(pm_key("ctr-a"))).unwrap();
-    let mut want = "cni-multi nft record 1\n".to_string();
+    let mut want = "cni-multi nft record 1\nlabel=ctr-a\n".to_string();
     for (c, h) in &a {
         want += &format!("{c} {h}\n");
     }
@@ -311,14 +319,19 @@ fn portmap_records_and_their_failures() {
         4,
         "ADD after lost records kept stale rules"
     );
-    assert!(
-        recs.join(pm_key("ctr-b")).exists(),
-        "the dump recorded every attachment again"
-    );
+    // The dump recorded every rule again: b's, which no record claims now, under its
+    // container's record.
+    let text = std::fs::read_to_string(recs.join(pm_unclaimed("ctr-b"))).unwrap();
+    assert!(text.starts_with("cni-multi nft record 1\nlabel=ctr-b\n"), "{text}");
+    assert_eq!(text.lines().count(), 2 + b.len(), "{text}");
+    assert!(recs.join("stamp").exists(), "the records are complete again");
     portmap(&node, &dir, "DEL", "ctr-a", "10.88.0.5/24", 8080);
     portmap(&node, &dir, "DEL", "ctr-b", "10.88.0.6/24", 9090);
     assert!(pm_rules(&node, "ctr-a").is_empty() && pm_rules(&node, "ctr-b").is_empty());
-    assert!(!recs.join(pm_key("ctr-b")).exists(), "DEL forgets the record");
+    assert!(
+        !recs.join(pm_key("ctr-b")).exists() && !recs.join(pm_unclaimed("ctr-b")).exists(),
+        "DEL forgets the records"
+    );
 }
 
 #[test]

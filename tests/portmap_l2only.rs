@@ -6,7 +6,6 @@
 mod common;
 
 use cni_multi::meta::portmap;
-use cni_multi::pkg::comment::rule_comment;
 use common::fw_rig::*;
 use common::rig::{self, Invocation, Outcome, PluginDir, TestNs};
 use serde_json::{json, Value};
@@ -30,7 +29,7 @@ fn portmap_on_pod_without_route() {
     if !rig::require_reference("portmap_on_pod_without_route", "portmap") {
         return;
     }
-    for ours in [true, false] {
+    for (ours, backend) in [(true, None), (true, Some("nftables")), (false, None)] {
         let site = Site::new(if ours { "pml2o" } else { "pml2r" });
         let dir = PluginDir::new();
         let d = ours.then_some(&dir);
@@ -45,27 +44,33 @@ fn portmap_on_pod_without_route() {
         let route = site.node.exec(&["ip", "-4", "route", "get", "10.93.0.2"]);
         let route = String::from_utf8_lossy(&route.stdout).into_owned();
         assert!(!route.contains("cni-l2"), "the node has no route to the pod: {route}");
-        let pm = json!({"cniVersion": "1.0.0", "name": NET, "type": "portmap", "prevResult": prev,
+        let mut pm = json!({"cniVersion": "1.0.0", "name": NET, "type": "portmap", "prevResult": prev,
                         "runtimeConfig": {"portMappings": [
                             {"hostPort": 8093, "containerPort": 80, "protocol": "tcp"}]}});
-        run(&site.node, d, "portmap", "ADD", &pod, &pm).expect_ok();
-        if !ours {
-            // The reference (iptables) installs its DNAT all the same.
-            let save = site.node.exec_ok(&["iptables-save", "-t", "nat"]);
-            assert!(save.contains("--to-destination 10.93.0.2:80"), "{save}");
-            continue;
+        if let Some(b) = backend {
+            pm["backend"] = json!(b);
         }
-        let rs = site.ruleset();
-        let hp = rules(&rs, "ip", portmap::TABLE, portmap::HOSTPORTS);
-        let comment = rule_comment(NET, "ctr-pml2", "eth0");
-        assert_eq!(hp.len(), 1, "{hp:?}");
-        assert_eq!(hp[0].1.as_deref(), Some(comment.as_str()));
-        assert_eq!(rules(&rs, "ip", portmap::TABLE, portmap::MASQUERADING).len(), 2);
+        run(&site.node, d, "portmap", "ADD", &pod, &pm).expect_ok();
+        let save = || site.node.exec_ok(&["iptables-save", "-t", "nat"]);
+        if !ours || backend.is_none() {
+            // The reference (iptables) installs its DNAT all the same, and so do we.
+            assert!(save().contains("--to-destination 10.93.0.2:80"), "{}", save());
+            if !ours {
+                continue;
+            }
+        } else {
+            let rs = site.ruleset();
+            let hp = rules(&rs, "ip", portmap::TABLE, portmap::HOSTPORTS);
+            assert_eq!(hp.len(), 1, "{hp:?}");
+            assert_eq!(hp[0].1.as_deref(), Some("ctr-pml2"));
+            assert_eq!(rules(&rs, "ip", portmap::TABLE, portmap::MASQUERADING).len(), 2);
+        }
         run(&site.node, d, "portmap", "CHECK", &pod, &pm).expect_ok();
         run(&site.node, d, "portmap", "DEL", &pod, &pm).expect_ok();
         let rs = site.ruleset();
         assert!(rules(&rs, "ip", portmap::TABLE, portmap::HOSTPORTS).is_empty());
         assert!(rules(&rs, "ip", portmap::TABLE, portmap::MASQUERADING).is_empty());
+        assert!(!save().contains("10.93.0.2"), "{}", save());
         run(&site.node, d, "bridge", "DEL", &pod, &bridge).expect_ok();
     }
 }

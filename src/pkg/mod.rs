@@ -11,8 +11,8 @@
 //!   validations of IPs and routes.
 //! - Firewall helpers: [`masquerade`] (ipMasq, `inet cni_plugins_masquerade`) and [`ipmasq`]
 //!   (its plugin glue: rollback, GC, CHECK, either backend); [`masq_iptables`] (ipMasq with
-//!   `ipMasqBackend: "iptables"`, the reference's own rules) and [`portmap_iptables`] (portmap's
-//!   `backend: "iptables"`); [`reference_iptables`] (the reference's iptables state, found and
+//!   `ipMasqBackend: "iptables"`, the reference's own rules; portmap's are in
+//!   `meta::portmap::iptables`); [`reference_iptables`] (the reference's iptables state, found and
 //!   removed after a node swap); [`spoofcheck`] (macspoofchk, `bridge nat`); [`sha512`] and
 //!   [`comment`] for the reference's rule names and comments; [`nft_records`]: where an
 //!   attachment's nftables rules are (handles recorded at ADD), so ADD and DEL need no dump.
@@ -35,7 +35,6 @@ pub mod masq_iptables;
 pub mod masquerade;
 pub mod netns;
 pub mod nft_records;
-pub mod portmap_iptables;
 pub mod reference_iptables;
 pub mod sha512;
 pub mod spoofcheck;

@@ -448,6 +448,8 @@ pub struct Invocation {
     stdin: Stdin,
     place: Where,
     timeout: Duration,
+    /// Run where no iptables is visible (see [`Invocation::without_iptables`]).
+    hide_iptables: bool,
 }
 
 impl Invocation {
@@ -469,6 +471,7 @@ impl Invocation {
             stdin: Stdin::None,
             place: Where::AutoNode,
             timeout: PLUGIN_TIMEOUT,
+            hide_iptables: false,
         }
     }
 
@@ -488,6 +491,7 @@ impl Invocation {
             stdin: Stdin::None,
             place: Where::AutoNode,
             timeout: PLUGIN_TIMEOUT,
+            hide_iptables: false,
         }
     }
 
@@ -588,6 +592,19 @@ impl Invocation {
         self
     }
 
+    /// Run the plugin as on a node without iptables: in a private mount namespace with an
+    /// empty tmpfs over every directory an `iptables` executable is looked for in
+    /// ([`IPTABLES_DIRS`], the plugins' probe's standard dirs), and with `PATH` empty, entered
+    /// into the node netns directly (nsenter itself would be hidden). With a fresh node netns
+    /// (no iptables tables) this is the "nftables only" branch of the default backend. Needs a
+    /// node netns (`in_node`, or the default throw-away one); the binary must live outside
+    /// those directories (ours and the reference's do).
+    pub fn without_iptables(mut self) -> Self {
+        self.hide_iptables = true;
+        self.path = String::new();
+        self
+    }
+
     /// Run cni-multi through a fresh `PluginDir` symlink named after the plugin.
     pub fn run_ours(&self) -> Outcome {
         let dir = PluginDir::new();
@@ -607,6 +624,8 @@ impl Invocation {
     /// The command for `bin` as this invocation (env, netns), stdio piped, not yet started.
     fn build_command(&self, bin: &Path, node_path: Option<&Path>, default_cni_path: &str) -> Command {
         let mut cmd = match node_path {
+            Some(p) if self.hide_iptables => hidden_iptables_command(bin, p),
+            None if self.hide_iptables => panic!("without_iptables needs a node netns"),
             Some(p) => {
                 let mut c = Command::new(tool("nsenter"));
                 c.arg(format!("--net={}", p.display())).arg("--").arg(bin);
@@ -734,6 +753,45 @@ impl Invocation {
             .collect::<Vec<_>>()
             .join(" ")
     }
+}
+
+/// Where a plugin looks for an `iptables` executable besides `$PATH` (the plugins' probe's
+/// own list).
+pub const IPTABLES_DIRS: &[&str] = cni_multi::linux::filter_probe::STANDARD_DIRS;
+
+/// `bin` started in its own mount namespace with an empty tmpfs over each of
+/// [`IPTABLES_DIRS`] (the test's own namespace is untouched), in the netns at `node`.
+fn hidden_iptables_command(bin: &Path, node: &Path) -> Command {
+    use nix::mount::{mount, MsFlags};
+    use nix::sched::{setns, unshare, CloneFlags};
+    use std::os::unix::process::CommandExt;
+    let ns = std::fs::File::open(node).unwrap_or_else(|e| panic!("open netns {}: {e}", node.display()));
+    let dirs: Vec<&'static str> = IPTABLES_DIRS
+        .iter()
+        .copied()
+        .filter(|d| Path::new(d).is_dir())
+        .collect();
+    let mut cmd = Command::new(bin);
+    // SAFETY: runs in the forked child before exec; only system calls, no allocation (the
+    // paths are short, so nix builds them on the stack).
+    unsafe {
+        cmd.pre_exec(move || {
+            unshare(CloneFlags::CLONE_NEWNS)?;
+            mount(
+                None::<&str>,
+                "/",
+                None::<&str>,
+                MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+                None::<&str>,
+            )?;
+            for d in &dirs {
+                mount(Some("none"), *d, Some("tmpfs"), MsFlags::empty(), Some("mode=0755"))?;
+            }
+            setns(&ns, CloneFlags::CLONE_NEWNET)?;
+            Ok(())
+        });
+    }
+    cmd
 }
 
 /// What one plugin run gave back.

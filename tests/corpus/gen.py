@@ -142,7 +142,14 @@ TYPED = {
                ("allmulti", 1), ("dataDir", 5), ("prevResult", []), ("prevResult", "x")],
     "portmap": [("snat", "yes"), ("backend", 5), ("backend", "bogus"), ("conditionsV4", "x"),
                 ("prevResult", []), ("prevResult", {"ips": 5}), ("runtimeConfig", {"portMappings": "x"}),
-                ("runtimeConfig", {"portMappings": [{"hostPort": "80", "containerPort": 80}]})],
+                ("runtimeConfig", {"portMappings": [{"hostPort": "80", "containerPort": 80}]}),
+                ("markMasqBit", 32), ("markMasqBit", -1), ("markMasqBit", "13"), ("externalSetMarkChain", ""),
+                # iptables-syntax conditions cni-multi cannot translate, or iptables itself refuses
+                ("conditionsV4", ["-j", "ACCEPT"]), ("conditionsV4", ["-p", "udp"]),
+                ("conditionsV4", ["--dport", "80"]), ("conditionsV4", ["-s", "10.0.0.0/8,10.1.0.0/16"]),
+                ("conditionsV4", ["-m", "udp", "--dport", "53"]), ("conditionsV6", ["-s", "10.0.0.1"]),
+                # nft-syntax conditions cni-multi cannot encode
+                ("conditionsV4", ["tcp dport 5"]), ("conditionsV6", ["ip saddr 10.0.0.1"])],
     "firewall": [("backend", 5), ("backend", "bogus"), ("ingressPolicy", "bogus"), ("ingressPolicy", 5),
                  ("firewalldZone", 5), ("firewalldZone", True), ("iptablesAdminChainName", 5),
                  ("iptablesAdminChainName", "x" * 29), ("prevResult", []), ("prevResult", {"interfaces": 5})],
@@ -156,6 +163,16 @@ for p, keys in TYPED.items():
         extra = dict(KNOWN.get((p, k, json.dumps(v)), {}))
         code = extra.pop("code", code)
         case(p, f"{k} = {json.dumps(v)[:40]}", code, config=with_(p, **{k: v}), **extra)
+
+# portmap: a key of the other layout than the one asked for
+case("portmap", "externalSetMarkChain with backend nftables", 7,
+     config=with_("portmap", backend="nftables", externalSetMarkChain="KUBE-MARK-MASQ"))
+case("portmap", "nft conditions with backend iptables", 7,
+     config=with_("portmap", backend="iptables", conditionsV4=["ip saddr 10.0.0.0/8"]))
+case("portmap", "iptables and nft conditions together", 7,
+     config=with_("portmap", conditionsV4=["-s", "10.0.0.0/8"], conditionsV6=["ip6 saddr fd00::/8"]))
+case("portmap", "markMasqBit with externalSetMarkChain", 7,
+     config=with_("portmap", markMasqBit=13, externalSetMarkChain="KUBE-MARK-MASQ"))
 
 # ranges and values inside IPAM
 for p in ["host-local", "bridge", "ptp"]:

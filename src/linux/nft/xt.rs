@@ -230,6 +230,131 @@ pub fn mark_target(value: u32, mask: u32) -> Xt {
     Xt::new(XtKind::Target, "MARK", 2, info)
 }
 
+/// One side of `-m tcp|udp [!] --sport|--dport FROM[:TO]` (`FROM:FROM` for a single port).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PortRange {
+    pub from: u16,
+    pub to: u16,
+    pub invert: bool,
+}
+
+impl PortRange {
+    /// What the match holds when the option is not given: every port.
+    pub const ANY: PortRange = PortRange {
+        from: 0,
+        to: u16::MAX,
+        invert: false,
+    };
+
+    fn is_any(&self) -> bool {
+        self.from == 0 && self.to == u16::MAX
+    }
+
+    fn single(&self) -> bool {
+        self.from != 0 && self.from == self.to
+    }
+}
+
+/// `-m tcp` / `-m udp` without ports, as iptables-nft sends it: the compat match with its
+/// `struct xt_tcp` / `struct xt_udp` (every port; padded to 16 bytes, XT_ALIGN).
+pub fn tcpudp_any(proto: u8) -> Expr {
+    let mut info = vec![0u8; 16];
+    info[2..4].copy_from_slice(&u16::MAX.to_ne_bytes());
+    info[6..8].copy_from_slice(&u16::MAX.to_ne_bytes());
+    let name = if proto == 17 { "udp" } else { "tcp" };
+    Xt::new(XtKind::Match, name, 0, info).to_expr()
+}
+
+/// `-p sctp --dport PORT`: iptables-nft has no native form for the sctp match, so it sends
+/// the compat `sctp` match (rev 0) with `struct xt_sctp_info` (296 bytes, XT_ALIGNed): the
+/// destination port range, every flag_info's chunk type 0xff and `XT_SCTP_DEST_PORTS`, as a
+/// raw dump of iptables' own rule shows.
+pub fn sctp_dport(port: u16) -> Expr {
+    let mut info = vec![0u8; 296];
+    info[0..2].copy_from_slice(&port.to_ne_bytes());
+    info[2..4].copy_from_slice(&port.to_ne_bytes());
+    for i in 0..4 {
+        info[268 + 3 * i] = 0xff;
+    }
+    info[284..288].copy_from_slice(&2u32.to_ne_bytes());
+    Xt::new(XtKind::Match, "sctp", 0, info).to_expr()
+}
+
+/// `nft_range` over register 1 (`range eq|neq FROM TO`), as the kernel dumps it.
+fn range_expr(invert: bool, from: &[u8], to: &[u8]) -> Expr {
+    const SREG: u16 = 1;
+    const OP: u16 = 2;
+    const FROM: u16 = 3;
+    const TO: u16 = 4;
+    // The kernel dumps the two data nests without NLA_F_NESTED (nla_nest_start_noflag).
+    let value = |v: &[u8]| {
+        let mut d = AttrWriter::new();
+        d.put(wire::NFTA_DATA_VALUE, v);
+        d.buf
+    };
+    let mut w = AttrWriter::new();
+    w.put_u32(SREG, Reg::R1.0)
+        .put_u32(OP, if invert { 1 } else { 0 })
+        .put(FROM, &value(from))
+        .put(TO, &value(to));
+    Expr::Other {
+        name: "range".to_string(),
+        data: w.buf,
+    }
+}
+
+/// The expressions iptables-nft 1.8.9 writes for `-m tcp|udp` with these ports (its
+/// `add_nft_tcpudp`, as observed with `nft --debug=netlink`): both sides single ports with the
+/// same negation → one 4-byte load of both ports; else each side given → a 2-byte load and
+/// `cmp` (one port), `cmp lte|gt` (from 0), or `range`; no side given → the compat match.
+pub fn tcpudp_ports(proto: u8, sport: PortRange, dport: PortRange) -> Vec<Expr> {
+    if sport.is_any() && dport.is_any() && !sport.invert && !dport.invert {
+        return vec![tcpudp_any(proto)];
+    }
+    let load = |offset: u32, len: u32| Expr::Payload {
+        base: PayloadBase::Transport,
+        offset,
+        len,
+        dreg: Reg::R1,
+    };
+    let op = |invert: bool| if invert { CmpOp::Neq } else { CmpOp::Eq };
+    if sport.single() && dport.single() && sport.invert == dport.invert {
+        let mut data = sport.from.to_be_bytes().to_vec();
+        data.extend(dport.from.to_be_bytes());
+        return vec![
+            load(0, 4),
+            Expr::Cmp {
+                sreg: Reg::R1,
+                op: op(sport.invert),
+                data,
+            },
+        ];
+    }
+    let mut out = Vec::new();
+    for (offset, p) in [(0, sport), (2, dport)] {
+        if p.from == 0 && p.to == u16::MAX {
+            continue;
+        }
+        out.push(load(offset, 2));
+        out.push(if p.from == p.to {
+            Expr::Cmp {
+                sreg: Reg::R1,
+                op: op(p.invert),
+                data: p.from.to_be_bytes().to_vec(),
+            }
+        } else if p.from == 0 {
+            Expr::Cmp {
+                sreg: Reg::R1,
+                op: if p.invert { CmpOp::Gt } else { CmpOp::Lte },
+                data: p.to.to_be_bytes().to_vec(),
+            }
+        } else {
+            range_expr(p.invert, &p.from.to_be_bytes(), &p.to.to_be_bytes())
+        });
+    }
+    out
+}
+
 /// The `NFTA_RULE_COMPAT` attribute iptables-nft adds for `-p PROTO` (flags:
 /// [`RULE_COMPAT_F_INV`]), for callers that write rules with protocol-bound extensions.
 pub fn rule_compat(proto: u8, flags: u32) -> Vec<u8> {
