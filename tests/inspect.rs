@@ -387,7 +387,8 @@ fn gc_with_a_wrong_cni_path_runs_the_built_in_plugins_and_says_so() {
     let node = gc_node(
         "ins-fb",
         json!([{"type": "bridge", "bridge": "cniinsfb0", "isGateway": true},
-               {"type": "portmap", "capabilities": {"portMappings": true}}]),
+               // nftables: its rules name the container in their comments.
+               {"type": "portmap", "backend": "nftables", "capabilities": {"portMappings": true}}]),
     );
     let pd = TestNs::new("ins-fbd");
     node.net_add(
