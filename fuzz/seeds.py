@@ -175,5 +175,14 @@ dict_file("subnet_env", json_words + ["FLANNEL_NETWORK=", "FLANNEL_SUBNET=", "FL
           "FLANNEL_IPV6_NETWORK=", "FLANNEL_IPV6_SUBNET=", "\n"])
 dict_file("sysctl_name", ["IFNAME", ".", "/", "..", "net", "ipv4", "ipv6", "conf", "proc", "sys", "\x00"])
 dict_file("dhcp_packet", ["\x63\x82\x53\x63", "\x35\x01\x02", "\x34\x01\x03", "\xff"])
+dict_file("dhcp_rpc", ["CONNECT /_goRPC_ HTTP/1.0\n\n", "\xff\x81", "\xff\x82", "\xff\x83", "\x03\x01\x01",
+          "Request", "Response", "CmdArgs", "Result", "ServiceMethod", "Seq", "Error", "DHCP.Allocate",
+          "DHCP.Release", "StdinData", "IPs", "Routes", "Address", "Mask", "\x04\x0a\x00\x00\x01", "\x00"])
+# dhcp_rpc's seeds are the captures of Debian's 1.1.1 plugin and daemon that its unit tests use.
+import shutil
+os.makedirs(os.path.join(HERE, "seeds", "dhcp_rpc"), exist_ok=True)
+_td = os.path.join(HERE, "..", "src", "ipam", "dhcp", "testdata")
+for _f in sorted(f for f in os.listdir(_td) if f.endswith(".bin")):
+    shutil.copy(os.path.join(_td, _f), os.path.join(HERE, "seeds", "dhcp_rpc", _f.removesuffix(".bin")))
 dict_file("netlink", ["\x08\x00", "\x05\x00", "\x14\x00", "\x00\x00\x00\x00"])
 dict_file("nft", ["\x08\x00", "\x0c\x00\x01\x00", "\x02\x00", "\x00\x00\x00\x00"])

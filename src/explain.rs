@@ -110,8 +110,8 @@ pub static PLUGINS: &[PluginKeys] = &[
             k("isGateway", "bool", "false", "give the bridge the gateway address of each subnet"),
             k("isDefaultGateway", "bool", "false", "isGateway, plus a default route in the container via the bridge"),
             k("forceAddress", "bool", "false", "replace a different gateway address already on the bridge"),
-            k("ipMasq", "bool", "false", "masquerade traffic from the pod leaving its subnet (nftables)"),
-            k("ipMasqBackend", "string", "\"\" (nftables)", "nftables: our table inet cni_plugins_masquerade; iptables: the reference's own nat rules (CNI-<hash> chain), written over netlink"),
+            k("ipMasq", "bool", "false", "masquerade traffic from the pod leaving its subnet"),
+            k("ipMasqBackend", "string", "\"\" (iptables if the node uses iptables, else nftables)", "iptables: the reference's own nat rules (CNI-<hash> chain in ip/ip6 nat), written over netlink; nftables: upstream's table inet cni_plugins_masquerade; unset: iptables when an iptables executable or iptables' tables are on the node (doc/firewall.md); DEL removes both"),
             MTU,
             k("hairpinMode", "bool", "false", "let a pod reach itself through the bridge (e.g. via its host port)"),
             k("promiscMode", "bool", "false", "put the bridge in promiscuous mode"),
@@ -187,8 +187,8 @@ pub static PLUGINS: &[PluginKeys] = &[
         parser: Some(("interface/ptp.rs", "PtpConf")),
         under: "",
         keys: &[
-            k("ipMasq", "bool", "false", "masquerade traffic from the pod leaving its subnet (nftables)"),
-            k("ipMasqBackend", "string", "\"\" (nftables)", "nftables: our table inet cni_plugins_masquerade; iptables: the reference's own nat rules (CNI-<hash> chain), written over netlink"),
+            k("ipMasq", "bool", "false", "masquerade traffic from the pod leaving its subnet"),
+            k("ipMasqBackend", "string", "\"\" (iptables if the node uses iptables, else nftables)", "iptables: the reference's own nat rules (CNI-<hash> chain in ip/ip6 nat), written over netlink; nftables: upstream's table inet cni_plugins_masquerade; unset: iptables when an iptables executable or iptables' tables are on the node (doc/firewall.md); DEL removes both"),
             MTU,
         ],
     },
@@ -247,18 +247,18 @@ pub static PLUGINS: &[PluginKeys] = &[
         parser: Some(("ipam/dhcp/mod.rs", "IpamIn")),
         under: "ipam",
         keys: &[
-            k("daemonSocketPath", "string", "\"/run/cni/dhcp.sock\"", "the socket of `dhcp daemon`, which holds and renews the leases"),
-            k("request", "list", "subnet mask, router, DNS, domain, search, classless routes", "options to ask for: [{\"option\": name or number, \"skipDefault\": bool}]; skipDefault drops the defaults"),
-            k("provide", "list", "none", "options to send: [{\"option\": \"host-name\", \"value\": ... or \"fromArg\": \"K8S_POD_NAME\"}]"),
+            k("daemonSocketPath", "string", "\"/run/cni/dhcp.sock\"", "the socket of the dhcp daemon (ours or the reference's: both speak Go net/rpc), which holds and renews the leases"),
+            k("request", "list", "subnet mask, router, DNS, domain, search, classless routes", "options to ask for: [{\"option\": name or number, \"skipDefault\": bool}]; skipDefault drops the defaults; \"33\" asks for classful static routes, which become routes when option 121 is absent"),
+            k("provide", "list", "none", "options to send: [{\"option\": \"host-name\", \"value\": ..., \"fromArg\": \"K8S_POD_NAME\"}]: fromArg's CNI_ARGS value when the runtime sends that key (even empty), else value; one per option code, a later entry wins"),
             k("priority", "int", "none", "metric of the returned routes"),
         ],
     },
     PluginKeys {
         plugin: "firewall",
-        parser: Some(("meta/firewall.rs", "FirewallConf")),
+        parser: Some(("meta/firewall/mod.rs", "FirewallConf")),
         under: "",
         keys: &[
-            k("backend", "string", "\"\" (both where iptables is used)", "nftables: our table inet cni_firewall only; iptables: the reference's own iptables rules only; empty: our table, plus the reference's iptables rules where an iptables FORWARD chain exists; firewalld is refused (code 2)"),
+            k("backend", "string", "\"\" (iptables if the node uses iptables, else nftables)", "iptables: the reference's own rules in iptables' filter table (CNI-FORWARD, the admin chain, the FORWARD jump, made if missing); nftables: our table inet cni_firewall; unset: iptables when an iptables executable or iptables' tables are on the node (doc/firewall.md); DEL removes both; firewalld is refused (code 2)"),
             k("iptablesAdminChainName", "string", "\"CNI-ADMIN\"", "the operators' chain, jumped to before the pod's rules"),
             k("ingressPolicy", "string", "\"open\"", "open, same-bridge or isolated"),
             k("firewalldZone", "string", "none", "firewalld backend only (which is refused)"),
@@ -335,6 +335,49 @@ pub fn lookup(plugin: &str) -> Option<&'static PluginKeys> {
     PLUGINS.iter().find(|p| p.plugin == plugin)
 }
 
+/// `dhcp daemon`'s flags (the reference's, and -statefile); the names are
+/// `ipam::dhcp::daemon::FLAGS` (a test keeps them the same).
+pub static DHCP_DAEMON_FLAGS: &[Key] = &[
+    k(
+        "-socketpath",
+        "path",
+        "/run/cni/dhcp.sock",
+        "where to listen (Go net/rpc, as the reference's daemon), under -hostprefix",
+    ),
+    k(
+        "-hostprefix",
+        "path",
+        "none",
+        "the host's root as the daemon sees it (in a container): prefixed to netns paths, -socketpath and -statefile",
+    ),
+    k(
+        "-pidfile",
+        "path",
+        "none",
+        "write the daemon's pid there (absolute, not prefixed)",
+    ),
+    k("-broadcast", "bool", "false", "ask the server to broadcast its answers"),
+    k("-timeout", "Go dur", "10s", "how long an ADD waits for a lease"),
+    k(
+        "-resendmax",
+        "Go dur",
+        "62s",
+        "the longest wait between retransmissions",
+    ),
+    k(
+        "-resendtimeout",
+        "Go dur",
+        "208s",
+        "how long a lease lost in the background is sought at the fast pace before the longest interval",
+    ),
+    k(
+        "-statefile",
+        "path",
+        "-socketpath + .leases",
+        "where leases are saved for a restarted daemon (ours only), under -hostprefix",
+    ),
+];
+
 /// The text `explain` prints.
 pub fn render(p: &PluginKeys) -> String {
     use std::fmt::Write;
@@ -363,6 +406,10 @@ pub fn render(p: &PluginKeys) -> String {
     }
     let _ = writeln!(o, "\ncommon keys (every plugin):");
     table(&mut o, COMMON);
+    if p.plugin == "dhcp" {
+        let _ = writeln!(o, "\n`dhcp daemon` flags (-name value, -name=value):");
+        table(&mut o, DHCP_DAEMON_FLAGS);
+    }
     o
 }
 
@@ -440,6 +487,12 @@ mod tests {
     fn source(file: &str) -> String {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src").join(file);
         std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    }
+
+    #[test]
+    fn every_dhcp_daemon_flag_is_described() {
+        let described: Vec<&str> = DHCP_DAEMON_FLAGS.iter().map(|k| &k.name[1..]).collect();
+        assert_eq!(described, crate::ipam::dhcp::daemon::FLAGS);
     }
 
     #[test]

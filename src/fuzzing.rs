@@ -227,6 +227,27 @@ pub fn dhcp_packet(data: &[u8]) {
     let _ = again.message_type();
 }
 
+/// The dhcp plugin<->daemon protocol (Go net/rpc, gob) as each side reads it: a call as the
+/// daemon does, an answer as the plugin does; whatever reads is encoded again and must read
+/// back the same.
+pub fn dhcp_rpc(data: &[u8]) {
+    use crate::ipam::dhcp::rpc;
+    if let Ok(Some((call, n))) = rpc::read_call(data) {
+        assert!(n <= data.len());
+        let again = rpc::request(&call.method, call.seq, &call.args);
+        assert_eq!(rpc::read_call(&again), Ok(Some((call, again.len()))));
+    }
+    for expect_result in [false, true] {
+        if let Ok(Some(a)) = rpc::read_answer(data, expect_result) {
+            let again = rpc::response(rpc::ALLOCATE, 0, &a);
+            assert_eq!(rpc::read_answer(&again, expect_result), Ok(Some(a)));
+        }
+    }
+    if let Some(end) = rpc::http_head_end(data) {
+        let _ = rpc::is_connect(&rpc::first_line(&data[..end]));
+    }
+}
+
 /// The netlink decoders, `data[0]` picks one; and nftables receive buffers.
 pub fn netlink(data: &[u8]) {
     let Some((&sel, payload)) = data.split_first() else {

@@ -291,38 +291,59 @@ fn gc_releases_stale_leases() {
         .expect_ok();
 }
 
-/// The socket is 0600; requests naming a non-netns path or a bad interface are refused;
-/// the reference plugin's Go net/rpc gets an HTTP answer it prints.
+/// The socket is 0600; calls naming a non-netns path or a bad interface are refused with
+/// net/rpc errors; an unknown method gets Go's words; a non-CONNECT HTTP request gets Go's
+/// 405; an older cni-multi plugin's JSON line gets a JSON error it prints.
 #[test]
 fn socket_and_request_validation() {
     if !ready("socket_and_request_validation") {
         return;
     }
+    use cni_multi::ipam::dhcp::rpc;
     use std::io::{Read, Write};
     use std::os::unix::fs::PermissionsExt;
     let r = DhcpRig::new("dhv", Impl::Ours, Server::Bridge);
     let mode = std::fs::metadata(r.socket()).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
-    let ask = |line: &str| {
+    let raw = |bytes: &[u8]| {
         let mut s = std::os::unix::net::UnixStream::connect(r.socket()).unwrap();
-        s.write_all(line.as_bytes()).unwrap();
-        let mut out = String::new();
-        s.read_to_string(&mut out).unwrap();
+        s.write_all(bytes).unwrap();
+        let mut out = Vec::new();
+        s.read_to_end(&mut out).unwrap();
         out
     };
+    let call = |method: &str, netns: &str, ifname: &str| {
+        let args = rpc::CmdArgs {
+            container_id: "c1".into(),
+            netns: netns.into(),
+            ifname: ifname.into(),
+            stdin: br#"{"cniVersion":"1.0.0","name":"dh","ipam":{"type":"dhcp"}}"#.to_vec(),
+            ..Default::default()
+        };
+        let mut b = rpc::CONNECT.to_vec();
+        b.extend(rpc::request(method, 3, &args));
+        let out = raw(&b);
+        assert!(out.starts_with(rpc::CONNECTED), "{out:?}");
+        match rpc::read_answer(&out[rpc::CONNECTED.len()..], true).unwrap().unwrap() {
+            rpc::Answer::Error(e) => e,
+            a => panic!("{a:?}"),
+        }
+    };
     let not_ns = r.dir.join("dnsmasq.leases");
-    let a = ask(&format!(
-        "{}\n",
-        json!({"op": "allocate", "containerId": "c1", "netns": not_ns, "ifname": "eth0", "network": "dh"})
-    ));
-    assert!(a.contains("is not a network namespace"), "{a}");
-    let a = ask(&format!(
-        "{}\n",
-        json!({"op": "allocate", "containerId": "c1", "netns": "/proc/self/ns/net", "ifname": "a/b", "network": "dh"})
-    ));
-    assert!(a.contains("interface name"), "{a}");
-    let a = ask("CONNECT /_goRPC_ HTTP/1.0\n\n");
-    assert!(a.starts_with("HTTP/1.0 501 "), "{a}");
+    let e = call(rpc::ALLOCATE, not_ns.to_str().unwrap(), "eth0");
+    assert!(e.contains("is not a network namespace"), "{e}");
+    let e = call(rpc::ALLOCATE, "/proc/self/ns/net", "a/b");
+    assert!(e.contains("interface name"), "{e}");
+    assert_eq!(call("DHCP.Nope", "", ""), "rpc: can't find method DHCP.Nope");
+    assert_eq!(call("Other.Allocate", "", ""), "rpc: can't find service Other.Allocate");
+    let a = String::from_utf8(raw(b"GET / HTTP/1.1\r\n\r\n")).unwrap();
+    assert!(
+        a.starts_with("HTTP/1.0 405 ") && a.ends_with("405 must CONNECT\n"),
+        "{a}"
+    );
+    let a = String::from_utf8(raw(b"{\"op\":\"allocate\"}\n")).unwrap();
+    let v: Value = serde_json::from_str(&a).unwrap();
+    assert!(v["error"]["msg"].as_str().unwrap().contains("speaks Go net/rpc"), "{a}");
     let p = r.rig.pod("dhv");
     let o = r.ipam("ADD", &r.conf("1.0.0", json!({})), "c1", p.path_str(), "eth9");
     assert!(o.msg().contains("interface \"eth9\" not found"), "{}", o.stdout);
@@ -345,10 +366,10 @@ fn cli_form_and_socket_activation() {
     let mut cmd = std::process::Command::new("/bin/sh");
     cmd.arg("-c")
         .arg(format!(
-            "LISTEN_PID=$$ LISTEN_FDS=1 exec {} --net={} -- {} dhcp daemon -socketpath /nonexistent/x.sock",
+            "LISTEN_PID=$$ LISTEN_FDS=1 exec {} --net={} -- '{}' dhcp daemon -socketpath /nonexistent/x.sock",
             tool("nsenter").display(),
             r.rig.node.path_str(),
-            common::veth_rig::OURS
+            common::veth_rig::ours().display()
         ))
         .stderr(std::fs::File::create(r.dir.join("daemon.log")).unwrap());
     // SAFETY: dup2 and fcntl are async-signal-safe; the listener ends up at fd 3 as systemd

@@ -5,7 +5,7 @@
 #![allow(dead_code)]
 
 use super::rig::{in_ci, tool, TestNs};
-use super::veth_rig::{conf, Impl, Rig, TempDir, OURS, REFERENCE_DIR};
+use super::veth_rig::{conf, ours, Impl, Rig, TempDir, REFERENCE_DIR};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -80,7 +80,7 @@ impl DhcpRig {
         let rig = Rig::new(prefix, imp);
         for p in ["macvlan", "dhcp"] {
             let target = match imp {
-                Impl::Ours => PathBuf::from(OURS),
+                Impl::Ours => ours(),
                 Impl::Reference => Path::new(REFERENCE_DIR).join(p),
             };
             std::os::unix::fs::symlink(target, rig.bin.join(p)).unwrap();
@@ -194,6 +194,13 @@ impl DhcpRig {
 
     /// The daemon from `bin` (`dhcp daemon` of ours or of the reference).
     pub fn start_daemon_bin(&mut self, bin: &Path, extra: &[&str]) {
+        let sock = self.socket();
+        self.start_daemon_at(bin, sock.to_str().unwrap(), &sock, extra);
+    }
+
+    /// The daemon from `bin` with `-socketpath socketpath`, waiting for its socket to appear
+    /// at `appears` (elsewhere with `-hostprefix`).
+    pub fn start_daemon_at(&mut self, bin: &Path, socketpath: &str, appears: &Path, extra: &[&str]) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -205,12 +212,12 @@ impl DhcpRig {
             .arg(bin)
             .arg("daemon")
             .arg("-socketpath")
-            .arg(self.socket())
+            .arg(socketpath)
             .args(extra)
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log);
-        if self.rig.imp == Impl::Ours {
+        if bin.canonicalize().ok() == ours().canonicalize().ok() {
             c.env("PATH", "");
         }
         let child = c.spawn().expect("start dhcp daemon");
@@ -218,8 +225,7 @@ impl DhcpRig {
             child: Some(child),
             what: "dhcp daemon".into(),
         });
-        let sock = self.socket();
-        wait_for(|| sock.exists(), "dhcp daemon socket", Duration::from_secs(10));
+        wait_for(|| appears.exists(), "dhcp daemon socket", Duration::from_secs(10));
     }
 
     /// The interface plugin's config with dhcp IPAM: bridge on br0 or macvlan on up0.

@@ -3,11 +3,14 @@
 //! the container's netns (a socket stays in the netns it was created in); every lease's
 //! timers are deadlines the loop sleeps until.
 //!
+//! Clients speak Go net/rpc (`rpc`), as to the reference's daemon; each connection carries
+//! one call, answered when its lease is settled.
+//!
 //! Leases are saved to a state file (temp file + fsync + rename) on every change, so a
 //! restarted daemon goes on renewing them.
 
 use super::lease::{ClientOpts, Lease, Outcome, Timing};
-use super::{packet, LeaseInfo, Reply, Request};
+use super::{packet, rpc, LeaseInfo};
 use crate::cni::config;
 use crate::cni::error::CniError;
 use crate::linux::netlink::link::OperState;
@@ -17,7 +20,7 @@ use ipnet::IpNet;
 use nix::libc;
 use serde::{Deserialize, Serialize};
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, RawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -26,13 +29,27 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Flags {
+    /// As given; the daemon listens on `hostprefix` + this (the reference's daemon.go).
     pub socket_path: String,
     pub pidfile: String,
     pub hostprefix: String,
     pub broadcast: bool,
     pub timing: Timing,
-    /// Where leases are kept; default: the socket path with `.leases` appended.
+    /// Where leases are kept, under `hostprefix` like the socket; default: the socket path
+    /// with `.leases` appended.
     pub statefile: String,
+}
+
+impl Flags {
+    /// The socket's path on this side of `-hostprefix` (a daemon in a container with the
+    /// host's root mounted there).
+    pub fn socket(&self) -> String {
+        format!("{}{}", self.hostprefix, self.socket_path)
+    }
+
+    pub fn statefile(&self) -> String {
+        format!("{}{}", self.hostprefix, self.statefile)
+    }
 }
 
 /// A Go `time.Duration` string: "10s", "1m30s", "250ms", "1.5h", "0".
@@ -70,6 +87,18 @@ pub fn parse_go_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(total))
 }
 
+/// Every flag, the reference's and -statefile (`explain dhcp` describes them in this order).
+pub const FLAGS: &[&str] = &[
+    "socketpath",
+    "hostprefix",
+    "pidfile",
+    "broadcast",
+    "timeout",
+    "resendmax",
+    "resendtimeout",
+    "statefile",
+];
+
 /// The reference's flags, Go `flag` style: `-name value`, `-name=value`, `--name`.
 pub fn parse_flags(args: &[String]) -> Result<Flags, String> {
     let mut f = Flags {
@@ -99,17 +128,7 @@ pub fn parse_flags(args: &[String]) -> Result<Flags, String> {
             };
             continue;
         }
-        if ![
-            "socketpath",
-            "pidfile",
-            "hostprefix",
-            "statefile",
-            "timeout",
-            "resendmax",
-            "resendtimeout",
-        ]
-        .contains(&name)
-        {
+        if !FLAGS.contains(&name) {
             return Err(format!("flag provided but not defined: -{name}"));
         }
         let value = match inline {
@@ -280,7 +299,7 @@ struct Attachment {
     provide: Vec<(u8, String)>,
     phase: Phase,
     /// ADDs waiting for the lease.
-    waiters: Vec<UnixStream>,
+    waiters: Vec<Caller>,
     /// The daemon took the address of a lost lease off the interface.
     removed: bool,
 }
@@ -296,7 +315,7 @@ impl Attachment {
 
     fn sock_fd(&self) -> Option<RawFd> {
         match &self.phase {
-            Phase::Active { sock, .. } | Phase::Releasing { sock, .. } => Some(sock.raw_fd()),
+            Phase::Active { sock, .. } | Phase::Releasing { sock, .. } => Some(sock.as_fd().as_raw_fd()),
             Phase::WaitLink { .. } => None,
         }
     }
@@ -334,24 +353,50 @@ struct Conn {
     stream: UnixStream,
     buf: Vec<u8>,
     until: Instant,
+    /// Where the gob stream starts, once the HTTP CONNECT has been answered.
+    rpc_at: Option<usize>,
 }
 
-fn reply(mut stream: UnixStream, r: &Reply) {
-    let mut line = serde_json::to_vec(r).unwrap_or_default();
-    line.push(b'\n');
+/// What a connection's bytes amount to so far.
+enum Incoming {
+    More,
+    Call(rpc::Call),
+    /// Not net/rpc: these bytes are the answer, then the connection is closed.
+    Refuse(Vec<u8>),
+    Drop(String),
+}
+
+/// A client waiting for the answer to its call.
+struct Caller {
+    stream: UnixStream,
+    method: String,
+    seq: u64,
+    /// The routes' metric, from the caller's config.
+    priority: Option<u32>,
+}
+
+fn write_all(stream: &mut UnixStream, b: &[u8]) {
     let _ = stream.set_nonblocking(false);
     let _ = stream.set_write_timeout(Some(Duration::from_secs(2)));
-    let _ = stream.write_all(&line);
+    let _ = stream.write_all(b);
 }
 
-fn reply_err(stream: UnixStream, e: CniError) {
-    reply(
-        stream,
-        &Reply {
-            lease: None,
-            error: Some(e),
-        },
-    );
+fn answer(mut c: Caller, a: &rpc::Answer) {
+    let b = rpc::response(&c.method, c.seq, a);
+    write_all(&mut c.stream, &b);
+}
+
+fn answer_ok(c: Caller) {
+    answer(c, &rpc::Answer::Empty)
+}
+
+fn answer_err(c: Caller, e: CniError) {
+    answer(c, &rpc::Answer::Error(e.msg))
+}
+
+fn answer_lease(c: Caller, info: &LeaseInfo) {
+    let r = info.to_rpc(c.priority);
+    answer(c, &rpc::Answer::Result(r))
 }
 
 fn err(msg: impl Into<String>) -> CniError {
@@ -416,7 +461,7 @@ impl Daemon {
         let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)?;
         let (listener, activated) = match activation_socket()? {
             Some(l) => (l, true),
-            None => (bind_socket(&flags.socket_path)?, false),
+            None => (bind_socket(&flags.socket())?, false),
         };
         listener.set_nonblocking(true)?;
         if !flags.pidfile.is_empty() {
@@ -434,7 +479,7 @@ impl Daemon {
         d.restore();
         log(format!(
             "listening on {}{}, {} lease(s) restored",
-            d.flags.socket_path,
+            d.flags.socket(),
             if d.activated { " (socket activation)" } else { "" },
             d.atts.len()
         ));
@@ -443,7 +488,7 @@ impl Daemon {
 
     fn cleanup(&self) {
         if !self.activated {
-            let _ = std::fs::remove_file(&self.flags.socket_path);
+            let _ = std::fs::remove_file(self.flags.socket());
         }
         if !self.flags.pidfile.is_empty() {
             let _ = std::fs::remove_file(&self.flags.pidfile);
@@ -548,6 +593,7 @@ impl Daemon {
                         stream: s,
                         buf: Vec::new(),
                         until: Instant::now() + REQUEST_TIMEOUT,
+                        rpc_at: None,
                     });
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
@@ -564,89 +610,112 @@ impl Daemon {
         let mut i = 0;
         while i < self.conns.len() {
             let c = &mut self.conns[i];
-            let mut done = false;
-            let mut drop_it = now >= c.until;
+            let mut state = if now >= c.until {
+                Incoming::Drop("no complete call within 5s".into())
+            } else {
+                Incoming::More
+            };
             if ready.contains(&c.stream.as_raw_fd()) {
                 let mut chunk = [0u8; 4096];
                 loop {
                     match c.stream.read(&mut chunk) {
                         Ok(0) => {
-                            drop_it = true;
+                            state = Incoming::Drop(String::new());
                             break;
                         }
                         Ok(n) => {
                             c.buf.extend_from_slice(&chunk[..n]);
-                            if c.buf.contains(&b'\n') {
-                                done = true;
+                            state = parse_conn(c);
+                            if !matches!(state, Incoming::More) {
                                 break;
                             }
                             if c.buf.len() > MAX_REQUEST {
-                                drop_it = true;
+                                state = Incoming::Drop("call too long".into());
                                 break;
                             }
                         }
                         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                         Err(_) => {
-                            drop_it = true;
+                            state = Incoming::Drop(String::new());
                             break;
                         }
                     }
                 }
             }
-            if done {
-                let c = self.conns.swap_remove(i);
-                self.handle(c);
-            } else if drop_it {
-                self.conns.swap_remove(i);
-            } else {
-                i += 1;
+            match state {
+                Incoming::More => i += 1,
+                Incoming::Call(call) => {
+                    let c = self.conns.swap_remove(i);
+                    self.handle(c.stream, call);
+                }
+                Incoming::Refuse(bytes) => {
+                    let mut c = self.conns.swap_remove(i);
+                    write_all(&mut c.stream, &bytes);
+                }
+                Incoming::Drop(why) => {
+                    if !why.is_empty() {
+                        log(format!("client dropped: {why}"));
+                    }
+                    self.conns.swap_remove(i);
+                }
             }
         }
     }
 
-    fn handle(&mut self, c: Conn) {
-        let end = c.buf.iter().position(|&b| b == b'\n').unwrap_or(c.buf.len());
-        let line = &c.buf[..end];
-        if line.starts_with(b"CONNECT ") || line.starts_with(b"GET ") || line.starts_with(b"POST ") {
-            // The reference's plugin (Go net/rpc over HTTP): tell it in words it prints.
-            let mut s = c.stream;
-            let _ = s.set_nonblocking(false);
-            let _ = s.write_all(
-                b"HTTP/1.0 501 cni-multi dhcp daemon: Go net/rpc is not spoken here, use cni-multi's dhcp plugin\r\n\r\n",
-            );
-            return;
-        }
-        let req: Request = match serde_json::from_slice(line) {
-            Ok(r) => r,
-            Err(e) => return reply_err(c.stream, err(format!("malformed request: {e}"))),
+    fn handle(&mut self, stream: UnixStream, call: rpc::Call) {
+        let mut caller = Caller {
+            stream,
+            method: call.method.clone(),
+            seq: call.seq,
+            priority: None,
         };
-        match req.op.as_str() {
-            "status" => reply(c.stream, &Reply::default()),
-            "allocate" => self.allocate(req, c.stream),
-            "release" => match key_of(&req) {
-                Err(e) => reply_err(c.stream, e),
-                Ok(key) => self.release(&key, Some(c.stream)),
-            },
-            "check" => match key_of(&req) {
-                Err(e) => reply_err(c.stream, e),
-                Ok(key) => match self.atts.iter().find(|a| a.key == key).and_then(Attachment::lease) {
-                    Some(l) if l.is_live() => reply(
-                        c.stream,
-                        &Reply {
-                            lease: l.ack.as_ref().and_then(LeaseInfo::of),
-                            error: None,
+        let args = call.args;
+        match call.method.as_str() {
+            rpc::STATUS => answer_ok(caller),
+            rpc::ALLOCATE | rpc::CHECK => {
+                let job = match Job::read(&args) {
+                    Ok(j) => j,
+                    Err(e) => return answer_err(caller, e),
+                };
+                caller.priority = job.priority;
+                if call.method == rpc::ALLOCATE {
+                    return self.allocate(job, caller);
+                }
+                match key_of(&job) {
+                    Err(e) => answer_err(caller, e),
+                    Ok(key) => match self.atts.iter().find(|a| a.key == key).and_then(Attachment::lease) {
+                        Some(l) if l.is_live() => match l.ack.as_ref().and_then(LeaseInfo::of) {
+                            Some(info) => answer_lease(caller, &info),
+                            None => answer_err(caller, err(format!("the lease of {key} has no address"))),
                         },
-                    ),
-                    _ => reply_err(c.stream, err(format!("the DHCP daemon holds no live lease for {key}"))),
-                },
+                        _ => answer_err(caller, err(format!("the DHCP daemon holds no live lease for {key}"))),
+                    },
+                }
+            }
+            // As the reference: only the network name is read, so a DEL with a config that
+            // no longer validates still releases.
+            rpc::RELEASE => match super::network_name(&args.stdin).and_then(|network| {
+                key_of(&Job {
+                    network,
+                    container_id: args.container_id.clone(),
+                    ifname: args.ifname.clone(),
+                    ..Default::default()
+                })
+            }) {
+                Err(e) => answer_err(caller, e),
+                Ok(key) => self.release(&key, Some(caller)),
             },
-            "gc" => {
+            rpc::GC => {
+                let job = match Job::read(&args) {
+                    Ok(j) => j,
+                    Err(e) => return answer_err(caller, e),
+                };
                 let stale: Vec<String> = self
                     .atts
                     .iter()
-                    .filter(|a| a.network == req.network)
+                    .filter(|a| a.network == job.network)
                     .filter(|a| {
-                        !req.valid
+                        !job.valid
                             .iter()
                             .any(|v| v.container_id == a.container_id && v.ifname == a.ifname)
                     })
@@ -656,26 +725,23 @@ impl Daemon {
                     log(format!("{k}: not a valid attachment, releasing"));
                     self.release(&k, None);
                 }
-                reply(c.stream, &Reply::default());
+                answer_ok(caller);
             }
-            op => reply_err(c.stream, err(format!("unknown request {op:?}"))),
+            m => {
+                let e = rpc::unknown_method(m);
+                answer(caller, &rpc::Answer::Error(e))
+            }
         }
     }
 
-    fn allocate(&mut self, req: Request, stream: UnixStream) {
-        let key = match validate(&req) {
+    fn allocate(&mut self, job: Job, caller: Caller) {
+        let key = match validate(&job) {
             Ok(k) => k,
-            Err(e) => return reply_err(stream, e),
+            Err(e) => return answer_err(caller, e),
         };
         if let Some(a) = self.atts.iter_mut().find(|a| a.key == key) {
             if let Phase::Releasing { .. } = a.phase {
-                return reply_err(
-                    stream,
-                    CniError::new(
-                        crate::cni::error::code::TRY_AGAIN_LATER,
-                        format!("the lease for {key} is being released"),
-                    ),
-                );
+                return answer_err(caller, err(format!("the lease for {key} is being released, try again")));
             }
             // A second ADD for the same attachment shares its lease (the reference does too).
             match a
@@ -684,29 +750,23 @@ impl Daemon {
                 .and_then(|l| l.ack.as_ref())
                 .and_then(LeaseInfo::of)
             {
-                Some(info) => reply(
-                    stream,
-                    &Reply {
-                        lease: Some(info),
-                        error: None,
-                    },
-                ),
-                None => a.waiters.push(stream),
+                Some(info) => answer_lease(caller, &info),
+                None => a.waiters.push(caller),
             }
             return;
         }
-        match self.attach(&req, key, None) {
+        match self.attach(&job, key, None) {
             Ok(mut a) => {
-                a.waiters.push(stream);
+                a.waiters.push(caller);
                 self.atts.push(a);
                 // Its first step (link check, DISCOVER) runs in this iteration's timers.
             }
-            Err(e) => reply_err(stream, e),
+            Err(e) => answer_err(caller, e),
         }
     }
 
     /// Opens the attachment's netns and link, and sets the link up. `saved` restores a lease.
-    fn attach(&self, req: &Request, key: String, saved: Option<&Saved>) -> Result<Attachment, CniError> {
+    fn attach(&self, req: &Job, key: String, saved: Option<&Saved>) -> Result<Attachment, CniError> {
         let path = format!("{}{}", self.flags.hostprefix, req.netns);
         let ns = NetNs::open(&path).map_err(|e| match e {
             NsError::NotExist(_) => err(format!("netns {path:?} does not exist")),
@@ -763,10 +823,10 @@ impl Daemon {
 
     /// Sends a DHCPRELEASE (while the interface still exists) and forgets the attachment;
     /// `waiter` (a DEL) is answered once the release is known to have left.
-    fn release(&mut self, key: &str, waiter: Option<UnixStream>) {
+    fn release(&mut self, key: &str, waiter: Option<Caller>) {
         let Some(i) = self.atts.iter().position(|a| a.key == key) else {
             if let Some(w) = waiter {
-                reply(w, &Reply::default());
+                answer_ok(w);
             }
             return;
         };
@@ -776,7 +836,7 @@ impl Daemon {
         }
         let mut a = self.atts.swap_remove(i);
         for w in a.waiters.drain(..) {
-            reply_err(w, err(format!("the lease for {key} was released while being acquired")));
+            answer_err(w, err(format!("the lease for {key} was released while being acquired")));
         }
         let mut confirm = None;
         if let Phase::Active { sock, lease } = a.phase {
@@ -813,7 +873,7 @@ impl Daemon {
             }
         }
         if let Some(w) = waiter {
-            reply(w, &Reply::default());
+            answer_ok(w);
         }
         self.save();
     }
@@ -822,7 +882,7 @@ impl Daemon {
     fn released(&mut self, i: usize) {
         let a = self.atts.swap_remove(i);
         for w in a.waiters {
-            reply(w, &Reply::default());
+            answer_ok(w);
         }
     }
 
@@ -936,7 +996,7 @@ impl Daemon {
         let msg = format!("{}: {why}", a.key);
         log(&msg);
         for w in a.waiters {
-            reply_err(w, err(format!("DHCP on {:?} (netns {}): {why}", a.ifname, a.netns)));
+            answer_err(w, err(format!("DHCP on {:?} (netns {}): {why}", a.ifname, a.netns)));
         }
         self.save();
     }
@@ -990,13 +1050,10 @@ impl Daemon {
                 lease.server_id().map(|x| x.to_string()).unwrap_or_default()
             ));
             for w in a.waiters.drain(..) {
-                reply(
-                    w,
-                    &Reply {
-                        lease: info.clone(),
-                        error: None,
-                    },
-                );
+                match &info {
+                    Some(info) => answer_lease(w, info),
+                    None => answer_err(w, err("the server's ACK has no usable address")),
+                }
             }
         }
         if out.bound || out.lost {
@@ -1014,14 +1071,15 @@ impl Daemon {
                 .collect(),
         };
         let data = serde_json::to_vec_pretty(&st).unwrap_or_default();
-        if let Err(e) = write_atomic(Path::new(&self.flags.statefile), &data) {
-            log(format!("save leases to {}: {e}", self.flags.statefile));
+        let path = self.flags.statefile();
+        if let Err(e) = write_atomic(Path::new(&path), &data) {
+            log(format!("save leases to {path}: {e}"));
         }
     }
 
     /// Takes up the leases a previous daemon saved; those whose netns or link is gone are dropped.
     fn restore(&mut self) {
-        let path = PathBuf::from(&self.flags.statefile);
+        let path = PathBuf::from(self.flags.statefile());
         let Ok(data) = std::fs::read(&path) else {
             return;
         };
@@ -1034,15 +1092,14 @@ impl Daemon {
         };
         let now = Instant::now();
         for s in st.leases {
-            let req = Request {
-                op: "allocate".into(),
+            let req = Job {
                 container_id: s.container_id.clone(),
                 netns: s.netns.clone(),
                 ifname: s.ifname.clone(),
                 network: s.network.clone(),
                 request: s.request.clone(),
                 provide: s.provide.clone(),
-                valid: Vec::new(),
+                ..Default::default()
             };
             let key = match validate(&req) {
                 Ok(k) => k,
@@ -1096,8 +1153,78 @@ fn configure(ns: &NetNs, ifindex: u32, info: &LeaseInfo) -> crate::linux::Result
     Ok(())
 }
 
+/// One call's attachment and the options its config asks for.
+#[derive(Debug, Clone, Default)]
+struct Job {
+    container_id: String,
+    netns: String,
+    ifname: String,
+    network: String,
+    request: Vec<u8>,
+    provide: Vec<(u8, String)>,
+    priority: Option<u32>,
+    /// gc: the attachments of `network` to keep.
+    valid: Vec<config::Attachment>,
+}
+
+impl Job {
+    fn read(args: &rpc::CmdArgs) -> Result<Job, CniError> {
+        let c = super::read_conf(&args.stdin, &args.args)?;
+        Ok(Job {
+            container_id: args.container_id.clone(),
+            netns: args.netns.clone(),
+            ifname: args.ifname.clone(),
+            network: c.name,
+            request: c.request,
+            provide: c.provide,
+            priority: c.priority,
+            valid: c.valid.unwrap_or_default(),
+        })
+    }
+}
+
+/// The state of a connection after new bytes: the HTTP CONNECT is answered as Go's rpc
+/// server does, then the call is read.
+fn parse_conn(c: &mut Conn) -> Incoming {
+    let at = match c.rpc_at {
+        Some(at) => at,
+        None => {
+            if c.buf.first() == Some(&b'{') {
+                // An older cni-multi plugin (JSON lines): an error it prints.
+                if !c.buf.contains(&b'\n') {
+                    return Incoming::More;
+                }
+                let msg = "this dhcp daemon speaks Go net/rpc, as the reference's does; the dhcp plugin that called \
+                           is an older cni-multi: install the cni-multi of this daemon";
+                let mut line =
+                    serde_json::to_vec(&serde_json::json!({"error": {"code": 999, "msg": msg}})).unwrap_or_default();
+                line.push(b'\n');
+                return Incoming::Refuse(line);
+            }
+            let Some(end) = rpc::http_head_end(&c.buf) else {
+                return Incoming::More;
+            };
+            if !rpc::is_connect(&rpc::first_line(&c.buf[..end])) {
+                return Incoming::Refuse(
+                    b"HTTP/1.0 405 Method Not Allowed\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n405 must CONNECT\n"
+                        .to_vec(),
+                );
+            }
+            write_all(&mut c.stream, rpc::CONNECTED);
+            let _ = c.stream.set_nonblocking(true);
+            c.rpc_at = Some(end);
+            end
+        }
+    };
+    match rpc::read_call(&c.buf[at..]) {
+        Ok(None) => Incoming::More,
+        Ok(Some((call, _))) => Incoming::Call(call),
+        Err(e) => Incoming::Drop(format!("malformed Go net/rpc call: {e}")),
+    }
+}
+
 /// Checks the names of an allocation request (its netns too) and returns the attachment key.
-fn validate(req: &Request) -> Result<String, CniError> {
+fn validate(req: &Job) -> Result<String, CniError> {
     if !req.netns.starts_with('/') {
         return Err(err(format!("netns path {:?} is not absolute", req.netns)));
     }
@@ -1106,7 +1233,7 @@ fn validate(req: &Request) -> Result<String, CniError> {
 
 /// The attachment key (the reference's client id text) after checking the names; release
 /// and check need no netns (a runtime's second DEL comes without one).
-fn key_of(req: &Request) -> Result<String, CniError> {
+fn key_of(req: &Job) -> Result<String, CniError> {
     config::validate_container_id(&req.container_id)?;
     config::validate_ifname(&req.ifname)?;
     config::validate_network_name(&req.network)?;
@@ -1157,6 +1284,10 @@ mod tests {
         assert_eq!(f.timing.timeout, Duration::from_secs(3));
         assert_eq!(f.timing.resend_max, Duration::from_secs(5));
         assert_eq!((f.pidfile.as_str(), f.hostprefix.as_str()), ("/tmp/p", "/host"));
+        // The socket and the state file are under the host prefix (upstream's daemon.go
+        // listens on hostPrefix + socketPath); the pidfile is not.
+        assert_eq!(f.socket(), "/host/tmp/x.sock");
+        assert_eq!(f.statefile(), "/host/tmp/x.sock.leases");
         assert_eq!(
             parse_flags(&s(&["-nope"])).unwrap_err(),
             "flag provided but not defined: -nope"
@@ -1167,8 +1298,7 @@ mod tests {
 
     #[test]
     fn requests_are_validated() {
-        let mut r = Request {
-            op: "allocate".into(),
+        let mut r = Job {
             container_id: "c1".into(),
             netns: "/run/netns/x".into(),
             ifname: "eth0".into(),

@@ -1,17 +1,23 @@
 //! dhcp IPAM (plugins/ipam/dhcp): leases from a DHCP server, held and renewed by a node
 //! daemon (`dhcp daemon`, see `daemon`) that runs the client inside each container's netns.
 //!
-//! The plugin and the daemon talk over a unix socket, one request per connection: a JSON
-//! line each way. The reference speaks Go net/rpc there instead; each side recognises the
-//! other and says so, since after a swap an old daemon may still be running.
+//! The plugin and the daemon talk the reference's protocol, Go net/rpc on a unix socket
+//! (`rpc`, over `gob`), so our plugin works with a reference daemon and the reference's
+//! plugin with ours. The plugin sends its invocation (config and CNI_ARGS included); the
+//! daemon reads the options from it, as the reference's does.
 //!
 //! Beyond the reference: the result carries DNS (options 6, 15, 119, requested by default),
-//! DEL succeeds when no daemon is running (nothing can be released then), and STATUS asks
-//! the daemon (code 50 when none answers).
+//! DEL succeeds when no daemon is running (nothing can be released then), CHECK does not
+//! take a new lease for one that was lost, and STATUS asks the daemon (code 50 when none
+//! answers). CHECK, STATUS and GC are methods a reference daemon lacks; against one, CHECK
+//! asks for the lease as the reference's plugin does, STATUS and GC are satisfied by its
+//! answer.
 
 pub mod daemon;
+pub mod gob;
 pub mod lease;
 pub mod packet;
+pub mod rpc;
 
 use crate::cni::config::{self, Attachment};
 use crate::cni::error::{code, CniError};
@@ -20,7 +26,7 @@ use crate::cni::result::{CniResult, Dns, IpConfig, Route};
 use crate::cni::skel::{CmdArgs, Kind, Plugin};
 use anyhow::Result;
 use ipnet::{IpNet, Ipv4Net};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr};
 use std::os::unix::net::UnixStream;
@@ -104,18 +110,36 @@ pub fn option_code(name: &str) -> Result<u8, CniError> {
     Ok(code)
 }
 
-struct Conf {
+/// A network's dhcp settings, as the plugin and the daemon both read them from the config.
+pub struct Conf {
     version: String,
-    name: String,
+    pub name: String,
     socket: String,
-    request: Vec<u8>,
-    provide: Vec<(u8, String)>,
-    priority: Option<u32>,
-    valid: Option<Vec<Attachment>>,
+    /// The parameter request list (option 55).
+    pub request: Vec<u8>,
+    /// Options sent with every request, one per code.
+    pub provide: Vec<(u8, String)>,
+    pub priority: Option<u32>,
+    pub valid: Option<Vec<Attachment>>,
 }
 
-fn load_conf(args: &CmdArgs) -> Result<Conf, CniError> {
-    let n: NetIn = config::parse(&args.stdin)?;
+/// CNI_ARGS as the reference's daemon reads them for `fromArg`: `;`-separated `K=V`, the
+/// last of a key winning, nothing validated.
+fn arg_map(cni_args: &str) -> Vec<(&str, &str)> {
+    let mut out: Vec<(&str, &str)> = Vec::new();
+    for (k, v) in cni_args.split(';').filter_map(|p| p.split_once('=')) {
+        match out.iter_mut().find(|(x, _)| *x == k) {
+            Some(slot) => slot.1 = v,
+            None => out.push((k, v)),
+        }
+    }
+    out
+}
+
+/// Reads the config (`stdin`) with CNI_ARGS: what the plugin checks before it calls the
+/// daemon, and what the daemon reads from the call.
+pub fn read_conf(stdin: &[u8], cni_args: &str) -> Result<Conf, CniError> {
+    let n: NetIn = config::parse(stdin)?;
     let ipam = n.ipam.unwrap_or_default();
     let socket = if ipam.daemon_socket_path.is_empty() {
         DEFAULT_SOCKET.to_string()
@@ -135,25 +159,30 @@ fn load_conf(args: &CmdArgs) -> Result<Conf, CniError> {
             request.push(c);
         }
     }
-    let cni_args = args.cni_args().unwrap_or_default();
-    let mut provide = Vec::new();
+    // As the reference: one value per option code, a later one replacing an earlier one;
+    // within an entry `fromArg` replaces `value` when CNI_ARGS has the key (even empty),
+    // so `value` is the fallback when the runtime does not send it.
+    let args = arg_map(cni_args);
+    let mut provide: Vec<(u8, String)> = Vec::new();
     for p in &ipam.provide {
         let c = option_code(&p.option)?;
-        let value = if p.from_arg.is_empty() {
-            p.value.clone()
-        } else {
-            cni_args.get(&p.from_arg).unwrap_or_default().to_string()
-        };
-        if value.is_empty() {
-            continue;
+        let from_arg = args.iter().find(|(k, _)| *k == p.from_arg).map(|(_, v)| *v);
+        for (value, source) in [
+            (Some(p.value.as_str()).filter(|v| !v.is_empty()), "value"),
+            (from_arg, "fromArg"),
+        ] {
+            let Some(value) = value else { continue };
+            if value.len() > 255 {
+                return Err(CniError::invalid_config(format!(
+                    "the {source} of DHCP option {:?} is longer than 255 bytes",
+                    p.option
+                )));
+            }
+            match provide.iter_mut().find(|(x, _)| *x == c) {
+                Some(slot) => slot.1 = value.to_string(),
+                None => provide.push((c, value.to_string())),
+            }
         }
-        if value.len() > 255 {
-            return Err(CniError::invalid_config(format!(
-                "value of DHCP option {:?} is longer than 255 bytes",
-                p.option
-            )));
-        }
-        provide.push((c, value));
     }
     Ok(Conf {
         version: if n.cni_version.is_empty() {
@@ -165,37 +194,29 @@ fn load_conf(args: &CmdArgs) -> Result<Conf, CniError> {
         socket,
         request,
         provide,
-        priority: ipam.priority,
+        priority: ipam.priority.filter(|&p| p != 0),
         valid: n.valid_attachments.or(n.attachments),
     })
 }
 
-// ---- the plugin <-> daemon protocol -------------------------------------------
-
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Request {
-    /// allocate, release, check, status or gc.
-    pub op: String,
-    #[serde(default)]
-    pub container_id: String,
-    #[serde(default)]
-    pub netns: String,
-    #[serde(default)]
-    pub ifname: String,
-    #[serde(default)]
-    pub network: String,
-    #[serde(default)]
-    pub request: Vec<u8>,
-    #[serde(default)]
-    pub provide: Vec<(u8, String)>,
-    /// gc: the attachments of `network` to keep.
-    #[serde(default)]
-    pub valid: Vec<Attachment>,
+/// Only the network name of a config: what releasing a lease needs.
+pub fn network_name(stdin: &[u8]) -> Result<String, CniError> {
+    #[derive(Deserialize)]
+    struct Named {
+        #[serde(default)]
+        name: String,
+    }
+    Ok(config::parse::<Named>(stdin)?.name)
 }
 
+fn load_conf(args: &CmdArgs) -> Result<Conf, CniError> {
+    read_conf(&args.stdin, &args.args)
+}
+
+// ---- the lease as a result ----------------------------------------------------------
+
 /// What the daemon knows of a lease, ready for a result.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LeaseInfo {
     pub address: Ipv4Net,
     pub gateway: Option<Ipv4Addr>,
@@ -220,15 +241,53 @@ impl LeaseInfo {
             },
         })
     }
+
+    /// The reply to Allocate and Check: routes with the config's priority, on-link ones
+    /// with scope link (as upstream v1.9).
+    pub fn to_rpc(&self, priority: Option<u32>) -> rpc::RpcResult {
+        let mut r = rpc::RpcResult {
+            ips: vec![IpConfig {
+                interface: None,
+                address: IpNet::V4(self.address),
+                gateway: self.gateway.map(IpAddr::V4),
+            }],
+            routes: Vec::new(),
+            dns: self.dns.clone(),
+        };
+        for (dst, gw) in &self.routes {
+            r.routes.push(Route::new(IpNet::V4(*dst), gw.map(IpAddr::V4)));
+        }
+        normalise_routes(&mut r.routes, priority);
+        r
+    }
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Reply {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub lease: Option<LeaseInfo>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<CniError>,
+/// A route whose gateway is 0.0.0.0 (RFC 3442's on-link router, as a reference daemon
+/// sends it) is on-link: no gateway, scope link; every route gets the config's priority.
+fn normalise_routes(routes: &mut [Route], priority: Option<u32>) {
+    for r in routes {
+        if r.gw.is_some_and(|g| g.is_unspecified()) {
+            r.gw = None;
+        }
+        if r.gw.is_none() && r.scope.is_none() {
+            r.scope = Some(253);
+        }
+        if priority.is_some() {
+            r.priority = priority;
+        }
+    }
 }
+
+fn to_result(r: rpc::RpcResult, c: &Conf) -> CniResult {
+    let mut out = CniResult::new(&c.version);
+    out.ips = r.ips;
+    out.routes = r.routes;
+    normalise_routes(&mut out.routes, c.priority);
+    out.dns = r.dns;
+    out
+}
+
+// ---- calling the daemon --------------------------------------------------------------
 
 /// How long the plugin waits for an answer: the daemon gives up on an ADD after its own
 /// `-timeout`, so this only guards against a hung daemon.
@@ -249,57 +308,6 @@ impl From<CallError> for CniError {
     }
 }
 
-fn call(socket: &str, req: &Request) -> Result<Reply, CallError> {
-    let mut s = UnixStream::connect(socket).map_err(|e| {
-        let text = crate::linux::error::io_errno_text(&e);
-        let e2 = CniError::internal(format!(
-            "cannot reach the DHCP daemon at {socket}: {text} (is `dhcp daemon` running?)"
-        ));
-        match e.kind() {
-            std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => CallError::NoDaemon(e2),
-            _ => CallError::Other(e2),
-        }
-    })?;
-    let io_err = |what: &str, e: std::io::Error| {
-        CallError::Other(CniError::internal(format!(
-            "DHCP daemon at {socket}: {what}: {}",
-            crate::linux::error::io_errno_text(&e)
-        )))
-    };
-    let _ = s.set_read_timeout(Some(REPLY_TIMEOUT));
-    let _ = s.set_write_timeout(Some(Duration::from_secs(10)));
-    let mut line = serde_json::to_vec(req).map_err(|e| CallError::Other(CniError::internal(e.to_string())))?;
-    line.push(b'\n');
-    s.write_all(&line).map_err(|e| io_err("send request", e))?;
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf).map_err(|e| io_err("read reply", e))?;
-    if buf.starts_with(b"HTTP/") {
-        return Err(CallError::Other(CniError::internal(format!(
-            "the socket {socket} answers in HTTP: it is the reference's Go net/rpc dhcp daemon (or another \
-             program), whose protocol cni-multi's dhcp plugin does not speak; run `dhcp daemon` from cni-multi there"
-        ))));
-    }
-    if buf.is_empty() {
-        return Err(CallError::Other(CniError::internal(format!(
-            "the DHCP daemon at {socket} closed the connection without an answer"
-        ))));
-    }
-    serde_json::from_slice::<Reply>(&buf).map_err(|_| {
-        CallError::Other(CniError::internal(format!(
-            "the socket {socket} answered something that is not cni-multi's dhcp daemon protocol: {:?}",
-            String::from_utf8_lossy(&buf[..buf.len().min(80)])
-        )))
-    })
-}
-
-fn ask(socket: &str, req: &Request) -> Result<Reply, CniError> {
-    let r = call(socket, req)?;
-    match r.error {
-        Some(e) => Err(e),
-        None => Ok(r),
-    }
-}
-
 /// CNI_NETNS as an absolute path (the daemon runs elsewhere).
 fn absolute(p: &str) -> String {
     if p.starts_with('/') || p.is_empty() {
@@ -310,37 +318,87 @@ fn absolute(p: &str) -> String {
         .unwrap_or_else(|_| p.to_string())
 }
 
-fn request(op: &str, args: &CmdArgs, c: &Conf) -> Request {
-    Request {
-        op: op.into(),
-        container_id: args.container_id.clone(),
-        netns: absolute(&args.netns),
-        ifname: args.ifname.clone(),
-        network: c.name.clone(),
-        request: c.request.clone(),
-        provide: c.provide.clone(),
-        valid: Vec::new(),
+/// One net/rpc call on a connection of its own, as the reference's plugin makes it.
+fn call(socket: &str, method: &str, args: &CmdArgs, expect_result: bool) -> Result<rpc::Answer, CallError> {
+    let mut s = UnixStream::connect(socket).map_err(|e| {
+        let text = crate::linux::error::io_errno_text(&e);
+        let e2 = CniError::internal(format!(
+            "cannot reach the DHCP daemon at {socket}: {text} (is `dhcp daemon` running?)"
+        ));
+        match e.kind() {
+            std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => CallError::NoDaemon(e2),
+            _ => CallError::Other(e2),
+        }
+    })?;
+    let fail = |msg: String| CallError::Other(CniError::internal(format!("DHCP daemon at {socket}: {msg}")));
+    let io_err = |what: &str, e: std::io::Error| fail(format!("{what}: {}", crate::linux::error::io_errno_text(&e)));
+    let _ = s.set_read_timeout(Some(REPLY_TIMEOUT));
+    let _ = s.set_write_timeout(Some(Duration::from_secs(10)));
+    s.write_all(rpc::CONNECT).map_err(|e| io_err("send request", e))?;
+    let mut buf = Vec::new();
+    let mut head = None;
+    let mut chunk = [0u8; 4096];
+    loop {
+        if head.is_none() {
+            if let Some(end) = rpc::http_head_end(&buf) {
+                let line = rpc::first_line(&buf[..end]);
+                if line.strip_prefix("HTTP/1.0 ") != Some(rpc::CONNECTED_STATUS) {
+                    return Err(fail(if line.contains("cni-multi dhcp daemon") {
+                        "it is an older cni-multi daemon, which speaks JSON lines instead of the reference's Go \
+                         net/rpc; restart `dhcp daemon` from this cni-multi"
+                            .into()
+                    } else {
+                        format!("it is not a Go net/rpc dhcp daemon: it answered {line:?}")
+                    }));
+                }
+                head = Some(end);
+                let req = rpc::request(
+                    method,
+                    0,
+                    &rpc::CmdArgs {
+                        container_id: args.container_id.clone(),
+                        netns: absolute(&args.netns),
+                        ifname: args.ifname.clone(),
+                        args: args.args.clone(),
+                        path: args.path.clone(),
+                        stdin: args.stdin.clone(),
+                    },
+                );
+                s.write_all(&req).map_err(|e| io_err("send request", e))?;
+            } else if buf.first().is_some_and(|&b| b == b'{') {
+                return Err(fail(
+                    "it answered in JSON: an older cni-multi daemon, which speaks JSON lines instead of the \
+                     reference's Go net/rpc; restart `dhcp daemon` from this cni-multi"
+                        .into(),
+                ));
+            }
+        }
+        if let Some(at) = head {
+            // The server keeps the connection open for more calls: the answer ends where its
+            // second gob value does.
+            match rpc::read_answer(&buf[at..], expect_result) {
+                Ok(Some(a)) => return Ok(a),
+                Ok(None) => {}
+                Err(e) => return Err(fail(format!("malformed Go net/rpc answer to {method}: {e}"))),
+            }
+        }
+        if buf.len() > rpc::MAX_MESSAGE as usize {
+            return Err(fail("answer too long".into()));
+        }
+        let n = s.read(&mut chunk).map_err(|e| io_err("read reply", e))?;
+        if n == 0 {
+            return Err(fail(format!("closed the connection without an answer to {method}")));
+        }
+        buf.extend_from_slice(&chunk[..n]);
     }
 }
 
-fn to_result(info: &LeaseInfo, c: &Conf) -> CniResult {
-    let mut r = CniResult::new(&c.version);
-    r.ips.push(IpConfig {
-        interface: None,
-        address: IpNet::V4(info.address),
-        gateway: info.gateway.map(IpAddr::V4),
-    });
-    for (dst, gw) in &info.routes {
-        let mut route = Route::new(IpNet::V4(*dst), gw.map(IpAddr::V4));
-        route.priority = c.priority;
-        if gw.is_none() {
-            // On-link (RFC 3442 router 0.0.0.0): the reference marks it scope link.
-            route.scope = Some(253);
-        }
-        r.routes.push(route);
+/// A call whose error answer is the verb's error.
+fn ask(c: &Conf, method: &str, args: &CmdArgs, expect_result: bool) -> Result<rpc::Answer, CniError> {
+    match call(&c.socket, method, args, expect_result)? {
+        rpc::Answer::Error(e) => Err(CniError::internal(e)),
+        a => Ok(a),
     }
-    r.dns = info.dns.clone();
-    r
 }
 
 // ---- verbs ------------------------------------------------------------------
@@ -362,16 +420,15 @@ impl CniPlugin for Dhcp {
     }
 
     fn add(c: Conf, args: &CmdArgs) -> Result<CniResult> {
-        let reply = ask(&c.socket, &request("allocate", args, &c))?;
-        let info = reply
-            .lease
-            .ok_or_else(|| CniError::internal(format!("the DHCP daemon at {} sent no lease", c.socket)))?;
-        Ok(to_result(&info, &c))
+        match ask(&c, rpc::ALLOCATE, args, true)? {
+            rpc::Answer::Result(r) if !r.ips.is_empty() => Ok(to_result(r, &c)),
+            _ => Err(CniError::internal(format!("the DHCP daemon at {} sent no lease", c.socket)).into()),
+        }
     }
 
     fn del(c: Conf, args: &CmdArgs) -> Result<()> {
-        match call(&c.socket, &request("release", args, &c)) {
-            Ok(Reply { error: Some(e), .. }) => Err(e.into()),
+        match call(&c.socket, rpc::RELEASE, args, false) {
+            Ok(rpc::Answer::Error(e)) => Err(CniError::internal(e).into()),
             Ok(_) => Ok(()),
             // No daemon holds a lease, so nothing can be released; an ADD that never got one (its
             // rollback DEL) must not fail on that.
@@ -381,11 +438,18 @@ impl CniPlugin for Dhcp {
     }
 
     fn check(c: Conf, args: &CmdArgs) -> Result<()> {
-        let reply = ask(&c.socket, &request("check", args, &c))?;
+        let held = match call(&c.socket, rpc::CHECK, args, true).map_err(CniError::from)? {
+            // A reference daemon: ask for the lease as its plugin does.
+            rpc::Answer::Error(e) if rpc::is_unknown_method(&e) => ask(&c, rpc::ALLOCATE, args, true)?,
+            rpc::Answer::Error(e) => return Err(CniError::internal(e).into()),
+            a => a,
+        };
         // The lease must still be the address the runtime was given.
         let prev: config::NetConf = config::parse(&args.stdin)?;
-        if let (Some(prev), Some(info)) = (prev.prev_result()?, reply.lease) {
-            let held = IpAddr::V4(info.address.addr());
+        if let (Some(prev), rpc::Answer::Result(r)) = (prev.prev_result()?, held) {
+            let Some(held) = r.ips.first().map(|ip| ip.address.addr()) else {
+                return Ok(());
+            };
             if !prev.ips.is_empty() && !prev.ips.iter().any(|ip| ip.address.addr() == held) {
                 return Err(CniError::internal(format!(
                     "the DHCP lease of {}/{}/{} is {held}, not an address of prevResult",
@@ -399,19 +463,21 @@ impl CniPlugin for Dhcp {
 
     fn status(args: &CmdArgs) -> Result<()> {
         let c = load_conf(args)?;
-        match call(&c.socket, &request("status", args, &c)) {
-            Ok(Reply { error: None, .. }) => Ok(()),
-            Ok(Reply { error: Some(e), .. }) => Err(CniError::new(code::NOT_AVAILABLE, e.msg).into()),
+        match call(&c.socket, rpc::STATUS, args, false) {
+            Ok(rpc::Answer::Error(e)) if !rpc::is_unknown_method(&e) => {
+                Err(CniError::new(code::NOT_AVAILABLE, e).into())
+            }
+            // Ours answers Status; a reference daemon that answers at all is up.
+            Ok(_) => Ok(()),
             Err(e) => Err(CniError::new(code::NOT_AVAILABLE, CniError::from(e).msg).into()),
         }
     }
 
     fn gc(args: &CmdArgs) -> Result<()> {
         let c = load_conf(args)?;
-        let mut req = request("gc", args, &c);
-        req.valid = c.valid.clone().unwrap_or_default();
-        match call(&c.socket, &req) {
-            Ok(Reply { error: Some(e), .. }) => Err(e.into()),
+        match call(&c.socket, rpc::GC, args, false) {
+            Ok(rpc::Answer::Error(e)) if !rpc::is_unknown_method(&e) => Err(CniError::internal(e).into()),
+            // A reference daemon has no GC: nothing to do there.
             Ok(_) | Err(CallError::NoDaemon(_)) => Ok(()),
             Err(CallError::Other(e)) => Err(e.into()),
         }
@@ -449,6 +515,30 @@ mod tests {
         assert_eq!((e.code, e.msg.as_str()), (7, "unknown DHCP option \"bogus\""));
     }
 
+    /// `value` and `fromArg` in one entry: the argument when CNI_ARGS has it (even empty),
+    /// else the value; one option per code, a later entry replacing an earlier one (the
+    /// reference's prepareOptions, v1.1.1 and v1.9.1).
+    #[test]
+    fn provide_value_and_from_arg_as_the_reference() {
+        let conf = r#"{"name":"n","ipam":{"provide":[
+            {"option":"host-name","value":"fallback","fromArg":"K8S_POD_NAME"},
+            {"option":"user-class","value":"first"},{"option":"77","value":"second"}]}}"#;
+        let provide = |cni_args: &str| read_conf(conf.as_bytes(), cni_args).unwrap().provide;
+        let p = |h: &str| vec![(12u8, h.to_string()), (77, "second".to_string())];
+        assert_eq!(provide("K8S_POD_NAME=web-1"), p("web-1"));
+        assert_eq!(provide("IgnoreUnknown=1"), p("fallback"));
+        assert_eq!(provide(""), p("fallback"));
+        assert_eq!(provide("K8S_POD_NAME="), p(""));
+        assert_eq!(provide("K8S_POD_NAME=a;K8S_POD_NAME=b"), p("b"));
+        let long = "x".repeat(256);
+        let e = read_conf(conf.as_bytes(), &format!("K8S_POD_NAME={long}"))
+            .err()
+            .unwrap();
+        assert_eq!(e.code, 7);
+        assert!(e.msg.contains("fromArg of DHCP option \"host-name\""), "{}", e.msg);
+        assert_eq!(arg_map("a=1;b;c=x=y;a=2"), [("a", "2"), ("c", "x=y")]);
+    }
+
     #[test]
     fn result_routes_and_dns() {
         let info = LeaseInfo {
@@ -464,7 +554,7 @@ mod tests {
             },
         };
         let c = load_conf(&args(r#"{"cniVersion":"1.0.0","name":"n","ipam":{"priority":5}}"#, "")).unwrap();
-        let r = to_result(&info, &c);
+        let r = to_result(info.to_rpc(c.priority), &c);
         let v = r.to_value("1.0.0").unwrap();
         assert_eq!(v["ips"][0]["address"], "10.0.0.50/24");
         assert_eq!(v["ips"][0]["gateway"], "10.0.0.1");
@@ -472,6 +562,15 @@ mod tests {
         assert_eq!(v["routes"][1]["gw"], "10.0.0.1");
         assert_eq!(v["routes"][1]["priority"], 5);
         assert_eq!(v["dns"]["nameservers"][0], "10.0.0.1");
+        // A reference daemon's on-link route (router 0.0.0.0, no scope) and no priority.
+        let mut theirs = info.to_rpc(None);
+        theirs.routes[0].gw = Some(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        theirs.routes[0].scope = None;
+        let v = to_result(theirs, &c).to_value("1.0.0").unwrap();
+        assert_eq!(
+            v["routes"][0],
+            serde_json::json!({"dst": "10.1.0.0/16", "scope": 253, "priority": 5})
+        );
     }
 
     #[test]
@@ -481,7 +580,7 @@ mod tests {
             "",
         ))
         .unwrap();
-        let Err(CallError::NoDaemon(e)) = call(&c.socket, &request("status", &args("{}", ""), &c)) else {
+        let Err(CallError::NoDaemon(e)) = call(&c.socket, rpc::STATUS, &args("{}", ""), false) else {
             panic!("expected NoDaemon");
         };
         assert!(e.msg.contains("/nonexistent/dhcp.sock"), "{}", e.msg);

@@ -31,6 +31,7 @@ pub mod opt {
     pub const CLIENT_ID: u8 = 61;
     pub const DOMAIN_SEARCH: u8 = 119;
     pub const CLASSLESS_ROUTES: u8 = 121;
+    pub const STATIC_ROUTES: u8 = 33;
     pub const END: u8 = 255;
 }
 
@@ -267,20 +268,46 @@ impl Message {
         Ipv4Net::new(self.yiaddr, prefix).ok()
     }
 
-    /// The routes of the lease: option 121 alone when present (RFC 3442 §4: the router option
-    /// is then ignored), else a default route via the first router. A route whose router is
-    /// 0.0.0.0 is on-link (gateway None).
+    /// The routes of the lease: option 121 alone when present and not empty (RFC 3442 §4:
+    /// the router and static routes options are then ignored), else option 33's routes and a
+    /// default route via the first router, as the reference's Routes(). A route whose router
+    /// is 0.0.0.0 is on-link (gateway None).
     pub fn routes(&self) -> Vec<(Ipv4Net, Option<Ipv4Addr>)> {
-        if let Some(list) = self.classless_routes() {
+        if let Some(list) = self.classless_routes().filter(|l| !l.is_empty()) {
             return list
                 .into_iter()
                 .map(|(dst, gw)| (dst, Some(gw).filter(|g| !g.is_unspecified())))
                 .collect();
         }
-        match self.routers().first() {
-            Some(gw) => vec![(Ipv4Net::default(), Some(*gw))],
-            None => Vec::new(),
+        let mut out: Vec<_> = self
+            .static_routes()
+            .into_iter()
+            .map(|(dst, gw)| (dst, Some(gw)))
+            .collect();
+        if let Some(gw) = self.routers().first() {
+            out.push((Ipv4Net::default(), Some(*gw)));
         }
+        out
+    }
+
+    /// Option 33 (RFC 2132 §5.8): destination and router pairs, each destination's mask its
+    /// class's. Unlike the reference, which passes the address as it came (so 10.1.0.0 gives
+    /// 10.1.0.0/8, which the kernel refuses), the destination is cut to its class's network,
+    /// and 0.0.0.0, which the RFC forbids here, is skipped.
+    pub fn static_routes(&self) -> Vec<(Ipv4Net, Ipv4Addr)> {
+        let Some(b) = self.get(opt::STATIC_ROUTES) else {
+            return Vec::new();
+        };
+        b.chunks_exact(8)
+            .filter_map(|p| {
+                let dst = ipv4(&p[..4])?;
+                let gw = ipv4(&p[4..])?;
+                if dst.is_unspecified() {
+                    return None;
+                }
+                Some((Ipv4Net::new(dst, classful_prefix(dst)).ok()?.trunc(), gw))
+            })
+            .collect()
     }
 }
 
@@ -658,9 +685,49 @@ mod tests {
                 (net("0.0.0.0/0"), Some(Ipv4Addr::new(10, 94, 0, 254)))
             ]
         );
-        // A malformed 121 falls back to the router option.
+        // A malformed 121 falls back to the router option, and so does an empty one.
         m.set(opt::CLASSLESS_ROUTES, vec![40]);
         assert_eq!(m.routes(), [(net("0.0.0.0/0"), Some(Ipv4Addr::new(10, 94, 0, 1)))]);
+        m.set(opt::CLASSLESS_ROUTES, vec![]);
+        assert_eq!(m.routes(), [(net("0.0.0.0/0"), Some(Ipv4Addr::new(10, 94, 0, 1)))]);
+    }
+
+    /// Option 33 without 121: its routes with classful masks, then the default route (the
+    /// reference's order); with 121 it is ignored.
+    #[test]
+    fn static_routes_when_no_classless_routes() {
+        let mut m = reply(MessageType::Ack);
+        m.set(opt::ROUTER, vec![10, 94, 0, 1]);
+        m.set(
+            opt::STATIC_ROUTES,
+            [
+                [10, 1, 0, 0, 10, 94, 0, 2],    // class A, host bits cut
+                [172, 16, 0, 0, 10, 94, 0, 3],  // class B
+                [192, 168, 7, 0, 10, 94, 0, 4], // class C
+                [0, 0, 0, 0, 10, 94, 0, 5],     // forbidden
+                [224, 1, 2, 3, 10, 94, 0, 6],   // class D: /24 as Go's DefaultMask
+            ]
+            .concat()
+            .into_iter()
+            .chain([1, 2, 3]) // a trailing partial pair is ignored
+            .collect(),
+        );
+        let gw = |x| Some(Ipv4Addr::new(10, 94, 0, x));
+        assert_eq!(
+            m.routes(),
+            [
+                (net("10.0.0.0/8"), gw(2)),
+                (net("172.16.0.0/16"), gw(3)),
+                (net("192.168.7.0/24"), gw(4)),
+                (net("224.1.2.0/24"), gw(6)),
+                (net("0.0.0.0/0"), gw(1)),
+            ]
+        );
+        m.set(
+            opt::CLASSLESS_ROUTES,
+            encode_classless_routes(&[(net("10.9.0.0/16"), Ipv4Addr::new(10, 94, 0, 9))]),
+        );
+        assert_eq!(m.routes(), [(net("10.9.0.0/16"), gw(9))]);
     }
 
     #[test]

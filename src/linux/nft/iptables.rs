@@ -211,7 +211,7 @@ impl IptRule {
     }
 
     /// `-j DNAT --to-destination …` (revisions 0–2 share the address and port offsets of
-    /// `nf_nat_range`: u32 flags, min_addr[16], max_addr[16], min_proto (network order) …).
+    /// `nf_nat_range`: u32 flags, `min_addr[16]`, `max_addr[16]`, min_proto (network order) …).
     pub fn dnat_to(&self) -> Option<DnatTo> {
         let x = self.xt_target().filter(|x| x.name == "DNAT")?;
         if x.rev == 0 {

@@ -37,7 +37,9 @@ pub use expr::{
 pub use rule::{L4Proto, RuleBuilder};
 pub use socket::NftSocket;
 
-/// An nftables address family (`NFPROTO_*`), the `nfgen_family` of every message.
+/// An nftables table family (`NFPROTO_*`: `inet`, `ip`, `ip6`, `bridge`, `netdev`), the
+/// `nfgen_family` of every message. The IP family of an address or route is
+/// [`crate::linux::netlink::IpFamily`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Family {
     Inet,
@@ -203,6 +205,9 @@ pub struct Chain {
     pub base: Option<BaseChain>,
     /// Kernel handle, filled in when listing.
     pub handle: Option<u64>,
+    /// Shown by `nft` as `comment "…"` (chain userdata, Linux 5.10+); only sent when the
+    /// chain is created (the kernel ignores it on an existing chain).
+    pub comment: Option<String>,
 }
 
 impl Chain {
@@ -212,7 +217,13 @@ impl Chain {
             name: name.to_string(),
             base: None,
             handle: None,
+            comment: None,
         }
+    }
+
+    pub fn with_comment(mut self, comment: &str) -> Self {
+        self.comment = Some(comment.to_string());
+        self
     }
 
     /// `type nat hook postrouting priority srcnat; policy accept;`: where masquerading goes.
@@ -239,6 +250,7 @@ impl Chain {
                 device: None,
             }),
             handle: None,
+            comment: None,
         }
     }
 }

@@ -27,7 +27,7 @@ use crate::cni::plugin::{entry, CniPlugin};
 use crate::cni::result::CniResult;
 use crate::cni::skel::{CmdArgs, Kind, Plugin};
 use crate::linux::conntrack::{self, CtFamily};
-use crate::linux::netlink::Family as IpFamily;
+use crate::linux::netlink::IpFamily;
 use crate::linux::nft::{Batch, Family, L4Proto, NftSocket};
 use crate::linux::{sysctl, Netlink};
 use crate::pkg::backend::{self, Requested};
