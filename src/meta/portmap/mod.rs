@@ -1,8 +1,10 @@
-//! portmap: forward host ports to the container (`runtimeConfig.portMappings`), in one of two
-//! layouts, both programmed over netlink (doc/firewall.md, "portmap"):
+//! portmap: forward host ports to the container (`runtimeConfig.portMappings`), in one of three
+//! layouts, all programmed without running a program (doc/firewall.md, "portmap"):
 //!
 //! - **iptables** ([`iptables`]): the reference's own chains and rules (`CNI-HOSTPORT-*`,
 //!   `CNI-DN-<hash>`) in iptables-nft's `nat` tables, as iptables-nft 1.8 encodes them;
+//! - **iptables-legacy**: the same chains and rules in x_tables, on a node whose iptables is
+//!   iptables-legacy (`pkg::legacy_iptables`);
 //! - **nftables** ([`nftables`]): upstream v1.9's nftables backend (`ip`/`ip6 cni_hostport`).
 //!
 //! The layout is chosen once per verb ([`Layout`]): `backend` when set; unset, an option only
@@ -29,8 +31,10 @@ use crate::cni::skel::{CmdArgs, Kind, Plugin};
 use crate::linux::conntrack::{self, CtFamily};
 use crate::linux::netlink::IpFamily;
 use crate::linux::nft::{Batch, Family, L4Proto, NftSocket};
+use crate::linux::xtables::Rule as XtRule;
 use crate::linux::{sysctl, Netlink};
 use crate::pkg::backend::{self, Requested};
+use crate::pkg::legacy_iptables as legacy;
 use crate::pkg::nft_records as records;
 use crate::pkg::reference_iptables as reference;
 use crate::pkg::sha512::hex_prefix;
@@ -80,6 +84,8 @@ pub struct Mapping {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Layout {
     Iptables,
+    /// The iptables layout in x_tables: what `iptables` means on a legacy node.
+    IptablesLegacy,
     Nftables,
 }
 
@@ -87,6 +93,7 @@ impl Layout {
     fn as_str(self) -> &'static str {
         match self {
             Layout::Iptables => "iptables",
+            Layout::IptablesLegacy => "iptables-legacy",
             Layout::Nftables => "nftables",
         }
     }
@@ -195,7 +202,8 @@ fn parse_conf(stdin: &[u8]) -> Result<Conf> {
     let syntax = s4.or(s6).or(implied.filter(|_| !v4.is_empty() || !v6.is_empty()));
     let conditions = match syntax {
         None => Conditions::None,
-        Some(Layout::Iptables) => {
+        // (Syntax only: never the legacy layout, which is chosen per verb.)
+        Some(Layout::Iptables | Layout::IptablesLegacy) => {
             let c4 = iptables::parse_conditions("conditionsV4", v4, false)?;
             let c6 = iptables::parse_conditions("conditionsV6", v6, true)?;
             let mut protos: Vec<L4Proto> = mappings.iter().map(|m| m.proto).collect();
@@ -252,12 +260,44 @@ fn parse_mapping(m: &PortMapping) -> Result<Mapping> {
 }
 
 impl Conf {
-    /// The layout this verb uses: asked for, implied by an option, or the node's.
+    /// The layout this verb uses: asked for, implied by an option, or the node's. "iptables"
+    /// (asked for or implied) is the node's iptables: x_tables on a legacy node.
     fn layout(&self, sock: &NftSocket) -> Result<Layout> {
-        match self.implied {
-            Some(l) => Ok(l),
-            None => Ok(node_layout(backend::choose(self.requested, sock)?)),
-        }
+        let requested = match self.implied {
+            Some(Layout::Nftables) => return Ok(Layout::Nftables),
+            Some(_) => Requested::Iptables,
+            None => self.requested,
+        };
+        Ok(match backend::choose(requested, sock)? {
+            backend::Layout::Iptables => Layout::Iptables,
+            backend::Layout::IptablesLegacy => Layout::IptablesLegacy,
+            backend::Layout::Nftables => Layout::Nftables,
+        })
+    }
+
+    /// The legacy layout's plan for container address `net` (`conds` applies this family's
+    /// iptables-syntax conditions).
+    fn legacy_plan(&self, args: &CmdArgs, net: IpNet, conds: &dyn Fn(XtRule) -> XtRule) -> legacy::Plan {
+        let p = legacy::Portmap {
+            network: &self.net.name,
+            container_id: &args.container_id,
+            snat: self.snat,
+            masq_all: self.masq_all,
+            mark_bit: self.mark_bit,
+            external_setmark: self.external_setmark.as_deref(),
+            conditions: Some(conds),
+        };
+        let maps: Vec<legacy::HostPort> = self
+            .mappings
+            .iter()
+            .map(|m| legacy::HostPort {
+                host_port: m.host_port,
+                container_port: m.container_port,
+                proto: m.proto as u8,
+                host_ip: m.host_ip,
+            })
+            .collect();
+        legacy::portmap_add(&p, &maps, net)
     }
 
     fn nft_params(&self, v6: bool) -> nftables::Params<'_> {
@@ -299,22 +339,6 @@ impl Conf {
             mark_bit: self.mark_bit,
             external_setmark: self.external_setmark.as_deref(),
             conds,
-        }
-    }
-}
-
-/// The layout of the node's kind. **Until the x_tables codec lands** (`IptablesLegacy` is the
-/// legacy helper's to fill in), a legacy node gets the iptables-nft layout, with a note.
-fn node_layout(l: backend::Layout) -> Layout {
-    match l {
-        backend::Layout::Iptables => Layout::Iptables,
-        backend::Layout::Nftables => Layout::Nftables,
-        backend::Layout::IptablesLegacy => {
-            eprintln!(
-                "cni-multi: note: this node uses iptables-legacy; portmap writes its rules into \
-                 iptables-nft's tables until cni-multi writes x_tables"
-            );
-            Layout::Iptables
         }
     }
 }
@@ -382,6 +406,16 @@ impl CniPlugin for Portmap {
                         Ok(())
                     });
                 }
+                Layout::IptablesLegacy => {
+                    let p = conf.ipt_params(args, v6);
+                    let conds = |r: XtRule| p.conds.on_legacy(r);
+                    let plan = conf.legacy_plan(args, container_net(&prev, cip), &conds);
+                    legacy::apply(&[plan]).context("failed to set up port mappings (iptables-legacy)")?;
+                    let (net, cid) = (conf.net.name.clone(), args.container_id.clone());
+                    undo.push(format!("remove iptables-legacy port mappings of {cid}"), move || {
+                        legacy::apply(&legacy::portmap_del(&net, &cid))
+                    });
+                }
                 Layout::Nftables => {
                     let a = attachment(&conf.net.name, args);
                     nftables::forward_ports(&sock, &conf.nft_params(v6), &a, cip)?;
@@ -442,9 +476,12 @@ impl CniPlugin for Portmap {
             }
             let mut by_record = false;
             match iptables::plan_del(&sock, &mut b, &net.name, &args.container_id, &key, listings) {
-                Ok(r) if r.found == 0 => reference::note_if_legacy("nat", "port mappings"),
                 Ok(r) => by_record = r.from_records,
                 Err(e) => errors.push(format!("iptables: {e:#}")),
+            }
+            // x_tables, where a legacy node keeps them (nothing is read where none is registered).
+            if let Err(e) = legacy::apply(&legacy::portmap_del(&net.name, &args.container_id)) {
+                errors.push(format!("iptables-legacy: {e:#}"));
             }
             if !b.is_empty() {
                 if let Err(e) = b.commit(&sock) {
@@ -495,8 +532,15 @@ impl CniPlugin for Portmap {
                     }
                 })
             };
+            let xt = || {
+                let p = conf.ipt_params(args, v6);
+                let conds = |r: XtRule| p.conds.on_legacy(r);
+                let plan = conf.legacy_plan(args, container_net(&prev, cip), &conds);
+                legacy::check(&[legacy::portmap_check_of(plan, &conf.net.name, &args.container_id)])
+            };
             let (first, other): (&dyn Fn() -> Result<()>, &dyn Fn() -> Result<()>) = match layout {
                 Layout::Iptables => (&ipt, &nft),
+                Layout::IptablesLegacy => (&xt, &ipt),
                 Layout::Nftables => (&nft, &ipt),
             };
             if let Err(e) = first() {
@@ -539,6 +583,10 @@ impl CniPlugin for Portmap {
         };
         if let Err(e) = reference::plan_nat_removal(&sock, &mut b, reference::Scope::Table, &dead, &[]) {
             errors.push(format!("iptables: {e:#}"));
+        }
+        let live = |cid: &str| valid.iter().any(|a| a.container_id == cid);
+        if let Err(e) = legacy::gc(legacy::Owner::Portmap, &net.name, &live).and_then(|p| legacy::apply(&p)) {
+            errors.push(format!("iptables-legacy: {e:#}"));
         }
         if !b.is_empty() {
             if let Err(e) = b.commit(&sock) {

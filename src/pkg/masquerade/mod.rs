@@ -1,8 +1,10 @@
-//! ipMasq of bridge and ptp: masquerade what leaves each pod address's subnet, in one of two
+//! ipMasq of bridge and ptp: masquerade what leaves each pod address's subnet, in one of three
 //! layouts (doc/firewall.md, "ipMasq"):
 //!
 //! - [`iptables`]: the reference's own nat rules (upstream `pkg/ip/ipmasq_iptables_linux.go`),
 //!   written over netlink as iptables-nft writes them;
+//! - iptables-legacy: the same rules in x_tables, on a node whose iptables is legacy
+//!   (`pkg::legacy_iptables`);
 //! - [`nftables`]: upstream's nftables backend (`pkg/ip/ipmasq_nftables_linux.go`), the table
 //!   `inet cni_plugins_masquerade`.
 //!
@@ -24,6 +26,7 @@ use crate::cni::result::CniResult;
 use crate::cni::skel::CmdArgs;
 use crate::linux::nft::{Batch, NftSocket};
 use crate::pkg::backend::{self, Layout, Requested};
+use crate::pkg::legacy_iptables as legacy;
 use crate::pkg::undo::Undo;
 
 /// The config key bridge and ptp read the backend from.
@@ -39,22 +42,26 @@ pub fn requested(value: Option<&str>) -> Result<Requested> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {
     Iptables,
+    /// The iptables layout in x_tables ("iptables" on a legacy node).
+    IptablesLegacy,
     Nftables,
 }
 
 impl Backend {
     /// The request's layout on this node (the netns `sock` is bound to).
     pub fn choose(requested: Requested, sock: &NftSocket) -> Result<Backend> {
-        Ok(match backend::written(backend::choose(requested, sock)?) {
+        Ok(match backend::choose(requested, sock)? {
             Layout::Nftables => Backend::Nftables,
-            Layout::Iptables | Layout::IptablesLegacy => Backend::Iptables,
+            Layout::Iptables => Backend::Iptables,
+            Layout::IptablesLegacy => Backend::IptablesLegacy,
         })
     }
 
+    /// The layout CHECK also accepts when the backend is unset.
     fn other(self) -> Backend {
         match self {
             Backend::Iptables => Backend::Nftables,
-            Backend::Nftables => Backend::Iptables,
+            Backend::Nftables | Backend::IptablesLegacy => Backend::Iptables,
         }
     }
 
@@ -62,6 +69,8 @@ impl Backend {
         let (ifname, cid) = (args.ifname.as_str(), args.container_id.as_str());
         match self {
             Backend::Iptables => iptables::setup(sock, network, ifname, cid, ips),
+            Backend::IptablesLegacy => legacy::apply(&legacy::masq_add(network, cid, ips))
+                .context("failed to set up IP masquerading (iptables-legacy)"),
             Backend::Nftables => nftables::setup(sock, network, ifname, cid, ips),
         }
     }
@@ -70,6 +79,7 @@ impl Backend {
         let (ifname, cid) = (args.ifname.as_str(), args.container_id.as_str());
         match self {
             Backend::Iptables => iptables::check(sock, network, cid, ips),
+            Backend::IptablesLegacy => legacy::check(&legacy::masq_add(network, cid, ips)),
             Backend::Nftables => nftables::check(sock, network, ifname, cid, ips),
         }
     }
@@ -95,8 +105,9 @@ pub fn setup(
     Ok(sock)
 }
 
-/// DEL: the attachment's rules in both layouts, in one batch. Needs neither the container's
-/// netns nor its addresses; nothing to remove is success.
+/// DEL: the attachment's rules in every layout: nf_tables' in one batch, then x_tables' (read
+/// only where this netns has a legacy nat table). Needs neither the container's netns nor its
+/// addresses; nothing to remove is success.
 pub fn teardown(sock: &NftSocket, network: &str, ifname: &str, container_id: &str) -> Result<()> {
     let mut b = Batch::new();
     let nft = nftables::plan_teardown(sock, &mut b, network, ifname, container_id)?;
@@ -107,7 +118,8 @@ pub fn teardown(sock: &NftSocket, network: &str, ifname: &str, container_id: &st
     }
     nft.done();
     ipt.done();
-    Ok(())
+    legacy::apply(&legacy::masq_del(network, container_id))
+        .with_context(|| format!("failed to remove IP masquerading for {container_id}/{ifname} (iptables-legacy)"))
 }
 
 /// CHECK: each of the attachment's addresses is masqueraded in the layout ADD chose. With the
@@ -123,7 +135,8 @@ pub fn check(network: &str, requested: Requested, args: &CmdArgs, prev: &CniResu
     }
 }
 
-/// GC: the rules of attachments not in the valid list go, in both layouts, in one batch.
+/// GC: the rules of attachments not in the valid list go, nf_tables' layouts in one batch,
+/// then x_tables'.
 pub fn gc(net: &NetConf) -> Result<()> {
     let Some(valid) = net.gc_valid_attachments() else {
         return Ok(());
@@ -142,5 +155,13 @@ pub fn gc(net: &NetConf) -> Result<()> {
     }
     nft.into_iter().for_each(nftables::Forget::done);
     iptables::gc_records(&sock, &net.name, &valid);
-    Ok(())
+    let live = |cid: &str| valid.iter().any(|(c, _)| *c == cid);
+    legacy::gc(legacy::Owner::Masq, &net.name, &live)
+        .and_then(|p| legacy::apply(&p))
+        .with_context(|| {
+            format!(
+                "failed to garbage-collect IP masquerading of network {} (iptables-legacy)",
+                net.name
+            )
+        })
 }
