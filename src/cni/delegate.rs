@@ -200,12 +200,14 @@ fn exec(path: &Path, args: &CmdArgs) -> Result<Option<CniResult>, CniError> {
                 format!("netplugin failed: {stderr:?}")
             }));
         }
-        return Err(serde_json::from_slice::<CniError>(&output.stdout).unwrap_or_else(|e| {
-            CniError::internal(format!(
-                "netplugin failed but error parsing its diagnostic message {:?}: {e}",
-                String::from_utf8_lossy(&output.stdout)
-            ))
-        }));
+        return Err(
+            super::gokeys::from_slice::<CniError>(&output.stdout).unwrap_or_else(|e| {
+                CniError::internal(format!(
+                    "netplugin failed but error parsing its diagnostic message {:?}: {e}",
+                    String::from_utf8_lossy(&output.stdout)
+                ))
+            }),
+        );
     }
     if args.command != Command::Add {
         return Ok(None);

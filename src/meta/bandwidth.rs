@@ -12,6 +12,7 @@
 
 use crate::cni::config::{self, NetConf};
 use crate::cni::error::{code, CniError};
+use crate::cni::gokeys::{self, GoKeys, Node};
 use crate::cni::plugin::{entry, CniPlugin};
 use crate::cni::result::{CniResult, Interface};
 use crate::cni::skel::{CmdArgs, Kind, Plugin};
@@ -23,6 +24,7 @@ use crate::pkg::netns::open_netns;
 use crate::pkg::sha512::hex_prefix;
 use crate::pkg::undo::Undo;
 use anyhow::{anyhow, bail, Result};
+use serde::Deserialize;
 use serde_json::{Map, Value};
 
 pub static PLUGIN: Plugin = entry::<Bandwidth>();
@@ -57,11 +59,39 @@ impl Limits {
 
 const KEYS: [&str; 4] = ["ingressRate", "ingressBurst", "egressRate", "egressBurst"];
 
-/// A key as Go's decoder finds it: the exact spelling first, else any case (containerd 1.6
-/// sends `IngressRate`).
+/// Where the limits are, for Go's key matching (cni::gokeys; containerd 1.6 sends
+/// `IngressRate`): read as JSON afterwards, since a key given as `null` still counts as given
+/// (Go allocates the embedded entry for it).
+#[derive(GoKeys)]
+#[allow(dead_code)] // only the key lists are used
+struct LimitKeys {
+    #[serde(rename = "ingressRate")]
+    ingress_rate: Option<Value>,
+    #[serde(rename = "ingressBurst")]
+    ingress_burst: Option<Value>,
+    #[serde(rename = "egressRate")]
+    egress_rate: Option<Value>,
+    #[serde(rename = "egressBurst")]
+    egress_burst: Option<Value>,
+}
+
+#[derive(GoKeys)]
+#[allow(dead_code)]
+struct ConfKeys {
+    #[serde(flatten)]
+    limits: LimitKeys,
+    #[serde(rename = "runtimeConfig")]
+    runtime_config: Option<RuntimeKeys>,
+}
+
+#[derive(GoKeys)]
+#[allow(dead_code)]
+struct RuntimeKeys {
+    bandwidth: Option<LimitKeys>,
+}
+
 fn field<'a>(m: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
     m.get(key)
-        .or_else(|| m.iter().find(|(k, _)| k.eq_ignore_ascii_case(key)).map(|(_, v)| v))
 }
 
 /// The limits in `m`, or None when none of the keys is present (Go leaves the embedded
@@ -112,7 +142,8 @@ struct Conf {
 /// Parses stdin: the static keys win over `runtimeConfig.bandwidth`; both directions are
 /// validated before anything else, as the reference does.
 pub fn parse_limits(stdin: &[u8]) -> Result<Option<Limits>> {
-    let v: Value = config::parse(stdin)?;
+    let node: Node = config::parse(stdin)?;
+    let v = Value::deserialize(gokeys::canonical(&node, ConfKeys::shape()))?;
     let Some(top) = v.as_object() else {
         return Ok(None);
     };
@@ -596,5 +627,28 @@ mod tests {
         assert_eq!(n, format!("bwp{}", &crate::pkg::sha512::hex(b"netcid")[..12]));
         assert_eq!(parse_alias("cni-bandwidth n c eth0"), Some(("n", "c", "eth0")));
         assert_eq!(parse_alias("other n c eth0"), None);
+    }
+}
+
+#[cfg(test)]
+mod go_keys_tests {
+    use super::*;
+    use crate::cni::gokeys::{check_keys, GoKeys};
+
+    #[test]
+    fn keys_in_any_case() {
+        check_keys(ConfKeys::shape()).unwrap();
+        let l = parse_limits(
+            br#"{"cniVersion":"1.0.0","name":"n","RuntimeConfig":{"Bandwidth":{"IngressRate":8000,"INGRESSBURST":16000}}}"#,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!((l.ingress_rate, l.ingress_burst), (8000, 16000));
+        // Two spellings: the last one wins; a key given as null still counts as given.
+        let l = parse_limits(br#"{"ingressRate":1000,"IngressRate":2000,"ingressBurst":4000}"#)
+            .unwrap()
+            .unwrap();
+        assert_eq!(l.ingress_rate, 2000);
+        assert!(parse_limits(br#"{"egressRate":null}"#).unwrap().is_some());
     }
 }

@@ -361,6 +361,20 @@ mod tests {
         assert!(NetworkList::from_bytes(br#"{"cniVersion":"1.1.0","name":"n"}"#).is_err());
     }
 
+    /// libcni reads a list's own keys from a map, so exactly, and so does cni-multi net; a
+    /// single .conf's keys (libcni decodes it into a Go struct, any case) are read exactly
+    /// too: the documented difference of the runtime side (doc/differences.md).
+    #[test]
+    fn list_keys_are_exact_as_in_libcni() {
+        let e = NetworkList::from_bytes(br#"{"Name":"n","plugins":[{"type":"x"}]}"#).unwrap_err();
+        assert!(e.msg.contains("no name"), "{}", e.msg);
+        let e = NetworkList::from_bytes(br#"{"name":"n","Plugins":[{"type":"x"}]}"#).unwrap_err();
+        assert!(e.msg.contains("no plugins"), "{}", e.msg);
+        let l = NetworkList::from_bytes(br#"{"name":"n","DisableCheck":true,"plugins":[{"type":"x"}]}"#).unwrap();
+        assert!(!l.disable_check);
+        assert!(NetworkList::from_bytes(br#"{"name":"n","Type":"bridge"}"#).is_err());
+    }
+
     #[test]
     fn cni_versions_picks_highest_supported() {
         let l = NetworkList::from_bytes(
