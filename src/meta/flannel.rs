@@ -6,7 +6,7 @@
 
 use crate::cni::config::{self, Attachment};
 use crate::cni::delegate;
-use crate::cni::error::{code, CniError};
+use crate::cni::error::{code, CniError, Failures};
 use crate::cni::plugin::{entry, CniPlugin};
 use crate::cni::result::{CniResult, Route};
 use crate::cni::skel::{CmdArgs, Command, Kind, Plugin};
@@ -589,7 +589,7 @@ impl CniPlugin for Flannel {
                 configs.push(c);
             }
         }
-        let mut errors = Vec::new();
+        let mut errors = Failures::under("flannel GC");
         for mut c in configs {
             let dtype = c.get("type").and_then(Value::as_str).unwrap_or_default().to_string();
             c.insert("cniVersion".into(), Value::String(conf.cni_version.clone()));
@@ -598,21 +598,15 @@ impl CniPlugin for Flannel {
             c.insert("cni.dev/attachments".into(), list);
             let bytes = serde_json::to_vec(&c).expect("serialises");
             if let Err(e) = delegate::gc(&dtype, &bytes, args) {
-                errors.push(format!("delegate {dtype:?}: {}", e.msg));
+                errors.push(CniError::new(e.code, format!("delegate {dtype:?}: {}", e.msg)));
             }
         }
         for (cid, path, _) in &saved {
             if !valid.iter().any(|a| &a.container_id == cid) {
-                if let Err(e) = std::fs::remove_file(path) {
-                    errors.push(format!("remove {}: {e}", path.display()));
-                }
+                errors.keep(std::fs::remove_file(path).with_context(|| format!("remove {}", path.display())));
             }
         }
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            bail!("flannel GC: {}", errors.join("; "))
-        }
+        Ok(errors.finish()?)
     }
 }
 

@@ -7,7 +7,7 @@
 
 use crate::cni::args::CniArgs;
 use crate::cni::config::{self, NetConf};
-use crate::cni::error::CniError;
+use crate::cni::error::{CniError, Failures};
 use crate::cni::plugin::{entry, CniPlugin};
 use crate::cni::result::CniResult;
 use crate::cni::skel::{CmdArgs, Kind, Plugin};
@@ -598,11 +598,9 @@ fn restore(nl: &mut Netlink, ifname: &str, b: &Backup) -> anyhow::Result<()> {
         .link_by_name(ifname)?
         .ok_or_else(|| anyhow!("failed to get {ifname:?}: Link not found"))?
         .index;
-    let mut errs = Vec::new();
+    let mut errs = Failures::new();
     let mut note = |what: &str, r: anyhow::Result<()>| {
-        if let Err(e) = r {
-            errs.push(format!("failed to restore {what}: {e:#}"));
-        }
+        errs.keep(r.with_context(|| format!("failed to restore {what}")));
     };
     if b.mtu != 0 {
         note("MTU", nl.set_mtu(index, b.mtu).map_err(Into::into));
@@ -619,11 +617,7 @@ fn restore(nl: &mut Netlink, ifname: &str, b: &Backup) -> anyhow::Result<()> {
     if let Some(q) = b.tx_qlen {
         note("transmit queue length", nl.set_txqlen(index, q).map_err(Into::into));
     }
-    if errs.is_empty() {
-        Ok(())
-    } else {
-        Err(anyhow!(errs.join("; ")))
-    }
+    Ok(errs.finish()?)
 }
 
 /// Fuzzing entry (fuzz/): the config parser with CNI_ARGS, the sysctl names made into paths

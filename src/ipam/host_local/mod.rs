@@ -8,13 +8,13 @@ pub mod store;
 
 use super::{parse_cidr, parse_ip, parse_requested_ip, parse_resolv_conf};
 use crate::cni::config::{self, Attachment};
-use crate::cni::error::{code, CniError};
+use crate::cni::error::{code, CniError, Failures};
 use crate::cni::plugin::{entry, CniPlugin};
 use crate::cni::result::{CniResult, IpConfig, Route};
 use crate::cni::skel::{CmdArgs, Kind, Plugin};
 use crate::cni::version;
 use allocator::Allocator;
-use anyhow::Result;
+use anyhow::{Context, Result};
 use range::{RangeSet, RawRange};
 use serde::Deserialize;
 use std::net::IpAddr;
@@ -299,16 +299,11 @@ fn cmd_del(conf: IpamConf, args: &CmdArgs) -> Result<()> {
     }
     // One release per range set, as the reference does: a second pass finds no (id, ifname)
     // file any more and so also releases legacy id-only files.
-    let errors: Vec<String> = conf
-        .sets
-        .iter()
-        .filter_map(|_| store.release_by_id(&args.container_id, &args.ifname).err())
-        .map(|e| e.to_string())
-        .collect();
-    if !errors.is_empty() {
-        return Err(CniError::internal(errors.join(";")).into());
+    let mut errors = Failures::new();
+    for _ in &conf.sets {
+        errors.keep(store.release_by_id(&args.container_id, &args.ifname));
     }
-    Ok(())
+    Ok(errors.finish()?)
 }
 
 fn cmd_check(conf: IpamConf, args: &CmdArgs) -> Result<()> {
@@ -338,7 +333,7 @@ fn cmd_gc(args: &CmdArgs) -> Result<()> {
     let entries = store
         .entries()
         .map_err(|e| CniError::internal(format!("host-local: GC: {e}")))?;
-    let mut errors = Vec::new();
+    let mut errors = Failures::under("host-local: GC");
     for e in entries {
         let valid = match Owner::parse(&e.content) {
             None => false,
@@ -354,15 +349,10 @@ fn cmd_gc(args: &CmdArgs) -> Result<()> {
             }) => keep.iter().any(|a| a.container_id == container_id),
         };
         if !valid {
-            if let Err(err) = store.release_ip(e.ip) {
-                errors.push(format!("release {}: {err}", e.name));
-            }
+            errors.keep(store.release_ip(e.ip).with_context(|| format!("release {}", e.name)));
         }
     }
-    if !errors.is_empty() {
-        return Err(CniError::internal(format!("host-local: GC: {}", errors.join("; "))).into());
-    }
-    Ok(())
+    Ok(errors.finish()?)
 }
 
 /// STATUS: ready when the data dir is writable and every range set (ADD takes one address
