@@ -253,6 +253,19 @@ pub struct Rule {
     pub handle: Option<u64>,
 }
 
+impl Rule {
+    /// An empty rule for `chain` in `table`, not yet in the kernel (no handle).
+    pub fn new(table: &Table, chain: &str) -> Rule {
+        Rule {
+            table: table.clone(),
+            chain: chain.to_string(),
+            exprs: Vec::new(),
+            comment: None,
+            handle: None,
+        }
+    }
+}
+
 /// Key types of sets, as `nft` datatype ids (they decide how `nft` prints elements).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SetKeyType {
