@@ -19,6 +19,7 @@ pub mod lease;
 pub mod packet;
 pub mod rpc;
 
+use super::NetIn;
 use crate::cni::config::{self, Attachment};
 use crate::cni::error::{code, CniError};
 use crate::cni::plugin::{entry, CniPlugin};
@@ -48,20 +49,6 @@ const DEFAULT_REQUEST: &[u8] = &[
 ];
 
 // ---- config -----------------------------------------------------------------
-
-#[derive(Deserialize)]
-struct NetIn {
-    #[serde(rename = "cniVersion", default)]
-    cni_version: String,
-    #[serde(default)]
-    name: String,
-    #[serde(default)]
-    ipam: Option<IpamIn>,
-    #[serde(rename = "cni.dev/valid-attachments", default)]
-    valid_attachments: Option<Vec<Attachment>>,
-    #[serde(rename = "cni.dev/attachments", default)]
-    attachments: Option<Vec<Attachment>>,
-}
 
 #[derive(Deserialize, Default)]
 struct IpamIn {
@@ -139,7 +126,8 @@ fn arg_map(cni_args: &str) -> Vec<(&str, &str)> {
 /// Reads the config (`stdin`) with CNI_ARGS: what the plugin checks before it calls the
 /// daemon, and what the daemon reads from the call.
 pub fn read_conf(stdin: &[u8], cni_args: &str) -> Result<Conf, CniError> {
-    let n: NetIn = config::parse(stdin)?;
+    let mut n: NetIn<IpamIn> = config::parse(stdin)?;
+    let valid = n.take_gc_keep();
     let ipam = n.ipam.unwrap_or_default();
     let socket = if ipam.daemon_socket_path.is_empty() {
         DEFAULT_SOCKET.to_string()
@@ -195,7 +183,7 @@ pub fn read_conf(stdin: &[u8], cni_args: &str) -> Result<Conf, CniError> {
         request,
         provide,
         priority: ipam.priority.filter(|&p| p != 0),
-        valid: n.valid_attachments.or(n.attachments),
+        valid,
     })
 }
 

@@ -6,7 +6,7 @@ pub mod allocator;
 pub mod range;
 pub mod store;
 
-use super::{parse_cidr, parse_ip, parse_requested_ip, parse_resolv_conf};
+use super::{parse_cidr, parse_ip, parse_requested_ip, parse_resolv_conf, NetIn};
 use crate::cni::config::{self, Attachment};
 use crate::cni::error::{code, CniError, Failures};
 use crate::cni::plugin::{entry, CniPlugin};
@@ -55,24 +55,6 @@ impl CniPlugin for HostLocal {
 }
 
 // ---- config ---------------------------------------------------------------------------
-
-#[derive(Deserialize)]
-struct NetIn {
-    #[serde(rename = "cniVersion", default)]
-    cni_version: String,
-    #[serde(default)]
-    name: String,
-    #[serde(default)]
-    ipam: Option<IpamIn>,
-    #[serde(rename = "runtimeConfig", default)]
-    runtime_config: Option<RuntimeIn>,
-    #[serde(default)]
-    args: Option<ArgsIn>,
-    #[serde(rename = "cni.dev/valid-attachments", default)]
-    valid_attachments: Option<Vec<Attachment>>,
-    #[serde(rename = "cni.dev/attachments", default)]
-    attachments: Option<Vec<Attachment>>,
-}
 
 #[derive(Deserialize, Default)]
 struct RangeIn {
@@ -154,7 +136,8 @@ fn decode_sets(sets: &Option<Vec<Vec<RangeIn>>>) -> Result<Vec<Vec<RawRange>>, C
 
 /// LoadIPAMConfig: decode, merge the sources, validate, with the reference's messages.
 pub fn load_conf(stdin: &[u8], cni_args: &str) -> Result<IpamConf, CniError> {
-    let n: NetIn = config::parse(stdin)?;
+    let mut n: NetIn<IpamIn, RuntimeIn, ArgsIn> = config::parse(stdin)?;
+    let gc_keep = n.take_gc_keep();
     let rc = n.runtime_config.unwrap_or_default();
     let rc_sets = decode_sets(&rc.ip_ranges)?;
     let rc_ips = rc.ips.unwrap_or_default();
@@ -217,7 +200,7 @@ pub fn load_conf(stdin: &[u8], cni_args: &str) -> Result<IpamConf, CniError> {
         routes: ipam.routes.unwrap_or_default(),
         sets,
         requested,
-        gc_keep: n.valid_attachments.or(n.attachments),
+        gc_keep,
     })
 }
 
