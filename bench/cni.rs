@@ -923,6 +923,12 @@ fn main() {
         None,
         &mut rows,
     );
+    // Case 2 with the layout named: since the default follows the node (the iptables layout
+    // where iptables is installed, as here), this keeps the nftables layout measured too. The
+    // Debian 1.1.1 reference predates the key and ignores it (its iptables rules either way).
+    let mut nft = bridge_list(true, "10.88.0.0/16");
+    nft["plugins"][0]["ipMasqBackend"] = json!("nftables");
+    run_list("2n bridge ipMasq, nftables layout", nft, json!({}), None, &mut rows);
     run_list(
         "3 ptp+host-local ADD+DEL",
         json!({"cniVersion": "1.0.0", "name": "bench", "plugins": [{"type": "ptp",

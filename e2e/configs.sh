@@ -77,13 +77,16 @@ run_cfg() { # run_cfg FILE IMPL CNI_PATH: sets $G/<cfg>-<impl>/{add-a.json,shape
             *) $chk "$what: CHECK" net --container-id "ctr-$base-a" --cap-args "$cap" check x "$NS-a" ;;
         esac
         check "$what: second pod ADD" net --container-id "ctr-$base-b" add x "$NS-b"
-        # Which implementation made the firewall rules: the reference (1.1.1) writes only
-        # iptables CNI-* chains (iptables-nft); cni-multi writes them where the node uses
-        # iptables and the config leaves the backend unset (this node: portmap's CNI-HOSTPORT-*
-        # and CNI-DN-* chains), its cni_* nftables tables where a config asks for nftables.
+        # Where the firewall rules are: the reference (1.1.1) writes only iptables CNI-* chains
+        # (iptables-nft). cni-multi's ipMasq, portmap and firewall, backend unset, take the
+        # node's layout (#23): this node has iptables, so the reference's own chains and none
+        # of the nftables layouts' cni_* tables; a config that asks for nftables gets those.
         if grep -qE '"ipMasq": *true|"portmap"|"firewall"' "$T/conf" || grep -q 'FLANNEL_IPMASQ=true' "$T/subnet.env" 2>/dev/null; then
             if [ "$impl" = reference ]; then
                 check "$what: the rules are the reference's (iptables CNI-* chains, no cni_* nftables table)" \
+                    sh -c "nsenter --net='$NS' iptables-save | grep -q '^:CNI-' && ! nsenter --net='$NS' nft list tables | grep -q ' cni_'"
+            elif ! grep -qE '"(ipMasqBackend|backend)": *"nftables"' "$T/conf"; then
+                check "$what: the rules are in the node's layout (iptables CNI-* chains, no cni_* nftables table)" \
                     sh -c "nsenter --net='$NS' iptables-save | grep -q '^:CNI-' && ! nsenter --net='$NS' nft list tables | grep -q ' cni_'"
             else
                 check "$what: the rules are cni-multi's (iptables CNI-* chains or its cni_* nftables tables)" \

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # make e2e: real runtimes (podman's CNI backend, ...) driving only cni-multi's symlinks.
-#   E2E_BIN=target/cni-multi e2e/run.sh [part...]      parts: podman image containerd configs (default: all)
+#   E2E_BIN=target/cni-multi e2e/run.sh [part...]      parts: podman image containerd configs swap (default: all)
 # Never touches the root netns or the machine's /etc/cni, /opt/cni/bin, /var/lib/cni,
 # podman or containerd state: it re-executes itself in a private mount namespace with
 # tmpfs over the state directories, and runs the runtimes inside a throw-away node netns.
@@ -27,7 +27,7 @@ trap cleanup EXIT
 ip netns add "$E2E_NODE" && ip -n "$E2E_NODE" link set lo up
 mkdir -p "$E2E_TMP/bin" && "$E2E_BIN" install --dir "$E2E_TMP/bin" >/dev/null || exit 1
 export E2E_PLUGINS=$("$E2E_BIN" list | awk '{print $1}' | tr '\n' ' ')
-parts=${*:-podman image containerd configs}
+parts=${*:-podman image containerd configs swap}
 total_start=$(date +%s.%N)
 source "$here/lib.sh"
 for part in $parts; do

@@ -11,13 +11,16 @@
 #   strace, python3 (a UDP test server), python3-venv (e2e's CRI client), dnsmasq-base (a DHCP
 #   server for the dhcp tests), qemu-system-x86/busybox-static/cpio/kmod (make vm-test: a
 #   Debian kernel with vlan, ipvlan, dummy and vrf; the kernel package itself is fetched with
-#   apt-get download by vm/fetch.sh), podman/runc/catatonit/uidmap/containerd (make e2e).
+#   apt-get download by vm/fetch.sh), qemu-system-arm (make vm-test ARCH=arm64: the arm64
+#   kernel, busybox and iproute2 are Debian's arm64 .debs, fetched by vm/fetch.sh), qemu-user-static
+#   (runs the arm64 binary of make release-test and make image), podman/runc/catatonit/uidmap/
+#   containerd (make e2e).
 set -euo pipefail
 
 PACKAGES=(
     make iproute2 util-linux containernetworking-plugins nftables iptables conntrack
     iputils-ping netcat-openbsd socat iperf3 file jq procps time strace python3 python3-venv
-    dnsmasq-base qemu-system-x86 busybox-static cpio kmod
+    dnsmasq-base qemu-system-x86 busybox-static cpio kmod qemu-system-arm qemu-user-static
     podman runc catatonit uidmap containerd
 )
 
@@ -39,6 +42,16 @@ fi
 # rustfmt and clippy: normally preinstalled with the toolchain; add them only if missing.
 cargo fmt --version >/dev/null 2>&1 || rustup component add rustfmt
 cargo clippy --version >/dev/null 2>&1 || rustup component add clippy
+
+# make build: the musl targets (amd64, and arm64 cross-built; both linked by the toolchain's
+# rust-lld, so no C cross toolchain), and cargo-auditable, which embeds the dependency list in
+# the binary; make release-test reads it back with rust-audit-info. Both from crates.io.
+installed_targets=$(rustup target list --installed)
+for t in x86_64-unknown-linux-musl aarch64-unknown-linux-musl; do
+    echo "$installed_targets" | grep -qx "$t" || rustup target add "$t"
+done
+cargo auditable --version >/dev/null 2>&1 || cargo install --locked cargo-auditable
+command -v rust-audit-info >/dev/null 2>&1 || cargo install --locked rust-audit-info
 
 # make fuzz: a nightly toolchain and cargo-fuzz (from crates.io), only when missing.
 cargo +nightly --version >/dev/null 2>&1 || rustup toolchain install nightly --profile minimal

@@ -199,10 +199,15 @@ pub fn main() -> i32 {
             0
         }
         TopCmd::Version(_) => {
+            // What a bug report or a scanner needs: which source, built for what (build.rs).
             println!(
-                "cni-multi {} (CNI spec {})",
-                env!("CARGO_PKG_VERSION"),
-                crate::cni::version::CURRENT
+                "cni-multi {} (CNI spec {})\ncommit: {}\ntarget: {} (libc: {})\ncrates: {}",
+                env!("CNI_MULTI_VERSION"),
+                crate::cni::version::CURRENT,
+                env!("CNI_MULTI_GIT_COMMIT"),
+                env!("CNI_MULTI_TARGET"),
+                env!("CNI_MULTI_LIBC"),
+                env!("CNI_MULTI_CRATES"),
             );
             0
         }

@@ -71,8 +71,9 @@ pub struct Attachment {
     pub master: Option<String>,
     #[serde(rename = "portMappings")]
     pub port_mappings: Vec<Value>,
-    /// The reference plugins' iptables chains of this attachment (ipMasq `CNI-…`, portmap
-    /// `CNI-DN-…`), when a node swapped from them still has them.
+    /// The attachment's chains in the reference's iptables layout (ipMasq `CNI-…`, portmap
+    /// `CNI-DN-…`): cni-multi's own on a node that uses iptables, or the reference plugins'
+    /// from before a swap.
     #[serde(rename = "referenceChains")]
     pub reference_chains: Vec<String>,
     pub bandwidth: Option<Value>,

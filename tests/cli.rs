@@ -57,7 +57,16 @@ fn unknown_name_is_a_cni_error_listing_plugins() {
 fn version_and_help() {
     let o = cni_multi(&["version"]);
     assert!(o.status.success());
-    assert!(stdout(&o).starts_with("cni-multi "));
+    let v = stdout(&o);
+    assert!(v.starts_with("cni-multi "), "{v}");
+    // What build.rs passes: the commit (unknown outside make), target and libc, crate versions.
+    let libc = if cfg!(target_env = "musl") { "musl" } else { "gnu" };
+    assert!(v.lines().any(|l| l.starts_with("commit: ")), "{v}");
+    assert!(v.contains(&format!("-linux-{libc} (libc: {libc})")), "{v}");
+    let crates = v.lines().find(|l| l.starts_with("crates: ")).unwrap_or_default();
+    for c in ["neli 0.", "nix 0.", "serde_json 1."] {
+        assert!(crates.contains(c), "{c} missing: {v}");
+    }
     let o = cni_multi(&["--help"]);
     assert!(o.status.success());
     assert!(stdout(&o).contains("install"));
@@ -152,7 +161,7 @@ fn loopback_by_hand_and_through_a_symlink() {
         "sh",
         "-c",
         &format!(
-            "echo '{conf}' | {} loopback ADD --netns {}",
+            "echo '{conf}' | '{}' loopback ADD --netns {}",
             ours_bin().display(),
             pod.path_str()
         ),
@@ -179,7 +188,7 @@ fn loopback_by_hand_and_through_a_symlink() {
         "sh",
         "-c",
         &format!(
-            "echo '{{\"cniVersion\":\"1.0.0\",\"name\":\"bad name\"}}' | {} loopback ADD --netns {}",
+            "echo '{{\"cniVersion\":\"1.0.0\",\"name\":\"bad name\"}}' | '{}' loopback ADD --netns {}",
             ours_bin().display(),
             pod.path_str()
         ),

@@ -185,12 +185,18 @@ fn scenario(r: &mut Report) {
         let veths = links_of_kind(&n.ns, "veth");
         let resv = reservations(n);
         let saved = saved_configs(n);
-        // The delegate's masquerade rules live in nftables; every attachment's rule carries
-        // "id: <containerID>" in its comment.
+        // The delegate's masquerade rules, in either layout: upstream's nftables table (every
+        // attachment's rule carries "id: <containerID>" in its comment) or, the default on
+        // this node, the reference's iptables chains (`CNI-<hash>`, commented `id: "<cid>"`).
         let ruleset = n.ns.exec(&["nft", "list", "ruleset"]);
+        let nat = n.ns.exec(&["iptables-save", "-t", "nat"]);
         let masq_rules = String::from_utf8_lossy(&ruleset.stdout)
             .matches("masquerade comment")
-            .count();
+            .count()
+            + String::from_utf8_lossy(&nat.stdout)
+                .lines()
+                .filter(|l| l.contains(" id: \\\""))
+                .count();
         r.check(
             &format!("node{} clean", n.index),
             veths == ["eth0"] && resv.is_empty() && saved == 0 && masq_rules == 0,

@@ -1,6 +1,7 @@
 //! The bad-input corpus (tests/corpus/cases.json, made by tests/corpus/gen.py): hundreds of
 //! broken invocations across every plugin. Each must answer a CNI error JSON with exactly its
-//! code (exit status 1) and leave nothing behind: no link in the node or pod netns, no
+//! code (exit status 1), naming what the case's `msg` names if it has one, and leave nothing
+//! behind: no link in the node or pod netns, no
 //! nftables object in the node, no file in the state dir. Every plugin runs in a throw-away
 //! node netns against a throw-away pod netns.
 //!
@@ -167,10 +168,20 @@ fn bad_input_corpus() {
             if let Some(k) = case.get("known").and_then(Value::as_str) {
                 known.push(format!("{id} ({}): {k}", case["note"]));
             }
-            let got = answer(&invocation(case, &ours).run_ours_in(&dir));
+            let out = invocation(case, &ours).run_ours_in(&dir);
+            let got = answer(&out);
             ours_n += 1;
             if got != want {
                 failures.push(format!("{id} ({}): want code {want}, got {got}", case["note"]));
+            }
+            // A case may name what the message must name (the key at fault).
+            if let Some(m) = case.get("msg").and_then(Value::as_str) {
+                if !out.msg().is_some_and(|x| x.contains(m)) {
+                    failures.push(format!(
+                        "{id} ({}): the message does not name {m:?}: {out}",
+                        case["note"]
+                    ));
+                }
             }
             let now = ours.residue();
             if now != clean {

@@ -366,10 +366,10 @@ fn cli_form_and_socket_activation() {
     let mut cmd = std::process::Command::new("/bin/sh");
     cmd.arg("-c")
         .arg(format!(
-            "LISTEN_PID=$$ LISTEN_FDS=1 exec {} --net={} -- {} dhcp daemon -socketpath /nonexistent/x.sock",
+            "LISTEN_PID=$$ LISTEN_FDS=1 exec {} --net={} -- '{}' dhcp daemon -socketpath /nonexistent/x.sock",
             tool("nsenter").display(),
             r.rig.node.path_str(),
-            common::veth_rig::OURS
+            common::veth_rig::ours().display()
         ))
         .stderr(std::fs::File::create(r.dir.join("daemon.log")).unwrap());
     // SAFETY: dup2 and fcntl are async-signal-safe; the listener ends up at fd 3 as systemd

@@ -7,7 +7,7 @@ mod common;
 
 use common::dhcp_rig::{client_id_hex, wait_for, DhcpRig, Server};
 use common::rig::{first_ip, reference_bin, require_reference, TestNs};
-use common::veth_rig::{normalise_result, Impl, OURS};
+use common::veth_rig::{normalise_result, Impl};
 use serde_json::{json, Value};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -139,7 +139,7 @@ fn reference_plugin_with_our_daemon() {
     let mut r = DhcpRig::bare("drd", Impl::Reference, Server::Bridge);
     r.start_dnsmasq(&["--dhcp-option=option:T1,3", "--dhcp-option=option:T2,100"]);
     let ours = r.dir.join("dhcp");
-    std::os::unix::fs::symlink(OURS, &ours).unwrap();
+    std::os::unix::fs::symlink(common::veth_rig::ours(), &ours).unwrap();
     r.start_daemon_bin(&ours, &[]);
     let p = r.rig.pod("drd");
     pairing_cycle(&r, &p);

@@ -207,7 +207,7 @@ impl Site {
         ];
         let comments = [
             cni_multi::pkg::comment::rule_comment(net, cid, "eth0"),
-            cni_multi::pkg::masquerade::comment_for_instance(net, "eth0", cid),
+            cni_multi::pkg::masquerade::nftables::comment_for_instance(net, "eth0", cid),
             cni_multi::pkg::spoofcheck::rule_comment(cid, "eth0"),
         ];
         let rs: Value = serde_json::from_str(&self.node.exec_ok(&["nft", "-j", "list", "ruleset"])).unwrap();
@@ -916,9 +916,10 @@ fn sigkill_during_host_local_add_and_del() {
     );
 }
 
-/// The kernel refuses a batch halfway (a regular chain where a base chain goes): bridge's
-/// ipMasq or macspoofchk batch, or firewall's. The failed ADD leaves nothing: bridge's links,
-/// bridge, reservation and earlier rules go; firewall's ruleset is as before.
+/// The kernel refuses a batch halfway (a regular chain where a base chain goes, a base chain
+/// of the wrong kind): bridge's ipMasq batch in either layout or its macspoofchk batch, or
+/// firewall's in either layout. The failed ADD leaves nothing: bridge's links, bridge,
+/// reservation and earlier rules go; firewall's ruleset is as before.
 #[test]
 fn nft_batch_refused_halfway_leaves_nothing() {
     if !require_root("nft_batch_refused_halfway_leaves_nothing") {
@@ -926,17 +927,27 @@ fn nft_batch_refused_halfway_leaves_nothing() {
     }
     let blockers = [
         (
-            "ipMasq",
+            "ipMasq nftables",
+            "nftables",
             "add table inet cni_plugins_masquerade; add chain inet cni_plugins_masquerade postrouting",
         ),
-        ("macspoofchk", "add table bridge nat; add chain bridge nat PREROUTING"),
+        (
+            "ipMasq iptables",
+            "",
+            "add table ip nat; add chain ip nat POSTROUTING { type filter hook forward priority 0; }",
+        ),
+        (
+            "macspoofchk",
+            "",
+            "add table bridge nat; add chain bridge nat PREROUTING",
+        ),
     ];
-    for (what, nft) in blockers {
+    for (what, backend, nft) in blockers {
         let mut site = Site::new("fk-nft");
         site.node.exec_ok(&["nft", nft]);
         let pod = TestNs::new("fk-nft-pod");
         let conf = json!({"cniVersion": "1.0.0", "name": "fknft", "type": "bridge", "bridge": "cmnf0",
-            "isGateway": true, "ipMasq": true, "macspoofchk": true,
+            "isGateway": true, "ipMasq": true, "macspoofchk": true, "ipMasqBackend": backend,
             "ipam": {"type": "host-local", "subnet": "10.88.7.0/24", "dataDir": site.dir("ipam")}});
         let before = site.node.exec_ok(&["nft", "list", "ruleset"]);
         let o = Invocation::new("bridge", "ADD")
@@ -962,34 +973,48 @@ fn nft_batch_refused_halfway_leaves_nothing() {
         let after = site.node.exec_ok(&["nft", "list", "ruleset"]);
         assert_eq!(rules(&after), rules(&before), "{what}: rules left:\n{after}");
     }
-    // firewall: one batch; refused, the ruleset is exactly as before.
-    let site = Site::new("fk-nftfw");
-    let pod = TestNs::new("fk-nftfw-pod");
-    let bridge = json!({"cniVersion": "1.0.0", "name": "fkfw", "type": "bridge", "bridge": "cmnw0",
-        "ipam": {"type": "host-local", "subnet": "10.88.8.0/24", "dataDir": site.dir("ipam")}});
-    let inv = |c: &Value| {
-        Invocation::new(c["type"].as_str().unwrap(), "ADD")
-            .pod(&pod)
-            .in_node(&site.node)
-            .container_id("fkfw-c")
-            .config(c)
-            .run_ours_in(&site.plugins)
-    };
-    let prev = inv(&bridge);
-    prev.expect_ok();
-    site.node.exec_ok(&[
-        "nft",
-        "add table inet cni_firewall; add chain inet cni_firewall forward",
-    ]);
-    let before = site.node.exec_ok(&["nft", "list", "ruleset"]);
-    let fw = json!({"cniVersion": "1.0.0", "name": "fkfw", "type": "firewall", "prevResult": prev.result()});
-    let o = inv(&fw);
-    assert!(!o.success() && o.code().is_some(), "firewall: ADD must fail: {o}");
-    assert_eq!(
-        site.node.exec_ok(&["nft", "list", "ruleset"]),
-        before,
-        "firewall: ruleset changed"
-    );
+    // firewall: one batch; refused, the ruleset is exactly as before. In the nftables layout
+    // a regular chain where its base chain goes; in the iptables layout (the default here)
+    // `CNI-FORWARD` as a base chain, which FORWARD's jump cannot target.
+    for (backend, nft) in [
+        (
+            "nftables",
+            "add table inet cni_firewall; add chain inet cni_firewall forward",
+        ),
+        (
+            "",
+            "add table ip filter; add chain ip filter CNI-FORWARD { type filter hook output priority 0; }",
+        ),
+    ] {
+        let site = Site::new("fk-nftfw");
+        let pod = TestNs::new("fk-nftfw-pod");
+        let bridge = json!({"cniVersion": "1.0.0", "name": "fkfw", "type": "bridge", "bridge": "cmnw0",
+            "ipam": {"type": "host-local", "subnet": "10.88.8.0/24", "dataDir": site.dir("ipam")}});
+        let inv = |c: &Value| {
+            Invocation::new(c["type"].as_str().unwrap(), "ADD")
+                .pod(&pod)
+                .in_node(&site.node)
+                .container_id("fkfw-c")
+                .config(c)
+                .run_ours_in(&site.plugins)
+        };
+        let prev = inv(&bridge);
+        prev.expect_ok();
+        site.node.exec_ok(&["nft", nft]);
+        let before = site.node.exec_ok(&["nft", "list", "ruleset"]);
+        let fw = json!({"cniVersion": "1.0.0", "name": "fkfw", "type": "firewall", "backend": backend,
+            "prevResult": prev.result()});
+        let o = inv(&fw);
+        assert!(
+            !o.success() && o.code().is_some(),
+            "firewall {backend:?}: ADD must fail: {o}"
+        );
+        assert_eq!(
+            site.node.exec_ok(&["nft", "list", "ruleset"]),
+            before,
+            "firewall {backend:?}: ruleset changed"
+        );
+    }
 }
 
 /// flannel cannot save its delegate config on a full or read-only dataDir: the ADD fails

@@ -1,6 +1,7 @@
 //! firewall plugin against the kernel (our binary, empty PATH): the isolation matrix for each
-//! ingressPolicy (same bridge / other bridge / outside), the rules as nft prints them, CHECK,
-//! DEL without prevResult, and the firewalld backend refused with code 2.
+//! ingressPolicy (same bridge / other bridge / outside) in both layouts (`backend: "nftables"`
+//! and the default, which is iptables on this node), the nftables layout's rules as nft prints
+//! them, CHECK, DEL without prevResult, and the firewalld backend refused with code 2.
 
 mod common;
 
@@ -10,9 +11,9 @@ use common::fw_rig::*;
 use common::rig::{self, Invocation, Outcome, PluginDir};
 use serde_json::{json, Value};
 
-fn fw_conf(pod: &Pod, policy: &str) -> Value {
+fn fw_conf(pod: &Pod, policy: &str, backend: &str) -> Value {
     json!({"cniVersion": "1.0.0", "name": "fwnet", "type": "firewall", "ingressPolicy": policy,
-           "prevResult": pod.result})
+           "backend": backend, "prevResult": pod.result})
 }
 
 fn run(site: &Site, dir: &PluginDir, cmd: &str, pod: &Pod, conf: &Value) -> Outcome {
@@ -30,8 +31,8 @@ fn pings(from: &rig::TestNs, to: &str) -> bool {
 }
 
 /// [a1→a2 same bridge, a1→b1 other bridge, b1→a1, outside→a1, a1→outside]
-fn matrix(policy: &str) -> Vec<bool> {
-    let site = Site::new(&format!("fw-{policy}"));
+fn matrix(policy: &str, backend: &str) -> Vec<bool> {
+    let site = Site::new(&format!("fw-{policy}{}", backend.len()));
     let dir = PluginDir::new();
     let a1 = site.pod("fw-a1", "cni-fa", "10.93.0.0/24", "ctr-a1");
     let a2 = site.pod("fw-a2", "cni-fa", "10.93.0.0/24", "ctr-a2");
@@ -40,9 +41,9 @@ fn matrix(policy: &str) -> Vec<bool> {
     site.outside
         .ip(&["route", "add", "10.93.0.0/16", "via", OUTSIDE_NODE_IP]);
     for p in [&a1, &a2, &b1] {
-        run(&site, &dir, "ADD", p, &fw_conf(p, policy)).expect_ok();
+        run(&site, &dir, "ADD", p, &fw_conf(p, policy, backend)).expect_ok();
     }
-    if policy == "isolated" {
+    if policy == "isolated" && backend == "nftables" {
         check_rules(&site, &dir, &a1, &a2);
     }
     vec![
@@ -59,13 +60,23 @@ fn isolation_matrix() {
     if !rig::require_reference("isolation_matrix", "bridge") {
         return;
     }
-    assert_eq!(matrix("open"), vec![true, true, true, true, true], "open");
-    assert_eq!(
-        matrix("same-bridge"),
-        vec![true, false, false, true, true],
-        "same-bridge"
-    );
-    assert_eq!(matrix("isolated"), vec![false, false, false, true, true], "isolated");
+    for backend in ["nftables", ""] {
+        assert_eq!(
+            matrix("open", backend),
+            vec![true, true, true, true, true],
+            "open {backend:?}"
+        );
+        assert_eq!(
+            matrix("same-bridge", backend),
+            vec![true, false, false, true, true],
+            "same-bridge {backend:?}"
+        );
+        assert_eq!(
+            matrix("isolated", backend),
+            vec![false, false, false, true, true],
+            "isolated {backend:?}"
+        );
+    }
 }
 
 /// Rules as nft prints them, CHECK, DEL without prevResult.
@@ -100,24 +111,24 @@ fn check_rules(site: &Site, dir: &PluginDir, a1: &Pod, a2: &Pod) {
     // Isolation rules are per bridge, not per pod.
     assert_eq!(rules(&rs, "inet", firewall::TABLE, firewall::STAGE2).len(), 2);
 
-    run(site, dir, "CHECK", a1, &fw_conf(a1, "isolated")).expect_ok();
+    run(site, dir, "CHECK", a1, &fw_conf(a1, "isolated", "nftables")).expect_ok();
     // DEL without prevResult removes exactly a1's rules.
-    let mut c = fw_conf(a1, "isolated");
+    let mut c = fw_conf(a1, "isolated", "nftables");
     c.as_object_mut().unwrap().remove("prevResult");
     run(site, dir, "DEL", a1, &c).expect_ok();
     let fwd = rules(&site.ruleset(), "inet", firewall::TABLE, firewall::CNI_FORWARD);
     assert_eq!(fwd.len(), 1 + 2 * 2);
     assert!(fwd.iter().all(|(_, cm)| cm.as_deref() != Some(c1.as_str())));
     assert!(!table_text(&site.node, "bridge", firewall::TABLE).contains(&a1.host_veth));
-    let e = run(site, dir, "CHECK", a1, &fw_conf(a1, "isolated"));
+    let e = run(site, dir, "CHECK", a1, &fw_conf(a1, "isolated", "nftables"));
     assert!(!e.success());
     assert_eq!(
         e.msg(),
         Some(format!("missing firewall rule in inet cni_firewall CNI-FORWARD for {}", a1.cid).as_str()),
         "{e}"
     );
-    run(site, dir, "ADD", a1, &fw_conf(a1, "isolated")).expect_ok();
-    run(site, dir, "CHECK", a2, &fw_conf(a2, "isolated")).expect_ok();
+    run(site, dir, "ADD", a1, &fw_conf(a1, "isolated", "nftables")).expect_ok();
+    run(site, dir, "CHECK", a2, &fw_conf(a2, "isolated", "nftables")).expect_ok();
 }
 
 #[test]

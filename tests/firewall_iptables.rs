@@ -192,19 +192,16 @@ fn docker_node(backend: &str) -> [bool; 4] {
             ipt.contains(&format!("-A CNI-FORWARD -s {}/32 -j ACCEPT", a.ip)),
             "{ipt}"
         );
+        // The node uses iptables: the default is the iptables layout alone, as upstream's.
         let nft = text(&site.node, &["nft", "list", "tables"]);
-        assert_eq!(
-            nft.contains("inet cni_firewall"),
-            backend.is_empty(),
-            "our table only with the default backend:\n{nft}"
-        );
+        assert!(!nft.contains("inet cni_firewall"), "no nftables layout:\n{nft}");
     }
 
     // DEL of the whole chain (firewall, then bridge): nothing of pod a remains anywhere.
     fw(&site.node, &dir, "DEL", &a.cid, &a.ns, &conf).expect_ok();
     let after_fw = all_rules(&site.node);
     assert!(
-        !text(&site.node, &["iptables-save"]).contains(&a.ip),
+        !text(&site.node, &["iptables-save", "-t", "filter"]).contains(&a.ip),
         "firewall DEL left iptables rules of {}:\n{after_fw}",
         a.ip
     );
@@ -234,7 +231,7 @@ fn docker_node_keeps_egress_and_isolation() {
     if !require("docker_node_keeps_egress_and_isolation") {
         return;
     }
-    // Default backend: the node uses iptables, so the reference's rules are written too.
+    // Default backend: the node uses iptables, so the reference's rules are written.
     assert_eq!(docker_node(""), [true, true, false, false], "default backend");
     assert_eq!(docker_node("iptables"), [true, true, false, false], "backend iptables");
     // Our table alone cannot override iptables' DROP: this is the case the rules are for.
@@ -332,6 +329,114 @@ fn rules_equal_the_references_and_dels_swap() {
         "{t}"
     );
     assert!(t.contains("-s 10.89.0.7/32 -j ACCEPT"), "{t}");
+}
+
+/// A node whose iptables has no filter table yet: our default-backend ADD makes the table, the
+/// chains and the FORWARD jump exactly as the reference's ADD does (`iptables-save`,
+/// `ip6tables-save` and `nft list ruleset` print the same, expressions byte for byte), so that
+/// a DROP policy arriving later still sees the accepts.
+#[test]
+fn fresh_node_rules_equal_the_references() {
+    if !require("fresh_node_rules_equal_the_references") {
+        return;
+    }
+    let dir = PluginDir::new();
+    let ours = TestNs::new_node("fwfr-ours");
+    let refn = TestNs::new_node("fwfr-ref");
+    let pod = TestNs::new("fwfr-pod");
+    let p1 = prev("cni0", "veth1", "10.88.0.5/24", "fd00:88::5/64");
+    let p2 = prev("cni1", "veth2", "10.89.0.7/24", "fd00:89::7/64");
+    for (cid, p, policy) in [("c1", &p1, "same-bridge"), ("c2", &p2, "")] {
+        fw(&ours, &dir, "ADD", cid, &pod, &fw_conf(p, "", policy)).expect_ok();
+        // The reference's own default asks D-Bus whether firewalld runs: name iptables.
+        fw_reference(&refn, "ADD", cid, &pod, &fw_conf(p, "iptables", policy)).expect_ok();
+    }
+    let (a, b) = (all_rules(&ours), all_rules(&refn));
+    assert_eq!(a, b, "the node's rules after our ADD differ from the reference's");
+    for want in [
+        ":FORWARD ACCEPT [0:0]",
+        "-A FORWARD -m comment --comment \"CNI firewall plugin rules (ingressPolicy: same-bridge)\" -j CNI-ISOLATION-STAGE-1\n-A FORWARD -m comment --comment \"CNI firewall plugin rules\" -j CNI-FORWARD",
+        "-A CNI-FORWARD -m comment --comment \"CNI firewall plugin admin overrides\" -j CNI-ADMIN",
+        "-A CNI-FORWARD -s fd00:89::7/128 -j ACCEPT",
+        "type filter hook forward priority filter; policy accept;",
+    ] {
+        assert!(a.contains(want), "missing {want:?} in\n{a}");
+    }
+    assert!(
+        !a.contains("cni_firewall"),
+        "no nftables layout on an iptables node:\n{a}"
+    );
+    for fam in ["ip", "ip6"] {
+        let dump = |n: &TestNs| -> String {
+            text(n, &["nft", "--debug=netlink", "list", "table", fam, "filter"])
+                .lines()
+                .filter(|l| l.starts_with("  ["))
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        assert_eq!(dump(&ours), dump(&refn), "{fam} filter expressions differ");
+    }
+    // The reference's CHECK accepts ours; each DEL removes the other's.
+    fw_reference(&ours, "CHECK", "c1", &pod, &fw_conf(&p1, "iptables", "same-bridge")).expect_ok();
+    fw(&refn, &dir, "CHECK", "c1", &pod, &fw_conf(&p1, "", "same-bridge")).expect_ok();
+    fw_reference(&ours, "DEL", "c1", &pod, &fw_conf(&p1, "iptables", "same-bridge")).expect_ok();
+    fw(&refn, &dir, "DEL", "c1", &pod, &fw_conf(&p1, "", "same-bridge")).expect_ok();
+    assert_eq!(all_rules(&ours), all_rules(&refn));
+    assert!(!all_rules(&ours).contains("10.88.0.5"));
+}
+
+/// The order that cut pods off before #23: ADD (our bridge with ipMasq, our firewall, default
+/// backends) on a node whose iptables has no filter table, **then** `iptables -P FORWARD DROP`
+/// (Docker, a hardening script or a restored ruleset arriving later), then traffic: pod →
+/// outside and its replies, outside → pod replies over TCP, node → pod. The same order with
+/// `backend: "nftables"` loses egress (an accept in one table cannot undo another's drop).
+#[test]
+fn forward_drop_after_add_keeps_pod_traffic() {
+    if !require("forward_drop_after_add_keeps_pod_traffic") {
+        return;
+    }
+    for backend in ["", "nftables"] {
+        let site = Site::new(&format!("fwdrop{}", backend.len()));
+        let dir = PluginDir::new();
+        let (a, a_bridge) = masq_pod(&site, &dir, "fwdrop-a", "cni-fd", "10.93.0.0/24", "ctr-drop");
+        let conf = fw_conf(&a.result, backend, "");
+        fw(&site.node, &dir, "ADD", &a.cid, &a.ns, &conf).expect_ok();
+        site.node.exec_ok(&["iptables", "-P", "FORWARD", "DROP"]);
+        site.node.exec_ok(&["ip6tables", "-P", "FORWARD", "DROP"]);
+        let _srv = tcp_whoami(&site.outside, 7072, "out");
+        let _pod_srv = tcp_whoami(&a.ns, 7073, "pod");
+        let egress = [
+            pings(&a.ns, OUTSIDE_IP),
+            tcp_ask(&a.ns, OUTSIDE_IP, 7072) == format!("out {OUTSIDE_NODE_IP}"),
+        ];
+        // The node reaches the pod (its own output, not forwarded) in every layout.
+        assert!(pings(&site.node, &a.ip), "{backend:?}: node → pod");
+        assert_eq!(
+            tcp_ask(&site.node, &a.ip, 7073),
+            "pod 10.93.0.1",
+            "{backend:?}: node → pod"
+        );
+        if backend.is_empty() {
+            assert_eq!(egress, [true, true], "default backend: egress after the DROP policy");
+            fw(&site.node, &dir, "CHECK", &a.cid, &a.ns, &conf).expect_ok();
+        } else {
+            assert_eq!(egress, [false, false], "nftables layout: the DROP policy wins");
+        }
+        fw(&site.node, &dir, "DEL", &a.cid, &a.ns, &conf).expect_ok();
+        Invocation::new("bridge", "DEL")
+            .container_id(&a.cid)
+            .pod(&a.ns)
+            .config(&a_bridge)
+            .in_node(&site.node)
+            .env("PATH", "")
+            .run_ours_in(&dir)
+            .expect_ok();
+        let rules = all_rules(&site.node);
+        assert!(
+            !rules.contains(&a.ip) && !rules.contains(&a.cid),
+            "{backend:?}: left\n{rules}"
+        );
+    }
 }
 
 fn bridge_conf(data: &TempDir, backend: Option<&str>) -> Value {
@@ -495,8 +600,11 @@ fn parallel_adds_share_the_chains() {
         assert_eq!(count("same-bridge)\" -j RETURN"), 2, "{s}");
         assert_eq!(count("-A CNI-FORWARD -s "), n, "{s}");
     }
-    let nft = text(&node, &["nft", "list", "chain", "inet", "cni_firewall", "CNI-FORWARD"]);
-    assert_eq!(nft.matches("jump CNI-ADMIN").count(), 1, "{nft}");
+    let nft = text(&node, &["nft", "list", "tables"]);
+    assert!(
+        !nft.contains("cni_firewall"),
+        "the default on an iptables node is iptables alone: {nft}"
+    );
 }
 
 /// ptp `ipMasqBackend: "iptables"`: the same nat rules as the reference ptp's; our DEL
@@ -549,4 +657,161 @@ fn ptp_ipmasq_backend_iptables_equals_the_references() {
         .expect_ok();
     let t = nat_text(&ours);
     assert!(!t.contains("CNI-") && !t.contains("10.98.0.2"), "{t}");
+}
+
+/// The records dir of the iptables layout in `node` (`pkg::nft_records`, `<family>-filter`).
+fn fw_records(node: &TestNs, family: &str) -> std::path::PathBuf {
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap();
+    let sock = cni_multi::linux::nft::NftSocket::open_in_netns_path(node.path()).unwrap();
+    let cookie = sock.netns_cookie().expect("SO_NETNS_COOKIE (Linux 5.14)");
+    std::path::PathBuf::from(rig::state_dir())
+        .join("nft")
+        .join(format!("{}-{cookie}", boot.trim()))
+        .join(format!("{family}-filter"))
+}
+
+fn fw_key(cid: &str) -> String {
+    cni_multi::pkg::nft_records::key(&cni_multi::pkg::sha512::hex_prefix("fwnet", 16), "eth0", cid)
+}
+
+/// The iptables layout keeps ADD and DEL off `FORWARD` and `CNI-FORWARD` through its records
+/// (the stamp: both jumps' handles and `CNI-FORWARD`'s use count, its rules plus the jump
+/// into it), and every way the records can be wrong — the reference writing in between,
+/// a stale or lost record, DEL without prevResult — still ends with exactly the reference's
+/// rules for the attachments that are left.
+#[test]
+fn iptables_records_and_their_failures() {
+    if !require("iptables_records_and_their_failures") {
+        return;
+    }
+    let dir = PluginDir::new();
+    let node = TestNs::new_node("fwrec");
+    let pod = TestNs::new("fwrec-pod");
+    let p = |n: u8| {
+        prev(
+            "cni0",
+            &format!("veth{n}"),
+            &format!("10.88.2.{n}/24"),
+            &format!("fd00:2::{n}/64"),
+        )
+    };
+    let rules_of = |n: u8| {
+        let s = ipt_text(&node);
+        s.lines()
+            .filter(|l| l.contains(&format!("10.88.2.{n}/32")) || l.contains(&format!("fd00:2::{n}/128")))
+            .count()
+    };
+    let stamp = || -> Vec<u64> {
+        let t = std::fs::read_to_string(fw_records(&node, "ip").join("stamp")).unwrap_or_default();
+        t.lines()
+            .nth(1)
+            .unwrap_or("")
+            .split(' ')
+            .filter_map(|h| h.parse().ok())
+            .collect()
+    };
+    let cni_forward_rules = || {
+        text(&node, &["iptables", "-S", "CNI-FORWARD"])
+            .lines()
+            .filter(|l| l.starts_with("-A"))
+            .count() as u64
+    };
+    for n in [1, 2] {
+        fw(&node, &dir, "ADD", &format!("c{n}"), &pod, &fw_conf(&p(n), "", "")).expect_ok();
+        assert_eq!(rules_of(n), 4, "c{n}");
+        // The stamp's use count: CNI-FORWARD's rules and the FORWARD jump into it.
+        let s = stamp();
+        assert_eq!(s.len(), 3, "{s:?}");
+        assert_eq!(s[2], cni_forward_rules() + 1, "c{n}: use count {s:?}");
+        let rec = std::fs::read_to_string(fw_records(&node, "ip").join(fw_key(&format!("c{n}")))).unwrap();
+        assert_eq!(rec.lines().count(), 3, "{rec}");
+        assert!(fw_records(&node, "ip6").join(format!("ip-fd00:2::{n}")).exists());
+    }
+    // The second ADD took the fast path: no listing, so c1's per-address record was not
+    // written again (a record is written by rename: a new inode).
+    {
+        use std::os::unix::fs::MetadataExt;
+        let ino = || {
+            std::fs::metadata(fw_records(&node, "ip").join("ip-10.88.2.1"))
+                .unwrap()
+                .ino()
+        };
+        let before = ino();
+        fw(&node, &dir, "ADD", "c9", &pod, &fw_conf(&p(9), "", "")).expect_ok();
+        assert_eq!(ino(), before, "a new attachment's ADD rewrote another's record");
+        fw(&node, &dir, "DEL", "c9", &pod, &fw_conf(&p(9), "", "")).expect_ok();
+    }
+    // A repeated ADD (fast path) adds nothing.
+    let before = ipt_text(&node);
+    fw(&node, &dir, "ADD", "c2", &pod, &fw_conf(&p(2), "", "")).expect_ok();
+    assert_eq!(ipt_text(&node), before, "a repeated ADD duplicated rules");
+    // The reference writes in between (its ADD of c3, then its repeat of c1's rules, which it
+    // does not duplicate): the use count moved, so our next ADD lists, and does not duplicate
+    // the reference's rules of an address it is asked for again.
+    fw_reference(&node, "ADD", "c3", &pod, &fw_conf(&p(3), "iptables", "")).expect_ok();
+    assert_ne!(stamp()[2], cni_forward_rules() + 1);
+    fw(&node, &dir, "ADD", "c3", &pod, &fw_conf(&p(3), "", "")).expect_ok();
+    assert_eq!(rules_of(3), 4, "our ADD over the reference's");
+    assert_eq!(stamp()[2], cni_forward_rules() + 1, "the listing wrote the stamp again");
+    fw(&node, &dir, "ADD", "c4", &pod, &fw_conf(&p(4), "", "")).expect_ok();
+    // DEL without prevResult: the record names the rules.
+    let mut c = fw_conf(&p(2), "", "");
+    c.as_object_mut().unwrap().remove("prevResult");
+    fw(&node, &dir, "DEL", "c2", &pod, &c).expect_ok();
+    assert_eq!(rules_of(2), 0, "DEL without prevResult");
+    assert_eq!(stamp()[2], cni_forward_rules() + 1, "DEL moved the stamp along");
+    // A stale per-address record and a lost attachment record: DEL still removes exactly c4's.
+    std::fs::write(
+        fw_records(&node, "ip").join("ip-10.88.2.4"),
+        "cni-multi nft record 1\nCNI-FORWARD 999998\nCNI-FORWARD 999999\n",
+    )
+    .unwrap();
+    std::fs::remove_file(fw_records(&node, "ip").join(fw_key("c4"))).unwrap();
+    fw(&node, &dir, "DEL", "c4", &pod, &fw_conf(&p(4), "", "")).expect_ok();
+    assert_eq!(rules_of(4), 0, "DEL with bad records");
+    // The reference's DEL of ours, then ours of the reference's.
+    fw_reference(&node, "DEL", "c1", &pod, &fw_conf(&p(1), "iptables", "")).expect_ok();
+    fw(&node, &dir, "DEL", "c3", &pod, &fw_conf(&p(3), "", "")).expect_ok();
+    for n in 1..=4 {
+        assert_eq!(rules_of(n), 0, "c{n} left:\n{}", ipt_text(&node));
+    }
+    // And a fresh ADD after all that is right again.
+    fw(&node, &dir, "ADD", "c5", &pod, &fw_conf(&p(5), "", "")).expect_ok();
+    assert_eq!(rules_of(5), 4);
+    fw(&node, &dir, "CHECK", "c5", &pod, &fw_conf(&p(5), "", "")).expect_ok();
+    fw_reference(&node, "CHECK", "c5", &pod, &fw_conf(&p(5), "iptables", "")).expect_ok();
+}
+
+/// DEL removes the attachment's rules in every layout, whatever `backend` says now (a config
+/// edited since ADD, or the node's default changed); CHECK checks the layout ADD used (an
+/// explicit backend that is not it fails; unset accepts either).
+#[test]
+fn del_removes_every_layout_and_check_follows_add() {
+    if !require("del_removes_every_layout_and_check_follows_add") {
+        return;
+    }
+    let dir = PluginDir::new();
+    let node = TestNs::new_node("fwx");
+    let pod = TestNs::new("fwx-pod");
+    let p1 = prev("cni0", "veth1", "10.88.3.5/24", "fd00:3::5/64");
+    for (add, check_bad, del) in [
+        ("nftables", "iptables", ""),
+        ("", "nftables", "nftables"),
+        ("iptables", "nftables", "bogus"),
+    ] {
+        fw(&node, &dir, "ADD", "cx", &pod, &fw_conf(&p1, add, "")).expect_ok();
+        fw(&node, &dir, "CHECK", "cx", &pod, &fw_conf(&p1, add, "")).expect_ok();
+        fw(&node, &dir, "CHECK", "cx", &pod, &fw_conf(&p1, "", "")).expect_ok();
+        assert!(
+            !fw(&node, &dir, "CHECK", "cx", &pod, &fw_conf(&p1, check_bad, "")).success(),
+            "ADD {add:?}: CHECK with backend {check_bad:?} must look where that layout is"
+        );
+        assert!(all_rules(&node).contains("10.88.3.5"));
+        fw(&node, &dir, "DEL", "cx", &pod, &fw_conf(&p1, del, "")).expect_ok();
+        let rules = all_rules(&node);
+        assert!(
+            !rules.contains("10.88.3.5") && !rules.contains("fd00:3::5"),
+            "ADD {add:?}, DEL {del:?} left:\n{rules}"
+        );
+    }
 }

@@ -1,5 +1,6 @@
-//! firewall plugin lifecycle against the kernel (our binary, empty PATH), every rule read from
-//! `nft -j list ruleset`: a repeated ADD of the same attachment does not duplicate any rule
+//! firewall plugin lifecycle in its nftables layout (`backend: "nftables"`; the iptables
+//! layout's is in tests/firewall_iptables.rs) against the kernel (our binary, empty PATH),
+//! every rule read from `nft -j list ruleset`: a repeated ADD of the same attachment does not duplicate any rule
 //! (per-pod accepts, admin jump, isolation rules, the bridge-family drop), CHECK fails after
 //! DEL, and GC (CNI 1.1) succeeds without removing anything: the firewall has no GC in the
 //! reference, and ours keeps that (its accept rules only ever allow, and DEL removes them).
@@ -16,7 +17,7 @@ const NET: &str = "fwlife";
 
 fn fw_conf(pod: &Pod, policy: &str) -> Value {
     json!({"cniVersion": "1.1.0", "name": NET, "type": "firewall", "ingressPolicy": policy,
-           "prevResult": pod.result})
+           "backend": "nftables", "prevResult": pod.result})
 }
 
 fn run(site: &Site, dir: &PluginDir, cmd: &str, pod: &Pod, conf: &Value) -> Outcome {

@@ -29,7 +29,7 @@ fn tmp(tag: &str) -> TempDir {
 fn ours(dir: &Path) -> PathBuf {
     let link = dir.join("host-local");
     if !link.exists() {
-        std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_cni-multi"), &link).unwrap();
+        std::os::unix::fs::symlink(common::rig::ours_bin(), &link).unwrap();
     }
     link
 }

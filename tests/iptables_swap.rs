@@ -390,13 +390,11 @@ fn cni_multi_pods_deleted_by_the_reference() {
     }
     let host_veth = a.results[0]["interfaces"][1]["name"].as_str().unwrap().to_string();
     assert!(node.ns.link(&host_veth).is_some());
-    // The reference's DEL removes what it understands: firewall succeeds (nothing of theirs in
-    // iptables), portmap removes our port mappings (the default layout here is iptables: its
-    // own chains, byte for byte); bridge releases the address and deletes the veth, then fails in
-    // its ipMasq teardown: `iptables -D POSTROUTING … -j CNI-<hash>` exits 2 ("Chain … does not
-    // exist") for a chain it never made, which its go-iptables does not take for "not found".
-    // (So a node swapped back keeps failing the DEL of cni-multi's ipMasq pods; #17 part 4,
-    // writing the reference's own chains, is what lets it succeed.)
+    // The reference's DEL removes what it understands, which is now everything: cni-multi's
+    // default layouts on a node with iptables are the reference's own (#23), byte for byte.
+    // Firewall succeeds, portmap removes our port mappings, and bridge's ipMasq teardown finds
+    // the chain and the POSTROUTING jumps (before, with cni-multi's nftables table, it failed
+    // on `iptables -D … -j CNI-<hash>`: "Chain … does not exist").
     let last = &a.results[2];
     assert!(node.ns.exec_ok(&["iptables-save", "-t", "nat"]).contains("-j CNI-DN-"));
     for (i, plugin) in [(2, "firewall"), (1, "portmap")] {
@@ -410,12 +408,21 @@ fn cni_multi_pods_deleted_by_the_reference() {
         "the reference's DEL left our port mappings:\n{nat}"
     );
     let conf = node.conf_for(0, CNI_VERSION, Some(last), false);
-    let out = node.run(true, node.inv("bridge", "DEL", &a.cid, &conf).pod(&a.ns));
+    node.run(true, node.inv("bridge", "DEL", &a.cid, &conf).pod(&a.ns))
+        .expect_ok();
+    let hash = reference_hash(&node.net, &a.cid);
+    let state = node.state();
     assert!(
-        !out.success() && out.msg().is_some_and(|m| m.contains("does not exist")),
-        "the reference bridge's DEL of a cni-multi ipMasq pod: {out}"
+        !state.contains(&format!("CNI-{}", &hash[..24])),
+        "ipMasq left:\n{state}"
     );
-    // cni-multi's GC then reclaims its own ipMasq and portmap rules of the gone pod.
+    for ip in a.ips() {
+        assert!(
+            naming(&state, &ip).is_empty(),
+            "the reference's DELs left {ip}:\n{state}"
+        );
+    }
+    // cni-multi's GC finds nothing of the gone pod left in either layout.
     node.gc(Some(json!([])));
     let state = node.state();
     let ip4 = &a.ips()[0];

@@ -6,7 +6,7 @@
 mod common;
 
 use cni_multi::linux::nft::NftSocket;
-use cni_multi::pkg::masquerade;
+use cni_multi::pkg::masquerade::nftables as masquerade;
 use common::fw_rig::*;
 use common::rig;
 use ipnet::IpNet;

@@ -5,7 +5,7 @@
 mod common;
 
 use cni_multi::linux::nft::{Family, NftSocket};
-use cni_multi::pkg::masquerade;
+use cni_multi::pkg::masquerade::nftables as masquerade;
 use common::rig::{require_root, TestNs};
 
 fn handles(sock: &NftSocket, chain: &str) -> Vec<u64> {

@@ -9,7 +9,7 @@ mod common;
 use std::path::PathBuf;
 
 use cni_multi::linux::nft::{Family, NftSocket};
-use cni_multi::pkg::masquerade;
+use cni_multi::pkg::masquerade::nftables as masquerade;
 use common::rig::{self, Invocation, PluginDir, TestNs};
 use ipnet::IpNet;
 use serde_json::{json, Value};
@@ -407,6 +407,14 @@ fn firewall_records_and_their_failures() {
     let recs = rec_dir(&node, "inet-cni_firewall");
     firewall(&node, &dir, "ADD", "ctr-a", "10.88.0.5/24");
     firewall(&node, &dir, "ADD", "ctr-b", "10.88.0.6/24");
+    // The stamp held for ctr-c's ADD: no dump, so no other attachment's record written again
+    // (a record is written by rename: a new inode).
+    use std::os::unix::fs::MetadataExt;
+    let ino = || std::fs::metadata(recs.join(pm_key("ctr-a"))).unwrap().ino();
+    let before = ino();
+    firewall(&node, &dir, "ADD", "ctr-c", "10.88.0.7/24");
+    assert_eq!(ino(), before, "a new attachment's ADD rewrote another's record");
+    firewall(&node, &dir, "DEL", "ctr-c", "10.88.0.7/24");
     let b = fw_rules(&node, "ctr-b");
     assert_eq!(b.len(), 2);
     let a = fw_rules(&node, "ctr-a");

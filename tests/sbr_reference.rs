@@ -241,7 +241,7 @@ fn ptp_chain_like_reference() {
     for imp in [Impl::Reference, Impl::Ours] {
         let rig = Rig::new(if imp == Impl::Ours { "sbo" } else { "sbr" }, imp);
         let target = match imp {
-            Impl::Ours => std::path::PathBuf::from(common::veth_rig::OURS),
+            Impl::Ours => common::veth_rig::ours(),
             Impl::Reference => reference_bin("sbr"),
         };
         std::os::unix::fs::symlink(target, rig.bin.join("sbr")).unwrap();

@@ -3,8 +3,8 @@
 # their kernel-driver branch under the second kernel, as static executables the initramfs can
 # run, and list them in $VM_DIR/rust-tests.list for vm/build-initramfs.sh:
 #   test <name> <executable>       one per test file
-#   bin cni-multi <executable>     the binary those tests run (CARGO_BIN_EXE_cni-multi: the
-#                                  initramfs puts it at this same absolute path)
+#   bin cni-multi <executable>     the binary those tests run (CARGO_BIN_EXE_cni-multi; the
+#                                  initramfs puts it at /vmtests/bin/cni-multi, CNI_MULTI_TEST_BIN)
 #
 # The profile is cargo test's own (unoptimised, debug assertions and overflow checks on), so the
 # VM runs the same code as `cargo test` on the host; only static linking (the initramfs has no

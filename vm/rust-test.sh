@@ -16,6 +16,15 @@ bin=${VMTEST_RUST_DIR:-/vmtests/rust}/$name
 # The drivers this VM's kernel has (VM_MODULES in build-initramfs.sh loads them).
 drivers="dummy vlan ipvlan macvlan vrf"
 
+# The cni-multi the tests run (tests/common/rig.rs ours_bin), where build-initramfs.sh put it:
+# it must be there and run, and the path cargo built it at must not exist here, so a test
+# that bypassed the variable fails in the VM wherever the checkout is (a /tmp one hid it).
+CNI_MULTI_TEST_BIN=/vmtests/bin/cni-multi; export CNI_MULTI_TEST_BIN
+"$CNI_MULTI_TEST_BIN" version > /dev/null 2>&1 || fail "the VM cannot run cni-multi at CNI_MULTI_TEST_BIN=$CNI_MULTI_TEST_BIN"
+built_at=$(cat /vmtests/bin/cni-multi.built-at 2>/dev/null)
+[ -n "$built_at" ] || fail "/vmtests/bin/cni-multi.built-at missing"
+[ ! -e "$built_at" ] || fail "$built_at (cargo's path) exists in the VM: the tests must not find it that way"
+
 listed=$("$bin" --list 2>&1) || { echo "$listed"; fail "$bin --list failed"; }
 want=$(echo "$listed" | grep -c ': test$')
 [ "$want" -gt 0 ] || { echo "$listed"; fail "$bin --list shows no tests"; }

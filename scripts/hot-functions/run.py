@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Regenerate link/hot-functions.txt: the functions plugin runs execute, in first-execution order.
+"""Regenerate link/hot-functions-<target>.txt: the functions plugin runs execute, in first-execution order.
 
 make build links them first and together (build.rs: lld --symbol-ordering-file), so that a
 plugin process faults in a few hundred KiB of the binary instead of most of its text.
@@ -12,13 +12,22 @@ puts a breakpoint on the first byte of every function and logs each function onc
 addresses to symbol names, and writes the list. Everything happens in two namespaces of its
 own (a node and a pod) and a temp dir; both are removed at the end. Re-run after large code
 changes: names no longer in the binary are ignored by the linker, new ones just land later.
+
+    scripts/hot-functions/run.py --translate FROM_TARGET     (TARGET=aarch64-unknown-linux-musl)
+
+writes the list of a target whose binary cannot run here: the symbol names carry a hash that
+differs between targets, so each name of FROM_TARGET's list is matched, hash aside, to the
+names of TARGET's link map (every instance of a generic, which share the hashless name).
 """
-import bisect, json, os, subprocess, sys, tempfile
+import bisect, json, os, re, subprocess, sys, tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-# As make build (which passes its own when it runs this).
-TARGET = os.environ.get("TARGET", "x86_64-unknown-linux-gnu")
+# As make build (which passes its own when it runs this, CARGO_ENCODED_RUSTFLAGS, which cargo
+# takes over RUSTFLAGS, and the musl targets' linker).
+TARGET = os.environ.get("TARGET", "x86_64-unknown-linux-musl")
 FLAGS = os.environ.get("RELEASE_RUSTFLAGS", "-C target-feature=+crt-static -C relocation-model=static")
+for t in ("X86_64", "AARCH64"):
+    os.environ.setdefault(f"CARGO_TARGET_{t}_UNKNOWN_LINUX_MUSL_LINKER", "rust-lld")
 
 
 def sh(*a, **k):
@@ -29,10 +38,12 @@ def build(work):
     """The binary exactly as make build makes it (same flags and profile, so the same symbol
     names), without an order, with lld's link map: it is stripped."""
     # A fixed path: a changed one would make cargo relink.
-    link_map = os.path.join(ROOT, "target", "hot-functions.map")
+    link_map = os.path.join(ROOT, "target", f"hot-functions-{TARGET}.map")
     env = dict(os.environ, RUSTFLAGS=FLAGS, CNI_MULTI_LINK_MAP=link_map)
     env.pop("CNI_MULTI_SYMBOL_ORDER", None)
     sh("cargo", "build", "--release", "--locked", "--target", TARGET, cwd=ROOT, env=env)
+    if work is None:
+        return symbols(link_map)
     binary = os.path.join(work, "cni-multi")
     sh("cp", os.path.join(ROOT, env.get("CARGO_TARGET_DIR", "target"), TARGET, "release", "cni-multi"), binary)
     tracer = os.path.join(work, "bptrace")
@@ -171,7 +182,36 @@ def scenarios(r, state):
                             "ipam": {"type": "host-local"}}, cid="bad")
 
 
+def order_file(target):
+    return os.path.join(ROOT, "link", f"hot-functions-{target}.txt")
+
+
+def translate(source_target):
+    """TARGET's list from SOURCE_TARGET's, by names without their hash (legacy mangling:
+    _ZN<path>17h<16 hex>E)."""
+    strip = re.compile(r"17h[0-9a-f]{16}E$")
+    by_key = {}
+    for _, name in build(None):
+        by_key.setdefault(strip.sub("", name), []).append(name)
+    seen, order, missed = set(), [], 0
+    with open(order_file(source_target)) as f:
+        names = f.read().split()
+    for name in names:
+        found = by_key.get(strip.sub("", name))
+        missed += not found
+        for n in found or []:
+            if n not in seen:
+                seen.add(n)
+                order.append(n)
+    dest = order_file(TARGET)
+    with open(dest, "w") as f:
+        f.write("\n".join(order) + "\n")
+    print(f"{dest}: {len(order)} functions for the {len(names)} of {source_target} ({missed} not in {TARGET})")
+
+
 def main():
+    if len(sys.argv) == 3 and sys.argv[1] == "--translate":
+        return translate(sys.argv[2])
     if os.geteuid() != 0:
         sys.exit("run.py needs root: it makes throw-away network namespaces")
     work = tempfile.mkdtemp(prefix="hot-functions-")
@@ -190,7 +230,7 @@ def main():
                 if i >= 0 and syms[i][1] not in seen:
                     seen.add(syms[i][1])
                     order.append(syms[i][1])
-    dest = os.path.join(ROOT, "link", "hot-functions.txt")
+    dest = order_file(TARGET)
     with open(dest, "w") as f:
         f.write("\n".join(order) + "\n")
     sh("rm", "-rf", work)

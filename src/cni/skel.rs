@@ -144,7 +144,7 @@ pub struct Plugin {
 
 impl Plugin {
     pub fn about(&self) -> String {
-        format!("CNI {} plugin v{} (cni-multi)", self.name, env!("CARGO_PKG_VERSION"))
+        format!("CNI {} plugin v{} (cni-multi)", self.name, env!("CNI_MULTI_VERSION"))
     }
 }
 

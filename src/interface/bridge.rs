@@ -13,18 +13,18 @@ use crate::cni::skel::{CmdArgs, Kind, Plugin};
 use crate::linux::netlink::{BridgeVlan, Family, Link, LinkKind, LinkSpec, LinkType, OperState};
 use crate::linux::nft::NftSocket;
 use crate::linux::{sysctl, NetNs, Netlink};
+use crate::pkg::backend::Requested;
 use crate::pkg::errors::join_errors;
 use crate::pkg::ip::next_ip;
 use crate::pkg::ipam::release_then_del_link;
 use crate::pkg::ipam::{dns_set, ipam_add};
 use crate::pkg::ipconfig::{self, Dad};
-use crate::pkg::ipmasq::{check_masquerade, gc_masquerade, setup_masquerade};
 use crate::pkg::mac::{check_container_mac, fmt_mac, parse_mac};
-use crate::pkg::masq_iptables::{self, MasqBackend};
+use crate::pkg::masquerade;
 use crate::pkg::netns::open_netns;
+use crate::pkg::spoofcheck;
 use crate::pkg::undo::Undo;
 use crate::pkg::veth::{self, VethOpts};
-use crate::pkg::{masquerade, spoofcheck};
 use anyhow::{anyhow, bail, Context};
 use ipnet::IpNet;
 use serde::Deserialize;
@@ -56,9 +56,9 @@ struct BridgeConf {
     ip_masq: bool,
     #[serde(rename = "ipMasqBackend", default)]
     ip_masq_backend: Option<String>,
-    /// `ipMasqBackend`, checked.
+    /// `ipMasqBackend`, checked (ADD and CHECK; DEL removes both layouts' rules).
     #[serde(skip)]
-    masq_backend: MasqBackend,
+    masq_backend: Requested,
     #[serde(default)]
     mtu: i64,
     #[serde(rename = "hairpinMode", default)]
@@ -109,7 +109,7 @@ fn yes() -> bool {
 impl BridgeConf {
     fn load(args: &CmdArgs) -> anyhow::Result<BridgeConf> {
         let mut n: BridgeConf = config::parse(&args.stdin)?;
-        n.masq_backend = MasqBackend::parse(n.ip_masq_backend.as_deref()).map_err(CniError::invalid_config)?;
+        n.masq_backend = masquerade::requested(n.ip_masq_backend.as_deref())?;
         // IFNAMSIZ: the kernel would refuse a longer name only after IPAM ran (999).
         if n.bridge.len() > 15 {
             bail!(CniError::invalid_config(format!(
@@ -135,12 +135,11 @@ impl BridgeConf {
         Ok(n)
     }
 
-    /// For DEL: the keys' types only. DEL uses the network, ipMasq (with its backend) and
-    /// macspoofchk; a bridge name, VLAN or MAC that ADD would refuse must not block it.
+    /// For DEL: the keys' types only. DEL uses the network, ipMasq and macspoofchk (the
+    /// masquerade rules of both layouts go, whatever `ipMasqBackend` says); a bridge name,
+    /// VLAN or MAC that ADD would refuse must not block it.
     fn lenient(args: &CmdArgs) -> anyhow::Result<BridgeConf> {
-        let mut n: BridgeConf = config::parse(&args.stdin)?;
-        n.masq_backend = MasqBackend::lenient(n.ip_masq_backend.as_deref());
-        Ok(n)
+        Ok(config::parse(&args.stdin)?)
     }
 
     fn vlan_filtering(&self) -> bool {
@@ -240,7 +239,13 @@ impl CniPlugin for Bridge {
             // Masquerade as soon as the addresses are known (the reference does it last): the
             // kernel's retiring of the nftables transaction then overlaps the interface work.
             if n.ip_masq {
-                nft_sockets.push(setup_masquerade(&n.net.name, n.masq_backend, args, &result, &mut undo)?);
+                nft_sockets.push(masquerade::setup(
+                    &n.net.name,
+                    n.masq_backend,
+                    args,
+                    &result,
+                    &mut undo,
+                )?);
             }
             configure_container(&mut cont, &cont_ns, &cont_veth, &n, &result)?;
             if n.is_gw {
@@ -274,9 +279,6 @@ impl CniPlugin for Bridge {
                 Ok(sock) => {
                     if n.ip_masq {
                         errs.extend(masquerade::teardown(&sock, &n.net.name, &args.ifname, &args.container_id).err());
-                        if n.masq_backend == MasqBackend::Iptables {
-                            errs.extend(masq_iptables::teardown(&sock, &n.net.name, &args.container_id).err());
-                        }
                     }
                     if n.macspoofchk {
                         errs.extend(spoofcheck::teardown(&sock, &args.container_id, &args.ifname).err());
@@ -339,7 +341,7 @@ impl CniPlugin for Bridge {
         ipconfig::validate_expected_routes(&mut cont, &prev.routes)?;
         // Firewall rules are resources too (spec: CHECK covers what ADD created).
         if n.ip_masq {
-            check_masquerade(&n.net.name, n.masq_backend, args, &prev)?;
+            masquerade::check(&n.net.name, n.masq_backend, args, &prev)?;
         }
         Ok(())
     }
@@ -349,7 +351,7 @@ impl CniPlugin for Bridge {
         let n: BridgeConf = config::parse(&args.stdin)?;
         let mut errs = Vec::new();
         if n.ip_masq {
-            errs.extend(gc_masquerade(&n.net).err());
+            errs.extend(masquerade::gc(&n.net).err());
         }
         if let Some(t) = n.net.ipam_type() {
             errs.extend(delegate::gc(t, &args.stdin, args).err().map(anyhow::Error::from));

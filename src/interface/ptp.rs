@@ -14,14 +14,14 @@ use crate::cni::skel::{CmdArgs, Kind, Plugin};
 use crate::linux::netlink::route::{SCOPE_HOST, SCOPE_LINK};
 use crate::linux::netlink::{Link, LinkType, Route};
 use crate::linux::{NetNs, Netlink};
+use crate::pkg::backend::Requested;
 use crate::pkg::errors::join_errors;
 use crate::pkg::ipam::release_then_del_link;
 use crate::pkg::ipam::{self, dns_set, ipam_add};
 use crate::pkg::ipconfig::{self, Dad};
-use crate::pkg::ipmasq::{check_masquerade, gc_masquerade, setup_masquerade};
 use crate::pkg::link::mtu_of;
 use crate::pkg::mac::{check_container_mac, fmt_mac};
-use crate::pkg::masq_iptables::MasqBackend;
+use crate::pkg::masquerade;
 use crate::pkg::netns::open_netns;
 use crate::pkg::undo::Undo;
 use crate::pkg::veth::{self, VethOpts};
@@ -38,17 +38,17 @@ struct PtpConf {
     ip_masq: bool,
     #[serde(rename = "ipMasqBackend", default)]
     ip_masq_backend: Option<String>,
-    /// `ipMasqBackend`, checked.
+    /// `ipMasqBackend`, checked (ADD and CHECK; DEL removes both layouts' rules).
     #[serde(skip)]
-    masq_backend: MasqBackend,
+    masq_backend: Requested,
     #[serde(default)]
     mtu: i64,
 }
 
 impl PtpConf {
-    fn load(stdin: &[u8]) -> Result<PtpConf, CniError> {
+    fn load(stdin: &[u8]) -> anyhow::Result<PtpConf> {
         let mut c: PtpConf = config::parse(stdin)?;
-        c.masq_backend = MasqBackend::parse(c.ip_masq_backend.as_deref()).map_err(CniError::invalid_config)?;
+        c.masq_backend = masquerade::requested(c.ip_masq_backend.as_deref())?;
         Ok(c)
     }
 
@@ -68,13 +68,12 @@ impl CniPlugin for Ptp {
     type Lenient = PtpConf;
 
     fn load(args: &CmdArgs) -> anyhow::Result<Self::Conf> {
-        Ok(PtpConf::load(&args.stdin)?)
+        PtpConf::load(&args.stdin)
     }
-    /// For DEL: an unknown ipMasqBackend tears down both backends' rules.
+    /// For DEL: `ipMasqBackend` is not read (DEL removes both layouts' rules), so a value ADD
+    /// would refuse does not block it.
     fn parse(args: &CmdArgs) -> anyhow::Result<Self::Lenient> {
-        let mut c: PtpConf = config::parse(&args.stdin)?;
-        c.masq_backend = MasqBackend::lenient(c.ip_masq_backend.as_deref());
-        Ok(c)
+        Ok(config::parse(&args.stdin)?)
     }
 
     /// ADD, in the order of the reference's cmdAdd: IPAM (every address needs a gateway),
@@ -104,7 +103,7 @@ impl CniPlugin for Ptp {
 
         // Closed when ADD returns (a close waits for the kernel to retire the transaction).
         let _nft = if conf.ip_masq {
-            Some(setup_masquerade(
+            Some(masquerade::setup(
                 &conf.net.name,
                 conf.masq_backend,
                 args,
@@ -130,12 +129,7 @@ impl CniPlugin for Ptp {
         let mut _nft = None;
         if conf.ip_masq {
             let sock = crate::linux::nft::NftSocket::open()?;
-            errs.extend(
-                crate::pkg::masquerade::teardown(&sock, &conf.net.name, &args.ifname, &args.container_id).err(),
-            );
-            if conf.masq_backend == MasqBackend::Iptables {
-                errs.extend(crate::pkg::masq_iptables::teardown(&sock, &conf.net.name, &args.container_id).err());
-            }
+            errs.extend(masquerade::teardown(&sock, &conf.net.name, &args.ifname, &args.container_id).err());
             _nft = Some(sock);
         }
         release_then_del_link(&conf.net, args, errs)
@@ -156,7 +150,7 @@ impl CniPlugin for Ptp {
         ipconfig::validate_expected_ips(&mut nl, &args.ifname, &prev.ips)?;
         ipconfig::validate_expected_routes(&mut nl, &prev.routes)?;
         if conf.ip_masq {
-            check_masquerade(&conf.net.name, conf.masq_backend, args, &prev)?;
+            masquerade::check(&conf.net.name, conf.masq_backend, args, &prev)?;
         }
         Ok(())
     }
@@ -172,7 +166,7 @@ impl CniPlugin for Ptp {
         let conf = PtpConf::load(&args.stdin)?;
         let mut errs = Vec::new();
         if conf.ip_masq {
-            errs.extend(gc_masquerade(&conf.net).err());
+            errs.extend(masquerade::gc(&conf.net).err());
         }
         errs.extend(
             delegate::gc(conf.ipam()?, &args.stdin, args)

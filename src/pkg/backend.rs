@@ -64,9 +64,10 @@ impl Layout {
 }
 
 /// A backend key's value, as the configuration gave it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Requested {
     /// Unset or `""`: the node decides.
+    #[default]
     Auto,
     Iptables,
     Nftables,
@@ -127,6 +128,16 @@ pub fn choose(requested: Requested, sock: &NftSocket) -> Result<Layout> {
         Requested::Nftables => Layout::Nftables,
         r => layout_for(r, node_kind(sock)?),
     })
+}
+
+/// The layout rules are actually written in. **Until the x_tables codec lands** (the
+/// iptables-legacy part of #23), a legacy node's rules are written as on an iptables-nft node
+/// (the reference's rules in nf_tables): the one place that says so, for every plugin.
+pub fn written(layout: Layout) -> Layout {
+    match layout {
+        Layout::IptablesLegacy => Layout::Iptables,
+        l => l,
+    }
 }
 
 #[cfg(test)]

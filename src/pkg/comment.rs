@@ -1,6 +1,6 @@
 //! The reference's per-attachment rule comment of portmap and firewall.
 
-use crate::pkg::masquerade::truncate;
+use crate::pkg::masquerade::nftables::truncate;
 use crate::pkg::sha512::hex_prefix;
 
 /// Our rule comment for one attachment (≤ 128 bytes: a 64-char ID, 16 hex, a 15-char ifname).

@@ -9,10 +9,9 @@
 //!   [`ip`]: address arithmetic; [`veth`]: the veth pair of bridge and ptp; [`childlink`]: what
 //!   macvlan, ipvlan, vlan, tap and dummy share; [`ipconfig`]: ConfigureIface and the CHECK
 //!   validations of IPs and routes.
-//! - Firewall helpers: [`masquerade`] (ipMasq, `inet cni_plugins_masquerade`) and [`ipmasq`]
-//!   (its plugin glue: rollback, GC, CHECK, either backend); [`masq_iptables`] (ipMasq with
-//!   `ipMasqBackend: "iptables"`, the reference's own rules; portmap's are in
-//!   `meta::portmap::iptables`); [`reference_iptables`] (the reference's iptables state, found and
+//! - Firewall helpers: [`masquerade`] (ipMasq of bridge and ptp: the layout chosen once per
+//!   verb, its `iptables` and `nftables` layouts, DEL and GC of both; portmap's layouts are in
+//!   `meta::portmap`); [`reference_iptables`] (the reference's iptables state, found and
 //!   removed after a node swap); [`spoofcheck`] (macspoofchk, `bridge nat`); [`sha512`] and
 //!   [`comment`] for the reference's rule names and comments; [`nft_records`]: where an
 //!   attachment's nftables rules are (handles recorded at ADD), so ADD and DEL need no dump.
@@ -28,10 +27,8 @@ pub mod errors;
 pub mod ip;
 pub mod ipam;
 pub mod ipconfig;
-pub mod ipmasq;
 pub mod link;
 pub mod mac;
-pub mod masq_iptables;
 pub mod masquerade;
 pub mod netns;
 pub mod nft_records;

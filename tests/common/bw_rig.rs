@@ -6,11 +6,11 @@
 #![allow(dead_code)]
 
 use crate::common::rig::TestNs;
-use crate::common::veth_rig::{conf, Impl, Out, Rig, OURS, REFERENCE_DIR};
+use crate::common::veth_rig::{conf, ours, Impl, Out, Rig, REFERENCE_DIR};
 use serde_json::{json, Value};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
 /// The network name every bandwidth config uses (the IFB name hashes it).
@@ -32,7 +32,7 @@ impl Pod {
         let rig = Rig::new(tag, imp);
         for p in ["bandwidth", "portmap"] {
             let target = match imp {
-                Impl::Ours => PathBuf::from(OURS),
+                Impl::Ours => ours(),
                 Impl::Reference => Path::new(REFERENCE_DIR).join(p),
             };
             std::os::unix::fs::symlink(target, rig.bin.join(p)).unwrap();

@@ -5,7 +5,7 @@
 #![allow(dead_code)]
 
 use super::rig::{in_ci, tool, TestNs};
-use super::veth_rig::{conf, Impl, Rig, TempDir, OURS, REFERENCE_DIR};
+use super::veth_rig::{conf, ours, Impl, Rig, TempDir, REFERENCE_DIR};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -80,7 +80,7 @@ impl DhcpRig {
         let rig = Rig::new(prefix, imp);
         for p in ["macvlan", "dhcp"] {
             let target = match imp {
-                Impl::Ours => PathBuf::from(OURS),
+                Impl::Ours => ours(),
                 Impl::Reference => Path::new(REFERENCE_DIR).join(p),
             };
             std::os::unix::fs::symlink(target, rig.bin.join(p)).unwrap();
@@ -217,7 +217,7 @@ impl DhcpRig {
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log);
-        if bin.canonicalize().ok() == Path::new(OURS).canonicalize().ok() {
+        if bin.canonicalize().ok() == ours().canonicalize().ok() {
             c.env("PATH", "");
         }
         let child = c.spawn().expect("start dhcp daemon");

@@ -4,9 +4,9 @@
 #![allow(dead_code)]
 
 use crate::common::rig::TestNs;
-use crate::common::veth_rig::{Impl, Rig, OURS, REFERENCE_DIR};
+use crate::common::veth_rig::{ours, Impl, Rig, REFERENCE_DIR};
 use serde_json::{json, Value};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 const LINK_PLUGINS: &[&str] = &["macvlan", "ipvlan", "vlan", "host-device", "dummy", "tap", "loopback"];
 
@@ -16,7 +16,7 @@ pub fn rig(prefix: &str, imp: Impl) -> Rig {
     let r = Rig::new(prefix, imp);
     for p in LINK_PLUGINS {
         let target = match imp {
-            Impl::Ours => PathBuf::from(OURS),
+            Impl::Ours => ours(),
             Impl::Reference => Path::new(REFERENCE_DIR).join(p),
         };
         if target.exists() {

@@ -61,9 +61,18 @@ pub fn unique_name(tag: &str) -> String {
     format!("cm-{tag}-{}-{n}", std::process::id())
 }
 
-/// The cni-multi binary cargo built for this test run.
+/// The cni-multi binary these tests run: CNI_MULTI_TEST_BIN when set (the second kernel's
+/// initramfs puts it where no mount hides it: the path cargo built it at may be under a /tmp
+/// that the VM mounts afresh), else the one cargo built for this test run.
 pub fn ours_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_cni-multi"))
+    match std::env::var_os("CNI_MULTI_TEST_BIN") {
+        Some(p) => {
+            let p = PathBuf::from(p);
+            assert!(p.is_file(), "CNI_MULTI_TEST_BIN={} is not a file", p.display());
+            p
+        }
+        None => PathBuf::from(env!("CARGO_BIN_EXE_cni-multi")),
+    }
 }
 
 /// The reference binary of a plugin (it may not exist: flannel, dummy, tap).

@@ -9,8 +9,10 @@ use std::path::{Path, PathBuf};
 
 /// The reference plugins (Debian containernetworking-plugins 1.1.1).
 pub const REFERENCE_DIR: &str = "/usr/lib/cni";
-/// Our multicall binary.
-pub const OURS: &str = env!("CARGO_BIN_EXE_cni-multi");
+/// Our multicall binary (rig::ours_bin).
+pub fn ours() -> PathBuf {
+    super::rig::ours_bin()
+}
 
 /// Which implementation of bridge/ptp a rig runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,7 +73,7 @@ impl Rig {
         // Each side delegates to its own IPAM: ours in-process, the reference's executed.
         for p in ["bridge", "ptp", "host-local", "static"] {
             let target = match imp {
-                Impl::Ours => PathBuf::from(OURS),
+                Impl::Ours => ours(),
                 Impl::Reference => Path::new(REFERENCE_DIR).join(p),
             };
             std::os::unix::fs::symlink(target, bin.join(p)).unwrap();
@@ -199,10 +201,14 @@ pub fn conf(version: &str, name: &str, plugin: &str, extra: Value) -> Value {
 }
 
 /// Kernel state of a namespace, reduced to what must not change behind our back: links
-/// (name, kind, master, flags, mtu, mac), addresses and routes of every table.
+/// (name, kind, master, flags, mtu, mac), addresses and routes of every table, without IPv6
+/// link-local addresses and the link-local and multicast routes that come with them: the
+/// kernel adds those to every link that comes up, on its own schedule (after DAD, on a loaded
+/// machine seconds later), so they tell nothing of what a plugin made or removed (the links
+/// themselves are compared).
 /// The kernel state once it has settled: the kernel finishes some work asynchronously after a
-/// link goes (carrier flags, IPv6 link-local addresses and routes), and a loaded machine shows
-/// it half done. Two equal readings 50 ms apart count as settled.
+/// link goes (carrier flags), and a loaded machine shows it half done. Two equal readings
+/// 50 ms apart count as settled.
 pub fn kernel_state(ns: &TestNs) -> Value {
     let mut last = kernel_state_once(ns);
     for _ in 0..40 {
@@ -241,12 +247,17 @@ fn kernel_state_once(ns: &TestNs) -> Value {
                 .cloned()
                 .unwrap_or_default()
                 .into_iter()
+                .filter(|a| !a["local"].as_str().unwrap_or_default().starts_with("fe80:"))
                 .map(move |a| json!([name, a["local"], a["prefixlen"], a["scope"]]))
         })
         .collect();
     let mut routes = Vec::new();
     for fam in ["-4", "-6"] {
         for r in ns.ip_json(&[fam, "route", "show", "table", "all"]).as_array().unwrap() {
+            let dst = r["dst"].as_str().unwrap_or_default();
+            if dst.starts_with("fe80:") || dst == "ff00::/8" || dst == "multicast" {
+                continue;
+            }
             routes.push(json!([
                 r["dst"],
                 r["gateway"],

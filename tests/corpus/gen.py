@@ -201,6 +201,14 @@ case("host-local", "resolvConf is a FIFO", 999, config=with_("host-local", ipam=
 case("host-local", "resolvConf is /dev/zero", 999, config=with_("host-local", ipam=dict(HL, resolvConf="/dev/zero")))
 case("host-local", "dataDir is a regular file", 999, config=with_("host-local", ipam=dict(HL, dataDir="@FILE@")))
 
+# The backend keys (#23): an unknown value is 7 naming the key, before anything is made (last,
+# so that the reference's successes, which ignore the key, come after its other cases).
+for p in ["bridge", "ptp"]:
+    for v in ["bogus", "IPTABLES", 5]:
+        case(p, f"ipMasqBackend = {json.dumps(v)} with ipMasq", 7,
+             config=with_(p, ipMasq=True, ipMasqBackend=v), msg="ipMasqBackend")
+case("firewall", "backend = \"IPTABLES\"", 7, config=with_("firewall", backend="IPTABLES"), msg="backend")
+
 for c in cases:
     r = REFERENCE.get(f"{c['plugin']}|{c['note']}")
     if r is not None and r != c["code"]:

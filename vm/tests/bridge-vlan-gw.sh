@@ -8,7 +8,7 @@
 . "$VMTEST_LIB"
 T=$VMTEST_TMP
 ours=$CNI_BIN_DIR/bridge ref=$REF_BIN_DIR/bridge
-must ref-present test -x "$ref" -a -x "$REF_BIN_DIR/host-local" -a -x "$BRIDGE"
+need_ref_or_ours_only
 
 mkconf() { # DATADIR KEYS
     cat <<JSON
@@ -81,10 +81,12 @@ JSON
 run_side o "$ours"
 check o:gw-port-vlans port_vlans_are onode "$gw_port" "100PU"
 dual o "$ours"
-run_side r "$ref"
-dual r "$ref"
-for x in 1 2 3 6; do
-    check "same-as-ref-$x" same_result "$T/o$x.json" "$T/r$x.json"
-done
+if have_ref; then
+    run_side r "$ref"
+    dual r "$ref"
+    for x in 1 2 3 6; do
+        check "same-as-ref-$x" same_result "$T/o$x.json" "$T/r$x.json"
+    done
+fi
 log "our result (1): $(norm_bridge_result "$T/o1.json")"
-finish "vlan 100 + isGateway: brg.100 has $GW, in the result, reached from VLAN 100 only, CHECK/DEL x2, dual-stack, results = reference"
+finish "vlan 100 + isGateway: brg.100 has $GW, in the result, reached from VLAN 100 only, CHECK/DEL x2, dual-stack$(ref_note)"

@@ -9,7 +9,7 @@
 . "$VMTEST_LIB"
 T=$VMTEST_TMP
 ours=$CNI_BIN_DIR/bridge ref=$REF_BIN_DIR/bridge
-must ref-present test -x "$ref" -a -x "$REF_BIN_DIR/host-local" -a -x "$BRIDGE"
+need_ref_or_ours_only
 
 mkconf() { # DATADIR VLAN [EXTRA-KEYS]
     cat <<JSON
@@ -69,9 +69,11 @@ run_side() {
 }
 
 run_side o "$ours"
-run_side r "$ref"
-for x in a b c; do
-    check "same-as-ref-$x" same_result "$T/o$x.json" "$T/r$x.json"
-done
+if have_ref; then
+    run_side r "$ref"
+    for x in a b c; do
+        check "same-as-ref-$x" same_result "$T/o$x.json" "$T/r$x.json"
+    done
+fi
 log "our result (a): $(norm_bridge_result "$T/oa.json")"
-finish "access vlan 100: PVID untagged, vlan_filtering, a<->c, VLAN 200 isolated, VLAN 1 removed/preserved, CHECK/DEL x2, results = reference"
+finish "access vlan 100: PVID untagged, vlan_filtering, a<->c, VLAN 200 isolated, VLAN 1 removed/preserved, CHECK/DEL x2$(ref_note)"

@@ -10,6 +10,20 @@ JQ=/usr/bin/jq
 : "${VMTEST_TMP:=$(mktemp -d)}" "${VMTEST_RESULT:=$VMTEST_TMP/.result}" "${VMTEST_NAME:=$(basename "$0" .sh)}"
 : "${CNI_BIN_DIR:=/opt/cni/bin}" "${REF_BIN_DIR:=/opt/ref/bin}"
 
+# have_ref: this VM has the reference plugins (the arm64 one has none: Debian's on the build
+# host are amd64 binaries; build-initramfs.sh leaves /etc/vmtest-no-ref there). Tests that
+# compare with the reference run their own side alone then, and say so.
+have_ref() { [ ! -e /etc/vmtest-no-ref ]; }
+need_ref_or_ours_only() { # what the test needs besides the reference
+    if have_ref; then
+        must ref-present test -x "$REF_BIN_DIR/bridge" -a -x "$REF_BIN_DIR/host-local" -a -x "$BRIDGE"
+    else
+        must tools-present test -x "$BRIDGE"
+        log "no reference plugins in this VM: cni-multi's side only"
+    fi
+}
+ref_note() { have_ref && echo "${1:-, results = reference}" || echo " (no reference in this VM)"; }
+
 _vm_failures=""
 _vm_netns=""
 _vm_cleanup=""

@@ -97,6 +97,9 @@ impl Batch {
             w.put_u32(wire::NFTA_CHAIN_POLICY, policy)
                 .put_str(wire::NFTA_CHAIN_TYPE, b.chain_type.as_str());
         }
+        if let Some(c) = &c.comment {
+            w.put(wire::NFTA_CHAIN_USERDATA, &wire::udata_comment(c));
+        }
         let what = format!("add chain {fam} {} {}", c.table.name, c.name);
         self.push(wire::NFT_MSG_NEWCHAIN, fam, wire::NLM_F_CREATE, w, what);
         self

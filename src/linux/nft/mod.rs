@@ -203,6 +203,9 @@ pub struct Chain {
     pub base: Option<BaseChain>,
     /// Kernel handle, filled in when listing.
     pub handle: Option<u64>,
+    /// Shown by `nft` as `comment "…"` (chain userdata, Linux 5.10+); only sent when the
+    /// chain is created (the kernel ignores it on an existing chain).
+    pub comment: Option<String>,
 }
 
 impl Chain {
@@ -212,7 +215,13 @@ impl Chain {
             name: name.to_string(),
             base: None,
             handle: None,
+            comment: None,
         }
+    }
+
+    pub fn with_comment(mut self, comment: &str) -> Self {
+        self.comment = Some(comment.to_string());
+        self
     }
 
     /// `type nat hook postrouting priority srcnat; policy accept;`: where masquerading goes.
@@ -239,6 +248,7 @@ impl Chain {
                 device: None,
             }),
             handle: None,
+            comment: None,
         }
     }
 }

@@ -363,6 +363,40 @@ impl NftSocket {
         }
     }
 
+    /// The chain's use count (`NFTA_CHAIN_USE`): the rules in it plus the jumps and gotos
+    /// into it. `None` when the chain (or its table) is not there. One GETCHAIN, so a caller
+    /// that knows some of these can tell whether it knows all of them without a dump.
+    pub fn chain_use(&self, family: Family, table: &str, chain: &str) -> Result<Option<u32>, Error> {
+        let mut w = AttrWriter::new();
+        w.put_str(wire::NFTA_CHAIN_TABLE, table)
+            .put_str(wire::NFTA_CHAIN_NAME, chain);
+        let what = format!("get chain {family} {table} {chain}");
+        match self.request(&what, wire::NFT_MSG_GETCHAIN, family, false, &w.buf) {
+            Ok(msgs) => Ok(Some(
+                msgs.first()
+                    .and_then(|a| wire::attr_u32(a, wire::NFTA_CHAIN_USE))
+                    .ok_or_else(|| other_err(&what, "no use count in the kernel's reply"))?,
+            )),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The chain with its base-chain attributes and comment (one GETCHAIN); `None` when it
+    /// (or its table) is not there.
+    pub fn get_chain(&self, family: Family, table: &str, chain: &str) -> Result<Option<Chain>, Error> {
+        let mut w = AttrWriter::new();
+        w.put_str(wire::NFTA_CHAIN_TABLE, table)
+            .put_str(wire::NFTA_CHAIN_NAME, chain);
+        let what = format!("get chain {family} {table} {chain}");
+        let t = Table::new(family, table);
+        match self.request(&what, wire::NFT_MSG_GETCHAIN, family, false, &w.buf) {
+            Ok(msgs) => Ok(msgs.first().and_then(|a| decode_chain(&t, a))),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// The chains of one table. (The kernel cannot filter a chain dump by table, so the
     /// family's chains are dumped and other tables' chains skipped without decoding.)
     pub fn list_chains(&self, family: Family, table: &str) -> Result<Vec<Chain>, Error> {
@@ -473,6 +507,7 @@ pub(crate) fn decode_chain(t: &Table, a: &[u8]) -> Option<Chain> {
         name,
         base,
         handle: wire::attr_u64(a, wire::NFTA_CHAIN_HANDLE),
+        comment: wire::attr(a, wire::NFTA_CHAIN_USERDATA).and_then(wire::udata_find_comment),
     })
 }
 

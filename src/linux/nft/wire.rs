@@ -55,7 +55,9 @@ pub const NFTA_CHAIN_HANDLE: u16 = 2;
 pub const NFTA_CHAIN_NAME: u16 = 3;
 pub const NFTA_CHAIN_HOOK: u16 = 4;
 pub const NFTA_CHAIN_POLICY: u16 = 5;
+pub const NFTA_CHAIN_USE: u16 = 6;
 pub const NFTA_CHAIN_TYPE: u16 = 7;
+pub const NFTA_CHAIN_USERDATA: u16 = 12;
 pub const NFTA_HOOK_HOOKNUM: u16 = 1;
 pub const NFTA_HOOK_PRIORITY: u16 = 2;
 pub const NFTA_HOOK_DEV: u16 = 3;
@@ -69,7 +71,7 @@ pub const NFTA_RULE_USERDATA: u16 = 7;
 pub const NFTA_LIST_ELEM: u16 = 1;
 pub const NFTA_EXPR_NAME: u16 = 1;
 pub const NFTA_EXPR_DATA: u16 = 2;
-/// libnftnl's userdata TLV type for a rule/table comment (`NFTNL_UDATA_*_COMMENT`).
+/// libnftnl's userdata TLV type for a rule/table/chain comment (`NFTNL_UDATA_*_COMMENT`).
 pub const UDATA_COMMENT: u8 = 0;
 // set
 pub const NFTA_SET_TABLE: u16 = 1;

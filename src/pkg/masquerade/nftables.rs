@@ -1,10 +1,10 @@
-//! The IP masquerade helper bridge and ptp call for `ipMasq: true`: the reference's nftables
-//! backend (`pkg/ip/ipmasq_nftables_linux.go`), same table, chains, rules and comments, so a node
-//! can switch between the reference and cni-multi with pods running.
+//! ipMasq in the nftables layout: upstream's nftables backend (v1.9.1
+//! `pkg/ip/ipmasq_nftables_linux.go`), same table, chains, rules and comments, so that
+//! upstream's DEL and GC find a cni-multi pod's rules and ours find an upstream pod's:
 //!
 //! ```text
-//! table inet cni_plugins_masquerade {
-//!     chain masq_checks {
+//! table inet cni_plugins_masquerade {                                  (comment: TABLE_COMMENT)
+//!     chain masq_checks {                                              (comment: CHAIN_COMMENT)
 //!         ip saddr 10.88.0.5 ip daddr != 10.88.0.0/16 masquerade comment "<h16(net)>-<h16(if:cid)>, net: …, if: …, id: …"
 //!     }
 //!     chain postrouting {
@@ -18,21 +18,24 @@
 //!
 //! Every rule is found again by its comment, whose first 33 characters are a hash of the
 //! network and of the (ifname, containerID) attachment. So DEL needs neither the netns nor the
-//! IPs (the reference's iptables backend leaks its chains when the netns is gone), and GC can
-//! tell which attachments a rule belongs to.
+//! IPs, and GC can tell which attachments a rule belongs to. ADD and DEL use the handles
+//! recorded at ADD (`pkg::nft_records`) while the stamp (the handles of `postrouting`'s three
+//! rules, which upstream rebuilds on every ADD) holds.
 
 use anyhow::{Context, Result};
 use ipnet::IpNet;
 
-use super::nft_records::{self as records, Recorded, Records};
-use super::reference_iptables as reference;
-use super::sha512::hex_prefix;
 use crate::linux::nft::{Batch, Chain, CmpOp, Expr, Family, NftSocket, Position, Rule};
 use crate::linux::nft::{RuleBuilder, Table};
+use crate::pkg::nft_records::{self as records, Recorded, Records};
+use crate::pkg::sha512::hex_prefix;
 
 pub const TABLE: &str = "cni_plugins_masquerade";
+/// v1.9.1 ipmasq_nftables_linux.go:94.
 pub const TABLE_COMMENT: &str = "Masquerading for plugins from github.com/containernetworking/plugins";
 pub const CHAIN: &str = "masq_checks";
+/// v1.9.1 ipmasq_nftables_linux.go:98.
+pub const CHAIN_COMMENT: &str = "Masquerade traffic from certain IPs to any (non-multicast) IP outside their subnet";
 pub const POSTROUTING: &str = "postrouting";
 /// `knftables.CommentLengthMax`, also what `nft` accepts.
 const COMMENT_MAX: usize = 128;
@@ -129,9 +132,9 @@ pub fn setup(sock: &NftSocket, network: &str, ifname: &str, container_id: &str, 
     let t = table();
     let mut b = Batch::new();
     b.add_table(&t);
-    b.add_chain(&Chain::regular(&t, CHAIN));
+    b.add_chain(&Chain::regular(&t, CHAIN).with_comment(CHAIN_COMMENT));
     b.add_chain(&Chain::srcnat(&t, POSTROUTING));
-    // The base chain must have exactly this shape; the reference flushes and rebuilds it on
+    // The base chain must have exactly this shape; upstream flushes and rebuilds it on
     // every ADD, which here is done only when it differs (a rebuild frees rules, and that
     // makes the socket's close wait a whole RCU grace period).
     let multicast4: IpNet = "224.0.0.0/4".parse().unwrap();
@@ -210,30 +213,25 @@ fn masq_rule(ip: &IpNet, comment: &str) -> Rule {
         .build()
 }
 
-/// CHECK: every one of `ips` is masqueraded for the attachment, by our rule or by the
-/// reference's iptables chain (a pod the reference made before a swap is healthy too).
+/// CHECK: every one of `ips` is masqueraded for the attachment by its rule in `masq_checks`.
 pub fn check(sock: &NftSocket, network: &str, ifname: &str, container_id: &str, ips: &[IpNet]) -> Result<()> {
     let comment = comment_for_instance(network, ifname, container_id);
     let ours = sock
         .list_rules(Family::Inet, TABLE, CHAIN)
         .context("could not list the masquerade rules")?;
-    let mut missing = 0;
-    for ip in ips {
-        let want = masq_rule(ip, &comment);
-        let found = ours
-            .iter()
-            .any(|r| r.comment == want.comment && same_exprs(&r.exprs, &want.exprs));
-        if !found && !reference::masq_intact(sock, network, container_id, *ip)? {
-            missing += 1;
-        }
-    }
+    let missing = ips
+        .iter()
+        .filter(|ip| {
+            let want = masq_rule(ip, &comment);
+            !ours
+                .iter()
+                .any(|r| r.comment == want.comment && same_exprs(&r.exprs, &want.exprs))
+        })
+        .count();
     if missing > 0 {
         anyhow::bail!(
-            "IP masquerading for {container_id}/{ifname}: {} of {} address(es) have no rule in inet {TABLE} {CHAIN} \
-             (nor the reference's iptables chain {})",
-            missing,
-            ips.len(),
-            reference::masq_chain(network, container_id)
+            "IP masquerading for {container_id}/{ifname}: {missing} of {} address(es) have no rule in inet {TABLE} {CHAIN}",
+            ips.len()
         );
     }
     Ok(())
@@ -250,13 +248,19 @@ fn same_exprs(a: &[Expr], b: &[Expr]) -> bool {
     strip(a) == strip(b)
 }
 
-/// Removes the masquerade rules of one attachment, ours and the reference's iptables chain
-/// and entry rule (made before a swap), in one batch. Needs neither the container's netns
-/// nor its IPs; nothing to remove is success.
-pub fn teardown(sock: &NftSocket, network: &str, ifname: &str, container_id: &str) -> Result<()> {
+/// DEL: queues into `b` the removal of the attachment's rules (its record's, while the stamp
+/// holds, else found by a dump of `masq_checks`). Needs neither the container's netns nor its
+/// IPs. Returns the record to forget once `b` is committed.
+pub fn plan_teardown(
+    sock: &NftSocket,
+    b: &mut Batch,
+    network: &str,
+    ifname: &str,
+    container_id: &str,
+) -> Result<Forget> {
     let key = hash_for_instance(network, ifname, container_id);
     let rec = records(sock);
-    // The record is trusted only while the stamp holds (the reference has not run an ADD since).
+    // The record is trusted only while the stamp holds (upstream has not run an ADD since).
     let stamped = match rec.get(&key) {
         Recorded::Rules(_) => {
             let listed = match sock.list_rules(Family::Inet, TABLE, POSTROUTING) {
@@ -271,24 +275,35 @@ pub fn teardown(sock: &NftSocket, network: &str, ifname: &str, container_id: &st
         Some(r) => r,
         None => find_rules(sock, &key)?,
     };
-    let mut b = Batch::new();
-    delete_into(&mut b, &rules);
-    let comment = reference::masq_comment(network, container_id);
-    let chain = reference::masq_chain(network, container_id);
-    let scope = reference::Scope::Chains(&["POSTROUTING"]);
-    let theirs = reference::plan_nat_removal(sock, &mut b, scope, &|c| c == comment, &[chain])?;
-    if theirs == 0 {
-        reference::note_if_legacy("nat", "ipMasq chains");
+    delete_into(b, &rules);
+    Ok(Forget { rec, key })
+}
+
+/// A record to remove after the batch that removed its rules is committed.
+pub struct Forget {
+    rec: Records,
+    key: String,
+}
+
+impl Forget {
+    pub fn done(self) {
+        self.rec.forget(&self.key);
     }
+}
+
+/// Removes the attachment's rules (this layout only; `super::teardown` removes both).
+pub fn teardown(sock: &NftSocket, network: &str, ifname: &str, container_id: &str) -> Result<()> {
+    let mut b = Batch::new();
+    let forget = plan_teardown(sock, &mut b, network, ifname, container_id)?;
     commit(sock, &b).with_context(|| format!("failed to remove IP masquerading for {container_id}/{ifname}"))?;
-    rec.forget(&key);
+    forget.done();
     Ok(())
 }
 
-/// Removes the masquerade rules of `network` whose attachment is not in `valid`
-/// (`(containerID, ifname)` pairs, as in `cni.dev/valid-attachments`): ours, and the
-/// reference's iptables chains of containers with no valid attachment (it ignores ifnames).
-pub fn gc(sock: &NftSocket, network: &str, valid: &[(&str, &str)]) -> Result<()> {
+/// GC: queues into `b` the removal of the rules of `network` whose attachment is not in
+/// `valid` (`(containerID, ifname)` pairs, as in `cni.dev/valid-attachments`), as upstream's
+/// gcIPMasqNFTables. Returns the records to forget once `b` is committed.
+pub fn plan_gc(sock: &NftSocket, b: &mut Batch, network: &str, valid: &[(&str, &str)]) -> Result<Vec<Forget>> {
     let keep: Vec<String> = valid
         .iter()
         .map(|(cid, ifname)| comment_for_instance(network, ifname, cid))
@@ -298,26 +313,31 @@ pub fn gc(sock: &NftSocket, network: &str, valid: &[(&str, &str)]) -> Result<()>
         .into_iter()
         .filter(|r| !keep.iter().any(|k| Some(k.as_str()) == r.comment.as_deref()))
         .collect();
-    let mut b = Batch::new();
-    delete_into(&mut b, &stale);
-    let dead = |c: &str| {
-        reference::parse_comment(c, "")
-            .is_some_and(|(net, cid)| net == network && !valid.iter().any(|(v, _)| *v == cid))
-    };
-    reference::plan_nat_removal(sock, &mut b, reference::Scope::Table, &dead, &[])?;
-    commit(sock, &b).with_context(|| format!("failed to garbage-collect IP masquerading of network {network}"))?;
-    // The records of attachments that are not valid go too (their rules just went).
+    delete_into(b, &stale);
+    // The records of attachments that are not valid go too (their rules are going).
     let rec = records(sock);
     let keep: Vec<String> = valid
         .iter()
         .map(|(cid, ifname)| hash_for_instance(network, ifname, cid))
         .collect();
     let prefix = format!("{}-", hash_for_network(network));
-    for k in rec.keys() {
-        if k.starts_with(&prefix) && !keep.contains(&k) {
-            rec.forget(&k);
-        }
-    }
+    Ok(rec
+        .keys()
+        .into_iter()
+        .filter(|k| k.starts_with(&prefix) && !keep.contains(k))
+        .map(|key| Forget {
+            rec: records(sock),
+            key,
+        })
+        .collect())
+}
+
+/// GC of this layout alone (`super::gc` does both).
+pub fn gc(sock: &NftSocket, network: &str, valid: &[(&str, &str)]) -> Result<()> {
+    let mut b = Batch::new();
+    let forget = plan_gc(sock, &mut b, network, valid)?;
+    commit(sock, &b).with_context(|| format!("failed to garbage-collect IP masquerading of network {network}"))?;
+    forget.into_iter().for_each(Forget::done);
     Ok(())
 }
 

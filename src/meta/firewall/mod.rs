@@ -1,0 +1,320 @@
+//! firewall: allow forwarded traffic to and from the container, optionally isolate its bridge
+//! (the reference's `plugins/meta/firewall`). Two layouts, chosen once per verb
+//! ([`Backend::choose`], doc/firewall.md):
+//!
+//! - `iptables.rs`: the reference's iptables backend's own rules (`CNI-FORWARD`, the admin
+//!   chain, the `FORWARD` jump, the isolation stages) in iptables' `filter` tables, written over
+//!   netlink as iptables-nft writes them and made if missing as the reference makes them.
+//!   `backend: "iptables"`, and the default on a node that uses iptables (upstream's default
+//!   when firewalld does not run): so a DROP policy that arrives in iptables' FORWARD later
+//!   still sees the pod's accepts.
+//! - `nftables.rs`: cni-multi's own tables `inet cni_firewall` (and `bridge cni_firewall` for
+//!   `isolated`). `backend: "nftables"`, and the default on a node with nftables only.
+//!
+//! (`backend: "firewalld"` is refused for now; a firewalld backend goes beside these two, and
+//! the default then prefers it when firewalld runs, as upstream's.)
+//!
+//! ADD writes the chosen layout; CHECK checks it (with the backend unset, the other layout's
+//! complete rules are healthy too: a pod added while the node decided otherwise); DEL removes
+//! the attachment's rules in every layout, whatever the backend, in one batch. The iptables
+//! layout's per-address rules carry no comment: DEL finds their addresses in prevResult or,
+//! without one, in our own commented rules and in the reference's masquerade and port-mapping
+//! rules of the attachment (their DELs run after this one in a chain). The chains and the
+//! per-bridge isolation rules stay, as in the reference.
+
+mod iptables;
+mod nftables;
+
+use std::net::IpAddr;
+
+use anyhow::{bail, Context, Result};
+use serde::Deserialize;
+
+use crate::cni::config::{self, NetConf};
+use crate::cni::error::{code, CniError};
+use crate::cni::plugin::{entry, CniPlugin};
+use crate::cni::result::CniResult;
+use crate::cni::skel::{CmdArgs, Kind, Plugin};
+use crate::linux::nft::{Batch, NftSocket};
+use crate::pkg::backend::{self, Layout, Requested};
+use crate::pkg::nft_records as records;
+use crate::pkg::reference_iptables as reference;
+use crate::pkg::sha512::hex_prefix;
+
+pub static PLUGIN: Plugin = entry::<Firewall>();
+
+struct Firewall;
+
+pub const TABLE: &str = "cni_firewall";
+pub const FORWARD: &str = "forward";
+pub const CNI_FORWARD: &str = "CNI-FORWARD";
+pub const STAGE1: &str = "CNI-ISOLATION-STAGE-1";
+pub const STAGE2: &str = "CNI-ISOLATION-STAGE-2";
+const FORWARD_COMMENT: &str = "CNI firewall plugin rules";
+const ADMIN_COMMENT: &str = "CNI firewall plugin admin overrides";
+
+// ---- config ------------------------------------------------------------------------------
+
+#[derive(Debug, Deserialize)]
+struct FirewallConf {
+    #[serde(flatten)]
+    net: NetConf,
+    #[serde(default)]
+    backend: String,
+    #[serde(rename = "iptablesAdminChainName", default)]
+    admin_chain: String,
+    #[serde(rename = "ingressPolicy", default)]
+    ingress_policy: String,
+    /// Only the firewalld backend (refused below) uses it; typed so that a wrong type is a
+    /// config error like every other key.
+    #[serde(rename = "firewalldZone", default)]
+    _firewalld_zone: String,
+}
+
+/// The layout one verb writes (ADD) or checks (CHECK).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Iptables,
+    Nftables,
+}
+
+impl Backend {
+    /// The `backend` key's layout on this node (the netns `sock` is bound to): unset follows
+    /// the node (`pkg::backend`).
+    pub fn choose(requested: Requested, sock: &NftSocket) -> Result<Backend> {
+        Ok(match backend::written(backend::choose(requested, sock)?) {
+            Layout::Nftables => Backend::Nftables,
+            Layout::Iptables | Layout::IptablesLegacy => Backend::Iptables,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ingress {
+    Open,
+    SameBridge,
+    Isolated,
+}
+
+fn parse_conf(stdin: &[u8]) -> Result<(FirewallConf, Ingress, Requested)> {
+    let mut c: FirewallConf = config::parse(stdin)?;
+    let backend = match c.backend.as_str() {
+        "firewalld" => bail!(CniError::new(
+            code::UNSUPPORTED_FIELD,
+            "backend \"firewalld\" is not supported: cni-multi talks to no D-Bus; it programs the \
+             iptables backend's rules over netlink (use backend \"iptables\" or \"nftables\", or leave \
+             it empty)"
+        )),
+        other => Requested::parse("backend", Some(other))?,
+    };
+    if c.admin_chain.is_empty() {
+        c.admin_chain = "CNI-ADMIN".into();
+    }
+    if c.admin_chain.len() > 28 {
+        bail!(CniError::invalid_config(
+            "iptablesAdminChainName is longer than 28 characters"
+        ));
+    }
+    let ingress = match c.ingress_policy.as_str() {
+        "" | "open" => Ingress::Open,
+        "same-bridge" => Ingress::SameBridge,
+        "isolated" => Ingress::Isolated,
+        other => bail!(CniError::invalid_config(format!("unknown ingress policy: {other:?}"))),
+    };
+    Ok((c, ingress, backend))
+}
+
+fn ingress_comment(i: Ingress) -> &'static str {
+    match i {
+        Ingress::Isolated => "CNI firewall plugin rules (ingressPolicy: isolated)",
+        _ => "CNI firewall plugin rules (ingressPolicy: same-bridge)",
+    }
+}
+
+/// The bridge of an ingress policy: `prevResult.interfaces[0]`, as in the reference.
+fn bridge_name(prev: &CniResult) -> Result<&str> {
+    match prev.interfaces.first().map(|i| i.name.as_str()) {
+        Some(n) if !n.is_empty() => Ok(n),
+        _ => bail!(
+            "interface needs to be set for ingress policy, make sure to chain \"firewall\" plugin with \"bridge\""
+        ),
+    }
+}
+
+// ---- the plugin ---------------------------------------------------------------------------
+
+impl CniPlugin for Firewall {
+    const NAME: &'static str = "firewall";
+    const KIND: Kind = Kind::Meta;
+    const SUMMARY: &'static str =
+        "allow traffic to and from the container; optional bridge isolation (iptables or nftables)";
+    const VERSIONS: &'static [&'static str] = &["0.4.0", "1.0.0", "1.1.0"];
+    const HAS_STATUS: bool = false;
+    const HAS_GC: bool = false;
+    type Conf = (FirewallConf, Ingress, Requested);
+    type Lenient = FirewallConf;
+
+    fn load(args: &CmdArgs) -> anyhow::Result<Self::Conf> {
+        parse_conf(&args.stdin)
+    }
+    /// For DEL: the keys' types only (DEL removes every layout's rules, whatever `backend`
+    /// and `ingressPolicy` say), with the admin chain's default.
+    fn parse(args: &CmdArgs) -> anyhow::Result<Self::Lenient> {
+        let mut c: FirewallConf = config::parse(&args.stdin)?;
+        if c.admin_chain.is_empty() {
+            c.admin_chain = "CNI-ADMIN".into();
+        }
+        Ok(c)
+    }
+    fn add((conf, ingress, requested): Self::Conf, args: &CmdArgs) -> Result<CniResult> {
+        let Some(prev) = conf.net.prev_result()? else {
+            bail!("must be called as chained plugin");
+        };
+        let bridge = if ingress == Ingress::Open {
+            None
+        } else {
+            Some(bridge_name(&prev)?)
+        };
+        let sock = NftSocket::open()?;
+        let comment = crate::pkg::comment::rule_comment(&conf.net.name, &args.container_id, &args.ifname);
+        let key = record_key(&conf.net, args);
+        match Backend::choose(requested, &sock)? {
+            Backend::Nftables => {
+                let rec = nftables::records(&sock);
+                let mut plan = None;
+                // Shared rules are added only when missing: pods added in parallel would each
+                // add them (seen: three FORWARD jumps from twelve parallel ADDs). So the batch
+                // is committed only at the generation its listings saw, and rebuilt when
+                // another writer came in between.
+                let handles = Batch::build_and_commit_echo(&sock, Batch::BUSY_RETRIES, |b| -> Result<()> {
+                    plan = Some(nftables::add(&sock, b, &rec, &key, &conf, &prev, ingress, &comment)?);
+                    Ok(())
+                })
+                .context("failed to set up firewall rules")?;
+                if let Some(p) = plan {
+                    p.record(&rec, &key, &handles);
+                }
+            }
+            Backend::Iptables => {
+                iptables::warn_legacy(&prev);
+                let families = iptables::families(&prev);
+                let mut plans = Vec::new();
+                let handles = Batch::build_and_commit_echo(&sock, Batch::BUSY_RETRIES, |b| -> Result<()> {
+                    plans.clear();
+                    for (f, ips) in &families {
+                        plans.push(iptables::add(&sock, b, *f, ips, &conf.admin_chain, ingress, bridge)?);
+                    }
+                    Ok(())
+                })
+                .context("failed to set up firewall rules")?;
+                for p in plans {
+                    p.record(&key, &handles);
+                }
+            }
+        }
+        Ok(prev)
+    }
+    /// Removes this attachment's rules in every layout, in one batch (see the module doc).
+    fn del(conf: FirewallConf, args: &CmdArgs) -> Result<()> {
+        let comment = crate::pkg::comment::rule_comment(&conf.net.name, &args.container_id, &args.ifname);
+        // A prevResult that does not parse must not keep the rules we can find by comment.
+        let prev = conf.net.prev_result().ok().flatten();
+        let sock = NftSocket::open()?;
+        let mut b = Batch::new();
+        let mut ips: Vec<IpAddr> = prev
+            .iter()
+            .flat_map(|p| p.ips.iter().map(|i| i.address.addr()))
+            .collect();
+        let key = record_key(&conf.net, args);
+        let rec = nftables::records(&sock);
+        ips.extend(nftables::plan_del(
+            &sock,
+            &mut b,
+            &rec,
+            &key,
+            &conf.admin_chain,
+            &comment,
+        )?);
+        ips.sort();
+        ips.dedup();
+        if prev.is_none() && has_nat_chains(&sock, &conf.net.name, &args.container_id)? {
+            for ip in reference::attachment_ips(&sock, &conf.net.name, &args.container_id)? {
+                if !ips.contains(&ip) {
+                    ips.push(ip);
+                }
+            }
+        }
+        let removed = iptables::plan_del(&sock, &mut b, &key, &ips)?;
+        if removed.iter().map(iptables::Removal::count).sum::<usize>() == 0 && !ips.is_empty() {
+            reference::note_if_legacy("filter", "firewall rules");
+        }
+        if !b.is_empty() {
+            b.commit(&sock).context("failed to remove firewall rules")?;
+        }
+        rec.forget(&key);
+        for r in &removed {
+            r.done(&key);
+        }
+        Ok(())
+    }
+    /// The layout ADD chose; with the backend unset, the other layout's rules are healthy
+    /// too (a pod added while the node decided otherwise, or by the reference before a swap).
+    fn check((conf, _, requested): Self::Conf, args: &CmdArgs) -> Result<()> {
+        let Some(prev) = conf.net.prev_result()? else {
+            bail!("must be called as chained plugin");
+        };
+        let comment = crate::pkg::comment::rule_comment(&conf.net.name, &args.container_id, &args.ifname);
+        let sock = NftSocket::open()?;
+        let cid = args.container_id.as_str();
+        let ipt = || iptables::check_all(&sock, &prev, &conf.admin_chain, cid);
+        let nft = || nftables::check(&sock, &conf, &prev, &comment, cid);
+        let (first, other): (&dyn Fn() -> Result<()>, &dyn Fn() -> Result<()>) =
+            match Backend::choose(requested, &sock)? {
+                Backend::Iptables => (&ipt, &nft),
+                Backend::Nftables => (&nft, &ipt),
+            };
+        match first() {
+            Err(e) if requested == Requested::Auto && !prev.ips.is_empty() => other().map_err(|_| e),
+            r => r,
+        }
+    }
+}
+
+/// Whether the attachment has an ipMasq or portmap chain in the reference's iptables layout,
+/// whose rules name its addresses (a GETCHAIN each: a second DEL without prevResult, as
+/// containerd sends, then lists no shared chain).
+fn has_nat_chains(sock: &NftSocket, network: &str, cid: &str) -> Result<bool> {
+    use crate::linux::nft::Family;
+    let chains = [reference::masq_chain(network, cid), reference::dnat_chain(network, cid)];
+    for f in [Family::Ip, Family::Ip6] {
+        for c in &chains {
+            if sock.chain_exists(f, "nat", c)? {
+                return Ok(true);
+            }
+        }
+    }
+    Ok(false)
+}
+
+/// The attachment's record name in our table's records (`pkg::nft_records`).
+fn record_key(net: &NetConf, args: &CmdArgs) -> String {
+    records::key(&hex_prefix(&net.name, 16), &args.ifname, &args.container_id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_conf;
+
+    #[test]
+    fn firewalld_zone_of_the_wrong_type_is_a_config_error() {
+        let base = r#""cniVersion": "1.0.0", "name": "n", "type": "firewall""#;
+        for bad in ["42", "true", "[\"a\"]", "{\"z\": 1}"] {
+            let conf = format!("{{{base}, \"firewalldZone\": {bad}}}");
+            let e = parse_conf(conf.as_bytes()).expect_err(bad);
+            let c = e.downcast_ref::<crate::cni::error::CniError>().expect("a CNI error");
+            assert_eq!(c.code, crate::cni::error::code::INVALID_CONFIG, "{bad}: {}", c.msg);
+        }
+        let ok = format!("{{{base}, \"firewalldZone\": \"trusted\"}}");
+        assert!(parse_conf(ok.as_bytes()).is_ok());
+    }
+}

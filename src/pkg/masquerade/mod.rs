@@ -1,0 +1,146 @@
+//! ipMasq of bridge and ptp: masquerade what leaves each pod address's subnet, in one of two
+//! layouts (doc/firewall.md, "ipMasq"):
+//!
+//! - [`iptables`]: the reference's own nat rules (upstream `pkg/ip/ipmasq_iptables_linux.go`),
+//!   written over netlink as iptables-nft writes them;
+//! - [`nftables`]: upstream's nftables backend (`pkg/ip/ipmasq_nftables_linux.go`), the table
+//!   `inet cni_plugins_masquerade`.
+//!
+//! The layout is chosen once per verb ([`Backend::choose`]): `ipMasqBackend` when set, else
+//! the node's (`pkg::backend`: iptables when the node uses iptables, as upstream's
+//! `SetupIPMasqForNetworks` prefers). ADD writes that layout; CHECK checks it; DEL and GC
+//! remove the attachment's rules in both, in one batch, as upstream's
+//! `TeardownIPMasqForNetworks` / `GCIPMasqForNetwork` do ("the pod may have been created with a
+//! different version of this plugin or a different configuration").
+
+pub mod iptables;
+pub mod nftables;
+
+use anyhow::{Context, Result};
+use ipnet::IpNet;
+
+use crate::cni::config::NetConf;
+use crate::cni::result::CniResult;
+use crate::cni::skel::CmdArgs;
+use crate::linux::nft::{Batch, NftSocket};
+use crate::pkg::backend::{self, Layout, Requested};
+use crate::pkg::undo::Undo;
+
+/// The config key bridge and ptp read the backend from.
+pub const KEY: &str = "ipMasqBackend";
+
+/// `ipMasqBackend`: unset or `""` (the node decides), `"iptables"`, `"nftables"`; anything
+/// else is code 7 naming the key (upstream: "unknown ipmasq backend").
+pub fn requested(value: Option<&str>) -> Result<Requested> {
+    Requested::parse(KEY, value)
+}
+
+/// The layout one verb writes (ADD) or checks (CHECK).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Iptables,
+    Nftables,
+}
+
+impl Backend {
+    /// The request's layout on this node (the netns `sock` is bound to).
+    pub fn choose(requested: Requested, sock: &NftSocket) -> Result<Backend> {
+        Ok(match backend::written(backend::choose(requested, sock)?) {
+            Layout::Nftables => Backend::Nftables,
+            Layout::Iptables | Layout::IptablesLegacy => Backend::Iptables,
+        })
+    }
+
+    fn other(self) -> Backend {
+        match self {
+            Backend::Iptables => Backend::Nftables,
+            Backend::Nftables => Backend::Iptables,
+        }
+    }
+
+    fn setup(self, sock: &NftSocket, network: &str, args: &CmdArgs, ips: &[IpNet]) -> Result<()> {
+        let (ifname, cid) = (args.ifname.as_str(), args.container_id.as_str());
+        match self {
+            Backend::Iptables => iptables::setup(sock, network, ifname, cid, ips),
+            Backend::Nftables => nftables::setup(sock, network, ifname, cid, ips),
+        }
+    }
+
+    fn check(self, sock: &NftSocket, network: &str, args: &CmdArgs, ips: &[IpNet]) -> Result<()> {
+        let (ifname, cid) = (args.ifname.as_str(), args.container_id.as_str());
+        match self {
+            Backend::Iptables => iptables::check(sock, network, cid, ips),
+            Backend::Nftables => nftables::check(sock, network, ifname, cid, ips),
+        }
+    }
+}
+
+/// ADD: masquerade what leaves each of the result's addresses' subnets, in the layout chosen
+/// for `requested`, with its rollback on `undo`. Returns the socket so that the caller decides
+/// when it is closed (a close waits for the kernel to retire the transaction).
+pub fn setup(
+    network: &str,
+    requested: Requested,
+    args: &CmdArgs,
+    result: &CniResult,
+    undo: &mut Undo,
+) -> Result<NftSocket> {
+    let ips: Vec<IpNet> = result.ips.iter().map(|i| i.address).collect();
+    let sock = NftSocket::open()?;
+    Backend::choose(requested, &sock)?.setup(&sock, network, args, &ips)?;
+    let (net, cid, ifname) = (network.to_string(), args.container_id.clone(), args.ifname.clone());
+    undo.push(format!("remove IP masquerading of {cid}/{ifname}"), move || {
+        teardown(&NftSocket::open()?, &net, &ifname, &cid)
+    });
+    Ok(sock)
+}
+
+/// DEL: the attachment's rules in both layouts, in one batch. Needs neither the container's
+/// netns nor its addresses; nothing to remove is success.
+pub fn teardown(sock: &NftSocket, network: &str, ifname: &str, container_id: &str) -> Result<()> {
+    let mut b = Batch::new();
+    let nft = nftables::plan_teardown(sock, &mut b, network, ifname, container_id)?;
+    let ipt = iptables::plan_teardown(sock, &mut b, network, ifname, container_id)?;
+    if !b.is_empty() {
+        b.commit(sock)
+            .with_context(|| format!("failed to remove IP masquerading for {container_id}/{ifname}"))?;
+    }
+    nft.done();
+    ipt.done();
+    Ok(())
+}
+
+/// CHECK: each of the attachment's addresses is masqueraded in the layout ADD chose. With the
+/// backend unset, rules in the other layout are healthy too: the pod was added while the node
+/// decided otherwise (another release, or before iptables was installed).
+pub fn check(network: &str, requested: Requested, args: &CmdArgs, prev: &CniResult) -> Result<()> {
+    let ips: Vec<IpNet> = prev.ips.iter().map(|i| i.address).collect();
+    let sock = NftSocket::open()?;
+    let backend = Backend::choose(requested, &sock)?;
+    match backend.check(&sock, network, args, &ips) {
+        Err(e) if requested == Requested::Auto => backend.other().check(&sock, network, args, &ips).map_err(|_| e),
+        r => r,
+    }
+}
+
+/// GC: the rules of attachments not in the valid list go, in both layouts, in one batch.
+pub fn gc(net: &NetConf) -> Result<()> {
+    let Some(valid) = net.gc_valid_attachments() else {
+        return Ok(());
+    };
+    let valid: Vec<(&str, &str)> = valid
+        .iter()
+        .map(|a| (a.container_id.as_str(), a.ifname.as_str()))
+        .collect();
+    let sock = NftSocket::open()?;
+    let mut b = Batch::new();
+    let nft = nftables::plan_gc(&sock, &mut b, &net.name, &valid)?;
+    iptables::plan_gc(&sock, &mut b, &net.name, &valid)?;
+    if !b.is_empty() {
+        b.commit(&sock)
+            .with_context(|| format!("failed to garbage-collect IP masquerading of network {}", net.name))?;
+    }
+    nft.into_iter().for_each(nftables::Forget::done);
+    iptables::gc_records(&sock, &net.name, &valid);
+    Ok(())
+}
