@@ -22,7 +22,7 @@ use ipnet::IpNet;
 use serde::Deserialize;
 
 use crate::cni::config::{self, NetConf, PortMapping};
-use crate::cni::error::CniError;
+use crate::cni::error::{CniError, Failures};
 use crate::cni::plugin::{entry, CniPlugin};
 use crate::cni::result::CniResult;
 use crate::cni::skel::{CmdArgs, Kind, Plugin};
@@ -433,18 +433,16 @@ impl CniPlugin for Portmap {
         let mapped = net.runtime_config.port_mappings.as_ref().is_some_and(|m| !m.is_empty());
         let mut listings = false;
         loop {
-            let mut errors = Vec::new();
+            let mut errors = Failures::under("could not remove port mappings");
             let mut b = Batch::new();
             for fam in [Family::Ip, Family::Ip6] {
-                if let Err(e) = nftables::plan_del(&sock, &mut b, fam, &a, mapped) {
-                    errors.push(format!("{fam}: {e:#}"));
-                }
+                errors.keep(nftables::plan_del(&sock, &mut b, fam, &a, mapped).with_context(|| fam.to_string()));
             }
             let mut by_record = false;
             match iptables::plan_del(&sock, &mut b, &net.name, &args.container_id, &key, listings) {
                 Ok(r) if r.found == 0 => reference::note_if_legacy("nat", "port mappings"),
                 Ok(r) => by_record = r.from_records,
-                Err(e) => errors.push(format!("iptables: {e:#}")),
+                Err(e) => errors.push(e.context("iptables")),
             }
             if !b.is_empty() {
                 if let Err(e) = b.commit(&sock) {
@@ -454,12 +452,10 @@ impl CniPlugin for Portmap {
                         listings = true;
                         continue;
                     }
-                    errors.push(format!("error deleting rules: {e}"));
+                    errors.push(anyhow::Error::from(e).context("error deleting rules"));
                 }
             }
-            if !errors.is_empty() {
-                bail!("could not remove port mappings: {}", errors.join("; "));
-            }
+            errors.finish()?;
             break;
         }
         for fam in [Family::Ip, Family::Ip6] {
@@ -521,13 +517,14 @@ impl CniPlugin for Portmap {
             .map(|a| attachment_key(&net.name, &a.ifname, &a.container_id))
             .collect();
         let sock = NftSocket::open()?;
-        let mut errors = Vec::new();
+        let mut errors = Failures::under("portmap GC");
         let mut b = Batch::new();
         let mut stale = Vec::new();
         for fam in [Family::Ip, Family::Ip6] {
-            match nftables::plan_gc(&sock, &mut b, fam, &hash, &keep) {
-                Ok(keys) => stale.push((fam, keys)),
-                Err(e) => errors.push(format!("{fam}: {e:#}")),
+            if let Some(keys) =
+                errors.keep(nftables::plan_gc(&sock, &mut b, fam, &hash, &keep).with_context(|| fam.to_string()))
+            {
+                stale.push((fam, keys));
             }
         }
         // The reference's chains carry network and container ID (not the ifname, which it ignores).
@@ -537,17 +534,12 @@ impl CniPlugin for Portmap {
                     .is_some_and(|(n, cid)| n == net.name && !valid.iter().any(|a| a.container_id == cid))
             })
         };
-        if let Err(e) = reference::plan_nat_removal(&sock, &mut b, reference::Scope::Table, &dead, &[]) {
-            errors.push(format!("iptables: {e:#}"));
-        }
+        errors
+            .keep(reference::plan_nat_removal(&sock, &mut b, reference::Scope::Table, &dead, &[]).context("iptables"));
         if !b.is_empty() {
-            if let Err(e) = b.commit(&sock) {
-                errors.push(format!("error deleting rules: {e}"));
-            }
+            errors.keep(b.commit(&sock).context("error deleting rules"));
         }
-        if !errors.is_empty() {
-            bail!("portmap GC: {}", errors.join("; "));
-        }
+        errors.finish()?;
         // The records of attachments that are not valid go too (their rules just went).
         for (fam, keys) in &stale {
             nftables::forget_keys(&sock, *fam, keys);
