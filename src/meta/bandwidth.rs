@@ -11,7 +11,7 @@
 //! reference has no GC and sets no alias; its IFBs are left to its DEL).
 
 use crate::cni::config::{self, NetConf};
-use crate::cni::error::{code, CniError};
+use crate::cni::error::{code, CniError, Failures};
 use crate::cni::plugin::{entry, CniPlugin};
 use crate::cni::result::{CniResult, Interface};
 use crate::cni::skel::{CmdArgs, Kind, Plugin};
@@ -299,7 +299,7 @@ impl CniPlugin for Bandwidth {
             return Ok(());
         };
         let mut nl = Netlink::new()?;
-        let mut errors = Vec::new();
+        let mut errors = Failures::new();
         for l in nl.links()? {
             if l.kind.as_deref() != Some("ifb") || !l.name.starts_with(IFB_PREFIX) {
                 continue;
@@ -310,16 +310,14 @@ impl CniPlugin for Bandwidth {
             if netname != net.name || valid.iter().any(|a| a.container_id == cid && a.ifname == ifname) {
                 continue;
             }
-            if let Err(e) = nl.delete_link(l.index) {
-                if !e.is_not_found() {
-                    errors.push(format!("delete ifb {:?}: {e}", l.name));
+            match nl.delete_link(l.index) {
+                Err(e) if !e.is_not_found() => {
+                    errors.push(anyhow::Error::from(e).context(format!("delete ifb {:?}", l.name)))
                 }
+                _ => {}
             }
         }
-        if !errors.is_empty() {
-            bail!("{}", errors.join("; "));
-        }
-        Ok(())
+        Ok(errors.finish()?)
     }
 }
 
