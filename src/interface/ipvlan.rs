@@ -79,10 +79,10 @@ impl CniPlugin for Ipvlan {
         let reuse = match (n.net.ipam_type(), &n.prev) {
             (Some(_), _) => None,
             (None, Some(prev)) if !prev.ips.is_empty() => Some(prev.clone()),
-            (None, Some(_)) => {
-                return Err(CniError::invalid_config("ipam must be specified: prevResult has no IPs to reuse").into())
-            }
-            (None, None) => return Err(CniError::invalid_config("ipam must be specified").into()),
+            (None, Some(_)) => bail!(CniError::invalid_config(
+                "ipam must be specified: prevResult has no IPs to reuse"
+            )),
+            (None, None) => bail!(CniError::invalid_config("ipam must be specified")),
         };
         let mut c = add_child(
             args,

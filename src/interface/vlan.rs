@@ -31,17 +31,15 @@ impl VlanConf {
     fn load(stdin: &[u8]) -> anyhow::Result<VlanConf> {
         let n: VlanConf = config::parse(stdin)?;
         if n.parent.master.is_empty() {
-            return Err(CniError::invalid_config(
+            bail!(CniError::invalid_config(
                 "\"master\" field is required. It specifies the host interface name to create the VLAN for",
-            )
-            .into());
+            ));
         }
         if !(0..=4094).contains(&n.vlan_id) {
-            return Err(CniError::invalid_config(format!(
+            bail!(CniError::invalid_config(format!(
                 "invalid VLAN ID {} (must be between 0 and 4095 inclusive)",
                 n.vlan_id
-            ))
-            .into());
+            )));
         }
         Ok(n)
     }

@@ -11,7 +11,7 @@
 //! reference has no GC and sets no alias; its IFBs are left to its DEL).
 
 use crate::cni::config::{self, NetConf};
-use crate::cni::error::{code, CniError, Failures};
+use crate::cni::error::{CniError, Failures};
 use crate::cni::plugin::{entry, CniPlugin};
 use crate::cni::result::{CniResult, Interface};
 use crate::cni::skel::{CmdArgs, Kind, Plugin};
@@ -74,10 +74,9 @@ fn limits_in(m: &Map<String, Value>) -> Result<Option<Limits>, CniError> {
         match field(m, k) {
             None | Some(Value::Null) => Ok(0),
             Some(v) => v.as_u64().ok_or_else(|| {
-                CniError::new(
-                    code::INVALID_CONFIG,
-                    format!("failed to parse network configuration: {k}: {v} is not an unsigned 64-bit integer"),
-                )
+                CniError::invalid_config(format!(
+                    "failed to parse network configuration: {k}: {v} is not an unsigned 64-bit integer"
+                ))
             }),
         }
     };

@@ -116,10 +116,6 @@ pub struct Conf {
     conditions: Conditions,
 }
 
-fn invalid(msg: String) -> anyhow::Error {
-    CniError::invalid_config(msg).into()
-}
-
 /// Which layout a condition list was written for; `None` when it is empty (upstream looks
 /// at the first element only).
 fn syntax_of(conds: Option<&[String]>) -> Option<Layout> {
@@ -234,7 +230,9 @@ fn parse_mapping(m: &PortMapping) -> Result<Mapping> {
         "" | "tcp" => L4Proto::Tcp,
         "udp" => L4Proto::Udp,
         "sctp" => L4Proto::Sctp,
-        other => return Err(invalid(format!("unknown port mapping protocol {other:?}"))),
+        other => bail!(CniError::invalid_config(format!(
+            "unknown port mapping protocol {other:?}"
+        ))),
     };
     let host_ip = match m.host_ip.as_str() {
         "" => None,
