@@ -49,8 +49,7 @@ pub fn run_as_plugin(plugin: &'static Plugin) -> i32 {
     }
     crate::cni::delegate::set_builtins(lookup);
     crate::cni::delegate::set_observer(log_delegate);
-    // A plugin missing from the table keeps nothing but what an unprivileged run has.
-    crate::linux::privileges::keep_only(crate::pkg::caps::of(plugin.name).unwrap_or(&[]));
+    crate::linux::privileges::keep_only(plugin.caps);
     crate::linux::late_close::enable();
     let started = (std::time::SystemTime::now(), std::time::Instant::now());
     let getenv = |k: &str| std::env::var(k).ok();

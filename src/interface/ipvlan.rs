@@ -8,6 +8,7 @@ use crate::cni::plugin::{entry, CniPlugin};
 use crate::cni::result::CniResult;
 use crate::cni::skel::{CmdArgs, Kind, Plugin};
 use crate::linux::netlink::{IpvlanMode, LinkKind, LinkType};
+use crate::pkg::caps::{self, Capability};
 use crate::pkg::childlink::{
     add_child, check_child, configure_child, del_child, expect_type_and_mode, ChildMode, ChildSpec, ModeKey, ParentKeys,
 };
@@ -58,6 +59,7 @@ impl CniPlugin for Ipvlan {
     const NAME: &'static str = "ipvlan";
     const KIND: Kind = Kind::Interface;
     const SUMMARY: &'static str = "an ipvlan child of a node interface in the container";
+    const CAPS: &'static [Capability] = caps::IN_POD;
     type Conf = IpvlanConf;
     type Lenient = IpvlanConf;
 

@@ -7,6 +7,7 @@ use crate::cni::plugin::{entry, CniPlugin};
 use crate::cni::result::CniResult;
 use crate::cni::skel::{CmdArgs, Kind, Plugin};
 use crate::linux::netlink::{LinkKind, LinkType, MacvlanMode};
+use crate::pkg::caps::{self, Capability};
 use crate::pkg::childlink::{
     add_child, check_child, del_child, expect_type_and_mode, ipam_or_l2, ChildMode, ChildSpec, ModeKey, ParentKeys,
 };
@@ -54,6 +55,7 @@ impl CniPlugin for Macvlan {
     const NAME: &'static str = "macvlan";
     const KIND: Kind = Kind::Interface;
     const SUMMARY: &'static str = "a macvlan child of a node interface in the container";
+    const CAPS: &'static [Capability] = caps::IN_POD;
     type Conf = MacvlanConf;
     type Lenient = MacvlanConf;
 

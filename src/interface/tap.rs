@@ -2,6 +2,7 @@
 //! (the reference's `plugins/main/tap`). Made with the tun ioctls inside the container netns and configured over
 //! netlink: nothing is executed (the reference runs `ip tuntap`).
 
+use crate::pkg::caps::{self, Capability};
 use crate::cni::config::{self, NetConf};
 use crate::cni::delegate;
 use crate::cni::error::CniError;
@@ -72,6 +73,7 @@ impl CniPlugin for Tap {
     const NAME: &'static str = "tap";
     const KIND: Kind = Kind::Interface;
     const SUMMARY: &'static str = "a tap device in the container, optionally on a bridge there";
+    const CAPS: &'static [Capability] = caps::IN_POD;
     type Conf = TapConf;
     type Lenient = TapConf;
 

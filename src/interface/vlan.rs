@@ -8,6 +8,7 @@ use crate::cni::plugin::{entry, CniPlugin};
 use crate::cni::result::CniResult;
 use crate::cni::skel::{CmdArgs, Kind, Plugin};
 use crate::linux::netlink::{LinkKind, LinkType};
+use crate::pkg::caps::{self, Capability};
 use crate::pkg::childlink::{add_child, check_child, configure_child, del_child, ChildSpec, ParentKeys};
 use crate::pkg::ipam::{self, ipam_add};
 use anyhow::bail;
@@ -55,6 +56,7 @@ impl CniPlugin for Vlan {
     const NAME: &'static str = "vlan";
     const KIND: Kind = Kind::Interface;
     const SUMMARY: &'static str = "an 802.1Q vlan child of a node interface in the container";
+    const CAPS: &'static [Capability] = caps::IN_POD;
     type Conf = VlanConf;
     type Lenient = VlanConf;
 

@@ -19,6 +19,7 @@ use crate::linux::netlink::link::fmt_mac;
 use crate::linux::netlink::tc::{handle, Tbf, HANDLE_INGRESS, HANDLE_ROOT, MIRRED_EGRESS_REDIR};
 use crate::linux::netlink::{LinkKind, LinkSpec};
 use crate::linux::{NetNs, Netlink};
+use crate::pkg::caps::{self, Capability};
 use crate::pkg::netns::open_netns;
 use crate::pkg::sha512::hex_prefix;
 use crate::pkg::undo::Undo;
@@ -147,6 +148,7 @@ impl CniPlugin for Bandwidth {
     const NAME: &'static str = "bandwidth";
     const KIND: Kind = Kind::Meta;
     const SUMMARY: &'static str = "limit a pod's ingress and egress rate with token bucket filters (tbf, ifb)";
+    const CAPS: &'static [Capability] = caps::IN_POD;
     const VERSIONS: &'static [&'static str] = &["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"];
     const HAS_STATUS: bool = false;
     type Conf = Conf;

@@ -11,6 +11,7 @@ use crate::cni::plugin::{entry, CniPlugin};
 use crate::cni::result::{CniResult, Route};
 use crate::cni::skel::{CmdArgs, Command, Kind, Plugin};
 use crate::linux::statefile;
+use crate::pkg::caps::{self, Capability};
 use anyhow::{anyhow, bail, Context};
 use ipnet::IpNet;
 use serde::Deserialize;
@@ -429,6 +430,8 @@ impl CniPlugin for Flannel {
     const NAME: &'static str = "flannel";
     const KIND: Kind = Kind::Meta;
     const SUMMARY: &'static str = "connect pods across nodes: delegate to bridge + host-local with flanneld's subnet";
+    /// Its delegate may be any built-in plugin: the union of theirs.
+    const CAPS: &'static [Capability] = caps::TUNING;
     type Conf = FlannelConf;
     type Lenient = FlannelConf;
 

@@ -45,6 +45,7 @@ use crate::cni::skel::{CmdArgs, Kind, Plugin};
 use crate::linux::netlink::route::{SCOPE_LINK, TABLE_MAIN};
 use crate::linux::netlink::{Family, Route, Rule};
 use crate::linux::Netlink;
+use crate::pkg::caps::{self, Capability};
 use crate::pkg::netns::{open_netns, open_netns_for_del};
 use crate::pkg::undo::Undo;
 
@@ -156,6 +157,7 @@ impl CniPlugin for Sbr {
     const NAME: &'static str = "sbr";
     const KIND: Kind = Kind::Meta;
     const SUMMARY: &'static str = "source based routing: a routing table and an ip rule per container address";
+    const CAPS: &'static [Capability] = caps::IN_POD;
     const HAS_STATUS: bool = false;
     const HAS_GC: bool = false;
     type Conf = Conf;

@@ -13,6 +13,7 @@ use crate::cni::result::CniResult;
 use crate::cni::skel::{CmdArgs, Kind, Plugin};
 use crate::linux::netlink::link::fmt_mac;
 use crate::linux::{statefile, NetNs, Netlink};
+use crate::pkg::caps::{self, Capability};
 use crate::pkg::mac::parse_mac;
 use crate::pkg::netns::{open_netns, open_netns_for_del};
 use anyhow::{anyhow, bail, Context};
@@ -301,6 +302,7 @@ impl CniPlugin for TuningPlugin {
     const NAME: &'static str = "tuning";
     const KIND: Kind = Kind::Meta;
     const SUMMARY: &'static str = "set sysctls, MAC, MTU, promisc, allmulti and txqueuelen of the container interface";
+    const CAPS: &'static [Capability] = caps::TUNING;
     const HAS_STATUS: bool = false;
     const HAS_GC: bool = false;
     type Conf = Tuning;

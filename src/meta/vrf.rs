@@ -16,6 +16,7 @@ use crate::cni::skel::{CmdArgs, Kind, Plugin};
 use crate::linux::netlink::route::{PROTO_KERNEL, SCOPE_LINK, SCOPE_UNIVERSE, TABLE_MAIN};
 use crate::linux::netlink::{Addr, Family, Link, LinkKind, LinkSpec, LinkType, Route, RouteType};
 use crate::linux::{NetNs, Netlink};
+use crate::pkg::caps::{self, Capability};
 use crate::pkg::netns::{open_netns, open_netns_for_del};
 use crate::pkg::undo::Undo;
 use anyhow::{anyhow, bail, Context};
@@ -116,6 +117,7 @@ impl CniPlugin for Vrf {
     const KIND: Kind = Kind::Meta;
     const SUMMARY: &'static str =
         "enslave the container interface to a VRF (created on demand, deleted with its last slave)";
+    const CAPS: &'static [Capability] = caps::IN_POD;
     const VERSIONS: &'static [&'static str] = &["0.3.1", "0.4.0", "1.0.0", "1.1.0"];
     const HAS_STATUS: bool = false;
     const HAS_GC: bool = false;

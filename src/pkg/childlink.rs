@@ -267,7 +267,7 @@ pub fn ipam_or_l2(
 
 /// DEL of a child link: IPAM DEL when an IPAM type is set, then the link (both tried).
 pub fn del_child(net: &NetConf, args: &CmdArgs) -> anyhow::Result<()> {
-    crate::pkg::ipam::release_then_del_link(net, args, Vec::new())
+    crate::pkg::ipam::release_then_del_link(net, args, crate::cni::error::Failures::new())
 }
 
 /// CHECK of a child link: IPAM CHECK (when set), prevResult's container interface in this

@@ -25,6 +25,7 @@ use crate::cni::error::{code, CniError};
 use crate::cni::plugin::{entry, CniPlugin};
 use crate::cni::result::{CniResult, Dns, IpConfig, Route};
 use crate::cni::skel::{CmdArgs, Kind, Plugin};
+use crate::pkg::caps::{self, Capability};
 use anyhow::Result;
 use ipnet::{IpNet, Ipv4Net};
 use serde::Deserialize;
@@ -397,6 +398,7 @@ impl CniPlugin for Dhcp {
     const NAME: &'static str = "dhcp";
     const KIND: Kind = Kind::Ipam;
     const SUMMARY: &'static str = "addresses from a DHCP server, leases kept by `dhcp daemon`";
+    const CAPS: &'static [Capability] = caps::NONE;
     type Conf = Conf;
     type Lenient = Conf;
 

@@ -13,6 +13,7 @@ use crate::cni::plugin::{entry, CniPlugin};
 use crate::cni::result::{CniResult, IpConfig, Route};
 use crate::cni::skel::{CmdArgs, Kind, Plugin};
 use crate::cni::version;
+use crate::pkg::caps::{self, Capability};
 use allocator::Allocator;
 use anyhow::{Context, Result};
 use range::{RangeSet, RawRange};
@@ -28,6 +29,7 @@ impl CniPlugin for HostLocal {
     const NAME: &'static str = "host-local";
     const KIND: Kind = Kind::Ipam;
     const SUMMARY: &'static str = "IP addresses from local ranges, reserved as files (GC and STATUS included)";
+    const CAPS: &'static [Capability] = caps::NONE;
     type Conf = IpamConf;
     type Lenient = IpamConf;
 

@@ -30,6 +30,7 @@ use std::net::IpAddr;
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 
+use crate::pkg::caps::{self, Capability};
 use crate::cni::config::{self, NetConf};
 use crate::cni::error::{code, CniError};
 use crate::cni::plugin::{entry, CniPlugin};
@@ -148,6 +149,7 @@ impl CniPlugin for Firewall {
     const KIND: Kind = Kind::Meta;
     const SUMMARY: &'static str =
         "allow traffic to and from the container; optional bridge isolation (iptables or nftables)";
+    const CAPS: &'static [Capability] = caps::NODE_ONLY;
     const VERSIONS: &'static [&'static str] = &["0.4.0", "1.0.0", "1.1.0"];
     const HAS_STATUS: bool = false;
     const HAS_GC: bool = false;

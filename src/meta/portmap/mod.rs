@@ -21,6 +21,7 @@ use anyhow::{bail, Context, Result};
 use ipnet::IpNet;
 use serde::Deserialize;
 
+use crate::pkg::caps::{self, Capability};
 use crate::cni::config::{self, NetConf, PortMapping};
 use crate::cni::error::{CniError, Failures};
 use crate::cni::plugin::{entry, CniPlugin};
@@ -336,6 +337,7 @@ impl CniPlugin for Portmap {
     const NAME: &'static str = "portmap";
     const KIND: Kind = Kind::Meta;
     const SUMMARY: &'static str = "forward host ports to the container (iptables or nftables, over netlink)";
+    const CAPS: &'static [Capability] = caps::NODE_ONLY;
     const HAS_STATUS: bool = false;
     type Conf = Conf;
     type Lenient = NetConf;
