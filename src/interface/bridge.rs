@@ -343,8 +343,7 @@ impl CniPlugin for Bridge {
         if !found {
             bail!("CNI veth created for bridge {} was not found", n.bridge);
         }
-        ipconfig::validate_expected_ips(&mut cont, &args.ifname, &prev.ips)?;
-        ipconfig::validate_expected_routes(&mut cont, &prev.routes)?;
+        ipconfig::validate_expected(&mut cont, &args.ifname, &prev)?;
         // Firewall rules are resources too (spec: CHECK covers what ADD created).
         if n.ip_masq {
             masquerade::check(&n.net.name, n.masq_backend, args, &prev)?;

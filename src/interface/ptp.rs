@@ -153,8 +153,7 @@ impl CniPlugin for Ptp {
             bail!("Error: Container interface {} not of type veth/p2p", link.name);
         }
         check_container_mac("ptp: ", &cont, &link)?;
-        ipconfig::validate_expected_ips(&mut nl, &args.ifname, &prev.ips)?;
-        ipconfig::validate_expected_routes(&mut nl, &prev.routes)?;
+        ipconfig::validate_expected(&mut nl, &args.ifname, &prev)?;
         if conf.ip_masq {
             masquerade::check(&conf.net.name, conf.masq_backend, args, &prev)?;
         }

@@ -2,7 +2,6 @@
 //! (the reference's `plugins/main/tap`). Made with the tun ioctls inside the container netns and configured over
 //! netlink: nothing is executed (the reference runs `ip tuntap`).
 
-use crate::pkg::caps::{self, Capability};
 use crate::cni::config::{self, NetConf};
 use crate::cni::delegate;
 use crate::cni::error::CniError;
@@ -12,6 +11,7 @@ use crate::cni::skel::{CmdArgs, Kind, Plugin};
 use crate::linux::netlink::LinkType;
 use crate::linux::tuntap::{self, TunTap};
 use crate::linux::{NetNs, Netlink};
+use crate::pkg::caps::{self, Capability};
 use crate::pkg::childlink::{check_container_link, del_child, ipam_or_l2};
 use crate::pkg::mac::parse_mac;
 use crate::pkg::netns::open_netns;
@@ -154,8 +154,7 @@ impl CniPlugin for Tap {
         if l.kind != Some(LinkType::Tun) {
             bail!("Error: Container interface {} not of type tap", l.name);
         }
-        crate::pkg::ipconfig::validate_expected_ips(&mut cont, &args.ifname, &prev.ips)?;
-        crate::pkg::ipconfig::validate_expected_routes(&mut cont, &prev.routes)
+        crate::pkg::ipconfig::validate_expected(&mut cont, &args.ifname, &prev)
     }
 }
 

@@ -130,14 +130,54 @@ pub fn choose(requested: Requested, sock: &NftSocket) -> Result<Layout> {
     })
 }
 
+/// The layouts rules are actually written in (see [`written`]): what masquerade, portmap and
+/// the firewall dispatch on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Written {
+    /// The reference's iptables rules, in iptables-nft's nf_tables tables.
+    Iptables,
+    /// Upstream's nftables backend's tables.
+    Nftables,
+}
+
+impl Written {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Written::Iptables => "iptables",
+            Written::Nftables => "nftables",
+        }
+    }
+
+    /// The layout DEL also cleans (rules of an attachment written before a node swap).
+    pub fn other(self) -> Written {
+        match self {
+            Written::Iptables => Written::Nftables,
+            Written::Nftables => Written::Iptables,
+        }
+    }
+}
+
 /// The layout rules are actually written in. **Until the x_tables codec lands** (the
 /// iptables-legacy part of #23), a legacy node's rules are written as on an iptables-nft node
-/// (the reference's rules in nf_tables): the one place that says so, for every plugin.
-pub fn written(layout: Layout) -> Layout {
+/// (the reference's rules in nf_tables), with a note: the one place that says so, for every
+/// plugin.
+pub fn written(layout: Layout) -> Written {
     match layout {
-        Layout::IptablesLegacy => Layout::Iptables,
-        l => l,
+        Layout::Iptables => Written::Iptables,
+        Layout::Nftables => Written::Nftables,
+        Layout::IptablesLegacy => {
+            eprintln!(
+                "cni-multi: note: this node uses iptables-legacy; its iptables rules are written \
+                 into iptables-nft's tables until cni-multi writes x_tables"
+            );
+            Written::Iptables
+        }
     }
+}
+
+/// [`choose`], then [`written`]: the layout one verb writes (ADD) or checks (CHECK).
+pub fn choose_written(requested: Requested, sock: &NftSocket) -> Result<Written> {
+    Ok(written(choose(requested, sock)?))
 }
 
 #[cfg(test)]

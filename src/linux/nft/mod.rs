@@ -251,6 +251,12 @@ impl Chain {
             comment: None,
         }
     }
+
+    /// A filter base chain at the filter priority with policy accept (`iptables -t filter`'s
+    /// chains, and the firewall's own): most base chains we make.
+    pub fn filter(table: &Table, name: &str, hook: Hook) -> Self {
+        Chain::base(table, name, ChainType::Filter, hook, priority::FILTER, Policy::Accept)
+    }
 }
 
 /// A rule: a list of expressions, an optional comment and (when listed) its handle.

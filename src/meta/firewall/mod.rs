@@ -1,6 +1,6 @@
 //! firewall: allow forwarded traffic to and from the container, optionally isolate its bridge
 //! (the reference's `plugins/meta/firewall`). Two layouts, chosen once per verb
-//! ([`Backend::choose`], doc/firewall.md):
+//! ([`backend::choose_written`], doc/firewall.md):
 //!
 //! - `iptables.rs`: the reference's iptables backend's own rules (`CNI-FORWARD`, the admin
 //!   chain, the `FORWARD` jump, the isolation stages) in iptables' `filter` tables, written over
@@ -30,14 +30,14 @@ use std::net::IpAddr;
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 
-use crate::pkg::caps::{self, Capability};
 use crate::cni::config::{self, NetConf};
 use crate::cni::error::{code, CniError};
 use crate::cni::plugin::{entry, CniPlugin};
 use crate::cni::result::CniResult;
 use crate::cni::skel::{CmdArgs, Kind, Plugin};
 use crate::linux::nft::{Batch, NftSocket};
-use crate::pkg::backend::{self, Layout, Requested};
+use crate::pkg::backend::{self, Requested};
+use crate::pkg::caps::{self, Capability};
 use crate::pkg::nft_records as records;
 use crate::pkg::reference_iptables as reference;
 use crate::pkg::sha512::hex_prefix;
@@ -72,23 +72,9 @@ struct FirewallConf {
     _firewalld_zone: String,
 }
 
-/// The layout one verb writes (ADD) or checks (CHECK).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
-    Iptables,
-    Nftables,
-}
-
-impl Backend {
-    /// The `backend` key's layout on this node (the netns `sock` is bound to): unset follows
-    /// the node (`pkg::backend`).
-    pub fn choose(requested: Requested, sock: &NftSocket) -> Result<Backend> {
-        Ok(match backend::written(backend::choose(requested, sock)?) {
-            Layout::Nftables => Backend::Nftables,
-            Layout::Iptables | Layout::IptablesLegacy => Backend::Iptables,
-        })
-    }
-}
+/// The layout one verb writes (ADD) or checks (CHECK): the `backend` key's on this node,
+/// unset following the node ([`backend::choose_written`]).
+pub use crate::pkg::backend::Written as Backend;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Ingress {
@@ -180,7 +166,7 @@ impl CniPlugin for Firewall {
         let sock = NftSocket::open()?;
         let comment = crate::pkg::comment::rule_comment(&conf.net.name, &args.container_id, &args.ifname);
         let key = record_key(&conf.net, args);
-        match Backend::choose(requested, &sock)? {
+        match backend::choose_written(requested, &sock)? {
             Backend::Nftables => {
                 let rec = nftables::records(&sock);
                 let mut plan = None;
@@ -271,7 +257,7 @@ impl CniPlugin for Firewall {
         let ipt = || iptables::check_all(&sock, &prev, &conf.admin_chain, cid);
         let nft = || nftables::check(&sock, &conf, &prev, &comment, cid);
         let (first, other): (&dyn Fn() -> Result<()>, &dyn Fn() -> Result<()>) =
-            match Backend::choose(requested, &sock)? {
+            match backend::choose_written(requested, &sock)? {
                 Backend::Iptables => (&ipt, &nft),
                 Backend::Nftables => (&nft, &ipt),
             };

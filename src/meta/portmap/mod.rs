@@ -21,7 +21,6 @@ use anyhow::{bail, Context, Result};
 use ipnet::IpNet;
 use serde::Deserialize;
 
-use crate::pkg::caps::{self, Capability};
 use crate::cni::config::{self, NetConf, PortMapping};
 use crate::cni::error::{CniError, Failures};
 use crate::cni::plugin::{entry, CniPlugin};
@@ -32,6 +31,7 @@ use crate::linux::netlink::Family as IpFamily;
 use crate::linux::nft::{Batch, Family, L4Proto, NftSocket};
 use crate::linux::{sysctl, Netlink};
 use crate::pkg::backend::{self, Requested};
+use crate::pkg::caps::{self, Capability};
 use crate::pkg::nft_records as records;
 use crate::pkg::reference_iptables as reference;
 use crate::pkg::sha512::hex_prefix;
@@ -78,20 +78,7 @@ pub struct Mapping {
 }
 
 /// Where one verb writes (or first looks for) an attachment's rules.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Layout {
-    Iptables,
-    Nftables,
-}
-
-impl Layout {
-    fn as_str(self) -> &'static str {
-        match self {
-            Layout::Iptables => "iptables",
-            Layout::Nftables => "nftables",
-        }
-    }
-}
+pub use crate::pkg::backend::Written as Layout;
 
 /// `conditionsV4`/`conditionsV6`, in the syntax of the layout they were written for
 /// (upstream's `detectBackendOfConditions`: iptables options start with `-` or `!`).
@@ -255,7 +242,7 @@ impl Conf {
     fn layout(&self, sock: &NftSocket) -> Result<Layout> {
         match self.implied {
             Some(l) => Ok(l),
-            None => Ok(node_layout(backend::choose(self.requested, sock)?)),
+            None => backend::choose_written(self.requested, sock),
         }
     }
 
@@ -298,22 +285,6 @@ impl Conf {
             mark_bit: self.mark_bit,
             external_setmark: self.external_setmark.as_deref(),
             conds,
-        }
-    }
-}
-
-/// The layout of the node's kind. **Until the x_tables codec lands** (`IptablesLegacy` is the
-/// legacy helper's to fill in), a legacy node gets the iptables-nft layout, with a note.
-fn node_layout(l: backend::Layout) -> Layout {
-    match l {
-        backend::Layout::Iptables => Layout::Iptables,
-        backend::Layout::Nftables => Layout::Nftables,
-        backend::Layout::IptablesLegacy => {
-            eprintln!(
-                "cni-multi: note: this node uses iptables-legacy; portmap writes its rules into \
-                 iptables-nft's tables until cni-multi writes x_tables"
-            );
-            Layout::Iptables
         }
     }
 }

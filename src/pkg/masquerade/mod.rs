@@ -6,7 +6,7 @@
 //! - [`nftables`]: upstream's nftables backend (`pkg/ip/ipmasq_nftables_linux.go`), the table
 //!   `inet cni_plugins_masquerade`.
 //!
-//! The layout is chosen once per verb ([`Backend::choose`]): `ipMasqBackend` when set, else
+//! The layout is chosen once per verb ([`backend::choose_written`]): `ipMasqBackend` when set, else
 //! the node's (`pkg::backend`: iptables when the node uses iptables, as upstream's
 //! `SetupIPMasqForNetworks` prefers). ADD writes that layout; CHECK checks it; DEL and GC
 //! remove the attachment's rules in both, in one batch, as upstream's
@@ -23,7 +23,7 @@ use crate::cni::config::NetConf;
 use crate::cni::result::CniResult;
 use crate::cni::skel::CmdArgs;
 use crate::linux::nft::{Batch, NftSocket};
-use crate::pkg::backend::{self, Layout, Requested};
+use crate::pkg::backend::{self, Requested};
 use crate::pkg::undo::Undo;
 
 /// The config key bridge and ptp read the backend from.
@@ -35,29 +35,10 @@ pub fn requested(value: Option<&str>) -> Result<Requested> {
     Requested::parse(KEY, value)
 }
 
-/// The layout one verb writes (ADD) or checks (CHECK).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Backend {
-    Iptables,
-    Nftables,
-}
+/// The layout one verb writes (ADD) or checks (CHECK): [`backend::choose_written`].
+pub use crate::pkg::backend::Written as Backend;
 
 impl Backend {
-    /// The request's layout on this node (the netns `sock` is bound to).
-    pub fn choose(requested: Requested, sock: &NftSocket) -> Result<Backend> {
-        Ok(match backend::written(backend::choose(requested, sock)?) {
-            Layout::Nftables => Backend::Nftables,
-            Layout::Iptables | Layout::IptablesLegacy => Backend::Iptables,
-        })
-    }
-
-    fn other(self) -> Backend {
-        match self {
-            Backend::Iptables => Backend::Nftables,
-            Backend::Nftables => Backend::Iptables,
-        }
-    }
-
     fn setup(self, sock: &NftSocket, network: &str, args: &CmdArgs, ips: &[IpNet]) -> Result<()> {
         let (ifname, cid) = (args.ifname.as_str(), args.container_id.as_str());
         match self {
@@ -87,7 +68,7 @@ pub fn setup(
 ) -> Result<NftSocket> {
     let ips: Vec<IpNet> = result.ips.iter().map(|i| i.address).collect();
     let sock = NftSocket::open()?;
-    Backend::choose(requested, &sock)?.setup(&sock, network, args, &ips)?;
+    backend::choose_written(requested, &sock)?.setup(&sock, network, args, &ips)?;
     let (net, cid, ifname) = (network.to_string(), args.container_id.clone(), args.ifname.clone());
     undo.push(format!("remove IP masquerading of {cid}/{ifname}"), move || {
         teardown(&NftSocket::open()?, &net, &ifname, &cid)
@@ -116,7 +97,7 @@ pub fn teardown(sock: &NftSocket, network: &str, ifname: &str, container_id: &st
 pub fn check(network: &str, requested: Requested, args: &CmdArgs, prev: &CniResult) -> Result<()> {
     let ips: Vec<IpNet> = prev.ips.iter().map(|i| i.address).collect();
     let sock = NftSocket::open()?;
-    let backend = Backend::choose(requested, &sock)?;
+    let backend = backend::choose_written(requested, &sock)?;
     match backend.check(&sock, network, args, &ips) {
         Err(e) if requested == Requested::Auto => backend.other().check(&sock, network, args, &ips).map_err(|_| e),
         r => r,
