@@ -692,8 +692,11 @@ mod rig_selftest {
                 .args([tool("sleep").to_str().unwrap(), "600"])
                 .spawn()
                 .unwrap();
-            std::thread::sleep(std::time::Duration::from_millis(100));
-            assert!(!ns.pids().is_empty());
+            wait_until(
+                || !ns.pids().is_empty(),
+                std::time::Duration::from_secs(10),
+                "sleep to run in the netns",
+            );
             let p = ns.path().to_path_buf();
             drop(ns);
             let _ = child.wait();

@@ -13,7 +13,7 @@
 
 mod common;
 
-use common::rig::{in_ci, is_root, require_reference, Invocation, Outcome, PluginDir, TempDir, TestNs};
+use common::rig::{require_reference, require_root, Invocation, Outcome, PluginDir, TempDir, TestNs};
 use serde_json::Value;
 use std::collections::BTreeMap;
 
@@ -133,9 +133,7 @@ fn answer(o: &Outcome) -> String {
 
 #[test]
 fn bad_input_corpus() {
-    if !is_root() {
-        assert!(!in_ci(), "bad_input_corpus needs root (CI=true)");
-        eprintln!("skipping bad_input_corpus: not root");
+    if !require_root("bad_input_corpus") {
         return;
     }
     let cases: Vec<Value> = serde_json::from_str(

@@ -115,12 +115,11 @@ fn pod_dies(node: &TestNs, pod: TestNs) {
 /// The kernel removes a dead netns's veth ends asynchronously: wait until it has (else a
 /// half-gone veth shows up as an orphan).
 fn settle_links(ns: &TestNs) {
-    for _ in 0..500 {
-        if !ns.ip(&["-o", "link"]).contains("link-netnsid unknown") {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
+    rig::wait_until(
+        || !ns.ip(&["-o", "link"]).contains("link-netnsid unknown"),
+        std::time::Duration::from_secs(10),
+        "the dead netns's veth ends to go",
+    );
 }
 
 /// Keeps a namespace alive; killed also when the test fails.
@@ -208,7 +207,12 @@ fn inspect_reports_attachments_finds_the_leaks_and_gc_cleans_exactly_them() {
             .spawn()
             .unwrap(),
     );
-    std::thread::sleep(std::time::Duration::from_millis(200));
+    // The namespace stays alive only once the process is in it.
+    rig::wait_until(
+        || !pe.pids().is_empty(),
+        std::time::Duration::from_secs(10),
+        "sleep to run in ctr-e's netns",
+    );
     let e_path = pe.path_str().to_string();
     rig::run_ok(&["ip", "netns", "del", pe.name()]);
     // G's rules outlived both its cache entry and its reservation.

@@ -316,7 +316,15 @@ fn sctp_mapping_in(backend: Option<&str>) {
                 "SYSTEM:echo sctp $SOCAT_PEERADDR",
             ],
         );
-        std::thread::sleep(std::time::Duration::from_millis(300));
+        rig::wait_until(
+            || {
+                !String::from_utf8_lossy(&pod.ns.exec(&["ss", "-HlS", "sport = :132"]).stdout)
+                    .trim()
+                    .is_empty()
+            },
+            std::time::Duration::from_secs(10),
+            "the SCTP listener on port 132",
+        );
         let out = site.outside.exec(&[
             "timeout",
             "5",

@@ -61,9 +61,7 @@ fn have_setpriv() -> bool {
     if std::path::Path::new("/usr/bin/setpriv").exists() {
         return true;
     }
-    assert!(!in_ci(), "setpriv (util-linux) is needed");
-    eprintln!("skipped: no setpriv");
-    false
+    common::rig::skip_or_fail("privileges", "needs setpriv (util-linux)")
 }
 
 /// The one wrapper script (written once: exec'ing a file just written races with other
@@ -150,14 +148,16 @@ impl Holder {
         let want = std::fs::metadata(ns.path())
             .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
             .unwrap();
-        loop {
-            let now = std::fs::metadata(h.path()).map(|m| std::os::unix::fs::MetadataExt::ino(&m));
-            let exe = std::fs::read_link(format!("/proc/{}/exe", h.0.id())).unwrap_or_default();
-            if now.ok() == Some(want) && exe.to_string_lossy().ends_with("sleep") {
-                return h;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(5));
-        }
+        common::rig::wait_until(
+            || {
+                let now = std::fs::metadata(h.path()).map(|m| std::os::unix::fs::MetadataExt::ino(&m));
+                let exe = std::fs::read_link(format!("/proc/{}/exe", h.0.id())).unwrap_or_default();
+                now.ok() == Some(want) && exe.to_string_lossy().ends_with("sleep")
+            },
+            std::time::Duration::from_secs(10),
+            "the holder to run sleep in the netns",
+        );
+        h
     }
 
     fn path(&self) -> String {

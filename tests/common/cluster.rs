@@ -275,13 +275,14 @@ pub fn start_peer_echo(ns: &TestNs, port: u16) -> Echo {
         .spawn()
         .expect("start socat");
     // Wait until it listens.
-    for _ in 0..100 {
-        let out = ns.exec(&["ss", "-Hlun", &format!("sport = :{port}")]);
-        if !String::from_utf8_lossy(&out.stdout).trim().is_empty() {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    super::rig::wait_until(
+        || {
+            let out = ns.exec(&["ss", "-Hlun", &format!("sport = :{port}")]);
+            !String::from_utf8_lossy(&out.stdout).trim().is_empty()
+        },
+        std::time::Duration::from_secs(10),
+        "the echo to listen",
+    );
     Echo(child)
 }
 

@@ -4,7 +4,7 @@
 //! dir; every process is killed by a guard on drop, also when the test fails.
 #![allow(dead_code)]
 
-use super::rig::{in_ci, tool, TestNs};
+use super::rig::{tool, TestNs};
 use super::veth_rig::{conf, ours, Impl, Rig, TempDir, REFERENCE_DIR};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
@@ -280,9 +280,7 @@ pub fn ready(test: &str, base: bool) -> bool {
         return false;
     }
     if !tool("dnsmasq").is_file() {
-        assert!(!in_ci(), "{test}: needs dnsmasq (dnsmasq-base), and CI=true");
-        eprintln!("{test}: skipped: needs dnsmasq");
-        return false;
+        return super::rig::skip_or_fail(test, "needs dnsmasq (dnsmasq-base)");
     }
     true
 }
@@ -296,14 +294,9 @@ pub fn client_id_hex(cid: &str, ifname: &str) -> String {
         .join(":")
 }
 
-/// Waits until `cond` holds; panics naming `what` after `limit` (a safety net against a hang,
-/// not a timing assertion).
-pub fn wait_for(mut cond: impl FnMut() -> bool, what: &str, limit: Duration) {
-    let end = Instant::now() + limit;
-    while !cond() {
-        assert!(Instant::now() < end, "gave up waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+/// The rig's [`wait_until`], with the arguments in the order dhcp tests name them.
+pub fn wait_for(cond: impl FnMut() -> bool, what: &str, limit: Duration) {
+    super::rig::wait_until(cond, limit, what)
 }
 
 impl Drop for DhcpRig {

@@ -8,7 +8,7 @@
 use crate::common::rig::{self, Invocation, PluginDir, TempDir, TestNs};
 use serde_json::{json, Value};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The outside network: node side `.1`, outside host `.2`.
 pub const OUTSIDE_NODE_IP: &str = "192.168.77.1";
@@ -314,15 +314,14 @@ fn wait_listening(ns: &TestNs, port: u16, proto: &str) {
         "tcp6" => "-ltnH6",
         _ => "-lunH",
     };
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while Instant::now() < deadline {
-        let out = ns.exec(&["ss", flag, &format!("sport = :{port}")]);
-        if !String::from_utf8_lossy(&out.stdout).trim().is_empty() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    panic!("no {proto} listener on port {port} in {}", ns.name());
+    super::rig::wait_until(
+        || {
+            let out = ns.exec(&["ss", flag, &format!("sport = :{port}")]);
+            !String::from_utf8_lossy(&out.stdout).trim().is_empty()
+        },
+        Duration::from_secs(10),
+        &format!("a {proto} listener on port {port} in {}", ns.name()),
+    );
 }
 
 /// Connect over TCP from `ns` to `addr:port`; the server's line, or "" when nothing answered.

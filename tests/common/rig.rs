@@ -93,13 +93,49 @@ pub fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1")
 }
 
-/// Skip (return `false`) or, under CI, fail, with a reason.
-fn skip_or_fail(test: &str, reason: &str) -> bool {
+/// Skip (return `false`) or, under CI, fail, with a reason. A skip is counted: when the
+/// test executable exits it prints how many tests did not run and why (no silent green).
+pub fn skip_or_fail(test: &str, reason: &str) -> bool {
     if in_ci() {
         panic!("{test}: {reason}, and CI=true: failing instead of skipping");
     }
     eprintln!("{test}: skipped: {reason}");
+    let mut skipped = SKIPPED.lock().unwrap_or_else(|e| e.into_inner());
+    if skipped.is_empty() {
+        // SAFETY: registers a plain `extern "C" fn()` that takes no arguments, once (under
+        // the lock); it runs after libtest has returned or called exit.
+        unsafe { nix::libc::atexit(report_skipped) };
+    }
+    skipped.push(format!("{test} ({reason})"));
     false
+}
+
+/// The tests `skip_or_fail` skipped in this process.
+static SKIPPED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+/// At exit: the count of tests that did not run, so that a run without root is not read as
+/// all green.
+extern "C" fn report_skipped() {
+    let skipped = SKIPPED.lock().unwrap_or_else(|e| e.into_inner());
+    eprintln!(
+        "\nNOT RUN: {} test(s) returned early without testing anything (root, a tool or the \
+         reference plugins missing; CI=true makes each a failure):",
+        skipped.len()
+    );
+    for t in skipped.iter() {
+        eprintln!("  {t}");
+    }
+}
+
+/// Waits until `cond` holds, checking every 10 ms; panics naming `what` once `deadline` has
+/// passed. The deadline is a safety net against a hang, not a timing assertion: make it
+/// generous.
+pub fn wait_until(mut cond: impl FnMut() -> bool, deadline: Duration, what: &str) {
+    let end = Instant::now() + deadline;
+    while !cond() {
+        assert!(Instant::now() < end, "gave up waiting for {what} after {deadline:?}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 /// `if !rig::require_root("my_test") { return; }`: prints "skipped: needs root" when not root;
