@@ -893,7 +893,7 @@ mod tests {
         assert!(err(r#"[{"minID":6}]"#).contains("maxID is missing"));
         assert_eq!(err(r#"[{"id":0}]"#), "incorrect trunk id parameter");
         assert!(trunk("[]").unwrap().is_empty());
-        // Values out of range are config errors (7), not 999 (found by tests/corpus.rs).
+        // Values out of range are config errors (7), not 999 (found by tests/it/corpus.rs).
         let code = |j: &str| CniError::from_anyhow(&trunk(j).unwrap_err()).code;
         assert_eq!(code(r#"[{"id":0}]"#), 7);
         assert_eq!(code(r#"[{"minID":7,"maxID":6}]"#), 7);

@@ -687,7 +687,7 @@ mod tests {
     }
 
     /// A config key of the wrong type is code 7 through ADD too (the reference's wrapping of
-    /// the message dropped the code: 999; found by tests/corpus.rs).
+    /// the message dropped the code: 999; found by tests/it/corpus.rs).
     #[test]
     fn wrong_typed_key_is_code_7() {
         let args = CmdArgs::example(
