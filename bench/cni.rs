@@ -414,8 +414,9 @@ fn case_add_del(sides: &[&Side; 2], pod: &[Ns; 2], list: &Value, caps: Value, it
 /// host end enslaved and up, pod address, up, default route) and DEL (the pod end deleted),
 /// made by this process over netlink sockets it keeps open: no process start, no config.
 fn floor(side: &Side, pod: &Ns, bridge: &str, iters: usize) -> Timings {
-    use cni_multi::linux::netlink::{LinkKind, LinkSpec, Route};
+    use cni_multi::linux::netlink::{LinkKind, LinkSpec, Route, VethPeer};
     use cni_multi::linux::Netlink;
+    use std::os::fd::AsFd;
     let mut st = Timings::default();
     let pod_fd = NetNs::open(pod.path()).expect("open pod netns");
     let (mut node, mut inpod) = match (Netlink::in_netns(&side.node_fd), Netlink::in_netns(&pod_fd)) {
@@ -437,7 +438,7 @@ fn floor(side: &Side, pod: &Ns, bridge: &str, iters: usize) -> Timings {
         let e = |e: cni_multi::linux::Error| e.to_string();
         let t = Instant::now();
         let br = node.link_required(bridge).map_err(e)?.index;
-        node.create_link(&LinkSpec::veth(&host, "eth0").peer_netns(pod_fd.raw_fd()))
+        node.create_link(&LinkSpec::veth(&host, VethPeer::new("eth0").netns(pod_fd.as_fd())))
             .map_err(e)?;
         let h = node.link_required(&host).map_err(e)?.index;
         node.set_master(h, br).map_err(e)?;

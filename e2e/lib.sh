@@ -15,7 +15,10 @@ residue() {
         # Rules only: empty tables/chains stay, as with the reference. The firewall's
         # per-bridge isolation rules (ingressPolicy) also stay after the last DEL, as the
         # reference's do, so they are not residue either.
-        echo "# nft"; node nft list ruleset | grep -E 'dnat|masquerade|ip saddr|ip daddr|ether saddr' | grep -v -e '^table' -e '224.0.0.0/4' | sort
+        # The same goes for portmap's shared CNI-HOSTPORT-MASQ rule (the mark's masquerade) in
+        # the iptables layout. nft's warnings about iptables-nft's tables go to stderr: not residue.
+        echo "# nft"; node nft list ruleset 2>/dev/null | grep -E 'dnat|masquerade|ip saddr|ip daddr|ether saddr' \
+            | grep -v -e '^table' -e '224.0.0.0/4' -e '^[[:space:]]*meta mark & 0x[0-9a-f]* == 0x[0-9a-f]* counter packets [0-9]* bytes [0-9]* masquerade$' | sort
         # host-local's `.<network>.index` (a cache of the directory) is no reservation.
         echo "# files"; (cd /var/lib/cni 2>/dev/null && find . -type f ! -name lock ! -name 'last_reserved_ip*' ! -name '.*.index' | sort)
     } 2>&1

@@ -125,7 +125,7 @@ swap_traffic() {
 
 for f in "$here"/configs/*; do
     base=$(basename "$f"); base=${base%.*}
-    t0=$(date +%s.%N)
+    c0=$(date +%s.%N)
     swap_run "$f" baseline "$S/refbin" "$S/refbin"
     swap_run "$f" a "$E2E_TMP/bin" "$S/refbin"
     swap_run "$f" b "$S/refbin" "$E2E_TMP/bin"
@@ -163,5 +163,5 @@ for f in "$here"/configs/*; do
             echo "  note $base (c) FORWARD DROP after ADD: $c fails with the reference too"
         fi
     done <"$R"
-    printf '  time %s: %.1f s\n' "$base" "$(awk "BEGIN{print $(date +%s.%N) - $t0}")"
+    printf '  time %s: %.1f s\n' "$base" "$(awk "BEGIN{print $(date +%s.%N) - $c0}")"
 done

@@ -6,7 +6,8 @@
 #
 #   make, iproute2 (ip netns), util-linux (nsenter), containernetworking-plugins (the reference
 #   plugins compared against), nftables/iptables/conntrack (inspect firewall state; the
-#   reference's ipMasq uses iptables), iputils-ping/netcat-openbsd/socat (traffic between
+#   reference's ipMasq uses iptables; Debian's iptables also ships iptables-legacy,
+#   ip6tables-legacy and their -save/-restore, which the legacy-node tests need), iputils-ping/netcat-openbsd/socat (traffic between
 #   namespaces), iperf3 (bandwidth shaping measurements), file (static check), jq, procps, time,
 #   strace, python3 (a UDP test server), python3-venv (e2e's CRI client), dnsmasq-base (a DHCP
 #   server for the dhcp tests), qemu-system-x86/busybox-static/cpio/kmod (make vm-test: a

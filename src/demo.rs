@@ -4,7 +4,7 @@
 //! every trace removed.
 
 use crate::cni::result::CniResult;
-use crate::linux::netlink::Family;
+use crate::linux::netlink::IpFamily;
 use crate::linux::{netns, ping, NetNs, Netlink};
 use crate::runtime::{self, NetworkList, RuntimeConf};
 use anyhow::{bail, Context};
@@ -67,7 +67,7 @@ fn show_pod(name: &str, ns: &NetNs) -> anyhow::Result<()> {
     let mut nl = Netlink::in_netns(ns)?;
     for l in nl.links()? {
         let addrs: Vec<String> = nl
-            .addrs(Some(l.index), Family::V4)?
+            .addrs(Some(l.index), IpFamily::V4)?
             .iter()
             .map(|a| a.ip.to_string())
             .collect();
@@ -78,7 +78,7 @@ fn show_pod(name: &str, ns: &NetNs) -> anyhow::Result<()> {
             if addrs.is_empty() { "-".into() } else { addrs.join(", ") }
         );
     }
-    for r in nl.routes(Family::V4, Some(254))? {
+    for r in nl.routes(IpFamily::V4, Some(254))? {
         let via = r.gw.map(|g| format!(" via {g}")).unwrap_or_default();
         println!("    {name} route {}{via}", r.dst);
     }

@@ -31,6 +31,9 @@ const NEAR_FULL: f64 = 0.9;
 
 #[derive(Serialize, Debug, Default)]
 pub struct Report {
+    /// What filters packets on this node, and so where cni-multi puts its rules.
+    #[serde(rename = "packetFilter")]
+    pub packet_filter: PacketFilter,
     pub networks: Vec<Network>,
     pub problems: Vec<Problem>,
     #[serde(rename = "recentErrors")]
@@ -77,8 +80,31 @@ pub struct Attachment {
     #[serde(rename = "referenceChains")]
     pub reference_chains: Vec<String>,
     pub bandwidth: Option<Value>,
+    /// Where this attachment's NAT and filter rules are: "nftables" (upstream's nftables
+    /// layout, our tables), "iptables" (the reference's rules in iptables-nft's tables),
+    /// "iptables-legacy" (the reference's rules in x_tables).
+    #[serde(rename = "ruleLayouts")]
+    pub rule_layouts: Vec<&'static str>,
     /// "cache" (libcni's result cache) or "reservation" (only host-local knows it).
     pub source: &'static str,
+}
+
+/// The node's packet filter (`pkg::backend`'s kind and the facts it was read from).
+#[derive(Serialize, Debug, Default, Clone)]
+pub struct PacketFilter {
+    /// "iptables-nft", "iptables-legacy" or "nftables" (nftables only).
+    pub kind: &'static str,
+    /// The `iptables` executable a plugin would find, and its variant.
+    pub iptables: Option<String>,
+    /// iptables-nft's tables in nf_tables (IPv4).
+    #[serde(rename = "iptablesNftTables")]
+    pub nft_tables: Vec<String>,
+    /// Legacy x_tables tables holding rules, user chains or a DROP policy (IPv4).
+    #[serde(rename = "legacyTablesInUse")]
+    pub legacy_tables: Vec<String>,
+    /// The families ("ip", "ip6") whose legacy FORWARD policy is DROP.
+    #[serde(rename = "legacyForwardDrop")]
+    pub legacy_forward_drop: Vec<String>,
 }
 
 #[derive(Serialize, Debug, Clone, PartialEq)]
@@ -511,7 +537,151 @@ pub fn inspect(opts: &Options) -> Report {
     if let Some(log) = &opts.log {
         report.recent_errors = recent_errors(log, 10);
     }
+    packet_filter(&mut report);
     report
+}
+
+/// The node's packet-filter kind, where each attachment's rules are, and the attachments a
+/// legacy FORWARD policy DROP cuts off (their accepts are not in x_tables, where only they
+/// could override it). Reads only: x_tables not registered here are not read (a read would
+/// register them).
+fn packet_filter(report: &mut Report) {
+    use crate::linux::filter_probe::{self, ToolVariant};
+    use crate::linux::xtables::{self, Family as XtFamily};
+    use crate::pkg::{backend, legacy_iptables as legacy, reference_iptables as reference};
+    let Ok(sock) = NftSocket::open() else { return };
+    let path = std::env::var("PATH").ok();
+    let Ok(probe) = filter_probe::probe(&sock, Family::Ip, path.as_deref()) else {
+        return;
+    };
+    let kind = backend::node_kind_of(&probe);
+    let drops: Vec<XtFamily> = [XtFamily::V4, XtFamily::V6]
+        .into_iter()
+        .filter(|f| legacy::forward_drops(*f).unwrap_or(false))
+        .collect();
+    report.packet_filter = PacketFilter {
+        kind: kind.as_str(),
+        iptables: probe.tool.as_ref().map(|(p, v)| {
+            let v = match v {
+                ToolVariant::Nft => "iptables-nft",
+                ToolVariant::Legacy => "iptables-legacy",
+                ToolVariant::Unknown => "unknown variant",
+            };
+            format!("{} ({v})", p.display())
+        }),
+        nft_tables: probe.nft_tables.clone(),
+        legacy_tables: probe.legacy_in_use.clone(),
+        legacy_forward_drop: drops.iter().map(|f| f.to_string()).collect(),
+    };
+    // Who has rules where.
+    let nft_owners: BTreeSet<String> = rule_owners()
+        .into_iter()
+        .map(|(_, cid)| cid)
+        .chain(firewall_owners())
+        .collect();
+    let legacy_owners = legacy::owners().unwrap_or_default();
+    let legacy_fwd: Vec<(XtFamily, Vec<crate::linux::xtables::Rule>)> = [XtFamily::V4, XtFamily::V6]
+        .into_iter()
+        .filter_map(|f| {
+            let t = xtables::read_if_registered(f, legacy::FILTER).ok()??;
+            Some((f, t.rules(legacy::CNI_FORWARD).to_vec()))
+        })
+        .collect();
+    let legacy_accepts = |ip: std::net::IpAddr| {
+        legacy_fwd
+            .iter()
+            .flat_map(|(_, rules)| rules)
+            .any(|r| r.src_host() == Some(ip) && r.matches.is_empty())
+    };
+    for net in &mut report.networks {
+        let has_firewall = net.plugins.iter().any(|p| p == "firewall");
+        for a in &mut net.attachments {
+            let ips: Vec<std::net::IpAddr> = a.ips.iter().filter_map(|i| i.split('/').next()?.parse().ok()).collect();
+            let mut layouts = Vec::new();
+            if nft_owners.contains(&a.container_id) {
+                layouts.push("nftables");
+            }
+            if !a.reference_chains.is_empty()
+                || ips
+                    .iter()
+                    .any(|ip| reference::forward_intact(&sock, *ip).unwrap_or(false))
+            {
+                layouts.push("iptables");
+            }
+            if legacy_owners
+                .iter()
+                .any(|(n, cid, _)| *n == net.name && *cid == a.container_id)
+                || ips.iter().any(|ip| legacy_accepts(*ip))
+            {
+                layouts.push("iptables-legacy");
+            }
+            a.rule_layouts = layouts;
+            if !has_firewall || a.source != "cache" {
+                continue;
+            }
+            for f in &drops {
+                let cut: Vec<String> = ips
+                    .iter()
+                    .filter(|ip| ip.is_ipv6() == f.is_v6() && !legacy_accepts(**ip))
+                    .map(|ip| ip.to_string())
+                    .collect();
+                if cut.is_empty() {
+                    continue;
+                }
+                report.problems.push(Problem {
+                    kind: "legacy-forward-drop",
+                    network: net.name.clone(),
+                    container_id: a.container_id.clone(),
+                    ifname: a.ifname.clone(),
+                    detail: format!(
+                        "the legacy {} FORWARD policy is DROP and x_tables has no firewall accept for {} \
+                         (its rules are in: {}); its forwarded traffic is dropped (see `{} -S FORWARD`)",
+                        f.tool(),
+                        cut.join(" "),
+                        if a.rule_layouts.is_empty() {
+                            "nothing".to_string()
+                        } else {
+                            a.rule_layouts.join(", ")
+                        },
+                        f.tool()
+                    ),
+                    gc: false,
+                });
+            }
+        }
+    }
+    if !drops.is_empty() && kind != backend::NodeKind::IptablesLegacy {
+        report.problems.push(Problem {
+            kind: "legacy-forward-drop",
+            network: String::new(),
+            container_id: String::new(),
+            ifname: String::new(),
+            detail: format!(
+                "legacy iptables' FORWARD policy is DROP ({}), but this node counts as {}: cni-multi \
+                 writes its accepts there, where they cannot override a legacy DROP; a firewall ADD \
+                 fails rather than leave a pod without traffic",
+                drops.iter().map(|f| f.to_string()).collect::<Vec<_>>().join(", "),
+                kind.as_str()
+            ),
+            gc: false,
+        });
+    }
+}
+
+/// Container IDs named by the firewall's nftables rules (`inet`/`bridge cni_firewall`).
+fn firewall_owners() -> Vec<String> {
+    let Ok(sock) = NftSocket::open() else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for (fam, chain) in [(Family::Inet, "CNI-FORWARD"), (Family::Bridge, "forward")] {
+        for r in sock.list_rule_comments(fam, "cni_firewall", chain).unwrap_or_default() {
+            if let Some((cid, _)) = r.comment.as_deref().and_then(|c| c.split_once(", nethash: ")) {
+                out.push(cid.to_string());
+            }
+        }
+    }
+    out
 }
 
 /// The last `n` failed invocations in the invocation log.
@@ -586,6 +756,23 @@ pub fn gc(opts: &Options) -> (Vec<Problem>, Vec<String>) {
 pub fn render(r: &Report) -> String {
     use std::fmt::Write;
     let mut o = String::new();
+    let pf = &r.packet_filter;
+    if !pf.kind.is_empty() {
+        let none = |v: &[String]| if v.is_empty() { "none".to_string() } else { v.join(" ") };
+        let _ = writeln!(
+            o,
+            "packet filter: {}  (iptables: {}; iptables-nft tables: {}; legacy tables in use: {}{})",
+            pf.kind,
+            pf.iptables.as_deref().unwrap_or("none"),
+            none(&pf.nft_tables),
+            none(&pf.legacy_tables),
+            if pf.legacy_forward_drop.is_empty() {
+                String::new()
+            } else {
+                format!("; legacy FORWARD DROP: {}", pf.legacy_forward_drop.join(" "))
+            }
+        );
+    }
     for n in &r.networks {
         let _ = writeln!(o, "network {} ({})  [{}]", n.name, n.file, n.plugins.join(" -> "));
         if let Some(b) = &n.bridge {
@@ -642,6 +829,9 @@ pub fn render(r: &Report) -> String {
             }
             if !a.reference_chains.is_empty() {
                 let _ = writeln!(o, "      reference iptables chains {}", a.reference_chains.join(" "));
+            }
+            if !a.rule_layouts.is_empty() {
+                let _ = writeln!(o, "      rules in {}", a.rule_layouts.join(", "));
             }
         }
     }
@@ -707,5 +897,49 @@ mod tests {
         let ns: Vec<i64> = errs.iter().map(|e| e["n"].as_i64().unwrap()).collect();
         assert_eq!(ns, [9, 11, 13]);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn render_names_the_packet_filter_and_each_layout() {
+        let r = Report {
+            packet_filter: PacketFilter {
+                kind: "iptables-legacy",
+                iptables: Some("/usr/sbin/iptables (iptables-legacy)".into()),
+                nft_tables: vec![],
+                legacy_tables: vec!["filter".into(), "nat".into()],
+                legacy_forward_drop: vec!["ip".into()],
+            },
+            networks: vec![Network {
+                name: "n".into(),
+                attachments: vec![Attachment {
+                    container_id: "c1".into(),
+                    ifname: "eth0".into(),
+                    netns_alive: true,
+                    rule_layouts: vec!["iptables-legacy"],
+                    source: "cache",
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let text = render(&r);
+        assert!(
+            text.starts_with(
+                "packet filter: iptables-legacy  (iptables: /usr/sbin/iptables (iptables-legacy); \
+                 iptables-nft tables: none; legacy tables in use: filter nat; legacy FORWARD DROP: ip)\n"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("      rules in iptables-legacy\n"), "{text}");
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(
+            json["packetFilter"]["legacyTablesInUse"],
+            serde_json::json!(["filter", "nat"])
+        );
+        assert_eq!(
+            json["networks"][0]["attachments"][0]["ruleLayouts"],
+            serde_json::json!(["iptables-legacy"])
+        );
     }
 }

@@ -10,7 +10,7 @@ use crate::cni::error::{CniError, Failures};
 use crate::cni::plugin::{entry, CniPlugin};
 use crate::cni::result::{CniResult, Interface, Route as CniRoute};
 use crate::cni::skel::{CmdArgs, Kind, Plugin};
-use crate::linux::netlink::{BridgeVlan, Family, Link, LinkKind, LinkSpec, LinkType, OperState};
+use crate::linux::netlink::{BridgeVlan, IpFamily, Link, LinkKind, LinkSpec, LinkType, OperState};
 use crate::linux::nft::NftSocket;
 use crate::linux::{sysctl, NetNs, Netlink};
 use crate::pkg::backend::Requested;
@@ -437,7 +437,7 @@ fn add_gateways(
     undo: &mut Undo,
 ) -> anyhow::Result<()> {
     let mut vlan_iface: Option<Link> = None;
-    for (family, list) in [(Family::V4, &gws.v4), (Family::V6, &gws.v6)] {
+    for (family, list) in [(IpFamily::V4, &gws.v4), (IpFamily::V6, &gws.v6)] {
         for gw in list {
             if n.vlan != 0 {
                 let vi = match &vlan_iface {
@@ -706,7 +706,7 @@ fn calc_gateways(result: &mut CniResult, n: &BridgeConf) -> Gateways {
 fn ensure_addr(
     nl: &mut Netlink,
     link: &Link,
-    family: Family,
+    family: IpFamily,
     gw: IpNet,
     force: bool,
     undo: &mut Undo,
@@ -721,7 +721,7 @@ fn ensure_addr(
         return Ok(());
     }
     for a in global {
-        if family == Family::V4 || a.contains(&gw.addr()) || gw.contains(&a.addr()) {
+        if family == IpFamily::V4 || a.contains(&gw.addr()) || gw.contains(&a.addr()) {
             if !force {
                 bail!("{name:?} already has an IP address different from {gw}");
             }

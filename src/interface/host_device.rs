@@ -24,6 +24,7 @@ use crate::pkg::netns::{open_netns, open_netns_for_del};
 use crate::pkg::undo::Undo;
 use anyhow::{anyhow, bail, Context};
 use serde::Deserialize;
+use std::os::fd::AsFd;
 use std::path::Path;
 
 pub static PLUGIN: Plugin = entry::<HostDevice>();
@@ -253,7 +254,7 @@ fn move_in(host: &mut Netlink, cont_ns: &NetNs, cont: &mut Netlink, dev: &Link, 
             let _ = host.set_up(idx);
         }
     };
-    if let Err(e) = host.set_netns(dev.index, tmp_ns.raw_fd()) {
+    if let Err(e) = host.set_netns(dev.index, tmp_ns.as_fd()) {
         restore_up(host, dev.index);
         return Err(e.into());
     }
@@ -268,7 +269,7 @@ fn move_in(host: &mut Netlink, cont_ns: &NetNs, cont: &mut Netlink, dev: &Link, 
             .with_context(|| format!("failed to set alias to {:?}", dev.name))?;
         tmp.set_name(l.index, ifname)
             .with_context(|| format!("failed to rename device {:?} to {ifname:?}", dev.name))?;
-        tmp.set_netns(l.index, cont_ns.raw_fd())
+        tmp.set_netns(l.index, cont_ns.as_fd())
             .with_context(|| format!("failed to move {ifname:?} into the container"))?;
         Ok(())
     })();
@@ -278,7 +279,7 @@ fn move_in(host: &mut Netlink, cont_ns: &NetNs, cont: &mut Netlink, dev: &Link, 
             if let Some(l) = tmp.links()?.into_iter().find(|l| l.name != "lo") {
                 let _ = tmp.set_name(l.index, &dev.name);
                 let _ = tmp.set_alias(l.index, None);
-                if tmp.set_netns(l.index, host_ns.raw_fd()).is_ok() {
+                if tmp.set_netns(l.index, host_ns.as_fd()).is_ok() {
                     if let Some(h) = host.link_by_name(&dev.name)? {
                         restore_up(host, h.index);
                     }
@@ -326,7 +327,7 @@ fn move_out(cont_ns: &NetNs, index: u32, host_ns: &NetNs) -> anyhow::Result<u32>
             let _ = cont.set_up(dev.index);
         }
     };
-    if let Err(e) = cont.set_netns(dev.index, tmp_ns.raw_fd()) {
+    if let Err(e) = cont.set_netns(dev.index, tmp_ns.as_fd()) {
         back(&mut cont);
         return Err(anyhow!(e).context(format!("failed to move {:?} out of the container", dev.name)));
     }
@@ -337,7 +338,7 @@ fn move_out(cont_ns: &NetNs, index: u32, host_ns: &NetNs) -> anyhow::Result<u32>
         tmp.set_name(t.index, &alias)
             .with_context(|| format!("failed to restore {:?} to original name {alias:?}", dev.name))?;
         tmp.set_alias(t.index, None)?;
-        tmp.set_netns(t.index, host_ns.raw_fd())
+        tmp.set_netns(t.index, host_ns.as_fd())
             .with_context(|| format!("failed to move {alias:?} to host netns"))?;
         Ok(())
     })();
@@ -345,7 +346,7 @@ fn move_out(cont_ns: &NetNs, index: u32, host_ns: &NetNs) -> anyhow::Result<u32>
         // Undo: the container name and alias again, back into the container.
         let _ = tmp.set_name(t.index, &dev.name);
         let _ = tmp.set_alias(t.index, Some(&alias));
-        if tmp.set_netns(t.index, cont_ns.raw_fd()).is_ok() {
+        if tmp.set_netns(t.index, cont_ns.as_fd()).is_ok() {
             if let Some(c) = cont.link_by_name(&dev.name)? {
                 if dev.up {
                     let _ = cont.set_up(c.index);

@@ -8,7 +8,7 @@ use crate::cni::config::{self, NetConf};
 use crate::cni::plugin::{entry, CniPlugin};
 use crate::cni::result::{CniResult, Interface, IpConfig};
 use crate::cni::skel::{CmdArgs, Kind, Plugin};
-use crate::linux::netlink::Family;
+use crate::linux::netlink::IpFamily;
 use crate::linux::Netlink;
 use crate::pkg::caps::{self, Capability};
 use crate::pkg::netns::{open_netns, open_netns_for_del};
@@ -57,7 +57,7 @@ impl CniPlugin for Loopback {
         let lo = nl.link_required(LO)?;
         nl.set_up(lo.index)?;
         let mut first = Vec::new();
-        for family in [Family::V4, Family::V6] {
+        for family in [IpFamily::V4, IpFamily::V6] {
             let addrs = nl.addrs(Some(lo.index), family)?;
             if let Some(bad) = addrs.iter().find(|a| !a.ip.addr().is_loopback()) {
                 bail!(

@@ -7,29 +7,25 @@
 
 use std::time::Duration;
 
-use neli::consts::socket::Msg;
-use neli::socket::NlSocket;
+use nix::sys::socket::MsgFlags;
 
-use super::netlink::wire::attrs;
-use super::{netfilter, Error, Result};
+use super::netfilter::{self, NfSocket};
+use super::netlink::wire::{
+    attrs, NLA_F_NESTED, NLMSG_DONE, NLMSG_ERROR, NLMSG_HDRLEN, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST,
+};
+use super::{Error, Result};
 
 const NFNL_SUBSYS_CTNETLINK: u16 = 1;
 const IPCTNL_MSG_CT_GET: u16 = 1;
 const IPCTNL_MSG_CT_DELETE: u16 = 2;
-const NLM_F_REQUEST: u16 = 0x1;
-const NLM_F_ACK: u16 = 0x4;
-const NLM_F_DUMP: u16 = 0x300;
-const NLMSG_ERROR: u16 = 2;
-const NLMSG_DONE: u16 = 3;
-const NLA_F_NESTED: u16 = 0x8000;
 const CTA_TUPLE_ORIG: u16 = 1;
 const CTA_ZONE: u16 = 18;
 const CTA_TUPLE_PROTO: u16 = 2;
 const CTA_PROTO_NUM: u16 = 1;
 const CTA_PROTO_DST_PORT: u16 = 3;
-const HDR: usize = 16;
 
-/// Address family of a conntrack table.
+/// Address family of a conntrack table. Unlike [`super::netlink::IpFamily`] there is no
+/// "all": an entry is deleted by a tuple, which the kernel reads in one family.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CtFamily {
     V4,
@@ -46,7 +42,7 @@ impl CtFamily {
 }
 
 fn msg(ty: u16, flags: u16, seq: u32, family: u8, attrs: &[u8]) -> Vec<u8> {
-    let len = HDR + 4 + attrs.len();
+    let len = NLMSG_HDRLEN + 4 + attrs.len();
     let mut v = Vec::with_capacity(len);
     v.extend_from_slice(&(len as u32).to_ne_bytes());
     v.extend_from_slice(&((NFNL_SUBSYS_CTNETLINK << 8) | ty).to_ne_bytes());
@@ -73,15 +69,15 @@ fn attr(buf: &[u8], ty: u16) -> Option<&[u8]> {
 fn messages(buf: &[u8]) -> Vec<(u16, u32, &[u8], u16)> {
     let mut out = Vec::new();
     let mut off = 0;
-    while off + HDR <= buf.len() {
+    while off + NLMSG_HDRLEN <= buf.len() {
         let len = u32::from_ne_bytes(buf[off..off + 4].try_into().unwrap()) as usize;
-        if len < HDR || off + len > buf.len() {
+        if len < NLMSG_HDRLEN || off + len > buf.len() {
             break;
         }
         let ty = u16::from_ne_bytes([buf[off + 4], buf[off + 5]]);
         let flags = u16::from_ne_bytes([buf[off + 6], buf[off + 7]]);
         let seq = u32::from_ne_bytes(buf[off + 8..off + 12].try_into().unwrap());
-        out.push((ty, seq, &buf[off + HDR..off + len], flags));
+        out.push((ty, seq, &buf[off + NLMSG_HDRLEN..off + len], flags));
         off += (len + 3) & !3;
     }
     out
@@ -92,7 +88,7 @@ const RECV_TIMEOUT: Duration = Duration::from_secs(5);
 /// A ctnetlink socket, bound to the network namespace it was opened in.
 pub struct Conntrack {
     // A netfilter socket: its close may wait for nf_tables (see late_close).
-    sock: crate::linux::late_close::Deferred<NlSocket>,
+    sock: NfSocket,
 }
 
 /// [`Conntrack::delete_by_dst_port`] in the calling thread's network namespace.
@@ -103,10 +99,8 @@ pub fn delete_by_dst_port(family: CtFamily, l4proto: u8, dport: u16) -> Result<u
 impl Conntrack {
     /// Opens a socket in the calling thread's network namespace.
     pub fn open() -> Result<Self> {
-        let sock = netfilter::open_socket("conntrack: open NETLINK_NETFILTER socket", RECV_TIMEOUT)?;
-        Ok(Conntrack {
-            sock: crate::linux::late_close::Deferred::new(sock),
-        })
+        let sock = NfSocket::open("conntrack: open NETLINK_NETFILTER socket", RECV_TIMEOUT)?;
+        Ok(Conntrack { sock })
     }
 
     /// Deletes the conntrack entries of `family` whose original direction goes to transport
@@ -116,25 +110,22 @@ impl Conntrack {
         let what = format!("delete conntrack entries to port {dport}/{l4proto}");
         let sock = &self.sock;
         let mut rbuf = vec![0u8; 64 * 1024];
-        let mut recv = |sock: &NlSocket| -> Result<Vec<u8>> {
-            let (n, _) = sock
-                .recv(&mut rbuf[..], Msg::empty())
+        let mut recv = |sock: &NfSocket| -> Result<Vec<u8>> {
+            let n = sock
+                .recv(&mut rbuf[..], MsgFlags::empty())
                 .map_err(|e| Error::io(&what, e))?;
             Ok(rbuf[..n].to_vec())
         };
 
         // 1. Dump and keep the original tuples (and zones) that match.
         let seq = 1;
-        sock.send(
-            msg(
-                IPCTNL_MSG_CT_GET,
-                NLM_F_REQUEST | NLM_F_DUMP,
-                seq,
-                family.nfproto(),
-                &[],
-            ),
-            Msg::empty(),
-        )
+        sock.send(&msg(
+            IPCTNL_MSG_CT_GET,
+            NLM_F_REQUEST | NLM_F_DUMP,
+            seq,
+            family.nfproto(),
+            &[],
+        ))
         .map_err(|e| Error::io(&what, e))?;
         let mut victims: Vec<(Vec<u8>, Option<Vec<u8>>)> = Vec::new();
         'dump: loop {
@@ -178,16 +169,13 @@ impl Conntrack {
             if let Some(z) = zone {
                 put_attr(&mut a, CTA_ZONE, z);
             }
-            sock.send(
-                msg(
-                    IPCTNL_MSG_CT_DELETE,
-                    NLM_F_REQUEST | NLM_F_ACK,
-                    seq,
-                    family.nfproto(),
-                    &a,
-                ),
-                Msg::empty(),
-            )
+            sock.send(&msg(
+                IPCTNL_MSG_CT_DELETE,
+                NLM_F_REQUEST | NLM_F_ACK,
+                seq,
+                family.nfproto(),
+                &a,
+            ))
             .map_err(|e| Error::io(&what, e))?;
             loop {
                 let data = recv(sock)?;

@@ -42,6 +42,10 @@ pub struct FamilyProbe {
     pub nft_tables: Vec<String>,
     /// Legacy x_tables tables registered in this netns (`/proc/net/ip_tables_names`).
     pub legacy_tables: Vec<String>,
+    /// Those of `legacy_tables` that hold something: a rule, a user-defined chain or a DROP
+    /// policy (a table is registered by a mere `iptables-legacy -L`; one that could not be
+    /// read counts as in use).
+    pub legacy_in_use: Vec<String>,
 }
 
 /// The `iptables` (or `ip6tables`) executable `$PATH` (given as `path_env`), then the
@@ -104,10 +108,18 @@ pub fn probe(sock: &NftSocket, family: Family, path_env: Option<&str>) -> Result
         .into_iter()
         .filter(|t| IPTABLES_TABLES.contains(&t.as_str()))
         .collect();
+    let xf = super::xtables::Family::of(v6);
+    let legacy_tables = super::xtables::registered(xf);
+    let legacy_in_use = legacy_tables
+        .iter()
+        .filter(|t| super::xtables::in_use(xf, t).unwrap_or(true))
+        .cloned()
+        .collect();
     Ok(FamilyProbe {
         tool,
         nft_tables,
-        legacy_tables: super::nft::iptables::legacy_tables(v6),
+        legacy_tables,
+        legacy_in_use,
     })
 }
 

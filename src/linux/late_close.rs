@@ -16,12 +16,15 @@
 //! the work done and does not stall the next process's commit, closes them and exits.
 //! The parent exits at once; its own exit does not release the sockets (the child holds them).
 
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
+use nix::libc;
+use nix::unistd::ForkResult;
+
 static ENABLED: AtomicBool = AtomicBool::new(false);
-static HELD: Mutex<Vec<RawFd>> = Mutex::new(Vec::new());
+static HELD: Mutex<Vec<OwnedFd>> = Mutex::new(Vec::new());
 
 /// From now on [`close`] defers; only for a short-lived process that calls [`finish`].
 pub fn enable() {
@@ -29,109 +32,79 @@ pub fn enable() {
 }
 
 /// Close `fd` now, or keep it for [`finish`] when deferral is enabled.
-pub fn close(fd: RawFd) {
+pub fn close(fd: OwnedFd) {
     if ENABLED.load(Ordering::Relaxed) {
         if let Ok(mut h) = HELD.lock() {
             h.push(fd);
             return;
         }
     }
-    // SAFETY: the caller gives up ownership of fd.
-    unsafe { nix::libc::close(fd) };
+    drop(fd);
 }
 
 /// Hand the deferred sockets to a child that closes them after this process has exited.
 /// Call last, after stdout is flushed; without deferred sockets it does nothing.
 pub fn finish() {
-    let fds = match HELD.lock() {
+    let mut fds = match HELD.lock() {
         Ok(mut h) => std::mem::take(&mut *h),
         Err(_) => return,
     };
     if fds.is_empty() {
         return;
     }
-    let mut fds = fds;
-    fds.sort_unstable();
+    fds.sort_unstable_by_key(|fd| fd.as_raw_fd());
     // SAFETY: fork in a process whose other threads (if any) are finished; the child only
     // makes async-signal-safe system calls and leaves with _exit.
-    match unsafe { nix::libc::fork() } {
-        0 => child(&fds),
-        -1 => {
-            // No child: close here and pay the wait.
-            for fd in fds {
-                // SAFETY: we own these descriptors.
-                unsafe { nix::libc::close(fd) };
-            }
-        }
-        _ => {} // parent: the caller exits; the child holds the sockets
+    match unsafe { nix::unistd::fork() } {
+        Ok(ForkResult::Child) => child(fds),
+        // No child: close here and pay the wait.
+        Err(_) => drop(fds),
+        // The caller exits; the child holds the sockets. Closing them here could make this
+        // process the last holder, and its close the one that waits.
+        Ok(ForkResult::Parent { .. }) => std::mem::forget(fds),
     }
 }
 
 /// `keep` is sorted.
-fn child(keep: &[RawFd]) -> ! {
-    use nix::libc;
+fn child(mut keep: Vec<OwnedFd>) -> ! {
     // Close every descriptor but the sockets: stdout's EOF, flocks and netns handles must
     // not wait for this child.
     let mut from: u32 = 0;
-    for &fd in keep {
-        if fd as u32 > from {
-            close_range(from, fd as u32 - 1);
+    for fd in &keep {
+        let fd = fd.as_raw_fd() as u32;
+        if fd > from {
+            close_range(from, fd - 1);
         }
-        from = fd as u32 + 1;
+        from = fd + 1;
     }
     close_range(from, u32::MAX);
-    // SAFETY: plain system calls; no memory is shared with anything else.
-    unsafe {
-        libc::setsid();
-        const MEMBARRIER_CMD_GLOBAL: libc::c_long = 1;
-        libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_GLOBAL, 0, 0);
-        for &fd in keep {
-            libc::close(fd);
-        }
-        libc::_exit(0)
-    }
+    let _ = nix::unistd::setsid();
+    const MEMBARRIER_CMD_GLOBAL: libc::c_long = 1;
+    // SAFETY: membarrier takes no pointers.
+    unsafe { libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_GLOBAL, 0, 0) };
+    // close(2) each; the vector's buffer stays allocated (no allocator calls after fork).
+    keep.drain(..).for_each(drop);
+    // SAFETY: _exit ends the process at once; nothing of the parent's (atexit handlers,
+    // stdio buffers) runs twice.
+    unsafe { libc::_exit(0) }
 }
 
 fn close_range(first: u32, last: u32) {
-    // SAFETY: close_range only closes descriptors of this (single-threaded) child.
-    let r = unsafe { nix::libc::syscall(nix::libc::SYS_close_range, first, last, 0) };
+    // SAFETY: close_range takes no pointers; it closes descriptors of this (single-threaded)
+    // child that nothing in it uses any more.
+    let r = unsafe { libc::syscall(libc::SYS_close_range, first, last, 0) };
     if r != 0 {
         // Kernels before 5.9: close one by one up to the soft limit.
-        let mut rl = nix::libc::rlimit {
+        let mut rl = libc::rlimit {
             rlim_cur: 1024,
             rlim_max: 1024,
         };
-        // SAFETY: getrlimit writes into the struct we pass.
-        unsafe { nix::libc::getrlimit(nix::libc::RLIMIT_NOFILE, &mut rl) };
+        // SAFETY: getrlimit writes into the struct we pass (nix's needs its "resource"
+        // feature, which this crate does not build).
+        unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) };
         let max = rl.rlim_cur.min(65536) as u32;
         for fd in first..=last.min(max) {
-            // SAFETY: as above.
-            unsafe { nix::libc::close(fd as i32) };
-        }
-    }
-}
-
-/// Owns a netfilter netlink socket (nf_tables, ctnetlink: both run the notifier) and hands
-/// it to [`close`] when dropped.
-pub struct Deferred<T: std::os::fd::IntoRawFd>(Option<T>);
-
-impl<T: std::os::fd::IntoRawFd> Deferred<T> {
-    pub fn new(t: T) -> Self {
-        Deferred(Some(t))
-    }
-}
-
-impl<T: std::os::fd::IntoRawFd> std::ops::Deref for Deferred<T> {
-    type Target = T;
-    fn deref(&self) -> &T {
-        self.0.as_ref().expect("present until drop")
-    }
-}
-
-impl<T: std::os::fd::IntoRawFd> Drop for Deferred<T> {
-    fn drop(&mut self) {
-        if let Some(t) = self.0.take() {
-            close(t.into_raw_fd());
+            let _ = nix::unistd::close(fd as i32);
         }
     }
 }

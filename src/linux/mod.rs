@@ -17,6 +17,7 @@ pub mod privileges;
 pub mod statefile;
 pub mod sysctl;
 pub mod tuntap;
+pub mod xtables;
 
 pub use error::{Error, Result};
 pub use netlink::Netlink;

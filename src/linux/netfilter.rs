@@ -1,55 +1,98 @@
 //! The one way to open a `NETLINK_NETFILTER` socket, which nftables (`nft`) and
 //! ctnetlink (`conntrack`) share: here, or in another network namespace.
 
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::time::Duration;
 
-use neli::consts::socket::NlFamily;
-use neli::socket::NlSocket;
-use neli::utils::Groups;
+use nix::libc;
+use nix::sys::socket::{self, sockopt, AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol, SockType};
 
-use super::netlink::wire::attrs;
-use super::{Error, NetNs, Result};
+use super::netlink::wire::{attrs, NLMSGERR_ATTR_MSG, NLMSGERR_ATTR_OFFS, NLMSG_HDRLEN, NLM_F_ACK_TLVS, NLM_F_CAPPED};
+use super::{late_close, Error, NetNs, Result};
 
-const SOL_NETLINK: i32 = 270;
-const NLMSG_HDRLEN: usize = 16;
-const NLM_F_CAPPED: u16 = 0x100;
-const NLM_F_ACK_TLVS: u16 = 0x200;
-const NLMSGERR_ATTR_MSG: u16 = 1;
-const NLMSGERR_ATTR_OFFS: u16 = 2;
-const NETLINK_CAP_ACK: i32 = 10;
-
-/// A netfilter socket in the calling thread's network namespace. `what` names the caller's
-/// operation in errors; `timeout` bounds every receive so that a missing ack can never hang it.
-pub(crate) fn open_socket(what: &str, timeout: Duration) -> Result<NlSocket> {
-    let sock = NlSocket::connect(NlFamily::Netfilter, None, Groups::empty()).map_err(|e| Error::io(what, e))?;
-    // Extended acks carry the kernel's reason and the offending attribute; capped acks keep
-    // error replies small (they would otherwise echo each whole request).
-    sock.enable_ext_ack(true).map_err(|e| Error::io(what, e))?;
-    let one: nix::libc::c_int = 1;
-    // SAFETY: plain setsockopt on a valid fd with a c_int option value.
-    unsafe {
-        nix::libc::setsockopt(
-            sock.as_raw_fd(),
-            SOL_NETLINK,
-            NETLINK_CAP_ACK,
-            &one as *const _ as *const nix::libc::c_void,
-            std::mem::size_of_val(&one) as u32,
-        );
-    }
-    let tv = nix::sys::time::TimeVal::new(timeout.as_secs() as _, timeout.subsec_micros() as _);
-    // SAFETY: the fd is owned by `sock`, which outlives this borrow.
-    let fd = unsafe { BorrowedFd::borrow_raw(sock.as_raw_fd()) };
-    nix::sys::socket::setsockopt(&fd, nix::sys::socket::sockopt::ReceiveTimeout, &tv)
-        .map_err(|e| Error::nix(what, e))?;
-    Ok(sock)
+/// A netfilter netlink socket, bound to the network namespace it was opened in. Dropping it
+/// hands the descriptor to [`late_close`]: its close may wait for nf_tables.
+#[derive(Debug)]
+pub(crate) struct NfSocket {
+    /// Always Some; taken only by drop.
+    fd: Option<OwnedFd>,
 }
 
-/// [`open_socket`] inside `ns`: the thread enters `ns`, opens the socket (which stays bound to
-/// `ns`) and switches back, as [`super::Netlink::in_netns`] does for rtnetlink.
-pub(crate) fn open_socket_in(ns: &NetNs, what: &str, timeout: Duration) -> Result<NlSocket> {
-    let _guard = ns.enter()?;
-    open_socket(what, timeout)
+impl NfSocket {
+    /// A socket in the calling thread's network namespace. `what` names the caller's
+    /// operation in errors; `timeout` bounds every receive so that a missing ack can never
+    /// hang it.
+    pub(crate) fn open(what: &str, timeout: Duration) -> Result<NfSocket> {
+        let fd = socket::socket(
+            AddressFamily::Netlink,
+            SockType::Raw,
+            SockFlag::SOCK_CLOEXEC,
+            SockProtocol::NetlinkNetFilter,
+        )
+        .map_err(|e| Error::nix(what, e))?;
+        socket::bind(fd.as_raw_fd(), &NetlinkAddr::new(0, 0)).map_err(|e| Error::nix(what, e))?;
+        // Extended acks carry the kernel's reason and the offending attribute; capped acks
+        // keep error replies small (they would otherwise echo each whole request).
+        enable_netlink_opt(fd.as_fd(), libc::NETLINK_EXT_ACK).map_err(|e| Error::io(what, e))?;
+        let _ = enable_netlink_opt(fd.as_fd(), libc::NETLINK_CAP_ACK);
+        let tv = nix::sys::time::TimeVal::new(timeout.as_secs() as _, timeout.subsec_micros() as _);
+        socket::setsockopt(&fd, sockopt::ReceiveTimeout, &tv).map_err(|e| Error::nix(what, e))?;
+        Ok(NfSocket { fd: Some(fd) })
+    }
+
+    /// [`NfSocket::open`] inside `ns`: the thread enters `ns`, opens the socket (which stays
+    /// bound to `ns`) and switches back, as [`super::Netlink::in_netns`] does for rtnetlink.
+    pub(crate) fn open_in(ns: &NetNs, what: &str, timeout: Duration) -> Result<NfSocket> {
+        let _guard = ns.enter()?;
+        NfSocket::open(what, timeout)
+    }
+
+    /// Sends `buf` (one or more whole netlink messages) in one datagram.
+    pub(crate) fn send(&self, buf: &[u8]) -> io::Result<usize> {
+        Ok(socket::send(self.as_fd().as_raw_fd(), buf, MsgFlags::empty())?)
+    }
+
+    /// Receives one datagram into `buf`; with MSG_TRUNC the result is the datagram's full
+    /// length even when `buf` was too small.
+    pub(crate) fn recv(&self, buf: &mut [u8], flags: MsgFlags) -> io::Result<usize> {
+        Ok(socket::recv(self.as_fd().as_raw_fd(), buf, flags)?)
+    }
+}
+
+impl AsFd for NfSocket {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_ref().expect("open until dropped").as_fd()
+    }
+}
+
+impl Drop for NfSocket {
+    fn drop(&mut self) {
+        if let Some(fd) = self.fd.take() {
+            late_close::close(fd);
+        }
+    }
+}
+
+/// Turns a `SOL_NETLINK` flag on (nix has no socket option for NETLINK_EXT_ACK or
+/// NETLINK_CAP_ACK).
+fn enable_netlink_opt(fd: BorrowedFd<'_>, opt: libc::c_int) -> io::Result<()> {
+    let one: libc::c_int = 1;
+    // SAFETY: setsockopt reads size_of::<c_int>() bytes from `one`, which outlives the call;
+    // the borrow keeps the descriptor open.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_NETLINK,
+            opt,
+            (&one as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// (errno, ext-ack message, ext-ack offset) of an NLMSG_ERROR reply with header `flags` and

@@ -3,7 +3,7 @@
 
 use std::fmt;
 use std::fs::File;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
@@ -129,16 +129,6 @@ impl NetNs {
         &self.path
     }
 
-    /// The namespace fd, e.g. for `IFLA_NET_NS_FD`.
-    pub fn fd(&self) -> BorrowedFd<'_> {
-        self.fd.as_fd()
-    }
-
-    /// The raw namespace fd.
-    pub fn raw_fd(&self) -> RawFd {
-        self.fd.as_raw_fd()
-    }
-
     /// True when both refer to the same namespace (same device and inode).
     pub fn same_as(&self, other: &NetNs) -> super::Result<bool> {
         let a = stat(&self.fd, &self.path)?;
@@ -174,6 +164,13 @@ impl NetNs {
             Error::nix(format!("enter netns {:?}{why}", self.path), e)
         })?;
         Ok(NetNsGuard { orig })
+    }
+}
+
+/// The namespace fd, e.g. for `IFLA_NET_NS_FD`: borrowed, so it stays open while used.
+impl AsFd for NetNs {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
     }
 }
 

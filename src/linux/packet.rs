@@ -3,7 +3,8 @@
 
 use super::{Error, NetNs, Result};
 use nix::libc;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use nix::sys::socket::{self, AddressFamily, SockFlag, SockType};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
 const ETH_P_IP: u16 = 0x0800;
 
@@ -19,14 +20,17 @@ pub struct PacketSocket {
 }
 
 fn sockaddr(ifindex: u32, mac: [u8; 6]) -> libc::sockaddr_ll {
-    // SAFETY: sockaddr_ll is plain data; all-zero is a valid value.
-    let mut sa: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-    sa.sll_family = libc::AF_PACKET as u16;
-    sa.sll_protocol = ETH_P_IP.to_be();
-    sa.sll_ifindex = ifindex as i32;
-    sa.sll_halen = 6;
-    sa.sll_addr[..6].copy_from_slice(&mac);
-    sa
+    let mut sll_addr = [0u8; 8];
+    sll_addr[..6].copy_from_slice(&mac);
+    libc::sockaddr_ll {
+        sll_family: libc::AF_PACKET as u16,
+        sll_protocol: ETH_P_IP.to_be(),
+        sll_ifindex: ifindex as i32,
+        sll_hatype: 0,
+        sll_pkttype: 0,
+        sll_halen: 6,
+        sll_addr,
+    }
 }
 
 /// Classic BPF over the IPv4 header (SOCK_DGRAM sockets see no Ethernet header): `udp and
@@ -74,21 +78,15 @@ impl PacketSocket {
     pub fn open(ns: &NetNs, ifindex: u32, udp_port: u16) -> Result<PacketSocket> {
         let fd = {
             let _in = ns.enter()?;
-            // Protocol 0 receives nothing until bind() names the protocol and interface, so
-            // no packet of another interface is queued in between.
-            // SAFETY: plain socket(2); the fd is owned right below.
-            let raw = unsafe {
-                libc::socket(
-                    libc::AF_PACKET,
-                    libc::SOCK_DGRAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-                    0,
-                )
-            };
-            if raw < 0 {
-                return Err(Error::io("open packet socket", std::io::Error::last_os_error()));
-            }
-            // SAFETY: raw is a fresh, valid fd that nothing else owns.
-            unsafe { OwnedFd::from_raw_fd(raw) }
+            // Protocol 0 (None) receives nothing until bind() names the protocol and
+            // interface, so no packet of another interface is queued in between.
+            socket::socket(
+                AddressFamily::Packet,
+                SockType::Datagram,
+                SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+                None,
+            )
+            .map_err(|e| Error::nix("open packet socket", e))?
         };
         attach_udp_filter(&fd, udp_port)?;
         let sa = sockaddr(ifindex, [0; 6]);
@@ -134,8 +132,10 @@ impl PacketSocket {
 
     /// Receives one packet: its length and the sender's MAC, or None when nothing is queued.
     pub fn recv(&self, buf: &mut [u8]) -> Result<Option<(usize, [u8; 6])>> {
-        // SAFETY: sockaddr_ll is plain data.
-        let mut sa: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        // Written by the kernel. (Not nix's recvfrom: it takes only an address of exactly
+        // sizeof(sockaddr_ll), and the kernel may report a shorter one, sll_addr cut to
+        // sll_halen.)
+        let mut sa = sockaddr(0, [0; 6]);
         let mut len = std::mem::size_of::<libc::sockaddr_ll>() as u32;
         // SAFETY: buffer and address are valid for the sizes given.
         let n = unsafe {
@@ -164,11 +164,14 @@ impl PacketSocket {
         Ok(Some((n as usize, mac)))
     }
 
-    pub fn raw_fd(&self) -> RawFd {
-        self.fd.as_raw_fd()
-    }
-
     pub fn ifindex(&self) -> u32 {
         self.ifindex
+    }
+}
+
+/// For poll(2): borrowed, so it stays open while polled.
+impl AsFd for PacketSocket {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
     }
 }

@@ -1,8 +1,9 @@
 //! ICMP echo from inside a network namespace, without a `ping` binary.
 
 use super::{Error, NetNs, Result};
+use nix::sys::socket::{AddressFamily, SockFlag, SockProtocol, SockType};
 use std::net::IpAddr;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 fn checksum(data: &[u8]) -> u16 {
@@ -25,17 +26,12 @@ pub fn ping(ns: &NetNs, dst: IpAddr, timeout: Duration) -> Result<Duration> {
     let fd = {
         let _in = ns.enter()?;
         let (dom, proto) = if v6 {
-            (nix::libc::AF_INET6, nix::libc::IPPROTO_ICMPV6)
+            (AddressFamily::Inet6, SockProtocol::IcmpV6)
         } else {
-            (nix::libc::AF_INET, nix::libc::IPPROTO_ICMP)
+            (AddressFamily::Inet, SockProtocol::Icmp)
         };
-        // SAFETY: plain socket(2); the fd is owned right below.
-        let raw = unsafe { nix::libc::socket(dom, nix::libc::SOCK_RAW | nix::libc::SOCK_CLOEXEC, proto) };
-        if raw < 0 {
-            return Err(Error::io("open ICMP socket", std::io::Error::last_os_error()));
-        }
-        // SAFETY: raw is a fresh, valid fd that nothing else owns.
-        unsafe { OwnedFd::from_raw_fd(raw) }
+        nix::sys::socket::socket(dom, SockType::Raw, SockFlag::SOCK_CLOEXEC, proto)
+            .map_err(|e| Error::nix("open ICMP socket", e))?
     };
     let id = (std::process::id() & 0xffff) as u16;
     let mut pkt = vec![if v6 { 128 } else { 8 }, 0, 0, 0];

@@ -28,12 +28,9 @@ pub fn keep_only(keep: &[Capability]) {
 /// uid 0 with root's rule in force (no SECBIT_NOROOT) and no no_new_privs.
 fn exec_gives_bounding_set() -> bool {
     const SECBIT_NOROOT: i32 = 1;
-    // SAFETY: argument-less prctl queries.
-    let (nnp, secbits) = unsafe {
-        (
-            nix::libc::prctl(nix::libc::PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0),
-            nix::libc::prctl(nix::libc::PR_GET_SECUREBITS, 0, 0, 0, 0),
-        )
-    };
-    nix::unistd::geteuid().is_root() && nnp == 0 && secbits >= 0 && secbits & SECBIT_NOROOT == 0
+    // A failed query counts as no_new_privs set: then we do not rely on the bounding set.
+    let nnp = nix::sys::prctl::get_no_new_privs().unwrap_or(true);
+    // SAFETY: an argument-less prctl query (nix has no wrapper for the securebits).
+    let secbits = unsafe { nix::libc::prctl(nix::libc::PR_GET_SECUREBITS, 0, 0, 0, 0) };
+    nix::unistd::geteuid().is_root() && !nnp && secbits >= 0 && secbits & SECBIT_NOROOT == 0
 }

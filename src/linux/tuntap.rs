@@ -82,18 +82,18 @@ pub fn create(opts: &TunTap) -> Result<String> {
         req.flags |= IFF_MULTI_QUEUE;
     }
     req.name[..opts.name.len()].copy_from_slice(opts.name.as_bytes());
-    let fd = f.as_raw_fd();
-    // SAFETY: fd is open /dev/net/tun and req is a properly sized, initialised ifreq.
+    // SAFETY: `f` is open /dev/net/tun for the whole block and req is a properly sized,
+    // initialised ifreq.
     unsafe {
-        tunsetiff(fd, &mut req).map_err(|e| Error::nix(what(), e))?;
+        tunsetiff(f.as_raw_fd(), &mut req).map_err(|e| Error::nix(what(), e))?;
         if let Some(uid) = opts.owner {
-            tunsetowner(fd, uid as libc::c_int).map_err(|e| Error::nix(what(), e))?;
+            tunsetowner(f.as_raw_fd(), uid as libc::c_int).map_err(|e| Error::nix(what(), e))?;
         }
         if let Some(gid) = opts.group {
-            tunsetgroup(fd, gid as libc::c_int).map_err(|e| Error::nix(what(), e))?;
+            tunsetgroup(f.as_raw_fd(), gid as libc::c_int).map_err(|e| Error::nix(what(), e))?;
         }
         // Persist so the device outlives this fd; it is then removed with a link delete.
-        tunsetpersist(fd, 1).map_err(|e| Error::nix(what(), e))?;
+        tunsetpersist(f.as_raw_fd(), 1).map_err(|e| Error::nix(what(), e))?;
     }
     let end = req.name.iter().position(|&c| c == 0).unwrap_or(req.name.len());
     Ok(String::from_utf8_lossy(&req.name[..end]).into_owned())

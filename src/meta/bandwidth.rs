@@ -17,7 +17,7 @@ use crate::cni::result::{CniResult, Interface};
 use crate::cni::skel::{CmdArgs, Kind, Plugin};
 use crate::linux::netlink::link::fmt_mac;
 use crate::linux::netlink::tc::{handle, Tbf, HANDLE_INGRESS, HANDLE_ROOT, MIRRED_EGRESS_REDIR};
-use crate::linux::netlink::{LinkKind, LinkSpec};
+use crate::linux::netlink::{LinkKind, LinkSpec, LinkType};
 use crate::linux::{NetNs, Netlink};
 use crate::pkg::caps::{self, Capability};
 use crate::pkg::netns::open_netns;
@@ -302,7 +302,7 @@ impl CniPlugin for Bandwidth {
         let mut nl = Netlink::new()?;
         let mut errors = Failures::new();
         for l in nl.links()? {
-            if l.kind.as_deref() != Some("ifb") || !l.name.starts_with(IFB_PREFIX) {
+            if l.kind != Some(LinkType::Ifb) || !l.name.starts_with(IFB_PREFIX) {
                 continue;
             }
             let Some((netname, cid, ifname)) = l.alias.as_deref().and_then(parse_alias) else {
@@ -404,7 +404,7 @@ fn host_veth(nl: &mut Netlink, ns: &NetNs, ifaces: &[Interface], ifname: &str) -
     let mut cnl = Netlink::in_netns(ns)?;
     let peer = match cnl.link_by_name(ifname)? {
         None => bail!("container interface {ifname} has no veth peer: could not look up {ifname:?}: Link not found"),
-        Some(l) if l.kind.as_deref() != Some("veth") => {
+        Some(l) if l.kind != Some(LinkType::Veth) => {
             bail!("container interface {ifname} has no veth peer: interface {ifname:?} was not a veth interface")
         }
         Some(l) => l.link.unwrap_or(0),

@@ -43,7 +43,7 @@ use crate::cni::plugin::{entry, CniPlugin};
 use crate::cni::result::{CniResult, IpConfig};
 use crate::cni::skel::{CmdArgs, Kind, Plugin};
 use crate::linux::netlink::route::{SCOPE_LINK, TABLE_MAIN};
-use crate::linux::netlink::{Family, Route, Rule};
+use crate::linux::netlink::{IpFamily, Route, Rule};
 use crate::linux::Netlink;
 use crate::pkg::caps::{self, Capability};
 use crate::pkg::netns::{open_netns, open_netns_for_del};
@@ -146,7 +146,7 @@ fn host(ip: IpAddr) -> IpNet {
 }
 
 fn source_rule(ip: IpAddr, table: u32) -> Rule {
-    let mut r = Rule::new(Family::of(ip), table);
+    let mut r = Rule::new(IpFamily::of(ip), table);
     r.src = Some(host(ip));
     r
 }
@@ -207,7 +207,7 @@ impl CniPlugin for Sbr {
         let link = nl.link_by_name(&args.ifname)?;
         let mut sources: BTreeSet<IpAddr> = BTreeSet::new();
         if let Some(l) = &link {
-            sources.extend(nl.addrs(Some(l.index), Family::All)?.iter().map(|a| a.ip.addr()));
+            sources.extend(nl.addrs(Some(l.index), IpFamily::All)?.iter().map(|a| a.ip.addr()));
         }
         // The addresses may already be gone from the interface (or the interface itself); the
         // prevResult still names the rules' sources.
@@ -394,7 +394,7 @@ fn add_tables(nl: &Rc<RefCell<Netlink>>, ips: &[IpConfig], ifname: &str, c: &Con
 /// Tables that any rule or any route (of any table, any family) refers to.
 fn used_tables(nl: &mut Netlink) -> Result<BTreeSet<u32>> {
     let mut used: BTreeSet<u32> = nl.all_rules()?.iter().map(|r| r.table).collect();
-    used.extend(nl.routes(Family::All, None)?.iter().map(|r| r.table));
+    used.extend(nl.routes(IpFamily::All, None)?.iter().map(|r| r.table));
     Ok(used)
 }
 

@@ -14,7 +14,7 @@ use crate::cni::plugin::{entry, CniPlugin};
 use crate::cni::result::CniResult;
 use crate::cni::skel::{CmdArgs, Kind, Plugin};
 use crate::linux::netlink::route::{PROTO_KERNEL, SCOPE_LINK, SCOPE_UNIVERSE, TABLE_MAIN};
-use crate::linux::netlink::{Addr, Family, Link, LinkKind, LinkSpec, LinkType, Route, RouteType};
+use crate::linux::netlink::{Addr, IpFamily, Link, LinkKind, LinkSpec, LinkType, Route, RouteType};
 use crate::linux::{NetNs, Netlink};
 use crate::pkg::caps::{self, Capability};
 use crate::pkg::netns::{open_netns, open_netns_for_del};
@@ -105,7 +105,7 @@ fn find_vrf(nl: &mut Netlink, name: &str) -> anyhow::Result<Option<Link>> {
         Some(l) if is_vrf(&l) => Ok(Some(l)),
         Some(l) => bail!(CniError::invalid_config(format!(
             "Netlink {name} is not a VRF (it is a {} link)",
-            l.kind.as_deref().unwrap_or("physical")
+            l.kind.as_ref().map_or("physical".to_string(), LinkType::to_string)
         ))),
     }
 }
@@ -233,7 +233,7 @@ fn enslave(nl: &mut Netlink, ns: &NetNs, c: &VrfConf, ifname: &str, undo: &mut U
 
     // What the enslave's down/up cycle removes, saved first.
     let v6_before = global_v6(nl, iface.index)?;
-    let main = nl.routes(Family::All, Some(TABLE_MAIN))?;
+    let main = nl.routes(IpFamily::All, Some(TABLE_MAIN))?;
     let mut routes: Vec<Route> = main.iter().filter_map(|r| movable(r, iface.index)).collect();
     // Link-scope routes first: the gateways of the others may be reached through them.
     routes.sort_by_key(|r| std::cmp::Reverse(r.scope));
@@ -364,7 +364,7 @@ fn try_create_vrf(nl: &mut Netlink, name: &str, want: u32, table: u32) -> anyhow
 /// IPv6 addresses of scope universe on `index` (link-local ones come back by themselves).
 fn global_v6(nl: &mut Netlink, index: u32) -> anyhow::Result<Vec<Addr>> {
     Ok(nl
-        .addrs(Some(index), Family::V6)?
+        .addrs(Some(index), IpFamily::V6)?
         .into_iter()
         .filter(|a| a.scope == SCOPE_UNIVERSE)
         .collect())
@@ -467,7 +467,7 @@ fn wait_local_route(nl: &mut Netlink, index: u32, ip: IpNet, table: u32) -> anyh
     let host = IpNet::new(ip.addr(), 128).expect("an IPv6 address with /128");
     for attempt in 0..=ROUTE_WAIT_RETRIES {
         let found = nl
-            .routes(Family::V6, Some(table))?
+            .routes(IpFamily::V6, Some(table))?
             .iter()
             .any(|r| r.dst == host && r.oif == Some(index));
         if found {

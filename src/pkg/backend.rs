@@ -6,14 +6,19 @@
 //! The node's kind is read from the IPv4 facts of the node netns
 //! ([`crate::linux::filter_probe`]), in this order:
 //!
-//! 1. The kernel's state, when it tells one story: legacy x_tables tables registered in this
+//! 1. The kernel's state, when it tells one story: legacy x_tables tables **in use** in this
 //!    netns and no iptables-nft table in nf_tables → **legacy**; iptables-nft tables and no
-//!    legacy table → **iptables-nft**. (What Kubernetes' `iptables-wrapper` also looks at:
-//!    the rules already there say which iptables the node's other components use.)
+//!    legacy table in use → **iptables-nft**. (What Kubernetes' `iptables-wrapper` also looks
+//!    at: the rules already there say which iptables the node's other components use.) A
+//!    legacy table is in use when it holds a rule, a user-defined chain or a DROP policy: one
+//!    with only its built-in chains and ACCEPT policies (what `iptables-legacy -L` or
+//!    `iptables-legacy-save` leave behind: reading a table registers it) filters nothing and
+//!    says nothing about the node.
 //! 2. Otherwise (both or neither), the `iptables` executable `$PATH`, then the standard sbin
 //!    and bin directories, would run: `iptables-legacy`/`xtables-legacy-multi` → **legacy**;
 //!    any other (`iptables-nft`, a wrapper) → **iptables-nft**.
-//! 3. No iptables table and no `iptables` executable → **nftables only**.
+//! 3. No `iptables` executable either: iptables-nft tables → **iptables-nft**; legacy tables
+//!    in use → **legacy**; neither → **nftables only**.
 
 use anyhow::{bail, Result};
 
@@ -90,7 +95,7 @@ impl Requested {
 
 /// The node's kind from one family's facts (the rule in the module doc).
 pub fn node_kind_of(p: &FamilyProbe) -> NodeKind {
-    match (p.legacy_tables.is_empty(), p.nft_tables.is_empty()) {
+    match (p.legacy_in_use.is_empty(), p.nft_tables.is_empty()) {
         (false, true) => return NodeKind::IptablesLegacy,
         (true, false) => return NodeKind::IptablesNft,
         _ => {}
@@ -99,7 +104,7 @@ pub fn node_kind_of(p: &FamilyProbe) -> NodeKind {
         Some((_, ToolVariant::Legacy)) => NodeKind::IptablesLegacy,
         Some(_) => NodeKind::IptablesNft,
         None if !p.nft_tables.is_empty() => NodeKind::IptablesNft,
-        None if !p.legacy_tables.is_empty() => NodeKind::IptablesLegacy,
+        None if !p.legacy_in_use.is_empty() => NodeKind::IptablesLegacy,
         None => NodeKind::NftablesOnly,
     }
 }
@@ -130,67 +135,24 @@ pub fn choose(requested: Requested, sock: &NftSocket) -> Result<Layout> {
     })
 }
 
-/// The layouts rules are actually written in (see [`written`]): what masquerade, portmap and
-/// the firewall dispatch on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Written {
-    /// The reference's iptables rules, in iptables-nft's nf_tables tables.
-    Iptables,
-    /// Upstream's nftables backend's tables.
-    Nftables,
-}
-
-impl Written {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Written::Iptables => "iptables",
-            Written::Nftables => "nftables",
-        }
-    }
-
-    /// The layout DEL also cleans (rules of an attachment written before a node swap).
-    pub fn other(self) -> Written {
-        match self {
-            Written::Iptables => Written::Nftables,
-            Written::Nftables => Written::Iptables,
-        }
-    }
-}
-
-/// The layout rules are actually written in. **Until the x_tables codec lands** (the
-/// iptables-legacy part of #23), a legacy node's rules are written as on an iptables-nft node
-/// (the reference's rules in nf_tables), with a note: the one place that says so, for every
-/// plugin.
-pub fn written(layout: Layout) -> Written {
-    match layout {
-        Layout::Iptables => Written::Iptables,
-        Layout::Nftables => Written::Nftables,
-        Layout::IptablesLegacy => {
-            eprintln!(
-                "cni-multi: note: this node uses iptables-legacy; its iptables rules are written \
-                 into iptables-nft's tables until cni-multi writes x_tables"
-            );
-            Written::Iptables
-        }
-    }
-}
-
-/// [`choose`], then [`written`]: the layout one verb writes (ADD) or checks (CHECK).
-pub fn choose_written(requested: Requested, sock: &NftSocket) -> Result<Written> {
-    Ok(written(choose(requested, sock)?))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::path::PathBuf;
 
-    fn probe(tool: Option<ToolVariant>, nft: &[&str], legacy: &[&str]) -> FamilyProbe {
+    /// `legacy`: tables in use (registered too); `idle`: registered, holding nothing.
+    fn probe_idle(tool: Option<ToolVariant>, nft: &[&str], legacy: &[&str], idle: &[&str]) -> FamilyProbe {
+        let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         FamilyProbe {
             tool: tool.map(|v| (PathBuf::from("/usr/sbin/iptables"), v)),
-            nft_tables: nft.iter().map(|s| s.to_string()).collect(),
-            legacy_tables: legacy.iter().map(|s| s.to_string()).collect(),
+            nft_tables: names(nft),
+            legacy_tables: names(&[legacy, idle].concat()),
+            legacy_in_use: names(legacy),
         }
+    }
+
+    fn probe(tool: Option<ToolVariant>, nft: &[&str], legacy: &[&str]) -> FamilyProbe {
+        probe_idle(tool, nft, legacy, &[])
     }
 
     #[test]
@@ -213,6 +175,33 @@ mod tests {
         assert_eq!(node_kind_of(&probe(Some(Unknown), &[], &[])), IptablesNft);
         assert_eq!(node_kind_of(&probe(Some(Legacy), &[], &[])), IptablesLegacy);
         assert_eq!(node_kind_of(&probe(None, &[], &[])), NftablesOnly);
+        // No tool: whichever tables there are.
+        assert_eq!(node_kind_of(&probe(None, &[], &["nat"])), IptablesLegacy);
+        assert_eq!(node_kind_of(&probe(None, &["nat"], &[])), IptablesNft);
+    }
+
+    #[test]
+    fn idle_legacy_tables_say_nothing() {
+        use NodeKind::*;
+        use ToolVariant::*;
+        // `iptables-legacy -L` once on an iptables-nft node: still iptables-nft.
+        assert_eq!(node_kind_of(&probe_idle(Some(Nft), &[], &[], &["filter"])), IptablesNft);
+        assert_eq!(
+            node_kind_of(&probe_idle(Some(Nft), &["filter"], &[], &["filter", "nat"])),
+            IptablesNft
+        );
+        // Nothing else there and no tool: nftables only.
+        assert_eq!(node_kind_of(&probe_idle(None, &[], &[], &["filter"])), NftablesOnly);
+        // A legacy table in use beside an idle one: legacy.
+        assert_eq!(
+            node_kind_of(&probe_idle(Some(Nft), &[], &["filter"], &["nat"])),
+            IptablesLegacy
+        );
+        // With the legacy tool, an idle table does not matter either way.
+        assert_eq!(
+            node_kind_of(&probe_idle(Some(Legacy), &[], &[], &["filter"])),
+            IptablesLegacy
+        );
     }
 
     #[test]

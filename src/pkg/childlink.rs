@@ -8,7 +8,7 @@ use crate::cni::error::CniError;
 use crate::cni::result::{CniResult, Interface};
 use crate::cni::skel::CmdArgs;
 use crate::linux::netlink::route::TABLE_MAIN;
-use crate::linux::netlink::{Family, Link, LinkKind, LinkSpec, LinkType};
+use crate::linux::netlink::{IpFamily, Link, LinkKind, LinkSpec, LinkType};
 use crate::linux::{NetNs, Netlink};
 use crate::pkg::ipam::ipam_add;
 use crate::pkg::ipconfig::{self, Dad};
@@ -18,11 +18,12 @@ use crate::pkg::undo::Undo;
 use crate::pkg::veth;
 use anyhow::{anyhow, bail, Context};
 use serde::Deserialize;
+use std::os::fd::AsFd;
 
 /// The interface of the first default route (IPv4 before IPv6, as the kernel dumps them) in
 /// the main table of the namespace behind `nl`.
 pub fn default_route_iface(nl: &mut Netlink) -> anyhow::Result<String> {
-    let routes = nl.routes(Family::All, Some(TABLE_MAIN))?;
+    let routes = nl.routes(IpFamily::All, Some(TABLE_MAIN))?;
     for r in routes.iter().filter(|r| r.dst.prefix_len() == 0) {
         let oif = r.oif.or_else(|| r.multipath.first().and_then(|h| h.oif));
         if let Some(l) = oif.map(|i| nl.link_by_index(i)).transpose()?.flatten() {
@@ -113,7 +114,7 @@ impl<M: ChildMode> ModeKey<M> {
 /// What ADD makes: a child of `parent`, of `kind`, with an optional MAC.
 pub struct ChildSpec<'a> {
     pub parent: &'a ParentKeys,
-    pub kind: LinkKind,
+    pub kind: LinkKind<'a>,
     pub mac: Option<[u8; 6]>,
 }
 
@@ -163,11 +164,11 @@ pub fn add_child(args: &CmdArgs, c: ChildSpec) -> anyhow::Result<NewChild> {
 /// creating it under its final name could collide with a node interface of that name. The
 /// parent index is resolved where the request is sent: the node, or with `in_container`
 /// the container. A delete of the link is registered in `undo`.
-fn create_child(
+fn create_child<'fd>(
     host: &mut Netlink,
     cont: &mut Netlink,
-    cont_ns: &NetNs,
-    mut spec: LinkSpec,
+    cont_ns: &'fd NetNs,
+    mut spec: LinkSpec<'fd>,
     in_container: bool,
     ifname: &str,
     undo: &mut Undo,
@@ -176,7 +177,7 @@ fn create_child(
     if in_container {
         cont.create_link(&spec)?;
     } else {
-        spec.netns = Some(cont_ns.raw_fd());
+        spec.netns = Some(cont_ns.as_fd());
         host.create_link(&spec)?;
     }
     let tmp = cont

@@ -6,7 +6,7 @@ use crate::cni::config::NetConf;
 use crate::cni::result::{CniResult, Interface, IpConfig, Route as CniRoute};
 use crate::cni::skel::CmdArgs;
 use crate::linux::netlink::route::SCOPE_UNIVERSE;
-use crate::linux::netlink::{Family, Link, NextHop, Route};
+use crate::linux::netlink::{IpFamily, Link, NextHop, Route};
 use crate::linux::{sysctl, NetNs, Netlink};
 use anyhow::{anyhow, bail, Context};
 use ipnet::IpNet;
@@ -44,9 +44,9 @@ pub fn set_sysctls_best_effort(ns: &NetNs, settings: &[(String, &str)]) -> anyho
     })
 }
 
-/// Family of an address as the route/addr API wants it.
-pub fn family_of(ip: IpAddr) -> Family {
-    Family::of(ip)
+/// The family of an address as the route/addr API wants it.
+pub fn family_of(ip: IpAddr) -> IpFamily {
+    IpFamily::of(ip)
 }
 
 /// Configure `ifname` (in the netns `ns`, driven through `nl`) with the IPs of `res` whose
@@ -181,7 +181,7 @@ pub fn add_route_ecmp(nl: &mut Netlink, r: &Route) -> anyhow::Result<()> {
                 return nl.append_route(r).map_err(Into::into);
             }
             let existing = nl
-                .routes(Family::V4, Some(r.table))?
+                .routes(IpFamily::V4, Some(r.table))?
                 .into_iter()
                 .find(|x| x.dst == r.dst && x.priority == r.priority)
                 .ok_or(e)?;
@@ -244,7 +244,7 @@ pub fn validate_expected_ips(nl: &mut Netlink, ifname: &str, ips: &[IpConfig]) -
         .link_by_name(ifname)?
         .ok_or_else(|| anyhow!("Cannot find container link {ifname}"))?;
     let addrs = nl
-        .addrs(Some(link.index), Family::All)
+        .addrs(Some(link.index), IpFamily::All)
         .context("Cannot obtain List of IP Addresses")?;
     for ipc in ips {
         if !addrs.iter().any(|a| a.ip == ipc.address) {

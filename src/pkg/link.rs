@@ -31,7 +31,7 @@ pub fn del_container_link(path: &str, ifname: &str) -> anyhow::Result<Vec<ipnet:
         return Ok(Vec::new());
     };
     let addrs = nl
-        .addrs(Some(link.index), crate::linux::netlink::Family::All)?
+        .addrs(Some(link.index), crate::linux::netlink::IpFamily::All)?
         .into_iter()
         .map(|a| a.ip)
         .filter(|ip| is_global_unicast(ip.addr()))

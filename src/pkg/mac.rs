@@ -43,10 +43,8 @@ pub fn parse_mac(s: &str) -> Result<[u8; 6], CniError> {
     Ok(m)
 }
 
-/// Format a MAC like Go's `net.HardwareAddr.String()` (lower-case, colons).
-pub fn fmt_mac(m: &Option<[u8; 6]>) -> String {
-    m.as_ref().map(crate::linux::netlink::link::fmt_mac).unwrap_or_default()
-}
+/// Printing is the kernel layer's, re-exported beside parsing for the plugins.
+pub use crate::linux::netlink::link::fmt_mac;
 
 /// CHECK: the container link has the MAC prevResult reported for it (when it reported one).
 /// `prefix` is the plugin's message prefix (ptp's "ptp: ").

@@ -27,6 +27,7 @@ pub mod comment;
 pub mod ip;
 pub mod ipam;
 pub mod ipconfig;
+pub mod legacy_iptables;
 pub mod link;
 pub mod mac;
 pub mod masquerade;

@@ -18,7 +18,6 @@
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, Result};
 use ipnet::IpNet;
@@ -318,25 +317,6 @@ pub fn forward_intact(sock: &NftSocket, ip: IpAddr) -> Result<bool> {
             .any(|r| r.dst.is_some() == to)
     };
     Ok(of(true) && of(false))
-}
-
-// ---- legacy x_tables ---------------------------------------------------------------------
-
-static NOTED: AtomicBool = AtomicBool::new(false);
-
-/// When nothing of the reference's was found in nftables but legacy iptables (x_tables) has
-/// `table` registered here, the reference's rules may live there, out of reach: say so once on
-/// stderr (never an error: DEL must not fail for it).
-pub fn note_if_legacy(table: &str, what: &str) {
-    let tables: Vec<String> = [false, true].into_iter().flat_map(iptables::legacy_tables).collect();
-    if tables.iter().any(|t| t == table) && !NOTED.swap(true, Ordering::Relaxed) {
-        eprintln!(
-            "cni-multi: note: this node also uses legacy iptables (x_tables {table} table in use); \
-             cni-multi reads and removes only the iptables-nft (nftables) rules, so {what} made by \
-             the reference plugins through iptables-legacy, if any, are left in place \
-             (remove them with iptables-legacy)"
-        );
-    }
 }
 
 #[cfg(test)]

@@ -2,10 +2,11 @@
 //! the container netns and the host end, `veth` + 8 random hex digits, straight in the host
 //! netns, by one RTM_NEWLINK. Nothing half-made is ever left in the wrong namespace.
 
-use crate::linux::netlink::Link;
+use crate::linux::netlink::{Link, LinkSpec, VethPeer};
 use crate::linux::{sysctl, NetNs, Netlink};
 use anyhow::{anyhow, bail, Context};
 use std::io::Read;
+use std::os::fd::AsFd;
 
 /// Both ends, as the kernel reports them right after creation.
 #[derive(Debug, Clone)]
@@ -50,10 +51,11 @@ pub fn create_pair(
 ) -> anyhow::Result<VethPair> {
     for _ in 0..10 {
         let peer = random_veth_name()?;
-        let mut spec = crate::linux::netlink::LinkSpec::veth(ifname, peer.as_str()).peer_netns(host_ns.raw_fd());
-        if let Some(m) = opts.mtu {
-            spec = spec.mtu(m).peer_mtu(m);
-        }
+        let host_end = VethPeer::new(peer.as_str()).netns(host_ns.as_fd());
+        let mut spec = match opts.mtu {
+            Some(m) => LinkSpec::veth(ifname, host_end.mtu(m)).mtu(m),
+            None => LinkSpec::veth(ifname, host_end),
+        };
         if let Some(mac) = opts.container_mac {
             spec = spec.mac(mac);
         }

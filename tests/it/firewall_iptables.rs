@@ -67,13 +67,28 @@ fn text(ns: &TestNs, argv: &[&str]) -> String {
 /// (iptables-save's timestamps removed).
 fn all_rules(node: &TestNs) -> String {
     let mut s = String::new();
-    for argv in [&["iptables-save"][..], &["ip6tables-save"], &["nft", "list", "ruleset"]] {
+    for argv in [&["iptables-save"][..], &["ip6tables-save"]] {
         for l in text(node, argv).lines().filter(|l| !l.starts_with('#')) {
             s += l;
             s += "\n";
         }
     }
-    s
+    // `nft list ruleset` prints tables in creation order, and whether the reference's iptables
+    // or ip6tables made its filter table first varies run by run: compare the tables sorted.
+    let mut tables: Vec<String> = Vec::new();
+    for l in text(node, &["nft", "list", "ruleset"])
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+    {
+        if l.starts_with("table ") || tables.is_empty() {
+            tables.push(String::new());
+        }
+        let t = tables.last_mut().unwrap();
+        *t += l;
+        *t += "\n";
+    }
+    tables.sort();
+    s + &tables.concat()
 }
 
 /// A pod made by our bridge with ipMasq (empty PATH).

@@ -3,8 +3,8 @@
 //! the child that closes the sockets holds nothing else: not host-local's lock, not stdout.
 
 use crate::common::rig::{self, Invocation, PluginDir, TempDir, TestNs};
+use nix::fcntl::{Flock, FlockArg};
 use serde_json::json;
-use std::os::fd::AsRawFd;
 
 #[test]
 fn bridge_ipmasq_add_is_in_effect_and_releases_everything_at_exit() {
@@ -37,10 +37,9 @@ fn bridge_ipmasq_add_is_in_effect_and_releases_everything_at_exit() {
         // ... and nobody holds host-local's lock any more (the socket-closing child must not
         // have inherited it).
         let lock = std::fs::File::open(data.join("lcnet").join("lock")).unwrap();
-        // SAFETY: flock on a descriptor this test owns.
-        let r = unsafe { nix::libc::flock(lock.as_raw_fd(), nix::libc::LOCK_EX | nix::libc::LOCK_NB) };
-        assert_eq!(r, 0, "host-local's lock still held after the plugin exited");
-        drop(lock);
+        let r = Flock::lock(lock, FlockArg::LockExclusiveNonblock);
+        assert!(r.is_ok(), "host-local's lock still held after the plugin exited");
+        drop(r);
         let del = Invocation::new("bridge", "DEL")
             .container_id(&cid)
             .pod(&pod)

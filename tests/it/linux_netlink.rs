@@ -6,12 +6,13 @@ use std::time::Duration;
 
 use crate::common::rig::TestNs;
 use cni_multi::linux::netlink::{
-    addr::Family, route::SCOPE_LINK, BridgeVlan, IpvlanMode, LinkKind, LinkSpec, MacvlanMode, Neigh, NextHop, Route,
-    Rule,
+    addr::IpFamily, route::SCOPE_LINK, BridgeVlan, IpvlanMode, LinkKind, LinkSpec, LinkType, MacvlanMode, Neigh,
+    NextHop, Route, Rule, VethPeer,
 };
 use cni_multi::linux::{sysctl, tuntap, NetNs, Netlink, NsError};
 use ipnet::IpNet;
 use serde_json::Value;
+use std::os::fd::AsFd;
 
 fn open(ns: &TestNs) -> (NetNs, Netlink) {
     let h = NetNs::open(ns.path()).unwrap();
@@ -41,21 +42,19 @@ fn veth_across_namespaces_addresses_routes_ping() {
     let (_ha, mut nla) = open(&a);
     let (hb, mut nlb) = open(&b);
 
-    let spec = LinkSpec::veth("va0", "vb0")
+    let spec = LinkSpec::veth("va0", VethPeer::new("vb0").netns(hb.as_fd()).mtu(1400))
         .mtu(1400)
-        .peer_netns(hb.raw_fd())
-        .peer_mtu(1400)
         .up();
     nla.create_link(&spec).unwrap();
 
     let la = nla.link_by_name("va0").unwrap().expect("va0 in a");
-    assert_eq!(la.kind.as_deref(), Some("veth"));
+    assert_eq!(la.kind, Some(LinkType::Veth));
     assert_eq!(la.mtu, 1400);
     assert!(la.up);
     assert!(la.link_netnsid.is_some(), "peer lives in another netns");
     assert!(nla.link_by_name("vb0").unwrap().is_none(), "peer not in a");
     let lb = nlb.link_by_name("vb0").unwrap().expect("vb0 in b");
-    assert_eq!(lb.kind.as_deref(), Some("veth"));
+    assert_eq!(lb.kind, Some(LinkType::Veth));
     assert_eq!(la.link, Some(lb.index));
     let j = b.ip_json(&["link", "show", "dev", "vb0"]);
     assert_eq!(first(&j)["mtu"], 1400);
@@ -69,10 +68,10 @@ fn veth_across_namespaces_addresses_routes_ping() {
     nla.wait_oper_up(la.index, Duration::from_secs(5)).unwrap();
     nlb.wait_oper_up(lb.index, Duration::from_secs(5)).unwrap();
 
-    let addrs = nla.addrs(Some(la.index), Family::V4).unwrap();
+    let addrs = nla.addrs(Some(la.index), IpFamily::V4).unwrap();
     assert_eq!(addrs.len(), 1);
     assert_eq!(addrs[0].ip, net("10.99.0.1/24"));
-    let v6 = nla.addrs(Some(la.index), Family::V6).unwrap();
+    let v6 = nla.addrs(Some(la.index), IpFamily::V6).unwrap();
     assert!(v6.iter().any(|x| x.ip == net("fd99::1/64") && x.flags.nodad()));
     let j = a.ip_json(&["addr", "show", "dev", "va0"]);
     let ai = first(&j)["addr_info"].as_array().unwrap();
@@ -83,7 +82,7 @@ fn veth_across_namespaces_addresses_routes_ping() {
     // A route in b to a's "other" network through a.
     let r = Route::new(net("10.100.0.0/24")).gw(ip("10.99.0.1")).oif(lb.index);
     nlb.add_route(&r).unwrap();
-    let routes = nlb.routes(Family::V4, Some(254)).unwrap();
+    let routes = nlb.routes(IpFamily::V4, Some(254)).unwrap();
     assert!(routes
         .iter()
         .any(|x| x.dst == net("10.100.0.0/24") && x.gw == Some(ip("10.99.0.1"))));
@@ -110,11 +109,11 @@ fn create_directly_in_other_netns() {
     let b = TestNs::new_node("db");
     let (_ha, mut nla) = open(&a);
     let (hb, mut nlb) = open(&b);
-    nla.create_link(&LinkSpec::new("br-x", LinkKind::Bridge { vlan_filtering: None }).netns(hb.raw_fd()))
+    nla.create_link(&LinkSpec::new("br-x", LinkKind::Bridge { vlan_filtering: None }).netns(hb.as_fd()))
         .unwrap();
     assert!(nla.link_by_name("br-x").unwrap().is_none());
     let l = nlb.link_by_name("br-x").unwrap().unwrap();
-    assert_eq!(l.kind.as_deref(), Some("bridge"));
+    assert_eq!(l.kind, Some(LinkType::Bridge));
     assert_eq!(
         first(&b.ip_json(&["-d", "link", "show", "br-x"]))["linkinfo"]["info_kind"],
         "bridge"
@@ -173,7 +172,7 @@ fn link_modifiers() {
     assert!(l.master.is_none() && l.alias.is_none() && !l.promisc && !l.allmulti && !l.up);
     assert!(first(&a.ip_json(&["link", "show", "renamed"])).get("master").is_none());
 
-    nl.set_netns(l.index, hb.raw_fd()).unwrap();
+    nl.set_netns(l.index, hb.as_fd()).unwrap();
     assert!(nl.link_by_name("renamed").unwrap().is_none());
     assert!(nlb.link_by_name("renamed").unwrap().is_some());
     b.ip(&["link", "show", "renamed"]);
@@ -205,7 +204,7 @@ fn macvlan_and_vxlan() {
     .mtu(1400);
     nl.create_link(&spec).unwrap();
     let mv = nl.link_by_name("mv0").unwrap().unwrap();
-    assert_eq!(mv.kind.as_deref(), Some("macvlan"));
+    assert_eq!(mv.kind, Some(LinkType::Macvlan));
     assert_eq!(mv.macvlan_mode, Some(MacvlanMode::Bridge));
     assert_eq!(mv.link, Some(parent.index));
     let j = a.ip_json(&["-d", "link", "show", "mv0"]);
@@ -237,7 +236,7 @@ fn macvlan_and_vxlan() {
     let mac = [0x02, 0, 0, 0, 0, 0x42];
     nl.replace_neigh(&Neigh::fdb(vx.index, mac, ip("192.168.50.9")))
         .unwrap();
-    let fdb = nl.neighs(Some(vx.index), Family::All, true).unwrap();
+    let fdb = nl.neighs(Some(vx.index), IpFamily::All, true).unwrap();
     assert!(
         fdb.iter()
             .any(|n| n.lladdr == Some(mac) && n.ip == Some(ip("192.168.50.9"))),
@@ -259,10 +258,10 @@ fn macvlan_and_vxlan() {
     let j = a.ip_json(&["neigh", "show", "dev", "parent0"]);
     assert_eq!(first(&j)["dst"], "192.168.50.7");
     assert_eq!(first(&j)["lladdr"], "02:00:00:00:00:42");
-    let n = nl.neighs(Some(parent.index), Family::V4, false).unwrap();
+    let n = nl.neighs(Some(parent.index), IpFamily::V4, false).unwrap();
     assert_eq!(n.len(), 1);
     nl.del_neigh(&n[0]).unwrap();
-    assert!(nl.neighs(Some(parent.index), Family::V4, false).unwrap().is_empty());
+    assert!(nl.neighs(Some(parent.index), IpFamily::V4, false).unwrap().is_empty());
 }
 
 /// Kinds this kernel lacks: the error names the object and carries errno and ext-ack.
@@ -328,11 +327,11 @@ fn addresses_and_dad() {
     let e = nl.add_addr(e0, net("10.1.1.1/31"), false).unwrap_err();
     assert!(e.is_exists(), "{e}");
     assert!(e.to_string().contains("10.1.1.1/31"), "{e}");
-    assert_eq!(nl.addrs(Some(e0), Family::V4).unwrap().len(), 1);
+    assert_eq!(nl.addrs(Some(e0), IpFamily::V4).unwrap().len(), 1);
     nl.del_addr(e0, net("10.1.1.1/31")).unwrap();
-    assert!(nl.addrs(Some(e0), Family::V4).unwrap().is_empty());
+    assert!(nl.addrs(Some(e0), IpFamily::V4).unwrap().is_empty());
     assert!(nl
-        .addrs(None, Family::All)
+        .addrs(None, IpFamily::All)
         .unwrap()
         .iter()
         .any(|x| x.ip == net("127.0.0.1/8")));
@@ -360,7 +359,7 @@ fn routes_tables_ecmp() {
     nl.add_route(&r).unwrap();
     let e = nl.add_route(&r).unwrap_err();
     assert!(e.is_exists(), "{e}");
-    let got = nl.routes(Family::V4, Some(1000)).unwrap();
+    let got = nl.routes(IpFamily::V4, Some(1000)).unwrap();
     assert_eq!(got.len(), 1, "{got:?}");
     assert_eq!(
         (got[0].mtu, got[0].advmss, got[0].priority, got[0].src),
@@ -376,11 +375,11 @@ fn routes_tables_ecmp() {
     r2.oif = Some(s0);
     r2.src = None;
     nl.replace_route(&r2).unwrap();
-    let got = nl.routes(Family::V4, Some(1000)).unwrap();
+    let got = nl.routes(IpFamily::V4, Some(1000)).unwrap();
     assert_eq!((got.len(), got[0].oif), (1, Some(s0)));
     // Delete without knowing scope/protocol.
     nl.del_route(&Route::new(net("10.50.0.0/16")).table(1000)).unwrap();
-    assert!(nl.routes(Family::V4, Some(1000)).unwrap().is_empty());
+    assert!(nl.routes(IpFamily::V4, Some(1000)).unwrap().is_empty());
 
     // IPv4 ECMP as one multipath route.
     let mut m = Route::new(net("10.60.0.0/16"));
@@ -398,7 +397,7 @@ fn routes_tables_ecmp() {
     ];
     nl.add_route(&m).unwrap();
     let got: Vec<_> = nl
-        .routes(Family::V4, Some(254))
+        .routes(IpFamily::V4, Some(254))
         .unwrap()
         .into_iter()
         .filter(|x| x.dst == m.dst)
@@ -415,7 +414,7 @@ fn routes_tables_ecmp() {
     let j = a.ip_json(&["-6", "route", "show", "fd60::/64"]);
     assert_eq!(first(&j)["nexthops"].as_array().unwrap().len(), 2, "{j}");
     let got: Vec<_> = nl
-        .routes(Family::V6, None)
+        .routes(IpFamily::V6, None)
         .unwrap()
         .into_iter()
         .filter(|x| x.dst == net("fd60::/64"))
@@ -433,12 +432,12 @@ fn routes_tables_ecmp() {
 fn fib_rules() {
     let a = TestNs::new_node("ru");
     let (_h, mut nl) = open(&a);
-    let mut r = Rule::new(Family::V4, 100);
+    let mut r = Rule::new(IpFamily::V4, 100);
     r.priority = Some(1000);
     r.src = Some(net("10.7.0.0/16"));
     r.iif = Some("lo".into());
     nl.add_rule(&r).unwrap();
-    let rules = nl.rules(Family::V4).unwrap();
+    let rules = nl.rules(IpFamily::V4).unwrap();
     assert!(rules.contains(&r), "{rules:?}");
     let j = a.ip_json(&["rule", "show"]);
     let hit = j
@@ -451,13 +450,13 @@ fn fib_rules() {
     assert_eq!(hit["srclen"], 16);
     assert_eq!(hit["table"], "100");
     nl.del_rule(&r).unwrap();
-    assert!(!nl.rules(Family::V4).unwrap().contains(&r));
+    assert!(!nl.rules(IpFamily::V4).unwrap().contains(&r));
 
-    let mut r6 = Rule::new(Family::V6, 200);
+    let mut r6 = Rule::new(IpFamily::V6, 200);
     r6.priority = Some(2000);
     r6.dst = Some(net("fd00::/8"));
     nl.add_rule(&r6).unwrap();
-    assert!(nl.rules(Family::V6).unwrap().contains(&r6));
+    assert!(nl.rules(IpFamily::V6).unwrap().contains(&r6));
 }
 
 #[test]
@@ -560,7 +559,7 @@ fn netns_open_kinds_and_guard() {
     assert_eq!(first(&j)["linkinfo"]["info_data"]["type"], "tap");
     let mut nl = Netlink::in_netns(&h).unwrap();
     let tap = nl.link_by_name("tap0").unwrap().unwrap();
-    assert_eq!(tap.kind.as_deref(), Some("tun"));
+    assert_eq!(tap.kind, Some(LinkType::Tun));
     nl.delete_link(tap.index).unwrap();
 }
 

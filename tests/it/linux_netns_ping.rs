@@ -1,8 +1,10 @@
 //! Named namespaces made without `ip`, and ICMP echo without `ping`: what the demo
 //! needs so that it runs with nothing but the binary installed.
 
+use std::os::fd::AsFd;
+
 use crate::common::rig::{require_root, TempDir};
-use cni_multi::linux::netlink::LinkSpec;
+use cni_multi::linux::netlink::{LinkSpec, VethPeer};
 use cni_multi::linux::{netns, ping, NetNs, Netlink};
 use std::time::Duration;
 
@@ -21,7 +23,7 @@ fn create_named_ping_and_delete() {
     // veth a:v0 <-> b:v1 with 10.123.0.1/2, made through netlink only.
     let mut na = Netlink::in_netns(&a).unwrap();
     let mut nb = Netlink::in_netns(&b).unwrap();
-    na.create_link(&LinkSpec::veth("v0", "v1").peer_netns(b.raw_fd()))
+    na.create_link(&LinkSpec::veth("v0", VethPeer::new("v1").netns(b.as_fd())))
         .unwrap();
     let v0 = na.link_required("v0").unwrap();
     let v1 = nb.link_required("v1").unwrap();

@@ -1,9 +1,11 @@
 //! Packet sockets (linux::packet) between two throw-away namespaces: an interface with no
 //! address yet sends and receives, and the kernel filter passes only UDP to the chosen port.
 
+use std::os::fd::AsFd;
+
 use crate::common::rig::{require_root, TempDir};
 use cni_multi::ipam::dhcp::packet::frame_udp;
-use cni_multi::linux::netlink::LinkSpec;
+use cni_multi::linux::netlink::{LinkSpec, VethPeer};
 use cni_multi::linux::packet::{PacketSocket, BROADCAST};
 use cni_multi::linux::{netns, Netlink};
 use std::net::Ipv4Addr;
@@ -19,7 +21,7 @@ fn filter_passes_only_udp_to_the_port() {
     let b = netns::create_named(dir.path(), "b").unwrap();
     let mut na = Netlink::in_netns(&a).unwrap();
     let mut nb = Netlink::in_netns(&b).unwrap();
-    na.create_link(&LinkSpec::veth("v0", "v1").peer_netns(b.raw_fd()))
+    na.create_link(&LinkSpec::veth("v0", VethPeer::new("v1").netns(b.as_fd())))
         .unwrap();
     let v0 = na.link_required("v0").unwrap();
     let v1 = nb.link_required("v1").unwrap();

@@ -3,10 +3,12 @@
 //! threads, so the work happens in a forked child, which starts with exactly one thread:
 //! if anything (e.g. neli's NlRouter) spawned one, the child would see Threads: 2.
 
+use std::os::fd::AsFd;
+
 use std::io::Write;
 
 use crate::common::rig::TestNs;
-use cni_multi::linux::netlink::{addr::Family, LinkSpec, Route};
+use cni_multi::linux::netlink::{addr::IpFamily, LinkSpec, Route, VethPeer};
 use cni_multi::linux::{NetNs, Netlink};
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{fork, ForkResult};
@@ -27,7 +29,7 @@ fn work(a: &TestNs, b: &TestNs) -> Result<(), String> {
     let hb = NetNs::open(b.path()).map_err(|e| e.to_string())?;
     let mut nla = Netlink::in_netns(&ha).map_err(|e| e.to_string())?;
     let mut nlb = Netlink::in_netns(&hb).map_err(|e| e.to_string())?;
-    nla.create_link(&LinkSpec::veth("t0", "t1").peer_netns(hb.raw_fd()).up())
+    nla.create_link(&LinkSpec::veth("t0", VethPeer::new("t1").netns(hb.as_fd())).up())
         .map_err(|e| e.to_string())?;
     let t0 = nla.link_by_name("t0").map_err(|e| e.to_string())?.ok_or("t0")?;
     let t1 = nlb.link_by_name("t1").map_err(|e| e.to_string())?.ok_or("t1")?;
@@ -38,7 +40,7 @@ fn work(a: &TestNs, b: &TestNs) -> Result<(), String> {
     nlb.set_up(t1.index).map_err(|e| e.to_string())?;
     nlb.add_route(&Route::new("10.78.0.0/16".parse().unwrap()).gw("10.77.0.1".parse().unwrap()))
         .map_err(|e| e.to_string())?;
-    nlb.routes(Family::V4, None).map_err(|e| e.to_string())?;
+    nlb.routes(IpFamily::V4, None).map_err(|e| e.to_string())?;
     nla.links().map_err(|e| e.to_string())?;
     // The thread is back in the namespace it started in.
     let cur = NetNs::current().map_err(|e| e.to_string())?;
@@ -72,7 +74,8 @@ fn netlink_work_stays_single_threaded() {
                 }
                 Err(_) => 4,
             };
-            // Skip destructors: the parent owns the namespaces.
+            // SAFETY: _exit only ends this forked child, skipping destructors on purpose:
+            // the parent owns the namespaces.
             unsafe { nix::libc::_exit(code) }
         }
         ForkResult::Parent { child } => {

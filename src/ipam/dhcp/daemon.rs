@@ -20,7 +20,7 @@ use ipnet::IpNet;
 use nix::libc;
 use serde::{Deserialize, Serialize};
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, RawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -315,7 +315,7 @@ impl Attachment {
 
     fn sock_fd(&self) -> Option<RawFd> {
         match &self.phase {
-            Phase::Active { sock, .. } | Phase::Releasing { sock, .. } => Some(sock.raw_fd()),
+            Phase::Active { sock, .. } | Phase::Releasing { sock, .. } => Some(sock.as_fd().as_raw_fd()),
             Phase::WaitLink { .. } => None,
         }
     }

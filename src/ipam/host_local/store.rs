@@ -896,44 +896,16 @@ fn unnamed_file(dir: &Path, content: &[u8]) -> io::Result<File> {
 /// Give an O_TMPFILE the name `path`: linkat(AT_EMPTY_PATH) (CAP_DAC_READ_SEARCH, or since
 /// Linux 6.10 the opener), else through /proc/self/fd.
 fn link_unnamed(f: &File, path: &Path) -> io::Result<()> {
-    use nix::libc;
-    use std::ffi::CString;
+    use nix::fcntl::AtFlags;
+    use nix::unistd::linkat;
     use std::os::fd::AsRawFd;
-    use std::os::unix::ffi::OsStrExt;
-    let to = CString::new(path.as_os_str().as_bytes())?;
-    // SAFETY: both strings are NUL-terminated and outlive the calls; the fd is open.
-    let r = unsafe {
-        libc::linkat(
-            f.as_raw_fd(),
-            c"".as_ptr(),
-            libc::AT_FDCWD,
-            to.as_ptr(),
-            libc::AT_EMPTY_PATH,
-        )
-    };
-    if r == 0 {
-        return Ok(());
+    match linkat(Some(f.as_raw_fd()), Path::new(""), None, path, AtFlags::AT_EMPTY_PATH) {
+        Ok(()) => return Ok(()),
+        Err(e) if e == nix::errno::Errno::EEXIST => return Err(e.into()),
+        Err(_) => {}
     }
-    let e = io::Error::last_os_error();
-    if e.kind() == io::ErrorKind::AlreadyExists {
-        return Err(e);
-    }
-    let from = CString::new(format!("/proc/self/fd/{}", f.as_raw_fd()))?;
-    // SAFETY: as above.
-    let r = unsafe {
-        libc::linkat(
-            libc::AT_FDCWD,
-            from.as_ptr(),
-            libc::AT_FDCWD,
-            to.as_ptr(),
-            libc::AT_SYMLINK_FOLLOW,
-        )
-    };
-    if r == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    let from = PathBuf::from(format!("/proc/self/fd/{}", f.as_raw_fd()));
+    Ok(linkat(None, from.as_path(), None, path, AtFlags::AT_SYMLINK_FOLLOW)?)
 }
 
 fn keys(id: &str, ifname: &str) -> (String, String) {

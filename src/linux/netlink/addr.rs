@@ -17,9 +17,11 @@ const IFA_LOCAL: u16 = 2;
 const IFA_BROADCAST: u16 = 4;
 const IFA_FLAGS: u16 = 8;
 
-/// Address family filter.
+/// The IP family of an address, route, rule or neighbour, and of a dump's filter (`All`):
+/// the socket address family (AF_UNSPEC, AF_INET, AF_INET6) route netlink carries. Not an
+/// nftables table family, which is [`crate::linux::nft::Family`] (`inet`, `ip`, `bridge` …).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Family {
+pub enum IpFamily {
     /// Both.
     All,
     /// IPv4.
@@ -28,21 +30,21 @@ pub enum Family {
     V6,
 }
 
-impl Family {
+impl IpFamily {
     pub(crate) fn af(self) -> u8 {
         match self {
-            Family::All => 0,
-            Family::V4 => nix::libc::AF_INET as u8,
-            Family::V6 => nix::libc::AF_INET6 as u8,
+            IpFamily::All => 0,
+            IpFamily::V4 => nix::libc::AF_INET as u8,
+            IpFamily::V6 => nix::libc::AF_INET6 as u8,
         }
     }
 
     /// The family of `ip`.
-    pub fn of(ip: IpAddr) -> Family {
+    pub fn of(ip: IpAddr) -> IpFamily {
         if ip.is_ipv4() {
-            Family::V4
+            IpFamily::V4
         } else {
-            Family::V6
+            IpFamily::V6
         }
     }
 }
@@ -134,7 +136,7 @@ fn ifaddrmsg(family: u8, prefix: u8, scope: u8, index: u32) -> [u8; 8] {
 
 /// The RTM_NEWADDR / RTM_DELADDR payload for `ip` on `index`.
 pub(crate) fn encode_addr(index: u32, ip: IpNet, nodad: bool) -> Vec<u8> {
-    let fam = Family::of(ip.addr()).af();
+    let fam = IpFamily::of(ip.addr()).af();
     let mut p = Payload::new(&ifaddrmsg(fam, ip.prefix_len(), 0, index));
     p.ip(IFA_LOCAL, ip.addr()).ip(IFA_ADDRESS, ip.addr());
     if let IpNet::V4(v4) = ip {
@@ -151,7 +153,7 @@ pub(crate) fn encode_addr(index: u32, ip: IpNet, nodad: bool) -> Vec<u8> {
 
 impl Netlink {
     /// Addresses, optionally only those of `index`, of the given family.
-    pub fn addrs(&mut self, index: Option<u32>, family: Family) -> Result<Vec<Addr>> {
+    pub fn addrs(&mut self, index: Option<u32>, family: IpFamily) -> Result<Vec<Addr>> {
         // With strict checking the kernel filters by index itself; filter again for old kernels.
         let p = Payload::new(&ifaddrmsg(family.af(), 0, 0, index.unwrap_or(0)));
         let msgs = self.dump(RTM_GETADDR, p.into_bytes(), &|| "list addresses".to_string())?;
@@ -159,7 +161,7 @@ impl Netlink {
             .iter()
             .filter_map(|m| Addr::parse(m))
             .filter(|a| index.is_none_or(|i| a.index == i))
-            .filter(|a| family == Family::All || Family::of(a.ip.addr()) == family)
+            .filter(|a| family == IpFamily::All || IpFamily::of(a.ip.addr()) == family)
             .collect())
     }
 
@@ -185,7 +187,7 @@ impl Netlink {
     /// is empty before using them; an entry with `dadfailed` will never settle.
     pub fn addrs_tentative(&mut self, index: u32) -> Result<Vec<Addr>> {
         Ok(self
-            .addrs(Some(index), Family::V6)?
+            .addrs(Some(index), IpFamily::V6)?
             .into_iter()
             .filter(|a| a.flags.tentative() || a.flags.dadfailed())
             .collect())

@@ -2,7 +2,7 @@
 //! delete, and wait for carrier.
 
 use std::net::IpAddr;
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, BorrowedFd};
 use std::time::{Duration, Instant};
 
 use super::wire::{attrs, get_i32, get_mac, get_str, get_u16, get_u32, Payload};
@@ -96,9 +96,9 @@ impl From<u8> for OperState {
     }
 }
 
-/// A link's type, as IFLA_INFO_KIND spells it: what a dump reports in [`Link::kind`] and what
-/// [`LinkKind::link_type`] creates. It derefs to the kernel's spelling, so code that still
-/// compares strings keeps working.
+/// A link's type: what a dump reports in [`Link::kind`] and what [`LinkKind::link_type`]
+/// creates. Parsed once from IFLA_INFO_KIND here; callers compare variants, never strings
+/// (`Display` gives the kernel's spelling for messages).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum LinkType {
     Veth,
@@ -135,7 +135,7 @@ impl LinkType {
     ];
 
     /// The type an IFLA_INFO_KIND string names.
-    pub fn from_kernel(s: &str) -> LinkType {
+    pub(crate) fn from_kernel(s: &str) -> LinkType {
         Self::KNOWN
             .iter()
             .find(|(_, n)| *n == s)
@@ -144,7 +144,7 @@ impl LinkType {
     }
 
     /// The IFLA_INFO_KIND string.
-    pub fn as_str(&self) -> &str {
+    fn as_str(&self) -> &str {
         match self {
             LinkType::Other(s) => s,
             t => t.known_name().expect("every named variant is in KNOWN"),
@@ -154,13 +154,6 @@ impl LinkType {
     /// The spelling of a named variant (None for [`LinkType::Other`]).
     fn known_name(&self) -> Option<&'static str> {
         Self::KNOWN.iter().find(|(k, _)| k == self).map(|(_, n)| *n)
-    }
-}
-
-impl std::ops::Deref for LinkType {
-    type Target = str;
-    fn deref(&self) -> &str {
-        self.as_str()
     }
 }
 
@@ -378,20 +371,12 @@ impl Link {
     }
 }
 
-/// Kind-specific part of a link to create.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum LinkKind {
+/// Kind-specific part of a link to create; `'fd` is the life of the namespace fd a veth peer
+/// is created in.
+#[derive(Debug, Clone)]
+pub enum LinkKind<'fd> {
     /// A veth pair; the peer may be created straight in another namespace.
-    Veth {
-        /// Peer name.
-        peer: String,
-        /// Namespace fd for the peer (None: same namespace as the link).
-        peer_netns: Option<RawFd>,
-        /// Peer MTU.
-        peer_mtu: Option<u32>,
-        /// Peer MAC.
-        peer_mac: Option<[u8; 6]>,
-    },
+    Veth(VethPeer<'fd>),
     /// A bridge.
     Bridge {
         /// Set IFLA_BR_VLAN_FILTERING.
@@ -438,11 +423,11 @@ pub enum LinkKind {
     },
 }
 
-impl LinkKind {
+impl LinkKind<'_> {
     /// The type of link this creates (what a dump reports back in [`Link::kind`]).
     pub fn link_type(&self) -> LinkType {
         match self {
-            LinkKind::Veth { .. } => LinkType::Veth,
+            LinkKind::Veth(_) => LinkType::Veth,
             LinkKind::Bridge { .. } => LinkType::Bridge,
             LinkKind::Macvlan { .. } => LinkType::Macvlan,
             LinkKind::Ipvlan { .. } => LinkType::Ipvlan,
@@ -462,30 +447,83 @@ impl LinkKind {
     }
 }
 
-/// A link to create. The fds it holds must stay open until [`Netlink::create_link`] returns.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LinkSpec {
+/// The peer end of a veth pair to create. Its attributes can be set only here, so only on a
+/// veth: `LinkSpec::veth("eth0", VethPeer::new("veth1").netns(host.as_fd()).mtu(1400))`.
+#[derive(Debug, Clone)]
+pub struct VethPeer<'fd> {
+    name: String,
+    netns: Option<BorrowedFd<'fd>>,
+    mtu: Option<u32>,
+    mac: Option<[u8; 6]>,
+}
+
+impl<'fd> VethPeer<'fd> {
+    /// A peer called `name`, in the link's namespace, with the kernel's defaults.
+    pub fn new(name: impl Into<String>) -> Self {
+        VethPeer {
+            name: name.into(),
+            netns: None,
+            mtu: None,
+            mac: None,
+        }
+    }
+
+    /// Creates the peer in the namespace behind `ns`.
+    pub fn netns(mut self, ns: BorrowedFd<'fd>) -> Self {
+        self.netns = Some(ns);
+        self
+    }
+
+    /// The peer's MTU.
+    pub fn mtu(mut self, mtu: u32) -> Self {
+        self.mtu = Some(mtu);
+        self
+    }
+
+    /// The peer's MAC.
+    pub fn mac(mut self, mac: [u8; 6]) -> Self {
+        self.mac = Some(mac);
+        self
+    }
+}
+
+impl From<&str> for VethPeer<'_> {
+    fn from(name: &str) -> Self {
+        VethPeer::new(name)
+    }
+}
+
+impl From<String> for VethPeer<'_> {
+    fn from(name: String) -> Self {
+        VethPeer::new(name)
+    }
+}
+
+/// A link to create; `'fd` is the life of the namespace fds it names, which the borrow keeps
+/// open until [`Netlink::create_link`] has sent it.
+#[derive(Debug, Clone)]
+pub struct LinkSpec<'fd> {
     /// Interface name.
     pub name: String,
     /// Kind and its options.
-    pub kind: LinkKind,
+    pub kind: LinkKind<'fd>,
     /// MTU.
     pub mtu: Option<u32>,
     /// MAC address.
     pub mac: Option<[u8; 6]>,
     /// Transmit queue length.
     pub txqlen: Option<u32>,
-    /// Namespace fd to create the link in (None: the socket's namespace).
-    pub netns: Option<RawFd>,
+    /// Namespace to create the link in (None: the socket's namespace).
+    pub netns: Option<BorrowedFd<'fd>>,
     /// Parent index (IFLA_LINK), resolved in the socket's namespace.
     pub parent: Option<u32>,
     /// Bring the link up on creation.
     pub up: bool,
 }
 
-impl LinkSpec {
+impl<'fd> LinkSpec<'fd> {
     /// A spec with no options.
-    pub fn new(name: impl Into<String>, kind: LinkKind) -> Self {
+    pub fn new(name: impl Into<String>, kind: LinkKind<'fd>) -> Self {
         LinkSpec {
             name: name.into(),
             kind,
@@ -498,17 +536,9 @@ impl LinkSpec {
         }
     }
 
-    /// A veth pair `name` <-> `peer`, both in the socket's namespace unless moved.
-    pub fn veth(name: impl Into<String>, peer: impl Into<String>) -> Self {
-        Self::new(
-            name,
-            LinkKind::Veth {
-                peer: peer.into(),
-                peer_netns: None,
-                peer_mtu: None,
-                peer_mac: None,
-            },
-        )
+    /// A veth pair `name` <-> `peer` (a name, or a [`VethPeer`] with its own attributes).
+    pub fn veth(name: impl Into<String>, peer: impl Into<VethPeer<'fd>>) -> Self {
+        Self::new(name, LinkKind::Veth(peer.into()))
     }
 
     /// Sets the MTU.
@@ -529,9 +559,9 @@ impl LinkSpec {
         self
     }
 
-    /// Creates the link in the namespace behind `fd`.
-    pub fn netns(mut self, fd: RawFd) -> Self {
-        self.netns = Some(fd);
+    /// Creates the link in the namespace behind `ns`.
+    pub fn netns(mut self, ns: BorrowedFd<'fd>) -> Self {
+        self.netns = Some(ns);
         self
     }
 
@@ -544,30 +574,6 @@ impl LinkSpec {
     /// Brings the link up on creation.
     pub fn up(mut self) -> Self {
         self.up = true;
-        self
-    }
-
-    /// For veth: places the peer in the namespace behind `fd`.
-    pub fn peer_netns(mut self, fd: RawFd) -> Self {
-        if let LinkKind::Veth { peer_netns, .. } = &mut self.kind {
-            *peer_netns = Some(fd);
-        }
-        self
-    }
-
-    /// For veth: the peer's MTU.
-    pub fn peer_mtu(mut self, mtu: u32) -> Self {
-        if let LinkKind::Veth { peer_mtu, .. } = &mut self.kind {
-            *peer_mtu = Some(mtu);
-        }
-        self
-    }
-
-    /// For veth: the peer's MAC.
-    pub fn peer_mac(mut self, mac: [u8; 6]) -> Self {
-        if let LinkKind::Veth { peer_mac, .. } = &mut self.kind {
-            *peer_mac = Some(mac);
-        }
         self
     }
 
@@ -588,8 +594,8 @@ impl LinkSpec {
         if let Some(i) = self.parent {
             p.u32(IFLA_LINK, i);
         }
-        if let Some(fd) = self.netns {
-            p.u32(IFLA_NET_NS_FD, fd as u32);
+        if let Some(ns) = self.netns {
+            p.u32(IFLA_NET_NS_FD, ns.as_raw_fd() as u32);
         }
         p.nest(IFLA_LINKINFO, |li| {
             li.str(IFLA_INFO_KIND, self.kind.name());
@@ -599,27 +605,22 @@ impl LinkSpec {
     }
 }
 
-fn encode_kind(li: &mut Payload, kind: &LinkKind) {
+fn encode_kind(li: &mut Payload, kind: &LinkKind<'_>) {
     match kind {
-        LinkKind::Veth {
-            peer,
-            peer_netns,
-            peer_mtu,
-            peer_mac,
-        } => {
+        LinkKind::Veth(peer) => {
             li.nest(IFLA_INFO_DATA, |d| {
                 // The peer is described by a whole ifinfomsg plus link attributes.
                 d.nest(VETH_INFO_PEER, |pp| {
                     pp.raw(&ifinfomsg(0, 0, 0, 0));
-                    pp.str(IFLA_IFNAME, peer);
-                    if let Some(m) = peer_mtu {
-                        pp.u32(IFLA_MTU, *m);
+                    pp.str(IFLA_IFNAME, &peer.name);
+                    if let Some(m) = peer.mtu {
+                        pp.u32(IFLA_MTU, m);
                     }
-                    if let Some(m) = peer_mac {
+                    if let Some(m) = &peer.mac {
                         pp.attr(IFLA_ADDRESS, m);
                     }
-                    if let Some(fd) = peer_netns {
-                        pp.u32(IFLA_NET_NS_FD, *fd as u32);
+                    if let Some(ns) = peer.netns {
+                        pp.u32(IFLA_NET_NS_FD, ns.as_raw_fd() as u32);
                     }
                 });
             });
@@ -703,7 +704,7 @@ impl Netlink {
     }
 
     /// Creates a link; fails with EEXIST if the name is taken.
-    pub fn create_link(&mut self, spec: &LinkSpec) -> Result<()> {
+    pub fn create_link(&mut self, spec: &LinkSpec<'_>) -> Result<()> {
         let what = || format!("create {} {:?}", spec.kind.name(), spec.name);
         self.request(RTM_NEWLINK, Mode::Create, spec.encode(), &what)?;
         Ok(())
@@ -711,7 +712,7 @@ impl Netlink {
 
     /// As [`Netlink::create_link`], and the link as the kernel echoes it back (NLM_F_ECHO),
     /// which saves the lookup that would follow; None from a kernel that does not echo.
-    pub fn create_link_echo(&mut self, spec: &LinkSpec) -> Result<Option<Link>> {
+    pub fn create_link_echo(&mut self, spec: &LinkSpec<'_>) -> Result<Option<Link>> {
         let what = || format!("create {} {:?}", spec.kind.name(), spec.name);
         let replies = self.request(RTM_NEWLINK, Mode::CreateEcho, spec.encode(), &what)?;
         Ok(replies
@@ -869,10 +870,10 @@ impl Netlink {
         )
     }
 
-    /// Moves a link into the namespace behind `netns_fd`.
-    pub fn set_netns(&mut self, index: u32, netns_fd: RawFd) -> Result<()> {
+    /// Moves a link into the namespace behind `ns`.
+    pub fn set_netns(&mut self, index: u32, ns: BorrowedFd<'_>) -> Result<()> {
         self.set_link(index, 0, 0, &|| format!("move {} to netns", by_index(index)), |p| {
-            p.u32(IFLA_NET_NS_FD, netns_fd as u32);
+            p.u32(IFLA_NET_NS_FD, ns.as_raw_fd() as u32);
         })
     }
 
@@ -935,14 +936,19 @@ impl Netlink {
     }
 }
 
-/// Formats a MAC as `aa:bb:cc:dd:ee:ff`.
-pub fn fmt_mac(m: &[u8; 6]) -> String {
+/// Formats a MAC as `aa:bb:cc:dd:ee:ff` (as Go's `net.HardwareAddr.String()` does). Takes a
+/// MAC (`&mac`) or a link's optional one (`&link.mac`); no MAC gives an empty string.
+pub fn fmt_mac<'a>(m: impl Into<Option<&'a [u8; 6]>>) -> String {
+    let Some(m) = m.into() else {
+        return String::new();
+    };
     m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::fd::AsFd;
 
     #[test]
     fn link_types_and_modes_by_name() {
@@ -965,14 +971,17 @@ mod tests {
 
     #[test]
     fn veth_create_bytes() {
-        let spec = LinkSpec::veth("eth0", "p1").mtu(1400).peer_netns(7).up();
+        let ns = std::fs::File::open("/dev/null").unwrap();
+        let spec = LinkSpec::veth("eth0", VethPeer::new("p1").netns(ns.as_fd()))
+            .mtu(1400)
+            .up();
         let b = spec.encode();
         let mut want = Vec::new();
         want.extend_from_slice(&ifinfomsg(0, 0, 1, 1));
         want.extend_from_slice(&[9, 0, 3, 0, b'e', b't', b'h', b'0', 0, 0, 0, 0]); // IFNAME
         want.extend_from_slice(&[8, 0, 4, 0]);
         want.extend_from_slice(&1400u32.to_ne_bytes()); // MTU
-                                                        // LINKINFO { KIND "veth", DATA { PEER { ifinfomsg, IFNAME "p1", NET_NS_FD 7 } } }
+                                                        // LINKINFO { KIND "veth", DATA { PEER { ifinfomsg, IFNAME "p1", NET_NS_FD ns } } }
         want.extend_from_slice(&[56, 0, 18, 0]);
         want.extend_from_slice(&[9, 0, 1, 0, b'v', b'e', b't', b'h', 0, 0, 0, 0]);
         want.extend_from_slice(&[40, 0, 2, 0]);
@@ -980,8 +989,18 @@ mod tests {
         want.extend_from_slice(&ifinfomsg(0, 0, 0, 0));
         want.extend_from_slice(&[7, 0, 3, 0, b'p', b'1', 0, 0]);
         want.extend_from_slice(&[8, 0, 28, 0]);
-        want.extend_from_slice(&7u32.to_ne_bytes());
+        want.extend_from_slice(&(ns.as_raw_fd() as u32).to_ne_bytes());
         assert_eq!(b, want);
+
+        // The peer's own MTU and MAC go inside its nest, not on the link.
+        let b = LinkSpec::veth("eth0", VethPeer::new("p1").mtu(1300).mac([2, 0, 0, 0, 0, 9])).encode();
+        let info = attrs(&b[16..]).find(|a| a.0 == IFLA_LINKINFO).unwrap().1;
+        let data = attrs(info).find(|a| a.0 == IFLA_INFO_DATA).unwrap().1;
+        let peer = attrs(data).find(|a| a.0 == VETH_INFO_PEER).unwrap().1;
+        let peer: Vec<_> = attrs(&peer[16..]).collect();
+        assert_eq!(peer[1], (IFLA_MTU, &1300u32.to_ne_bytes()[..]));
+        assert_eq!(peer[2], (IFLA_ADDRESS, &[2, 0, 0, 0, 0, 9][..]));
+        assert!(attrs(&b[16..]).all(|a| a.0 != IFLA_MTU && a.0 != IFLA_ADDRESS));
     }
 
     #[test]
@@ -1057,5 +1076,13 @@ mod tests {
         assert_eq!(l.mac, Some([2, 0, 0, 0, 0, 1]));
         assert_eq!(l.kind, Some(LinkType::Macvlan));
         assert_eq!(l.macvlan_mode, Some(MacvlanMode::Bridge));
+    }
+
+    #[test]
+    fn mac_text() {
+        let m = [0x02, 0xab, 0, 0, 0x0c, 0xff];
+        assert_eq!(fmt_mac(&m), "02:ab:00:00:0c:ff");
+        assert_eq!(fmt_mac(&Some(m)), "02:ab:00:00:0c:ff");
+        assert_eq!(fmt_mac(&None), "");
     }
 }

@@ -2,7 +2,7 @@
 //! addresses, routes, neighbours, FIB rules and bridge ports. Callers never see wire format.
 //!
 //! neli provides the socket and the message framing (nlmsghdr, ack and error parsing);
-//! payloads are encoded in [`wire`]. Every request asks for an ACK and waits for it, so each
+//! payloads are encoded in `wire`. Every request asks for an ACK and waits for it, so each
 //! call either took effect or returns an [`Error`] with errno, extended-ack text and the name
 //! of the object.
 
@@ -15,9 +15,9 @@ pub mod rule;
 pub mod tc;
 pub(crate) mod wire;
 
-pub use addr::{Addr, AddrFlags, Family};
+pub use addr::{Addr, AddrFlags, IpFamily};
 pub use bridge::BridgeVlan;
-pub use link::{IpvlanMode, Link, LinkKind, LinkSpec, LinkType, MacvlanMode, OperState};
+pub use link::{IpvlanMode, Link, LinkKind, LinkSpec, LinkType, MacvlanMode, OperState, VethPeer};
 pub use neigh::Neigh;
 pub use route::{NextHop, Route, RouteType};
 pub use rule::Rule;
@@ -31,8 +31,8 @@ use neli::utils::Groups;
 
 use super::{Error, NetNs, Result};
 
-const NLMSG_ERROR: u16 = 2;
-const NLMSG_DONE: u16 = 3;
+use wire::{NLMSG_DONE, NLMSG_ERROR};
+
 /// Dumps interrupted by concurrent changes are retried this many times.
 const DUMP_RETRIES: usize = 5;
 

@@ -2,7 +2,7 @@
 
 use std::net::IpAddr;
 
-use super::addr::Family;
+use super::addr::IpFamily;
 use super::link::fmt_mac;
 use super::wire::{attrs, get_i32, get_ip, get_mac, get_u16, Payload};
 use super::{Mode, Netlink};
@@ -75,7 +75,7 @@ impl Neigh {
         let fam = if self.fdb {
             AF_BRIDGE
         } else {
-            self.ip.map(|i| Family::of(i).af()).unwrap_or(0)
+            self.ip.map(|i| IpFamily::of(i).af()).unwrap_or(0)
         };
         let mut p = Payload::new(&ndmsg(fam, self.index, self.state, self.flags));
         if let Some(ip) = self.ip {
@@ -111,7 +111,7 @@ impl Neigh {
 
     fn describe(&self) -> String {
         let what = if self.fdb { "fdb entry" } else { "neighbour" };
-        let mac = self.lladdr.as_ref().map(fmt_mac).unwrap_or_default();
+        let mac = fmt_mac(&self.lladdr);
         match self.ip {
             Some(ip) => format!("{what} {ip} {mac} on link #{}", self.index),
             None => format!("{what} {mac} on link #{}", self.index),
@@ -149,7 +149,7 @@ impl Netlink {
     }
 
     /// Neighbour entries of `family` (or FDB entries when `fdb`), optionally of one device.
-    pub fn neighs(&mut self, index: Option<u32>, family: Family, fdb: bool) -> Result<Vec<Neigh>> {
+    pub fn neighs(&mut self, index: Option<u32>, family: IpFamily, fdb: bool) -> Result<Vec<Neigh>> {
         let fam = if fdb { AF_BRIDGE } else { family.af() };
         // Strict checking rejects a neighbour dump header with an ifindex; filter here.
         let p = Payload::new(&ndmsg(fam, 0, 0, 0));
@@ -158,7 +158,7 @@ impl Netlink {
             .iter()
             .filter_map(|m| Neigh::parse(m))
             .filter(|n| n.fdb == fdb && index.is_none_or(|i| n.index == i))
-            .filter(|n| fdb || family == Family::All || n.ip.map(Family::of) == Some(family))
+            .filter(|n| fdb || family == IpFamily::All || n.ip.map(IpFamily::of) == Some(family))
             .collect())
     }
 }

@@ -4,7 +4,7 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
-use super::addr::Family;
+use super::addr::IpFamily;
 use super::wire::{align, attrs, get_i32, get_ip, get_u32, Payload};
 use super::{Mode, Netlink};
 use crate::linux::Result;
@@ -180,7 +180,7 @@ impl Route {
     }
 
     fn family(&self) -> u8 {
-        Family::of(self.dst.addr()).af()
+        IpFamily::of(self.dst.addr()).af()
     }
 
     fn describe(&self) -> String {
@@ -326,7 +326,7 @@ fn parse_multipath(mut d: &[u8]) -> Vec<NextHop> {
 
 impl Netlink {
     /// Routes of `family`; only table `table` when given (all tables otherwise).
-    pub fn routes(&mut self, family: Family, table: Option<u32>) -> Result<Vec<Route>> {
+    pub fn routes(&mut self, family: IpFamily, table: Option<u32>) -> Result<Vec<Route>> {
         let h = [family.af(), 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
         let msgs = self.dump(RTM_GETROUTE, Payload::new(&h).into_bytes(), &|| {
             "list routes".to_string()
@@ -342,7 +342,7 @@ impl Netlink {
     /// table `table` when given (all tables otherwise).
     pub fn link_routes(&mut self, index: u32, table: Option<u32>) -> Result<Vec<Route>> {
         Ok(self
-            .routes(Family::All, table)?
+            .routes(IpFamily::All, table)?
             .into_iter()
             .filter(|r| r.oif == Some(index) && r.multipath.is_empty())
             .collect())

@@ -2,7 +2,7 @@
 
 use ipnet::IpNet;
 
-use super::addr::Family;
+use super::addr::IpFamily;
 use super::wire::{attrs, get_ip, get_str, get_u32, Payload};
 use super::{Mode, Netlink};
 use crate::linux::Result;
@@ -18,11 +18,11 @@ const FRA_TABLE: u16 = 15;
 const FRA_OIFNAME: u16 = 17;
 const FR_ACT_TO_TBL: u8 = 1;
 
-/// A rule "from `src` to `dst` [iif] [oif] lookup `table`".
+/// A rule "from `src` to `dst` \[iif\] \[oif\] lookup `table`".
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rule {
     /// Address family (V4 or V6).
-    pub family: Family,
+    pub family: IpFamily,
     /// Priority (None: let the kernel choose).
     pub priority: Option<u32>,
     /// Table to look up.
@@ -39,7 +39,7 @@ pub struct Rule {
 
 impl Rule {
     /// A rule sending everything of `family` to `table`.
-    pub fn new(family: Family, table: u32) -> Rule {
+    pub fn new(family: IpFamily, table: u32) -> Rule {
         Rule {
             family,
             priority: None,
@@ -92,8 +92,8 @@ impl Rule {
             return None;
         }
         let family = match b[0] as i32 {
-            nix::libc::AF_INET => Family::V4,
-            nix::libc::AF_INET6 => Family::V6,
+            nix::libc::AF_INET => IpFamily::V4,
+            nix::libc::AF_INET6 => IpFamily::V6,
             _ => return None,
         };
         let mut r = Rule::new(family, b[4] as u32);
@@ -142,7 +142,7 @@ impl Netlink {
     }
 
     /// Rules of `family` (V4 or V6).
-    pub fn rules(&mut self, family: Family) -> Result<Vec<Rule>> {
+    pub fn rules(&mut self, family: IpFamily) -> Result<Vec<Rule>> {
         let h = [family.af(), 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
         let msgs = self.dump(RTM_GETRULE, Payload::new(&h).into_bytes(), &|| "list rules".to_string())?;
         Ok(msgs.iter().filter_map(|m| Rule::parse(m)).collect())
@@ -150,8 +150,8 @@ impl Netlink {
 
     /// Rules of both families, IPv4 first.
     pub fn all_rules(&mut self) -> Result<Vec<Rule>> {
-        let mut rules = self.rules(Family::V4)?;
-        rules.extend(self.rules(Family::V6)?);
+        let mut rules = self.rules(IpFamily::V4)?;
+        rules.extend(self.rules(IpFamily::V6)?);
         Ok(rules)
     }
 }
@@ -162,7 +162,7 @@ mod tests {
 
     #[test]
     fn rule_roundtrip() {
-        let mut r = Rule::new(Family::V4, 100);
+        let mut r = Rule::new(IpFamily::V4, 100);
         r.priority = Some(1000);
         r.src = Some("10.1.0.0/16".parse().unwrap());
         r.iif = Some("eth0".into());

@@ -1,15 +1,36 @@
-//! Route-netlink payload encoding: fixed headers plus type-length-value attributes.
+//! Netlink wire format: the framing constants every family shares (route netlink here,
+//! nf_tables and ctnetlink over NETLINK_NETFILTER), defined only here, and route-netlink
+//! payloads: fixed headers plus type-length-value attributes.
 //!
-//! neli frames the messages (nlmsghdr, sequence, ack and error parsing) but has no typed
+//! neli frames the route-netlink messages (nlmsghdr, sequence, ack and error parsing) but has no typed
 //! payloads for link kinds, `rtnexthop`, metrics or bridge VLAN info, and its generic
 //! attribute builders cannot express a nested `ifinfomsg` (the veth peer). So payloads are
 //! built and parsed here, by hand, in one small place that unit tests check byte by byte.
 
 use std::net::IpAddr;
 
+// <linux/netlink.h>: the message header and its types and flags.
+pub const NLMSG_HDRLEN: usize = 16;
+pub const NLMSG_ERROR: u16 = 2;
+pub const NLMSG_DONE: u16 = 3;
+pub const NLM_F_REQUEST: u16 = 0x1;
+pub const NLM_F_ACK: u16 = 0x4;
+pub const NLM_F_ECHO: u16 = 0x8;
+pub const NLM_F_DUMP_INTR: u16 = 0x10;
+pub const NLM_F_DUMP: u16 = 0x300;
+pub const NLM_F_CREATE: u16 = 0x400;
+pub const NLM_F_APPEND: u16 = 0x800;
+// Flags of an NLMSG_ERROR reply: the request is echoed capped to its header; extended-ack
+// attributes (the kernel's message, the offending attribute's offset) follow.
+pub const NLM_F_CAPPED: u16 = 0x100;
+pub const NLM_F_ACK_TLVS: u16 = 0x200;
+pub const NLMSGERR_ATTR_MSG: u16 = 1;
+pub const NLMSGERR_ATTR_OFFS: u16 = 2;
+
 /// Set on attributes whose payload is itself attributes, where the kernel requires it.
 pub const NLA_F_NESTED: u16 = 0x8000;
-const NLA_TYPE_MASK: u16 = 0x3fff;
+/// The attribute type without NLA_F_NESTED and NLA_F_NET_BYTEORDER.
+pub const NLA_TYPE_MASK: u16 = 0x3fff;
 
 /// Rounds up to the 4-byte netlink alignment.
 pub fn align(n: usize) -> usize {

@@ -7,8 +7,8 @@
 //! delete rules by their `-s`/`-d`, `-p`, `--dport`, comment and target; everything else is
 //! kept as raw xt matches or skipped. Writing is not done here.
 //!
-//! Legacy iptables (x_tables, `iptables-legacy`) keeps its rules outside nftables, where this
-//! module cannot see them; [`legacy_tables`] tells whether that backend is in use.
+//! Legacy iptables (x_tables, `iptables-legacy`) keeps its rules outside nftables: that is
+//! `linux::xtables`.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -211,7 +211,7 @@ impl IptRule {
     }
 
     /// `-j DNAT --to-destination …` (revisions 0–2 share the address and port offsets of
-    /// `nf_nat_range`: u32 flags, min_addr[16], max_addr[16], min_proto (network order) …).
+    /// `nf_nat_range`: u32 flags, `min_addr[16]`, `max_addr[16]`, min_proto (network order) …).
     pub fn dnat_to(&self) -> Option<DnatTo> {
         let x = self.xt_target().filter(|x| x.name == "DNAT")?;
         if x.rev == 0 {
@@ -328,20 +328,6 @@ pub fn remove(b: &mut Batch, v6: bool, name: &str, rules: &[&IptRule], chains: &
         b.flush_chain(&t, c);
         b.del_chain(&t, c);
     }
-}
-
-/// The tables legacy iptables (x_tables, not nftables) has registered in the calling thread's
-/// network namespace (`/proc/net/ip_tables_names`, `ip6_tables_names`). Non-empty means some
-/// rules live where nftables cannot see them. Unreadable (no x_tables in the kernel) is empty.
-pub fn legacy_tables(v6: bool) -> Vec<String> {
-    let path = if v6 {
-        "/proc/thread-self/net/ip6_tables_names"
-    } else {
-        "/proc/thread-self/net/ip_tables_names"
-    };
-    std::fs::read_to_string(path)
-        .map(|s| s.lines().map(str::to_string).filter(|l| !l.is_empty()).collect())
-        .unwrap_or_default()
 }
 
 #[cfg(test)]

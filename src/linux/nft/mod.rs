@@ -37,7 +37,9 @@ pub use expr::{
 pub use rule::{L4Proto, RuleBuilder};
 pub use socket::NftSocket;
 
-/// An nftables address family (`NFPROTO_*`), the `nfgen_family` of every message.
+/// An nftables table family (`NFPROTO_*`: `inet`, `ip`, `ip6`, `bridge`, `netdev`), the
+/// `nfgen_family` of every message. The IP family of an address or route is
+/// [`crate::linux::netlink::IpFamily`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Family {
     Inet,

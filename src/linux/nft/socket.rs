@@ -1,19 +1,19 @@
 //! [`NftSocket`]: a `NETLINK_NETFILTER` socket that commits batches and lists one table.
 //!
-//! The socket is neli's low-level `NlSocket` (plain `socket`/`send`/`recv`, no background thread):
-//! an nftables batch is several netlink messages that must reach the kernel in a single
-//! `sendmsg`, which neli's typed `NlSocketHandle::send` (one message per call) cannot do, so we
-//! encode the bytes ourselves and use neli only for the file descriptor.
+//! The socket is a plain [`NfSocket`] (`socket`/`send`/`recv`, no background thread): an
+//! nftables batch is several netlink messages that must reach the kernel in a single `send`,
+//! which neli's typed `NlSocketHandle::send` (one message per call) cannot do, so we encode the
+//! bytes ourselves.
 
 use std::cell::Cell;
 use std::io;
 use std::path::Path;
 use std::time::Duration;
 
-use neli::consts::socket::Msg;
-use neli::socket::NlSocket;
+use nix::sys::socket::MsgFlags;
 
-use crate::linux::{netfilter, Error, NetNs};
+use crate::linux::netfilter::{self, NfSocket};
+use crate::linux::{Error, NetNs};
 
 use super::expr::Expr;
 use super::msg::BatchMsg;
@@ -43,21 +43,12 @@ fn kernel_err(what: &str, errno: i32, ext_ack: Option<String>) -> Error {
     Error::kernel(format!("{PREFIX}{what}"), errno, ext_ack)
 }
 
-/// A netfilter netlink socket, bound to the network namespace it was created in.
+/// A netfilter netlink socket, bound to the network namespace it was created in. Its close
+/// may sleep for an RCU grace period; `late_close` defers it in a short-lived process.
 pub struct NftSocket {
-    sock: std::mem::ManuallyDrop<NlSocket>,
+    sock: NfSocket,
     seq: Cell<u32>,
     rbuf: std::cell::RefCell<Vec<u8>>,
-}
-
-impl Drop for NftSocket {
-    /// The close may sleep for an RCU grace period (see `late_close`); a plugin defers it.
-    fn drop(&mut self) {
-        use std::os::fd::IntoRawFd;
-        // SAFETY: sock is never used again.
-        let sock = unsafe { std::mem::ManuallyDrop::take(&mut self.sock) };
-        crate::linux::late_close::close(sock.into_raw_fd());
-    }
 }
 
 impl NftSocket {
@@ -71,13 +62,13 @@ impl NftSocket {
                 std::io::Error::other("no kernel access in a fuzz build"),
             ));
         }
-        Ok(Self::wrap(netfilter::open_socket(&what, RECV_TIMEOUT)?))
+        Ok(Self::wrap(NfSocket::open(&what, RECV_TIMEOUT)?))
     }
 
     /// Opens a socket inside another network namespace; the socket stays bound to it.
     pub fn in_netns(ns: &NetNs) -> Result<Self, Error> {
         let what = format!("{PREFIX}open NETLINK_NETFILTER socket");
-        Ok(Self::wrap(netfilter::open_socket_in(ns, &what, RECV_TIMEOUT)?))
+        Ok(Self::wrap(NfSocket::open_in(ns, &what, RECV_TIMEOUT)?))
     }
 
     /// [`in_netns`](Self::in_netns) by path, e.g. `/run/netns/NAME`.
@@ -85,13 +76,13 @@ impl NftSocket {
         Self::in_netns(&NetNs::open(path)?)
     }
 
-    fn wrap(sock: NlSocket) -> Self {
+    fn wrap(sock: NfSocket) -> Self {
         let seed = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs() as u32)
             .unwrap_or(1);
         NftSocket {
-            sock: std::mem::ManuallyDrop::new(sock),
+            sock,
             rbuf: std::cell::RefCell::new(Vec::new()),
             seq: Cell::new(seed),
         }
@@ -104,12 +95,12 @@ impl NftSocket {
     }
 
     fn send(&self, what: &str, buf: &[u8]) -> Result<(), Error> {
-        self.sock.send(buf, Msg::empty()).map_err(|e| io_err(what, e))?;
+        self.sock.send(buf).map_err(|e| io_err(what, e))?;
         Ok(())
     }
 
     fn recv<'b>(&self, what: &str, buf: &'b mut [u8]) -> Result<&'b [u8], Error> {
-        let (n, _) = self.sock.recv(&mut *buf, Msg::TRUNC).map_err(|e| {
+        let n = self.sock.recv(&mut *buf, MsgFlags::MSG_TRUNC).map_err(|e| {
             if e.kind() == io::ErrorKind::WouldBlock {
                 other_err(what, "timed out waiting for the kernel's reply")
             } else {
@@ -311,14 +302,14 @@ impl NftSocket {
     /// namespace for as long as the system runs, never reused (an inode number is). `None`
     /// where the kernel has no such option.
     pub fn netns_cookie(&self) -> Option<u64> {
-        use std::os::fd::AsRawFd;
+        use std::os::fd::{AsFd, AsRawFd};
         const SO_NETNS_COOKIE: nix::libc::c_int = 71;
         let mut v: u64 = 0;
         let mut len = std::mem::size_of::<u64>() as nix::libc::socklen_t;
         // SAFETY: v and len outlive the call; the kernel writes at most len bytes.
         let rc = unsafe {
             nix::libc::getsockopt(
-                self.sock.as_raw_fd(),
+                self.sock.as_fd().as_raw_fd(),
                 nix::libc::SOL_SOCKET,
                 SO_NETNS_COOKIE,
                 (&mut v as *mut u64).cast(),

@@ -130,11 +130,16 @@ impl Xt {
 
 /// `-m comment --comment TEXT` (longer texts are cut to 255 bytes, as the kernel's limit).
 pub fn comment(text: &str) -> Expr {
+    comment_match(text).to_expr()
+}
+
+/// The `comment` match itself (also what legacy x_tables stores).
+pub fn comment_match(text: &str) -> Xt {
     let mut info = vec![0u8; COMMENT_INFO_LEN];
     let s = text.as_bytes();
     let n = s.len().min(COMMENT_INFO_LEN - 1);
     info[..n].copy_from_slice(&s[..n]);
-    Xt::new(XtKind::Match, "comment", 0, info).to_expr()
+    Xt::new(XtKind::Match, "comment", 0, info)
 }
 
 /// The text of a `-m comment` expression.
@@ -150,6 +155,11 @@ pub fn rule_comment(exprs: &[Expr]) -> Option<String> {
 
 /// `-m conntrack --ctstate STATES` ([`ctstate`] bits; `invert` = `! --ctstate`).
 pub fn conntrack_state(states: u16, invert: bool) -> Expr {
+    conntrack_state_match(states, invert).to_expr()
+}
+
+/// The `conntrack` match (rev 3) of [`conntrack_state`].
+pub fn conntrack_state_match(states: u16, invert: bool) -> Xt {
     let mut info = vec![0u8; CONNTRACK3_INFO_LEN];
     let put = |info: &mut Vec<u8>, at: usize, v: u16| info[at..at + 2].copy_from_slice(&v.to_ne_bytes());
     put(&mut info, CONNTRACK3_MATCH_FLAGS, XT_CONNTRACK_STATE);
@@ -157,12 +167,19 @@ pub fn conntrack_state(states: u16, invert: bool) -> Expr {
         put(&mut info, CONNTRACK3_INVERT_FLAGS, XT_CONNTRACK_STATE);
     }
     put(&mut info, CONNTRACK3_STATE_MASK, states);
-    Xt::new(XtKind::Match, "conntrack", 3, info).to_expr()
+    Xt::new(XtKind::Match, "conntrack", 3, info)
 }
 
 /// (state mask, inverted) of a `-m conntrack --ctstate` expression that matches on state only.
 pub fn conntrack_state_of(e: &Expr) -> Option<(u16, bool)> {
-    let x = Xt::from_expr(e).filter(|x| x.kind == XtKind::Match && x.name == "conntrack" && x.rev == 3)?;
+    conntrack_state_of_match(&Xt::from_expr(e)?)
+}
+
+/// [`conntrack_state_of`] for the match itself.
+pub fn conntrack_state_of_match(x: &Xt) -> Option<(u16, bool)> {
+    if !(x.kind == XtKind::Match && x.name == "conntrack" && x.rev == 3) {
+        return None;
+    }
     let get = |at: usize| x.info.get(at..at + 2).map(|b| u16::from_ne_bytes([b[0], b[1]]));
     if get(CONNTRACK3_MATCH_FLAGS)? != XT_CONNTRACK_STATE {
         return None;
@@ -190,6 +207,11 @@ pub fn masquerade_target(v6: bool) -> Xt {
 /// `-m multiport --dports P[,P…]` (rev 1, `struct xt_multiport_v1`, up to 15 ports) or
 /// `--sports` (`dest` false).
 pub fn multiport(dest: bool, ports: &[u16]) -> Expr {
+    multiport_match(dest, ports).to_expr()
+}
+
+/// The `multiport` match (rev 1) of [`multiport`].
+pub fn multiport_match(dest: bool, ports: &[u16]) -> Xt {
     let mut info = vec![0u8; 48];
     info[0] = if dest { 1 } else { 0 }; // XT_MULTIPORT_DESTINATION / _SOURCE
     let n = ports.len().min(15);
@@ -197,14 +219,19 @@ pub fn multiport(dest: bool, ports: &[u16]) -> Expr {
     for (i, p) in ports[..n].iter().enumerate() {
         info[2 + 2 * i..4 + 2 * i].copy_from_slice(&p.to_ne_bytes());
     }
-    Xt::new(XtKind::Match, "multiport", 1, info).to_expr()
+    Xt::new(XtKind::Match, "multiport", 1, info)
 }
 
 /// `-m addrtype --dst-type TYPE` (rev 1): `rtn_bits` is `1 << RTN_*`, e.g. `1 << 2` = LOCAL.
 pub fn addrtype_dst(rtn_bits: u16) -> Expr {
+    addrtype_dst_match(rtn_bits).to_expr()
+}
+
+/// The `addrtype` match (rev 1) of [`addrtype_dst`].
+pub fn addrtype_dst_match(rtn_bits: u16) -> Xt {
     let mut info = vec![0u8; 8];
     info[2..4].copy_from_slice(&rtn_bits.to_ne_bytes());
-    Xt::new(XtKind::Match, "addrtype", 1, info).to_expr()
+    Xt::new(XtKind::Match, "addrtype", 1, info)
 }
 
 /// `-j DNAT --to-destination ADDR[:PORT]` (rev 2, `struct nf_nat_range2`, 48 bytes).

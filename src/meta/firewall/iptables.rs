@@ -83,25 +83,6 @@ fn pod_rules(t: &Table, ip: IpAddr) -> [Rule; 2] {
     ]
 }
 
-/// Legacy iptables' rules are out of reach (no netlink interface): say so where its filter
-/// table is in use, since a DROP policy there still drops the pod's traffic.
-pub fn warn_legacy(prev: &CniResult) {
-    for (v6, tool) in [(false, "iptables"), (true, "ip6tables")] {
-        if prev.ips.iter().any(|i| i.address.addr().is_ipv6() == v6)
-            && crate::linux::nft::iptables::legacy_tables(v6)
-                .iter()
-                .any(|t| t == TABLE)
-        {
-            eprintln!(
-                "firewall: legacy {tool} (x_tables) has a filter table in this network namespace; \
-                 cni-multi writes the iptables rules through nftables (iptables-nft) only, so a \
-                 DROP policy of the legacy FORWARD chain still drops the pod's forwarded traffic \
-                 (see `{tool}-legacy -S FORWARD`)"
-            );
-        }
-    }
-}
-
 /// Queues `r` unless an equal rule is in `have` (the reference's `AppendUnique`/`InsertUnique`).
 fn insert_unique(b: &mut Batch, have: &[Rule], r: Rule, pos: Position) {
     if !have.iter().any(|h| xt::same_rule(&h.exprs, &r.exprs)) {
@@ -467,8 +448,6 @@ fn add_isolation(
 pub struct Removal {
     rec: Records,
     ips: Vec<IpAddr>,
-    /// Rules going.
-    rules: usize,
     /// The stamp to write afterwards (it held before and is moved by what goes).
     stamp: Option<[u64; 3]>,
 }
@@ -540,7 +519,6 @@ pub fn plan_del(sock: &NftSocket, b: &mut Batch, key: &str, ips: &[IpAddr]) -> R
         out.push(Removal {
             rec,
             ips,
-            rules: n,
             stamp: stamp
                 .filter(|_| unknown.is_empty())
                 .map(|[a, b, u]| [a, b, u - n as u64]),
@@ -561,11 +539,6 @@ impl Removal {
             Some(s) => rec.put_stamp(&s),
             None => rec.forget_stamp(),
         }
-    }
-
-    /// How many rules go.
-    pub fn count(&self) -> usize {
-        self.rules
     }
 }
 

@@ -1,6 +1,6 @@
 //! firewall: allow forwarded traffic to and from the container, optionally isolate its bridge
-//! (the reference's `plugins/meta/firewall`). Two layouts, chosen once per verb
-//! ([`backend::choose_written`], doc/firewall.md):
+//! (the reference's `plugins/meta/firewall`). Three layouts, chosen once per verb
+//! ([`Backend::choose`], doc/firewall.md):
 //!
 //! - `iptables.rs`: the reference's iptables backend's own rules (`CNI-FORWARD`, the admin
 //!   chain, the `FORWARD` jump, the isolation stages) in iptables' `filter` tables, written over
@@ -8,6 +8,9 @@
 //!   `backend: "iptables"`, and the default on a node that uses iptables (upstream's default
 //!   when firewalld does not run): so a DROP policy that arrives in iptables' FORWARD later
 //!   still sees the pod's accepts.
+//! - iptables-legacy: the same rules in x_tables, on a node whose iptables is legacy
+//!   (`pkg::legacy_iptables`). Elsewhere, a legacy FORWARD policy DROP would still drop what
+//!   the other layouts accept: ADD then fails, naming it, rather than leave the pod cut off.
 //! - `nftables.rs`: cni-multi's own tables `inet cni_firewall` (and `bridge cni_firewall` for
 //!   `isolated`). `backend: "nftables"`, and the default on a node with nftables only.
 //!
@@ -36,8 +39,9 @@ use crate::cni::plugin::{entry, CniPlugin};
 use crate::cni::result::CniResult;
 use crate::cni::skel::{CmdArgs, Kind, Plugin};
 use crate::linux::nft::{Batch, NftSocket};
-use crate::pkg::backend::{self, Requested};
+use crate::pkg::backend::{self, Layout, Requested};
 use crate::pkg::caps::{self, Capability};
+use crate::pkg::legacy_iptables as legacy;
 use crate::pkg::nft_records as records;
 use crate::pkg::reference_iptables as reference;
 use crate::pkg::sha512::hex_prefix;
@@ -72,9 +76,34 @@ struct FirewallConf {
     _firewalld_zone: String,
 }
 
-/// The layout one verb writes (ADD) or checks (CHECK): the `backend` key's on this node,
-/// unset following the node ([`backend::choose_written`]).
-pub use crate::pkg::backend::Written as Backend;
+/// The layout one verb writes (ADD) or checks (CHECK).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Iptables,
+    /// The iptables layout in x_tables ("iptables" on a legacy node).
+    IptablesLegacy,
+    Nftables,
+}
+
+impl Backend {
+    /// The `backend` key's layout on this node (the netns `sock` is bound to): unset follows
+    /// the node (`pkg::backend`).
+    pub fn choose(requested: Requested, sock: &NftSocket) -> Result<Backend> {
+        Ok(match backend::choose(requested, sock)? {
+            Layout::Nftables => Backend::Nftables,
+            Layout::Iptables => Backend::Iptables,
+            Layout::IptablesLegacy => Backend::IptablesLegacy,
+        })
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            Backend::Iptables => "iptables-nft's filter tables (the iptables layout)",
+            Backend::IptablesLegacy => "x_tables",
+            Backend::Nftables => "nftables (inet cni_firewall)",
+        }
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Ingress {
@@ -166,7 +195,14 @@ impl CniPlugin for Firewall {
         let sock = NftSocket::open()?;
         let comment = crate::pkg::comment::rule_comment(&conf.net.name, &args.container_id, &args.ifname);
         let key = record_key(&conf.net, args);
-        match backend::choose_written(requested, &sock)? {
+        let backend = Backend::choose(requested, &sock)?;
+        if backend != Backend::IptablesLegacy {
+            let ips: Vec<IpAddr> = prev.ips.iter().map(|i| i.address.addr()).collect();
+            if let Some(why) = legacy::forward_drop_refusal(&ips, backend.describe())? {
+                bail!("firewall: {why}");
+            }
+        }
+        match backend {
             Backend::Nftables => {
                 let rec = nftables::records(&sock);
                 let mut plan = None;
@@ -183,8 +219,20 @@ impl CniPlugin for Firewall {
                     p.record(&rec, &key, &handles);
                 }
             }
+            Backend::IptablesLegacy => {
+                let ips: Vec<IpAddr> = prev.ips.iter().map(|i| i.address.addr()).collect();
+                let isolation = bridge.map(|b| match ingress {
+                    Ingress::Isolated => legacy::Isolation::Isolated(b),
+                    _ => legacy::Isolation::SameBridge(b),
+                });
+                if let Err(e) = legacy::apply(&legacy::firewall_add(&ips, &conf.admin_chain, isolation)) {
+                    // Nothing half-made: one family's accepts without the other's go again
+                    // (the chains stay, as after the reference's DEL).
+                    let _ = legacy::apply(&legacy::firewall_del(&ips));
+                    return Err(e.context(legacy::firewall_add_failed(&ips)));
+                }
+            }
             Backend::Iptables => {
-                iptables::warn_legacy(&prev);
                 let families = iptables::families(&prev);
                 let mut plans = Vec::new();
                 let handles = Batch::build_and_commit_echo(&sock, Batch::BUSY_RETRIES, |b| -> Result<()> {
@@ -232,10 +280,15 @@ impl CniPlugin for Firewall {
                 }
             }
         }
-        let removed = iptables::plan_del(&sock, &mut b, &key, &ips)?;
-        if removed.iter().map(iptables::Removal::count).sum::<usize>() == 0 && !ips.is_empty() {
-            reference::note_if_legacy("filter", "firewall rules");
+        if prev.is_none() {
+            // A legacy node's ipMasq and portmap chains name the addresses too.
+            for ip in legacy::attachment_ips(&conf.net.name, &args.container_id)? {
+                if !ips.contains(&ip) {
+                    ips.push(ip);
+                }
+            }
         }
+        let removed = iptables::plan_del(&sock, &mut b, &key, &ips)?;
         if !b.is_empty() {
             b.commit(&sock).context("failed to remove firewall rules")?;
         }
@@ -243,7 +296,8 @@ impl CniPlugin for Firewall {
         for r in &removed {
             r.done(&key);
         }
-        Ok(())
+        // x_tables' accepts (read only where this netns has a legacy filter table).
+        legacy::apply(&legacy::firewall_del(&ips)).context("failed to remove firewall rules (iptables-legacy)")
     }
     /// The layout ADD chose; with the backend unset, the other layout's rules are healthy
     /// too (a pod added while the node decided otherwise, or by the reference before a swap).
@@ -256,9 +310,14 @@ impl CniPlugin for Firewall {
         let cid = args.container_id.as_str();
         let ipt = || iptables::check_all(&sock, &prev, &conf.admin_chain, cid);
         let nft = || nftables::check(&sock, &conf, &prev, &comment, cid);
+        let xt = || {
+            let ips: Vec<IpAddr> = prev.ips.iter().map(|i| i.address.addr()).collect();
+            legacy::check(&legacy::firewall_check_plan(&ips, &conf.admin_chain))
+        };
         let (first, other): (&dyn Fn() -> Result<()>, &dyn Fn() -> Result<()>) =
-            match backend::choose_written(requested, &sock)? {
+            match Backend::choose(requested, &sock)? {
                 Backend::Iptables => (&ipt, &nft),
+                Backend::IptablesLegacy => (&xt, &ipt),
                 Backend::Nftables => (&nft, &ipt),
             };
         match first() {

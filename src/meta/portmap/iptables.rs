@@ -123,6 +123,36 @@ impl Conds {
         *self == Conds::default()
     }
 
+    /// The same options on a legacy (x_tables) entry rule: interfaces and addresses in its
+    /// IP header, the matches after the rule's own (as iptables-legacy builds it).
+    pub fn on_legacy(&self, mut r: crate::linux::xtables::Rule) -> crate::linux::xtables::Rule {
+        if let Some((n, inv)) = &self.iif {
+            r = r.in_iface(n, *inv);
+        }
+        if let Some((n, inv)) = &self.oif {
+            r = r.out_iface(n, *inv);
+        }
+        if let Some((a, inv)) = self.src {
+            r = r.src(a, inv);
+        }
+        if let Some((a, inv)) = self.dst {
+            r = r.dst(a, inv);
+        }
+        for m in &self.matches {
+            r = match m {
+                CondMatch::Comment(c) => r.comment(c),
+                CondMatch::Ports { proto, sport, dport } => {
+                    let (s, d) = ((sport.from, sport.to), (dport.from, dport.to));
+                    match crate::linux::xtables::ext::ports_match(*proto as u8, s, sport.invert, d, dport.invert) {
+                        Some(x) => r.with(x),
+                        None => r,
+                    }
+                }
+            };
+        }
+        r
+    }
+
     /// iptables refuses `-m tcp` in a rule of another protocol ("TCP match requires '-p
     /// tcp'"), and the entry rules are one per protocol of the mappings.
     pub fn check_protocols(&self, which: &str, protos: &[L4Proto]) -> Result<()> {

@@ -1,8 +1,10 @@
-//! portmap: forward host ports to the container (`runtimeConfig.portMappings`), in one of two
-//! layouts, both programmed over netlink (doc/firewall.md, "portmap"):
+//! portmap: forward host ports to the container (`runtimeConfig.portMappings`), in one of three
+//! layouts, all programmed without running a program (doc/firewall.md, "portmap"):
 //!
 //! - **iptables** ([`iptables`]): the reference's own chains and rules (`CNI-HOSTPORT-*`,
 //!   `CNI-DN-<hash>`) in iptables-nft's `nat` tables, as iptables-nft 1.8 encodes them;
+//! - **iptables-legacy**: the same chains and rules in x_tables, on a node whose iptables is
+//!   iptables-legacy (`pkg::legacy_iptables`);
 //! - **nftables** ([`nftables`]): upstream v1.9's nftables backend (`ip`/`ip6 cni_hostport`).
 //!
 //! The layout is chosen once per verb ([`Layout`]): `backend` when set; unset, an option only
@@ -27,11 +29,13 @@ use crate::cni::plugin::{entry, CniPlugin};
 use crate::cni::result::CniResult;
 use crate::cni::skel::{CmdArgs, Kind, Plugin};
 use crate::linux::conntrack::{self, CtFamily};
-use crate::linux::netlink::Family as IpFamily;
+use crate::linux::netlink::IpFamily;
 use crate::linux::nft::{Batch, Family, L4Proto, NftSocket};
+use crate::linux::xtables::Rule as XtRule;
 use crate::linux::{sysctl, Netlink};
 use crate::pkg::backend::{self, Requested};
 use crate::pkg::caps::{self, Capability};
+use crate::pkg::legacy_iptables as legacy;
 use crate::pkg::nft_records as records;
 use crate::pkg::reference_iptables as reference;
 use crate::pkg::sha512::hex_prefix;
@@ -78,7 +82,23 @@ pub struct Mapping {
 }
 
 /// Where one verb writes (or first looks for) an attachment's rules.
-pub use crate::pkg::backend::Written as Layout;
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    Iptables,
+    /// The iptables layout in x_tables: what `iptables` means on a legacy node.
+    IptablesLegacy,
+    Nftables,
+}
+
+impl Layout {
+    fn as_str(self) -> &'static str {
+        match self {
+            Layout::Iptables => "iptables",
+            Layout::IptablesLegacy => "iptables-legacy",
+            Layout::Nftables => "nftables",
+        }
+    }
+}
 
 /// `conditionsV4`/`conditionsV6`, in the syntax of the layout they were written for
 /// (upstream's `detectBackendOfConditions`: iptables options start with `-` or `!`).
@@ -179,7 +199,8 @@ fn parse_conf(stdin: &[u8]) -> Result<Conf> {
     let syntax = s4.or(s6).or(implied.filter(|_| !v4.is_empty() || !v6.is_empty()));
     let conditions = match syntax {
         None => Conditions::None,
-        Some(Layout::Iptables) => {
+        // (Syntax only: never the legacy layout, which is chosen per verb.)
+        Some(Layout::Iptables | Layout::IptablesLegacy) => {
             let c4 = iptables::parse_conditions("conditionsV4", v4, false)?;
             let c6 = iptables::parse_conditions("conditionsV6", v6, true)?;
             let mut protos: Vec<L4Proto> = mappings.iter().map(|m| m.proto).collect();
@@ -238,12 +259,44 @@ fn parse_mapping(m: &PortMapping) -> Result<Mapping> {
 }
 
 impl Conf {
-    /// The layout this verb uses: asked for, implied by an option, or the node's.
+    /// The layout this verb uses: asked for, implied by an option, or the node's. "iptables"
+    /// (asked for or implied) is the node's iptables: x_tables on a legacy node.
     fn layout(&self, sock: &NftSocket) -> Result<Layout> {
-        match self.implied {
-            Some(l) => Ok(l),
-            None => backend::choose_written(self.requested, sock),
-        }
+        let requested = match self.implied {
+            Some(Layout::Nftables) => return Ok(Layout::Nftables),
+            Some(_) => Requested::Iptables,
+            None => self.requested,
+        };
+        Ok(match backend::choose(requested, sock)? {
+            backend::Layout::Iptables => Layout::Iptables,
+            backend::Layout::IptablesLegacy => Layout::IptablesLegacy,
+            backend::Layout::Nftables => Layout::Nftables,
+        })
+    }
+
+    /// The legacy layout's plan for container address `net` (`conds` applies this family's
+    /// iptables-syntax conditions).
+    fn legacy_plan(&self, args: &CmdArgs, net: IpNet, conds: &dyn Fn(XtRule) -> XtRule) -> legacy::Plan {
+        let p = legacy::Portmap {
+            network: &self.net.name,
+            container_id: &args.container_id,
+            snat: self.snat,
+            masq_all: self.masq_all,
+            mark_bit: self.mark_bit,
+            external_setmark: self.external_setmark.as_deref(),
+            conditions: Some(conds),
+        };
+        let maps: Vec<legacy::HostPort> = self
+            .mappings
+            .iter()
+            .map(|m| legacy::HostPort {
+                host_port: m.host_port,
+                container_port: m.container_port,
+                proto: m.proto as u8,
+                host_ip: m.host_ip,
+            })
+            .collect();
+        legacy::portmap_add(&p, &maps, net)
     }
 
     fn nft_params(&self, v6: bool) -> nftables::Params<'_> {
@@ -353,6 +406,16 @@ impl CniPlugin for Portmap {
                         Ok(())
                     });
                 }
+                Layout::IptablesLegacy => {
+                    let p = conf.ipt_params(args, v6);
+                    let conds = |r: XtRule| p.conds.on_legacy(r);
+                    let plan = conf.legacy_plan(args, container_net(&prev, cip), &conds);
+                    legacy::apply(&[plan]).context("failed to set up port mappings (iptables-legacy)")?;
+                    let (net, cid) = (conf.net.name.clone(), args.container_id.clone());
+                    undo.push(format!("remove iptables-legacy port mappings of {cid}"), move || {
+                        legacy::apply(&legacy::portmap_del(&net, &cid))
+                    });
+                }
                 Layout::Nftables => {
                     let a = attachment(&conf.net.name, args);
                     nftables::forward_ports(&sock, &conf.nft_params(v6), &a, cip)?;
@@ -411,10 +474,11 @@ impl CniPlugin for Portmap {
             }
             let mut by_record = false;
             match iptables::plan_del(&sock, &mut b, &net.name, &args.container_id, &key, listings) {
-                Ok(r) if r.found == 0 => reference::note_if_legacy("nat", "port mappings"),
                 Ok(r) => by_record = r.from_records,
                 Err(e) => errors.push(e.context("iptables")),
             }
+            // x_tables, where a legacy node keeps them (nothing is read where none is registered).
+            errors.keep(legacy::apply(&legacy::portmap_del(&net.name, &args.container_id)).context("iptables-legacy"));
             if !b.is_empty() {
                 if let Err(e) = b.commit(&sock) {
                     // A jump the records did not know makes the kernel refuse the chain's
@@ -462,8 +526,15 @@ impl CniPlugin for Portmap {
                     }
                 })
             };
+            let xt = || {
+                let p = conf.ipt_params(args, v6);
+                let conds = |r: XtRule| p.conds.on_legacy(r);
+                let plan = conf.legacy_plan(args, container_net(&prev, cip), &conds);
+                legacy::check(&[legacy::portmap_check_of(plan, &conf.net.name, &args.container_id)])
+            };
             let (first, other): (&dyn Fn() -> Result<()>, &dyn Fn() -> Result<()>) = match layout {
                 Layout::Iptables => (&ipt, &nft),
+                Layout::IptablesLegacy => (&xt, &ipt),
                 Layout::Nftables => (&nft, &ipt),
             };
             if let Err(e) = first() {
@@ -507,6 +578,12 @@ impl CniPlugin for Portmap {
         };
         errors
             .keep(reference::plan_nat_removal(&sock, &mut b, reference::Scope::Table, &dead, &[]).context("iptables"));
+        let live = |cid: &str| valid.iter().any(|a| a.container_id == cid);
+        errors.keep(
+            legacy::gc(legacy::Owner::Portmap, &net.name, &live)
+                .and_then(|p| legacy::apply(&p))
+                .context("iptables-legacy"),
+        );
         if !b.is_empty() {
             errors.keep(b.commit(&sock).context("error deleting rules"));
         }

@@ -265,9 +265,6 @@ pub fn plan_teardown(
             b.flush_chain(&t, &chain);
             b.del_chain(&t, &chain);
         }
-        if quick_plan.is_empty() {
-            reference::note_if_legacy("nat", "ipMasq chains");
-        }
     }
     Ok(Forget { key, recs })
 }

@@ -1,12 +1,14 @@
-//! ipMasq of bridge and ptp: masquerade what leaves each pod address's subnet, in one of two
+//! ipMasq of bridge and ptp: masquerade what leaves each pod address's subnet, in one of three
 //! layouts (doc/firewall.md, "ipMasq"):
 //!
 //! - [`iptables`]: the reference's own nat rules (upstream `pkg/ip/ipmasq_iptables_linux.go`),
 //!   written over netlink as iptables-nft writes them;
+//! - iptables-legacy: the same rules in x_tables, on a node whose iptables is legacy
+//!   (`pkg::legacy_iptables`);
 //! - [`nftables`]: upstream's nftables backend (`pkg/ip/ipmasq_nftables_linux.go`), the table
 //!   `inet cni_plugins_masquerade`.
 //!
-//! The layout is chosen once per verb ([`backend::choose_written`]): `ipMasqBackend` when set, else
+//! The layout is chosen once per verb ([`Backend::choose`]): `ipMasqBackend` when set, else
 //! the node's (`pkg::backend`: iptables when the node uses iptables, as upstream's
 //! `SetupIPMasqForNetworks` prefers). ADD writes that layout; CHECK checks it; DEL and GC
 //! remove the attachment's rules in both, in one batch, as upstream's
@@ -23,7 +25,8 @@ use crate::cni::config::NetConf;
 use crate::cni::result::CniResult;
 use crate::cni::skel::CmdArgs;
 use crate::linux::nft::{Batch, NftSocket};
-use crate::pkg::backend::{self, Requested};
+use crate::pkg::backend::{self, Layout, Requested};
+use crate::pkg::legacy_iptables as legacy;
 use crate::pkg::undo::Undo;
 
 /// The config key bridge and ptp read the backend from.
@@ -35,14 +38,39 @@ pub fn requested(value: Option<&str>) -> Result<Requested> {
     Requested::parse(KEY, value)
 }
 
-/// The layout one verb writes (ADD) or checks (CHECK): [`backend::choose_written`].
-pub use crate::pkg::backend::Written as Backend;
+/// The layout one verb writes (ADD) or checks (CHECK).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Iptables,
+    /// The iptables layout in x_tables ("iptables" on a legacy node).
+    IptablesLegacy,
+    Nftables,
+}
 
 impl Backend {
+    /// The request's layout on this node (the netns `sock` is bound to).
+    pub fn choose(requested: Requested, sock: &NftSocket) -> Result<Backend> {
+        Ok(match backend::choose(requested, sock)? {
+            Layout::Nftables => Backend::Nftables,
+            Layout::Iptables => Backend::Iptables,
+            Layout::IptablesLegacy => Backend::IptablesLegacy,
+        })
+    }
+
+    /// The layout CHECK also accepts when the backend is unset.
+    fn other(self) -> Backend {
+        match self {
+            Backend::Iptables => Backend::Nftables,
+            Backend::Nftables | Backend::IptablesLegacy => Backend::Iptables,
+        }
+    }
+
     fn setup(self, sock: &NftSocket, network: &str, args: &CmdArgs, ips: &[IpNet]) -> Result<()> {
         let (ifname, cid) = (args.ifname.as_str(), args.container_id.as_str());
         match self {
             Backend::Iptables => iptables::setup(sock, network, ifname, cid, ips),
+            Backend::IptablesLegacy => legacy::apply(&legacy::masq_add(network, cid, ips))
+                .context("failed to set up IP masquerading (iptables-legacy)"),
             Backend::Nftables => nftables::setup(sock, network, ifname, cid, ips),
         }
     }
@@ -51,6 +79,7 @@ impl Backend {
         let (ifname, cid) = (args.ifname.as_str(), args.container_id.as_str());
         match self {
             Backend::Iptables => iptables::check(sock, network, cid, ips),
+            Backend::IptablesLegacy => legacy::check(&legacy::masq_add(network, cid, ips)),
             Backend::Nftables => nftables::check(sock, network, ifname, cid, ips),
         }
     }
@@ -68,7 +97,7 @@ pub fn setup(
 ) -> Result<NftSocket> {
     let ips: Vec<IpNet> = result.ips.iter().map(|i| i.address).collect();
     let sock = NftSocket::open()?;
-    backend::choose_written(requested, &sock)?.setup(&sock, network, args, &ips)?;
+    Backend::choose(requested, &sock)?.setup(&sock, network, args, &ips)?;
     let (net, cid, ifname) = (network.to_string(), args.container_id.clone(), args.ifname.clone());
     undo.push(format!("remove IP masquerading of {cid}/{ifname}"), move || {
         teardown(&NftSocket::open()?, &net, &ifname, &cid)
@@ -76,8 +105,9 @@ pub fn setup(
     Ok(sock)
 }
 
-/// DEL: the attachment's rules in both layouts, in one batch. Needs neither the container's
-/// netns nor its addresses; nothing to remove is success.
+/// DEL: the attachment's rules in every layout: nf_tables' in one batch, then x_tables' (read
+/// only where this netns has a legacy nat table). Needs neither the container's netns nor its
+/// addresses; nothing to remove is success.
 pub fn teardown(sock: &NftSocket, network: &str, ifname: &str, container_id: &str) -> Result<()> {
     let mut b = Batch::new();
     let nft = nftables::plan_teardown(sock, &mut b, network, ifname, container_id)?;
@@ -88,7 +118,8 @@ pub fn teardown(sock: &NftSocket, network: &str, ifname: &str, container_id: &st
     }
     nft.done();
     ipt.done();
-    Ok(())
+    legacy::apply(&legacy::masq_del(network, container_id))
+        .with_context(|| format!("failed to remove IP masquerading for {container_id}/{ifname} (iptables-legacy)"))
 }
 
 /// CHECK: each of the attachment's addresses is masqueraded in the layout ADD chose. With the
@@ -97,14 +128,15 @@ pub fn teardown(sock: &NftSocket, network: &str, ifname: &str, container_id: &st
 pub fn check(network: &str, requested: Requested, args: &CmdArgs, prev: &CniResult) -> Result<()> {
     let ips: Vec<IpNet> = prev.ips.iter().map(|i| i.address).collect();
     let sock = NftSocket::open()?;
-    let backend = backend::choose_written(requested, &sock)?;
+    let backend = Backend::choose(requested, &sock)?;
     match backend.check(&sock, network, args, &ips) {
         Err(e) if requested == Requested::Auto => backend.other().check(&sock, network, args, &ips).map_err(|_| e),
         r => r,
     }
 }
 
-/// GC: the rules of attachments not in the valid list go, in both layouts, in one batch.
+/// GC: the rules of attachments not in the valid list go, nf_tables' layouts in one batch,
+/// then x_tables'.
 pub fn gc(net: &NetConf) -> Result<()> {
     let Some(valid) = net.gc_valid_attachments() else {
         return Ok(());
@@ -123,5 +155,13 @@ pub fn gc(net: &NetConf) -> Result<()> {
     }
     nft.into_iter().for_each(nftables::Forget::done);
     iptables::gc_records(&sock, &net.name, &valid);
-    Ok(())
+    let live = |cid: &str| valid.iter().any(|(c, _)| *c == cid);
+    legacy::gc(legacy::Owner::Masq, &net.name, &live)
+        .and_then(|p| legacy::apply(&p))
+        .with_context(|| {
+            format!(
+                "failed to garbage-collect IP masquerading of network {} (iptables-legacy)",
+                net.name
+            )
+        })
 }

@@ -2,7 +2,7 @@
 //! reference's, with host-local in a temp dir), bandwidth chained on ptp's result, and the
 //! traffic-control state of the node read back with `tc`/`ip` and normalised.
 //!
-//! Include with `mod common; #[path = "common/bw_rig.rs"] mod bw_rig;`.
+//! Used as `crate::common::bw_rig`.
 #![allow(dead_code)]
 
 use crate::common::rig::TestNs;

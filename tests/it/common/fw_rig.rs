@@ -2,7 +2,7 @@
 //! reference bridge + host-local (without ipMasq, so nothing execs iptables), listeners that
 //! report who connected, and readers of `nft -j list ruleset` inside the node.
 //!
-//! Include with `mod common; #[path = "common/fw_rig.rs"] mod fw_rig;`.
+//! Used as `crate::common::fw_rig`.
 #![allow(dead_code)]
 
 use crate::common::rig::{self, Invocation, PluginDir, TempDir, TestNs};

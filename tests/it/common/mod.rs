@@ -5,6 +5,7 @@ pub mod bw_rig;
 pub mod cluster;
 pub mod dhcp_rig;
 pub mod fw_rig;
+pub mod legacy_rig;
 pub mod links_rig;
 pub mod nftns;
 pub mod rig;
