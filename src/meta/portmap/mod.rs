@@ -81,24 +81,9 @@ pub struct Mapping {
     pub host_ip: Option<IpAddr>,
 }
 
-/// Where one verb writes (or first looks for) an attachment's rules.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Layout {
-    Iptables,
-    /// The iptables layout in x_tables: what `iptables` means on a legacy node.
-    IptablesLegacy,
-    Nftables,
-}
-
-impl Layout {
-    fn as_str(self) -> &'static str {
-        match self {
-            Layout::Iptables => "iptables",
-            Layout::IptablesLegacy => "iptables-legacy",
-            Layout::Nftables => "nftables",
-        }
-    }
-}
+/// Where one verb writes (or first looks for) an attachment's rules: the same enum masquerade
+/// and the firewall use.
+pub use crate::pkg::backend::Layout;
 
 /// `conditionsV4`/`conditionsV6`, in the syntax of the layout they were written for
 /// (upstream's `detectBackendOfConditions`: iptables options start with `-` or `!`).
@@ -267,11 +252,7 @@ impl Conf {
             Some(_) => Requested::Iptables,
             None => self.requested,
         };
-        Ok(match backend::choose(requested, sock)? {
-            backend::Layout::Iptables => Layout::Iptables,
-            backend::Layout::IptablesLegacy => Layout::IptablesLegacy,
-            backend::Layout::Nftables => Layout::Nftables,
-        })
+        backend::choose(requested, sock)
     }
 
     /// The legacy layout's plan for container address `net` (`conds` applies this family's
