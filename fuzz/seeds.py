@@ -155,7 +155,10 @@ KEYS = ["cniVersion", "name", "type", "ipam", "dns", "prevResult", "runtimeConfi
         "iptablesAdminChainName", "firewalldZone", "subnetFile", "delegate", "snat", "conditionsV4", "conditionsV6",
         "masqAll", "markMasqBit", "externalSetMarkChain", "sysctl", "promisc", "txQLen", "allmulti", "kind",
         "cniCacheV1", "containerId", "config", "ifName", "networkName", "netns", "cniArgs", "capabilityArgs",
-        "result", "labels", "IPs", "MAC", "PortMappings", "HostPort", "ContainerPort", "Protocol", "HostIP"]
+        "result", "labels", "IPs", "MAC", "PortMappings", "HostPort", "ContainerPort", "Protocol", "HostIP",
+        # Other spellings Go's decoder (and cni::gokeys) accepts.
+        "RuntimeConfig", "IPAM", "Type", "Name", "CNIVersion", "PrevResult", "IPMasq", "isgateway", "Ranges",
+        "Subnet", "SysCtl", "DNS"]
 VALUES = ["0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0", "tcp", "udp", "sctp", "bridge",
           "l2", "l3", "l3s", "private", "vepa", "passthru", "source", "open", "same-bridge", "isolated",
           "iptables", "nftables", "firewalld", "10.1.0.0/24", "10.1.0.1", "fd00::/64", "fd00::1", "0.0.0.0/0",
@@ -167,7 +170,9 @@ def dict_file(target, words):
             esc = "".join(chr(c) if 32 <= c < 127 and c not in (34, 92) else f"\\x{c:02x}" for c in b)
             f.write(f'"{esc}"\n')
 json_words = [f'"{k}":' for k in KEYS] + [f'"{v}"' for v in VALUES] + ["true", "false", "null", "-1",
-              "4294967296", "1e309", "[]", "{}", "\\u0000", "\\ud800"]
+              "4294967296", "1e309", "[]", "{}", "\\u0000", "\\ud800",
+              # The runes Go's foldName maps onto ASCII letters: dotless i, long s, Kelvin sign.
+              "\xc4\xb1", "\xc5\xbf", "\xe2\x84\xaa"]
 for t in ("plugin_config", "result", "runtime_config", "cache_file", "host_local"):
     dict_file(t, json_words)
 dict_file("cni_args", json_words + ["IgnoreUnknown=1", "IP=", "MAC=", "K8S_POD_NAME=", ";", "="])

@@ -83,10 +83,12 @@ struct NetCmd {
     /// the container's netns path (not needed for gc and status)
     #[argh(positional)]
     netns: Option<String>,
-    /// directory of *.conflist files (default $NETCONFPATH, else /etc/cni/net.d)
+    /// directory of *.conflist files, and of <name>/*.conf plugin files (default
+    /// $NETCONFPATH, else /etc/cni/net.d)
     #[argh(option)]
     conf_dir: Option<PathBuf>,
-    /// a conflist file to use instead of looking the name up
+    /// a conflist (or single .conf) file to use instead of looking the name up; plugins
+    /// from <its dir>/<name>/*.conf are added as from --conf-dir
     #[argh(option)]
     conf: Option<PathBuf>,
     /// result cache directory (default /var/lib/cni)
@@ -267,16 +269,29 @@ fn run_inspect(i: InspectCmd) -> i32 {
             .log
             .or_else(|| env(crate::invocation_log::ENV_PATH).map(PathBuf::from)),
     };
-    crate::cni::delegate::set_builtins(plugins::lookup);
+    plugins::wire_delegation();
     if i.gc {
-        let (cleaned, errors) = inspect::gc(&opts);
-        for p in &cleaned {
+        let done = inspect::gc(&opts);
+        if !done.builtin_fallbacks.is_empty() {
+            println!(
+                "fallback: {} not found in --cni-path {:?}: run in-process as cni-multi's own built-ins",
+                done.builtin_fallbacks.join(", "),
+                opts.cni_path
+            );
+        }
+        for p in &done.cleaned {
             println!("cleaned {} {} {}: {}", p.kind, p.network, p.container_id, p.detail);
         }
-        for e in &errors {
+        for p in &done.remaining {
+            eprintln!(
+                "cni-multi inspect --gc: not cleaned {} {} {}: {}",
+                p.kind, p.network, p.container_id, p.detail
+            );
+        }
+        for e in &done.errors {
             eprintln!("cni-multi inspect --gc: {e}");
         }
-        return i32::from(!errors.is_empty());
+        return i32::from(!done.errors.is_empty() || !done.remaining.is_empty());
     }
     let report = inspect::inspect(&opts);
     if i.json {
@@ -363,11 +378,24 @@ fn run_plugin(plugin: &'static crate::cni::Plugin, c: PluginCmd) -> i32 {
     for (k, v) in &vars {
         std::env::set_var(k, v);
     }
-    crate::cni::delegate::set_builtins(plugins::lookup);
+    plugins::wire_delegation();
     let getenv = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
     let data = config.clone();
     let mut read_stdin = || Ok(data.clone());
+    let started = (std::time::SystemTime::now(), std::time::Instant::now());
     let out = skel::run(plugin, &getenv, &mut read_stdin, &|_| false);
+    // Logged as a runtime's run of the plugin would be (after its in-process delegates).
+    crate::invocation_log::record(&getenv, || {
+        crate::invocation_log::line(&crate::invocation_log::Entry {
+            at: started.0,
+            plugin: plugin.name,
+            getenv: &getenv,
+            stdin: &config,
+            took: started.1.elapsed(),
+            exit: out.exit,
+            stdout: &out.stdout,
+        })
+    });
     if out.exit != 0 {
         if let Ok(e) = serde_json::from_str::<crate::cni::CniError>(&out.stdout) {
             eprintln!("cni-multi {} {}: error code {}: {}", plugin.name, command, e.code, e);
@@ -461,7 +489,7 @@ fn run_net(n: NetCmd) -> anyhow::Result<()> {
     use anyhow::Context;
     let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
     let list = match &n.conf {
-        Some(f) => NetworkList::from_bytes(&std::fs::read(f).with_context(|| format!("cannot read {}", f.display()))?)?,
+        Some(f) => NetworkList::from_file(f)?,
         None => {
             let dir = n.conf_dir.clone().or_else(|| env("NETCONFPATH").map(PathBuf::from));
             NetworkList::load(&dir.unwrap_or_else(|| PathBuf::from("/etc/cni/net.d")), &n.name)?
@@ -474,7 +502,7 @@ fn run_net(n: NetCmd) -> anyhow::Result<()> {
         Some(s) => serde_json::from_str(&s).context("capability args must be a JSON object")?,
         None => serde_json::Map::new(),
     };
-    crate::cni::delegate::set_builtins(plugins::lookup);
+    plugins::wire_delegation();
     let rt = RuntimeConf {
         container_id: n.container_id.clone().unwrap_or_else(|| default_container_id(&netns)),
         netns,

@@ -127,7 +127,7 @@ pub fn run() -> anyhow::Result<()> {
     )?;
     let lo = NetworkList::from_bytes(br#"{"cniVersion":"1.1.0","name":"lo","plugins":[{"type":"loopback"}]}"#)?;
     println!("  network {:?}: bridge {BRIDGE} + host-local {SUBNET}\n", list.name);
-    crate::cni::delegate::set_builtins(crate::plugins::lookup);
+    crate::plugins::wire_delegation();
     let rt = |i: usize| RuntimeConf {
         container_id: format!("demo-pod{}", i + 1),
         netns: pods[i].path().display().to_string(),

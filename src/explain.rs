@@ -130,9 +130,24 @@ pub static PLUGINS: &[PluginKeys] = &[
             MTU,
             k("hairpinMode", "bool", "false", "let a pod reach itself through the bridge (e.g. via its host port)"),
             k("promiscMode", "bool", "false", "put the bridge in promiscuous mode"),
-            k("vlan", "integer", "0 (none)", "VLAN ID of the pod's bridge port (1-4094)"),
-            k("vlanTrunk", "list", "none", "VLANs of a trunk port: [{\"id\": N} | {\"minID\": A, \"maxID\": B}]"),
-            k("preserveDefaultVlan", "bool", "true", "keep VLAN 1 on the port when vlan is set"),
+            k(
+                "vlan",
+                "integer",
+                "0 (none)",
+                "VLAN ID of the pod's bridge port (1-4094), PVID untagged; with vlanTrunk its native VLAN",
+            ),
+            k(
+                "vlanTrunk",
+                "list",
+                "none",
+                "tagged VLANs of a trunk port: [{\"id\": N} | {\"minID\": A, \"maxID\": B}]; without vlan, VLAN 1 is native",
+            ),
+            k(
+                "preserveDefaultVlan",
+                "bool",
+                "false",
+                "keep the port's VLAN 1 when vlan or vlanTrunk is set (default false since upstream v1.8.0)",
+            ),
             k("macspoofchk", "bool", "false", "drop frames from the pod with another source MAC (nftables)"),
             k("enabledad", "bool", "false", "run IPv6 duplicate address detection on the container interface"),
             k("disableContainerInterface", "bool", "false", "leave the container interface down"),
@@ -217,7 +232,12 @@ pub static PLUGINS: &[PluginKeys] = &[
             k("mac", "string", "random", "MAC address of the tap"),
             k("owner", "integer", "none", "user ID that owns the tap"),
             k("group", "integer", "none", "group ID that owns the tap"),
-            k("selinuxContext", "string", "none", "SELinux context to create the tap in"),
+            k(
+                "selinuxContext",
+                "string",
+                "none",
+                "SELinux context to create the tap in (refused, code 2, on a host without SELinux)",
+            ),
             k("bridge", "string", "none", "a bridge in the container's netns to attach the tap to"),
         ],
     },
@@ -425,6 +445,11 @@ pub fn render(p: &PluginKeys) -> String {
         let _ = writeln!(o, "\n`dhcp daemon` flags (-name value, -name=value):");
         table(&mut o, DHCP_DAEMON_FLAGS);
     }
+    let _ = writeln!(
+        o,
+        "\nKeys match in any case, as the reference's Go decoder matches them (\"isgateway\", \"RuntimeConfig\");\n\
+         the exact spelling wins, a key given twice is read twice (doc/differences.md)."
+    );
     o
 }
 
@@ -555,5 +580,17 @@ mod tests {
         assert!(t.contains("common keys"), "{t}");
         let t = render(lookup("host-local").unwrap());
         assert!(t.contains("keys of the \"ipam\" object"), "{t}");
+        assert!(t.contains("Keys match in any case"), "{t}");
+    }
+
+    /// Defaults that upstream changed since Debian's 1.1.1 and cni-multi follows.
+    #[test]
+    fn changed_defaults_are_the_latest_upstreams() {
+        let t = render(lookup("bridge").unwrap());
+        let line = t
+            .lines()
+            .find(|l| l.trim_start().starts_with("preserveDefaultVlan"))
+            .unwrap();
+        assert!(line.contains("false") && !line.contains("true"), "{line}");
     }
 }

@@ -139,8 +139,8 @@ fn network_lists(dir: &Path) -> Vec<(PathBuf, NetworkList)> {
         if !matches!(ext, "conflist" | "conf" | "json") || !f.is_file() {
             continue;
         }
-        let Ok(bytes) = std::fs::read(&f) else { continue };
-        if let Ok(list) = NetworkList::from_bytes(&bytes) {
+        // As `cni-multi net` loads it: plugins from `<dir>/<name>/*.conf` too.
+        if let Ok(list) = NetworkList::from_file(&f) {
             if !out.iter().any(|(_, l)| l.name == list.name) {
                 out.push((f, list));
             }
@@ -697,8 +697,25 @@ fn recent_errors(log: &Path, n: usize) -> Vec<Value> {
     errs
 }
 
-/// Clean exactly the problems marked `gc` in a fresh reading. Returns what was cleaned.
-pub fn gc(opts: &Options) -> (Vec<Problem>, Vec<String>) {
+/// What `--gc` did, told only after a fresh reading of the node.
+#[derive(Debug, Default)]
+pub struct GcOutcome {
+    /// The problems marked `gc` that are gone now.
+    pub cleaned: Vec<Problem>,
+    /// The problems marked `gc` that are still there.
+    pub remaining: Vec<Problem>,
+    /// What failed on the way (a plugin not found, a DEL or GC that failed …).
+    pub errors: Vec<String>,
+    /// Plugin types the plugin path did not hold, run as cni-multi's own built-ins.
+    pub builtin_fallbacks: Vec<String>,
+}
+
+/// Clean exactly the problems marked `gc` in a fresh reading, then read the node again: a
+/// problem is reported cleaned only when it is gone. Plugin types cni-multi is itself run
+/// in-process when the plugin path lacks them (as delegation to a built-in does), so that
+/// `--gc` works whatever `--cni-path` says; a type that is not built in stays an error.
+pub fn gc(opts: &Options) -> GcOutcome {
+    crate::cni::delegate::enable_builtin_fallback();
     let report = inspect(opts);
     let mut errors = Vec::new();
     let leaks: Vec<Problem> = report.problems.iter().filter(|p| p.gc).cloned().collect();
@@ -733,11 +750,18 @@ pub fn gc(opts: &Options) -> (Vec<Problem>, Vec<String>) {
         if let Err(e) = runtime::gc(&l11, &rt, Some(&valid)) {
             errors.push(format!("{}: {}", list.name, e.msg));
         }
-        // A DEL without the netns cannot find the host end of the pod's veth: remove it.
+        // A DEL without the netns cannot find the host end of the pod's veth: remove it, once
+        // the attachment's DEL went through (its cache entry is gone).
+        let still_cached = cache::attachments(&list, &opts.cache_dir);
         for a in net
             .attachments
             .iter()
             .filter(|a| a.host_interface_exists && !a.netns_alive)
+            .filter(|a| {
+                !still_cached
+                    .iter()
+                    .any(|c| c.container_id == a.container_id && c.ifname == a.ifname)
+            })
         {
             let Some(h) = &a.host_interface else { continue };
             let r = Netlink::new().and_then(|mut nl| match nl.link_by_name(h)? {
@@ -749,7 +773,19 @@ pub fn gc(opts: &Options) -> (Vec<Problem>, Vec<String>) {
             }
         }
     }
-    (leaks, errors)
+    let after = inspect(opts);
+    let same = |a: &Problem, b: &Problem| {
+        a.kind == b.kind && a.network == b.network && a.container_id == b.container_id && a.ifname == b.ifname
+    };
+    let (remaining, cleaned) = leaks
+        .into_iter()
+        .partition(|p| after.problems.iter().any(|q| same(p, q)));
+    GcOutcome {
+        cleaned,
+        remaining,
+        errors,
+        builtin_fallbacks: crate::cni::delegate::builtin_fallbacks(),
+    }
 }
 
 /// The readable tree: networks -> bridge -> pods, then the problems.

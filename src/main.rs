@@ -10,7 +10,10 @@ fn main() {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let code = if name.starts_with("cni-multi") {
+    let code = if name == cni_multi::linux::tuntap::HELPER {
+        // tap's device creation under an SELinux exec label (linux::tuntap::create_in_child).
+        cni_multi::linux::tuntap::helper_main()
+    } else if name.starts_with("cni-multi") {
         cni_multi::cli::main()
     } else {
         match cni_multi::plugins::lookup(&name) {

@@ -47,8 +47,7 @@ pub fn run_as_plugin(plugin: &'static Plugin) -> i32 {
     if plugin.name == "dhcp" && argv.first().map(String::as_str) == Some("daemon") {
         return crate::ipam::dhcp::daemon::main(&argv[1..]);
     }
-    crate::cni::delegate::set_builtins(lookup);
-    crate::cni::delegate::set_observer(log_delegate);
+    wire_delegation();
     crate::linux::privileges::keep_only(plugin.caps);
     crate::linux::late_close::enable();
     let started = (std::time::SystemTime::now(), std::time::Instant::now());
@@ -78,6 +77,14 @@ pub fn run_as_plugin(plugin: &'static Plugin) -> i32 {
     // Last: the runtime has our whole output; netfilter sockets are closed by a child.
     crate::linux::late_close::finish();
     exit
+}
+
+/// Delegation as every entry point needs it: built-in plugins run in-process, and each such
+/// run goes to the invocation log, so a log shows the same lines whether a plugin was
+/// executed by a runtime, by `cni-multi net` or delegated to in-process.
+pub fn wire_delegation() {
+    crate::cni::delegate::set_builtins(lookup);
+    crate::cni::delegate::set_observer(log_delegate);
 }
 
 /// A built-in delegate's run, in the invocation log like an executed plugin's.

@@ -13,7 +13,7 @@
 # target/<triple>/debug, apart from the host's target/debug, so neither build evicts the other.
 #
 # Env: VM_DIR        (default ${CARGO_TARGET_DIR:-target}/vm)
-#      VM_RUST_TESTS (modules of tests/it, default "dummy vlan ipvlan vrf"; empty: none)
+#      VM_RUST_TESTS (modules of tests/it, default "dummy vlan ipvlan vrf bridge_vlan"; empty: none)
 #      VM_TESTS      (as for build-initramfs.sh: when set, only the files named rust-<name> there)
 #      CARGO, TARGET (default cargo, x86_64-unknown-linux-gnu)
 set -euo pipefail
@@ -21,7 +21,7 @@ set -euo pipefail
 VM_DIR="${VM_DIR:-${CARGO_TARGET_DIR:-target}/vm}"
 mkdir -p "$VM_DIR"
 VM_DIR="$(cd "$VM_DIR" && pwd)"
-VM_RUST_TESTS="${VM_RUST_TESTS-dummy vlan ipvlan vrf}"
+VM_RUST_TESTS="${VM_RUST_TESTS-dummy vlan ipvlan vrf bridge_vlan}"
 CARGO="${CARGO:-cargo}"
 TARGET="${TARGET:-x86_64-unknown-linux-gnu}"
 LIST="$VM_DIR/rust-tests.list"

@@ -15,7 +15,7 @@ filter="$name::"
 [ -x "$bin" ] || fail "no test executable $bin"
 
 # The drivers this VM's kernel has (VM_MODULES in build-initramfs.sh loads them).
-drivers="dummy vlan ipvlan macvlan vrf"
+drivers="dummy vlan ipvlan macvlan vrf bridge_vlan"
 
 # The cni-multi the tests run (tests/it/common/rig.rs ours_bin), where build-initramfs.sh put it:
 # it must be there and run, and the path cargo built it at must not exist here, so a test

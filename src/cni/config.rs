@@ -2,13 +2,14 @@
 //! runtimeConfig's well-known capabilities, `args`, and name validation.
 
 use super::error::{code, CniError};
+use super::gokeys::{self, GoKeys, Node, Shape};
 use super::result::{CniResult, Dns};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// The keys every plugin config has. Plugins flatten this into their own struct.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, GoKeys)]
 pub struct NetConf {
     #[serde(rename = "cniVersion", default)]
     pub cni_version: String,
@@ -19,7 +20,7 @@ pub struct NetConf {
     #[serde(default)]
     pub ipam: Option<IpamRef>,
     #[serde(default)]
-    pub dns: Option<Dns>,
+    pub dns: Option<DnsConf>,
     #[serde(rename = "prevResult", default)]
     pub prev_result: Option<Value>,
     #[serde(rename = "runtimeConfig", default)]
@@ -64,6 +65,47 @@ impl NetConf {
     pub fn gc_valid_attachments(&self) -> Option<&[Attachment]> {
         self.valid_attachments.as_deref().or(self.attachments.as_deref())
     }
+
+    /// The config's `dns` as a result's DNS (empty when absent).
+    pub fn dns(&self) -> Dns {
+        self.dns.as_ref().map(DnsConf::to_dns).unwrap_or_default()
+    }
+
+    /// Whether the config's `dns` replaces the IPAM's in bridge's and ptp's result: when any
+    /// of its fields is given, even as an empty list (the reference's dnsConfSet: a non-nil
+    /// slice or a non-empty domain).
+    pub fn dns_set(&self) -> bool {
+        self.dns.as_ref().is_some_and(|d| {
+            d.nameservers.is_some()
+                || d.search.is_some()
+                || d.options.is_some()
+                || d.domain.as_ref().is_some_and(|s| !s.is_empty())
+        })
+    }
+}
+
+/// A config's `dns`: which lists were given, as Go's nil and empty slices tell apart.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize, GoKeys)]
+pub struct DnsConf {
+    #[serde(default)]
+    pub nameservers: Option<Vec<String>>,
+    #[serde(default)]
+    pub domain: Option<String>,
+    #[serde(default)]
+    pub search: Option<Vec<String>>,
+    #[serde(default)]
+    pub options: Option<Vec<String>>,
+}
+
+impl DnsConf {
+    pub fn to_dns(&self) -> Dns {
+        Dns {
+            nameservers: self.nameservers.clone().unwrap_or_default(),
+            domain: self.domain.clone().unwrap_or_default(),
+            search: self.search.clone().unwrap_or_default(),
+            options: self.options.clone().unwrap_or_default(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -77,6 +119,19 @@ pub struct IpamRef {
 #[derive(Deserialize)]
 struct IpamObject(serde_json::Map<String, serde_json::Value>);
 
+/// Only `type` is read here (the IPAM plugin reads the rest); Go's `types.IPAM` matches it
+/// in any case, as `"Type"`.
+impl GoKeys for IpamRef {
+    fn shape() -> Shape {
+        const FIELDS: &[gokeys::Field] = &[gokeys::Field {
+            key: "type",
+            shape: <Value as GoKeys>::shape,
+            flatten: false,
+        }];
+        Shape::Struct(FIELDS)
+    }
+}
+
 impl TryFrom<IpamObject> for IpamRef {
     type Error = String;
     fn try_from(o: IpamObject) -> Result<Self, String> {
@@ -89,7 +144,7 @@ impl TryFrom<IpamObject> for IpamRef {
 }
 
 /// An attachment named in GC's valid list.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, GoKeys)]
 pub struct Attachment {
     #[serde(rename = "containerID")]
     pub container_id: String,
@@ -97,13 +152,13 @@ pub struct Attachment {
 }
 
 /// The `args` key: `args.cni.ips`, `args.cni.mac`, labels.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, GoKeys)]
 pub struct Args {
     #[serde(default)]
     pub cni: Option<CniArgsBlock>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, GoKeys)]
 pub struct CniArgsBlock {
     #[serde(default)]
     pub ips: Option<Vec<String>>,
@@ -113,20 +168,21 @@ pub struct CniArgsBlock {
     pub labels: Option<Value>,
 }
 
-/// runtimeConfig with the well-known capabilities (CONVENTIONS.md).
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+/// runtimeConfig with the well-known capabilities (CONVENTIONS.md). Every key in any case
+/// (containerd sends `PortMappings`, `IPs`, `MAC` …): cni::gokeys.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, GoKeys)]
 pub struct RuntimeConfig {
-    #[serde(rename = "portMappings", alias = "PortMappings", default)]
+    #[serde(rename = "portMappings", default)]
     pub port_mappings: Option<Vec<PortMapping>>,
-    #[serde(rename = "ipRanges", alias = "IPRanges", default)]
+    #[serde(rename = "ipRanges", default)]
     pub ip_ranges: Option<Value>,
     #[serde(default)]
     pub bandwidth: Option<Value>,
-    #[serde(default, alias = "IPs")]
+    #[serde(default)]
     pub ips: Option<Vec<String>>,
-    #[serde(default, alias = "MAC", alias = "Mac")]
+    #[serde(default)]
     pub mac: Option<String>,
-    #[serde(rename = "deviceID", alias = "DeviceID", default)]
+    #[serde(rename = "deviceID", default)]
     pub device_id: Option<String>,
     #[serde(default)]
     pub aliases: Option<Vec<String>>,
@@ -134,28 +190,27 @@ pub struct RuntimeConfig {
     pub cgroup_path: Option<String>,
 }
 
-/// One port mapping. containerd sends the capitalised Go field names, so both
-/// spellings are accepted (Go's decoder is case-insensitive).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+/// One port mapping (containerd sends the capitalised Go field names, `HostPort` …).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, GoKeys)]
 pub struct PortMapping {
-    #[serde(rename = "hostPort", alias = "HostPort", alias = "hostport")]
+    #[serde(rename = "hostPort")]
     pub host_port: i64,
-    #[serde(rename = "containerPort", alias = "ContainerPort", alias = "containerport")]
+    #[serde(rename = "containerPort")]
     pub container_port: i64,
-    #[serde(default, alias = "Protocol")]
+    #[serde(default)]
     pub protocol: String,
-    #[serde(rename = "hostIP", alias = "HostIP", alias = "hostIp", alias = "hostip", default)]
+    #[serde(rename = "hostIP", default)]
     pub host_ip: String,
 }
 
-/// Parse a plugin's config from stdin. A type mismatch is an invalid config (code 7);
-/// the skel already answered code 6 for stdin that is not JSON at all.
-pub fn parse<T: DeserializeOwned>(stdin: &[u8]) -> Result<T, CniError> {
-    serde_json::from_slice(stdin).map_err(|e| {
-        if e.is_syntax() || e.is_eof() {
-            return CniError::new(code::DECODING_FAILURE, format!("failed to load netconf: {e}"));
-        }
-        let msg = match culprit_key::<T>(stdin) {
+/// Parse a plugin's config from stdin, its keys matched as Go's decoder matches them
+/// (cni::gokeys). A type mismatch is an invalid config (code 7) naming the top-level key as
+/// the config spells it; the skel already answered code 6 for stdin that is not JSON at all.
+pub fn parse<T: DeserializeOwned + GoKeys>(stdin: &[u8]) -> Result<T, CniError> {
+    let node: Node = serde_json::from_slice(stdin)
+        .map_err(|e| CniError::new(code::DECODING_FAILURE, format!("failed to load netconf: {e}")))?;
+    T::deserialize(gokeys::canonical(&node, T::shape())).map_err(|e| {
+        let msg = match culprit_key::<T>(&node) {
             Some(k) => format!("failed to load netconf: key {k:?}: {e}"),
             None => format!("failed to load netconf: {e}"),
         };
@@ -164,16 +219,17 @@ pub fn parse<T: DeserializeOwned>(stdin: &[u8]) -> Result<T, CniError> {
 }
 
 /// The top-level key whose value does not have the documented shape: the one whose removal
-/// makes the config parse. serde's own error has no path through flattened structs, and a
-/// user needs the key named. Runs only on the error path.
-fn culprit_key<T: DeserializeOwned>(stdin: &[u8]) -> Option<String> {
-    let serde_json::Value::Object(obj) = serde_json::from_slice(stdin).ok()? else {
-        return None;
-    };
-    obj.keys().find_map(|k| {
-        let mut rest = obj.clone();
-        rest.remove(k);
-        serde_json::from_value::<T>(serde_json::Value::Object(rest))
+/// (in every spelling the config has it) makes the config parse. serde's own error has no path
+/// through flattened structs, and a user needs the key named. Runs only on the error path.
+fn culprit_key<T: DeserializeOwned + GoKeys>(node: &Node) -> Option<String> {
+    let entries = node.entries()?;
+    let mut tried = std::collections::HashSet::new();
+    entries.iter().find_map(|(k, _)| {
+        if !tried.insert(k.as_str()) {
+            return None;
+        }
+        let rest = Node::Object(entries.iter().filter(|(other, _)| other != k).cloned().collect());
+        T::deserialize(gokeys::canonical(&rest, T::shape()))
             .ok()
             .map(|_| k.clone())
     })
@@ -264,8 +320,8 @@ mod tests {
 
     #[test]
     fn port_mappings_both_spellings() {
-        let rc: RuntimeConfig = serde_json::from_str(
-            r#"{"portMappings":[{"hostPort":8080,"containerPort":80,"protocol":"tcp"},
+        let rc: RuntimeConfig = gokeys::from_slice(
+            br#"{"portMappings":[{"hostPort":8080,"containerPort":80,"protocol":"tcp"},
                                 {"HostPort":9191,"ContainerPort":81,"Protocol":"udp","HostIP":"127.0.0.1"}]}"#,
         )
         .unwrap();

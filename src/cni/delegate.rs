@@ -28,6 +28,34 @@ pub fn set_observer(observer: Observer) {
     let _ = OBSERVER.set(observer);
 }
 
+/// Off unless `enable_builtin_fallback` was called (by `inspect --gc`): then the plugin types
+/// it had to run that way, in order.
+static FALLBACKS: std::sync::Mutex<Option<Vec<String>>> = std::sync::Mutex::new(None);
+
+/// From now on a plugin type that CNI_PATH does not hold but that is built in runs in-process
+/// anyway, and is recorded (`builtin_fallbacks`). For the operator's tools, which must work
+/// on a node whatever its plugin path; a runtime's delegation keeps the spec's lookup.
+pub fn enable_builtin_fallback() {
+    let mut f = FALLBACKS.lock().unwrap_or_else(|e| e.into_inner());
+    f.get_or_insert_with(Vec::new);
+}
+
+/// The plugin types run in-process because CNI_PATH did not hold them.
+pub fn builtin_fallbacks() -> Vec<String> {
+    let f = FALLBACKS.lock().unwrap_or_else(|e| e.into_inner());
+    f.clone().unwrap_or_default()
+}
+
+fn builtin_fallback(plugin_type: &str) -> Option<Target> {
+    let mut f = FALLBACKS.lock().unwrap_or_else(|e| e.into_inner());
+    let used = f.as_mut()?;
+    let p = BUILTINS.get().and_then(|lookup| lookup(plugin_type))?;
+    if !used.iter().any(|t| t == plugin_type) {
+        used.push(plugin_type.to_string());
+    }
+    Some(Target::BuiltIn(p))
+}
+
 /// Find `plugin_type` in the `:`-separated CNI_PATH: the first regular file.
 pub fn find_in_path(plugin_type: &str, cni_path: &str) -> Result<PathBuf, CniError> {
     if plugin_type.is_empty() || plugin_type.contains('/') {
@@ -60,7 +88,10 @@ pub enum Target {
 }
 
 pub fn resolve(plugin_type: &str, cni_path: &str) -> Result<Target, CniError> {
-    let path = find_in_path(plugin_type, cni_path)?;
+    let path = match find_in_path(plugin_type, cni_path) {
+        Ok(p) => p,
+        Err(e) => return builtin_fallback(plugin_type).ok_or(e),
+    };
     if is_self(&path) {
         if let Some(p) = BUILTINS.get().and_then(|f| f(plugin_type)) {
             return Ok(Target::BuiltIn(p));
@@ -169,12 +200,14 @@ fn exec(path: &Path, args: &CmdArgs) -> Result<Option<CniResult>, CniError> {
                 format!("netplugin failed: {stderr:?}")
             }));
         }
-        return Err(serde_json::from_slice::<CniError>(&output.stdout).unwrap_or_else(|e| {
-            CniError::internal(format!(
-                "netplugin failed but error parsing its diagnostic message {:?}: {e}",
-                String::from_utf8_lossy(&output.stdout)
-            ))
-        }));
+        return Err(
+            super::gokeys::from_slice::<CniError>(&output.stdout).unwrap_or_else(|e| {
+                CniError::internal(format!(
+                    "netplugin failed but error parsing its diagnostic message {:?}: {e}",
+                    String::from_utf8_lossy(&output.stdout)
+                ))
+            }),
+        );
     }
     if args.command != Command::Add {
         return Ok(None);

@@ -21,7 +21,7 @@ pub mod code {
 }
 
 /// `{code, msg, details}` as printed on stdout when a plugin fails.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, super::gokeys::GoKeys)]
 pub struct CniError {
     pub code: u32,
     pub msg: String,

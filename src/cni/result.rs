@@ -3,6 +3,7 @@
 //! keys and omissions per version).
 
 use super::error::{code, CniError};
+use super::gokeys::GoKeys;
 use super::json::to_pretty_json;
 use super::version::Version;
 use ipnet::IpNet;
@@ -14,7 +15,7 @@ fn is_empty(s: &str) -> bool {
     s.is_empty()
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, GoKeys)]
 pub struct Interface {
     pub name: String,
     #[serde(default, skip_serializing_if = "is_empty")]
@@ -29,7 +30,7 @@ pub struct Interface {
     pub pci_id: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, GoKeys)]
 pub struct IpConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interface: Option<usize>,
@@ -38,7 +39,7 @@ pub struct IpConfig {
     pub gateway: Option<IpAddr>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, GoKeys)]
 pub struct Route {
     pub dst: IpNet,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -69,7 +70,7 @@ impl Route {
     }
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, GoKeys)]
 pub struct Dns {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub nameservers: Vec<String>,
@@ -99,7 +100,7 @@ pub struct CniResult {
 
 // ---- wire shapes per version -------------------------------------------------
 
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize, Deserialize, GoKeys)]
 struct Wire1 {
     #[serde(rename = "cniVersion", default, skip_serializing_if = "is_empty")]
     cni_version: String,
@@ -115,7 +116,7 @@ struct Wire1 {
     dns: Dns,
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize, Deserialize, GoKeys)]
 struct Interface04 {
     name: String,
     #[serde(default, skip_serializing_if = "is_empty")]
@@ -124,7 +125,7 @@ struct Interface04 {
     sandbox: String,
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize, Deserialize, GoKeys)]
 struct IpConfig04 {
     #[serde(default)]
     version: String,
@@ -135,7 +136,7 @@ struct IpConfig04 {
     gateway: Option<IpAddr>,
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize, Deserialize, GoKeys)]
 struct Wire04 {
     #[serde(rename = "cniVersion", default, skip_serializing_if = "is_empty")]
     cni_version: String,
@@ -150,14 +151,14 @@ struct Wire04 {
     dns: Dns,
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize, Deserialize, GoKeys)]
 struct Route02 {
     dst: IpNet,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     gw: Option<IpAddr>,
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize, Deserialize, GoKeys)]
 struct IpConfig02 {
     ip: IpNet,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -166,7 +167,7 @@ struct IpConfig02 {
     routes: Vec<Route02>,
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize, Deserialize, GoKeys)]
 struct Wire02 {
     #[serde(rename = "cniVersion", default, skip_serializing_if = "is_empty")]
     cni_version: String,
@@ -249,13 +250,19 @@ impl CniResult {
                 ),
             ));
         }
-        let version = match value.get("cniVersion").and_then(Value::as_str) {
-            Some(v) if !v.is_empty() => v.to_string(),
+        // Keys in any case, as Go's decoder reads a result (`"IPs"`, `"CNIVersion"` …).
+        #[derive(Deserialize, GoKeys)]
+        struct VersionOnly {
+            #[serde(rename = "cniVersion", default)]
+            v: Option<Value>,
+        }
+        let version = match super::gokeys::from_value::<VersionOnly>(value).ok().and_then(|o| o.v) {
+            Some(Value::String(v)) if !v.is_empty() => v,
             _ => default_version.to_string(),
         };
         match family(&version)? {
             Family::V1 => {
-                let w: Wire1 = serde_json::from_value(value.clone()).map_err(decode)?;
+                let w: Wire1 = super::gokeys::from_value(value).map_err(decode)?;
                 Ok(CniResult {
                     cni_version: version,
                     interfaces: w.interfaces,
@@ -265,7 +272,7 @@ impl CniResult {
                 })
             }
             Family::V04 => {
-                let w: Wire04 = serde_json::from_value(value.clone()).map_err(decode)?;
+                let w: Wire04 = super::gokeys::from_value(value).map_err(decode)?;
                 Ok(CniResult {
                     cni_version: version,
                     interfaces: w
@@ -292,7 +299,7 @@ impl CniResult {
                 })
             }
             Family::V02 => {
-                let w: Wire02 = serde_json::from_value(value.clone()).map_err(decode)?;
+                let w: Wire02 = super::gokeys::from_value(value).map_err(decode)?;
                 let mut r = CniResult {
                     cni_version: version,
                     dns: w.dns,
@@ -614,5 +621,33 @@ mod tests {
         assert!(CniResult::parse(&json!({"cniVersion": "9.9.9"}), "").is_err());
         assert!(sample().to_value("0.9.0").is_err());
         assert!(CniResult::parse(&json!({"cniVersion": "1.0.0", "ips": [{"address": "nope"}]}), "").is_err());
+    }
+
+    /// A result (a prevResult, a delegate's answer) is read as Go's decoder reads it: keys in
+    /// any case, in every wire shape.
+    #[test]
+    fn result_keys_in_any_case() {
+        use crate::cni::gokeys::{check_keys, GoKeys};
+        for shape in [Wire1::shape(), Wire04::shape(), Wire02::shape()] {
+            check_keys(shape).unwrap();
+        }
+        let r = CniResult::parse(
+            &json!({"CNIVersion": "1.0.0",
+                    "Interfaces": [{"Name": "eth0", "MAC": "aa:bb:cc:dd:ee:01", "Sandbox": "/run/netns/p"}],
+                    "IPs": [{"Interface": 0, "Address": "10.0.0.2/24", "Gateway": "10.0.0.1"}],
+                    "Routes": [{"Dst": "0.0.0.0/0", "GW": "10.0.0.1"}],
+                    "DNS": {"Nameservers": ["10.0.0.53"]}}),
+            "",
+        )
+        .unwrap();
+        assert_eq!(r.cni_version, "1.0.0");
+        assert_eq!(r.interfaces[0].mac, "aa:bb:cc:dd:ee:01");
+        assert_eq!(r.interfaces[0].sandbox, "/run/netns/p");
+        assert_eq!(r.ips[0].interface, Some(0));
+        assert_eq!(r.ips[0].gateway, Some("10.0.0.1".parse().unwrap()));
+        assert_eq!(r.routes[0].gw, Some("10.0.0.1".parse().unwrap()));
+        assert_eq!(r.dns.nameservers, vec!["10.0.0.53".to_string()]);
+        let old = CniResult::parse(&json!({"CNIVersion": "0.2.0", "IP4": {"IP": "10.0.0.2/24"}}), "").unwrap();
+        assert_eq!(old.ips.len(), 1);
     }
 }

@@ -332,10 +332,20 @@ fn invoke_guarded(
     }
 }
 
-/// The skel's first look at the config: JSON (code 6) with a valid `name` (code 7).
+/// The skel's first look at the config: JSON (code 6) with a valid `name` (code 7), the key
+/// in any case as Go's decoder finds it.
 fn validate_config(stdin: &[u8]) -> Result<(), CniError> {
+    use super::gokeys::{self, GoKeys, Node};
+    use serde::Deserialize;
+    #[derive(GoKeys)]
+    #[allow(dead_code)] // only its key list is used
+    struct NameOnly {
+        name: Option<serde_json::Value>,
+    }
     let decode = |m: String| CniError::new(code::DECODING_FAILURE, format!("error unmarshall network config: {m}"));
-    let v: serde_json::Value = serde_json::from_slice(stdin).map_err(|e| decode(e.to_string()))?;
+    let node: Node = serde_json::from_slice(stdin).map_err(|e| decode(e.to_string()))?;
+    let v = serde_json::Value::deserialize(gokeys::canonical(&node, NameOnly::shape()))
+        .map_err(|e| decode(e.to_string()))?;
     let obj = v
         .as_object()
         .ok_or_else(|| decode(format!("expected a JSON object, got {v}")))?;

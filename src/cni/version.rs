@@ -36,14 +36,15 @@ impl Version {
     }
 }
 
-/// The config's version, as the Go skel decodes it: absent or empty means 0.1.0.
+/// The config's version, as the Go skel decodes it (the key in any case): absent or empty
+/// means 0.1.0.
 pub fn of_config(stdin: &[u8]) -> Result<String, CniError> {
-    #[derive(serde::Deserialize)]
+    #[derive(serde::Deserialize, super::gokeys::GoKeys)]
     struct V {
         #[serde(rename = "cniVersion", default)]
         v: Option<String>,
     }
-    let v: V = serde_json::from_slice(stdin).map_err(|e| {
+    let v: V = super::gokeys::from_slice(stdin).map_err(|e| {
         CniError::new(
             code::DECODING_FAILURE,
             format!("decoding version from network config: {e}"),

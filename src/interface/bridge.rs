@@ -7,6 +7,7 @@
 use crate::cni::config::{self, NetConf};
 use crate::cni::delegate;
 use crate::cni::error::{CniError, Failures};
+use crate::cni::gokeys::GoKeys;
 use crate::cni::plugin::{entry, CniPlugin};
 use crate::cni::result::{CniResult, Interface, Route as CniRoute};
 use crate::cni::skel::{CmdArgs, Kind, Plugin};
@@ -16,8 +17,8 @@ use crate::linux::{sysctl, NetNs, Netlink};
 use crate::pkg::backend::Requested;
 use crate::pkg::caps::{self, Capability};
 use crate::pkg::ip::next_ip;
+use crate::pkg::ipam::ipam_add;
 use crate::pkg::ipam::release_then_del_link;
-use crate::pkg::ipam::{dns_set, ipam_add};
 use crate::pkg::ipconfig::{self, Dad};
 use crate::pkg::mac::{check_container_mac, fmt_mac, parse_mac};
 use crate::pkg::masquerade;
@@ -40,7 +41,7 @@ const DEFAULT_BRIDGE: &str = "cni0";
 /// polled with a short backoff instead of its 0/50/500/1000/1000 ms sleeps.
 const PORT_UP_TIMEOUT: Duration = Duration::from_millis(2550);
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, GoKeys)]
 struct BridgeConf {
     #[serde(flatten)]
     net: NetConf,
@@ -69,8 +70,8 @@ struct BridgeConf {
     vlan: i64,
     #[serde(rename = "vlanTrunk", default)]
     vlan_trunk: Option<Vec<VlanTrunk>>,
-    // The reference defaults this to true ("to maintain existing behavior").
-    #[serde(rename = "preserveDefaultVlan", default = "yes")]
+    // false since upstream v1.8.0 (plugins#1113); Debian's 1.1.1 has no key and keeps VLAN 1.
+    #[serde(rename = "preserveDefaultVlan", default)]
     preserve_default_vlan: bool,
     #[serde(default)]
     macspoofchk: bool,
@@ -88,7 +89,7 @@ struct BridgeConf {
     vlans: Vec<u16>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, GoKeys)]
 struct VlanTrunk {
     #[serde(rename = "minID", default)]
     min_id: Option<i64>,
@@ -100,10 +101,6 @@ struct VlanTrunk {
 
 fn default_bridge() -> String {
     DEFAULT_BRIDGE.into()
-}
-
-fn yes() -> bool {
-    true
 }
 
 impl BridgeConf {
@@ -123,10 +120,8 @@ impl BridgeConf {
                 n.vlan
             )));
         }
+        // With vlanTrunk, `vlan` is the trunk's native VLAN (upstream v1.8.0).
         n.vlans = collect_vlan_trunk(n.vlan_trunk.as_deref())?;
-        if n.vlan > 0 && !n.vlans.is_empty() {
-            bail!("cannot set vlan and vlanTrunk at the same time");
-        }
         let mac = crate::pkg::mac::container_mac(args, &n.net, None, true)?;
         n.mac = mac.map(|m| parse_mac(&m)).transpose()?;
         if n.is_default_gw {
@@ -220,9 +215,15 @@ impl CniPlugin for Bridge {
 
         let br = ensure_bridge(&mut host, &n, mtu, &mut undo)
             .with_context(|| format!("failed to create bridge {:?}", n.bridge))?;
+        let pinned = pin_bridge_mac(&mut host, &br)?;
         let mut result = CniResult::new(n.net.version());
 
         let (host_veth, cont_veth) = setup_veth(&mut host, &mut cont, &host_ns, &br, &args.ifname, &n, mtu, &mut undo)?;
+        if !pinned {
+            // A bridge without an address (its ports all left) took the port's: keep that one.
+            let now = bridge_by_name(&mut host, &n.bridge)?;
+            pin_bridge_mac(&mut host, &now)?;
+        }
         // nftables sockets are closed only when ADD returns: a close waits for the kernel to
         // retire the committed transaction (an RCU grace period), which so overlaps the rest.
         let mut nft_sockets = Vec::new();
@@ -259,8 +260,8 @@ impl CniPlugin for Bridge {
         }
 
         report_macs(&mut host, &n, host_veth, &mut result)?;
-        if dns_set(&n.net.dns) {
-            result.dns = n.net.dns.clone().unwrap_or_default();
+        if n.net.dns_set() {
+            result.dns = n.net.dns();
         }
         undo.commit();
         drop(nft_sockets);
@@ -465,9 +466,8 @@ fn add_gateways(
     Ok(())
 }
 
-/// The host end's MAC can change after it joins the bridge (plugins#805), and the bridge's
-/// when its first port arrives or its address is set: report them as they are now, once the
-/// port is up.
+/// The host end's MAC can change after it joins the bridge (plugins#805): report the MACs as
+/// they are now, once the port is up (the bridge's is pinned, but another writer may act).
 fn report_macs(host: &mut Netlink, n: &BridgeConf, host_veth: Link, result: &mut CniResult) -> anyhow::Result<()> {
     let host_now = if n.disable_container_interface {
         host.link_by_index(host_veth.index)?.unwrap_or(host_veth)
@@ -478,6 +478,23 @@ fn report_macs(host: &mut Netlink, n: &BridgeConf, host_veth: Link, result: &mut
     let br_now = bridge_by_name(host, &n.bridge)?;
     result.interfaces[0].mac = fmt_mac(&br_now.mac);
     Ok(())
+}
+
+/// Keep the bridge's MAC as it is now, before a port joins: setting it to itself makes the
+/// kernel treat it as chosen (NET_ADDR_SET), so it no longer follows the lowest port MAC as
+/// pods come and go. A new bridge keeps the address it was created with, one that was there
+/// keeps its own. The reference gets the same only with isGateway (its ensureAddr sets the
+/// MAC it read before the port joined) and leaves an L2 bridge's MAC moving: see
+/// doc/differences.md. False when the bridge has no usable address yet (all zeros).
+fn pin_bridge_mac(nl: &mut Netlink, br: &Link) -> anyhow::Result<bool> {
+    match br.mac {
+        Some(mac) if mac != [0; 6] && mac[0] & 1 == 0 => {
+            nl.set_mac(br.index, mac)
+                .with_context(|| format!("could not set bridge's mac on {:?}", br.name))?;
+            Ok(true)
+        }
+        _ => Ok(false),
+    }
 }
 
 /// Look the bridge up; it must be a bridge.
@@ -650,6 +667,17 @@ fn attach_port(
         host.bridge_vlan_add(port.index, v)
             .with_context(|| format!("failed to setup vlan tag on interface {name:?}"))?;
     }
+    // A trunk without `vlan` carries untagged frames on VLAN 1, its native VLAN (upstream
+    // v1.8.0), also when preserveDefaultVlan removed VLAN 1 above.
+    if vlan == 0 && !trunk.is_empty() {
+        let v = BridgeVlan {
+            vid: 1,
+            pvid: true,
+            untagged: true,
+        };
+        host.bridge_vlan_add(port.index, v)
+            .with_context(|| format!("failed to setup default native vlan tag on interface {name:?}"))?;
+    }
     Ok(())
 }
 
@@ -701,8 +729,7 @@ fn calc_gateways(result: &mut CniResult, n: &BridgeConf) -> Gateways {
 
 /// Put gateway address `gw` on `link` (the bridge or the VLAN gateway interface). IPv4 allows
 /// one address (a different one is replaced only with forceAddress); IPv6 allows several
-/// with non-overlapping prefixes. Then pin the bridge MAC by setting it to itself, so that it
-/// stops following the lowest port MAC as pods come and go.
+/// with non-overlapping prefixes. (The bridge's MAC was pinned before its port joined.)
 fn ensure_addr(
     nl: &mut Netlink,
     link: &Link,
@@ -740,10 +767,6 @@ fn ensure_addr(
         }),
         Err(e) if e.is_exists() => {}
         Err(e) => return Err(anyhow!(e).context(format!("could not add IP address to {name:?}"))),
-    }
-    let mac = nl.link_by_index(idx)?.and_then(|l| l.mac);
-    if let Some(mac) = mac {
-        nl.set_mac(idx, mac).context("could not set bridge's mac")?;
     }
     Ok(())
 }
@@ -932,5 +955,27 @@ mod tests {
         assert_eq!(r.routes.len(), 2);
         assert_eq!(r.routes[0].gw, Some("10.1.2.1".parse().unwrap()));
         assert_eq!(r.routes[1].dst, "::/0".parse::<IpNet>().unwrap());
+    }
+}
+
+#[cfg(test)]
+mod go_keys_tests {
+    use super::*;
+    use crate::cni::gokeys::{check_keys, GoKeys};
+
+    #[test]
+    fn keys_in_any_case() {
+        check_keys(BridgeConf::shape()).unwrap();
+        let n: BridgeConf = config::parse(
+            br#"{"cniVersion":"1.0.0","Name":"n","Type":"bridge","isgateway":true,"IPMasq":true,"BRIDGE":"br9",
+                 "HairpinMode":true,"MTU":1400,"VlanTrunk":[{"MinID":2,"MAXID":3}],"PreserveDefaultVLAN":true,
+                 "RuntimeConfig":{"MAC":"0a:58:00:00:00:01"},"IPAM":{"Type":"host-local"}}"#,
+        )
+        .unwrap();
+        assert!(n.is_gw && n.ip_masq && n.hairpin_mode && n.preserve_default_vlan);
+        assert_eq!((n.bridge.as_str(), n.mtu, n.net.name.as_str()), ("br9", 1400, "n"));
+        assert_eq!(collect_vlan_trunk(n.vlan_trunk.as_deref()).unwrap(), vec![2, 3]);
+        assert_eq!(n.net.runtime_config.mac.as_deref(), Some("0a:58:00:00:00:01"));
+        assert_eq!(n.net.ipam_type(), Some("host-local"));
     }
 }

@@ -4,6 +4,7 @@
 use crate::cni::config::{self, NetConf};
 use crate::cni::delegate;
 use crate::cni::error::{CniError, Failures};
+use crate::cni::gokeys::GoKeys;
 use crate::cni::plugin::{entry, CniPlugin};
 use crate::cni::result::CniResult;
 use crate::cni::skel::{CmdArgs, Kind, Plugin};
@@ -20,7 +21,7 @@ use serde::Deserialize;
 
 pub static PLUGIN: Plugin = entry::<Dummy>();
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, GoKeys)]
 struct DummyConf {
     #[serde(flatten)]
     net: NetConf,
@@ -119,5 +120,18 @@ mod tests {
             super::DummyConf::load(br#"{"cniVersion":"1.0.0","name":"n","type":"dummy","ipam":{"type":"static"}}"#)
                 .unwrap();
         assert_eq!(t, "static");
+    }
+}
+
+#[cfg(test)]
+mod go_keys_tests {
+    use super::*;
+    use crate::cni::gokeys::{check_keys, GoKeys};
+
+    #[test]
+    fn keys_in_any_case() {
+        check_keys(DummyConf::shape()).unwrap();
+        let c: DummyConf = config::parse(br#"{"CNIVersion":"1.0.0","name":"n","Ipam":{"TYPE":"static"}}"#).unwrap();
+        assert_eq!((c.net.version(), c.net.ipam_type()), ("1.0.0", Some("static")));
     }
 }

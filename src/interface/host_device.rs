@@ -10,6 +10,7 @@
 use crate::cni::config::{self, NetConf};
 use crate::cni::delegate;
 use crate::cni::error::{CniError, Failures};
+use crate::cni::gokeys::GoKeys;
 use crate::cni::plugin::{entry, CniPlugin};
 use crate::cni::result::{CniResult, Interface};
 use crate::cni::skel::{CmdArgs, Kind, Plugin};
@@ -29,12 +30,15 @@ use std::path::Path;
 
 pub static PLUGIN: Plugin = entry::<HostDevice>();
 
-const SYS_BUS_PCI: &str = "/sys/bus/pci/devices";
-const SYS_BUS_AUX: &str = "/sys/bus/auxiliary/devices";
+/// Where devices are looked up; the decisions below take it as a parameter, so that unit tests
+/// can point them at a fake tree (no PCI device is bound to vfio-pci on a test machine).
+const SYSFS: &str = "/sys";
+const BUS_PCI: &str = "bus/pci/devices";
+const BUS_AUX: &str = "bus/auxiliary/devices";
 /// Drivers that give a PCI device to userspace (DPDK): such a device has no netdev to move.
 const USERSPACE_DRIVERS: &[&str] = &["vfio-pci", "uio_pci_generic", "igb_uio"];
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, GoKeys)]
 struct HostDeviceConf {
     #[serde(flatten)]
     net: NetConf,
@@ -57,11 +61,15 @@ impl HostDeviceConf {
     /// Parse; runtimeConfig.deviceID (a PCI or auxiliary id) overrides pciBusID; one selector
     /// is required; a PCI device bound to a userspace driver is DPDK mode.
     fn load(stdin: &[u8]) -> anyhow::Result<HostDeviceConf> {
+        Self::load_in(stdin, Path::new(SYSFS))
+    }
+
+    fn load_in(stdin: &[u8], sysfs: &Path) -> anyhow::Result<HostDeviceConf> {
         let mut n: HostDeviceConf = config::parse(stdin)?;
         if let Some(id) = n.net.runtime_config.device_id.clone().filter(|d| !d.is_empty()) {
-            if Path::new(SYS_BUS_PCI).join(&id).exists() {
+            if sysfs.join(BUS_PCI).join(&id).exists() {
                 n.pci_bus_id = id;
-            } else if Path::new(SYS_BUS_AUX).join(&id).exists() {
+            } else if sysfs.join(BUS_AUX).join(&id).exists() {
                 n.aux_device = id;
             } else {
                 bail!("runtime config DeviceID {id} not found or unsupported");
@@ -77,11 +85,23 @@ impl HostDeviceConf {
             .into());
         }
         if !n.pci_bus_id.is_empty() {
-            n.dpdk = has_dpdk_driver(Path::new(SYS_BUS_PCI), &n.pci_bus_id)
+            n.dpdk = has_dpdk_driver(&sysfs.join(BUS_PCI), &n.pci_bus_id)
                 .map_err(|e| anyhow!("error with host device: {e}"))?;
         }
         Ok(n)
     }
+}
+
+/// A DPDK device's result names the interface the runtime asked for, in the container, with
+/// no MAC (there is no netdev); the IPAM's addresses point at it. Upstream since v1.7.0
+/// (bd8da200, "host-device: Return interface name in result"); Debian's 1.1.1 listed no
+/// interface, which left the addresses' `interface: 0` pointing at nothing.
+fn dpdk_interfaces(args: &CmdArgs) -> Vec<Interface> {
+    vec![Interface {
+        name: args.ifname.clone(),
+        sandbox: args.netns.clone(),
+        ..Default::default()
+    }]
 }
 
 /// Whether `<root>/<pci>/driver` points at a userspace driver.
@@ -124,10 +144,10 @@ fn find_host_device(nl: &mut Netlink, n: &HostDeviceConf) -> anyhow::Result<Link
         }
         first_net_entry(nl, &p.join("net"))?
     } else if !n.pci_bus_id.is_empty() {
-        let mut dir = Path::new(SYS_BUS_PCI).join(&n.pci_bus_id).join("net");
+        let base = Path::new(SYSFS).join(BUS_PCI).join(&n.pci_bus_id);
+        let mut dir = base.join("net");
         if !dir.exists() {
             // virtio devices keep their netdev one level down.
-            let base = Path::new(SYS_BUS_PCI).join(&n.pci_bus_id);
             dir = std::fs::read_dir(&base)
                 .ok()
                 .and_then(|rd| {
@@ -141,7 +161,7 @@ fn find_host_device(nl: &mut Netlink, n: &HostDeviceConf) -> anyhow::Result<Link
         }
         first_net_entry(nl, &dir)?
     } else {
-        first_net_entry(nl, &Path::new(SYS_BUS_AUX).join(&n.aux_device).join("net"))?
+        first_net_entry(nl, &Path::new(SYSFS).join(BUS_AUX).join(&n.aux_device).join("net"))?
     };
     found.ok_or_else(|| anyhow!("failed to find host device: Link not found"))
 }
@@ -171,11 +191,7 @@ impl CniPlugin for HostDevice {
         let mut moved: Option<Link> = None;
         if n.dpdk {
             // Nothing to move: the device is driven from userspace.
-            result.interfaces = vec![Interface {
-                name: args.ifname.clone(),
-                sandbox: args.netns.clone(),
-                ..Default::default()
-            }];
+            result.interfaces = dpdk_interfaces(args);
         } else {
             let mut host = Netlink::new()?;
             let dev = find_host_device(&mut host, &n).context("failed to find host device")?;
@@ -205,7 +221,7 @@ impl CniPlugin for HostDevice {
                 let now = ipconfig::configure_iface(&mut cont, &cont_ns, &args.ifname, &result, dad)?;
                 result.interfaces = vec![container_iface(&now, args)];
             }
-            result.dns = n.net.dns.clone().unwrap_or_default();
+            result.dns = n.net.dns();
         }
         undo.commit();
         Ok(result)
@@ -421,6 +437,58 @@ mod tests {
         );
     }
 
+    /// A fake sysfs: PCI devices bound to the named drivers.
+    fn fake_sysfs(tag: &str, devices: &[(&str, &str)]) -> std::path::PathBuf {
+        let root = std::env::temp_dir().join(format!("cm-hd-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let pci = root.join(BUS_PCI);
+        for (dev, drv) in devices {
+            let driver = root.join("bus/pci/drivers").join(drv);
+            std::fs::create_dir_all(&driver).unwrap();
+            std::fs::create_dir_all(pci.join(dev)).unwrap();
+            std::os::unix::fs::symlink(&driver, pci.join(dev).join("driver")).unwrap();
+        }
+        root
+    }
+
+    /// pciBusID or runtimeConfig.deviceID naming a device bound to vfio-pci is DPDK mode (no
+    /// netdev is looked for); another driver is not; a device without a driver link is an
+    /// error, as in the reference (hasDpdkDriver).
+    #[test]
+    fn dpdk_mode_is_decided_from_sysfs() {
+        let root = fake_sysfs("dpdk", &[("0000:af:00.1", "vfio-pci"), ("0000:af:00.2", "ixgbe")]);
+        let conf = |keys: &str| format!(r#"{{"cniVersion":"1.0.0","name":"n","type":"host-device",{keys}}}"#);
+        let load = |keys: &str| HostDeviceConf::load_in(conf(keys).as_bytes(), &root);
+        let n = load(r#""pciBusID":"0000:af:00.1""#).unwrap();
+        assert!(n.dpdk);
+        let n = load(r#""runtimeConfig":{"deviceID":"0000:af:00.1"}"#).unwrap();
+        assert!(n.dpdk && n.pci_bus_id == "0000:af:00.1");
+        // Keys in any case, as Go reads them.
+        let n = load(r#""PCIBusID":"0000:af:00.1""#).unwrap();
+        assert!(n.dpdk);
+        let n = load(r#""RuntimeConfig":{"DeviceID":"0000:af:00.1"}"#).unwrap();
+        assert!(n.dpdk);
+        assert!(!load(r#""pciBusID":"0000:af:00.2""#).unwrap().dpdk);
+        let e = load(r#""pciBusID":"0000:af:00.3""#).unwrap_err().to_string();
+        assert!(e.starts_with("error with host device: "), "{e}");
+        let _ = std::fs::remove_dir_all(&root);
+    }
+
+    /// The DPDK result: the one interface, by the name asked for, in the container, no MAC.
+    #[test]
+    fn dpdk_result_names_the_interface_without_a_mac() {
+        let mut args = CmdArgs::example(b"{}", "");
+        args.ifname = "net1".into();
+        args.netns = "/run/netns/pod".into();
+        let mut r = CniResult::new("1.0.0");
+        r.interfaces = dpdk_interfaces(&args);
+        let v = r.to_value("1.0.0").unwrap();
+        assert_eq!(
+            v["interfaces"],
+            serde_json::json!([{"name": "net1", "sandbox": "/run/netns/pod"}])
+        );
+    }
+
     #[test]
     fn dpdk_driver_detection() {
         let root = std::env::temp_dir().join(format!("cm-hd-{}", std::process::id()));
@@ -434,5 +502,26 @@ mod tests {
         assert!(!has_dpdk_driver(&root, "0000:00:02.0").unwrap());
         assert!(has_dpdk_driver(&root, "0000:00:03.0").is_err());
         let _ = std::fs::remove_dir_all(&root);
+    }
+}
+
+#[cfg(test)]
+mod go_keys_tests {
+    use super::*;
+    use crate::cni::gokeys::{check_keys, GoKeys};
+
+    #[test]
+    fn keys_in_any_case() {
+        check_keys(HostDeviceConf::shape()).unwrap();
+        let n = HostDeviceConf::load(
+            br#"{"cniVersion":"1.0.0","name":"n","type":"host-device","Device":"eth9","HWAddr":"0a:58:00:00:00:01",
+                 "KernelPath":"/sys/x","IPAM":{"Type":"host-local"}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (n.device.as_str(), n.hwaddr.as_str(), n.kernelpath.as_str()),
+            ("eth9", "0a:58:00:00:00:01", "/sys/x")
+        );
+        assert_eq!(n.net.ipam_type(), Some("host-local"));
     }
 }

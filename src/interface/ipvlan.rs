@@ -4,6 +4,7 @@
 
 use crate::cni::config::{self, NetConf};
 use crate::cni::error::CniError;
+use crate::cni::gokeys::GoKeys;
 use crate::cni::plugin::{entry, CniPlugin};
 use crate::cni::result::CniResult;
 use crate::cni::skel::{CmdArgs, Kind, Plugin};
@@ -18,7 +19,7 @@ use serde::Deserialize;
 
 pub static PLUGIN: Plugin = entry::<Ipvlan>();
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, GoKeys)]
 struct IpvlanConf {
     #[serde(flatten)]
     net: NetConf,
@@ -96,7 +97,7 @@ impl CniPlugin for Ipvlan {
         };
         result.cni_version = n.net.version().to_string();
         configure_child(&mut c.cont, &c.cont_ns, args, &c.link, &mut result)?;
-        result.dns = n.net.dns.clone().unwrap_or_default();
+        result.dns = n.net.dns();
         c.undo.commit();
         Ok(result)
     }
@@ -145,5 +146,18 @@ mod tests {
         // An explicit master wins over prevResult.
         let m = r#"{"cniVersion":"1.0.0","name":"n","type":"ipvlan","master":"x","prevResult":{"cniVersion":"1.0.0","interfaces":[{"name":"a"},{"name":"b"}]}}"#;
         assert_eq!(IpvlanConf::load(m.as_bytes()).unwrap().parent.master, "x");
+    }
+}
+
+#[cfg(test)]
+mod go_keys_tests {
+    use super::*;
+    use crate::cni::gokeys::{check_keys, GoKeys};
+
+    #[test]
+    fn keys_in_any_case() {
+        check_keys(IpvlanConf::shape()).unwrap();
+        let c: IpvlanConf = config::parse(br#"{"cniVersion":"1.0.0","name":"n","MASTER":"eth1","Mode":"l3"}"#).unwrap();
+        assert_eq!((c.parent.master.as_str(), c.mode.as_str()), ("eth1", "l3"));
     }
 }

@@ -3,6 +3,7 @@
 //! What it shares with ipvlan, vlan, tap and dummy is in `pkg::childlink`.
 
 use crate::cni::config::{self, NetConf};
+use crate::cni::gokeys::GoKeys;
 use crate::cni::plugin::{entry, CniPlugin};
 use crate::cni::result::CniResult;
 use crate::cni::skel::{CmdArgs, Kind, Plugin};
@@ -17,7 +18,7 @@ use serde::Deserialize;
 
 pub static PLUGIN: Plugin = entry::<Macvlan>();
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, GoKeys)]
 struct MacvlanConf {
     #[serde(flatten)]
     net: NetConf,
@@ -136,5 +137,29 @@ mod tests {
         assert_eq!(n.mac, "02:00:00:00:00:03");
         assert!(MacvlanConf::load(&args(c, "FOO=1")).is_err());
         assert!(MacvlanConf::load(&args(c, "IgnoreUnknown=1;FOO=1")).is_ok());
+    }
+}
+
+#[cfg(test)]
+mod go_keys_tests {
+    use super::*;
+    use crate::cni::gokeys::{check_keys, GoKeys};
+
+    #[test]
+    fn keys_in_any_case() {
+        check_keys(MacvlanConf::shape()).unwrap();
+        let c: MacvlanConf = config::parse(
+            br#"{"cniVersion":"1.0.0","name":"n","Master":"eth1","MODE":"private","Mac":"0a:58:00:00:00:02",
+                 "BCQueueLen":100,"LinkInContainer":true,"MTU":1400}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (c.parent.master.as_str(), c.mode.as_str(), c.mac.as_str()),
+            ("eth1", "private", "0a:58:00:00:00:02")
+        );
+        assert_eq!(
+            (c.bcqueuelen, c.parent.mtu, c.parent.link_in_container),
+            (100, 1400, true)
+        );
     }
 }

@@ -8,6 +8,7 @@
 use crate::cni::config::{self, NetConf};
 use crate::cni::delegate;
 use crate::cni::error::{CniError, Failures};
+use crate::cni::gokeys::GoKeys;
 use crate::cni::plugin::{entry, CniPlugin};
 use crate::cni::result::{CniResult, Interface};
 use crate::cni::skel::{CmdArgs, Kind, Plugin};
@@ -17,7 +18,7 @@ use crate::linux::{NetNs, Netlink};
 use crate::pkg::backend::Requested;
 use crate::pkg::caps::{self, Capability};
 use crate::pkg::ipam::release_then_del_link;
-use crate::pkg::ipam::{self, dns_set, ipam_add};
+use crate::pkg::ipam::{self, ipam_add};
 use crate::pkg::ipconfig::{self, Dad};
 use crate::pkg::link::mtu_of;
 use crate::pkg::mac::{check_container_mac, fmt_mac};
@@ -30,7 +31,7 @@ use serde::Deserialize;
 
 pub static PLUGIN: Plugin = entry::<Ptp>();
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, GoKeys)]
 struct PtpConf {
     #[serde(flatten)]
     net: NetConf,
@@ -114,8 +115,8 @@ impl CniPlugin for Ptp {
         } else {
             None
         };
-        if dns_set(&conf.net.dns) {
-            result.dns = conf.net.dns.clone().unwrap_or_default();
+        if conf.net.dns_set() {
+            result.dns = conf.net.dns();
         }
         undo.commit();
         Ok(result)
@@ -272,4 +273,22 @@ fn add_host_routes(host: &mut Netlink, host_index: u32, result: &CniResult) -> a
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod go_keys_tests {
+    use super::*;
+    use crate::cni::gokeys::{check_keys, GoKeys};
+
+    #[test]
+    fn keys_in_any_case() {
+        check_keys(PtpConf::shape()).unwrap();
+        let c: PtpConf = config::parse(
+            br#"{"cniVersion":"1.0.0","name":"n","IPMasq":true,"IPMasqBackend":"nftables","Mtu":1300,"DNS":{"Search":[]}}"#,
+        )
+        .unwrap();
+        assert!(c.ip_masq);
+        assert_eq!((c.ip_masq_backend.as_deref(), c.mtu), (Some("nftables"), 1300));
+        assert!(c.net.dns_set(), "an empty list given in any case is a field given");
+    }
 }

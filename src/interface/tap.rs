@@ -5,10 +5,12 @@
 use crate::cni::config::{self, NetConf};
 use crate::cni::delegate;
 use crate::cni::error::CniError;
+use crate::cni::gokeys::GoKeys;
 use crate::cni::plugin::{entry, CniPlugin};
 use crate::cni::result::CniResult;
 use crate::cni::skel::{CmdArgs, Kind, Plugin};
 use crate::linux::netlink::LinkType;
+use crate::linux::selinux;
 use crate::linux::tuntap::{self, TunTap};
 use crate::linux::{NetNs, Netlink};
 use crate::pkg::caps::{self, Capability};
@@ -22,7 +24,7 @@ use serde::Deserialize;
 
 pub static PLUGIN: Plugin = entry::<Tap>();
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, GoKeys)]
 struct TapConf {
     #[serde(flatten)]
     net: NetConf,
@@ -50,11 +52,12 @@ impl TapConf {
         Ok(n)
     }
 
-    /// The device flags the reference ends up with: with both owner and group it uses
-    /// netlink (a vnet header, the packet-information header kept); otherwise `ip tuntap`
-    /// (no packet information). Multi-queue devices never carry the PI header.
+    /// The device flags the reference ends up with: with both owner and group (and no
+    /// selinuxContext) it uses netlink (a vnet header, the packet-information header kept);
+    /// otherwise `ip tuntap` (no packet information). Multi-queue devices never carry the PI
+    /// header.
     fn tuntap(&self, name: String) -> TunTap {
-        let netlink_path = self.owner.is_some() && self.group.is_some();
+        let netlink_path = self.owner.is_some() && self.group.is_some() && self.selinux_context.is_empty();
         TunTap {
             name,
             tun: false,
@@ -85,10 +88,13 @@ impl CniPlugin for Tap {
     }
 
     fn add(n: TapConf, args: &CmdArgs) -> anyhow::Result<CniResult> {
-        if !n.selinux_context.is_empty() {
-            return Err(CniError::unsupported_field(
-                "selinuxContext is not supported: cni-multi cannot label the tap device (no libselinux); remove the key",
-            )
+        if !n.selinux_context.is_empty() && !selinux::enabled() {
+            // The reference fails too (its label write is refused), after the netns is open.
+            return Err(CniError::unsupported_field(format!(
+                "selinuxContext {:?}: this host has no SELinux (no selinuxfs mounted), so the tap device cannot be \
+                 labelled; remove the key",
+                n.selinux_context
+            ))
             .into());
         }
         let mtu = crate::pkg::link::mtu_of(n.mtu)?;
@@ -104,7 +110,14 @@ impl CniPlugin for Tap {
         let tmp = veth::random_veth_name()?;
         let made = {
             let _in_container = cont_ns.enter()?;
-            tuntap::create(&n.tuntap(tmp.clone()))
+            if n.selinux_context.is_empty() {
+                tuntap::create(&n.tuntap(tmp.clone()))
+            } else {
+                // A tun device takes its creator's SELinux context: made by a child that runs
+                // in the given one, as the reference runs `ip tuntap` after SetExecLabel.
+                let exe = std::path::Path::new("/proc/self/exe");
+                tuntap::create_in_child(exe, &n.tuntap(tmp.clone()), Some(&n.selinux_context))
+            }
         };
         made.context("failed to create tap")?;
         let link = cont
@@ -175,5 +188,27 @@ mod tests {
         assert_eq!((t.owner, t.group), (Some(1000), Some(100)));
         let t = conf(r#","owner":1000,"group":100,"multiQueue":true"#).tuntap("x".into());
         assert!(t.multi_queue && !t.vnet_hdr && !t.pi);
+        // With selinuxContext the reference always takes the `ip tuntap` path.
+        let t = conf(r#","owner":1000,"group":100,"selinuxContext":"system_u:object_r:x_t:s0""#).tuntap("x".into());
+        assert!(!t.vnet_hdr && !t.pi);
+        assert_eq!((t.owner, t.group), (Some(1000), Some(100)));
+    }
+}
+
+#[cfg(test)]
+mod go_keys_tests {
+    use super::*;
+    use crate::cni::gokeys::{check_keys, GoKeys};
+
+    #[test]
+    fn keys_in_any_case() {
+        check_keys(TapConf::shape()).unwrap();
+        let c: TapConf = config::parse(
+            br#"{"cniVersion":"1.0.0","name":"n","MultiQueue":true,"Owner":1000,"GROUP":100,"SELinuxContext":"x","Bridge":"br0"}"#,
+        )
+        .unwrap();
+        assert!(c.multi_queue);
+        assert_eq!((c.owner, c.group), (Some(1000), Some(100)));
+        assert_eq!((c.selinux_context.as_str(), c.bridge.as_str()), ("x", "br0"));
     }
 }

@@ -4,6 +4,7 @@
 use crate::cni::config::{self, NetConf};
 use crate::cni::delegate;
 use crate::cni::error::CniError;
+use crate::cni::gokeys::GoKeys;
 use crate::cni::plugin::{entry, CniPlugin};
 use crate::cni::result::CniResult;
 use crate::cni::skel::{CmdArgs, Kind, Plugin};
@@ -16,7 +17,7 @@ use serde::Deserialize;
 
 pub static PLUGIN: Plugin = entry::<Vlan>();
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, GoKeys)]
 struct VlanConf {
     #[serde(flatten)]
     net: NetConf,
@@ -81,7 +82,7 @@ impl CniPlugin for Vlan {
 
         let mut result = ipam_add(ipam_type, args, &mut c.undo)?;
         configure_child(&mut c.cont, &c.cont_ns, args, &c.link, &mut result)?;
-        result.dns = n.net.dns.clone().unwrap_or_default();
+        result.dns = n.net.dns();
         c.undo.commit();
         Ok(result)
     }
@@ -156,5 +157,19 @@ mod tests {
         );
         assert!(n.ipam().is_err());
         assert!(load(r#","master":"eth0","vlanId":"x""#).is_err());
+    }
+}
+
+#[cfg(test)]
+mod go_keys_tests {
+    use super::*;
+    use crate::cni::gokeys::{check_keys, GoKeys};
+
+    #[test]
+    fn keys_in_any_case() {
+        check_keys(VlanConf::shape()).unwrap();
+        let c: VlanConf =
+            config::parse(br#"{"cniVersion":"1.0.0","name":"n","Master":"eth1","VlanID":7,"mtu":1400}"#).unwrap();
+        assert_eq!((c.parent.master.as_str(), c.vlan_id, c.parent.mtu), ("eth1", 7, 1400));
     }
 }

@@ -9,6 +9,7 @@ pub mod static_ipam;
 
 use crate::cni::config::Attachment;
 use crate::cni::error::CniError;
+use crate::cni::gokeys::{Field, GoKeys, Shape};
 use crate::cni::result::Dns;
 use crate::pkg::ip::canon;
 use ipnet::IpNet;
@@ -37,6 +38,60 @@ pub struct NetIn<I, R = IgnoredAny, A = IgnoredAny> {
     valid_attachments: Option<Vec<Attachment>>,
     #[serde(rename = "cni.dev/attachments", default)]
     attachments: Option<Vec<Attachment>>,
+}
+
+/// A key a plugin does not read: any JSON.
+impl GoKeys for IgnoredAny {
+    fn shape() -> Shape {
+        Shape::Any
+    }
+}
+
+/// By hand: the derive makes no generic impls. The keys as serde names them above.
+impl<I: GoKeys, R: GoKeys, A: GoKeys> GoKeys for NetIn<I, R, A> {
+    fn shape() -> Shape {
+        Shape::Struct(
+            const {
+                &[
+                    Field {
+                        key: "cniVersion",
+                        shape: <String as GoKeys>::shape,
+                        flatten: false,
+                    },
+                    Field {
+                        key: "name",
+                        shape: <String as GoKeys>::shape,
+                        flatten: false,
+                    },
+                    Field {
+                        key: "ipam",
+                        shape: <Option<I> as GoKeys>::shape,
+                        flatten: false,
+                    },
+                    Field {
+                        key: "runtimeConfig",
+                        shape: <Option<R> as GoKeys>::shape,
+                        flatten: false,
+                    },
+                    Field {
+                        key: "args",
+                        shape: <Option<A> as GoKeys>::shape,
+                        flatten: false,
+                    },
+                    Field {
+                        key: "cni.dev/valid-attachments",
+                        shape: <Option<Vec<Attachment>> as GoKeys>::shape,
+                        flatten: false,
+                    },
+                    Field {
+                        key: "cni.dev/attachments",
+                        shape: <Option<Vec<Attachment>> as GoKeys>::shape,
+                        flatten: false,
+                    },
+                ]
+            },
+        )
+    }
 }
 
 impl<I, R, A> NetIn<I, R, A> {

@@ -9,6 +9,7 @@ use super::parse_ip;
 use crate::cni::args::CniArgs;
 use crate::cni::config;
 use crate::cni::error::CniError;
+use crate::cni::gokeys::GoKeys;
 use crate::cni::plugin::{entry, CniPlugin};
 use crate::cni::result::{CniResult, Dns, IpConfig, Route};
 use crate::cni::skel::{CmdArgs, Kind, Plugin};
@@ -23,7 +24,7 @@ use std::net::IpAddr;
 
 pub static PLUGIN: Plugin = entry::<Static>();
 
-#[derive(Deserialize)]
+#[derive(Deserialize, GoKeys)]
 struct NetIn {
     #[serde(rename = "cniVersion", default)]
     cni_version: String,
@@ -37,7 +38,7 @@ struct NetIn {
     prev_result: Option<Value>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, GoKeys)]
 struct IpamIn {
     #[serde(default)]
     routes: Option<Vec<Route>>,
@@ -47,7 +48,7 @@ struct IpamIn {
     dns: Option<Dns>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, GoKeys)]
 struct AddressIn {
     #[serde(default)]
     address: String,
@@ -55,13 +56,13 @@ struct AddressIn {
     gateway: Option<String>,
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, GoKeys)]
 struct IpsIn {
     #[serde(default)]
     ips: Option<Vec<String>>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, GoKeys)]
 struct ArgsIn {
     #[serde(default)]
     cni: Option<IpsIn>,
@@ -265,5 +266,25 @@ impl CniPlugin for Static {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod go_keys_tests {
+    use super::*;
+    use crate::cni::gokeys::{check_keys, GoKeys};
+
+    #[test]
+    fn keys_in_any_case() {
+        check_keys(NetIn::shape()).unwrap();
+        let c = load_conf(
+            br#"{"cniVersion":"1.0.0","name":"n","IPAM":{"Type":"static","Addresses":[{"Address":"10.0.0.5/24","Gateway":"10.0.0.1"}],
+                 "Routes":[{"Dst":"0.0.0.0/0"}],"DNS":{"Nameservers":["10.0.0.53"]}}}"#,
+            "",
+        )
+        .unwrap();
+        assert_eq!(c.addresses.len(), 1);
+        assert_eq!(c.routes.len(), 1);
+        assert_eq!(c.dns.nameservers, vec!["10.0.0.53"]);
     }
 }

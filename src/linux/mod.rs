@@ -1,5 +1,5 @@
 //! The kernel, typed: netlink (links, addresses, routes, neighbours, rules, bridge ports),
-//! network namespaces, sysctls, tun/tap devices and capabilities. Nothing here knows
+//! network namespaces, sysctls, tun/tap devices, capabilities and whether SELinux is on. Nothing here knows
 //! what it is used for.
 
 pub mod conntrack;
@@ -14,6 +14,7 @@ pub mod nft;
 pub mod packet;
 pub mod ping;
 pub mod privileges;
+pub mod selinux;
 pub mod statefile;
 pub mod sysctl;
 pub mod tuntap;

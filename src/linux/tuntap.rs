@@ -98,3 +98,99 @@ pub fn create(opts: &TunTap) -> Result<String> {
     let end = req.name.iter().position(|&c| c == 0).unwrap_or(req.name.len());
     Ok(String::from_utf8_lossy(&req.name[..end]).into_owned())
 }
+
+/// `argv[0]` of this executable when it runs only to create one device ([`helper_main`]).
+pub const HELPER: &str = "cni-multi-tuntap-helper";
+
+/// [`create`] in a child process: `exe` (this executable) run as [`HELPER`], in the calling
+/// thread's network namespace. With `label`, the child first writes it to its
+/// `/proc/thread-self/attr/exec`, so the program it becomes runs in that SELinux context and the
+/// kernel labels the device it makes with it (a tun device takes its creator's context): what
+/// go-selinux's SetExecLabel before `ip tuntap add` does in the reference's tap plugin.
+pub fn create_in_child(exe: &std::path::Path, opts: &TunTap, label: Option<&str>) -> Result<String> {
+    use std::os::unix::process::CommandExt;
+    let what = || format!("create tap {:?} in a labelled process", opts.name);
+    let opt = |v: Option<u32>| v.map_or("-".to_string(), |v| v.to_string());
+    let flag = |b: bool| if b { "1" } else { "0" };
+    let mut cmd = std::process::Command::new(exe);
+    cmd.arg0(HELPER)
+        .args([
+            opts.name.as_str(),
+            flag(opts.tun),
+            flag(opts.multi_queue),
+            flag(opts.vnet_hdr),
+            flag(opts.pi),
+        ])
+        .args([opt(opts.owner), opt(opts.group)])
+        .stdin(std::process::Stdio::null());
+    if let Some(label) = label {
+        let label = label.as_bytes().to_vec();
+        // SAFETY: runs in the forked child before exec; open/write/close are async-signal-safe
+        // and nothing is allocated (the label was copied before the fork).
+        unsafe {
+            cmd.pre_exec(move || {
+                let fd = libc::open(
+                    c"/proc/thread-self/attr/exec".as_ptr(),
+                    libc::O_WRONLY | libc::O_CLOEXEC,
+                );
+                if fd < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                let n = libc::write(fd, label.as_ptr().cast(), label.len());
+                let err = std::io::Error::last_os_error();
+                libc::close(fd);
+                if n < 0 {
+                    return Err(err);
+                }
+                Ok(())
+            });
+        }
+    }
+    // A failed label write comes back from spawn as its errno (EINVAL: a context the policy
+    // does not know).
+    let out = cmd.output().map_err(|e| Error::io(what(), e))?;
+    if !out.status.success() {
+        return Err(Error::other(what(), String::from_utf8_lossy(&out.stderr).trim()));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// The [`HELPER`] process: `NAME TUN MULTI_QUEUE VNET_HDR PI OWNER GROUP` (flags 0/1, `-` for
+/// no owner or group); prints the device's name. Exit status 1 with the error on stderr.
+pub fn helper_main() -> i32 {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let parsed = (|| -> Option<TunTap> {
+        let [name, tun, mq, vnet, pi, owner, group] = args.as_slice() else {
+            return None;
+        };
+        let flag = |s: &str| match s {
+            "1" => Some(true),
+            "0" => Some(false),
+            _ => None,
+        };
+        let id = |s: &str| if s == "-" { Some(None) } else { s.parse().ok().map(Some) };
+        Some(TunTap {
+            name: name.clone(),
+            tun: flag(tun)?,
+            multi_queue: flag(mq)?,
+            vnet_hdr: flag(vnet)?,
+            pi: flag(pi)?,
+            owner: id(owner)?,
+            group: id(group)?,
+        })
+    })();
+    let Some(opts) = parsed else {
+        eprintln!("{HELPER}: bad arguments {args:?}");
+        return 2;
+    };
+    match create(&opts) {
+        Ok(name) => {
+            println!("{name}");
+            0
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            1
+        }
+    }
+}

@@ -12,6 +12,7 @@
 
 use crate::cni::config::{self, NetConf};
 use crate::cni::error::{CniError, Failures};
+use crate::cni::gokeys::{self, GoKeys, Node};
 use crate::cni::plugin::{entry, CniPlugin};
 use crate::cni::result::{CniResult, Interface};
 use crate::cni::skel::{CmdArgs, Kind, Plugin};
@@ -24,6 +25,7 @@ use crate::pkg::netns::open_netns;
 use crate::pkg::sha512::hex_prefix;
 use crate::pkg::undo::Undo;
 use anyhow::{anyhow, bail, Result};
+use serde::Deserialize;
 use serde_json::{Map, Value};
 
 pub static PLUGIN: Plugin = entry::<Bandwidth>();
@@ -58,11 +60,39 @@ impl Limits {
 
 const KEYS: [&str; 4] = ["ingressRate", "ingressBurst", "egressRate", "egressBurst"];
 
-/// A key as Go's decoder finds it: the exact spelling first, else any case (containerd 1.6
-/// sends `IngressRate`).
+/// Where the limits are, for Go's key matching (cni::gokeys; containerd 1.6 sends
+/// `IngressRate`): read as JSON afterwards, since a key given as `null` still counts as given
+/// (Go allocates the embedded entry for it).
+#[derive(GoKeys)]
+#[allow(dead_code)] // only the key lists are used
+struct LimitKeys {
+    #[serde(rename = "ingressRate")]
+    ingress_rate: Option<Value>,
+    #[serde(rename = "ingressBurst")]
+    ingress_burst: Option<Value>,
+    #[serde(rename = "egressRate")]
+    egress_rate: Option<Value>,
+    #[serde(rename = "egressBurst")]
+    egress_burst: Option<Value>,
+}
+
+#[derive(GoKeys)]
+#[allow(dead_code)]
+struct ConfKeys {
+    #[serde(flatten)]
+    limits: LimitKeys,
+    #[serde(rename = "runtimeConfig")]
+    runtime_config: Option<RuntimeKeys>,
+}
+
+#[derive(GoKeys)]
+#[allow(dead_code)]
+struct RuntimeKeys {
+    bandwidth: Option<LimitKeys>,
+}
+
 fn field<'a>(m: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
     m.get(key)
-        .or_else(|| m.iter().find(|(k, _)| k.eq_ignore_ascii_case(key)).map(|(_, v)| v))
 }
 
 /// The limits in `m`, or None when none of the keys is present (Go leaves the embedded
@@ -112,7 +142,8 @@ struct Conf {
 /// Parses stdin: the static keys win over `runtimeConfig.bandwidth`; both directions are
 /// validated before anything else, as the reference does.
 pub fn parse_limits(stdin: &[u8]) -> Result<Option<Limits>> {
-    let v: Value = config::parse(stdin)?;
+    let node: Node = config::parse(stdin)?;
+    let v = Value::deserialize(gokeys::canonical(&node, ConfKeys::shape()))?;
     let Some(top) = v.as_object() else {
         return Ok(None);
     };
@@ -229,35 +260,21 @@ impl CniPlugin for Bandwidth {
         Ok(result)
     }
 
-    /// Deletes the IFB; a missing IFB is success. With a prevResult (CNI >= 0.4.0) the host
-    /// veth's ingress qdisc that redirects to the IFB goes first: a mirred action whose device is
-    /// gone drops every packet, so the pod would lose its egress until the veth itself goes (the
-    /// reference leaves it). The veth's other qdiscs die with the veth.
+    /// Removes everything ADD made: on the host veth the root TBF `1:` (ingress shaping) and
+    /// the ingress qdisc `ffff:` whose u32 filter redirects to the IFB (its filters go with
+    /// it), then the IFB. A DEL of bandwidth alone (a chain edit) so leaves an unshaped pod,
+    /// and never a redirect to a vanished device, which drops every packet (the reference
+    /// deletes only the IFB). The veth stays for its own plugin's DEL. Nothing found is
+    /// success: the netns may be gone (its veth with it), the objects already removed.
     fn del(c: Conf, args: &CmdArgs) -> Result<()> {
         let name = ifb_name(&c.net.name, &args.container_id);
         let mut nl = Netlink::new()?;
-        let Some(ifb) = nl.link_by_name(&name)? else {
-            return Ok(());
-        };
-        if let Some(prev) = c.net.prev_result()? {
-            let ingress = handle(0xffff, 0);
-            for i in prev.interfaces.iter().filter(|i| i.sandbox.is_empty()) {
-                // Best effort: a prevResult name the kernel rejects must not fail the DEL.
-                let Some(l) = nl.link_by_name(&i.name).ok().flatten() else {
-                    continue;
-                };
-                // A link without an ingress qdisc answers the dump with an error: nothing to do.
-                let redirects = nl.u32_redirects(l.index, ingress).unwrap_or_default();
-                if redirects.iter().any(|r| r.mirred.iter().any(|m| m.1 == ifb.index)) {
-                    match nl.delete_qdisc(l.index, ingress, HANDLE_INGRESS) {
-                        Err(e) if !e.is_not_found() => return Err(e.into()),
-                        _ => {}
-                    }
-                }
-            }
+        let ifb = nl.link_by_name(&name)?;
+        if let Some(host) = host_veth_for_del(&mut nl, &c, args) {
+            unshape_host_veth(&mut nl, host, ifb.as_ref().map(|l| l.index))?;
         }
-        match nl.delete_link(ifb.index) {
-            Err(e) if !e.is_not_found() => Err(e.into()),
+        match ifb.map(|l| nl.delete_link(l.index)) {
+            Some(Err(e)) if !e.is_not_found() => Err(e.into()),
             _ => Ok(()),
         }
     }
@@ -384,6 +401,72 @@ fn check_redirect(nl: &mut Netlink, host: u32, host_name: &str, ifb: u32, ifb_na
 pub fn ifb_name(network: &str, container_id: &str) -> String {
     let id = format!("{network}{container_id}");
     format!("{IFB_PREFIX}{}", hex_prefix(&id, MAX_IFNAME - IFB_PREFIX.len()))
+}
+
+/// The host veth of the attachment for DEL, if it still exists: the peer of the container
+/// interface (checked against prevResult when there is one). None when the netns or the
+/// interface is gone, which takes the veth with it.
+fn host_veth_for_del(nl: &mut Netlink, c: &Conf, args: &CmdArgs) -> Option<u32> {
+    let ns = NetNs::open(&args.netns).ok()?;
+    let name = match c.net.prev_result().ok().flatten() {
+        Some(prev) if !prev.interfaces.is_empty() => host_veth(nl, &ns, &prev.interfaces, &args.ifname).ok()?,
+        _ => {
+            let peer = Netlink::in_netns(&ns).ok()?.link_by_name(&args.ifname).ok()??;
+            if peer.kind != Some(LinkType::Veth) {
+                return None;
+            }
+            // Without prevResult to name it, the peer index must at least find a veth here.
+            let host = nl.link_by_index(peer.link?).ok()??;
+            return (host.kind == Some(LinkType::Veth)).then_some(host.index);
+        }
+    };
+    nl.link_by_name(&name).ok()?.map(|l| l.index)
+}
+
+/// Deletes bandwidth's qdiscs on the host veth: the root TBF `1:`, and the ingress qdisc when
+/// its u32 filters redirect to our IFB or, the IFB being gone already, to no device at all.
+fn unshape_host_veth(nl: &mut Netlink, veth: u32, ifb: Option<u32>) -> Result<()> {
+    let qdiscs = match nl.qdiscs(veth) {
+        Ok(q) => q,
+        Err(e) if e.is_not_found() => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    let ignore_gone = |r: crate::linux::Result<()>| match r {
+        Err(e) if !e.is_not_found() => Err(e),
+        _ => Ok(()),
+    };
+    if qdiscs
+        .iter()
+        .any(|q| q.kind == "tbf" && q.parent == HANDLE_ROOT && q.handle == handle(1, 0))
+    {
+        ignore_gone(nl.delete_qdisc(veth, handle(1, 0), HANDLE_ROOT))?;
+    }
+    let ingress = handle(0xffff, 0);
+    if !qdiscs
+        .iter()
+        .any(|q| q.kind == "ingress" && q.handle == ingress && q.parent == HANDLE_INGRESS)
+    {
+        return Ok(());
+    }
+    let redirects = nl.u32_redirects(veth, ingress).unwrap_or_default();
+    let targets: Vec<u32> = redirects
+        .iter()
+        .flat_map(|r| r.mirred.iter().filter(|m| m.0 == MIRRED_EGRESS_REDIR).map(|m| m.1))
+        .collect();
+    let ours = match ifb {
+        Some(i) => targets.contains(&i),
+        // The kernel reports a redirect whose device was unregistered as ifindex 0.
+        None => {
+            !targets.is_empty()
+                && targets
+                    .iter()
+                    .all(|&t| t == 0 || matches!(nl.link_by_index(t), Ok(None)))
+        }
+    };
+    if ours {
+        ignore_gone(nl.delete_qdisc(veth, ingress, HANDLE_INGRESS))?;
+    }
+    Ok(())
 }
 
 fn parse_alias(a: &str) -> Option<(&str, &str, &str)> {
@@ -543,5 +626,28 @@ mod tests {
         assert_eq!(n, format!("bwp{}", &crate::pkg::sha512::hex(b"netcid")[..12]));
         assert_eq!(parse_alias("cni-bandwidth n c eth0"), Some(("n", "c", "eth0")));
         assert_eq!(parse_alias("other n c eth0"), None);
+    }
+}
+
+#[cfg(test)]
+mod go_keys_tests {
+    use super::*;
+    use crate::cni::gokeys::{check_keys, GoKeys};
+
+    #[test]
+    fn keys_in_any_case() {
+        check_keys(ConfKeys::shape()).unwrap();
+        let l = parse_limits(
+            br#"{"cniVersion":"1.0.0","name":"n","RuntimeConfig":{"Bandwidth":{"IngressRate":8000,"INGRESSBURST":16000}}}"#,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!((l.ingress_rate, l.ingress_burst), (8000, 16000));
+        // Two spellings: the last one wins; a key given as null still counts as given.
+        let l = parse_limits(br#"{"ingressRate":1000,"IngressRate":2000,"ingressBurst":4000}"#)
+            .unwrap()
+            .unwrap();
+        assert_eq!(l.ingress_rate, 2000);
+        assert!(parse_limits(br#"{"egressRate":null}"#).unwrap().is_some());
     }
 }

@@ -7,6 +7,7 @@
 use crate::cni::config::{self, Attachment};
 use crate::cni::delegate;
 use crate::cni::error::{code, CniError, Failures};
+use crate::cni::gokeys::GoKeys;
 use crate::cni::plugin::{entry, CniPlugin};
 use crate::cni::result::{CniResult, Route};
 use crate::cni::skel::{CmdArgs, Command, Kind, Plugin};
@@ -25,7 +26,7 @@ const DEFAULT_DATA_DIR: &str = "/var/lib/cni/flannel";
 
 // ---- config -----------------------------------------------------------------------------
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, GoKeys)]
 struct FlannelConf {
     #[serde(rename = "cniVersion", default)]
     cni_version: String,
@@ -242,7 +243,8 @@ fn delegate_ipam(conf: &FlannelConf, env: &SubnetEnv) -> anyhow::Result<Map<Stri
         },
     );
     let mut routes: Vec<Route> = match ipam.get("routes") {
-        Some(r) => serde_json::from_value(r.clone())
+        // The ipam map's own keys are data, but a route's are Go struct fields (any case).
+        Some(r) => crate::cni::gokeys::from_value(r)
             .map_err(|e| anyhow!("failed to parse ipam.routes: {e}"))
             .context("failed to read IPAM routes")?,
         None => Vec::new(),
@@ -416,12 +418,12 @@ fn save(data_dir: &Path, container_id: &str, bytes: &[u8]) -> anyhow::Result<()>
 
 /// The delegate type of a saved config.
 fn saved_type(bytes: &[u8]) -> Result<String, serde_json::Error> {
-    #[derive(Deserialize)]
+    #[derive(Deserialize, GoKeys)]
     struct T {
         #[serde(rename = "type", default)]
         t: String,
     }
-    serde_json::from_slice::<T>(bytes).map(|t| t.t)
+    crate::cni::gokeys::from_slice::<T>(bytes).map(|t| t.t)
 }
 
 struct Flannel;
@@ -774,5 +776,24 @@ mod tests {
             let c = conf(&format!(r#"{{"name":"n","delegate":{delegate}}}"#));
             assert_eq!(delegate_config(&c, &env).unwrap_err().to_string(), msg);
         }
+    }
+}
+
+#[cfg(test)]
+mod go_keys_tests {
+    use super::*;
+    use crate::cni::gokeys::{check_keys, GoKeys};
+
+    #[test]
+    fn keys_in_any_case() {
+        check_keys(FlannelConf::shape()).unwrap();
+        let c = load_conf(
+            br#"{"CNIVersion":"1.0.0","Name":"n","SubnetFile":"/tmp/s.env","DataDir":"/tmp/d",
+                 "Delegate":{"HairpinMode":true,"isDefaultGateway":true}}"#,
+        )
+        .unwrap();
+        assert_eq!((c.subnet_file(), c.data_dir()), ("/tmp/s.env", Path::new("/tmp/d")));
+        // The delegate's keys are a map's (Go's map[string]interface{}): kept as written.
+        assert!(c.delegate.unwrap().contains_key("HairpinMode"));
     }
 }

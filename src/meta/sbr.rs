@@ -33,6 +33,7 @@ use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::rc::Rc;
 
+use crate::cni::gokeys::GoKeys;
 use anyhow::{anyhow, bail, Context, Result};
 use ipnet::IpNet;
 use serde::Deserialize;
@@ -58,7 +59,7 @@ const RESERVED_TABLES: [u32; 4] = [0, 253, TABLE_MAIN, 255];
 
 // ---- config ------------------------------------------------------------------------------
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, GoKeys)]
 struct SbrConf {
     #[serde(flatten)]
     net: NetConf,
@@ -540,5 +541,24 @@ mod tests {
         let used: BTreeSet<u32> = [100, 101, 103, 254].into();
         assert_eq!(next_free(&used, FIRST_TABLE), 102);
         assert_eq!(next_free(&used, 103), 104);
+    }
+}
+
+#[cfg(test)]
+mod go_keys_tests {
+    use super::*;
+    use crate::cni::gokeys::{check_keys, GoKeys};
+
+    #[test]
+    fn keys_in_any_case() {
+        check_keys(SbrConf::shape()).unwrap();
+        let c: SbrConf = config::parse(
+            br#"{"cniVersion":"1.0.0","name":"n","Table":101,"Gateways":["10.0.0.1"],"AddSourceHints":true}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (c.table, c.gateways.clone(), c.add_source_hints),
+            (Some(101), vec!["10.0.0.1".to_string()], true)
+        );
     }
 }

@@ -8,6 +8,7 @@
 use crate::cni::args::CniArgs;
 use crate::cni::config::{self, NetConf};
 use crate::cni::error::{CniError, Failures};
+use crate::cni::gokeys::GoKeys;
 use crate::cni::plugin::{entry, CniPlugin};
 use crate::cni::result::CniResult;
 use crate::cni::skel::{CmdArgs, Kind, Plugin};
@@ -47,6 +48,13 @@ impl Sysctls {
     }
 }
 
+/// A map: its keys are sysctl names, kept as written.
+impl GoKeys for Sysctls {
+    fn shape() -> crate::cni::gokeys::Shape {
+        <std::collections::HashMap<String, String> as GoKeys>::shape()
+    }
+}
+
 impl<'de> Deserialize<'de> for Sysctls {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V;
@@ -74,7 +82,7 @@ impl<'de> Deserialize<'de> for Sysctls {
 }
 
 /// The tunable keys: at the top of the config, and again in `args.cni` (which wins).
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, GoKeys)]
 struct TuningArgs {
     #[serde(default)]
     sysctl: Option<Sysctls>,
@@ -90,13 +98,13 @@ struct TuningArgs {
     tx_qlen: Option<i64>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, GoKeys)]
 struct ArgsBlock {
     #[serde(default)]
     cni: Option<TuningArgs>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, GoKeys)]
 struct TuningConf {
     #[serde(flatten)]
     net: NetConf,
@@ -134,12 +142,12 @@ fn plain(e: CniError) -> anyhow::Error {
 
 /// The reference rejects duplicated sysctl keys before anything else.
 fn reject_duplicate_sysctls(stdin: &[u8]) -> anyhow::Result<()> {
-    #[derive(Deserialize)]
+    #[derive(Deserialize, GoKeys)]
     struct Only {
         #[serde(default)]
         sysctl: Option<Sysctls>,
     }
-    if let Ok(Only { sysctl: Some(s) }) = serde_json::from_slice::<Only>(stdin) {
+    if let Ok(Only { sysctl: Some(s) }) = crate::cni::gokeys::from_slice::<Only>(stdin) {
         if s.duplicated {
             bail!("duplicated sysctl keys are not allowed");
         }
@@ -752,5 +760,37 @@ mod tests {
         let e = check_allowlist(&s("net.ipv4.ip_forward"), &f).unwrap_err().to_string();
         assert!(e.starts_with("Sysctl net.ipv4.ip_forward is not allowed."), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
+
+#[cfg(test)]
+mod go_keys_tests {
+    use super::*;
+    use crate::cni::gokeys::{check_keys, GoKeys};
+
+    #[test]
+    fn keys_in_any_case() {
+        check_keys(TuningConf::shape()).unwrap();
+        let t = parse_conf(
+            br#"{"cniVersion":"1.0.0","name":"n","SysCtl":{"net.ipv4.conf.IFNAME.arp_notify":"1"},"Promisc":true,
+                 "MTU":1400,"TxQLen":500,"DataDir":"/tmp/x","Args":{"CNI":{"Mac":"0a:58:00:00:00:03"}}}"#,
+            "",
+        )
+        .unwrap();
+        // The sysctl names are data: kept as written.
+        assert_eq!(
+            t.sysctl,
+            vec![("net.ipv4.conf.IFNAME.arp_notify".to_string(), "1".to_string())]
+        );
+        assert!(t.promisc);
+        assert_eq!(
+            (t.mtu, t.tx_qlen, t.mac.as_str()),
+            (1400, Some(500), "0a:58:00:00:00:03")
+        );
+        assert_eq!(t.data_dir, PathBuf::from("/tmp/x"));
+        // A sysctl given under two spellings of the key is a duplicate, as in the reference
+        // (its duplicate check spans every decode of the field).
+        let e = reject_duplicate_sysctls(br#"{"sysctl":{"net.a":"1"},"SysCtl":{"net.a":"2"}}"#).unwrap_err();
+        assert_eq!(e.to_string(), "duplicated sysctl keys are not allowed");
     }
 }

@@ -10,6 +10,7 @@
 
 use crate::cni::config::{self, NetConf};
 use crate::cni::error::{code, CniError};
+use crate::cni::gokeys::GoKeys;
 use crate::cni::plugin::{entry, CniPlugin};
 use crate::cni::result::CniResult;
 use crate::cni::skel::{CmdArgs, Kind, Plugin};
@@ -37,12 +38,12 @@ const ROUTE_WAIT_RETRIES: u32 = 8;
 
 // ---- config -----------------------------------------------------------------------------
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, GoKeys)]
 struct VrfConf {
     #[serde(flatten)]
     net: NetConf,
-    /// Go's decoder matches keys case-insensitively; `vrfName` is the spelling people write.
-    #[serde(default, alias = "vrfName", alias = "VRFName")]
+    /// Also `vrfName`, the spelling people write (cni::gokeys matches any case, as Go does).
+    #[serde(default)]
     vrfname: String,
     #[serde(default)]
     table: u32,
@@ -621,5 +622,24 @@ mod tests {
         let m = movable(&ecmp, 3).unwrap();
         assert_eq!(m.multipath.len(), 2);
         assert!(m.multipath.iter().all(|n| n.oif == Some(3)));
+    }
+}
+
+#[cfg(test)]
+mod go_keys_tests {
+    use super::*;
+    use crate::cni::gokeys::{check_keys, GoKeys};
+
+    #[test]
+    fn keys_in_any_case() {
+        check_keys(VrfConf::shape()).unwrap();
+        for json in [
+            &br#"{"cniVersion":"1.0.0","name":"n","vrfname":"blue","table":7}"#[..],
+            br#"{"cniVersion":"1.0.0","name":"n","vrfName":"blue","Table":7}"#,
+            br#"{"cniVersion":"1.0.0","name":"n","VRFName":"blue","TABLE":7}"#,
+        ] {
+            let c: VrfConf = config::parse(json).unwrap();
+            assert_eq!((c.vrfname.as_str(), c.table), ("blue", 7));
+        }
     }
 }

@@ -5,6 +5,7 @@
 use crate::cni::config::NetConf;
 use crate::cni::delegate;
 use crate::cni::error::CniError;
+use crate::cni::gokeys::GoKeys;
 use crate::cni::result::{CniResult, Interface};
 use crate::cni::skel::CmdArgs;
 use crate::linux::netlink::route::TABLE_MAIN;
@@ -56,7 +57,7 @@ fn master_and_mtu(nl: &mut Netlink, name: &str, mtu: i64) -> anyhow::Result<(Lin
 /// The config keys of macvlan, ipvlan and vlan that place the child: `master` (the
 /// default-route interface when empty), the `mtu` key (0: the master's), and
 /// `linkInContainer` (the master is in the container netns).
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, GoKeys)]
 pub struct ParentKeys {
     #[serde(default)]
     pub master: String,
@@ -86,6 +87,20 @@ pub struct ModeKey<M> {
     text: String,
     #[serde(skip)]
     mode: std::marker::PhantomData<M>,
+}
+
+/// A string to Go's decoder (the mode's name).
+impl<M> crate::cni::gokeys::GoKeys for ModeKey<M> {
+    fn shape() -> crate::cni::gokeys::Shape {
+        crate::cni::gokeys::Shape::Scalar
+    }
+}
+
+impl<M> ModeKey<M> {
+    /// The key as written.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
 }
 
 impl<M> Default for ModeKey<M> {
@@ -262,7 +277,7 @@ pub fn ipam_or_l2(
         let now = cont.link_by_index(link.index)?.unwrap_or(link);
         result.interfaces = vec![container_iface(&now, args)];
     }
-    result.dns = net.dns.clone().unwrap_or_default();
+    result.dns = net.dns();
     Ok(result)
 }
 

@@ -1,10 +1,9 @@
-//! The IPAM glue of interface plugins: ADD with its rollback, the required IPAM type, and
-//! whether the config's `dns` replaces the IPAM's. (STATUS and GC delegated to the IPAM are
+//! The IPAM glue of interface plugins: ADD with its rollback and the required IPAM type. (STATUS and GC delegated to the IPAM are
 //! the defaults of `cni::plugin::CniPlugin`.)
 
 use crate::cni::config::NetConf;
 use crate::cni::error::{CniError, Failures};
-use crate::cni::result::{CniResult, Dns};
+use crate::cni::result::CniResult;
 use crate::cni::skel::CmdArgs;
 use crate::pkg::undo::Undo;
 
@@ -27,12 +26,6 @@ pub fn ipam_add(ipam_type: &str, args: &CmdArgs, undo: &mut Undo) -> anyhow::Res
 pub fn required_ipam<'a>(net: &'a NetConf, plugin: &str) -> Result<&'a str, CniError> {
     net.ipam_type()
         .ok_or_else(|| CniError::invalid_config(format!("{plugin} requires an IPAM plugin: ipam.type is empty")))
-}
-
-/// Whether a `dns` block of a plugin config has any field set (only then it replaces the
-/// IPAM's DNS in the result).
-pub fn dns_set(d: &Option<Dns>) -> bool {
-    d.as_ref().is_some_and(|d| !d.is_empty())
 }
 
 /// The end of an interface plugin's DEL: IPAM DEL when an IPAM type is set (first, as the

@@ -274,4 +274,22 @@ mod tests {
         assert!(cfg.get("runtimeConfig").is_none());
         assert!(cfg.get("prevResult").is_none());
     }
+
+    /// A plugin entry's `type` and `capabilities` are read exactly, where libcni's struct
+    /// decoding takes any case: the documented difference of the runtime side
+    /// (doc/differences.md).
+    #[test]
+    fn plugin_entry_keys_are_exact() {
+        assert!(plugin_type(&json!({"Type": "bridge"})).is_err());
+        assert_eq!(plugin_type(&json!({"type": "bridge"})).unwrap(), "bridge");
+        let list = NetworkList::from_bytes(
+            br#"{"cniVersion":"1.0.0","name":"net","plugins":[{"type":"portmap","Capabilities":{"portMappings":true}}]}"#,
+        )
+        .unwrap();
+        let mut rt = RuntimeConf::default();
+        rt.capability_args.insert("portMappings".into(), json!([]));
+        let cfg: Value =
+            serde_json::from_slice(&build_plugin_config(&list, &list.plugins[0], None, &rt).unwrap()).unwrap();
+        assert!(cfg.get("runtimeConfig").is_none());
+    }
 }

@@ -31,6 +31,32 @@ fn tbf_of(p: &Pod, dev: &str) -> Value {
         .unwrap_or(Value::Null)
 }
 
+/// The host veth is there with nothing bandwidth made: its default root qdisc (noqueue) and
+/// no filter, as `tc qdisc show` / `tc filter show` print them.
+fn assert_unshaped(p: &Pod, veth: &str) {
+    assert!(
+        p.rig.node.link(veth).is_some(),
+        "the veth stays for its own plugin's DEL"
+    );
+    let kinds: Vec<Value> = p
+        .qdiscs(veth)
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|q| q["kind"].clone())
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![json!("noqueue")],
+        "{}",
+        p.node_cmd(&["tc", "qdisc", "show", "dev", veth])
+    );
+    for dir in ["ingress", "egress"] {
+        let f = p.node_cmd(&["tc", "filter", "show", "dev", veth, dir]);
+        assert!(f.trim().is_empty(), "{dir} filters left on {veth}: {f}");
+    }
+}
+
 #[test]
 fn add_objects_check_del() {
     if !require_root("bandwidth add_objects_check_del") {
@@ -94,18 +120,11 @@ fn add_objects_check_del() {
     chk["prevResult"] = r.clone();
     p.bw("CHECK", &chk).expect_ok();
 
-    // DEL removes the IFB and, first, the veth's ingress qdisc that redirects to it (a
-    // redirect to a vanished device drops everything); the ingress TBF stays with the veth.
+    // DEL of bandwidth alone (a chain edit) removes everything it made and keeps the veth:
+    // the IFB, the veth's root TBF, its ingress qdisc and the redirect filter under it.
     p.bw("DEL", &c).expect_ok();
     assert!(p.rig.node.link(&ifb).is_none(), "IFB gone");
-    let kinds: Vec<Value> = p
-        .qdiscs(&veth)
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|q| q["kind"].clone())
-        .collect();
-    assert_eq!(kinds, vec![json!("tbf")]);
+    assert_unshaped(&p, &veth);
     // Again, with the netns gone or empty, it is still success.
     p.bw("DEL", &c).expect_ok();
     p.bw_in("DEL", &c, "/run/netns/cm-bw-gone-for-good", "eth0").expect_ok();
@@ -241,8 +260,7 @@ fn keys_runtime_config_and_errors() {
     chk["prevResult"] = r;
     p.bw("CHECK", &chk).expect_ok();
     p.bw("DEL", &c).expect_ok();
-    // DEL took the ingress qdisc; the ingress TBF stays with the veth.
-    p.node_cmd(&["tc", "qdisc", "del", "dev", &veth, "root"]);
+    assert_unshaped(&p, &veth);
 
     // The static keys win over runtimeConfig.
     let mut c = p.bw_conf(json!({"ingressRate": 16_000_000, "ingressBurst": 80_000}));
@@ -250,7 +268,7 @@ fn keys_runtime_config_and_errors() {
     p.bw("ADD", &c).expect_ok();
     assert_eq!(tbf_of(&p, &veth)["options"]["rate"], 2_000_000);
     assert!(p.ifb_aliases().is_empty(), "no egress from the static keys: no IFB");
-    p.node_cmd(&["tc", "qdisc", "del", "dev", &veth, "root"]);
+    p.bw("DEL", &c).expect_ok();
 
     // All zero (or an empty runtimeConfig entry): prevResult printed back, nothing made.
     for extra in [
@@ -447,4 +465,46 @@ fn long_network_name_without_alias() {
     assert_eq!(p.ifb_aliases(), vec![(ifb, None)]);
     p.bw("DEL", &c).expect_ok();
     assert!(p.ifb_aliases().is_empty());
+}
+
+/// DEL finds the veth without prevResult (CNI 0.3.x, or a runtime with no cache) through the
+/// container interface's peer, and each direction alone is undone.
+#[test]
+fn del_unshapes_without_prev_result_and_one_direction_each() {
+    if !require_root("bandwidth del_unshapes_without_prev_result") {
+        return;
+    }
+    for (tag, l) in [
+        ("bwdb", limits()),
+        ("bwdi", json!({"ingressRate": 8_000_000, "ingressBurst": 80_000})),
+        ("bwde", json!({"egressRate": 8_000_000, "egressBurst": 80_000})),
+    ] {
+        let p = Pod::new(tag, Impl::Ours, "c1", 0);
+        let veth = p.host_veth();
+        let c = p.bw_conf(l.clone());
+        p.bw("ADD", &c).expect_ok();
+        let mut bare = c.clone();
+        bare.as_object_mut().unwrap().remove("prevResult");
+        p.bw("DEL", &bare).expect_ok();
+        assert!(p.ifb_aliases().is_empty(), "{l}: IFB left");
+        assert_unshaped(&p, &veth);
+    }
+}
+
+/// A DEL that ended half-way before (the IFB deleted, the redirect to it left: every packet
+/// the pod sends is dropped) is finished by the next DEL.
+#[test]
+fn del_removes_a_redirect_to_a_vanished_ifb() {
+    if !require_root("bandwidth del_removes_a_redirect_to_a_vanished_ifb") {
+        return;
+    }
+    let p = Pod::new("bwdv", Impl::Ours, "c1", 0);
+    let veth = p.host_veth();
+    let c = p.bw_conf(limits());
+    p.bw("ADD", &c).expect_ok();
+    p.node_cmd(&["ip", "link", "del", &ifb_of("c1")]);
+    let f = p.node_cmd(&["tc", "filter", "show", "dev", &veth, "ingress"]);
+    assert!(f.contains("mirred"), "the redirect is still there: {f}");
+    p.bw("DEL", &c).expect_ok();
+    assert_unshaped(&p, &veth);
 }

@@ -180,3 +180,51 @@ fn bridge_portmap_bandwidth() {
         q.contains("dev cni-bw0") && q.contains("noqueue")
     });
 }
+
+/// A chain edit that drops bandwidth: its DEL alone, with the cached result as prevResult (the
+/// bridge is a host interface of it too), leaves the pod's veth with nothing bandwidth made and
+/// the bridge untouched; the rest of the chain's DEL then leaves the node clean.
+#[test]
+fn bandwidth_del_alone_unshapes_and_spares_the_bridge() {
+    if !require_root("bandwidth_chains bandwidth_del_alone_unshapes_and_spares_the_bridge") {
+        return;
+    }
+    let c = Chain::new("bwce");
+    let list = json!({"cniVersion": "1.0.0", "name": "chain", "plugins": [
+        {"type": "bridge", "bridge": "cni-bwe0", "isGateway": true, "ipam": ipam(&c, "10.75.0.0/24")},
+        portmap(), bandwidth()]});
+    let r = c.ok("add", &list);
+    let veth = r["interfaces"][1]["name"].as_str().unwrap().to_string();
+    let tc = |args: &[&str]| c.node.exec_ok(&[&["tc"], args].concat());
+    assert!(tc(&["qdisc", "show", "dev", &veth]).contains("tbf 1: root"));
+    let bridge_before = tc(&["qdisc", "show", "dev", "cni-bwe0"]);
+
+    let mut bw = bandwidth();
+    bw["name"] = json!("chain");
+    bw["cniVersion"] = json!("1.0.0");
+    bw["runtimeConfig"] = json!({"bandwidth": {"ingressRate": 8_000_000, "ingressBurst": 80_000,
+        "egressRate": 16_000_000, "egressBurst": 160_000}});
+    bw["prevResult"] = r.clone();
+    Invocation::cli(&["bandwidth", "DEL", "--netns", c.pod.path_str(), "--container-id", CID])
+        .in_node(&c.node)
+        .path_env("")
+        .env("CNI_PATH", c.dir.as_str())
+        .config(&bw)
+        .run_cli()
+        .expect_ok();
+    let qdiscs = tc(&["qdisc", "show", "dev", &veth]);
+    assert!(
+        qdiscs.starts_with("qdisc noqueue 0: root") && qdiscs.lines().count() == 1,
+        "{qdiscs}"
+    );
+    for dir in ["ingress", "egress"] {
+        let f = tc(&["filter", "show", "dev", &veth, dir]);
+        assert!(f.trim().is_empty(), "{dir}: {f}");
+    }
+    assert_eq!(tc(&["qdisc", "show", "dev", "cni-bwe0"]), bridge_before);
+    assert!(!c.node.link_names().iter().any(|l| l.starts_with("bwp")));
+    let pod_ip = first_ip(&r);
+    del_clean(&c, &list, &pod_ip, &["lo", "cni-bwe0"], |q| {
+        q.contains("dev cni-bwe0") && q.contains("noqueue")
+    });
+}

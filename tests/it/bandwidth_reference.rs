@@ -8,7 +8,7 @@
 //! (`cni-bandwidth <network> <containerID> <ifname>`, for GC), which is dropped here; a failed
 //! ADD rolls back (the reference leaves what it made); CHECK also fails when the TBF, the
 //! ingress qdisc or the redirect is gone (the reference passes); DEL also removes the host
-//! veth's ingress qdisc that redirects to the IFB; malformed values and a
+//! veth's root TBF and ingress qdisc (with its redirect filter); malformed values and a
 //! missing netns get codes 7 and 3 (the reference says 999); no prevResult with nothing to
 //! shape prints an empty result (the reference panics).
 
@@ -18,13 +18,14 @@ use crate::common::veth_rig::{conf, normalise_result, Impl, Out};
 use serde_json::{json, Value};
 use std::path::Path;
 
-/// Our DEL also removes the host veth's ingress qdisc (and so its filter) that redirects to
-/// the deleted IFB; the reference leaves it. tests/it/bandwidth.rs asserts ours.
-fn without_ingress(mut state: Value) -> Value {
+/// Our DEL also removes what ADD made on the host veth (the root TBF, the ingress qdisc and
+/// its redirect filter); the reference deletes only the IFB. The rest of the node is compared;
+/// `del_alone_leaves_the_veth_unshaped_the_reference_does_not` asserts each side's veth.
+fn without_host_veth(mut state: Value) -> Value {
     state["qdiscs"]
         .as_array_mut()
         .unwrap()
-        .retain(|q| q["kind"] != "ingress");
+        .retain(|q| q["dev"] != "<host-veth>");
     state["ingress_filters"] = json!([]);
     state
 }
@@ -81,7 +82,7 @@ fn run(imp: Impl, mtu: u32, limits: &Value) -> Vec<(&'static str, Value)> {
         ("CHECK mismatches", json!(mismatches)),
         ("second ADD", second_add),
         ("DELs", json!(del)),
-        ("tc state after DEL", without_ingress(p.tc_state())),
+        ("tc state after DEL", without_host_veth(p.tc_state())),
     ]
 }
 
@@ -248,5 +249,40 @@ fn swap_either_way() {
         );
         run(other, "DEL", &c).expect_ok();
         assert!(p.ifb_aliases().is_empty(), "{other} deleted {maker}'s IFB");
+    }
+}
+
+/// DEL of bandwidth alone, as a chain edit runs it: ours leaves the veth with nothing it made
+/// (`tc qdisc show`: noqueue; `tc filter show ... ingress`: nothing). Debian's 1.1.1 deletes
+/// only the IFB and leaves the root TBF (the pod stays shaped into it) and the ingress qdisc
+/// with its u32 filter redirecting to the deleted IFB, which drops everything the pod sends.
+#[test]
+fn del_alone_leaves_the_veth_unshaped_the_reference_does_not() {
+    if !require_reference("bandwidth_reference del alone", "bandwidth") {
+        return;
+    }
+    let limits =
+        json!({"ingressRate": 8_000_000, "ingressBurst": 80_000, "egressRate": 16_000_000, "egressBurst": 160_000});
+    for imp in [Impl::Ours, Impl::Reference] {
+        let p = Pod::new("brd", imp, "c1", 0);
+        let veth = p.host_veth();
+        let c = p.bw_conf(limits.clone());
+        p.bw("ADD", &c).expect_ok();
+        p.bw("DEL", &c).expect_ok();
+        assert!(p.ifb_aliases().is_empty(), "{imp:?}: IFB deleted");
+        let qdiscs = p.node_cmd(&["tc", "qdisc", "show", "dev", &veth]);
+        let filters = p.node_cmd(&["tc", "filter", "show", "dev", &veth, "ingress"]);
+        eprintln!("{imp:?} after DEL:\n{qdiscs}{filters}");
+        if imp == Impl::Ours {
+            assert!(
+                qdiscs.starts_with("qdisc noqueue 0: root") && qdiscs.lines().count() == 1,
+                "{qdiscs}"
+            );
+            assert!(filters.trim().is_empty(), "{filters}");
+        } else {
+            assert!(qdiscs.contains("qdisc tbf 1: root"), "{qdiscs}");
+            assert!(qdiscs.contains("qdisc ingress ffff: parent ffff:fff1"), "{qdiscs}");
+            assert!(filters.contains("u32"), "{filters}");
+        }
     }
 }

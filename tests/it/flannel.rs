@@ -276,6 +276,26 @@ fn delegate_name_and_ipam_rejected() {
     assert_eq!(rec.calls(), "");
 }
 
+/// A delegate's error keeps the delegate's code, its message prefixed as the reference's
+/// (which reports 999 for any delegate error: doc/differences.md).
+#[test]
+fn a_delegate_error_keeps_its_code() {
+    if !require_root("a_delegate_error_keeps_its_code") {
+        return;
+    }
+    let (s, rec) = (Setup::new(V4), Recorder::new());
+    let script = rec.dir.plugin("bridge");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\ncat >/dev/null\necho '{\"cniVersion\":\"1.0.0\",\"code\":11,\"msg\":\"try again later\"}'\nexit 1\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let o = s.run(&rec, "ADD", "c1", &s.conf(json!({})));
+    o.expect_err(11);
+    assert_eq!(o.msg(), Some("failed to delegate add: try again later"));
+}
+
 #[test]
 fn status_reports_missing_subnet_file() {
     if !require_root("status_reports_missing_subnet_file") {

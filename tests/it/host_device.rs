@@ -216,3 +216,97 @@ fn same_as_the_reference() {
         assert_eq!(ours, theirs, "{v} {extra}");
     }
 }
+
+/// Run our host-device as a runtime would, but in a private mount namespace whose
+/// /sys/bus/pci/devices is `fake`: a PCI device bound to vfio-pci (DPDK) exists only there.
+fn run_with_fake_pci(rig: &Rig, fake: &std::path::Path, verb: &str, conf: &Value, pod: &TestNs) -> (bool, Value) {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let plugin = rig.bin.join("host-device");
+    let mut child = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "--", "sh", "-c"])
+        .arg(r#"mount --bind "$0" /sys/bus/pci/devices && exec nsenter --net="$1" -- "$2""#)
+        .arg(fake)
+        .arg(rig.node.path())
+        .arg(&plugin)
+        .env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .env("CNI_COMMAND", verb)
+        .env("CNI_CONTAINERID", "dpdk1")
+        .env("CNI_NETNS", pod.path())
+        .env("CNI_IFNAME", "net1")
+        .env("CNI_PATH", rig.bin.as_str())
+        .env("CNI_MULTI_STATE_DIR", crate::common::rig::state_dir())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("unshare");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(conf.to_string().as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let json = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    assert!(
+        out.status.success() || json.get("code").is_some(),
+        "{verb}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), json)
+}
+
+/// A PCI device bound to vfio-pci, named by pciBusID or runtimeConfig.deviceID: nothing is
+/// moved (there is no netdev); the result names the requested interface in the container,
+/// without a MAC, and the IPAM's addresses point at it (upstream since v1.7.0, bd8da200; Debian's
+/// 1.1.1 listed no interface). CHECK needs only prevResult; DEL releases the address. The
+/// device exists in a fake /sys/bus/pci/devices bound over the real one in a private mount
+/// namespace (this machine has no device bound to vfio-pci).
+#[test]
+fn dpdk_device_result_check_del() {
+    let rig = rig("hdk", Impl::Ours);
+    let fake = crate::common::rig::TempDir::new("hdk-pci");
+    let dev = fake.join("0000:af:00.1");
+    let driver = fake.join("drivers/vfio-pci");
+    std::fs::create_dir_all(&dev).unwrap();
+    std::fs::create_dir_all(&driver).unwrap();
+    std::os::unix::fs::symlink(&driver, dev.join("driver")).unwrap();
+    for selector in [
+        json!({"pciBusID": "0000:af:00.1"}),
+        json!({"runtimeConfig": {"deviceID": "0000:af:00.1"}}),
+        json!({"PCIBusID": "0000:af:00.1"}),
+    ] {
+        let p = rig.pod("hdk");
+        let c = hd(&rig, selector.clone(), Some("10.89.0.0/24"));
+        let (ok, r) = run_with_fake_pci(&rig, fake.path(), "ADD", &c, &p);
+        assert!(ok, "{selector}: {r}");
+        assert_eq!(
+            r["interfaces"],
+            json!([{"name": "net1", "sandbox": p.path_str()}]),
+            "{selector}"
+        );
+        assert_eq!(r["ips"][0]["interface"], 0, "{selector}");
+        assert!(
+            r["ips"][0]["address"].as_str().unwrap().starts_with("10.89.0."),
+            "{selector}: {r}"
+        );
+        assert_eq!(link_names(&p), vec!["lo".to_string()], "nothing moved in: {selector}");
+        let mut k = c.clone();
+        k["prevResult"] = r.clone();
+        assert!(run_with_fake_pci(&rig, fake.path(), "CHECK", &k, &p).0, "{selector}");
+        assert!(run_with_fake_pci(&rig, fake.path(), "DEL", &k, &p).0, "{selector}");
+        assert!(rig.ipam_state().is_empty(), "{selector}");
+        // Without an IPAM: the interface alone.
+        let bare = hd(&rig, selector.clone(), None);
+        let (ok, r) = run_with_fake_pci(&rig, fake.path(), "ADD", &bare, &p);
+        assert!(ok, "{selector}: {r}");
+        assert_eq!(
+            r["interfaces"],
+            json!([{"name": "net1", "sandbox": p.path_str()}]),
+            "{selector}"
+        );
+        assert!(r.get("ips").is_none(), "{selector}: {r}");
+    }
+}

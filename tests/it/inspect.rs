@@ -362,3 +362,104 @@ fn inspect_reports_attachments_finds_the_leaks_and_gc_cleans_exactly_them() {
     assert_eq!(code, 0, "{tree}");
     assert!(tree.contains("no problems found"), "{tree}");
 }
+
+fn gc_node(tag: &str, plugins: Value) -> Node {
+    let node = Node {
+        ns: TestNs::new_node(tag),
+        bin: PluginDir::new(),
+        conf: TempDir::new(&format!("{tag}-conf")),
+        cache: TempDir::new(&format!("{tag}-cache")),
+        data: TempDir::new(&format!("{tag}-data")),
+    };
+    let mut plugins = plugins;
+    plugins[0]["ipam"] = json!({"type": "host-local", "dataDir": node.data.path(),
+        "ranges": [[{"subnet": "10.67.0.0/24"}]]});
+    let conflist = json!({"cniVersion": "1.0.0", "name": "insnet", "plugins": plugins});
+    std::fs::write(node.conf.join("10-insnet.conflist"), conflist.to_string()).unwrap();
+    node
+}
+
+/// `inspect --gc` with a plugin path that holds none of the network's plugins: they are
+/// cni-multi's own, so they run in-process (and the output says so), and the planted leak (a
+/// reservation and port-mapping rules of a pod that died before its cache entry was written)
+/// is cleaned and only then reported.
+#[test]
+fn gc_with_a_wrong_cni_path_runs_the_built_in_plugins_and_says_so() {
+    if !rig::require_root("inspect gc_with_a_wrong_cni_path") {
+        return;
+    }
+    let node = gc_node(
+        "ins-fb",
+        json!([{"type": "bridge", "bridge": "cniinsfb0", "isGateway": true},
+               // nftables: its rules name the container in their comments.
+               {"type": "portmap", "backend": "nftables", "capabilities": {"portMappings": true}}]),
+    );
+    let pd = TestNs::new("ins-fbd");
+    node.net_add(
+        "ctr-fb",
+        &pd,
+        node.bin.as_str(),
+        json!({"portMappings": [{"hostPort": 8090, "containerPort": 80, "protocol": "tcp"}]}),
+    );
+    std::fs::remove_file(node.cache.join("results/insnet-ctr-fb-eth0")).unwrap();
+    let leaked = node.reservations();
+    assert_eq!(leaked.len(), 1);
+    backdate(&node.data.join("insnet").join(&leaked[0]));
+    pod_dies(&node.ns, pd);
+    assert!(node.ns.exec_ok(&["nft", "list", "ruleset"]).contains("ctr-fb"));
+
+    let wrong = "/nonexistent/cni/bin";
+    let args = [
+        "inspect",
+        "--gc",
+        "--conf-dir",
+        node.conf.as_str(),
+        "--cache-dir",
+        node.cache.as_str(),
+        "--cni-path",
+        wrong,
+    ];
+    let o = node.cni_multi(&args, wrong);
+    assert_eq!(o.status, 0, "{o}");
+    let fallback = o.stdout.lines().next().unwrap_or("");
+    assert!(
+        fallback.starts_with("fallback: ") && fallback.contains(&format!("not found in --cni-path {wrong:?}")),
+        "{o}"
+    );
+    for t in ["bridge", "host-local", "portmap"] {
+        assert!(fallback.contains(t), "{t} named in {fallback:?}");
+    }
+    assert!(o.stdout.contains("cleaned leaked-reservation insnet ctr-fb"), "{o}");
+    assert!(node.reservations().is_empty(), "the reservation is gone");
+    assert!(!node.ns.exec_ok(&["nft", "list", "ruleset"]).contains("ctr-fb"));
+}
+
+/// A plugin type that is not built in and not in the plugin path stays an honest error:
+/// nothing is reported cleaned, the leak is named as not cleaned, exit 1.
+#[test]
+fn gc_with_a_missing_third_party_plugin_cleans_nothing_and_says_so() {
+    if !rig::require_root("inspect gc_with_a_missing_third_party_plugin") {
+        return;
+    }
+    let node = gc_node("ins-tp", json!([{"type": "cm-no-such-plugin"}]));
+    let dir = node.data.join("insnet");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("10.67.0.9"), "ctr-tp\r\neth0").unwrap();
+    backdate(&dir.join("10.67.0.9"));
+    let args = [
+        "inspect",
+        "--gc",
+        "--conf-dir",
+        node.conf.as_str(),
+        "--cache-dir",
+        node.cache.as_str(),
+        "--cni-path",
+        node.bin.as_str(),
+    ];
+    let o = node.cni_multi(&args, node.bin.as_str());
+    assert_eq!(o.status, 1, "{o}");
+    assert!(!o.stdout.contains("cleaned"), "{o}");
+    assert!(o.stderr.contains("failed to find plugin \"cm-no-such-plugin\""), "{o}");
+    assert!(o.stderr.contains("not cleaned leaked-reservation insnet ctr-tp"), "{o}");
+    assert_eq!(node.reservations(), ["10.67.0.9"]);
+}

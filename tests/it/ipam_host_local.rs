@@ -475,6 +475,41 @@ fn conformance_legacy_keys_ip_ranges_order_and_resolv_conf() {
     assert_eq!(outs[0].json["dns"]["search"], json!(["a.example", "b.example"]));
 }
 
+/// Keys in any case, and one key in two spellings, as Go's decoder reads them in the
+/// reference: the IPAM's own keys, a range's, a route's, runtimeConfig's and args'. Two
+/// spellings of `ranges` are decoded into the same list element by element (the second range
+/// set's first range keeps the first one's gateway, and the list is cut to the second's length).
+#[test]
+fn conformance_keys_in_any_case() {
+    let ipam = json!({
+        "Ranges": [[{"Subnet": "10.6.0.0/24", "RangeStart": "10.6.0.40", "Gateway": "10.6.0.254"}, {"subnet": "10.7.0.0/24"}]],
+        "ROUTES": [{"Dst": "10.90.0.0/16", "GW": "10.6.0.1"}]
+    });
+    let mut s = step("ADD", "c1", &ipam);
+    s.extra = json!({"RuntimeConfig": {"IPRanges": [[{"SUBNET": "10.8.0.0/24", "rangeEnd": "10.8.0.9"}]]}});
+    let dup = json!({
+        "ranges": [[{"subnet": "10.9.0.0/24", "gateway": "10.9.0.254"}, {"subnet": "10.10.0.0/24"}]],
+        "Ranges": [[{"subnet": "10.9.0.0/24", "rangeStart": "10.9.0.50"}]]
+    });
+    let mut a = step("ADD", "c3", &ranges(&["10.11.0.0/24"]));
+    a.extra = json!({"Args": {"CNI": {"IPs": ["10.11.0.77"]}}});
+    let outs = compare(
+        "any-case",
+        &[
+            s,
+            step("ADD", "c2", &dup),
+            a,
+            step("DEL", "c1", &ipam),
+            step("DEL", "c2", &dup),
+        ],
+    );
+    assert_eq!(outs[0].ips(), ["10.8.0.2/24", "10.6.0.40/24"]);
+    assert_eq!(outs[0].json["routes"][0]["dst"], "10.90.0.0/16");
+    assert_eq!(outs[1].ips(), ["10.9.0.50/24"]);
+    assert_eq!(outs[1].json["ips"][0]["gateway"], "10.9.0.254");
+    assert_eq!(outs[2].ips(), ["10.11.0.77/24"]);
+}
+
 #[test]
 fn conformance_custom_gateway_is_skipped_and_v6_range_end_is_all_ones() {
     let ipam = json!({"ranges": [[{"subnet": "10.1.0.0/29", "gateway": "10.1.0.3"}], [{"subnet": "2001:db8::/126"}]]});

@@ -67,3 +67,50 @@ fn ipv4_ipv6_dual_every_result_version_and_keys() {
         assert_eq!(ours[6], json!([true, true, true, true, true]));
     }
 }
+
+/// The result of one ADD (then DEL) with the config `extra` is merged into, over an IPAM
+/// that reports DNS from a resolv.conf.
+fn dns_result(imp: Impl, extra: &Value) -> Value {
+    let rig = Rig::new(if imp == Impl::Ours { "cdo" } else { "cdr" }, imp);
+    let pod = rig.pod("cdp");
+    let resolv = rig.data.join("resolv.conf");
+    std::fs::write(&resolv, "nameserver 10.64.0.53\nsearch ipam.example\noptions ndots:3\n").unwrap();
+    let mut c = conf("1.0.0", "cmpdns", "ptp", extra.clone());
+    c["ipam"] = rig.host_local(&[json!("10.64.0.0/24")]);
+    c["ipam"]["resolvConf"] = json!(resolv);
+    let r = rig.add(&c, "c1", &pod, "eth0").expect_ok().json();
+    assert!(rig.del(&c, "c1", pod.path_str(), "eth0").success());
+    r["dns"].clone()
+}
+
+/// The config's `dns` replaces the IPAM's when any of its fields is given, even as an empty
+/// list (the reference's dnsConfSet checks for non-nil slices); an empty domain or a null
+/// list is no field. The keys in any case, as Go's decoder reads them.
+#[test]
+fn a_dns_block_replaces_the_ipams_as_in_the_reference() {
+    if !require_reference("ptp_reference", "ptp") {
+        return;
+    }
+    let ipam_dns = json!({"nameservers": ["10.64.0.53"], "search": ["ipam.example"], "options": ["ndots:3"]});
+    for (extra, want) in [
+        (json!({}), ipam_dns.clone()),
+        (json!({"dns": {}}), ipam_dns.clone()),
+        (json!({"dns": {"nameservers": [], "search": []}}), json!({})),
+        (json!({"dns": {"search": []}}), json!({})),
+        (json!({"dns": {"domain": ""}}), ipam_dns.clone()),
+        (json!({"dns": {"nameservers": null}}), ipam_dns.clone()),
+        (
+            json!({"dns": {"options": ["ndots:1"]}}),
+            json!({"options": ["ndots:1"]}),
+        ),
+        (
+            json!({"DNS": {"Nameservers": ["10.64.0.54"]}}),
+            json!({"nameservers": ["10.64.0.54"]}),
+        ),
+    ] {
+        let ours = dns_result(Impl::Ours, &extra);
+        let reference = dns_result(Impl::Reference, &extra);
+        assert_eq!(ours, reference, "{extra}");
+        assert_eq!(ours, want, "{extra}");
+    }
+}

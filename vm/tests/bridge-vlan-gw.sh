@@ -28,8 +28,8 @@ run_side() {
     for x in 1:gw 2:gw 3:200; do
         pod=$t${x%%:*} conf=$T/$t${x#*:}.json
         CNI_CONTAINERID=$pod must "$t:add-${x%%:*}" cni "$p" ADD "$pod" eth0 "$conf" "$T/$pod.json"
-        # At once: the gateway address pins brg.100's MAC, not the bridge's, which a later
-        # port can still change.
+        # At once: the reference's gateway address pins brg.100's MAC, not the bridge's,
+        # which a later port can still change (ours pins the bridge's before its first port).
         with_prev "$conf" "$T/$pod.json" > "$T/p$pod.json"
         CNI_CONTAINERID=$pod check "$t:check-${x%%:*}" cni "$p" CHECK "$pod" eth0 "$T/p$pod.json" "$T/k$pod.out"
     done

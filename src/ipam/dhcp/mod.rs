@@ -22,6 +22,7 @@ pub mod rpc;
 use super::NetIn;
 use crate::cni::config::{self, Attachment};
 use crate::cni::error::{code, CniError};
+use crate::cni::gokeys::GoKeys;
 use crate::cni::plugin::{entry, CniPlugin};
 use crate::cni::result::{CniResult, Dns, IpConfig, Route};
 use crate::cni::skel::{CmdArgs, Kind, Plugin};
@@ -51,7 +52,7 @@ const DEFAULT_REQUEST: &[u8] = &[
 
 // ---- config -----------------------------------------------------------------
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, GoKeys)]
 struct IpamIn {
     #[serde(rename = "daemonSocketPath", default)]
     daemon_socket_path: String,
@@ -63,7 +64,7 @@ struct IpamIn {
     priority: Option<u32>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, GoKeys)]
 struct RequestIn {
     #[serde(default)]
     option: String,
@@ -71,7 +72,7 @@ struct RequestIn {
     skip_default: bool,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, GoKeys)]
 struct ProvideIn {
     #[serde(default)]
     option: String,
@@ -190,7 +191,7 @@ pub fn read_conf(stdin: &[u8], cni_args: &str) -> Result<Conf, CniError> {
 
 /// Only the network name of a config: what releasing a lease needs.
 pub fn network_name(stdin: &[u8]) -> Result<String, CniError> {
-    #[derive(Deserialize)]
+    #[derive(Deserialize, GoKeys)]
     struct Named {
         #[serde(default)]
         name: String,
@@ -574,5 +575,31 @@ mod tests {
             panic!("expected NoDaemon");
         };
         assert!(e.msg.contains("/nonexistent/dhcp.sock"), "{}", e.msg);
+    }
+}
+
+#[cfg(test)]
+mod go_keys_tests {
+    use super::*;
+    use crate::cni::gokeys::{check_keys, GoKeys};
+
+    #[test]
+    fn keys_in_any_case() {
+        check_keys(NetIn::<IpamIn>::shape()).unwrap();
+        let c = read_conf(
+            br#"{"CNIVersion":"1.0.0","NAME":"n","IPAM":{"Type":"dhcp","DaemonSocketPath":"/tmp/x.sock",
+                 "Request":[{"Option":"42","SkipDefault":true}],"Provide":[{"OPTION":"host-name","Value":"v","FromArg":"K"}],
+                 "Priority":3}}"#,
+            "K=pod",
+        )
+        .unwrap();
+        assert_eq!(
+            (c.version.as_str(), c.name.as_str(), c.socket.as_str()),
+            ("1.0.0", "n", "/tmp/x.sock")
+        );
+        assert_eq!(c.request, vec![42]);
+        assert_eq!(c.provide, vec![(12, "pod".to_string())]);
+        assert_eq!(c.priority, Some(3));
+        assert_eq!(network_name(br#"{"Name":"n2"}"#).unwrap(), "n2");
     }
 }

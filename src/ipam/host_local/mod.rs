@@ -9,6 +9,7 @@ pub mod store;
 use super::{parse_cidr, parse_ip, parse_requested_ip, parse_resolv_conf, NetIn};
 use crate::cni::config::{self, Attachment};
 use crate::cni::error::{code, CniError, Failures};
+use crate::cni::gokeys::GoKeys;
 use crate::cni::plugin::{entry, CniPlugin};
 use crate::cni::result::{CniResult, IpConfig, Route};
 use crate::cni::skel::{CmdArgs, Kind, Plugin};
@@ -58,7 +59,7 @@ impl CniPlugin for HostLocal {
 
 // ---- config ---------------------------------------------------------------------------
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, GoKeys)]
 struct RangeIn {
     #[serde(default)]
     subnet: Option<String>,
@@ -70,7 +71,7 @@ struct RangeIn {
     gateway: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, GoKeys)]
 struct IpamIn {
     // The legacy single range lives at the top of the ipam object.
     #[serde(flatten)]
@@ -85,7 +86,7 @@ struct IpamIn {
     ranges: Option<Vec<Vec<RangeIn>>>,
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, GoKeys)]
 struct RuntimeIn {
     #[serde(rename = "ipRanges", default)]
     ip_ranges: Option<Vec<Vec<RangeIn>>>,
@@ -93,13 +94,13 @@ struct RuntimeIn {
     ips: Option<Vec<String>>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, GoKeys)]
 struct ArgsIn {
     #[serde(default)]
     cni: Option<IpamArgsIn>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, GoKeys)]
 struct IpamArgsIn {
     #[serde(default)]
     ips: Option<Vec<String>>,
@@ -378,14 +379,14 @@ fn cmd_status(args: &CmdArgs) -> Result<()> {
 /// the network (the reference's scan, O(pods)). It applies only when every range set had
 /// its address released this way; otherwise the caller scans as the reference does.
 fn release_from_prev_result(args: &CmdArgs, conf: &IpamConf, store: &Store) -> bool {
-    #[derive(Deserialize)]
+    #[derive(Deserialize, GoKeys)]
     struct Prev {
         #[serde(rename = "cniVersion", default)]
         cni_version: String,
         #[serde(rename = "prevResult", default)]
         prev_result: Option<serde_json::Value>,
     }
-    let Ok(p) = serde_json::from_slice::<Prev>(&args.stdin) else {
+    let Ok(p) = crate::cni::gokeys::from_slice::<Prev>(&args.stdin) else {
         return false;
     };
     let Some(prev) = p
@@ -409,4 +410,15 @@ fn release_from_prev_result(args: &CmdArgs, conf: &IpamConf, store: &Store) -> b
         return false;
     }
     mine.iter().all(|ip| store.release_ip(*ip).is_ok())
+}
+
+#[cfg(test)]
+mod go_keys_tests {
+    use super::*;
+    use crate::cni::gokeys::{check_keys, GoKeys};
+
+    #[test]
+    fn keys_in_any_case() {
+        check_keys(NetIn::<IpamIn, RuntimeIn, ArgsIn>::shape()).unwrap();
+    }
 }

@@ -35,6 +35,7 @@ use serde::Deserialize;
 
 use crate::cni::config::{self, NetConf};
 use crate::cni::error::{code, CniError};
+use crate::cni::gokeys::GoKeys;
 use crate::cni::plugin::{entry, CniPlugin};
 use crate::cni::result::CniResult;
 use crate::cni::skel::{CmdArgs, Kind, Plugin};
@@ -60,7 +61,7 @@ const ADMIN_COMMENT: &str = "CNI firewall plugin admin overrides";
 
 // ---- config ------------------------------------------------------------------------------
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, GoKeys)]
 struct FirewallConf {
     #[serde(flatten)]
     net: NetConf,
@@ -348,5 +349,24 @@ mod tests {
         }
         let ok = format!("{{{base}, \"firewalldZone\": \"trusted\"}}");
         assert!(parse_conf(ok.as_bytes()).is_ok());
+    }
+}
+
+#[cfg(test)]
+mod go_keys_tests {
+    use super::*;
+    use crate::cni::gokeys::{check_keys, GoKeys};
+
+    #[test]
+    fn keys_in_any_case() {
+        check_keys(FirewallConf::shape()).unwrap();
+        let (c, ingress, backend) = parse_conf(
+            br#"{"cniVersion":"1.0.0","name":"n","type":"firewall","Backend":"nftables",
+                 "IPTablesAdminChainName":"MY-ADMIN","IngressPolicy":"same-bridge"}"#,
+        )
+        .unwrap();
+        assert_eq!(c.admin_chain, "MY-ADMIN");
+        assert_eq!(ingress, Ingress::SameBridge);
+        assert_eq!(backend, Requested::Nftables);
     }
 }

@@ -25,6 +25,7 @@ use serde::Deserialize;
 
 use crate::cni::config::{self, NetConf, PortMapping};
 use crate::cni::error::{CniError, Failures};
+use crate::cni::gokeys::GoKeys;
 use crate::cni::plugin::{entry, CniPlugin};
 use crate::cni::result::CniResult;
 use crate::cni::skel::{CmdArgs, Kind, Plugin};
@@ -52,7 +53,7 @@ const DEFAULT_MARK_BIT: u32 = 13;
 
 // ---- config ------------------------------------------------------------------------------
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, GoKeys)]
 struct PortMapConf {
     #[serde(flatten)]
     net: NetConf,
@@ -771,5 +772,32 @@ mod tests {
         // An empty first element says nothing; the rest is read in the layout's syntax.
         let c = conf(r#","backend":"iptables","conditionsV4":["","-s","1.2.3.4"]"#);
         assert_eq!(err(c).0, 7, "\"\" is no iptables option");
+    }
+}
+
+#[cfg(test)]
+mod go_keys_tests {
+    use super::*;
+    use crate::cni::gokeys::{check_keys, GoKeys};
+
+    #[test]
+    fn keys_in_any_case() {
+        check_keys(PortMapConf::shape()).unwrap();
+        let c = parse_conf(
+            br#"{"cniVersion":"1.0.0","Name":"n","Type":"portmap","SNAT":false,"MasqAll":true,"MARKMASQBIT":5,
+                 "RuntimeConfig":{"PortMappings":[{"HostPort":8080,"ContainerPort":80,"Protocol":"udp","HostIP":"127.0.0.1"}]}}"#,
+        )
+        .unwrap();
+        assert!(!c.snat && c.masq_all);
+        assert_eq!(c.mark_bit, 5);
+        assert_eq!(
+            c.mappings,
+            vec![Mapping {
+                host_port: 8080,
+                container_port: 80,
+                proto: L4Proto::Udp,
+                host_ip: Some("127.0.0.1".parse().unwrap()),
+            }]
+        );
     }
 }

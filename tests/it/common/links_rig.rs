@@ -82,6 +82,8 @@ pub fn kernel_supports(kind: &str) -> bool {
             "link", "add", "link", "pp0", "name", "pm0", "type", "macvlan", "mode", "bridge",
         ],
         "vrf" => vec!["link", "add", "pv0", "type", "vrf", "table", "10"],
+        // CONFIG_BRIDGE_VLAN_FILTERING (bridge's vlan/vlanTrunk keys).
+        "bridge_vlan" => vec!["link", "add", "pb0", "type", "bridge", "vlan_filtering", "1"],
         other => panic!("no probe for link type {other:?}"),
     };
     let mut full = vec!["ip", "-n", ns.name()];

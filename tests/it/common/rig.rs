@@ -375,7 +375,26 @@ impl TestNs {
 
     /// The normalised kernel state of this namespace (see `normalize_kernel`).
     pub fn kernel_state(&self, ctx: &Placeholders) -> Value {
-        let addrs = self.ip_json(&["addr", "show"]);
+        // Read once no IPv6 address is tentative: a link-local address's local route appears
+        // only after duplicate address detection (~1 s, longer under load), so two sides read
+        // at different moments would differ by it.
+        let tentative = |addrs: &Value| {
+            addrs.as_array().is_some_and(|links| {
+                links.iter().any(|l| {
+                    l["addr_info"]
+                        .as_array()
+                        .is_some_and(|a| a.iter().any(|a| a["tentative"] == Value::Bool(true)))
+                })
+            })
+        };
+        let mut addrs = self.ip_json(&["addr", "show"]);
+        for _ in 0..100 {
+            if !tentative(&addrs) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+            addrs = self.ip_json(&["addr", "show"]);
+        }
         let routes4 = self.ip_json(&["-4", "route", "show", "table", "all"]);
         let routes6 = self.ip_json(&["-6", "route", "show", "table", "all"]);
         normalize_kernel(&addrs, &routes4, &routes6, ctx)
@@ -521,10 +540,13 @@ impl Invocation {
     }
 
     /// `cni-multi ARGV` as a command (`net`, `inspect`...), not as a plugin: no `CNI_*`
-    /// variable is set unless given (not even `CNI_PATH`). Run it with `run_cli`.
+    /// variable is set unless given (not even `CNI_PATH`), only `CNI_MULTI_STATE_DIR`. Run it
+    /// with `run_cli`.
     pub fn cli(argv: &[&str]) -> Invocation {
         let mut env = BTreeMap::new();
         env.insert("CNI_PATH".to_string(), None);
+        // Its in-process plugins keep their records in the tests' state dir, never in /run.
+        env.insert("CNI_MULTI_STATE_DIR".to_string(), Some(state_dir().to_string()));
         Invocation {
             plugin: "cni-multi".to_string(),
             env,

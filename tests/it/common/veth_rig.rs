@@ -207,19 +207,28 @@ pub fn conf(version: &str, name: &str, plugin: &str, extra: Value) -> Value {
 /// machine seconds later), so they tell nothing of what a plugin made or removed (the links
 /// themselves are compared).
 /// The kernel state once it has settled: the kernel finishes some work asynchronously after a
-/// link goes (carrier flags), and a loaded machine shows it half done. Two equal readings
-/// 50 ms apart count as settled.
+/// link goes (carrier flags, addresses and routes), and a loaded machine shows it half done.
+/// Two equal readings 50 ms apart with no IPv6 address still tentative count as settled: an
+/// address's local route appears only once its duplicate address detection is over.
 pub fn kernel_state(ns: &TestNs) -> Value {
     let mut last = kernel_state_once(ns);
-    for _ in 0..40 {
+    for _ in 0..100 {
         std::thread::sleep(std::time::Duration::from_millis(50));
         let now = kernel_state_once(ns);
-        if now == last {
+        if now == last && !has_tentative_address(ns) {
             break;
         }
         last = now;
     }
     last
+}
+
+fn has_tentative_address(ns: &TestNs) -> bool {
+    ns.ip_json(&["addr", "show"]).as_array().unwrap().iter().any(|l| {
+        l["addr_info"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|a| a["tentative"] == json!(true)))
+    })
 }
 
 fn kernel_state_once(ns: &TestNs) -> Value {
