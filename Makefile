@@ -178,7 +178,7 @@ fuzz: deps
 	done
 
 conformance:
-	$(CARGO) test --locked --test conformance -- --nocapture
+	$(CARGO) test --locked --test it -- --nocapture conformance::
 
 install: build
 	$(BIN) install --dir $(DIR)
@@ -197,16 +197,16 @@ bench-smoke: build
 	CNI_MULTI_BIN=$(BIN) BENCH_ITERS=2 BENCH_SCALE=0,20 BENCH_STRICT=1 BENCH_OUT=$(CARGO_TARGET_DIR)/bench/smoke.json \
 	  $(CARGO) bench --locked --profile dev --bench cni
 
-# The Kubernetes network model on three simulated nodes (tests/cluster.rs): pods added through
+# The Kubernetes network model on three simulated nodes (tests/it/cluster.rs): pods added through
 # flannel, traffic checks printed with the addresses each receiver saw.
 cluster-demo:
-	$(CARGO) test --quiet --locked --test cluster -- --nocapture
+	$(CARGO) test --quiet --locked --test it -- --nocapture cluster::
 
-# The long fault run (tests/faults.rs `soak`): operations, failures and residue are printed.
+# The long fault run (tests/it/faults.rs `soak`): operations, failures and residue are printed.
 SOAK_WORKERS ?= 20
 SOAK_OPS ?= 10000
 soak:
-	SOAK_WORKERS=$(SOAK_WORKERS) SOAK_OPS=$(SOAK_OPS) $(CARGO) test --locked --test faults -- --ignored --nocapture soak
+	SOAK_WORKERS=$(SOAK_WORKERS) SOAK_OPS=$(SOAK_OPS) $(CARGO) test --locked --test it -- --ignored --nocapture faults::soak
 
 VM_DIR ?= $(CARGO_TARGET_DIR)/vm$(if $(filter amd64,$(ARCH)),,-$(ARCH))
 

@@ -10,7 +10,7 @@
 #   ip6tables-legacy and their -save/-restore, which the legacy-node tests need), iputils-ping/netcat-openbsd/socat (traffic between
 #   namespaces), iperf3 (bandwidth shaping measurements), file (static check), jq, procps, time,
 #   strace, python3 (a UDP test server), python3-venv (e2e's CRI client), dnsmasq-base (a DHCP
-#   server for the dhcp tests), firewalld/dbus (tests/firewalld.rs runs both inside a node netns
+#   server for the dhcp tests), firewalld/dbus (tests/it/firewalld.rs runs both inside a node netns
 #   on a private bus), qemu-system-x86/busybox-static/cpio/kmod (make vm-test: a
 #   Debian kernel with vlan, ipvlan, dummy and vrf; the kernel package itself is fetched with
 #   apt-get download by vm/fetch.sh), qemu-system-arm (make vm-test ARCH=arm64: the arm64

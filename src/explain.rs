@@ -92,6 +92,16 @@ pub static COMMON: &[Key] = &[
     ),
 ];
 
+/// bridge's and ptp's masquerading.
+const IP_MASQ: Key = k(
+    "ipMasq",
+    "bool",
+    "false",
+    "masquerade traffic from the pod leaving its subnet",
+);
+const IP_MASQ_BACKEND: Key = k("ipMasqBackend", "string", "\"\" (iptables if the node uses iptables, else nftables)", "iptables: the reference's own nat rules (CNI-<hash> chain in ip/ip6 nat), written over netlink; nftables: upstream's table inet cni_plugins_masquerade; unset: iptables when an iptables executable or iptables' tables are on the node (doc/firewall.md); DEL removes both");
+/// macvlan's and ipvlan's parent (vlan's is required).
+const MASTER: Key = k("master", "string", "the default route's interface", "parent interface");
 const MTU: Key = k("mtu", "integer", "0 (kernel default)", "MTU of the container interface");
 const LINK_IN_CONTAINER: Key = k(
     "linkInContainer",
@@ -100,6 +110,11 @@ const LINK_IN_CONTAINER: Key = k(
     "the master interface is in the container's netns, not the node's",
 );
 
+/// One entry a plugin, one row a key. The rows of different plugins look alike (and
+/// `duplicates` pairs them) because they are rows of one table, not repeated logic: a key
+/// several plugins read with the same meaning is one const above (MTU, MASTER, IP_MASQ …),
+/// and each plugin lists its keys here once, beside the file of its parser, so that the drift
+/// test below compares the two.
 pub static PLUGINS: &[PluginKeys] = &[
     PluginKeys {
         plugin: "bridge",
@@ -110,8 +125,8 @@ pub static PLUGINS: &[PluginKeys] = &[
             k("isGateway", "bool", "false", "give the bridge the gateway address of each subnet"),
             k("isDefaultGateway", "bool", "false", "isGateway, plus a default route in the container via the bridge"),
             k("forceAddress", "bool", "false", "replace a different gateway address already on the bridge"),
-            k("ipMasq", "bool", "false", "masquerade traffic from the pod leaving its subnet"),
-            k("ipMasqBackend", "string", "\"\" (iptables if the node uses iptables, else nftables)", "iptables: the reference's own nat rules (CNI-<hash> chain in ip/ip6 nat), written over netlink; nftables: upstream's table inet cni_plugins_masquerade; unset: iptables when an iptables executable or iptables' tables are on the node (doc/firewall.md); DEL removes both"),
+            IP_MASQ,
+            IP_MASQ_BACKEND,
             MTU,
             k("hairpinMode", "bool", "false", "let a pod reach itself through the bridge (e.g. via its host port)"),
             k("promiscMode", "bool", "false", "put the bridge in promiscuous mode"),
@@ -172,7 +187,7 @@ pub static PLUGINS: &[PluginKeys] = &[
         parser: Some(("interface/ipvlan.rs", "IpvlanConf")),
         under: "",
         keys: &[
-            k("master", "string", "the default route's interface", "parent interface"),
+            MASTER,
             k("mode", "string", "\"l2\"", "l2, l3 or l3s"),
             MTU,
             LINK_IN_CONTAINER,
@@ -189,7 +204,7 @@ pub static PLUGINS: &[PluginKeys] = &[
         parser: Some(("interface/macvlan.rs", "MacvlanConf")),
         under: "",
         keys: &[
-            k("master", "string", "the default route's interface", "parent interface"),
+            MASTER,
             k("mode", "string", "\"bridge\"", "bridge, private, vepa or passthru"),
             MTU,
             k("mac", "string", "random", "MAC address of the container interface"),
@@ -202,8 +217,8 @@ pub static PLUGINS: &[PluginKeys] = &[
         parser: Some(("interface/ptp.rs", "PtpConf")),
         under: "",
         keys: &[
-            k("ipMasq", "bool", "false", "masquerade traffic from the pod leaving its subnet"),
-            k("ipMasqBackend", "string", "\"\" (iptables if the node uses iptables, else nftables)", "iptables: the reference's own nat rules (CNI-<hash> chain in ip/ip6 nat), written over netlink; nftables: upstream's table inet cni_plugins_masquerade; unset: iptables when an iptables executable or iptables' tables are on the node (doc/firewall.md); DEL removes both"),
+            IP_MASQ,
+            IP_MASQ_BACKEND,
             MTU,
         ],
     },

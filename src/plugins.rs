@@ -48,8 +48,7 @@ pub fn run_as_plugin(plugin: &'static Plugin) -> i32 {
         return crate::ipam::dhcp::daemon::main(&argv[1..]);
     }
     wire_delegation();
-    // A plugin missing from the table keeps nothing but what an unprivileged run has.
-    crate::linux::privileges::keep_only(crate::pkg::caps::of(plugin.name).unwrap_or(&[]));
+    crate::linux::privileges::keep_only(plugin.caps);
     crate::linux::late_close::enable();
     let started = (std::time::SystemTime::now(), std::time::Instant::now());
     let getenv = |k: &str| std::env::var(k).ok();

@@ -174,7 +174,8 @@ for t in "$HERE"/tests/*.sh; do
     install -m 755 "$t" "$ROOT/vmtests/tests/$name.sh"; n_tests=$((n_tests + 1))
 done
 
-# Rust integration tests: the executables of rust-tests.list, symbols kept (panic backtraces),
+# Rust integration tests: the test executable of rust-tests.list (the one crate tests/it, once,
+# at /vmtests/rust/it; each listed module is one vm test), symbols kept (panic backtraces),
 # debuginfo dropped (size); a missing list is an error, so they are never left out silently.
 LIST="$VM_DIR/rust-tests.list"
 # binutils' strip reads only the host's ELF; the toolchain's llvm objcopy reads every one.
@@ -202,8 +203,8 @@ while read -r kind name exe; do
                 case " $VM_TESTS " in *" rust-$name "*) ;; *) continue ;; esac
             fi
             mkdir -p "$ROOT/vmtests/rust"
-            strip_to "$exe" "$ROOT/vmtests/rust/$name"
-            printf '#!/bin/sh\n# tests/%s.rs (cargo test), run by vm/rust-test.sh\nexec sh /vmtests/rust-test.sh %s\n' \
+            [ -e "$ROOT/vmtests/rust/it" ] || strip_to "$exe" "$ROOT/vmtests/rust/it"
+            printf '#!/bin/sh\n# tests/it/%s.rs (cargo test), run by vm/rust-test.sh\nexec sh /vmtests/rust-test.sh %s\n' \
                 "$name" "$name" > "$ROOT/vmtests/tests/rust-$name.sh"
             chmod 755 "$ROOT/vmtests/tests/rust-$name.sh"
             n_tests=$((n_tests + 1)); n_rust=$((n_rust + 1)) ;;

@@ -1,22 +1,23 @@
 #!/bin/sh
-# vm/rust-test.sh NAME: run the Rust integration-test executable /vmtests/rust/NAME (tests/NAME.rs,
-# libtest harness) inside the VM as one vm test. build-initramfs.sh makes a
+# vm/rust-test.sh NAME: run the module NAME (tests/it/NAME.rs) of the integration-test executable
+# /vmtests/rust/it (libtest harness) inside the VM as one vm test. build-initramfs.sh makes a
 # /vmtests/tests/rust-NAME.sh for each that runs this.
 #
 # PASS only if the executable exits 0 AND its "test result:" line says every test it lists
-# (--list) passed: none failed, none ignored or filtered out, and at least one ran. Under CI=true
+# under NAME:: (--list NAME::) passed: none failed or ignored, and at least one ran. Under CI=true
 # a test that cannot find what it needs fails instead of skipping, and EXPECT_KERNEL_DRIVERS
-# makes the kernel probes (tests/common/links_rig.rs kernel_supports) fail rather than report a
+# makes the kernel probes (tests/it/common/links_rig.rs kernel_supports) fail rather than report a
 # driver missing, so the driver branch is the one that runs.
 . "$VMTEST_LIB"
 name=$1
-bin=${VMTEST_RUST_DIR:-/vmtests/rust}/$name
+bin=${VMTEST_RUST_DIR:-/vmtests/rust}/it
+filter="$name::"
 [ -x "$bin" ] || fail "no test executable $bin"
 
 # The drivers this VM's kernel has (VM_MODULES in build-initramfs.sh loads them).
 drivers="dummy vlan ipvlan macvlan vrf bridge_vlan"
 
-# The cni-multi the tests run (tests/common/rig.rs ours_bin), where build-initramfs.sh put it:
+# The cni-multi the tests run (tests/it/common/rig.rs ours_bin), where build-initramfs.sh put it:
 # it must be there and run, and the path cargo built it at must not exist here, so a test
 # that bypassed the variable fails in the VM wherever the checkout is (a /tmp one hid it).
 CNI_MULTI_TEST_BIN=/vmtests/bin/cni-multi; export CNI_MULTI_TEST_BIN
@@ -25,12 +26,15 @@ built_at=$(cat /vmtests/bin/cni-multi.built-at 2>/dev/null)
 [ -n "$built_at" ] || fail "/vmtests/bin/cni-multi.built-at missing"
 [ ! -e "$built_at" ] || fail "$built_at (cargo's path) exists in the VM: the tests must not find it that way"
 
-listed=$("$bin" --list 2>&1) || { echo "$listed"; fail "$bin --list failed"; }
-want=$(echo "$listed" | grep -c ': test$')
-[ "$want" -gt 0 ] || { echo "$listed"; fail "$bin --list shows no tests"; }
+listed=$("$bin" --list "$filter" 2>&1) || { echo "$listed"; fail "$bin --list $filter failed"; }
+# A filter matches anywhere in a name (vlan:: is in ipvlan::x too): run NAME's tests by their
+# exact names.
+names=$(echo "$listed" | sed -n "s/^\($filter.*\): test\$/\1/p")
+want=$(echo "$names" | grep -c .)
+[ "$want" -gt 0 ] || { echo "$listed"; fail "$bin --list $filter shows no tests"; }
 
 out=$VMTEST_TMP/out
-CI=true EXPECT_KERNEL_DRIVERS="$drivers" RUST_BACKTRACE=1 "$bin" --test-threads=1 > "$out" 2>&1
+CI=true EXPECT_KERNEL_DRIVERS="$drivers" RUST_BACKTRACE=1 "$bin" --exact $names --test-threads=1 > "$out" 2>&1
 rc=$?
 cat "$out"
 
@@ -43,8 +47,9 @@ passed=$(count passed); failed=$(count failed); ignored=$(count ignored); filter
 [ -n "$passed" ] && [ -n "$failed" ] && [ -n "$ignored" ] && [ -n "$filtered" ] \
     || fail "cannot read '$line' (exit $rc)"
 if [ "$rc" -ne 0 ] || [ "$failed" -ne 0 ]; then
-    fail "tests/$name.rs: $failed of $want failed: $(grep -E '^test .* FAILED$' "$out" | sed 's/^test //; s/ \.\.\. FAILED$//' | tr '\n' ' ')(exit $rc)"
+    fail "tests/it/$name.rs: $failed of $want failed: $(grep -E '^test .* FAILED$' "$out" | sed 's/^test //; s/ \.\.\. FAILED$//' | tr '\n' ' ')(exit $rc)"
 fi
-[ "$passed" -eq "$want" ] && [ "$ignored" -eq 0 ] && [ "$filtered" -eq 0 ] \
-    || fail "tests/$name.rs: $passed of $want passed, $ignored ignored, $filtered filtered out"
-pass "tests/$name.rs: $passed of $want passed (CI=true, drivers expected: $drivers)"
+# The other modules' tests are filtered out; every one of NAME's must have run.
+[ "$passed" -eq "$want" ] && [ "$ignored" -eq 0 ] \
+    || fail "tests/it/$name.rs: $passed of $want passed, $ignored ignored"
+pass "tests/it/$name.rs: $passed of $want passed (CI=true, drivers expected: $drivers)"

@@ -85,6 +85,71 @@ impl CniError {
     }
 }
 
+/// The failures of a verb that goes on after an error (DEL, GC: remove as much as possible,
+/// then report everything), collected in order. Each keeps its code, message and context;
+/// [`Failures::finish`] ends them in one CNI error.
+#[derive(Debug, Default)]
+pub struct Failures {
+    prefix: Option<String>,
+    list: Vec<anyhow::Error>,
+}
+
+impl Failures {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Failures whose one error will read `<prefix>: <messages>`.
+    pub fn under(prefix: impl Into<String>) -> Self {
+        Failures {
+            prefix: Some(prefix.into()),
+            list: Vec::new(),
+        }
+    }
+
+    /// Records a failure; context added to it (`.context(…)`) is part of its message.
+    pub fn push(&mut self, err: impl Into<anyhow::Error>) {
+        self.list.push(err.into());
+    }
+
+    /// `r`'s value, or None with its error recorded.
+    pub fn keep<T, E: Into<anyhow::Error>>(&mut self, r: Result<T, E>) -> Option<T> {
+        r.map_err(|e| self.push(e)).ok()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+
+    /// Ok when nothing failed. One failure stays itself (code, message, details). Several
+    /// become one: the first code any of them carries (999 when none does: what Go's
+    /// `errors.As` finds in an `errors.Join`), and every message, in order, joined by "; ".
+    pub fn finish(self) -> Result<(), CniError> {
+        let mut err = match self.list.len() {
+            0 => return Ok(()),
+            1 => CniError::from_anyhow(&self.list[0]),
+            _ => {
+                let code = self
+                    .list
+                    .iter()
+                    .find_map(|e| e.chain().find_map(|c| c.downcast_ref::<CniError>().map(|c| c.code)))
+                    .unwrap_or(code::INTERNAL);
+                let msg = self
+                    .list
+                    .iter()
+                    .map(|e| format!("{e:#}"))
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                CniError::new(code, msg)
+            }
+        };
+        if let Some(p) = self.prefix {
+            err.msg = format!("{p}: {}", err.msg);
+        }
+        Err(err)
+    }
+}
+
 impl fmt::Display for CniError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.details.is_empty() {
@@ -111,6 +176,31 @@ mod tests {
         );
         let e = e.with_details("d");
         assert!(e.to_json().contains("\"details\": \"d\""));
+    }
+
+    #[test]
+    fn failures_end_in_one_error() {
+        assert_eq!(Failures::new().finish(), Ok(()));
+        // One failure stays itself, details included; context is part of its message.
+        let mut f = Failures::new();
+        f.push(CniError::new(3, "gone").with_details("d"));
+        assert_eq!(f.finish(), Err(CniError::new(3, "gone").with_details("d")));
+        let mut f = Failures::new();
+        f.push(anyhow::Error::from(CniError::new(3, "gone")).context("outer"));
+        assert_eq!(f.finish(), Err(CniError::new(3, "outer: gone")));
+        // Several: the first code any of them carries, every message in order.
+        let mut f = Failures::under("x GC");
+        f.push(anyhow::anyhow!("plain"));
+        assert_eq!(f.keep(Ok::<_, CniError>(5)), Some(5));
+        assert_eq!(f.keep(Err::<(), _>(CniError::new(11, "later"))), None);
+        f.push(CniError::new(7, "last"));
+        assert!(!f.is_empty());
+        assert_eq!(f.finish(), Err(CniError::new(11, "x GC: plain; later; last")));
+        // None carries a code: 999.
+        let mut f = Failures::new();
+        f.push(anyhow::anyhow!("a"));
+        f.push(anyhow::anyhow!("b"));
+        assert_eq!(f.finish(), Err(CniError::internal("a; b")));
     }
 
     #[test]

@@ -20,6 +20,9 @@ pub trait CniPlugin {
     /// One line for `cni-multi list` and the docs.
     const SUMMARY: &'static str;
     const VERSIONS: &'static [&'static str] = version::ALL;
+    /// The capabilities it keeps (a set from `pkg::caps`); no default, so that a new plugin
+    /// cannot run with a set nobody chose.
+    const CAPS: &'static [caps::Capability];
     /// Whether STATUS / GC do anything; when false the verb succeeds without reading the
     /// config (the Go skel's nil callback).
     const HAS_STATUS: bool = true;
@@ -58,6 +61,7 @@ pub const fn entry<P: CniPlugin>() -> Plugin {
         kind: P::KIND,
         summary: P::SUMMARY,
         versions: P::VERSIONS,
+        caps: P::CAPS,
         add: add::<P>,
         del: del::<P>,
         check: Some(check::<P>),

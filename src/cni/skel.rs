@@ -133,6 +133,8 @@ pub struct Plugin {
     pub kind: Kind,
     pub summary: &'static str,
     pub versions: &'static [&'static str],
+    /// The capabilities it keeps; everything else is dropped before it runs.
+    pub caps: &'static [caps::Capability],
     pub add: AddFn,
     pub del: VerbFn,
     pub check: Option<VerbFn>,
@@ -386,6 +388,7 @@ mod tests {
         kind: Kind::Interface,
         summary: "t",
         versions: version::ALL,
+        caps: &[],
         add: ok_add,
         del: ok_verb,
         check: None,

@@ -6,7 +6,7 @@
 
 use crate::cni::config::{self, NetConf};
 use crate::cni::delegate;
-use crate::cni::error::CniError;
+use crate::cni::error::{CniError, Failures};
 use crate::cni::gokeys::GoKeys;
 use crate::cni::plugin::{entry, CniPlugin};
 use crate::cni::result::{CniResult, Interface, Route as CniRoute};
@@ -15,7 +15,7 @@ use crate::linux::netlink::{BridgeVlan, IpFamily, Link, LinkKind, LinkSpec, Link
 use crate::linux::nft::NftSocket;
 use crate::linux::{sysctl, NetNs, Netlink};
 use crate::pkg::backend::Requested;
-use crate::pkg::errors::join_errors;
+use crate::pkg::caps::{self, Capability};
 use crate::pkg::ip::next_ip;
 use crate::pkg::ipam::ipam_add;
 use crate::pkg::ipam::release_then_del_link;
@@ -184,6 +184,7 @@ impl CniPlugin for Bridge {
     const NAME: &'static str = "bridge";
     const KIND: Kind = Kind::Interface;
     const SUMMARY: &'static str = "a veth pair per container, the host end on a Linux bridge";
+    const CAPS: &'static [Capability] = caps::IN_POD;
     type Conf = BridgeConf;
     type Lenient = BridgeConf;
 
@@ -271,7 +272,7 @@ impl CniPlugin for Bridge {
     /// link. A missing link is fine; the bridge stays. Every step is tried and every failure
     /// is reported.
     fn del(n: BridgeConf, args: &CmdArgs) -> anyhow::Result<()> {
-        let mut errs = Vec::new();
+        let mut errs = Failures::new();
         // The socket stays open until the link is gone: closing it waits for the kernel to
         // retire the deleted rules (an RCU grace period), which then overlaps the link deletion.
         let mut _nft = None;
@@ -279,14 +280,19 @@ impl CniPlugin for Bridge {
             match NftSocket::open() {
                 Ok(sock) => {
                     if n.ip_masq {
-                        errs.extend(masquerade::teardown(&sock, &n.net.name, &args.ifname, &args.container_id).err());
+                        errs.keep(masquerade::teardown(
+                            &sock,
+                            &n.net.name,
+                            &args.ifname,
+                            &args.container_id,
+                        ));
                     }
                     if n.macspoofchk {
-                        errs.extend(spoofcheck::teardown(&sock, &args.container_id, &args.ifname).err());
+                        errs.keep(spoofcheck::teardown(&sock, &args.container_id, &args.ifname));
                     }
                     _nft = Some(sock);
                 }
-                Err(e) => errs.push(e.into()),
+                Err(e) => errs.push(e),
             }
         }
         release_then_del_link(&n.net, args, errs)
@@ -338,8 +344,7 @@ impl CniPlugin for Bridge {
         if !found {
             bail!("CNI veth created for bridge {} was not found", n.bridge);
         }
-        ipconfig::validate_expected_ips(&mut cont, &args.ifname, &prev.ips)?;
-        ipconfig::validate_expected_routes(&mut cont, &prev.routes)?;
+        ipconfig::validate_expected(&mut cont, &args.ifname, &prev)?;
         // Firewall rules are resources too (spec: CHECK covers what ADD created).
         if n.ip_masq {
             masquerade::check(&n.net.name, n.masq_backend, args, &prev)?;
@@ -350,14 +355,14 @@ impl CniPlugin for Bridge {
     /// container netns. Both are attempted; every failure is reported.
     fn gc(args: &CmdArgs) -> anyhow::Result<()> {
         let n: BridgeConf = config::parse(&args.stdin)?;
-        let mut errs = Vec::new();
+        let mut errs = Failures::new();
         if n.ip_masq {
-            errs.extend(masquerade::gc(&n.net).err());
+            errs.keep(masquerade::gc(&n.net));
         }
         if let Some(t) = n.net.ipam_type() {
-            errs.extend(delegate::gc(t, &args.stdin, args).err().map(anyhow::Error::from));
+            errs.keep(delegate::gc(t, &args.stdin, args));
         }
-        join_errors(errs)
+        Ok(errs.finish()?)
     }
 }
 
@@ -911,7 +916,7 @@ mod tests {
         assert!(err(r#"[{"minID":6}]"#).contains("maxID is missing"));
         assert_eq!(err(r#"[{"id":0}]"#), "incorrect trunk id parameter");
         assert!(trunk("[]").unwrap().is_empty());
-        // Values out of range are config errors (7), not 999 (found by tests/corpus.rs).
+        // Values out of range are config errors (7), not 999 (found by tests/it/corpus.rs).
         let code = |j: &str| CniError::from_anyhow(&trunk(j).unwrap_err()).code;
         assert_eq!(code(r#"[{"id":0}]"#), 7);
         assert_eq!(code(r#"[{"minID":7,"maxID":6}]"#), 7);

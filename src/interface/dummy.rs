@@ -3,13 +3,14 @@
 
 use crate::cni::config::{self, NetConf};
 use crate::cni::delegate;
-use crate::cni::error::CniError;
+use crate::cni::error::{CniError, Failures};
 use crate::cni::gokeys::GoKeys;
 use crate::cni::plugin::{entry, CniPlugin};
 use crate::cni::result::CniResult;
 use crate::cni::skel::{CmdArgs, Kind, Plugin};
 use crate::linux::netlink::{LinkKind, LinkSpec, LinkType};
 use crate::linux::{NetNs, Netlink};
+use crate::pkg::caps::{self, Capability};
 use crate::pkg::childlink::{check_container_link, configure_child};
 use crate::pkg::ipam::ipam_add;
 use crate::pkg::ipam::release_then_del_link;
@@ -44,6 +45,7 @@ impl CniPlugin for Dummy {
     const NAME: &'static str = "dummy";
     const KIND: Kind = Kind::Interface;
     const SUMMARY: &'static str = "a dummy link in the container carrying the IPAM's addresses";
+    const CAPS: &'static [Capability] = caps::IN_POD;
     type Conf = (DummyConf, String);
     type Lenient = DummyConf;
 
@@ -79,7 +81,7 @@ impl CniPlugin for Dummy {
 
     /// IPAM DEL (load made sure there is an IPAM type), then the link.
     fn del(n: DummyConf, args: &CmdArgs) -> anyhow::Result<()> {
-        release_then_del_link(&n.net, args, Vec::new())
+        release_then_del_link(&n.net, args, Failures::new())
     }
 
     /// IPAM CHECK, the dummy link with prevResult's MAC, and its IPs (the reference checks no

@@ -9,15 +9,15 @@
 
 use crate::cni::config::{self, NetConf};
 use crate::cni::delegate;
-use crate::cni::error::CniError;
+use crate::cni::error::{CniError, Failures};
 use crate::cni::gokeys::GoKeys;
 use crate::cni::plugin::{entry, CniPlugin};
 use crate::cni::result::{CniResult, Interface};
 use crate::cni::skel::{CmdArgs, Kind, Plugin};
 use crate::linux::netlink::Link;
 use crate::linux::{NetNs, Netlink};
+use crate::pkg::caps::{self, Capability};
 use crate::pkg::childlink::{check_container_link, container_iface};
-use crate::pkg::errors::join_errors;
 use crate::pkg::ipam::ipam_add;
 use crate::pkg::ipconfig::{self, Dad};
 use crate::pkg::mac::parse_mac;
@@ -172,6 +172,7 @@ impl CniPlugin for HostDevice {
     const NAME: &'static str = "host-device";
     const KIND: Kind = Kind::Interface;
     const SUMMARY: &'static str = "move an existing node device into the container";
+    const CAPS: &'static [Capability] = caps::IN_POD;
     type Conf = HostDeviceConf;
     type Lenient = HostDeviceConf;
 
@@ -229,18 +230,14 @@ impl CniPlugin for HostDevice {
     /// DEL: IPAM first (also with an empty or vanished netns, unlike the reference), then the
     /// device back to the node. A device already gone from the container is fine.
     fn del(n: HostDeviceConf, args: &CmdArgs) -> anyhow::Result<()> {
-        let mut errs = Vec::new();
+        let mut errs = Failures::new();
         if let Some(t) = n.net.ipam_type() {
-            if let Err(e) = delegate::del(t, &args.stdin, args) {
-                errs.push(e.into());
-            }
+            errs.keep(delegate::del(t, &args.stdin, args));
         }
         if !n.dpdk {
-            if let Err(e) = give_back(&n, args) {
-                errs.push(e);
-            }
+            errs.keep(give_back(&n, args));
         }
-        join_errors(errs)
+        Ok(errs.finish()?)
     }
 
     fn check(n: HostDeviceConf, args: &CmdArgs) -> anyhow::Result<()> {

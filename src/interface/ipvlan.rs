@@ -9,8 +9,9 @@ use crate::cni::plugin::{entry, CniPlugin};
 use crate::cni::result::CniResult;
 use crate::cni::skel::{CmdArgs, Kind, Plugin};
 use crate::linux::netlink::{IpvlanMode, LinkKind, LinkType};
+use crate::pkg::caps::{self, Capability};
 use crate::pkg::childlink::{
-    add_child, check_child, configure_child, del_child, expect_type_and_mode, ChildSpec, ParentKeys,
+    add_child, check_child, configure_child, del_child, expect_type_and_mode, ChildMode, ChildSpec, ModeKey, ParentKeys,
 };
 use crate::pkg::ipam::ipam_add;
 use anyhow::bail;
@@ -25,7 +26,7 @@ struct IpvlanConf {
     #[serde(flatten)]
     parent: ParentKeys,
     #[serde(default)]
-    mode: String,
+    mode: ModeKey<IpvlanMode>,
     /// prevResult, when chained.
     #[serde(skip)]
     prev: Option<CniResult>,
@@ -48,14 +49,9 @@ impl IpvlanConf {
     }
 }
 
-/// The `mode` key: empty is l2.
-fn mode_from_str(s: &str) -> Result<IpvlanMode, CniError> {
-    match s {
-        "" => Ok(IpvlanMode::L2),
-        s => s
-            .parse()
-            .map_err(|_| CniError::invalid_config(format!("unknown ipvlan mode: {s:?}"))),
-    }
+impl ChildMode for IpvlanMode {
+    const KIND: &'static str = "ipvlan";
+    const DEFAULT: Self = IpvlanMode::L2;
 }
 
 struct Ipvlan;
@@ -64,6 +60,7 @@ impl CniPlugin for Ipvlan {
     const NAME: &'static str = "ipvlan";
     const KIND: Kind = Kind::Interface;
     const SUMMARY: &'static str = "an ipvlan child of a node interface in the container";
+    const CAPS: &'static [Capability] = caps::IN_POD;
     type Conf = IpvlanConf;
     type Lenient = IpvlanConf;
 
@@ -75,15 +72,15 @@ impl CniPlugin for Ipvlan {
     }
 
     fn add(n: IpvlanConf, args: &CmdArgs) -> anyhow::Result<CniResult> {
-        let mode = mode_from_str(&n.mode)?;
+        let mode = n.mode.get()?;
         // IPAM may be left out only in a chain whose prevResult has IPs to reuse.
         let reuse = match (n.net.ipam_type(), &n.prev) {
             (Some(_), _) => None,
             (None, Some(prev)) if !prev.ips.is_empty() => Some(prev.clone()),
-            (None, Some(_)) => {
-                return Err(CniError::invalid_config("ipam must be specified: prevResult has no IPs to reuse").into())
-            }
-            (None, None) => return Err(CniError::invalid_config("ipam must be specified").into()),
+            (None, Some(_)) => bail!(CniError::invalid_config(
+                "ipam must be specified: prevResult has no IPs to reuse"
+            )),
+            (None, None) => bail!(CniError::invalid_config("ipam must be specified")),
         };
         let mut c = add_child(
             args,
@@ -112,7 +109,7 @@ impl CniPlugin for Ipvlan {
     }
 
     fn check(n: IpvlanConf, args: &CmdArgs) -> anyhow::Result<()> {
-        let want = mode_from_str(&n.mode)?;
+        let want = n.mode.get()?;
         check_child(&n.net, args, &n.parent, |l| {
             expect_type_and_mode(l, LinkType::Ipvlan, "IPVlan", want, l.ipvlan_mode)
         })
@@ -125,10 +122,11 @@ mod tests {
 
     #[test]
     fn modes() {
-        assert_eq!(mode_from_str("").unwrap(), IpvlanMode::L2);
-        assert_eq!(mode_from_str("l3").unwrap(), IpvlanMode::L3);
-        assert_eq!(mode_from_str("l3s").unwrap(), IpvlanMode::L3s);
-        let e = mode_from_str("l4").unwrap_err();
+        let mode = |s: &str| serde_json::from_value::<ModeKey<IpvlanMode>>(s.into()).unwrap().get();
+        assert_eq!(mode("").unwrap(), IpvlanMode::L2);
+        assert_eq!(mode("l3").unwrap(), IpvlanMode::L3);
+        assert_eq!(mode("l3s").unwrap(), IpvlanMode::L3s);
+        let e = mode("l4").unwrap_err();
         assert_eq!((e.code, e.msg.as_str()), (7, "unknown ipvlan mode: \"l4\""));
     }
 

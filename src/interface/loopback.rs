@@ -10,6 +10,7 @@ use crate::cni::result::{CniResult, Interface, IpConfig};
 use crate::cni::skel::{CmdArgs, Kind, Plugin};
 use crate::linux::netlink::IpFamily;
 use crate::linux::Netlink;
+use crate::pkg::caps::{self, Capability};
 use crate::pkg::netns::{open_netns, open_netns_for_del};
 use anyhow::{bail, Context};
 
@@ -36,6 +37,7 @@ impl CniPlugin for Loopback {
     const NAME: &'static str = "loopback";
     const KIND: Kind = Kind::Interface;
     const SUMMARY: &'static str = "bring up the container's loopback interface";
+    const CAPS: &'static [Capability] = caps::IN_POD;
     const HAS_STATUS: bool = false;
     const HAS_GC: bool = false;
     type Conf = NetConf;

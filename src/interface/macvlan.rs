@@ -3,14 +3,14 @@
 //! What it shares with ipvlan, vlan, tap and dummy is in `pkg::childlink`.
 
 use crate::cni::config::{self, NetConf};
-use crate::cni::error::CniError;
 use crate::cni::gokeys::GoKeys;
 use crate::cni::plugin::{entry, CniPlugin};
 use crate::cni::result::CniResult;
 use crate::cni::skel::{CmdArgs, Kind, Plugin};
 use crate::linux::netlink::{LinkKind, LinkType, MacvlanMode};
+use crate::pkg::caps::{self, Capability};
 use crate::pkg::childlink::{
-    add_child, check_child, del_child, expect_type_and_mode, ipam_or_l2, ChildSpec, ParentKeys,
+    add_child, check_child, del_child, expect_type_and_mode, ipam_or_l2, ChildMode, ChildSpec, ModeKey, ParentKeys,
 };
 use crate::pkg::mac::parse_mac;
 use anyhow::anyhow;
@@ -25,7 +25,7 @@ struct MacvlanConf {
     #[serde(flatten)]
     parent: ParentKeys,
     #[serde(default)]
-    mode: String,
+    mode: ModeKey<MacvlanMode>,
     #[serde(default)]
     mac: String,
     #[serde(default)]
@@ -41,14 +41,12 @@ impl MacvlanConf {
     }
 }
 
-/// The `mode` key: empty is bridge; `source` is a kernel mode the reference does not offer.
-fn mode_from_str(s: &str) -> Result<MacvlanMode, CniError> {
-    match s {
-        "" => Ok(MacvlanMode::Bridge),
-        s => match s.parse() {
-            Ok(MacvlanMode::Source) | Err(_) => Err(CniError::invalid_config(format!("unknown macvlan mode: {s:?}"))),
-            Ok(m) => Ok(m),
-        },
+impl ChildMode for MacvlanMode {
+    const KIND: &'static str = "macvlan";
+    const DEFAULT: Self = MacvlanMode::Bridge;
+    /// `source` is a kernel mode the reference does not offer.
+    fn offered(self) -> bool {
+        self != MacvlanMode::Source
     }
 }
 
@@ -58,6 +56,7 @@ impl CniPlugin for Macvlan {
     const NAME: &'static str = "macvlan";
     const KIND: Kind = Kind::Interface;
     const SUMMARY: &'static str = "a macvlan child of a node interface in the container";
+    const CAPS: &'static [Capability] = caps::IN_POD;
     type Conf = MacvlanConf;
     type Lenient = MacvlanConf;
 
@@ -69,7 +68,7 @@ impl CniPlugin for Macvlan {
     }
 
     fn add(n: MacvlanConf, args: &CmdArgs) -> anyhow::Result<CniResult> {
-        let mode = mode_from_str(&n.mode)?;
+        let mode = n.mode.get()?;
         let mac = match n.mac.as_str() {
             "" => None,
             m => Some(parse_mac(m).map_err(|e| anyhow!("invalid args {m} for MAC addr: {}", e.msg))?),
@@ -99,7 +98,7 @@ impl CniPlugin for Macvlan {
     }
 
     fn check(n: MacvlanConf, args: &CmdArgs) -> anyhow::Result<()> {
-        let want = mode_from_str(&n.mode)?;
+        let want = n.mode.get()?;
         check_child(&n.net, args, &n.parent, |l| {
             expect_type_and_mode(l, LinkType::Macvlan, "macvlan", want, l.macvlan_mode)
         })
@@ -116,14 +115,15 @@ mod tests {
 
     #[test]
     fn modes() {
-        assert_eq!(mode_from_str("").unwrap(), MacvlanMode::Bridge);
-        assert_eq!(mode_from_str("passthru").unwrap(), MacvlanMode::Passthru);
-        assert_eq!(mode_from_str("vepa").unwrap(), MacvlanMode::Vepa);
-        assert_eq!(mode_from_str("private").unwrap(), MacvlanMode::Private);
-        let e = mode_from_str("source").unwrap_err();
+        let mode = |s: &str| serde_json::from_value::<ModeKey<MacvlanMode>>(s.into()).unwrap().get();
+        assert_eq!(mode("").unwrap(), MacvlanMode::Bridge);
+        assert_eq!(mode("passthru").unwrap(), MacvlanMode::Passthru);
+        assert_eq!(mode("vepa").unwrap(), MacvlanMode::Vepa);
+        assert_eq!(mode("private").unwrap(), MacvlanMode::Private);
+        let e = mode("source").unwrap_err();
         assert_eq!(e.to_string(), "unknown macvlan mode: \"source\"");
-        assert_eq!(mode_from_str("bridge").unwrap(), MacvlanMode::Bridge);
-        assert_eq!(mode_from_str("nope").unwrap_err().code, 7);
+        assert_eq!(mode("bridge").unwrap(), MacvlanMode::Bridge);
+        assert_eq!(mode("nope").unwrap_err().code, 7);
     }
 
     #[test]

@@ -7,7 +7,7 @@
 
 use crate::cni::config::{self, NetConf};
 use crate::cni::delegate;
-use crate::cni::error::CniError;
+use crate::cni::error::{CniError, Failures};
 use crate::cni::gokeys::GoKeys;
 use crate::cni::plugin::{entry, CniPlugin};
 use crate::cni::result::{CniResult, Interface};
@@ -16,7 +16,7 @@ use crate::linux::netlink::route::{SCOPE_HOST, SCOPE_LINK};
 use crate::linux::netlink::{Link, LinkType, Route};
 use crate::linux::{NetNs, Netlink};
 use crate::pkg::backend::Requested;
-use crate::pkg::errors::join_errors;
+use crate::pkg::caps::{self, Capability};
 use crate::pkg::ipam::release_then_del_link;
 use crate::pkg::ipam::{self, ipam_add};
 use crate::pkg::ipconfig::{self, Dad};
@@ -65,6 +65,7 @@ impl CniPlugin for Ptp {
     const NAME: &'static str = "ptp";
     const KIND: Kind = Kind::Interface;
     const SUMMARY: &'static str = "a routed veth pair per container (no bridge)";
+    const CAPS: &'static [Capability] = caps::IN_POD;
     type Conf = PtpConf;
     type Lenient = PtpConf;
 
@@ -124,13 +125,18 @@ impl CniPlugin for Ptp {
     /// IPAM first (the reference's order), then the masquerade rules (by comment, so also when
     /// the netns is gone) and the link; every step is tried and every failure is reported.
     fn del(conf: PtpConf, args: &CmdArgs) -> anyhow::Result<()> {
-        let mut errs = Vec::new();
+        let mut errs = Failures::new();
         // Kept open until the link is gone, so that the kernel's retiring of the deleted rules
         // (which a close waits for) overlaps the link deletion.
         let mut _nft = None;
         if conf.ip_masq {
             let sock = crate::linux::nft::NftSocket::open()?;
-            errs.extend(masquerade::teardown(&sock, &conf.net.name, &args.ifname, &args.container_id).err());
+            errs.keep(masquerade::teardown(
+                &sock,
+                &conf.net.name,
+                &args.ifname,
+                &args.container_id,
+            ));
             _nft = Some(sock);
         }
         release_then_del_link(&conf.net, args, errs)
@@ -148,8 +154,7 @@ impl CniPlugin for Ptp {
             bail!("Error: Container interface {} not of type veth/p2p", link.name);
         }
         check_container_mac("ptp: ", &cont, &link)?;
-        ipconfig::validate_expected_ips(&mut nl, &args.ifname, &prev.ips)?;
-        ipconfig::validate_expected_routes(&mut nl, &prev.routes)?;
+        ipconfig::validate_expected(&mut nl, &args.ifname, &prev)?;
         if conf.ip_masq {
             masquerade::check(&conf.net.name, conf.masq_backend, args, &prev)?;
         }
@@ -165,16 +170,12 @@ impl CniPlugin for Ptp {
     /// GC: masquerade rules (by comment) and the IPAM's reservations; links die with their netns.
     fn gc(args: &CmdArgs) -> anyhow::Result<()> {
         let conf = PtpConf::load(&args.stdin)?;
-        let mut errs = Vec::new();
+        let mut errs = Failures::new();
         if conf.ip_masq {
-            errs.extend(masquerade::gc(&conf.net).err());
+            errs.keep(masquerade::gc(&conf.net));
         }
-        errs.extend(
-            delegate::gc(conf.ipam()?, &args.stdin, args)
-                .err()
-                .map(anyhow::Error::from),
-        );
-        join_errors(errs)
+        errs.keep(delegate::gc(conf.ipam()?, &args.stdin, args));
+        Ok(errs.finish()?)
     }
 }
 

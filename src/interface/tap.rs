@@ -13,6 +13,7 @@ use crate::linux::netlink::LinkType;
 use crate::linux::selinux;
 use crate::linux::tuntap::{self, TunTap};
 use crate::linux::{NetNs, Netlink};
+use crate::pkg::caps::{self, Capability};
 use crate::pkg::childlink::{check_container_link, del_child, ipam_or_l2};
 use crate::pkg::mac::parse_mac;
 use crate::pkg::netns::open_netns;
@@ -75,6 +76,7 @@ impl CniPlugin for Tap {
     const NAME: &'static str = "tap";
     const KIND: Kind = Kind::Interface;
     const SUMMARY: &'static str = "a tap device in the container, optionally on a bridge there";
+    const CAPS: &'static [Capability] = caps::IN_POD;
     type Conf = TapConf;
     type Lenient = TapConf;
 
@@ -165,8 +167,7 @@ impl CniPlugin for Tap {
         if l.kind != Some(LinkType::Tun) {
             bail!("Error: Container interface {} not of type tap", l.name);
         }
-        crate::pkg::ipconfig::validate_expected_ips(&mut cont, &args.ifname, &prev.ips)?;
-        crate::pkg::ipconfig::validate_expected_routes(&mut cont, &prev.routes)
+        crate::pkg::ipconfig::validate_expected(&mut cont, &args.ifname, &prev)
     }
 }
 

@@ -9,6 +9,7 @@ use crate::cni::plugin::{entry, CniPlugin};
 use crate::cni::result::CniResult;
 use crate::cni::skel::{CmdArgs, Kind, Plugin};
 use crate::linux::netlink::{LinkKind, LinkType};
+use crate::pkg::caps::{self, Capability};
 use crate::pkg::childlink::{add_child, check_child, configure_child, del_child, ChildSpec, ParentKeys};
 use crate::pkg::ipam::{self, ipam_add};
 use anyhow::bail;
@@ -32,17 +33,15 @@ impl VlanConf {
     fn load(stdin: &[u8]) -> anyhow::Result<VlanConf> {
         let n: VlanConf = config::parse(stdin)?;
         if n.parent.master.is_empty() {
-            return Err(CniError::invalid_config(
+            bail!(CniError::invalid_config(
                 "\"master\" field is required. It specifies the host interface name to create the VLAN for",
-            )
-            .into());
+            ));
         }
         if !(0..=4094).contains(&n.vlan_id) {
-            return Err(CniError::invalid_config(format!(
+            bail!(CniError::invalid_config(format!(
                 "invalid VLAN ID {} (must be between 0 and 4095 inclusive)",
                 n.vlan_id
-            ))
-            .into());
+            )));
         }
         Ok(n)
     }
@@ -58,6 +57,7 @@ impl CniPlugin for Vlan {
     const NAME: &'static str = "vlan";
     const KIND: Kind = Kind::Interface;
     const SUMMARY: &'static str = "an 802.1Q vlan child of a node interface in the container";
+    const CAPS: &'static [Capability] = caps::IN_POD;
     type Conf = VlanConf;
     type Lenient = VlanConf;
 

@@ -7,11 +7,99 @@ pub mod dhcp;
 pub mod host_local;
 pub mod static_ipam;
 
+use crate::cni::config::Attachment;
 use crate::cni::error::CniError;
+use crate::cni::gokeys::{Field, GoKeys, Shape};
 use crate::cni::result::Dns;
 use crate::pkg::ip::canon;
 use ipnet::IpNet;
+use serde::de::IgnoredAny;
+use serde::Deserialize;
 use std::net::IpAddr;
+
+/// The top-level keys host-local and dhcp read beside their `ipam` object `I` (and, where
+/// they use them, runtimeConfig `R` and args `A`). They read the network config themselves,
+/// as the reference's IPAM plugins do: `NetConf`'s checks (of prevResult, runtimeConfig's
+/// capabilities, the `ipam` object) are the delegating plugin's business.
+#[derive(Deserialize)]
+#[serde(bound(deserialize = "I: Deserialize<'de>, R: Deserialize<'de>, A: Deserialize<'de>"))]
+pub struct NetIn<I, R = IgnoredAny, A = IgnoredAny> {
+    #[serde(rename = "cniVersion", default)]
+    pub cni_version: String,
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub ipam: Option<I>,
+    #[serde(rename = "runtimeConfig", default)]
+    pub runtime_config: Option<R>,
+    #[serde(default)]
+    pub args: Option<A>,
+    #[serde(rename = "cni.dev/valid-attachments", default)]
+    valid_attachments: Option<Vec<Attachment>>,
+    #[serde(rename = "cni.dev/attachments", default)]
+    attachments: Option<Vec<Attachment>>,
+}
+
+/// A key a plugin does not read: any JSON.
+impl GoKeys for IgnoredAny {
+    fn shape() -> Shape {
+        Shape::Any
+    }
+}
+
+/// By hand: the derive makes no generic impls. The keys as serde names them above.
+impl<I: GoKeys, R: GoKeys, A: GoKeys> GoKeys for NetIn<I, R, A> {
+    fn shape() -> Shape {
+        Shape::Struct(
+            const {
+                &[
+                    Field {
+                        key: "cniVersion",
+                        shape: <String as GoKeys>::shape,
+                        flatten: false,
+                    },
+                    Field {
+                        key: "name",
+                        shape: <String as GoKeys>::shape,
+                        flatten: false,
+                    },
+                    Field {
+                        key: "ipam",
+                        shape: <Option<I> as GoKeys>::shape,
+                        flatten: false,
+                    },
+                    Field {
+                        key: "runtimeConfig",
+                        shape: <Option<R> as GoKeys>::shape,
+                        flatten: false,
+                    },
+                    Field {
+                        key: "args",
+                        shape: <Option<A> as GoKeys>::shape,
+                        flatten: false,
+                    },
+                    Field {
+                        key: "cni.dev/valid-attachments",
+                        shape: <Option<Vec<Attachment>> as GoKeys>::shape,
+                        flatten: false,
+                    },
+                    Field {
+                        key: "cni.dev/attachments",
+                        shape: <Option<Vec<Attachment>> as GoKeys>::shape,
+                        flatten: false,
+                    },
+                ]
+            },
+        )
+    }
+}
+
+impl<I, R, A> NetIn<I, R, A> {
+    /// GC's attachments to keep: `cni.dev/valid-attachments`, else the older spelling.
+    pub fn take_gc_keep(&mut self) -> Option<Vec<Attachment>> {
+        self.valid_attachments.take().or(self.attachments.take())
+    }
+}
 
 /// A `types.IPNet` value: "addr/prefix", the address kept as written.
 pub fn parse_cidr(s: &str) -> Result<IpNet, CniError> {

@@ -14,6 +14,7 @@ use crate::cni::plugin::{entry, CniPlugin};
 use crate::cni::result::{CniResult, Dns, IpConfig, Route};
 use crate::cni::skel::{CmdArgs, Kind, Plugin};
 use crate::cni::version;
+use crate::pkg::caps::{self, Capability};
 use crate::pkg::ip::canon;
 use anyhow::Result;
 use ipnet::IpNet;
@@ -202,6 +203,7 @@ impl CniPlugin for Static {
     const NAME: &'static str = "static";
     const KIND: Kind = Kind::Ipam;
     const SUMMARY: &'static str = "fixed IP addresses, routes and DNS from the config";
+    const CAPS: &'static [Capability] = caps::NONE;
     const HAS_STATUS: bool = false;
     const HAS_GC: bool = false;
     type Conf = StaticConf;

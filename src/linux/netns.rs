@@ -258,7 +258,7 @@ mod tests {
 
     /// CNI_NETNS naming a FIFO hung every plugin (open waited for a writer), and another
     /// namespace type (/proc/self/ns/mnt) passed as a netns until setns failed with 999
-    /// (both found by tests/corpus.rs). Both are "not a network namespace" now, at once.
+    /// (both found by tests/it/corpus.rs). Both are "not a network namespace" now, at once.
     #[test]
     fn fifo_and_other_namespace_types_are_not_netns() {
         let fifo = std::env::temp_dir().join(format!("cni-multi-netns-fifo-{}", std::process::id()));

@@ -11,7 +11,7 @@
 //! reference has no GC and sets no alias; its IFBs are left to its DEL).
 
 use crate::cni::config::{self, NetConf};
-use crate::cni::error::{code, CniError};
+use crate::cni::error::{CniError, Failures};
 use crate::cni::gokeys::{self, GoKeys, Node};
 use crate::cni::plugin::{entry, CniPlugin};
 use crate::cni::result::{CniResult, Interface};
@@ -20,6 +20,7 @@ use crate::linux::netlink::link::fmt_mac;
 use crate::linux::netlink::tc::{handle, Tbf, HANDLE_INGRESS, HANDLE_ROOT, MIRRED_EGRESS_REDIR};
 use crate::linux::netlink::{LinkKind, LinkSpec, LinkType};
 use crate::linux::{NetNs, Netlink};
+use crate::pkg::caps::{self, Capability};
 use crate::pkg::netns::open_netns;
 use crate::pkg::sha512::hex_prefix;
 use crate::pkg::undo::Undo;
@@ -104,10 +105,9 @@ fn limits_in(m: &Map<String, Value>) -> Result<Option<Limits>, CniError> {
         match field(m, k) {
             None | Some(Value::Null) => Ok(0),
             Some(v) => v.as_u64().ok_or_else(|| {
-                CniError::new(
-                    code::INVALID_CONFIG,
-                    format!("failed to parse network configuration: {k}: {v} is not an unsigned 64-bit integer"),
-                )
+                CniError::invalid_config(format!(
+                    "failed to parse network configuration: {k}: {v} is not an unsigned 64-bit integer"
+                ))
             }),
         }
     };
@@ -179,6 +179,7 @@ impl CniPlugin for Bandwidth {
     const NAME: &'static str = "bandwidth";
     const KIND: Kind = Kind::Meta;
     const SUMMARY: &'static str = "limit a pod's ingress and egress rate with token bucket filters (tbf, ifb)";
+    const CAPS: &'static [Capability] = caps::IN_POD;
     const VERSIONS: &'static [&'static str] = &["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"];
     const HAS_STATUS: bool = false;
     type Conf = Conf;
@@ -316,7 +317,7 @@ impl CniPlugin for Bandwidth {
             return Ok(());
         };
         let mut nl = Netlink::new()?;
-        let mut errors = Vec::new();
+        let mut errors = Failures::new();
         for l in nl.links()? {
             if l.kind != Some(LinkType::Ifb) || !l.name.starts_with(IFB_PREFIX) {
                 continue;
@@ -327,16 +328,14 @@ impl CniPlugin for Bandwidth {
             if netname != net.name || valid.iter().any(|a| a.container_id == cid && a.ifname == ifname) {
                 continue;
             }
-            if let Err(e) = nl.delete_link(l.index) {
-                if !e.is_not_found() {
-                    errors.push(format!("delete ifb {:?}: {e}", l.name));
+            match nl.delete_link(l.index) {
+                Err(e) if !e.is_not_found() => {
+                    errors.push(anyhow::Error::from(e).context(format!("delete ifb {:?}", l.name)))
                 }
+                _ => {}
             }
         }
-        if !errors.is_empty() {
-            bail!("{}", errors.join("; "));
-        }
-        Ok(())
+        Ok(errors.finish()?)
     }
 }
 

@@ -6,12 +6,13 @@
 
 use crate::cni::config::{self, Attachment};
 use crate::cni::delegate;
-use crate::cni::error::{code, CniError};
+use crate::cni::error::{code, CniError, Failures};
 use crate::cni::gokeys::GoKeys;
 use crate::cni::plugin::{entry, CniPlugin};
 use crate::cni::result::{CniResult, Route};
 use crate::cni::skel::{CmdArgs, Command, Kind, Plugin};
 use crate::linux::statefile;
+use crate::pkg::caps::{self, Capability};
 use anyhow::{anyhow, bail, Context};
 use ipnet::IpNet;
 use serde::Deserialize;
@@ -431,6 +432,8 @@ impl CniPlugin for Flannel {
     const NAME: &'static str = "flannel";
     const KIND: Kind = Kind::Meta;
     const SUMMARY: &'static str = "connect pods across nodes: delegate to bridge + host-local with flanneld's subnet";
+    /// Its delegate may be any built-in plugin: the union of theirs.
+    const CAPS: &'static [Capability] = caps::TUNING;
     type Conf = FlannelConf;
     type Lenient = FlannelConf;
 
@@ -591,7 +594,7 @@ impl CniPlugin for Flannel {
                 configs.push(c);
             }
         }
-        let mut errors = Vec::new();
+        let mut errors = Failures::under("flannel GC");
         for mut c in configs {
             let dtype = c.get("type").and_then(Value::as_str).unwrap_or_default().to_string();
             c.insert("cniVersion".into(), Value::String(conf.cni_version.clone()));
@@ -600,21 +603,15 @@ impl CniPlugin for Flannel {
             c.insert("cni.dev/attachments".into(), list);
             let bytes = serde_json::to_vec(&c).expect("serialises");
             if let Err(e) = delegate::gc(&dtype, &bytes, args) {
-                errors.push(format!("delegate {dtype:?}: {}", e.msg));
+                errors.push(CniError::new(e.code, format!("delegate {dtype:?}: {}", e.msg)));
             }
         }
         for (cid, path, _) in &saved {
             if !valid.iter().any(|a| &a.container_id == cid) {
-                if let Err(e) = std::fs::remove_file(path) {
-                    errors.push(format!("remove {}: {e}", path.display()));
-                }
+                errors.keep(std::fs::remove_file(path).with_context(|| format!("remove {}", path.display())));
             }
         }
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            bail!("flannel GC: {}", errors.join("; "))
-        }
+        Ok(errors.finish()?)
     }
 }
 
@@ -692,7 +689,7 @@ mod tests {
     }
 
     /// A config key of the wrong type is code 7 through ADD too (the reference's wrapping of
-    /// the message dropped the code: 999; found by tests/corpus.rs).
+    /// the message dropped the code: 999; found by tests/it/corpus.rs).
     #[test]
     fn wrong_typed_key_is_code_7() {
         let args = CmdArgs::example(

@@ -39,13 +39,14 @@ use ipnet::IpNet;
 use serde::Deserialize;
 
 use crate::cni::config::{self, NetConf};
-use crate::cni::error::CniError;
+use crate::cni::error::{CniError, Failures};
 use crate::cni::plugin::{entry, CniPlugin};
 use crate::cni::result::{CniResult, IpConfig};
 use crate::cni::skel::{CmdArgs, Kind, Plugin};
 use crate::linux::netlink::route::{SCOPE_LINK, TABLE_MAIN};
 use crate::linux::netlink::{IpFamily, Route, Rule};
 use crate::linux::Netlink;
+use crate::pkg::caps::{self, Capability};
 use crate::pkg::netns::{open_netns, open_netns_for_del};
 use crate::pkg::undo::Undo;
 
@@ -157,6 +158,7 @@ impl CniPlugin for Sbr {
     const NAME: &'static str = "sbr";
     const KIND: Kind = Kind::Meta;
     const SUMMARY: &'static str = "source based routing: a routing table and an ip rule per container address";
+    const CAPS: &'static [Capability] = caps::IN_POD;
     const HAS_STATUS: bool = false;
     const HAS_GC: bool = false;
     type Conf = Conf;
@@ -217,7 +219,7 @@ impl CniPlugin for Sbr {
             return Ok(());
         }
 
-        let mut errs = Vec::new();
+        let mut errs = Failures::new();
         let mut emptied = BTreeSet::new();
         for r in nl.all_rules().context("Failed to list all rules to tidy")? {
             if c.table.is_some_and(|t| r.table != t) {
@@ -232,7 +234,8 @@ impl CniPlugin for Sbr {
                     emptied.insert(r.table);
                 }
                 Err(e) if e.is_not_found() => {}
-                Err(e) => errs.push(format!("Failed to delete rule {e}")),
+                // The reference's words, without a colon.
+                Err(e) => errs.push(anyhow!("Failed to delete rule {e}")),
             }
         }
 
@@ -245,16 +248,14 @@ impl CniPlugin for Sbr {
                 .filter(|t| !RESERVED_TABLES.contains(t) && !still_used.contains(t))
             {
                 for r in nl.link_routes(l.index, Some(*t))? {
-                    if let Err(e) = ignore_gone(nl.del_route(&r)) {
-                        errs.push(format!("Failed to delete route {} from table {t}: {e:#}", r.dst));
-                    }
+                    errs.keep(
+                        ignore_gone(nl.del_route(&r))
+                            .with_context(|| format!("Failed to delete route {} from table {t}", r.dst)),
+                    );
                 }
             }
         }
-        if !errs.is_empty() {
-            bail!(errs.join("; "));
-        }
-        Ok(())
+        Ok(errs.finish()?)
     }
 
     /// Every address of the interface has its source rule (into `table` when configured).

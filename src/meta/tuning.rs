@@ -7,13 +7,14 @@
 
 use crate::cni::args::CniArgs;
 use crate::cni::config::{self, NetConf};
-use crate::cni::error::CniError;
+use crate::cni::error::{CniError, Failures};
 use crate::cni::gokeys::GoKeys;
 use crate::cni::plugin::{entry, CniPlugin};
 use crate::cni::result::CniResult;
 use crate::cni::skel::{CmdArgs, Kind, Plugin};
 use crate::linux::netlink::link::fmt_mac;
 use crate::linux::{statefile, NetNs, Netlink};
+use crate::pkg::caps::{self, Capability};
 use crate::pkg::mac::parse_mac;
 use crate::pkg::netns::{open_netns, open_netns_for_del};
 use anyhow::{anyhow, bail, Context};
@@ -309,6 +310,7 @@ impl CniPlugin for TuningPlugin {
     const NAME: &'static str = "tuning";
     const KIND: Kind = Kind::Meta;
     const SUMMARY: &'static str = "set sysctls, MAC, MTU, promisc, allmulti and txqueuelen of the container interface";
+    const CAPS: &'static [Capability] = caps::TUNING;
     const HAS_STATUS: bool = false;
     const HAS_GC: bool = false;
     type Conf = Tuning;
@@ -606,11 +608,9 @@ fn restore(nl: &mut Netlink, ifname: &str, b: &Backup) -> anyhow::Result<()> {
         .link_by_name(ifname)?
         .ok_or_else(|| anyhow!("failed to get {ifname:?}: Link not found"))?
         .index;
-    let mut errs = Vec::new();
+    let mut errs = Failures::new();
     let mut note = |what: &str, r: anyhow::Result<()>| {
-        if let Err(e) = r {
-            errs.push(format!("failed to restore {what}: {e:#}"));
-        }
+        errs.keep(r.with_context(|| format!("failed to restore {what}")));
     };
     if b.mtu != 0 {
         note("MTU", nl.set_mtu(index, b.mtu).map_err(Into::into));
@@ -627,11 +627,7 @@ fn restore(nl: &mut Netlink, ifname: &str, b: &Backup) -> anyhow::Result<()> {
     if let Some(q) = b.tx_qlen {
         note("transmit queue length", nl.set_txqlen(index, q).map_err(Into::into));
     }
-    if errs.is_empty() {
-        Ok(())
-    } else {
-        Err(anyhow!(errs.join("; ")))
-    }
+    Ok(errs.finish()?)
 }
 
 /// Fuzzing entry (fuzz/): the config parser with CNI_ARGS, the sysctl names made into paths

@@ -17,9 +17,10 @@ use crate::cni::skel::{CmdArgs, Kind, Plugin};
 use crate::linux::netlink::route::{PROTO_KERNEL, SCOPE_LINK, SCOPE_UNIVERSE, TABLE_MAIN};
 use crate::linux::netlink::{Addr, IpFamily, Link, LinkKind, LinkSpec, LinkType, Route, RouteType};
 use crate::linux::{NetNs, Netlink};
+use crate::pkg::caps::{self, Capability};
 use crate::pkg::netns::{open_netns, open_netns_for_del};
 use crate::pkg::undo::Undo;
-use anyhow::{anyhow, Context};
+use anyhow::{anyhow, bail, Context};
 use ipnet::IpNet;
 use serde::Deserialize;
 use std::time::Duration;
@@ -51,7 +52,9 @@ struct VrfConf {
 fn parse_conf(stdin: &[u8]) -> anyhow::Result<VrfConf> {
     let c: VrfConf = config::parse(stdin)?;
     if c.vrfname.is_empty() {
-        return Err(CniError::invalid_config("configuration is expected to have a valid vrf name").into());
+        bail!(CniError::invalid_config(
+            "configuration is expected to have a valid vrf name"
+        ));
     }
     // The name becomes a link name: reject what the kernel would reject, before touching it.
     if c.vrfname.len() > 15
@@ -59,18 +62,16 @@ fn parse_conf(stdin: &[u8]) -> anyhow::Result<VrfConf> {
         || c.vrfname == ".."
         || c.vrfname.chars().any(|ch| ch == '/' || ch == ':' || ch.is_whitespace())
     {
-        return Err(CniError::invalid_config(format!(
+        bail!(CniError::invalid_config(format!(
             "invalid vrfname {:?}: not a valid interface name (at most 15 characters, no '/', ':' or spaces)",
             c.vrfname
-        ))
-        .into());
+        )));
     }
     if RESERVED_TABLES.contains(&c.table) {
-        return Err(CniError::invalid_config(format!(
+        bail!(CniError::invalid_config(format!(
             "invalid table {}: 253, 254 and 255 are the kernel's default, main and local tables",
             c.table
-        ))
-        .into());
+        )));
     }
     Ok(c)
 }
@@ -103,11 +104,10 @@ fn find_vrf(nl: &mut Netlink, name: &str) -> anyhow::Result<Option<Link>> {
     match nl.link_by_name(name)? {
         None => Ok(None),
         Some(l) if is_vrf(&l) => Ok(Some(l)),
-        Some(l) => Err(CniError::invalid_config(format!(
+        Some(l) => bail!(CniError::invalid_config(format!(
             "Netlink {name} is not a VRF (it is a {} link)",
             l.kind.as_ref().map_or("physical".to_string(), LinkType::to_string)
-        ))
-        .into()),
+        ))),
     }
 }
 
@@ -118,6 +118,7 @@ impl CniPlugin for Vrf {
     const KIND: Kind = Kind::Meta;
     const SUMMARY: &'static str =
         "enslave the container interface to a VRF (created on demand, deleted with its last slave)";
+    const CAPS: &'static [Capability] = caps::IN_POD;
     const VERSIONS: &'static [&'static str] = &["0.3.1", "0.4.0", "1.0.0", "1.1.0"];
     const HAS_STATUS: bool = false;
     const HAS_GC: bool = false;
@@ -210,11 +211,10 @@ fn enslave(nl: &mut Netlink, ns: &NetNs, c: &VrfConf, ifname: &str, undo: &mut U
     if let Some(v) = &existing {
         let table = v.vrf_table.unwrap_or(0);
         if c.table != 0 && table != c.table {
-            return Err(CniError::invalid_config(format!(
+            bail!(CniError::invalid_config(format!(
                 "VRF {} already exist with different routing table {table}",
                 c.vrfname
-            ))
-            .into());
+            )));
         }
     }
     let iface = nl
@@ -338,11 +338,10 @@ fn try_create_vrf(nl: &mut Netlink, name: &str, want: u32, table: u32) -> anyhow
         // Another ADD into this netns created it first: use theirs, if it fits.
         let v = find_vrf(nl, name)?.ok_or_else(|| anyhow!("could not add VRF {name}: {e}"))?;
         if want != 0 && v.vrf_table != Some(want) {
-            return Err(CniError::invalid_config(format!(
+            bail!(CniError::invalid_config(format!(
                 "VRF {name} already exist with different routing table {}",
                 v.vrf_table.unwrap_or(0)
-            ))
-            .into());
+            )));
         }
         return Ok(Made::Theirs(v));
     }

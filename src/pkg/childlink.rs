@@ -4,6 +4,7 @@
 
 use crate::cni::config::NetConf;
 use crate::cni::delegate;
+use crate::cni::error::CniError;
 use crate::cni::gokeys::GoKeys;
 use crate::cni::result::{CniResult, Interface};
 use crate::cni::skel::CmdArgs;
@@ -64,6 +65,65 @@ pub struct ParentKeys {
     pub mtu: i64,
     #[serde(rename = "linkInContainer", default)]
     pub link_in_container: bool,
+}
+
+/// A child link's mode as macvlan and ipvlan name it in their `mode` key (iproute2's names).
+pub trait ChildMode: std::str::FromStr + Copy {
+    /// The kind as the plugin's message names it: "unknown <KIND> mode: …".
+    const KIND: &'static str;
+    /// What an empty or absent key means.
+    const DEFAULT: Self;
+    /// Whether the plugin offers `self` (the kernel may know more modes).
+    fn offered(self) -> bool {
+        true
+    }
+}
+
+/// The `mode` key, kept as written: DEL never reads it (it must undo an attachment whose
+/// mode ADD would now refuse); ADD and CHECK take the mode with [`ModeKey::get`].
+#[derive(Debug, Deserialize)]
+#[serde(transparent)]
+pub struct ModeKey<M> {
+    text: String,
+    #[serde(skip)]
+    mode: std::marker::PhantomData<M>,
+}
+
+/// A string to Go's decoder (the mode's name).
+impl<M> crate::cni::gokeys::GoKeys for ModeKey<M> {
+    fn shape() -> crate::cni::gokeys::Shape {
+        crate::cni::gokeys::Shape::Scalar
+    }
+}
+
+impl<M> ModeKey<M> {
+    /// The key as written.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+}
+
+impl<M> Default for ModeKey<M> {
+    fn default() -> Self {
+        ModeKey {
+            text: String::new(),
+            mode: std::marker::PhantomData,
+        }
+    }
+}
+
+impl<M: ChildMode> ModeKey<M> {
+    /// The mode; one the kernel does not know or the plugin does not offer is code 7.
+    pub fn get(&self) -> Result<M, CniError> {
+        match self.text.as_str() {
+            "" => Ok(M::DEFAULT),
+            s => s
+                .parse()
+                .ok()
+                .filter(|m: &M| m.offered())
+                .ok_or_else(|| CniError::invalid_config(format!("unknown {} mode: {s:?}", M::KIND))),
+        }
+    }
 }
 
 /// What ADD makes: a child of `parent`, of `kind`, with an optional MAC.
@@ -223,7 +283,7 @@ pub fn ipam_or_l2(
 
 /// DEL of a child link: IPAM DEL when an IPAM type is set, then the link (both tried).
 pub fn del_child(net: &NetConf, args: &CmdArgs) -> anyhow::Result<()> {
-    crate::pkg::ipam::release_then_del_link(net, args, Vec::new())
+    crate::pkg::ipam::release_then_del_link(net, args, crate::cni::error::Failures::new())
 }
 
 /// CHECK of a child link: IPAM CHECK (when set), prevResult's container interface in this

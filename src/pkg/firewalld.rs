@@ -30,7 +30,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 
-use crate::cni::error::{code, CniError};
+use crate::cni::error::{code, CniError, Failures};
 use crate::linux::dbus::{self, Bus, Value};
 use crate::linux::statefile;
 use crate::pkg::nft_records;
@@ -461,13 +461,13 @@ pub fn del(att: &Attachment, zone: &str, prev_ips: &[IpAddr], ask_firewalld: boo
     if !todo.is_empty() {
         // firewalld not running: its runtime sources went with it.
         let r = session(async |fw| {
-            let mut errs = Vec::new();
+            let mut errs = Failures::new();
             for (z, s) in &todo {
                 if let Err(e) = fw.remove_source(z, s).await {
                     errs.push(anyhow::anyhow!("firewalld removeSource {z} {s}: {e}"));
                 }
             }
-            crate::pkg::errors::join_errors(errs)
+            errs.finish().map_err(anyhow::Error::from)
         });
         if let Ok(r) = r {
             r?;
@@ -520,7 +520,7 @@ pub fn gc(network: &str, valid: &[(&str, &str)]) -> Result<()> {
     }
     let shared = |s: &str| live.iter().any(|(_, l)| l.sources.iter().any(|(_, ls)| ls == s));
     let r = session(async |fw| {
-        let mut errs = Vec::new();
+        let mut errs = Failures::new();
         for (k, r) in &stale {
             let mut ok = true;
             for s in r.ours().filter(|s| !shared(s)) {
@@ -543,7 +543,7 @@ pub fn gc(network: &str, valid: &[(&str, &str)]) -> Result<()> {
                 store.forget(k);
             }
         }
-        crate::pkg::errors::join_errors(errs)
+        Ok(errs.finish()?)
     });
     r.unwrap_or(Ok(()))
 }

@@ -2,7 +2,7 @@
 //! the defaults of `cni::plugin::CniPlugin`.)
 
 use crate::cni::config::NetConf;
-use crate::cni::error::CniError;
+use crate::cni::error::{CniError, Failures};
 use crate::cni::result::CniResult;
 use crate::cni::skel::CmdArgs;
 use crate::pkg::undo::Undo;
@@ -31,14 +31,10 @@ pub fn required_ipam<'a>(net: &'a NetConf, plugin: &str) -> Result<&'a str, CniE
 /// The end of an interface plugin's DEL: IPAM DEL when an IPAM type is set (first, as the
 /// reference does: a DHCP lease is released by a packet sent on the container's link), then
 /// the container link. Both are tried; their failures join `errs`, the earlier steps' ones.
-pub fn release_then_del_link(net: &NetConf, args: &CmdArgs, mut errs: Vec<anyhow::Error>) -> anyhow::Result<()> {
+pub fn release_then_del_link(net: &NetConf, args: &CmdArgs, mut errs: Failures) -> anyhow::Result<()> {
     if let Some(t) = net.ipam_type() {
-        if let Err(e) = crate::cni::delegate::del(t, &args.stdin, args) {
-            errs.push(e.into());
-        }
+        errs.keep(crate::cni::delegate::del(t, &args.stdin, args));
     }
-    if let Err(e) = crate::pkg::link::del_container_link(&args.netns, &args.ifname) {
-        errs.push(e);
-    }
-    crate::pkg::errors::join_errors(errs)
+    errs.keep(crate::pkg::link::del_container_link(&args.netns, &args.ifname));
+    Ok(errs.finish()?)
 }

@@ -264,6 +264,12 @@ pub fn validate_expected_ips(nl: &mut Netlink, ifname: &str, ips: &[IpConfig]) -
     Ok(())
 }
 
+/// CHECK of what ConfigureIface set: `prev`'s addresses on `ifname` and its routes.
+pub fn validate_expected(nl: &mut Netlink, ifname: &str, prev: &CniResult) -> anyhow::Result<()> {
+    validate_expected_ips(nl, ifname, &prev.ips)?;
+    validate_expected_routes(nl, &prev.routes)
+}
+
 /// CHECK: every result route (destination and gateway) is in its table (main by default).
 /// A default route matches on the destination alone, as in the reference.
 pub fn validate_expected_routes(nl: &mut Netlink, routes: &[CniRoute]) -> anyhow::Result<()> {

@@ -1,7 +1,8 @@
 //! The container link's lifetime: the `mtu` key as the kernel wants it, and DEL of the link.
 
-use crate::cni::error::{code, CniError};
+use crate::cni::error::CniError;
 use crate::pkg::netns::open_netns_for_del;
+use anyhow::bail;
 
 /// The MTU key as the kernel wants it: unset, zero or negative means the kernel default.
 /// The `mtu` key: 0 means the kernel's default. A negative value is refused before anything
@@ -11,11 +12,9 @@ pub fn mtu_of(mtu: i64) -> anyhow::Result<Option<u32>> {
         0 => Ok(None),
         m => match u32::try_from(m) {
             Ok(m) => Ok(Some(m)),
-            Err(_) => Err(CniError::new(
-                code::INVALID_CONFIG,
-                format!("invalid MTU {m}: must be 0 (the default) or a positive number of bytes"),
-            )
-            .into()),
+            Err(_) => bail!(CniError::invalid_config(format!(
+                "invalid MTU {m}: must be 0 (the default) or a positive number of bytes"
+            ))),
         },
     }
 }

@@ -3,8 +3,9 @@
 //! and `linux`, never another plugin file; nothing here imports a plugin.
 //!
 //! - [`netns`]: CNI_NETNS opening with the spec's codes; [`ipam`]: IPAM ADD with rollback,
-//!   STATUS/GC delegation; [`undo`]: the rollback list of an ADD; [`errors`]: joined DEL errors
-//!   (the private files plugins keep for DEL are `linux::statefile`'s).
+//!   STATUS/GC delegation; [`undo`]: the rollback list of an ADD (a DEL's failures are
+//!   collected by `cni::error::Failures`; the private files plugins keep for DEL are
+//!   `linux::statefile`'s).
 //! - [`link`]: the `mtu` key, DEL of the container link; [`mac`]: MAC parsing and precedence;
 //!   [`ip`]: address arithmetic; [`veth`]: the veth pair of bridge and ptp; [`childlink`]: what
 //!   macvlan, ipvlan, vlan, tap and dummy share; [`ipconfig`]: ConfigureIface and the CHECK
@@ -17,13 +18,12 @@
 //!   attachment's nftables rules are (handles recorded at ADD), so ADD and DEL need no dump.
 //! - [`backend`]: which layout (iptables, iptables-legacy, nftables) an attachment's NAT and
 //!   filter rules take: the backend key, else the node's kind.
-//! - [`caps`]: the capabilities each plugin keeps, by name.
+//! - [`caps`]: the capability sets plugins name in `CniPlugin::CAPS`.
 
 pub mod backend;
 pub mod caps;
 pub mod childlink;
 pub mod comment;
-pub mod errors;
 pub mod firewalld;
 pub mod ip;
 pub mod ipam;

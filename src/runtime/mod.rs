@@ -7,7 +7,7 @@ pub mod conf;
 
 use crate::cni::config::Attachment;
 use crate::cni::delegate;
-use crate::cni::error::CniError;
+use crate::cni::error::{CniError, Failures};
 use crate::cni::result::CniResult;
 use crate::cni::skel::{CmdArgs, Command};
 use crate::cni::version::Version;
@@ -175,7 +175,7 @@ pub fn gc(list: &NetworkList, rt: &RuntimeConf, valid: Option<&[Attachment]>) ->
     if list.disable_gc {
         return Ok(());
     }
-    let mut errors = Vec::new();
+    let mut errors = Failures::new();
     for cached in cache::attachments(list, &rt.cache_dir) {
         let keep = valid
             .map(|v| {
@@ -194,9 +194,7 @@ pub fn gc(list: &NetworkList, rt: &RuntimeConf, valid: Option<&[Attachment]>) ->
             capability_args: cached.capability_args.clone(),
             ..rt.clone()
         };
-        if let Err(e) = del(list, &crt) {
-            errors.push(e.msg);
-        }
+        errors.keep(del(list, &crt));
     }
     if Version::at_least(&list.cni_version, "1.1.0")? {
         for plugin in &list.plugins {
@@ -210,16 +208,12 @@ pub fn gc(list: &NetworkList, rt: &RuntimeConf, valid: Option<&[Attachment]>) ->
                 obj.insert("cni.dev/attachments".into(), v);
             }
             let cfg = serde_json::to_vec(&obj).expect("a JSON object serialises");
-            if let Err(e) = delegate::run(plugin_type(plugin)?, Command::Gc, &cfg, &rt.cmd_args(Command::Gc)) {
-                errors.push(wrap(plugin, list, "gc", e).msg);
-            }
+            let r = delegate::run(plugin_type(plugin)?, Command::Gc, &cfg, &rt.cmd_args(Command::Gc));
+            errors.keep(r.map_err(|e| wrap(plugin, list, "gc", e)));
         }
     }
-    if errors.is_empty() {
-        Ok(())
-    } else {
-        Err(CniError::internal(errors.join("; ")))
-    }
+    // libcni joins them (errors.Join): one error whose code is the first any carries.
+    errors.finish()
 }
 
 /// STATUS to each plugin in order (1.1.0 lists only); the first error is returned as is.

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Generates tests/corpus/cases.json, the bad-input corpus of tests/corpus.rs: for every
+"""Generates tests/corpus/cases.json, the bad-input corpus of tests/it/corpus.rs: for every
 plugin a valid base config, then one broken thing per case (stdin, names, versions, env,
 CNI_ARGS, netns paths, key types and ranges, unicode, oversize), each with the CNI error
 code it must get. `pad` adds a key of that many bytes, `stdin_hex` gives raw stdin. Placeholders filled in by the test: @DATA@ (a temp state dir), @FILE@
@@ -48,7 +48,7 @@ for v in ["[]", "[1]", '"x"', "5"]:
     KNOWN[("loopback", "runtimeConfig", v)] = {"code": "ok"}
 for v in ['"x"', "5", "[]"]:
     KNOWN[("loopback", "args", v)] = {"code": "ok"}
-# The reference's answers where they differ (recorded from a run; tests/corpus.rs checks them).
+# The reference's answers where they differ (recorded from a run; tests/it/corpus.rs checks them).
 REFERENCE = json.load(open(os.path.join(HERE, "reference.json")))
 
 def case(plugin, note, code, config=None, stdin=None, env=None, command="ADD", **extra):

@@ -19,12 +19,14 @@ pub mod lease;
 pub mod packet;
 pub mod rpc;
 
+use super::NetIn;
 use crate::cni::config::{self, Attachment};
 use crate::cni::error::{code, CniError};
 use crate::cni::gokeys::GoKeys;
 use crate::cni::plugin::{entry, CniPlugin};
 use crate::cni::result::{CniResult, Dns, IpConfig, Route};
 use crate::cni::skel::{CmdArgs, Kind, Plugin};
+use crate::pkg::caps::{self, Capability};
 use anyhow::Result;
 use ipnet::{IpNet, Ipv4Net};
 use serde::Deserialize;
@@ -49,20 +51,6 @@ const DEFAULT_REQUEST: &[u8] = &[
 ];
 
 // ---- config -----------------------------------------------------------------
-
-#[derive(Deserialize, GoKeys)]
-struct NetIn {
-    #[serde(rename = "cniVersion", default)]
-    cni_version: String,
-    #[serde(default)]
-    name: String,
-    #[serde(default)]
-    ipam: Option<IpamIn>,
-    #[serde(rename = "cni.dev/valid-attachments", default)]
-    valid_attachments: Option<Vec<Attachment>>,
-    #[serde(rename = "cni.dev/attachments", default)]
-    attachments: Option<Vec<Attachment>>,
-}
 
 #[derive(Deserialize, Default, GoKeys)]
 struct IpamIn {
@@ -140,7 +128,8 @@ fn arg_map(cni_args: &str) -> Vec<(&str, &str)> {
 /// Reads the config (`stdin`) with CNI_ARGS: what the plugin checks before it calls the
 /// daemon, and what the daemon reads from the call.
 pub fn read_conf(stdin: &[u8], cni_args: &str) -> Result<Conf, CniError> {
-    let n: NetIn = config::parse(stdin)?;
+    let mut n: NetIn<IpamIn> = config::parse(stdin)?;
+    let valid = n.take_gc_keep();
     let ipam = n.ipam.unwrap_or_default();
     let socket = if ipam.daemon_socket_path.is_empty() {
         DEFAULT_SOCKET.to_string()
@@ -196,7 +185,7 @@ pub fn read_conf(stdin: &[u8], cni_args: &str) -> Result<Conf, CniError> {
         request,
         provide,
         priority: ipam.priority.filter(|&p| p != 0),
-        valid: n.valid_attachments.or(n.attachments),
+        valid,
     })
 }
 
@@ -410,6 +399,7 @@ impl CniPlugin for Dhcp {
     const NAME: &'static str = "dhcp";
     const KIND: Kind = Kind::Ipam;
     const SUMMARY: &'static str = "addresses from a DHCP server, leases kept by `dhcp daemon`";
+    const CAPS: &'static [Capability] = caps::NONE;
     type Conf = Conf;
     type Lenient = Conf;
 
@@ -595,7 +585,7 @@ mod go_keys_tests {
 
     #[test]
     fn keys_in_any_case() {
-        check_keys(NetIn::shape()).unwrap();
+        check_keys(NetIn::<IpamIn>::shape()).unwrap();
         let c = read_conf(
             br#"{"CNIVersion":"1.0.0","NAME":"n","IPAM":{"Type":"dhcp","DaemonSocketPath":"/tmp/x.sock",
                  "Request":[{"Option":"42","SkipDefault":true}],"Provide":[{"OPTION":"host-name","Value":"v","FromArg":"K"}],

@@ -6,16 +6,17 @@ pub mod allocator;
 pub mod range;
 pub mod store;
 
-use super::{parse_cidr, parse_ip, parse_requested_ip, parse_resolv_conf};
+use super::{parse_cidr, parse_ip, parse_requested_ip, parse_resolv_conf, NetIn};
 use crate::cni::config::{self, Attachment};
-use crate::cni::error::{code, CniError};
+use crate::cni::error::{code, CniError, Failures};
 use crate::cni::gokeys::GoKeys;
 use crate::cni::plugin::{entry, CniPlugin};
 use crate::cni::result::{CniResult, IpConfig, Route};
 use crate::cni::skel::{CmdArgs, Kind, Plugin};
 use crate::cni::version;
+use crate::pkg::caps::{self, Capability};
 use allocator::Allocator;
-use anyhow::Result;
+use anyhow::{Context, Result};
 use range::{RangeSet, RawRange};
 use serde::Deserialize;
 use std::net::IpAddr;
@@ -29,6 +30,7 @@ impl CniPlugin for HostLocal {
     const NAME: &'static str = "host-local";
     const KIND: Kind = Kind::Ipam;
     const SUMMARY: &'static str = "IP addresses from local ranges, reserved as files (GC and STATUS included)";
+    const CAPS: &'static [Capability] = caps::NONE;
     type Conf = IpamConf;
     type Lenient = IpamConf;
 
@@ -56,24 +58,6 @@ impl CniPlugin for HostLocal {
 }
 
 // ---- config ---------------------------------------------------------------------------
-
-#[derive(Deserialize, GoKeys)]
-struct NetIn {
-    #[serde(rename = "cniVersion", default)]
-    cni_version: String,
-    #[serde(default)]
-    name: String,
-    #[serde(default)]
-    ipam: Option<IpamIn>,
-    #[serde(rename = "runtimeConfig", default)]
-    runtime_config: Option<RuntimeIn>,
-    #[serde(default)]
-    args: Option<ArgsIn>,
-    #[serde(rename = "cni.dev/valid-attachments", default)]
-    valid_attachments: Option<Vec<Attachment>>,
-    #[serde(rename = "cni.dev/attachments", default)]
-    attachments: Option<Vec<Attachment>>,
-}
 
 #[derive(Deserialize, Default, GoKeys)]
 struct RangeIn {
@@ -155,7 +139,8 @@ fn decode_sets(sets: &Option<Vec<Vec<RangeIn>>>) -> Result<Vec<Vec<RawRange>>, C
 
 /// LoadIPAMConfig: decode, merge the sources, validate, with the reference's messages.
 pub fn load_conf(stdin: &[u8], cni_args: &str) -> Result<IpamConf, CniError> {
-    let n: NetIn = config::parse(stdin)?;
+    let mut n: NetIn<IpamIn, RuntimeIn, ArgsIn> = config::parse(stdin)?;
+    let gc_keep = n.take_gc_keep();
     let rc = n.runtime_config.unwrap_or_default();
     let rc_sets = decode_sets(&rc.ip_ranges)?;
     let rc_ips = rc.ips.unwrap_or_default();
@@ -218,7 +203,7 @@ pub fn load_conf(stdin: &[u8], cni_args: &str) -> Result<IpamConf, CniError> {
         routes: ipam.routes.unwrap_or_default(),
         sets,
         requested,
-        gc_keep: n.valid_attachments.or(n.attachments),
+        gc_keep,
     })
 }
 
@@ -300,16 +285,11 @@ fn cmd_del(conf: IpamConf, args: &CmdArgs) -> Result<()> {
     }
     // One release per range set, as the reference does: a second pass finds no (id, ifname)
     // file any more and so also releases legacy id-only files.
-    let errors: Vec<String> = conf
-        .sets
-        .iter()
-        .filter_map(|_| store.release_by_id(&args.container_id, &args.ifname).err())
-        .map(|e| e.to_string())
-        .collect();
-    if !errors.is_empty() {
-        return Err(CniError::internal(errors.join(";")).into());
+    let mut errors = Failures::new();
+    for _ in &conf.sets {
+        errors.keep(store.release_by_id(&args.container_id, &args.ifname));
     }
-    Ok(())
+    Ok(errors.finish()?)
 }
 
 fn cmd_check(conf: IpamConf, args: &CmdArgs) -> Result<()> {
@@ -339,7 +319,7 @@ fn cmd_gc(args: &CmdArgs) -> Result<()> {
     let entries = store
         .entries()
         .map_err(|e| CniError::internal(format!("host-local: GC: {e}")))?;
-    let mut errors = Vec::new();
+    let mut errors = Failures::under("host-local: GC");
     for e in entries {
         let valid = match Owner::parse(&e.content) {
             None => false,
@@ -355,15 +335,10 @@ fn cmd_gc(args: &CmdArgs) -> Result<()> {
             }) => keep.iter().any(|a| a.container_id == container_id),
         };
         if !valid {
-            if let Err(err) = store.release_ip(e.ip) {
-                errors.push(format!("release {}: {err}", e.name));
-            }
+            errors.keep(store.release_ip(e.ip).with_context(|| format!("release {}", e.name)));
         }
     }
-    if !errors.is_empty() {
-        return Err(CniError::internal(format!("host-local: GC: {}", errors.join("; "))).into());
-    }
-    Ok(())
+    Ok(errors.finish()?)
 }
 
 /// STATUS: ready when the data dir is writable and every range set (ADD takes one address
@@ -444,6 +419,6 @@ mod go_keys_tests {
 
     #[test]
     fn keys_in_any_case() {
-        check_keys(NetIn::shape()).unwrap();
+        check_keys(NetIn::<IpamIn, RuntimeIn, ArgsIn>::shape()).unwrap();
     }
 }

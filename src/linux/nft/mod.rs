@@ -253,6 +253,12 @@ impl Chain {
             comment: None,
         }
     }
+
+    /// A filter base chain at the filter priority with policy accept (`iptables -t filter`'s
+    /// chains, and the firewall's own): most base chains we make.
+    pub fn filter(table: &Table, name: &str, hook: Hook) -> Self {
+        Chain::base(table, name, ChainType::Filter, hook, priority::FILTER, Policy::Accept)
+    }
 }
 
 /// A rule: a list of expressions, an optional comment and (when listed) its handle.
@@ -263,6 +269,19 @@ pub struct Rule {
     pub exprs: Vec<Expr>,
     pub comment: Option<String>,
     pub handle: Option<u64>,
+}
+
+impl Rule {
+    /// An empty rule for `chain` in `table`, not yet in the kernel (no handle).
+    pub fn new(table: &Table, chain: &str) -> Rule {
+        Rule {
+            table: table.clone(),
+            chain: chain.to_string(),
+            exprs: Vec::new(),
+            comment: None,
+            handle: None,
+        }
+    }
 }
 
 /// Key types of sets, as `nft` datatype ids (they decide how `nft` prints elements).

@@ -57,13 +57,7 @@ impl RuleBuilder {
     /// A rule for `chain` in `table`.
     pub fn new(table: &Table, chain: &str) -> Self {
         RuleBuilder {
-            rule: Rule {
-                table: table.clone(),
-                chain: chain.to_string(),
-                exprs: Vec::new(),
-                comment: None,
-                handle: None,
-            },
+            rule: Rule::new(table, chain),
             l3: None,
             l4: None,
         }

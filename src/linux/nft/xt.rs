@@ -414,13 +414,7 @@ pub struct IptRule {
 impl IptRule {
     pub fn new(table: &Table, chain: &str) -> Self {
         IptRule {
-            rule: Rule {
-                table: table.clone(),
-                chain: chain.to_string(),
-                exprs: Vec::new(),
-                comment: None,
-                handle: None,
-            },
+            rule: Rule::new(table, chain),
         }
     }
 

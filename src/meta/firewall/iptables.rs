@@ -41,9 +41,8 @@ use super::{ingress_comment, Ingress};
 use super::{ADMIN_COMMENT, CNI_FORWARD, FORWARD_COMMENT, STAGE1, STAGE2};
 use crate::cni::result::CniResult;
 use crate::linux::nft::{
-    priority,
     xt::{self, IptRule},
-    Batch, Chain, ChainType, Family, Hook, NftSocket, Policy, Position, Rule, Table,
+    Batch, Chain, Family, Hook, NftSocket, Position, Rule, Table,
 };
 use crate::pkg::nft_records::{Recorded, Records};
 use crate::pkg::reference_iptables as reference;
@@ -271,14 +270,7 @@ pub fn add(
         used_after: used.map_or(0, u64::from),
         listed: Vec::new(),
     };
-    let forward = Chain::base(
-        &t,
-        FORWARD,
-        ChainType::Filter,
-        Hook::Forward,
-        priority::FILTER,
-        Policy::Accept,
-    );
+    let forward = Chain::filter(&t, FORWARD, Hook::Forward);
     let mut p;
     let mut fwd: Option<Vec<Rule>> = None;
     if let Some((hf, ha)) = stamped(sock, f, &plan.rec, used, admin)? {

@@ -1,6 +1,6 @@
 //! firewall: allow forwarded traffic to and from the container, optionally isolate its bridge
 //! (the reference's `plugins/meta/firewall`). firewalld where it runs, else three layouts,
-//! chosen once per verb ([`firewalld_want`], [`Backend::choose`], doc/firewall.md):
+//! chosen once per verb ([`firewalld_want`], [`backend::choose`], doc/firewall.md):
 //!
 //! - `iptables.rs`: the reference's iptables backend's own rules (`CNI-FORWARD`, the admin
 //!   chain, the `FORWARD` jump, the isolation stages) in iptables' `filter` tables, written over
@@ -36,13 +36,14 @@ use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 
 use crate::cni::config::{self, NetConf};
-use crate::cni::error::CniError;
+use crate::cni::error::{CniError, Failures};
 use crate::cni::gokeys::GoKeys;
 use crate::cni::plugin::{entry, CniPlugin};
 use crate::cni::result::CniResult;
 use crate::cni::skel::{CmdArgs, Kind, Plugin};
 use crate::linux::nft::{Batch, NftSocket};
-use crate::pkg::backend::{self, Layout, Requested};
+use crate::pkg::backend::{self, Requested};
+use crate::pkg::caps::{self, Capability};
 use crate::pkg::firewalld;
 use crate::pkg::legacy_iptables as legacy;
 use crate::pkg::nft_records as records;
@@ -79,26 +80,11 @@ struct FirewallConf {
     firewalld_zone: String,
 }
 
-/// The layout one verb writes (ADD) or checks (CHECK).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
-    Iptables,
-    /// The iptables layout in x_tables ("iptables" on a legacy node).
-    IptablesLegacy,
-    Nftables,
-}
+/// The layout one verb writes (ADD) or checks (CHECK): the `backend` key's on this node, unset
+/// following the node ([`backend::choose`]); the same enum masquerade and portmap use.
+pub use crate::pkg::backend::Layout as Backend;
 
 impl Backend {
-    /// The `backend` key's layout on this node (the netns `sock` is bound to): unset follows
-    /// the node (`pkg::backend`).
-    pub fn choose(requested: Requested, sock: &NftSocket) -> Result<Backend> {
-        Ok(match backend::choose(requested, sock)? {
-            Layout::Nftables => Backend::Nftables,
-            Layout::Iptables => Backend::Iptables,
-            Layout::IptablesLegacy => Backend::IptablesLegacy,
-        })
-    }
-
     fn describe(self) -> &'static str {
         match self {
             Backend::Iptables => "iptables-nft's filter tables (the iptables layout)",
@@ -171,6 +157,7 @@ impl CniPlugin for Firewall {
     const KIND: Kind = Kind::Meta;
     const SUMMARY: &'static str =
         "allow traffic to and from the container; optional bridge isolation (iptables or nftables)";
+    const CAPS: &'static [Capability] = caps::NODE_ONLY;
     const VERSIONS: &'static [&'static str] = &["0.4.0", "1.0.0", "1.1.0"];
     const HAS_STATUS: bool = false;
     type Conf = (FirewallConf, Ingress, Requested);
@@ -221,7 +208,7 @@ impl CniPlugin for Firewall {
         let sock = NftSocket::open()?;
         let comment = crate::pkg::comment::rule_comment(&conf.net.name, &args.container_id, &args.ifname);
         let key = record_key(&conf.net, args);
-        let backend = Backend::choose(requested, &sock)?;
+        let backend = backend::choose(requested, &sock)?;
         if backend != Backend::IptablesLegacy {
             let ips: Vec<IpAddr> = prev.ips.iter().map(|i| i.address.addr()).collect();
             if let Some(why) = legacy::forward_drop_refusal(&ips, backend.describe())? {
@@ -334,7 +321,10 @@ impl CniPlugin for Firewall {
         // x_tables' accepts (read only where this netns has a legacy filter table).
         let legacy =
             legacy::apply(&legacy::firewall_del(&ips)).context("failed to remove firewall rules (iptables-legacy)");
-        crate::pkg::errors::join_errors(unbound.err().into_iter().chain(legacy.err()).collect())
+        let mut errs = Failures::new();
+        errs.keep(unbound);
+        errs.keep(legacy);
+        Ok(errs.finish()?)
     }
     /// The layout ADD chose; with the backend unset, the other layout's rules are healthy
     /// too (a pod added while the node decided otherwise, or by the reference before a swap).
@@ -359,7 +349,7 @@ impl CniPlugin for Firewall {
             legacy::check(&legacy::firewall_check_plan(&ips, &conf.admin_chain))
         };
         let (first, other): (&dyn Fn() -> Result<()>, &dyn Fn() -> Result<()>) =
-            match Backend::choose(requested, &sock)? {
+            match backend::choose(requested, &sock)? {
                 Backend::Iptables => (&ipt, &nft),
                 Backend::IptablesLegacy => (&xt, &ipt),
                 Backend::Nftables => (&nft, &ipt),

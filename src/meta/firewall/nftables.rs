@@ -41,8 +41,7 @@ use super::{bridge_name, ingress_comment, FirewallConf, Ingress};
 use super::{ADMIN_COMMENT, CNI_FORWARD, FORWARD, FORWARD_COMMENT, STAGE1, STAGE2, TABLE};
 use crate::cni::result::CniResult;
 use crate::linux::nft::{
-    ct_state, priority, xt, Batch, Chain, ChainType, CmpOp, Family, Hook, NftSocket, Policy, Position, Rule,
-    RuleBuilder, Table,
+    ct_state, xt, Batch, Chain, CmpOp, Family, Hook, NftSocket, Position, Rule, RuleBuilder, Table,
 };
 use crate::pkg::nft_records::{self as records, Recorded, Records};
 
@@ -182,14 +181,7 @@ pub fn add(
     for c in [CNI_FORWARD, &conf.admin_chain, STAGE1, STAGE2] {
         b.add_chain(&Chain::regular(&t, c));
     }
-    let fwd = Chain::base(
-        &t,
-        FORWARD,
-        ChainType::Filter,
-        Hook::Forward,
-        priority::FILTER,
-        Policy::Accept,
-    );
+    let fwd = Chain::filter(&t, FORWARD, Hook::Forward);
     b.add_chain(&fwd);
     // The entry chain is ours alone: rebuilt so isolation is evaluated before CNI-FORWARD.
     b.flush_chain(&t, FORWARD);
@@ -269,14 +261,7 @@ fn add_isolation(sock: &NftSocket, b: &mut Batch, prev: &CniResult, ingress: Ing
         // CONFIG_NFT_BRIDGE_META, which kernels may lack.)
         let bt = bridge_table();
         b.add_table(&bt);
-        b.add_chain(&Chain::base(
-            &bt,
-            FORWARD,
-            ChainType::Filter,
-            Hook::Forward,
-            priority::FILTER,
-            Policy::Accept,
-        ));
+        b.add_chain(&Chain::filter(&bt, FORWARD, Hook::Forward));
         let have = sock.list_rules(Family::Bridge, TABLE, FORWARD)?;
         for r in have.iter().filter(|r| r.comment.as_deref() == Some(comment)) {
             b.del_rule(&bt, FORWARD, r.handle.unwrap_or_default());

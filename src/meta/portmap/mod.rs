@@ -24,7 +24,7 @@ use ipnet::IpNet;
 use serde::Deserialize;
 
 use crate::cni::config::{self, NetConf, PortMapping};
-use crate::cni::error::CniError;
+use crate::cni::error::{CniError, Failures};
 use crate::cni::gokeys::GoKeys;
 use crate::cni::plugin::{entry, CniPlugin};
 use crate::cni::result::CniResult;
@@ -35,6 +35,7 @@ use crate::linux::nft::{Batch, Family, L4Proto, NftSocket};
 use crate::linux::xtables::Rule as XtRule;
 use crate::linux::{sysctl, Netlink};
 use crate::pkg::backend::{self, Requested};
+use crate::pkg::caps::{self, Capability};
 use crate::pkg::legacy_iptables as legacy;
 use crate::pkg::nft_records as records;
 use crate::pkg::reference_iptables as reference;
@@ -81,24 +82,9 @@ pub struct Mapping {
     pub host_ip: Option<IpAddr>,
 }
 
-/// Where one verb writes (or first looks for) an attachment's rules.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Layout {
-    Iptables,
-    /// The iptables layout in x_tables: what `iptables` means on a legacy node.
-    IptablesLegacy,
-    Nftables,
-}
-
-impl Layout {
-    fn as_str(self) -> &'static str {
-        match self {
-            Layout::Iptables => "iptables",
-            Layout::IptablesLegacy => "iptables-legacy",
-            Layout::Nftables => "nftables",
-        }
-    }
-}
+/// Where one verb writes (or first looks for) an attachment's rules: the same enum masquerade
+/// and the firewall use.
+pub use crate::pkg::backend::Layout;
 
 /// `conditionsV4`/`conditionsV6`, in the syntax of the layout they were written for
 /// (upstream's `detectBackendOfConditions`: iptables options start with `-` or `!`).
@@ -122,10 +108,6 @@ pub struct Conf {
     mark_bit: u32,
     external_setmark: Option<String>,
     conditions: Conditions,
-}
-
-fn invalid(msg: String) -> anyhow::Error {
-    CniError::invalid_config(msg).into()
 }
 
 /// Which layout a condition list was written for; `None` when it is empty (upstream looks
@@ -243,7 +225,9 @@ fn parse_mapping(m: &PortMapping) -> Result<Mapping> {
         "" | "tcp" => L4Proto::Tcp,
         "udp" => L4Proto::Udp,
         "sctp" => L4Proto::Sctp,
-        other => return Err(invalid(format!("unknown port mapping protocol {other:?}"))),
+        other => bail!(CniError::invalid_config(format!(
+            "unknown port mapping protocol {other:?}"
+        ))),
     };
     let host_ip = match m.host_ip.as_str() {
         "" => None,
@@ -269,11 +253,7 @@ impl Conf {
             Some(_) => Requested::Iptables,
             None => self.requested,
         };
-        Ok(match backend::choose(requested, sock)? {
-            backend::Layout::Iptables => Layout::Iptables,
-            backend::Layout::IptablesLegacy => Layout::IptablesLegacy,
-            backend::Layout::Nftables => Layout::Nftables,
-        })
+        backend::choose(requested, sock)
     }
 
     /// The legacy layout's plan for container address `net` (`conds` applies this family's
@@ -363,6 +343,7 @@ impl CniPlugin for Portmap {
     const NAME: &'static str = "portmap";
     const KIND: Kind = Kind::Meta;
     const SUMMARY: &'static str = "forward host ports to the container (iptables or nftables, over netlink)";
+    const CAPS: &'static [Capability] = caps::NODE_ONLY;
     const HAS_STATUS: bool = false;
     type Conf = Conf;
     type Lenient = NetConf;
@@ -468,22 +449,18 @@ impl CniPlugin for Portmap {
         let mapped = net.runtime_config.port_mappings.as_ref().is_some_and(|m| !m.is_empty());
         let mut listings = false;
         loop {
-            let mut errors = Vec::new();
+            let mut errors = Failures::under("could not remove port mappings");
             let mut b = Batch::new();
             for fam in [Family::Ip, Family::Ip6] {
-                if let Err(e) = nftables::plan_del(&sock, &mut b, fam, &a, mapped) {
-                    errors.push(format!("{fam}: {e:#}"));
-                }
+                errors.keep(nftables::plan_del(&sock, &mut b, fam, &a, mapped).with_context(|| fam.to_string()));
             }
             let mut by_record = false;
             match iptables::plan_del(&sock, &mut b, &net.name, &args.container_id, &key, listings) {
                 Ok(r) => by_record = r.from_records,
-                Err(e) => errors.push(format!("iptables: {e:#}")),
+                Err(e) => errors.push(e.context("iptables")),
             }
             // x_tables, where a legacy node keeps them (nothing is read where none is registered).
-            if let Err(e) = legacy::apply(&legacy::portmap_del(&net.name, &args.container_id)) {
-                errors.push(format!("iptables-legacy: {e:#}"));
-            }
+            errors.keep(legacy::apply(&legacy::portmap_del(&net.name, &args.container_id)).context("iptables-legacy"));
             if !b.is_empty() {
                 if let Err(e) = b.commit(&sock) {
                     // A jump the records did not know makes the kernel refuse the chain's
@@ -492,12 +469,10 @@ impl CniPlugin for Portmap {
                         listings = true;
                         continue;
                     }
-                    errors.push(format!("error deleting rules: {e}"));
+                    errors.push(anyhow::Error::from(e).context("error deleting rules"));
                 }
             }
-            if !errors.is_empty() {
-                bail!("could not remove port mappings: {}", errors.join("; "));
-            }
+            errors.finish()?;
             break;
         }
         for fam in [Family::Ip, Family::Ip6] {
@@ -566,13 +541,14 @@ impl CniPlugin for Portmap {
             .map(|a| attachment_key(&net.name, &a.ifname, &a.container_id))
             .collect();
         let sock = NftSocket::open()?;
-        let mut errors = Vec::new();
+        let mut errors = Failures::under("portmap GC");
         let mut b = Batch::new();
         let mut stale = Vec::new();
         for fam in [Family::Ip, Family::Ip6] {
-            match nftables::plan_gc(&sock, &mut b, fam, &hash, &keep) {
-                Ok(keys) => stale.push((fam, keys)),
-                Err(e) => errors.push(format!("{fam}: {e:#}")),
+            if let Some(keys) =
+                errors.keep(nftables::plan_gc(&sock, &mut b, fam, &hash, &keep).with_context(|| fam.to_string()))
+            {
+                stale.push((fam, keys));
             }
         }
         // The reference's chains carry network and container ID (not the ifname, which it ignores).
@@ -582,21 +558,18 @@ impl CniPlugin for Portmap {
                     .is_some_and(|(n, cid)| n == net.name && !valid.iter().any(|a| a.container_id == cid))
             })
         };
-        if let Err(e) = reference::plan_nat_removal(&sock, &mut b, reference::Scope::Table, &dead, &[]) {
-            errors.push(format!("iptables: {e:#}"));
-        }
+        errors
+            .keep(reference::plan_nat_removal(&sock, &mut b, reference::Scope::Table, &dead, &[]).context("iptables"));
         let live = |cid: &str| valid.iter().any(|a| a.container_id == cid);
-        if let Err(e) = legacy::gc(legacy::Owner::Portmap, &net.name, &live).and_then(|p| legacy::apply(&p)) {
-            errors.push(format!("iptables-legacy: {e:#}"));
-        }
+        errors.keep(
+            legacy::gc(legacy::Owner::Portmap, &net.name, &live)
+                .and_then(|p| legacy::apply(&p))
+                .context("iptables-legacy"),
+        );
         if !b.is_empty() {
-            if let Err(e) = b.commit(&sock) {
-                errors.push(format!("error deleting rules: {e}"));
-            }
+            errors.keep(b.commit(&sock).context("error deleting rules"));
         }
-        if !errors.is_empty() {
-            bail!("portmap GC: {}", errors.join("; "));
-        }
+        errors.finish()?;
         // The records of attachments that are not valid go too (their rules just went).
         for (fam, keys) in &stale {
             nftables::forget_keys(&sock, *fam, keys);

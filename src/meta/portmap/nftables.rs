@@ -538,21 +538,12 @@ fn same_exprs(a: &[Expr], b: &[Expr]) -> bool {
     let strip = |v: &[Expr]| -> Vec<Expr> {
         v.iter()
             .filter(|e| !matches!(e, Expr::Counter { .. }))
-            .map(|e| match e {
-                Expr::Nat {
-                    kind,
-                    family,
-                    addr,
-                    proto,
-                    flags,
-                } => Expr::Nat {
-                    kind: *kind,
-                    family: *family,
-                    addr: *addr,
-                    proto: *proto,
-                    flags: flags & !nat_flags::MAP_IPS,
-                },
-                e => e.clone(),
+            .map(|e| {
+                let mut e = e.clone();
+                if let Expr::Nat { flags, .. } = &mut e {
+                    *flags &= !nat_flags::MAP_IPS;
+                }
+                e
             })
             .collect()
     };

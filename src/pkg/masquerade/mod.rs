@@ -8,7 +8,7 @@
 //! - [`nftables`]: upstream's nftables backend (`pkg/ip/ipmasq_nftables_linux.go`), the table
 //!   `inet cni_plugins_masquerade`.
 //!
-//! The layout is chosen once per verb ([`Backend::choose`]): `ipMasqBackend` when set, else
+//! The layout is chosen once per verb ([`backend::choose`]): `ipMasqBackend` when set, else
 //! the node's (`pkg::backend`: iptables when the node uses iptables, as upstream's
 //! `SetupIPMasqForNetworks` prefers). ADD writes that layout; CHECK checks it; DEL and GC
 //! remove the attachment's rules in both, in one batch, as upstream's
@@ -25,7 +25,7 @@ use crate::cni::config::NetConf;
 use crate::cni::result::CniResult;
 use crate::cni::skel::CmdArgs;
 use crate::linux::nft::{Batch, NftSocket};
-use crate::pkg::backend::{self, Layout, Requested};
+use crate::pkg::backend::{self, Requested};
 use crate::pkg::legacy_iptables as legacy;
 use crate::pkg::undo::Undo;
 
@@ -38,25 +38,11 @@ pub fn requested(value: Option<&str>) -> Result<Requested> {
     Requested::parse(KEY, value)
 }
 
-/// The layout one verb writes (ADD) or checks (CHECK).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Backend {
-    Iptables,
-    /// The iptables layout in x_tables ("iptables" on a legacy node).
-    IptablesLegacy,
-    Nftables,
-}
+/// The layout one verb writes (ADD) or checks (CHECK): [`backend::choose`]'s, the same enum
+/// the firewall and portmap use.
+pub use crate::pkg::backend::Layout as Backend;
 
 impl Backend {
-    /// The request's layout on this node (the netns `sock` is bound to).
-    pub fn choose(requested: Requested, sock: &NftSocket) -> Result<Backend> {
-        Ok(match backend::choose(requested, sock)? {
-            Layout::Nftables => Backend::Nftables,
-            Layout::Iptables => Backend::Iptables,
-            Layout::IptablesLegacy => Backend::IptablesLegacy,
-        })
-    }
-
     /// The layout CHECK also accepts when the backend is unset.
     fn other(self) -> Backend {
         match self {
@@ -97,7 +83,7 @@ pub fn setup(
 ) -> Result<NftSocket> {
     let ips: Vec<IpNet> = result.ips.iter().map(|i| i.address).collect();
     let sock = NftSocket::open()?;
-    Backend::choose(requested, &sock)?.setup(&sock, network, args, &ips)?;
+    backend::choose(requested, &sock)?.setup(&sock, network, args, &ips)?;
     let (net, cid, ifname) = (network.to_string(), args.container_id.clone(), args.ifname.clone());
     undo.push(format!("remove IP masquerading of {cid}/{ifname}"), move || {
         teardown(&NftSocket::open()?, &net, &ifname, &cid)
@@ -128,7 +114,7 @@ pub fn teardown(sock: &NftSocket, network: &str, ifname: &str, container_id: &st
 pub fn check(network: &str, requested: Requested, args: &CmdArgs, prev: &CniResult) -> Result<()> {
     let ips: Vec<IpNet> = prev.ips.iter().map(|i| i.address).collect();
     let sock = NftSocket::open()?;
-    let backend = Backend::choose(requested, &sock)?;
+    let backend = backend::choose(requested, &sock)?;
     match backend.check(&sock, network, args, &ips) {
         Err(e) if requested == Requested::Auto => backend.other().check(&sock, network, args, &ips).map_err(|_| e),
         r => r,
