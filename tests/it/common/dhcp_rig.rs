@@ -225,7 +225,12 @@ impl DhcpRig {
             child: Some(child),
             what: "dhcp daemon".into(),
         });
-        wait_for(|| appears.exists(), "dhcp daemon socket", Duration::from_secs(10));
+        // The socket file appears at bind(), before listen(): wait until a connect succeeds.
+        wait_for(
+            || std::os::unix::net::UnixStream::connect(appears).is_ok(),
+            "dhcp daemon listening on its socket",
+            Duration::from_secs(10),
+        );
     }
 
     /// The interface plugin's config with dhcp IPAM: bridge on br0 or macvlan on up0.

@@ -415,6 +415,21 @@ impl TestNs {
     }
 }
 
+impl TestNs {
+    /// Deletes the netns as a runtime does when a sandbox dies: its name goes, and processes
+    /// inside it (a plugin in the middle of an ADD) are left running, unlike on drop.
+    pub fn delete_leaving_processes(self) {
+        let out = run_cmd(&["ip", "netns", "del", &self.name]);
+        assert!(
+            out.status.success(),
+            "ip netns del {}: {}",
+            self.name,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::mem::forget(self);
+    }
+}
+
 impl Drop for TestNs {
     fn drop(&mut self) {
         // Processes a test left inside (daemons, listeners) would keep the netns alive.
