@@ -259,15 +259,7 @@ impl Conf {
     /// The legacy layout's plan for container address `net` (`conds` applies this family's
     /// iptables-syntax conditions).
     fn legacy_plan(&self, args: &CmdArgs, net: IpNet, conds: &dyn Fn(XtRule) -> XtRule) -> legacy::Plan {
-        let p = legacy::Portmap {
-            network: &self.net.name,
-            container_id: &args.container_id,
-            snat: self.snat,
-            masq_all: self.masq_all,
-            mark_bit: self.mark_bit,
-            external_setmark: self.external_setmark.as_deref(),
-            conditions: Some(conds),
-        };
+        let p: legacy::Portmap = self.reference_keys(args, Some(conds));
         let maps: Vec<legacy::HostPort> = self
             .mappings
             .iter()
@@ -312,14 +304,19 @@ impl Conf {
             }
             _ => NONE.get_or_init(iptables::Conds::default),
         };
-        iptables::Params {
+        self.reference_keys(args, conds)
+    }
+
+    /// The keys both iptables layouts' rules depend on, with `conditions` in the layout's form.
+    fn reference_keys<'a, C>(&'a self, args: &'a CmdArgs, conditions: C) -> reference::PortmapKeys<'a, C> {
+        reference::PortmapKeys {
             network: &self.net.name,
             container_id: &args.container_id,
             snat: self.snat,
             masq_all: self.masq_all,
             mark_bit: self.mark_bit,
             external_setmark: self.external_setmark.as_deref(),
-            conds,
+            conditions,
         }
     }
 }
@@ -390,7 +387,7 @@ impl CniPlugin for Portmap {
                 }
                 Layout::IptablesLegacy => {
                     let p = conf.ipt_params(args, v6);
-                    let conds = |r: XtRule| p.conds.on_legacy(r);
+                    let conds = |r: XtRule| p.conditions.on_legacy(r);
                     let plan = conf.legacy_plan(args, container_net(&prev, cip), &conds);
                     legacy::apply(&[plan]).context("failed to set up port mappings (iptables-legacy)")?;
                     let (net, cid) = (conf.net.name.clone(), args.container_id.clone());
@@ -510,7 +507,7 @@ impl CniPlugin for Portmap {
             };
             let xt = || {
                 let p = conf.ipt_params(args, v6);
-                let conds = |r: XtRule| p.conds.on_legacy(r);
+                let conds = |r: XtRule| p.conditions.on_legacy(r);
                 let plan = conf.legacy_plan(args, container_net(&prev, cip), &conds);
                 legacy::check(&[legacy::portmap_check_of(plan, &conf.net.name, &args.container_id)])
             };
