@@ -426,6 +426,17 @@ impl LinkKind<'_> {
     }
 }
 
+/// Builder setters for [`VethPeer`] and [`LinkSpec`]: `field(value)` stores `Some(value)`.
+macro_rules! setters {
+    ($($(#[$doc:meta])* $field:ident: $ty:ty,)*) => {$(
+        $(#[$doc])*
+        pub fn $field(mut self, $field: $ty) -> Self {
+            self.$field = Some($field);
+            self
+        }
+    )*};
+}
+
 /// The peer end of a veth pair to create. Its attributes can be set only here, so only on a
 /// veth: `LinkSpec::veth("eth0", VethPeer::new("veth1").netns(host.as_fd()).mtu(1400))`.
 #[derive(Debug, Clone)]
@@ -447,22 +458,13 @@ impl<'fd> VethPeer<'fd> {
         }
     }
 
-    /// Creates the peer in the namespace behind `ns`.
-    pub fn netns(mut self, ns: BorrowedFd<'fd>) -> Self {
-        self.netns = Some(ns);
-        self
-    }
-
-    /// The peer's MTU.
-    pub fn mtu(mut self, mtu: u32) -> Self {
-        self.mtu = Some(mtu);
-        self
-    }
-
-    /// The peer's MAC.
-    pub fn mac(mut self, mac: [u8; 6]) -> Self {
-        self.mac = Some(mac);
-        self
+    setters! {
+        /// Creates the peer in the namespace behind the fd.
+        netns: BorrowedFd<'fd>,
+        /// The peer's MTU.
+        mtu: u32,
+        /// The peer's MAC.
+        mac: [u8; 6],
     }
 }
 
@@ -520,34 +522,17 @@ impl<'fd> LinkSpec<'fd> {
         Self::new(name, LinkKind::Veth(peer.into()))
     }
 
-    /// Sets the MTU.
-    pub fn mtu(mut self, mtu: u32) -> Self {
-        self.mtu = Some(mtu);
-        self
-    }
-
-    /// Sets the MAC.
-    pub fn mac(mut self, mac: [u8; 6]) -> Self {
-        self.mac = Some(mac);
-        self
-    }
-
-    /// Sets the transmit queue length.
-    pub fn txqlen(mut self, q: u32) -> Self {
-        self.txqlen = Some(q);
-        self
-    }
-
-    /// Creates the link in the namespace behind `ns`.
-    pub fn netns(mut self, ns: BorrowedFd<'fd>) -> Self {
-        self.netns = Some(ns);
-        self
-    }
-
-    /// Sets the parent link index.
-    pub fn parent(mut self, index: u32) -> Self {
-        self.parent = Some(index);
-        self
+    setters! {
+        /// Sets the MTU.
+        mtu: u32,
+        /// Sets the MAC.
+        mac: [u8; 6],
+        /// Sets the transmit queue length.
+        txqlen: u32,
+        /// Creates the link in the namespace behind the fd.
+        netns: BorrowedFd<'fd>,
+        /// Sets the parent link index.
+        parent: u32,
     }
 
     /// Brings the link up on creation.
