@@ -6,6 +6,7 @@
 //! the source (packet fields: network order; meta/ct/fib values: host order).
 
 use super::wire::{self, AttrWriter};
+use crate::linux::NfProto;
 
 /// A register number (`NFT_REG_*`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -76,13 +77,6 @@ pub mod nat_flags {
 pub enum NatType {
     Snat = 0,
     Dnat = 1,
-}
-
-/// The address family a NAT expression rewrites (`NFPROTO_IPV4`/`NFPROTO_IPV6`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum NatFamily {
-    Ipv4 = 2,
-    Ipv6 = 10,
 }
 
 /// A verdict, as stored in the verdict register by an `immediate` expression.
@@ -168,7 +162,7 @@ pub enum Expr {
     /// snat/dnat with address and/or port taken from registers.
     Nat {
         kind: NatType,
-        family: NatFamily,
+        family: NfProto,
         addr: Option<(Reg, Reg)>,
         proto: Option<(Reg, Reg)>,
         flags: u32,
@@ -476,9 +470,9 @@ impl Expr {
                     NatType::Dnat
                 },
                 family: if u(NAT_FAMILY)? == 10 {
-                    NatFamily::Ipv6
+                    NfProto::Ipv6
                 } else {
-                    NatFamily::Ipv4
+                    NfProto::Ipv4
                 },
                 addr: range(NAT_ADDR_MIN, NAT_ADDR_MAX),
                 proto: range(NAT_PROTO_MIN, NAT_PROTO_MAX),
@@ -576,7 +570,7 @@ mod tests {
             },
             Expr::Nat {
                 kind: NatType::Dnat,
-                family: NatFamily::Ipv4,
+                family: NfProto::Ipv4,
                 addr: Some((Reg::R1, Reg::R1)),
                 proto: Some((Reg::R2, Reg::R2)),
                 flags: nat_flags::PROTO_SPECIFIED,

@@ -29,11 +29,11 @@ use crate::cni::gokeys::GoKeys;
 use crate::cni::plugin::{entry, CniPlugin};
 use crate::cni::result::CniResult;
 use crate::cni::skel::{CmdArgs, Kind, Plugin};
-use crate::linux::conntrack::{self, CtFamily};
+use crate::linux::conntrack;
 use crate::linux::netlink::IpFamily;
 use crate::linux::nft::{Batch, Family, L4Proto, NftSocket};
 use crate::linux::xtables::Rule as XtRule;
-use crate::linux::{sysctl, Netlink};
+use crate::linux::{sysctl, Netlink, NfProto};
 use crate::pkg::backend::{self, Requested};
 use crate::pkg::caps::{self, Capability};
 use crate::pkg::legacy_iptables as legacy;
@@ -421,7 +421,7 @@ impl CniPlugin for Portmap {
             }
             // A UDP "connection" to the host port may still point at a previous container:
             // conntrack would keep sending it there, so forget those entries.
-            let ct = if v6 { CtFamily::V6 } else { CtFamily::V4 };
+            let ct = if v6 { NfProto::Ipv6 } else { NfProto::Ipv4 };
             for m in conf.mappings.iter().filter(|m| m.proto == L4Proto::Udp) {
                 // Failures are only logged by the reference; a stale entry is not fatal.
                 if let Err(e) = conntrack::delete_by_dst_port(ct, L4Proto::Udp as u8, m.host_port) {
