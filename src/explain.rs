@@ -110,6 +110,7 @@ const LINK_IN_CONTAINER: Key = k(
     "the master interface is in the container's netns, not the node's",
 );
 
+// Why two copies: the entries are rows of one table, alike in shape only (see below).
 /// One entry a plugin, one row a key. The rows of different plugins look alike (and
 /// `duplicates` pairs them) because they are rows of one table, not repeated logic: a key
 /// several plugins read with the same meaning is one const above (MTU, MASTER, IP_MASQ …),
