@@ -385,17 +385,7 @@ fn run_plugin(plugin: &'static crate::cni::Plugin, c: PluginCmd) -> i32 {
     let started = (std::time::SystemTime::now(), std::time::Instant::now());
     let out = skel::run(plugin, &getenv, &mut read_stdin, &|_| false);
     // Logged as a runtime's run of the plugin would be (after its in-process delegates).
-    crate::invocation_log::record(&getenv, || {
-        crate::invocation_log::line(&crate::invocation_log::Entry {
-            at: started.0,
-            plugin: plugin.name,
-            getenv: &getenv,
-            stdin: &config,
-            took: started.1.elapsed(),
-            exit: out.exit,
-            stdout: &out.stdout,
-        })
-    });
+    crate::invocation_log::record_run(plugin.name, &getenv, started, &config, out.exit, &out.stdout);
     if out.exit != 0 {
         if let Ok(e) = serde_json::from_str::<crate::cni::CniError>(&out.stdout) {
             eprintln!("cni-multi {} {}: error code {}: {}", plugin.name, command, e.code, e);

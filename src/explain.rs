@@ -110,6 +110,7 @@ const LINK_IN_CONTAINER: Key = k(
     "the master interface is in the container's netns, not the node's",
 );
 
+// Why two copies: the entries are rows of one table, alike in shape only (see below).
 /// One entry a plugin, one row a key. The rows of different plugins look alike (and
 /// `duplicates` pairs them) because they are rows of one table, not repeated logic: a key
 /// several plugins read with the same meaning is one const above (MTU, MASTER, IP_MASQ …),
@@ -510,16 +511,29 @@ mod tests {
         keys
     }
 
-    /// `source` if it defines `struct ty`, else the file of `src/pkg/` that does.
+    /// `source` if it defines `struct ty`, else the file under `src/pkg/` that does.
     fn struct_source(source: &str, ty: &str) -> String {
+        fn files(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+            for e in std::fs::read_dir(dir).unwrap() {
+                let path = e.unwrap().path();
+                if path.is_dir() {
+                    files(&path, out);
+                } else {
+                    out.push(path);
+                }
+            }
+        }
         let decl = format!("struct {ty} {{");
         if source.contains(&decl) {
             return source.to_string();
         }
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/pkg");
-        std::fs::read_dir(&dir)
-            .unwrap()
-            .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+        let mut all = Vec::new();
+        files(
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/pkg"),
+            &mut all,
+        );
+        all.iter()
+            .map(|p| std::fs::read_to_string(p).unwrap())
             .find(|s| s.contains(&decl))
             .unwrap_or_else(|| panic!("struct {ty} not found"))
     }

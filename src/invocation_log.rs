@@ -13,7 +13,7 @@ use serde_json::{json, Map, Value};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 pub const ENV_PATH: &str = "CNI_MULTI_LOG";
 pub const ENV_MAX: &str = "CNI_MULTI_LOG_MAX";
@@ -85,6 +85,29 @@ pub fn record(getenv: &dyn Fn(&str) -> Option<String>, line: impl FnOnce() -> St
     let mut text = line();
     text.push('\n');
     let _ = append(Path::new(&path), text.as_bytes(), max);
+}
+
+/// Logs one run of `plugin` that began at `started` (the wall clock for its time, the
+/// monotonic clock for its length), as the runtime's view of it: the entry points' one way.
+pub fn record_run(
+    plugin: &str,
+    getenv: &dyn Fn(&str) -> Option<String>,
+    started: (SystemTime, Instant),
+    stdin: &[u8],
+    exit: i32,
+    stdout: &str,
+) {
+    record(getenv, || {
+        line(&Entry {
+            at: started.0,
+            plugin,
+            getenv,
+            stdin,
+            took: started.1.elapsed(),
+            exit,
+            stdout,
+        })
+    });
 }
 
 fn open(path: &Path) -> std::io::Result<std::fs::File> {

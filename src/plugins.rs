@@ -63,17 +63,7 @@ pub fn run_as_plugin(plugin: &'static Plugin) -> i32 {
     };
     let out = skel::run(plugin, &getenv, &mut read_stdin, &is_own_netns);
     let exit = emit(&out);
-    crate::invocation_log::record(&getenv, || {
-        crate::invocation_log::line(&crate::invocation_log::Entry {
-            at: started.0,
-            plugin: plugin.name,
-            getenv: &getenv,
-            stdin: &stdin,
-            took: started.1.elapsed(),
-            exit,
-            stdout: &out.stdout,
-        })
-    });
+    crate::invocation_log::record_run(plugin.name, &getenv, started, &stdin, exit, &out.stdout);
     // Last: the runtime has our whole output; netfilter sockets are closed by a child.
     crate::linux::late_close::finish();
     exit

@@ -14,14 +14,13 @@ use crate::cni::skel::{CmdArgs, Kind, Plugin};
 use crate::linux::netlink::{BridgeVlan, IpFamily, Link, LinkKind, LinkSpec, LinkType, OperState};
 use crate::linux::nft::NftSocket;
 use crate::linux::{sysctl, NetNs, Netlink};
-use crate::pkg::backend::Requested;
 use crate::pkg::caps::{self, Capability};
 use crate::pkg::ip::next_ip;
 use crate::pkg::ipam::ipam_add;
 use crate::pkg::ipam::release_then_del_link;
 use crate::pkg::ipconfig::{self, Dad};
 use crate::pkg::mac::{check_container_mac, fmt_mac, parse_mac};
-use crate::pkg::masquerade;
+use crate::pkg::masquerade::{self, MasqKeys};
 use crate::pkg::netns::open_netns;
 use crate::pkg::spoofcheck;
 use crate::pkg::undo::Undo;
@@ -53,13 +52,8 @@ struct BridgeConf {
     is_default_gw: bool,
     #[serde(rename = "forceAddress", default)]
     force_address: bool,
-    #[serde(rename = "ipMasq", default)]
-    ip_masq: bool,
-    #[serde(rename = "ipMasqBackend", default)]
-    ip_masq_backend: Option<String>,
-    /// `ipMasqBackend`, checked (ADD and CHECK; DEL removes both layouts' rules).
-    #[serde(skip)]
-    masq_backend: Requested,
+    #[serde(flatten)]
+    masq: MasqKeys,
     #[serde(default)]
     mtu: i64,
     #[serde(rename = "hairpinMode", default)]
@@ -106,7 +100,7 @@ fn default_bridge() -> String {
 impl BridgeConf {
     fn load(args: &CmdArgs) -> anyhow::Result<BridgeConf> {
         let mut n: BridgeConf = config::parse(&args.stdin)?;
-        n.masq_backend = masquerade::requested(n.ip_masq_backend.as_deref())?;
+        n.masq.check()?;
         // IFNAMSIZ: the kernel would refuse a longer name only after IPAM ran (999).
         if n.bridge.len() > 15 {
             bail!(CniError::invalid_config(format!(
@@ -240,10 +234,10 @@ impl CniPlugin for Bridge {
             let gws = calc_gateways(&mut result, &n);
             // Masquerade as soon as the addresses are known (the reference does it last): the
             // kernel's retiring of the nftables transaction then overlaps the interface work.
-            if n.ip_masq {
+            if n.masq.ip_masq {
                 nft_sockets.push(masquerade::setup(
                     &n.net.name,
-                    n.masq_backend,
+                    n.masq.backend,
                     args,
                     &result,
                     &mut undo,
@@ -276,10 +270,10 @@ impl CniPlugin for Bridge {
         // The socket stays open until the link is gone: closing it waits for the kernel to
         // retire the deleted rules (an RCU grace period), which then overlaps the link deletion.
         let mut _nft = None;
-        if n.ip_masq || n.macspoofchk {
+        if n.masq.ip_masq || n.macspoofchk {
             match NftSocket::open() {
                 Ok(sock) => {
-                    if n.ip_masq {
+                    if n.masq.ip_masq {
                         errs.keep(masquerade::teardown(
                             &sock,
                             &n.net.name,
@@ -346,8 +340,8 @@ impl CniPlugin for Bridge {
         }
         ipconfig::validate_expected(&mut cont, &args.ifname, &prev)?;
         // Firewall rules are resources too (spec: CHECK covers what ADD created).
-        if n.ip_masq {
-            masquerade::check(&n.net.name, n.masq_backend, args, &prev)?;
+        if n.masq.ip_masq {
+            masquerade::check(&n.net.name, n.masq.backend, args, &prev)?;
         }
         Ok(())
     }
@@ -356,7 +350,7 @@ impl CniPlugin for Bridge {
     fn gc(args: &CmdArgs) -> anyhow::Result<()> {
         let n: BridgeConf = config::parse(&args.stdin)?;
         let mut errs = Failures::new();
-        if n.ip_masq {
+        if n.masq.ip_masq {
             errs.keep(masquerade::gc(&n.net));
         }
         if let Some(t) = n.net.ipam_type() {
@@ -972,7 +966,7 @@ mod go_keys_tests {
                  "RuntimeConfig":{"MAC":"0a:58:00:00:00:01"},"IPAM":{"Type":"host-local"}}"#,
         )
         .unwrap();
-        assert!(n.is_gw && n.ip_masq && n.hairpin_mode && n.preserve_default_vlan);
+        assert!(n.is_gw && n.masq.ip_masq && n.hairpin_mode && n.preserve_default_vlan);
         assert_eq!((n.bridge.as_str(), n.mtu, n.net.name.as_str()), ("br9", 1400, "n"));
         assert_eq!(collect_vlan_trunk(n.vlan_trunk.as_deref()).unwrap(), vec![2, 3]);
         assert_eq!(n.net.runtime_config.mac.as_deref(), Some("0a:58:00:00:00:01"));

@@ -39,6 +39,8 @@ impl DummyConf {
     }
 }
 
+// Why two copies: every plugin declares its name, kind, summary and capabilities in these
+// lines of `CniPlugin`, where a reader of the plugin looks; they are alike by the trait's design.
 struct Dummy;
 
 impl CniPlugin for Dummy {

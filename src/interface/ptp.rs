@@ -15,14 +15,13 @@ use crate::cni::skel::{CmdArgs, Kind, Plugin};
 use crate::linux::netlink::route::{SCOPE_HOST, SCOPE_LINK};
 use crate::linux::netlink::{Link, LinkType, Route};
 use crate::linux::{NetNs, Netlink};
-use crate::pkg::backend::Requested;
 use crate::pkg::caps::{self, Capability};
 use crate::pkg::ipam::release_then_del_link;
 use crate::pkg::ipam::{self, ipam_add};
 use crate::pkg::ipconfig::{self, Dad};
 use crate::pkg::link::mtu_of;
 use crate::pkg::mac::{check_container_mac, fmt_mac};
-use crate::pkg::masquerade;
+use crate::pkg::masquerade::{self, MasqKeys};
 use crate::pkg::netns::open_netns;
 use crate::pkg::undo::Undo;
 use crate::pkg::veth::{self, VethOpts};
@@ -35,13 +34,8 @@ pub static PLUGIN: Plugin = entry::<Ptp>();
 struct PtpConf {
     #[serde(flatten)]
     net: NetConf,
-    #[serde(rename = "ipMasq", default)]
-    ip_masq: bool,
-    #[serde(rename = "ipMasqBackend", default)]
-    ip_masq_backend: Option<String>,
-    /// `ipMasqBackend`, checked (ADD and CHECK; DEL removes both layouts' rules).
-    #[serde(skip)]
-    masq_backend: Requested,
+    #[serde(flatten)]
+    masq: MasqKeys,
     #[serde(default)]
     mtu: i64,
 }
@@ -49,7 +43,7 @@ struct PtpConf {
 impl PtpConf {
     fn load(stdin: &[u8]) -> anyhow::Result<PtpConf> {
         let mut c: PtpConf = config::parse(stdin)?;
-        c.masq_backend = masquerade::requested(c.ip_masq_backend.as_deref())?;
+        c.masq.check()?;
         Ok(c)
     }
 
@@ -104,10 +98,10 @@ impl CniPlugin for Ptp {
         add_host_routes(&mut host, host_index, &result)?;
 
         // Closed when ADD returns (a close waits for the kernel to retire the transaction).
-        let _nft = if conf.ip_masq {
+        let _nft = if conf.masq.ip_masq {
             Some(masquerade::setup(
                 &conf.net.name,
-                conf.masq_backend,
+                conf.masq.backend,
                 args,
                 &result,
                 &mut undo,
@@ -129,7 +123,7 @@ impl CniPlugin for Ptp {
         // Kept open until the link is gone, so that the kernel's retiring of the deleted rules
         // (which a close waits for) overlaps the link deletion.
         let mut _nft = None;
-        if conf.ip_masq {
+        if conf.masq.ip_masq {
             let sock = crate::linux::nft::NftSocket::open()?;
             errs.keep(masquerade::teardown(
                 &sock,
@@ -155,8 +149,8 @@ impl CniPlugin for Ptp {
         }
         check_container_mac("ptp: ", &cont, &link)?;
         ipconfig::validate_expected(&mut nl, &args.ifname, &prev)?;
-        if conf.ip_masq {
-            masquerade::check(&conf.net.name, conf.masq_backend, args, &prev)?;
+        if conf.masq.ip_masq {
+            masquerade::check(&conf.net.name, conf.masq.backend, args, &prev)?;
         }
         Ok(())
     }
@@ -171,7 +165,7 @@ impl CniPlugin for Ptp {
     fn gc(args: &CmdArgs) -> anyhow::Result<()> {
         let conf = PtpConf::load(&args.stdin)?;
         let mut errs = Failures::new();
-        if conf.ip_masq {
+        if conf.masq.ip_masq {
             errs.keep(masquerade::gc(&conf.net));
         }
         errs.keep(delegate::gc(conf.ipam()?, &args.stdin, args));
@@ -287,8 +281,8 @@ mod go_keys_tests {
             br#"{"cniVersion":"1.0.0","name":"n","IPMasq":true,"IPMasqBackend":"nftables","Mtu":1300,"DNS":{"Search":[]}}"#,
         )
         .unwrap();
-        assert!(c.ip_masq);
-        assert_eq!((c.ip_masq_backend.as_deref(), c.mtu), (Some("nftables"), 1300));
+        assert!(c.masq.ip_masq);
+        assert_eq!((c.masq.ip_masq_backend.as_deref(), c.mtu), (Some("nftables"), 1300));
         assert!(c.net.dns_set(), "an empty list given in any case is a field given");
     }
 }

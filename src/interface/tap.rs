@@ -70,6 +70,8 @@ impl TapConf {
     }
 }
 
+// Why two copies: every plugin declares its name, kind, summary and capabilities in these
+// lines of `CniPlugin`, where a reader of the plugin looks; they are alike by the trait's design.
 struct Tap;
 
 impl CniPlugin for Tap {

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use nix::sys::socket::MsgFlags;
 
-use super::netfilter::{self, NfSocket};
+use super::netfilter::{self, NfProto, NfSocket};
 use super::netlink::wire::{
     attrs, NLA_F_NESTED, NLMSG_DONE, NLMSG_ERROR, NLMSG_HDRLEN, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST,
 };
@@ -23,23 +23,6 @@ const CTA_ZONE: u16 = 18;
 const CTA_TUPLE_PROTO: u16 = 2;
 const CTA_PROTO_NUM: u16 = 1;
 const CTA_PROTO_DST_PORT: u16 = 3;
-
-/// Address family of a conntrack table. Unlike [`super::netlink::IpFamily`] there is no
-/// "all": an entry is deleted by a tuple, which the kernel reads in one family.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CtFamily {
-    V4,
-    V6,
-}
-
-impl CtFamily {
-    fn nfproto(self) -> u8 {
-        match self {
-            CtFamily::V4 => 2,
-            CtFamily::V6 => 10,
-        }
-    }
-}
 
 fn msg(ty: u16, flags: u16, seq: u32, family: u8, attrs: &[u8]) -> Vec<u8> {
     let len = NLMSG_HDRLEN + 4 + attrs.len();
@@ -92,7 +75,7 @@ pub struct Conntrack {
 }
 
 /// [`Conntrack::delete_by_dst_port`] in the calling thread's network namespace.
-pub fn delete_by_dst_port(family: CtFamily, l4proto: u8, dport: u16) -> Result<usize> {
+pub fn delete_by_dst_port(family: NfProto, l4proto: u8, dport: u16) -> Result<usize> {
     Conntrack::open()?.delete_by_dst_port(family, l4proto, dport)
 }
 
@@ -106,7 +89,7 @@ impl Conntrack {
     /// Deletes the conntrack entries of `family` whose original direction goes to transport
     /// protocol `l4proto` (6 tcp, 17 udp, 132 sctp) port `dport`. Returns how many it deleted;
     /// entries that vanish meanwhile are not errors.
-    pub fn delete_by_dst_port(&self, family: CtFamily, l4proto: u8, dport: u16) -> Result<usize> {
+    pub fn delete_by_dst_port(&self, family: NfProto, l4proto: u8, dport: u16) -> Result<usize> {
         let what = format!("delete conntrack entries to port {dport}/{l4proto}");
         let sock = &self.sock;
         let mut rbuf = vec![0u8; 64 * 1024];
@@ -123,7 +106,7 @@ impl Conntrack {
             IPCTNL_MSG_CT_GET,
             NLM_F_REQUEST | NLM_F_DUMP,
             seq,
-            family.nfproto(),
+            family as u8,
             &[],
         ))
         .map_err(|e| Error::io(&what, e))?;
@@ -173,7 +156,7 @@ impl Conntrack {
                 IPCTNL_MSG_CT_DELETE,
                 NLM_F_REQUEST | NLM_F_ACK,
                 seq,
-                family.nfproto(),
+                family as u8,
                 &a,
             ))
             .map_err(|e| Error::io(&what, e))?;

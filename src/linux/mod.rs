@@ -22,5 +22,6 @@ pub mod tuntap;
 pub mod xtables;
 
 pub use error::{Error, Result};
+pub use netfilter::NfProto;
 pub use netlink::Netlink;
 pub use netns::{NetNs, NetNsGuard, NetNsLock, NsError};

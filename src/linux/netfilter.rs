@@ -11,6 +11,16 @@ use nix::sys::socket::{self, sockopt, AddressFamily, MsgFlags, NetlinkAddr, Sock
 use super::netlink::wire::{attrs, NLMSGERR_ATTR_MSG, NLMSGERR_ATTR_OFFS, NLMSG_HDRLEN, NLM_F_ACK_TLVS, NLM_F_CAPPED};
 use super::{late_close, Error, NetNs, Result};
 
+/// An IP family as netfilter numbers it (`NFPROTO_IPV4`, `NFPROTO_IPV6`): the family a NAT
+/// expression rewrites, the conntrack table an entry is in. Unlike
+/// [`super::netlink::IpFamily`] there is no "all", and unlike [`super::nft::Family`] no table
+/// family that is not an IP family.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NfProto {
+    Ipv4 = 2,
+    Ipv6 = 10,
+}
+
 /// A netfilter netlink socket, bound to the network namespace it was opened in. Dropping it
 /// hands the descriptor to [`late_close`]: its close may wait for nf_tables.
 #[derive(Debug)]

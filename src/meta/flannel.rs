@@ -426,6 +426,8 @@ fn saved_type(bytes: &[u8]) -> Result<String, serde_json::Error> {
     crate::cni::gokeys::from_slice::<T>(bytes).map(|t| t.t)
 }
 
+// Why two copies: every plugin declares its name, kind, summary and capabilities in these
+// lines of `CniPlugin`, where a reader of the plugin looks; they are alike by the trait's design.
 struct Flannel;
 
 impl CniPlugin for Flannel {

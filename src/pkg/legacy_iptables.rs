@@ -21,7 +21,7 @@ use std::net::IpAddr;
 use anyhow::{anyhow, Result};
 use ipnet::IpNet;
 
-use super::reference_iptables::{dnat_chain, dnat_comment, masq_chain, masq_comment};
+use super::reference_iptables::{dnat_chain, dnat_comment, masq_chain, masq_comment, PortmapKeys};
 use crate::linux::nft::xt;
 use crate::linux::xtables::{self, ext, Family, Policy, Rule, Table};
 
@@ -247,23 +247,9 @@ pub struct HostPort {
     pub host_ip: Option<IpAddr>,
 }
 
-/// portmap's keys the rules depend on.
-#[derive(Clone, Copy)]
-pub struct Portmap<'a> {
-    pub network: &'a str,
-    pub container_id: &'a str,
-    pub snat: bool,
-    /// `masqAll` (upstream v1.6+): the hairpin mark rule matches every source, and there is no
-    /// separate localhost rule.
-    pub masq_all: bool,
-    /// `markMasqBit` (default 13).
-    pub mark_bit: u32,
-    /// `externalSetMarkChain`.
-    pub external_setmark: Option<&'a str>,
-    /// `conditionsV4`/`conditionsV6` of this family, added to each entry rule after its
-    /// matches (the caller parsed them: `-i`, `-s`, `-m comment`, `-m tcp --sport` …).
-    pub conditions: Option<&'a dyn Fn(Rule) -> Rule>,
-}
+/// portmap's keys the rules depend on; the conditions were parsed by the caller (`-i`, `-s`,
+/// `-m comment`, `-m tcp --sport` …).
+pub type Portmap<'a> = PortmapKeys<'a, Option<&'a dyn Fn(Rule) -> Rule>>;
 
 fn proto_name(p: u8) -> &'static str {
     match p {

@@ -26,6 +26,25 @@ use super::sha512::hex_prefix;
 use crate::linux::nft::iptables::{self, IptRule};
 use crate::linux::nft::{Batch, NftSocket, Verdict};
 
+/// portmap's keys its iptables rules depend on, as both iptables layouts take them (netlink:
+/// `meta::portmap::iptables::Params`; x_tables: `legacy_iptables::Portmap`). `C` is the
+/// layout's form of this family's `conditionsV4`/`conditionsV6`.
+#[derive(Clone, Copy, Debug)]
+pub struct PortmapKeys<'a, C> {
+    pub network: &'a str,
+    pub container_id: &'a str,
+    pub snat: bool,
+    /// `masqAll` (upstream v1.6+): the hairpin mark rule matches every source, and there is no
+    /// separate localhost rule.
+    pub masq_all: bool,
+    /// `markMasqBit` (default 13).
+    pub mark_bit: u32,
+    /// `externalSetMarkChain`: jump there instead of making CNI-HOSTPORT-SETMARK/-MASQ.
+    pub external_setmark: Option<&'a str>,
+    /// This family's conditions, added to each entry rule after its matches.
+    pub conditions: C,
+}
+
 pub const NAT: &str = "nat";
 pub const FILTER: &str = "filter";
 pub const HOSTPORT_DNAT: &str = "CNI-HOSTPORT-DNAT";

@@ -35,32 +35,10 @@ pub mod opt {
     pub const END: u8 = 255;
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MessageType {
-    Discover = 1,
-    Offer = 2,
-    Request = 3,
-    Decline = 4,
-    Ack = 5,
-    Nak = 6,
-    Release = 7,
-    Inform = 8,
-}
-
-impl MessageType {
-    fn from_u8(v: u8) -> Option<MessageType> {
-        use MessageType::*;
-        Some(match v {
-            1 => Discover,
-            2 => Offer,
-            3 => Request,
-            4 => Decline,
-            5 => Ack,
-            6 => Nak,
-            7 => Release,
-            8 => Inform,
-            _ => return None,
-        })
+numbered_enums! {
+    /// Option 53's values.
+    pub enum MessageType: u8 {
+        Discover = 1, Offer = 2, Request = 3, Decline = 4, Ack = 5, Nak = 6, Release = 7, Inform = 8,
     }
 }
 
@@ -198,7 +176,7 @@ impl Message {
 
     pub fn message_type(&self) -> Option<MessageType> {
         match self.get(opt::MESSAGE_TYPE) {
-            Some(&[t]) => MessageType::from_u8(t),
+            Some(&[t]) => MessageType::from_raw(t),
             _ => None,
         }
     }

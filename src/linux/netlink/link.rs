@@ -163,19 +163,29 @@ impl std::fmt::Display for LinkType {
     }
 }
 
-/// macvlan/macvtap mode.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MacvlanMode {
-    /// No traffic between macvlans of the same parent.
-    Private = 1,
-    /// Traffic between macvlans goes out through the switch.
-    Vepa = 2,
-    /// Macvlans of the same parent talk directly.
-    Bridge = 4,
-    /// One macvlan takes over the parent.
-    Passthru = 8,
-    /// Receive by source MAC.
-    Source = 16,
+numbered_enums! {
+    /// macvlan/macvtap mode.
+    pub enum MacvlanMode: u32 {
+        /// No traffic between macvlans of the same parent.
+        Private = 1,
+        /// Traffic between macvlans goes out through the switch.
+        Vepa = 2,
+        /// Macvlans of the same parent talk directly.
+        Bridge = 4,
+        /// One macvlan takes over the parent.
+        Passthru = 8,
+        /// Receive by source MAC.
+        Source = 16,
+    }
+    /// ipvlan mode.
+    pub enum IpvlanMode: u16 {
+        /// Layer 2.
+        L2 = 0,
+        /// Layer 3.
+        L3 = 1,
+        /// Layer 3 with netfilter on the parent.
+        L3s = 2,
+    }
 }
 
 impl MacvlanMode {
@@ -186,42 +196,11 @@ impl MacvlanMode {
         (MacvlanMode::Passthru, "passthru"),
         (MacvlanMode::Source, "source"),
     ];
-
-    fn from_u32(v: u32) -> Option<Self> {
-        Some(match v {
-            1 => Self::Private,
-            2 => Self::Vepa,
-            4 => Self::Bridge,
-            8 => Self::Passthru,
-            16 => Self::Source,
-            _ => return None,
-        })
-    }
-}
-
-/// ipvlan mode.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum IpvlanMode {
-    /// Layer 2.
-    L2 = 0,
-    /// Layer 3.
-    L3 = 1,
-    /// Layer 3 with netfilter on the parent.
-    L3s = 2,
 }
 
 impl IpvlanMode {
     const NAMES: [(IpvlanMode, &'static str); 3] =
         [(IpvlanMode::L2, "l2"), (IpvlanMode::L3, "l3"), (IpvlanMode::L3s, "l3s")];
-
-    fn from_u16(v: u16) -> Option<Self> {
-        Some(match v {
-            0 => Self::L2,
-            1 => Self::L3,
-            2 => Self::L3s,
-            _ => return None,
-        })
-    }
 }
 
 /// The modes by their names (those of iproute2 and of the CNI plugins' `mode` key): one
@@ -358,10 +337,10 @@ impl Link {
             match (&self.kind, ty) {
                 (Some(LinkType::Vlan), IFLA_VLAN_ID) => self.vlan_id = get_u16(v),
                 (Some(LinkType::Macvlan | LinkType::Macvtap), IFLA_MACVLAN_MODE) => {
-                    self.macvlan_mode = get_u32(v).and_then(MacvlanMode::from_u32)
+                    self.macvlan_mode = get_u32(v).and_then(MacvlanMode::from_raw)
                 }
                 (Some(LinkType::Ipvlan | LinkType::Ipvtap), IFLA_IPVLAN_MODE) => {
-                    self.ipvlan_mode = get_u16(v).and_then(IpvlanMode::from_u16)
+                    self.ipvlan_mode = get_u16(v).and_then(IpvlanMode::from_raw)
                 }
                 (Some(LinkType::Vxlan), IFLA_VXLAN_ID) => self.vxlan_id = get_u32(v),
                 (Some(LinkType::Vrf), IFLA_VRF_TABLE) => self.vrf_table = get_u32(v),
@@ -447,6 +426,17 @@ impl LinkKind<'_> {
     }
 }
 
+/// Builder setters for [`VethPeer`] and [`LinkSpec`]: `field(value)` stores `Some(value)`.
+macro_rules! setters {
+    ($($(#[$doc:meta])* $field:ident: $ty:ty,)*) => {$(
+        $(#[$doc])*
+        pub fn $field(mut self, $field: $ty) -> Self {
+            self.$field = Some($field);
+            self
+        }
+    )*};
+}
+
 /// The peer end of a veth pair to create. Its attributes can be set only here, so only on a
 /// veth: `LinkSpec::veth("eth0", VethPeer::new("veth1").netns(host.as_fd()).mtu(1400))`.
 #[derive(Debug, Clone)]
@@ -468,22 +458,13 @@ impl<'fd> VethPeer<'fd> {
         }
     }
 
-    /// Creates the peer in the namespace behind `ns`.
-    pub fn netns(mut self, ns: BorrowedFd<'fd>) -> Self {
-        self.netns = Some(ns);
-        self
-    }
-
-    /// The peer's MTU.
-    pub fn mtu(mut self, mtu: u32) -> Self {
-        self.mtu = Some(mtu);
-        self
-    }
-
-    /// The peer's MAC.
-    pub fn mac(mut self, mac: [u8; 6]) -> Self {
-        self.mac = Some(mac);
-        self
+    setters! {
+        /// Creates the peer in the namespace behind the fd.
+        netns: BorrowedFd<'fd>,
+        /// The peer's MTU.
+        mtu: u32,
+        /// The peer's MAC.
+        mac: [u8; 6],
     }
 }
 
@@ -541,34 +522,17 @@ impl<'fd> LinkSpec<'fd> {
         Self::new(name, LinkKind::Veth(peer.into()))
     }
 
-    /// Sets the MTU.
-    pub fn mtu(mut self, mtu: u32) -> Self {
-        self.mtu = Some(mtu);
-        self
-    }
-
-    /// Sets the MAC.
-    pub fn mac(mut self, mac: [u8; 6]) -> Self {
-        self.mac = Some(mac);
-        self
-    }
-
-    /// Sets the transmit queue length.
-    pub fn txqlen(mut self, q: u32) -> Self {
-        self.txqlen = Some(q);
-        self
-    }
-
-    /// Creates the link in the namespace behind `ns`.
-    pub fn netns(mut self, ns: BorrowedFd<'fd>) -> Self {
-        self.netns = Some(ns);
-        self
-    }
-
-    /// Sets the parent link index.
-    pub fn parent(mut self, index: u32) -> Self {
-        self.parent = Some(index);
-        self
+    setters! {
+        /// Sets the MTU.
+        mtu: u32,
+        /// Sets the MAC.
+        mac: [u8; 6],
+        /// Sets the transmit queue length.
+        txqlen: u32,
+        /// Creates the link in the namespace behind the fd.
+        netns: BorrowedFd<'fd>,
+        /// Sets the parent link index.
+        parent: u32,
     }
 
     /// Brings the link up on creation.

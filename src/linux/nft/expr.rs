@@ -6,6 +6,7 @@
 //! the source (packet fields: network order; meta/ct/fib values: host order).
 
 use super::wire::{self, AttrWriter};
+use crate::linux::NfProto;
 
 /// A register number (`NFT_REG_*`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -19,50 +20,20 @@ impl Reg {
     pub const R4: Reg = Reg(4);
 }
 
-/// Where a payload offset counts from (`enum nft_payload_bases`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum PayloadBase {
-    Link = 0,
-    Network = 1,
-    Transport = 2,
-}
-
-/// `enum nft_cmp_ops`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CmpOp {
-    Eq = 0,
-    Neq = 1,
-    Lt = 2,
-    Lte = 3,
-    Gt = 4,
-    Gte = 5,
-}
-
-/// `enum nft_meta_keys` (the ones a network plugin needs).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum MetaKey {
-    Len = 0,
-    Protocol = 1,
-    Mark = 3,
-    Iif = 4,
-    Oif = 5,
-    IifName = 6,
-    OifName = 7,
-    NfProto = 15,
-    L4Proto = 16,
-    BriIifName = 17,
-    BriOifName = 18,
-    PktType = 19,
-}
-
-/// `enum nft_ct_keys` (subset).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CtKey {
-    State = 0,
-    Direction = 1,
-    Status = 2,
-    Mark = 3,
-    Zone = 17,
+numbered_enums! {
+    /// Where a payload offset counts from (`enum nft_payload_bases`).
+    pub enum PayloadBase: u32 { Link = 0, Network = 1, Transport = 2 }
+    /// `enum nft_cmp_ops`.
+    pub enum CmpOp: u32 { Eq = 0, Neq = 1, Lt = 2, Lte = 3, Gt = 4, Gte = 5 }
+    /// `enum nft_meta_keys` (the ones a network plugin needs).
+    pub enum MetaKey: u32 {
+        Len = 0, Protocol = 1, Mark = 3, Iif = 4, Oif = 5, IifName = 6, OifName = 7, NfProto = 15,
+        L4Proto = 16, BriIifName = 17, BriOifName = 18, PktType = 19,
+    }
+    /// `enum nft_ct_keys` (subset).
+    pub enum CtKey: u32 { State = 0, Direction = 1, Status = 2, Mark = 3, Zone = 17 }
+    /// `enum nft_fib_result`.
+    pub enum FibResult: u32 { Oif = 1, OifName = 2, AddrType = 3 }
 }
 
 /// Conntrack state bits as loaded by `ct state` (host order u32).
@@ -82,14 +53,6 @@ pub mod fib_flags {
     pub const IIF: u32 = 8;
     pub const OIF: u32 = 16;
     pub const PRESENT: u32 = 32;
-}
-
-/// `enum nft_fib_result`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum FibResult {
-    Oif = 1,
-    OifName = 2,
-    AddrType = 3,
 }
 
 /// Route types as returned by `fib … type` (`RTN_*`, host order u32).
@@ -114,13 +77,6 @@ pub mod nat_flags {
 pub enum NatType {
     Snat = 0,
     Dnat = 1,
-}
-
-/// The address family a NAT expression rewrites (`NFPROTO_IPV4`/`NFPROTO_IPV6`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum NatFamily {
-    Ipv4 = 2,
-    Ipv6 = 10,
 }
 
 /// A verdict, as stored in the verdict register by an `immediate` expression.
@@ -206,7 +162,7 @@ pub enum Expr {
     /// snat/dnat with address and/or port taken from registers.
     Nat {
         kind: NatType,
-        family: NatFamily,
+        family: NfProto,
         addr: Option<(Reg, Reg)>,
         proto: Option<(Reg, Reg)>,
         flags: u32,
@@ -446,27 +402,14 @@ impl Expr {
         let range = |a, b| Some((reg(a)?, reg(b)?));
         Some(match name {
             "payload" => Expr::Payload {
-                base: match u(PAYLOAD_BASE)? {
-                    0 => PayloadBase::Link,
-                    1 => PayloadBase::Network,
-                    2 => PayloadBase::Transport,
-                    _ => return None,
-                },
+                base: PayloadBase::from_raw(u(PAYLOAD_BASE)?)?,
                 offset: u(PAYLOAD_OFFSET)?,
                 len: u(PAYLOAD_LEN)?,
                 dreg: reg(PAYLOAD_DREG)?,
             },
             "cmp" => Expr::Cmp {
                 sreg: reg(CMP_SREG)?,
-                op: match u(CMP_OP)? {
-                    0 => CmpOp::Eq,
-                    1 => CmpOp::Neq,
-                    2 => CmpOp::Lt,
-                    3 => CmpOp::Lte,
-                    4 => CmpOp::Gt,
-                    5 => CmpOp::Gte,
-                    _ => return None,
-                },
+                op: CmpOp::from_raw(u(CMP_OP)?)?,
                 data: value(CMP_DATA)?,
             },
             "bitwise" => Expr::Bitwise {
@@ -476,7 +419,7 @@ impl Expr {
                 xor: value(BITWISE_XOR)?,
             },
             "meta" => {
-                let key = meta_key(u(META_KEY)?)?;
+                let key = MetaKey::from_raw(u(META_KEY)?)?;
                 match reg(META_DREG) {
                     Some(dreg) => Expr::Meta { key, dreg },
                     None => Expr::MetaSet {
@@ -511,14 +454,7 @@ impl Expr {
                 bytes: wire::attr_u64(d, COUNTER_BYTES).unwrap_or(0),
             },
             "ct" => {
-                let key = match u(CT_KEY)? {
-                    0 => CtKey::State,
-                    1 => CtKey::Direction,
-                    2 => CtKey::Status,
-                    3 => CtKey::Mark,
-                    17 => CtKey::Zone,
-                    _ => return None,
-                };
+                let key = CtKey::from_raw(u(CT_KEY)?)?;
                 match reg(CT_DREG) {
                     Some(dreg) => Expr::Ct { key, dreg },
                     None => Expr::CtSet {
@@ -534,9 +470,9 @@ impl Expr {
                     NatType::Dnat
                 },
                 family: if u(NAT_FAMILY)? == 10 {
-                    NatFamily::Ipv6
+                    NfProto::Ipv6
                 } else {
-                    NatFamily::Ipv4
+                    NfProto::Ipv4
                 },
                 addr: range(NAT_ADDR_MIN, NAT_ADDR_MAX),
                 proto: range(NAT_PROTO_MIN, NAT_PROTO_MAX),
@@ -552,12 +488,7 @@ impl Expr {
             },
             "fib" => Expr::Fib {
                 flags: u(FIB_FLAGS)?,
-                result: match u(FIB_RESULT)? {
-                    1 => FibResult::Oif,
-                    2 => FibResult::OifName,
-                    3 => FibResult::AddrType,
-                    _ => return None,
-                },
+                result: FibResult::from_raw(u(FIB_RESULT)?)?,
                 dreg: reg(FIB_DREG)?,
             },
             "lookup" => Expr::Lookup {
@@ -569,25 +500,6 @@ impl Expr {
             _ => return None,
         })
     }
-}
-
-fn meta_key(k: u32) -> Option<MetaKey> {
-    use MetaKey::*;
-    Some(match k {
-        0 => Len,
-        1 => Protocol,
-        3 => Mark,
-        4 => Iif,
-        5 => Oif,
-        6 => IifName,
-        7 => OifName,
-        15 => NfProto,
-        16 => L4Proto,
-        17 => BriIifName,
-        18 => BriOifName,
-        19 => PktType,
-        _ => return None,
-    })
 }
 
 #[cfg(test)]
@@ -658,7 +570,7 @@ mod tests {
             },
             Expr::Nat {
                 kind: NatType::Dnat,
-                family: NatFamily::Ipv4,
+                family: NfProto::Ipv4,
                 addr: Some((Reg::R1, Reg::R1)),
                 proto: Some((Reg::R2, Reg::R2)),
                 flags: nat_flags::PROTO_SPECIFIED,

@@ -31,8 +31,7 @@ pub mod xt;
 
 pub use batch::{Batch, Position};
 pub use expr::{
-    ct_state, fib_flags, nat_flags, rtn, CmpOp, CtKey, Expr, FibResult, MetaKey, NatFamily, NatType, PayloadBase, Reg,
-    Verdict,
+    ct_state, fib_flags, nat_flags, rtn, CmpOp, CtKey, Expr, FibResult, MetaKey, NatType, PayloadBase, Reg, Verdict,
 };
 pub use rule::{L4Proto, RuleBuilder};
 pub use socket::NftSocket;

@@ -16,6 +16,7 @@ use ipnet::IpNet;
 use super::expr::*;
 use super::Family;
 use super::{Rule, Table};
+use crate::linux::NfProto;
 
 /// Transport protocols that have ports.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -394,11 +395,7 @@ impl RuleBuilder {
     }
 
     fn nat(mut self, kind: NatType, addr: IpAddr, port: Option<u16>) -> Self {
-        let family = if addr.is_ipv6() {
-            NatFamily::Ipv6
-        } else {
-            NatFamily::Ipv4
-        };
+        let family = if addr.is_ipv6() { NfProto::Ipv6 } else { NfProto::Ipv4 };
         self.push(Expr::Immediate {
             dreg: Reg::R1,
             data: addr_bytes(addr),

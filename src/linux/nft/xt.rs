@@ -43,13 +43,16 @@ pub const RULE_COMPAT_F_INV: u32 = 1;
 
 /// `XT_MAX_COMMENT_LEN`: the size of `struct xt_comment_info`.
 pub const COMMENT_INFO_LEN: usize = 256;
-/// `sizeof(struct xt_conntrack_mtinfo3)`, XT_ALIGNed to 8.
-const CONNTRACK3_INFO_LEN: usize = 168;
-const CONNTRACK3_MATCH_FLAGS: usize = 146;
-const CONNTRACK3_INVERT_FLAGS: usize = 148;
-const CONNTRACK3_STATE_MASK: usize = 150;
-/// `XT_CONNTRACK_STATE` in `match_flags`/`invert_flags`.
-const XT_CONNTRACK_STATE: u16 = 1;
+/// `struct xt_conntrack_mtinfo3` (the `conntrack` match, rev 3): its size, XT_ALIGNed to 8,
+/// and where the fields set here sit.
+mod mtinfo3 {
+    pub const LEN: usize = 168;
+    pub const MATCH_FLAGS: usize = 146;
+    pub const INVERT_FLAGS: usize = 148;
+    pub const STATE_MASK: usize = 150;
+    /// `XT_CONNTRACK_STATE` in `match_flags`/`invert_flags`.
+    pub const STATE: u16 = 1;
+}
 
 /// `--ctstate` bits of the conntrack match (`XT_CONNTRACK_STATE_BIT(ctinfo)` and friends).
 pub mod ctstate {
@@ -160,13 +163,13 @@ pub fn conntrack_state(states: u16, invert: bool) -> Expr {
 
 /// The `conntrack` match (rev 3) of [`conntrack_state`].
 pub fn conntrack_state_match(states: u16, invert: bool) -> Xt {
-    let mut info = vec![0u8; CONNTRACK3_INFO_LEN];
+    let mut info = vec![0u8; mtinfo3::LEN];
     let put = |info: &mut Vec<u8>, at: usize, v: u16| info[at..at + 2].copy_from_slice(&v.to_ne_bytes());
-    put(&mut info, CONNTRACK3_MATCH_FLAGS, XT_CONNTRACK_STATE);
+    put(&mut info, mtinfo3::MATCH_FLAGS, mtinfo3::STATE);
     if invert {
-        put(&mut info, CONNTRACK3_INVERT_FLAGS, XT_CONNTRACK_STATE);
+        put(&mut info, mtinfo3::INVERT_FLAGS, mtinfo3::STATE);
     }
-    put(&mut info, CONNTRACK3_STATE_MASK, states);
+    put(&mut info, mtinfo3::STATE_MASK, states);
     Xt::new(XtKind::Match, "conntrack", 3, info)
 }
 
@@ -181,12 +184,12 @@ pub fn conntrack_state_of_match(x: &Xt) -> Option<(u16, bool)> {
         return None;
     }
     let get = |at: usize| x.info.get(at..at + 2).map(|b| u16::from_ne_bytes([b[0], b[1]]));
-    if get(CONNTRACK3_MATCH_FLAGS)? != XT_CONNTRACK_STATE {
+    if get(mtinfo3::MATCH_FLAGS)? != mtinfo3::STATE {
         return None;
     }
     Some((
-        get(CONNTRACK3_STATE_MASK)?,
-        get(CONNTRACK3_INVERT_FLAGS)? & XT_CONNTRACK_STATE != 0,
+        get(mtinfo3::STATE_MASK)?,
+        get(mtinfo3::INVERT_FLAGS)? & mtinfo3::STATE != 0,
     ))
 }
 

@@ -58,20 +58,7 @@ const MULTIPORT_MAX: usize = 15;
 const IFNAME_MAX: usize = 15;
 
 /// What the rules depend on besides the mappings.
-#[derive(Clone, Debug)]
-pub struct Params<'a> {
-    pub network: &'a str,
-    pub container_id: &'a str,
-    pub snat: bool,
-    /// `masqAll`: the hairpin mark rule matches every source (and no localhost rule).
-    pub masq_all: bool,
-    /// `markMasqBit` (default 13).
-    pub mark_bit: u32,
-    /// `externalSetMarkChain`: jump there instead of making CNI-HOSTPORT-SETMARK/-MASQ.
-    pub external_setmark: Option<&'a str>,
-    /// This family's `conditionsV4`/`conditionsV6`.
-    pub conds: &'a Conds,
-}
+pub type Params<'a> = reference::PortmapKeys<'a, &'a Conds>;
 
 /// `utils.MustFormatChainNameWithPrefix(net, cid, "DN-")`: 28 characters in all.
 pub fn dnat_chain_name(network: &str, container_id: &str) -> String {
@@ -491,7 +478,7 @@ fn dnat_chain(t: &Table, p: &Params, maps: &[Mapping], container: IpNet) -> Chai
         let ports: Vec<u16> = maps.iter().filter(|m| m.proto == proto).map(|m| m.host_port).collect();
         for chunk in ports.chunks(MULTIPORT_MAX) {
             entry_rules.push(Want {
-                rule: entry_rule(t, &name, &comment, proto, chunk, p.conds),
+                rule: entry_rule(t, &name, &comment, proto, chunk, p.conditions),
                 proto: Some(proto as u8),
             });
         }

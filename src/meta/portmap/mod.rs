@@ -29,11 +29,11 @@ use crate::cni::gokeys::GoKeys;
 use crate::cni::plugin::{entry, CniPlugin};
 use crate::cni::result::CniResult;
 use crate::cni::skel::{CmdArgs, Kind, Plugin};
-use crate::linux::conntrack::{self, CtFamily};
+use crate::linux::conntrack;
 use crate::linux::netlink::IpFamily;
 use crate::linux::nft::{Batch, Family, L4Proto, NftSocket};
 use crate::linux::xtables::Rule as XtRule;
-use crate::linux::{sysctl, Netlink};
+use crate::linux::{sysctl, Netlink, NfProto};
 use crate::pkg::backend::{self, Requested};
 use crate::pkg::caps::{self, Capability};
 use crate::pkg::legacy_iptables as legacy;
@@ -259,15 +259,7 @@ impl Conf {
     /// The legacy layout's plan for container address `net` (`conds` applies this family's
     /// iptables-syntax conditions).
     fn legacy_plan(&self, args: &CmdArgs, net: IpNet, conds: &dyn Fn(XtRule) -> XtRule) -> legacy::Plan {
-        let p = legacy::Portmap {
-            network: &self.net.name,
-            container_id: &args.container_id,
-            snat: self.snat,
-            masq_all: self.masq_all,
-            mark_bit: self.mark_bit,
-            external_setmark: self.external_setmark.as_deref(),
-            conditions: Some(conds),
-        };
+        let p: legacy::Portmap = self.reference_keys(args, Some(conds));
         let maps: Vec<legacy::HostPort> = self
             .mappings
             .iter()
@@ -312,14 +304,19 @@ impl Conf {
             }
             _ => NONE.get_or_init(iptables::Conds::default),
         };
-        iptables::Params {
+        self.reference_keys(args, conds)
+    }
+
+    /// The keys both iptables layouts' rules depend on, with `conditions` in the layout's form.
+    fn reference_keys<'a, C>(&'a self, args: &'a CmdArgs, conditions: C) -> reference::PortmapKeys<'a, C> {
+        reference::PortmapKeys {
             network: &self.net.name,
             container_id: &args.container_id,
             snat: self.snat,
             masq_all: self.masq_all,
             mark_bit: self.mark_bit,
             external_setmark: self.external_setmark.as_deref(),
-            conds,
+            conditions,
         }
     }
 }
@@ -390,7 +387,7 @@ impl CniPlugin for Portmap {
                 }
                 Layout::IptablesLegacy => {
                     let p = conf.ipt_params(args, v6);
-                    let conds = |r: XtRule| p.conds.on_legacy(r);
+                    let conds = |r: XtRule| p.conditions.on_legacy(r);
                     let plan = conf.legacy_plan(args, container_net(&prev, cip), &conds);
                     legacy::apply(&[plan]).context("failed to set up port mappings (iptables-legacy)")?;
                     let (net, cid) = (conf.net.name.clone(), args.container_id.clone());
@@ -424,7 +421,7 @@ impl CniPlugin for Portmap {
             }
             // A UDP "connection" to the host port may still point at a previous container:
             // conntrack would keep sending it there, so forget those entries.
-            let ct = if v6 { CtFamily::V6 } else { CtFamily::V4 };
+            let ct = if v6 { NfProto::Ipv6 } else { NfProto::Ipv4 };
             for m in conf.mappings.iter().filter(|m| m.proto == L4Proto::Udp) {
                 // Failures are only logged by the reference; a stale entry is not fatal.
                 if let Err(e) = conntrack::delete_by_dst_port(ct, L4Proto::Udp as u8, m.host_port) {
@@ -510,7 +507,7 @@ impl CniPlugin for Portmap {
             };
             let xt = || {
                 let p = conf.ipt_params(args, v6);
-                let conds = |r: XtRule| p.conds.on_legacy(r);
+                let conds = |r: XtRule| p.conditions.on_legacy(r);
                 let plan = conf.legacy_plan(args, container_net(&prev, cip), &conds);
                 legacy::check(&[legacy::portmap_check_of(plan, &conf.net.name, &args.container_id)])
             };

@@ -29,6 +29,7 @@
 use anyhow::{bail, Context, Result};
 use ipnet::IpNet;
 
+use super::Attachment;
 use crate::linux::nft::xt::{self, IptRule};
 use crate::linux::nft::{Batch, Chain, Expr, Family, NftSocket, Position, Rule};
 use crate::linux::nft::{Table, Verdict};
@@ -227,15 +228,9 @@ fn quick(sock: &NftSocket, rec: &Records, f: Family, used: u32, chain: &str, key
 /// DEL: queues into `b` the removal of the attachment's chain and of every jump into it, in
 /// both families (ours, or the reference's from before a node swap: the same rules). Missing
 /// tables or chains are fine. Returns the records to forget once `b` is committed.
-pub fn plan_teardown(
-    sock: &NftSocket,
-    b: &mut Batch,
-    network: &str,
-    ifname: &str,
-    container_id: &str,
-) -> Result<Forget> {
-    let chain = chain_name(network, container_id);
-    let key = super::nftables::hash_for_instance(network, ifname, container_id);
+pub fn plan_teardown(sock: &NftSocket, b: &mut Batch, at: Attachment) -> Result<Forget> {
+    let chain = chain_name(at.network, at.container_id);
+    let key = super::nftables::hash_for_instance(at.network, at.ifname, at.container_id);
     let mut quick_plan = Vec::new();
     let mut recs = Vec::new();
     let mut listed = false;
@@ -253,7 +248,7 @@ pub fn plan_teardown(
     }
     if listed {
         // The reference's own way: its comment on the POSTROUTING jumps, its chain by name.
-        let comment = comment(network, container_id);
+        let comment = comment(at.network, at.container_id);
         let scope = reference::Scope::Chains(&[POSTROUTING]);
         reference::plan_nat_removal(sock, b, scope, &|c| c == comment, &[chain])?;
     } else {
@@ -286,7 +281,7 @@ impl Forget {
 /// Removes the attachment's rules in this layout alone (`super::teardown` does both).
 pub fn teardown(sock: &NftSocket, network: &str, ifname: &str, container_id: &str) -> Result<()> {
     let mut b = Batch::new();
-    let forget = plan_teardown(sock, &mut b, network, ifname, container_id)?;
+    let forget = plan_teardown(sock, &mut b, Attachment::new(network, ifname, container_id))?;
     if !b.is_empty() {
         b.commit(sock).context("failed to remove IP masquerading (iptables)")?;
     }

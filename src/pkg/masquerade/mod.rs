@@ -20,8 +20,10 @@ pub mod nftables;
 
 use anyhow::{Context, Result};
 use ipnet::IpNet;
+use serde::Deserialize;
 
 use crate::cni::config::NetConf;
+use crate::cni::gokeys::GoKeys;
 use crate::cni::result::CniResult;
 use crate::cni::skel::CmdArgs;
 use crate::linux::nft::{Batch, NftSocket};
@@ -31,6 +33,45 @@ use crate::pkg::undo::Undo;
 
 /// The config key bridge and ptp read the backend from.
 pub const KEY: &str = "ipMasqBackend";
+
+/// bridge's and ptp's masquerading keys (flattened into their configs).
+#[derive(Debug, Default, Deserialize, GoKeys)]
+pub struct MasqKeys {
+    #[serde(rename = "ipMasq", default)]
+    pub ip_masq: bool,
+    #[serde(rename = "ipMasqBackend", default)]
+    pub ip_masq_backend: Option<String>,
+    /// `ipMasqBackend`, checked by [`MasqKeys::check`] (ADD and CHECK; DEL removes both
+    /// layouts' rules).
+    #[serde(skip)]
+    pub backend: Requested,
+}
+
+impl MasqKeys {
+    /// Parses `ipMasqBackend` into [`MasqKeys::backend`] (see [`requested`]).
+    pub fn check(&mut self) -> Result<()> {
+        self.backend = requested(self.ip_masq_backend.as_deref())?;
+        Ok(())
+    }
+}
+
+/// The attachment whose rules DEL removes, as both layouts' `plan_teardown` take it.
+#[derive(Clone, Copy)]
+pub struct Attachment<'a> {
+    pub network: &'a str,
+    pub ifname: &'a str,
+    pub container_id: &'a str,
+}
+
+impl<'a> Attachment<'a> {
+    pub fn new(network: &'a str, ifname: &'a str, container_id: &'a str) -> Self {
+        Attachment {
+            network,
+            ifname,
+            container_id,
+        }
+    }
+}
 
 /// `ipMasqBackend`: unset or `""` (the node decides), `"iptables"`, `"nftables"`; anything
 /// else is code 7 naming the key (upstream: "unknown ipmasq backend").
@@ -96,8 +137,9 @@ pub fn setup(
 /// addresses; nothing to remove is success.
 pub fn teardown(sock: &NftSocket, network: &str, ifname: &str, container_id: &str) -> Result<()> {
     let mut b = Batch::new();
-    let nft = nftables::plan_teardown(sock, &mut b, network, ifname, container_id)?;
-    let ipt = iptables::plan_teardown(sock, &mut b, network, ifname, container_id)?;
+    let at = Attachment::new(network, ifname, container_id);
+    let nft = nftables::plan_teardown(sock, &mut b, at)?;
+    let ipt = iptables::plan_teardown(sock, &mut b, at)?;
     if !b.is_empty() {
         b.commit(sock)
             .with_context(|| format!("failed to remove IP masquerading for {container_id}/{ifname}"))?;

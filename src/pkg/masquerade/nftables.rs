@@ -30,6 +30,8 @@ use crate::linux::nft::{RuleBuilder, Table};
 use crate::pkg::nft_records::{self as records, Recorded, Records};
 use crate::pkg::sha512::hex_prefix;
 
+use super::Attachment;
+
 pub const TABLE: &str = "cni_plugins_masquerade";
 /// v1.9.1 ipmasq_nftables_linux.go:94.
 pub const TABLE_COMMENT: &str = "Masquerading for plugins from github.com/containernetworking/plugins";
@@ -251,14 +253,8 @@ fn same_exprs(a: &[Expr], b: &[Expr]) -> bool {
 /// DEL: queues into `b` the removal of the attachment's rules (its record's, while the stamp
 /// holds, else found by a dump of `masq_checks`). Needs neither the container's netns nor its
 /// IPs. Returns the record to forget once `b` is committed.
-pub fn plan_teardown(
-    sock: &NftSocket,
-    b: &mut Batch,
-    network: &str,
-    ifname: &str,
-    container_id: &str,
-) -> Result<Forget> {
-    let key = hash_for_instance(network, ifname, container_id);
+pub fn plan_teardown(sock: &NftSocket, b: &mut Batch, at: Attachment) -> Result<Forget> {
+    let key = hash_for_instance(at.network, at.ifname, at.container_id);
     let rec = records(sock);
     // The record is trusted only while the stamp holds (upstream has not run an ADD since).
     let stamped = match rec.get(&key) {
@@ -294,7 +290,7 @@ impl Forget {
 /// Removes the attachment's rules (this layout only; `super::teardown` removes both).
 pub fn teardown(sock: &NftSocket, network: &str, ifname: &str, container_id: &str) -> Result<()> {
     let mut b = Batch::new();
-    let forget = plan_teardown(sock, &mut b, network, ifname, container_id)?;
+    let forget = plan_teardown(sock, &mut b, Attachment::new(network, ifname, container_id))?;
     commit(sock, &b).with_context(|| format!("failed to remove IP masquerading for {container_id}/{ifname}"))?;
     forget.done();
     Ok(())
