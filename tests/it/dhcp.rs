@@ -99,20 +99,7 @@ fn lease_is_renewed_at_t1() {
     r.start_dnsmasq(&["--dhcp-option=option:T1,3", "--dhcp-option=option:T2,100"]);
     r.start_daemon(&[]);
     let p = r.rig.pod("dhr");
-    let c = r.conf("1.0.0", json!({}));
-    let res = r.rig.add(&c, "c1", &p, "eth0").expect_ok().json();
-    let ip = first_ip(&res);
-    let first = r.expiry_of(&ip).unwrap();
-    wait_for(
-        || r.daemon_log().contains("c1/dh/eth0: renewed"),
-        "a renewal",
-        Duration::from_secs(30),
-    );
-    wait_for(
-        || r.expiry_of(&ip).is_some_and(|e| e > first),
-        "dnsmasq to extend the lease",
-        Duration::from_secs(10),
-    );
+    let (c, res, ip) = r.add_and_wait_for_renewal("c1", &p);
     let log = std::fs::read_to_string(r.dir.join("dnsmasq.log")).unwrap();
     assert!(log.contains(&format!("DHCPREQUEST(br0) {ip}")), "{log}");
     r.rig.check(&c, &res, "c1", &p, "eth0").expect_ok();

@@ -142,20 +142,7 @@ fn reference_plugin_with_our_daemon() {
     let p = r.rig.pod("drd");
     pairing_cycle(&r, &p);
     // Again, kept this time until our daemon renews it.
-    let c = r.conf("1.0.0", json!({}));
-    let res = r.rig.add(&c, "c2", &p, "eth0").expect_ok().json();
-    let ip = first_ip(&res);
-    let first = r.expiry_of(&ip).unwrap();
-    wait_for(
-        || r.daemon_log().contains("c2/dh/eth0: renewed"),
-        "a renewal",
-        Duration::from_secs(30),
-    );
-    wait_for(
-        || r.expiry_of(&ip).is_some_and(|e| e > first),
-        "dnsmasq to extend the lease",
-        Duration::from_secs(10),
-    );
+    let (c, res, ip) = r.add_and_wait_for_renewal("c2", &p);
     r.rig.check(&c, &res, "c2", &p, "eth0").expect_ok();
     release(&r, &c, "c2", &p, &ip);
 }

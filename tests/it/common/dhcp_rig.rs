@@ -266,6 +266,26 @@ impl DhcpRig {
             .and_then(|l| l.split_whitespace().next()?.parse().ok())
     }
 
+    /// ADD of `cid` on eth0 with a 1.0.0 config, then waits until the daemon has renewed its
+    /// lease and dnsmasq has extended it: (config, result, address).
+    pub fn add_and_wait_for_renewal(&self, cid: &str, pod: &TestNs) -> (Value, Value, String) {
+        let c = self.conf("1.0.0", json!({}));
+        let res = self.rig.add(&c, cid, pod, "eth0").expect_ok().json();
+        let ip = super::rig::first_ip(&res);
+        let first = self.expiry_of(&ip).unwrap();
+        wait_for(
+            || self.daemon_log().contains(&format!("{cid}/dh/eth0: renewed")),
+            "a renewal",
+            Duration::from_secs(30),
+        );
+        wait_for(
+            || self.expiry_of(&ip).is_some_and(|e| e > first),
+            "dnsmasq to extend the lease",
+            Duration::from_secs(10),
+        );
+        (c, res, ip)
+    }
+
     pub fn lease_of_ip(&self, ip: &str) -> Option<(String, String, String, String)> {
         self.leases().into_iter().find(|l| l.1 == ip)
     }
