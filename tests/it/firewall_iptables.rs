@@ -73,22 +73,7 @@ fn all_rules(node: &TestNs) -> String {
             s += "\n";
         }
     }
-    // `nft list ruleset` prints tables in creation order, and whether the reference's iptables
-    // or ip6tables made its filter table first varies run by run: compare the tables sorted.
-    let mut tables: Vec<String> = Vec::new();
-    for l in text(node, &["nft", "list", "ruleset"])
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-    {
-        if l.starts_with("table ") || tables.is_empty() {
-            tables.push(String::new());
-        }
-        let t = tables.last_mut().unwrap();
-        *t += l;
-        *t += "\n";
-    }
-    tables.sort();
-    s + &tables.concat()
+    s + &node.nft_tables_sorted()
 }
 
 /// A pod made by our bridge with ipMasq (empty PATH).

@@ -185,7 +185,7 @@ impl Node {
                 s.push('\n');
             }
         }
-        for l in self.ns.exec_ok(&["nft", "list", "ruleset"]).lines() {
+        for l in self.ns.nft_tables_sorted().lines() {
             match l.find("counter packets") {
                 Some(i) => {
                     let rest = l[i..].splitn(6, ' ').nth(5).unwrap_or("");

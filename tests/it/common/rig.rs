@@ -416,6 +416,27 @@ impl TestNs {
 }
 
 impl TestNs {
+    /// `nft list ruleset` with its tables sorted and nft's `#` warnings left out: nft prints
+    /// tables in creation order, and whether iptables or ip6tables (the reference's, ours)
+    /// made its table first varies run by run, so two nodes compare equal only this way.
+    pub fn nft_tables_sorted(&self) -> String {
+        let mut tables: Vec<String> = Vec::new();
+        for l in self
+            .exec_ok(&["nft", "list", "ruleset"])
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+        {
+            if l.starts_with("table ") || tables.is_empty() {
+                tables.push(String::new());
+            }
+            let t = tables.last_mut().expect("pushed above");
+            *t += l;
+            *t += "\n";
+        }
+        tables.sort();
+        tables.concat()
+    }
+
     /// Deletes the netns as a runtime does when a sandbox dies: its name goes, and processes
     /// inside it (a plugin in the middle of an ADD) are left running, unlike on drop.
     pub fn delete_leaving_processes(self) {
